@@ -1,0 +1,158 @@
+"""Model cards: the one source of truth for what a weights file means.
+
+A card is a YAML file next to the weights (``foo.pt`` -> ``foo.yaml``) holding
+the architecture, classes (names, colours), ignore id, drivable classes, the
+input resolution, the normalisation, how it was trained and what was measured.
+Training writes it; export, the node and evaluation read it through
+``load_card`` and nothing else.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import yaml
+
+CARD_VERSION = 1
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class CardError(ValueError):
+    """A model card that is missing or malformed; the message names the file."""
+
+
+@dataclass
+class ModelCard:
+    name: str
+    architecture: str
+    class_names: List[str]
+    class_colors: List[Tuple[int, int, int]]
+    ignore_index: int
+    drivable_classes: List[int]
+    input_width: int
+    input_height: int
+    mean: Tuple[float, float, float] = IMAGENET_MEAN
+    std: Tuple[float, float, float] = IMAGENET_STD
+    dataset: str = ""
+    files: Dict[str, str] = field(default_factory=dict)  # role -> file name, relative to the card
+    training: Dict[str, Any] = field(default_factory=dict)
+    metrics: Dict[str, Any] = field(default_factory=dict)
+    path: Optional[Path] = None  # where it was loaded from (not saved)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def palette(self) -> np.ndarray:
+        """(256, 3) uint8 RGB lookup table; ids past the table are black."""
+        lut = np.zeros((256, 3), np.uint8)
+        lut[: self.num_classes] = np.asarray(self.class_colors, np.uint8)
+        return lut
+
+    def file(self, role: str) -> Optional[Path]:
+        """Absolute path of a file the card lists (weights, onnx, ...), or None."""
+        name = self.files.get(role)
+        if not name:
+            return None
+        p = Path(name)
+        if not p.is_absolute() and self.path is not None:
+            p = self.path.parent / p
+        return p
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "card_version": CARD_VERSION,
+            "name": self.name,
+            "architecture": self.architecture,
+            "dataset": self.dataset,
+            "classes": [{"id": i, "name": n, "color": [int(v) for v in c]}
+                        for i, (n, c) in enumerate(zip(self.class_names, self.class_colors))],
+            "ignore_index": int(self.ignore_index),
+            "drivable_classes": [int(c) for c in self.drivable_classes],
+            "input": {"width": int(self.input_width), "height": int(self.input_height)},
+            "normalization": {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std],
+                              "applies_to": "RGB scaled to [0, 1]"},
+            "files": dict(self.files),
+            "training": copy.deepcopy(self.training),
+            "metrics": copy.deepcopy(self.metrics),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, width=110))
+        tmp.replace(path)
+        self.path = path
+        return path
+
+
+def card_from_dict(d: Dict[str, Any], path: Optional[Path] = None) -> ModelCard:
+    where = str(path) if path else "model card"
+    try:
+        classes = sorted(d["classes"], key=lambda c: int(c["id"]))
+        if [int(c["id"]) for c in classes] != list(range(len(classes))):
+            raise CardError(f"{where}: class ids must be 0..N-1 without gaps")
+        card = ModelCard(
+            name=str(d["name"]),
+            architecture=str(d["architecture"]),
+            class_names=[str(c["name"]) for c in classes],
+            class_colors=[tuple(int(v) for v in c["color"]) for c in classes],
+            ignore_index=int(d.get("ignore_index", 255)),
+            drivable_classes=[int(c) for c in d.get("drivable_classes", [])],
+            input_width=int(d["input"]["width"]),
+            input_height=int(d["input"]["height"]),
+            mean=tuple(float(v) for v in d.get("normalization", {}).get("mean", IMAGENET_MEAN)),
+            std=tuple(float(v) for v in d.get("normalization", {}).get("std", IMAGENET_STD)),
+            dataset=str(d.get("dataset", "")),
+            files=dict(d.get("files", {})),
+            training=dict(d.get("training", {}) or {}),
+            metrics=dict(d.get("metrics", {}) or {}),
+            path=path,
+        )
+    except CardError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise CardError(f"{where} is malformed ({type(e).__name__}: {e}); see models/README.md "
+                        "for the card format") from None
+    for c in card.drivable_classes:
+        if not 0 <= c < card.num_classes:
+            raise CardError(f"{where}: drivable class {c} is not one of the {card.num_classes} classes")
+    if card.input_width % 8 or card.input_height % 8:
+        raise CardError(f"{where}: input {card.input_width}x{card.input_height} must be a multiple of 8")
+    return card
+
+
+def card_path_for(path: str | Path) -> Path:
+    """The card that belongs to a weights/ONNX/engine file: same stem, .yaml."""
+    p = Path(path)
+    if p.suffix in (".yaml", ".yml"):
+        return p
+    return p.with_suffix(".yaml")
+
+
+def load_card(path: str | Path) -> ModelCard:
+    """Load the card at ``path`` (or the card beside a weights/ONNX file)."""
+    cp = card_path_for(path)
+    if not cp.is_file():
+        raise CardError(f"model card {cp} not found: every weights file needs its card beside it "
+                        "(written by 'seg-perception train' and 'export')")
+    try:
+        data = yaml.safe_load(cp.read_text())
+    except yaml.YAMLError as e:
+        raise CardError(f"model card {cp} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise CardError(f"model card {cp} is not a mapping")
+    return card_from_dict(data, cp.resolve())
+
+
+def card_for_table(name: str, architecture: str, table, width: int, height: int, **kw) -> ModelCard:
+    """A new card for a network trained on a dataset's ClassTable."""
+    return ModelCard(name=name, architecture=architecture, class_names=list(table.names),
+                     class_colors=[tuple(c) for c in table.colors], ignore_index=table.ignore_index,
+                     drivable_classes=list(table.drivable), input_width=width, input_height=height,
+                     dataset=table.dataset, **kw)

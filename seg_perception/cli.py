@@ -1,0 +1,113 @@
+"""`seg-perception`: one command, one subcommand per job.
+
+Each subcommand lives in the module that does the work; this file only parses
+arguments and turns known errors into one-line messages with exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Dict, List, Optional
+
+COMMANDS: Dict[str, Callable] = {}
+
+
+def command(name: str, help: str):
+    def wrap(fn):
+        COMMANDS[name] = (fn, help)
+        return fn
+    return wrap
+
+
+# --------------------------------------------------------------------- train
+@command("train", "train a network of the zoo (CamVid, Cityscapes or your own folders)")
+def _train(p: argparse.ArgumentParser):
+    p.add_argument("--model", required=True, help="network name (see 'seg-perception models')")
+    p.add_argument("--dataset", default="camvid", choices=["camvid", "cityscapes", "folder"])
+    p.add_argument("--data", default=None, help="dataset folder (default: ../shared/datasets/camvid)")
+    p.add_argument("--out", required=True, help="run folder: last.pt, log.csv, <name>.pt + .yaml")
+    p.add_argument("--name", default="", help="name of the weights/card files (default MODEL_DATASET)")
+    p.add_argument("--epochs", type=int, default=150)
+    p.add_argument("--encoder-epochs", type=int, default=0, help="encoder-only stage first (labels x1/8)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--width", type=int, default=480)
+    p.add_argument("--height", type=int, default=360)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--weight-decay", type=float, default=2e-4)
+    p.add_argument("--schedule", default="poly", choices=["poly", "plateau"])
+    p.add_argument("--class-weight-c", type=float, default=1.10, help="c in w = 1/ln(c + p_class)")
+    p.add_argument("--eval-every", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-bf16", action="store_true", help="train in fp32 on the CPU")
+    p.add_argument("--no-channels-last", action="store_true")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--gradual-grouping-epochs", type=int, default=0,
+                   help="train grouped 1x1 convs dense, alpha 1->0 over this many epochs")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--val-split", default="val")
+    p.add_argument("--max-train-images", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--max-val-images", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--num-classes", type=int, default=0, help="folder datasets: number of classes")
+    p.add_argument("--ignore-index", type=int, default=255, help="folder datasets: label value to ignore")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+
+    def run(a):
+        from .data.datasets import default_camvid_root
+        from .nets import list_models
+        from .train.loop import TrainConfig, command_line, train
+        if a.model not in list_models():
+            raise ValueError(f"unknown model '{a.model}'; valid choices: {', '.join(list_models())}")
+        data = a.data or (str(default_camvid_root()) if a.dataset == "camvid" else None)
+        if data is None:
+            raise ValueError(f"--data is required for --dataset {a.dataset}")
+        cfg = TrainConfig(model=a.model, data=data, out=a.out, dataset=a.dataset, name=a.name,
+                          train_split=a.train_split, val_split=a.val_split, epochs=a.epochs,
+                          encoder_epochs=a.encoder_epochs, batch_size=a.batch_size, width=a.width,
+                          height=a.height, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
+                          class_weight_c=a.class_weight_c, eval_every=a.eval_every, seed=a.seed,
+                          bf16=not a.no_bf16, channels_last=not a.no_channels_last, threads=a.threads,
+                          gradual_grouping_epochs=a.gradual_grouping_epochs,
+                          max_train_images=a.max_train_images, max_val_images=a.max_val_images,
+                          num_classes=a.num_classes, ignore_index=a.ignore_index, command=command_line())
+        best = train(cfg, resume=a.resume)
+        print(f"[train] best weights: {best} (card {best.with_suffix('.yaml')})")
+    return run
+
+
+@command("models", "list the networks of the zoo")
+def _models(p: argparse.ArgumentParser):
+    def run(a):
+        from .nets import list_models
+        print("\n".join(list_models()))
+    return run
+
+
+# --------------------------------------------------------------------- main
+def build_parser() -> tuple[argparse.ArgumentParser, Dict[str, Callable]]:
+    parser = argparse.ArgumentParser(prog="seg-perception", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    runners = {}
+    for name, (fn, help) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help, description=help)
+        runners[name] = fn(sp)
+    return parser, runners
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser, runners = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc = runners[args.cmd](args)
+        return int(rc or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+        if __import__("os").environ.get("SEG_PERCEPTION_DEBUG"):
+            raise
+        print(f"seg-perception {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

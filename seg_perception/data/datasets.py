@@ -1,0 +1,174 @@
+"""Datasets: CamVid (SegNet layout), Cityscapes (leftImg8bit/gtFine) and a plain
+images + labels folder. Each yields (RGB uint8 HxWx3, label uint8/int HxW)
+pairs and carries the ClassTable that ends up in the model card.
+
+Every problem with the data is a DatasetError whose message names the file.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from .classes import CAMVID, CITYSCAPES, CITYSCAPES_ID_TO_TRAINID, ClassTable, generic_table
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used as given; the message says which file and why."""
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DatasetError(f"cannot read image {path}: missing or not an image file")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_label(path: str | Path) -> np.ndarray:
+    lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if lab is None:
+        raise DatasetError(f"cannot read label {path}: missing or not an image file")
+    if lab.ndim != 2:
+        raise DatasetError(f"label {path} has {lab.shape[2]} channels; expected a single-channel "
+                           "image of class ids")
+    return lab
+
+
+class SegmentationDataset:
+    """A list of (image, label) files with one class table.
+
+    ``cache=True`` keeps decoded frames in memory: CamVid is ~190 MB decoded and
+    PNG decoding would otherwise cost as much CPU as a small net's step.
+    """
+
+    def __init__(self, pairs: Sequence[Tuple[Path, Path]], table: ClassTable,
+                 transform: Optional[Callable] = None, label_map: Optional[np.ndarray] = None,
+                 cache: bool = False):
+        if not pairs:
+            raise DatasetError("the dataset has no image/label pairs")
+        self.pairs = [(Path(i), Path(l)) for i, l in pairs]
+        self.table = table
+        self.transform = transform
+        self.label_map = label_map  # lookup table for raw label values -> class ids
+        self._cache: dict = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, idx: int) -> Tuple[np.ndarray, np.ndarray]:
+        if self._cache is not None and idx in self._cache:
+            return self._cache[idx]
+        img_path, lab_path = self.pairs[idx]
+        img, lab = read_rgb(img_path), read_label(lab_path)
+        if self.label_map is not None:
+            lab = self.label_map[lab]
+        lab = lab.astype(np.uint8)
+        if img.shape[:2] != lab.shape:
+            raise DatasetError(f"label {lab_path} is {lab.shape[1]}x{lab.shape[0]} but image "
+                               f"{img_path} is {img.shape[1]}x{img.shape[0]}")
+        bad = (lab >= self.table.num_classes) & (lab != self.table.ignore_index)
+        if bad.any():
+            raise DatasetError(f"label {lab_path} has value {int(lab[bad][0])} outside the "
+                               f"{self.table.num_classes} classes (ignore id {self.table.ignore_index})")
+        if self._cache is not None:
+            self._cache[idx] = (img, lab)
+        return img, lab
+
+    def __getitem__(self, idx: int):
+        img, lab = self.load(idx)
+        if self.transform is not None:
+            return self.transform(img, lab)
+        return img, lab
+
+
+def _require_dir(root: Path, what: str) -> None:
+    if not root.is_dir():
+        raise DatasetError(f"{what} not found at {root}: pass the dataset folder with --data")
+
+
+def camvid(root: str | Path, split: str, **kw) -> SegmentationDataset:
+    """CamVid as distributed with the SegNet tutorial: <split>.txt lists 'image label'."""
+    root = Path(root)
+    _require_dir(root, "CamVid dataset")
+    listing = root / f"{split}.txt"
+    if not listing.is_file():
+        raise DatasetError(f"CamVid split list {listing} not found (splits here: "
+                           f"{', '.join(sorted(p.stem for p in root.glob('*.txt'))) or 'none'})")
+    pairs = []
+    for n, line in enumerate(listing.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise DatasetError(f"{listing}:{n}: expected 'image label', got {line!r}")
+        # Lists from the SegNet tutorial carry absolute paths of its authors' machine.
+        img, lab = (root / Path(p.replace("/SegNet/CamVid/", "")).as_posix().lstrip("/") for p in parts)
+        if not img.is_file():
+            raise DatasetError(f"image {img} listed in {listing}:{n} does not exist")
+        if not lab.is_file():
+            raise DatasetError(f"image {img} has no label: {lab} (listed in {listing}:{n}) does not exist")
+        pairs.append((img, lab))
+    return SegmentationDataset(pairs, CAMVID, **kw)
+
+
+def cityscapes(root: str | Path, split: str, **kw) -> SegmentationDataset:
+    """Cityscapes: leftImg8bit/<split>/<city>/*_leftImg8bit.png with gtFine labelIds."""
+    root = Path(root)
+    img_root = root / "leftImg8bit" / split
+    _require_dir(img_root, "Cityscapes images")
+    pairs = []
+    for img in sorted(img_root.glob("*/*_leftImg8bit.png")):
+        stem = img.name[: -len("_leftImg8bit.png")]
+        lab = root / "gtFine" / split / img.parent.name / f"{stem}_gtFine_labelIds.png"
+        if not lab.is_file():
+            raise DatasetError(f"image {img} has no label: {lab} does not exist")
+        pairs.append((img, lab))
+    lut = np.full(256, CITYSCAPES.ignore_index, np.uint8)
+    for raw, train_id in CITYSCAPES_ID_TO_TRAINID.items():
+        lut[raw] = train_id
+    return SegmentationDataset(pairs, CITYSCAPES, label_map=lut, **kw)
+
+
+def image_folder(root: str | Path, split: str, num_classes: int, ignore_index: int = 255,
+                 class_names: Optional[List[str]] = None, drivable: Sequence[int] = (),
+                 **kw) -> SegmentationDataset:
+    """Your own data: <root>/<split>/images/NAME.(png|jpg) with <root>/<split>/labels/NAME.png."""
+    root = Path(root) / split
+    _require_dir(root / "images", f"image folder '{split}/images'")
+    _require_dir(root / "labels", f"label folder '{split}/labels'")
+    pairs = []
+    for img in sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_EXTS):
+        lab = root / "labels" / (img.stem + ".png")
+        if not lab.is_file():
+            raise DatasetError(f"image {img} has no label: {lab} does not exist")
+        pairs.append((img, lab))
+    table = generic_table(num_classes, ignore_index, class_names, drivable)
+    return SegmentationDataset(pairs, table, **kw)
+
+
+def open_dataset(kind: str, root: str | Path, split: str, **kw) -> SegmentationDataset:
+    if kind == "camvid":
+        return camvid(root, split, **kw)
+    if kind == "cityscapes":
+        return cityscapes(root, split, **kw)
+    if kind == "folder":
+        return image_folder(root, split, **kw)
+    raise DatasetError(f"unknown dataset kind '{kind}'; valid choices: camvid, cityscapes, folder")
+
+
+def default_camvid_root() -> Path:
+    """../shared/datasets/camvid beside the checkout, or $SEG_PERCEPTION_CAMVID."""
+    env = os.environ.get("SEG_PERCEPTION_CAMVID")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        cand = parent.parent / "shared" / "datasets" / "camvid"
+        if cand.is_dir():
+            return cand
+    return Path("../shared/datasets/camvid")

@@ -1,0 +1,85 @@
+"""Training augmentation and evaluation resizing, on numpy arrays with OpenCV.
+
+Images are RGB uint8 HxWx3, labels uint8 HxW of class ids. Normalisation is
+not done here: it belongs to the model (see model card ``normalization``) so
+the exported graph can take raw uint8 frames.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class TrainAugment:
+    """Random scale, crop (padded with the ignore id), flip, small translation, colour jitter."""
+
+    size: Tuple[int, int]  # (width, height) of the crop fed to the network
+    ignore_index: int
+    scale: Tuple[float, float] = (0.75, 1.75)
+    translate_px: int = 2
+    jitter: float = 0.25
+    seed: int | None = None
+
+    def __post_init__(self):
+        self.rng = np.random.default_rng(self.seed)
+
+    def reseed(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, img: np.ndarray, lab: np.ndarray):
+        rng = self.rng
+        cw, ch = self.size
+        h, w = lab.shape
+        # Scale relative to the size that makes the frame exactly the crop size.
+        s = rng.uniform(*self.scale) * max(cw / w, ch / h)
+        nw, nh = max(1, round(w * s)), max(1, round(h * s))
+        img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        lab = cv2.resize(lab, (nw, nh), interpolation=cv2.INTER_NEAREST)
+        if rng.random() < 0.5:
+            img, lab = img[:, ::-1], lab[:, ::-1]
+        # Pad to at least the crop, then crop at a random place (+ a small shift).
+        ph, pw = max(0, ch - nh), max(0, cw - nw)
+        if ph or pw:
+            img = cv2.copyMakeBorder(np.ascontiguousarray(img), 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=0)
+            lab = cv2.copyMakeBorder(np.ascontiguousarray(lab), 0, ph, 0, pw, cv2.BORDER_CONSTANT,
+                                     value=self.ignore_index)
+        y0 = int(rng.integers(0, lab.shape[0] - ch + 1))
+        x0 = int(rng.integers(0, lab.shape[1] - cw + 1))
+        img = np.ascontiguousarray(img[y0:y0 + ch, x0:x0 + cw])
+        lab = np.ascontiguousarray(lab[y0:y0 + ch, x0:x0 + cw])
+        if self.translate_px:
+            tx, ty = (int(v) for v in rng.integers(-self.translate_px, self.translate_px + 1, 2))
+            m = np.float32([[1, 0, tx], [0, 1, ty]])
+            img = cv2.warpAffine(img, m, (cw, ch), flags=cv2.INTER_NEAREST, borderValue=0)
+            lab = cv2.warpAffine(lab, m, (cw, ch), flags=cv2.INTER_NEAREST, borderValue=self.ignore_index)
+        if self.jitter:
+            img = color_jitter(img, rng, self.jitter)
+        return img, lab
+
+
+def color_jitter(img: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
+    """Brightness, contrast and saturation, each scaled by 1 +- amount."""
+    b, c, s = rng.uniform(1 - amount, 1 + amount, 3)
+    x = img.astype(np.float32) * b
+    mean = x.mean()
+    x = (x - mean) * c + mean
+    gray = x.mean(axis=2, keepdims=True)
+    x = (x - gray) * s + gray
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+@dataclass
+class EvalResize:
+    """Resize the image to the model resolution; labels stay at full size (metrics are
+    computed at the label's resolution, as the pipeline delivers them)."""
+
+    size: Tuple[int, int]  # (width, height)
+
+    def __call__(self, img: np.ndarray, lab: np.ndarray):
+        if img.shape[1::-1] != tuple(self.size):
+            img = cv2.resize(img, tuple(self.size), interpolation=cv2.INTER_LINEAR)
+        return img, lab

@@ -1,0 +1,84 @@
+"""Segmentation metrics from a confusion matrix: used by training, `evaluate`
+and bag evaluation alike, so every number the project prints is computed once."""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+
+class ConfusionMatrix:
+    """Accumulates a (num_classes x num_classes) matrix: rows = truth, cols = prediction.
+    Pixels whose truth is the ignore id (or any id >= num_classes) are skipped."""
+
+    def __init__(self, num_classes: int):
+        self.n = int(num_classes)
+        self.mat = np.zeros((self.n, self.n), np.int64)
+
+    def update(self, pred: np.ndarray, truth: np.ndarray) -> None:
+        pred = np.asarray(pred)
+        truth = np.asarray(truth)
+        if pred.shape != truth.shape:
+            raise ValueError(f"prediction {pred.shape} and ground truth {truth.shape} differ in size")
+        t = truth.reshape(-1).astype(np.int64)
+        p = pred.reshape(-1).astype(np.int64)
+        keep = (t >= 0) & (t < self.n)
+        p = np.clip(p[keep], 0, self.n - 1)  # a prediction past the table counts as the last class
+        self.mat += np.bincount(t[keep] * self.n + p, minlength=self.n * self.n).reshape(self.n, self.n)
+
+    def merge(self, other: "ConfusionMatrix") -> None:
+        self.mat += other.mat
+
+    def iou(self) -> np.ndarray:
+        """Per-class IoU; NaN for a class absent from both truth and prediction."""
+        tp = np.diag(self.mat).astype(np.float64)
+        denom = self.mat.sum(0) + self.mat.sum(1) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(denom > 0, tp / np.maximum(denom, 1), np.nan)
+
+    def miou(self) -> float:
+        """Mean over classes present in the truth or the prediction."""
+        iou = self.iou()
+        return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+    def pixel_accuracy(self) -> float:
+        total = self.mat.sum()
+        return float(np.trace(self.mat) / total) if total else float("nan")
+
+    def summary(self, class_names: Sequence[str]) -> Dict:
+        iou = self.iou()
+        return {
+            "miou": round(100 * self.miou(), 2),
+            "pixel_accuracy": round(100 * self.pixel_accuracy(), 2),
+            "per_class_iou": {n: (None if np.isnan(v) else round(100 * float(v), 2))
+                              for n, v in zip(class_names, iou)},
+            "pixels": int(self.mat.sum()),
+        }
+
+
+def binary_scores(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> Dict[str, int]:
+    """True/false positive/negative counts of a boolean mask (e.g. drivable area)."""
+    pred = np.asarray(pred, bool)
+    truth = np.asarray(truth, bool)
+    if valid is not None:
+        pred, truth = pred[valid], truth[valid]
+    return {"tp": int((pred & truth).sum()), "fp": int((pred & ~truth).sum()),
+            "fn": int((~pred & truth).sum()), "tn": int((~pred & ~truth).sum())}
+
+
+def binary_summary(counts: Dict[str, int]) -> Dict[str, float | None]:
+    tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
+
+    def ratio(a, b):
+        return round(100 * a / b, 2) if b else None
+    return {"iou": ratio(tp, tp + fp + fn), "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn)}
+
+
+def percentiles(values: List[float], qs=(50, 95)) -> Dict[str, float | None]:
+    if not values:
+        return {f"p{q}": None for q in qs} | {"max": None, "mean": None}
+    arr = np.asarray(values, np.float64)
+    out = {f"p{q}": round(float(np.percentile(arr, q)), 2) for q in qs}
+    out["max"] = round(float(arr.max()), 2)
+    out["mean"] = round(float(arr.mean()), 2)
+    return out
