@@ -85,7 +85,7 @@ class ModelCard:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, width=110))
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, width=110, default_flow_style=None))
         tmp.replace(path)
         self.path = path
         return path

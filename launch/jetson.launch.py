@@ -1,0 +1,49 @@
+"""Start segmentation_node with a YAML parameter file and optional overrides.
+
+    ros2 launch seg_perception jetson.launch.py
+    ros2 launch seg_perception jetson.launch.py precision:=int8 image_topic:=/front/image_raw
+
+Arguments left empty keep the value from params_file.
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch_ros.actions import Node
+
+# launch argument -> parameter type; every one defaults to '' (= keep the YAML value)
+OVERRIDES = {
+    "model": str,
+    "precision": str,
+    "input_width": int,
+    "input_height": int,
+    "image_topic": str,
+    "use_compressed": lambda v: v.strip().lower() in ("1", "true", "yes", "on"),
+}
+
+
+def _node(context, *args, **kwargs):
+    overrides = {}
+    for name, cast in OVERRIDES.items():
+        value = context.launch_configurations.get(name, "")
+        if value != "":
+            overrides[name] = cast(value)
+    params_file = context.launch_configurations["params_file"]
+    return [Node(
+        package="seg_perception",
+        executable="segmentation_node",
+        name="segmentation_node",
+        output="screen",
+        emulate_tty=True,
+        parameters=[params_file, overrides],
+    )]
+
+
+def generate_launch_description():
+    default_params = os.path.join(get_package_share_directory("seg_perception"), "config", "jetson.yaml")
+    args = [DeclareLaunchArgument(name, default_value="", description=f"override the '{name}' parameter")
+            for name in OVERRIDES]
+    args.append(DeclareLaunchArgument("params_file", default_value=default_params,
+                                      description="YAML parameter file for segmentation_node"))
+    return LaunchDescription(args + [OpaqueFunction(function=_node)])

@@ -1,0 +1,104 @@
+"""sensor_msgs image <-> numpy without cv_bridge (which has no ROS 2 wheel).
+
+Raw images are viewed in place where the layout allows (8-bit encodings: a
+numpy view over the message buffer, row padding skipped by strides); colour
+order is resolved later by the pipeline, after its resize, on the small image.
+Every malformed message raises ImageError with a one-line reason.
+
+The functions only touch message attributes (height, width, encoding, step,
+data, format), so they work on rclpy messages and on rosbags' decoded ones.
+"""
+from __future__ import annotations
+
+import array
+from typing import Tuple
+
+import cv2
+import numpy as np
+
+# encoding -> (channels of the numpy view, colour layout for the pipeline)
+RAW_ENCODINGS = {
+    "rgb8": (3, "rgb"),
+    "bgr8": (3, "bgr"),
+    "rgba8": (4, "rgba"),
+    "bgra8": (4, "bgra"),
+    "mono8": (1, "mono"),
+    "8UC1": (1, "mono"),
+    "8UC3": (3, "bgr"),  # OpenCV's convention for untyped 3-channel images
+    # packed YUV 4:2:2, 2 bytes a pixel; converted to RGB at full size
+    "yuv422": (2, "uyvy"),
+    "uyvy": (2, "uyvy"),
+    "yuv422_yuy2": (2, "yuy2"),
+    "yuyv": (2, "yuy2"),
+}
+_YUV_TO_RGB = {"uyvy": cv2.COLOR_YUV2RGB_UYVY, "yuy2": cv2.COLOR_YUV2RGB_YUY2}
+DEFAULT_MAX_PIXELS = 4096 * 4096
+
+
+class ImageError(ValueError):
+    """A message that cannot be turned into a frame."""
+
+
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageError(f"image size {width}x{height} is empty")
+    if width * height > max_pixels:
+        raise ImageError(f"image size {width}x{height} exceeds the max_image_pixels cap of {max_pixels}")
+
+
+def image_to_array(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.ndarray, str]:
+    """sensor_msgs/Image -> (uint8 array, colour layout: rgb|bgr|rgba|bgra|mono)."""
+    enc = str(msg.encoding)
+    if enc not in RAW_ENCODINGS:
+        raise ImageError(f"unsupported encoding '{enc}'; supported: {', '.join(RAW_ENCODINGS)}")
+    ch, layout = RAW_ENCODINGS[enc]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    _check_size(w, h, max_pixels)
+    if w % 2 and ch == 2:
+        raise ImageError(f"{enc} image width {w} is odd; YUV 4:2:2 needs an even width")
+    if step < w * ch:
+        raise ImageError(f"step {step} is smaller than width x channels = {w * ch} for {enc}")
+    buf = np.frombuffer(msg.data, np.uint8) if len(msg.data) else np.empty(0, np.uint8)
+    if buf.size < step * h:
+        raise ImageError(f"data has {buf.size} bytes, less than step x height = {step * h}")
+    # A view: rows of `step` bytes, of which the first w*ch are pixels.
+    img = buf[: step * h].reshape(h, step)[:, : w * ch]
+    img = img.reshape(h, w) if ch == 1 else img.reshape(h, w, ch)
+    if layout in _YUV_TO_RGB:
+        return cv2.cvtColor(np.ascontiguousarray(img), _YUV_TO_RGB[layout]), "rgb"
+    return img, layout
+
+
+def compressed_to_array(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.ndarray, str]:
+    """sensor_msgs/CompressedImage (JPEG or PNG) -> (uint8 array, colour layout)."""
+    data = np.frombuffer(msg.data, np.uint8) if len(msg.data) else np.empty(0, np.uint8)
+    if data.size == 0:
+        raise ImageError("compressed image has no data")
+    fmt = str(getattr(msg, "format", "")).lower()
+    if "compresseddepth" in fmt or fmt.startswith("16uc1") or fmt.startswith("32fc1"):
+        raise ImageError(f"compressed depth images ('{msg.format}') are not camera frames")
+    if fmt and not any(k in fmt for k in ("jpeg", "jpg", "png")):
+        raise ImageError(f"unsupported compressed format '{msg.format}'; supported: jpeg, png")
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageError(f"compressed image ({data.size} bytes, format '{msg.format}') cannot be decoded")
+    if img.dtype != np.uint8:
+        raise ImageError(f"compressed image decodes to {img.dtype}; only 8-bit images are supported")
+    _check_size(img.shape[1], img.shape[0], max_pixels)
+    if img.ndim == 2:
+        return img, "mono"
+    if img.shape[2] not in (3, 4):
+        raise ImageError(f"compressed image has {img.shape[2]} channels; supported: 1, 3, 4")
+    return img, "bgr" if img.shape[2] == 3 else "bgra"
+
+
+def fill_image(msg, header, img: np.ndarray, encoding: str):
+    """Fill a sensor_msgs/Image with a contiguous uint8 array (H x W or H x W x C)."""
+    img = np.ascontiguousarray(img)
+    msg.header = header
+    msg.height, msg.width = int(img.shape[0]), int(img.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(img.strides[0])
+    msg.data = array.array("B", img.tobytes())
+    return msg

@@ -1,0 +1,291 @@
+"""segmentation_node: camera frames in, segmentation out.
+
+Thin by design: read parameters, convert messages, hand frames to the
+ROS-free Pipeline, publish. A worker thread owns the pipeline; the
+subscription callback only puts the newest message in a one-slot mailbox,
+so a slow model never builds a backlog (replaced frames count as dropped).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import rclpy
+import rclpy.executors
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+from rclpy.exceptions import ParameterException, ParameterUninitializedException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy, QoSHistoryPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+
+from ..card import CardError
+from ..paths import DEFAULT_MODEL, resolve_model
+from ..runtime.backends import BACKENDS, PRECISIONS, BackendError
+from ..runtime.pipeline import Pipeline
+from .image_conversion import DEFAULT_MAX_PIXELS, ImageError, compressed_to_array, fill_image, image_to_array
+
+QOS_CHOICES = ("sensor_data", "reliable")
+
+# name -> (default, description); the single list of parameters (README documents the same)
+PARAMETERS = {
+    "model": (DEFAULT_MODEL, "model name in the models folder, or a path to a model card .yaml"),
+    "weights": ("", "PyTorch weights (.pt) for backend torch; empty: the card's file"),
+    "onnx": ("", "ONNX file for onnxruntime/tensorrt; empty: the card's file for the precision"),
+    "backend": ("auto", "auto | tensorrt | onnxruntime | torch"),
+    "precision": ("fp32", "fp32 | fp16 | int8"),
+    "input_width": (0, "model input width; 0: the card's resolution"),
+    "input_height": (0, "model input height; 0: the card's resolution"),
+    "image_topic": ("/camera/image_raw", "camera topic (sensor_msgs/Image)"),
+    "use_compressed": (False, "subscribe to <image_topic>/compressed (sensor_msgs/CompressedImage)"),
+    "overlay_alpha": (0.5, "weight of the class colours in /segmentation/overlay"),
+    "qos": ("sensor_data", "subscription QoS: sensor_data (best effort, depth 1) | reliable"),
+    "publish_confidence": (False, "publish /segmentation/confidence (mono8, max probability x 255)"),
+    "max_image_pixels": (DEFAULT_MAX_PIXELS, "frames larger than this are rejected"),
+    "threads": (0, "CPU inference threads; 0: the runtime's default"),
+    "engine_cache_dir": ("", "TensorRT engine cache folder; empty: beside the ONNX file"),
+    "rebuild_engine": (True, "TensorRT: rebuild a stale cached engine (false: refuse to start)"),
+    "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
+}
+
+
+class _RosLogHandler(logging.Handler):
+    """Forwards the package's Python log records (e.g. backend fallbacks) to the node's logger."""
+
+    def __init__(self, ros_logger):
+        super().__init__()
+        self.ros_logger = ros_logger
+
+    def emit(self, record):
+        fn = self.ros_logger.error if record.levelno >= logging.ERROR else (
+            self.ros_logger.warning if record.levelno >= logging.WARNING else self.ros_logger.info)
+        fn(record.getMessage())
+
+
+class ConfigError(ValueError):
+    """A parameter that stops start-up; the message lists the valid choices."""
+
+
+@dataclass
+class Stats:
+    received: int = 0
+    processed: int = 0
+    dropped: int = 0
+    rejected: int = 0
+    overlays: int = 0
+
+
+class SegmentationNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("segmentation_node", **kwargs)
+        pkg_log = logging.getLogger("seg_perception")
+        pkg_log.addHandler(_RosLogHandler(self.get_logger()))
+        pkg_log.setLevel(logging.INFO)
+        pkg_log.propagate = False
+        for name, (default, desc) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=desc))
+        self.declare_parameter("drivable_classes", rclpy.Parameter.Type.INTEGER_ARRAY, ParameterDescriptor(
+            type=ParameterType.PARAMETER_INTEGER_ARRAY,
+            description="class ids of the drivable mask; unset: the model card's"))
+        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        try:
+            drivable = self.get_parameter("drivable_classes").value
+        except ParameterUninitializedException:
+            drivable = None  # the model card's drivable classes
+        self.pipeline = self._make_pipeline(p, drivable)
+        self.card = self.pipeline.card
+        self.max_pixels = int(p["max_image_pixels"])
+        self.publish_confidence = bool(p["publish_confidence"])
+
+        out_qos = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
+                             history=QoSHistoryPolicy.KEEP_LAST)
+        self.pub_labels = self.create_publisher(Image, "segmentation/labels", out_qos)
+        self.pub_drivable = self.create_publisher(Image, "segmentation/drivable_mask", out_qos)
+        self.pub_overlay = self.create_publisher(Image, "segmentation/overlay", out_qos)
+        self.pub_conf = (self.create_publisher(Image, "segmentation/confidence", out_qos)
+                         if self.publish_confidence else None)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        qos = p["qos"]
+        if qos not in QOS_CHOICES:
+            raise ConfigError(f"unknown qos '{qos}'; valid choices: {', '.join(QOS_CHOICES)}")
+        in_qos = qos_profile_sensor_data if qos == "sensor_data" else QoSProfile(
+            depth=1, reliability=QoSReliabilityPolicy.RELIABLE, history=QoSHistoryPolicy.KEEP_LAST)
+        in_qos = QoSProfile(depth=1, reliability=in_qos.reliability, durability=in_qos.durability,
+                            history=QoSHistoryPolicy.KEEP_LAST)
+        topic = str(p["image_topic"])
+        if p["use_compressed"]:
+            self.topic = topic.rstrip("/") + "/compressed"
+            self.sub = self.create_subscription(CompressedImage, self.topic, self._on_frame, in_qos)
+        else:
+            self.topic = topic
+            self.sub = self.create_subscription(Image, self.topic, self._on_frame, in_qos)
+
+        self.stats = Stats()
+        self._slot_lock = threading.Condition()
+        self._slot = None  # (msg, receive time)
+        self._stop = threading.Event()
+        self._infer_ms: deque = deque(maxlen=100)
+        self._e2e_ms: deque = deque(maxlen=100)
+        self._done_times: deque = deque(maxlen=200)
+        self._last_error: Dict[str, float] = {}
+        self._suppressed: Dict[str, int] = {}
+        self.worker = threading.Thread(target=self._work, name="segmentation_worker", daemon=True)
+        self.worker.start()
+        self.diag_timer = self.create_timer(float(p["diagnostics_period"]), self._publish_diagnostics)
+        self.get_logger().info(
+            f"segmenting {self.topic} with {self.card.name} ({self.pipeline.backend.describe()}); "
+            f"drivable classes {[self.card.class_names[c] for c in self.pipeline.drivable_classes]}")
+
+    # ---------------------------------------------------------------- set-up
+    def _make_pipeline(self, p, drivable) -> Pipeline:
+        if p["backend"] not in BACKENDS:
+            raise ConfigError(f"unknown backend '{p['backend']}'; valid choices: {', '.join(BACKENDS)}")
+        if p["precision"] not in PRECISIONS:
+            raise ConfigError(f"unknown precision '{p['precision']}'; valid choices: {', '.join(PRECISIONS)}")
+        try:
+            card_path = resolve_model(str(p["model"]))
+            trt = {}
+            if p["backend"] in ("auto", "tensorrt"):
+                trt = {"cache_dir": p["engine_cache_dir"] or None, "rebuild": bool(p["rebuild_engine"])}
+            pipe = Pipeline.from_card(
+                card_path, backend=p["backend"], precision=p["precision"],
+                width=int(p["input_width"]) or None, height=int(p["input_height"]) or None,
+                onnx=p["onnx"] or None, weights=p["weights"] or None, threads=int(p["threads"]),
+                drivable_classes=list(drivable) if drivable is not None else None,
+                overlay_alpha=float(p["overlay_alpha"]), **trt)
+        except (ValueError, FileNotFoundError, CardError, BackendError) as e:
+            raise ConfigError(str(e)) from None
+        pipe.backend.warmup()
+        return pipe
+
+    # ---------------------------------------------------------------- frames
+    def _on_frame(self, msg) -> None:
+        now = time.perf_counter()
+        with self._slot_lock:
+            self.stats.received += 1
+            if self._slot is not None:
+                self.stats.dropped += 1  # the waiting frame is replaced by a newer one
+            self._slot = (msg, now)
+            self._slot_lock.notify()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            with self._slot_lock:
+                while self._slot is None and not self._stop.is_set():
+                    self._slot_lock.wait(0.2)
+                if self._stop.is_set():
+                    return
+                msg, t_recv = self._slot
+                self._slot = None
+            try:
+                self._process(msg, t_recv)
+            except ImageError as e:
+                self._reject(str(e))
+            except Exception as e:  # a bug or backend failure must not kill the node
+                self._reject(f"processing failed: {type(e).__name__}: {e}")
+
+    def _process(self, msg, t_recv: float) -> None:
+        if isinstance(msg, CompressedImage):
+            frame, color = compressed_to_array(msg, self.max_pixels)
+        else:
+            frame, color = image_to_array(msg, self.max_pixels)
+        want_overlay = self.pub_overlay.get_subscription_count() > 0
+        res = self.pipeline(frame, color, overlay=want_overlay, confidence=self.publish_confidence)
+        header = msg.header
+        self.pub_labels.publish(fill_image(Image(), header, res.labels, "mono8"))
+        self.pub_drivable.publish(fill_image(Image(), header, res.drivable, "mono8"))
+        if res.overlay is not None:
+            self.pub_overlay.publish(fill_image(Image(), header, res.overlay, "rgb8"))
+        if self.pub_conf is not None and res.confidence is not None:
+            self.pub_conf.publish(fill_image(Image(), header, res.confidence, "mono8"))
+        done = time.perf_counter()
+        with self._slot_lock:
+            self.stats.processed += 1
+            self.stats.overlays += res.overlay is not None
+            self._infer_ms.append(res.timings["infer_ms"])
+            self._e2e_ms.append((done - t_recv) * 1e3)
+            self._done_times.append(done)
+
+    def _reject(self, reason: str) -> None:
+        with self._slot_lock:
+            self.stats.rejected += 1
+        # One line per kind of problem, then at most one every 5 s with a count.
+        kind = reason.split(":")[0][:40]
+        now = time.monotonic()
+        last = self._last_error.get(kind)
+        if last is not None and now - last < 5.0:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return
+        more = self._suppressed.pop(kind, 0)
+        self._last_error[kind] = now
+        suffix = f" (and {more} more like it)" if more else ""
+        self.get_logger().error(f"frame rejected: {reason}{suffix}")
+
+    # ---------------------------------------------------------------- diagnostics
+    def _publish_diagnostics(self) -> None:
+        with self._slot_lock:
+            s = Stats(**self.stats.__dict__)
+            now = time.perf_counter()
+            recent = [t for t in self._done_times if now - t <= 5.0]
+            infer = sorted(self._infer_ms)
+            e2e = sorted(self._e2e_ms)
+        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+
+        def med(v):
+            return v[len(v) // 2] if v else 0.0
+
+        status = DiagnosticStatus()
+        status.name = f"{self.get_fully_qualified_name().lstrip('/')}: segmentation"
+        status.hardware_id = self.pipeline.backend.describe()
+        status.level = DiagnosticStatus.OK if s.processed or not s.received else DiagnosticStatus.WARN
+        status.message = "ok" if status.level == DiagnosticStatus.OK else "frames received but none processed"
+        if not s.received:
+            status.message = f"waiting for frames on {self.topic}"
+        values = {"fps": f"{fps:.2f}", "inference_ms": f"{med(infer):.2f}", "end_to_end_ms": f"{med(e2e):.2f}",
+                  "frames_received": s.received, "frames_processed": s.processed, "frames_dropped": s.dropped,
+                  "frames_rejected": s.rejected, "frames_with_overlay": s.overlays, "model": self.card.name,
+                  "backend": self.pipeline.backend.name, "precision": self.pipeline.backend.precision, "topic": self.topic}
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [status]
+        self.pub_diag.publish(arr)
+
+    def destroy_node(self):
+        self._stop.set()
+        with self._slot_lock:
+            self._slot_lock.notify_all()
+        self.worker.join(timeout=5)
+        self.pipeline.backend.close()
+        return super().destroy_node()
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node: Optional[SegmentationNode] = None
+    rc = 0
+    try:
+        node = SegmentationNode()
+        rclpy.spin(node)
+    except (ConfigError, ParameterException) as e:
+        # e.g. a parameter of the wrong type: rclpy's exception text names it
+        rclpy.logging.get_logger("segmentation_node").fatal(f"cannot start: {e}")
+        rc = 2
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Inference backends behind one small interface.
+
+A backend takes one uint8 RGB frame already at the model resolution (H x W x 3)
+and returns (labels uint8 H x W, confidence float32 H x W or None). All of
+them run the same graph: normalisation inside, argmax at the end (see
+deploy/export.py), so switching backends never changes pre/post-processing.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+
+from ..card import ModelCard
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class BackendError(RuntimeError):
+    """A backend that cannot start as configured; the message says what to change."""
+
+
+class Backend(ABC):
+    name: str = "?"
+
+    def __init__(self, card: ModelCard, width: int, height: int, precision: str):
+        self.card = card
+        self.width, self.height = int(width), int(height)
+        self.precision = precision
+
+    @abstractmethod
+    def infer(self, image: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """image: uint8 (height, width, 3) RGB -> (labels uint8, confidence float32 | None)."""
+
+    def warmup(self, runs: int = 2) -> None:
+        blank = np.zeros((self.height, self.width, 3), np.uint8)
+        for _ in range(runs):
+            self.infer(blank)
+
+    def describe(self) -> str:
+        return f"{self.name} {self.precision} {self.width}x{self.height}"
+
+    def close(self) -> None:
+        pass
+
+
+def _need_file(path: Optional[Path], what: str, hint: str) -> Path:
+    if path is None:
+        raise BackendError(f"no {what} for this model: {hint}")
+    if not Path(path).is_file():
+        raise BackendError(f"{what} {path} not found: {hint}")
+    return Path(path)
+
+
+class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime: CPU by default, CUDA execution provider when installed."""
+
+    name = "onnxruntime"
+
+    def __init__(self, card: ModelCard, width: int, height: int, precision: str = "fp32",
+                 onnx_path: Optional[str | Path] = None, threads: int = 0, use_cuda: Optional[bool] = None):
+        super().__init__(card, width, height, precision)
+        import onnxruntime as ort
+        if precision not in ("fp32", "int8"):
+            raise BackendError(f"precision '{precision}' is not available on onnxruntime; valid choices: "
+                               "fp32, int8 (fp16 runs on the tensorrt backend)")
+        role = "onnx_int8" if precision == "int8" else "onnx"
+        hint = ("run 'seg-perception quantize' to make one" if precision == "int8"
+                else "run 'seg-perception export' to make one, or set the onnx parameter")
+        path = _need_file(Path(onnx_path) if onnx_path else card.file(role), f"{precision} ONNX file", hint)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        available = ort.get_available_providers()
+        if use_cuda is None:
+            use_cuda = "CUDAExecutionProvider" in available
+        providers = (["CUDAExecutionProvider"] if use_cuda else []) + ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        except Exception as e:
+            raise BackendError(f"ONNX file {path} cannot be loaded ({str(e).splitlines()[0][:200]})") from None
+        self.path = path
+        self.providers = self.session.get_providers()
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        if inp.type != "tensor(uint8)" or len(inp.shape) != 4:
+            raise BackendError(f"ONNX file {path} does not take uint8 NHWC frames: export it with "
+                               "'seg-perception export' (logits graphs are for evaluation only)")
+        _, h, w, _ = inp.shape
+        if isinstance(h, int) and isinstance(w, int) and (h, w) != (self.height, self.width):
+            raise BackendError(f"ONNX file {path} is fixed at {w}x{h} but {self.width}x{self.height} was "
+                               "asked for: export at that size or with --dynamic")
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.has_confidence = "confidence" in self.outputs
+
+    def infer(self, image):
+        res = self.session.run(None, {self.input_name: image[None]})
+        out = dict(zip(self.outputs, res))
+        conf = out.get("confidence")
+        return out["labels"][0], (conf[0] if conf is not None else None)
+
+    def describe(self) -> str:
+        return f"{super().describe()} ({self.path.name}, {self.providers[0]})"
+
+
+class TorchBackend(Backend):
+    """PyTorch eager: the trained .pt weights, no export needed."""
+
+    name = "torch"
+
+    def __init__(self, card: ModelCard, width: int, height: int, precision: str = "fp32",
+                 weights: Optional[str | Path] = None, threads: int = 0, device: Optional[str] = None):
+        super().__init__(card, width, height, precision)
+        import torch
+        from ..deploy.export import DeployWrapper, load_net
+        self.torch = torch
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if precision == "int8":
+            raise BackendError("precision 'int8' is not available on torch; valid choices: fp32, fp16 (CUDA)")
+        if precision == "fp16" and self.device.type != "cuda":
+            raise BackendError("precision 'fp16' on torch needs a CUDA GPU; valid choices here: fp32")
+        path = _need_file(Path(weights) if weights else card.file("weights"), "weights file",
+                          "train one with 'seg-perception train' or set the weights parameter")
+        try:
+            net = load_net(card, path)
+        except (ValueError, FileNotFoundError) as e:
+            raise BackendError(str(e)) from None
+        self.path = path
+        self.model = DeployWrapper(net, card.mean, card.std).to(self.device).eval()
+        self.has_confidence = True
+
+    def infer(self, image):
+        torch = self.torch
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(image))[None].to(self.device)
+            if self.precision == "fp16":
+                with torch.autocast("cuda", dtype=torch.float16):
+                    labels, conf = self.model(x)
+            else:
+                labels, conf = self.model(x)
+        return labels[0].cpu().numpy(), conf[0].float().cpu().numpy()
+
+    def describe(self) -> str:
+        return f"{super().describe()} ({self.path.name}, {self.device})"
+
+
+def tensorrt_available() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def create_backend(kind: str, card: ModelCard, precision: str = "fp32", width: Optional[int] = None,
+                   height: Optional[int] = None, onnx_path: Optional[str] = None,
+                   weights: Optional[str] = None, threads: int = 0, **trt_options) -> Backend:
+    """Build the backend ``kind`` (auto|tensorrt|onnxruntime|torch) for ``card``."""
+    if kind not in BACKENDS:
+        raise BackendError(f"unknown backend '{kind}'; valid choices: {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise BackendError(f"unknown precision '{precision}'; valid choices: {', '.join(PRECISIONS)}")
+    width = int(width or card.input_width)
+    height = int(height or card.input_height)
+    if width % 8 or height % 8 or width <= 0 or height <= 0:
+        raise BackendError(f"input size {width}x{height} must be positive multiples of 8")
+    if kind == "auto":
+        if tensorrt_available():
+            kind = "tensorrt"
+        elif precision == "fp16":
+            log.warning("TensorRT is not installed: backend 'auto' falls back to onnxruntime at fp32 "
+                        "(fp16 needs TensorRT)")
+            kind, precision = "onnxruntime", "fp32"
+        else:
+            log.warning("TensorRT is not installed: backend 'auto' falls back to onnxruntime")
+            kind = "onnxruntime"
+    if kind == "tensorrt":
+        if not tensorrt_available():
+            raise BackendError("backend 'tensorrt' needs the TensorRT Python package (on a Jetson it "
+                               "comes with JetPack); use backend 'onnxruntime' or 'auto' elsewhere")
+        from .tensorrt_backend import TensorRTBackend
+        return TensorRTBackend(card, width, height, precision, onnx_path=onnx_path, **trt_options)
+    if kind == "onnxruntime":
+        return OnnxRuntimeBackend(card, width, height, precision, onnx_path=onnx_path, threads=threads)
+    return TorchBackend(card, width, height, precision, weights=weights, threads=threads)
+
+
+def default_threads() -> int:
+    """Threads for CPU inference: SEG_PERCEPTION_THREADS or 0 (the runtime's own default)."""
+    return int(os.environ.get("SEG_PERCEPTION_THREADS", "0") or 0)

@@ -1,0 +1,127 @@
+"""The ROS-free segmentation pipeline: frame in, label map and friends out.
+
+    pipe = Pipeline.from_card("models/essnet_d_camvid.yaml", backend="onnxruntime")
+    result = pipe(frame_rgb)             # any size, uint8
+    result.labels, result.drivable       # at the frame's size
+
+Resize to the model resolution (the colour conversion happens after the resize,
+on the small image), infer (normalisation and argmax are inside the graph),
+resize labels back with nearest-neighbour, look up the drivable mask.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, Optional
+
+import cv2
+import numpy as np
+
+from ..card import ModelCard, load_card
+from .backends import Backend, create_backend
+
+# Colour layouts a frame can come in; the value converts the resized frame to RGB.
+_TO_RGB = {
+    "rgb": None,
+    "bgr": cv2.COLOR_BGR2RGB,
+    "rgba": cv2.COLOR_RGBA2RGB,
+    "bgra": cv2.COLOR_BGRA2RGB,
+    "mono": cv2.COLOR_GRAY2RGB,
+}
+_CHANNELS = {"rgb": 3, "bgr": 3, "rgba": 4, "bgra": 4, "mono": 1}
+
+
+@dataclass
+class SegmentationResult:
+    labels: np.ndarray                    # uint8 (H, W) class ids, at the frame's size
+    drivable: np.ndarray                  # uint8 (H, W), 255 where drivable
+    confidence: Optional[np.ndarray] = None  # uint8 (H, W), max probability x 255
+    overlay: Optional[np.ndarray] = None     # uint8 (H, W, 3) RGB, frame blended with class colours
+    timings: Dict[str, float] = field(default_factory=dict)  # pre/infer/post milliseconds
+
+
+class Pipeline:
+    def __init__(self, backend: Backend, card: ModelCard, drivable_classes: Optional[Iterable[int]] = None,
+                 overlay_alpha: float = 0.5):
+        self.backend = backend
+        self.card = card
+        self.size = (backend.width, backend.height)
+        drivable = list(card.drivable_classes if drivable_classes is None else drivable_classes)
+        for c in drivable:
+            if not 0 <= int(c) < card.num_classes:
+                raise ValueError(f"drivable class {c} is not one of the model's classes "
+                                 f"0..{card.num_classes - 1} ({', '.join(card.class_names)})")
+        if not 0.0 <= overlay_alpha <= 1.0:
+            raise ValueError(f"overlay_alpha must be within [0, 1], got {overlay_alpha}")
+        self.drivable_classes = [int(c) for c in drivable]
+        self.drivable_lut = np.zeros(256, np.uint8)
+        self.drivable_lut[self.drivable_classes] = 255
+        self.palette = card.palette
+        self.overlay_alpha = float(overlay_alpha)
+
+    @classmethod
+    def from_card(cls, card_path: str | Path, backend: str = "auto", precision: str = "fp32",
+                  width: Optional[int] = None, height: Optional[int] = None, onnx: Optional[str] = None,
+                  weights: Optional[str] = None, threads: int = 0, drivable_classes=None,
+                  overlay_alpha: float = 0.5, **trt_options) -> "Pipeline":
+        card = load_card(card_path)
+        be = create_backend(backend, card, precision, width, height, onnx_path=onnx, weights=weights,
+                            threads=threads, **trt_options)
+        return cls(be, card, drivable_classes, overlay_alpha)
+
+    def preprocess(self, frame: np.ndarray, color: str = "rgb") -> np.ndarray:
+        check_frame(frame, color)
+        small = frame
+        if frame.shape[1::-1] != self.size:
+            # INTER_AREA when shrinking avoids aliasing; linear when enlarging.
+            shrink = frame.shape[1] > self.size[0]
+            small = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        code = _TO_RGB[color]
+        if code is not None:
+            small = cv2.cvtColor(small, code)
+        return np.ascontiguousarray(small)
+
+    def __call__(self, frame: np.ndarray, color: str = "rgb", overlay: bool = False,
+                 confidence: bool = False) -> SegmentationResult:
+        t0 = time.perf_counter()
+        x = self.preprocess(frame, color)
+        t1 = time.perf_counter()
+        labels_small, conf_small = self.backend.infer(x)
+        t2 = time.perf_counter()
+        h, w = frame.shape[:2]
+        labels = labels_small
+        if labels.shape != (h, w):
+            labels = cv2.resize(labels_small, (w, h), interpolation=cv2.INTER_NEAREST)
+        res = SegmentationResult(labels=labels, drivable=self.drivable_lut[labels])
+        if confidence:
+            if conf_small is None:
+                raise ValueError("this backend's model has no confidence output; re-export it")
+            c8 = np.clip(conf_small * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            res.confidence = c8 if c8.shape == (h, w) else cv2.resize(c8, (w, h), interpolation=cv2.INTER_LINEAR)
+        if overlay:
+            res.overlay = self.overlay(frame, color, labels)
+        t3 = time.perf_counter()
+        res.timings = {"pre_ms": (t1 - t0) * 1e3, "infer_ms": (t2 - t1) * 1e3, "post_ms": (t3 - t2) * 1e3}
+        return res
+
+    def overlay(self, frame: np.ndarray, color: str, labels: np.ndarray) -> np.ndarray:
+        code = _TO_RGB[color]
+        rgb = frame if code is None else cv2.cvtColor(frame, code)
+        return cv2.addWeighted(rgb, 1.0 - self.overlay_alpha, self.palette[labels], self.overlay_alpha, 0.0)
+
+    def colorize(self, labels: np.ndarray) -> np.ndarray:
+        return self.palette[labels]
+
+
+def check_frame(frame: np.ndarray, color: str) -> None:
+    if color not in _TO_RGB:
+        raise ValueError(f"unknown colour layout '{color}'; valid choices: {', '.join(_TO_RGB)}")
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
+        raise ValueError("frame must be a uint8 numpy array")
+    want = _CHANNELS[color]
+    ok = (frame.ndim == 2 and want == 1) or (frame.ndim == 3 and frame.shape[2] == want)
+    if not ok:
+        raise ValueError(f"a '{color}' frame needs {want} channel(s), got shape {frame.shape}")
+    if frame.shape[0] < 1 or frame.shape[1] < 1:
+        raise ValueError(f"empty frame of shape {frame.shape}")

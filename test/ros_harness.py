@@ -1,0 +1,167 @@
+"""A test-side ROS 2 participant: publishes camera frames, records everything the
+segmentation node publishes, and starts the node as a separate process."""
+from __future__ import annotations
+
+import array
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import cv2
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+
+from conftest import REPO, executable
+
+
+def stamp_key(header) -> tuple:
+    return (header.stamp.sec, header.stamp.nanosec, header.frame_id)
+
+
+def raw_image(img: np.ndarray, encoding: str, key: tuple, pad: int = 0) -> Image:
+    h, w = img.shape[:2]
+    rows = img.reshape(h, -1)
+    if pad:
+        rows = np.hstack([rows, np.zeros((h, pad), np.uint8)])
+    msg = Image(height=h, width=w, encoding=encoding, step=rows.shape[1])
+    msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id = key
+    msg.data = array.array("B", rows.tobytes())
+    return msg
+
+
+def jpeg_image(rgb: np.ndarray, key: tuple) -> CompressedImage:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    msg = CompressedImage(format="jpeg")
+    msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id = key
+    msg.data = array.array("B", buf.tobytes())
+    return msg
+
+
+class Harness:
+    """Publishers for raw/compressed frames; recorders for every node output."""
+
+    def __init__(self, name: str, image_topic: str = "/camera/image_raw", overlay: bool = False):
+        self.node = rclpy.create_node(name)
+        self.image_topic = image_topic
+        self.lock = threading.RLock()
+        self.received: Dict[str, Dict[tuple, Image]] = {"labels": {}, "drivable_mask": {}, "overlay": {},
+                                                        "confidence": {}}
+        self.arrival: Dict[tuple, float] = {}
+        self.diagnostics: List[Dict[str, str]] = []
+        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)  # like a camera driver
+        self.pub_raw = self.node.create_publisher(Image, image_topic, qos)
+        self.pub_jpeg = self.node.create_publisher(CompressedImage, image_topic + "/compressed", qos)
+        for topic in ("labels", "drivable_mask", "confidence"):
+            self._record(topic)
+        self.overlay_sub = self._record("overlay") if overlay else None
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _record(self, topic: str):
+        def cb(msg, topic=topic):
+            with self.lock:
+                self.received[topic][stamp_key(msg.header)] = msg
+                if topic == "labels":
+                    self.arrival[stamp_key(msg.header)] = time.perf_counter()
+        return self.node.create_subscription(Image, f"/segmentation/{topic}", cb,
+                                             QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+
+    def subscribe_overlay(self) -> None:
+        if self.overlay_sub is None:
+            self.overlay_sub = self._record("overlay")
+
+    def _on_diag(self, msg: DiagnosticArray) -> None:
+        for st in msg.status:
+            values = {kv.key: kv.value for kv in st.values}
+            # Only the node serving this harness's camera (other test nodes may be up).
+            if st.name.startswith("segmentation_node") and values.get("topic", "").startswith(self.image_topic):
+                with self.lock:
+                    self.diagnostics.append(values | {"_message": st.message, "_t": time.perf_counter()})
+
+    def _spin(self) -> None:
+        while not self._stop.is_set():
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def wait_for(self, pred: Callable[[], bool], timeout: float, what: str) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.lock:
+                if pred():
+                    return
+            time.sleep(0.02)
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last diagnostics: "
+                             f"{self.last_diag()}")
+
+    def wait_connected(self, compressed: bool = False, timeout: float = 60.0) -> None:
+        pub = self.pub_jpeg if compressed else self.pub_raw
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pub.get_subscription_count() > 0 and self.diagnostics:
+                return
+            time.sleep(0.05)
+        raise AssertionError("the node did not come up (no subscription / diagnostics)")
+
+    def settled_diag(self, timeout: float = 15.0) -> Dict[str, str]:
+        """The first diagnostics published after every output so far arrived, once the node's
+        counters add up (received = processed + dropped + rejected)."""
+        t0 = max(self.arrival.values(), default=0.0)
+
+        def ok():
+            if not self.diagnostics:
+                return False
+            d = self.diagnostics[-1]
+            done = int(d["frames_processed"]) + int(d["frames_dropped"]) + int(d["frames_rejected"])
+            return d["_t"] > t0 + 0.05 and int(d["frames_received"]) == done
+        self.wait_for(ok, timeout, "settled diagnostics")
+        return self.last_diag()
+
+    def last_diag(self) -> Dict[str, str]:
+        with self.lock:
+            return dict(self.diagnostics[-1]) if self.diagnostics else {}
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=2)
+        self.executor.remove_node(self.node)
+        self.node.destroy_node()
+
+
+class NodeProcess:
+    """segmentation_node started from its console script with config/jetson.yaml."""
+
+    def __init__(self, params: Dict[str, object], log_path: Path, params_file: Optional[Path] = None):
+        args = [executable("segmentation_node"), "--ros-args",
+                "--params-file", str(params_file or REPO / "config" / "jetson.yaml")]
+        for k, v in params.items():
+            v = str(v).lower() if isinstance(v, bool) else v
+            args += ["-p", f"{k}:={v}"]
+        self.log_path = log_path
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ))
+
+    def output(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(2)  # SIGINT, as ros2 launch does
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode

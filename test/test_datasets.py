@@ -1,0 +1,49 @@
+"""Datasets: CamVid loads, and bad data gives one error naming the file."""
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from seg_perception.data.datasets import DatasetError, camvid, image_folder
+from seg_perception.data.transforms import TrainAugment
+
+
+def test_camvid_val_loads(camvid_root):
+    ds = camvid(camvid_root, "val")
+    assert len(ds) == 101
+    img, lab = ds.load(0)
+    assert img.shape == (360, 480, 3) and img.dtype == np.uint8
+    assert lab.shape == (360, 480) and lab.max() <= 11
+
+
+def test_missing_dataset_path(tmp_path):
+    with pytest.raises(DatasetError, match="not found at"):
+        camvid(tmp_path / "nope", "train")
+
+
+def test_image_without_label(tmp_path, camvid_root):
+    (tmp_path / "val").mkdir()
+    shutil.copy(camvid_root / "val" / "0016E5_07959.png", tmp_path / "val" / "a.png")
+    (tmp_path / "val.txt").write_text("val/a.png valannot/a.png\n")
+    with pytest.raises(DatasetError, match="has no label: .*valannot/a.png"):
+        camvid(tmp_path, "val")
+
+
+def test_label_out_of_range_names_file(tmp_path):
+    for sub in ("images", "labels"):
+        (tmp_path / "train" / sub).mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "train/images/x.png"), np.zeros((8, 8, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "train/labels/x.png"), np.full((8, 8), 7, np.uint8))
+    ds = image_folder(tmp_path, "train", num_classes=5)
+    with pytest.raises(DatasetError, match=r"labels/x.png has value 7 outside the 5 classes"):
+        ds.load(0)
+
+
+def test_augment_keeps_label_values_and_size(val_frames):
+    img, lab = val_frames[0]
+    aug = TrainAugment((240, 176), ignore_index=11, seed=3)
+    for _ in range(5):
+        a, b = aug(img, lab)
+        assert a.shape == (176, 240, 3) and b.shape == (176, 240)
+        assert set(np.unique(b)) <= set(np.unique(lab)) | {11}

@@ -1,0 +1,134 @@
+"""sensor_msgs <-> numpy on real message classes: every accepted encoding gives the
+same RGB pixels, every malformed message one clear ImageError."""
+import array
+
+import cv2
+import numpy as np
+import pytest
+from sensor_msgs.msg import CompressedImage, Image
+
+from seg_perception.ros.image_conversion import ImageError, compressed_to_array, fill_image, image_to_array
+from seg_perception.runtime.pipeline import _TO_RGB
+
+
+def raw(img, encoding, pad=0):
+    h, w = img.shape[:2]
+    rows = img.reshape(h, -1)
+    if pad:
+        rows = np.hstack([rows, np.full((h, pad), 77, np.uint8)])
+    msg = Image(height=h, width=w, encoding=encoding, step=rows.shape[1])
+    msg.data = array.array("B", rows.tobytes())
+    return msg
+
+
+def to_rgb(arr, layout):
+    code = _TO_RGB[layout]
+    return arr if code is None else cv2.cvtColor(np.ascontiguousarray(arr), code)
+
+
+@pytest.fixture
+def rgb():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (6, 10, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("enc,make", [
+    ("rgb8", lambda x: x),
+    ("bgr8", lambda x: cv2.cvtColor(x, cv2.COLOR_RGB2BGR)),
+    ("rgba8", lambda x: cv2.cvtColor(x, cv2.COLOR_RGB2RGBA)),
+    ("bgra8", lambda x: cv2.cvtColor(x, cv2.COLOR_RGB2BGRA)),
+])
+@pytest.mark.parametrize("pad", [0, 5])
+def test_colour_encodings_give_the_same_rgb(rgb, enc, make, pad):
+    arr, layout = image_to_array(raw(make(rgb), enc, pad))
+    np.testing.assert_array_equal(to_rgb(arr, layout), rgb)
+
+
+def test_rgb8_is_a_view_of_the_message_buffer(rgb):
+    msg = raw(rgb, "rgb8")
+    arr, _ = image_to_array(msg)
+    assert not arr.flags.owndata
+    assert np.shares_memory(arr, np.frombuffer(msg.data, np.uint8))
+
+
+def test_mono8(rgb):
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    arr, layout = image_to_array(raw(gray, "mono8", pad=3))
+    assert layout == "mono"
+    np.testing.assert_array_equal(arr, gray)
+
+
+@pytest.mark.parametrize("enc,code", [("yuv422", cv2.COLOR_YUV2RGB_UYVY),
+                                      ("yuv422_yuy2", cv2.COLOR_YUV2RGB_YUY2)])
+def test_yuv422(enc, code):
+    rng = np.random.default_rng(1)
+    packed = rng.integers(16, 240, (4, 8, 2), dtype=np.uint8)
+    arr, layout = image_to_array(raw(packed, enc))
+    assert layout == "rgb" and arr.shape == (4, 8, 3)
+    np.testing.assert_array_equal(arr, cv2.cvtColor(packed, code))
+    # A flat grey in UYVY (U=V=128, Y=128) is grey in RGB.
+    grey = np.full((2, 4, 2), 128, np.uint8)
+    out, _ = image_to_array(raw(grey, enc))
+    assert np.abs(out.astype(int) - 128).max() <= 3
+
+
+@pytest.mark.parametrize("fmt,ext", [("jpeg", ".jpg"), ("png", ".png"), ("rgb8; jpeg compressed bgr8", ".jpg")])
+def test_compressed(rgb, fmt, ext):
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    msg = CompressedImage(format=fmt)
+    msg.data = array.array("B", buf.tobytes())
+    arr, layout = compressed_to_array(msg)
+    out = to_rgb(arr, layout)
+    if ext == ".png":
+        np.testing.assert_array_equal(out, rgb)
+    else:
+        assert out.shape == rgb.shape
+
+
+def test_fill_image_roundtrip(rgb):
+    from std_msgs.msg import Header
+    h = Header(frame_id="cam")
+    h.stamp.sec, h.stamp.nanosec = 12, 345
+    msg = fill_image(Image(), h, rgb, "rgb8")
+    assert (msg.height, msg.width, msg.step, msg.encoding) == (6, 10, 30, "rgb8")
+    assert msg.header.stamp.sec == 12 and msg.header.frame_id == "cam"
+    arr, _ = image_to_array(msg)
+    np.testing.assert_array_equal(arr, rgb)
+
+
+def bad_messages():
+    """(name, message, expected reason) for every kind of malformed raw image."""
+    ok = np.zeros((4, 6, 3), np.uint8)
+    short = raw(ok, "rgb8")
+    short.data = short.data[:-10]
+    narrow = raw(ok, "rgb8")
+    narrow.step = 6 * 3 - 1
+    empty = Image(height=0, width=0, encoding="rgb8", step=0)
+    huge = Image(height=100_000, width=100_000, encoding="mono8", step=100_000)
+    return [
+        ("unknown encoding", raw(ok, "bayer_rggb8"), "unsupported encoding 'bayer_rggb8'"),
+        ("short data", short, "less than step x height"),
+        ("narrow step", narrow, "step 17 is smaller than width x channels = 18"),
+        ("zero size", empty, "is empty"),
+        ("absurd size", huge, "exceeds the max_image_pixels cap"),
+        ("odd yuv width", raw(np.zeros((2, 3, 2), np.uint8), "yuv422"), "odd"),
+    ]
+
+
+@pytest.mark.parametrize("name,msg,reason", bad_messages(), ids=[b[0] for b in bad_messages()])
+def test_bad_raw_messages(name, msg, reason):
+    with pytest.raises(ImageError, match=reason.replace("(", r"\(")):
+        image_to_array(msg)
+
+
+@pytest.mark.parametrize("data,fmt,reason", [
+    (b"", "jpeg", "no data"),
+    (b"\xff\xd8garbage" * 10, "jpeg", "cannot be decoded"),
+    (b"\x00" * 10, "tiff", "unsupported compressed format"),
+    (b"\x00" * 10, "16UC1; compressedDepth png", "depth"),
+])
+def test_bad_compressed(data, fmt, reason):
+    msg = CompressedImage(format=fmt)
+    msg.data = array.array("B", data)
+    with pytest.raises(ImageError, match=reason):
+        compressed_to_array(msg)

@@ -1,0 +1,44 @@
+"""The zoo: registry behaviour, shapes, and sizes against the papers' tables."""
+import pytest
+import torch
+
+from seg_perception.nets import build_model, list_models
+
+
+def count_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_registry_lists_seed_networks():
+    names = list_models()
+    for n in ("erfnet", "essnet_d", "essnet_dg2", "essnet_dg4"):
+        assert n in names
+
+
+def test_unknown_model_lists_choices():
+    with pytest.raises(ValueError) as e:
+        build_model("segnet9000", 11)
+    assert "segnet9000" in str(e.value) and "erfnet" in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["erfnet", "essnet_d", "essnet_dg2", "essnet_dg4"])
+def test_output_is_logits_at_input_size(name):
+    m = build_model(name, 11).eval()
+    with torch.no_grad():
+        y = m(torch.randn(2, 3, 64, 96))
+    assert y.shape == (2, 11, 64, 96)
+    assert torch.isfinite(y).all()
+
+
+def test_erfnet_matches_reference_table():
+    # ERFNet layer table: 2.04-2.07 M parameters (20 classes, Cityscapes)
+    n = count_params(build_model("erfnet", 20))
+    assert 2_040_000 <= n <= 2_070_000, n
+
+
+def test_grouping_removes_exactly_the_grouped_pointwise_weights():
+    # ESSNet thesis Table 3.5: D -> DG2 saves 151,552 and DG2 -> DG4 75,776 parameters,
+    # i.e. half, then a quarter, of the encoder's 1x1 weights (303,104).
+    d, g2, g4 = (count_params(build_model(n, 20)) for n in ("essnet_d", "essnet_dg2", "essnet_dg4"))
+    assert d - g2 == 151_552
+    assert g2 - g4 == 75_776

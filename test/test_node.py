@@ -1,0 +1,300 @@
+"""The live node over real DDS: segmentation_node runs as its own process (console
+script, config/jetson.yaml, a RANDOM-weights model from a temporary folder) and
+this test process publishes CamVid val frames and records what comes back.
+
+The raw-image node subscribes with qos 'reliable': with Fast DDS's default transports a
+best-effort frame over ~0.5 MB is lost between processes (README, "Large frames"). The
+JPEG node keeps the default best-effort sensor_data QoS, so that path runs over DDS too."""
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+import rclpy
+
+from ros_harness import Harness, NodeProcess, jpeg_image, raw_image, stamp_key
+from seg_perception.runtime.pipeline import Pipeline
+
+
+def rgb_to_yuv422(rgb: np.ndarray, order: str) -> np.ndarray:
+    """Pack RGB as UYVY or YUY2 (BT.601, chroma averaged over pixel pairs)."""
+    yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV).astype(np.float32)
+    y = yuv[..., 0]
+    u = (yuv[:, 0::2, 1] + yuv[:, 1::2, 1]) / 2
+    v = (yuv[:, 0::2, 2] + yuv[:, 1::2, 2]) / 2
+    h, w = y.shape
+    out = np.empty((h, w, 2), np.float32)
+    out[..., 1 if order == "uyvy" else 0] = y
+    chroma = out[..., 0 if order == "uyvy" else 1]
+    chroma[:, 0::2], chroma[:, 1::2] = u, v
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def as_array(msg) -> np.ndarray:
+    ch = {"mono8": 1, "rgb8": 3}[msg.encoding]
+    a = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)[:, : msg.width * ch]
+    return a.reshape(msg.height, msg.width) if ch == 1 else a.reshape(msg.height, msg.width, ch)
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a == b).mean())
+
+
+@pytest.fixture(scope="module")
+def ros():
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+@pytest.fixture(scope="module")
+def pipe(random_model):
+    return Pipeline.from_card(random_model, backend="onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def raw_node(ros, random_model, tmp_path_factory):
+    log = tmp_path_factory.mktemp("node") / "node.log"
+    proc = NodeProcess({"model": str(random_model), "publish_confidence": True, "threads": 1,
+                        "qos": "reliable"}, log)
+    h = Harness("test_raw_client")
+    try:
+        h.wait_connected()
+    except AssertionError:
+        proc.stop()
+        h.close()
+        raise AssertionError("node did not start:\n" + log.read_text())
+    yield proc, h
+    h.close()
+    rc = proc.stop()
+    assert rc == 0, proc.output()
+
+
+_seq = iter(range(1, 10**6))
+
+
+def new_key(tag: str) -> tuple:
+    n = next(_seq)
+    return (1_700_000_000 + n, 1000 * n, f"{tag}_{n}")
+
+
+def send_and_wait(h: Harness, msg, compressed: bool = False, timeout: float = 30.0) -> tuple:
+    key = stamp_key(msg.header)
+    (h.pub_jpeg if compressed else h.pub_raw).publish(msg)
+    h.wait_for(lambda: key in h.received["labels"] and key in h.received["drivable_mask"],
+               timeout, f"labels for {key}")
+    return key
+
+
+def check_outputs(h: Harness, key: tuple, shape: tuple, expected: np.ndarray, drivable=(3,)) -> np.ndarray:
+    labels_msg = h.received["labels"][key]
+    mask_msg = h.received["drivable_mask"][key]
+    for m in (labels_msg, mask_msg):
+        assert stamp_key(m.header) == key  # header copied unchanged
+        assert m.encoding == "mono8" and (m.height, m.width) == shape
+    labels, mask = as_array(labels_msg), as_array(mask_msg)
+    assert labels.max() < 11
+    np.testing.assert_array_equal(mask, np.where(np.isin(labels, drivable), 255, 0))
+    assert agreement(labels, expected) > 0.999
+    return labels
+
+
+ENCODINGS = ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "yuv422", "yuv422_yuy2", "rgb8_padded"]
+
+
+def encode(rgb: np.ndarray, enc: str):
+    """-> (payload for the message, encoding name, pad, the frame the pipeline should see, layout)"""
+    if enc == "rgb8_padded":
+        return rgb, "rgb8", 64, rgb, "rgb"
+    if enc in ("yuv422", "yuv422_yuy2"):
+        packed = rgb_to_yuv422(rgb, "uyvy" if enc == "yuv422" else "yuy2")
+        code = cv2.COLOR_YUV2RGB_UYVY if enc == "yuv422" else cv2.COLOR_YUV2RGB_YUY2
+        return packed, enc, 0, cv2.cvtColor(packed, code), "rgb"
+    if enc == "mono8":
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        return gray, enc, 0, gray, "mono"
+    code = {"rgb8": None, "bgr8": cv2.COLOR_RGB2BGR, "rgba8": cv2.COLOR_RGB2RGBA, "bgra8": cv2.COLOR_RGB2BGRA}[enc]
+    return (rgb if code is None else cv2.cvtColor(rgb, code)), enc, 0, rgb, "rgb"
+
+
+def test_every_encoding_is_segmented(raw_node, pipe, val_frames):
+    proc, h = raw_node
+    for i, enc in enumerate(ENCODINGS):
+        rgb = val_frames[i % len(val_frames)][0]
+        if i % 3 == 2:  # other frame sizes come back at their own size
+            rgb = cv2.resize(rgb, (640, 480))
+        payload, name, pad, seen, layout = encode(rgb, enc)
+        key = send_and_wait(h, raw_image(payload, name, new_key(enc), pad=pad))
+        expected = pipe(seen, layout).labels
+        check_outputs(h, key, rgb.shape[:2], expected)
+        conf = h.received["confidence"].get(key)
+        assert conf is not None and conf.encoding == "mono8" and (conf.height, conf.width) == rgb.shape[:2]
+        assert stamp_key(conf.header) == key
+
+
+def test_diagnostics_report_the_stream(raw_node):
+    proc, h = raw_node
+    h.wait_for(lambda: h.diagnostics and int(h.diagnostics[-1]["frames_processed"]) >= 1, 10, "diagnostics")
+    d = h.last_diag()
+    for k in ("fps", "inference_ms", "end_to_end_ms", "frames_received", "frames_processed",
+              "frames_dropped", "frames_rejected"):
+        assert k in d
+    assert float(d["inference_ms"]) > 0 and float(d["end_to_end_ms"]) >= float(d["inference_ms"])
+
+
+def test_overlay_only_while_subscribed(raw_node, val_frames):
+    proc, h = raw_node
+    rgb = val_frames[0][0]
+    send_and_wait(h, raw_image(rgb, "rgb8", new_key("pre_overlay")))
+    h.wait_for(lambda: int(h.diagnostics[-1]["frames_processed"]) >= 2, 10, "diagnostics")
+    assert h.last_diag()["frames_with_overlay"] == "0" and not h.received["overlay"]
+    h.subscribe_overlay()
+    deadline = time.monotonic() + 30
+    while not h.received["overlay"] and time.monotonic() < deadline:  # discovery takes a moment
+        send_and_wait(h, raw_image(rgb, "rgb8", new_key("overlay")))
+        time.sleep(0.2)
+    assert h.received["overlay"], "no overlay after subscribing"
+    key, msg = next(iter(h.received["overlay"].items()))
+    assert stamp_key(msg.header) == key and msg.encoding == "rgb8" and (msg.height, msg.width) == (360, 480)
+    labels = as_array(h.received["labels"][key])
+    # Blended with alpha 0.5: where the class colour equals the pixel, the overlay is unchanged.
+    over = as_array(msg).astype(int)
+    palette = np.array([[128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128], [60, 40, 222],
+                        [128, 128, 0], [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0],
+                        [0, 128, 192]])
+    expected = (rgb.astype(int) + palette[labels]) / 2
+    assert np.abs(over - expected).max() <= 1
+
+
+def bad_raw_messages(rgb):
+    short = raw_image(rgb, "rgb8", new_key("short"))
+    short.data = short.data[: len(short.data) // 2]
+    narrow = raw_image(rgb, "rgb8", new_key("narrow"))
+    narrow.step = rgb.shape[1] * 3 - 3
+    zero = raw_image(rgb[:1], "rgb8", new_key("zero"))
+    zero.height, zero.width, zero.step = 0, 0, 0
+    huge = raw_image(rgb[:2, :2], "mono8", new_key("huge"))
+    huge.width, huge.height, huge.step = 70_000, 70_000, 70_000
+    return [
+        (raw_image(rgb, "bayer_rggb8", new_key("enc")), "unsupported encoding 'bayer_rggb8'"),
+        (short, "less than step x height"),
+        (narrow, "is smaller than width x channels"),
+        (zero, "is empty"),
+        (huge, "exceeds the max_image_pixels cap"),
+        (raw_image(rgb[:, :, :2].copy(), "16UC1", new_key("16bit")), "unsupported encoding '16UC1'"),
+    ]
+
+
+def rejected(h):
+    return int(h.last_diag().get("frames_rejected", 0))
+
+
+def test_bad_messages_are_rejected_and_good_frames_still_served(raw_node, pipe, val_frames):
+    proc, h = raw_node
+    rgb = val_frames[3][0]
+    expected = pipe(rgb).labels
+    for bad, reason in bad_raw_messages(rgb):
+        before = rejected(h)
+        h.pub_raw.publish(bad)
+        h.wait_for(lambda: rejected(h) == before + 1, 15, f"rejection of '{reason}'")
+        key = send_and_wait(h, raw_image(rgb, "rgb8", new_key("after_bad")))
+        check_outputs(h, key, (360, 480), expected)
+        assert stamp_key(bad.header) not in h.received["labels"]  # nothing published for it
+        assert reason in proc.output(), f"no log line for '{reason}'"
+    # A burst of bad frames: each is rejected (or replaced while waiting), the node keeps serving.
+    # (DDS itself keeps only the newest of frames sent faster than depth-1 QoS delivers them.)
+    before = rejected(h)
+    for _ in range(5):
+        for bad, _ in bad_raw_messages(rgb):
+            h.pub_raw.publish(bad)
+            time.sleep(0.01)
+    key = send_and_wait(h, raw_image(rgb, "rgb8", new_key("after_burst")))
+    check_outputs(h, key, (360, 480), expected)
+    h.wait_for(lambda: rejected(h) > before, 10, "burst rejections")
+    # The same reason is not logged once per frame: one line, then throttled.
+    assert proc.output().count("unsupported encoding 'bayer_rggb8'") <= 3
+    assert proc.proc.poll() is None
+
+
+def test_no_backlog_newest_frame_wins(raw_node, val_frames):
+    """A burst faster than the model: frames waiting while one is processed are replaced
+    by newer ones (counted as dropped), and the newest frame is always served."""
+    proc, h = raw_node
+    d0 = h.settled_diag()
+    keys = [new_key("burst") for _ in range(20)]
+    for k in keys:
+        h.pub_raw.publish(raw_image(val_frames[k[1] % 6][0], "rgb8", k))
+        time.sleep(0.005)
+    h.wait_for(lambda: keys[-1] in h.received["labels"], 30, "the newest frame of the burst")
+    d = h.settled_diag()
+    served = sum(k in h.received["labels"] for k in keys)
+    received = int(d["frames_received"]) - int(d0["frames_received"])
+    dropped = int(d["frames_dropped"]) - int(d0["frames_dropped"])
+    # (frames DDS itself discarded under depth-1 QoS never reach the node's counters)
+    assert served + dropped == received
+    assert dropped > 0, "a burst faster than the model must replace waiting frames"
+    assert served < 20
+
+
+@pytest.fixture(scope="module")
+def jpeg_node(ros, random_model, tmp_path_factory):
+    log = tmp_path_factory.mktemp("node_jpeg") / "node.log"
+    proc = NodeProcess({"model": str(random_model), "use_compressed": True, "threads": 1,
+                        "image_topic": "/cam2/image_raw"}, log)
+    h = Harness("test_jpeg_client", image_topic="/cam2/image_raw")
+    try:
+        h.wait_connected(compressed=True)
+    except AssertionError:
+        proc.stop()
+        h.close()
+        raise AssertionError("node did not start:\n" + log.read_text())
+    yield proc, h
+    h.close()
+    assert proc.stop() == 0, proc.output()
+
+
+def test_compressed_jpeg_and_png(jpeg_node, pipe, val_frames):
+    proc, h = jpeg_node
+    for img, _ in val_frames[:3]:
+        msg = jpeg_image(img, new_key("jpeg"))
+        decoded = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
+        key = send_and_wait(h, msg, compressed=True)
+        check_outputs(h, key, (360, 480), pipe(decoded, "bgr").labels)
+    png = jpeg_image(val_frames[4][0], new_key("png"))
+    png.format = "png"
+    png.data = __import__("array").array("B", cv2.imencode(".png", cv2.cvtColor(val_frames[4][0],
+                                                                                cv2.COLOR_RGB2BGR))[1].tobytes())
+    key = send_and_wait(h, png, compressed=True)
+    check_outputs(h, key, (360, 480), pipe(val_frames[4][0]).labels)
+    # undecodable bytes: rejected, next frame served
+    bad = jpeg_image(val_frames[0][0], new_key("garbage"))
+    bad.data = bad.data[:200]
+    before = rejected(h)
+    h.pub_jpeg.publish(bad)
+    h.wait_for(lambda: rejected(h) == before + 1, 15, "rejection of a truncated JPEG")
+    assert "cannot be decoded" in proc.output()
+    key = send_and_wait(h, jpeg_image(val_frames[0][0], new_key("jpeg_after")), compressed=True)
+    assert key in h.received["labels"]
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"model": "no_such_model"}, "unknown model 'no_such_model'; valid choices:"),
+    ({"precision": "fp64"}, "unknown precision 'fp64'; valid choices: fp32, fp16, int8"),
+    ({"backend": "tpu"}, "unknown backend 'tpu'; valid choices: auto, tensorrt, onnxruntime, torch"),
+    ({"backend": "torch", "precision": "fp32", "weights": "/nonexistent/w.pt"},
+     "weights file /nonexistent/w.pt not found"),
+    ({"qos": "fast"}, "unknown qos 'fast'; valid choices: sensor_data, reliable"),
+    ({"drivable_classes": "[3, 40]"}, "drivable class 40 is not one of the model's classes"),
+])
+def test_bad_parameters_stop_startup_with_one_line(random_model, tmp_path, params, message):
+    params = {"model": str(random_model), **params}
+    proc = NodeProcess(params, tmp_path / "node.log")
+    rc = proc.proc.wait(timeout=60)
+    proc.stop()
+    out = proc.output()
+    assert rc == 2, out
+    lines = [ln for ln in out.splitlines() if "cannot start" in ln]
+    assert len(lines) == 1 and message in lines[0], out
+    assert "Traceback" not in out

@@ -1,0 +1,69 @@
+"""The ament_python package as `ros2 launch` sees it: colcon (from PyPI) builds it into
+a temporary install space exactly as on a ROS 2 system."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def install(tmp_path_factory):
+    base = tmp_path_factory.mktemp("colcon")
+    colcon = Path(sys.executable).parent / "colcon"
+    assert colcon.is_file(), "colcon is not installed (requirements-dev.txt)"
+    listing = subprocess.run([str(colcon), "list", "--base-paths", str(REPO)], capture_output=True,
+                             text=True, cwd=base, timeout=120)
+    assert "seg_perception" in listing.stdout and "(ros.ament_python)" in listing.stdout, (
+        "colcon does not see an ament_python package (a package.xml catkin_pkg rejects?): "
+        + listing.stdout + listing.stderr)
+    res = subprocess.run([str(colcon), "build", "--base-paths", str(REPO), "--build-base", str(base / "build"),
+                          "--install-base", str(base / "install"), "--packages-select", "seg_perception"],
+                         capture_output=True, text=True, cwd=base, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return base / "install" / "seg_perception"
+
+
+def test_launch_layout(install):
+    exe = install / "lib" / "seg_perception" / "segmentation_node"
+    assert exe.is_file() and exe.stat().st_mode & 0o111
+    share = install / "share" / "seg_perception"
+    assert (share / "package.xml").is_file()
+    assert (share / "launch" / "jetson.launch.py").is_file()
+    assert (share / "config" / "jetson.yaml").is_file()
+    assert (install / "share" / "ament_index" / "resource_index" / "packages" / "seg_perception").is_file()
+    shipped = sorted(p.name for p in (REPO / "models").glob("*.yaml"))
+    assert shipped and sorted(p.name for p in (share / "models").glob("*.yaml")) == shipped
+
+
+def test_package_xml_declares_ros_dependencies():
+    import xml.etree.ElementTree as ET
+    root = ET.parse(REPO / "package.xml").getroot()
+    assert root.get("format") == "3"
+    execs = {e.text for e in root.findall("exec_depend")}
+    for dep in ("rclpy", "sensor_msgs", "std_msgs", "diagnostic_msgs", "cv_bridge", "launch", "launch_ros",
+                "python3-numpy", "python3-opencv"):
+        assert dep in execs, dep
+    tests = {e.text for e in root.findall("test_depend")}
+    assert {"launch_testing", "python3-pytest"} <= tests
+
+
+def test_launch_file_arguments():
+    """launch/launch_ros have no wheels here: check the file's declared arguments statically."""
+    tree = ast.parse((REPO / "launch" / "jetson.launch.py").read_text())
+    overrides = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                     and getattr(n.targets[0], "id", "") == "OVERRIDES")
+    names = {k.value for k in overrides.value.keys}
+    assert names == {"model", "precision", "input_width", "input_height", "image_topic", "use_compressed"}
+    src = (REPO / "launch" / "jetson.launch.py").read_text()
+    assert '"params_file"' in src and '"jetson.yaml"' in src and 'executable="segmentation_node"' in src
+
+
+def test_config_sets_every_node_parameter():
+    import yaml
+    from seg_perception.ros.node import PARAMETERS
+    params = yaml.safe_load((REPO / "config" / "jetson.yaml").read_text())["/**"]["ros__parameters"]
+    assert set(params) == set(PARAMETERS)

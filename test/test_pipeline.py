@@ -1,0 +1,94 @@
+"""The ROS-free pipeline with the real ONNX Runtime and PyTorch backends (random
+weights: these tests check plumbing and agreement, not accuracy)."""
+import cv2
+import numpy as np
+import pytest
+
+from seg_perception.card import load_card
+from seg_perception.runtime.backends import BackendError, create_backend
+from seg_perception.runtime.pipeline import Pipeline
+
+
+@pytest.fixture(scope="module")
+def ort_pipe(random_model):
+    return Pipeline.from_card(random_model, backend="onnxruntime")
+
+
+def test_labels_drivable_confidence_overlay(ort_pipe, val_frames):
+    img, _ = val_frames[0]
+    res = ort_pipe(img, overlay=True, confidence=True)
+    assert res.labels.shape == (360, 480) and res.labels.dtype == np.uint8
+    assert res.labels.max() < 11
+    np.testing.assert_array_equal(res.drivable, np.where(res.labels == 3, 255, 0))
+    assert res.confidence.shape == (360, 480) and res.confidence.dtype == np.uint8
+    assert res.confidence.min() >= 255 // 11 - 1  # the max of 11 probabilities is at least 1/11
+    assert res.overlay.shape == (360, 480, 3)
+    expected = cv2.addWeighted(img, 0.5, ort_pipe.card.palette[res.labels], 0.5, 0)
+    np.testing.assert_array_equal(res.overlay, expected)
+    assert set(res.timings) == {"pre_ms", "infer_ms", "post_ms"}
+
+
+@pytest.mark.parametrize("size", [(640, 480), (123, 77), (1920, 1080)])
+def test_any_frame_size_comes_back_at_its_size(ort_pipe, val_frames, size):
+    img = cv2.resize(val_frames[1][0], size)
+    res = ort_pipe(img)
+    assert res.labels.shape == (size[1], size[0])
+    # Nearest-neighbour resize back: labels at the frame size are the model-size labels resized.
+    small = ort_pipe.backend.infer(ort_pipe.preprocess(img))[0]
+    np.testing.assert_array_equal(res.labels, cv2.resize(small, size, interpolation=cv2.INTER_NEAREST))
+
+
+def test_colour_layouts_agree(ort_pipe, val_frames):
+    img = val_frames[2][0]
+    ref = ort_pipe(img).labels
+    np.testing.assert_array_equal(ort_pipe(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), "bgr").labels, ref)
+    np.testing.assert_array_equal(ort_pipe(cv2.cvtColor(img, cv2.COLOR_RGB2BGRA), "bgra").labels, ref)
+
+
+def test_torch_and_onnxruntime_agree(random_model, val_frames):
+    torch_pipe = Pipeline.from_card(random_model, backend="torch")
+    ort_pipe = Pipeline.from_card(random_model, backend="onnxruntime")
+    for img, _ in val_frames[:3]:
+        a, b = torch_pipe(img).labels, ort_pipe(img).labels
+        assert (a == b).mean() > 0.999
+
+
+def test_drivable_override(random_model, val_frames):
+    pipe = Pipeline.from_card(random_model, backend="onnxruntime", drivable_classes=[3, 4])
+    res = pipe(val_frames[0][0])
+    np.testing.assert_array_equal(res.drivable > 0, np.isin(res.labels, [3, 4]))
+    with pytest.raises(ValueError, match="drivable class 11"):
+        Pipeline.from_card(random_model, backend="onnxruntime", drivable_classes=[11])
+
+
+@pytest.mark.parametrize("frame,color,msg", [
+    (np.zeros((10, 10), np.float32), "rgb", "uint8"),
+    (np.zeros((10, 10, 4), np.uint8), "rgb", "needs 3 channel"),
+    (np.zeros((0, 10, 3), np.uint8), "rgb", "empty"),
+    (np.zeros((10, 10, 3), np.uint8), "hsv", "unknown colour layout"),
+])
+def test_bad_frames(ort_pipe, frame, color, msg):
+    with pytest.raises(ValueError, match=msg):
+        ort_pipe(frame, color)
+
+
+def test_backend_errors_list_choices(random_model, tmp_path):
+    card = load_card(random_model)
+    with pytest.raises(BackendError, match="valid choices: auto, tensorrt, onnxruntime, torch"):
+        create_backend("tflite", card)
+    with pytest.raises(BackendError, match="valid choices: fp32, fp16, int8"):
+        create_backend("onnxruntime", card, precision="fp64")
+    with pytest.raises(BackendError, match="needs the TensorRT Python package"):
+        create_backend("tensorrt", card)
+    with pytest.raises(BackendError, match="int8 ONNX file"):
+        create_backend("onnxruntime", card, precision="int8")
+    with pytest.raises(BackendError, match="not found"):
+        create_backend("torch", card, weights=str(tmp_path / "missing.pt"))
+    with pytest.raises(BackendError, match="fixed at 480x360"):
+        create_backend("onnxruntime", card, width=320, height=240)
+
+
+def test_auto_falls_back_to_onnxruntime_with_a_warning(random_model, caplog):
+    be = create_backend("auto", load_card(random_model), precision="fp16")
+    assert be.name == "onnxruntime" and be.precision == "fp32"
+    assert any("falls back to onnxruntime" in r.message for r in caplog.records)
