@@ -1,7 +1,10 @@
 """`seg-perception`: one command, one subcommand per job.
 
-Each subcommand lives in the module that does the work; this file only parses
-arguments and turns known errors into one-line messages with exit code 2.
+Subcommands register themselves with ``@command(name, help)``: a function that
+adds its arguments to the given parser and returns the function that runs it.
+Areas keep their commands beside their code (``deploy/commands.py``,
+``evaluation/commands.py``); ``COMMAND_MODULES`` lists them. Known errors become
+one-line messages with exit code 2.
 """
 from __future__ import annotations
 
@@ -74,6 +77,35 @@ def _train(p: argparse.ArgumentParser):
     return run
 
 
+@command("evaluate", "accuracy of a model on a dataset split, through the runtime pipeline")
+def _evaluate(p: argparse.ArgumentParser):
+    p.add_argument("--model", default=None, help="model name in models/ or a card .yaml (default: the shipped model)")
+    p.add_argument("--weights", default=None, help="PyTorch weights (backend torch); default: the card's")
+    p.add_argument("--onnx", default=None, help="ONNX file (backend onnxruntime); default: the card's")
+    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch", "tensorrt"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    p.add_argument("--dataset", default="camvid", choices=["camvid", "cityscapes", "folder"])
+    p.add_argument("--data", default=None, help="dataset folder (default: ../shared/datasets/camvid)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--limit", type=int, default=0, help="evaluate the first N frames only")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+
+    def run(a):
+        from .data.datasets import default_camvid_root
+        from .paths import DEFAULT_MODEL, resolve_model
+        from .train.evaluate import evaluate, format_summary, write_json
+        data = a.data or (str(default_camvid_root()) if a.dataset == "camvid" else None)
+        if data is None:
+            raise ValueError(f"--data is required for --dataset {a.dataset}")
+        res = evaluate(resolve_model(a.model or DEFAULT_MODEL), data, a.dataset, a.split, a.backend,
+                       a.precision, a.weights, a.onnx, a.threads, a.limit)
+        print(format_summary(res))
+        if a.json:
+            write_json(res, a.json)
+    return run
+
+
 @command("models", "list the networks of the zoo")
 def _models(p: argparse.ArgumentParser):
     def run(a):
@@ -83,8 +115,23 @@ def _models(p: argparse.ArgumentParser):
 
 
 # --------------------------------------------------------------------- main
+COMMAND_MODULES = ("seg_perception.deploy.commands", "seg_perception.evaluation.commands")
+
+
+def _load_command_modules() -> None:
+    import importlib
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:  # a module that exists but fails to import is a bug: show it
+                raise
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, Dict[str, Callable]]:
-    parser = argparse.ArgumentParser(prog="seg-perception", description=__doc__.splitlines()[0])
+    _load_command_modules()
+    parser = argparse.ArgumentParser(prog="seg-perception", description="Real-time semantic segmentation "
+                                     "for ROS 2: train, export, deploy and evaluate.")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     runners = {}
     for name, (fn, help) in COMMANDS.items():

@@ -1,0 +1,58 @@
+"""`seg-perception evaluate`: accuracy of a model on a dataset split, through the
+same Pipeline (resize, backend, nearest resize back) the node uses, so the
+number measures what ships, on any backend and precision."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..data.datasets import open_dataset
+from ..metrics import ConfusionMatrix, percentiles
+from ..runtime.pipeline import Pipeline
+
+
+def evaluate(card_path: str | Path, data: str, dataset: str = "camvid", split: str = "val",
+             backend: str = "onnxruntime", precision: str = "fp32", weights: Optional[str] = None,
+             onnx: Optional[str] = None, threads: int = 0, limit: int = 0, **dataset_kw) -> dict:
+    pipe = Pipeline.from_card(card_path, backend=backend, precision=precision, weights=weights, onnx=onnx,
+                              threads=threads)
+    ds = open_dataset(dataset, data, split, **dataset_kw)
+    if ds.table.num_classes != pipe.card.num_classes:
+        raise ValueError(f"the model has {pipe.card.num_classes} classes but {dataset} has "
+                         f"{ds.table.num_classes}: evaluate it on the dataset it was trained for")
+    cm = ConfusionMatrix(pipe.card.num_classes)
+    n = min(len(ds), limit) if limit else len(ds)
+    infer_ms = []
+    t0 = time.perf_counter()
+    for i in range(n):
+        img, lab = ds.load(i)
+        res = pipe(img)
+        infer_ms.append(res.timings["infer_ms"])
+        cm.update(res.labels, lab)
+        if sys.stderr.isatty():
+            print(f"\r[evaluate] {i + 1}/{n}", end="", file=sys.stderr)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    out = cm.summary(pipe.card.class_names)
+    out.update({"model": pipe.card.name, "backend": pipe.backend.describe(), "dataset": dataset,
+                "split": split, "frames": n, "seconds": round(time.perf_counter() - t0, 1),
+                "inference_ms": percentiles(infer_ms)})
+    return out
+
+
+def format_summary(res: dict) -> str:
+    lines = [f"{res['model']} on {res['dataset']} {res['split']} ({res['frames']} frames, {res['backend']}):",
+             f"  mIoU {res['miou']:.2f}  pixel accuracy {res['pixel_accuracy']:.2f}  "
+             f"inference p50 {res['inference_ms']['p50']} ms"]
+    for name, v in res["per_class_iou"].items():
+        lines.append(f"  {name:<12} {'-' if v is None else f'{v:6.2f}'}")
+    return "\n".join(lines)
+
+
+def write_json(res: dict, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(res, indent=1, default=lambda o: float(o) if isinstance(o, np.floating) else str(o)))
