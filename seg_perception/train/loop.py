@@ -279,7 +279,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
         augment.reseed(cfg.seed * 100003 + epoch)
         gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
         order = torch.randperm(len(train_ds), generator=gen).tolist()
-        order = order[rank::world]
+        # Every rank takes the same number of batches, or DDP's all-reduce would wait forever.
+        order = order[rank::world][: len(order) // world]
         nb = len(order) // cfg.batch_size
         stage_model.train()
         t0 = time.time()

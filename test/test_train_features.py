@@ -1,0 +1,94 @@
+"""Training features beyond the plain loop: gradual grouping, the encoder-first stage,
+Cityscapes layout, and data parallel through torchrun (gloo on the CPU)."""
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from seg_perception.card import load_card
+from seg_perception.data.datasets import cityscapes
+from seg_perception.nets import build_model
+from seg_perception.train import grouping
+from seg_perception.train.loop import TrainConfig, train
+
+TINY = dict(batch_size=2, width=96, height=72, eval_every=1, max_train_images=4, max_val_images=2,
+            threads=1)
+
+
+def test_gradual_grouping_converts_to_identical_grouped_model():
+    torch.manual_seed(0)
+    net = build_model("essnet_dg4", 11).eval()
+    n = grouping.make_gradual(net)
+    assert n == 26  # two pointwise convs in each of the 13 encoder modules
+    x = torch.randn(1, 3, 64, 96)
+    grouping.set_alpha(net, 0.5)
+    with torch.no_grad():
+        half = net(x)
+    grouping.set_alpha(net, 0.0)
+    with torch.no_grad():
+        dense_at_zero = net(x)
+    grouping.finalize(net)
+    assert not any(isinstance(m, grouping.GradualPointwise) for m in net.modules())
+    with torch.no_grad():
+        grouped = net(x)
+    torch.testing.assert_close(grouped, dense_at_zero, rtol=1e-5, atol=1e-5)
+    assert (half - dense_at_zero).abs().max() > 1e-3  # alpha really mixes the off-group blocks
+    # The converted model has the grouped parameter count of the registry's essnet_dg4.
+    assert sum(p.numel() for p in net.parameters()) == sum(
+        p.numel() for p in build_model("essnet_dg4", 11).parameters())
+
+
+def test_alpha_schedule():
+    assert [grouping.alpha_at(e, 4) for e in range(6)] == [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
+
+
+def test_gradual_grouping_run_saves_grouped_weights(tmp_path, camvid_root):
+    best = train(TrainConfig(model="essnet_dg2", data=str(camvid_root), out=str(tmp_path), epochs=2,
+                             gradual_grouping_epochs=1, **TINY), log=lambda *_: None)
+    state = torch.load(best, weights_only=True)
+    net = build_model("essnet_dg2", 11)
+    net.load_state_dict(state)  # loads into true grouped convs: the shape check is strict
+    assert load_card(best).training["gradual_grouping_epochs"] == 1
+
+
+def test_encoder_first_stage(tmp_path, camvid_root):
+    lines = []
+    train(TrainConfig(model="erfnet", data=str(camvid_root), out=str(tmp_path), epochs=1, encoder_epochs=1,
+                      **TINY), log=lines.append)
+    log = open(tmp_path / "log.csv").read().splitlines()
+    assert log[1].split(",")[1] == "encoder" and log[2].split(",")[1] == "full"
+    assert any("encoder stage done" in ln for ln in lines)
+
+
+def test_cityscapes_layout_and_train_ids(tmp_path, val_frames):
+    img, _ = val_frames[0]
+    for split in ("train", "val"):
+        (tmp_path / "leftImg8bit" / split / "aachen").mkdir(parents=True)
+        (tmp_path / "gtFine" / split / "aachen").mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / f"leftImg8bit/{split}/aachen/aachen_000000_000019_leftImg8bit.png"), img)
+        lab = np.zeros(img.shape[:2], np.uint8)
+        lab[:100], lab[100:200], lab[200:] = 7, 26, 3  # road, car, 'out of roi' (ignored)
+        cv2.imwrite(str(tmp_path / f"gtFine/{split}/aachen/aachen_000000_000019_gtFine_labelIds.png"), lab)
+    ds = cityscapes(tmp_path, "train")
+    _, train_ids = ds.load(0)
+    assert set(np.unique(train_ids)) == {0, 13, 255}
+    assert ds.table.num_classes == 19 and ds.table.names[13] == "car"
+
+
+@pytest.mark.skipif(not hasattr(torch.distributed, "is_available") or not torch.distributed.is_available(),
+                    reason="torch built without distributed")
+def test_torchrun_data_parallel(tmp_path, camvid_root):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(29500 + os.getpid() % 1000), "-m", "seg_perception.cli", "train", "--model", "essnet_d",
+           "--data", str(camvid_root), "--out", str(tmp_path), "--epochs", "1", "--batch-size", "2",
+           "--width", "96", "--height", "72", "--max-train-images", "8", "--max-val-images", "2",
+           "--threads", "1", "--eval-every", "1"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert "world 2" in res.stdout
+    assert (tmp_path / "essnet_d_camvid.pt").is_file()
