@@ -119,3 +119,80 @@ class SeparableBlock(nn.Module):
         y = self.shuffle(self.pw_2(self.dw1x3_2(y)))
         y = self.bn2(y)
         return F.relu(self.dropout(y) + x)
+
+
+# ---- blocks added for the rest of the zoo (WSPD-Net, RDS-Net) ----
+
+
+class NonBottleneck1DK(nn.Module):
+    """Non-bt-1D with ``kernel``-tap factorised convs (WSPD-Net's 3K and 5K layers)."""
+
+    def __init__(self, ch: int, dropout: float, dilation: int, kernel: int = 3):
+        super().__init__()
+        if kernel % 2 == 0:
+            raise ValueError(f"kernel must be odd, got {kernel}")
+        k, p, d = kernel, kernel // 2, dilation
+        self.conv_v1 = nn.Conv2d(ch, ch, (k, 1), padding=(p, 0), bias=True)
+        self.conv_h1 = nn.Conv2d(ch, ch, (1, k), padding=(0, p), bias=True)
+        self.bn1 = nn.BatchNorm2d(ch, eps=BN_EPS)
+        self.conv_v2 = nn.Conv2d(ch, ch, (k, 1), padding=(p * d, 0), dilation=(d, 1), bias=True)
+        self.conv_h2 = nn.Conv2d(ch, ch, (1, k), padding=(0, p * d), dilation=(1, d), bias=True)
+        self.bn2 = nn.BatchNorm2d(ch, eps=BN_EPS)
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv_h1(F.relu(self.conv_v1(x)))))
+        y = self.bn2(self.conv_h2(F.relu(self.conv_v2(y))))
+        return F.relu(self.dropout(y) + x)
+
+
+class DWSDilBlock(nn.Module):
+    """WSPD-Net's DWS-Dil layer: four parallel dilations inside one residual layer.
+
+    A pointwise conv mixes the channels, the result is split in four groups that
+    each get a depthwise 3x3 conv at its own dilation (one depthwise conv with
+    per-group dilation is four convs), and a second pointwise conv fuses them.
+    """
+
+    def __init__(self, ch: int, dropout: float, dilations=(1, 2, 4, 8)):
+        super().__init__()
+        n = len(dilations)
+        if ch % n:
+            raise ValueError(f"{ch} channels cannot be split into {n} dilation branches")
+        self.split = ch // n
+        self.pw_in = nn.Conv2d(ch, ch, 1, bias=False)
+        self.bn_in = nn.BatchNorm2d(ch, eps=BN_EPS)
+        self.branches = nn.ModuleList(
+            nn.Conv2d(self.split, self.split, 3, padding=d, dilation=d, groups=self.split, bias=False)
+            for d in dilations)
+        self.bn_mid = nn.BatchNorm2d(ch, eps=BN_EPS)
+        self.pw_out = nn.Conv2d(ch, ch, 1, bias=False)
+        self.bn_out = nn.BatchNorm2d(ch, eps=BN_EPS)
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x):
+        y = F.relu(self.bn_in(self.pw_in(x)))
+        parts = torch.split(y, self.split, dim=1)
+        y = F.relu(self.bn_mid(torch.cat([b(p) for b, p in zip(self.branches, parts)], 1)))
+        y = self.bn_out(self.pw_out(y))
+        return F.relu(self.dropout(y) + x)
+
+
+class RDSBlock(nn.Module):
+    """RDS-Net's residual layer: depthwise 3x3 (dilated), grouped 3x3 conv, BN,
+    channel shuffle (g=4), dropout, identity shortcut."""
+
+    def __init__(self, ch: int, dropout: float, dilation: int, groups: int = 4):
+        super().__init__()
+        if ch % groups:
+            raise ValueError(f"{ch} channels cannot be split into {groups} groups")
+        d = dilation
+        self.dw = nn.Conv2d(ch, ch, 3, padding=d, dilation=d, groups=ch, bias=False)
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(ch, eps=BN_EPS)
+        self.shuffle = ChannelShuffle(groups)
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x):
+        y = self.shuffle(F.relu(self.bn(self.conv(self.dw(x)))))
+        return F.relu(self.dropout(y) + x)
