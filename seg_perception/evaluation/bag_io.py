@@ -1,0 +1,295 @@
+"""rosbag2 in and out, in pure Python with `rosbags` (no ROS install needed).
+
+Reads what `ros2 bag record` writes (a bag folder with metadata.yaml, or a bare
+.mcap / .db3 file; sqlite3 or mcap; zstd file, message or chunk compression)
+and writes rosbag2 version 9 (ROS 2 Jazzy) bags that `ros2 bag info` and
+`ros2 bag play` read. Messages are (de)serialised with the Jazzy typestore;
+decoded messages have the same fields as rclpy's, so ros/image_conversion
+works on them unchanged.
+
+Every problem with a bag becomes a BagError with a one-line message.
+"""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, Iterator, Optional, Sequence
+
+import numpy as np
+
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+IMAGE_TYPES = (IMAGE, COMPRESSED)
+FORMATS = ("mcap", "sqlite3")
+
+DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
+DEFAULT_COMPRESSED_TOPIC = "/camera/image_raw/compressed"
+DEFAULT_INFO_TOPIC = "/camera/camera_info"
+DEFAULT_GT_TOPIC = "/camera/labels_gt"
+
+
+class BagError(ValueError):
+    """A bag that cannot be used as given; the message names the bag and what to do."""
+
+
+@lru_cache(maxsize=1)
+def typestore():
+    from rosbags.typesys import Stores, get_typestore
+    return get_typestore(Stores.ROS2_JAZZY)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]
+
+
+def stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def format_stamp(ns: int) -> str:
+    return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"
+
+
+@dataclass
+class TopicInfo:
+    name: str
+    msgtype: str
+    count: Optional[int]  # None when the bag's index does not say (e.g. an interrupted recording)
+
+
+@dataclass
+class BagMessage:
+    topic: str
+    msgtype: str
+    t_ns: int                 # the time the message was recorded (bag log time)
+    msg: object = None        # decoded message; None when `error` is set
+    raw: bytes = b""          # serialised CDR, as stored in the bag
+    error: str = ""           # why the message could not be decoded (a corrupt message)
+
+
+class BagReader:
+    """An open rosbag2 for reading; use as a context manager."""
+
+    def __init__(self, path: str | Path):
+        from rosbags.rosbag2 import Reader
+        path = Path(path).expanduser()
+        self.path = path
+        if not path.exists():
+            raise BagError(f"bag {path} not found: give a rosbag2 folder (with metadata.yaml) or an .mcap/.db3 file")
+        target = path
+        if path.is_dir() and not (path / "metadata.yaml").is_file():
+            # An interrupted recording can lack metadata.yaml; a single storage file still reads.
+            files = sorted(list(path.glob("*.mcap")) + list(path.glob("*.db3")))
+            if len(files) != 1:
+                raise BagError(f"{path} is not a rosbag2 folder: no metadata.yaml and "
+                               f"{len(files)} .mcap/.db3 files (expected a bag made by 'ros2 bag record' "
+                               "or 'seg-perception make-bag')")
+            target = files[0]
+        try:
+            self.reader = Reader(target)
+            self.reader.open()
+        except BagError:
+            raise
+        except Exception as e:  # ReaderError, sqlite3/struct errors of a damaged file, ...
+            raise BagError(f"cannot open bag {path}: {_one_line(e)}; the file is truncated or damaged "
+                           "(for an interrupted recording try 'ros2 bag reindex')") from None
+        self.ts = typestore()
+
+    def __enter__(self) -> "BagReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if getattr(self, "reader", None) is not None and self.reader.is_open:
+            try:
+                self.reader.close()
+            except Exception:
+                pass
+
+    # ----------------------------------------------------------------- topics
+    def topics(self) -> Dict[str, TopicInfo]:
+        out: Dict[str, TopicInfo] = {}
+        for name, info in self.reader.topics.items():
+            counts = [c.msgcount for c in info.connections]
+            count = sum(counts) if all(isinstance(c, int) for c in counts) else None
+            out[name] = TopicInfo(name, info.msgtype or "?", count)
+        return out
+
+    def listing(self) -> str:
+        """One line: every topic with its type and message count."""
+        parts = [f"{t.name} ({t.msgtype}, {t.count if t.count is not None else '?'} msgs)"
+                 for t in self.topics().values()]
+        return "; ".join(parts) or "no topics"
+
+    def image_topic(self, requested: Optional[str] = None) -> TopicInfo:
+        """The camera topic: the requested one, else the default raw/compressed topic, else the
+        only image topic in the bag. A missing topic is an error that lists what the bag holds."""
+        topics = self.topics()
+        if requested:
+            t = topics.get(requested)
+            if t is None:
+                raise BagError(f"topic {requested} is not in bag {self.path}; the bag has: {self.listing()}")
+            if t.msgtype not in IMAGE_TYPES:
+                raise BagError(f"topic {requested} holds {t.msgtype}, not an image "
+                               f"({' or '.join(IMAGE_TYPES)}); the bag has: {self.listing()}")
+            return t
+        for name in (DEFAULT_IMAGE_TOPIC, DEFAULT_COMPRESSED_TOPIC):
+            if name in topics and topics[name].msgtype in IMAGE_TYPES:
+                return topics[name]
+        images = [t for t in topics.values() if t.msgtype in IMAGE_TYPES and "label" not in t.name
+                  and not t.name.startswith("/segmentation/")]
+        if len(images) == 1:
+            return images[0]
+        what = "no image topic" if not images else f"{len(images)} image topics"
+        raise BagError(f"bag {self.path} has {what} to choose from; pass --image-topic. "
+                       f"The bag has: {self.listing()}")
+
+    def gt_topic(self, requested: Optional[str]) -> Optional[TopicInfo]:
+        """The ground-truth topic: the requested one (must exist), else the default if present."""
+        topics = self.topics()
+        name = requested or DEFAULT_GT_TOPIC
+        t = topics.get(name)
+        if t is None:
+            if requested:
+                raise BagError(f"ground-truth topic {requested} is not in bag {self.path}; "
+                               f"the bag has: {self.listing()}")
+            return None
+        if t.msgtype != IMAGE:
+            raise BagError(f"ground-truth topic {name} holds {t.msgtype}; expected {IMAGE} (mono8 class ids)")
+        return t
+
+    # ----------------------------------------------------------------- messages
+    def messages(self, topics: Sequence[str], decode: bool = True) -> Iterator[BagMessage]:
+        """Messages of `topics` in recorded-time order. A message that does not deserialise is
+        yielded with `error` set (a counted skip); a file that breaks off mid-way ends the
+        iteration with a BagError naming how far it got."""
+        conns = [c for c in self.reader.connections if c.topic in topics]
+        if not conns:
+            return
+        n = 0
+        it = self.reader.messages(connections=conns)
+        while True:
+            try:
+                conn, t_ns, raw = next(it)
+            except StopIteration:
+                return
+            except (sqlite3.Error, OSError, ValueError, KeyError, EOFError, Exception) as e:
+                raise BagError(f"bag {self.path} is damaged after {n} messages ({_one_line(e)}); "
+                               "re-record or repair it (e.g. 'ros2 bag reindex')") from None
+            n += 1
+            raw = bytes(raw)
+            m = BagMessage(conn.topic, conn.msgtype, int(t_ns), raw=raw)
+            if decode:
+                try:
+                    m.msg = self.ts.deserialize_cdr(raw, conn.msgtype)
+                except Exception as e:
+                    m.error = f"cannot deserialise {conn.msgtype} on {conn.topic}: {_one_line(e)}"
+            yield m
+
+
+# --------------------------------------------------------------------- messages
+def _header(t_ns: int, frame_id: str):
+    ts = typestore()
+    Time = ts.types["builtin_interfaces/msg/Time"]
+    Header = ts.types["std_msgs/msg/Header"]
+    return Header(stamp=Time(sec=int(t_ns // 1_000_000_000), nanosec=int(t_ns % 1_000_000_000)), frame_id=frame_id)
+
+
+def image_msg(img: np.ndarray, encoding: str, t_ns: int, frame_id: str):
+    """sensor_msgs/Image from a contiguous uint8 array (H x W or H x W x C)."""
+    img = np.ascontiguousarray(img, np.uint8)
+    Image = typestore().types[IMAGE]
+    return Image(header=_header(t_ns, frame_id), height=int(img.shape[0]), width=int(img.shape[1]),
+                 encoding=encoding, is_bigendian=0, step=int(img.strides[0]), data=img.reshape(-1))
+
+
+def compressed_msg(data: bytes, fmt: str, t_ns: int, frame_id: str):
+    CompressedImage = typestore().types[COMPRESSED]
+    return CompressedImage(header=_header(t_ns, frame_id), format=fmt,
+                           data=np.frombuffer(data, np.uint8).copy())
+
+
+def camera_info_msg(width: int, height: int, t_ns: int, frame_id: str, focal: Optional[float] = None):
+    """A nominal pinhole CameraInfo (no distortion): enough for RViz/Foxglove to place the image.
+    The datasets shipped here carry no calibration, so the focal length is a stated guess."""
+    ts = typestore()
+    f = float(focal or width)  # ~53 degrees horizontal field of view
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    Roi = ts.types["sensor_msgs/msg/RegionOfInterest"]
+    return ts.types[CAMERA_INFO](
+        header=_header(t_ns, frame_id), height=int(height), width=int(width), distortion_model="plumb_bob",
+        d=np.zeros(5, np.float64), k=np.array([f, 0, cx, 0, f, cy, 0, 0, 1], np.float64),
+        r=np.eye(3, dtype=np.float64).reshape(-1),
+        p=np.array([f, 0, cx, 0, 0, f, cy, 0, 0, 0, 1, 0], np.float64),
+        binning_x=0, binning_y=0, roi=Roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+
+
+class BagWriter:
+    """A new rosbag2 (version 9, as ROS 2 Jazzy writes) in mcap or sqlite3 storage.
+
+    compress: mcap -> zstd-compressed chunks (what `ros2 bag record --storage-preset-profile
+    zstd_fast` makes); sqlite3 -> zstd per message. Both are read by `ros2 bag info/play`."""
+
+    def __init__(self, path: str | Path, fmt: str = "mcap", compress: bool = False):
+        from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+        if fmt not in FORMATS:
+            raise BagError(f"unknown bag format '{fmt}'; valid choices: {', '.join(FORMATS)}")
+        path = Path(path).expanduser()
+        if path.exists():
+            raise BagError(f"{path} exists already; a bag is written to a new folder: remove it or choose another")
+        if not path.parent.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.writer = Writer(path, version=9,
+                             storage_plugin=StoragePlugin.MCAP if fmt == "mcap" else StoragePlugin.SQLITE3)
+        if compress:
+            self.writer.set_compression(CompressionMode.STORAGE if fmt == "mcap" else CompressionMode.MESSAGE,
+                                        CompressionFormat.ZSTD)
+        self.writer.open()
+        self.ts = typestore()
+        self.conns: Dict[str, object] = {}
+        self.counts: Dict[str, int] = {}
+
+    def _conn(self, topic: str, msgtype: str):
+        c = self.conns.get(topic)
+        if c is None:
+            c = self.conns[topic] = self.writer.add_connection(topic, msgtype, typestore=self.ts)
+            self.counts[topic] = 0
+        return c
+
+    def write(self, topic: str, msg, t_ns: int) -> None:
+        msgtype = msg.__msgtype__
+        self.write_raw(topic, msgtype, bytes(self.ts.serialize_cdr(msg, msgtype)), t_ns)
+
+    def write_raw(self, topic: str, msgtype: str, raw: bytes, t_ns: int) -> None:
+        self.writer.write(self._conn(topic, msgtype), int(t_ns), raw)
+        self.counts[topic] += 1
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def __enter__(self) -> "BagWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def describe(path: str | Path) -> str:
+    """'N messages over S s: topic (type, count); ...' for messages and tests."""
+    with BagReader(path) as r:
+        dur = r.reader.duration / 1e9 if r.reader.message_count else 0.0
+        return f"{r.reader.message_count} messages over {dur:.2f} s: {r.listing()}"
+
+
+def bag_size(path: str | Path) -> int:
+    p = Path(path)
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size

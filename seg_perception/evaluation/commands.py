@@ -1,0 +1,204 @@
+"""Subcommands: make-bag, eval-bag, demo (registered with seg_perception.cli.command).
+
+Exit codes of eval-bag and demo: 0 ok; 2 bad input or usage; 3 nothing to evaluate
+(no frame answered, no ground-truth stamp matched a frame); 4 live mode: the node
+did not start or no node answered; 130 interrupted."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..cli import command
+from ..paths import DEFAULT_MODEL
+from .config import EXIT_NO_MATCH, EXIT_OK, EvalConfig, EvalError
+
+
+def _err(cmd: str, e: Exception) -> None:
+    print(f"seg-perception {cmd}: error: {e}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------- make-bag
+@command("make-bag", "write a rosbag2 (camera frames, camera_info, ground truth) from a dataset split")
+def _make_bag(p: argparse.ArgumentParser):
+    from .bag_io import FORMATS
+    from .make_bag import ENCODINGS
+    p.add_argument("--dataset", default="camvid", choices=["camvid", "cityscapes"])
+    p.add_argument("--data", default=None, help="dataset folder (default: ../shared/datasets/camvid)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--out", required=True, help="new bag folder (must not exist)")
+    p.add_argument("--format", default="mcap", choices=FORMATS, help="storage (default mcap, as Jazzy records)")
+    p.add_argument("--encoding", default="jpeg", choices=ENCODINGS,
+                   help="rgb8/bgr8 on /camera/image_raw, jpeg on /camera/image_raw/compressed")
+    p.add_argument("--rate", type=float, default=10.0, help="frames per second of the header stamps (default 10)")
+    p.add_argument("--frames", type=int, default=0, help="this many frames spread over the split (0: all)")
+    p.add_argument("--jpeg-quality", type=int, default=90)
+    p.add_argument("--compress", action="store_true",
+                   help="zstd: compressed chunks (mcap) or messages (sqlite3); ros2 bag reads both")
+    p.add_argument("--frame-id", default="camera")
+
+    def run(a):
+        from .make_bag import make_bag
+        r = make_bag(a.out, dataset=a.dataset, split=a.split, root=a.data, fmt=a.format, encoding=a.encoding,
+                     rate=a.rate, frames=a.frames, jpeg_quality=a.jpeg_quality, compress=a.compress,
+                     frame_id=a.frame_id)
+        print(f"[make-bag] {r.path}: {r.frames} frames on {r.image_topic}, /camera/camera_info, "
+              f"/camera/labels_gt ({a.format}, {r.size_bytes / 1e6:.2f} MB)")
+    return run
+
+
+# --------------------------------------------------------------------- eval-bag
+def _add_eval_args(p: argparse.ArgumentParser, live_default: bool = False) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="", help=f"model name or card .yaml (default {DEFAULT_MODEL}; "
+                                               "with --attach: the running node's)")
+    g.add_argument("--backend", default="onnxruntime", help="auto | tensorrt | onnxruntime | torch")
+    g.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8")
+    g.add_argument("--onnx", default=None, help="ONNX file (default: the card's)")
+    g.add_argument("--threads", type=int, default=0, help="inference threads (0: the runtime's default)")
+    g = p.add_argument_group("inputs")
+    g.add_argument("--image-topic", default=None, help="camera topic (default /camera/image_raw, "
+                                                       "/camera/image_raw/compressed, or the only image topic)")
+    g.add_argument("--gt-topic", default=None, help="ground-truth topic, mono8 class ids (default "
+                                                    "/camera/labels_gt when the bag has it)")
+    g.add_argument("--gt-dir", default=None, help="ground-truth PNGs named <stamp_ns>.png (or one per frame)")
+    g.add_argument("--no-gt", action="store_true", help="no accuracy metrics, timing only")
+    g.add_argument("--max-frames", type=int, default=0, help="only the first N frames (0: all)")
+    g = p.add_argument_group("outputs")
+    g.add_argument("--out", default=None, help="report folder (default reports/eval_<bag>_<mode>)")
+    g.add_argument("--out-bag", default=None, help="also write inputs + outputs to this new bag (RViz, Foxglove)")
+    g.add_argument("--out-bag-format", default="mcap", choices=["mcap", "sqlite3"])
+    g.add_argument("--samples", type=int, default=4, help="side-by-side frames in the report")
+    g = p.add_argument_group("live mode")
+    g.add_argument("--attach", action="store_true", help="use a running segmentation node instead of starting one")
+    g.add_argument("--rate", type=float, default=0.0, help="publish at this many frames/s (default: as recorded)")
+    g.add_argument("--speed", type=float, default=1.0, help="play the recorded timing this many times faster")
+    g.add_argument("--node-qos", default="auto", choices=["auto", "sensor_data", "reliable"],
+                   help="the started node's subscription QoS (auto: reliable for raw frames)")
+    g.add_argument("--publish-topic", default=None, help="publish the frames here (default: the bag's topic)")
+    g.add_argument("--domain-id", type=int, default=None,
+                   help="ROS domain (default: a private one for a started node; the environment's with --attach)")
+    g.add_argument("--startup-timeout", type=float, default=90.0, help="seconds for the node to come up")
+    g.add_argument("--drain-timeout", type=float, default=15.0,
+                   help="seconds to wait for answers after the last frame")
+    g.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
+                   help="extra parameter for the started node (repeatable)")
+
+
+def _config(a, bag: Path) -> EvalConfig:
+    params = {}
+    for item in a.param:
+        if ":=" not in item:
+            raise EvalError(f"--param '{item}' is not NAME:=VALUE")
+        k, v = item.split(":=", 1)
+        params[k.strip()] = v.strip()
+    return EvalConfig(
+        bag=bag, model=a.model, backend=a.backend, precision=a.precision, onnx=a.onnx, threads=a.threads,
+        image_topic=a.image_topic, gt_topic=a.gt_topic, gt_dir=Path(a.gt_dir) if a.gt_dir else None,
+        no_gt=a.no_gt, max_frames=a.max_frames, samples=a.samples,
+        out_bag=Path(a.out_bag) if a.out_bag else None, out_bag_format=a.out_bag_format,
+        attach=a.attach, rate=a.rate, speed=a.speed, node_qos=a.node_qos, publish_topic=a.publish_topic,
+        startup_timeout=a.startup_timeout, drain_timeout=a.drain_timeout, node_params=params)
+
+
+def evaluate(cfg: EvalConfig, mode: str, out: Path, domain_id=None, title: str = "Bag evaluation", log=None):
+    """Run one evaluation and write its report; returns (result, report files, exit code)."""
+    from .report import write_report
+    if cfg.out_bag is not None and cfg.out_bag.exists():
+        raise EvalError(f"{cfg.out_bag} exists already; --out-bag writes a new bag: remove it or choose another")
+    if mode == "live":
+        from .live import run_live
+        if cfg.node_log is None and not cfg.attach:
+            cfg.node_log = out / "node.log"
+        result = run_live(cfg, domain_id=domain_id, log=log)
+    else:
+        from .offline import run_offline
+        result = run_offline(cfg)
+    files = write_report(result, out, title=title)
+    code = EXIT_OK
+    c = result.counts
+    if c.frames_out == 0:
+        code = EXIT_NO_MATCH
+        result.notes.append("no frame produced a prediction")
+    elif result.confusion is not None and c.scored == 0:
+        code = EXIT_NO_MATCH
+    return result, files, code
+
+
+def _no_match_reason(result) -> str:
+    c = result.counts
+    if c.frames_out == 0:
+        return (f"none of the {c.frames_in} frames produced a prediction ({c.rejected} rejected, "
+                f"{c.corrupt} corrupt, {c.dropped} dropped)")
+    why = []
+    if c.no_ground_truth:
+        why.append(f"{c.no_ground_truth} frames have no ground truth with their header stamp")
+    if c.gt_size_mismatch:
+        why.append(f"{c.gt_size_mismatch} ground-truth images differ in size from their frame")
+    if c.gt_unreadable:
+        why.append(f"{c.gt_unreadable} ground-truth messages are not mono8 class ids")
+    return f"no frame could be scored against {result.gt_source}: {'; '.join(why) or 'no ground truth'}"
+
+
+@command("eval-bag", "evaluate a model on a rosbag2: offline (Pipeline) or live (the real node over DDS)")
+def _eval_bag(p: argparse.ArgumentParser):
+    p.add_argument("bag", help="rosbag2 folder, or an .mcap/.db3 file")
+    p.add_argument("--mode", default=None, choices=["offline", "live"],
+                   help="offline: in-process, no ROS (default); live: the node over DDS (default with --attach)")
+
+    _add_eval_args(p)
+
+    def run(a):
+        mode = a.mode or ("live" if a.attach else "offline")
+        if a.attach and mode != "live":
+            _err("eval-bag", "--attach needs --mode live")
+            return 2
+        bag = Path(a.bag).expanduser()
+        from .demo import default_out
+        out = Path(a.out) if a.out else default_out(bag, mode)
+        try:
+            cfg = _config(a, bag)
+            result, files, code = evaluate(cfg, mode, out, domain_id=a.domain_id, log=print)
+        except EvalError as e:
+            _err("eval-bag", e)
+            return e.code
+        print(f"[eval-bag] {mode}: {result.summary_line()}")
+        for n in result.notes:
+            print(f"[eval-bag] note: {n}")
+        print(f"[eval-bag] report: {files['report']}" + (f"; outputs bag: {result.out_bag}" if result.out_bag else ""))
+        if code == EXIT_NO_MATCH:
+            _err("eval-bag", _no_match_reason(result))
+        return code
+    return run
+
+
+# --------------------------------------------------------------------- demo
+@command("demo", "live replay of the sample bag through segmentation_node with the default model")
+def _demo(p: argparse.ArgumentParser):
+    p.add_argument("--out", default="reports/demo", help="report folder (default reports/demo)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or card .yaml (default {DEFAULT_MODEL})")
+    p.add_argument("--bag", default=None, help="bag to play (default: the shipped CamVid sample)")
+    p.add_argument("--mode", default="live", choices=["live", "offline"])
+    p.add_argument("--threads", type=int, default=0, help="inference threads (0: the runtime's default)")
+    p.add_argument("--rate", type=float, default=0.0, help="frames/s (default: the bag's recorded timing)")
+
+    def run(a):
+        from .demo import clear_previous_bag, ensure_onnx, resolve_demo_model, sample_bag, summary
+        out = Path(a.out)
+        try:
+            bag = Path(a.bag) if a.bag else sample_bag()
+            card = ensure_onnx(resolve_demo_model(a.model))
+            out.mkdir(parents=True, exist_ok=True)
+            out_bag = out / "outputs_bag"
+            clear_previous_bag(out_bag)
+            cfg = EvalConfig(bag=bag, model=str(card), backend="onnxruntime", precision="fp32",
+                             threads=a.threads, rate=a.rate, out_bag=out_bag, samples=4)
+            result, files, code = evaluate(cfg, a.mode, out, title="seg_perception demo", log=print)
+        except EvalError as e:
+            _err("demo", e)
+            return e.code
+        print(summary(result, files["report"]))
+        if code == EXIT_NO_MATCH:
+            _err("demo", _no_match_reason(result))
+        return code
+    return run

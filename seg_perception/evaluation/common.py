@@ -1,0 +1,83 @@
+"""Set-up shared by offline and live evaluation: which topics, which ground truth,
+which model card, and a progress bar that only a terminal sees."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import List, Optional
+
+from ..card import CardError, ModelCard, load_card
+from ..paths import DEFAULT_MODEL, resolve_model
+from . import bag_io
+from .config import EvalConfig, EvalError
+from .scoring import GroundTruthFolder, sample_indices
+
+
+@dataclass
+class Inputs:
+    image: bag_io.TopicInfo
+    gt: Optional[bag_io.TopicInfo]
+    gt_folder: Optional[GroundTruthFolder]
+    total: int                      # image messages that will be taken (after --max-frames)
+    samples: List[int]
+    gt_source: Optional[str]
+
+    @property
+    def topics(self) -> List[str]:
+        return [self.image.name] + ([self.gt.name] if self.gt else [])
+
+
+def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader) -> Inputs:
+    try:
+        image = reader.image_topic(cfg.image_topic)
+        gt = None if (cfg.no_gt or cfg.gt_dir) else reader.gt_topic(cfg.gt_topic)
+    except bag_io.BagError as e:
+        raise EvalError(str(e)) from None
+    count = image.count
+    if count is None:  # the index does not say: count without decoding
+        count = sum(1 for _ in reader.messages([image.name], decode=False))
+    if count == 0:
+        raise EvalError(f"topic {image.name} in bag {reader.path} has no messages", 3)
+    total = min(count, cfg.max_frames) if cfg.max_frames > 0 else count
+    folder = None
+    source = None
+    if cfg.gt_dir and not cfg.no_gt:
+        try:
+            folder = GroundTruthFolder(cfg.gt_dir, count)
+        except ValueError as e:
+            raise EvalError(str(e)) from None
+        source = f"folder {folder.folder} (matched by {'stamp' if folder.mode == 'stamp' else 'order'})"
+    elif gt is not None:
+        source = f"topic {gt.name}"
+    return Inputs(image, gt, folder, total, sample_indices(total, cfg.samples), source)
+
+
+def load_model_card(model: str) -> ModelCard:
+    try:
+        return load_card(resolve_model(model or DEFAULT_MODEL))
+    except (ValueError, FileNotFoundError, CardError) as e:
+        raise EvalError(str(e)) from None
+
+
+class Progress:
+    """tqdm on a terminal; silent otherwise (the command prints one summary line)."""
+
+    def __init__(self, total: int, desc: str, enabled: bool = True):
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+                self.bar = tqdm(total=total, desc=desc, unit="frame", leave=False, dynamic_ncols=True)
+            except ImportError:
+                self.bar = None
+
+    def update(self, n: int = 1, **postfix) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -1,0 +1,417 @@
+"""Live evaluation: the real segmentation_node, fed over DDS.
+
+Starts the node as its own process (or attaches to a running one), waits for
+discovery, publishes the bag's camera messages as recorded (the raw CDR bytes,
+like `ros2 bag play`) at the recorded pace, a fixed rate or a speed factor,
+records /segmentation/labels (and, for --out-bag, drivable_mask and overlay),
+and matches outputs to inputs by header stamp. Latency is publish -> receipt of
+/segmentation/labels, both clocks in this process. The node's /diagnostics give
+its own received/processed/dropped/rejected counters.
+
+QoS: raw frames are large; with Fast DDS's default transports a best-effort
+frame over ~0.5 MB is lost between processes, so for raw images the node is
+started with qos 'reliable' (--node-qos auto). Compressed frames keep the
+node's default best-effort sensor_data profile, as on a robot.
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from ..runtime.backends import BACKENDS, PRECISIONS
+from . import bag_io
+from .common import Progress, load_model_card, select_inputs
+from .config import EXIT_NO_MATCH, EXIT_NODE, EvalConfig, EvalError
+from .node_process import NodeProcess, ros_env
+from .out_bag import DRIVABLE, LABELS, OVERLAY, OutputBag, copy_topics
+from .scoring import Counts, EvalResult, Scorer, add_gt_message, decode_frame, decode_labels, to_rgb
+
+QOS_CHOICES = ("auto", "sensor_data", "reliable")
+COUNTERS = ("frames_received", "frames_processed", "frames_dropped", "frames_rejected")
+
+
+@dataclass
+class Published:
+    t_pub: float      # perf_counter at publish
+    index: int        # frame index in the bag
+    t_ns: int         # recorded time (for the output bag)
+
+
+class Client:
+    """This process's ROS side: one publisher, recorders for the node's outputs and diagnostics."""
+
+    def __init__(self, domain_id: Optional[int], topic: str, compressed: bool, extra_outputs: bool):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CompressedImage, Image
+        self.rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)  # own context: no global state touched
+        self.node = rclpy.create_node(f"seg_eval_player_{os.getpid()}", context=self.context,
+                                      start_parameter_services=False)
+        self.topic = topic
+        self.lock = threading.Lock()
+        self.outputs: Dict[str, List[Tuple[float, bytes]]] = {LABELS: [], DRIVABLE: [], OVERLAY: []}
+        self.diagnostics: List[Tuple[float, Dict[str, str]]] = []
+        self.other_nodes: Dict[str, str] = {}
+        # Reliable like a camera driver; a best-effort subscriber still matches it.
+        pub_qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub = self.node.create_publisher(CompressedImage if compressed else Image, topic, pub_qos)
+        out_qos = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+        wanted = (LABELS, DRIVABLE, OVERLAY) if extra_outputs else (LABELS,)
+        # raw=True: the callback only timestamps the bytes; decoding waits until playback ends
+        # so this process takes as little CPU from the node as possible.
+        self.subs = {t: self.node.create_subscription(Image, t, self._recorder(t), out_qos, raw=True) for t in wanted}
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 20)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._spin, name="seg_eval_spin", daemon=True)
+        self.thread.start()
+
+    def _recorder(self, topic: str):
+        def cb(raw: bytes) -> None:
+            t = time.perf_counter()
+            with self.lock:
+                self.outputs[topic].append((t, raw))
+        return cb
+
+    def _on_diag(self, msg) -> None:
+        t = time.perf_counter()
+        for st in msg.status:
+            values = {kv.key: kv.value for kv in st.values}
+            if "frames_received" not in values:
+                continue  # not a segmentation node
+            with self.lock:
+                if values.get("topic") == self.topic:
+                    self.diagnostics.append((t, values | {"_name": st.name}))
+                else:
+                    self.other_nodes[st.name] = values.get("topic", "?")
+
+    def _spin(self) -> None:
+        while not self._stop.is_set() and self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # the context was shut down under us: leave quietly
+                if not self.context.ok():
+                    return
+                raise
+
+    def last_diag(self) -> Optional[Tuple[float, Dict[str, str]]]:
+        with self.lock:
+            return self.diagnostics[-1] if self.diagnostics else None
+
+    def labels_count(self) -> int:
+        with self.lock:
+            return len(self.outputs[LABELS])
+
+    def connected(self) -> bool:
+        return (self.pub.get_subscription_count() > 0 and self.last_diag() is not None
+                and all(s.get_publisher_count() > 0 for s in self.subs.values()))
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=2)
+        try:
+            self.executor.remove_node(self.node)
+            self.node.destroy_node()
+            self.executor.shutdown(timeout_sec=1)
+        finally:
+            self.rclpy.try_shutdown(context=self.context)
+
+
+def _counters(values: Dict[str, str]) -> Dict[str, int]:
+    try:
+        return {k: int(values[k]) for k in COUNTERS}
+    except (KeyError, ValueError):
+        return {k: 0 for k in COUNTERS}
+
+
+def node_parameters(cfg: EvalConfig, card_path: Path, base_topic: str, compressed: bool) -> Dict[str, object]:
+    if cfg.backend not in BACKENDS:
+        raise EvalError(f"unknown backend '{cfg.backend}'; valid choices: {', '.join(BACKENDS)}")
+    if cfg.precision not in PRECISIONS:
+        raise EvalError(f"unknown precision '{cfg.precision}'; valid choices: {', '.join(PRECISIONS)}")
+    qos = cfg.node_qos if cfg.node_qos != "auto" else ("sensor_data" if compressed else "reliable")
+    params: Dict[str, object] = {"model": str(card_path), "backend": cfg.backend, "precision": cfg.precision,
+                                 "image_topic": base_topic, "use_compressed": compressed, "qos": qos,
+                                 "threads": int(cfg.threads), "diagnostics_period": 0.5}
+    if cfg.onnx:
+        params["onnx"] = str(Path(cfg.onnx).resolve())
+    params.update(cfg.node_params)
+    return params
+
+
+def _topics_for(bag_topic: str, msgtype: str, publish_topic: Optional[str]) -> Tuple[str, str]:
+    """(topic to publish on, the node's image_topic parameter). The node subscribes to
+    <image_topic>/compressed for compressed frames."""
+    topic = publish_topic or bag_topic
+    if msgtype == bag_io.COMPRESSED:
+        if not topic.endswith("/compressed"):
+            topic = topic.rstrip("/") + "/compressed"
+        return topic, topic[: -len("/compressed")]
+    return topic, topic
+
+
+def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> EvalResult:
+    if cfg.node_qos not in QOS_CHOICES:
+        raise EvalError(f"unknown node qos '{cfg.node_qos}'; valid choices: {', '.join(QOS_CHOICES)}")
+    if cfg.rate < 0 or cfg.speed <= 0:
+        raise EvalError("--rate must be >= 0 (0: the recorded timing) and --speed > 0")
+    try:
+        reader = bag_io.BagReader(cfg.bag)
+    except bag_io.BagError as e:
+        raise EvalError(str(e)) from None
+    with reader:
+        inp = select_inputs(cfg, reader)
+        compressed = inp.image.msgtype == bag_io.COMPRESSED
+        pub_topic, base_topic = _topics_for(inp.image.name, inp.image.msgtype, cfg.publish_topic)
+        node = None
+        client = None
+        card = None if cfg.attach and not cfg.model else load_model_card(cfg.model)
+        if cfg.attach:
+            env_domain = os.environ.get("ROS_DOMAIN_ID", "")
+            domain = domain_id if domain_id is not None else (int(env_domain) if env_domain.isdigit() else None)
+        else:
+            # A private domain: nothing else on the network sees the frames or answers them.
+            domain = domain_id if domain_id is not None else random.SystemRandom().randint(1, 101)
+            env = ros_env(domain)
+            for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS"):
+                os.environ.setdefault(k, env[k])  # this process must discover like the node does
+            log_path = cfg.node_log or Path(tempfile.mkdtemp(prefix="seg_eval_")) / "node.log"
+            node = NodeProcess(node_parameters(cfg, card.path, base_topic, compressed), log_path, env)
+            if log is not None:
+                log(f"[live] started segmentation_node in ROS domain {domain} (log: {log_path}); "
+                    f"playing {inp.total} frames on {pub_topic}")
+        try:
+            client = Client(domain, pub_topic, compressed, extra_outputs=cfg.out_bag is not None)
+            _wait_connected(client, node, cfg, pub_topic)
+            if card is None:  # attached without --model: the node names its model
+                name = client.last_diag()[1].get("model", "")
+                try:
+                    card = load_model_card(name)
+                except EvalError:
+                    raise EvalError(f"the attached node runs model '{name}', which is not in a models folder "
+                                    "here: pass --model with its card .yaml") from None
+            result = _play(cfg, reader, inp, client, card, node)
+        finally:
+            if client is not None:
+                client.close()
+            if node is not None:
+                rc = node.stop()
+                if rc not in (0, None, -2, 130):
+                    (log or print)(f"[live] warning: segmentation_node exited with code {rc} "
+                                   f"(log: {node.log_path})")
+    return result
+
+
+def _wait_connected(client: Client, node: Optional[NodeProcess], cfg: EvalConfig, topic: str) -> None:
+    end = time.monotonic() + cfg.startup_timeout
+    while time.monotonic() < end:
+        if node is not None and not node.running():
+            raise EvalError(f"segmentation_node exited with code {node.proc.returncode}: {node.failure()} "
+                            f"(log: {node.log_path})", EXIT_NODE)
+        if client.connected():
+            time.sleep(0.3)  # let the reverse direction of discovery settle too
+            return
+        time.sleep(0.05)
+    if node is not None:
+        raise EvalError(f"segmentation_node did not come up within {cfg.startup_timeout:.0f} s "
+                        f"(last log line: {node.failure()}; log: {node.log_path})", EXIT_NODE)
+    others = ", ".join(f"{n} on {t}" for n, t in client.other_nodes.items()) or "none"
+    raise EvalError(f"no segmentation node answers on {topic} within {cfg.startup_timeout:.0f} s "
+                    f"(segmentation nodes on /diagnostics: {others}); check ROS_DOMAIN_ID and the discovery "
+                    "settings, or pass --publish-topic", EXIT_NODE)
+
+
+def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
+          node: Optional[NodeProcess]) -> EvalResult:
+    counts = Counts()
+    drivable = list(card.drivable_classes)
+    scorer = Scorer(card.num_classes, drivable, counts, inp.gt_folder, inp.samples,
+                    keep_labels=cfg.keep_labels, with_gt=inp.gt is not None)
+    base = _counters(client.last_diag()[1])
+    published: Dict[int, Published] = {}
+    sample_rgb: Dict[int, object] = {}
+    bar = Progress(inp.total, "live", cfg.progress)
+    t_first_pub = None
+    t0_bag = None
+    index = -1
+    try:
+        for m in reader.messages(inp.topics):
+            if m.topic == inp.image.name:
+                index += 1
+                if index >= inp.total:
+                    break
+            if inp.gt is not None and m.topic == inp.gt.name:
+                add_gt_message(scorer, m, counts)
+                continue
+            counts.frames_in += 1
+            bar.update()
+            if m.error:
+                counts.corrupt += 1  # never sent: it would not deserialise in the node either
+                scorer.warn_once("corrupt", m.error)
+                continue
+            stamp = bag_io.stamp_ns(m.msg.header)
+            if stamp in published:
+                counts.duplicate_stamps += 1
+                scorer.warn_once("duplicate", f"frames with the same header stamp {bag_io.format_stamp(stamp)}: "
+                                              "only the first is played (outputs are matched by stamp)")
+                continue
+            # Pace: the recorded timing (scaled by --speed) or a fixed --rate.
+            if t_first_pub is None:
+                t_first_pub, t0_bag = time.perf_counter(), m.t_ns
+                target = t_first_pub
+            elif cfg.rate > 0:
+                target = t_first_pub + len(published) / cfg.rate
+            else:
+                target = t_first_pub + (m.t_ns - t0_bag) / 1e9 / cfg.speed
+            delay = target - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            if node is not None and not node.running():
+                raise EvalError(f"segmentation_node stopped during playback (code {node.proc.returncode}): "
+                                f"{node.failure()} (log: {node.log_path})", EXIT_NODE)
+            t_pub = time.perf_counter()
+            client.pub.publish(m.raw)
+            published[stamp] = Published(t_pub, index, m.t_ns)
+            if index in scorer.sample_indices:
+                try:
+                    sample_rgb[stamp] = to_rgb(*decode_frame(m))
+                except ValueError:
+                    pass  # the node will reject it too; no side-by-side for it
+    except bag_io.BagError as e:
+        scorer.warn_once("truncated", str(e))
+    finally:
+        bar.close()
+    t_last_pub = time.perf_counter()
+    diag = _drain(client, cfg, len(published), t_last_pub)
+    node_delta = {k.replace("frames_", ""): v - base[k] for k, v in _counters(diag).items()} if diag else None
+
+    # Match outputs to inputs by header stamp.
+    ts = bag_io.typestore()
+    latencies: List[float] = []
+    answered: Dict[int, float] = {}
+    unmatched = 0
+    with client.lock:
+        outputs = {t: list(v) for t, v in client.outputs.items()}
+    t_last_out = t_first_pub or 0.0
+    decoded_outputs: Dict[str, Dict[int, Tuple[float, bytes]]] = {t: {} for t in outputs}
+    for topic, items in outputs.items():
+        for t_recv, raw in items:
+            try:
+                msg = ts.deserialize_cdr(bytes(raw), bag_io.IMAGE)
+            except Exception:
+                continue
+            stamp = bag_io.stamp_ns(msg.header)
+            if stamp not in published:
+                unmatched += topic == LABELS
+                continue
+            decoded_outputs[topic][stamp] = (t_recv, bytes(raw))
+            if topic != LABELS or stamp in answered:
+                continue
+            p = published[stamp]
+            answered[stamp] = t_recv - p.t_pub
+            latencies.append((t_recv - p.t_pub) * 1e3)
+            t_last_out = max(t_last_out, t_recv)
+            try:
+                labels = decode_labels(msg)
+            except ValueError as e:
+                scorer.warn_once("bad_output", f"unreadable /segmentation/labels: {e}")
+                continue
+            scorer.add_prediction(stamp, labels, p.index, sample_rgb.get(stamp))
+    scorer.finish()
+    if unmatched:
+        scorer.warn_once("unmatched", f"{unmatched} /segmentation/labels messages matched no frame of this run "
+                                      "(another publisher on the topic, or frames from before it)")
+    unanswered = len(published) - len(answered)
+    counts.rejected = min(unanswered, max(0, node_delta["rejected"])) if node_delta else 0
+    counts.dropped = unanswered - counts.rejected
+    if node_delta is not None:
+        # Frames DDS lost on the way in, and outputs the node published that never arrived here.
+        node_delta["lost_before_node"] = max(0, len(published) - node_delta["received"])
+        node_delta["lost_after_node"] = max(0, node_delta["processed"] - len(answered))
+    span = t_last_out - t_first_pub if t_first_pub is not None else 0.0
+    fps = len(answered) / span if span > 0 and answered else 0.0
+
+    out_path = None
+    if cfg.out_bag:
+        out_path = _write_out_bag(cfg, reader, inp, published, decoded_outputs, index)
+    if published and not answered:
+        where = f" (node log: {node.log_path})" if node is not None else ""
+        raise EvalError(f"the node answered none of the {len(published)} frames played: no "
+                        f"/segmentation/labels with a matching header stamp{where}", EXIT_NO_MATCH)
+    backend = diag.get("backend", "?") + " " + diag.get("precision", "") if diag else "?"
+    return EvalResult(
+        mode="live", bag=str(cfg.bag), image_topic=inp.image.name, image_type=inp.image.msgtype,
+        gt_source=inp.gt_source,
+        model={"name": card.name, "card": str(card.path), "architecture": card.architecture,
+               "backend": backend.strip(), "node": "attached" if cfg.attach else "started",
+               "published_on": client.topic},
+        class_names=list(card.class_names), palette=card.palette, drivable_classes=drivable, counts=counts,
+        latencies_ms=latencies, fps=fps, wall_s=t_last_pub - (t_first_pub or t_last_pub),
+        confusion=scorer.cm if scorer.with_gt else None, drivable=scorer.bin if scorer.with_gt else None,
+        samples=[scorer.samples[i] for i in sorted(scorer.samples)], node=node_delta,
+        notes=list(scorer.warned.values()), labels_by_stamp=scorer.labels_by_stamp,
+        out_bag=str(out_path) if out_path else None)
+
+
+def _drain(client: Client, cfg: EvalConfig, n_published: int, t_last_pub: float) -> Optional[Dict[str, str]]:
+    """Wait until every frame is answered, or the node's counters show it has nothing left
+    (received = processed + dropped + rejected, reported after our last frame and after the
+    last output arrived), or --drain-timeout. Returns the last diagnostics."""
+    end = time.monotonic() + cfg.drain_timeout
+    while time.monotonic() < end:
+        if client.labels_count() >= n_published:
+            break
+        d = client.last_diag()
+        if d is not None:
+            t, values = d
+            c = _counters(values)
+            settled = c["frames_received"] == c["frames_processed"] + c["frames_dropped"] + c["frames_rejected"]
+            with client.lock:
+                t_out = client.outputs[LABELS][-1][0] if client.outputs[LABELS] else 0.0
+            if settled and t > t_last_pub + 1.0 and t > t_out + 0.2:
+                break
+        time.sleep(0.05)
+    # Counters published after the last frame was handled.
+    t_wait = time.monotonic() + 2.0
+    d0 = client.last_diag()
+    while time.monotonic() < t_wait:
+        d = client.last_diag()
+        if d is not None and (d0 is None or d[0] > d0[0]):
+            break
+        time.sleep(0.05)
+    d = client.last_diag()
+    return d[1] if d else None
+
+
+def _write_out_bag(cfg: EvalConfig, reader: bag_io.BagReader, inp, published: Dict[int, Published],
+                   outputs: Dict[str, Dict[int, Tuple[float, bytes]]], last_index: int) -> Path:
+    try:
+        out = OutputBag(cfg.out_bag, cfg.out_bag_format)
+    except bag_io.BagError as e:
+        raise EvalError(str(e)) from None
+    try:
+        for topic, items in outputs.items():
+            for stamp, (t_recv, raw) in items.items():
+                p = published[stamp]
+                out.add(p.t_ns + int((t_recv - p.t_pub) * 1e9), topic, bag_io.IMAGE, raw)
+        t_end = max((p.t_ns for p in published.values()), default=0)
+        for m in reader.messages(copy_topics(reader, inp.image.name, inp.gt and inp.gt.name), decode=False):
+            if m.t_ns > t_end:
+                break
+            out.copy(m)
+    except bag_io.BagError:
+        pass  # a damaged tail: what was copied stays
+    finally:
+        out.close()
+    return out.path

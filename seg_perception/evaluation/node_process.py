@@ -1,0 +1,95 @@
+"""segmentation_node as a child process, started the way a robot starts it: the
+console script with config/jetson.yaml and parameter overrides."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from ..paths import PACKAGE
+from .config import EXIT_NODE, EvalError
+
+
+def params_file() -> Optional[Path]:
+    """config/jetson.yaml from the package share (ROS install) or the source checkout."""
+    cands: List[Path] = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        cands.append(Path(get_package_share_directory(PACKAGE)) / "config" / "jetson.yaml")
+    except Exception:
+        pass
+    cands.append(Path(__file__).resolve().parents[2] / "config" / "jetson.yaml")
+    cands.append(Path(sys.prefix) / "share" / PACKAGE / "config" / "jetson.yaml")
+    return next((p for p in cands if p.is_file()), None)
+
+
+def node_executable() -> str:
+    cand = Path(sys.executable).parent / "segmentation_node"
+    if cand.is_file():
+        return str(cand)
+    found = shutil.which("segmentation_node")
+    if not found:
+        raise EvalError("segmentation_node is not installed: run 'make setup' (or 'pip install -e .'), "
+                        "or source the ROS 2 workspace that has seg_perception", EXIT_NODE)
+    return found
+
+
+class NodeProcess:
+    def __init__(self, params: Dict[str, object], log_path: Path, env: Dict[str, str]):
+        self.args = [node_executable(), "--ros-args"]
+        pf = params_file()
+        if pf is not None:
+            self.args += ["--params-file", str(pf)]
+        for k, v in params.items():
+            v = str(v).lower() if isinstance(v, bool) else v
+            self.args += ["-p", f"{k}:={v}"]
+        self.log_path = Path(log_path)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                     stdin=subprocess.DEVNULL)
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def failure(self) -> str:
+        """The node's own one-line reason for stopping, else the last line of its log."""
+        lines = [ln.strip() for ln in self.output().splitlines() if ln.strip()]
+        why = next((ln for ln in lines if "cannot start" in ln), None) or (lines[-1] if lines else "no output")
+        return why[:400]
+
+    def stop(self) -> Optional[int]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # as ros2 launch does: the node shuts down cleanly
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if not self.log.closed:
+            self.log.close()
+        return self.proc.returncode
+
+
+def ros_env(domain_id: int, set_discovery: bool = True) -> Dict[str, str]:
+    """The environment for a private run: our domain, and discovery limited to this machine
+    unless the user chose otherwise (two processes here only find each other that way)."""
+    env = dict(os.environ)
+    env["ROS_DOMAIN_ID"] = str(domain_id)
+    if set_discovery:
+        env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        env.setdefault("ROS_STATIC_PEERS", "127.0.0.1")
+    env.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")
+    return env

@@ -1,0 +1,119 @@
+"""Offline evaluation: every frame of the bag through the Pipeline, in this process
+(no ROS runtime). Latency here is decode + pipeline time per frame; FPS is the
+throughput that time allows (1 / mean latency)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..card import CardError
+from ..runtime.backends import BackendError
+from ..runtime.pipeline import Pipeline
+from . import bag_io
+from .common import Progress, load_model_card, select_inputs
+from .config import EvalConfig, EvalError
+from .out_bag import DRIVABLE, LABELS, OVERLAY, OutputBag, copy_topics
+from .scoring import Counts, EvalResult, Scorer, add_gt_message, decode_frame, to_rgb
+
+
+def make_pipeline(cfg: EvalConfig, card) -> Pipeline:
+    try:
+        pipe = Pipeline.from_card(card.path, backend=cfg.backend, precision=cfg.precision, onnx=cfg.onnx,
+                                  threads=cfg.threads)
+    except (ValueError, FileNotFoundError, CardError, BackendError) as e:
+        raise EvalError(str(e)) from None
+    pipe.backend.warmup()
+    return pipe
+
+
+def run_offline(cfg: EvalConfig) -> EvalResult:
+    card = load_model_card(cfg.model)
+    pipe = make_pipeline(cfg, card)
+    counts = Counts()
+    latencies = []
+    t_start = time.perf_counter()
+    out = None
+    try:
+        reader = bag_io.BagReader(cfg.bag)
+    except bag_io.BagError as e:
+        raise EvalError(str(e)) from None
+    with reader:
+        inp = select_inputs(cfg, reader)
+        scorer = Scorer(card.num_classes, pipe.drivable_classes, counts, inp.gt_folder, inp.samples,
+                        keep_labels=cfg.keep_labels, with_gt=inp.gt is not None)
+        topics = list(inp.topics)
+        if cfg.out_bag:
+            try:
+                out = OutputBag(cfg.out_bag, cfg.out_bag_format)
+            except bag_io.BagError as e:
+                raise EvalError(str(e)) from None
+            topics = sorted(set(topics) | set(copy_topics(reader, inp.image.name, inp.gt and inp.gt.name)))
+        bar = Progress(inp.total, "offline", cfg.progress)
+        seen = set()
+        index = -1
+        try:
+            for m in reader.messages(topics):
+                if m.topic == inp.image.name:
+                    index += 1
+                    if index >= inp.total:
+                        break  # ground truth recorded with the last frame has been read by now
+                if out is not None:
+                    out.copy(m)
+                if inp.gt is not None and m.topic == inp.gt.name:
+                    add_gt_message(scorer, m, counts)
+                    continue
+                if m.topic != inp.image.name:
+                    continue
+                counts.frames_in += 1
+                bar.update()
+                if m.error:
+                    counts.corrupt += 1
+                    scorer.warn_once("corrupt", m.error)
+                    continue
+                stamp = bag_io.stamp_ns(m.msg.header)
+                if stamp in seen:
+                    counts.duplicate_stamps += 1
+                    scorer.warn_once("duplicate", f"frames with the same header stamp "
+                                                  f"{bag_io.format_stamp(stamp)}: only the first is evaluated")
+                    continue
+                seen.add(stamp)
+                t0 = time.perf_counter()
+                try:
+                    frame, layout = decode_frame(m)
+                    res = pipe(frame, layout, overlay=out is not None)
+                except ValueError as e:  # ImageError and frames the pipeline refuses
+                    counts.rejected += 1
+                    scorer.warn_once("rejected", f"frame rejected: {e}")
+                    continue
+                dt = time.perf_counter() - t0
+                latencies.append(dt * 1e3)
+                rgb = to_rgb(frame, layout) if index in scorer.sample_indices else None
+                scorer.add_prediction(stamp, res.labels, index, rgb)
+                if out is not None:
+                    t_out = m.t_ns + int(dt * 1e9)
+                    h = m.msg.header
+                    for topic, img, enc in ((LABELS, res.labels, "mono8"), (DRIVABLE, res.drivable, "mono8"),
+                                            (OVERLAY, res.overlay, "rgb8")):
+                        out.add_msg(t_out, topic, bag_io.image_msg(img, enc, bag_io.stamp_ns(h), h.frame_id))
+        except bag_io.BagError as e:
+            # A file that breaks off mid-way: what was read still counts, and the report says so.
+            scorer.warn_once("truncated", str(e))
+        finally:
+            bar.close()
+            if out is not None:
+                out.close()
+        scorer.finish()
+    wall = time.perf_counter() - t_start
+    fps = len(latencies) / (sum(latencies) / 1e3) if latencies else 0.0
+    return EvalResult(
+        mode="offline", bag=str(Path(cfg.bag)), image_topic=inp.image.name, image_type=inp.image.msgtype,
+        gt_source=inp.gt_source, model=_model_info(card, pipe.backend.describe()),
+        class_names=list(card.class_names), palette=card.palette, drivable_classes=list(pipe.drivable_classes),
+        counts=counts, latencies_ms=latencies, fps=fps, wall_s=wall,
+        confusion=scorer.cm if scorer.with_gt else None, drivable=scorer.bin if scorer.with_gt else None,
+        samples=[scorer.samples[i] for i in sorted(scorer.samples)], notes=list(scorer.warned.values()),
+        labels_by_stamp=scorer.labels_by_stamp, out_bag=str(out.path) if out is not None else None)
+
+
+def _model_info(card, backend: str) -> dict:
+    return {"name": card.name, "card": str(card.path), "architecture": card.architecture, "backend": backend}

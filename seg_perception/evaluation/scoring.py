@@ -1,0 +1,281 @@
+"""What offline and live evaluation share: turning bag messages into frames and
+ground truth, pairing predictions with ground truth by header stamp, and the
+counters and metrics that end up in metrics.json.
+
+All numbers come from seg_perception.metrics (the same code training uses).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from ..metrics import ConfusionMatrix, binary_scores, binary_summary, percentiles
+from ..ros.image_conversion import ImageError, compressed_to_array, image_to_array
+from . import bag_io
+
+_TO_RGB = {"rgb": None, "bgr": cv2.COLOR_BGR2RGB, "rgba": cv2.COLOR_RGBA2RGB, "bgra": cv2.COLOR_BGRA2RGB,
+           "mono": cv2.COLOR_GRAY2RGB}
+
+
+def decode_frame(m: bag_io.BagMessage) -> Tuple[np.ndarray, str]:
+    """A bag image message -> (uint8 array, colour layout); ImageError for a bad image."""
+    if m.msgtype == bag_io.COMPRESSED:
+        return compressed_to_array(m.msg)
+    return image_to_array(m.msg)
+
+
+def to_rgb(frame: np.ndarray, layout: str) -> np.ndarray:
+    code = _TO_RGB[layout]
+    return np.ascontiguousarray(frame if code is None else cv2.cvtColor(frame, code))
+
+
+def decode_labels(msg) -> np.ndarray:
+    """A mono8 label image (ground truth or the node's /segmentation/labels) -> uint8 H x W."""
+    arr, layout = image_to_array(msg)
+    if layout != "mono":
+        raise ImageError(f"label image has encoding '{msg.encoding}'; expected mono8 class ids")
+    return np.ascontiguousarray(arr)
+
+
+# --------------------------------------------------------------------- ground truth folder
+class GroundTruthFolder:
+    """Label PNGs for the frames of a bag, matched by name:
+      <stamp in ns>.png, or <sec>.<nanosec>.png / <sec>_<nanosec>.png (nanosec 9 digits);
+    otherwise, when the folder holds exactly one PNG per frame, in sorted-name order."""
+
+    _SPLIT = re.compile(r"^(\d+)[._](\d{9})$")
+
+    def __init__(self, folder: str | Path, frame_count: int):
+        folder = Path(folder).expanduser()
+        if not folder.is_dir():
+            raise ValueError(f"ground-truth folder {folder} not found")
+        files = sorted(folder.glob("*.png"))
+        if not files:
+            raise ValueError(f"ground-truth folder {folder} has no .png label images")
+        self.folder = folder
+        self.by_stamp: Dict[int, Path] = {}
+        for f in files:
+            stem = f.stem
+            if stem.isdigit():
+                self.by_stamp[int(stem)] = f
+            elif (mt := self._SPLIT.match(stem)):
+                self.by_stamp[int(mt.group(1)) * 1_000_000_000 + int(mt.group(2))] = f
+        self.by_order: List[Path] = []
+        if len(self.by_stamp) < len(files):
+            if len(files) != frame_count:
+                raise ValueError(
+                    f"cannot match the {len(files)} PNGs in {folder} to the {frame_count} frames of the bag: "
+                    "name them <stamp_ns>.png (or <sec>.<nanosec>.png), or give exactly one per frame")
+            self.by_stamp = {}
+            self.by_order = files
+        self.mode = "stamp" if self.by_stamp else "order"
+
+    def lookup(self, stamp: int, index: int) -> Optional[np.ndarray]:
+        path = self.by_stamp.get(stamp) if self.mode == "stamp" else (
+            self.by_order[index] if 0 <= index < len(self.by_order) else None)
+        if path is None:
+            return None
+        lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if lab is None or lab.ndim != 2 or lab.dtype != np.uint8:
+            raise ImageError(f"ground truth {path} is not a single-channel 8-bit PNG of class ids")
+        return lab
+
+
+# --------------------------------------------------------------------- counters and results
+@dataclass
+class Counts:
+    frames_in: int = 0          # image messages taken from the bag
+    frames_out: int = 0         # frames with a prediction (matched by header stamp)
+    dropped: int = 0            # frames the node never answered (live) and did not reject
+    rejected: int = 0           # frames the pipeline/node refused (bad encoding, size, ...)
+    corrupt: int = 0            # messages that do not deserialise: skipped, never sent
+    duplicate_stamps: int = 0   # frames whose header stamp an earlier frame already had: skipped
+    scored: int = 0             # frames with a prediction and a ground truth of the same size
+    no_ground_truth: int = 0    # predicted frames without a ground truth of the same stamp
+    gt_size_mismatch: int = 0   # ground truth of another size than the frame: not scored
+    gt_unreadable: int = 0      # ground-truth messages/files that are not mono8 class ids
+    gt_without_frame: int = 0   # ground-truth messages whose stamp no predicted frame has
+
+
+@dataclass
+class Sample:
+    index: int
+    stamp: int
+    rgb: np.ndarray
+    labels: np.ndarray
+    gt: Optional[np.ndarray] = None
+
+
+@dataclass
+class EvalResult:
+    mode: str
+    bag: str
+    image_topic: str
+    image_type: str
+    gt_source: Optional[str]
+    model: Dict[str, object]
+    class_names: List[str]
+    palette: np.ndarray
+    drivable_classes: List[int]
+    counts: Counts
+    latencies_ms: List[float]
+    fps: float
+    wall_s: float
+    confusion: Optional[ConfusionMatrix] = None
+    drivable: Optional[Dict[str, int]] = None
+    samples: List[Sample] = field(default_factory=list)
+    node: Optional[Dict[str, object]] = None
+    notes: List[str] = field(default_factory=list)
+    labels_by_stamp: Dict[int, np.ndarray] = field(default_factory=dict)  # kept on request (tests)
+    out_bag: Optional[str] = None
+
+    def metrics(self) -> Dict[str, object]:
+        c = self.counts
+        out: Dict[str, object] = {
+            "mode": self.mode, "bag": self.bag, "image_topic": self.image_topic, "image_type": self.image_type,
+            "ground_truth": self.gt_source, "model": self.model,
+            "frames": {"in": c.frames_in, "out": c.frames_out, "dropped": c.dropped, "rejected": c.rejected,
+                       "corrupt": c.corrupt, "duplicate_stamps": c.duplicate_stamps},
+            "fps": round(self.fps, 2), "wall_s": round(self.wall_s, 2),
+            "latency_ms": percentiles(self.latencies_ms, (50, 95)),
+        }
+        if self.node is not None:
+            out["node"] = self.node
+        if self.confusion is not None:
+            seg = self.confusion.summary(self.class_names) if c.scored else {}
+            seg.update({"frames_scored": c.scored, "no_ground_truth": c.no_ground_truth,
+                        "gt_size_mismatch": c.gt_size_mismatch, "gt_unreadable": c.gt_unreadable,
+                        "gt_without_frame": c.gt_without_frame})
+            out["segmentation"] = seg
+            d = binary_summary(self.drivable) if self.drivable and c.scored else {}
+            out["drivable"] = {"classes": [self.class_names[i] for i in self.drivable_classes], **d}
+            out["confusion_matrix"] = {"classes": self.class_names, "rows": "ground truth",
+                                       "columns": "prediction", "pixels": self.confusion.mat.tolist()}
+        if self.out_bag:
+            out["out_bag"] = self.out_bag
+        if self.notes:
+            out["notes"] = self.notes
+        return out
+
+    def summary_line(self) -> str:
+        c = self.counts
+        lat = percentiles(self.latencies_ms, (50, 95))
+        parts = [f"{c.frames_in} frames in, {c.frames_out} out, {c.dropped} dropped, {c.rejected} rejected"]
+        if c.corrupt:
+            parts.append(f"{c.corrupt} corrupt")
+        parts.append(f"{self.fps:.1f} FPS")
+        if lat["p50"] is not None:
+            parts.append(f"latency p50 {lat['p50']:.0f} ms p95 {lat['p95']:.0f} ms max {lat['max']:.0f} ms")
+        if self.confusion is not None and c.scored:
+            parts.append(f"mIoU {100 * self.confusion.miou():.1f}% on {c.scored} frames")
+            d = binary_summary(self.drivable)
+            if d["iou"] is not None:
+                parts.append(f"drivable IoU {d['iou']:.1f}%")
+        return ", ".join(parts)
+
+
+class Scorer:
+    """Pairs predictions with ground truth by header stamp, whichever arrives first, and
+    accumulates the confusion matrix and the drivable-area counts."""
+
+    def __init__(self, num_classes: int, drivable_classes: Sequence[int], counts: Counts,
+                 gt_folder: Optional[GroundTruthFolder] = None, sample_indices: Sequence[int] = (),
+                 keep_labels: bool = False, with_gt: bool = True):
+        self.n = int(num_classes)
+        self.drivable = np.asarray(list(drivable_classes), np.int64)
+        self.counts = counts
+        self.gt_folder = gt_folder
+        self.with_gt = with_gt or gt_folder is not None
+        self.cm = ConfusionMatrix(self.n)
+        self.bin = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
+        self.sample_indices = set(sample_indices)
+        self.samples: Dict[int, Sample] = {}
+        self.keep_labels = keep_labels
+        self.labels_by_stamp: Dict[int, np.ndarray] = {}
+        self._gt: Dict[int, np.ndarray] = {}
+        self._pred: Dict[int, Tuple[np.ndarray, int]] = {}
+        self.warned: Dict[str, str] = {}
+
+    def warn_once(self, kind: str, text: str) -> None:
+        self.warned.setdefault(kind, text)
+
+    def add_gt(self, stamp: int, gt: np.ndarray) -> None:
+        if stamp in self._pred:
+            labels, index = self._pred.pop(stamp)
+            self._score(stamp, labels, gt, index)
+        else:
+            self._gt[stamp] = gt
+
+    def add_prediction(self, stamp: int, labels: np.ndarray, index: int, rgb: Optional[np.ndarray] = None) -> None:
+        self.counts.frames_out += 1
+        if self.keep_labels:
+            self.labels_by_stamp[stamp] = labels
+        if index in self.sample_indices and rgb is not None:
+            self.samples[index] = Sample(index, stamp, rgb, labels)
+        if not self.with_gt:
+            return
+        if self.gt_folder is not None:
+            try:
+                gt = self.gt_folder.lookup(stamp, index)
+            except ImageError as e:
+                self.counts.gt_unreadable += 1
+                self.warn_once("gt_unreadable", str(e))
+                return
+            if gt is None:
+                self.counts.no_ground_truth += 1
+                return
+            self._score(stamp, labels, gt, index)
+        elif stamp in self._gt:
+            self._score(stamp, labels, self._gt.pop(stamp), index)
+        else:
+            self._pred[stamp] = (labels, index)
+
+    def _score(self, stamp: int, labels: np.ndarray, gt: np.ndarray, index: int) -> None:
+        if gt.shape != labels.shape:
+            self.counts.gt_size_mismatch += 1
+            self.warn_once("gt_size", f"ground truth at stamp {bag_io.format_stamp(stamp)} is "
+                                      f"{gt.shape[1]}x{gt.shape[0]} but the frame is {labels.shape[1]}x"
+                                      f"{labels.shape[0]}: such frames are not scored")
+            return
+        self.cm.update(labels, gt)
+        valid = gt < self.n  # the ignore id (and anything past the classes) is not scored
+        s = binary_scores(np.isin(labels, self.drivable), np.isin(gt, self.drivable), valid)
+        for k in self.bin:
+            self.bin[k] += s[k]
+        self.counts.scored += 1
+        if index in self.samples:
+            self.samples[index].gt = gt
+
+    def finish(self) -> None:
+        """Whatever is still unpaired: predictions without ground truth, and the reverse."""
+        if self.with_gt:
+            self.counts.no_ground_truth += len(self._pred)
+            self.counts.gt_without_frame += len(self._gt)
+        self._pred.clear()
+        self._gt.clear()
+
+
+def add_gt_message(scorer: Scorer, m: bag_io.BagMessage, counts: Counts) -> None:
+    """A ground-truth message from the bag into the scorer; unreadable ones are counted skips."""
+    if m.error:
+        counts.gt_unreadable += 1
+        scorer.warn_once("gt_unreadable", m.error)
+        return
+    try:
+        gt = decode_labels(m.msg)
+    except ValueError as e:
+        counts.gt_unreadable += 1
+        scorer.warn_once("gt_unreadable", f"ground truth on {m.topic} skipped: {e}")
+        return
+    scorer.add_gt(bag_io.stamp_ns(m.msg.header), gt)
+
+
+def sample_indices(total: int, k: int) -> List[int]:
+    if total <= 0 or k <= 0:
+        return []
+    return sorted({int(round(x)) for x in np.linspace(0, total - 1, min(k, total))})

@@ -1,0 +1,305 @@
+"""Bags in, bags out: make-bag in both storage formats and three encodings, offline
+evaluation against metrics computed here independently (plain numpy on frames decoded
+here), reports, and bad input.
+
+The model has RANDOM weights (conftest.make_random_model): these tests check plumbing and
+that every number equals an independent computation, not accuracy."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from rosbags.rosbag2 import Reader
+from rosbags.typesys import Stores, get_typestore
+
+from seg_perception.cli import main
+from seg_perception.evaluation import bag_io
+from seg_perception.evaluation.commands import evaluate
+from seg_perception.evaluation.config import EvalConfig
+from seg_perception.evaluation.make_bag import make_bag
+from seg_perception.runtime.pipeline import Pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "test" / "data" / "camvid_val_sample"
+INDICES = [0, 50, 100]
+T0 = 1_700_000_000 * 10**9
+TS = get_typestore(Stores.ROS2_JAZZY)  # read back with rosbags directly, not with bag_io
+
+
+def read_all(path: Path):
+    """{topic: [(log time, decoded msg)]}, read with rosbags' own Reader."""
+    out = {}
+    with Reader(path) as r:
+        for conn, t, raw in r.messages():
+            out.setdefault(conn.topic, []).append((t, TS.deserialize_cdr(raw, conn.msgtype)))
+    return out
+
+
+def stamp(msg) -> int:
+    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+
+
+@pytest.fixture(scope="module")
+def pipe(random_model):
+    return Pipeline.from_card(random_model, backend="onnxruntime", threads=1)
+
+
+@pytest.fixture(scope="module")
+def dataset(camvid_root):
+    from seg_perception.data.datasets import camvid
+    return camvid(camvid_root, "val")
+
+
+def independent_metrics(preds, gts, n=11, drivable=(3,)):
+    """mIoU / pixel accuracy / per-class IoU / drivable IoU, precision, recall with plain numpy."""
+    tp = np.zeros(n)
+    fp = np.zeros(n)
+    fn = np.zeros(n)
+    correct = total = 0
+    d = dict(tp=0, fp=0, fn=0)
+    for p, g in zip(preds, gts):
+        valid = g < n
+        p, g = p[valid].astype(int), g[valid].astype(int)
+        correct += int((p == g).sum())
+        total += g.size
+        for c in range(n):
+            tp[c] += np.sum((p == c) & (g == c))
+            fp[c] += np.sum((p == c) & (g != c))
+            fn[c] += np.sum((p != c) & (g == c))
+        pd_, gd = np.isin(p, drivable), np.isin(g, drivable)
+        d["tp"] += int((pd_ & gd).sum())
+        d["fp"] += int((pd_ & ~gd).sum())
+        d["fn"] += int((~pd_ & gd).sum())
+    denom = tp + fp + fn
+    iou = np.where(denom > 0, tp / np.maximum(denom, 1), np.nan)
+    return {"miou": round(100 * float(np.nanmean(iou)), 2), "pixel_accuracy": round(100 * correct / total, 2),
+            "iou": [None if np.isnan(v) else round(100 * float(v), 2) for v in iou],
+            "drivable_iou": round(100 * d["tp"] / (d["tp"] + d["fp"] + d["fn"]), 2),
+            "drivable_precision": round(100 * d["tp"] / (d["tp"] + d["fp"]), 2) if d["tp"] + d["fp"] else None,
+            "drivable_recall": round(100 * d["tp"] / (d["tp"] + d["fn"]), 2)}
+
+
+@pytest.mark.parametrize("fmt", ["mcap", "sqlite3"])
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "jpeg"])
+def test_make_bag_then_offline_metrics_match_independent(tmp_path, fmt, encoding, random_model, pipe, dataset,
+                                                         camvid_root):
+    bag = tmp_path / "bag"
+    r = make_bag(bag, root=camvid_root, fmt=fmt, encoding=encoding, rate=10, indices=INDICES)
+    assert r.frames == 3
+    storage = list(bag.glob("*.mcap" if fmt == "mcap" else "*.db3"))
+    assert len(storage) == 1 and (bag / "metadata.yaml").is_file()
+
+    topics = read_all(bag)
+    image_topic = "/camera/image_raw/compressed" if encoding == "jpeg" else "/camera/image_raw"
+    assert set(topics) == {image_topic, "/camera/camera_info", "/camera/labels_gt"}
+    frames, preds, gts = [], [], []
+    for n, idx in enumerate(INDICES):
+        want = T0 + n * 10**8  # 10 Hz
+        msgs = {t: topics[t][n] for t in topics}
+        for t, (logtime, msg) in msgs.items():
+            assert logtime == want and stamp(msg) == want and msg.header.frame_id == "camera", t
+        rgb, label = dataset.load(idx)
+        img = msgs[image_topic][1]
+        if encoding == "jpeg":
+            assert img.format == "jpeg"
+            bgr = cv2.imdecode(np.frombuffer(img.data, np.uint8), cv2.IMREAD_COLOR)
+            assert np.abs(bgr.astype(int) - rgb[..., ::-1]).mean() < 4  # JPEG quality 90
+            preds.append(pipe(bgr, "bgr").labels)
+        else:
+            assert (img.encoding, img.height, img.width, img.step) == (encoding, 360, 480, 480 * 3)
+            arr = np.frombuffer(img.data, np.uint8).reshape(360, 480, 3)
+            np.testing.assert_array_equal(arr, rgb if encoding == "rgb8" else rgb[..., ::-1])
+            preds.append(pipe(rgb).labels)
+        gt = msgs["/camera/labels_gt"][1]
+        assert gt.encoding == "mono8" and (gt.height, gt.width) == label.shape
+        np.testing.assert_array_equal(np.frombuffer(gt.data, np.uint8).reshape(label.shape), label)
+        gts.append(label)
+        info = msgs["/camera/camera_info"][1]
+        assert (info.width, info.height) == (480, 360) and info.k[0] > 0
+
+    cfg = EvalConfig(bag=bag, model=str(random_model), threads=1, keep_labels=True, progress=False)
+    result, files, code = evaluate(cfg, "offline", tmp_path / "report")
+    assert code == 0
+    m = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert m["frames"] == {"in": 3, "out": 3, "dropped": 0, "rejected": 0, "corrupt": 0, "duplicate_stamps": 0}
+    for n, p in enumerate(preds):  # frame for frame, by stamp
+        np.testing.assert_array_equal(result.labels_by_stamp[T0 + n * 10**8], p)
+    ref = independent_metrics(preds, gts)
+    seg = m["segmentation"]
+    assert seg["frames_scored"] == 3
+    assert seg["miou"] == pytest.approx(ref["miou"], abs=0.011)
+    assert seg["pixel_accuracy"] == pytest.approx(ref["pixel_accuracy"], abs=0.011)
+    assert list(seg["per_class_iou"].values()) == pytest.approx(ref["iou"], abs=0.011)
+    assert m["drivable"]["classes"] == ["Road"]
+    assert m["drivable"]["iou"] == pytest.approx(ref["drivable_iou"], abs=0.011)
+    assert m["drivable"]["recall"] == pytest.approx(ref["drivable_recall"], abs=0.011)
+    assert m["drivable"]["precision"] == pytest.approx(ref["drivable_precision"], abs=0.011)
+    cm = np.array(m["confusion_matrix"]["pixels"])
+    assert cm.shape == (11, 11) and cm.sum() == sum(int((g < 11).sum()) for g in gts)
+    assert m["latency_ms"]["p50"] > 0 and m["fps"] > 0
+    if fmt == "mcap" and encoding == "jpeg":  # the report's files, once
+        for name in ("report.md", "confusion_matrix.png", "per_class_iou.png", "latency_hist.png"):
+            assert (tmp_path / "report" / name).stat().st_size > 1000, name
+        side = cv2.imread(str(files["sample_0"]))
+        assert side.shape[0] == 360 and side.shape[1] >= 3 * 480  # input | overlay | ground truth
+        md = (tmp_path / "report" / "report.md").read_text()
+        assert f"mIoU **{seg['miou']:.2f}%**" in md
+
+
+def test_metadata_is_what_ros2_jazzy_reads(tmp_path, camvid_root):
+    """`ros2 bag info` is not installable here: check the fields rosbag2 (Jazzy) decodes instead."""
+    bag = tmp_path / "bag"
+    make_bag(bag, root=camvid_root, encoding="jpeg", indices=[1], compress=True)
+    info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert info["version"] == 9 and info["storage_identifier"] == "mcap"
+    assert info["relative_file_paths"] == [p.name for p in bag.glob("*.mcap")]
+    assert info["message_count"] == 3 and info["duration"]["nanoseconds"] == 0
+    for t in info["topics_with_message_count"]:
+        meta = t["topic_metadata"]
+        assert meta["serialization_format"] == "cdr" and meta["type_description_hash"].startswith("RIHS01_")
+        assert isinstance(meta["offered_qos_profiles"], list)  # version 9: a YAML sequence
+    for key in ("compression_format", "compression_mode", "files", "custom_data", "ros_distro"):
+        assert key in info
+    with Reader(bag) as r:  # zstd chunks read back
+        assert r.message_count == 3
+
+
+def test_sample_bag_is_small_and_complete(dataset):
+    assert (SAMPLE / "metadata.yaml").is_file(), "the sample bag ships in test/data"
+    assert bag_io.bag_size(SAMPLE) <= 5 * 1024 * 1024
+    topics = read_all(SAMPLE)
+    imgs = topics["/camera/image_raw/compressed"]
+    gts = topics["/camera/labels_gt"]
+    assert len(imgs) == len(gts) == len(topics["/camera/camera_info"]) == 20
+    assert [stamp(m) for _, m in imgs] == [stamp(m) for _, m in gts]
+    # Spread over the val sequence: the first and last val frames are in it.
+    first = cv2.imdecode(np.frombuffer(imgs[0][1].data, np.uint8), cv2.IMREAD_COLOR)
+    last_gt = np.frombuffer(gts[-1][1].data, np.uint8).reshape(360, 480)
+    assert np.abs(first.astype(int) - dataset.load(0)[0][..., ::-1]).mean() < 4
+    np.testing.assert_array_equal(last_gt, dataset.load(len(dataset) - 1)[1])
+
+
+# --------------------------------------------------------------------- bad input
+def small_bag(path: Path, frames, fmt="mcap", gt_shape=None, gt_shift_ns=0, corrupt_at=None, encoding="rgb8"):
+    """A hand-made bag of small random frames; optional damage."""
+    rng = np.random.default_rng(0)
+    with bag_io.BagWriter(path, fmt) as w:
+        for n in range(frames):
+            t = T0 + n * 10**8
+            if n == corrupt_at:
+                w.write_raw("/camera/image_raw", bag_io.IMAGE, b"\x00\x01\x00\x00\x07", t)
+            else:
+                img = rng.integers(0, 255, (48, 64, 3), np.uint8)
+                w.write("/camera/image_raw", bag_io.image_msg(img, encoding, t, "cam"), t)
+            gt = rng.integers(0, 12, gt_shape or (48, 64), np.uint8)
+            w.write("/camera/labels_gt", bag_io.image_msg(gt, "mono8", t + gt_shift_ns, "cam"), t)
+    return path
+
+
+def run_cli(capsys, *args):
+    rc = main(list(map(str, args)))
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def one_line_error(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_missing_and_truncated_bags(tmp_path, capsys, random_model):
+    rc, out, err = run_cli(capsys, "eval-bag", tmp_path / "nope", "--model", random_model, "--out", tmp_path / "r")
+    assert rc == 2 and "not found" in one_line_error(err)
+    for fmt in ("mcap", "sqlite3"):
+        bag = small_bag(tmp_path / f"cut_{fmt}", 4, fmt)
+        f = next(p for p in bag.iterdir() if p.suffix in (".mcap", ".db3"))
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+        rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r")
+        line = one_line_error(err)
+        assert rc == 2 and "cannot open bag" in line and "truncated or damaged" in line, line
+    (tmp_path / "empty").mkdir()
+    rc, out, err = run_cli(capsys, "eval-bag", tmp_path / "empty", "--model", random_model)
+    assert rc == 2 and "not a rosbag2 folder" in one_line_error(err)
+
+
+def test_missing_topic_lists_what_the_bag_holds(tmp_path, capsys, random_model):
+    bag = small_bag(tmp_path / "b", 2)
+    rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--image-topic", "/front/image")
+    line = one_line_error(err)
+    assert rc == 2 and "topic /front/image is not in bag" in line
+    assert "/camera/image_raw (sensor_msgs/msg/Image, 2 msgs)" in line and "/camera/labels_gt" in line
+    rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--gt-topic", "/gt")
+    assert rc == 2 and "ground-truth topic /gt is not in bag" in one_line_error(err)
+
+
+def test_corrupt_message_and_bad_encoding_are_counted_skips(tmp_path, capsys, random_model):
+    bag = small_bag(tmp_path / "b", 4, corrupt_at=1)
+    rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
+    assert rc == 0, err
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["frames"]["in"] == 4 and m["frames"]["corrupt"] == 1 and m["frames"]["out"] == 3
+    assert m["segmentation"]["frames_scored"] == 3 and m["segmentation"]["gt_without_frame"] == 1
+    assert "1 corrupt" in out and "cannot deserialise" in out
+    bag2 = small_bag(tmp_path / "b2", 2, encoding="bayer_rggb8")
+    rc, out, err = run_cli(capsys, "eval-bag", bag2, "--model", random_model, "--out", tmp_path / "r2")
+    assert rc == 3 and "none of the 2 frames produced a prediction (2 rejected" in one_line_error(err)
+    assert "unsupported encoding 'bayer_rggb8'" in out
+
+
+def test_ground_truth_of_wrong_size_or_stamp(tmp_path, capsys, random_model):
+    bag = small_bag(tmp_path / "size", 2, gt_shape=(24, 32))
+    rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r")
+    line = one_line_error(err)
+    assert rc == 3 and "2 ground-truth images differ in size from their frame" in line
+    assert "is 32x24 but the frame is 64x48" in out
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["segmentation"]["gt_size_mismatch"] == 2 and m["frames"]["out"] == 2
+    bag = small_bag(tmp_path / "shift", 2, gt_shift_ns=1)
+    rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r2")
+    assert rc == 3 and "2 frames have no ground truth with their header stamp" in one_line_error(err)
+    # Timing-only runs need no ground truth at all.
+    rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r3", "--no-gt")
+    assert rc == 0 and "segmentation" not in json.loads((tmp_path / "r3" / "metrics.json").read_text())
+
+
+def test_ground_truth_folder_by_stamp_equals_topic(tmp_path, random_model):
+    bag = small_bag(tmp_path / "b", 3)
+    gt_dir = tmp_path / "gt"
+    gt_dir.mkdir()
+    for _, msg in read_all(bag)["/camera/labels_gt"]:
+        arr = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width)
+        cv2.imwrite(str(gt_dir / f"{stamp(msg)}.png"), arr)
+    by_topic, _, _ = evaluate(EvalConfig(bag=bag, model=str(random_model), progress=False), "offline", tmp_path / "a")
+    by_dir, _, _ = evaluate(EvalConfig(bag=bag, model=str(random_model), gt_dir=gt_dir, progress=False),
+                            "offline", tmp_path / "b2")
+    assert by_dir.counts.scored == 3 and "matched by stamp" in by_dir.gt_source
+    np.testing.assert_array_equal(by_dir.confusion.mat, by_topic.confusion.mat)
+
+
+def test_output_bag_holds_inputs_and_predictions(tmp_path, random_model):
+    bag = small_bag(tmp_path / "b", 3, fmt="sqlite3")
+    cfg = EvalConfig(bag=bag, model=str(random_model), keep_labels=True, out_bag=tmp_path / "out",
+                     out_bag_format="sqlite3", progress=False)
+    result, _, code = evaluate(cfg, "offline", tmp_path / "r")
+    assert code == 0
+    topics = read_all(tmp_path / "out")
+    assert {"/camera/image_raw", "/camera/labels_gt", "/segmentation/labels", "/segmentation/drivable_mask",
+            "/segmentation/overlay"} <= set(topics)
+    for t_log, msg in topics["/segmentation/labels"]:
+        assert t_log >= stamp(msg)  # recorded after its input
+        labels = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width)
+        np.testing.assert_array_equal(labels, result.labels_by_stamp[stamp(msg)])
+    assert len(topics["/segmentation/overlay"]) == 3 and topics["/segmentation/overlay"][0][1].encoding == "rgb8"
+    times = [t for msgs in topics.values() for t, _ in msgs]
+    assert len(times) == 15
+
+
+def test_make_bag_refuses_to_overwrite(tmp_path, capsys):
+    (tmp_path / "bag").mkdir()
+    rc, out, err = run_cli(capsys, "make-bag", "--out", tmp_path / "bag", "--frames", 1)
+    assert rc == 2 and "exists already" in one_line_error(err)

@@ -1,0 +1,119 @@
+"""Live evaluation over real rclpy/DDS: the bag is played into segmentation_node running
+as its own process (started by eval-bag, or already running and attached to), and
+what comes back must equal the offline pipeline's labels frame for frame.
+
+RANDOM-weights model (conftest.make_random_model): plumbing and equality, not accuracy."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ros_harness import NodeProcess
+from seg_perception.cli import main
+from seg_perception.evaluation import bag_io
+from seg_perception.evaluation.commands import evaluate
+from seg_perception.evaluation.config import EXIT_NODE, EvalConfig
+from seg_perception.evaluation.make_bag import make_bag
+from test_bags import read_all, stamp
+
+INDICES = [3, 40, 77, 99]
+
+
+def offline(bag, model, tmp_path):
+    cfg = EvalConfig(bag=bag, model=str(model), threads=1, keep_labels=True, progress=False)
+    result, _, code = evaluate(cfg, "offline", tmp_path / "offline")
+    assert code == 0
+    return result
+
+
+def assert_same_as_offline(live, ref):
+    assert live.mode == "live" and live.counts.frames_in == len(INDICES)
+    assert live.counts.frames_out == len(INDICES) and live.counts.dropped == 0 and live.counts.rejected == 0
+    assert sorted(live.labels_by_stamp) == sorted(ref.labels_by_stamp)
+    for s, labels in ref.labels_by_stamp.items():
+        np.testing.assert_array_equal(live.labels_by_stamp[s], labels, err_msg=f"stamp {s}")
+    np.testing.assert_array_equal(live.confusion.mat, ref.confusion.mat)
+    assert live.metrics()["segmentation"] == ref.metrics()["segmentation"]
+    assert live.node["received"] == live.node["processed"] == len(INDICES)
+    assert len(live.latencies_ms) == len(INDICES) and min(live.latencies_ms) > 0
+
+
+def test_live_started_node_raw_frames_match_offline(tmp_path, random_model, camvid_root):
+    """rgb8 frames (518 KB each): the started node subscribes with qos 'reliable'."""
+    bag = tmp_path / "raw"
+    make_bag(bag, root=camvid_root, fmt="sqlite3", encoding="rgb8", rate=2, indices=INDICES)
+    ref = offline(bag, random_model, tmp_path)
+    cfg = EvalConfig(bag=bag, model=str(random_model), threads=1, keep_labels=True, progress=False,
+                     out_bag=tmp_path / "outputs")
+    live, files, code = evaluate(cfg, "live", tmp_path / "live")
+    assert code == 0
+    assert_same_as_offline(live, ref)
+    node_log = (tmp_path / "live" / "node.log").read_text()
+    assert "segmenting /camera/image_raw" in node_log
+    m = json.loads(files["metrics"].read_text())
+    assert m["model"]["node"] == "started" and m["node"]["lost_before_node"] == 0
+    assert m["fps"] > 0 and m["latency_ms"]["p95"] >= m["latency_ms"]["p50"] > 0
+    # The outputs bag: inputs plus what the node published, labels equal to offline again.
+    topics = read_all(tmp_path / "outputs")
+    assert len(topics["/camera/image_raw"]) == len(topics["/camera/labels_gt"]) == len(INDICES)
+    assert len(topics["/segmentation/overlay"]) == len(INDICES)
+    for t_log, msg in topics["/segmentation/labels"]:
+        labels = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width)
+        np.testing.assert_array_equal(labels, ref.labels_by_stamp[stamp(msg)])
+        assert t_log > stamp(msg)  # recorded at input time + measured latency
+
+
+def test_live_attached_to_running_node_jpeg(tmp_path, random_model, camvid_root, monkeypatch):
+    """A node someone else started (best-effort sensor_data QoS, compressed input): --attach,
+    in the environment's ROS domain, with the model named by the node's /diagnostics."""
+    monkeypatch.setenv("SEG_PERCEPTION_MODELS", str(random_model.parent))
+    bag = tmp_path / "jpeg"
+    make_bag(bag, root=camvid_root, fmt="mcap", encoding="jpeg", rate=2, indices=INDICES)
+    ref = offline(bag, random_model, tmp_path)
+    node = NodeProcess({"model": str(random_model), "use_compressed": True, "threads": 1,
+                        "image_topic": "/attach_cam/image_raw"}, tmp_path / "node.log")
+    try:
+        cfg = EvalConfig(bag=bag, model="", attach=True, keep_labels=True, progress=False,
+                         publish_topic="/attach_cam/image_raw/compressed", startup_timeout=90)
+        live, _, code = evaluate(cfg, "live", tmp_path / "live")
+    finally:
+        assert node.stop() == 0, node.output()
+    assert code == 0
+    assert live.model["node"] == "attached" and live.model["name"] == "random_essnet_d"  # from /diagnostics
+    assert_same_as_offline(live, ref)
+
+
+def test_node_that_cannot_start_is_one_line_exit_4(tmp_path, capsys, random_model):
+    bag = tmp_path / "b"
+    with bag_io.BagWriter(bag) as w:
+        w.write("/camera/image_raw", bag_io.image_msg(np.zeros((8, 8, 3), np.uint8), "rgb8", 1, "c"), 1)
+    rc = main(["eval-bag", str(bag), "--mode", "live", "--model", str(random_model), "--param", "qos:=fast",
+               "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert rc == EXIT_NODE and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "segmentation_node exited with code 2" in err and "unknown qos 'fast'" in err
+    rc = main(["eval-bag", str(bag), "--attach", "--model", str(random_model), "--publish-topic", "/nobody/here",
+               "--startup-timeout", "3", "--out", str(tmp_path / "r2")])
+    err = capsys.readouterr().err.strip()
+    assert rc == EXIT_NODE and "no segmentation node answers on /nobody/here" in err and len(err.splitlines()) == 1
+
+
+def test_demo_exports_onnx_and_reports(tmp_path, capsys, monkeypatch):
+    """The demo on the shipped sample bag, with a stand-in model that has weights but no ONNX file
+    (as the trained default model may ship): exported once into the cache, then live."""
+    from conftest import make_random_model
+    models = tmp_path / "models"
+    make_random_model(models, onnx=False)
+    monkeypatch.setenv("SEG_PERCEPTION_MODELS", str(models))
+    monkeypatch.setenv("SEG_PERCEPTION_CACHE", str(tmp_path / "cache"))
+    rc = main(["demo", "--model", "random_essnet_d", "--out", str(tmp_path / "demo"), "--threads", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert list((tmp_path / "cache" / "onnx").glob("random_essnet_d-*/random_essnet_d.onnx"))
+    assert "mIoU" in out and "FPS, latency p50" in out and "report:" in out
+    m = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert m["mode"] == "live" and m["frames"]["in"] == 20
+    assert m["frames"]["out"] + m["frames"]["dropped"] + m["frames"]["rejected"] == 20
+    assert (tmp_path / "demo" / "outputs_bag" / "metadata.yaml").is_file()
+    assert len(list((tmp_path / "demo" / "samples").glob("*.png"))) == 4
