@@ -117,3 +117,15 @@ def test_demo_exports_onnx_and_reports(tmp_path, capsys, monkeypatch):
     assert m["frames"]["out"] + m["frames"]["dropped"] + m["frames"]["rejected"] == 20
     assert (tmp_path / "demo" / "outputs_bag" / "metadata.yaml").is_file()
     assert len(list((tmp_path / "demo" / "samples").glob("*.png"))) == 4
+
+
+def test_bench_node_prints_every_stage(random_model, capsys):
+    """The benchmark command runs end to end (figures are printed, not asserted)."""
+    from seg_perception.evaluation.bench_node import bench_node, to_markdown
+    r = bench_node(random_model, frames=3, threads=1, log=lambda *_: None)
+    assert r["frames_answered"] == 3
+    for k in ("backend_infer_ms", "pipeline_pre_ms", "pipeline_post_ms", "node_publish_to_labels_ms"):
+        assert r[k]["p50"] > 0 and r[k]["p95"] >= r[k]["p50"]
+    # publish -> labels includes the inference: it cannot be shorter than the backend's best run
+    assert r["node_publish_to_labels_ms"]["p50"] > 0.5 * r["backend_infer_ms"]["p50"]
+    assert "budget" in to_markdown(r)

@@ -202,3 +202,27 @@ def _demo(p: argparse.ArgumentParser):
             _err("demo", _no_match_reason(result))
         return code
     return run
+
+
+# --------------------------------------------------------------------- bench-node
+@command("bench-node", "time backend, pipeline and the live node (publish -> labels) on this machine")
+def _bench_node(p: argparse.ArgumentParser):
+    p.add_argument("--model", default="", help=f"model name or card .yaml (default {DEFAULT_MODEL})")
+    p.add_argument("--backend", default="onnxruntime", help="onnxruntime | torch | tensorrt")
+    p.add_argument("--frames", type=int, default=30, help="CamVid val frames to time (default 30)")
+    p.add_argument("--threads", type=int, default=0, help="inference threads, in this process and the node")
+    p.add_argument("--rate", type=float, default=0.0, help="live frames per second (default: 1 / (3 x backend time))")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+
+    def run(a):
+        from ..paths import resolve_model
+        from .bench_node import bench_node, save, to_markdown
+        try:
+            r = bench_node(resolve_model(a.model or DEFAULT_MODEL), frames=a.frames, threads=a.threads,
+                           backend=a.backend, rate=a.rate)
+        except EvalError as e:
+            _err("bench-node", e)
+            return e.code
+        print(to_markdown(r))
+        save(r, a.json)
+    return run

@@ -295,6 +295,13 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
     t_last_pub = time.perf_counter()
     diag = _drain(client, cfg, len(published), t_last_pub)
     node_delta = {k.replace("frames_", ""): v - base[k] for k, v in _counters(diag).items()} if diag else None
+    if node_delta is not None:
+        # The node's own medians over its last 100 frames: receive -> publish, and inference alone.
+        for k in ("inference_ms", "end_to_end_ms"):
+            try:
+                node_delta[k] = float(diag[k])
+            except (KeyError, ValueError):
+                pass
 
     # Match outputs to inputs by header stamp.
     ts = bag_io.typestore()

@@ -1,0 +1,104 @@
+"""`seg-perception bench-node`: where the time goes, from the backend alone to the
+live node over DDS, at the model resolution on this machine.
+
+1. backend: ``backend.infer`` on frames already at the model size;
+2. pipeline: ``Pipeline.__call__`` on full frames (pre = resize + colour, post =
+   resize back + drivable lookup);
+3. node: frames from a rosbag2 played into a started ``segmentation_node`` at a
+   pace that never queues (each frame is done before the next is sent), timed
+   from publish to receipt of ``/segmentation/labels`` in this process.
+
+The goal the project sets: node + pipeline add at most max(10 %, 3 ms) to the
+backend's own time (p50). The figures are printed, never asserted: a benchmark,
+not a timed test.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ..data.datasets import camvid, default_camvid_root
+from ..metrics import percentiles
+from ..runtime.pipeline import Pipeline
+from .config import EvalConfig
+from .make_bag import make_bag
+
+
+def bench_node(card_path: Path, frames: int = 30, threads: int = 0, backend: str = "onnxruntime",
+               rate: float = 0.0, log=print) -> Dict:
+    pipe = Pipeline.from_card(card_path, backend=backend, threads=threads)
+    ds = camvid(default_camvid_root(), "val")
+    idx = np.linspace(0, len(ds) - 1, frames).round().astype(int)
+    imgs = [ds.load(int(i))[0] for i in idx]
+    small = [pipe.preprocess(im) for im in imgs]
+    pipe.backend.warmup(3)
+
+    infer: List[float] = []
+    for x in small:
+        import time
+        t0 = time.perf_counter()
+        pipe.backend.infer(x)
+        infer.append((time.perf_counter() - t0) * 1e3)
+    pre, post, total = [], [], []
+    for im in imgs:
+        r = pipe(im)
+        pre.append(r.timings["pre_ms"])
+        post.append(r.timings["post_ms"])
+        total.append(sum(r.timings.values()))
+    b50 = float(np.median(infer))
+    log(f"[bench-node] backend {pipe.backend.describe()}: p50 {b50:.1f} ms over {frames} frames")
+
+    # Live: one frame at a time (the rate leaves 3x the backend time between frames).
+    rate = rate or max(0.5, min(20.0, 1000.0 / (3.0 * b50)))
+    with tempfile.TemporaryDirectory(prefix="seg_bench_") as tmp:
+        bag = Path(tmp) / "bag"
+        make_bag(bag, encoding="rgb8", frames=frames, rate=rate, indices=[int(i) for i in idx])
+        cfg = EvalConfig(bag=bag, model=str(card_path), backend=backend, threads=threads, no_gt=True,
+                         rate=rate, progress=False, node_log=Path(tmp) / "node.log")
+        from .live import run_live
+        res = run_live(cfg)
+    e2e = res.latencies_ms
+    e50 = float(np.median(e2e)) if e2e else float("nan")
+    budget = max(0.10 * b50, 3.0)
+    node = res.node or {}
+    out = {
+        "model": pipe.card.name, "backend": pipe.backend.describe(), "resolution": f"{pipe.size[0]}x{pipe.size[1]}",
+        "frames": frames, "rate_hz": round(rate, 2), "threads": threads,
+        "backend_infer_ms": percentiles(infer), "pipeline_pre_ms": percentiles(pre),
+        "pipeline_post_ms": percentiles(post), "pipeline_total_ms": percentiles(total),
+        "node_publish_to_labels_ms": percentiles(e2e),
+        "node_internal": {"inference_ms_p50": node.get("inference_ms"),
+                          "receive_to_publish_ms_p50": node.get("end_to_end_ms"),
+                          "dropped": node.get("dropped"), "received": node.get("received")},
+        "frames_answered": res.counts.frames_out,
+        "overhead_ms_p50": round(e50 - b50, 2), "budget_ms": round(budget, 2),
+        "within_budget": bool(e50 - b50 <= budget),
+    }
+    return out
+
+
+def to_markdown(r: Dict) -> str:
+    def row(name, p):
+        return f"| {name} | {p['p50']} | {p['p95']} |"
+    lines = [f"bench-node: {r['model']} on {r['backend']}, {r['frames']} CamVid val frames at {r['resolution']}, "
+             f"live rate {r['rate_hz']} Hz", "",
+             "| stage | p50 ms | p95 ms |", "|---|---|---|",
+             row("backend inference", r["backend_infer_ms"]),
+             row("pipeline pre-processing", r["pipeline_pre_ms"]),
+             row("pipeline post-processing", r["pipeline_post_ms"]),
+             row("pipeline total", r["pipeline_total_ms"]),
+             row("node: publish -> labels received", r["node_publish_to_labels_ms"]), "",
+             f"node's own medians: inference {r['node_internal']['inference_ms_p50']} ms, receive -> publish "
+             f"{r['node_internal']['receive_to_publish_ms_p50']} ms; {r['frames_answered']}/{r['frames']} frames answered",
+             f"overhead over the backend (p50): {r['overhead_ms_p50']} ms; budget max(10%, 3 ms) = "
+             f"{r['budget_ms']} ms: {'within' if r['within_budget'] else 'OVER'} budget"]
+    return "\n".join(lines)
+
+
+def save(r: Dict, path: Optional[str]) -> None:
+    if path:
+        Path(path).write_text(json.dumps(r, indent=1))
