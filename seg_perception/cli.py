@@ -157,4 +157,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under `python -m` this file runs as __main__, a second copy of the module: the area
+    # modules register their commands on the importable seg_perception.cli, so use that.
+    from seg_perception.cli import main as _main
+    sys.exit(_main())

@@ -38,7 +38,9 @@ class DeployWrapper(nn.Module):
         self.register_buffer("shift", shift)
 
     def forward(self, image: torch.Tensor):
-        x = image.permute(0, 3, 1, 2).float() * self.scale - self.shift
+        # Cast before Transpose: TensorRT takes uint8 only as network I/O, so the
+        # first op on the input must be the Cast to float.
+        x = image.float().permute(0, 3, 1, 2) * self.scale - self.shift
         out = self.net(x)
         if self.logits:
             return out

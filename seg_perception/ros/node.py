@@ -48,7 +48,7 @@ PARAMETERS = {
     "publish_confidence": (False, "publish /segmentation/confidence (mono8, max probability x 255)"),
     "max_image_pixels": (DEFAULT_MAX_PIXELS, "frames larger than this are rejected"),
     "threads": (0, "CPU inference threads; 0: the runtime's default"),
-    "engine_cache_dir": ("", "TensorRT engine cache folder; empty: beside the ONNX file"),
+    "engine_cache_dir": ("", "TensorRT engine cache folder; empty: ~/.cache/seg_perception/engines"),
     "rebuild_engine": (True, "TensorRT: rebuild a stale cached engine (false: refuse to start)"),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
 }

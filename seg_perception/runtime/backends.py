@@ -156,8 +156,11 @@ class TorchBackend(Backend):
 
 
 def tensorrt_available() -> bool:
+    """TensorRT and the CUDA runtime bindings its backend needs are both importable."""
     try:
         import tensorrt  # noqa: F401
+        from .tensorrt_backend import import_cudart
+        import_cudart()
     except Exception:
         return False
     return True
@@ -188,7 +191,8 @@ def create_backend(kind: str, card: ModelCard, precision: str = "fp32", width: O
     if kind == "tensorrt":
         if not tensorrt_available():
             raise BackendError("backend 'tensorrt' needs the TensorRT Python package (on a Jetson it "
-                               "comes with JetPack); use backend 'onnxruntime' or 'auto' elsewhere")
+                               "comes with JetPack) and cuda-python (pip install cuda-python); use "
+                               "backend 'onnxruntime' or 'auto' elsewhere")
         from .tensorrt_backend import TensorRTBackend
         return TensorRTBackend(card, width, height, precision, onnx_path=onnx_path, **trt_options)
     if kind == "onnxruntime":

@@ -1,0 +1,233 @@
+"""Deployment subcommands: export, quantize, build-engine, doctor, bench.
+
+Values are checked in the run functions (not with argparse ``choices``/``type``)
+so a bad value is one line: ``seg-perception CMD: error: ...`` and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..cli import command
+
+
+def _choice(value: str, valid, what: str) -> str:
+    if value not in valid:
+        raise ValueError(f"unknown {what} '{value}'; valid choices: {', '.join(valid)}")
+    return value
+
+
+def _positive(value: int, what: str) -> int:
+    if value < 1:
+        raise ValueError(f"{what} must be at least 1, got {value}")
+    return value
+
+
+def _card_for(model: str, weights: str | None):
+    """--model is a card (name in models/ or a path) or a network name with --weights beside its card."""
+    from ..card import load_card
+    from ..nets import list_models
+    from ..paths import resolve_model
+    if model in list_models() and not Path(model).suffix:
+        if not weights:
+            raise ValueError(f"'{model}' is a network name: pass --weights FILE.pt (its card .yaml beside it), "
+                             "or pass a model card as --model")
+        card = load_card(weights)
+        if card.architecture != model:
+            raise ValueError(f"{card.path} describes a '{card.architecture}' network, not '{model}'")
+        return card
+    return load_card(resolve_model(model))
+
+
+# ------------------------------------------------------------------ export
+@command("export", "export a trained model to ONNX (uint8 frames in, labels + confidence out)")
+def _export(p: argparse.ArgumentParser):
+    p.add_argument("--model", required=True, help="model card (name in models/ or .yaml path), or a network "
+                   "name with --weights")
+    p.add_argument("--weights", default=None, help=".pt weights (default: the card's)")
+    p.add_argument("--height", type=int, default=0, help="input height (default: the card's)")
+    p.add_argument("--width", type=int, default=0, help="input width (default: the card's)")
+    p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
+    p.add_argument("--logits", action="store_true", help="output raw logits (for evaluation) instead of labels")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--out", default=None, help="ONNX file (default: beside the weights, <card name>.onnx, "
+                   "or <card name>_logits.onnx)")
+
+    def run(a):
+        from .export import export_onnx
+        card = _card_for(a.model, a.weights)
+        weights = Path(a.weights) if a.weights else card.file("weights")
+        if weights is None or not weights.is_file():
+            raise FileNotFoundError(f"weights {weights} not found: pass --weights FILE.pt")
+        out = Path(a.out) if a.out else weights.parent / f"{card.name}{'_logits' if a.logits else ''}.onnx"
+        if out.suffix != ".onnx":
+            raise ValueError(f"--out {out} must end in .onnx")
+        path = export_onnx(card, out, weights=weights, width=a.width or None, height=a.height or None,
+                           dynamic=a.dynamic, logits=a.logits, opset=a.opset)
+        _print_io(path)
+        print(f"[export] wrote {path} and its card {path.with_suffix('.yaml')}")
+    return run
+
+
+def _print_io(path: Path) -> None:
+    import onnx
+    m = onnx.load(str(path), load_external_data=False)
+    name = {v: k for k, v in onnx.TensorProto.DataType.items()}
+
+    def fmt(v):
+        t = v.type.tensor_type
+        dims = "x".join(d.dim_param or str(d.dim_value) for d in t.shape.dim)
+        return f"{v.name} {name.get(t.elem_type, '?').lower()} {dims}"
+    print(f"[export] inputs: {', '.join(fmt(v) for v in m.graph.input)}; "
+          f"outputs: {', '.join(fmt(v) for v in m.graph.output)}; opset {m.opset_import[0].version}")
+
+
+# ------------------------------------------------------------------ quantize
+@command("quantize", "INT8 Q/DQ model for TensorRT and ONNX Runtime, calibrated on training images")
+def _quantize(p: argparse.ArgumentParser):
+    p.add_argument("--onnx", required=True, help="fp32 ONNX made by 'seg-perception export' (its card beside it)")
+    p.add_argument("--calib-data", default=None, help="CamVid root (train split is used) or a folder of "
+                   "images (default: the CamVid dataset)")
+    p.add_argument("--num-images", type=int, default=100, help="calibration images")
+    p.add_argument("--out", default=None, help="INT8 ONNX (default: <onnx stem>_int8.onnx beside it)")
+    p.add_argument("--method", default="auto", help="auto (modelopt if installed, else ort) | modelopt | ort")
+    p.add_argument("--calibration", default="minmax", help="minmax | entropy (modelopt only)")
+    p.add_argument("--seed", type=int, default=0, help="picks the calibration images")
+    p.add_argument("--eval", action="store_true", help="then measure fp32 vs int8 mIoU and label agreement "
+                   "on CamVid val with ONNX Runtime (recorded in the card)")
+    p.add_argument("--eval-data", default=None, help="CamVid root for --eval (default: the CamVid dataset)")
+    p.add_argument("--eval-split", default="val")
+    p.add_argument("--max-eval-images", type=int, default=0, help="0: the whole split")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)")
+
+    def run(a):
+        from ..card import load_card
+        from ..data.datasets import default_camvid_root
+        from .quantize import (CALIBRATIONS, METHODS, calibration_frames, evaluate_int8,
+                               list_calibration_images, quantize_onnx, record_in_card)
+        _choice(a.method, METHODS, "method")
+        _choice(a.calibration, CALIBRATIONS, "calibration")
+        _positive(a.num_images, "--num-images")
+        src = Path(a.onnx)
+        if not src.is_file():
+            raise FileNotFoundError(f"ONNX file {src} not found: run 'seg-perception export' first")
+        card = load_card(src)
+        out = Path(a.out) if a.out else src.with_name(f"{src.stem}_int8.onnx")
+        data = a.calib_data or str(default_camvid_root())
+        files = list_calibration_images(data, a.num_images, a.seed)
+        print(f"[quantize] calibrating on {len(files)} images from {data}")
+        frames = calibration_frames(files, card, src)
+        res = quantize_onnx(src, out, frames, method=a.method, calibration=a.calibration)
+        print(f"[quantize] wrote {res.path} ({res.method}, {res.calibration}, {res.qdq_nodes} Q/DQ nodes, "
+              f"{res.seconds:.0f} s)")
+        metrics = None
+        if a.eval:
+            metrics = evaluate_int8(card, src, res.path, a.eval_data or str(default_camvid_root()),
+                                    a.eval_split, a.max_eval_images, a.threads,
+                                    log=lambda s: print(s, flush=True))
+            print(f"[quantize] {metrics['split']} ({metrics['images']} images, ONNX Runtime CPU): fp32 mIoU "
+                  f"{metrics['fp32_miou']:.2f}, int8 mIoU {metrics['int8_miou']:.2f} (drop "
+                  f"{metrics['miou_drop']:.2f}), label agreement {metrics['label_agreement']:.2f}%")
+        card_path = record_in_card(card.path, res.path, res, metrics)
+        print(f"[quantize] card {card_path} lists it as onnx_int8")
+    return run
+
+
+# ------------------------------------------------------------------ build-engine
+@command("build-engine", "build a TensorRT engine (cached, with a JSON sidecar) from an ONNX file")
+def _build_engine(p: argparse.ArgumentParser):
+    p.add_argument("--onnx", required=True, help="fp32 ONNX for fp32/fp16, the INT8 ONNX for int8")
+    p.add_argument("--precision", default="fp16", help="fp32 | fp16 | int8")
+    p.add_argument("--workspace", type=int, default=1024, help="builder workspace limit, MiB")
+    p.add_argument("--timing-cache", default=None, help="timing cache file, reused across builds "
+                   "(default: timing.cache in the cache folder)")
+    p.add_argument("--cache-dir", default=None, help="engine cache folder (default: "
+                   "$SEG_PERCEPTION_ENGINE_CACHE or ~/.cache/seg_perception/engines)")
+    p.add_argument("--height", type=int, default=0, help="input height (default: the card's)")
+    p.add_argument("--width", type=int, default=0, help="input width (default: the card's)")
+    p.add_argument("--force", action="store_true", help="rebuild even when the cached engine is valid")
+
+    def run(a):
+        from ..card import load_card
+        from . import engine as eng
+        _choice(a.precision, eng.PRECISIONS, "precision")
+        _positive(a.workspace, "--workspace")
+        src = Path(a.onnx)
+        if not src.is_file():
+            raise FileNotFoundError(f"ONNX file {src} not found: run 'seg-perception export' first")
+        card = load_card(src)
+        w, h = a.width or card.input_width, a.height or card.input_height
+        if w % 8 or h % 8 or w <= 0 or h <= 0:
+            raise ValueError(f"input size {w}x{h} must be positive multiples of 8")
+        eng.check_onnx_for_precision(src, a.precision)
+        eng.import_tensorrt()  # says how to install it before anything else happens
+        cache = Path(a.cache_dir) if a.cache_dir else eng.default_cache_dir()
+        if a.force:
+            path = eng.engine_path(cache, src, a.precision)
+            eng.sidecar_path(path).unlink(missing_ok=True)
+        path, decision = eng.ensure_engine(src, a.precision, (1, h, w, 3), cache_dir=cache, rebuild=True,
+                                           workspace_mib=a.workspace,
+                                           timing_cache=a.timing_cache or cache / "timing.cache")
+        state = "reused (sidecar matches)" if decision.action == "reuse" else f"built ({decision.reason})"
+        print(f"[build-engine] {path}: {state}; sidecar {eng.sidecar_path(path)}")
+    return run
+
+
+# ------------------------------------------------------------------ doctor
+@command("doctor", "check TensorRT/CUDA/GPU, build fp32/fp16/int8 engines, compare with ONNX Runtime, time them")
+def _doctor(p: argparse.ArgumentParser):
+    p.add_argument("--model", default=None, help="model card (default: the shipped default model)")
+    p.add_argument("--frames", default=None, help="folder of images or a rosbag2 (default: the shipped "
+                   "sample bag, else CamVid val)")
+    p.add_argument("--num-frames", type=int, default=8)
+    p.add_argument("--precisions", nargs="+", default=["fp32", "fp16", "int8"])
+    p.add_argument("--runs", type=int, default=50, help="timed runs per engine")
+    p.add_argument("--cache-dir", default=None, help="engine cache folder")
+    p.add_argument("--workspace", type=int, default=1024, help="builder workspace limit, MiB")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)")
+
+    def run(a):
+        from ..paths import DEFAULT_MODEL
+        from .doctor import run_doctor
+        _positive(a.num_frames, "--num-frames")
+        _positive(a.runs, "--runs")
+        return run_doctor(a.model or DEFAULT_MODEL, a.frames, a.precisions, a.num_frames, a.runs,
+                          cache_dir=a.cache_dir, workspace_mib=a.workspace, threads=a.threads)
+    return run
+
+
+# ------------------------------------------------------------------ bench
+@command("bench", "speed of every zoo network (params, GMACs, latency, FPS, ratio to ERFNet)")
+def _bench(p: argparse.ArgumentParser):
+    p.add_argument("--models", nargs="+", default=None, help="networks (default: the whole zoo; ERFNet is "
+                   "always added as the reference)")
+    p.add_argument("--backend", nargs="+", default=None, help="onnxruntime and/or tensorrt (default: "
+                   "onnxruntime, plus tensorrt when installed)")
+    p.add_argument("--resolution", default="480x360", help="WIDTHxHEIGHT")
+    p.add_argument("--runs", type=int, default=20, help="timed runs per model and precision")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: as the node, "
+                   "$SEG_PERCEPTION_THREADS or the runtime's default)")
+    p.add_argument("--quant-method", default="auto", help="how the int8 models are made: auto | modelopt | ort")
+    p.add_argument("--json", default=None, help="also write the table as JSON to this file")
+    p.add_argument("--markdown", default=None, help="also write the markdown table to this file")
+
+    def run(a):
+        from ..runtime.backends import default_threads
+        from .bench import parse_resolution, run_bench, save_json, to_markdown
+        from .quantize import METHODS
+        w, h = parse_resolution(a.resolution)
+        _positive(a.runs, "--runs")
+        _choice(a.quant_method, METHODS, "quantization method")
+        threads = default_threads() if a.threads is None else a.threads
+        result = run_bench(a.models, a.backend, w, h, a.runs, a.warmup, threads, a.quant_method,
+                           log=lambda s: print(s, flush=True))
+        md = to_markdown(result)
+        print()
+        print(md)
+        if a.json:
+            print(f"[bench] JSON: {save_json(result, a.json)}")
+        if a.markdown:
+            Path(a.markdown).write_text(md + "\n")
+            print(f"[bench] markdown: {a.markdown}")
+    return run

@@ -1,0 +1,248 @@
+"""`seg-perception doctor`: one command that checks a device end to end.
+
+Prints what is installed (TensorRT, CUDA, GPU, ONNX Runtime), builds the fp32,
+fp16 and int8 TensorRT engines of a model (cached, so the second run is quick),
+runs each on sample frames, compares its labels with ONNX Runtime running the
+same ONNX file on the CPU, and prints latency and FPS per precision next to the
+ONNX Runtime CPU figures. Exit code 0 when every engine built and agreed,
+1 otherwise (TensorRT missing included), 2 for bad arguments.
+"""
+from __future__ import annotations
+
+import importlib
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..card import load_card
+from ..data.datasets import IMAGE_EXTS, read_rgb
+
+# Minimum label agreement (percent of pixels) with ONNX Runtime running the same ONNX file.
+# fp16 and int8 kernels round differently from the CPU's, so they get some slack.
+MIN_AGREEMENT = {"fp32": 99.5, "fp16": 99.0, "int8": 97.0}
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def _version(module: str) -> str:
+    try:
+        mod = importlib.import_module(module)
+    except Exception:
+        return "not installed"
+    return str(getattr(mod, "__version__", "installed"))
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        return Path(path).read_text(errors="replace").strip("\x00\n ")
+    except OSError:
+        return None
+
+
+def environment() -> List[Tuple[str, str]]:
+    """(what, value) lines about this machine's inference stack; never raises."""
+    rows = [("python", sys.version.split()[0]), ("platform", f"{platform.system()} {platform.machine()}")]
+    jetson = _read("/proc/device-tree/model")
+    if jetson:
+        rows.append(("device", jetson))
+    l4t = _read("/etc/nv_tegra_release")
+    if l4t:
+        rows.append(("L4T", l4t.splitlines()[0]))
+    rows.append(("tensorrt", _version("tensorrt")))
+    cuda_py = _version("cuda.bindings")
+    rows.append(("cuda-python", cuda_py if cuda_py != "not installed" else _version("cuda")))
+    try:
+        from ..runtime.tensorrt_backend import gpu_properties
+        g = gpu_properties()
+        rows.append(("gpu", f"{g['name']} (compute {g['compute_capability']}, {g['memory_mib']} MiB)"))
+        rows.append(("cuda", f"runtime {_cuda_version(g['cuda_runtime'])}, driver {_cuda_version(g['cuda_driver'])}"))
+    except Exception as e:
+        rows.append(("gpu", f"not available ({str(e).splitlines()[0][:240]})"))
+    try:
+        import onnxruntime as ort
+        rows.append(("onnxruntime", f"{ort.__version__} ({', '.join(ort.get_available_providers())})"))
+    except Exception:
+        rows.append(("onnxruntime", "not installed"))
+    rows.append(("torch", _version("torch")))
+    return rows
+
+
+def _cuda_version(v) -> str:
+    v = int(v)
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+# ------------------------------------------------------------------ frames
+def _bag_frames(path: Path, n: int) -> List[Tuple[np.ndarray, str]]:
+    from ..evaluation.bag_io import BagReader
+    from ..ros.image_conversion import compressed_to_array, image_to_array
+    out = []
+    with BagReader(path) as r:
+        topics = [t for t in r.topics().values() if t.msgtype.endswith(("/Image", "/CompressedImage"))]
+        if not topics:
+            raise ValueError(f"bag {path} has no sensor_msgs Image or CompressedImage topic")
+        topic = topics[0]
+        for m in r.messages([topic.name]):
+            if m.msg is None:
+                continue
+            conv = compressed_to_array if topic.msgtype.endswith("CompressedImage") else image_to_array
+            out.append(conv(m.msg))
+            if len(out) >= n:
+                break
+    return out
+
+
+def default_frames_source() -> Optional[Path]:
+    """The shipped sample bag, else CamVid val; None when neither is here."""
+    try:
+        from ..evaluation.demo import sample_bag
+        return sample_bag()
+    except Exception:
+        pass
+    from ..data.datasets import default_camvid_root
+    root = default_camvid_root()
+    return root / "val" if (root / "val").is_dir() else None
+
+
+def load_frames(source: Optional[str | Path], n: int) -> Tuple[List[Tuple[np.ndarray, str]], str]:
+    """Up to ``n`` (frame, colour layout) from a folder of images or a rosbag2; synthetic
+    frames when no source is given and no sample is installed."""
+    src = Path(source) if source else default_frames_source()
+    if src is None:
+        rng = np.random.default_rng(0)
+        frames = [(rng.integers(0, 256, (360, 480, 3), dtype=np.uint8), "rgb") for _ in range(n)]
+        return frames, f"{n} synthetic frames (no sample bag or CamVid found; pass --frames)"
+    if not src.exists():
+        raise FileNotFoundError(f"frames source {src} not found: pass a folder of images or a rosbag2")
+    is_bag = (src.is_dir() and (src / "metadata.yaml").is_file()) or src.suffix in (".mcap", ".db3")
+    if is_bag:
+        frames = _bag_frames(src, n)
+    else:
+        files = sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_EXTS)[:n] if src.is_dir() else [src]
+        frames = [(read_rgb(f), "rgb") for f in files]
+    if not frames:
+        raise FileNotFoundError(f"no frames in {src}: pass a folder of images or a rosbag2 with images")
+    return frames, f"{len(frames)} frames from {src}"
+
+
+# ------------------------------------------------------------------ checks
+@dataclass
+class DoctorRow:
+    backend: str
+    precision: str
+    status: str = "skipped"           # ok | FAIL | skipped
+    build: str = ""                   # "built 81.2 s" | "cached" | ""
+    agreement: Optional[float] = None  # % labels equal to ONNX Runtime on the same ONNX file
+    p50_ms: Optional[float] = None
+    p95_ms: Optional[float] = None
+    fps: Optional[float] = None
+    note: str = ""
+
+
+def _agreement(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
+    same = sum(int((x == y).sum()) for x, y in zip(a, b))
+    return 100.0 * same / max(1, sum(x.size for x in a))
+
+
+def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequence[str] = PRECISIONS,
+               num_frames: int = 8, runs: int = 50, warmup: int = 5, cache_dir: Optional[str] = None,
+               workspace_mib: int = 1024, threads: int = 0, out: Callable[[str], None] = print) -> int:
+    from ..paths import resolve_model
+    from ..runtime.backends import OnnxRuntimeBackend, tensorrt_available
+    from ..runtime.pipeline import Pipeline
+    from .bench import time_backend
+    from .engine import default_cache_dir
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad:
+        raise ValueError(f"unknown precision '{bad[0]}'; valid choices: {', '.join(PRECISIONS)}")
+    out("== seg-perception doctor ==")
+    for k, v in environment():
+        out(f"{k:>12}: {v}")
+    card = load_card(resolve_model(model))
+    w, h = card.input_width, card.input_height
+    onnx = {"fp32": card.file("onnx"), "int8": card.file("onnx_int8")}
+    if onnx["fp32"] is None or not onnx["fp32"].is_file():
+        raise FileNotFoundError(f"model {card.name} has no ONNX file: run 'seg-perception export --model "
+                                f"{model}' first")
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    out(f"{'model':>12}: {card.name} ({card.architecture}, {w}x{h}), card {card.path}")
+    out(f"{'engines':>12}: {cache}")
+    raw, frames_note = load_frames(frames_source, num_frames)
+    ort_fp32 = Pipeline(OnnxRuntimeBackend(card, w, h, "fp32", onnx_path=onnx["fp32"], threads=threads), card)
+    frames = [ort_fp32.preprocess(f, layout) for f, layout in raw]
+    out(f"{'frames':>12}: {frames_note}")
+
+    # ONNX Runtime on the CPU: the reference labels and the figures to compare with.
+    reference: Dict[str, List[np.ndarray]] = {}
+    rows: List[DoctorRow] = []
+    for p in ("fp32", "int8"):
+        row = DoctorRow("onnxruntime", p)
+        rows.append(row)
+        if onnx[p] is None or not onnx[p].is_file():
+            row.note = "no INT8 ONNX: run 'seg-perception quantize'" if p == "int8" else "no ONNX"
+            continue
+        be = ort_fp32.backend if p == "fp32" else OnnxRuntimeBackend(card, w, h, p, onnx_path=onnx[p],
+                                                                     threads=threads)
+        reference[p] = [be.infer(f)[0] for f in frames]
+        t = time_backend(be, frames, max(5, runs // 5), 2)
+        row.status = "ok"
+        row.p50_ms, row.p95_ms, row.fps = t["p50_ms"], t["p95_ms"], t["fps"]
+        row.note = "reference (CPU)"
+
+    trt_ok = tensorrt_available()
+    for p in precisions:
+        row = DoctorRow("tensorrt", p)
+        rows.append(row)
+        src = "int8" if p == "int8" else "fp32"
+        if not trt_ok:
+            row.note = "TensorRT not installed"
+            continue
+        if src not in reference:
+            row.note = "no INT8 ONNX: run 'seg-perception quantize'" if src == "int8" else "no ONNX"
+            continue
+        try:
+            from ..runtime.tensorrt_backend import TensorRTBackend
+            t0 = time.perf_counter()
+            be = TensorRTBackend(card, w, h, p, onnx_path=onnx[src], cache_dir=cache, rebuild=True,
+                                 workspace_mib=workspace_mib, timing_cache=cache / "timing.cache")
+            secs = time.perf_counter() - t0
+            row.build = "cached" if be.cache_decision.action == "reuse" else f"built {secs:.0f} s"
+            labels = [be.infer(f)[0] for f in frames]
+            row.agreement = _agreement(labels, reference[src])
+            t = time_backend(be, frames, runs, warmup)
+            be.close()
+            row.p50_ms, row.p95_ms, row.fps = t["p50_ms"], t["p95_ms"], t["fps"]
+            row.status = "ok" if row.agreement >= MIN_AGREEMENT[p] else "FAIL"
+            if row.status == "FAIL":
+                row.note = f"labels agree {row.agreement:.2f}% < {MIN_AGREEMENT[p]}% with onnxruntime"
+        except Exception as e:
+            row.status, row.note = "FAIL", str(e).splitlines()[0][:160]
+    out("")
+    out(format_table(rows))
+    trt_rows = [r for r in rows if r.backend == "tensorrt"]
+    failed = [r for r in trt_rows if r.status != "ok"]
+    out("")
+    if not trt_ok:
+        out("RESULT: TensorRT is not installed, so no engine was built. On a Jetson it comes with "
+            "JetPack (python3-libnvinfer); the onnxruntime rows above are what runs without it.")
+        return 1
+    if failed:
+        out("RESULT: FAIL: " + "; ".join(f"tensorrt {r.precision}: {r.note or r.status}" for r in failed))
+        return 1
+    out(f"RESULT: OK: {len(trt_rows)} TensorRT engines built, agree with ONNX Runtime, and run.")
+    return 0
+
+
+def format_table(rows: Sequence[DoctorRow]) -> str:
+    def f(v, fmt):
+        return "-" if v is None else format(v, fmt)
+    lines = ["| backend | precision | status | engine | labels agree (%) | p50 (ms) | p95 (ms) | FPS | note |",
+             "|---|---|---|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r.backend} | {r.precision} | {r.status} | {r.build or '-'} | {f(r.agreement, '.2f')} | "
+                     f"{f(r.p50_ms, '.1f')} | {f(r.p95_ms, '.1f')} | {f(r.fps, '.1f')} | {r.note} |")
+    return "\n".join(lines)

@@ -1,0 +1,261 @@
+"""TensorRT engines: build (`seg-perception build-engine`) and the engine cache.
+
+An engine only runs on the TensorRT version and GPU that built it, from the ONNX
+file, precision and input shape it was built for. Each cached engine
+``<cache>/<onnx stem>.<precision>.engine`` has a JSON sidecar
+``<engine>.json`` recording exactly those facts (``SIDECAR_FIELDS``).
+Loading compares the sidecar with the present facts (``decide``, pure Python):
+all equal -> reuse, nothing is written, so the cache may be read-only; any
+difference -> rebuild, or with ``rebuild=False`` refuse with the field that
+differs. A missing engine is built.
+
+Building uses the TensorRT Python API only (10.x and later): Builder,
+create_network, OnnxParser, create_builder_config, set_memory_pool_limit,
+a reusable timing cache, BuilderFlag.FP16 for fp16. INT8 is explicit
+quantization from the Q/DQ ONNX made by `seg-perception quantize`: on 10.x the
+INT8 (+FP16, for layers left in float) flags enable it; TensorRT 11 removed
+those flags because every network is strongly typed and Q/DQ alone decides.
+TensorRT 11 has no fp16 flag either; fp16 there needs an fp16 ONNX, which this
+package does not make (JetPack ships TensorRT 10).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+SIDECAR_FIELDS = ("onnx_sha256", "tensorrt_version", "gpu_name", "compute_capability", "precision",
+                  "input_shape")
+DEFAULT_WORKSPACE_MIB = 1024
+
+
+class EngineCacheError(RuntimeError):
+    """An engine that cannot be used or built as configured; the message says what to change."""
+
+
+# ------------------------------------------------------------------ cache (pure Python)
+@dataclass(frozen=True)
+class EngineKey:
+    """What an engine was built from and for: the sidecar's content."""
+    onnx_sha256: str
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+    precision: str
+    input_shape: Tuple[int, ...]
+
+    def to_dict(self) -> Dict:
+        d = asdict(self)
+        d["input_shape"] = [int(v) for v in self.input_shape]
+        return d
+
+
+@dataclass(frozen=True)
+class CacheDecision:
+    action: str                  # "reuse" | "build" | "refuse"
+    reason: str
+    field: Optional[str] = None  # the sidecar field that differs, "sidecar" when unreadable
+
+
+def default_cache_dir() -> Path:
+    """$SEG_PERCEPTION_ENGINE_CACHE, else $XDG_CACHE_HOME or ~/.cache, /seg_perception/engines."""
+    env = os.environ.get("SEG_PERCEPTION_ENGINE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "seg_perception" / "engines"
+
+
+def engine_path(cache_dir: str | Path, onnx_path: str | Path, precision: str) -> Path:
+    return Path(cache_dir) / f"{Path(onnx_path).stem}.{precision}.engine"
+
+
+def sidecar_path(engine: str | Path) -> Path:
+    engine = Path(engine)
+    return engine.with_name(engine.name + ".json")
+
+
+def read_sidecar(engine: str | Path) -> Optional[Dict]:
+    """The sidecar's content, or None when missing or unreadable."""
+    try:
+        data = json.loads(sidecar_path(engine).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def decide(engine_exists: bool, sidecar: Optional[Dict], key: EngineKey, rebuild: bool = True) -> CacheDecision:
+    """Reuse, build or refuse a cached engine; pure, so every branch is unit-tested."""
+    if not engine_exists:
+        return CacheDecision("build", "no cached engine")
+    stale = None
+    if sidecar is None:
+        stale = ("sidecar", "its sidecar JSON is missing or unreadable")
+    else:
+        want = key.to_dict()
+        for f in SIDECAR_FIELDS:
+            have = sidecar.get(f)
+            if have != want[f]:
+                stale = (f, f"it was built for {f} {have!r}, now {want[f]!r}")
+                break
+    if stale is None:
+        return CacheDecision("reuse", "sidecar matches")
+    field, why = stale
+    return CacheDecision("build" if rebuild else "refuse", f"the cached engine is stale: {why}", field)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _require_writable(folder: Path, why: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EngineCacheError(f"cannot create engine cache folder {folder} ({e.strerror}) to {why}: set "
+                               "engine_cache_dir (--cache-dir) to a writable folder") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise EngineCacheError(f"engine cache folder {folder} is not writable, and {why}: set "
+                               "engine_cache_dir (--cache-dir) to a writable folder, or build the engine "
+                               "there once as a user who can write it")
+
+
+Builder = Callable[..., bytes]
+
+
+def ensure_engine(onnx_path: str | Path, precision: str, input_shape: Sequence[int],
+                  cache_dir: Optional[str | Path] = None, rebuild: bool = True,
+                  workspace_mib: int = DEFAULT_WORKSPACE_MIB, timing_cache: Optional[str | Path] = None,
+                  env: Optional[Dict[str, str]] = None, builder: Optional[Builder] = None) -> Tuple[Path, CacheDecision]:
+    """Path of a valid engine for ``onnx_path`` in the cache, built when needed.
+
+    ``env`` (tensorrt_version, gpu_name, compute_capability) and ``builder`` default to the
+    installed TensorRT and the current GPU; tests pass their own."""
+    from .export import sha256
+    onnx_path = Path(onnx_path)
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision '{precision}'; valid choices: {', '.join(PRECISIONS)}")
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"ONNX file {onnx_path} not found: run 'seg-perception export' "
+                                "(and 'quantize' for int8) first")
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    env = env if env is not None else build_environment()
+    key = EngineKey(onnx_sha256=sha256(onnx_path), tensorrt_version=env["tensorrt_version"],
+                    gpu_name=env["gpu_name"], compute_capability=env["compute_capability"],
+                    precision=precision, input_shape=tuple(int(v) for v in input_shape))
+    path = engine_path(cache, onnx_path, precision)
+    decision = decide(path.is_file(), read_sidecar(path), key, rebuild)
+    if decision.action == "reuse":
+        return path, decision
+    if decision.action == "refuse":
+        raise EngineCacheError(f"{path}: {decision.reason}; rebuild_engine is false, so it is not rebuilt: "
+                               "run 'seg-perception build-engine' or set rebuild_engine true")
+    check_onnx_for_precision(onnx_path, precision)
+    _require_writable(cache, f"the engine must be built ({decision.reason})")
+    log.warning("building TensorRT %s engine for %s (%s); this takes minutes once", precision, onnx_path.name,
+                decision.reason)
+    blob = (builder or build_serialized_engine)(onnx_path, precision, key.input_shape,
+                                                workspace_mib=workspace_mib, timing_cache=timing_cache)
+    _atomic_write(path, bytes(blob))
+    meta = dict(key.to_dict(), onnx_file=str(onnx_path.resolve()), built_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                workspace_mib=int(workspace_mib))
+    _atomic_write(sidecar_path(path), (json.dumps(meta, indent=1) + "\n").encode())
+    return path, decision
+
+
+def check_onnx_for_precision(onnx_path: str | Path, precision: str) -> None:
+    """A Q/DQ graph builds INT8 whatever flag is set, a float graph never does: refuse a mix-up."""
+    import onnx
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node)
+    if precision == "int8" and not qdq:
+        raise ValueError(f"{onnx_path} has no Q/DQ nodes: int8 engines are built from the INT8 ONNX made by "
+                         "'seg-perception quantize' (card file role onnx_int8)")
+    if precision != "int8" and qdq:
+        raise ValueError(f"{onnx_path} is an INT8 Q/DQ model: build it with --precision int8, or pass the "
+                         "fp32 ONNX for fp32/fp16")
+
+
+# ------------------------------------------------------------------ TensorRT (thin)
+def import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise EngineCacheError("TensorRT is not installed: on a Jetson it comes with JetPack "
+                               "(python3-libnvinfer); elsewhere pip install tensorrt. Use the onnxruntime "
+                               "backend without it") from None
+    return trt
+
+
+def build_environment() -> Dict[str, str]:
+    """The facts an engine is bound to: TensorRT version and the current GPU."""
+    trt = import_tensorrt()
+    from ..runtime.tensorrt_backend import gpu_properties
+    gpu = gpu_properties()
+    return {"tensorrt_version": str(trt.__version__), "gpu_name": gpu["name"],
+            "compute_capability": gpu["compute_capability"]}
+
+
+def build_serialized_engine(onnx_path: str | Path, precision: str, input_shape: Sequence[int],
+                            workspace_mib: int = DEFAULT_WORKSPACE_MIB,
+                            timing_cache: Optional[str | Path] = None) -> bytes:
+    """Parse the ONNX file and build a serialized engine with the TensorRT Python API."""
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10+
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(parser.get_error(i).desc() for i in range(parser.num_errors))
+        raise EngineCacheError(f"TensorRT cannot parse {onnx_path}: {errors[:500]}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
+    flags = trt.BuilderFlag
+    if precision == "fp16":
+        if not hasattr(flags, "FP16"):
+            raise EngineCacheError(f"TensorRT {trt.__version__} has no FP16 builder flag (strong typing "
+                                   "only): build fp32 or int8, or use TensorRT 10")
+        config.set_flag(flags.FP16)
+    elif precision == "int8" and hasattr(flags, "INT8"):
+        config.set_flag(flags.INT8)   # TensorRT 10: enables the Q/DQ (explicit) int8 kernels
+        config.set_flag(flags.FP16)   # layers between Q/DQ pairs may run in fp16
+    # Dynamic H/W (export --dynamic): one profile pinned at the runtime's shape.
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        if any(int(d) < 0 for d in tensor.shape):
+            profile = builder.create_optimization_profile()
+            shape = tuple(int(v) for v in input_shape)
+            profile.set_shape(tensor.name, shape, shape, shape)
+            config.add_optimization_profile(profile)
+    cache = None
+    if timing_cache:
+        tc = Path(timing_cache)
+        cache = config.create_timing_cache(tc.read_bytes() if tc.is_file() else b"")
+        config.set_timing_cache(cache, False)
+    blob = builder.build_serialized_network(network, config)
+    if blob is None:
+        raise EngineCacheError(f"TensorRT failed to build a {precision} engine from {onnx_path}; its messages "
+                               "above say why")
+    if cache is not None:
+        try:
+            tc = Path(timing_cache)
+            tc.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(tc, bytes(config.get_timing_cache().serialize()))
+        except OSError as e:  # a read-only timing cache still sped this build up
+            log.warning("timing cache %s not saved: %s", timing_cache, e)
+    return bytes(blob)

@@ -1,0 +1,315 @@
+"""INT8 post-training quantization: `seg-perception quantize`.
+
+Writes an explicitly quantized (Q/DQ) copy of an exported graph that keeps its
+uint8 ``image`` input and ``labels``/``confidence`` outputs, so ONNX Runtime
+runs it as precision ``int8`` and TensorRT builds it with explicit quantization.
+
+Two quantizers, both calibrated on the CPU with ONNX Runtime:
+
+* ``modelopt``: NVIDIA ModelOpt's ONNX PTQ, which places Q/DQ by TensorRT's
+  rules. Used when ``modelopt.onnx`` imports (it is not a requirement: its
+  ``[onnx]`` extra pins an older onnx and onnxruntime-gpu with CUDA wheels).
+* ``ort``: ``onnxruntime.quantization.quantize_static`` with the settings
+  TensorRT's explicit quantization accepts: QDQ format, int8 activations and
+  weights, symmetric (zero points all 0), per-channel weights, full range,
+  float biases (TensorRT has no int32 DequantizeLinear).
+
+Calibration frames go through the runtime's own resize/colour path
+(``Pipeline.preprocess``), as uint8 at the model size, exactly what the graph
+sees at run time.
+"""
+from __future__ import annotations
+
+import importlib
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from ..card import ModelCard, load_card
+from ..data.datasets import IMAGE_EXTS, camvid, read_rgb
+
+METHODS = ("auto", "modelopt", "ort")
+CALIBRATIONS = ("minmax", "entropy")
+# Ops whose inputs get Q/DQ in the ort method: the weighted layers (TensorRT's guidance:
+# quantize the inputs of convolutions; everything else stays float between them).
+# Grouped/depthwise convolutions stay float, as ModelOpt leaves them: they are cheap,
+# gain little from int8 kernels and lose the most accuracy.
+ORT_OP_TYPES = ("Conv", "ConvTranspose")
+
+
+class QuantizeError(RuntimeError):
+    """Quantization that cannot run as asked; the message says what to change."""
+
+
+def modelopt_available() -> bool:
+    try:
+        importlib.import_module("modelopt.onnx.quantization")
+    except Exception:
+        return False
+    return True
+
+
+def pick_method(method: str) -> str:
+    if method not in METHODS:
+        raise QuantizeError(f"unknown quantization method '{method}'; valid choices: {', '.join(METHODS)}")
+    if method == "auto":
+        return "modelopt" if modelopt_available() else "ort"
+    if method == "modelopt" and not modelopt_available():
+        raise QuantizeError("method 'modelopt' needs nvidia-modelopt (pip install nvidia-modelopt plus "
+                            "onnx-graphsurgeon onnxslim onnxscript lief ml_dtypes); or use --method ort")
+    return method
+
+
+# ------------------------------------------------------------------ calibration data
+def list_calibration_images(data: str | Path, num_images: int, seed: int = 0) -> List[Path]:
+    """``num_images`` image files from ``data``: a CamVid root (its train split) or any
+    folder of images (searched recursively). A fixed seed picks the same files each run."""
+    root = Path(data)
+    if not root.is_dir():
+        raise FileNotFoundError(f"calibration data folder {root} not found: pass --calib-data DIR "
+                                "(a CamVid root or a folder of images)")
+    if num_images < 1:
+        raise ValueError(f"--num-images must be at least 1, got {num_images}")
+    if (root / "train.txt").is_file():
+        files = [img for img, _ in camvid(root, "train").pairs]
+    else:
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) in {root}")
+    random.Random(seed).shuffle(files)
+    return files[:num_images]
+
+
+def calibration_frames(files: Sequence[Path], card: ModelCard, onnx_path: str | Path) -> List[np.ndarray]:
+    """uint8 RGB frames at the model size, resized by the runtime pipeline's own preprocess()."""
+    from ..runtime.backends import OnnxRuntimeBackend
+    from ..runtime.pipeline import Pipeline
+    pipe = Pipeline(OnnxRuntimeBackend(card, card.input_width, card.input_height, "fp32",
+                                       onnx_path=onnx_path), card)
+    return [pipe.preprocess(read_rgb(f), "rgb") for f in files]
+
+
+class _FrameReader:
+    """onnxruntime CalibrationDataReader over in-memory frames (one frame per batch)."""
+
+    def __init__(self, input_name: str, frames: Sequence[np.ndarray]):
+        self.input_name = input_name
+        self.frames = list(frames)
+        self._it: Iterator = iter(())
+        self.rewind()
+
+    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+        frame = next(self._it, None)
+        return None if frame is None else {self.input_name: frame[None]}
+
+    def rewind(self) -> None:
+        self._it = iter(self.frames)
+
+
+# ------------------------------------------------------------------ quantization
+@dataclass
+class QuantizeResult:
+    path: Path
+    method: str
+    calibration: str
+    num_images: int
+    seconds: float
+    qdq_nodes: int
+
+
+def _graph_io(path: Path):
+    import onnx
+    m = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    inputs = [i for i in m.graph.input if i.name not in inits]
+    return m, inputs, [o.name for o in m.graph.output]
+
+
+def _check_source(path: Path) -> str:
+    import onnx
+    m, inputs, _ = _graph_io(path)
+    if len(inputs) != 1:
+        raise QuantizeError(f"{path} has {len(inputs)} inputs; expected one image input "
+                            "(export it with 'seg-perception export')")
+    if inputs[0].type.tensor_type.elem_type != onnx.TensorProto.UINT8:
+        raise QuantizeError(f"{path} does not take uint8 frames: export it with 'seg-perception export'")
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node):
+        raise QuantizeError(f"{path} is already quantized; pass the fp32 ONNX file")
+    return inputs[0].name
+
+
+def _quantize_ort(src: Path, out: Path, input_name: str, frames, calibration: str) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    if calibration != "minmax":
+        # ORT's histogram calibrators keep every activation of every frame in memory
+        # (tens of GB at 480x360): only min/max is offered here.
+        raise QuantizeError(f"calibration '{calibration}' is only available with modelopt; the ort "
+                            "method calibrates with minmax")
+    with tempfile.TemporaryDirectory() as tmp:
+        # Shape inference + ORT's basic (ONNX-standard) fusions, e.g. BatchNorm into Conv,
+        # so Q/DQ land on the fused convolutions as TensorRT will see them.
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_static(
+            str(pre), str(out), _FrameReader(input_name, frames),
+            quant_format=QuantFormat.QDQ, op_types_to_quantize=list(ORT_OP_TYPES),
+            nodes_to_exclude=_grouped_convs(pre),
+            per_channel=True, reduce_range=False,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={
+                "ActivationSymmetric": True, "WeightSymmetric": True,
+                "QuantizeBias": False,  # TensorRT cannot dequantize int32 biases
+                "CalibTensorRangeSymmetric": True,
+            })
+
+
+def _grouped_convs(path: Path) -> List[str]:
+    import onnx
+    m = onnx.load(str(path), load_external_data=False)
+    return [n.name for n in m.graph.node if n.op_type == "Conv"
+            and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+
+
+def _quantize_modelopt(src: Path, out: Path, input_name: str, frames, calibration: str) -> None:
+    import shutil
+    from modelopt.onnx.quantization import quantize
+    if calibration not in ("minmax", "entropy"):
+        raise QuantizeError(f"calibration '{calibration}' is not available with modelopt; valid "
+                            "choices: minmax, entropy")
+    with tempfile.TemporaryDirectory() as tmp:
+        # ModelOpt writes intermediate models beside its input: keep them out of models/.
+        local = Path(tmp) / src.name
+        shutil.copyfile(src, local)
+        quantize(onnx_path=str(local), quantize_mode="int8",
+                 calibration_data={input_name: np.stack(frames)},
+                 calibration_method="max" if calibration == "minmax" else "entropy",
+                 calibration_eps=["cpu"], high_precision_dtype="fp32", output_path=str(out),
+                 log_level="WARNING")
+
+
+def quantize_onnx(src: str | Path, out: str | Path, frames: Sequence[np.ndarray], method: str = "auto",
+                  calibration: str = "minmax") -> QuantizeResult:
+    """Write the Q/DQ INT8 model of ``src`` to ``out``, calibrated on ``frames``."""
+    src, out = Path(src), Path(out)
+    if not src.is_file():
+        raise FileNotFoundError(f"ONNX file {src} not found: run 'seg-perception export' first")
+    if calibration not in CALIBRATIONS:
+        raise QuantizeError(f"unknown calibration '{calibration}'; valid choices: {', '.join(CALIBRATIONS)}")
+    if not frames:
+        raise QuantizeError("no calibration frames")
+    method = pick_method(method)
+    input_name = _check_source(src)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    t0 = time.perf_counter()
+    if method == "modelopt":
+        _quantize_modelopt(src, tmp, input_name, frames, calibration)
+    else:
+        _quantize_ort(src, tmp, input_name, frames, calibration)
+    _drop_unused_opsets(tmp)
+    tmp.replace(out)
+    info = inspect_qdq(out)
+    if info["quantize_linear"] == 0:
+        raise QuantizeError(f"{out} has no QuantizeLinear nodes: nothing was quantized")
+    return QuantizeResult(out, method, calibration, len(frames), time.perf_counter() - t0,
+                          info["quantize_linear"] + info["dequantize_linear"])
+
+
+def _drop_unused_opsets(path: Path) -> None:
+    """ORT's pre-processing declares every ORT domain; keep the ones nodes use, so parsers
+    that know only the standard domain (TensorRT's) see nothing unexpected."""
+    import onnx
+    m = onnx.load(str(path))
+    used = {n.domain for n in m.graph.node} | {""}
+    keep = [o for o in m.opset_import if o.domain in used]
+    if len(keep) != len(m.opset_import):
+        del m.opset_import[:]
+        m.opset_import.extend(keep)
+        onnx.save(m, str(path))
+
+
+def inspect_qdq(path: str | Path) -> Dict:
+    """Counts of Q/DQ nodes, per-channel weight scales and non-zero zero points."""
+    import onnx
+    from onnx import numpy_helper
+    m = onnx.load(str(path))
+    consts = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    for n in m.graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    q = [n for n in m.graph.node if n.op_type == "QuantizeLinear"]
+    dq = [n for n in m.graph.node if n.op_type == "DequantizeLinear"]
+    per_channel = 0
+    nonzero_zp = 0
+    int8 = True
+    for n in q + dq:
+        scale = consts.get(n.input[1])
+        if scale is not None and scale.size > 1:
+            per_channel += 1
+        if len(n.input) > 2 and n.input[2] in consts:
+            zp = consts[n.input[2]]
+            nonzero_zp += int(np.any(zp != 0))
+            int8 &= zp.dtype == np.int8
+    inits = {i.name for i in m.graph.initializer}
+    graph_inputs = [i for i in m.graph.input if i.name not in inits]
+    return {"quantize_linear": len(q), "dequantize_linear": len(dq), "per_channel": per_channel,
+            "nonzero_zero_points": nonzero_zp, "int8_zero_points": bool(int8),
+            "inputs": [(i.name, i.type.tensor_type.elem_type) for i in graph_inputs],
+            "outputs": [o.name for o in m.graph.output]}
+
+
+def record_in_card(card_path: str | Path, int8_path: Path, res: QuantizeResult, metrics: Optional[Dict] = None) -> Path:
+    """List the INT8 file in the card beside the fp32 ONNX (role ``onnx_int8``) and write
+    the same card beside the INT8 file, so either file finds it."""
+    card = load_card(card_path)
+    same_dir = int8_path.parent.resolve() == card.path.parent.resolve()
+    card.files["onnx_int8"] = int8_path.name if same_dir else str(int8_path.resolve())
+    card.training = dict(card.training)
+    card.training["quantization"] = {"method": res.method, "calibration": res.calibration,
+                                     "calibration_images": res.num_images, "format": "QDQ int8 symmetric, "
+                                     "per-channel weights"}
+    if metrics:
+        card.metrics = dict(card.metrics)
+        card.metrics["int8"] = metrics
+    card.save(card.path)
+    if same_dir and int8_path.stem != card.path.stem:
+        twin = ModelCard(**{k: v for k, v in card.__dict__.items() if k != "path"})
+        twin.save(int8_path.with_suffix(".yaml"))
+    return card.path
+
+
+# ------------------------------------------------------------------ accuracy
+def evaluate_int8(card: ModelCard, fp32_onnx: str | Path, int8_onnx: str | Path, data: str | Path,
+                  split: str = "val", max_images: int = 0, threads: int = 0, log=None) -> Dict:
+    """fp32 vs int8 on a CamVid split with ONNX Runtime (CPU), through the runtime pipeline:
+    mIoU of each (percent, at the label resolution) and their label agreement (percent of
+    pixels with the same class)."""
+    from ..metrics import ConfusionMatrix
+    from ..runtime.backends import OnnxRuntimeBackend
+    from ..runtime.pipeline import Pipeline
+    ds = camvid(data, split)
+    n = len(ds) if not max_images else min(len(ds), max_images)
+    w, h = card.input_width, card.input_height
+    pipes = {p: Pipeline(OnnxRuntimeBackend(card, w, h, p, onnx_path=f, threads=threads), card)
+             for p, f in (("fp32", fp32_onnx), ("int8", int8_onnx))}
+    cms = {p: ConfusionMatrix(card.num_classes) for p in pipes}
+    same = total = 0
+    for i in range(n):
+        img, lab = ds.load(i)
+        out = {p: pipe(img).labels for p, pipe in pipes.items()}
+        for p in pipes:
+            cms[p].update(out[p], lab)
+        same += int((out["fp32"] == out["int8"]).sum())
+        total += out["fp32"].size
+        if log and (i + 1) % 25 == 0:
+            log(f"[quantize] evaluated {i + 1}/{n} frames")
+    fp32, int8 = 100 * cms["fp32"].miou(), 100 * cms["int8"].miou()
+    return {"split": split, "images": n, "fp32_miou": round(fp32, 2), "int8_miou": round(int8, 2),
+            "miou_drop": round(fp32 - int8, 2), "label_agreement": round(100 * same / max(total, 1), 3)}

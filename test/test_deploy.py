@@ -1,0 +1,503 @@
+"""Deployment: export, INT8 quantization, the TensorRT engine cache, doctor, bench, CLI.
+
+Models here carry RANDOM weights (plumbing and agreement, not accuracy). TensorRT
+cannot run on CI machines: the cache logic around it is pure Python and tested
+here with a stand-in builder; tests that need TensorRT and a GPU skip with the
+reason when they are absent.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from conftest import make_random_model
+from seg_perception import cli
+from seg_perception.card import load_card
+from seg_perception.deploy import engine as eng
+from seg_perception.deploy.export import DeployWrapper, export_onnx, load_net, sha256
+from seg_perception.deploy.quantize import (calibration_frames, inspect_qdq, list_calibration_images,
+                                            modelopt_available, quantize_onnx)
+from seg_perception.nets import list_models
+from seg_perception.runtime.backends import (BackendError, OnnxRuntimeBackend, create_backend,
+                                             tensorrt_available)
+
+W, H = 128, 96  # small, a multiple of 32 for every network of the zoo
+
+# ORT vs PyTorch logits: |a - b| <= LOGITS_ATOL + LOGITS_RTOL * max|b|. Measured: at most
+# 6e-7 absolute (3e-7 of max|logit|) on the zoo; the relative part covers trained nets' larger logits.
+LOGITS_ATOL, LOGITS_RTOL = 1e-5, 1e-5
+
+
+def _run_cli(argv, capsys):
+    rc = cli.main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def _small(frames, n=2):
+    return [np.ascontiguousarray(cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA)) for img, _ in frames[:n]]
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """A random ESSNet-D card + weights at W x H, without ONNX (the tests export it)."""
+    return make_random_model(tmp_path_factory.mktemp("small"), "essnet_d", W, H, onnx=False)
+
+
+def _io(path):
+    m = onnx.load(str(path))
+    ty = lambda v: (v.type.tensor_type.elem_type, [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim])  # noqa: E731
+    return m, {v.name: ty(v) for v in m.graph.input}, {v.name: ty(v) for v in m.graph.output}
+
+
+# ------------------------------------------------------------------ export
+def test_export_command_writes_onnx_and_card(small_model, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    rc, stdout, err = _run_cli(["export", "--model", small_model, "--out", out], capsys)
+    assert rc == 0, err
+    m, inputs, outputs = _io(out)
+    assert m.opset_import[0].version >= 17
+    assert inputs == {"image": (onnx.TensorProto.UINT8, [1, H, W, 3])}
+    assert outputs == {"labels": (onnx.TensorProto.UINT8, [1, H, W]),
+                       "confidence": (onnx.TensorProto.FLOAT, [1, H, W])}
+    # TensorRT takes uint8 only as network I/O: the input's only consumer is the Cast to float.
+    users = [n for n in m.graph.node if "image" in n.input]
+    assert [n.op_type for n in users] == ["Cast"]
+    card = load_card(out)
+    assert card.file("onnx") == out.resolve() and (card.input_width, card.input_height) == (W, H)
+    assert "labels uint8 1x96x128" in stdout
+
+
+def test_export_by_network_name_and_weights(small_model, tmp_path, capsys):
+    weights = load_card(small_model).file("weights")
+    out = tmp_path / "n.onnx"
+    rc, _, err = _run_cli(["export", "--model", "essnet_d", "--weights", weights, "--out", out,
+                           "--width", 64, "--height", 48], capsys)
+    assert rc == 0, err
+    assert _io(out)[1]["image"] == (onnx.TensorProto.UINT8, [1, 48, 64, 3])
+    rc, _, err = _run_cli(["export", "--model", "erfnet", "--weights", weights, "--out", out], capsys)
+    assert rc == 2 and "describes a 'essnet_d' network, not 'erfnet'" in err
+
+
+def test_export_logits_variant(small_model, tmp_path, capsys):
+    out = tmp_path / "l.onnx"
+    rc, _, err = _run_cli(["export", "--model", small_model, "--out", out, "--logits"], capsys)
+    assert rc == 0, err
+    _, _, outputs = _io(out)
+    assert outputs == {"logits": (onnx.TensorProto.FLOAT, [1, 11, H, W])}
+    assert load_card(out).file("onnx_logits") == out.resolve()
+
+
+def test_export_dynamic_runs_at_two_sizes(small_model, tmp_path, capsys, val_frames):
+    out = tmp_path / "d.onnx"
+    rc, _, err = _run_cli(["export", "--model", small_model, "--out", out, "--dynamic"], capsys)
+    assert rc == 0, err
+    _, inputs, _ = _io(out)
+    assert inputs["image"][1] == ["batch", "height", "width", 3]
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for w, h in ((W, H), (160, 120)):
+        img = cv2.resize(val_frames[0][0], (w, h))[None]
+        labels, conf = sess.run(None, {"image": img})
+        assert labels.shape == (1, h, w) and labels.dtype == np.uint8 and conf.shape == (1, h, w)
+        assert labels.max() < 11 and 0 < conf.min() <= conf.max() <= 1.0001
+
+
+# ------------------------------------------------------------------ parity, every network
+@pytest.mark.parametrize("arch", list_models())
+def test_onnxruntime_matches_torch(arch, tmp_path, val_frames):
+    card = load_card(make_random_model(tmp_path, arch, W, H, onnx=False))
+    frames = _small(val_frames)
+    net = load_net(card)
+    labels_onnx = export_onnx(card, tmp_path / "a.onnx")
+    logits_onnx = export_onnx(card, tmp_path / "b.onnx", logits=True)
+    s_lab = ort.InferenceSession(str(labels_onnx), providers=["CPUExecutionProvider"])
+    s_log = ort.InferenceSession(str(logits_onnx), providers=["CPUExecutionProvider"])
+    wrap_lab = DeployWrapper(net, card.mean, card.std).eval()
+    wrap_log = DeployWrapper(net, card.mean, card.std, logits=True).eval()
+    same = total = 0
+    for img in frames:
+        x = img[None]
+        with torch.no_grad():
+            t_lab, _ = wrap_lab(torch.from_numpy(x))
+            t_log = wrap_log(torch.from_numpy(x)).numpy()
+        o_lab = s_lab.run(None, {"image": x})[0]
+        o_log = s_log.run(None, {"image": x})[0]
+        same += int((o_lab == t_lab.numpy()).sum())
+        total += o_lab.size
+        assert np.abs(o_log - t_log).max() <= LOGITS_ATOL + LOGITS_RTOL * np.abs(t_log).max()
+    assert same / total >= 0.999
+
+
+# ------------------------------------------------------------------ INT8
+@pytest.fixture(scope="module")
+def quantized(small_model, tmp_path_factory, camvid_root):
+    folder = tmp_path_factory.mktemp("q")
+    card = load_card(small_model)
+    onnx_path = export_onnx(card, folder / "q.onnx")
+    card = load_card(onnx_path)
+    frames = calibration_frames(list_calibration_images(camvid_root, 4), card, onnx_path)
+    res = quantize_onnx(onnx_path, folder / "q_int8.onnx", frames, method="ort")
+    return onnx_path, res
+
+
+def test_quantized_model_is_symmetric_per_channel_qdq(quantized):
+    _, res = quantized
+    info = inspect_qdq(res.path)
+    assert info["quantize_linear"] > 0 and info["dequantize_linear"] >= info["quantize_linear"]
+    assert info["per_channel"] > 0            # per-channel weight scales
+    assert info["nonzero_zero_points"] == 0   # symmetric: every zero point is 0
+    assert info["int8_zero_points"]           # signed int8, as TensorRT wants
+    assert info["inputs"] == [("image", onnx.TensorProto.UINT8)]
+    assert info["outputs"] == ["labels", "confidence"]
+    m = onnx.load(str(res.path))
+    onnx.checker.check_model(m, full_check=True)
+    assert [o.domain for o in m.opset_import] == [""] and m.opset_import[0].version >= 17
+    # No int32 (bias) DequantizeLinear: TensorRT cannot run one.
+    inits = {i.name: i for i in m.graph.initializer}
+    for n in m.graph.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits:
+            assert inits[n.input[0]].data_type == onnx.TensorProto.INT8
+
+
+def test_quantize_command_runs_int8_in_onnxruntime(small_model, tmp_path, camvid_root, capsys, val_frames):
+    card = load_card(small_model)
+    src = export_onnx(card, tmp_path / "c.onnx")
+    rc, out, err = _run_cli(["quantize", "--onnx", src, "--calib-data", camvid_root, "--num-images", 3,
+                             "--method", "ort", "--eval", "--max-eval-images", 2], capsys)
+    assert rc == 0, err
+    assert "fp32 mIoU" in out and "int8 mIoU" in out and "label agreement" in out
+    card = load_card(src)
+    assert card.file("onnx_int8") == (tmp_path / "c_int8.onnx").resolve()
+    assert card.training["quantization"]["method"] == "ort"
+    assert set(card.metrics["int8"]) >= {"fp32_miou", "int8_miou", "label_agreement"}
+    fp32 = create_backend("onnxruntime", card, "fp32")
+    int8 = create_backend("onnxruntime", card, "int8")
+    assert int8.path.name == "c_int8.onnx"
+    frames = _small(val_frames, 3)
+    agree = np.mean([(fp32.infer(f)[0] == int8.infer(f)[0]).mean() for f in frames])
+    assert agree >= 0.95, agree
+
+
+@pytest.mark.skipif(not modelopt_available(), reason="nvidia-modelopt is not installed (optional)")
+def test_modelopt_quantization_when_installed(quantized, tmp_path, camvid_root):
+    src, _ = quantized
+    card = load_card(src)
+    frames = calibration_frames(list_calibration_images(camvid_root, 3), card, src)
+    res = quantize_onnx(src, tmp_path / "mo_int8.onnx", frames, method="auto")
+    info = inspect_qdq(res.path)
+    assert res.method == "modelopt" and info["quantize_linear"] > 0 and info["per_channel"] > 0
+    assert info["nonzero_zero_points"] == 0 and info["inputs"] == [("image", onnx.TensorProto.UINT8)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mo_int8.onnx"]  # no intermediates left
+
+
+def test_quantize_refuses_a_quantized_or_missing_model(quantized, tmp_path):
+    _, res = quantized
+    frame = [np.zeros((H, W, 3), np.uint8)]
+    with pytest.raises(RuntimeError, match="already quantized"):
+        quantize_onnx(res.path, tmp_path / "x.onnx", frame, method="ort")
+    with pytest.raises(FileNotFoundError, match="run 'seg-perception export' first"):
+        quantize_onnx(tmp_path / "none.onnx", tmp_path / "x.onnx", frame, method="ort")
+
+
+# ------------------------------------------------------------------ engine cache (pure Python)
+ENV = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7"}
+SHAPE = (1, H, W, 3)
+
+
+class StandInBuilder:
+    """Stands in for TensorRT's builder (absent here): records calls, returns bytes."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, onnx_path, precision, input_shape, workspace_mib, timing_cache):
+        self.calls.append((Path(onnx_path).name, precision, tuple(input_shape), workspace_mib, timing_cache))
+        return f"engine {precision} {len(self.calls)}".encode()
+
+
+@pytest.fixture
+def fp32_onnx(quantized, tmp_path):
+    src, _ = quantized
+    dst = tmp_path / "model.onnx"
+    dst.write_bytes(Path(src).read_bytes())
+    return dst
+
+
+def _ensure(onnx_path, cache, builder, rebuild=True, env=ENV, precision="fp32", shape=SHAPE):
+    return eng.ensure_engine(onnx_path, precision, shape, cache_dir=cache, rebuild=rebuild, env=dict(env),
+                             builder=builder, workspace_mib=256, timing_cache="tc.cache")
+
+
+def test_engine_is_built_once_with_a_sidecar(fp32_onnx, tmp_path):
+    cache, builder = tmp_path / "cache", StandInBuilder()
+    path, decision = _ensure(fp32_onnx, cache, builder)
+    assert decision.action == "build" and path == cache / "model.fp32.engine"
+    assert builder.calls == [("model.onnx", "fp32", SHAPE, 256, "tc.cache")]
+    side = json.loads(eng.sidecar_path(path).read_text())
+    assert {k: side[k] for k in eng.SIDECAR_FIELDS} == {
+        "onnx_sha256": sha256(fp32_onnx), "tensorrt_version": "10.3.0", "gpu_name": "Orin",
+        "compute_capability": "8.7", "precision": "fp32", "input_shape": list(SHAPE)}
+    path2, decision2 = _ensure(fp32_onnx, cache, builder)
+    assert decision2.action == "reuse" and path2 == path and len(builder.calls) == 1
+
+
+def test_valid_engine_in_an_unwritable_cache_is_reused_without_writing(fp32_onnx, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    path, _ = _ensure(fp32_onnx, cache, StandInBuilder())
+    before = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    os.chmod(cache, 0o555)
+    try:
+        # root ignores the mode bits, so make any write attempt fail loudly as well.
+        def no_write(*a, **k):
+            raise AssertionError("the cache was written although the engine is valid")
+        monkeypatch.setattr(eng, "_atomic_write", no_write)
+        monkeypatch.setattr(eng, "_require_writable", no_write)
+        p, decision = _ensure(fp32_onnx, cache, StandInBuilder())
+        assert decision.action == "reuse" and p == path
+        assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == before
+    finally:
+        os.chmod(cache, 0o755)
+
+
+STALE = {"onnx_sha256": "0" * 64, "tensorrt_version": "8.6.1", "gpu_name": "Xavier",
+         "compute_capability": "7.2", "precision": "fp16", "input_shape": [1, 360, 480, 3]}
+
+
+@pytest.mark.parametrize("field", eng.SIDECAR_FIELDS)
+def test_each_stale_field_rebuilds_or_refuses(fp32_onnx, tmp_path, field):
+    cache, builder = tmp_path / "cache", StandInBuilder()
+    path, _ = _ensure(fp32_onnx, cache, builder)
+    side = json.loads(eng.sidecar_path(path).read_text())
+    side[field] = STALE[field]
+    eng.sidecar_path(path).write_text(json.dumps(side))
+    with pytest.raises(eng.EngineCacheError) as e:
+        _ensure(fp32_onnx, cache, builder, rebuild=False)
+    assert f"built for {field} " in str(e.value) and "rebuild_engine is false" in str(e.value)
+    assert len(builder.calls) == 1
+    _, decision = _ensure(fp32_onnx, cache, builder)
+    assert decision.action == "build" and decision.field == field and len(builder.calls) == 2
+    assert path.read_bytes() == b"engine fp32 2"
+    assert json.loads(eng.sidecar_path(path).read_text())[field] != STALE[field]
+    assert _ensure(fp32_onnx, cache, builder)[1].action == "reuse"
+
+
+@pytest.mark.parametrize("sidecar", [None, "{not json", "[]"])
+def test_missing_or_broken_sidecar_is_stale(fp32_onnx, tmp_path, sidecar):
+    cache, builder = tmp_path / "cache", StandInBuilder()
+    path, _ = _ensure(fp32_onnx, cache, builder)
+    if sidecar is None:
+        eng.sidecar_path(path).unlink()
+    else:
+        eng.sidecar_path(path).write_text(sidecar)
+    with pytest.raises(eng.EngineCacheError, match="sidecar JSON is missing or unreadable"):
+        _ensure(fp32_onnx, cache, builder, rebuild=False)
+    assert _ensure(fp32_onnx, cache, builder)[1].field == "sidecar"
+
+
+def test_changed_onnx_or_environment_rebuilds(fp32_onnx, tmp_path, quantized):
+    cache, builder = tmp_path / "cache", StandInBuilder()
+    _ensure(fp32_onnx, cache, builder)
+    thor = dict(ENV, gpu_name="Thor")
+    assert _ensure(fp32_onnx, cache, builder, env=thor)[1].field == "gpu_name"
+    assert _ensure(fp32_onnx, cache, builder, env=thor, shape=(1, 64, 64, 3))[1].field == "input_shape"
+    m = onnx.load(str(fp32_onnx))
+    m.doc_string = "re-exported"  # any change of the file's bytes
+    onnx.save(m, str(fp32_onnx))
+    assert _ensure(fp32_onnx, cache, builder, env=thor, shape=(1, 64, 64, 3))[1].field == "onnx_sha256"
+    assert len(builder.calls) == 4
+
+
+def test_missing_engine_is_built_even_when_rebuild_is_false(fp32_onnx, tmp_path):
+    builder = StandInBuilder()
+    assert _ensure(fp32_onnx, tmp_path / "c", builder, rebuild=False)[1].action == "build"
+
+
+def test_engine_that_must_be_built_in_an_unusable_folder(fp32_onnx, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(eng.EngineCacheError, match="cannot create engine cache folder .* engine_cache_dir"):
+        _ensure(fp32_onnx, blocker / "engines", StandInBuilder())
+
+
+def test_precision_must_match_the_onnx(fp32_onnx, quantized, tmp_path):
+    _, res = quantized
+    with pytest.raises(ValueError, match="no Q/DQ nodes"):
+        _ensure(fp32_onnx, tmp_path, StandInBuilder(), precision="int8")
+    with pytest.raises(ValueError, match="build it with --precision int8"):
+        _ensure(res.path, tmp_path, StandInBuilder(), precision="fp16")
+    path, _ = _ensure(res.path, tmp_path, StandInBuilder(), precision="int8")
+    assert path.name == "q_int8.int8.engine"
+
+
+def test_decide_is_pure():
+    key = eng.EngineKey("ab", "10.3", "Orin", "8.7", "fp16", (1, 8, 8, 3))
+    good = key.to_dict()
+    assert eng.decide(False, good, key).action == "build"
+    assert eng.decide(True, good, key, rebuild=False).action == "reuse"
+    assert eng.decide(True, dict(good, precision="fp32"), key, rebuild=False) == eng.CacheDecision(
+        "refuse", "the cached engine is stale: it was built for precision 'fp32', now 'fp16'", "precision")
+
+
+def test_default_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv("SEG_PERCEPTION_ENGINE_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert eng.default_cache_dir() == tmp_path / "seg_perception" / "engines"
+    monkeypatch.setenv("SEG_PERCEPTION_ENGINE_CACHE", str(tmp_path / "e"))
+    assert eng.default_cache_dir() == tmp_path / "e"
+
+
+# ------------------------------------------------------------------ without TensorRT
+needs_no_trt = pytest.mark.skipif(tensorrt_available(), reason="TensorRT is installed here")
+
+
+@needs_no_trt
+def test_tensorrt_backend_without_tensorrt_says_how_to_get_it(quantized):
+    from seg_perception.runtime.tensorrt_backend import TensorRTBackend
+    src, _ = quantized
+    with pytest.raises(BackendError, match="TensorRT is not installed: on a Jetson it comes with JetPack"):
+        TensorRTBackend(load_card(src), W, H, "fp16")
+
+
+@needs_no_trt
+def test_auto_backend_falls_back_with_exactly_one_warning(quantized, caplog, val_frames):
+    src, _ = quantized
+    with caplog.at_level(logging.WARNING):
+        be = create_backend("auto", load_card(src), precision="fp32")
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "falls back to onnxruntime" in warnings[0].getMessage()
+    assert isinstance(be, OnnxRuntimeBackend)
+    labels, _ = be.infer(_small(val_frames, 1)[0])
+    assert labels.shape == (H, W)
+    with pytest.raises(BackendError, match="needs the TensorRT Python package"):
+        create_backend("tensorrt", load_card(src))
+
+
+# ------------------------------------------------------------------ CLI errors are one line
+@pytest.mark.parametrize("argv,message", [
+    (["bench", "--resolution", "480x36"], "must be positive multiples of 8"),
+    (["bench", "--resolution", "wide"], "is not WIDTHxHEIGHT"),
+    (["bench", "--models", "segnet9000"], "unknown model 'segnet9000'; valid choices: "),
+    (["bench", "--backend", "tflite"], "unknown backend 'tflite'"),
+    (["build-engine", "--onnx", "ONNX", "--precision", "fp64"], "unknown precision 'fp64'; valid choices"),
+    (["build-engine", "--onnx", "missing.onnx"], "not found: run 'seg-perception export' first"),
+    (["quantize", "--onnx", "ONNX", "--method", "magic"], "unknown method 'magic'"),
+    (["quantize", "--onnx", "ONNX", "--num-images", "0"], "--num-images must be at least 1"),
+    (["quantize", "--onnx", "ONNX", "--calib-data", "/nonexistent"], "calibration data folder"),
+    (["export", "--model", "essnet_d"], "pass --weights"),
+    (["export", "--model", "no_such_model"], "unknown model 'no_such_model'"),
+    (["doctor", "--runs", "0"], "--runs must be at least 1"),
+    (["doctor", "--model", "ONNX", "--precisions", "fp8"], "unknown precision 'fp8'"),
+])
+def test_cli_errors_are_one_line(argv, message, capsys, quantized):
+    src, _ = quantized
+    argv = [str(src) if a == "ONNX" else a for a in argv]
+    rc, _, err = _run_cli(argv, capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1, err
+    assert lines[0].startswith(f"seg-perception {argv[0]}: error: ") and message in lines[0]
+
+
+@needs_no_trt
+def test_build_engine_without_tensorrt_is_one_line(quantized, capsys):
+    src, _ = quantized
+    rc, _, err = _run_cli(["build-engine", "--onnx", src, "--precision", "fp32"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "TensorRT is not installed" in err
+
+
+# ------------------------------------------------------------------ doctor and bench
+@needs_no_trt
+def test_doctor_without_tensorrt_reports_and_fails(quantized, capsys, camvid_root, tmp_path):
+    src, _ = quantized
+    rc, out, err = _run_cli(["doctor", "--model", src, "--frames", camvid_root / "val", "--num-frames", 2,
+                             "--runs", 5, "--cache-dir", tmp_path], capsys)
+    assert rc == 1, err
+    assert "tensorrt: not installed" in out and "onnxruntime:" in out
+    assert "| onnxruntime | fp32 | ok |" in out
+    assert "| tensorrt | fp16 | skipped |" in out and "TensorRT not installed" in out
+    assert "RESULT: TensorRT is not installed" in out
+
+
+def test_jetson_doctor_script_runs_the_doctor():
+    import subprocess
+    import sys
+    script = Path(__file__).resolve().parents[1] / "scripts" / "jetson_doctor.sh"
+    res = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHON=sys.executable))
+    assert res.returncode == 0, res.stderr
+    assert "usage: seg-perception doctor" in res.stdout and "--frames" in res.stdout
+    if not tensorrt_available():
+        assert "cannot import tensorrt" in res.stderr and "python3-libnvinfer" in res.stderr
+
+
+def test_doctor_frames_from_a_folder_or_synthetic(camvid_root, monkeypatch):
+    from seg_perception.deploy import doctor
+    frames, note = doctor.load_frames(camvid_root / "val", 2)
+    assert len(frames) == 2 and frames[0][1] == "rgb" and frames[0][0].shape == (360, 480, 3)
+    assert "2 frames from" in note
+    bag = doctor.default_frames_source()
+    if bag is not None and (bag / "metadata.yaml").is_file():  # the shipped sample bag
+        frames, note = doctor.load_frames(None, 2)
+        assert len(frames) == 2 and frames[0][0].dtype == np.uint8 and frames[0][0].ndim == 3
+        assert str(bag) in note
+    monkeypatch.setattr(doctor, "default_frames_source", lambda: None)
+    frames, note = doctor.load_frames(None, 3)
+    assert len(frames) == 3 and "synthetic" in note
+    with pytest.raises(FileNotFoundError, match="frames source .* not found"):
+        doctor.load_frames(camvid_root / "nope", 2)
+
+
+def test_bench_two_networks(tmp_path, capsys):
+    js = tmp_path / "bench.json"
+    rc, out, err = _run_cli(["bench", "--models", "essnet_d", "--backend", "onnxruntime", "--resolution",
+                             f"{W}x{H}", "--runs", 2, "--warmup", 1, "--threads", 1, "--quant-method", "ort",
+                             "--json", js], capsys)
+    assert rc == 0, err
+    res = json.loads(js.read_text())
+    rows = {(r["model"], r["precision"]): r for r in res["rows"]}
+    assert set(rows) == {("essnet_d", "fp32"), ("essnet_d", "int8"), ("erfnet", "fp32"), ("erfnet", "int8")}
+    assert rows[("erfnet", "fp32")]["vs_erfnet"] == 1.0
+    assert rows[("essnet_d", "fp32")]["params_m"] < rows[("erfnet", "fp32")]["params_m"]
+    for r in rows.values():
+        assert r["p50_ms"] > 0 and r["p95_ms"] >= r["p50_ms"] and r["fps"] > 0 and r["gmacs"] > 0
+        assert r["vs_erfnet"] > 0
+    assert res["environment"]["weights"].startswith("random")
+    assert "| model | backend | precision | params (M) | GMACs |" in out and "| essnet_d | onnxruntime | int8 |" in out
+
+
+# ------------------------------------------------------------------ TensorRT on a GPU
+def _trt_gpu_reason():
+    if not tensorrt_available():
+        return "TensorRT is not installed"
+    try:
+        from seg_perception.runtime.tensorrt_backend import gpu_properties
+        gpu_properties()
+    except Exception as e:
+        return f"no usable GPU through cuda-python ({str(e).splitlines()[0]})"
+    return ""
+
+
+@pytest.mark.skipif(bool(_trt_gpu_reason()), reason=_trt_gpu_reason() or "TensorRT and a GPU are here")
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_tensorrt_engine_agrees_with_onnxruntime(quantized, tmp_path, val_frames, precision):
+    from seg_perception.runtime.tensorrt_backend import TensorRTBackend
+    src, res = quantized
+    card = load_card(src)
+    onnx_path = res.path if precision == "int8" else src
+    trt_be = TensorRTBackend(card, W, H, precision, onnx_path=onnx_path, cache_dir=tmp_path)
+    ref = OnnxRuntimeBackend(card, W, H, "int8" if precision == "int8" else "fp32", onnx_path=onnx_path)
+    frames = _small(val_frames, 3)
+    agree = np.mean([(trt_be.infer(f)[0] == ref.infer(f)[0]).mean() for f in frames])
+    assert agree >= {"fp32": 0.995, "fp16": 0.99, "int8": 0.97}[precision]
+    again = TensorRTBackend(card, W, H, precision, onnx_path=onnx_path, cache_dir=tmp_path, rebuild=False)
+    assert again.cache_decision.action == "reuse"
+    trt_be.close()
+    again.close()
