@@ -106,6 +106,23 @@ def _evaluate(p: argparse.ArgumentParser):
     return run
 
 
+@command("release", "ship a training run's best model into models/: weights, card, ONNX, INT8, measured figures")
+def _release(p: argparse.ArgumentParser):
+    p.add_argument("--run", required=True, help="training run folder (has NAME.pt and NAME.yaml)")
+    p.add_argument("--name", required=True, help="model name, e.g. essnet_d_camvid")
+    p.add_argument("--to", default="models", help="destination folder (default models/)")
+    p.add_argument("--data", default=None, help="CamVid root (default: ../shared/datasets/camvid)")
+    p.add_argument("--calib-images", type=int, default=100)
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for the timings")
+    p.add_argument("--no-int8", action="store_true")
+    p.add_argument("--note", default="", help="a note recorded in the card's training section")
+
+    def run(a):
+        from .train.release import release
+        release(a.run, a.name, a.to, a.data, a.calib_images, a.threads, not a.no_int8, a.note)
+    return run
+
+
 @command("models", "list the networks of the zoo")
 def _models(p: argparse.ArgumentParser):
     def run(a):

@@ -1,0 +1,43 @@
+"""The shipped default model, on real CamVid val frames: the figures its card claims are
+reproduced by the runtime pipeline, and its INT8 twin agrees with it."""
+import numpy as np
+import pytest
+
+from seg_perception.card import load_card
+from seg_perception.runtime.pipeline import Pipeline
+from seg_perception.train.evaluate import evaluate
+
+
+def test_card_is_complete(shipped_model):
+    card = load_card(shipped_model)
+    assert card.architecture == "essnet_d" and card.num_classes == 11
+    assert card.drivable_classes == [3]
+    for role in ("weights", "onnx", "onnx_int8"):
+        assert card.file(role).is_file(), role
+    for key in ("val_miou", "val_per_class_iou", "params", "gmacs", "cpu_latency"):
+        assert key in card.metrics, key
+    assert card.training["command"].startswith("seg-perception train")
+
+
+def test_val_miou_is_what_the_card_says(shipped_model, camvid_root):
+    card = load_card(shipped_model)
+    res = evaluate(shipped_model, str(camvid_root), "camvid", "val", backend="onnxruntime")
+    assert res["frames"] == 101
+    assert abs(res["miou"] - card.metrics["val_miou"]) < 0.3
+    # and it is a trained model, far above chance (random weights score a few percent)
+    assert res["miou"] > 35 and res["per_class_iou"]["Road"] > 80
+
+
+def test_int8_agrees_with_fp32(shipped_model, val_frames):
+    fp32 = Pipeline.from_card(shipped_model, backend="onnxruntime", precision="fp32")
+    int8 = Pipeline.from_card(shipped_model, backend="onnxruntime", precision="int8")
+    agree = [np.mean(fp32(img).labels == int8(img).labels) for img, _ in val_frames[:3]]
+    assert min(agree) > 0.95
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_backends_agree_on_trained_weights(shipped_model, val_frames, backend):
+    ref = Pipeline.from_card(shipped_model, backend="onnxruntime")
+    pipe = Pipeline.from_card(shipped_model, backend=backend)
+    img = val_frames[1][0]
+    assert np.mean(pipe(img).labels == ref(img).labels) > 0.999
