@@ -123,11 +123,30 @@ def _release(p: argparse.ArgumentParser):
     return run
 
 
-@command("models", "list the networks of the zoo")
+@command("models", "list the networks of the zoo, or (--shipped) the trained models and their figures")
 def _models(p: argparse.ArgumentParser):
+    p.add_argument("--shipped", action="store_true", help="a markdown table of the model cards in models/")
+
     def run(a):
-        from .nets import list_models
-        print("\n".join(list_models()))
+        if not a.shipped:
+            from .nets import list_models
+            print("\n".join(list_models()))
+            return
+        from .card import load_card
+        from .paths import available_models, resolve_model
+        print("| model | network | CamVid val mIoU (fp32) | int8 mIoU | params | GMACs | CPU p50 fp32 / int8 (ms) "
+              "| epochs |")
+        print("|---|---|---:|---:|---:|---:|---:|---|")
+        for name in available_models():
+            c = load_card(resolve_model(name))
+            m, t = c.metrics, c.training
+            lat = m.get("cpu_latency", {})
+            fp32 = lat.get("onnxruntime_fp32_ms", {}).get("p50", "-")
+            int8 = lat.get("onnxruntime_int8_ms", {}).get("p50", "-")
+            epochs = f"{t.get('epochs_completed_in_run', '?')} of {t.get('epochs_planned', '?')}"
+            print(f"| {c.name} | {c.architecture} | {m.get('val_miou', '-')} | {m.get('int8', {}).get('int8_miou', '-')} "
+                  f"| {m.get('params', '-'):,} | {m.get('gmacs', '-')} @ {m.get('gmacs_at', '')} | {fp32} / {int8} "
+                  f"| {epochs} |")
     return run
 
 
