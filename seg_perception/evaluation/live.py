@@ -297,7 +297,7 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
     node_delta = {k.replace("frames_", ""): v - base[k] for k, v in _counters(diag).items()} if diag else None
     if node_delta is not None:
         # The node's own medians over its last 100 frames: receive -> publish, and inference alone.
-        for k in ("inference_ms", "end_to_end_ms"):
+        for k in ("inference_ms", "end_to_end_ms", "queue_wait_ms"):
             try:
                 node_delta[k] = float(diag[k])
             except (KeyError, ValueError):

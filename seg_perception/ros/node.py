@@ -134,6 +134,7 @@ class SegmentationNode(Node):
         self._stop = threading.Event()
         self._infer_ms: deque = deque(maxlen=100)
         self._e2e_ms: deque = deque(maxlen=100)
+        self._wait_ms: deque = deque(maxlen=100)
         self._done_times: deque = deque(maxlen=200)
         self._last_error: Dict[str, float] = {}
         self._suppressed: Dict[str, int] = {}
@@ -193,6 +194,7 @@ class SegmentationNode(Node):
                 self._reject(f"processing failed: {type(e).__name__}: {e}")
 
     def _process(self, msg, t_recv: float) -> None:
+        t_start = time.perf_counter()
         if isinstance(msg, CompressedImage):
             frame, color = compressed_to_array(msg, self.max_pixels)
         else:
@@ -212,6 +214,7 @@ class SegmentationNode(Node):
             self.stats.overlays += res.overlay is not None
             self._infer_ms.append(res.timings["infer_ms"])
             self._e2e_ms.append((done - t_recv) * 1e3)
+            self._wait_ms.append((t_start - t_recv) * 1e3)
             self._done_times.append(done)
 
     def _reject(self, reason: str) -> None:
@@ -237,6 +240,7 @@ class SegmentationNode(Node):
             recent = [t for t in self._done_times if now - t <= 5.0]
             infer = sorted(self._infer_ms)
             e2e = sorted(self._e2e_ms)
+            wait = sorted(self._wait_ms)
         fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
 
         def med(v):
@@ -250,6 +254,7 @@ class SegmentationNode(Node):
         if not s.received:
             status.message = f"waiting for frames on {self.topic}"
         values = {"fps": f"{fps:.2f}", "inference_ms": f"{med(infer):.2f}", "end_to_end_ms": f"{med(e2e):.2f}",
+                  "queue_wait_ms": f"{med(wait):.2f}",
                   "frames_received": s.received, "frames_processed": s.processed, "frames_dropped": s.dropped,
                   "frames_rejected": s.rejected, "frames_with_overlay": s.overlays, "model": self.card.name,
                   "backend": self.pipeline.backend.name, "precision": self.pipeline.backend.precision, "topic": self.topic}
