@@ -46,6 +46,7 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--gradual-grouping-epochs", type=int, default=0,
                    help="train grouped 1x1 convs dense, alpha 1->0 over this many epochs")
+    p.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm to this (0: off)")
     p.add_argument("--train-split", default="train")
     p.add_argument("--val-split", default="val")
     p.add_argument("--max-train-images", type=int, default=0, help=argparse.SUPPRESS)
@@ -69,7 +70,7 @@ def _train(p: argparse.ArgumentParser):
                           height=a.height, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
                           class_weight_c=a.class_weight_c, eval_every=a.eval_every, seed=a.seed,
                           bf16=not a.no_bf16, channels_last=not a.no_channels_last, threads=a.threads,
-                          gradual_grouping_epochs=a.gradual_grouping_epochs,
+                          gradual_grouping_epochs=a.gradual_grouping_epochs, clip_grad=a.clip_grad,
                           max_train_images=a.max_train_images, max_val_images=a.max_val_images,
                           num_classes=a.num_classes, ignore_index=a.ignore_index, command=command_line())
         best = train(cfg, resume=a.resume)

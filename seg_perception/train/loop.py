@@ -61,6 +61,7 @@ class TrainConfig:
     workers: int = 0
     threads: int = 0
     gradual_grouping_epochs: int = 0
+    clip_grad: float = 0.0  # >0: clip the gradient norm to this
     max_train_images: int = 0  # >0 trains on a subset (tests, smoke runs)
     max_val_images: int = 0
     num_classes: int = 0  # folder datasets only
@@ -285,6 +286,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
         stage_model.train()
         t0 = time.time()
         losses: List[float] = []
+        skipped = 0
         bar = _progress(nb, f"epoch {epoch + 1}/{total_epochs}", main)
         for b in range(nb):
             imgs, labs = collate([train_ds[i] for i in order[b * cfg.batch_size:(b + 1) * cfg.batch_size]])
@@ -297,6 +299,14 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
             loss = criterion(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            # A non-finite loss or gradient (seen once here in bf16 at epoch 41) would poison
+            # the weights and Adam's moments for good: skip that step and count it.
+            grad_norm = torch.nn.utils.clip_grad_norm_(stage_model.parameters(),
+                                                       cfg.clip_grad if cfg.clip_grad > 0 else float("inf"))
+            if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+                skipped += 1
+                opt.zero_grad(set_to_none=True)
+                continue
             opt.step()
             losses.append(float(loss.detach()))
             if bar is not None:
@@ -321,6 +331,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
         else:
             sched.step()
         secs = time.time() - t0
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise RuntimeError(f"the weights became non-finite in epoch {epoch + 1}; {ckpt_path} still holds "
+                               "the previous epoch: rerun with --resume (or --no-bf16, a lower --lr, --clip-grad)")
         if main:
             atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                          "scheduler": sched.state_dict(), "epoch": epoch, "stage": stage,
@@ -335,6 +348,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
                     tb.add_scalar("miou/val", val_miou, epoch + 1)
             eta = secs * (total_epochs - epoch - 1)
             msg = f"[train] epoch {epoch + 1}/{total_epochs} {stage} loss {train_loss:.4f} lr {lr_now:.2e} {secs:.0f}s"
+            if skipped:
+                msg += f" ({skipped} steps skipped: non-finite loss or gradient)"
             if val_miou is not None:
                 msg += f" val mIoU {val_miou:.2f} acc {val_acc:.2f} (best {best:.2f})"
             log(msg + f" ETA {eta / 3600:.1f}h")
