@@ -27,6 +27,14 @@ class Inputs:
         return [self.image.name] + ([self.gt.name] if self.gt else [])
 
 
+def open_bag(path) -> bag_io.BagReader:
+    """Open a bag for reading; a bag that cannot be read becomes an EvalError (exit 2)."""
+    try:
+        return bag_io.BagReader(path)
+    except bag_io.BagError as e:
+        raise EvalError(str(e)) from None
+
+
 def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader) -> Inputs:
     try:
         image = reader.image_topic(cfg.image_topic)

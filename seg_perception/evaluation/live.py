@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ..runtime.backends import BACKENDS, PRECISIONS
 from . import bag_io
-from .common import Progress, load_model_card, select_inputs
+from .common import Progress, load_model_card, open_bag, select_inputs
 from .config import EXIT_NO_MATCH, EXIT_NODE, EvalConfig, EvalError
 from .node_process import NodeProcess, ros_env
 from .out_bag import DRIVABLE, LABELS, OVERLAY, OutputBag, copy_topics
@@ -166,10 +166,7 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
         raise EvalError(f"unknown node qos '{cfg.node_qos}'; valid choices: {', '.join(QOS_CHOICES)}")
     if cfg.rate < 0 or cfg.speed <= 0:
         raise EvalError("--rate must be >= 0 (0: the recorded timing) and --speed > 0")
-    try:
-        reader = bag_io.BagReader(cfg.bag)
-    except bag_io.BagError as e:
-        raise EvalError(str(e)) from None
+    reader = open_bag(cfg.bag)
     with reader:
         inp = select_inputs(cfg, reader)
         compressed = inp.image.msgtype == bag_io.COMPRESSED

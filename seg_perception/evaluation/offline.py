@@ -10,7 +10,7 @@ from ..card import CardError
 from ..runtime.backends import BackendError
 from ..runtime.pipeline import Pipeline
 from . import bag_io
-from .common import Progress, load_model_card, select_inputs
+from .common import Progress, load_model_card, open_bag, select_inputs
 from .config import EvalConfig, EvalError
 from .out_bag import DRIVABLE, LABELS, OVERLAY, OutputBag, copy_topics
 from .scoring import Counts, EvalResult, Scorer, add_gt_message, decode_frame, to_rgb
@@ -33,10 +33,7 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
     latencies = []
     t_start = time.perf_counter()
     out = None
-    try:
-        reader = bag_io.BagReader(cfg.bag)
-    except bag_io.BagError as e:
-        raise EvalError(str(e)) from None
+    reader = open_bag(cfg.bag)
     with reader:
         inp = select_inputs(cfg, reader)
         scorer = Scorer(card.num_classes, pipe.drivable_classes, counts, inp.gt_folder, inp.samples,
