@@ -24,8 +24,8 @@ def test_val_miou_is_what_the_card_says(shipped_model, camvid_root):
     res = evaluate(shipped_model, str(camvid_root), "camvid", "val", backend="onnxruntime")
     assert res["frames"] == 101
     assert abs(res["miou"] - card.metrics["val_miou"]) < 0.3
-    # and it is a trained model, far above chance (random weights score a few percent)
-    assert res["miou"] > 35 and res["per_class_iou"]["Road"] > 80
+    # and the default meets the project's goal (60 val mIoU at 480x360)
+    assert res["miou"] >= 60 and res["per_class_iou"]["Road"] > 90
 
 
 def test_int8_agrees_with_fp32(shipped_model, val_frames):
