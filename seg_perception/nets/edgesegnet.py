@@ -36,20 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import BN_EPS
+from .layers import conv_bn, upsample_to
 from .registry import register_model
-
-
-def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, relu: bool = True, padding=None) -> nn.Sequential:
-    pad = k // 2 if padding is None else padding
-    layers = [nn.Conv2d(cin, cout, k, stride, pad, bias=False), nn.BatchNorm2d(cout, eps=BN_EPS)]
-    if relu:
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
-
-
-def upsample_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
 
 
 class Bottleneck(nn.Module):

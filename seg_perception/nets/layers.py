@@ -8,6 +8,21 @@ import torch.nn.functional as F
 BN_EPS = 1e-3  # ERFNet's value; kept for every net so weights behave alike in fp16
 
 
+def conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1, relu: bool = True,
+            padding=None) -> nn.Sequential:
+    """Conv (no bias) + BatchNorm (+ ReLU); padding defaults to 'same' for odd k."""
+    pad = k // 2 if padding is None else padding
+    layers = [nn.Conv2d(cin, cout, k, stride, pad, groups=groups, bias=False), nn.BatchNorm2d(cout, eps=BN_EPS)]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def upsample_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Bilinear resize of x to ref's spatial size."""
+    return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+
+
 class DownsamplerBlock(nn.Module):
     """ERFNet/ENet downsampler: strided 3x3 conv concatenated with 2x2 max-pool."""
 
