@@ -30,7 +30,7 @@ from .common import Progress, load_model_card, open_bag, select_inputs
 from .config import EXIT_NO_MATCH, EXIT_NODE, EvalConfig, EvalError
 from .node_process import NodeProcess, ros_env
 from .out_bag import DRIVABLE, LABELS, OVERLAY, OutputBag, copy_topics
-from .scoring import Counts, EvalResult, Scorer, add_gt_message, decode_frame, decode_labels, to_rgb
+from .scoring import Counts, EvalResult, Scorer, add_gt_message, admit_frame, decode_frame, decode_labels, to_rgb
 
 QOS_CHOICES = ("auto", "sensor_data", "reliable")
 COUNTERS = ("frames_received", "frames_processed", "frames_dropped", "frames_rejected")
@@ -251,17 +251,11 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
             if inp.gt is not None and m.topic == inp.gt.name:
                 add_gt_message(scorer, m, counts)
                 continue
-            counts.frames_in += 1
             bar.update()
-            if m.error:
-                counts.corrupt += 1  # never sent: it would not deserialise in the node either
-                scorer.warn_once("corrupt", m.error)
-                continue
-            stamp = bag_io.stamp_ns(m.msg.header)
-            if stamp in published:
-                counts.duplicate_stamps += 1
-                scorer.warn_once("duplicate", f"frames with the same header stamp {bag_io.format_stamp(stamp)}: "
-                                              "only the first is played (outputs are matched by stamp)")
+            # A corrupt message is never sent: it would not deserialise in the node either.
+            stamp = admit_frame(scorer, m, counts, published,
+                                "only the first is played (outputs are matched by stamp)")
+            if stamp is None:
                 continue
             # Pace: the recorded timing (scaled by --speed) or a fixed --rate.
             if t_first_pub is None:

@@ -13,7 +13,7 @@ from . import bag_io
 from .common import Progress, load_model_card, open_bag, select_inputs
 from .config import EvalConfig, EvalError
 from .out_bag import DRIVABLE, LABELS, OVERLAY, OutputBag, copy_topics
-from .scoring import Counts, EvalResult, Scorer, add_gt_message, decode_frame, to_rgb
+from .scoring import Counts, EvalResult, Scorer, add_gt_message, admit_frame, decode_frame, to_rgb
 
 
 def make_pipeline(cfg: EvalConfig, card) -> Pipeline:
@@ -61,17 +61,9 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
                     continue
                 if m.topic != inp.image.name:
                     continue
-                counts.frames_in += 1
                 bar.update()
-                if m.error:
-                    counts.corrupt += 1
-                    scorer.warn_once("corrupt", m.error)
-                    continue
-                stamp = bag_io.stamp_ns(m.msg.header)
-                if stamp in seen:
-                    counts.duplicate_stamps += 1
-                    scorer.warn_once("duplicate", f"frames with the same header stamp "
-                                                  f"{bag_io.format_stamp(stamp)}: only the first is evaluated")
+                stamp = admit_frame(scorer, m, counts, seen, "only the first is evaluated")
+                if stamp is None:
                     continue
                 seen.add(stamp)
                 t0 = time.perf_counter()

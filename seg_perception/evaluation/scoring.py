@@ -275,6 +275,23 @@ def add_gt_message(scorer: Scorer, m: bag_io.BagMessage, counts: Counts) -> None
     scorer.add_gt(bag_io.stamp_ns(m.msg.header), gt)
 
 
+def admit_frame(scorer: Scorer, m: bag_io.BagMessage, counts: Counts, seen, duplicate_note: str) -> Optional[int]:
+    """Count an image message in; its header stamp, or None for a corrupt one or a repeated
+    stamp (outputs are matched by stamp, so only the first frame of a stamp can be scored)."""
+    counts.frames_in += 1
+    if m.error:
+        counts.corrupt += 1
+        scorer.warn_once("corrupt", m.error)
+        return None
+    stamp = bag_io.stamp_ns(m.msg.header)
+    if stamp in seen:
+        counts.duplicate_stamps += 1
+        scorer.warn_once("duplicate", f"frames with the same header stamp {bag_io.format_stamp(stamp)}: "
+                                      + duplicate_note)
+        return None
+    return stamp
+
+
 def sample_indices(total: int, k: int) -> List[int]:
     if total <= 0 or k <= 0:
         return []
