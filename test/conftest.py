@@ -26,6 +26,17 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 os.environ.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")
 
 
+def pytest_terminal_summary(terminalreporter):
+    # Most accuracy and node tests read CamVid frames; when it is missing, say so once at the
+    # end instead of leaving the user to read it out of each error.
+    from seg_perception.data.datasets import default_camvid_root
+    root = default_camvid_root()
+    if not (root / "val.txt").is_file():
+        terminalreporter.write_line(
+            f"CamVid NOT FOUND at {root}: tests that read it cannot run. Put it at "
+            "../shared/datasets/camvid beside the checkout or set SEG_PERCEPTION_CAMVID=/path/to/camvid")
+
+
 @pytest.fixture(scope="session")
 def camvid_root() -> Path:
     from seg_perception.data.datasets import default_camvid_root

@@ -54,22 +54,27 @@ def pipe(random_model):
     return Pipeline.from_card(random_model, backend="onnxruntime")
 
 
-@pytest.fixture(scope="module")
-def raw_node(ros, random_model, tmp_path_factory):
-    log = tmp_path_factory.mktemp("node") / "node.log"
-    proc = NodeProcess({"model": str(random_model), "publish_confidence": True, "threads": 1,
-                        "qos": "reliable"}, log)
-    h = Harness("test_raw_client")
+def _serve(proc, h, log, compressed=False):
+    """Fixture body: wait until the node and the test client see each other, hand both to
+    the tests, then require a clean exit (code 0) from the node."""
     try:
-        h.wait_connected()
+        h.wait_connected(compressed=compressed)
     except AssertionError:
         proc.stop()
         h.close()
         raise AssertionError("node did not start:\n" + log.read_text())
     yield proc, h
     h.close()
-    rc = proc.stop()
-    assert rc == 0, proc.output()
+    assert proc.stop() == 0, proc.output()
+
+
+@pytest.fixture(scope="module")
+def raw_node(ros, random_model, tmp_path_factory):
+    log = tmp_path_factory.mktemp("node") / "node.log"
+    proc = NodeProcess({"model": str(random_model), "publish_confidence": True, "threads": 1,
+                        "qos": "reliable"}, log)
+    h = Harness("test_raw_client")
+    yield from _serve(proc, h, log)
 
 
 _seq = iter(range(1, 10**6))
@@ -134,8 +139,9 @@ def test_every_encoding_is_segmented(raw_node, pipe, val_frames):
         assert stamp_key(conf.header) == key
 
 
-def test_diagnostics_report_the_stream(raw_node):
+def test_diagnostics_report_the_stream(raw_node, val_frames):
     proc, h = raw_node
+    send_and_wait(h, raw_image(val_frames[0][0], "rgb8", new_key("diag")))  # not relying on earlier tests
     h.wait_for(lambda: h.diagnostics and int(h.diagnostics[-1]["frames_processed"]) >= 1, 10, "diagnostics")
     d = h.last_diag()
     for k in ("fps", "inference_ms", "end_to_end_ms", "frames_received", "frames_processed",
@@ -244,15 +250,7 @@ def jpeg_node(ros, random_model, tmp_path_factory):
     proc = NodeProcess({"model": str(random_model), "use_compressed": True, "threads": 1,
                         "image_topic": "/cam2/image_raw"}, log)
     h = Harness("test_jpeg_client", image_topic="/cam2/image_raw")
-    try:
-        h.wait_connected(compressed=True)
-    except AssertionError:
-        proc.stop()
-        h.close()
-        raise AssertionError("node did not start:\n" + log.read_text())
-    yield proc, h
-    h.close()
-    assert proc.stop() == 0, proc.output()
+    yield from _serve(proc, h, log, compressed=True)
 
 
 def test_compressed_jpeg_and_png(jpeg_node, pipe, val_frames):
