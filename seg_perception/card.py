@@ -16,13 +16,30 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import yaml
 
+from .files import atomic_write
+
 CARD_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The precisions a model can run at, everywhere (node, backends, engines, CLI). fp32 and
+# fp16 run the float ONNX graph; int8 runs the Q/DQ graph made by `seg-perception quantize`.
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class CardError(ValueError):
     """A model card that is missing or malformed; the message names the file."""
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of PRECISIONS, else a ValueError that lists them."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision '{precision}'; valid choices: {', '.join(PRECISIONS)}")
+    return precision
+
+
+def onnx_role(precision: str) -> str:
+    """The card's file role of the ONNX graph that serves ``precision``."""
+    return "onnx_int8" if check_precision(precision) == "int8" else "onnx"
 
 
 @dataclass
@@ -41,7 +58,7 @@ class ModelCard:
     files: Dict[str, str] = field(default_factory=dict)  # role -> file name, relative to the card
     training: Dict[str, Any] = field(default_factory=dict)
     metrics: Dict[str, Any] = field(default_factory=dict)
-    path: Optional[Path] = None  # where it was loaded from (not saved)
+    path: Optional[Path] = None  # where it was loaded from or will be saved (not saved itself)
 
     @property
     def num_classes(self) -> int:
@@ -64,6 +81,10 @@ class ModelCard:
             p = self.path.parent / p
         return p
 
+    def onnx_for(self, precision: str) -> Optional[Path]:
+        """The ONNX file this card lists for ``precision`` (None when it lists none)."""
+        return self.file(onnx_role(precision))
+
     def to_dict(self) -> Dict[str, Any]:
         return {
             "card_version": CARD_VERSION,
@@ -84,9 +105,7 @@ class ModelCard:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, width=110, default_flow_style=None))
-        tmp.replace(path)
+        atomic_write(path, yaml.safe_dump(self.to_dict(), sort_keys=False, width=110, default_flow_style=None))
         self.path = path
         return path
 

@@ -95,7 +95,7 @@ def _evaluate(p: argparse.ArgumentParser):
     def run(a):
         from .data.datasets import default_camvid_root
         from .paths import DEFAULT_MODEL, resolve_model
-        from .train.evaluate import evaluate, format_summary, write_json
+        from .evaluation.split_accuracy import evaluate, format_summary, write_json
         data = a.data or (str(default_camvid_root()) if a.dataset == "camvid" else None)
         if data is None:
             raise ValueError(f"--data is required for --dataset {a.dataset}")
@@ -119,7 +119,7 @@ def _release(p: argparse.ArgumentParser):
     p.add_argument("--note", default="", help="a note recorded in the card's training section")
 
     def run(a):
-        from .train.release import release
+        from .release import release
         release(a.run, a.name, a.to, a.data, a.calib_images, a.threads, not a.no_int8, a.note)
     return run
 

@@ -1,5 +1,6 @@
-"""Where shipped files live: the models/ folder in a checkout, an install prefix or
-a colcon install space (share/seg_perception/models)."""
+"""Where files live: the shipped models, the node's parameter file and the sample bag
+(in a checkout, an install prefix or a colcon install space: share/seg_perception/...),
+and the one cache folder for what is made on this machine (ONNX exports, TensorRT engines)."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,22 @@ from typing import List, Optional
 
 PACKAGE = "seg_perception"
 DEFAULT_MODEL = "essnet_d_camvid"
+SAMPLE_BAG = "camvid_val_sample"
+_CHECKOUT = Path(__file__).resolve().parents[1]  # the source checkout (editable installs too)
+
+
+def _ament_share() -> List[Path]:
+    """share/seg_perception of a colcon/ament install, when the ament index knows the package."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        return [Path(get_package_share_directory(PACKAGE))]
+    except Exception:  # no ament index here, or the package is not in it
+        return []
+
+
+def _prefix_share() -> Path:
+    """share/seg_perception of a pip install of the wheel."""
+    return Path(sys.prefix) / "share" / PACKAGE
 
 
 def models_dirs() -> List[Path]:
@@ -17,13 +34,7 @@ def models_dirs() -> List[Path]:
     env = os.environ.get("SEG_PERCEPTION_MODELS")
     if env:
         out.append(Path(env))
-    try:  # colcon / ament install: share/seg_perception/models
-        from ament_index_python.packages import get_package_share_directory
-        out.append(Path(get_package_share_directory(PACKAGE)) / "models")
-    except Exception:
-        pass
-    out.append(Path(__file__).resolve().parents[1] / "models")  # source checkout / editable install
-    out.append(Path(sys.prefix) / "share" / PACKAGE / "models")  # pip install of the wheel
+    out += [d / "models" for d in _ament_share() + [_CHECKOUT, _prefix_share()]]
     return [p for p in out if p.is_dir()]
 
 
@@ -59,3 +70,30 @@ def default_model() -> Optional[Path]:
         return resolve_model(DEFAULT_MODEL)
     except (ValueError, FileNotFoundError):
         return None
+
+
+def default_params_file() -> Optional[Path]:
+    """config/jetson.yaml: the package share's (ROS install) or the checkout's."""
+    cands = [d / "config" / "jetson.yaml" for d in _ament_share() + [_CHECKOUT, _prefix_share()]]
+    return next((p for p in cands if p.is_file()), None)
+
+
+def sample_bag() -> Path:
+    """The shipped CamVid sample bag (test/data in a checkout, share/.../data in an install)."""
+    cands = [_CHECKOUT / "test" / "data" / SAMPLE_BAG] + [d / "data" / SAMPLE_BAG
+                                                          for d in _ament_share() + [_prefix_share()]]
+    for p in cands:
+        if (p / "metadata.yaml").is_file():
+            return p
+    raise FileNotFoundError(f"the sample bag {SAMPLE_BAG} is not here (looked in "
+                            f"{', '.join(str(c) for c in cands)}); pass --bag, or make one with "
+                            "'seg-perception make-bag'")
+
+
+def cache_dir() -> Path:
+    """$SEG_PERCEPTION_CACHE, else $XDG_CACHE_HOME/seg_perception, else ~/.cache/seg_perception."""
+    env = os.environ.get("SEG_PERCEPTION_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / PACKAGE

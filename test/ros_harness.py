@@ -1,14 +1,13 @@
 """A test-side ROS 2 participant: publishes camera frames, records everything the
-segmentation node publishes, and starts the node as a separate process."""
+segmentation node publishes, and starts the node as a separate process (with the
+package's own NodeProcess, the one live evaluation uses)."""
 from __future__ import annotations
 
 import array
-import os
-import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 import cv2
 import numpy as np
@@ -18,7 +17,8 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
-from conftest import REPO, executable
+from conftest import REPO
+from seg_perception.runtime.node_process import NodeProcess
 
 
 def stamp_key(header) -> tuple:
@@ -137,31 +137,12 @@ class Harness:
         self.node.destroy_node()
 
 
-class NodeProcess:
-    """segmentation_node started from its console script with config/jetson.yaml."""
+# The node under test runs ONNX Runtime at fp32 whatever config/jetson.yaml says (auto, fp16):
+# the tests compare its labels with an ONNX Runtime pipeline in this process, and on a machine
+# with TensorRT (a Jetson) 'auto' would pick TensorRT and first build an fp16 engine for minutes.
+TEST_NODE_PARAMS = {"backend": "onnxruntime", "precision": "fp32"}
 
-    def __init__(self, params: Dict[str, object], log_path: Path, params_file: Optional[Path] = None):
-        args = [executable("segmentation_node"), "--ros-args",
-                "--params-file", str(params_file or REPO / "config" / "jetson.yaml")]
-        for k, v in params.items():
-            v = str(v).lower() if isinstance(v, bool) else v
-            args += ["-p", f"{k}:={v}"]
-        self.log_path = log_path
-        self.log = open(log_path, "w")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ))
 
-    def output(self) -> str:
-        if not self.log.closed:
-            self.log.flush()
-        return self.log_path.read_text()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(2)  # SIGINT, as ros2 launch does
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        return self.proc.returncode
+def start_node(params: Dict[str, object], log_path: Path) -> NodeProcess:
+    """segmentation_node from its console script with config/jetson.yaml, as the package starts it."""
+    return NodeProcess({**TEST_NODE_PARAMS, **params}, log_path, params_file=REPO / "config" / "jetson.yaml")

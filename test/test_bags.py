@@ -17,7 +17,7 @@ from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 
 from seg_perception.cli import main
-from seg_perception.evaluation import bag_io
+from seg_perception.data import bag_io
 from seg_perception.evaluation.commands import evaluate
 from seg_perception.evaluation.config import EvalConfig
 from seg_perception.evaluation.make_bag import make_bag

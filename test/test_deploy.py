@@ -22,11 +22,13 @@ import torch
 from conftest import make_random_model
 from seg_perception import cli
 from seg_perception.card import load_card
-from seg_perception.deploy import engine as eng
-from seg_perception.deploy.export import DeployWrapper, export_onnx, load_net, sha256
+from seg_perception.deploy.export import export_onnx
 from seg_perception.deploy.quantize import (calibration_frames, inspect_qdq, list_calibration_images,
                                             modelopt_available, quantize_onnx)
+from seg_perception.files import sha256
 from seg_perception.nets import list_models
+from seg_perception.nets.deployable import DeployWrapper, load_net
+from seg_perception.runtime import engine_cache as eng
 from seg_perception.runtime.backends import (BackendError, OnnxRuntimeBackend, create_backend,
                                              tensorrt_available)
 
@@ -259,7 +261,7 @@ def test_valid_engine_in_an_unwritable_cache_is_reused_without_writing(fp32_onnx
         # root ignores the mode bits, so make any write attempt fail loudly as well.
         def no_write(*a, **k):
             raise AssertionError("the cache was written although the engine is valid")
-        monkeypatch.setattr(eng, "_atomic_write", no_write)
+        monkeypatch.setattr(eng, "atomic_write", no_write)
         monkeypatch.setattr(eng, "_require_writable", no_write)
         p, decision = _ensure(fp32_onnx, cache, StandInBuilder())
         assert decision.action == "reuse" and p == path
@@ -349,8 +351,11 @@ def test_decide_is_pure():
 
 def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("SEG_PERCEPTION_ENGINE_CACHE", raising=False)
+    monkeypatch.delenv("SEG_PERCEPTION_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert eng.default_cache_dir() == tmp_path / "seg_perception" / "engines"
+    monkeypatch.setenv("SEG_PERCEPTION_CACHE", str(tmp_path / "c"))  # the one cache folder of the package
+    assert eng.default_cache_dir() == tmp_path / "c" / "engines"
     monkeypatch.setenv("SEG_PERCEPTION_ENGINE_CACHE", str(tmp_path / "e"))
     assert eng.default_cache_dir() == tmp_path / "e"
 
@@ -478,7 +483,7 @@ def _trt_gpu_reason():
     if not tensorrt_available():
         return "TensorRT is not installed"
     try:
-        from seg_perception.runtime.tensorrt_backend import gpu_properties
+        from seg_perception.runtime.cuda import gpu_properties
         gpu_properties()
     except Exception as e:
         return f"no usable GPU through cuda-python ({str(e).splitlines()[0]})"

@@ -9,9 +9,9 @@ import json
 
 import numpy as np
 
-from ros_harness import NodeProcess
+from ros_harness import start_node
 from seg_perception.cli import main
-from seg_perception.evaluation import bag_io
+from seg_perception.data import bag_io
 from seg_perception.evaluation.commands import evaluate
 from seg_perception.evaluation.config import EXIT_NODE, EvalConfig
 from seg_perception.evaluation.make_bag import make_bag
@@ -71,7 +71,7 @@ def test_live_attached_to_running_node_jpeg(tmp_path, random_model, camvid_root,
     bag = tmp_path / "jpeg"
     make_bag(bag, root=camvid_root, fmt="mcap", encoding="jpeg", rate=2, indices=INDICES)
     ref = offline(bag, random_model, tmp_path)
-    node = NodeProcess({"model": str(random_model), "use_compressed": True, "threads": 1,
+    node = start_node({"model": str(random_model), "use_compressed": True, "threads": 1,
                         "image_topic": "/attach_cam/image_raw"}, tmp_path / "node.log")
     try:
         cfg = EvalConfig(bag=bag, model="", attach=True, keep_labels=True, progress=False,

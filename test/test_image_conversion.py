@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
-from seg_perception.ros.image_conversion import ImageError, compressed_to_array, fill_image, image_to_array
-from seg_perception.runtime.pipeline import _TO_RGB
+from seg_perception.runtime.image_conversion import (ImageError, compressed_to_array, fill_image, image_to_array,
+                                                     to_rgb)
 
 
 def raw(img, encoding, pad=0):
@@ -19,11 +19,6 @@ def raw(img, encoding, pad=0):
     msg = Image(height=h, width=w, encoding=encoding, step=rows.shape[1])
     msg.data = array.array("B", rows.tobytes())
     return msg
-
-
-def to_rgb(arr, layout):
-    code = _TO_RGB[layout]
-    return arr if code is None else cv2.cvtColor(np.ascontiguousarray(arr), code)
 
 
 @pytest.fixture

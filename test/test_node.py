@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import rclpy
 
-from ros_harness import Harness, NodeProcess, jpeg_image, raw_image, stamp_key
+from ros_harness import Harness, jpeg_image, raw_image, stamp_key, start_node
 from seg_perception.runtime.pipeline import Pipeline
 
 
@@ -71,7 +71,7 @@ def _serve(proc, h, log, compressed=False):
 @pytest.fixture(scope="module")
 def raw_node(ros, random_model, tmp_path_factory):
     log = tmp_path_factory.mktemp("node") / "node.log"
-    proc = NodeProcess({"model": str(random_model), "publish_confidence": True, "threads": 1,
+    proc = start_node({"model": str(random_model), "publish_confidence": True, "threads": 1,
                         "qos": "reliable"}, log)
     h = Harness("test_raw_client")
     yield from _serve(proc, h, log)
@@ -247,7 +247,7 @@ def test_no_backlog_newest_frame_wins(raw_node, val_frames):
 @pytest.fixture(scope="module")
 def jpeg_node(ros, random_model, tmp_path_factory):
     log = tmp_path_factory.mktemp("node_jpeg") / "node.log"
-    proc = NodeProcess({"model": str(random_model), "use_compressed": True, "threads": 1,
+    proc = start_node({"model": str(random_model), "use_compressed": True, "threads": 1,
                         "image_topic": "/cam2/image_raw"}, log)
     h = Harness("test_jpeg_client", image_topic="/cam2/image_raw")
     yield from _serve(proc, h, log, compressed=True)
@@ -288,7 +288,7 @@ def test_compressed_jpeg_and_png(jpeg_node, pipe, val_frames):
 ])
 def test_bad_parameters_stop_startup_with_one_line(random_model, tmp_path, params, message):
     params = {"model": str(random_model), **params}
-    proc = NodeProcess(params, tmp_path / "node.log")
+    proc = start_node(params, tmp_path / "node.log")
     rc = proc.proc.wait(timeout=60)
     proc.stop()
     out = proc.output()

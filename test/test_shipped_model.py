@@ -5,7 +5,7 @@ import pytest
 
 from seg_perception.card import load_card
 from seg_perception.runtime.pipeline import Pipeline
-from seg_perception.train.evaluate import evaluate
+from seg_perception.evaluation.split_accuracy import evaluate
 
 
 def test_card_is_complete(shipped_model):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -22,9 +21,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..timing import cpu_name, time_backend
+
 REFERENCE = "erfnet"
-ORT_PRECISIONS = ("fp32", "int8")
-TRT_PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
@@ -36,22 +35,6 @@ def parse_resolution(text: str) -> tuple[int, int]:
     if w <= 0 or h <= 0 or w % 8 or h % 8:
         raise ValueError(f"resolution {w}x{h} must be positive multiples of 8")
     return w, h
-
-
-def time_backend(backend, frames: Sequence[np.ndarray], runs: int = 20, warmup: int = 3) -> Dict[str, float]:
-    """Latency of backend.infer over ``runs`` frames (cycling), after ``warmup`` untimed runs."""
-    if runs < 1:
-        raise ValueError(f"runs must be at least 1, got {runs}")
-    for i in range(warmup):
-        backend.infer(frames[i % len(frames)])
-    times = []
-    for i in range(runs):
-        t0 = time.perf_counter()
-        backend.infer(frames[i % len(frames)])
-        times.append((time.perf_counter() - t0) * 1e3)
-    mean = statistics.fmean(times)
-    return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95)),
-            "mean_ms": mean, "fps": 1000.0 / mean}
 
 
 @dataclass
@@ -112,30 +95,30 @@ def bench_model(name: str, width: int, height: int, frames: Sequence[np.ndarray]
                 runs: int, warmup: int, threads: int, workdir: Path, quant_method: str = "auto",
                 log: Callable[[str], None] = print) -> List[BenchRow]:
     from ..runtime.backends import OnnxRuntimeBackend
-    from .quantize import quantize_onnx
+    from .quantize import note_int8, quantize_onnx
     folder = workdir / name
     folder.mkdir(parents=True, exist_ok=True)
     card, onnx, net = _export_random(name, folder, width, height)
     params, gmacs = _complexity(net, width, height)
     del net
     rows: List[BenchRow] = []
-    int8_onnx: Optional[Path] = None
     if any(p == "int8" for b in backends for p in _precisions(b)):
-        int8_onnx = quantize_onnx(onnx, folder / f"{name}_int8.onnx", list(frames), method=quant_method).path
+        # Listed in the card (in memory): each backend then finds the graph of its precision there.
+        q = quantize_onnx(onnx, folder / f"{name}_int8.onnx", list(frames), method=quant_method)
+        note_int8(card, q.path, q)
     for kind in backends:
         for precision in _precisions(kind):
             row = BenchRow(name, kind, precision, round(params, 3), round(gmacs, 3))
-            path = int8_onnx if precision == "int8" else onnx
             try:
                 if kind == "onnxruntime":
-                    be = OnnxRuntimeBackend(card, width, height, precision, onnx_path=path, threads=threads)
+                    be = OnnxRuntimeBackend(card, width, height, precision, threads=threads)
                 else:
                     from ..runtime.tensorrt_backend import TensorRTBackend
-                    be = TensorRTBackend(card, width, height, precision, onnx_path=path,
-                                         cache_dir=workdir / "engines", timing_cache=workdir / "timing.cache")
+                    be = TensorRTBackend(card, width, height, precision, cache_dir=workdir / "engines",
+                                         timing_cache=workdir / "timing.cache")
                 t = time_backend(be, frames, runs, warmup)
                 be.close()
-                row.p50_ms, row.p95_ms, row.fps = round(t["p50_ms"], 2), round(t["p95_ms"], 2), round(t["fps"], 1)
+                row.p50_ms, row.p95_ms, row.fps = t["p50"], t["p95"], t["fps"]
             except Exception as e:  # one failing row must not lose the others
                 row.note = f"failed: {str(e).splitlines()[0][:120]}"
             log(f"[bench] {name} {kind} {precision}: "
@@ -145,17 +128,9 @@ def bench_model(name: str, width: int, height: int, frames: Sequence[np.ndarray]
 
 
 def _precisions(kind: str) -> Sequence[str]:
-    return ORT_PRECISIONS if kind == "onnxruntime" else TRT_PRECISIONS
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from ..runtime.backends import OnnxRuntimeBackend
+    from ..runtime.tensorrt_backend import TensorRTBackend
+    return (OnnxRuntimeBackend if kind == "onnxruntime" else TensorRTBackend).precisions
 
 
 def run_bench(models: Optional[Sequence[str]] = None, backends: Optional[Sequence[str]] = None,
@@ -191,13 +166,13 @@ def run_bench(models: Optional[Sequence[str]] = None, backends: Optional[Sequenc
         base = ref.get((r.backend, r.precision))
         if base and r.p50_ms:
             r.vs_erfnet = round(base / r.p50_ms, 2)
-    env = {"cpu": _cpu_name(), "machine": platform.machine(),
+    env = {"cpu": cpu_name(), "machine": platform.machine(),
            "threads": threads or os.cpu_count(), "onnxruntime": onnxruntime.__version__,
            "resolution": f"{width}x{height}", "runs": runs, "warmup": warmup, "frames": frames_note,
            "weights": "random (speed only)", "date": time.strftime("%Y-%m-%d")}
     if "tensorrt" in backends:
         import tensorrt
-        from ..runtime.tensorrt_backend import gpu_properties
+        from ..runtime.cuda import gpu_properties
         env["tensorrt"] = tensorrt.__version__
         env["gpu"] = gpu_properties()["name"]
     return {"environment": env, "rows": [asdict(r) for r in rows]}

@@ -1,5 +1,8 @@
 """Deployment subcommands: export, quantize, build-engine, doctor, bench.
 
+This module is the deploy area's command line and sits on the cli floor
+(docs/architecture.md); the rest of deploy/ never imports it.
+
 Values are checked in the run functions (not with argparse ``choices``/``type``)
 so a bad value is one line: ``seg-perception CMD: error: ...`` and exit code 2.
 """
@@ -142,15 +145,16 @@ def _build_engine(p: argparse.ArgumentParser):
     p.add_argument("--timing-cache", default=None, help="timing cache file, reused across builds "
                    "(default: timing.cache in the cache folder)")
     p.add_argument("--cache-dir", default=None, help="engine cache folder (default: "
-                   "$SEG_PERCEPTION_ENGINE_CACHE or ~/.cache/seg_perception/engines)")
+                   "$SEG_PERCEPTION_ENGINE_CACHE, else engines/ in $SEG_PERCEPTION_CACHE or "
+                   "~/.cache/seg_perception)")
     p.add_argument("--height", type=int, default=0, help="input height (default: the card's)")
     p.add_argument("--width", type=int, default=0, help="input width (default: the card's)")
     p.add_argument("--force", action="store_true", help="rebuild even when the cached engine is valid")
 
     def run(a):
-        from ..card import load_card
-        from . import engine as eng
-        _choice(a.precision, eng.PRECISIONS, "precision")
+        from ..card import check_precision, load_card
+        from ..runtime import engine_cache as eng
+        check_precision(a.precision)
         _positive(a.workspace, "--workspace")
         src = Path(a.onnx)
         if not src.is_file():

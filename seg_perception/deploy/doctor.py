@@ -19,13 +19,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..card import load_card
+from ..card import PRECISIONS, check_precision, load_card, onnx_role
 from ..data.datasets import IMAGE_EXTS, read_rgb
 
 # Minimum label agreement (percent of pixels) with ONNX Runtime running the same ONNX file.
 # fp16 and int8 kernels round differently from the CPU's, so they get some slack.
 MIN_AGREEMENT = {"fp32": 99.5, "fp16": 99.0, "int8": 97.0}
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def _version(module: str) -> str:
@@ -56,7 +55,7 @@ def environment() -> List[Tuple[str, str]]:
     cuda_py = _version("cuda.bindings")
     rows.append(("cuda-python", cuda_py if cuda_py != "not installed" else _version("cuda")))
     try:
-        from ..runtime.tensorrt_backend import gpu_properties
+        from ..runtime.cuda import gpu_properties
         g = gpu_properties()
         rows.append(("gpu", f"{g['name']} (compute {g['compute_capability']}, {g['memory_mib']} MiB)"))
         rows.append(("cuda", f"runtime {_cuda_version(g['cuda_runtime'])}, driver {_cuda_version(g['cuda_driver'])}"))
@@ -78,19 +77,17 @@ def _cuda_version(v) -> str:
 
 # ------------------------------------------------------------------ frames
 def _bag_frames(path: Path, n: int) -> List[Tuple[np.ndarray, str]]:
-    from ..evaluation.bag_io import BagReader
-    from ..ros.image_conversion import compressed_to_array, image_to_array
+    from ..data.bag_io import IMAGE_TYPES, BagReader
+    from ..runtime.image_conversion import message_to_array
     out = []
     with BagReader(path) as r:
-        topics = [t for t in r.topics().values() if t.msgtype.endswith(("/Image", "/CompressedImage"))]
+        topics = [t for t in r.topics().values() if t.msgtype in IMAGE_TYPES]
         if not topics:
             raise ValueError(f"bag {path} has no sensor_msgs Image or CompressedImage topic")
-        topic = topics[0]
-        for m in r.messages([topic.name]):
+        for m in r.messages([topics[0].name]):
             if m.msg is None:
                 continue
-            conv = compressed_to_array if topic.msgtype.endswith("CompressedImage") else image_to_array
-            out.append(conv(m.msg))
+            out.append(message_to_array(m.msg))
             if len(out) >= n:
                 break
     return out
@@ -98,10 +95,10 @@ def _bag_frames(path: Path, n: int) -> List[Tuple[np.ndarray, str]]:
 
 def default_frames_source() -> Optional[Path]:
     """The shipped sample bag, else CamVid val; None when neither is here."""
+    from ..paths import sample_bag
     try:
-        from ..evaluation.demo import sample_bag
         return sample_bag()
-    except Exception:
+    except FileNotFoundError:
         pass
     from ..data.datasets import default_camvid_root
     root = default_camvid_root()
@@ -153,18 +150,17 @@ def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequ
                workspace_mib: int = 1024, threads: int = 0, out: Callable[[str], None] = print) -> int:
     from ..paths import resolve_model
     from ..runtime.backends import OnnxRuntimeBackend, tensorrt_available
+    from ..runtime.engine_cache import default_cache_dir
     from ..runtime.pipeline import Pipeline
-    from .bench import time_backend
-    from .engine import default_cache_dir
-    bad = [p for p in precisions if p not in PRECISIONS]
-    if bad:
-        raise ValueError(f"unknown precision '{bad[0]}'; valid choices: {', '.join(PRECISIONS)}")
+    from ..timing import time_backend
+    for p in precisions:
+        check_precision(p)
     out("== seg-perception doctor ==")
     for k, v in environment():
         out(f"{k:>12}: {v}")
     card = load_card(resolve_model(model))
     w, h = card.input_width, card.input_height
-    onnx = {"fp32": card.file("onnx"), "int8": card.file("onnx_int8")}
+    onnx = {p: card.onnx_for(p) for p in ("fp32", "int8")}  # the float and the Q/DQ graph
     if onnx["fp32"] is None or not onnx["fp32"].is_file():
         raise FileNotFoundError(f"model {card.name} has no ONNX file: run 'seg-perception export --model "
                                 f"{model}' first")
@@ -187,35 +183,35 @@ def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequ
             continue
         be = ort_fp32.backend if p == "fp32" else OnnxRuntimeBackend(card, w, h, p, onnx_path=onnx[p],
                                                                      threads=threads)
-        reference[p] = [be.infer(f)[0] for f in frames]
+        reference[onnx_role(p)] = [be.infer(f)[0] for f in frames]
         t = time_backend(be, frames, max(5, runs // 5), 2)
         row.status = "ok"
-        row.p50_ms, row.p95_ms, row.fps = t["p50_ms"], t["p95_ms"], t["fps"]
+        row.p50_ms, row.p95_ms, row.fps = t["p50"], t["p95"], t["fps"]
         row.note = "reference (CPU)"
 
     trt_ok = tensorrt_available()
     for p in precisions:
         row = DoctorRow("tensorrt", p)
         rows.append(row)
-        src = "int8" if p == "int8" else "fp32"
+        graph = onnx_role(p)  # the engine is compared with ONNX Runtime running the same graph
         if not trt_ok:
             row.note = "TensorRT not installed"
             continue
-        if src not in reference:
-            row.note = "no INT8 ONNX: run 'seg-perception quantize'" if src == "int8" else "no ONNX"
+        if graph not in reference:
+            row.note = "no INT8 ONNX: run 'seg-perception quantize'" if p == "int8" else "no ONNX"
             continue
         try:
             from ..runtime.tensorrt_backend import TensorRTBackend
             t0 = time.perf_counter()
-            be = TensorRTBackend(card, w, h, p, onnx_path=onnx[src], cache_dir=cache, rebuild=True,
+            be = TensorRTBackend(card, w, h, p, cache_dir=cache, rebuild=True,
                                  workspace_mib=workspace_mib, timing_cache=cache / "timing.cache")
             secs = time.perf_counter() - t0
             row.build = "cached" if be.cache_decision.action == "reuse" else f"built {secs:.0f} s"
             labels = [be.infer(f)[0] for f in frames]
-            row.agreement = _agreement(labels, reference[src])
+            row.agreement = _agreement(labels, reference[graph])
             t = time_backend(be, frames, runs, warmup)
             be.close()
-            row.p50_ms, row.p95_ms, row.fps = t["p50_ms"], t["p95_ms"], t["fps"]
+            row.p50_ms, row.p95_ms, row.fps = t["p50"], t["p95"], t["fps"]
             row.status = "ok" if row.agreement >= MIN_AGREEMENT[p] else "FAIL"
             if row.status == "FAIL":
                 row.note = f"labels agree {row.agreement:.2f}% < {MIN_AGREEMENT[p]}% with onnxruntime"

@@ -1,81 +1,45 @@
 """ONNX export: `seg-perception export`.
 
 The exported graph takes raw frames, uint8 RGB NHWC at the model resolution,
-normalises inside, and ends in ArgMax, so runtimes do no per-pixel work in
-Python. Outputs: ``labels`` (uint8 N x H x W) and ``confidence`` (float32, the
-max softmax probability). ``--logits`` exports the raw logits (N x C x H x W)
-instead, for evaluation.
+normalises inside, and ends in ArgMax (nets/deployable.py), so runtimes do no
+per-pixel work in Python. Outputs: ``labels`` (uint8 N x H x W) and
+``confidence`` (float32, the max softmax probability). ``--logits`` exports the
+raw logits (N x C x H x W) instead, for evaluation.
+
+``write_onnx`` writes the graph only and ``exported_card`` says what the card of
+the export holds, so `release` can keep one card in memory and write it once;
+``export_onnx`` does both, for the export command.
 """
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
-import torch.nn as nn
 
 from ..card import ModelCard, load_card
-from ..nets import build_model
-from ..train.checkpoint import load_weights
+from ..files import sha256
+from ..nets.deployable import DeployWrapper, load_net
+from ..paths import cache_dir
 
 OPSET = 17
 INPUT_NAME = "image"
 
 
-class DeployWrapper(nn.Module):
-    """uint8 NHWC RGB -> (labels uint8, confidence float32), or -> logits."""
-
-    def __init__(self, net: nn.Module, mean, std, logits: bool = False):
-        super().__init__()
-        self.net = net
-        self.logits = logits
-        # Folding 1/255 into the scale keeps normalisation a single Mul + Sub.
-        scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, 3, 1, 1)
-        shift = torch.tensor([m / s for m, s in zip(mean, std)]).view(1, 3, 1, 1)
-        self.register_buffer("scale", scale)
-        self.register_buffer("shift", shift)
-
-    def forward(self, image: torch.Tensor):
-        # Cast before Transpose: TensorRT takes uint8 only as network I/O, so the
-        # first op on the input must be the Cast to float.
-        x = image.float().permute(0, 3, 1, 2) * self.scale - self.shift
-        out = self.net(x)
-        if self.logits:
-            return out
-        top, labels = out.max(dim=1)
-        # max softmax probability = 1 / sum(exp(l - l_max)): no full softmax tensor kept
-        confidence = 1.0 / torch.exp(out - top.unsqueeze(1)).sum(dim=1)
-        return labels.to(torch.uint8), confidence
-
-
-def load_net(card: ModelCard, weights: Optional[str | Path] = None) -> nn.Module:
-    """The card's network with its trained weights, in eval mode."""
-    path = Path(weights) if weights else card.file("weights")
-    if path is None:
-        raise FileNotFoundError(f"model card {card.path} lists no weights file; pass --weights")
-    net = build_model(card.architecture, card.num_classes)
-    load_weights(net, path)
-    return net.eval()
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def export_onnx(card: ModelCard, out: str | Path, weights: Optional[str | Path] = None,
-                width: Optional[int] = None, height: Optional[int] = None, dynamic: bool = False,
-                logits: bool = False, opset: int = OPSET) -> Path:
-    """Write ``out`` (.onnx) and its card (same stem, .yaml); returns the ONNX path."""
+def _size(card: ModelCard, width: Optional[int], height: Optional[int]) -> tuple[int, int]:
     width = int(width or card.input_width)
     height = int(height or card.input_height)
     if width % 8 or height % 8:
         raise ValueError(f"export resolution {width}x{height} must be a multiple of 8")
+    return width, height
+
+
+def write_onnx(card: ModelCard, out: str | Path, weights: Optional[str | Path] = None,
+               width: Optional[int] = None, height: Optional[int] = None, dynamic: bool = False,
+               logits: bool = False, opset: int = OPSET) -> Path:
+    """Write the ONNX graph of the card's network (with its weights) to ``out``; nothing else."""
+    width, height = _size(card, width, height)
     if opset < 17:
         raise ValueError(f"opset {opset} is too old; use 17 or later")
     out = Path(out)
@@ -97,7 +61,16 @@ def export_onnx(card: ModelCard, out: str | Path, weights: Optional[str | Path] 
                           input_names=[INPUT_NAME], output_names=outputs, dynamic_axes=axes,
                           do_constant_folding=True)
     tmp.replace(out)
-    # The card beside the ONNX lists every file of this model found in that folder.
+    return out
+
+
+def exported_card(card: ModelCard, out: str | Path, weights: Optional[str | Path] = None,
+                  width: Optional[int] = None, height: Optional[int] = None, dynamic: bool = False,
+                  logits: bool = False, opset: int = OPSET) -> ModelCard:
+    """The card that belongs beside the ONNX file ``out`` (not written; its ``path`` is set to
+    where it belongs): it lists every file of this model found in that folder."""
+    out = Path(out)
+    width, height = _size(card, width, height)
     new = ModelCard(**{k: v for k, v in card.__dict__.items() if k != "path"})
     new.input_width, new.input_height = width, height
     new.files = {}
@@ -113,9 +86,35 @@ def export_onnx(card: ModelCard, out: str | Path, weights: Optional[str | Path] 
     new.metrics = dict(card.metrics)
     new.training["export"] = {"opset": opset, "dynamic": dynamic,
                               "source_weights_sha256": sha256(src_weights) if src_weights else None}
-    new.save(out.with_suffix(".yaml"))
+    new.path = out.with_suffix(".yaml")
+    return new
+
+
+def export_onnx(card: ModelCard, out: str | Path, weights: Optional[str | Path] = None,
+                width: Optional[int] = None, height: Optional[int] = None, dynamic: bool = False,
+                logits: bool = False, opset: int = OPSET) -> Path:
+    """Write ``out`` (.onnx) and its card (same stem, .yaml); returns the ONNX path."""
+    args = (weights, width, height, dynamic, logits, opset)
+    out = write_onnx(card, out, *args)
+    new = exported_card(card, out, *args)
+    new.save(new.path)
     return out
 
 
-def export_from_card(card_path: str | Path, out: str | Path, **kw) -> Path:
-    return export_onnx(load_card(card_path), out, **kw)
+def ensure_onnx(card_path: Path, log: Callable[[str], None] = print) -> Path:
+    """The card of a model that has an ONNX file: its own when the file exists, else the card
+    of an export made once into the cache (onnx/<name>-<weights checksum>/ in paths.cache_dir)."""
+    card = load_card(card_path)
+    onnx = card.file("onnx")
+    if onnx is not None and onnx.is_file():
+        return Path(card_path)
+    weights = card.file("weights")
+    if weights is None or not weights.is_file():
+        raise FileNotFoundError(f"model {card.name} has neither an ONNX file nor weights ({card_path}); "
+                                "run 'seg-perception export' or pass another --model")
+    folder = cache_dir() / "onnx" / f"{card.name}-{sha256(weights)[:12]}"
+    out = folder / f"{card.name}.onnx"
+    if not (out.is_file() and out.with_suffix(".yaml").is_file()):
+        log(f"[demo] {card.name} has no ONNX file: exporting it once to {out}")
+        export_onnx(card, out)
+    return out.with_suffix(".yaml")

@@ -265,12 +265,11 @@ def inspect_qdq(path: str | Path) -> Dict:
             "outputs": [o.name for o in m.graph.output]}
 
 
-def record_in_card(card_path: str | Path, int8_path: Path, res: QuantizeResult, metrics: Optional[Dict] = None) -> Path:
-    """List the INT8 file in the card beside the fp32 ONNX (role ``onnx_int8``) and write
-    the same card beside the INT8 file, so either file finds it."""
-    card = load_card(card_path)
-    same_dir = int8_path.parent.resolve() == card.path.parent.resolve()
-    card.files["onnx_int8"] = int8_path.name if same_dir else str(int8_path.resolve())
+def note_int8(card: ModelCard, int8_path: Path, res: QuantizeResult, metrics: Optional[Dict] = None) -> ModelCard:
+    """List the INT8 file in ``card`` (role ``onnx_int8``, by name when it sits beside the card)
+    with how it was made and, when measured, its accuracy; in memory only."""
+    same_dir = card.path is not None and Path(int8_path).parent.resolve() == card.path.parent.resolve()
+    card.files = {**card.files, "onnx_int8": Path(int8_path).name if same_dir else str(Path(int8_path).resolve())}
     card.training = dict(card.training)
     card.training["quantization"] = {"method": res.method, "calibration": res.calibration,
                                      "calibration_images": res.num_images, "format": "QDQ int8 symmetric, "
@@ -278,8 +277,15 @@ def record_in_card(card_path: str | Path, int8_path: Path, res: QuantizeResult, 
     if metrics:
         card.metrics = dict(card.metrics)
         card.metrics["int8"] = metrics
+    return card
+
+
+def record_in_card(card_path: str | Path, int8_path: Path, res: QuantizeResult, metrics: Optional[Dict] = None) -> Path:
+    """`quantize`: note the INT8 file in the card beside the fp32 ONNX and write the same card
+    beside the INT8 file too, so either file finds it."""
+    card = note_int8(load_card(card_path), int8_path, res, metrics)
     card.save(card.path)
-    if same_dir and int8_path.stem != card.path.stem:
+    if int8_path.parent.resolve() == card.path.parent.resolve() and int8_path.stem != card.path.stem:
         twin = ModelCard(**{k: v for k, v in card.__dict__.items() if k != "path"})
         twin.save(int8_path.with_suffix(".yaml"))
     return card.path

@@ -17,33 +17,29 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 
 from ..data.datasets import camvid, default_camvid_root
 from ..metrics import percentiles
 from ..runtime.pipeline import Pipeline
+from ..timing import latency_stats, time_calls
 from .config import EvalConfig
 from .live import run_live
 from .make_bag import make_bag
 
 
 def bench_node(card_path: Path, frames: int = 30, threads: int = 0, backend: str = "onnxruntime",
-               rate: float = 0.0, log=print) -> Dict:
+               rate: float = 0.0, data: Optional[str | Path] = None, log=print) -> Dict:
+    """``frames`` CamVid val frames of ``data`` (default: the CamVid beside the checkout)."""
     pipe = Pipeline.from_card(card_path, backend=backend, threads=threads)
-    ds = camvid(default_camvid_root(), "val")
+    root = Path(data) if data else default_camvid_root()
+    ds = camvid(root, "val")
     idx = np.linspace(0, len(ds) - 1, frames).round().astype(int)
     imgs = [ds.load(int(i))[0] for i in idx]
     small = [pipe.preprocess(im) for im in imgs]
-    pipe.backend.warmup(3)
-
-    infer: List[float] = []
-    for x in small:
-        import time
-        t0 = time.perf_counter()
-        pipe.backend.infer(x)
-        infer.append((time.perf_counter() - t0) * 1e3)
+    infer = time_calls(pipe.backend.infer, small, runs=len(small), warmup=3)
     pre, post, total = [], [], []
     for im in imgs:
         r = pipe(im)
@@ -57,7 +53,7 @@ def bench_node(card_path: Path, frames: int = 30, threads: int = 0, backend: str
     rate = rate or max(0.5, min(20.0, 1000.0 / (3.0 * b50)))
     with tempfile.TemporaryDirectory(prefix="seg_bench_") as tmp:
         bag = Path(tmp) / "bag"
-        make_bag(bag, encoding="rgb8", frames=frames, rate=rate, indices=[int(i) for i in idx])
+        make_bag(bag, root=root, encoding="rgb8", frames=frames, rate=rate, indices=[int(i) for i in idx])
         cfg = EvalConfig(bag=bag, model=str(card_path), backend=backend, threads=threads, no_gt=True,
                          rate=rate, progress=False, node_log=Path(tmp) / "node.log")
         res = run_live(cfg)
@@ -72,7 +68,7 @@ def bench_node(card_path: Path, frames: int = 30, threads: int = 0, backend: str
     out = {
         "model": pipe.card.name, "backend": pipe.backend.describe(), "resolution": f"{pipe.size[0]}x{pipe.size[1]}",
         "frames": frames, "rate_hz": round(rate, 2), "threads": threads,
-        "backend_infer_ms": percentiles(infer), "pipeline_pre_ms": percentiles(pre),
+        "backend_infer_ms": latency_stats(infer), "pipeline_pre_ms": percentiles(pre),
         "pipeline_post_ms": percentiles(post), "pipeline_total_ms": percentiles(total),
         "node_publish_to_labels_ms": percentiles(e2e),
         "node_internal": {"inference_ms_p50": node.get("inference_ms"),

@@ -1,4 +1,8 @@
-"""Subcommands: make-bag, eval-bag, demo (registered with seg_perception.cli.command).
+"""Subcommands: make-bag, eval-bag, demo, bench-node (registered with seg_perception.cli.command).
+
+This module is the evaluation area's command line: it sits on the cli floor (see
+docs/architecture.md), so it may combine areas, as the demo does with deploy's
+ensure_onnx; the rest of evaluation/ never imports it.
 
 Exit codes of eval-bag and demo: 0 ok; 2 bad input or usage; 3 nothing to evaluate
 (no frame answered, no ground-truth stamp matched a frame); 4 live mode: the node
@@ -21,7 +25,7 @@ def _err(cmd: str, e: Exception) -> None:
 # --------------------------------------------------------------------- make-bag
 @command("make-bag", "write a rosbag2 (camera frames, camera_info, ground truth) from a dataset split")
 def _make_bag(p: argparse.ArgumentParser):
-    from .bag_io import FORMATS
+    from ..data.bag_io import FORMATS
     from .make_bag import ENCODINGS
     p.add_argument("--dataset", default="camvid", choices=["camvid", "cityscapes"])
     p.add_argument("--data", default=None, help="dataset folder (default: ../shared/datasets/camvid)")
@@ -183,11 +187,17 @@ def _demo(p: argparse.ArgumentParser):
     p.add_argument("--rate", type=float, default=0.0, help="frames/s (default: the bag's recorded timing)")
 
     def run(a):
-        from .demo import clear_previous_bag, ensure_onnx, resolve_demo_model, sample_bag, summary
+        from ..card import CardError
+        from ..deploy.export import ensure_onnx
+        from ..paths import sample_bag
+        from .demo import clear_previous_bag, resolve_demo_model, summary
         out = Path(a.out)
         try:
-            bag = Path(a.bag) if a.bag else sample_bag()
-            card = ensure_onnx(resolve_demo_model(a.model))
+            try:
+                bag = Path(a.bag) if a.bag else sample_bag()
+                card = ensure_onnx(resolve_demo_model(a.model))
+            except (FileNotFoundError, CardError) as e:
+                raise EvalError(str(e)) from None
             out.mkdir(parents=True, exist_ok=True)
             out_bag = out / "outputs_bag"
             clear_previous_bag(out_bag)
@@ -210,6 +220,7 @@ def _bench_node(p: argparse.ArgumentParser):
     p.add_argument("--model", default="", help=f"model name or card .yaml (default {DEFAULT_MODEL})")
     p.add_argument("--backend", default="onnxruntime", help="onnxruntime | torch | tensorrt")
     p.add_argument("--frames", type=int, default=30, help="CamVid val frames to time (default 30)")
+    p.add_argument("--data", default=None, help="CamVid root (default: ../shared/datasets/camvid)")
     p.add_argument("--threads", type=int, default=0, help="inference threads, in this process and the node")
     p.add_argument("--rate", type=float, default=0.0, help="live frames per second (default: 1 / (3 x backend time))")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
@@ -219,7 +230,7 @@ def _bench_node(p: argparse.ArgumentParser):
         from .bench_node import bench_node, save, to_markdown
         try:
             r = bench_node(resolve_model(a.model or DEFAULT_MODEL), frames=a.frames, threads=a.threads,
-                           backend=a.backend, rate=a.rate)
+                           backend=a.backend, rate=a.rate, data=a.data)
         except EvalError as e:
             _err("bench-node", e)
             return e.code

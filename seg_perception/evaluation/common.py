@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 from ..card import CardError, ModelCard, load_card
+from ..data import bag_io
 from ..paths import DEFAULT_MODEL, resolve_model
-from . import bag_io
 from .config import EvalConfig, EvalError
 from .scoring import GroundTruthFolder, sample_indices
 

@@ -1,41 +1,14 @@
-"""`demo`: the shipped default model, live, on the shipped CamVid sample bag.
-
-If the model has no ONNX file beside it, one is exported once into a cache
-folder ($SEG_PERCEPTION_CACHE, else $XDG_CACHE_HOME/seg_perception, else
-~/.cache/seg_perception), keyed by the weights' checksum, and the node is given
-the card written beside it."""
+"""`demo`: the shipped default model, live, on the shipped CamVid sample bag
+(paths.sample_bag). A model without an ONNX file is exported once into the cache
+first (deploy/export.py: ensure_onnx); the demo command does that step."""
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Optional
 
-from ..card import CardError, load_card
 from ..paths import DEFAULT_MODEL, available_models, resolve_model
 from .config import EvalError
-
-SAMPLE_BAG = "camvid_val_sample"
-
-
-def sample_bag() -> Path:
-    """The sample bag of a source checkout (test/data), or of an install's share folder."""
-    cands = [Path(__file__).resolve().parents[2] / "test" / "data" / SAMPLE_BAG,
-             Path(sys.prefix) / "share" / "seg_perception" / "data" / SAMPLE_BAG]
-    for p in cands:
-        if (p / "metadata.yaml").is_file():
-            return p
-    raise EvalError(f"the sample bag {SAMPLE_BAG} is not here (looked in {', '.join(str(c) for c in cands)}); "
-                    "pass --bag, or make one with 'seg-perception make-bag'")
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("SEG_PERCEPTION_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "seg_perception"
 
 
 def resolve_demo_model(model: str) -> Path:
@@ -47,30 +20,6 @@ def resolve_demo_model(model: str) -> Path:
             raise EvalError(f"the default model {DEFAULT_MODEL} is not in models/ (models here: {have}); "
                             "pass --model NAME or a card .yaml") from None
         raise EvalError(str(e)) from None
-
-
-def ensure_onnx(card_path: Path, log=print) -> Path:
-    """The card to give the node: the model's own when its ONNX file exists, else the card of
-    an ONNX export in the cache (made now if missing)."""
-    try:
-        card = load_card(card_path)
-    except CardError as e:
-        raise EvalError(str(e)) from None
-    onnx = card.file("onnx")
-    if onnx is not None and onnx.is_file():
-        return card_path
-    weights = card.file("weights")
-    if weights is None or not weights.is_file():
-        raise EvalError(f"model {card.name} has neither an ONNX file nor weights ({card_path}); "
-                        "run 'seg-perception export' or pass another --model")
-    from ..deploy.export import export_onnx, sha256
-    key = sha256(weights)[:12]
-    folder = cache_dir() / "onnx" / f"{card.name}-{key}"
-    out = folder / f"{card.name}.onnx"
-    if not (out.is_file() and out.with_suffix(".yaml").is_file()):
-        log(f"[demo] {card.name} has no ONNX file: exporting it once to {out}")
-        export_onnx(card, out)
-    return out.with_suffix(".yaml")
 
 
 def clear_previous_bag(path: Path) -> None:

@@ -24,13 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from ..runtime.backends import BACKENDS, PRECISIONS
-from . import bag_io
+from ..card import check_precision
+from ..data import bag_io
+from ..runtime.backends import BACKENDS
+from ..runtime.image_conversion import to_rgb
+from ..runtime.node_process import NodeProcess, ros_env
 from .common import Progress, load_model_card, open_bag, select_inputs
 from .config import EXIT_NO_MATCH, EXIT_NODE, EvalConfig, EvalError
-from .node_process import NodeProcess, ros_env
 from .out_bag import DRIVABLE, LABELS, OVERLAY, OutputBag, copy_topics
-from .scoring import Counts, EvalResult, Scorer, add_gt_message, admit_frame, decode_frame, decode_labels, to_rgb
+from .scoring import Counts, EvalResult, Scorer, add_gt_message, admit_frame, decode_frame, decode_labels
 
 QOS_CHOICES = ("auto", "sensor_data", "reliable")
 COUNTERS = ("frames_received", "frames_processed", "frames_dropped", "frames_rejected")
@@ -138,8 +140,10 @@ def _counters(values: Dict[str, str]) -> Dict[str, int]:
 def node_parameters(cfg: EvalConfig, card_path: Path, base_topic: str, compressed: bool) -> Dict[str, object]:
     if cfg.backend not in BACKENDS:
         raise EvalError(f"unknown backend '{cfg.backend}'; valid choices: {', '.join(BACKENDS)}")
-    if cfg.precision not in PRECISIONS:
-        raise EvalError(f"unknown precision '{cfg.precision}'; valid choices: {', '.join(PRECISIONS)}")
+    try:
+        check_precision(cfg.precision)
+    except ValueError as e:
+        raise EvalError(str(e)) from None
     qos = cfg.node_qos if cfg.node_qos != "auto" else ("sensor_data" if compressed else "reliable")
     params: Dict[str, object] = {"model": str(card_path), "backend": cfg.backend, "precision": cfg.precision,
                                  "image_topic": base_topic, "use_compressed": compressed, "qos": qos,
@@ -184,7 +188,10 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
             for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS"):
                 os.environ.setdefault(k, env[k])  # this process must discover like the node does
             log_path = cfg.node_log or Path(tempfile.mkdtemp(prefix="seg_eval_")) / "node.log"
-            node = NodeProcess(node_parameters(cfg, card.path, base_topic, compressed), log_path, env)
+            try:
+                node = NodeProcess(node_parameters(cfg, card.path, base_topic, compressed), log_path, env)
+            except FileNotFoundError as e:  # the console script is not installed
+                raise EvalError(str(e), EXIT_NODE) from None
             if log is not None:
                 log(f"[live] started segmentation_node in ROS domain {domain} (log: {log_path}); "
                     f"playing {inp.total} frames on {pub_topic}")

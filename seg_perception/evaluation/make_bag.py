@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence
 import cv2
 import numpy as np
 
-from . import bag_io
+from ..data import bag_io
 
 ENCODINGS = ("rgb8", "bgr8", "jpeg")
 DEFAULT_START_S = 1_700_000_000  # a fixed epoch: the same command makes the same stamps

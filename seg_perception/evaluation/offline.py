@@ -7,13 +7,14 @@ import time
 from pathlib import Path
 
 from ..card import CardError
+from ..data import bag_io
 from ..runtime.backends import BackendError
+from ..runtime.image_conversion import to_rgb
 from ..runtime.pipeline import Pipeline
-from . import bag_io
 from .common import Progress, load_model_card, open_bag, select_inputs
 from .config import EvalConfig, EvalError
 from .out_bag import DRIVABLE, LABELS, OVERLAY, OutputBag, copy_topics
-from .scoring import Counts, EvalResult, Scorer, add_gt_message, admit_frame, decode_frame, to_rgb
+from .scoring import Counts, EvalResult, Scorer, add_gt_message, admit_frame, decode_frame
 
 
 def make_pipeline(cfg: EvalConfig, card) -> Pipeline:

@@ -9,7 +9,7 @@ import itertools
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
-from . import bag_io
+from ..data import bag_io
 
 LABELS = "/segmentation/labels"
 DRIVABLE = "/segmentation/drivable_mask"

@@ -14,24 +14,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from ..data import bag_io
 from ..metrics import ConfusionMatrix, binary_scores, binary_summary, percentiles
-from ..ros.image_conversion import ImageError, compressed_to_array, image_to_array
-from . import bag_io
-
-_TO_RGB = {"rgb": None, "bgr": cv2.COLOR_BGR2RGB, "rgba": cv2.COLOR_RGBA2RGB, "bgra": cv2.COLOR_BGRA2RGB,
-           "mono": cv2.COLOR_GRAY2RGB}
+from ..runtime.image_conversion import ImageError, image_to_array, message_to_array
 
 
 def decode_frame(m: bag_io.BagMessage) -> Tuple[np.ndarray, str]:
     """A bag image message -> (uint8 array, colour layout); ImageError for a bad image."""
-    if m.msgtype == bag_io.COMPRESSED:
-        return compressed_to_array(m.msg)
-    return image_to_array(m.msg)
-
-
-def to_rgb(frame: np.ndarray, layout: str) -> np.ndarray:
-    code = _TO_RGB[layout]
-    return np.ascontiguousarray(frame if code is None else cv2.cvtColor(frame, code))
+    return message_to_array(m.msg)
 
 
 def decode_labels(msg) -> np.ndarray:

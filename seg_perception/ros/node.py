@@ -24,11 +24,11 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, QoSHistoryPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
-from ..card import CardError
+from ..card import CardError, check_precision
 from ..paths import DEFAULT_MODEL, resolve_model
-from ..runtime.backends import BACKENDS, PRECISIONS, BackendError
+from ..runtime.backends import BACKENDS, BackendError
+from ..runtime.image_conversion import DEFAULT_MAX_PIXELS, ImageError, fill_image, message_to_array
 from ..runtime.pipeline import Pipeline
-from .image_conversion import DEFAULT_MAX_PIXELS, ImageError, compressed_to_array, fill_image, image_to_array
 
 QOS_CHOICES = ("sensor_data", "reliable")
 
@@ -149,8 +149,10 @@ class SegmentationNode(Node):
     def _make_pipeline(self, p, drivable) -> Pipeline:
         if p["backend"] not in BACKENDS:
             raise ConfigError(f"unknown backend '{p['backend']}'; valid choices: {', '.join(BACKENDS)}")
-        if p["precision"] not in PRECISIONS:
-            raise ConfigError(f"unknown precision '{p['precision']}'; valid choices: {', '.join(PRECISIONS)}")
+        try:
+            check_precision(p["precision"])
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         try:
             card_path = resolve_model(str(p["model"]))
             trt = {}
@@ -195,10 +197,7 @@ class SegmentationNode(Node):
 
     def _process(self, msg, t_recv: float) -> None:
         t_start = time.perf_counter()
-        if isinstance(msg, CompressedImage):
-            frame, color = compressed_to_array(msg, self.max_pixels)
-        else:
-            frame, color = image_to_array(msg, self.max_pixels)
+        frame, color = message_to_array(msg, self.max_pixels)
         want_overlay = self.pub_overlay.get_subscription_count() > 0
         res = self.pipeline(frame, color, overlay=want_overlay, confidence=self.publish_confidence)
         header = msg.header

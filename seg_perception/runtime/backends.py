@@ -1,80 +1,40 @@
-"""Inference backends behind one small interface.
+"""The backends that run on any machine (ONNX Runtime, PyTorch), and ``create_backend``,
+which picks one of them or TensorRT (tensorrt_backend.py) by name.
 
-A backend takes one uint8 RGB frame already at the model resolution (H x W x 3)
-and returns (labels uint8 H x W, confidence float32 H x W or None). All of
-them run the same graph: normalisation inside, argmax at the end (see
-deploy/export.py), so switching backends never changes pre/post-processing.
+Every backend implements the interface in backend.py: one uint8 RGB frame at the
+model resolution in, (labels, confidence) out.
 """
 from __future__ import annotations
 
 import logging
 import os
-from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional
 
 import numpy as np
 
-from ..card import ModelCard
+from ..card import ModelCard, check_precision
+from .backend import Backend, BackendError, need_file, onnx_file
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
-PRECISIONS = ("fp32", "fp16", "int8")
-
-
-class BackendError(RuntimeError):
-    """A backend that cannot start as configured; the message says what to change."""
-
-
-class Backend(ABC):
-    name: str = "?"
-
-    def __init__(self, card: ModelCard, width: int, height: int, precision: str):
-        self.card = card
-        self.width, self.height = int(width), int(height)
-        self.precision = precision
-
-    @abstractmethod
-    def infer(self, image: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        """image: uint8 (height, width, 3) RGB -> (labels uint8, confidence float32 | None)."""
-
-    def warmup(self, runs: int = 2) -> None:
-        blank = np.zeros((self.height, self.width, 3), np.uint8)
-        for _ in range(runs):
-            self.infer(blank)
-
-    def describe(self) -> str:
-        return f"{self.name} {self.precision} {self.width}x{self.height}"
-
-    def close(self) -> None:
-        pass
-
-
-def _need_file(path: Optional[Path], what: str, hint: str) -> Path:
-    if path is None:
-        raise BackendError(f"no {what} for this model: {hint}")
-    if not Path(path).is_file():
-        raise BackendError(f"{what} {path} not found: {hint}")
-    return Path(path)
 
 
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime: CPU by default, CUDA execution provider when installed."""
 
     name = "onnxruntime"
+    precisions = ("fp32", "int8")
 
     def __init__(self, card: ModelCard, width: int, height: int, precision: str = "fp32",
                  onnx_path: Optional[str | Path] = None, threads: int = 0, use_cuda: Optional[bool] = None):
         super().__init__(card, width, height, precision)
         import onnxruntime as ort
-        if precision not in ("fp32", "int8"):
+        if precision not in self.precisions:
             raise BackendError(f"precision '{precision}' is not available on onnxruntime; valid choices: "
                                "fp32, int8 (fp16 runs on the tensorrt backend)")
-        role = "onnx_int8" if precision == "int8" else "onnx"
-        hint = ("run 'seg-perception quantize' to make one" if precision == "int8"
-                else "run 'seg-perception export' to make one, or set the onnx parameter")
-        path = _need_file(Path(onnx_path) if onnx_path else card.file(role), f"{precision} ONNX file", hint)
+        path = onnx_file(card, precision, onnx_path)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -116,12 +76,13 @@ class TorchBackend(Backend):
     """PyTorch eager: the trained .pt weights, no export needed."""
 
     name = "torch"
+    precisions = ("fp32", "fp16")  # fp16 on a CUDA GPU only
 
     def __init__(self, card: ModelCard, width: int, height: int, precision: str = "fp32",
                  weights: Optional[str | Path] = None, threads: int = 0, device: Optional[str] = None):
         super().__init__(card, width, height, precision)
         import torch
-        from ..deploy.export import DeployWrapper, load_net
+        from ..nets.deployable import DeployWrapper, load_net
         self.torch = torch
         if threads:
             torch.set_num_threads(int(threads))
@@ -130,7 +91,7 @@ class TorchBackend(Backend):
             raise BackendError("precision 'int8' is not available on torch; valid choices: fp32, fp16 (CUDA)")
         if precision == "fp16" and self.device.type != "cuda":
             raise BackendError("precision 'fp16' on torch needs a CUDA GPU; valid choices here: fp32")
-        path = _need_file(Path(weights) if weights else card.file("weights"), "weights file",
+        path = need_file(Path(weights) if weights else card.file("weights"), "weights file",
                           "train one with 'seg-perception train' or set the weights parameter")
         try:
             net = load_net(card, path)
@@ -159,7 +120,7 @@ def tensorrt_available() -> bool:
     """TensorRT and the CUDA runtime bindings its backend needs are both importable."""
     try:
         import tensorrt  # noqa: F401
-        from .tensorrt_backend import import_cudart
+        from .cuda import import_cudart
         import_cudart()
     except Exception:
         return False
@@ -172,8 +133,10 @@ def create_backend(kind: str, card: ModelCard, precision: str = "fp32", width: O
     """Build the backend ``kind`` (auto|tensorrt|onnxruntime|torch) for ``card``."""
     if kind not in BACKENDS:
         raise BackendError(f"unknown backend '{kind}'; valid choices: {', '.join(BACKENDS)}")
-    if precision not in PRECISIONS:
-        raise BackendError(f"unknown precision '{precision}'; valid choices: {', '.join(PRECISIONS)}")
+    try:
+        check_precision(precision)
+    except ValueError as e:
+        raise BackendError(str(e)) from None
     width = int(width or card.input_width)
     height = int(height or card.input_height)
     if width % 8 or height % 8 or width <= 0 or height <= 0:

@@ -19,17 +19,9 @@ import cv2
 import numpy as np
 
 from ..card import ModelCard, load_card
-from .backends import Backend, create_backend
-
-# Colour layouts a frame can come in; the value converts the resized frame to RGB.
-_TO_RGB = {
-    "rgb": None,
-    "bgr": cv2.COLOR_BGR2RGB,
-    "rgba": cv2.COLOR_RGBA2RGB,
-    "bgra": cv2.COLOR_BGRA2RGB,
-    "mono": cv2.COLOR_GRAY2RGB,
-}
-_CHANNELS = {"rgb": 3, "bgr": 3, "rgba": 4, "bgra": 4, "mono": 1}
+from .backend import Backend
+from .backends import create_backend
+from .image_conversion import CHANNELS, TO_RGB, to_rgb
 
 
 @dataclass
@@ -61,11 +53,11 @@ class Pipeline:
         self.overlay_alpha = float(overlay_alpha)
 
     @classmethod
-    def from_card(cls, card_path: str | Path, backend: str = "auto", precision: str = "fp32",
+    def from_card(cls, card_path: str | Path | ModelCard, backend: str = "auto", precision: str = "fp32",
                   width: Optional[int] = None, height: Optional[int] = None, onnx: Optional[str] = None,
                   weights: Optional[str] = None, threads: int = 0, drivable_classes=None,
                   overlay_alpha: float = 0.5, **trt_options) -> "Pipeline":
-        card = load_card(card_path)
+        card = card_path if isinstance(card_path, ModelCard) else load_card(card_path)
         be = create_backend(backend, card, precision, width, height, onnx_path=onnx, weights=weights,
                             threads=threads, **trt_options)
         return cls(be, card, drivable_classes, overlay_alpha)
@@ -77,10 +69,7 @@ class Pipeline:
             # INTER_AREA when shrinking avoids aliasing; linear when enlarging.
             shrink = frame.shape[1] > self.size[0]
             small = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        code = _TO_RGB[color]
-        if code is not None:
-            small = cv2.cvtColor(small, code)
-        return np.ascontiguousarray(small)
+        return np.ascontiguousarray(to_rgb(small, color))
 
     def __call__(self, frame: np.ndarray, color: str = "rgb", overlay: bool = False,
                  confidence: bool = False) -> SegmentationResult:
@@ -106,8 +95,7 @@ class Pipeline:
         return res
 
     def overlay(self, frame: np.ndarray, color: str, labels: np.ndarray) -> np.ndarray:
-        code = _TO_RGB[color]
-        rgb = frame if code is None else cv2.cvtColor(frame, code)
+        rgb = to_rgb(frame, color)
         return cv2.addWeighted(rgb, 1.0 - self.overlay_alpha, self.palette[labels], self.overlay_alpha, 0.0)
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
@@ -115,11 +103,11 @@ class Pipeline:
 
 
 def check_frame(frame: np.ndarray, color: str) -> None:
-    if color not in _TO_RGB:
-        raise ValueError(f"unknown colour layout '{color}'; valid choices: {', '.join(_TO_RGB)}")
+    if color not in TO_RGB:
+        raise ValueError(f"unknown colour layout '{color}'; valid choices: {', '.join(TO_RGB)}")
     if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
         raise ValueError("frame must be a uint8 numpy array")
-    want = _CHANNELS[color]
+    want = CHANNELS[color]
     ok = (frame.ndim == 2 and want == 1) or (frame.ndim == 3 and frame.shape[2] == want)
     if not ok:
         raise ValueError(f"a '{color}' frame needs {want} channel(s), got shape {frame.shape}")

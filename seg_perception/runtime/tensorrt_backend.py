@@ -1,11 +1,9 @@
-"""TensorRT backend: a cached engine (deploy/engine.py) run with CUDA streams.
+"""TensorRT backend: a cached engine (engine_cache.py) run with CUDA streams.
 
 Device memory, pinned host memory and the stream come from cuda-python's runtime
-bindings (``cuda.bindings.runtime``, ``cuda.cudart`` in releases before 12.6),
-not from PyTorch: it is what TensorRT's own Python samples use, it is a small
-wheel for x86-64 and aarch64 (Jetson), and it needs no CUDA build of PyTorch,
-which on a Jetson means NVIDIA's JetPack-specific wheel. Both ``tensorrt`` and
-cuda-python are imported only when this backend starts.
+bindings (cuda.py), not from PyTorch. Both ``tensorrt`` and cuda-python are
+imported only when this backend starts. The node builds a missing or stale
+engine at start-up, which is why the engine cache is runtime code too.
 
 Per frame: copy the uint8 frame into a pinned host buffer, one async copy to the
 device, ``execute_async_v3`` on the stream, async copies of ``labels`` (and
@@ -13,81 +11,18 @@ device, ``execute_async_v3`` on the stream, async copies of ``labels`` (and
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from ..card import ModelCard
-from .backends import Backend, BackendError, _need_file
+from ..card import PRECISIONS, ModelCard, check_precision
+from . import engine_cache as eng
+from .backend import Backend, BackendError, onnx_file
+from .cuda import IOBuffer, check, import_cudart
 
 log = logging.getLogger(__name__)
-
-
-def import_cudart():
-    """cuda-python's CUDA runtime module, or a BackendError that says how to install it."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # cuda-python < 12.6
-        except ImportError:
-            raise BackendError("the tensorrt backend needs cuda-python for GPU buffers: pip install "
-                               "'cuda-python==<your CUDA major>.*' (12.* on JetPack 6)") from None
-    return cudart
-
-
-def _check(cudart, result):
-    """cuda-python calls return (error, value...): raise on error, return the value(s)."""
-    err, rest = result[0], result[1:]
-    if err != cudart.cudaError_t.cudaSuccess:
-        name = cudart.cudaGetErrorString(err)[1]
-        raise BackendError(f"CUDA error: {name.decode() if isinstance(name, bytes) else name}")
-    if not rest:
-        return None
-    return rest[0] if len(rest) == 1 else rest
-
-
-def gpu_properties(device: int = 0) -> Dict[str, Any]:
-    """Name, compute capability, memory and CUDA versions of a GPU (cuda-python)."""
-    cudart = import_cudart()
-    props = _check(cudart, cudart.cudaGetDeviceProperties(device))
-    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-    return {"name": name.strip("\x00 "), "compute_capability": f"{props.major}.{props.minor}",
-            "memory_mib": int(props.totalGlobalMem) >> 20,
-            "cuda_runtime": _check(cudart, cudart.cudaRuntimeGetVersion()),
-            "cuda_driver": _check(cudart, cudart.cudaDriverGetVersion())}
-
-
-class _IOBuffer:
-    """A pinned host array and its device twin, allocated once."""
-
-    def __init__(self, cudart, shape: Tuple[int, ...], dtype: np.dtype):
-        self.cudart = cudart
-        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
-        self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
-        self.host_ptr = _check(cudart, cudart.cudaMallocHost(self.nbytes))
-        raw = ctypes.cast(int(self.host_ptr), ctypes.POINTER(ctypes.c_uint8))
-        self.host = np.ctypeslib.as_array(raw, (self.nbytes,)).view(self.dtype).reshape(self.shape)
-        self.device = _check(cudart, cudart.cudaMalloc(self.nbytes))
-
-    def to_device(self, stream) -> None:
-        c = self.cudart
-        _check(c, c.cudaMemcpyAsync(self.device, self.host_ptr, self.nbytes,
-                                    c.cudaMemcpyKind.cudaMemcpyHostToDevice, stream))
-
-    def to_host(self, stream) -> None:
-        c = self.cudart
-        _check(c, c.cudaMemcpyAsync(self.host_ptr, self.device, self.nbytes,
-                                    c.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream))
-
-    def free(self) -> None:
-        if self.device is not None:
-            self.cudart.cudaFree(self.device)
-            self.cudart.cudaFreeHost(self.host_ptr)
-            self.device = None
 
 
 _NP_TYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64,
@@ -105,26 +40,24 @@ class TensorRTBackend(Backend):
     """A serialized TensorRT engine from the engine cache, built from the card's ONNX when needed."""
 
     name = "tensorrt"
+    precisions = PRECISIONS
 
     def __init__(self, card: ModelCard, width: int, height: int, precision: str = "fp16",
                  onnx_path: Optional[str | Path] = None, cache_dir: Optional[str | Path] = None,
                  rebuild: bool = True, workspace_mib: int = 1024, timing_cache: Optional[str | Path] = None,
                  warmup_runs: int = 3):
         super().__init__(card, width, height, precision)
-        from ..deploy import engine as eng
-        if precision not in eng.PRECISIONS:
-            raise BackendError(f"unknown precision '{precision}'; valid choices: {', '.join(eng.PRECISIONS)}")
+        try:
+            check_precision(precision)
+        except ValueError as e:
+            raise BackendError(str(e)) from None
         try:
             trt = eng.import_tensorrt()
         except eng.EngineCacheError as e:
             raise BackendError(str(e)) from None
         cudart = import_cudart()
         self.trt, self.cudart = trt, cudart
-        role = "onnx_int8" if precision == "int8" else "onnx"
-        hint = ("run 'seg-perception quantize' to make the INT8 ONNX" if precision == "int8"
-                else "run 'seg-perception export' to make one, or set the onnx parameter")
-        self.onnx_path = _need_file(Path(onnx_path) if onnx_path else card.file(role),
-                                    f"{'INT8' if precision == 'int8' else 'fp32'} ONNX file", hint)
+        self.onnx_path = onnx_file(card, precision, onnx_path)
         shape = (1, self.height, self.width, 3)
         try:
             self.engine_path, self.cache_decision = eng.ensure_engine(
@@ -132,7 +65,7 @@ class TensorRTBackend(Backend):
                 workspace_mib=workspace_mib, timing_cache=timing_cache)
         except (eng.EngineCacheError, ValueError, FileNotFoundError) as e:
             raise BackendError(str(e)) from None
-        self._buffers: Dict[str, _IOBuffer] = {}
+        self._buffers: Dict[str, IOBuffer] = {}
         self.stream = None
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
@@ -140,7 +73,7 @@ class TensorRTBackend(Backend):
             raise BackendError(f"TensorRT cannot load engine {self.engine_path}: delete it (and its .json) "
                                "to rebuild it")
         self.context = self.engine.create_execution_context()
-        self.stream = _check(cudart, cudart.cudaStreamCreate())
+        self.stream = check(cudart, cudart.cudaStreamCreate())
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if n not in self.inputs]
@@ -149,7 +82,7 @@ class TensorRTBackend(Backend):
                 self.context.set_input_shape(name, shape)
         for name in names:
             dims = tuple(int(d) for d in self.context.get_tensor_shape(name))
-            buf = _IOBuffer(cudart, dims, _np_dtype(trt, self.engine.get_tensor_dtype(name)))
+            buf = IOBuffer(cudart, dims, _np_dtype(trt, self.engine.get_tensor_dtype(name)))
             self._buffers[name] = buf
             self.context.set_tensor_address(name, int(buf.device))
         if len(self.inputs) != 1 or self._buffers[self.inputs[0]].dtype != np.uint8 or "labels" not in self.outputs:
@@ -169,7 +102,7 @@ class TensorRTBackend(Backend):
             raise BackendError("TensorRT execute_async_v3 failed")
         for name in self.outputs:
             self._buffers[name].to_host(self.stream)
-        _check(self.cudart, self.cudart.cudaStreamSynchronize(self.stream))
+        check(self.cudart, self.cudart.cudaStreamSynchronize(self.stream))
         labels = self._buffers["labels"].host[0].astype(np.uint8)  # a copy: host buffers are reused
         conf = self._buffers["confidence"].host[0].astype(np.float32) if self.has_confidence else None
         return labels, conf

@@ -4,7 +4,7 @@ Reads what `ros2 bag record` writes (a bag folder with metadata.yaml, or a bare
 .mcap / .db3 file; sqlite3 or mcap; zstd file, message or chunk compression)
 and writes rosbag2 version 9 (ROS 2 Jazzy) bags that `ros2 bag info` and
 `ros2 bag play` read. Messages are (de)serialised with the Jazzy typestore;
-decoded messages have the same fields as rclpy's, so ros/image_conversion
+decoded messages have the same fields as rclpy's, so runtime/image_conversion
 works on them unchanged.
 
 Every problem with a bag becomes a BagError with a one-line message.

@@ -1,6 +1,7 @@
 """`seg-perception evaluate`: accuracy of a model on a dataset split, through the
 same Pipeline (resize, backend, nearest resize back) the node uses, so the
-number measures what ships, on any backend and precision."""
+number measures what ships, on any backend and precision. `release` measures
+the val mIoU it writes into a shipped card with this too."""
 from __future__ import annotations
 
 import json
@@ -11,12 +12,13 @@ from typing import Optional
 
 import numpy as np
 
+from ..card import ModelCard
 from ..data.datasets import open_dataset
 from ..metrics import ConfusionMatrix, percentiles
 from ..runtime.pipeline import Pipeline
 
 
-def evaluate(card_path: str | Path, data: str, dataset: str = "camvid", split: str = "val",
+def evaluate(card_path: str | Path | ModelCard, data: str, dataset: str = "camvid", split: str = "val",
              backend: str = "onnxruntime", precision: str = "fp32", weights: Optional[str] = None,
              onnx: Optional[str] = None, threads: int = 0, limit: int = 0, **dataset_kw) -> dict:
     pipe = Pipeline.from_card(card_path, backend=backend, precision=precision, weights=weights, onnx=onnx,

@@ -1,4 +1,5 @@
-"""sensor_msgs image <-> numpy without cv_bridge (which has no ROS 2 wheel).
+"""sensor_msgs image <-> numpy without cv_bridge (which has no ROS 2 wheel), and the
+colour layouts frames come in.
 
 Raw images are viewed in place where the layout allows (8-bit encodings: a
 numpy view over the message buffer, row padding skipped by strides); colour
@@ -6,7 +7,9 @@ order is resolved later by the pipeline, after its resize, on the small image.
 Every malformed message raises ImageError with a one-line reason.
 
 The functions only touch message attributes (height, width, encoding, step,
-data, format), so they work on rclpy messages and on rosbags' decoded ones.
+data, format), so they work on rclpy messages and on rosbags' decoded ones; no
+ROS library is imported. That is why this lives in runtime, not in ros/: the
+node, bag evaluation and the doctor all turn messages into frames the same way.
 """
 from __future__ import annotations
 
@@ -33,6 +36,17 @@ RAW_ENCODINGS = {
 }
 _YUV_TO_RGB = {"uyvy": cv2.COLOR_YUV2RGB_UYVY, "yuy2": cv2.COLOR_YUV2RGB_YUY2}
 DEFAULT_MAX_PIXELS = 4096 * 4096
+
+# Colour layouts a frame can come in: the OpenCV conversion to RGB (None: already RGB),
+# and the channels a frame of that layout has.
+TO_RGB = {
+    "rgb": None,
+    "bgr": cv2.COLOR_BGR2RGB,
+    "rgba": cv2.COLOR_RGBA2RGB,
+    "bgra": cv2.COLOR_BGRA2RGB,
+    "mono": cv2.COLOR_GRAY2RGB,
+}
+CHANNELS = {"rgb": 3, "bgr": 3, "rgba": 4, "bgra": 4, "mono": 1}
 
 
 class ImageError(ValueError):
@@ -90,6 +104,21 @@ def compressed_to_array(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.n
     if img.shape[2] not in (3, 4):
         raise ImageError(f"compressed image has {img.shape[2]} channels; supported: 1, 3, 4")
     return img, "bgr" if img.shape[2] == 3 else "bgra"
+
+
+def message_to_array(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.ndarray, str]:
+    """A sensor_msgs Image or CompressedImage (only the latter has ``format``) -> (array, layout)."""
+    if hasattr(msg, "format"):
+        return compressed_to_array(msg, max_pixels)
+    return image_to_array(msg, max_pixels)
+
+
+def to_rgb(frame: np.ndarray, layout: str) -> np.ndarray:
+    """A frame in any colour layout as a contiguous RGB array (no copy when it already is one)."""
+    if layout not in TO_RGB:
+        raise ValueError(f"unknown colour layout '{layout}'; valid choices: {', '.join(TO_RGB)}")
+    code = TO_RGB[layout]
+    return np.ascontiguousarray(frame if code is None else cv2.cvtColor(frame, code))
 
 
 def fill_image(msg, header, img: np.ndarray, encoding: str):

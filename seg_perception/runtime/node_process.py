@@ -1,5 +1,10 @@
 """segmentation_node as a child process, started the way a robot starts it: the
-console script with config/jetson.yaml and parameter overrides."""
+console script with config/jetson.yaml and parameter overrides.
+
+Live bag evaluation, bench-node and the tests all start the node through this one
+class. It runs an executable and imports no ROS library, so it sits in runtime
+where every area (and the tests) can use it.
+"""
 from __future__ import annotations
 
 import os
@@ -8,40 +13,30 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
-from ..paths import PACKAGE
-from .config import EXIT_NODE, EvalError
-
-
-def params_file() -> Optional[Path]:
-    """config/jetson.yaml from the package share (ROS install) or the source checkout."""
-    cands: List[Path] = []
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        cands.append(Path(get_package_share_directory(PACKAGE)) / "config" / "jetson.yaml")
-    except Exception:
-        pass
-    cands.append(Path(__file__).resolve().parents[2] / "config" / "jetson.yaml")
-    cands.append(Path(sys.prefix) / "share" / PACKAGE / "config" / "jetson.yaml")
-    return next((p for p in cands if p.is_file()), None)
+from ..paths import default_params_file
 
 
 def node_executable() -> str:
+    """The segmentation_node console script, from this interpreter's bin folder first."""
     cand = Path(sys.executable).parent / "segmentation_node"
     if cand.is_file():
         return str(cand)
     found = shutil.which("segmentation_node")
     if not found:
-        raise EvalError("segmentation_node is not installed: run 'make setup' (or 'pip install -e .'), "
-                        "or source the ROS 2 workspace that has seg_perception", EXIT_NODE)
+        raise FileNotFoundError("segmentation_node is not installed: run 'make setup' (or 'pip install -e .'), "
+                                "or source the ROS 2 workspace that has seg_perception")
     return found
 
 
 class NodeProcess:
-    def __init__(self, params: Dict[str, object], log_path: Path, env: Dict[str, str]):
+    """Starts the node at once; ``stop`` ends it with SIGINT, as ``ros2 launch`` does."""
+
+    def __init__(self, params: Dict[str, object], log_path: Path, env: Optional[Dict[str, str]] = None,
+                 params_file: Optional[Path] = None):
         self.args = [node_executable(), "--ros-args"]
-        pf = params_file()
+        pf = params_file or default_params_file()
         if pf is not None:
             self.args += ["--params-file", str(pf)]
         for k, v in params.items():
@@ -50,8 +45,8 @@ class NodeProcess:
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=env,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=dict(os.environ) if env is None else env, stdin=subprocess.DEVNULL)
 
     def running(self) -> bool:
         return self.proc.poll() is None
@@ -71,8 +66,9 @@ class NodeProcess:
         return why[:400]
 
     def stop(self) -> Optional[int]:
+        """SIGINT, then SIGKILL after 15 s; the exit code."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # as ros2 launch does: the node shuts down cleanly
+            self.proc.send_signal(signal.SIGINT)  # the node shuts down cleanly
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:

@@ -1,4 +1,5 @@
-"""TensorRT engines: build (`seg-perception build-engine`) and the engine cache.
+"""TensorRT engines: the engine cache and the build (the node's start-up and
+`seg-perception build-engine` both come here).
 
 An engine only runs on the TensorRT version and GPU that built it, from the ONNX
 file, precision and input shape it was built for. Each cached engine
@@ -23,15 +24,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
+from ..card import check_precision
+from ..files import atomic_write, sha256
+from ..paths import cache_dir
+
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
 SIDECAR_FIELDS = ("onnx_sha256", "tensorrt_version", "gpu_name", "compute_capability", "precision",
                   "input_shape")
 DEFAULT_WORKSPACE_MIB = 1024
@@ -66,12 +69,11 @@ class CacheDecision:
 
 
 def default_cache_dir() -> Path:
-    """$SEG_PERCEPTION_ENGINE_CACHE, else $XDG_CACHE_HOME or ~/.cache, /seg_perception/engines."""
+    """$SEG_PERCEPTION_ENGINE_CACHE, else engines/ in the package's cache folder (paths.cache_dir)."""
     env = os.environ.get("SEG_PERCEPTION_ENGINE_CACHE")
     if env:
         return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "seg_perception" / "engines"
+    return cache_dir() / "engines"
 
 
 def engine_path(cache_dir: str | Path, onnx_path: str | Path, precision: str) -> Path:
@@ -112,17 +114,6 @@ def decide(engine_exists: bool, sidecar: Optional[Dict], key: EngineKey, rebuild
     return CacheDecision("build" if rebuild else "refuse", f"the cached engine is stale: {why}", field)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _require_writable(folder: Path, why: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -146,10 +137,8 @@ def ensure_engine(onnx_path: str | Path, precision: str, input_shape: Sequence[i
 
     ``env`` (tensorrt_version, gpu_name, compute_capability) and ``builder`` default to the
     installed TensorRT and the current GPU; tests pass their own."""
-    from .export import sha256
     onnx_path = Path(onnx_path)
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision '{precision}'; valid choices: {', '.join(PRECISIONS)}")
+    check_precision(precision)
     if not onnx_path.is_file():
         raise FileNotFoundError(f"ONNX file {onnx_path} not found: run 'seg-perception export' "
                                 "(and 'quantize' for int8) first")
@@ -171,10 +160,10 @@ def ensure_engine(onnx_path: str | Path, precision: str, input_shape: Sequence[i
                 decision.reason)
     blob = (builder or build_serialized_engine)(onnx_path, precision, key.input_shape,
                                                 workspace_mib=workspace_mib, timing_cache=timing_cache)
-    _atomic_write(path, bytes(blob))
+    atomic_write(path, bytes(blob))
     meta = dict(key.to_dict(), onnx_file=str(onnx_path.resolve()), built_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
                 workspace_mib=int(workspace_mib))
-    _atomic_write(sidecar_path(path), (json.dumps(meta, indent=1) + "\n").encode())
+    atomic_write(sidecar_path(path), (json.dumps(meta, indent=1) + "\n").encode())
     return path, decision
 
 
@@ -205,7 +194,7 @@ def import_tensorrt():
 def build_environment() -> Dict[str, str]:
     """The facts an engine is bound to: TensorRT version and the current GPU."""
     trt = import_tensorrt()
-    from ..runtime.tensorrt_backend import gpu_properties
+    from .cuda import gpu_properties
     gpu = gpu_properties()
     return {"tensorrt_version": str(trt.__version__), "gpu_name": gpu["name"],
             "compute_capability": gpu["compute_capability"]}
@@ -255,7 +244,7 @@ def build_serialized_engine(onnx_path: str | Path, precision: str, input_shape: 
         try:
             tc = Path(timing_cache)
             tc.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(tc, bytes(config.get_timing_cache().serialize()))
+            atomic_write(tc, bytes(config.get_timing_cache().serialize()))
         except OSError as e:  # a read-only timing cache still sped this build up
             log.warning("timing cache %s not saved: %s", timing_cache, e)
     return bytes(blob)

@@ -1,0 +1,105 @@
+"""`seg-perception release`: turn a training run into a shipped model in models/.
+
+Copies the run's best weights, exports the ONNX graph, makes the INT8 Q/DQ model,
+then measures what ships and writes it into the card: val mIoU and per-class IoU
+through the runtime pipeline (ONNX Runtime fp32 and int8), params, MACs, and CPU
+latency on this machine. Every figure in a shipped card comes from this one command.
+
+The card is read once from the run, kept in memory while the files are made and
+measured, and written once at the end: an interrupted release leaves no card that
+claims files or figures it does not have.
+
+It combines deploy (export, quantize) with evaluation (accuracy on a split), so it
+sits on the cli floor beside the command that runs it (docs/architecture.md).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+from .card import load_card
+from .data.datasets import camvid, default_camvid_root
+from .deploy.export import exported_card, write_onnx
+from .deploy.quantize import calibration_frames, evaluate_int8, list_calibration_images, note_int8, quantize_onnx
+from .evaluation.split_accuracy import evaluate
+from .nets.complexity import count_macs, count_params
+from .nets.deployable import load_net
+from .runtime.backends import OnnxRuntimeBackend
+from .runtime.pipeline import Pipeline
+from .timing import cpu_name, time_backend
+
+LATENCY_RUNS = 30
+
+
+def _epochs_done(run: Path) -> Optional[int]:
+    log = run / "log.csv"
+    if not log.is_file():
+        return None
+    rows = list(csv.DictReader(log.open()))
+    return int(rows[-1]["epoch"]) if rows else None
+
+
+def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = None, calib_images: int = 100,
+            threads: int = 2, int8: bool = True, note: str = "", log: Callable[[str], None] = print) -> Path:
+    run, to = Path(run), Path(to)
+    data = data or str(default_camvid_root())
+    card = load_card(run / f"{name}.yaml")
+    src_weights = card.file("weights")
+    if src_weights is None or not src_weights.is_file():
+        raise FileNotFoundError(f"the run's card {card.path} lists no existing weights file")
+    to.mkdir(parents=True, exist_ok=True)
+    for old in to.glob(f"{name}*"):
+        if old.suffix in (".pt", ".onnx", ".yaml"):
+            old.unlink()
+    shutil.copy2(src_weights, to / f"{name}.pt")
+    card.path = to / f"{name}.yaml"  # where it will be written; its files are named relative to it
+    card.files = {"weights": f"{name}.pt"}
+    card.training = dict(card.training, epochs_completed_in_run=_epochs_done(run))
+    if note:
+        card.training["note"] = note
+
+    log(f"[release] exporting {name} to ONNX")
+    onnx_path = write_onnx(card, to / f"{name}.onnx")
+    card = exported_card(card, onnx_path)
+    metrics: Dict = {}
+    res = evaluate(card, data, "camvid", "val", backend="onnxruntime", threads=threads)
+    metrics["val_miou"] = res["miou"]
+    metrics["val_pixel_accuracy"] = res["pixel_accuracy"]
+    metrics["val_per_class_iou"] = res["per_class_iou"]
+    metrics["val_measured_with"] = (f"seg-perception evaluate: ONNX Runtime fp32, CamVid val "
+                                    f"({res['frames']} frames)")
+    log(f"[release] fp32 val mIoU {res['miou']:.2f}")
+
+    net = load_net(card)
+    metrics["params"] = count_params(net)
+    metrics["gmacs"] = round(count_macs(net, card.input_height, card.input_width) / 1e9, 3)
+    metrics["gmacs_at"] = f"{card.input_width}x{card.input_height}"
+
+    pipe = Pipeline(OnnxRuntimeBackend(card, card.input_width, card.input_height, "fp32", threads=threads), card)
+    ds = camvid(data, "val")
+    frames = [pipe.preprocess(ds.load(i)[0]) for i in np.linspace(0, len(ds) - 1, 10).round().astype(int)]
+    # The load average says whether other work shared the CPU while timing.
+    latency = {"cpu": cpu_name(), "threads": threads, "resolution": metrics["gmacs_at"],
+               "load_average_1min": round(os.getloadavg()[0], 2),
+               "onnxruntime_fp32_ms": time_backend(pipe.backend, frames, LATENCY_RUNS)}
+
+    if int8:
+        log(f"[release] INT8: calibrating on {calib_images} CamVid train images")
+        files = list_calibration_images(data, calib_images)
+        q = quantize_onnx(onnx_path, to / f"{name}_int8.onnx", calibration_frames(files, card, onnx_path))
+        acc = evaluate_int8(card, onnx_path, q.path, data, threads=threads)
+        note_int8(card, q.path, q, acc)
+        be = OnnxRuntimeBackend(card, card.input_width, card.input_height, "int8", threads=threads)
+        latency["onnxruntime_int8_ms"] = time_backend(be, frames, LATENCY_RUNS)
+        log(f"[release] int8 val mIoU {acc['int8_miou']:.2f} (fp32 {acc['fp32_miou']:.2f}), "
+            f"label agreement {acc['label_agreement']:.2f}%")
+    card.metrics = {**card.metrics, **metrics, "cpu_latency": latency}
+    card.save(card.path)  # the one write
+    log(f"[release] {card.path}: val mIoU {metrics['val_miou']:.2f}, {metrics['params']} params, "
+        f"{metrics['gmacs']} GMACs, ONNX Runtime fp32 p50 {latency['onnxruntime_fp32_ms']['p50']} ms")
+    return card.path

@@ -1,0 +1,65 @@
+"""The one small interface every inference backend implements.
+
+A backend takes one uint8 RGB frame already at the model resolution (H x W x 3)
+and returns (labels uint8 H x W, confidence float32 H x W or None). All of
+them run the same graph: normalisation inside, argmax at the end (see
+nets/deployable.py), so switching backends never changes pre/post-processing.
+The backends themselves are in backends.py (ONNX Runtime, PyTorch) and
+tensorrt_backend.py; both import this module, never each other's.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+
+from ..card import ModelCard
+
+
+class BackendError(RuntimeError):
+    """A backend that cannot start as configured; the message says what to change."""
+
+
+class Backend(ABC):
+    name: str = "?"
+    precisions: Tuple[str, ...] = ()  # the precisions this backend can run
+
+    def __init__(self, card: ModelCard, width: int, height: int, precision: str):
+        self.card = card
+        self.width, self.height = int(width), int(height)
+        self.precision = precision
+
+    @abstractmethod
+    def infer(self, image: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """image: uint8 (height, width, 3) RGB -> (labels uint8, confidence float32 | None)."""
+
+    def warmup(self, runs: int = 2) -> None:
+        blank = np.zeros((self.height, self.width, 3), np.uint8)
+        for _ in range(runs):
+            self.infer(blank)
+
+    def describe(self) -> str:
+        return f"{self.name} {self.precision} {self.width}x{self.height}"
+
+    def close(self) -> None:
+        pass
+
+
+def need_file(path: Optional[Path], what: str, hint: str) -> Path:
+    """``path`` when it is an existing file, else a BackendError that says how to make one."""
+    if path is None:
+        raise BackendError(f"no {what} for this model: {hint}")
+    if not Path(path).is_file():
+        raise BackendError(f"{what} {path} not found: {hint}")
+    return Path(path)
+
+
+def onnx_file(card: ModelCard, precision: str, override: Optional[str | Path] = None) -> Path:
+    """The ONNX graph to run at ``precision``: ``override``, else the one the card lists for it."""
+    if precision == "int8":
+        what, hint = "int8 ONNX file", "run 'seg-perception quantize' to make one"
+    else:
+        what, hint = "fp32 ONNX file", "run 'seg-perception export' to make one, or set the onnx parameter"
+    return need_file(Path(override) if override else card.onnx_for(precision), what, hint)

@@ -1,0 +1,81 @@
+"""CUDA through cuda-python's runtime bindings: device and pinned host buffers, and what
+the GPU is. The TensorRT backend runs on these; the engine cache and the doctor ask
+``gpu_properties`` which GPU an engine is for.
+
+cuda-python (``cuda.bindings.runtime``, ``cuda.cudart`` in releases before 12.6) is
+what TensorRT's own Python samples use, a small wheel for x86-64 and aarch64 (Jetson),
+and it needs no CUDA build of PyTorch, which on a Jetson means NVIDIA's
+JetPack-specific wheel. It is imported only when a function here is called.
+"""
+from __future__ import annotations
+
+import ctypes
+from typing import Any, Dict, Tuple
+
+import numpy as np
+
+from .backend import BackendError
+
+
+def import_cudart():
+    """cuda-python's CUDA runtime module, or a BackendError that says how to install it."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart  # cuda-python < 12.6
+        except ImportError:
+            raise BackendError("the tensorrt backend needs cuda-python for GPU buffers: pip install "
+                               "'cuda-python==<your CUDA major>.*' (12.* on JetPack 6)") from None
+    return cudart
+
+
+def check(cudart, result):
+    """cuda-python calls return (error, value...): raise on error, return the value(s)."""
+    err, rest = result[0], result[1:]
+    if err != cudart.cudaError_t.cudaSuccess:
+        name = cudart.cudaGetErrorString(err)[1]
+        raise BackendError(f"CUDA error: {name.decode() if isinstance(name, bytes) else name}")
+    if not rest:
+        return None
+    return rest[0] if len(rest) == 1 else rest
+
+
+def gpu_properties(device: int = 0) -> Dict[str, Any]:
+    """Name, compute capability, memory and CUDA versions of a GPU (cuda-python)."""
+    cudart = import_cudart()
+    props = check(cudart, cudart.cudaGetDeviceProperties(device))
+    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
+    return {"name": name.strip("\x00 "), "compute_capability": f"{props.major}.{props.minor}",
+            "memory_mib": int(props.totalGlobalMem) >> 20,
+            "cuda_runtime": check(cudart, cudart.cudaRuntimeGetVersion()),
+            "cuda_driver": check(cudart, cudart.cudaDriverGetVersion())}
+
+
+class IOBuffer:
+    """A pinned host array and its device twin, allocated once."""
+
+    def __init__(self, cudart, shape: Tuple[int, ...], dtype: np.dtype):
+        self.cudart = cudart
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+        self.host_ptr = check(cudart, cudart.cudaMallocHost(self.nbytes))
+        raw = ctypes.cast(int(self.host_ptr), ctypes.POINTER(ctypes.c_uint8))
+        self.host = np.ctypeslib.as_array(raw, (self.nbytes,)).view(self.dtype).reshape(self.shape)
+        self.device = check(cudart, cudart.cudaMalloc(self.nbytes))
+
+    def to_device(self, stream) -> None:
+        c = self.cudart
+        check(c, c.cudaMemcpyAsync(self.device, self.host_ptr, self.nbytes,
+                                    c.cudaMemcpyKind.cudaMemcpyHostToDevice, stream))
+
+    def to_host(self, stream) -> None:
+        c = self.cudart
+        check(c, c.cudaMemcpyAsync(self.host_ptr, self.device, self.nbytes,
+                                    c.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream))
+
+    def free(self) -> None:
+        if self.device is not None:
+            self.cudart.cudaFree(self.device)
+            self.cudart.cudaFreeHost(self.host_ptr)
+            self.device = None
