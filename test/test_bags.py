@@ -21,11 +21,11 @@ from seg_perception.data import bag_io
 from seg_perception.evaluation.commands import evaluate
 from seg_perception.evaluation.config import EvalConfig
 from seg_perception.evaluation.make_bag import make_bag
+from seg_perception.paths import sample_bag
 from seg_perception.runtime.pipeline import Pipeline
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "test" / "data" / "camvid_val_sample"
-INDICES = [0, 50, 100]
+SAMPLE = sample_bag()
+INDICES = [0, 5, 9]  # of the 10 val frames of the camvid_root fixture
 T0 = 1_700_000_000 * 10**9
 TS = get_typestore(Stores.ROS2_JAZZY)  # read back with rosbags directly, not with bag_io
 
@@ -168,19 +168,26 @@ def test_metadata_is_what_ros2_jazzy_reads(tmp_path, camvid_root):
         assert r.message_count == 3
 
 
-def test_sample_bag_is_small_and_complete(dataset):
-    assert (SAMPLE / "metadata.yaml").is_file(), "the sample bag ships in test/data"
+def test_sample_bag_is_small_and_complete():
+    assert SAMPLE == Path(__file__).resolve().parent / "data" / "camvid_val_sample"  # ships in test/data
     assert bag_io.bag_size(SAMPLE) <= 5 * 1024 * 1024
     topics = read_all(SAMPLE)
     imgs = topics["/camera/image_raw/compressed"]
     gts = topics["/camera/labels_gt"]
     assert len(imgs) == len(gts) == len(topics["/camera/camera_info"]) == 20
     assert [stamp(m) for _, m in imgs] == [stamp(m) for _, m in gts]
-    # Spread over the val sequence: the first and last val frames are in it.
-    first = cv2.imdecode(np.frombuffer(imgs[0][1].data, np.uint8), cv2.IMREAD_COLOR)
-    last_gt = np.frombuffer(gts[-1][1].data, np.uint8).reshape(360, 480)
-    assert np.abs(first.astype(int) - dataset.load(0)[0][..., ::-1]).mean() < 4
-    np.testing.assert_array_equal(last_gt, dataset.load(len(dataset) - 1)[1])
+
+
+def test_sample_bag_spans_the_val_sequence(camvid_full):
+    """The first and the last CamVid val frame are in it."""
+    from seg_perception.data.datasets import camvid
+    val = camvid(camvid_full, "val")
+    topics = read_all(SAMPLE)
+    first = cv2.imdecode(np.frombuffer(topics["/camera/image_raw/compressed"][0][1].data, np.uint8),
+                         cv2.IMREAD_COLOR)
+    last_gt = np.frombuffer(topics["/camera/labels_gt"][-1][1].data, np.uint8).reshape(360, 480)
+    assert np.abs(first.astype(int) - val.load(0)[0][..., ::-1]).mean() < 4
+    np.testing.assert_array_equal(last_gt, val.load(len(val) - 1)[1])
 
 
 # --------------------------------------------------------------------- bad input
@@ -299,7 +306,7 @@ def test_output_bag_holds_inputs_and_predictions(tmp_path, random_model):
     assert len(times) == 15
 
 
-def test_make_bag_refuses_to_overwrite(tmp_path, capsys):
+def test_make_bag_refuses_to_overwrite(tmp_path, capsys, camvid_root):
     (tmp_path / "bag").mkdir()
-    rc, out, err = run_cli(capsys, "make-bag", "--out", tmp_path / "bag", "--frames", 1)
+    rc, out, err = run_cli(capsys, "make-bag", "--data", camvid_root, "--out", tmp_path / "bag", "--frames", 1)
     assert rc == 2 and "exists already" in one_line_error(err)

@@ -9,12 +9,19 @@ from seg_perception.data.datasets import DatasetError, camvid, image_folder
 from seg_perception.data.transforms import TrainAugment
 
 
-def test_camvid_val_loads(camvid_root):
-    ds = camvid(camvid_root, "val")
-    assert len(ds) == 101
-    img, lab = ds.load(0)
-    assert img.shape == (360, 480, 3) and img.dtype == np.uint8
-    assert lab.shape == (360, 480) and lab.max() <= 11
+def test_camvid_layout_loads(camvid_root):
+    for split in ("train", "val"):
+        ds = camvid(camvid_root, split)
+        assert len(ds) == 10
+        img, lab = ds.load(0)
+        assert img.shape == (360, 480, 3) and img.dtype == np.uint8
+        assert lab.shape == (360, 480) and lab.max() <= 11
+
+
+def test_full_camvid_has_both_splits(camvid_full):
+    assert (len(camvid(camvid_full, "train")), len(camvid(camvid_full, "val"))) == (367, 101)
+    img, lab = camvid(camvid_full, "val").load(0)
+    assert img.shape == (360, 480, 3) and lab.shape == (360, 480) and lab.max() <= 11
 
 
 def test_missing_dataset_path(tmp_path):
@@ -24,7 +31,7 @@ def test_missing_dataset_path(tmp_path):
 
 def test_image_without_label(tmp_path, camvid_root):
     (tmp_path / "val").mkdir()
-    shutil.copy(camvid_root / "val" / "0016E5_07959.png", tmp_path / "val" / "a.png")
+    shutil.copy(camvid(camvid_root, "val").pairs[0][0], tmp_path / "val" / "a.png")
     (tmp_path / "val.txt").write_text("val/a.png valannot/a.png\n")
     with pytest.raises(DatasetError, match="has no label: .*valannot/a.png"):
         camvid(tmp_path, "val")

@@ -3,7 +3,8 @@
 Models here carry RANDOM weights (plumbing and agreement, not accuracy). TensorRT
 cannot run on CI machines: the cache logic around it is pure Python and tested
 here with a stand-in builder; tests that need TensorRT and a GPU skip with the
-reason when they are absent.
+reason when they are absent, and tests of what happens without TensorRT skip
+where it is installed (a Jetson).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import make_random_model
+from conftest import make_random_model, needs_no_tensorrt
 from seg_perception import cli
 from seg_perception.card import load_card
 from seg_perception.deploy.export import export_onnx
@@ -361,10 +362,7 @@ def test_default_cache_dir(monkeypatch, tmp_path):
 
 
 # ------------------------------------------------------------------ without TensorRT
-needs_no_trt = pytest.mark.skipif(tensorrt_available(), reason="TensorRT is installed here")
-
-
-@needs_no_trt
+@needs_no_tensorrt
 def test_tensorrt_backend_without_tensorrt_says_how_to_get_it(quantized):
     from seg_perception.runtime.tensorrt_backend import TensorRTBackend
     src, _ = quantized
@@ -372,7 +370,7 @@ def test_tensorrt_backend_without_tensorrt_says_how_to_get_it(quantized):
         TensorRTBackend(load_card(src), W, H, "fp16")
 
 
-@needs_no_trt
+@needs_no_tensorrt
 def test_auto_backend_falls_back_with_exactly_one_warning(quantized, caplog, val_frames):
     src, _ = quantized
     with caplog.at_level(logging.WARNING):
@@ -411,7 +409,7 @@ def test_cli_errors_are_one_line(argv, message, capsys, quantized):
     assert lines[0].startswith(f"seg-perception {argv[0]}: error: ") and message in lines[0]
 
 
-@needs_no_trt
+@needs_no_tensorrt
 def test_build_engine_without_tensorrt_is_one_line(quantized, capsys):
     src, _ = quantized
     rc, _, err = _run_cli(["build-engine", "--onnx", src, "--precision", "fp32"], capsys)
@@ -419,7 +417,7 @@ def test_build_engine_without_tensorrt_is_one_line(quantized, capsys):
 
 
 # ------------------------------------------------------------------ doctor and bench
-@needs_no_trt
+@needs_no_tensorrt
 def test_doctor_without_tensorrt_reports_and_fails(quantized, capsys, camvid_root, tmp_path):
     src, _ = quantized
     rc, out, err = _run_cli(["doctor", "--model", src, "--frames", camvid_root / "val", "--num-frames", 2,

@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import needs_no_tensorrt
 from seg_perception.card import load_card
 from seg_perception.runtime.backends import BackendError, create_backend
 from seg_perception.runtime.pipeline import Pipeline
@@ -78,8 +79,6 @@ def test_backend_errors_list_choices(random_model, tmp_path):
         create_backend("tflite", card)
     with pytest.raises(BackendError, match="valid choices: fp32, fp16, int8"):
         create_backend("onnxruntime", card, precision="fp64")
-    with pytest.raises(BackendError, match="needs the TensorRT Python package"):
-        create_backend("tensorrt", card)
     with pytest.raises(BackendError, match="int8 ONNX file"):
         create_backend("onnxruntime", card, precision="int8")
     with pytest.raises(BackendError, match="not found"):
@@ -88,6 +87,13 @@ def test_backend_errors_list_choices(random_model, tmp_path):
         create_backend("onnxruntime", card, width=320, height=240)
 
 
+@needs_no_tensorrt
+def test_tensorrt_backend_without_tensorrt_says_what_to_install(random_model):
+    with pytest.raises(BackendError, match="needs the TensorRT Python package"):
+        create_backend("tensorrt", load_card(random_model))
+
+
+@needs_no_tensorrt
 def test_auto_falls_back_to_onnxruntime_with_a_warning(random_model, caplog):
     be = create_backend("auto", load_card(random_model), precision="fp16")
     assert be.name == "onnxruntime" and be.precision == "fp32"

@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ..card import ModelCard
+from ..card import ModelCard, check_precision
 
 
 class BackendError(RuntimeError):
@@ -45,6 +45,14 @@ class Backend(ABC):
 
     def close(self) -> None:
         pass
+
+
+def backend_precision(precision: str) -> str:
+    """card.check_precision, failing as a BackendError (what the node and commands catch)."""
+    try:
+        return check_precision(precision)
+    except ValueError as e:
+        raise BackendError(str(e)) from None
 
 
 def need_file(path: Optional[Path], what: str, hint: str) -> Path:

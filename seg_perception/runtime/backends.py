@@ -13,8 +13,8 @@ from typing import Optional
 
 import numpy as np
 
-from ..card import ModelCard, check_precision
-from .backend import Backend, BackendError, need_file, onnx_file
+from ..card import ModelCard
+from .backend import Backend, BackendError, backend_precision, need_file, onnx_file
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +133,7 @@ def create_backend(kind: str, card: ModelCard, precision: str = "fp32", width: O
     """Build the backend ``kind`` (auto|tensorrt|onnxruntime|torch) for ``card``."""
     if kind not in BACKENDS:
         raise BackendError(f"unknown backend '{kind}'; valid choices: {', '.join(BACKENDS)}")
-    try:
-        check_precision(precision)
-    except ValueError as e:
-        raise BackendError(str(e)) from None
+    backend_precision(precision)
     width = int(width or card.input_width)
     height = int(height or card.input_height)
     if width % 8 or height % 8 or width <= 0 or height <= 0:

@@ -17,9 +17,9 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from ..card import PRECISIONS, ModelCard, check_precision
+from ..card import PRECISIONS, ModelCard
 from . import engine_cache as eng
-from .backend import Backend, BackendError, onnx_file
+from .backend import Backend, BackendError, backend_precision, onnx_file
 from .cuda import IOBuffer, check, import_cudart
 
 log = logging.getLogger(__name__)
@@ -47,10 +47,7 @@ class TensorRTBackend(Backend):
                  rebuild: bool = True, workspace_mib: int = 1024, timing_cache: Optional[str | Path] = None,
                  warmup_runs: int = 3):
         super().__init__(card, width, height, precision)
-        try:
-            check_precision(precision)
-        except ValueError as e:
-            raise BackendError(str(e)) from None
+        backend_precision(precision)
         try:
             trt = eng.import_tensorrt()
         except eng.EngineCacheError as e:

@@ -1,0 +1,63 @@
+"""`release` on a small training run (RANDOM weights, 96x72, the sample CamVid frames):
+what lands in models/ is the weights, the ONNX graphs and one card that lists them and
+carries every figure, measured the same way `evaluate` and `bench` measure."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import make_random_model
+from seg_perception.card import load_card
+from seg_perception.cli import main
+from seg_perception.evaluation.split_accuracy import evaluate
+from seg_perception.nets import build_model
+from seg_perception.nets.complexity import count_params
+from seg_perception.runtime.pipeline import Pipeline
+
+NAME = "random_essnet_d"
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory, camvid_root):
+    run = tmp_path_factory.mktemp("run")
+    make_random_model(run, "essnet_d", 96, 72, onnx=False)
+    (run / "log.csv").write_text("epoch,stage,train_loss\n1,full,2.0\n2,full,1.5\n")
+    to = tmp_path_factory.mktemp("models")
+    rc = main(["release", "--run", str(run), "--name", NAME, "--to", str(to), "--data", str(camvid_root),
+               "--calib-images", "2", "--threads", "1", "--note", "test release"])
+    assert rc == 0
+    return to
+
+
+def test_release_ships_the_files_and_one_card(released):
+    # No INT8 twin card, no temporary files: the card is written once, beside the weights.
+    assert sorted(p.name for p in released.iterdir()) == sorted(
+        [f"{NAME}.pt", f"{NAME}.yaml", f"{NAME}.onnx", f"{NAME}_int8.onnx"])
+    card = load_card(released / f"{NAME}.yaml")
+    assert card.files == {"weights": f"{NAME}.pt", "onnx": f"{NAME}.onnx", "onnx_int8": f"{NAME}_int8.onnx"}
+    assert card.training["epochs_completed_in_run"] == 2 and card.training["note"] == "test release"
+    assert card.training["export"]["opset"] == 17 and card.training["quantization"]["calibration_images"] == 2
+
+
+def test_release_figures_are_measured(released, camvid_root):
+    card = load_card(released / f"{NAME}.yaml")
+    m = card.metrics
+    assert m["params"] == count_params(build_model("essnet_d", 11)) and m["gmacs"] > 0 and m["gmacs_at"] == "96x72"
+    assert "(10 frames)" in m["val_measured_with"]
+    again = evaluate(card.path, str(camvid_root), "camvid", "val", backend="onnxruntime", threads=1)
+    assert m["val_miou"] == again["miou"] and m["val_per_class_iou"] == again["per_class_iou"]
+    assert m["int8"]["fp32_miou"] == pytest.approx(m["val_miou"], abs=0.01)
+    lat = m["cpu_latency"]
+    for key in ("onnxruntime_fp32_ms", "onnxruntime_int8_ms"):  # the one shape of a timing
+        assert set(lat[key]) == {"p50", "p95", "max", "mean", "fps"}
+        assert 0 < lat[key]["p50"] <= lat[key]["p95"] <= lat[key]["max"]
+    assert lat["threads"] == 1 and lat["cpu"]
+
+
+def test_released_model_runs_at_both_precisions(released, val_frames):
+    card_path = released / f"{NAME}.yaml"
+    fp32 = Pipeline.from_card(card_path, backend="onnxruntime", precision="fp32")
+    int8 = Pipeline.from_card(card_path, backend="onnxruntime", precision="int8")
+    img = val_frames[0][0]
+    a, b = fp32(img).labels, int8(img).labels
+    assert a.shape == b.shape == img.shape[:2] and np.mean(a == b) > 0.5
