@@ -4,11 +4,11 @@ Models here carry RANDOM weights unless a test says otherwise: they exercise
 the plumbing (shapes, headers, encodings, agreement between backends), not
 accuracy. Accuracy is measured with the shipped weights in models/.
 
-Real frames come from the sample bag in test/data (``camvid_root``, ``val_frames``),
-so the suite runs on any clone. Only tests that need the full CamVid val split ask
-for ``camvid_full``; without the dataset they skip, and the run ends with one line
-that says how to point them at it (SEG_PERCEPTION_REQUIRE_CAMVID=1 turns the skip
-into a failure, for CI).
+Real frames come from the sample bag in test/data (``camvid_sample``, ``val_frames``),
+so the suite runs on any clone. Only tests that need the full CamVid splits ask for
+``camvid_full``; without the dataset they skip, and the run ends with one line that
+says how to point them at it (SEG_PERCEPTION_REQUIRE_CAMVID=1 turns the skip into a
+failure, for CI). ``camvid_root`` is for tests written before this split.
 """
 from __future__ import annotations
 
@@ -73,9 +73,9 @@ def camvid_from_bag(bag: Path, out: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def camvid_root(tmp_path_factory) -> Path:
+def camvid_sample(tmp_path_factory) -> Path:
     """A small CamVid (train 10, val 10 frames at 480x360, with labels) made from the shipped
-    sample bag: real frames on any clone. Not the full dataset: see camvid_full."""
+    sample bag: the same real frames on any clone. Not the full dataset: see camvid_full."""
     return camvid_from_bag(SAMPLE_BAG, tmp_path_factory.mktemp("camvid_sample"))
 
 
@@ -85,7 +85,7 @@ def camvid_full() -> Path:
     from seg_perception.data.datasets import default_camvid_root
     root = default_camvid_root()
     if not (root / "val.txt").is_file():
-        why = WITHOUT_CAMVID.split(":")[0].format(root=root.resolve())
+        why = WITHOUT_CAMVID.split(":")[0].format(root=root)
         if os.environ.get("SEG_PERCEPTION_REQUIRE_CAMVID"):
             pytest.fail(f"{why}, and SEG_PERCEPTION_REQUIRE_CAMVID is set")
         pytest.skip(f"{why}: set SEG_PERCEPTION_CAMVID=/path/to/camvid to run this test")
@@ -93,10 +93,20 @@ def camvid_full() -> Path:
 
 
 @pytest.fixture(scope="session")
-def val_frames(camvid_root):
+def camvid_root(camvid_sample) -> Path:
+    """For tests written before camvid_sample and camvid_full (the training tests): the full
+    CamVid when it is here, else the sample, so they run on any clone. A new test asks for
+    camvid_sample (real frames) or camvid_full (the full splits) instead."""
+    from seg_perception.data.datasets import default_camvid_root
+    root = default_camvid_root()
+    return root if (root / "val.txt").is_file() else camvid_sample
+
+
+@pytest.fixture(scope="session")
+def val_frames(camvid_sample):
     """Six real CamVid val frames (RGB, 480x360) with their labels, from the sample."""
     from seg_perception.data.datasets import camvid
-    ds = camvid(camvid_root, "val")
+    ds = camvid(camvid_sample, "val")
     return [ds.load(i) for i in range(6)]
 
 

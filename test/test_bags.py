@@ -25,7 +25,7 @@ from seg_perception.paths import sample_bag
 from seg_perception.runtime.pipeline import Pipeline
 
 SAMPLE = sample_bag()
-INDICES = [0, 5, 9]  # of the 10 val frames of the camvid_root fixture
+INDICES = [0, 5, 9]  # of the 10 val frames of the camvid_sample fixture
 T0 = 1_700_000_000 * 10**9
 TS = get_typestore(Stores.ROS2_JAZZY)  # read back with rosbags directly, not with bag_io
 
@@ -49,9 +49,9 @@ def pipe(random_model):
 
 
 @pytest.fixture(scope="module")
-def dataset(camvid_root):
+def dataset(camvid_sample):
     from seg_perception.data.datasets import camvid
-    return camvid(camvid_root, "val")
+    return camvid(camvid_sample, "val")
 
 
 def independent_metrics(preds, gts, n=11, drivable=(3,)):
@@ -86,9 +86,9 @@ def independent_metrics(preds, gts, n=11, drivable=(3,)):
 @pytest.mark.parametrize("fmt", ["mcap", "sqlite3"])
 @pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "jpeg"])
 def test_make_bag_then_offline_metrics_match_independent(tmp_path, fmt, encoding, random_model, pipe, dataset,
-                                                         camvid_root):
+                                                         camvid_sample):
     bag = tmp_path / "bag"
-    r = make_bag(bag, root=camvid_root, fmt=fmt, encoding=encoding, rate=10, indices=INDICES)
+    r = make_bag(bag, root=camvid_sample, fmt=fmt, encoding=encoding, rate=10, indices=INDICES)
     assert r.frames == 3
     storage = list(bag.glob("*.mcap" if fmt == "mcap" else "*.db3"))
     assert len(storage) == 1 and (bag / "metadata.yaml").is_file()
@@ -150,10 +150,10 @@ def test_make_bag_then_offline_metrics_match_independent(tmp_path, fmt, encoding
         assert f"mIoU **{seg['miou']:.2f}%**" in md
 
 
-def test_metadata_is_what_ros2_jazzy_reads(tmp_path, camvid_root):
+def test_metadata_is_what_ros2_jazzy_reads(tmp_path, camvid_sample):
     """`ros2 bag info` is not installable here: check the fields rosbag2 (Jazzy) decodes instead."""
     bag = tmp_path / "bag"
-    make_bag(bag, root=camvid_root, encoding="jpeg", indices=[1], compress=True)
+    make_bag(bag, root=camvid_sample, encoding="jpeg", indices=[1], compress=True)
     info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     assert info["version"] == 9 and info["storage_identifier"] == "mcap"
     assert info["relative_file_paths"] == [p.name for p in bag.glob("*.mcap")]
@@ -306,7 +306,7 @@ def test_output_bag_holds_inputs_and_predictions(tmp_path, random_model):
     assert len(times) == 15
 
 
-def test_make_bag_refuses_to_overwrite(tmp_path, capsys, camvid_root):
+def test_make_bag_refuses_to_overwrite(tmp_path, capsys, camvid_sample):
     (tmp_path / "bag").mkdir()
-    rc, out, err = run_cli(capsys, "make-bag", "--data", camvid_root, "--out", tmp_path / "bag", "--frames", 1)
+    rc, out, err = run_cli(capsys, "make-bag", "--data", camvid_sample, "--out", tmp_path / "bag", "--frames", 1)
     assert rc == 2 and "exists already" in one_line_error(err)

@@ -9,9 +9,9 @@ from seg_perception.data.datasets import DatasetError, camvid, image_folder
 from seg_perception.data.transforms import TrainAugment
 
 
-def test_camvid_layout_loads(camvid_root):
+def test_camvid_layout_loads(camvid_sample):
     for split in ("train", "val"):
-        ds = camvid(camvid_root, split)
+        ds = camvid(camvid_sample, split)
         assert len(ds) == 10
         img, lab = ds.load(0)
         assert img.shape == (360, 480, 3) and img.dtype == np.uint8
@@ -29,9 +29,9 @@ def test_missing_dataset_path(tmp_path):
         camvid(tmp_path / "nope", "train")
 
 
-def test_image_without_label(tmp_path, camvid_root):
+def test_image_without_label(tmp_path, camvid_sample):
     (tmp_path / "val").mkdir()
-    shutil.copy(camvid(camvid_root, "val").pairs[0][0], tmp_path / "val" / "a.png")
+    shutil.copy(camvid(camvid_sample, "val").pairs[0][0], tmp_path / "val" / "a.png")
     (tmp_path / "val.txt").write_text("val/a.png valannot/a.png\n")
     with pytest.raises(DatasetError, match="has no label: .*valannot/a.png"):
         camvid(tmp_path, "val")

@@ -142,12 +142,12 @@ def test_onnxruntime_matches_torch(arch, tmp_path, val_frames):
 
 # ------------------------------------------------------------------ INT8
 @pytest.fixture(scope="module")
-def quantized(small_model, tmp_path_factory, camvid_root):
+def quantized(small_model, tmp_path_factory, camvid_sample):
     folder = tmp_path_factory.mktemp("q")
     card = load_card(small_model)
     onnx_path = export_onnx(card, folder / "q.onnx")
     card = load_card(onnx_path)
-    frames = calibration_frames(list_calibration_images(camvid_root, 4), card, onnx_path)
+    frames = calibration_frames(list_calibration_images(camvid_sample, 4), card, onnx_path)
     res = quantize_onnx(onnx_path, folder / "q_int8.onnx", frames, method="ort")
     return onnx_path, res
 
@@ -171,11 +171,12 @@ def test_quantized_model_is_symmetric_per_channel_qdq(quantized):
             assert inits[n.input[0]].data_type == onnx.TensorProto.INT8
 
 
-def test_quantize_command_runs_int8_in_onnxruntime(small_model, tmp_path, camvid_root, capsys, val_frames):
+def test_quantize_command_runs_int8_in_onnxruntime(small_model, tmp_path, camvid_sample, capsys, val_frames):
     card = load_card(small_model)
     src = export_onnx(card, tmp_path / "c.onnx")
-    rc, out, err = _run_cli(["quantize", "--onnx", src, "--calib-data", camvid_root, "--num-images", 3,
-                             "--method", "ort", "--eval", "--max-eval-images", 2], capsys)
+    rc, out, err = _run_cli(["quantize", "--onnx", src, "--calib-data", camvid_sample, "--num-images", 3,
+                             "--method", "ort", "--eval", "--eval-data", camvid_sample, "--max-eval-images", 2],
+                            capsys)
     assert rc == 0, err
     assert "fp32 mIoU" in out and "int8 mIoU" in out and "label agreement" in out
     card = load_card(src)
@@ -191,10 +192,10 @@ def test_quantize_command_runs_int8_in_onnxruntime(small_model, tmp_path, camvid
 
 
 @pytest.mark.skipif(not modelopt_available(), reason="nvidia-modelopt is not installed (optional)")
-def test_modelopt_quantization_when_installed(quantized, tmp_path, camvid_root):
+def test_modelopt_quantization_when_installed(quantized, tmp_path, camvid_sample):
     src, _ = quantized
     card = load_card(src)
-    frames = calibration_frames(list_calibration_images(camvid_root, 3), card, src)
+    frames = calibration_frames(list_calibration_images(camvid_sample, 3), card, src)
     res = quantize_onnx(src, tmp_path / "mo_int8.onnx", frames, method="auto")
     info = inspect_qdq(res.path)
     assert res.method == "modelopt" and info["quantize_linear"] > 0 and info["per_channel"] > 0
@@ -418,9 +419,9 @@ def test_build_engine_without_tensorrt_is_one_line(quantized, capsys):
 
 # ------------------------------------------------------------------ doctor and bench
 @needs_no_tensorrt
-def test_doctor_without_tensorrt_reports_and_fails(quantized, capsys, camvid_root, tmp_path):
+def test_doctor_without_tensorrt_reports_and_fails(quantized, capsys, camvid_sample, tmp_path):
     src, _ = quantized
-    rc, out, err = _run_cli(["doctor", "--model", src, "--frames", camvid_root / "val", "--num-frames", 2,
+    rc, out, err = _run_cli(["doctor", "--model", src, "--frames", camvid_sample / "val", "--num-frames", 2,
                              "--runs", 5, "--cache-dir", tmp_path], capsys)
     assert rc == 1, err
     assert "tensorrt: not installed" in out and "onnxruntime:" in out
@@ -441,9 +442,9 @@ def test_jetson_doctor_script_runs_the_doctor():
         assert "cannot import tensorrt" in res.stderr and "python3-libnvinfer" in res.stderr
 
 
-def test_doctor_frames_from_a_folder_or_synthetic(camvid_root, monkeypatch):
+def test_doctor_frames_from_a_folder_or_synthetic(camvid_sample, monkeypatch):
     from seg_perception.deploy import doctor
-    frames, note = doctor.load_frames(camvid_root / "val", 2)
+    frames, note = doctor.load_frames(camvid_sample / "val", 2)
     assert len(frames) == 2 and frames[0][1] == "rgb" and frames[0][0].shape == (360, 480, 3)
     assert "2 frames from" in note
     bag = doctor.default_frames_source()
@@ -455,7 +456,7 @@ def test_doctor_frames_from_a_folder_or_synthetic(camvid_root, monkeypatch):
     frames, note = doctor.load_frames(None, 3)
     assert len(frames) == 3 and "synthetic" in note
     with pytest.raises(FileNotFoundError, match="frames source .* not found"):
-        doctor.load_frames(camvid_root / "nope", 2)
+        doctor.load_frames(camvid_sample / "nope", 2)
 
 
 def test_bench_two_networks(tmp_path, capsys):

@@ -17,7 +17,7 @@ from seg_perception.evaluation.config import EXIT_NODE, EvalConfig
 from seg_perception.evaluation.make_bag import make_bag
 from test_bags import read_all, stamp
 
-INDICES = [1, 4, 7, 9]  # of the 10 val frames of the camvid_root fixture
+INDICES = [1, 4, 7, 9]  # of the 10 val frames of the camvid_sample fixture
 
 
 def offline(bag, model, tmp_path):
@@ -39,10 +39,10 @@ def assert_same_as_offline(live, ref):
     assert len(live.latencies_ms) == len(INDICES) and min(live.latencies_ms) > 0
 
 
-def test_live_started_node_raw_frames_match_offline(tmp_path, random_model, camvid_root):
+def test_live_started_node_raw_frames_match_offline(tmp_path, random_model, camvid_sample):
     """rgb8 frames (518 KB each): the started node subscribes with qos 'reliable'."""
     bag = tmp_path / "raw"
-    make_bag(bag, root=camvid_root, fmt="sqlite3", encoding="rgb8", rate=2, indices=INDICES)
+    make_bag(bag, root=camvid_sample, fmt="sqlite3", encoding="rgb8", rate=2, indices=INDICES)
     ref = offline(bag, random_model, tmp_path)
     cfg = EvalConfig(bag=bag, model=str(random_model), threads=1, keep_labels=True, progress=False,
                      out_bag=tmp_path / "outputs")
@@ -64,12 +64,12 @@ def test_live_started_node_raw_frames_match_offline(tmp_path, random_model, camv
         assert t_log > stamp(msg)  # recorded at input time + measured latency
 
 
-def test_live_attached_to_running_node_jpeg(tmp_path, random_model, camvid_root, monkeypatch):
+def test_live_attached_to_running_node_jpeg(tmp_path, random_model, camvid_sample, monkeypatch):
     """A node someone else started (best-effort sensor_data QoS, compressed input): --attach,
     in the environment's ROS domain, with the model named by the node's /diagnostics."""
     monkeypatch.setenv("SEG_PERCEPTION_MODELS", str(random_model.parent))
     bag = tmp_path / "jpeg"
-    make_bag(bag, root=camvid_root, fmt="mcap", encoding="jpeg", rate=2, indices=INDICES)
+    make_bag(bag, root=camvid_sample, fmt="mcap", encoding="jpeg", rate=2, indices=INDICES)
     ref = offline(bag, random_model, tmp_path)
     node = start_node({"model": str(random_model), "use_compressed": True, "threads": 1,
                         "image_topic": "/attach_cam/image_raw"}, tmp_path / "node.log")
@@ -119,10 +119,10 @@ def test_demo_exports_onnx_and_reports(tmp_path, capsys, monkeypatch):
     assert len(list((tmp_path / "demo" / "samples").glob("*.png"))) == 4
 
 
-def test_bench_node_prints_every_stage(random_model, capsys, camvid_root):
+def test_bench_node_prints_every_stage(random_model, capsys, camvid_sample):
     """The benchmark command runs end to end (figures are printed, not asserted)."""
     from seg_perception.evaluation.bench_node import bench_node, to_markdown
-    r = bench_node(random_model, frames=3, threads=1, data=camvid_root, log=lambda *_: None)
+    r = bench_node(random_model, frames=3, threads=1, data=camvid_sample, log=lambda *_: None)
     assert r["frames_answered"] == 3
     for k in ("backend_infer_ms", "pipeline_pre_ms", "pipeline_post_ms", "node_publish_to_labels_ms"):
         assert r[k]["p50"] > 0 and r[k]["p95"] >= r[k]["p50"]

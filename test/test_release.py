@@ -18,12 +18,12 @@ NAME = "random_essnet_d"
 
 
 @pytest.fixture(scope="module")
-def released(tmp_path_factory, camvid_root):
+def released(tmp_path_factory, camvid_sample):
     run = tmp_path_factory.mktemp("run")
     make_random_model(run, "essnet_d", 96, 72, onnx=False)
     (run / "log.csv").write_text("epoch,stage,train_loss\n1,full,2.0\n2,full,1.5\n")
     to = tmp_path_factory.mktemp("models")
-    rc = main(["release", "--run", str(run), "--name", NAME, "--to", str(to), "--data", str(camvid_root),
+    rc = main(["release", "--run", str(run), "--name", NAME, "--to", str(to), "--data", str(camvid_sample),
                "--calib-images", "2", "--threads", "1", "--note", "test release"])
     assert rc == 0
     return to
@@ -39,12 +39,12 @@ def test_release_ships_the_files_and_one_card(released):
     assert card.training["export"]["opset"] == 17 and card.training["quantization"]["calibration_images"] == 2
 
 
-def test_release_figures_are_measured(released, camvid_root):
+def test_release_figures_are_measured(released, camvid_sample):
     card = load_card(released / f"{NAME}.yaml")
     m = card.metrics
     assert m["params"] == count_params(build_model("essnet_d", 11)) and m["gmacs"] > 0 and m["gmacs_at"] == "96x72"
     assert "(10 frames)" in m["val_measured_with"]
-    again = evaluate(card.path, str(camvid_root), "camvid", "val", backend="onnxruntime", threads=1)
+    again = evaluate(card.path, str(camvid_sample), "camvid", "val", backend="onnxruntime", threads=1)
     assert m["val_miou"] == again["miou"] and m["val_per_class_iou"] == again["per_class_iou"]
     assert m["int8"]["fp32_miou"] == pytest.approx(m["val_miou"], abs=0.01)
     lat = m["cpu_latency"]

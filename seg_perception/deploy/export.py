@@ -115,6 +115,6 @@ def ensure_onnx(card_path: Path, log: Callable[[str], None] = print) -> Path:
     folder = cache_dir() / "onnx" / f"{card.name}-{sha256(weights)[:12]}"
     out = folder / f"{card.name}.onnx"
     if not (out.is_file() and out.with_suffix(".yaml").is_file()):
-        log(f"[demo] {card.name} has no ONNX file: exporting it once to {out}")
+        log(f"{card.name} has no ONNX file: exporting it once to {out}")
         export_onnx(card, out)
     return out.with_suffix(".yaml")

@@ -195,7 +195,7 @@ def _demo(p: argparse.ArgumentParser):
         try:
             try:
                 bag = Path(a.bag) if a.bag else sample_bag()
-                card = ensure_onnx(resolve_demo_model(a.model))
+                card = ensure_onnx(resolve_demo_model(a.model), log=lambda s: print(f"[demo] {s}"))
             except (FileNotFoundError, CardError) as e:
                 raise EvalError(str(e)) from None
             out.mkdir(parents=True, exist_ok=True)
