@@ -32,7 +32,7 @@ os.environ.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")
 
 
 SAMPLE_BAG = REPO / "test" / "data" / "camvid_val_sample"
-WITHOUT_CAMVID = "CamVid not found at {root}: {n} test(s) that need the full val split skipped; set " \
+WITHOUT_CAMVID = "CamVid not found at {root}: {n} test(s) that need the full dataset skipped; set " \
                  "SEG_PERCEPTION_CAMVID=/path/to/camvid (or put it at ../shared/datasets/camvid) to run them"
 
 
