@@ -113,6 +113,54 @@ def _size(text: str) -> tuple:
     return w, h
 
 
+@command("bench-train", "seconds per training step on this machine, per precision (is bf16 faster here?)")
+def _bench_train(p: argparse.ArgumentParser):
+    d = " (default: %(default)s)"
+    p.add_argument("--model", default="essnet_d", help="network name" + d)
+    p.add_argument("--crop", type=_size, default=(480, 360), metavar="WxH", help="training crop (default: 480x360)")
+    p.add_argument("--batch-size", type=int, default=8, help="frames per step" + d)
+    p.add_argument("--precision", nargs="+", default=["fp32", "bf16", "auto"], choices=["auto", "fp32", "bf16"],
+                   help="precisions to time" + d)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per precision, after 2 warm-up steps" + d)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)" + d)
+
+    def run(a):
+        import torch
+        from .train.loop import cpu_bf16_is_fast
+        from .train.step_timing import format_step_times, time_train_steps
+        precisions = list(a.precision)
+        if "bf16" in precisions and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            print("bf16: skipped, this CPU has no bf16 support in oneDNN")
+            precisions.remove("bf16")
+        res = time_train_steps(a.model, a.crop, a.batch_size, precisions, a.steps, threads=a.threads)
+        print(f"{a.model}, batch {a.batch_size} at {a.crop[0]}x{a.crop[1]}, {torch.get_num_threads()} threads, "
+              f"CPU capability {torch.backends.cpu.get_cpu_capability()}, AMX-backed bf16: {cpu_bf16_is_fast()}")
+        print(format_step_times(res, a.batch_size))
+    return run
+
+
+@command("pack-dataset", "copy a dataset as JPEG frames + PNG labels + dataset.yaml (a compact folder dataset)")
+def _pack_dataset(p: argparse.ArgumentParser):
+    d = " (default: %(default)s)"
+    p.add_argument("--dataset", default="camvid", choices=["camvid", "cityscapes", "folder"], help="dataset kind" + d)
+    p.add_argument("--data", default=None, help="dataset folder (default: ../shared/datasets/camvid)")
+    p.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to copy" + d)
+    p.add_argument("--out", required=True, help="destination folder (train with --dataset folder --data OUT)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality of the frames" + d)
+
+    def run(a):
+        from .data.datasets import default_camvid_root
+        from .data.pack import pack_dataset
+        data = a.data or (str(default_camvid_root()) if a.dataset == "camvid" else None)
+        if data is None:
+            raise ValueError(f"--data is required for --dataset {a.dataset}")
+        counts = pack_dataset(a.dataset, data, a.splits, a.out, a.quality)
+        size = sum(f.stat().st_size for f in __import__("pathlib").Path(a.out).rglob("*") if f.is_file())
+        print(f"packed {', '.join(f'{s}: {n}' for s, n in counts.items())} frames into {a.out} "
+              f"({size / 1e6:.1f} MB); train with --dataset folder --data {a.out}")
+    return run
+
+
 @command("evaluate", "accuracy of a model on a dataset split, through the runtime pipeline")
 def _evaluate(p: argparse.ArgumentParser):
     p.add_argument("--model", default=None, help="model name in models/ or a card .yaml (default: the shipped model)")

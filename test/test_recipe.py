@@ -195,3 +195,11 @@ def test_final_run_on_train_and_val_with_a_teacher(tmp_path, camvid_root):
     assert "val_miou" not in card.metrics
     assert card.training["distillation"].startswith("KL")
     assert not (tmp_path / "s" / "best_metrics.json").exists()
+
+
+def test_bench_train_prints_step_times(capsys):
+    from seg_perception.cli import main
+    assert main(["bench-train", "--crop", "64x48", "--batch-size", "2", "--steps", "1", "--precision", "fp32",
+                 "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| fp32 |" in out and "AMX-backed bf16" in out
