@@ -334,6 +334,10 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     rank, local_rank, world = _distributed()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    # Weights that weight decay drives towards zero become subnormal floats, which x86 CPUs
+    # compute in microcode: one step of the trained ESSNet-D took 18-33 s instead of 6 s on
+    # this project's Xeon. Flushing them to zero changes nothing measurable.
+    torch.set_flush_denormal(True)
     if torch.cuda.is_available():
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
