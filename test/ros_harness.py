@@ -140,8 +140,9 @@ class Harness:
 class NodeProcess:
     """segmentation_node started from its console script with config/jetson.yaml."""
 
-    def __init__(self, params: Dict[str, object], log_path: Path, params_file: Optional[Path] = None):
-        args = [executable("segmentation_node"), "--ros-args",
+    def __init__(self, params: Dict[str, object], log_path: Path, params_file: Optional[Path] = None,
+                 program: str = "segmentation_node"):
+        args = [executable(program), "--ros-args",
                 "--params-file", str(params_file or REPO / "config" / "jetson.yaml")]
         for k, v in params.items():
             v = str(v).lower() if isinstance(v, bool) else v
