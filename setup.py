@@ -27,6 +27,7 @@ setup(
     entry_points={
         "console_scripts": [
             "segmentation_node = seg_perception.ros.node:main",
+            "segmentation_lifecycle_node = seg_perception.ros.lifecycle:main",
             "seg-perception = seg_perception.cli:main",
         ],
     },

@@ -25,34 +25,54 @@ def command(name: str, help: str):
 # --------------------------------------------------------------------- train
 @command("train", "train a network of the zoo (CamVid, Cityscapes or your own folders)")
 def _train(p: argparse.ArgumentParser):
+    d = " (default: %(default)s)"
     p.add_argument("--model", required=True, help="network name (see 'seg-perception models')")
-    p.add_argument("--dataset", default="camvid", choices=["camvid", "cityscapes", "folder"])
+    p.add_argument("--dataset", default="camvid", choices=["camvid", "cityscapes", "folder"], help="dataset kind" + d)
     p.add_argument("--data", default=None, help="dataset folder (default: ../shared/datasets/camvid)")
     p.add_argument("--out", required=True, help="run folder: last.pt, log.csv, <name>.pt + .yaml")
     p.add_argument("--name", default="", help="name of the weights/card files (default MODEL_DATASET)")
-    p.add_argument("--epochs", type=int, default=150)
-    p.add_argument("--encoder-epochs", type=int, default=0, help="encoder-only stage first (labels x1/8)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--width", type=int, default=480)
-    p.add_argument("--height", type=int, default=360)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--weight-decay", type=float, default=2e-4)
-    p.add_argument("--schedule", default="poly", choices=["poly", "plateau"])
-    p.add_argument("--class-weight-c", type=float, default=1.10, help="c in w = 1/ln(c + p_class)")
-    p.add_argument("--eval-every", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-bf16", action="store_true", help="train in fp32 on the CPU")
-    p.add_argument("--no-channels-last", action="store_true")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--epochs", type=int, default=150, help="epochs of the full network" + d)
+    p.add_argument("--encoder-epochs", type=int, default=0, help="encoder-only stage first (labels x1/8)" + d)
+    p.add_argument("--batch-size", type=int, default=8, help="frames per step (per rank under torchrun)" + d)
+    p.add_argument("--width", type=int, default=480, help="model input width: validation and the card" + d)
+    p.add_argument("--height", type=int, default=360, help="model input height: validation and the card" + d)
+    p.add_argument("--crop", type=_size, default=None, metavar="WxH",
+                   help="training crop, e.g. 384x288 (default: the model size)")
+    p.add_argument("--scale", type=float, nargs=2, default=(0.75, 1.75), metavar=("MIN", "MAX"),
+                   help="random scale range, relative to the frame fitted to the crop" + d)
+    p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate" + d)
+    p.add_argument("--weight-decay", type=float, default=2e-4, help="Adam weight decay" + d)
+    p.add_argument("--schedule", default="poly", choices=["poly", "plateau"], help="learning-rate schedule" + d)
+    p.add_argument("--class-weight-c", type=float, default=1.10, help="c in w = 1/ln(c + p_class)" + d)
+    p.add_argument("--loss", default="ce", choices=["ce", "ohem", "lovasz", "ce+lovasz"],
+                   help="ce: weighted cross-entropy; ohem: the same over hard pixels; lovasz: Lovasz-softmax"
+                   + d)
+    p.add_argument("--ohem-thresh", type=float, default=0.7, help="ohem: pixels with p(true) below this" + d)
+    p.add_argument("--ohem-min-kept", type=float, default=0.1, help="ohem: at least this fraction of pixels" + d)
+    p.add_argument("--lovasz-weight", type=float, default=0.5, help="ce+lovasz: weight of the Lovasz term" + d)
+    p.add_argument("--ema-decay", type=float, default=0.0,
+                   help="keep an exponential moving average of the weights and ship it (e.g. 0.999; 0: off)" + d)
+    p.add_argument("--teacher", default="", help="model card of a trained teacher to distil from (default: none)")
+    p.add_argument("--distill-weight", type=float, default=0.5, help="weight of the distillation term" + d)
+    p.add_argument("--distill-temperature", type=float, default=2.0, help="distillation temperature" + d)
+    p.add_argument("--keep", default="best", choices=["best", "last"],
+                   help="ship the best-val epoch's weights or the last epoch's" + d)
+    p.add_argument("--eval-every", type=int, default=5, help="validate every N epochs" + d)
+    p.add_argument("--seed", type=int, default=0, help="seed of shuffling, augmentation, init" + d)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="CPU training precision; auto: bf16 only where it is faster (AMX), else fp32" + d)
+    p.add_argument("--no-bf16", action="store_true", help="same as --precision fp32")
+    p.add_argument("--no-channels-last", action="store_true", help="NCHW instead of channels_last")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)" + d)
     p.add_argument("--gradual-grouping-epochs", type=int, default=0,
-                   help="train grouped 1x1 convs dense, alpha 1->0 over this many epochs")
-    p.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm to this (0: off)")
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--val-split", default="val")
+                   help="train grouped 1x1 convs dense, alpha 1->0 over this many epochs" + d)
+    p.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm to this (0: off)" + d)
+    p.add_argument("--train-split", default="train", help="split(s) to train on, '+'-joined: train+val" + d)
+    p.add_argument("--val-split", default="val", help="split to validate on; none: no validation" + d)
     p.add_argument("--max-train-images", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--max-val-images", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--num-classes", type=int, default=0, help="folder datasets: number of classes")
-    p.add_argument("--ignore-index", type=int, default=255, help="folder datasets: label value to ignore")
+    p.add_argument("--ignore-index", type=int, default=255, help="folder datasets: label value to ignore" + d)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
 
     def run(a):
@@ -64,17 +84,80 @@ def _train(p: argparse.ArgumentParser):
         data = a.data or (str(default_camvid_root()) if a.dataset == "camvid" else None)
         if data is None:
             raise ValueError(f"--data is required for --dataset {a.dataset}")
+        crop_w, crop_h = a.crop or (0, 0)
         cfg = TrainConfig(model=a.model, data=data, out=a.out, dataset=a.dataset, name=a.name,
                           train_split=a.train_split, val_split=a.val_split, epochs=a.epochs,
                           encoder_epochs=a.encoder_epochs, batch_size=a.batch_size, width=a.width,
-                          height=a.height, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
-                          class_weight_c=a.class_weight_c, eval_every=a.eval_every, seed=a.seed,
-                          bf16=not a.no_bf16, channels_last=not a.no_channels_last, threads=a.threads,
+                          height=a.height, crop_width=crop_w, crop_height=crop_h, scale_min=a.scale[0],
+                          scale_max=a.scale[1], lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
+                          class_weight_c=a.class_weight_c, loss=a.loss, ohem_thresh=a.ohem_thresh,
+                          ohem_min_kept=a.ohem_min_kept, lovasz_weight=a.lovasz_weight, ema_decay=a.ema_decay,
+                          teacher=a.teacher, distill_weight=a.distill_weight,
+                          distill_temperature=a.distill_temperature, keep=a.keep, eval_every=a.eval_every,
+                          seed=a.seed, precision="fp32" if a.no_bf16 else a.precision,
+                          channels_last=not a.no_channels_last, threads=a.threads,
                           gradual_grouping_epochs=a.gradual_grouping_epochs, clip_grad=a.clip_grad,
                           max_train_images=a.max_train_images, max_val_images=a.max_val_images,
                           num_classes=a.num_classes, ignore_index=a.ignore_index, command=command_line())
         best = train(cfg, resume=a.resume)
-        print(f"[train] best weights: {best} (card {best.with_suffix('.yaml')})")
+        print(f"[train] weights: {best} (card {best.with_suffix('.yaml')})")
+    return run
+
+
+def _size(text: str) -> tuple:
+    """'384x288' -> (384, 288)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 384x288, got '{text}'") from None
+    return w, h
+
+
+@command("bench-train", "seconds per training step on this machine, per precision (is bf16 faster here?)")
+def _bench_train(p: argparse.ArgumentParser):
+    d = " (default: %(default)s)"
+    p.add_argument("--model", default="essnet_d", help="network name" + d)
+    p.add_argument("--crop", type=_size, default=(480, 360), metavar="WxH", help="training crop (default: 480x360)")
+    p.add_argument("--batch-size", type=int, default=8, help="frames per step" + d)
+    p.add_argument("--precision", nargs="+", default=["fp32", "bf16", "auto"], choices=["auto", "fp32", "bf16"],
+                   help="precisions to time" + d)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per precision, after 2 warm-up steps" + d)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)" + d)
+
+    def run(a):
+        import torch
+        from .train.loop import cpu_bf16_is_fast
+        from .train.step_timing import format_step_times, time_train_steps
+        precisions = list(a.precision)
+        if "bf16" in precisions and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            print("bf16: skipped, this CPU has no bf16 support in oneDNN")
+            precisions.remove("bf16")
+        res = time_train_steps(a.model, a.crop, a.batch_size, precisions, a.steps, threads=a.threads)
+        print(f"{a.model}, batch {a.batch_size} at {a.crop[0]}x{a.crop[1]}, {torch.get_num_threads()} threads, "
+              f"CPU capability {torch.backends.cpu.get_cpu_capability()}, AMX-backed bf16: {cpu_bf16_is_fast()}")
+        print(format_step_times(res, a.batch_size))
+    return run
+
+
+@command("pack-dataset", "copy a dataset as JPEG frames + PNG labels + dataset.yaml (a compact folder dataset)")
+def _pack_dataset(p: argparse.ArgumentParser):
+    d = " (default: %(default)s)"
+    p.add_argument("--dataset", default="camvid", choices=["camvid", "cityscapes", "folder"], help="dataset kind" + d)
+    p.add_argument("--data", default=None, help="dataset folder (default: ../shared/datasets/camvid)")
+    p.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to copy" + d)
+    p.add_argument("--out", required=True, help="destination folder (train with --dataset folder --data OUT)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality of the frames" + d)
+
+    def run(a):
+        from .data.datasets import default_camvid_root
+        from .data.pack import pack_dataset
+        data = a.data or (str(default_camvid_root()) if a.dataset == "camvid" else None)
+        if data is None:
+            raise ValueError(f"--data is required for --dataset {a.dataset}")
+        counts = pack_dataset(a.dataset, data, a.splits, a.out, a.quality)
+        size = sum(f.stat().st_size for f in __import__("pathlib").Path(a.out).rglob("*") if f.is_file())
+        print(f"packed {', '.join(f'{s}: {n}' for s, n in counts.items())} frames into {a.out} "
+              f"({size / 1e6:.1f} MB); train with --dataset folder --data {a.out}")
     return run
 
 

@@ -143,6 +143,8 @@ class Harness:
 TEST_NODE_PARAMS = {"backend": "onnxruntime", "precision": "fp32"}
 
 
-def start_node(params: Dict[str, object], log_path: Path) -> NodeProcess:
-    """segmentation_node from its console script with config/jetson.yaml, as the package starts it."""
-    return NodeProcess({**TEST_NODE_PARAMS, **params}, log_path, params_file=REPO / "config" / "jetson.yaml")
+def start_node(params: Dict[str, object], log_path: Path, program: str = "segmentation_node") -> NodeProcess:
+    """The node (or its lifecycle variant) from its console script with config/jetson.yaml,
+    as the package starts it."""
+    return NodeProcess({**TEST_NODE_PARAMS, **params}, log_path, params_file=REPO / "config" / "jetson.yaml",
+                       program=program)

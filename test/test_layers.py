@@ -1,6 +1,7 @@
 """The package's imports point down only (docs/architecture.md), checked by the script anyone
 can run, `python -m seg_perception.tools.layers`; and that script does catch an upward
-import, a sideways one, a circle and an unplaced folder in a package made here."""
+import, a sideways one, a circle, an unplaced folder and an import of a module that is not
+there (one that moved) in a package made here."""
 from __future__ import annotations
 
 import subprocess
@@ -56,10 +57,13 @@ def test_sideways_imports_and_unplaced_parts_are_found(tmp_path):
         "cli.py": "",
         "extras/__init__.py": "from ..card import load_card\n",
         "card.py": "",
+        "ros/__init__.py": "",
+        "ros/node.py": "from .image_conversion import fill_image  # moved to runtime/\n",
     })
     text = "\n".join(check(pkg).violations)
     assert "sideways: train imports deploy, both on the areas floor" in text
     assert "extras: on no floor" in text
+    assert "missing: ros.node imports ros.image_conversion, which is not a module of the package" in text
     # an area's commands.py is on the cli floor: it may combine areas and use the cli
     assert "deploy.commands" not in text
     assert part_of("deploy.commands") == "deploy.commands" and part_of("deploy.export") == "deploy"

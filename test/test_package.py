@@ -67,3 +67,17 @@ def test_config_sets_every_node_parameter():
     from seg_perception.ros.node import PARAMETERS
     params = yaml.safe_load((REPO / "config" / "jetson.yaml").read_text())["/**"]["ros__parameters"]
     assert set(params) == set(PARAMETERS)
+
+
+def test_nav2_config_sets_every_parameter_and_launches_both_variants():
+    import yaml
+    from seg_perception.ros.ground_outputs import GROUND_PARAMETERS
+    from seg_perception.ros.node import PARAMETERS
+    cfg = yaml.safe_load((REPO / "config" / "nav2.yaml").read_text())
+    params = cfg["segmentation_node"]["ros__parameters"]
+    ground = {f"ground.{k}": v for k, v in params.pop("ground").items()}
+    assert set(params) == set(PARAMETERS) and set(ground) == set(GROUND_PARAMETERS)
+    assert ground["ground.enable"] is True
+    assert cfg["lifecycle_manager_segmentation"]["ros__parameters"]["bond_timeout"] == 0.0
+    src = (REPO / "launch" / "nav2.launch.py").read_text()
+    assert '"segmentation_lifecycle_node" if managed else "segmentation_node"' in src and '"nav2.yaml"' in src

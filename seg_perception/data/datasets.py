@@ -13,7 +13,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .classes import CAMVID, CITYSCAPES, CITYSCAPES_ID_TO_TRAINID, ClassTable, generic_table
+from .classes import CAMVID, CITYSCAPES, CITYSCAPES_ID_TO_TRAINID, ClassTable, default_palette, generic_table
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -134,11 +134,75 @@ def cityscapes(root: str | Path, split: str, **kw) -> SegmentationDataset:
     return SegmentationDataset(pairs, CITYSCAPES, label_map=lut, **kw)
 
 
-def image_folder(root: str | Path, split: str, num_classes: int, ignore_index: int = 255,
+DESCRIPTION_FILE = "dataset.yaml"
+
+
+def read_description(root: str | Path) -> Optional[ClassTable]:
+    """The class table of a folder dataset from ``<root>/dataset.yaml``, or None without one.
+
+    classes: a list of names, or of {name, color: [r, g, b]}; ignore_index (default 255);
+    drivable: class ids or names a ground vehicle may drive on (default none).
+    """
+    path = Path(root) / DESCRIPTION_FILE
+    if not path.is_file():
+        return None
+    import yaml
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise DatasetError(f"{path} is not valid YAML ({str(e).splitlines()[0]})") from None
+    classes = doc.get("classes")
+    if not isinstance(classes, list) or len(classes) < 2:
+        raise DatasetError(f"{path}: 'classes' must list at least two classes (names, or {{name, color}})")
+    names, colors = [], []
+    for i, c in enumerate(classes):
+        if isinstance(c, str):
+            names.append(c)
+            colors.append(None)
+        elif isinstance(c, dict) and isinstance(c.get("name"), str):
+            names.append(c["name"])
+            col = c.get("color")
+            if col is not None and (not isinstance(col, list) or len(col) != 3
+                                    or not all(isinstance(v, int) and 0 <= v <= 255 for v in col)):
+                raise DatasetError(f"{path}: class {i} ({c['name']}) color must be [r, g, b] in 0..255")
+            colors.append(tuple(col) if col is not None else None)
+        else:
+            raise DatasetError(f"{path}: class {i} must be a name or {{name, color}}, got {c!r}")
+    ignore = doc.get("ignore_index", 255)
+    if not isinstance(ignore, int) or not 0 <= ignore <= 255 or ignore < len(names):
+        raise DatasetError(f"{path}: ignore_index must be a label value in {len(names)}..255, got {ignore!r}")
+    drivable = []
+    for d in doc.get("drivable", []) or []:
+        if isinstance(d, str) and d in names:
+            drivable.append(names.index(d))
+        elif isinstance(d, int) and 0 <= d < len(names):
+            drivable.append(d)
+        else:
+            raise DatasetError(f"{path}: drivable class {d!r} is neither a class id nor one of {names}")
+    palette = default_palette(len(names))
+    colors = tuple(c if c is not None else palette[i] for i, c in enumerate(colors))
+    return ClassTable(str(doc.get("name", "folder")), tuple(names), colors, ignore, tuple(drivable))
+
+
+def write_description(root: str | Path, table: ClassTable) -> Path:
+    import yaml
+    path = Path(root) / DESCRIPTION_FILE
+    doc = {"name": table.dataset,
+           "classes": [{"name": n, "color": list(c)} for n, c in zip(table.names, table.colors)],
+           "ignore_index": table.ignore_index, "drivable": list(table.drivable)}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_index: int = 255,
                  class_names: Optional[List[str]] = None, drivable: Sequence[int] = (),
                  **kw) -> SegmentationDataset:
-    """Your own data: <root>/<split>/images/NAME.(png|jpg) with <root>/<split>/labels/NAME.png."""
-    root = Path(root) / split
+    """Your own data: <root>/<split>/images/NAME.(png|jpg) with <root>/<split>/labels/NAME.png.
+
+    The classes come from <root>/dataset.yaml when there is one, else from ``num_classes``."""
+    described = read_description(root)
+    base = Path(root)
+    root = base / split
     _require_dir(root / "images", f"image folder '{split}/images'")
     _require_dir(root / "labels", f"label folder '{split}/labels'")
     pairs = []
@@ -147,6 +211,14 @@ def image_folder(root: str | Path, split: str, num_classes: int, ignore_index: i
         if not lab.is_file():
             raise DatasetError(f"image {img} has no label: {lab} does not exist")
         pairs.append((img, lab))
+    if described is not None:
+        if num_classes and num_classes != described.num_classes:
+            raise DatasetError(f"--num-classes {num_classes} but {base / DESCRIPTION_FILE} lists "
+                               f"{described.num_classes} classes")
+        return SegmentationDataset(pairs, described, **kw)
+    if num_classes < 2:
+        raise DatasetError(f"a folder dataset needs its classes: write {base / DESCRIPTION_FILE} "
+                           "or pass --num-classes")
     table = generic_table(num_classes, ignore_index, class_names, drivable)
     return SegmentationDataset(pairs, table, **kw)
 

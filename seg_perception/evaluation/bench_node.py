@@ -109,3 +109,44 @@ def to_markdown(r: Dict) -> str:
 def save(r: Dict, path: Optional[str]) -> None:
     if path:
         Path(path).write_text(json.dumps(r, indent=1))
+
+
+def bench_ground(sizes=((480, 360), (1280, 720)), frames: int = 50, stride: int = 4) -> Dict:
+    """Added cost per frame of the ground outputs' array work (ROS-free): the drivable grid
+    lookup (default 0.05 m grid over [0.5, 10] x [-5, 5] m) and the stride subsampling of
+    labels + confidence for the cloud-aligned images; and the one-off lookup build."""
+    import time
+    from ..runtime.ground import Camera, CameraPose, GridLookup, GridSpec, GroundCloud
+    out = {}
+    rng = np.random.default_rng(0)
+    for w, h in sizes:
+        f = 0.8 * w
+        cam = Camera.from_camera_info(w, h, [f, 0, (w - 1) / 2, 0, f, (h - 1) / 2, 0, 0, 1],
+                                      [-0.2, 0.05, 0.001, 0.001, 0.0], "plumb_bob")
+        pose = CameraPose.from_body_xyz_rpy([0.25, 0.0, 0.9], [0.0, 0.35, 0.0])
+        t0 = time.perf_counter()
+        lut = GridLookup(cam, pose, GridSpec(0.05, (0.5, 10.0), (-5.0, 5.0)), 10.0)
+        t1 = time.perf_counter()
+        cloud = GroundCloud(cam, pose, stride, 10.0)
+        t2 = time.perf_counter()
+        masks = [(rng.random((h, w)) > 0.5).astype(np.uint8) * 255 for _ in range(4)]
+        grid_ms = time_calls(lut.grid, masks, runs=frames, warmup=0)
+        # labels and confidence: two subsamplings a frame
+        sub_ms = time_calls(lambda m: (cloud.subsample(m), cloud.subsample(m)), masks, runs=frames, warmup=0)
+        out[f"{w}x{h}"] = {"grid_ms": percentiles(grid_ms), "ground_images_ms": percentiles(sub_ms),
+                           "build_grid_lookup_ms": round((t1 - t0) * 1e3, 2),
+                           "build_cloud_ms": round((t2 - t1) * 1e3, 2),
+                           "cloud_points": int(cloud.rows * cloud.cols), "cloud_bytes": int(cloud.points.nbytes)}
+    return out
+
+
+def ground_markdown(g: Dict) -> str:
+    lines = ["", "ground outputs, array work per frame (ROS-free; message build + publish are in the node's "
+             "diagnostics: grid_ms, cloud_ms, ground_images_ms)", "",
+             "| camera | grid p50 / p95 ms | ground labels+confidence p50 / p95 ms | cloud points (bytes) | "
+             "one-off build: grid / cloud ms |", "|---|---|---|---|---|"]
+    for size, r in g.items():
+        lines.append(f"| {size} | {r['grid_ms']['p50']} / {r['grid_ms']['p95']} | {r['ground_images_ms']['p50']} / "
+                     f"{r['ground_images_ms']['p95']} | {r['cloud_points']} ({r['cloud_bytes']}) | "
+                     f"{r['build_grid_lookup_ms']} / {r['build_cloud_ms']} |")
+    return "\n".join(lines)

@@ -227,13 +227,14 @@ def _bench_node(p: argparse.ArgumentParser):
 
     def run(a):
         from ..paths import resolve_model
-        from .bench_node import bench_node, save, to_markdown
+        from .bench_node import bench_ground, bench_node, ground_markdown, save, to_markdown
         try:
             r = bench_node(resolve_model(a.model or DEFAULT_MODEL), frames=a.frames, threads=a.threads,
                            backend=a.backend, rate=a.rate, data=a.data)
         except EvalError as e:
             _err("bench-node", e)
             return e.code
-        print(to_markdown(r))
+        r["ground"] = bench_ground()
+        print(to_markdown(r) + ground_markdown(r["ground"]))
         save(r, a.json)
     return run

@@ -21,14 +21,19 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, QoSReliabilityPolicy, QoSHistoryPolicy, qos_profile_sensor_data
+from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy,
+                       qos_profile_sensor_data)
 from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
 
 from ..card import CardError, check_precision
 from ..paths import DEFAULT_MODEL, resolve_model
 from ..runtime.backends import BACKENDS, BackendError
+from ..runtime.ground import GroundError
 from ..runtime.image_conversion import DEFAULT_MAX_PIXELS, ImageError, fill_image, message_to_array
 from ..runtime.pipeline import Pipeline
+from .ground_outputs import GroundOutputs, declare_ground_parameters
+from .nav_messages import label_info, label_info_type
 
 QOS_CHOICES = ("sensor_data", "reliable")
 
@@ -81,8 +86,22 @@ class Stats:
 
 
 class SegmentationNode(Node):
-    def __init__(self, **kwargs):
-        super().__init__("segmentation_node", **kwargs)
+    """Starts serving at construction. ManagedSegmentationNode (lifecycle.py) runs the same
+    steps from lifecycle transitions: _configure, _activate, _deactivate, _cleanup."""
+    managed = False
+
+    def __init__(self, node_name: str = "segmentation_node", **kwargs):
+        super().__init__(node_name, **kwargs)
+        self._declare_parameters()
+        self.pipeline: Optional[Pipeline] = None
+        self.sub = None
+        self.ground: Optional[GroundOutputs] = None
+        if not self.managed:
+            self._configure()
+            self._activate()
+
+    # ---------------------------------------------------------------- set-up
+    def _declare_parameters(self) -> None:
         pkg_log = logging.getLogger("seg_perception")
         pkg_log.addHandler(_RosLogHandler(self.get_logger()))
         pkg_log.setLevel(logging.INFO)
@@ -92,6 +111,11 @@ class SegmentationNode(Node):
         self.declare_parameter("drivable_classes", rclpy.Parameter.Type.INTEGER_ARRAY, ParameterDescriptor(
             type=ParameterType.PARAMETER_INTEGER_ARRAY,
             description="class ids of the drivable mask; unset: the model card's"))
+        declare_ground_parameters(self)
+
+    def _configure(self) -> None:
+        """Load the model (building a TensorRT engine if needed), create the publishers and the
+        worker. Raises ConfigError on a bad parameter."""
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
         try:
             drivable = self.get_parameter("drivable_classes").value
@@ -112,21 +136,34 @@ class SegmentationNode(Node):
         self.pub_conf = (self.create_publisher(Image, "segmentation/confidence", out_qos)
                          if self.publish_confidence else None)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # Class names for consumers that match classes by name (Nav2's semantic_segmentation_layer):
+        # latched (transient local), so a subscriber that starts later still gets it.
+        self.label_types = label_info_type()
+        self.pub_label_info = None
+        if self.label_types is not None:
+            self.pub_label_info = self.create_publisher(self.label_types[0], "segmentation/label_info", QoSProfile(
+                depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL))
+        else:
+            self.get_logger().info("vision_msgs is not installed: segmentation/label_info is not published")
+        self.out_qos = out_qos
 
         qos = p["qos"]
         if qos not in QOS_CHOICES:
             raise ConfigError(f"unknown qos '{qos}'; valid choices: {', '.join(QOS_CHOICES)}")
         in_qos = qos_profile_sensor_data if qos == "sensor_data" else QoSProfile(
             depth=1, reliability=QoSReliabilityPolicy.RELIABLE, history=QoSHistoryPolicy.KEEP_LAST)
-        in_qos = QoSProfile(depth=1, reliability=in_qos.reliability, durability=in_qos.durability,
-                            history=QoSHistoryPolicy.KEEP_LAST)
-        topic = str(p["image_topic"])
-        if p["use_compressed"]:
-            self.topic = topic.rstrip("/") + "/compressed"
-            self.sub = self.create_subscription(CompressedImage, self.topic, self._on_frame, in_qos)
-        else:
-            self.topic = topic
-            self.sub = self.create_subscription(Image, self.topic, self._on_frame, in_qos)
+        self.in_qos = QoSProfile(depth=1, reliability=in_qos.reliability, durability=in_qos.durability,
+                                 history=QoSHistoryPolicy.KEEP_LAST)
+        self.image_topic = str(p["image_topic"])
+        self.use_compressed = bool(p["use_compressed"])
+        self.topic = self.image_topic.rstrip("/") + "/compressed" if self.use_compressed else self.image_topic
+        self.diagnostics_period = float(p["diagnostics_period"])
+        self._ground = None
+        if self.get_parameter("ground.enable").value:
+            try:
+                self._ground = GroundOutputs(self, self.image_topic)
+            except GroundError as e:
+                raise ConfigError(str(e)) from None
 
         self.stats = Stats()
         self._slot_lock = threading.Condition()
@@ -140,12 +177,49 @@ class SegmentationNode(Node):
         self._suppressed: Dict[str, int] = {}
         self.worker = threading.Thread(target=self._work, name="segmentation_worker", daemon=True)
         self.worker.start()
-        self.diag_timer = self.create_timer(float(p["diagnostics_period"]), self._publish_diagnostics)
+
+    def _activate(self) -> None:
+        """Subscribe and publish."""
+        if self._ground is not None:
+            self._ground.start(self.out_qos)
+            self.ground = self._ground  # the worker publishes ground outputs while this is set
+        msg_type = CompressedImage if self.use_compressed else Image
+        self.sub = self.create_subscription(msg_type, self.topic, self._on_frame, self.in_qos)
+        self.diag_timer = self.create_timer(self.diagnostics_period, self._publish_diagnostics)
+        if self.pub_label_info is not None:
+            header = Header(stamp=self.get_clock().now().to_msg())
+            self.pub_label_info.publish(label_info(self.label_types, header, self.card.class_names))
+        ground = (f"; ground projection into {self.ground.base_frame} from {self.ground.info_topic}"
+                  if self.ground else "")
         self.get_logger().info(
             f"segmenting {self.topic} with {self.card.name} ({self.pipeline.backend.describe()}); "
-            f"drivable classes {[self.card.class_names[c] for c in self.pipeline.drivable_classes]}")
+            f"drivable classes {[self.card.class_names[c] for c in self.pipeline.drivable_classes]}{ground}")
 
-    # ---------------------------------------------------------------- set-up
+    def _deactivate(self) -> None:
+        """Stop subscribing and publishing; the model stays loaded."""
+        if self.sub is not None:
+            self.destroy_subscription(self.sub)
+            self.sub = None
+        if self.ground is not None:
+            self.ground = None
+            self._ground.stop()
+        self.destroy_timer(self.diag_timer)
+        with self._slot_lock:
+            self._slot = None
+
+    def _cleanup(self) -> None:
+        """Unload the model and remove the publishers."""
+        self._stop.set()
+        with self._slot_lock:
+            self._slot_lock.notify_all()
+        self.worker.join(timeout=5)
+        self.pipeline.backend.close()
+        self.pipeline = None
+        for pub in (self.pub_labels, self.pub_drivable, self.pub_overlay, self.pub_conf, self.pub_label_info,
+                    self.pub_diag):
+            if pub is not None:
+                self.destroy_publisher(pub)
+
     def _make_pipeline(self, p, drivable) -> Pipeline:
         if p["backend"] not in BACKENDS:
             raise ConfigError(f"unknown backend '{p['backend']}'; valid choices: {', '.join(BACKENDS)}")
@@ -199,7 +273,9 @@ class SegmentationNode(Node):
         t_start = time.perf_counter()
         frame, color = message_to_array(msg, self.max_pixels)
         want_overlay = self.pub_overlay.get_subscription_count() > 0
-        res = self.pipeline(frame, color, overlay=want_overlay, confidence=self.publish_confidence)
+        ground = self.ground
+        res = self.pipeline(frame, color, overlay=want_overlay,
+                            confidence=self.publish_confidence or ground is not None)
         header = msg.header
         self.pub_labels.publish(fill_image(Image(), header, res.labels, "mono8"))
         self.pub_drivable.publish(fill_image(Image(), header, res.drivable, "mono8"))
@@ -207,6 +283,8 @@ class SegmentationNode(Node):
             self.pub_overlay.publish(fill_image(Image(), header, res.overlay, "rgb8"))
         if self.pub_conf is not None and res.confidence is not None:
             self.pub_conf.publish(fill_image(Image(), header, res.confidence, "mono8"))
+        if ground is not None:
+            ground.process(header, res)
         done = time.perf_counter()
         with self._slot_lock:
             self.stats.processed += 1
@@ -261,14 +339,16 @@ class SegmentationNode(Node):
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
         arr.status = [status]
+        ground = self.ground
+        if ground is not None:
+            arr.status.append(ground.diagnostics(self.get_fully_qualified_name().lstrip("/")))
         self.pub_diag.publish(arr)
 
     def destroy_node(self):
-        self._stop.set()
-        with self._slot_lock:
-            self._slot_lock.notify_all()
-        self.worker.join(timeout=5)
-        self.pipeline.backend.close()
+        if self.sub is not None:
+            self._deactivate()
+        if self.pipeline is not None:
+            self._cleanup()
         return super().destroy_node()
 
 

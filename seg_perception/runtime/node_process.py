@@ -18,14 +18,15 @@ from typing import Dict, Optional
 from ..paths import default_params_file
 
 
-def node_executable() -> str:
-    """The segmentation_node console script, from this interpreter's bin folder first."""
-    cand = Path(sys.executable).parent / "segmentation_node"
+def node_executable(program: str = "segmentation_node") -> str:
+    """A console script of this package (segmentation_node, segmentation_lifecycle_node), from
+    this interpreter's bin folder first."""
+    cand = Path(sys.executable).parent / program
     if cand.is_file():
         return str(cand)
-    found = shutil.which("segmentation_node")
+    found = shutil.which(program)
     if not found:
-        raise FileNotFoundError("segmentation_node is not installed: run 'make setup' (or 'pip install -e .'), "
+        raise FileNotFoundError(f"{program} is not installed: run 'make setup' (or 'pip install -e .'), "
                                 "or source the ROS 2 workspace that has seg_perception")
     return found
 
@@ -34,8 +35,8 @@ class NodeProcess:
     """Starts the node at once; ``stop`` ends it with SIGINT, as ``ros2 launch`` does."""
 
     def __init__(self, params: Dict[str, object], log_path: Path, env: Optional[Dict[str, str]] = None,
-                 params_file: Optional[Path] = None):
-        self.args = [node_executable(), "--ros-args"]
+                 params_file: Optional[Path] = None, program: str = "segmentation_node"):
+        self.args = [node_executable(program), "--ros-args"]
         pf = params_file or default_params_file()
         if pf is not None:
             self.args += ["--params-file", str(pf)]

@@ -51,6 +51,7 @@ class Report:
     edges: List[Edge]
     part_edges: Dict[Tuple[str, str], List[Edge]]
     violations: List[str] = field(default_factory=list)
+    missing: List[Edge] = field(default_factory=list)  # imports of modules the package does not have
 
     @property
     def ok(self) -> bool:
@@ -99,7 +100,7 @@ def _resolve(importer: str, is_package: bool, node: ast.AST, package: str, known
             mod = inside(alias.name)
             if mod is not None:
                 targets.append(mod)
-        return [t for t in targets if t in known]
+        return targets
     assert isinstance(node, ast.ImportFrom)
     if node.level:
         here = importer.split(".") if importer else []
@@ -118,10 +119,12 @@ def _resolve(importer: str, is_package: bool, node: ast.AST, package: str, known
     for alias in node.names:  # `from .x import y` where y is itself a module
         sub = f"{base}.{alias.name}" if base else alias.name
         targets.append(sub if sub in known else base)
-    return [t for t in dict.fromkeys(targets) if t in known]
+    return list(dict.fromkeys(targets))
 
 
 def read_edges(package_dir: Path) -> List[Edge]:
+    """Every import of one module of the package by another; an Edge whose ``dst`` the package
+    does not have is an import that fails (a module that moved, say)."""
     package_dir = Path(package_dir)
     package = package_dir.name
     modules = _modules(package_dir)
@@ -185,13 +188,18 @@ def _circles(graph: Dict[str, Set[str]]) -> List[List[str]]:
 
 
 def check(package_dir: Path) -> Report:
-    edges = read_edges(package_dir)
+    known = set(_modules(Path(package_dir)))
+    all_edges = read_edges(package_dir)
+    edges = [e for e in all_edges if e.dst in known]
     part_edges: Dict[Tuple[str, str], List[Edge]] = defaultdict(list)
     for e in edges:
         a, b = part_of(e.src), part_of(e.dst)
         if a and b and a != b:  # '' is the package's own __init__
             part_edges[(a, b)].append(e)
-    report = Report(edges, dict(sorted(part_edges.items())))
+    report = Report(edges, dict(sorted(part_edges.items())), missing=[e for e in all_edges if e.dst not in known])
+    for e in report.missing:
+        report.violations.append(f"missing: {e.src} imports {e.dst}, which is not a module of the package, "
+                                 f"at {e.file}:{e.line}")
     names = [name for name, _ in FLOORS]
     parts = {part_of(e.src) for e in edges} | {part_of(e.dst) for e in edges}
     parts |= {part_of(m) for m in _modules(Path(package_dir))}

@@ -1,0 +1,48 @@
+"""Segmentation for Nav2: ground projection on (config/nav2.yaml), managed by default.
+
+    ros2 launch seg_perception nav2.launch.py
+    ros2 launch seg_perception nav2.launch.py managed:=false          # the plain node
+    ros2 launch seg_perception nav2.launch.py params_file:=/path/my_robot.yaml
+
+managed:=true starts segmentation_lifecycle_node and a nav2_lifecycle_manager
+(lifecycle_manager_segmentation, bond_timeout 0) that configures and activates it.
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch_ros.actions import Node
+
+
+def _nodes(context, *args, **kwargs):
+    params_file = context.launch_configurations["params_file"]
+    managed = context.launch_configurations["managed"].strip().lower() in ("1", "true", "yes", "on")
+    nodes = [Node(
+        package="seg_perception",
+        executable="segmentation_lifecycle_node" if managed else "segmentation_node",
+        name="segmentation_node",
+        output="screen",
+        emulate_tty=True,
+        parameters=[params_file],
+    )]
+    if managed:
+        nodes.append(Node(
+            package="nav2_lifecycle_manager",
+            executable="lifecycle_manager",
+            name="lifecycle_manager_segmentation",
+            output="screen",
+            parameters=[params_file],
+        ))
+    return nodes
+
+
+def generate_launch_description():
+    default_params = os.path.join(get_package_share_directory("seg_perception"), "config", "nav2.yaml")
+    return LaunchDescription([
+        DeclareLaunchArgument("params_file", default_value=default_params,
+                              description="YAML parameters for segmentation_node and its lifecycle manager"),
+        DeclareLaunchArgument("managed", default_value="true",
+                              description="true: lifecycle node + nav2_lifecycle_manager; false: plain node"),
+        OpaqueFunction(function=_nodes),
+    ])

@@ -1,0 +1,225 @@
+"""The node's ground projection: CameraInfo + camera pose -> drivable grid and ground cloud.
+
+Geometry lives in runtime/ground.py (ROS-free); this module reads the `ground.*`
+parameters, follows CameraInfo (and tf2 where it is installed), rebuilds the lookups when
+the calibration or pose changes, and publishes per frame:
+  segmentation/drivable_grid        nav_msgs/OccupancyGrid in ground.base_frame
+  segmentation/ground/points        organized PointCloud2 (x, y, z in ground.base_frame)
+  segmentation/ground/labels        mono8, the label image at the cloud's stride
+  segmentation/ground/confidence    mono8, the same for the confidence
+all with the camera frame's stamp. Without CameraInfo nothing of this is published.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Optional
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from nav_msgs.msg import OccupancyGrid
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+from ..runtime.ground import Camera, CameraPose, GridLookup, GridSpec, GroundCloud, GroundError
+from ..runtime.image_conversion import fill_image
+from .nav_messages import cloud_template, occupancy_grid
+
+try:  # tf2 has no PyPI wheel: on a ROS install the pose can come from the robot's TF tree
+    import tf2_ros
+except ImportError:
+    tf2_ros = None
+
+# name -> (default, description); README "Ground projection" documents the same
+GROUND_PARAMETERS = {
+    "ground.enable": (False, "publish the drivable grid and the ground cloud (needs CameraInfo)"),
+    "ground.base_frame": ("base_footprint", "frame of the grid and the cloud; its z = 0 plane is the ground"),
+    "ground.use_tf": (True, "take the camera pose from tf2 (base_frame <- image frame_id) when tf2 is installed"),
+    "ground.camera_xyz": ([0.0, 0.0, 1.0], "camera body position [x, y, z] in base_frame (m), without tf"),
+    "ground.camera_rpy": ([0.0, 0.0, 0.0], "camera body [roll, pitch, yaw] in base_frame (rad, REP 103: "
+                                           "x forward, z up, positive pitch looks down), without tf"),
+    "ground.resolution": (0.05, "grid cell size (m)"),
+    "ground.x_range": ([0.5, 10.0], "grid extent [min, max] along base_frame x (m)"),
+    "ground.y_range": ([-5.0, 5.0], "grid extent [min, max] along base_frame y (m)"),
+    "ground.max_range": (10.0, "ground points farther than this from the camera are unknown / NaN (m)"),
+    "ground.stride": (4, "the cloud and ground/labels take every stride-th pixel in both directions"),
+    "ground.camera_info_topic": ("", "CameraInfo topic; empty: camera_info beside image_topic"),
+}
+
+
+def declare_ground_parameters(node) -> None:
+    for name, (default, desc) in GROUND_PARAMETERS.items():
+        # dynamic typing: YAML [0, 0, 1] (integers) is as good as [0.0, 0.0, 1.0]
+        node.declare_parameter(name, default, ParameterDescriptor(description=desc, dynamic_typing=True))
+
+
+def camera_info_topic(image_topic: str) -> str:
+    """image_transport's sibling: /camera/image_raw -> /camera/camera_info."""
+    base = image_topic.rstrip("/").rsplit("/", 1)[0] if "/" in image_topic.strip("/") else ""
+    return f"{base}/camera_info" if base else "camera_info"
+
+
+def _floats(name, value, n):
+    try:
+        v = [float(x) for x in value]
+    except (TypeError, ValueError):
+        v = []
+    if len(v) != n:
+        raise GroundError(f"{name} must be a list of {n} numbers, got {value!r}")
+    return v
+
+
+class GroundOutputs:
+    """Built at configure time (parameters checked: GroundError names the bad one);
+    start() subscribes and publishes, stop() undoes it."""
+
+    def __init__(self, node, image_topic: str):
+        p = {name[len("ground."):]: node.get_parameter(name).value for name in GROUND_PARAMETERS}
+        self.node = node
+        self.base_frame = str(p["base_frame"])
+        self.spec = GridSpec(float(p["resolution"]), tuple(_floats("ground.x_range", p["x_range"], 2)),
+                             tuple(_floats("ground.y_range", p["y_range"], 2)))
+        self.max_range = float(p["max_range"])
+        if not self.max_range > 0:
+            raise GroundError(f"ground.max_range must be > 0, got {self.max_range}")
+        self.stride = int(p["stride"])
+        if self.stride < 1:
+            raise GroundError(f"ground.stride must be >= 1, got {self.stride}")
+        self.param_pose = CameraPose.from_body_xyz_rpy(_floats("ground.camera_xyz", p["camera_xyz"], 3),
+                                                       _floats("ground.camera_rpy", p["camera_rpy"], 3))
+        self.use_tf = bool(p["use_tf"]) and tf2_ros is not None
+        self.tf_buffer = None
+        self.pose_source = "tf" if self.use_tf else "parameters"
+        self.info_topic = str(p["camera_info_topic"]) or camera_info_topic(image_topic)
+        self._info: Optional[CameraInfo] = None
+        self._key = None
+        self._lut: Optional[GridLookup] = None
+        self._cloud: Optional[GroundCloud] = None
+        self._cloud_msg: Optional[PointCloud2] = None
+        self._lock = threading.Lock()
+        self._warned = {}
+        self.status = (DiagnosticStatus.WARN, f"no CameraInfo on {self.info_topic} yet: ground outputs off")
+        self.published = 0
+        self.times = {k: deque(maxlen=100) for k in ("grid_ms", "cloud_ms", "ground_images_ms")}
+
+    def start(self, out_qos) -> None:
+        node = self.node
+        if self.use_tf:
+            self.tf_buffer = tf2_ros.Buffer()
+            self._tf_listener = tf2_ros.TransformListener(self.tf_buffer, node)
+        # Best effort takes CameraInfo from reliable and best-effort drivers alike.
+        self.sub_info = node.create_subscription(CameraInfo, self.info_topic, self._on_info, qos_profile_sensor_data)
+        self.pub_grid = node.create_publisher(OccupancyGrid, "segmentation/drivable_grid", out_qos)
+        self.pub_points = node.create_publisher(PointCloud2, "segmentation/ground/points", out_qos)
+        self.pub_labels = node.create_publisher(Image, "segmentation/ground/labels", out_qos)
+        self.pub_conf = node.create_publisher(Image, "segmentation/ground/confidence", out_qos)
+
+    def stop(self) -> None:
+        for ent in (self.pub_grid, self.pub_points, self.pub_labels, self.pub_conf):
+            self.node.destroy_publisher(ent)
+        self.node.destroy_subscription(self.sub_info)
+        if self.tf_buffer is not None:
+            self._tf_listener.unregister()
+            self.tf_buffer = None
+
+    def _on_info(self, msg: CameraInfo) -> None:
+        self._info = msg  # one reference swap: the worker reads whichever is newest
+
+    # ------------------------------------------------------------ per frame
+    def process(self, header, res) -> None:
+        """Publish the ground outputs of one segmented frame (called by the worker thread)."""
+        info = self._info
+        if info is None:
+            self._off(DiagnosticStatus.WARN, f"no CameraInfo on {self.info_topic}: drivable_grid and ground/* "
+                                             "are not published (calibrate the camera and publish its camera_info)")
+            return
+        pose = self._pose(header)
+        if pose is None:
+            return
+        if not self._update_lookups(info, pose):
+            return
+        h, w = res.labels.shape
+        if (h, w) != self._lut.shape:
+            self._off(DiagnosticStatus.WARN, f"frame is {w}x{h} but CameraInfo on {self.info_topic} is "
+                                             f"{self._lut.shape[1]}x{self._lut.shape[0]}: ground outputs off")
+            return
+        t0 = time.perf_counter()
+        grid_header = type(header)(stamp=header.stamp, frame_id=self.base_frame)
+        self.pub_grid.publish(occupancy_grid(grid_header, self.spec, self._lut.grid(res.drivable)))
+        t1 = time.perf_counter()
+        self._cloud_msg.header = grid_header
+        self.pub_points.publish(self._cloud_msg)
+        t2 = time.perf_counter()
+        self.pub_labels.publish(fill_image(Image(), header, self._cloud.subsample(res.labels), "mono8"))
+        if res.confidence is not None:
+            self.pub_conf.publish(fill_image(Image(), header, self._cloud.subsample(res.confidence), "mono8"))
+        t3 = time.perf_counter()
+        with self._lock:
+            self.published += 1
+            self.times["grid_ms"].append((t1 - t0) * 1e3)
+            self.times["cloud_ms"].append((t2 - t1) * 1e3)
+            self.times["ground_images_ms"].append((t3 - t2) * 1e3)
+            self.status = (DiagnosticStatus.OK, f"ok ({self.pose_source} pose)")
+
+    def _off(self, level, reason: str) -> None:
+        """Ground outputs are off for this frame: diagnostics say why, the log once per 30 s per reason
+        (rclpy's own throttle is per call site, which would hide a second reason)."""
+        now = time.monotonic()
+        kind = reason[:24]
+        with self._lock:
+            self.status = (level, reason)
+            if now - self._warned.get(kind, -1e9) < 30.0:
+                return
+            self._warned[kind] = now
+        self.node.get_logger().warning(reason)
+
+    def _pose(self, header) -> Optional[CameraPose]:
+        if self.tf_buffer is None:
+            return self.param_pose
+        # tf2 path: not installable on the development machines, untested there (README).
+        try:
+            tf = self.tf_buffer.lookup_transform(self.base_frame, header.frame_id, header.stamp)
+        except Exception as e:  # tf2's lookup errors have no common base class short of Exception
+            self._off(DiagnosticStatus.WARN, f"no transform {self.base_frame} <- {header.frame_id!r}: "
+                                             f"{type(e).__name__}: {e}")
+            return None
+        t, q = tf.transform.translation, tf.transform.rotation
+        return CameraPose.from_optical_transform([t.x, t.y, t.z], [q.x, q.y, q.z, q.w])
+
+    def _update_lookups(self, info: CameraInfo, pose: CameraPose) -> bool:
+        key = (info.width, info.height, tuple(info.k), tuple(info.d), info.distortion_model,
+               info.binning_x, info.binning_y, info.roi.width, info.roi.height,
+               np.round(pose.R, 6).tobytes(), np.round(pose.t, 6).tobytes())
+        if key == self._key:
+            return self._lut is not None
+        self._key = key
+        self._lut = self._cloud = self._cloud_msg = None
+        try:
+            if info.binning_x > 1 or info.binning_y > 1 or info.roi.width or info.roi.height:
+                raise GroundError("CameraInfo with binning or a region of interest is not supported")
+            cam = Camera.from_camera_info(info.width, info.height, info.k, info.d, info.distortion_model)
+            lut = GridLookup(cam, pose, self.spec, self.max_range)
+            cloud = GroundCloud(cam, pose, self.stride, self.max_range)
+        except GroundError as e:
+            self._off(DiagnosticStatus.ERROR, f"cannot project onto the ground: {e}")
+            return False
+        self._lut, self._cloud, self._cloud_msg = lut, cloud, cloud_template(cloud.points)
+        self.node.get_logger().info(
+            f"ground projection for {cam.width}x{cam.height} ({cam.model}), {self.pose_source} pose: "
+            f"{lut.cells_in_view} of {lut.index.size} grid cells in view")
+        return True
+
+    # ------------------------------------------------------------ reporting
+    def diagnostics(self, node_name: str) -> DiagnosticStatus:
+        with self._lock:
+            level, message = self.status
+            med = {k: (sorted(v)[len(v) // 2] if v else 0.0) for k, v in self.times.items()}
+            published = self.published
+        st = DiagnosticStatus(name=f"{node_name}: ground projection", level=level, message=message)
+        values = {"camera_info_topic": self.info_topic, "base_frame": self.base_frame, "pose_source": self.pose_source,
+                  "frames_published": published, "cells_in_view": self._lut.cells_in_view if self._lut else 0,
+                  **{k: f"{v:.3f}" for k, v in med.items()}}
+        st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        return st

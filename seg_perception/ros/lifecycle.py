@@ -1,0 +1,91 @@
+"""segmentation_lifecycle_node: the segmentation node as a ROS 2 managed (lifecycle) node.
+
+    configure   read parameters, load the model (build/load the TensorRT engine), create publishers
+    activate    subscribe to the camera (and CameraInfo), publish, send label_info
+    deactivate  unsubscribe, stop publishing; the model stays loaded
+    cleanup     unload the model, remove the publishers
+    shutdown    whatever of the above is still up
+
+Same parameters and topics as segmentation_node (the default, which starts serving at once).
+Works under nav2_lifecycle_manager with `bond_timeout: 0.0` (no bond: bond has no PyPI
+wheel and rclpy has no bond client), see docs/navigation.md.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import rclpy
+import rclpy.executors
+from rclpy.exceptions import ParameterException
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+
+from .node import ConfigError, SegmentationNode
+
+
+class ManagedSegmentationNode(SegmentationNode, LifecycleNode):
+    managed = True
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except (ConfigError, ParameterException) as e:
+            self.get_logger().error(f"cannot configure: {e}")
+            if self.pipeline is not None:  # failed after loading the model: do not keep it
+                self.pipeline.backend.close()
+                self.pipeline = None
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f"configured: {self.card.name} loaded ({self.pipeline.backend.describe()})")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._activate()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        self.get_logger().info("deactivated: not subscribed, model still loaded")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._cleanup()
+        self.get_logger().info("cleaned up: model unloaded")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        if self.sub is not None:
+            self._deactivate()
+        if self.pipeline is not None:
+            self._cleanup()
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node: Optional[ManagedSegmentationNode] = None
+    rc = 0
+    try:
+        node = ManagedSegmentationNode()
+        rclpy.spin(node)
+    except ParameterException as e:
+        rclpy.logging.get_logger("segmentation_node").fatal(f"cannot start: {e}")
+        rc = 2
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

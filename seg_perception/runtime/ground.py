@@ -1,0 +1,285 @@
+"""Ground projection: where the pixels of a calibrated camera lie on a flat ground plane.
+
+ROS-free numpy/OpenCV. Frames (REP 103 / REP 105 conventions):
+  base      x forward, y left, z up; the ground is the plane z = 0
+  body      the camera body in base, set by xyz + roll/pitch/yaw (positive pitch looks down)
+  optical   z forward along the lens axis, x right, y down (what CameraInfo's K describes)
+
+Two products, each built once per calibration and pose and then applied to every frame
+by indexing (no per-frame geometry):
+  GridLookup   cell of a base-frame grid -> the pixel its ground point projects onto
+               (forward projection, lens distortion applied), for the drivable grid
+  GroundCloud  pixel (at a stride) -> the ground point its ray hits (undistorted ray
+               intersected with z = 0), for the organized point cloud
+
+Ranges are ray lengths from the camera's optical centre, so "beyond max_range" means the
+same thing for the grid and the cloud.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Tuple
+
+import cv2
+import numpy as np
+
+# Distortion models of sensor_msgs/CameraInfo; plumb_bob and rational_polynomial share
+# OpenCV's (k1, k2, p1, p2[, k3[, k4, k5, k6]]) layout, equidistant is OpenCV's fisheye.
+DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "equidistant", "none", "")
+
+# Optical axes expressed in the body frame: optical x = -body y, y = -body z, z = body x.
+BODY_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0],
+                              [-1.0, 0.0, 0.0],
+                              [0.0, -1.0, 0.0]])
+
+# Grid values, Nav2's OccupancyGrid convention.
+FREE, LETHAL, UNKNOWN = 0, 100, -1
+
+
+class GroundError(ValueError):
+    """A calibration or parameter the projection cannot use; the message says which."""
+
+
+@dataclass(frozen=True)
+class Camera:
+    """Pinhole camera with lens distortion, as sensor_msgs/CameraInfo describes it."""
+    width: int
+    height: int
+    K: np.ndarray                       # 3x3 intrinsics of the raw (distorted) image
+    D: np.ndarray                       # distortion coefficients (model-dependent)
+    model: str = "plumb_bob"
+
+    @classmethod
+    def from_camera_info(cls, width: int, height: int, k: Sequence[float], d: Sequence[float],
+                         model: str) -> "Camera":
+        K = np.asarray(k, np.float64).reshape(3, 3) if len(k) == 9 else None
+        if K is None or K[0, 0] <= 0 or K[1, 1] <= 0:
+            raise GroundError("camera_info has no calibration (K is zero): calibrate the camera first")
+        if width <= 0 or height <= 0:
+            raise GroundError(f"camera_info size {width}x{height} is empty")
+        model = str(model)
+        if model not in DISTORTION_MODELS:
+            raise GroundError(f"unsupported distortion model '{model}'; supported: "
+                              f"{', '.join(m for m in DISTORTION_MODELS if m)}")
+        D = np.asarray(d, np.float64).ravel()
+        if model == "equidistant":
+            D = np.pad(D, (0, max(0, 4 - D.size)))[:4]
+        elif model in ("none", "") or not D.any():
+            D, model = np.zeros(0), "none"
+        elif D.size not in (4, 5, 8):
+            raise GroundError(f"{model} distortion needs 4, 5 or 8 coefficients, got {D.size}")
+        return cls(int(width), int(height), K, D, model)
+
+    # ------------------------------------------------------------ projection
+    def project(self, p_opt: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(N, 3) optical-frame points (z > 0) -> (N, 2) pixel coordinates and a mask of
+        points whose projection is trustworthy (inside the lens model's monotonic range)."""
+        x = p_opt[:, 0] / p_opt[:, 2]
+        y = p_opt[:, 1] / p_opt[:, 2]
+        r2 = x * x + y * y
+        if self.model == "equidistant":
+            r = np.sqrt(r2)
+            th = np.arctan(r)
+            k1, k2, k3, k4 = self.D
+            thd = th * (1 + th**2 * (k1 + th**2 * (k2 + th**2 * (k3 + th**2 * k4))))
+            scale = np.where(r > 1e-12, thd / np.maximum(r, 1e-12), 1.0)
+            xd, yd = x * scale, y * scale
+            ok = th < self._monotonic_limit()
+        elif self.model == "none":
+            xd, yd, ok = x, y, np.ones_like(x, bool)
+        else:
+            k = np.zeros(8)
+            k[: min(8, self.D.size)] = self.D[:8]
+            k1, k2, p1, p2, k3, k4, k5, k6 = k
+            radial = (1 + r2 * (k1 + r2 * (k2 + r2 * k3))) / (1 + r2 * (k4 + r2 * (k5 + r2 * k6)))
+            xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+            yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+            ok = np.sqrt(r2) < self._monotonic_limit()
+        K = self.K
+        u = K[0, 0] * xd + K[0, 1] * yd + K[0, 2]
+        v = K[1, 1] * yd + K[1, 2]
+        return np.stack([u, v], axis=1), ok
+
+    def _monotonic_limit(self) -> float:
+        """Largest undistorted radius (or angle, fisheye) up to which the distortion
+        polynomial still grows: beyond it, far-off-axis points fold back into the image."""
+        if self.model == "equidistant":
+            t = np.linspace(0.0, np.pi / 2, 4000)
+            k1, k2, k3, k4 = self.D
+            f = t * (1 + t**2 * (k1 + t**2 * (k2 + t**2 * (k3 + t**2 * k4))))
+        else:
+            t = np.linspace(0.0, 20.0, 20000)
+            k = np.zeros(8)
+            k[: min(8, self.D.size)] = self.D[:8]
+            r2 = t * t
+            f = t * (1 + r2 * (k[0] + r2 * (k[1] + r2 * k[4]))) / (1 + r2 * (k[5] + r2 * (k[6] + r2 * k[7])))
+        falling = np.nonzero(np.diff(f) <= 0)[0]
+        return float(t[falling[0]]) if falling.size else float(t[-1])
+
+    def rays(self, uv: np.ndarray) -> np.ndarray:
+        """(N, 2) pixel coordinates -> (N, 3) optical-frame ray directions (z = 1)."""
+        pts = uv.reshape(-1, 1, 2).astype(np.float64)
+        if self.model == "equidistant":
+            n = cv2.fisheye.undistortPoints(pts, self.K, self.D)
+        elif self.model == "none":
+            n = cv2.undistortPoints(pts, self.K, np.zeros(4))
+        else:
+            # The iterative solver converges far from the axis too, where the default 5 steps do not.
+            n = cv2.undistortPoints(pts, self.K, self.D, None, None, None,
+                                    (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-10))
+        n = n.reshape(-1, 2)
+        return np.column_stack([n, np.ones(len(n))])
+
+
+# ---------------------------------------------------------------- pose
+def rpy_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """REP 103 fixed-axis roll, pitch, yaw: R = Rz(yaw) Ry(pitch) Rx(roll)."""
+    cr, sr, cp, sp, cy, sy = np.cos(roll), np.sin(roll), np.cos(pitch), np.sin(pitch), np.cos(yaw), np.sin(yaw)
+    rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
+    ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
+    rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
+    return rz @ ry @ rx
+
+
+@dataclass(frozen=True)
+class CameraPose:
+    """The optical frame in base: p_base = R @ p_optical + t."""
+    R: np.ndarray
+    t: np.ndarray
+
+    @classmethod
+    def from_body_xyz_rpy(cls, xyz: Sequence[float], rpy: Sequence[float]) -> "CameraPose":
+        """Pose of the camera body (x forward, z up) in base; the optical rotation is added here."""
+        if len(xyz) != 3 or len(rpy) != 3:
+            raise GroundError(f"camera_xyz and camera_rpy need 3 numbers each, got {list(xyz)} and {list(rpy)}")
+        return cls(rpy_matrix(*map(float, rpy)) @ BODY_FROM_OPTICAL, np.asarray(xyz, np.float64))
+
+    @classmethod
+    def from_optical_transform(cls, translation: Sequence[float], quaternion_xyzw: Sequence[float]) -> "CameraPose":
+        """From a base <- optical-frame transform (what tf2 returns for the image's frame_id)."""
+        x, y, z, w = map(float, quaternion_xyzw)
+        n = np.sqrt(x * x + y * y + z * z + w * w)
+        if n < 1e-9:
+            raise GroundError("camera transform has a zero quaternion")
+        x, y, z, w = x / n, y / n, z / n, w / n
+        R = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                      [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+        return cls(R, np.asarray(translation, np.float64))
+
+
+# ---------------------------------------------------------------- grid
+@dataclass(frozen=True)
+class GridSpec:
+    """A base-frame grid: cells of `resolution` metres covering x_range x y_range.
+    Row-major like nav_msgs/OccupancyGrid: row = y index, column = x index, cell (0, 0)
+    has its corner at (x_range[0], y_range[0])."""
+    resolution: float
+    x_range: Tuple[float, float]
+    y_range: Tuple[float, float]
+
+    def __post_init__(self):
+        if not self.resolution > 0:
+            raise GroundError(f"ground.resolution must be > 0, got {self.resolution}")
+        for name, (lo, hi) in (("x_range", self.x_range), ("y_range", self.y_range)):
+            if not hi > lo:
+                raise GroundError(f"ground.{name} must be [min, max] with max > min, got [{lo}, {hi}]")
+        if self.width * self.height > 25_000_000:
+            raise GroundError(f"grid of {self.width}x{self.height} cells is too large; raise ground.resolution")
+
+    @property
+    def width(self) -> int:
+        return max(1, int(round((self.x_range[1] - self.x_range[0]) / self.resolution)))
+
+    @property
+    def height(self) -> int:
+        return max(1, int(round((self.y_range[1] - self.y_range[0]) / self.resolution)))
+
+    def cell_centres(self) -> np.ndarray:
+        """(height, width, 2) x, y of every cell centre."""
+        xs = self.x_range[0] + (np.arange(self.width) + 0.5) * self.resolution
+        ys = self.y_range[0] + (np.arange(self.height) + 0.5) * self.resolution
+        gx, gy = np.meshgrid(xs, ys)
+        return np.stack([gx, gy], axis=-1)
+
+
+def _check_range(max_range: float) -> float:
+    if not max_range > 0:
+        raise GroundError(f"ground.max_range must be > 0, got {max_range}")
+    return float(max_range)
+
+
+class GridLookup:
+    """Per cell, the flat index of the pixel its ground point projects onto, or -1."""
+
+    def __init__(self, camera: Camera, pose: CameraPose, spec: GridSpec, max_range: float):
+        self.spec = spec
+        self.shape = (camera.height, camera.width)
+        max_range = _check_range(max_range)
+        c = spec.cell_centres().reshape(-1, 2)
+        p_base = np.column_stack([c, np.zeros(len(c))])
+        p_opt = (p_base - pose.t) @ pose.R            # R^T (p - t), row-wise
+        in_front = p_opt[:, 2] > 1e-6
+        near = np.linalg.norm(p_opt, axis=1) <= max_range
+        idx = np.full(len(c), -1, np.int64)
+        cand = np.nonzero(in_front & near)[0]
+        if cand.size:
+            uv, ok = camera.project(p_opt[cand])
+            # Pixel centres sit at integer coordinates (ROS/OpenCV): round to the nearest.
+            u = np.floor(uv[:, 0] + 0.5)
+            v = np.floor(uv[:, 1] + 0.5)
+            inside = ok & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
+            idx[cand[inside]] = (v[inside] * camera.width + u[inside]).astype(np.int64)
+        self.index = idx.reshape(spec.height, spec.width)
+        self._valid = self.index >= 0
+        self._flat = np.where(self._valid, self.index, 0).ravel()
+
+    @property
+    def cells_in_view(self) -> int:
+        return int(self._valid.sum())
+
+    def grid(self, drivable: np.ndarray) -> np.ndarray:
+        """(H, W) mask, nonzero = drivable -> (rows, cols) int8 grid: 0 free, 100 lethal, -1 unknown."""
+        if drivable.shape != self.shape:
+            raise GroundError(f"mask is {drivable.shape[1]}x{drivable.shape[0]} but the calibration is for "
+                              f"{self.shape[1]}x{self.shape[0]}")
+        hit = drivable.reshape(-1)[self._flat].reshape(self.index.shape)
+        out = np.where(hit > 0, np.int8(FREE), np.int8(LETHAL))
+        out[~self._valid] = UNKNOWN
+        return out
+
+
+# ---------------------------------------------------------------- cloud
+class GroundCloud:
+    """Ground points of the pixels (stride*r, stride*c): an organized cloud that lines up
+    with images subsampled as img[::stride, ::stride]. NaN where a ray misses the ground
+    (at or above the horizon) or hits it beyond max_range."""
+
+    def __init__(self, camera: Camera, pose: CameraPose, stride: int, max_range: float):
+        if int(stride) < 1:
+            raise GroundError(f"ground.stride must be >= 1, got {stride}")
+        self.stride = int(stride)
+        self.shape = (camera.height, camera.width)
+        max_range = _check_range(max_range)
+        vs = np.arange(0, camera.height, self.stride)
+        us = np.arange(0, camera.width, self.stride)
+        gu, gv = np.meshgrid(us, vs)
+        d_opt = camera.rays(np.column_stack([gu.ravel(), gv.ravel()]).astype(np.float64))
+        d = d_opt @ pose.R.T                           # ray directions in base
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lam = -pose.t[2] / d[:, 2]                 # ray parameter where z = 0
+        pts = pose.t + lam[:, None] * d
+        dist = lam * np.linalg.norm(d, axis=1)
+        hit = (d[:, 2] < 0) & (lam > 0) & (dist <= max_range)
+        pts[~hit] = np.nan
+        # A fisheye ray beyond 90 degrees comes back from undistortion as garbage: drop non-finite.
+        pts[~np.isfinite(pts).all(axis=1)] = np.nan
+        self.points = pts.astype(np.float32).reshape(len(vs), len(us), 3)
+        self.rows, self.cols = len(vs), len(us)
+
+    def subsample(self, image: np.ndarray) -> np.ndarray:
+        """An image at the camera's size -> the pixels that line up with the cloud."""
+        if image.shape[:2] != self.shape:
+            raise GroundError(f"image is {image.shape[1]}x{image.shape[0]} but the calibration is for "
+                              f"{self.shape[1]}x{self.shape[0]}")
+        return np.ascontiguousarray(image[:: self.stride, :: self.stride])

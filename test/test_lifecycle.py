@@ -1,0 +1,124 @@
+"""segmentation_lifecycle_node driven through its lifecycle services (lifecycle_msgs
+GetState / ChangeState) by a real client in this process, over DDS."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import rclpy
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+
+from ros_harness import Harness, raw_image, start_node
+from test_node import new_key
+
+
+@pytest.fixture(scope="module")
+def ros():
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+class LifecycleClient:
+    def __init__(self, h: Harness, node: str = "/segmentation_node"):
+        self.h = h
+        self.get = h.node.create_client(GetState, f"{node}/get_state")
+        self.change = h.node.create_client(ChangeState, f"{node}/change_state")
+        assert self.get.wait_for_service(timeout_sec=60), "no get_state service"
+        assert self.change.wait_for_service(timeout_sec=60), "no change_state service"
+
+    def _call(self, client, req, timeout=60.0):
+        fut = client.call_async(req)  # the harness's executor thread completes it
+        end = time.monotonic() + timeout
+        while not fut.done() and time.monotonic() < end:
+            time.sleep(0.02)
+        assert fut.done(), f"{client.srv_name} did not answer"
+        return fut.result()
+
+    def state(self) -> int:
+        return self._call(self.get, GetState.Request()).current_state.id
+
+    def transition(self, tid: int) -> bool:
+        return self._call(self.change, ChangeState.Request(transition=Transition(id=tid))).success
+
+
+def frame_served(h: Harness, img, timeout: float) -> bool:
+    key = new_key("lc")
+    h.pub_raw.publish(raw_image(img, "rgb8", key))
+    try:
+        h.wait_for(lambda: key in h.received["labels"], timeout, "labels")
+        return True
+    except AssertionError:
+        return False
+
+
+def wait_subscribed(h: Harness, want: bool, timeout: float = 15.0) -> None:
+    end = time.monotonic() + timeout
+    while (h.pub_raw.get_subscription_count() > 0) != want and time.monotonic() < end:
+        time.sleep(0.05)
+    assert (h.pub_raw.get_subscription_count() > 0) == want, f"camera subscription should be {want}"
+
+
+def test_transitions_through_the_lifecycle_services(ros, random_model, tmp_path, val_frames):
+    proc = start_node({"model": str(random_model), "threads": 1, "qos": "reliable"},
+                       tmp_path / "node.log", program="segmentation_lifecycle_node")
+    h = Harness("test_lifecycle_client")
+    try:
+        lc = LifecycleClient(h)
+        img = val_frames[0][0]
+        assert lc.state() == State.PRIMARY_STATE_UNCONFIGURED
+        assert h.pub_raw.get_subscription_count() == 0 and "configured:" not in proc.output()
+
+        assert lc.transition(Transition.TRANSITION_CONFIGURE), proc.output()
+        assert lc.state() == State.PRIMARY_STATE_INACTIVE
+        assert proc.output().count("configured: ") == 1  # the model is loaded now
+        wait_subscribed(h, False, 1.0)
+
+        assert lc.transition(Transition.TRANSITION_ACTIVATE)
+        assert lc.state() == State.PRIMARY_STATE_ACTIVE
+        wait_subscribed(h, True)
+        assert frame_served(h, img, 30)
+
+        assert lc.transition(Transition.TRANSITION_DEACTIVATE)
+        assert lc.state() == State.PRIMARY_STATE_INACTIVE
+        wait_subscribed(h, False)
+        assert not frame_served(h, img, 1.0)
+
+        assert lc.transition(Transition.TRANSITION_ACTIVATE)  # again, without reloading the model
+        wait_subscribed(h, True)
+        assert frame_served(h, img, 30)
+        assert proc.output().count("configured: ") == 1
+
+        assert lc.transition(Transition.TRANSITION_DEACTIVATE)
+        assert lc.transition(Transition.TRANSITION_CLEANUP)
+        assert lc.state() == State.PRIMARY_STATE_UNCONFIGURED
+        assert "cleaned up: model unloaded" in proc.output()
+        assert lc.transition(Transition.TRANSITION_CONFIGURE) and lc.transition(Transition.TRANSITION_ACTIVATE)
+        wait_subscribed(h, True)
+        assert frame_served(h, img, 30)  # a second configure loads and serves again
+
+        assert lc.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN)
+        assert lc.state() == State.PRIMARY_STATE_FINALIZED
+        wait_subscribed(h, False)
+    finally:
+        h.close()
+        rc = proc.stop()
+    assert rc == 0, proc.output()
+    assert "Traceback" not in proc.output()
+
+
+def test_a_bad_parameter_fails_configure_and_the_node_stays_up(ros, random_model, tmp_path):
+    proc = start_node({"model": "no_such_model"}, tmp_path / "node.log", program="segmentation_lifecycle_node")
+    h = Harness("test_lifecycle_bad")
+    try:
+        lc = LifecycleClient(h)
+        assert not lc.transition(Transition.TRANSITION_CONFIGURE)
+        assert lc.state() == State.PRIMARY_STATE_UNCONFIGURED
+        lines = [ln for ln in proc.output().splitlines() if "cannot configure" in ln]
+        assert len(lines) == 1 and "unknown model 'no_such_model'" in lines[0]
+        assert proc.proc.poll() is None
+    finally:
+        h.close()
+        rc = proc.stop()
+    assert rc == 0, proc.output()

@@ -1,0 +1,193 @@
+"""Navigation outputs of the live node over DDS (separate process, RANDOM-weights model):
+label_info, and the ground projection from CameraInfo + parameter pose.
+
+The grid is checked against the drivable mask of the same stamp with an independent
+projection (cv2.projectPoints of each cell centre, the pose built as a look-at)."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import OccupancyGrid
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+from ros_harness import Harness, raw_image, stamp_key, start_node
+from test_ground import look_at
+from test_node import as_array, new_key
+
+W, H = 480, 360
+K = [400.0, 0.0, 239.5, 0.0, 400.0, 179.5, 0.0, 0.0, 1.0]
+D = [-0.2, 0.05, 0.001, -0.001, 0.0]
+CAM_XYZ, PITCH = [0.1, 0.0, 1.2], 0.35
+PARAMS = {"ground.enable": True, "ground.camera_xyz": "[0.1, 0.0, 1.2]", "ground.camera_rpy": "[0.0, 0.35, 0.0]",
+          "ground.x_range": "[0.5, 8.0]", "ground.y_range": "[-4.0, 4.0]", "ground.resolution": 0.1,
+          "ground.max_range": 9.0, "ground.stride": 4}
+
+
+def camera_info() -> CameraInfo:
+    msg = CameraInfo(width=W, height=H, distortion_model="plumb_bob", k=K, d=D)
+    msg.header.frame_id = "camera_optical"
+    return msg
+
+
+class NavRecorder:
+    """Grid, cloud, ground images, label_info and the ground diagnostics, by stamp."""
+
+    def __init__(self, h: Harness):
+        self.h, n = h, h.node
+        self.lock = threading.Lock()
+        self.got = {"grid": {}, "points": {}, "ground_labels": {}, "ground_confidence": {}}
+        self.label_info = []
+        self.ground_diag = []
+        rel = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        for key, typ, topic in (("grid", OccupancyGrid, "drivable_grid"), ("points", PointCloud2, "ground/points"),
+                                ("ground_labels", Image, "ground/labels"),
+                                ("ground_confidence", Image, "ground/confidence")):
+            n.create_subscription(typ, f"/segmentation/{topic}", lambda m, k=key: self._put(k, m), rel)
+        self.pub_info = n.create_publisher(CameraInfo, "/camera/camera_info", QoSProfile(depth=1))
+        n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+
+    def subscribe_label_info(self):
+        from vision_msgs.msg import LabelInfo
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.h.node.create_subscription(LabelInfo, "/segmentation/label_info", self.label_info.append, latched)
+
+    def _put(self, key, msg):
+        with self.lock:
+            self.got[key][stamp_key(msg.header)[:2]] = msg
+
+    def _on_diag(self, msg):
+        for st in msg.status:
+            if st.name.endswith("ground projection"):
+                with self.lock:
+                    self.ground_diag.append((st.level, st.message, {kv.key: kv.value for kv in st.values}))
+
+
+@pytest.fixture(scope="module")
+def ros():
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+@pytest.fixture(scope="module")
+def nav_node(ros, random_model, tmp_path_factory):
+    log = tmp_path_factory.mktemp("node_nav") / "node.log"
+    proc = start_node({"model": str(random_model), "threads": 1, "qos": "reliable", **PARAMS}, log)
+    h = Harness("test_nav_client")
+    rec = NavRecorder(h)
+    try:
+        h.wait_connected()
+    except AssertionError:
+        proc.stop()
+        h.close()
+        raise AssertionError("node did not start:\n" + log.read_text())
+    yield proc, h, rec
+    h.close()
+    assert proc.stop() == 0, proc.output()
+
+
+def send(h, img, tag):
+    key = new_key(tag)
+    h.pub_raw.publish(raw_image(img, "rgb8", key))
+    h.wait_for(lambda: key in h.received["labels"], 30, f"labels for {key}")
+    return key
+
+
+def test_without_camera_info_nothing_is_projected_and_diagnostics_say_why(nav_node, val_frames):
+    proc, h, rec = nav_node
+    key = send(h, val_frames[0][0], "no_info")
+    h.wait_for(lambda: any("no CameraInfo on /camera/camera_info" in m for _, m, _ in rec.ground_diag), 10,
+               "ground diagnostics")
+    level, message, values = rec.ground_diag[-1]
+    assert level == b"\x01" and values["frames_published"] == "0"
+    time.sleep(0.5)
+    assert not any(rec.got.values()), "ground outputs without CameraInfo"
+    send(h, val_frames[1][0], "no_info")
+    assert proc.output().count("no CameraInfo on /camera/camera_info") == 1  # one throttled warning
+
+
+def test_label_info_names_the_card_classes(nav_node):
+    proc, h, rec = nav_node
+    try:
+        import vision_msgs.msg  # noqa: F401
+    except ImportError:
+        pytest.fail("vision_msgs is not importable: run scripts/build_vision_msgs.sh .venv (make setup does)")
+    rec.subscribe_label_info()  # after the node published it: transient local must deliver it
+    h.wait_for(lambda: rec.label_info, 15, "label_info")
+    m = rec.label_info[0]
+    assert [(c.class_id, c.class_name) for c in m.class_map][:4] == [(0, "Sky"), (1, "Building"), (2, "Pole"),
+                                                                      (3, "Road")]
+    assert len(m.class_map) == 11
+
+
+def expected_grid(mask: np.ndarray, res: float, x_range, y_range) -> np.ndarray:
+    import cv2
+    rvec, tvec, R_cw = look_at(np.array(CAM_XYZ), PITCH, 0.0)
+    xs = x_range[0] + (np.arange(round((x_range[1] - x_range[0]) / res)) + 0.5) * res
+    ys = y_range[0] + (np.arange(round((y_range[1] - y_range[0]) / res)) + 0.5) * res
+    gx, gy = np.meshgrid(xs, ys)
+    pts = np.column_stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)])
+    uv = cv2.projectPoints(pts.reshape(-1, 1, 3), rvec, tvec, np.reshape(K, (3, 3)), np.array(D))[0].reshape(-1, 2)
+    iu, iv = np.floor(uv[:, 0] + 0.5).astype(int), np.floor(uv[:, 1] + 0.5).astype(int)
+    inside = ((pts - CAM_XYZ) @ R_cw[2] > 0) & (np.linalg.norm(pts - CAM_XYZ, axis=1) <= 9.0) \
+        & (iu >= 0) & (iu < W) & (iv >= 0) & (iv < H)
+    val = np.where(mask[iv.clip(0, H - 1), iu.clip(0, W - 1)] > 0, 0, 100)
+    return np.where(inside, val, -1).reshape(gx.shape)
+
+
+def test_grid_and_cloud_arrive_with_the_image_stamp(nav_node, val_frames):
+    proc, h, rec = nav_node
+    deadline = time.monotonic() + 30
+    while not rec.got["grid"] and time.monotonic() < deadline:  # CameraInfo is best effort: repeat it
+        rec.pub_info.publish(camera_info())
+        send(h, val_frames[2][0], "info")
+        time.sleep(0.2)
+    assert rec.got["grid"], "no drivable_grid after CameraInfo:\n" + proc.output()
+    rec.pub_info.publish(camera_info())
+    key = send(h, val_frames[3][0], "grid")
+    st = key[:2]
+    h.wait_for(lambda: all(st in rec.got[k] for k in rec.got), 15, "all ground outputs of one frame")
+    grid, cloud = rec.got["grid"][st], rec.got["points"][st]
+    for m in (grid, cloud):
+        assert m.header.frame_id == "base_footprint"
+    assert rec.got["ground_labels"][st].header.frame_id == key[2]
+
+    # the grid against the drivable mask of the same stamp, projected independently
+    assert (grid.info.width, grid.info.height, round(grid.info.resolution, 6)) == (75, 80, 0.1)
+    assert (grid.info.origin.position.x, grid.info.origin.position.y) == (0.5, -4.0)
+    cells = np.array(grid.data, np.int8).reshape(80, 75)
+    mask = as_array(h.received["drivable_mask"][key])
+    exp = expected_grid(mask, 0.1, (0.5, 8.0), (-4.0, 4.0))
+    assert (exp >= 0).sum() > 1000
+    assert (cells == exp).mean() > 0.999, f"{(cells != exp).sum()} cells differ"
+
+    # the organized cloud lines up with ground/labels = labels[::4, ::4]
+    assert (cloud.height, cloud.width, cloud.point_step) == (90, 120, 12)
+    assert [f.name for f in cloud.fields] == ["x", "y", "z"] and not cloud.is_dense
+    pts = np.frombuffer(bytes(cloud.data), np.float32).reshape(90, 120, 3)
+    ok = np.isfinite(pts[..., 0])
+    assert 0.3 < ok.mean() < 0.95 and np.abs(pts[ok][:, 2]).max() < 1e-4
+    assert not ok[0].any() and ok[-1].all()  # the sky half of the top row misses the ground; the bottom row hits
+    labels = as_array(h.received["labels"][key])
+    np.testing.assert_array_equal(as_array(rec.got["ground_labels"][st]), labels[::4, ::4])
+    gc = rec.got["ground_confidence"][st]
+    assert (gc.height, gc.width, gc.encoding) == (90, 120, "mono8")
+
+    h.wait_for(lambda: rec.ground_diag and rec.ground_diag[-1][0] == b"\x00", 10, "ground diagnostics ok")
+    assert int(rec.ground_diag[-1][2]["frames_published"]) >= 1
+
+
+def test_a_frame_of_another_size_skips_ground_outputs_but_is_segmented(nav_node, val_frames):
+    import cv2
+    proc, h, rec = nav_node
+    rec.pub_info.publish(camera_info())
+    key = send(h, cv2.resize(val_frames[0][0], (640, 480)), "size")
+    time.sleep(0.5)
+    assert key[:2] not in rec.got["grid"]
+    assert "frame is 640x480 but CameraInfo on /camera/camera_info is 480x360" in proc.output()

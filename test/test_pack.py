@@ -1,0 +1,53 @@
+"""pack-dataset and dataset.yaml: a packed CamVid split reads back as a folder dataset with
+CamVid's classes, identical labels and near-identical frames; bad descriptions get one line."""
+import numpy as np
+import pytest
+
+from seg_perception.cli import main
+from seg_perception.data.classes import CAMVID
+from seg_perception.data.datasets import DatasetError, camvid, image_folder, read_description
+
+
+def test_packed_camvid_reads_back_as_folder(tmp_path, camvid_full, capsys):
+    camvid_root = camvid_full  # counts the full val split (101 frames)
+    assert main(["pack-dataset", "--data", str(camvid_root), "--splits", "val", "--out", str(tmp_path)]) == 0
+    assert "val: 101 frames" in capsys.readouterr().out
+    packed = image_folder(tmp_path, "val")  # classes from dataset.yaml, no flags
+    assert packed.table.names == CAMVID.names and packed.table.colors == CAMVID.colors
+    assert packed.table.ignore_index == 11 and packed.table.drivable == (3,)
+    orig = camvid(camvid_root, "val")
+    assert len(packed) == len(orig)
+    for i in (0, 50, 100):
+        (a, la), (b, lb) = orig.load(i), packed.load(i)
+        np.testing.assert_array_equal(la, lb)
+        assert np.abs(a.astype(int) - b.astype(int)).mean() < 3.0  # JPEG q95
+
+
+def test_description_by_names_and_flags_mismatch(tmp_path):
+    (tmp_path / "dataset.yaml").write_text("classes: [ground, wall, person]\nignore_index: 255\ndrivable: [ground]\n")
+    table = read_description(tmp_path)
+    assert table.names == ("ground", "wall", "person") and table.drivable == (0,)
+    for sub in ("images", "labels"):
+        (tmp_path / "train" / sub).mkdir(parents=True)
+    with pytest.raises(DatasetError, match="--num-classes 5 but .*dataset.yaml lists 3 classes"):
+        image_folder(tmp_path, "train", num_classes=5)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("classes: [only]\n", "at least two classes"),
+    ("classes: [a, b]\nignore_index: 1\n", "ignore_index must be a label value in 2..255"),
+    ("classes: [a, b]\ndrivable: [road]\n", "drivable class 'road' is neither"),
+    ("classes: [{name: a, color: [1, 2]}, b]\n", "color must be \\[r, g, b\\]"),
+    ("classes: [a, b\n", "not valid YAML"),
+])
+def test_bad_description_one_line(tmp_path, text, match):
+    (tmp_path / "dataset.yaml").write_text(text)
+    with pytest.raises(DatasetError, match=match):
+        read_description(tmp_path)
+
+
+def test_folder_without_classes_says_how(tmp_path):
+    for sub in ("images", "labels"):
+        (tmp_path / "train" / sub).mkdir(parents=True)
+    with pytest.raises(DatasetError, match="write .*dataset.yaml or pass --num-classes"):
+        image_folder(tmp_path, "train")

@@ -1,0 +1,206 @@
+"""The recipe pieces of `seg-perception train`: losses, EMA, scale augmentation,
+distillation, several training splits, precision choice. Each test checks the
+piece against an independent computation, so a wrong piece fails."""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from seg_perception.card import load_card
+from seg_perception.data.transforms import TrainAugment
+from seg_perception.train.ema import ModelEMA
+from seg_perception.train.loop import TrainConfig, check_config, cpu_bf16_is_fast, resolve_precision, train
+from seg_perception.train.losses import build_loss, distillation_kl, lovasz_softmax, ohem_cross_entropy
+
+IGNORE = 11
+
+
+def _onehot_logits(pred: torch.Tensor, c: int, scale: float = 60.0) -> torch.Tensor:
+    return scale * F.one_hot(pred, c).permute(0, 3, 1, 2).float()
+
+
+def test_lovasz_equals_one_minus_iou_for_hard_predictions():
+    """For 0/1 probabilities the Lovasz extension is exactly the Jaccard loss: mean over the
+    classes present in the labels of 1 - IoU, computed here from counts."""
+    g = torch.Generator().manual_seed(0)
+    c = 4
+    target = torch.randint(0, c, (2, 9, 11), generator=g)
+    target[0, :2] = IGNORE
+    pred = torch.where(torch.rand(target.shape, generator=g) < 0.7, target.clamp(max=c - 1),
+                       torch.randint(0, c, target.shape, generator=g))
+    got = lovasz_softmax(_onehot_logits(pred, c), target, IGNORE)
+    valid = target != IGNORE
+    losses = []
+    for k in range(c):
+        t, p = (target == k) & valid, (pred == k) & valid
+        if t.sum() == 0:
+            continue
+        losses.append(1 - float((t & p).sum()) / float((t | p).sum()))
+    assert got.item() == pytest.approx(np.mean(losses), abs=1e-5)
+
+
+def test_lovasz_is_zero_when_perfect_and_has_gradients():
+    target = torch.randint(0, 3, (1, 6, 6))
+    assert lovasz_softmax(_onehot_logits(target, 3), target, IGNORE).item() == pytest.approx(0, abs=1e-6)
+    logits = torch.randn(1, 3, 6, 6, requires_grad=True)
+    lovasz_softmax(logits, target, IGNORE).backward()
+    assert logits.grad.abs().sum() > 0
+
+
+def test_ohem_averages_the_hard_pixels_only():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 8, 8) * 3
+    target = torch.randint(0, 5, (2, 8, 8))
+    target[1, 0] = IGNORE
+    w = torch.rand(5) + 0.5
+    got = ohem_cross_entropy(logits, target, w, IGNORE, thresh=0.7, min_kept=0.0)
+    valid = target != IGNORE
+    p_true = logits.softmax(1).gather(1, target.clamp(max=4)[:, None])[:, 0]
+    hard = valid & (p_true < 0.7)
+    per_pixel = F.cross_entropy(logits, target, weight=w, ignore_index=IGNORE, reduction="none")
+    assert 0 < hard.sum() < valid.sum()
+    assert got.item() == pytest.approx(per_pixel[hard].mean().item(), rel=1e-5)
+
+
+def test_ohem_keeps_at_least_min_kept_pixels():
+    """When almost everything is easy, the top-k hardest pixels are still trained on."""
+    target = torch.randint(0, 3, (1, 10, 10))
+    logits = _onehot_logits(target, 3, scale=10.0)
+    logits[0, :, 0, 0] = torch.tensor([0.0, 0.0, 0.0])  # one uncertain pixel
+    per_pixel = F.cross_entropy(logits, target, reduction="none").flatten()
+    got = ohem_cross_entropy(logits, target, None, IGNORE, thresh=0.7, min_kept=0.2)
+    assert got.item() == pytest.approx(per_pixel.topk(20).values.mean().item(), rel=1e-5)
+
+
+def test_build_loss_names():
+    w = torch.ones(3)
+    logits, target = torch.randn(1, 3, 4, 4), torch.randint(0, 3, (1, 4, 4))
+    ce = build_loss("ce", w, IGNORE)(logits, target)
+    assert ce.item() == pytest.approx(F.cross_entropy(logits, target).item(), rel=1e-5)
+    mix = build_loss("ce+lovasz", w, IGNORE, lovasz_weight=0.5)(logits, target)
+    assert mix.item() == pytest.approx(ce.item() + 0.5 * lovasz_softmax(logits, target, IGNORE).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="valid choices: ce, ohem, lovasz, ce\\+lovasz"):
+        build_loss("focal", w, IGNORE)
+
+
+def test_distillation_kl_matches_definition():
+    torch.manual_seed(1)
+    s, t = torch.randn(1, 4, 5, 5), torch.randn(1, 4, 5, 5)
+    target = torch.randint(0, 4, (1, 5, 5))
+    target[0, 0] = IGNORE
+    assert distillation_kl(s, s, target, IGNORE).item() == pytest.approx(0, abs=1e-6)
+    T = 2.0
+    pt, ps = (t / T).softmax(1), (s / T).softmax(1)
+    kl = (pt * (pt.log() - ps.log())).sum(1)[target != IGNORE].mean() * T * T
+    assert distillation_kl(s, t, target, IGNORE, T).item() == pytest.approx(kl.item(), rel=1e-5)
+    # A teacher at another resolution is resized to the student's.
+    assert torch.isfinite(distillation_kl(s, torch.randn(1, 4, 10, 10), target, IGNORE))
+
+
+def test_ema_follows_the_formula_and_copies_counters():
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    ema = ModelEMA(net, decay=0.9)
+    before = ema.module[0].weight.clone()
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    net.train()(torch.randn(2, 3, 4, 4))  # moves BN statistics and the batch counter
+    ema.update(net)
+    d = min(0.9, 2 / 11)  # warm-up decay at the first update
+    torch.testing.assert_close(ema.module[0].weight, d * before + (1 - d) * net[0].weight)
+    assert int(ema.module[1].num_batches_tracked) == int(net[1].num_batches_tracked) == 1
+    for _ in range(200):
+        ema.update(net)
+    assert ema.current_decay() == 0.9
+    torch.testing.assert_close(ema.module[0].weight, net[0].weight, atol=1e-6, rtol=0)
+    twin = ModelEMA(net, 0.9)
+    twin.load_state_dict(ema.state_dict())
+    assert twin.updates == ema.updates
+    with pytest.raises(ValueError, match="ema-decay"):
+        ModelEMA(net, 1.0)
+
+
+def test_scale_range_sets_the_zoom():
+    """Crop 320x240 of a 480x360 frame: at scale 0.5 the frame covers a quarter of the crop
+    (the rest is the ignore id); at scale 2.0 it covers all of it."""
+    img = np.full((360, 480, 3), 100, np.uint8)
+    lab = np.zeros((360, 480), np.uint8)
+    small = TrainAugment((320, 240), IGNORE, scale=(0.5, 0.5), translate_px=0, jitter=0, seed=0)
+    _, out = small(img, lab)
+    assert out.shape == (240, 320)
+    assert (out != IGNORE).mean() == pytest.approx(0.25, abs=0.01)
+    big = TrainAugment((320, 240), IGNORE, scale=(2.0, 2.0), translate_px=0, jitter=0, seed=0)
+    assert (big(img, lab)[1] != IGNORE).all()
+
+
+def test_config_refusals():
+    base = dict(model="essnet_d", data="x", out="y")
+    with pytest.raises(ValueError, match="also trained on"):
+        check_config(TrainConfig(train_split="train+val", **base))
+    with pytest.raises(ValueError, match="--keep last"):
+        check_config(TrainConfig(train_split="train+val", val_split="none", **base))
+    with pytest.raises(ValueError, match="multiples of 8"):
+        check_config(TrainConfig(crop_width=100, crop_height=64, **base))
+    with pytest.raises(ValueError, match="valid choices: auto, fp32, bf16"):
+        resolve_precision("fp8", torch.device("cpu"))
+    check_config(TrainConfig(train_split="train+val", val_split="none", keep="last", **base))
+
+
+def test_auto_precision_follows_the_hardware():
+    chosen = resolve_precision("auto", torch.device("cpu"))
+    assert chosen == ("bf16" if cpu_bf16_is_fast() else "fp32")
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert chosen == "fp32"
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+
+
+TINY = dict(model="essnet_d", batch_size=2, width=96, height=72, crop_width=64, crop_height=48,
+            max_train_images=4, max_val_images=2, threads=1, eval_every=1)
+
+
+def test_resume_is_exact_with_ema_and_ohem(tmp_path, camvid_root):
+    cfg = dict(TINY, epochs=2, ema_decay=0.9, loss="ohem", scale_min=0.5, scale_max=2.0)
+    train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "a"), **cfg), log=lambda *_: None)
+    train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "b"), **dict(cfg, epochs=1)), log=lambda *_: None)
+    train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "b"), **cfg), resume=True, log=lambda *_: None)
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert a["ema"]["updates"] == b["ema"]["updates"] == 4
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
+    for k in a["ema"]["module"]:
+        torch.testing.assert_close(a["ema"]["module"][k], b["ema"]["module"][k], rtol=0, atol=0, msg=k)
+    # The shipped weights are the EMA's, and the log has both figures.
+    shipped = torch.load(tmp_path / "a" / "essnet_d_camvid.pt", weights_only=True)
+    assert shipped.keys() == a["ema"]["module"].keys()
+    for k in shipped:
+        torch.testing.assert_close(shipped[k], a["ema"]["module"][k], rtol=0, atol=0, msg=k)
+    header = (tmp_path / "a" / "log.csv").read_text().splitlines()[0]
+    assert header.endswith("val_miou_raw")
+
+
+def test_final_run_on_train_and_val_with_a_teacher(tmp_path, camvid_full):
+    """train+val, no validation, the last weights shipped; distilled from a teacher card."""
+    camvid_root = camvid_full  # counts the full train+val (468 frames)
+    teacher = train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "t"), epochs=1, **TINY),
+                    log=lambda *_: None)
+    lines = []
+    cfg = TrainConfig(data=str(camvid_root), out=str(tmp_path / "s"), epochs=1, train_split="train+val",
+                      val_split="none", keep="last", teacher=str(teacher.with_suffix(".yaml")),
+                      **dict(TINY, max_train_images=0, max_val_images=0, batch_size=117))
+    best = train(cfg, log=lines.append)
+    assert any("train+val (468 frames)" in ln and "no validation" in ln for ln in lines), lines
+    assert any("teacher" in ln for ln in lines)
+    card = load_card(best.with_suffix(".yaml"))
+    assert card.training["train_split"] == "train+val" and card.training["val_split"] is None
+    assert "val_miou" not in card.metrics
+    assert card.training["distillation"].startswith("KL")
+    assert not (tmp_path / "s" / "best_metrics.json").exists()
+
+
+def test_bench_train_prints_step_times(capsys):
+    from seg_perception.cli import main
+    assert main(["bench-train", "--crop", "64x48", "--batch-size", "2", "--steps", "1", "--precision", "fp32",
+                 "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| fp32 |" in out and "AMX-backed bf16" in out
