@@ -39,7 +39,7 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--crop", type=_size, default=None, metavar="WxH",
                    help="training crop, e.g. 384x288 (default: the model size)")
     p.add_argument("--scale", type=float, nargs=2, default=(0.75, 1.75), metavar=("MIN", "MAX"),
-                   help="random scale range, relative to the frame fitted to the crop" + d)
+                   help="random scale range; 1.0 shows the frame at the model resolution (--width x --height)" + d)
     p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate" + d)
     p.add_argument("--weight-decay", type=float, default=2e-4, help="Adam weight decay" + d)
     p.add_argument("--schedule", default="poly", choices=["poly", "plateau"], help="learning-rate schedule" + d)

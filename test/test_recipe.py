@@ -133,6 +133,23 @@ def test_scale_range_sets_the_zoom():
     assert (big(img, lab)[1] != IGNORE).all()
 
 
+def test_scale_is_relative_to_the_model_resolution():
+    """A 320x240 crop for a 480x360 model at scale 1.0 is a window of the frame at 480x360,
+    not the frame shrunk into the crop: an 8-pixel stripe of a 960x720 frame is 4 pixels wide."""
+    img = np.zeros((720, 960, 3), np.uint8)
+    lab = np.zeros((720, 960), np.uint8)
+    lab[:, 480:488] = 1
+    aug = TrainAugment((320, 240), IGNORE, scale=(1.0, 1.0), translate_px=0, jitter=0, seed=0, base=(480, 360))
+    widths = []
+    for _ in range(20):
+        _, out = aug(img, lab)
+        assert (out != IGNORE).all()
+        cols = np.flatnonzero((out == 1).any(axis=0))
+        if len(cols):
+            widths.append(len(cols))
+    assert widths and set(widths) <= {4}
+
+
 def test_config_refusals():
     base = dict(model="essnet_d", data="x", out="y")
     with pytest.raises(ValueError, match="also trained on"):

@@ -23,6 +23,9 @@ class TrainAugment:
     translate_px: int = 2
     jitter: float = 0.25
     seed: int | None = None
+    # Scale 1.0 shows the frame as the model sees it at run time: fitted to this size (the
+    # model's resolution). Crops smaller than it are windows at that scale, not shrunk frames.
+    base: Tuple[int, int] | None = None
 
     def __post_init__(self):
         self.rng = np.random.default_rng(self.seed)
@@ -34,8 +37,8 @@ class TrainAugment:
         rng = self.rng
         cw, ch = self.size
         h, w = lab.shape
-        # Scale relative to the size that makes the frame exactly the crop size.
-        s = rng.uniform(*self.scale) * max(cw / w, ch / h)
+        bw, bh = self.base or self.size
+        s = rng.uniform(*self.scale) * max(bw / w, bh / h)
         nw, nh = max(1, round(w * s)), max(1, round(h * s))
         img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
         lab = cv2.resize(lab, (nw, nh), interpolation=cv2.INTER_NEAREST)

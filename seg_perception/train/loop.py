@@ -65,7 +65,7 @@ class TrainConfig:
     height: int = 360
     crop_width: int = 0  # training crop; 0: width x height
     crop_height: int = 0
-    scale_min: float = 0.75  # random scale, relative to the frame resized to the crop
+    scale_min: float = 0.75  # random scale; 1.0: the frame at the model's resolution
     scale_max: float = 1.75
     lr: float = 5e-4
     weight_decay: float = 2e-4
@@ -355,7 +355,8 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     if val_ds is not None and cfg.max_val_images:
         val_ds.pairs = val_ds.pairs[: cfg.max_val_images]
     table = train_ds.table
-    augment = TrainAugment(cfg.crop, table.ignore_index, scale=(cfg.scale_min, cfg.scale_max), seed=cfg.seed)
+    augment = TrainAugment(cfg.crop, table.ignore_index, scale=(cfg.scale_min, cfg.scale_max), seed=cfg.seed,
+                           base=(cfg.width, cfg.height))
     train_ds.transform = augment
     weights = class_weights(train_ds, cfg.class_weight_c).to(device)
 
