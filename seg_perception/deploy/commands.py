@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import command
+from ..cli import add_dataset_args, command, dataset_root, open_from_args
 
 
 def _choice(value: str, valid, what: str) -> str:
@@ -88,24 +88,25 @@ def _print_io(path: Path) -> None:
 # ------------------------------------------------------------------ quantize
 @command("quantize", "INT8 Q/DQ model for TensorRT and ONNX Runtime, calibrated on training images")
 def _quantize(p: argparse.ArgumentParser):
+    d = " (default: %(default)s)"
     p.add_argument("--onnx", required=True, help="fp32 ONNX made by 'seg-perception export' (its card beside it)")
-    p.add_argument("--calib-data", default=None, help="CamVid root (train split is used) or a folder of "
-                   "images (default: the CamVid dataset)")
-    p.add_argument("--num-images", type=int, default=100, help="calibration images")
+    add_dataset_args(p)
+    p.add_argument("--calib-data", default=None, help="calibrate on this folder of images (searched "
+                   "recursively) or CamVid root instead (default: the train split of --dataset/--data)")
+    p.add_argument("--num-images", type=int, default=100, help="calibration images" + d)
     p.add_argument("--out", default=None, help="INT8 ONNX (default: <onnx stem>_int8.onnx beside it)")
-    p.add_argument("--method", default="auto", help="auto (modelopt if installed, else ort) | modelopt | ort")
-    p.add_argument("--calibration", default="minmax", help="minmax | entropy (modelopt only)")
-    p.add_argument("--seed", type=int, default=0, help="picks the calibration images")
+    p.add_argument("--method", default="auto", help="auto (modelopt if installed, else ort) | modelopt | ort" + d)
+    p.add_argument("--calibration", default="minmax", help="minmax | entropy (modelopt only)" + d)
+    p.add_argument("--seed", type=int, default=0, help="picks the calibration images" + d)
     p.add_argument("--eval", action="store_true", help="then measure fp32 vs int8 mIoU and label agreement "
-                   "on CamVid val with ONNX Runtime (recorded in the card)")
-    p.add_argument("--eval-data", default=None, help="CamVid root for --eval (default: the CamVid dataset)")
-    p.add_argument("--eval-split", default="val")
-    p.add_argument("--max-eval-images", type=int, default=0, help="0: the whole split")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)")
+                   "on --eval-split with ONNX Runtime (recorded in the card)")
+    p.add_argument("--eval-data", default=None, help="dataset folder for --eval (default: --data)")
+    p.add_argument("--eval-split", default="val", help="split for --eval" + d)
+    p.add_argument("--max-eval-images", type=int, default=0, help="frames for --eval (0: the whole split)" + d)
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)" + d)
 
     def run(a):
         from ..card import load_card
-        from ..data.datasets import default_camvid_root
         from .quantize import (CALIBRATIONS, METHODS, calibration_frames, evaluate_int8,
                                list_calibration_images, quantize_onnx, record_in_card)
         _choice(a.method, METHODS, "method")
@@ -116,8 +117,12 @@ def _quantize(p: argparse.ArgumentParser):
             raise FileNotFoundError(f"ONNX file {src} not found: run 'seg-perception export' first")
         card = load_card(src)
         out = Path(a.out) if a.out else src.with_name(f"{src.stem}_int8.onnx")
-        data = a.calib_data or str(default_camvid_root())
-        files = list_calibration_images(data, a.num_images, a.seed)
+        if a.calib_data:
+            data = a.calib_data
+            files = list_calibration_images(data, a.num_images, a.seed)
+        else:
+            data = f"{a.dataset} {dataset_root(a)} train"
+            files = list_calibration_images(open_from_args(a, "train", card=card), a.num_images, a.seed)
         print(f"[quantize] calibrating on {len(files)} images from {data}")
         frames = calibration_frames(files, card, src)
         res = quantize_onnx(src, out, frames, method=a.method, calibration=a.calibration)
@@ -125,7 +130,9 @@ def _quantize(p: argparse.ArgumentParser):
               f"{res.seconds:.0f} s)")
         metrics = None
         if a.eval:
-            metrics = evaluate_int8(card, src, res.path, a.eval_data or str(default_camvid_root()),
+            if a.eval_data:
+                a.data = a.eval_data
+            metrics = evaluate_int8(card, src, res.path, open_from_args(a, a.eval_split, card=card),
                                     a.eval_split, a.max_eval_images, a.threads,
                                     log=lambda s: print(s, flush=True))
             print(f"[quantize] {metrics['split']} ({metrics['images']} images, ONNX Runtime CPU): fp32 mIoU "

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli import command
+from ..cli import add_dataset_args, command, dataset_options, dataset_root
 from ..paths import DEFAULT_MODEL
 from .config import EXIT_NO_MATCH, EXIT_OK, EvalConfig, EvalError
 
@@ -27,9 +27,7 @@ def _err(cmd: str, e: Exception) -> None:
 def _make_bag(p: argparse.ArgumentParser):
     from ..data.bag_io import FORMATS
     from .make_bag import ENCODINGS
-    p.add_argument("--dataset", default="camvid", choices=["camvid", "cityscapes"])
-    p.add_argument("--data", default=None, help="dataset folder (default: ../shared/datasets/camvid)")
-    p.add_argument("--split", default="val")
+    add_dataset_args(p, split="val")
     p.add_argument("--out", required=True, help="new bag folder (must not exist)")
     p.add_argument("--format", default="mcap", choices=FORMATS, help="storage (default mcap, as Jazzy records)")
     p.add_argument("--encoding", default="jpeg", choices=ENCODINGS,
@@ -43,9 +41,9 @@ def _make_bag(p: argparse.ArgumentParser):
 
     def run(a):
         from .make_bag import make_bag
-        r = make_bag(a.out, dataset=a.dataset, split=a.split, root=a.data, fmt=a.format, encoding=a.encoding,
-                     rate=a.rate, frames=a.frames, jpeg_quality=a.jpeg_quality, compress=a.compress,
-                     frame_id=a.frame_id)
+        r = make_bag(a.out, dataset=a.dataset, split=a.split, root=dataset_root(a), fmt=a.format,
+                     encoding=a.encoding, rate=a.rate, frames=a.frames, jpeg_quality=a.jpeg_quality,
+                     compress=a.compress, frame_id=a.frame_id, **dataset_options(a))
         print(f"[make-bag] {r.path}: {r.frames} frames on {r.image_topic}, /camera/camera_info, "
               f"/camera/labels_gt ({a.format}, {r.size_bytes / 1e6:.2f} MB)")
     return run
