@@ -236,9 +236,9 @@ def _release(p: argparse.ArgumentParser):
     p.add_argument("--name", required=True, help="model name, e.g. essnet_d_camvid")
     p.add_argument("--to", default="models", help="destination folder (default models/)")
     p.add_argument("--data", default=None, help="CamVid root (default: ../shared/datasets/camvid)")
-    p.add_argument("--calib-images", type=int, default=100)
-    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for the timings")
-    p.add_argument("--no-int8", action="store_true")
+    p.add_argument("--calib-images", type=int, default=100, help="INT8 calibration images" + " (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for the timings" + " (default: %(default)s)")
+    p.add_argument("--no-int8", action="store_true", help="skip the INT8 model")
     p.add_argument("--note", default="", help="a note recorded in the card's training section")
 
     def run(a):

@@ -52,7 +52,7 @@ def _export(p: argparse.ArgumentParser):
     p.add_argument("--width", type=int, default=0, help="input width (default: the card's)")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
     p.add_argument("--logits", action="store_true", help="output raw logits (for evaluation) instead of labels")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset" + " (default: %(default)s)")
     p.add_argument("--out", default=None, help="ONNX file (default: beside the weights, <card name>.onnx, "
                    "or <card name>_logits.onnx)")
 
@@ -147,8 +147,8 @@ def _quantize(p: argparse.ArgumentParser):
 @command("build-engine", "build a TensorRT engine (cached, with a JSON sidecar) from an ONNX file")
 def _build_engine(p: argparse.ArgumentParser):
     p.add_argument("--onnx", required=True, help="fp32 ONNX for fp32/fp16, the INT8 ONNX for int8")
-    p.add_argument("--precision", default="fp16", help="fp32 | fp16 | int8")
-    p.add_argument("--workspace", type=int, default=1024, help="builder workspace limit, MiB")
+    p.add_argument("--precision", default="fp16", help="fp32 | fp16 | int8" + " (default: %(default)s)")
+    p.add_argument("--workspace", type=int, default=1024, help="builder workspace limit, MiB" + " (default: %(default)s)")
     p.add_argument("--timing-cache", default=None, help="timing cache file, reused across builds "
                    "(default: timing.cache in the cache folder)")
     p.add_argument("--cache-dir", default=None, help="engine cache folder (default: "
@@ -190,11 +190,11 @@ def _doctor(p: argparse.ArgumentParser):
     p.add_argument("--model", default=None, help="model card (default: the shipped default model)")
     p.add_argument("--frames", default=None, help="folder of images or a rosbag2 (default: the shipped "
                    "sample bag, else CamVid val)")
-    p.add_argument("--num-frames", type=int, default=8)
-    p.add_argument("--precisions", nargs="+", default=["fp32", "fp16", "int8"])
-    p.add_argument("--runs", type=int, default=50, help="timed runs per engine")
+    p.add_argument("--num-frames", type=int, default=8, help="frames to compare and time" + " (default: %(default)s)")
+    p.add_argument("--precisions", nargs="+", default=["fp32", "fp16", "int8"], help="engines to build" + " (default: %(default)s)")
+    p.add_argument("--runs", type=int, default=50, help="timed runs per engine" + " (default: %(default)s)")
     p.add_argument("--cache-dir", default=None, help="engine cache folder")
-    p.add_argument("--workspace", type=int, default=1024, help="builder workspace limit, MiB")
+    p.add_argument("--workspace", type=int, default=1024, help="builder workspace limit, MiB" + " (default: %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)")
 
     def run(a):
@@ -214,12 +214,12 @@ def _bench(p: argparse.ArgumentParser):
                    "always added as the reference)")
     p.add_argument("--backend", nargs="+", default=None, help="onnxruntime and/or tensorrt (default: "
                    "onnxruntime, plus tensorrt when installed)")
-    p.add_argument("--resolution", default="480x360", help="WIDTHxHEIGHT")
-    p.add_argument("--runs", type=int, default=20, help="timed runs per model and precision")
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--resolution", default="480x360", help="WIDTHxHEIGHT" + " (default: %(default)s)")
+    p.add_argument("--runs", type=int, default=20, help="timed runs per model and precision" + " (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs first" + " (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: as the node, "
                    "$SEG_PERCEPTION_THREADS or the runtime's default)")
-    p.add_argument("--quant-method", default="auto", help="how the int8 models are made: auto | modelopt | ort")
+    p.add_argument("--quant-method", default="auto", help="how the int8 models are made: auto | modelopt | ort" + " (default: %(default)s)")
     p.add_argument("--json", default=None, help="also write the table as JSON to this file")
     p.add_argument("--markdown", default=None, help="also write the markdown table to this file")
 

@@ -31,13 +31,13 @@ def _make_bag(p: argparse.ArgumentParser):
     p.add_argument("--out", required=True, help="new bag folder (must not exist)")
     p.add_argument("--format", default="mcap", choices=FORMATS, help="storage (default mcap, as Jazzy records)")
     p.add_argument("--encoding", default="jpeg", choices=ENCODINGS,
-                   help="rgb8/bgr8 on /camera/image_raw, jpeg on /camera/image_raw/compressed")
+                   help="rgb8/bgr8 on /camera/image_raw, jpeg on /camera/image_raw/compressed" + " (default: %(default)s)")
     p.add_argument("--rate", type=float, default=10.0, help="frames per second of the header stamps (default 10)")
     p.add_argument("--frames", type=int, default=0, help="this many frames spread over the split (0: all)")
-    p.add_argument("--jpeg-quality", type=int, default=90)
+    p.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of --encoding jpeg" + " (default: %(default)s)")
     p.add_argument("--compress", action="store_true",
                    help="zstd: compressed chunks (mcap) or messages (sqlite3); ros2 bag reads both")
-    p.add_argument("--frame-id", default="camera")
+    p.add_argument("--frame-id", default="camera", help="header frame_id of the messages" + " (default: %(default)s)")
 
     def run(a):
         from .make_bag import make_bag
@@ -54,8 +54,8 @@ def _add_eval_args(p: argparse.ArgumentParser, live_default: bool = False) -> No
     g = p.add_argument_group("model")
     g.add_argument("--model", default="", help=f"model name or card .yaml (default {DEFAULT_MODEL}; "
                                                "with --attach: the running node's)")
-    g.add_argument("--backend", default="onnxruntime", help="auto | tensorrt | onnxruntime | torch")
-    g.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8")
+    g.add_argument("--backend", default="onnxruntime", help="auto | tensorrt | onnxruntime | torch" + " (default: %(default)s)")
+    g.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8" + " (default: %(default)s)")
     g.add_argument("--onnx", default=None, help="ONNX file (default: the card's)")
     g.add_argument("--threads", type=int, default=0, help="inference threads (0: the runtime's default)")
     g = p.add_argument_group("inputs")
@@ -69,20 +69,20 @@ def _add_eval_args(p: argparse.ArgumentParser, live_default: bool = False) -> No
     g = p.add_argument_group("outputs")
     g.add_argument("--out", default=None, help="report folder (default reports/eval_<bag>_<mode>)")
     g.add_argument("--out-bag", default=None, help="also write inputs + outputs to this new bag (RViz, Foxglove)")
-    g.add_argument("--out-bag-format", default="mcap", choices=["mcap", "sqlite3"])
-    g.add_argument("--samples", type=int, default=4, help="side-by-side frames in the report")
+    g.add_argument("--out-bag-format", default="mcap", choices=["mcap", "sqlite3"], help="--out-bag storage" + " (default: %(default)s)")
+    g.add_argument("--samples", type=int, default=4, help="side-by-side frames in the report" + " (default: %(default)s)")
     g = p.add_argument_group("live mode")
     g.add_argument("--attach", action="store_true", help="use a running segmentation node instead of starting one")
     g.add_argument("--rate", type=float, default=0.0, help="publish at this many frames/s (default: as recorded)")
-    g.add_argument("--speed", type=float, default=1.0, help="play the recorded timing this many times faster")
+    g.add_argument("--speed", type=float, default=1.0, help="play the recorded timing this many times faster" + " (default: %(default)s)")
     g.add_argument("--node-qos", default="auto", choices=["auto", "sensor_data", "reliable"],
-                   help="the started node's subscription QoS (auto: reliable for raw frames)")
+                   help="the started node's subscription QoS (auto: reliable for raw frames)" + " (default: %(default)s)")
     g.add_argument("--publish-topic", default=None, help="publish the frames here (default: the bag's topic)")
     g.add_argument("--domain-id", type=int, default=None,
                    help="ROS domain (default: a private one for a started node; the environment's with --attach)")
-    g.add_argument("--startup-timeout", type=float, default=90.0, help="seconds for the node to come up")
+    g.add_argument("--startup-timeout", type=float, default=90.0, help="seconds for the node to come up" + " (default: %(default)s)")
     g.add_argument("--drain-timeout", type=float, default=15.0,
-                   help="seconds to wait for answers after the last frame")
+                   help="seconds to wait for answers after the last frame" + " (default: %(default)s)")
     g.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
                    help="extra parameter for the started node (repeatable)")
 
@@ -180,7 +180,8 @@ def _demo(p: argparse.ArgumentParser):
     p.add_argument("--out", default="reports/demo", help="report folder (default reports/demo)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or card .yaml (default {DEFAULT_MODEL})")
     p.add_argument("--bag", default=None, help="bag to play (default: the shipped CamVid sample)")
-    p.add_argument("--mode", default="live", choices=["live", "offline"])
+    p.add_argument("--mode", default="live", choices=["live", "offline"],
+                   help="live: the node over DDS; offline: in-process" + " (default: %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0: the runtime's default)")
     p.add_argument("--rate", type=float, default=0.0, help="frames/s (default: the bag's recorded timing)")
 
@@ -216,7 +217,7 @@ def _demo(p: argparse.ArgumentParser):
 @command("bench-node", "time backend, pipeline and the live node (publish -> labels) on this machine")
 def _bench_node(p: argparse.ArgumentParser):
     p.add_argument("--model", default="", help=f"model name or card .yaml (default {DEFAULT_MODEL})")
-    p.add_argument("--backend", default="onnxruntime", help="onnxruntime | torch | tensorrt")
+    p.add_argument("--backend", default="onnxruntime", help="onnxruntime | torch | tensorrt" + " (default: %(default)s)")
     p.add_argument("--frames", type=int, default=30, help="CamVid val frames to time (default 30)")
     p.add_argument("--data", default=None, help="CamVid root (default: ../shared/datasets/camvid)")
     p.add_argument("--threads", type=int, default=0, help="inference threads, in this process and the node")
