@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from ..metrics import percentiles
+from ..runtime.legend import draw_legend
 from .scoring import EvalResult
 
 METRICS = "metrics.json"
@@ -120,6 +121,7 @@ def _samples(result: EvalResult, folder: Path) -> Dict[str, Path]:
     for s in result.samples:
         overlay = cv2.addWeighted(s.rgb, 0.5, pal[s.labels], 0.5, 0.0) if s.labels.shape == s.rgb.shape[:2] \
             else pal[s.labels]
+        overlay = draw_legend(overlay, result.class_names, [pal[i] for i in range(len(result.class_names))])
         panels = [("input", s.rgb), ("prediction", overlay)]
         if s.gt is not None:
             gt = pal[s.gt]  # ids past the table (the ignore id) are black
