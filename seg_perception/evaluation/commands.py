@@ -6,7 +6,8 @@ ensure_onnx; the rest of evaluation/ never imports it.
 
 Exit codes of eval-bag and demo: 0 ok; 2 bad input or usage; 3 nothing to evaluate
 (no frame answered, no ground-truth stamp matched a frame); 4 live mode: the node
-did not start or no node answered; 130 interrupted."""
+did not start or no node answered; 5 partial: the bag is cut short or damaged, and the
+report covers the frames that could be read; 130 interrupted."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from ..cli import add_dataset_args, command, dataset_options, dataset_root
 from ..paths import DEFAULT_MODEL
-from .config import EXIT_NO_MATCH, EXIT_OK, EvalConfig, EvalError
+from .config import EXIT_NO_MATCH, EXIT_OK, EXIT_PARTIAL, EvalConfig, EvalError
 
 
 def _err(cmd: str, e: Exception) -> None:
@@ -124,6 +125,8 @@ def evaluate(cfg: EvalConfig, mode: str, out: Path, domain_id=None, title: str =
         result.notes.append("no frame produced a prediction")
     elif result.confusion is not None and c.scored == 0:
         code = EXIT_NO_MATCH
+    elif result.partial:
+        code = EXIT_PARTIAL
     return result, files, code
 
 
@@ -170,6 +173,8 @@ def _eval_bag(p: argparse.ArgumentParser):
         print(f"[eval-bag] report: {files['report']}" + (f"; outputs bag: {result.out_bag}" if result.out_bag else ""))
         if code == EXIT_NO_MATCH:
             _err("eval-bag", _no_match_reason(result))
+        elif code == EXIT_PARTIAL:
+            _err("eval-bag", f"partial result (exit {EXIT_PARTIAL}): {result.partial}")
         return code
     return run
 
@@ -209,6 +214,8 @@ def _demo(p: argparse.ArgumentParser):
         print(summary(result, files["report"]))
         if code == EXIT_NO_MATCH:
             _err("demo", _no_match_reason(result))
+        elif code == EXIT_PARTIAL:
+            _err("demo", f"partial result (exit {EXIT_PARTIAL}): {result.partial}")
         return code
     return run
 

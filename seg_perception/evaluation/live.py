@@ -29,7 +29,7 @@ from ..data import bag_io
 from ..runtime.backends import BACKENDS
 from ..runtime.image_conversion import to_rgb
 from ..runtime.node_process import NodeProcess, ros_env
-from .common import Progress, load_model_card, open_bag, select_inputs
+from .common import Progress, load_model_card, open_bag, partial_reason, select_inputs
 from .config import EXIT_NO_MATCH, EXIT_NODE, EvalConfig, EvalError
 from .out_bag import DRIVABLE, LABELS, OVERLAY, OutputBag, copy_topics
 from .scoring import Counts, EvalResult, Scorer, add_gt_message, admit_frame, decode_frame, decode_labels
@@ -194,7 +194,10 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
                 raise EvalError(str(e), EXIT_NODE) from None
             if log is not None:
                 log(f"[live] started segmentation_node in ROS domain {domain} (log: {log_path}); "
-                    f"playing {inp.total} frames on {pub_topic}")
+                    f"playing {_playing(inp)} on {pub_topic}")
+        if cfg.attach and log is not None:
+            log(f"[live] attaching to a segmentation node in ROS domain {domain if domain is not None else 0}; "
+                f"playing {_playing(inp)} on {pub_topic}")
         try:
             client = Client(domain, pub_topic, compressed, extra_outputs=cfg.out_bag is not None)
             _wait_connected(client, node, cfg, pub_topic)
@@ -215,6 +218,14 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
                     (log or print)(f"[live] warning: segmentation_node exited with code {rc} "
                                    f"(log: {node.log_path})")
     return result
+
+
+def _playing(inp) -> str:
+    """'20 frames', or for a damaged bag '12 frames (of 20 recorded: the bag is damaged ...)'."""
+    if not inp.damage:
+        return f"{inp.total} frames"
+    of = f"of {inp.recorded} recorded" if inp.recorded is not None else "all that can be read"
+    return f"{inp.total} frames ({of}; {inp.damage})"
 
 
 def _wait_connected(client: Client, node: Optional[NodeProcess], cfg: EvalConfig, topic: str) -> None:
@@ -249,6 +260,7 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
     t_first_pub = None
     t0_bag = None
     index = -1
+    read_error = ""
     try:
         for m in reader.messages(inp.topics):
             if m.topic == inp.image.name:
@@ -287,7 +299,7 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
                 except ValueError:
                     pass  # the node will reject it too; no side-by-side for it
     except bag_io.BagError as e:
-        scorer.warn_once("truncated", str(e))
+        read_error = str(e)
     finally:
         bar.close()
     t_last_pub = time.perf_counter()
@@ -366,7 +378,7 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
         confusion=scorer.cm if scorer.with_gt else None, drivable=scorer.bin if scorer.with_gt else None,
         samples=[scorer.samples[i] for i in sorted(scorer.samples)], node=node_delta,
         notes=list(scorer.warned.values()), labels_by_stamp=scorer.labels_by_stamp,
-        out_bag=str(out_path) if out_path else None)
+        out_bag=str(out_path) if out_path else None, partial=partial_reason(inp, read_error, counts.corrupt))
 
 
 def _drain(client: Client, cfg: EvalConfig, n_published: int, t_last_pub: float) -> Optional[Dict[str, str]]:

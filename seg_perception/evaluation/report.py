@@ -158,6 +158,8 @@ def _markdown(result: EvalResult, m: Dict, files: Dict[str, Path], out: Path, ti
               f"- ground truth: {result.gt_source or 'none (no accuracy metrics)'}"]
     if result.out_bag:
         lines.append(f"- outputs bag: `{result.out_bag}`")
+    if result.partial:
+        lines += ["", f"**Partial result:** {result.partial}. The figures below cover the frames read before it."]
     lines += ["", "## Frames and timing", "", "| frames in | out | dropped | rejected | corrupt | FPS | "
               "latency p50 | p95 | max |", "|---|---|---|---|---|---|---|---|---|",
               f"| {c.frames_in} | {c.frames_out} | {c.dropped} | {c.rejected} | {c.corrupt} | {result.fps:.1f} | "
