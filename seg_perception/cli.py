@@ -309,6 +309,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as e:
+        # An optional dependency this command needs (torch from the 'train' extra, rclpy from 'ros').
+        if __import__("os").environ.get("SEG_PERCEPTION_DEBUG") or not e.name or e.name.startswith("seg_perception"):
+            raise
+        extra = {"torch": "train", "rclpy": "ros"}.get(e.name.split(".")[0])
+        how = (f"pip install 'seg_perception[{extra}]'" if extra else
+               f"pip install {e.name.split('.')[0]} (see requirements.txt)")
+        print(f"seg-perception {args.cmd}: error: this needs the Python module '{e.name}', which is not "
+              f"installed here: {how}", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
         if __import__("os").environ.get("SEG_PERCEPTION_DEBUG"):
             raise

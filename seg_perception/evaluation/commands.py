@@ -185,8 +185,9 @@ def _demo(p: argparse.ArgumentParser):
     p.add_argument("--out", default="reports/demo", help="report folder (default reports/demo)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or card .yaml (default {DEFAULT_MODEL})")
     p.add_argument("--bag", default=None, help="bag to play (default: the shipped CamVid sample)")
-    p.add_argument("--mode", default="live", choices=["live", "offline"],
-                   help="live: the node over DDS; offline: in-process" + " (default: %(default)s)")
+    p.add_argument("--mode", default=None, choices=["live", "offline"],
+                   help="live: the node over DDS; offline: in-process (default: live where rclpy is "
+                   "installed, else offline)")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0: the runtime's default)")
     p.add_argument("--rate", type=float, default=0.0, help="frames/s (default: the bag's recorded timing)")
 
@@ -194,8 +195,14 @@ def _demo(p: argparse.ArgumentParser):
         from ..card import CardError
         from ..deploy.export import ensure_onnx
         from ..paths import sample_bag
-        from .demo import clear_previous_bag, resolve_demo_model, summary
+        from .demo import clear_previous_bag, live_available, resolve_demo_model, summary
         out = Path(a.out)
+        mode = a.mode
+        if mode is None:
+            mode = "live" if live_available() else "offline"
+            if mode == "offline":
+                print("[demo] rclpy is not installed here: running offline (no ROS). For the live node, "
+                      "source ROS 2 Jazzy or pip install 'seg_perception[ros]'")
         try:
             try:
                 bag = Path(a.bag) if a.bag else sample_bag()
@@ -207,7 +214,7 @@ def _demo(p: argparse.ArgumentParser):
             clear_previous_bag(out_bag)
             cfg = EvalConfig(bag=bag, model=str(card), backend="onnxruntime", precision="fp32",
                              threads=a.threads, rate=a.rate, out_bag=out_bag, samples=4)
-            result, files, code = evaluate(cfg, a.mode, out, title="seg_perception demo", log=print)
+            result, files, code = evaluate(cfg, mode, out, title="seg_perception demo", log=print)
         except EvalError as e:
             _err("demo", e)
             return e.code
