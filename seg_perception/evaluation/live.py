@@ -38,6 +38,9 @@ QOS_CHOICES = ("auto", "sensor_data", "reliable")
 COUNTERS = ("frames_received", "frames_processed", "frames_dropped", "frames_rejected")
 
 
+# Attached: how long a node heard on another topic may stay the only one before we give up.
+MISMATCH_GRACE_S = 5.0
+
 @dataclass
 class Published:
     t_pub: float      # perf_counter at publish
@@ -64,6 +67,7 @@ class Client:
         self.outputs: Dict[str, List[Tuple[float, bytes]]] = {LABELS: [], DRIVABLE: [], OVERLAY: []}
         self.diagnostics: List[Tuple[float, Dict[str, str]]] = []
         self.other_nodes: Dict[str, str] = {}
+        self.other_seen_at: Optional[float] = None  # when a segmentation node on another topic showed up
         # Reliable like a camera driver; a best-effort subscriber still matches it.
         pub_qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
         self.pub = self.node.create_publisher(CompressedImage if compressed else Image, topic, pub_qos)
@@ -97,6 +101,8 @@ class Client:
                     self.diagnostics.append((t, values | {"_name": st.name}))
                 else:
                     self.other_nodes[st.name] = values.get("topic", "?")
+                    if self.other_seen_at is None:
+                        self.other_seen_at = t
 
     def _spin(self) -> None:
         while not self._stop.is_set() and self.context.ok():
@@ -237,6 +243,13 @@ def _wait_connected(client: Client, node: Optional[NodeProcess], cfg: EvalConfig
         if client.connected():
             time.sleep(0.3)  # let the reverse direction of discovery settle too
             return
+        if node is None and client.other_nodes and client.last_diag() is None and \
+                time.perf_counter() - client.other_seen_at > MISMATCH_GRACE_S:
+            # Attached: a running node has been heard, but on another topic; waiting will not help.
+            seen = "; ".join(f"{n} listens on {t}" for n, t in client.other_nodes.items())
+            one = next(iter(client.other_nodes.values()))
+            raise EvalError(f"no segmentation node listens on {topic}, but {seen}: pass --publish-topic {one} "
+                            "(or --image-topic for another bag topic), or remap the node's image_topic", EXIT_NODE)
         time.sleep(0.05)
     if node is not None:
         raise EvalError(f"segmentation_node did not come up within {cfg.startup_timeout:.0f} s "
@@ -247,10 +260,23 @@ def _wait_connected(client: Client, node: Optional[NodeProcess], cfg: EvalConfig
                     "settings, or pass --publish-topic", EXIT_NODE)
 
 
+def node_drivable(diag: Optional[Dict[str, str]], card) -> List[int]:
+    """The drivable classes the node really uses (its parameter overrides the card), as its
+    diagnostics say; the card's for a node too old to say."""
+    value = (diag or {}).get("drivable_classes")
+    if value is None:
+        return list(card.drivable_classes)
+    try:
+        ids = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        return list(card.drivable_classes)
+    return [c for c in ids if 0 <= c < card.num_classes]
+
+
 def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
           node: Optional[NodeProcess]) -> EvalResult:
     counts = Counts()
-    drivable = list(card.drivable_classes)
+    drivable = node_drivable(client.last_diag()[1], card)
     scorer = Scorer(card.num_classes, drivable, counts, inp.gt_folder, inp.samples,
                     keep_labels=cfg.keep_labels, with_gt=inp.gt is not None)
     base = _counters(client.last_diag()[1])

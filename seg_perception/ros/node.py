@@ -335,7 +335,9 @@ class SegmentationNode(Node):
                   "queue_wait_ms": f"{med(wait):.2f}",
                   "frames_received": s.received, "frames_processed": s.processed, "frames_dropped": s.dropped,
                   "frames_rejected": s.rejected, "frames_with_overlay": s.overlays, "model": self.card.name,
-                  "backend": self.pipeline.backend.name, "precision": self.pipeline.backend.precision, "topic": self.topic}
+                  "backend": self.pipeline.backend.name, "precision": self.pipeline.backend.precision, "topic": self.topic,
+                  # what the drivable mask is made of, overrides included (evaluation reports it)
+                  "drivable_classes": ",".join(str(c) for c in self.pipeline.drivable_classes)}
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
