@@ -6,7 +6,7 @@ import pytest
 
 from seg_perception.cli import build_parser, main
 
-DATASET_COMMANDS = ("train", "evaluate", "quantize", "pack-dataset", "make-bag")
+DATASET_COMMANDS = ("train", "evaluate", "quantize", "pack-dataset", "make-bag", "bench")
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +54,13 @@ def test_evaluate_folder_without_description_uses_card(folder_dataset, random_mo
     assert len(err.strip().splitlines()) == 1
 
 
-def test_folder_needs_data_one_line(random_model, capsys):
+def test_folder_needs_data_one_line(random_model, capsys, tmp_path):
     assert main(["evaluate", "--model", str(random_model), "--dataset", "folder"]) == 2
     assert "--data is required for --dataset folder" in capsys.readouterr().err
+    # bench calibrates its INT8 models on the named dataset: it must open, before any work
+    assert main(["bench", "--dataset", "folder", "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "image folder 'train/images' not found" in err and len(err.strip().splitlines()) == 1
 
 
 def test_quantize_on_folder_dataset(folder_dataset, random_model, tmp_path, capsys):

@@ -222,6 +222,7 @@ def _bench(p: argparse.ArgumentParser):
     p.add_argument("--quant-method", default="auto", help="how the int8 models are made: auto | modelopt | ort" + " (default: %(default)s)")
     p.add_argument("--json", default=None, help="also write the table as JSON to this file")
     p.add_argument("--markdown", default=None, help="also write the markdown table to this file")
+    add_dataset_args(p)  # whose train frames calibrate the INT8 models (default: CamVid, else synthetic)
 
     def run(a):
         from ..runtime.backends import default_threads
@@ -231,8 +232,10 @@ def _bench(p: argparse.ArgumentParser):
         _positive(a.runs, "--runs")
         _choice(a.quant_method, METHODS, "quantization method")
         threads = default_threads() if a.threads is None else a.threads
+        # A dataset named on the command line must open; the CamVid default may be absent.
+        ds = open_from_args(a, "train") if (a.data or a.dataset != "camvid") else None
         result = run_bench(a.models, a.backend, w, h, a.runs, a.warmup, threads, a.quant_method,
-                           log=lambda s: print(s, flush=True))
+                           log=lambda s: print(s, flush=True), dataset=ds)
         md = to_markdown(result)
         print()
         print(md)
