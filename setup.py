@@ -4,6 +4,17 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "seg_perception"
+SAMPLE_BAG = "test/data/camvid_val_sample"
+
+CORE = ["setuptools", "numpy==2.4.6", "PyYAML==6.0.3", "opencv-python-headless==5.0.0.93", "onnx==1.23.2",
+        "onnxruntime==1.31.1", "tqdm==4.70.1", "matplotlib==3.11.2", "rosbags==0.11.9", "rosbags-image==0.10.4"]
+# ROS 2 Jazzy client libraries as wheels, for a machine without a ROS install (the live node,
+# live evaluation, the demo's live mode); on a ROS 2 system they come from apt instead.
+ROS = ["ros-jazzy-rclpy==7.1.6", "ros-jazzy-sensor-msgs==5.3.6", "ros-jazzy-std-msgs==5.3.6",
+       "ros-jazzy-diagnostic-msgs==5.3.6", "ros-jazzy-rmw-fastrtps-cpp==8.4.3", "ros-jazzy-nav-msgs==5.3.6",
+       "ros-jazzy-geometry-msgs==5.3.6", "ros-jazzy-lifecycle-msgs==2.0.3"]
+# training, export and the PyTorch backend (a CPU build here; JetPack's torch on a Jetson)
+TRAIN = ["torch==2.13.0"]
 
 setup(
     name=PACKAGE,
@@ -16,8 +27,13 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/models", glob("models/*.yaml") + glob("models/*.pt") + glob("models/*.onnx")
          + glob("models/*.md")),
+        # the demo's sample bag, so `seg-perception demo` runs from an install too (paths.sample_bag)
+        (f"share/{PACKAGE}/data/camvid_val_sample", glob(f"{SAMPLE_BAG}/*")),
     ],
-    install_requires=["setuptools", "numpy", "pyyaml"],
+    # The same pins as requirements.txt (test_install.py checks): the CLI, ONNX Runtime inference,
+    # offline bag evaluation and reports work from a plain `pip install .`.
+    install_requires=CORE,
+    extras_require={"ros": ROS, "train": TRAIN, "all": ROS + TRAIN},
     zip_safe=True,
     maintainer="seg_perception maintainers",
     maintainer_email="maintainers@seg-perception.dev",

@@ -18,14 +18,39 @@ for setup in install/setup.bash /opt/ros/"${ROS_DISTRO:-jazzy}"/setup.bash; do
   fi
 done
 
-PY="${PYTHON:-python3}"
-if ! "$PY" -c "import seg_perception" 2>/dev/null; then
-  here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-  if [ -x "$here/.venv/bin/python" ]; then
-    PY="$here/.venv/bin/python"
-  else
-    export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
-  fi
+# The interpreter that has the installed package *and* its dependencies. Checked from / so that
+# a checkout in the current folder does not pass for an install (python3 would import it from
+# there and then lack cv2). Candidates: $PYTHON, the one the seg-perception command was installed
+# for (its shebang), this checkout's .venv, python3 (JetPack's, which has TensorRT).
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+candidates=()
+[ -n "${PYTHON:-}" ] && candidates+=("$PYTHON")
+if cli="$(command -v seg-perception 2>/dev/null)"; then
+  shebang="$(head -n1 "$cli" | sed -n 's/^#![[:space:]]*//p' | awk '{print $1}')"
+  [ -n "$shebang" ] && candidates+=("$shebang")
+fi
+[ -x "$here/.venv/bin/python" ] && candidates+=("$here/.venv/bin/python")
+candidates+=(python3)
+
+usable() { (cd / && "$1" -c 'import seg_perception.cli, cv2, numpy, yaml, onnxruntime' 2>/dev/null); }
+PY=""
+for c in "${candidates[@]}"; do
+  if usable "$c" && (cd / && "$c" -c 'import tensorrt' 2>/dev/null); then PY="$c"; break; fi
+done
+if [ -z "$PY" ]; then
+  for c in "${candidates[@]}"; do
+    if usable "$c"; then PY="$c"; break; fi
+  done
+fi
+if [ -z "$PY" ] && [ -f "$here/setup.py" ] && (cd / && PYTHONPATH="$here" python3 -c \
+    'import seg_perception.cli, cv2, numpy, yaml, onnxruntime' 2>/dev/null); then
+  export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"  # a checkout whose dependencies python3 has
+  PY=python3
+fi
+if [ -z "$PY" ]; then
+  echo "jetson_doctor: error: no Python here has seg_perception with its dependencies (tried: ${candidates[*]});" \
+       "install it with 'python3 -m pip install $here' (or run 'make setup' in the checkout)" >&2
+  exit 2
 fi
 
 # JetPack installs TensorRT for the system python3 only; say so before a long run.
@@ -40,4 +65,6 @@ fi
 
 # Through main() (not `python -m seg_perception.cli`, which would register the
 # area subcommands on a second copy of the cli module).
-exec "$PY" -c 'import sys; from seg_perception.cli import main; sys.exit(main(sys.argv[1:]))' doctor "$@"
+# The current folder comes off sys.path: a checkout here must not shadow the installed package.
+exec "$PY" -c 'import sys; sys.path[:] = [p for p in sys.path if p not in ("", ".")]
+from seg_perception.cli import main; sys.exit(main(sys.argv[1:]))' doctor "$@"

@@ -22,13 +22,63 @@ def command(name: str, help: str):
     return wrap
 
 
+# --------------------------------------------------------------------- dataset arguments
+DATASET_KINDS = ("camvid", "cityscapes", "folder")
+
+
+def add_dataset_args(p: argparse.ArgumentParser, split: Optional[str] = None,
+                     kinds: tuple = DATASET_KINDS) -> None:
+    """The one definition of a command's dataset arguments (train, evaluate, quantize, pack-dataset,
+    make-bag, bench-node use it); ``split`` adds --split with that default."""
+    d = " (default: %(default)s)"
+    g = p.add_argument_group("dataset")
+    g.add_argument("--dataset", default="camvid", choices=kinds,
+                   help="camvid (SegNet layout), cityscapes (gtFine), or folder: DATA/<split>/images/* with "
+                   "DATA/<split>/labels/*.png and the class table in DATA/dataset.yaml" + d)
+    g.add_argument("--data", default=None, help="dataset folder (default: $SEG_PERCEPTION_CAMVID or "
+                   "../shared/datasets/camvid for camvid; required for the others)")
+    if split is not None:
+        g.add_argument("--split", default=split, help="dataset split" + d)
+    if "folder" in kinds:
+        g.add_argument("--num-classes", type=int, default=0, help="folder dataset without dataset.yaml: "
+                       "number of classes (default: from dataset.yaml, or the model card's where there is one)")
+        g.add_argument("--ignore-index", type=int, default=255, help="folder dataset without dataset.yaml: "
+                       "label value of unlabelled pixels" + d)
+
+
+def dataset_root(args) -> str:
+    """--data, or the CamVid default; a one-line error where a folder must be named."""
+    from .data.datasets import default_camvid_root
+    if args.data:
+        return args.data
+    if args.dataset == "camvid":
+        return str(default_camvid_root())
+    raise ValueError(f"--data is required for --dataset {args.dataset}")
+
+
+def dataset_options(args, card=None) -> dict:
+    """open_dataset() keywords of a folder dataset: --num-classes/--ignore-index, else the card's table
+    (used only where the folder has no dataset.yaml)."""
+    if args.dataset != "folder":
+        return {}
+    if not getattr(args, "num_classes", 0) and card is not None:
+        return {"num_classes": card.num_classes, "ignore_index": card.ignore_index,
+                "class_names": list(card.class_names), "drivable": list(card.drivable_classes)}
+    return {"num_classes": getattr(args, "num_classes", 0), "ignore_index": getattr(args, "ignore_index", 255)}
+
+
+def open_from_args(args, split: Optional[str] = None, card=None, **kw):
+    """The dataset the arguments of add_dataset_args() name, at ``split`` (default: --split)."""
+    from .data.datasets import open_dataset
+    return open_dataset(args.dataset, dataset_root(args), split or args.split, **dataset_options(args, card), **kw)
+
+
 # --------------------------------------------------------------------- train
 @command("train", "train a network of the zoo (CamVid, Cityscapes or your own folders)")
 def _train(p: argparse.ArgumentParser):
     d = " (default: %(default)s)"
     p.add_argument("--model", required=True, help="network name (see 'seg-perception models')")
-    p.add_argument("--dataset", default="camvid", choices=["camvid", "cityscapes", "folder"], help="dataset kind" + d)
-    p.add_argument("--data", default=None, help="dataset folder (default: ../shared/datasets/camvid)")
+    add_dataset_args(p)
     p.add_argument("--out", required=True, help="run folder: last.pt, log.csv, <name>.pt + .yaml")
     p.add_argument("--name", default="", help="name of the weights/card files (default MODEL_DATASET)")
     p.add_argument("--epochs", type=int, default=150, help="epochs of the full network" + d)
@@ -71,19 +121,14 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--val-split", default="val", help="split to validate on; none: no validation" + d)
     p.add_argument("--max-train-images", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--max-val-images", type=int, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--num-classes", type=int, default=0, help="folder datasets: number of classes")
-    p.add_argument("--ignore-index", type=int, default=255, help="folder datasets: label value to ignore" + d)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
 
     def run(a):
-        from .data.datasets import default_camvid_root
         from .nets import list_models
         from .train.loop import TrainConfig, command_line, train
         if a.model not in list_models():
             raise ValueError(f"unknown model '{a.model}'; valid choices: {', '.join(list_models())}")
-        data = a.data or (str(default_camvid_root()) if a.dataset == "camvid" else None)
-        if data is None:
-            raise ValueError(f"--data is required for --dataset {a.dataset}")
+        data = dataset_root(a)
         crop_w, crop_h = a.crop or (0, 0)
         cfg = TrainConfig(model=a.model, data=data, out=a.out, dataset=a.dataset, name=a.name,
                           train_split=a.train_split, val_split=a.val_split, epochs=a.epochs,
@@ -142,19 +187,15 @@ def _bench_train(p: argparse.ArgumentParser):
 @command("pack-dataset", "copy a dataset as JPEG frames + PNG labels + dataset.yaml (a compact folder dataset)")
 def _pack_dataset(p: argparse.ArgumentParser):
     d = " (default: %(default)s)"
-    p.add_argument("--dataset", default="camvid", choices=["camvid", "cityscapes", "folder"], help="dataset kind" + d)
-    p.add_argument("--data", default=None, help="dataset folder (default: ../shared/datasets/camvid)")
+    add_dataset_args(p)
     p.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to copy" + d)
     p.add_argument("--out", required=True, help="destination folder (train with --dataset folder --data OUT)")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality of the frames" + d)
 
     def run(a):
-        from .data.datasets import default_camvid_root
         from .data.pack import pack_dataset
-        data = a.data or (str(default_camvid_root()) if a.dataset == "camvid" else None)
-        if data is None:
-            raise ValueError(f"--data is required for --dataset {a.dataset}")
-        counts = pack_dataset(a.dataset, data, a.splits, a.out, a.quality)
+        data = dataset_root(a)
+        counts = pack_dataset(a.dataset, data, a.splits, a.out, a.quality, **dataset_options(a))
         size = sum(f.stat().st_size for f in __import__("pathlib").Path(a.out).rglob("*") if f.is_file())
         print(f"packed {', '.join(f'{s}: {n}' for s, n in counts.items())} frames into {a.out} "
               f"({size / 1e6:.1f} MB); train with --dataset folder --data {a.out}")
@@ -163,27 +204,26 @@ def _pack_dataset(p: argparse.ArgumentParser):
 
 @command("evaluate", "accuracy of a model on a dataset split, through the runtime pipeline")
 def _evaluate(p: argparse.ArgumentParser):
+    d = " (default: %(default)s)"
     p.add_argument("--model", default=None, help="model name in models/ or a card .yaml (default: the shipped model)")
-    p.add_argument("--weights", default=None, help="PyTorch weights (backend torch); default: the card's")
-    p.add_argument("--onnx", default=None, help="ONNX file (backend onnxruntime); default: the card's")
-    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch", "tensorrt"])
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
-    p.add_argument("--dataset", default="camvid", choices=["camvid", "cityscapes", "folder"])
-    p.add_argument("--data", default=None, help="dataset folder (default: ../shared/datasets/camvid)")
-    p.add_argument("--split", default="val")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--limit", type=int, default=0, help="evaluate the first N frames only")
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--weights", default=None, help="PyTorch weights (backend torch; default: the card's)")
+    p.add_argument("--onnx", default=None, help="ONNX file (backend onnxruntime; default: the card's)")
+    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch", "tensorrt"],
+                   help="inference backend" + d)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="inference precision" + d)
+    add_dataset_args(p, split="val")
+    p.add_argument("--threads", type=int, default=0, help="inference threads (0: the runtime's default)" + d)
+    p.add_argument("--limit", type=int, default=0, help="evaluate the first N frames only (0: all)" + d)
+    p.add_argument("--json", default=None, help="also write the results to this JSON file (default: none)")
 
     def run(a):
-        from .data.datasets import default_camvid_root
+        from .card import load_card
         from .paths import DEFAULT_MODEL, resolve_model
         from .evaluation.split_accuracy import evaluate, format_summary, write_json
-        data = a.data or (str(default_camvid_root()) if a.dataset == "camvid" else None)
-        if data is None:
-            raise ValueError(f"--data is required for --dataset {a.dataset}")
-        res = evaluate(resolve_model(a.model or DEFAULT_MODEL), data, a.dataset, a.split, a.backend,
-                       a.precision, a.weights, a.onnx, a.threads, a.limit)
+        card = load_card(resolve_model(a.model or DEFAULT_MODEL))
+        ds = open_from_args(a, card=card)
+        res = evaluate(card.path, ds, a.dataset, a.split, a.backend, a.precision, a.weights, a.onnx,
+                       a.threads, a.limit)
         print(format_summary(res))
         if a.json:
             write_json(res, a.json)
@@ -196,9 +236,9 @@ def _release(p: argparse.ArgumentParser):
     p.add_argument("--name", required=True, help="model name, e.g. essnet_d_camvid")
     p.add_argument("--to", default="models", help="destination folder (default models/)")
     p.add_argument("--data", default=None, help="CamVid root (default: ../shared/datasets/camvid)")
-    p.add_argument("--calib-images", type=int, default=100)
-    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for the timings")
-    p.add_argument("--no-int8", action="store_true")
+    p.add_argument("--calib-images", type=int, default=100, help="INT8 calibration images" + " (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for the timings" + " (default: %(default)s)")
+    p.add_argument("--no-int8", action="store_true", help="skip the INT8 model")
     p.add_argument("--note", default="", help="a note recorded in the card's training section")
 
     def run(a):
@@ -269,6 +309,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as e:
+        # An optional dependency this command needs (torch from the 'train' extra, rclpy from 'ros').
+        if __import__("os").environ.get("SEG_PERCEPTION_DEBUG") or not e.name or e.name.startswith("seg_perception"):
+            raise
+        extra = {"torch": "train", "rclpy": "ros"}.get(e.name.split(".")[0])
+        how = (f"pip install 'seg_perception[{extra}]'" if extra else
+               f"pip install {e.name.split('.')[0]} (see requirements.txt)")
+        print(f"seg-perception {args.cmd}: error: this needs the Python module '{e.name}', which is not "
+              f"installed here: {how}", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
         if __import__("os").environ.get("SEG_PERCEPTION_DEBUG"):
             raise

@@ -15,6 +15,8 @@ import pytest
 import rclpy
 
 from ros_harness import Harness, jpeg_image, raw_image, stamp_key, start_node
+from seg_perception.data.classes import CAMVID
+from seg_perception.runtime.legend import draw_legend
 from seg_perception.runtime.pipeline import Pipeline
 
 
@@ -171,7 +173,9 @@ def test_overlay_only_while_subscribed(raw_node, val_frames):
                         [128, 128, 0], [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0],
                         [0, 128, 192]])
     expected = (rgb.astype(int) + palette[labels]) / 2
-    assert np.abs(over - expected).max() <= 1
+    # ... and the class legend (colour + name from the card) sits in the top-right corner.
+    expected = draw_legend(np.round(expected).astype(np.uint8), CAMVID.names, palette)
+    assert np.abs(over - expected.astype(int)).max() <= 1
 
 
 def bad_raw_messages(rgb):

@@ -7,6 +7,7 @@ import pytest
 from conftest import needs_no_tensorrt
 from seg_perception.card import load_card
 from seg_perception.runtime.backends import BackendError, create_backend
+from seg_perception.runtime.legend import draw_legend
 from seg_perception.runtime.pipeline import Pipeline
 
 
@@ -25,6 +26,7 @@ def test_labels_drivable_confidence_overlay(ort_pipe, val_frames):
     assert res.confidence.min() >= 255 // 11 - 1  # the max of 11 probabilities is at least 1/11
     assert res.overlay.shape == (360, 480, 3)
     expected = cv2.addWeighted(img, 0.5, ort_pipe.card.palette[res.labels], 0.5, 0)
+    expected = draw_legend(expected, ort_pipe.card.class_names, ort_pipe.card.class_colors)
     np.testing.assert_array_equal(res.overlay, expected)
     assert set(res.timings) == {"pre_ms", "infer_ms", "post_ms"}
 

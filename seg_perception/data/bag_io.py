@@ -89,14 +89,24 @@ class BagReader:
                                f"{len(files)} .mcap/.db3 files (expected a bag made by 'ros2 bag record' "
                                "or 'seg-perception make-bag')")
             target = files[0]
+        self.salvage = None   # McapSalvage: an .mcap read in file order up to where it breaks
+        self.damage = ""      # where and why reading stopped early ("" while the bag reads whole)
+        self.expected = _recorded_counts(path)  # per topic, from metadata.yaml where it says
         try:
             self.reader = Reader(target)
             self.reader.open()
         except BagError:
             raise
         except Exception as e:  # ReaderError, sqlite3/struct errors of a damaged file, ...
-            raise BagError(f"cannot open bag {path}: {_one_line(e)}; the file is truncated or damaged "
-                           "(for an interrupted recording try 'ros2 bag reindex')") from None
+            self.reader = None
+            self.salvage = _salvage(path, target)
+            if self.salvage is None:
+                raise BagError(f"cannot open bag {path}: {_one_line(e)}; the file is truncated or damaged "
+                               "(for an interrupted recording try 'ros2 bag reindex')") from None
+            d = self.salvage.damage  # None: only the index at the end is missing; all messages read
+            self.damage = f"bag {path} is damaged: {d.where()}" if d else ""
+        if self.reader is not None:
+            self.expected = {t: i.count for t, i in self.topics().items() if i.count is not None} or self.expected
         self.ts = typestore()
 
     def __enter__(self) -> "BagReader":
@@ -115,6 +125,11 @@ class BagReader:
     # ----------------------------------------------------------------- topics
     def topics(self) -> Dict[str, TopicInfo]:
         out: Dict[str, TopicInfo] = {}
+        if self.salvage is not None:  # the messages that can be read, not what was recorded
+            for ch in self.salvage.channels.values():
+                info = out.setdefault(ch.topic, TopicInfo(ch.topic, ch.msgtype, 0))
+                info.count += ch.msgcount
+            return out
         for name, info in self.reader.topics.items():
             counts = [c.msgcount for c in info.connections]
             count = sum(counts) if all(isinstance(c, int) for c in counts) else None
@@ -168,11 +183,14 @@ class BagReader:
     def messages(self, topics: Sequence[str], decode: bool = True) -> Iterator[BagMessage]:
         """Messages of `topics` in recorded-time order. A message that does not deserialise is
         yielded with `error` set (a counted skip); a file that breaks off mid-way ends the
-        iteration with a BagError naming how far it got."""
+        iteration with a BagError naming how far it got (and sets ``self.damage``)."""
+        if self.salvage is not None:
+            yield from self._salvaged(topics, decode)
+            return
         conns = [c for c in self.reader.connections if c.topic in topics]
         if not conns:
             return
-        n = 0
+        n, last = 0, None
         it = self.reader.messages(connections=conns)
         while True:
             try:
@@ -180,17 +198,28 @@ class BagReader:
             except StopIteration:
                 return
             except (sqlite3.Error, OSError, ValueError, KeyError, EOFError, Exception) as e:
-                raise BagError(f"bag {self.path} is damaged after {n} messages ({_one_line(e)}); "
-                               "re-record or repair it (e.g. 'ros2 bag reindex')") from None
-            n += 1
-            raw = bytes(raw)
-            m = BagMessage(conn.topic, conn.msgtype, int(t_ns), raw=raw)
-            if decode:
-                try:
-                    m.msg = self.ts.deserialize_cdr(raw, conn.msgtype)
-                except Exception as e:
-                    m.error = f"cannot deserialise {conn.msgtype} on {conn.topic}: {_one_line(e)}"
-            yield m
+                when = f", the last recorded at {last / 1e9:.3f} s" if last is not None else ""
+                self.damage = (f"bag {self.path} is damaged after {n} messages of {', '.join(topics)}{when} "
+                               f"({_one_line(e)})")
+                raise BagError(f"{self.damage}; re-record or repair it (e.g. 'ros2 bag reindex')") from None
+            n, last = n + 1, int(t_ns)
+            yield self._message(conn.topic, conn.msgtype, int(t_ns), bytes(raw), decode)
+
+    def _salvaged(self, topics: Sequence[str], decode: bool) -> Iterator[BagMessage]:
+        for ch, t_ns, raw in self.salvage.records():
+            if ch.topic in topics:
+                yield self._message(ch.topic, ch.msgtype, int(t_ns), raw, decode)
+        if self.salvage.damage is not None:
+            raise BagError(self.damage)
+
+    def _message(self, topic: str, msgtype: str, t_ns: int, raw: bytes, decode: bool) -> BagMessage:
+        m = BagMessage(topic, msgtype, t_ns, raw=raw)
+        if decode:
+            try:
+                m.msg = self.ts.deserialize_cdr(raw, msgtype)
+            except Exception as e:
+                m.error = f"cannot deserialise {msgtype} on {topic}: {_one_line(e)}"
+        return m
 
 
 # --------------------------------------------------------------------- messages
@@ -286,8 +315,36 @@ class BagWriter:
 def describe(path: str | Path) -> str:
     """'N messages over S s: topic (type, count); ...' for messages and tests."""
     with BagReader(path) as r:
+        if r.salvage is not None:
+            s = r.salvage
+            dur = (s.end_ns - s.start_ns) / 1e9 if s.message_count else 0.0
+            return f"{s.message_count} readable messages over {dur:.2f} s: {r.listing()} ({r.damage})"
         dur = r.reader.duration / 1e9 if r.reader.message_count else 0.0
         return f"{r.reader.message_count} messages over {dur:.2f} s: {r.listing()}"
+
+
+def _salvage(path: Path, target: Path):
+    """An .mcap the indexed reader refuses, read in file order; None when nothing in it reads."""
+    from .mcap_salvage import McapSalvage
+    files = [target] if target.is_file() else sorted(target.glob("*.mcap"))
+    if len(files) != 1 or files[0].suffix != ".mcap":
+        return None
+    s = McapSalvage.scan(files[0])
+    return s if s.message_count else None
+
+
+def _recorded_counts(path: Path) -> Dict[str, int]:
+    """Messages per topic as metadata.yaml recorded them ({} without one): what a damaged
+    file should have held."""
+    meta = path / "metadata.yaml" if path.is_dir() else path.parent / "metadata.yaml"
+    if not meta.is_file():
+        return {}
+    try:
+        import yaml
+        info = yaml.safe_load(meta.read_text())["rosbag2_bagfile_information"]
+        return {t["topic_metadata"]["name"]: int(t["message_count"]) for t in info["topics_with_message_count"]}
+    except Exception:  # a damaged metadata.yaml only costs the lost-message count
+        return {}
 
 
 def bag_size(path: str | Path) -> int:

@@ -73,8 +73,10 @@ class SegmentationDataset:
                                f"{img_path} is {img.shape[1]}x{img.shape[0]}")
         bad = (lab >= self.table.num_classes) & (lab != self.table.ignore_index)
         if bad.any():
-            raise DatasetError(f"label {lab_path} has value {int(lab[bad][0])} outside the "
-                               f"{self.table.num_classes} classes (ignore id {self.table.ignore_index})")
+            value = int(lab[bad][0])
+            raise DatasetError(f"label {lab_path} has value {value} outside the {self.table.num_classes} classes "
+                               f"(ignore id {self.table.ignore_index}); if {value} marks unlabelled pixels, "
+                               f"pass --ignore-index {value} (or set ignore_index: {value} in dataset.yaml)")
         if self._cache is not None:
             self._cache[idx] = (img, lab)
         return img, lab

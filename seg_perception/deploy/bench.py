@@ -56,18 +56,20 @@ def _complexity(net, width: int, height: int) -> tuple[float, float]:
     return count_params(net) / 1e6, count_macs(net, height, width) / 1e9
 
 
-def sample_frames(width: int, height: int, n: int = 4, seed: int = 0) -> tuple[List[np.ndarray], str]:
-    """CamVid train frames at the size (the runtime's resize path), else synthetic ones."""
+def sample_frames(width: int, height: int, n: int = 4, seed: int = 0,
+                  dataset=None) -> tuple[List[np.ndarray], str]:
+    """Frames of ``dataset`` (an opened split), else CamVid train frames, at the size (the
+    runtime's resize path), else synthetic ones."""
     import cv2
     from ..data.datasets import default_camvid_root, read_rgb
     from .quantize import list_calibration_images
     root = default_camvid_root()
-    if (root / "train.txt").is_file():
-        files = list_calibration_images(root, n, seed)
+    if dataset is not None or (root / "train.txt").is_file():
+        files = list_calibration_images(dataset if dataset is not None else root, n, seed)
         frames = [read_rgb(f) for f in files]
         interp = cv2.INTER_AREA if frames[0].shape[1] > width else cv2.INTER_LINEAR
         return [np.ascontiguousarray(cv2.resize(f, (width, height), interpolation=interp)) for f in frames], \
-            f"{n} CamVid train frames"
+            f"{len(frames)} {'CamVid train' if dataset is None else dataset.table.dataset} frames"
     rng = np.random.default_rng(seed)
     grad = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
     frames = [np.clip(grad + rng.normal(0, 40, (height, width, 3)), 0, 255).astype(np.uint8) for _ in range(n)]
@@ -135,7 +137,7 @@ def _precisions(kind: str) -> Sequence[str]:
 
 def run_bench(models: Optional[Sequence[str]] = None, backends: Optional[Sequence[str]] = None,
               width: int = 480, height: int = 360, runs: int = 20, warmup: int = 3, threads: int = 0,
-              quant_method: str = "auto", log: Callable[[str], None] = print) -> Dict:
+              quant_method: str = "auto", log: Callable[[str], None] = print, dataset=None) -> Dict:
     """Benchmark ``models`` (default: the whole zoo); returns {"environment", "rows"}."""
     import onnxruntime
     from ..nets import list_models
@@ -155,7 +157,7 @@ def run_bench(models: Optional[Sequence[str]] = None, backends: Optional[Sequenc
     if "tensorrt" in backends and not tensorrt_available():
         raise RuntimeError("backend 'tensorrt' needs TensorRT, which is not installed here; "
                            "benchmark with --backend onnxruntime")
-    frames, frames_note = sample_frames(width, height)
+    frames, frames_note = sample_frames(width, height, dataset=dataset)  # INT8 calibration, agreement
     rows: List[BenchRow] = []
     with tempfile.TemporaryDirectory(prefix="seg_bench_") as tmp:
         for name in models:

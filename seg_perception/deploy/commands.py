@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import command
+from ..cli import add_dataset_args, command, dataset_root, open_from_args
 
 
 def _choice(value: str, valid, what: str) -> str:
@@ -52,7 +52,7 @@ def _export(p: argparse.ArgumentParser):
     p.add_argument("--width", type=int, default=0, help="input width (default: the card's)")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
     p.add_argument("--logits", action="store_true", help="output raw logits (for evaluation) instead of labels")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset" + " (default: %(default)s)")
     p.add_argument("--out", default=None, help="ONNX file (default: beside the weights, <card name>.onnx, "
                    "or <card name>_logits.onnx)")
 
@@ -88,24 +88,25 @@ def _print_io(path: Path) -> None:
 # ------------------------------------------------------------------ quantize
 @command("quantize", "INT8 Q/DQ model for TensorRT and ONNX Runtime, calibrated on training images")
 def _quantize(p: argparse.ArgumentParser):
+    d = " (default: %(default)s)"
     p.add_argument("--onnx", required=True, help="fp32 ONNX made by 'seg-perception export' (its card beside it)")
-    p.add_argument("--calib-data", default=None, help="CamVid root (train split is used) or a folder of "
-                   "images (default: the CamVid dataset)")
-    p.add_argument("--num-images", type=int, default=100, help="calibration images")
+    add_dataset_args(p)
+    p.add_argument("--calib-data", default=None, help="calibrate on this folder of images (searched "
+                   "recursively) or CamVid root instead (default: the train split of --dataset/--data)")
+    p.add_argument("--num-images", type=int, default=100, help="calibration images" + d)
     p.add_argument("--out", default=None, help="INT8 ONNX (default: <onnx stem>_int8.onnx beside it)")
-    p.add_argument("--method", default="auto", help="auto (modelopt if installed, else ort) | modelopt | ort")
-    p.add_argument("--calibration", default="minmax", help="minmax | entropy (modelopt only)")
-    p.add_argument("--seed", type=int, default=0, help="picks the calibration images")
+    p.add_argument("--method", default="auto", help="auto (modelopt if installed, else ort) | modelopt | ort" + d)
+    p.add_argument("--calibration", default="minmax", help="minmax | entropy (modelopt only)" + d)
+    p.add_argument("--seed", type=int, default=0, help="picks the calibration images" + d)
     p.add_argument("--eval", action="store_true", help="then measure fp32 vs int8 mIoU and label agreement "
-                   "on CamVid val with ONNX Runtime (recorded in the card)")
-    p.add_argument("--eval-data", default=None, help="CamVid root for --eval (default: the CamVid dataset)")
-    p.add_argument("--eval-split", default="val")
-    p.add_argument("--max-eval-images", type=int, default=0, help="0: the whole split")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)")
+                   "on --eval-split with ONNX Runtime (recorded in the card)")
+    p.add_argument("--eval-data", default=None, help="dataset folder for --eval (default: --data)")
+    p.add_argument("--eval-split", default="val", help="split for --eval" + d)
+    p.add_argument("--max-eval-images", type=int, default=0, help="frames for --eval (0: the whole split)" + d)
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)" + d)
 
     def run(a):
         from ..card import load_card
-        from ..data.datasets import default_camvid_root
         from .quantize import (CALIBRATIONS, METHODS, calibration_frames, evaluate_int8,
                                list_calibration_images, quantize_onnx, record_in_card)
         _choice(a.method, METHODS, "method")
@@ -116,8 +117,12 @@ def _quantize(p: argparse.ArgumentParser):
             raise FileNotFoundError(f"ONNX file {src} not found: run 'seg-perception export' first")
         card = load_card(src)
         out = Path(a.out) if a.out else src.with_name(f"{src.stem}_int8.onnx")
-        data = a.calib_data or str(default_camvid_root())
-        files = list_calibration_images(data, a.num_images, a.seed)
+        if a.calib_data:
+            data = a.calib_data
+            files = list_calibration_images(data, a.num_images, a.seed)
+        else:
+            data = f"{a.dataset} {dataset_root(a)} train"
+            files = list_calibration_images(open_from_args(a, "train", card=card), a.num_images, a.seed)
         print(f"[quantize] calibrating on {len(files)} images from {data}")
         frames = calibration_frames(files, card, src)
         res = quantize_onnx(src, out, frames, method=a.method, calibration=a.calibration)
@@ -125,7 +130,9 @@ def _quantize(p: argparse.ArgumentParser):
               f"{res.seconds:.0f} s)")
         metrics = None
         if a.eval:
-            metrics = evaluate_int8(card, src, res.path, a.eval_data or str(default_camvid_root()),
+            if a.eval_data:
+                a.data = a.eval_data
+            metrics = evaluate_int8(card, src, res.path, open_from_args(a, a.eval_split, card=card),
                                     a.eval_split, a.max_eval_images, a.threads,
                                     log=lambda s: print(s, flush=True))
             print(f"[quantize] {metrics['split']} ({metrics['images']} images, ONNX Runtime CPU): fp32 mIoU "
@@ -140,8 +147,8 @@ def _quantize(p: argparse.ArgumentParser):
 @command("build-engine", "build a TensorRT engine (cached, with a JSON sidecar) from an ONNX file")
 def _build_engine(p: argparse.ArgumentParser):
     p.add_argument("--onnx", required=True, help="fp32 ONNX for fp32/fp16, the INT8 ONNX for int8")
-    p.add_argument("--precision", default="fp16", help="fp32 | fp16 | int8")
-    p.add_argument("--workspace", type=int, default=1024, help="builder workspace limit, MiB")
+    p.add_argument("--precision", default="fp16", help="fp32 | fp16 | int8" + " (default: %(default)s)")
+    p.add_argument("--workspace", type=int, default=1024, help="builder workspace limit, MiB" + " (default: %(default)s)")
     p.add_argument("--timing-cache", default=None, help="timing cache file, reused across builds "
                    "(default: timing.cache in the cache folder)")
     p.add_argument("--cache-dir", default=None, help="engine cache folder (default: "
@@ -183,11 +190,11 @@ def _doctor(p: argparse.ArgumentParser):
     p.add_argument("--model", default=None, help="model card (default: the shipped default model)")
     p.add_argument("--frames", default=None, help="folder of images or a rosbag2 (default: the shipped "
                    "sample bag, else CamVid val)")
-    p.add_argument("--num-frames", type=int, default=8)
-    p.add_argument("--precisions", nargs="+", default=["fp32", "fp16", "int8"])
-    p.add_argument("--runs", type=int, default=50, help="timed runs per engine")
+    p.add_argument("--num-frames", type=int, default=8, help="frames to compare and time" + " (default: %(default)s)")
+    p.add_argument("--precisions", nargs="+", default=["fp32", "fp16", "int8"], help="engines to build" + " (default: %(default)s)")
+    p.add_argument("--runs", type=int, default=50, help="timed runs per engine" + " (default: %(default)s)")
     p.add_argument("--cache-dir", default=None, help="engine cache folder")
-    p.add_argument("--workspace", type=int, default=1024, help="builder workspace limit, MiB")
+    p.add_argument("--workspace", type=int, default=1024, help="builder workspace limit, MiB" + " (default: %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)")
 
     def run(a):
@@ -207,14 +214,15 @@ def _bench(p: argparse.ArgumentParser):
                    "always added as the reference)")
     p.add_argument("--backend", nargs="+", default=None, help="onnxruntime and/or tensorrt (default: "
                    "onnxruntime, plus tensorrt when installed)")
-    p.add_argument("--resolution", default="480x360", help="WIDTHxHEIGHT")
-    p.add_argument("--runs", type=int, default=20, help="timed runs per model and precision")
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--resolution", default="480x360", help="WIDTHxHEIGHT" + " (default: %(default)s)")
+    p.add_argument("--runs", type=int, default=20, help="timed runs per model and precision" + " (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs first" + " (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: as the node, "
                    "$SEG_PERCEPTION_THREADS or the runtime's default)")
-    p.add_argument("--quant-method", default="auto", help="how the int8 models are made: auto | modelopt | ort")
+    p.add_argument("--quant-method", default="auto", help="how the int8 models are made: auto | modelopt | ort" + " (default: %(default)s)")
     p.add_argument("--json", default=None, help="also write the table as JSON to this file")
     p.add_argument("--markdown", default=None, help="also write the markdown table to this file")
+    add_dataset_args(p)  # whose train frames calibrate the INT8 models (default: CamVid, else synthetic)
 
     def run(a):
         from ..runtime.backends import default_threads
@@ -224,8 +232,10 @@ def _bench(p: argparse.ArgumentParser):
         _positive(a.runs, "--runs")
         _choice(a.quant_method, METHODS, "quantization method")
         threads = default_threads() if a.threads is None else a.threads
+        # A dataset named on the command line must open; the CamVid default may be absent.
+        ds = open_from_args(a, "train") if (a.data or a.dataset != "camvid") else None
         result = run_bench(a.models, a.backend, w, h, a.runs, a.warmup, threads, a.quant_method,
-                           log=lambda s: print(s, flush=True))
+                           log=lambda s: print(s, flush=True), dataset=ds)
         md = to_markdown(result)
         print()
         print(md)

@@ -16,11 +16,8 @@ import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
-import torch
-
 from ..card import ModelCard, load_card
 from ..files import sha256
-from ..nets.deployable import DeployWrapper, load_net
 from ..paths import cache_dir
 
 OPSET = 17
@@ -44,6 +41,9 @@ def write_onnx(card: ModelCard, out: str | Path, weights: Optional[str | Path] =
         raise ValueError(f"opset {opset} is too old; use 17 or later")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # torch only here: a model with its ONNX beside it (ensure_onnx) runs without torch installed
+    import torch
+    from ..nets.deployable import DeployWrapper, load_net
     wrapper = DeployWrapper(load_net(card, weights), card.mean, card.std, logits=logits).eval()
     dummy = torch.zeros(1, height, width, 3, dtype=torch.uint8)
     outputs = ["logits"] if logits else ["labels", "confidence"]

@@ -31,7 +31,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import numpy as np
 
 from ..card import ModelCard, load_card
-from ..data.datasets import IMAGE_EXTS, camvid, read_rgb
+from ..data.datasets import IMAGE_EXTS, SegmentationDataset, camvid, read_rgb
 
 METHODS = ("auto", "modelopt", "ort")
 CALIBRATIONS = ("minmax", "entropy")
@@ -66,9 +66,13 @@ def pick_method(method: str) -> str:
 
 
 # ------------------------------------------------------------------ calibration data
-def list_calibration_images(data: str | Path, num_images: int, seed: int = 0) -> List[Path]:
-    """``num_images`` image files from ``data``: a CamVid root (its train split) or any
-    folder of images (searched recursively). A fixed seed picks the same files each run."""
+def list_calibration_images(data, num_images: int, seed: int = 0) -> List[Path]:
+    """``num_images`` image files from ``data``: an opened dataset, a CamVid root (its train
+    split) or any folder of images (searched recursively). A fixed seed picks the same files each run."""
+    if isinstance(data, SegmentationDataset):
+        files = [img for img, _ in data.pairs]
+        random.Random(seed).shuffle(files)
+        return files[:num_images]
     root = Path(data)
     if not root.is_dir():
         raise FileNotFoundError(f"calibration data folder {root} not found: pass --calib-data DIR "
@@ -292,15 +296,15 @@ def record_in_card(card_path: str | Path, int8_path: Path, res: QuantizeResult, 
 
 
 # ------------------------------------------------------------------ accuracy
-def evaluate_int8(card: ModelCard, fp32_onnx: str | Path, int8_onnx: str | Path, data: str | Path,
+def evaluate_int8(card: ModelCard, fp32_onnx: str | Path, int8_onnx: str | Path, data,
                   split: str = "val", max_images: int = 0, threads: int = 0, log=None) -> Dict:
-    """fp32 vs int8 on a CamVid split with ONNX Runtime (CPU), through the runtime pipeline:
-    mIoU of each (percent, at the label resolution) and their label agreement (percent of
+    """fp32 vs int8 on a dataset split (an opened dataset, or a CamVid root) with ONNX Runtime
+    (CPU), through the runtime pipeline: mIoU of each (percent, at the label resolution) and their label agreement (percent of
     pixels with the same class)."""
     from ..metrics import ConfusionMatrix
     from ..runtime.backends import OnnxRuntimeBackend
     from ..runtime.pipeline import Pipeline
-    ds = camvid(data, split)
+    ds = data if isinstance(data, SegmentationDataset) else camvid(data, split)  # opened, or a CamVid root
     n = len(ds) if not max_images else min(len(ds), max_images)
     w, h = card.input_width, card.input_height
     pipes = {p: Pipeline(OnnxRuntimeBackend(card, w, h, p, onnx_path=f, threads=threads), card)

@@ -6,16 +6,17 @@ ensure_onnx; the rest of evaluation/ never imports it.
 
 Exit codes of eval-bag and demo: 0 ok; 2 bad input or usage; 3 nothing to evaluate
 (no frame answered, no ground-truth stamp matched a frame); 4 live mode: the node
-did not start or no node answered; 130 interrupted."""
+did not start or no node answered; 5 partial: the bag is cut short or damaged, and the
+report covers the frames that could be read; 130 interrupted."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-from ..cli import command
+from ..cli import add_dataset_args, command, dataset_options, dataset_root
 from ..paths import DEFAULT_MODEL
-from .config import EXIT_NO_MATCH, EXIT_OK, EvalConfig, EvalError
+from .config import EXIT_NO_MATCH, EXIT_OK, EXIT_PARTIAL, EvalConfig, EvalError
 
 
 def _err(cmd: str, e: Exception) -> None:
@@ -27,25 +28,23 @@ def _err(cmd: str, e: Exception) -> None:
 def _make_bag(p: argparse.ArgumentParser):
     from ..data.bag_io import FORMATS
     from .make_bag import ENCODINGS
-    p.add_argument("--dataset", default="camvid", choices=["camvid", "cityscapes"])
-    p.add_argument("--data", default=None, help="dataset folder (default: ../shared/datasets/camvid)")
-    p.add_argument("--split", default="val")
+    add_dataset_args(p, split="val")
     p.add_argument("--out", required=True, help="new bag folder (must not exist)")
     p.add_argument("--format", default="mcap", choices=FORMATS, help="storage (default mcap, as Jazzy records)")
     p.add_argument("--encoding", default="jpeg", choices=ENCODINGS,
-                   help="rgb8/bgr8 on /camera/image_raw, jpeg on /camera/image_raw/compressed")
+                   help="rgb8/bgr8 on /camera/image_raw, jpeg on /camera/image_raw/compressed" + " (default: %(default)s)")
     p.add_argument("--rate", type=float, default=10.0, help="frames per second of the header stamps (default 10)")
     p.add_argument("--frames", type=int, default=0, help="this many frames spread over the split (0: all)")
-    p.add_argument("--jpeg-quality", type=int, default=90)
+    p.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of --encoding jpeg" + " (default: %(default)s)")
     p.add_argument("--compress", action="store_true",
                    help="zstd: compressed chunks (mcap) or messages (sqlite3); ros2 bag reads both")
-    p.add_argument("--frame-id", default="camera")
+    p.add_argument("--frame-id", default="camera", help="header frame_id of the messages" + " (default: %(default)s)")
 
     def run(a):
         from .make_bag import make_bag
-        r = make_bag(a.out, dataset=a.dataset, split=a.split, root=a.data, fmt=a.format, encoding=a.encoding,
-                     rate=a.rate, frames=a.frames, jpeg_quality=a.jpeg_quality, compress=a.compress,
-                     frame_id=a.frame_id)
+        r = make_bag(a.out, dataset=a.dataset, split=a.split, root=dataset_root(a), fmt=a.format,
+                     encoding=a.encoding, rate=a.rate, frames=a.frames, jpeg_quality=a.jpeg_quality,
+                     compress=a.compress, frame_id=a.frame_id, **dataset_options(a))
         print(f"[make-bag] {r.path}: {r.frames} frames on {r.image_topic}, /camera/camera_info, "
               f"/camera/labels_gt ({a.format}, {r.size_bytes / 1e6:.2f} MB)")
     return run
@@ -56,8 +55,8 @@ def _add_eval_args(p: argparse.ArgumentParser, live_default: bool = False) -> No
     g = p.add_argument_group("model")
     g.add_argument("--model", default="", help=f"model name or card .yaml (default {DEFAULT_MODEL}; "
                                                "with --attach: the running node's)")
-    g.add_argument("--backend", default="onnxruntime", help="auto | tensorrt | onnxruntime | torch")
-    g.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8")
+    g.add_argument("--backend", default="onnxruntime", help="auto | tensorrt | onnxruntime | torch" + " (default: %(default)s)")
+    g.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8" + " (default: %(default)s)")
     g.add_argument("--onnx", default=None, help="ONNX file (default: the card's)")
     g.add_argument("--threads", type=int, default=0, help="inference threads (0: the runtime's default)")
     g = p.add_argument_group("inputs")
@@ -71,20 +70,20 @@ def _add_eval_args(p: argparse.ArgumentParser, live_default: bool = False) -> No
     g = p.add_argument_group("outputs")
     g.add_argument("--out", default=None, help="report folder (default reports/eval_<bag>_<mode>)")
     g.add_argument("--out-bag", default=None, help="also write inputs + outputs to this new bag (RViz, Foxglove)")
-    g.add_argument("--out-bag-format", default="mcap", choices=["mcap", "sqlite3"])
-    g.add_argument("--samples", type=int, default=4, help="side-by-side frames in the report")
+    g.add_argument("--out-bag-format", default="mcap", choices=["mcap", "sqlite3"], help="--out-bag storage" + " (default: %(default)s)")
+    g.add_argument("--samples", type=int, default=4, help="side-by-side frames in the report" + " (default: %(default)s)")
     g = p.add_argument_group("live mode")
     g.add_argument("--attach", action="store_true", help="use a running segmentation node instead of starting one")
     g.add_argument("--rate", type=float, default=0.0, help="publish at this many frames/s (default: as recorded)")
-    g.add_argument("--speed", type=float, default=1.0, help="play the recorded timing this many times faster")
+    g.add_argument("--speed", type=float, default=1.0, help="play the recorded timing this many times faster" + " (default: %(default)s)")
     g.add_argument("--node-qos", default="auto", choices=["auto", "sensor_data", "reliable"],
-                   help="the started node's subscription QoS (auto: reliable for raw frames)")
+                   help="the started node's subscription QoS (auto: reliable for raw frames)" + " (default: %(default)s)")
     g.add_argument("--publish-topic", default=None, help="publish the frames here (default: the bag's topic)")
     g.add_argument("--domain-id", type=int, default=None,
                    help="ROS domain (default: a private one for a started node; the environment's with --attach)")
-    g.add_argument("--startup-timeout", type=float, default=90.0, help="seconds for the node to come up")
+    g.add_argument("--startup-timeout", type=float, default=90.0, help="seconds for the node to come up" + " (default: %(default)s)")
     g.add_argument("--drain-timeout", type=float, default=15.0,
-                   help="seconds to wait for answers after the last frame")
+                   help="seconds to wait for answers after the last frame" + " (default: %(default)s)")
     g.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
                    help="extra parameter for the started node (repeatable)")
 
@@ -126,6 +125,8 @@ def evaluate(cfg: EvalConfig, mode: str, out: Path, domain_id=None, title: str =
         result.notes.append("no frame produced a prediction")
     elif result.confusion is not None and c.scored == 0:
         code = EXIT_NO_MATCH
+    elif result.partial:
+        code = EXIT_PARTIAL
     return result, files, code
 
 
@@ -172,6 +173,8 @@ def _eval_bag(p: argparse.ArgumentParser):
         print(f"[eval-bag] report: {files['report']}" + (f"; outputs bag: {result.out_bag}" if result.out_bag else ""))
         if code == EXIT_NO_MATCH:
             _err("eval-bag", _no_match_reason(result))
+        elif code == EXIT_PARTIAL:
+            _err("eval-bag", f"partial result (exit {EXIT_PARTIAL}): {result.partial}")
         return code
     return run
 
@@ -182,7 +185,9 @@ def _demo(p: argparse.ArgumentParser):
     p.add_argument("--out", default="reports/demo", help="report folder (default reports/demo)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or card .yaml (default {DEFAULT_MODEL})")
     p.add_argument("--bag", default=None, help="bag to play (default: the shipped CamVid sample)")
-    p.add_argument("--mode", default="live", choices=["live", "offline"])
+    p.add_argument("--mode", default=None, choices=["live", "offline"],
+                   help="live: the node over DDS; offline: in-process (default: live where rclpy is "
+                   "installed, else offline)")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0: the runtime's default)")
     p.add_argument("--rate", type=float, default=0.0, help="frames/s (default: the bag's recorded timing)")
 
@@ -190,8 +195,14 @@ def _demo(p: argparse.ArgumentParser):
         from ..card import CardError
         from ..deploy.export import ensure_onnx
         from ..paths import sample_bag
-        from .demo import clear_previous_bag, resolve_demo_model, summary
+        from .demo import clear_previous_bag, live_available, resolve_demo_model, summary
         out = Path(a.out)
+        mode = a.mode
+        if mode is None:
+            mode = "live" if live_available() else "offline"
+            if mode == "offline":
+                print("[demo] rclpy is not installed here: running offline (no ROS). For the live node, "
+                      "source ROS 2 Jazzy or pip install 'seg_perception[ros]'")
         try:
             try:
                 bag = Path(a.bag) if a.bag else sample_bag()
@@ -203,13 +214,15 @@ def _demo(p: argparse.ArgumentParser):
             clear_previous_bag(out_bag)
             cfg = EvalConfig(bag=bag, model=str(card), backend="onnxruntime", precision="fp32",
                              threads=a.threads, rate=a.rate, out_bag=out_bag, samples=4)
-            result, files, code = evaluate(cfg, a.mode, out, title="seg_perception demo", log=print)
+            result, files, code = evaluate(cfg, mode, out, title="seg_perception demo", log=print)
         except EvalError as e:
             _err("demo", e)
             return e.code
         print(summary(result, files["report"]))
         if code == EXIT_NO_MATCH:
             _err("demo", _no_match_reason(result))
+        elif code == EXIT_PARTIAL:
+            _err("demo", f"partial result (exit {EXIT_PARTIAL}): {result.partial}")
         return code
     return run
 
@@ -218,7 +231,7 @@ def _demo(p: argparse.ArgumentParser):
 @command("bench-node", "time backend, pipeline and the live node (publish -> labels) on this machine")
 def _bench_node(p: argparse.ArgumentParser):
     p.add_argument("--model", default="", help=f"model name or card .yaml (default {DEFAULT_MODEL})")
-    p.add_argument("--backend", default="onnxruntime", help="onnxruntime | torch | tensorrt")
+    p.add_argument("--backend", default="onnxruntime", help="onnxruntime | torch | tensorrt" + " (default: %(default)s)")
     p.add_argument("--frames", type=int, default=30, help="CamVid val frames to time (default 30)")
     p.add_argument("--data", default=None, help="CamVid root (default: ../shared/datasets/camvid)")
     p.add_argument("--threads", type=int, default=0, help="inference threads, in this process and the node")

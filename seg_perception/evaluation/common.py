@@ -21,6 +21,19 @@ class Inputs:
     total: int                      # image messages that will be taken (after --max-frames)
     samples: List[int]
     gt_source: Optional[str]
+    readable: int = 0               # image messages that can be read (before any damage)
+    recorded: Optional[int] = None  # image messages the bag's index or metadata.yaml says it holds
+    damage: str = ""                # where and why the bag stops being readable ("" when whole)
+
+    def loss(self) -> str:
+        """One sentence on what a damaged bag cost; "" for a whole one."""
+        if not self.damage:
+            return ""
+        if self.recorded is not None and self.recorded > self.readable:
+            lost = f"{self.recorded - self.readable} of the {self.recorded} recorded frames on {self.image.name} are lost"
+        else:
+            lost = f"frames on {self.image.name} after it are lost (how many: unknown, the bag's index is gone)"
+        return f"{self.damage}; {self.readable} frames read before it, {lost}"
 
     @property
     def topics(self) -> List[str]:
@@ -41,11 +54,17 @@ def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader) -> Inputs:
         gt = None if (cfg.no_gt or cfg.gt_dir) else reader.gt_topic(cfg.gt_topic)
     except bag_io.BagError as e:
         raise EvalError(str(e)) from None
-    count = image.count
-    if count is None:  # the index does not say: count without decoding
-        count = sum(1 for _ in reader.messages([image.name], decode=False))
+    # Count what can really be read (not what the index promises): a damaged bag plays less.
+    count = 0
+    try:
+        for _ in reader.messages([image.name], decode=False):
+            count += 1
+    except bag_io.BagError:
+        pass  # reader.damage says where
+    recorded = reader.expected.get(image.name)
     if count == 0:
-        raise EvalError(f"topic {image.name} in bag {reader.path} has no messages", 3)
+        raise EvalError(f"topic {image.name} in bag {reader.path} has no messages"
+                        + (f" that can be read ({reader.damage})" if reader.damage else ""), 3)
     total = min(count, cfg.max_frames) if cfg.max_frames > 0 else count
     folder = None
     source = None
@@ -57,7 +76,18 @@ def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader) -> Inputs:
         source = f"folder {folder.folder} (matched by {'stamp' if folder.mode == 'stamp' else 'order'})"
     elif gt is not None:
         source = f"topic {gt.name}"
-    return Inputs(image, gt, folder, total, sample_indices(total, cfg.samples), source)
+    return Inputs(image, gt, folder, total, sample_indices(total, cfg.samples), source, readable=count,
+                  recorded=recorded, damage=reader.damage)
+
+
+def partial_reason(inp: Inputs, read_error: str, corrupt: int) -> str:
+    """Why the report covers fewer frames than the bag recorded ("" when it covers them all):
+    the damage the frame count found, a break-off met while reading, undecodable messages."""
+    parts = [inp.loss() or read_error]
+    if corrupt:
+        parts.append(f"{corrupt} frame message{'s' if corrupt > 1 else ''} on {inp.image.name} "
+                     "cannot be deserialised (corrupt)")
+    return "; ".join(p for p in parts if p)
 
 
 def load_model_card(model: str) -> ModelCard:

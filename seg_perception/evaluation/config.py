@@ -10,6 +10,7 @@ EXIT_OK = 0
 EXIT_BAD_INPUT = 2      # usage, a missing/damaged bag, a topic the bag lacks, a bad model ...
 EXIT_NO_MATCH = 3       # nothing to evaluate: no frame answered, no ground-truth stamp matched
 EXIT_NODE = 4           # live: the node did not start, or no node answered on the topic
+EXIT_PARTIAL = 5        # a damaged or cut-short bag: the report covers the frames before the damage
 
 
 class EvalError(RuntimeError):

@@ -22,6 +22,13 @@ def resolve_demo_model(model: str) -> Path:
         raise EvalError(str(e)) from None
 
 
+def live_available() -> bool:
+    """Whether the live node can run here: rclpy importable (a ROS 2 install, or the
+    `seg_perception[ros]` wheels). A plain `pip install .` has no rclpy."""
+    import importlib.util
+    return importlib.util.find_spec("rclpy") is not None
+
+
 def clear_previous_bag(path: Path) -> None:
     """The demo rewrites its own output bag; only a folder that is a bag is removed."""
     if path.is_dir() and (path / "metadata.yaml").is_file():

@@ -29,7 +29,7 @@ from ..data import bag_io
 from ..runtime.backends import BACKENDS
 from ..runtime.image_conversion import to_rgb
 from ..runtime.node_process import NodeProcess, ros_env
-from .common import Progress, load_model_card, open_bag, select_inputs
+from .common import Progress, load_model_card, open_bag, partial_reason, select_inputs
 from .config import EXIT_NO_MATCH, EXIT_NODE, EvalConfig, EvalError
 from .out_bag import DRIVABLE, LABELS, OVERLAY, OutputBag, copy_topics
 from .scoring import Counts, EvalResult, Scorer, add_gt_message, admit_frame, decode_frame, decode_labels
@@ -37,6 +37,9 @@ from .scoring import Counts, EvalResult, Scorer, add_gt_message, admit_frame, de
 QOS_CHOICES = ("auto", "sensor_data", "reliable")
 COUNTERS = ("frames_received", "frames_processed", "frames_dropped", "frames_rejected")
 
+
+# Attached: how long a node heard on another topic may stay the only one before we give up.
+MISMATCH_GRACE_S = 5.0
 
 @dataclass
 class Published:
@@ -64,6 +67,7 @@ class Client:
         self.outputs: Dict[str, List[Tuple[float, bytes]]] = {LABELS: [], DRIVABLE: [], OVERLAY: []}
         self.diagnostics: List[Tuple[float, Dict[str, str]]] = []
         self.other_nodes: Dict[str, str] = {}
+        self.other_seen_at: Optional[float] = None  # when a segmentation node on another topic showed up
         # Reliable like a camera driver; a best-effort subscriber still matches it.
         pub_qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
         self.pub = self.node.create_publisher(CompressedImage if compressed else Image, topic, pub_qos)
@@ -97,6 +101,8 @@ class Client:
                     self.diagnostics.append((t, values | {"_name": st.name}))
                 else:
                     self.other_nodes[st.name] = values.get("topic", "?")
+                    if self.other_seen_at is None:
+                        self.other_seen_at = t
 
     def _spin(self) -> None:
         while not self._stop.is_set() and self.context.ok():
@@ -194,7 +200,10 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
                 raise EvalError(str(e), EXIT_NODE) from None
             if log is not None:
                 log(f"[live] started segmentation_node in ROS domain {domain} (log: {log_path}); "
-                    f"playing {inp.total} frames on {pub_topic}")
+                    f"playing {_playing(inp)} on {pub_topic}")
+        if cfg.attach and log is not None:
+            log(f"[live] attaching to a segmentation node in ROS domain {domain if domain is not None else 0}; "
+                f"playing {_playing(inp)} on {pub_topic}")
         try:
             client = Client(domain, pub_topic, compressed, extra_outputs=cfg.out_bag is not None)
             _wait_connected(client, node, cfg, pub_topic)
@@ -217,6 +226,14 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
     return result
 
 
+def _playing(inp) -> str:
+    """'20 frames', or for a damaged bag '12 frames (of 20 recorded: the bag is damaged ...)'."""
+    if not inp.damage:
+        return f"{inp.total} frames"
+    of = f"of {inp.recorded} recorded" if inp.recorded is not None else "all that can be read"
+    return f"{inp.total} frames ({of}; {inp.damage})"
+
+
 def _wait_connected(client: Client, node: Optional[NodeProcess], cfg: EvalConfig, topic: str) -> None:
     end = time.monotonic() + cfg.startup_timeout
     while time.monotonic() < end:
@@ -226,6 +243,13 @@ def _wait_connected(client: Client, node: Optional[NodeProcess], cfg: EvalConfig
         if client.connected():
             time.sleep(0.3)  # let the reverse direction of discovery settle too
             return
+        if node is None and client.other_nodes and client.last_diag() is None and \
+                time.perf_counter() - client.other_seen_at > MISMATCH_GRACE_S:
+            # Attached: a running node has been heard, but on another topic; waiting will not help.
+            seen = "; ".join(f"{n} listens on {t}" for n, t in client.other_nodes.items())
+            one = next(iter(client.other_nodes.values()))
+            raise EvalError(f"no segmentation node listens on {topic}, but {seen}: pass --publish-topic {one} "
+                            "(or --image-topic for another bag topic), or remap the node's image_topic", EXIT_NODE)
         time.sleep(0.05)
     if node is not None:
         raise EvalError(f"segmentation_node did not come up within {cfg.startup_timeout:.0f} s "
@@ -236,10 +260,23 @@ def _wait_connected(client: Client, node: Optional[NodeProcess], cfg: EvalConfig
                     "settings, or pass --publish-topic", EXIT_NODE)
 
 
+def node_drivable(diag: Optional[Dict[str, str]], card) -> List[int]:
+    """The drivable classes the node really uses (its parameter overrides the card), as its
+    diagnostics say; the card's for a node too old to say."""
+    value = (diag or {}).get("drivable_classes")
+    if value is None:
+        return list(card.drivable_classes)
+    try:
+        ids = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        return list(card.drivable_classes)
+    return [c for c in ids if 0 <= c < card.num_classes]
+
+
 def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
           node: Optional[NodeProcess]) -> EvalResult:
     counts = Counts()
-    drivable = list(card.drivable_classes)
+    drivable = node_drivable(client.last_diag()[1], card)
     scorer = Scorer(card.num_classes, drivable, counts, inp.gt_folder, inp.samples,
                     keep_labels=cfg.keep_labels, with_gt=inp.gt is not None)
     base = _counters(client.last_diag()[1])
@@ -249,6 +286,7 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
     t_first_pub = None
     t0_bag = None
     index = -1
+    read_error = ""
     try:
         for m in reader.messages(inp.topics):
             if m.topic == inp.image.name:
@@ -287,7 +325,7 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
                 except ValueError:
                     pass  # the node will reject it too; no side-by-side for it
     except bag_io.BagError as e:
-        scorer.warn_once("truncated", str(e))
+        read_error = str(e)
     finally:
         bar.close()
     t_last_pub = time.perf_counter()
@@ -366,7 +404,7 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
         confusion=scorer.cm if scorer.with_gt else None, drivable=scorer.bin if scorer.with_gt else None,
         samples=[scorer.samples[i] for i in sorted(scorer.samples)], node=node_delta,
         notes=list(scorer.warned.values()), labels_by_stamp=scorer.labels_by_stamp,
-        out_bag=str(out_path) if out_path else None)
+        out_bag=str(out_path) if out_path else None, partial=partial_reason(inp, read_error, counts.corrupt))
 
 
 def _drain(client: Client, cfg: EvalConfig, n_published: int, t_last_pub: float) -> Optional[Dict[str, str]]:

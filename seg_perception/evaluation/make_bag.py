@@ -40,7 +40,8 @@ def spread(n_total: int, n: int) -> List[int]:
 def make_bag(out: str | Path, dataset: str = "camvid", split: str = "val", root: Optional[str | Path] = None,
              fmt: str = "mcap", encoding: str = "jpeg", rate: float = 10.0, frames: int = 0,
              indices: Optional[Sequence[int]] = None, jpeg_quality: int = 90, compress: bool = False,
-             frame_id: str = "camera", start_s: float = DEFAULT_START_S, progress=None) -> MakeBagResult:
+             frame_id: str = "camera", start_s: float = DEFAULT_START_S, progress=None,
+             **dataset_kw) -> MakeBagResult:
     from ..data.datasets import DatasetError, default_camvid_root, open_dataset
     if encoding not in ENCODINGS:
         raise ValueError(f"unknown encoding '{encoding}'; valid choices: {', '.join(ENCODINGS)}")
@@ -53,7 +54,7 @@ def make_bag(out: str | Path, dataset: str = "camvid", split: str = "val", root:
             raise ValueError(f"--data is required for --dataset {dataset}")
         root = default_camvid_root()
     try:
-        ds = open_dataset(dataset, root, split)
+        ds = open_dataset(dataset, root, split, **dataset_kw)  # dataset_kw: a folder dataset's classes
     except DatasetError as e:
         raise ValueError(str(e)) from None
     if indices is None:

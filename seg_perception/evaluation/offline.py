@@ -11,7 +11,7 @@ from ..data import bag_io
 from ..runtime.backends import BackendError
 from ..runtime.image_conversion import to_rgb
 from ..runtime.pipeline import Pipeline
-from .common import Progress, load_model_card, open_bag, select_inputs
+from .common import Progress, load_model_card, open_bag, partial_reason, select_inputs
 from .config import EvalConfig, EvalError
 from .out_bag import DRIVABLE, LABELS, OVERLAY, OutputBag, copy_topics
 from .scoring import Counts, EvalResult, Scorer, add_gt_message, admit_frame, decode_frame
@@ -49,6 +49,7 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
         bar = Progress(inp.total, "offline", cfg.progress)
         seen = set()
         index = -1
+        read_error = ""
         try:
             for m in reader.messages(topics):
                 if m.topic == inp.image.name:
@@ -87,7 +88,7 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
                         out.add_msg(t_out, topic, bag_io.image_msg(img, enc, bag_io.stamp_ns(h), h.frame_id))
         except bag_io.BagError as e:
             # A file that breaks off mid-way: what was read still counts, and the report says so.
-            scorer.warn_once("truncated", str(e))
+            read_error = str(e)
         finally:
             bar.close()
             if out is not None:
@@ -102,7 +103,8 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
         counts=counts, latencies_ms=latencies, fps=fps, wall_s=wall,
         confusion=scorer.cm if scorer.with_gt else None, drivable=scorer.bin if scorer.with_gt else None,
         samples=[scorer.samples[i] for i in sorted(scorer.samples)], notes=list(scorer.warned.values()),
-        labels_by_stamp=scorer.labels_by_stamp, out_bag=str(out.path) if out is not None else None)
+        labels_by_stamp=scorer.labels_by_stamp, out_bag=str(out.path) if out is not None else None,
+        partial=partial_reason(inp, read_error, counts.corrupt))
 
 
 def _model_info(card, backend: str) -> dict:

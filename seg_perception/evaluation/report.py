@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from ..metrics import percentiles
+from ..runtime.legend import draw_legend
 from .scoring import EvalResult
 
 METRICS = "metrics.json"
@@ -120,6 +121,7 @@ def _samples(result: EvalResult, folder: Path) -> Dict[str, Path]:
     for s in result.samples:
         overlay = cv2.addWeighted(s.rgb, 0.5, pal[s.labels], 0.5, 0.0) if s.labels.shape == s.rgb.shape[:2] \
             else pal[s.labels]
+        overlay = draw_legend(overlay, result.class_names, [pal[i] for i in range(len(result.class_names))])
         panels = [("input", s.rgb), ("prediction", overlay)]
         if s.gt is not None:
             gt = pal[s.gt]  # ids past the table (the ignore id) are black
@@ -156,6 +158,8 @@ def _markdown(result: EvalResult, m: Dict, files: Dict[str, Path], out: Path, ti
               f"- ground truth: {result.gt_source or 'none (no accuracy metrics)'}"]
     if result.out_bag:
         lines.append(f"- outputs bag: `{result.out_bag}`")
+    if result.partial:
+        lines += ["", f"**Partial result:** {result.partial}. The figures below cover the frames read before it."]
     lines += ["", "## Frames and timing", "", "| frames in | out | dropped | rejected | corrupt | FPS | "
               "latency p50 | p95 | max |", "|---|---|---|---|---|---|---|---|---|",
               f"| {c.frames_in} | {c.frames_out} | {c.dropped} | {c.rejected} | {c.corrupt} | {result.fps:.1f} | "

@@ -123,6 +123,7 @@ class EvalResult:
     notes: List[str] = field(default_factory=list)
     labels_by_stamp: Dict[int, np.ndarray] = field(default_factory=dict)  # kept on request (tests)
     out_bag: Optional[str] = None
+    partial: str = ""  # why the report covers fewer frames than were recorded (a damaged bag)
 
     def metrics(self) -> Dict[str, object]:
         c = self.counts
@@ -148,6 +149,8 @@ class EvalResult:
                                        "columns": "prediction", "pixels": self.confusion.mat.tolist()}
         if self.out_bag:
             out["out_bag"] = self.out_bag
+        if self.partial:
+            out["partial"] = self.partial
         if self.notes:
             out["notes"] = self.notes
         return out

@@ -13,17 +13,19 @@ from typing import Optional
 import numpy as np
 
 from ..card import ModelCard
-from ..data.datasets import open_dataset
+from ..data.datasets import SegmentationDataset, open_dataset
 from ..metrics import ConfusionMatrix, percentiles
 from ..runtime.pipeline import Pipeline
 
 
-def evaluate(card_path: str | Path | ModelCard, data: str, dataset: str = "camvid", split: str = "val",
+def evaluate(card_path: str | Path | ModelCard, data: "str | SegmentationDataset", dataset: str = "camvid",
+             split: str = "val",
              backend: str = "onnxruntime", precision: str = "fp32", weights: Optional[str] = None,
              onnx: Optional[str] = None, threads: int = 0, limit: int = 0, **dataset_kw) -> dict:
     pipe = Pipeline.from_card(card_path, backend=backend, precision=precision, weights=weights, onnx=onnx,
                               threads=threads)
-    ds = open_dataset(dataset, data, split, **dataset_kw)
+    # ``data``: a dataset root, or a dataset the command line opened already (cli.open_from_args)
+    ds = data if isinstance(data, SegmentationDataset) else open_dataset(dataset, data, split, **dataset_kw)
     if ds.table.num_classes != pipe.card.num_classes:
         raise ValueError(f"the model has {pipe.card.num_classes} classes but {dataset} has "
                          f"{ds.table.num_classes}: evaluate it on the dataset it was trained for")

@@ -49,6 +49,7 @@ PARAMETERS = {
     "image_topic": ("/camera/image_raw", "camera topic (sensor_msgs/Image)"),
     "use_compressed": (False, "subscribe to <image_topic>/compressed (sensor_msgs/CompressedImage)"),
     "overlay_alpha": (0.5, "weight of the class colours in /segmentation/overlay"),
+    "overlay_legend": (True, "draw the class legend (colour + name) into /segmentation/overlay"),
     "qos": ("sensor_data", "subscription QoS: sensor_data (best effort, depth 1) | reliable"),
     "publish_confidence": (False, "publish /segmentation/confidence (mono8, max probability x 255)"),
     "max_image_pixels": (DEFAULT_MAX_PIXELS, "frames larger than this are rejected"),
@@ -237,7 +238,7 @@ class SegmentationNode(Node):
                 width=int(p["input_width"]) or None, height=int(p["input_height"]) or None,
                 onnx=p["onnx"] or None, weights=p["weights"] or None, threads=int(p["threads"]),
                 drivable_classes=list(drivable) if drivable is not None else None,
-                overlay_alpha=float(p["overlay_alpha"]), **trt)
+                overlay_alpha=float(p["overlay_alpha"]), overlay_legend=bool(p["overlay_legend"]), **trt)
         except (ValueError, FileNotFoundError, CardError, BackendError) as e:
             raise ConfigError(str(e)) from None
         pipe.backend.warmup()
@@ -334,7 +335,9 @@ class SegmentationNode(Node):
                   "queue_wait_ms": f"{med(wait):.2f}",
                   "frames_received": s.received, "frames_processed": s.processed, "frames_dropped": s.dropped,
                   "frames_rejected": s.rejected, "frames_with_overlay": s.overlays, "model": self.card.name,
-                  "backend": self.pipeline.backend.name, "precision": self.pipeline.backend.precision, "topic": self.topic}
+                  "backend": self.pipeline.backend.name, "precision": self.pipeline.backend.precision, "topic": self.topic,
+                  # what the drivable mask is made of, overrides included (evaluation reports it)
+                  "drivable_classes": ",".join(str(c) for c in self.pipeline.drivable_classes)}
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()

@@ -22,6 +22,7 @@ from ..card import ModelCard, load_card
 from .backend import Backend
 from .backends import create_backend
 from .image_conversion import CHANNELS, TO_RGB, to_rgb
+from .legend import draw_legend
 
 
 @dataclass
@@ -35,7 +36,7 @@ class SegmentationResult:
 
 class Pipeline:
     def __init__(self, backend: Backend, card: ModelCard, drivable_classes: Optional[Iterable[int]] = None,
-                 overlay_alpha: float = 0.5):
+                 overlay_alpha: float = 0.5, overlay_legend: bool = True):
         self.backend = backend
         self.card = card
         self.size = (backend.width, backend.height)
@@ -51,16 +52,17 @@ class Pipeline:
         self.drivable_lut[self.drivable_classes] = 255
         self.palette = card.palette
         self.overlay_alpha = float(overlay_alpha)
+        self.overlay_legend = bool(overlay_legend)
 
     @classmethod
     def from_card(cls, card_path: str | Path | ModelCard, backend: str = "auto", precision: str = "fp32",
                   width: Optional[int] = None, height: Optional[int] = None, onnx: Optional[str] = None,
                   weights: Optional[str] = None, threads: int = 0, drivable_classes=None,
-                  overlay_alpha: float = 0.5, **trt_options) -> "Pipeline":
+                  overlay_alpha: float = 0.5, overlay_legend: bool = True, **trt_options) -> "Pipeline":
         card = card_path if isinstance(card_path, ModelCard) else load_card(card_path)
         be = create_backend(backend, card, precision, width, height, onnx_path=onnx, weights=weights,
                             threads=threads, **trt_options)
-        return cls(be, card, drivable_classes, overlay_alpha)
+        return cls(be, card, drivable_classes, overlay_alpha, overlay_legend)
 
     def preprocess(self, frame: np.ndarray, color: str = "rgb") -> np.ndarray:
         check_frame(frame, color)
@@ -96,7 +98,10 @@ class Pipeline:
 
     def overlay(self, frame: np.ndarray, color: str, labels: np.ndarray) -> np.ndarray:
         rgb = to_rgb(frame, color)
-        return cv2.addWeighted(rgb, 1.0 - self.overlay_alpha, self.palette[labels], self.overlay_alpha, 0.0)
+        blend = cv2.addWeighted(rgb, 1.0 - self.overlay_alpha, self.palette[labels], self.overlay_alpha, 0.0)
+        if self.overlay_legend:  # which colour is which class, from the card
+            blend = draw_legend(blend, self.card.class_names, self.card.class_colors)
+        return blend
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
         return self.palette[labels]

@@ -1,0 +1,169 @@
+"""Read what can be read of an MCAP file that breaks off or is damaged mid-way.
+
+A robot that loses power mid-recording leaves an .mcap without its summary and footer,
+which the indexed reader (rosbags) refuses whole. The records before the cut are intact,
+though: this reads them in file order (schemas, channels, messages, chunks) and stops at
+the first record that is cut short or does not parse, remembering where and why.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, Optional, Tuple
+
+MAGIC = b"\x89MCAP0\r\n"
+OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_CHUNK, OP_DATA_END, OP_FOOTER = 0x03, 0x04, 0x05, 0x06, 0x0F, 0x02
+
+
+@dataclass
+class SalvagedChannel:
+    id: int
+    topic: str
+    msgtype: str
+    msgcount: int = 0
+
+
+@dataclass
+class Damage:
+    offset: int           # byte offset of the first record that could not be read
+    size: int             # file size
+    reason: str
+    messages_before: int  # messages read before it
+    last_t_ns: Optional[int] = None  # log time of the last message read
+
+    def where(self) -> str:
+        when = f", last one recorded at {self.last_t_ns / 1e9:.3f} s" if self.last_t_ns is not None else ""
+        return (f"its file ({self.size:,} bytes) cannot be read past byte {self.offset:,} ({self.reason}), "
+                f"after {self.messages_before} messages{when}")
+
+
+@dataclass
+class McapSalvage:
+    path: Path
+    channels: Dict[int, SalvagedChannel] = field(default_factory=dict)
+    damage: Optional[Damage] = None
+    message_count: int = 0
+    start_ns: Optional[int] = None
+    end_ns: Optional[int] = None
+
+    @classmethod
+    def scan(cls, path: str | Path) -> "McapSalvage":
+        """One pass over the file: channels, readable messages per channel, where it breaks."""
+        s = cls(Path(path))
+        for _ in s.records():
+            pass
+        return s
+
+    def records(self) -> Iterator[Tuple[SalvagedChannel, int, bytes]]:
+        """(channel, log time ns, raw CDR) of every readable message, in file order."""
+        with open(self.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                self.damage = Damage(0, 0, "empty file", 0)
+                return
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:  # bags can be large
+                yield from self._records(data)
+
+    def _records(self, data) -> Iterator[Tuple[SalvagedChannel, int, bytes]]:
+        schemas: Dict[int, str] = {}
+        count, last_t = 0, None
+        self.channels.clear()
+        if data[:8] != MAGIC:
+            self.damage = Damage(0, len(data), "no MCAP magic at the start", 0)
+            return
+        pos = 8
+        # Stack of (buffer, position, end, outer position): a chunk's records are read from its
+        # decompressed bytes, then reading goes on after the chunk in the file.
+        buf, end = data, len(data)
+        outer = chunk_at = None
+        while True:
+            if pos >= end:
+                if outer is None:
+                    break
+                buf, pos, end = data, outer, len(data)
+                outer = None
+                continue
+            record_at = pos if outer is None else chunk_at
+            try:
+                if end - pos < 9:
+                    raise ValueError("record header cut short")
+                op = buf[pos]
+                (length,) = struct.unpack_from("<Q", buf, pos + 1)
+                body_at = pos + 9
+                if body_at + length > end:
+                    raise ValueError("record cut short")
+                body = buf[body_at:body_at + length]
+                pos = body_at + length
+                if op == OP_SCHEMA:
+                    sid, name = _schema(body)
+                    schemas[sid] = name
+                elif op == OP_CHANNEL:
+                    ch = _channel(body, schemas)
+                    self.channels.setdefault(ch.id, ch)
+                elif op == OP_MESSAGE:
+                    cid, _seq, log_time, _pub = struct.unpack_from("<HIQQ", body, 0)
+                    ch = self.channels.get(cid)
+                    if ch is None:
+                        raise ValueError(f"message on unknown channel {cid}")
+                    ch.msgcount += 1
+                    count += 1
+                    last_t = log_time
+                    self.start_ns = log_time if self.start_ns is None else min(self.start_ns, log_time)
+                    self.end_ns = log_time if self.end_ns is None else max(self.end_ns, log_time)
+                    yield ch, log_time, body[22:]
+                elif op == OP_CHUNK:
+                    if outer is not None:
+                        raise ValueError("nested chunk")
+                    inner = _chunk_records(body)
+                    chunk_at, outer, buf, pos, end = body_at - 9, pos, inner, 0, len(inner)
+                elif op in (OP_DATA_END, OP_FOOTER):
+                    break  # the summary section follows: everything has been read
+                elif op == 0:
+                    raise ValueError("invalid record opcode 0")
+            except (ValueError, struct.error, UnicodeDecodeError) as e:
+                self.damage = Damage(record_at, len(data), str(e), count, last_t)
+                break
+        self.message_count = count
+
+
+def _string(body, at: int) -> Tuple[str, int]:
+    (n,) = struct.unpack_from("<I", body, at)
+    if at + 4 + n > len(body):
+        raise ValueError("string runs past its record")
+    return bytes(body[at + 4:at + 4 + n]).decode(), at + 4 + n
+
+
+def _schema(body) -> Tuple[int, str]:
+    (sid,) = struct.unpack_from("<H", body, 0)
+    name, _ = _string(body, 2)
+    return sid, name
+
+
+def _channel(body, schemas: Dict[int, str]) -> SalvagedChannel:
+    cid, sid = struct.unpack_from("<HH", body, 0)
+    topic, _ = _string(body, 4)
+    return SalvagedChannel(cid, topic, schemas.get(sid, "?"))
+
+
+def _chunk_records(body) -> bytes:
+    """The decompressed records of a chunk (checksum checked where the writer set one)."""
+    _start, _end, size, crc = struct.unpack_from("<QQQI", body, 0)
+    compression, at = _string(body, 28)
+    (csize,) = struct.unpack_from("<Q", body, at)
+    payload = bytes(body[at + 8:at + 8 + csize])
+    if len(payload) != csize:
+        raise ValueError("chunk cut short")
+    if compression:
+        from rosbags.rosbag2.storage_mcap import decompress
+        try:
+            return decompress(payload, compression, size, crc)
+        except Exception as e:  # a damaged compressed chunk: zstd/lz4 errors, checksum mismatch
+            raise ValueError(f"chunk does not decompress: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    if crc:
+        import zlib
+        if zlib.crc32(payload) != crc:
+            raise ValueError("chunk checksum mismatch")
+    return payload

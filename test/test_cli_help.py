@@ -1,0 +1,31 @@
+"""Every option of every subcommand explains itself: help text, and the default where there is one."""
+import argparse
+
+from seg_perception.cli import build_parser
+
+
+def _undocumented():
+    parser, _ = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    bad = []
+    for name, sp in subs.items():
+        for a in sp._actions:
+            if isinstance(a, argparse._HelpAction) or a.help == argparse.SUPPRESS:
+                continue
+            flag = a.option_strings[0] if a.option_strings else a.dest
+            if not a.help:
+                bad.append(f"{name} {flag}: no help")
+            elif (a.option_strings and not a.required and a.default not in (None, False, [], "")
+                  and "default" not in a.help):
+                bad.append(f"{name} {flag}: default {a.default!r} not shown")
+    return bad
+
+
+def test_every_option_has_help_and_default():
+    assert _undocumented() == []
+
+
+def test_check_catches_an_undocumented_option(monkeypatch):
+    from seg_perception import cli
+    monkeypatch.setitem(cli.COMMANDS, "zz-test", (lambda p: p.add_argument("--runs", type=int, default=5), "t"))
+    assert "zz-test --runs: no help" in _undocumented()

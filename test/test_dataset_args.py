@@ -1,0 +1,75 @@
+"""A user's own dataset through every command: the shared dataset arguments, evaluate and
+quantize on a folder dataset (with and without dataset.yaml), and the --ignore-index hint."""
+import shutil
+
+import pytest
+
+from seg_perception.cli import build_parser, main
+
+DATASET_COMMANDS = ("train", "evaluate", "quantize", "pack-dataset", "make-bag", "bench")
+
+
+@pytest.fixture(scope="module")
+def folder_dataset(camvid_sample, tmp_path_factory):
+    """The CamVid sample packed as a folder dataset (train 10, val 10) with its dataset.yaml."""
+    out = tmp_path_factory.mktemp("folder_ds")
+    assert main(["pack-dataset", "--data", str(camvid_sample), "--out", str(out)]) == 0
+    return out
+
+
+def _subparsers():
+    parser, _ = build_parser()
+    return next(a for a in parser._actions if a.choices and "train" in a.choices).choices
+
+
+def test_dataset_commands_share_one_definition():
+    subs = _subparsers()
+    seen = {}
+    for name in DATASET_COMMANDS:
+        opts = {o: a for a in subs[name]._actions for o in a.option_strings}
+        for flag in ("--dataset", "--data", "--num-classes", "--ignore-index"):
+            assert flag in opts, f"{name} lacks {flag}"
+            seen.setdefault(flag, set()).add((opts[flag].help, str(opts[flag].choices)))
+    assert all(len(v) == 1 for v in seen.values()), seen
+
+
+def test_evaluate_folder_dataset_with_description(folder_dataset, random_model, capsys):
+    rc = main(["evaluate", "--model", str(random_model), "--dataset", "folder", "--data", str(folder_dataset),
+               "--split", "val", "--limit", "2", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "on folder val (2 frames" in out and "mIoU" in out and "Road" in out
+
+
+def test_evaluate_folder_without_description_uses_card(folder_dataset, random_model, tmp_path, capsys):
+    bare = tmp_path / "bare"
+    shutil.copytree(folder_dataset, bare, ignore=shutil.ignore_patterns("dataset.yaml"))
+    rc = main(["evaluate", "--model", str(random_model), "--dataset", "folder", "--data", str(bare),
+               "--limit", "1", "--threads", "1"])
+    assert rc == 0 and "Pedestrian" in capsys.readouterr().out  # class names from the card
+    # Flags win over the card: CamVid's unlabelled value 11 is outside 11 classes -> the hint
+    rc = main(["evaluate", "--model", str(random_model), "--dataset", "folder", "--data", str(bare),
+               "--num-classes", "11", "--limit", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "value 11 outside the 11 classes" in err and "pass --ignore-index 11" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_folder_needs_data_one_line(random_model, capsys, tmp_path):
+    assert main(["evaluate", "--model", str(random_model), "--dataset", "folder"]) == 2
+    assert "--data is required for --dataset folder" in capsys.readouterr().err
+    # bench calibrates its INT8 models on the named dataset: it must open, before any work
+    assert main(["bench", "--dataset", "folder", "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "image folder 'train/images' not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_quantize_on_folder_dataset(folder_dataset, random_model, tmp_path, capsys):
+    src = tmp_path / "m.onnx"
+    shutil.copy(random_model.with_suffix(".onnx"), src)
+    shutil.copy(random_model.with_suffix(".onnx").with_suffix(".yaml"), src.with_suffix(".yaml"))
+    rc = main(["quantize", "--onnx", str(src), "--dataset", "folder", "--data", str(folder_dataset),
+               "--num-images", "2", "--method", "ort", "--eval", "--max-eval-images", "1", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert f"calibrating on 2 images from folder {folder_dataset} train" in out
+    assert "val (1 images, ONNX Runtime CPU)" in out
