@@ -92,7 +92,10 @@ def _quantize(p: argparse.ArgumentParser):
     p.add_argument("--calib-data", default=None, help="CamVid root (train split is used) or a folder of "
                    "images (default: the CamVid dataset)")
     p.add_argument("--num-images", type=int, default=100, help="calibration images")
-    p.add_argument("--out", default=None, help="INT8 ONNX (default: <onnx stem>_int8.onnx beside it)")
+    p.add_argument("--out", default=None, help="INT8 ONNX (default: <onnx stem>_int8.onnx beside it, "
+                   "<onnx stem>_int8_cpu.onnx with --target cpu)")
+    p.add_argument("--target", default="tensorrt", help="tensorrt: Q/DQ model for TensorRT (and ONNX Runtime "
+                   "on a GPU) | cpu: QOperator uint8 model that ONNX Runtime's CPU kernels run fast")
     p.add_argument("--method", default="auto", help="auto (modelopt if installed, else ort) | modelopt | ort")
     p.add_argument("--calibration", default="minmax", help="minmax | entropy (modelopt only)")
     p.add_argument("--seed", type=int, default=0, help="picks the calibration images")
@@ -106,21 +109,24 @@ def _quantize(p: argparse.ArgumentParser):
     def run(a):
         from ..card import load_card
         from ..data.datasets import default_camvid_root
-        from .quantize import (CALIBRATIONS, METHODS, calibration_frames, evaluate_int8,
+        from ..card import onnx_role
+        from .quantize import (CALIBRATIONS, METHODS, TARGETS, calibration_frames, evaluate_int8,
                                list_calibration_images, quantize_onnx, record_in_card)
         _choice(a.method, METHODS, "method")
+        _choice(a.target, TARGETS, "target")
         _choice(a.calibration, CALIBRATIONS, "calibration")
         _positive(a.num_images, "--num-images")
         src = Path(a.onnx)
         if not src.is_file():
             raise FileNotFoundError(f"ONNX file {src} not found: run 'seg-perception export' first")
         card = load_card(src)
-        out = Path(a.out) if a.out else src.with_name(f"{src.stem}_int8.onnx")
+        suffix = "_int8_cpu" if a.target == "cpu" else "_int8"
+        out = Path(a.out) if a.out else src.with_name(f"{src.stem}{suffix}.onnx")
         data = a.calib_data or str(default_camvid_root())
         files = list_calibration_images(data, a.num_images, a.seed)
         print(f"[quantize] calibrating on {len(files)} images from {data}")
         frames = calibration_frames(files, card, src)
-        res = quantize_onnx(src, out, frames, method=a.method, calibration=a.calibration)
+        res = quantize_onnx(src, out, frames, method=a.method, calibration=a.calibration, target=a.target)
         print(f"[quantize] wrote {res.path} ({res.method}, {res.calibration}, {res.qdq_nodes} Q/DQ nodes, "
               f"{res.seconds:.0f} s)")
         metrics = None
@@ -132,7 +138,7 @@ def _quantize(p: argparse.ArgumentParser):
                   f"{metrics['fp32_miou']:.2f}, int8 mIoU {metrics['int8_miou']:.2f} (drop "
                   f"{metrics['miou_drop']:.2f}), label agreement {metrics['label_agreement']:.2f}%")
         card_path = record_in_card(card.path, res.path, res, metrics)
-        print(f"[quantize] card {card_path} lists it as onnx_int8")
+        print(f"[quantize] card {card_path} lists it as {onnx_role('int8', a.target)}")
     return run
 
 
