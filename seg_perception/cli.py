@@ -173,6 +173,9 @@ def _evaluate(p: argparse.ArgumentParser):
     p.add_argument("--split", default="val")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="evaluate the first N frames only")
+    p.add_argument("--width", type=int, default=0, help="network input width (default: the card's; the "
+                   "shipped ONNX files take any multiple of 8)")
+    p.add_argument("--height", type=int, default=0, help="network input height (default: the card's)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
 
     def run(a):
@@ -183,7 +186,7 @@ def _evaluate(p: argparse.ArgumentParser):
         if data is None:
             raise ValueError(f"--data is required for --dataset {a.dataset}")
         res = evaluate(resolve_model(a.model or DEFAULT_MODEL), data, a.dataset, a.split, a.backend,
-                       a.precision, a.weights, a.onnx, a.threads, a.limit)
+                       a.precision, a.weights, a.onnx, a.threads, a.limit, a.width, a.height)
         print(format_summary(res))
         if a.json:
             write_json(res, a.json)

@@ -74,7 +74,9 @@ class _RosLogHandler(logging.Handler):
 
 
 # The node's own per-frame stages, in order (processing_ms: all of them, receipt excluded).
-STAGES = ("convert_ms", "resize_ms", "inference_ms", "post_ms", "fill_ms", "publish_ms", "processing_ms")
+# overhead_ms: per frame, processing minus that frame's inference (>= 0 by construction).
+STAGES = ("convert_ms", "resize_ms", "inference_ms", "post_ms", "fill_ms", "publish_ms", "processing_ms",
+          "overhead_ms")
 
 
 class StampGaps:
@@ -337,6 +339,7 @@ class SegmentationNode(Node):
         stages = {k: v * 1e3 for k, v in stages.items()}
         stages.update(resize_ms=res.timings["pre_ms"], inference_ms=res.timings["infer_ms"],
                       post_ms=res.timings["post_ms"])
+        stages["overhead_ms"] = max(0.0, stages["processing_ms"] - stages["inference_ms"])
         with self._slot_lock:
             self.stats.processed += 1
             self.stats.overlays += res.overlay is not None

@@ -39,10 +39,17 @@ class OnnxRuntimeBackend(Backend):
             use_cuda = "CUDAExecutionProvider" in available
         target = "tensorrt" if use_cuda else "cpu"  # a GPU runs the Q/DQ graph; the CPU its own
         path = onnx_file(card, precision, onnx_path, target)
-        if precision == "int8" and target == "cpu" and not onnx_path and path != card.file("onnx_int8_cpu"):
-            log.warning(f"{card.name}: precision int8 on the CPU runs {path.name}, the TensorRT-style Q/DQ "
-                        "model, which ONNX Runtime's CPU kernels run slower than fp32; make a CPU INT8 model "
-                        "with 'seg-perception quantize --target cpu' or use precision fp32")
+        if precision == "int8" and target == "cpu" and not onnx_path:
+            if path != card.file("onnx_int8_cpu"):
+                log.warning(f"{card.name}: precision int8 on the CPU runs {path.name}, the TensorRT-style Q/DQ "
+                            "model, which ONNX Runtime's CPU kernels run slower than fp32; make a CPU INT8 model "
+                            "with 'seg-perception quantize --target cpu' or use precision fp32")
+            else:
+                speed = (card.metrics.get("int8_cpu") or {}).get("speed_vs_fp32")
+                if speed is not None and float(speed) < 1.0:
+                    log.warning(f"{card.name}: its CPU INT8 model ran at {float(speed):.2f}x the speed of fp32 "
+                                "where it was measured (model card, metrics.int8_cpu): on this model int8 is "
+                                "slower than fp32 on a CPU; use precision fp32")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
