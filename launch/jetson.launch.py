@@ -30,6 +30,12 @@ def _node(context, *args, **kwargs):
         if value != "":
             overrides[name] = cast(value)
     params_file = context.launch_configurations["params_file"]
+    share = get_package_share_directory("seg_perception")
+    # Large camera frames between processes (Fast DDS): the shipped transport profile unless the
+    # user set one. The camera driver's process needs the same variable (README "DDS notes").
+    env = {}
+    if not (os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")):
+        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = os.path.join(share, "config", "fastdds_large_frames.xml")
     return [Node(
         package="seg_perception",
         executable="segmentation_node",
@@ -37,6 +43,7 @@ def _node(context, *args, **kwargs):
         output="screen",
         emulate_tty=True,
         parameters=[params_file, overrides],
+        additional_env=env,
     )]
 
 

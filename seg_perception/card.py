@@ -37,9 +37,20 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def onnx_role(precision: str) -> str:
-    """The card's file role of the ONNX graph that serves ``precision``."""
-    return "onnx_int8" if check_precision(precision) == "int8" else "onnx"
+# Where an INT8 graph runs decides its layout: TensorRT wants symmetric int8 Q/DQ on the dense
+# convolutions (role onnx_int8); ONNX Runtime's CPU kernels are fast on uint8 activations x int8
+# weights with every op quantized (QOperator: QLinearConv, ..., role onnx_int8_cpu).
+INT8_TARGETS = ("tensorrt", "cpu")
+
+
+def onnx_role(precision: str, target: str = "tensorrt") -> str:
+    """The card's file role of the ONNX graph that serves ``precision`` on ``target``
+    (``tensorrt``: TensorRT and ONNX Runtime on a GPU; ``cpu``: ONNX Runtime on the CPU)."""
+    if check_precision(precision) != "int8":
+        return "onnx"
+    if target not in INT8_TARGETS:
+        raise ValueError(f"unknown int8 target '{target}'; valid choices: {', '.join(INT8_TARGETS)}")
+    return "onnx_int8_cpu" if target == "cpu" else "onnx_int8"
 
 
 @dataclass
@@ -81,9 +92,14 @@ class ModelCard:
             p = self.path.parent / p
         return p
 
-    def onnx_for(self, precision: str) -> Optional[Path]:
-        """The ONNX file this card lists for ``precision`` (None when it lists none)."""
-        return self.file(onnx_role(precision))
+    def onnx_for(self, precision: str, target: str = "tensorrt") -> Optional[Path]:
+        """The ONNX file this card lists for ``precision`` on ``target`` (None when it lists none).
+
+        The one place that chooses: on the CPU, int8 is the CPU INT8 graph when the card lists
+        one, else the TensorRT-style Q/DQ graph (which runs, but slower than fp32 there)."""
+        if target == "cpu" and check_precision(precision) == "int8":
+            return self.file(onnx_role(precision, "cpu")) or self.file(onnx_role(precision))
+        return self.file(onnx_role(precision, target))
 
     def to_dict(self) -> Dict[str, Any]:
         return {

@@ -214,6 +214,9 @@ def _evaluate(p: argparse.ArgumentParser):
     add_dataset_args(p, split="val")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0: the runtime's default)" + d)
     p.add_argument("--limit", type=int, default=0, help="evaluate the first N frames only (0: all)" + d)
+    p.add_argument("--width", type=int, default=0, help="network input width (0: the card's; the shipped "
+                   "ONNX files take any multiple of 8)" + d)
+    p.add_argument("--height", type=int, default=0, help="network input height (0: the card's)" + d)
     p.add_argument("--json", default=None, help="also write the results to this JSON file (default: none)")
 
     def run(a):
@@ -223,7 +226,7 @@ def _evaluate(p: argparse.ArgumentParser):
         card = load_card(resolve_model(a.model or DEFAULT_MODEL))
         ds = open_from_args(a, card=card)
         res = evaluate(card.path, ds, a.dataset, a.split, a.backend, a.precision, a.weights, a.onnx,
-                       a.threads, a.limit)
+                       a.threads, a.limit, a.width, a.height)
         print(format_summary(res))
         if a.json:
             write_json(res, a.json)

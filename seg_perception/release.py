@@ -1,6 +1,7 @@
 """`seg-perception release`: turn a training run into a shipped model in models/.
 
-Copies the run's best weights, exports the ONNX graph, makes the INT8 Q/DQ model,
+Copies the run's best weights, exports the ONNX graph (dynamic shape: the node runs it at any
+resolution), makes the INT8 models (Q/DQ for TensorRT, QOperator for ONNX Runtime on the CPU),
 then measures what ships and writes it into the card: val mIoU and per-class IoU
 through the runtime pipeline (ONNX Runtime fp32 and int8), params, MACs, and CPU
 latency on this machine. Every figure in a shipped card comes from this one command.
@@ -64,8 +65,8 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
         card.training["note"] = note
 
     log(f"[release] exporting {name} to ONNX")
-    onnx_path = write_onnx(card, to / f"{name}.onnx")
-    card = exported_card(card, onnx_path)
+    onnx_path = write_onnx(card, to / f"{name}.onnx", dynamic=True)
+    card = exported_card(card, onnx_path, dynamic=True)
     metrics: Dict = {}
     res = evaluate(card, data, "camvid", "val", backend="onnxruntime", threads=threads)
     metrics["val_miou"] = res["miou"]
@@ -94,10 +95,22 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
         q = quantize_onnx(onnx_path, to / f"{name}_int8.onnx", calibration_frames(files, card, onnx_path))
         acc = evaluate_int8(card, onnx_path, q.path, data, threads=threads)
         note_int8(card, q.path, q, acc)
-        be = OnnxRuntimeBackend(card, card.input_width, card.input_height, "int8", threads=threads)
+        be = OnnxRuntimeBackend(card, card.input_width, card.input_height, "int8", threads=threads,
+                                onnx_path=q.path)
         latency["onnxruntime_int8_ms"] = time_backend(be, frames, LATENCY_RUNS)
         log(f"[release] int8 val mIoU {acc['int8_miou']:.2f} (fp32 {acc['fp32_miou']:.2f}), "
             f"label agreement {acc['label_agreement']:.2f}%")
+        frames_c = calibration_frames(files, card, onnx_path)
+        qc = quantize_onnx(onnx_path, to / f"{name}_int8_cpu.onnx", frames_c, target="cpu")
+        acc = evaluate_int8(card, onnx_path, qc.path, data, threads=threads)
+        note_int8(card, qc.path, qc, acc)
+        be = OnnxRuntimeBackend(card, card.input_width, card.input_height, "int8", threads=threads,
+                                use_cuda=False)
+        latency["onnxruntime_int8_cpu_ms"] = time_backend(be, frames, LATENCY_RUNS)
+        # what the node's start-up warning reads (int8 slower than fp32 on a CPU)
+        card.metrics["int8_cpu"] = {**card.metrics["int8_cpu"], "speed_vs_fp32": round(
+            latency["onnxruntime_fp32_ms"]["p50"] / max(latency["onnxruntime_int8_cpu_ms"]["p50"], 1e-6), 2)}
+        log(f"[release] CPU int8 val mIoU {acc['int8_miou']:.2f}, label agreement {acc['label_agreement']:.2f}%")
     card.metrics = {**card.metrics, **metrics, "cpu_latency": latency}
     card.save(card.path)  # the one write
     log(f"[release] {card.path}: val mIoU {metrics['val_miou']:.2f}, {metrics['params']} params, "

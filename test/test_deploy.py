@@ -171,7 +171,8 @@ def test_quantized_model_is_symmetric_per_channel_qdq(quantized):
             assert inits[n.input[0]].data_type == onnx.TensorProto.INT8
 
 
-def test_quantize_command_runs_int8_in_onnxruntime(small_model, tmp_path, camvid_sample, capsys, val_frames):
+def test_quantize_command_runs_int8_in_onnxruntime(small_model, tmp_path, camvid_sample, capsys, val_frames,
+                                                   caplog):
     card = load_card(small_model)
     src = export_onnx(card, tmp_path / "c.onnx")
     rc, out, err = _run_cli(["quantize", "--onnx", src, "--calib-data", camvid_sample, "--num-images", 3,
@@ -184,11 +185,34 @@ def test_quantize_command_runs_int8_in_onnxruntime(small_model, tmp_path, camvid
     assert card.training["quantization"]["method"] == "ort"
     assert set(card.metrics["int8"]) >= {"fp32_miou", "int8_miou", "label_agreement"}
     fp32 = create_backend("onnxruntime", card, "fp32")
-    int8 = create_backend("onnxruntime", card, "int8")
+    with caplog.at_level(logging.WARNING, logger="seg_perception"):
+        int8 = create_backend("onnxruntime", card, "int8")
     assert int8.path.name == "c_int8.onnx"
+    # Only the TensorRT-style model: the CPU runs it, and says that it is slower than fp32.
+    assert any("slower than fp32" in r.message and "--target cpu" in r.message for r in caplog.records)
     frames = _small(val_frames, 3)
     agree = np.mean([(fp32.infer(f)[0] == int8.infer(f)[0]).mean() for f in frames])
     assert agree >= 0.95, agree
+
+    # The CPU INT8 model: its own file and card role; ONNX Runtime on the CPU now picks it,
+    # TensorRT keeps the Q/DQ one.
+    caplog.clear()
+    rc, out, err = _run_cli(["quantize", "--onnx", src, "--calib-data", camvid_sample, "--num-images", 3,
+                             "--target", "cpu"], capsys)
+    assert rc == 0, err
+    assert "onnx_int8_cpu" in out
+    card = load_card(src)
+    assert card.onnx_for("int8", "cpu") == (tmp_path / "c_int8_cpu.onnx").resolve()
+    assert card.onnx_for("int8", "tensorrt") == (tmp_path / "c_int8.onnx").resolve()
+    assert "QOperator" in card.training["quantization_cpu"]["format"]
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "c_int8_cpu.onnx")).graph.node}
+    assert "QLinearConv" in ops, ops
+    with caplog.at_level(logging.WARNING, logger="seg_perception"):
+        cpu8 = create_backend("onnxruntime", card, "int8")
+    assert cpu8.path.name == "c_int8_cpu.onnx"
+    assert not any("slower than fp32" in r.message for r in caplog.records)
+    agree = np.mean([(fp32.infer(f)[0] == cpu8.infer(f)[0]).mean() for f in frames])
+    assert agree >= 0.9, agree
 
 
 @pytest.mark.skipif(not modelopt_available(), reason="nvidia-modelopt is not installed (optional)")

@@ -42,3 +42,19 @@ def test_grouping_removes_exactly_the_grouped_pointwise_weights():
     d, g2, g4 = (count_params(build_model(n, 20)) for n in ("essnet_d", "essnet_dg2", "essnet_dg4"))
     assert d - g2 == 151_552
     assert g2 - g4 == 75_776
+
+
+def test_tiny_weights_are_flushed_when_loading_for_deployment():
+    """Subnormal weights (left by weight decay) are zeroed by load_net; everything else stays."""
+    import torch
+    from seg_perception.nets.deployable import TINY_WEIGHT, flush_tiny_weights
+    from seg_perception.nets import build_model
+    net = build_model("essnet_d", 11)
+    w = next(net.parameters())
+    with torch.no_grad():
+        w.view(-1)[:3] = torch.tensor([1e-40, -1e-25, 3e-20])
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    assert flush_tiny_weights(net) == 2
+    assert w.view(-1)[:2].eq(0).all() and w.view(-1)[2] == torch.tensor(3e-20)
+    changed = [k for k, v in net.state_dict().items() if not torch.equal(v, before[k])]
+    assert len(changed) == 1 and TINY_WEIGHT == 1e-20

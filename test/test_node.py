@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 import rclpy
 
+from conftest import REPO
 from ros_harness import Harness, jpeg_image, raw_image, stamp_key, start_node
 from seg_perception.data.classes import CAMVID
 from seg_perception.runtime.legend import draw_legend
+from seg_perception.ros.node import STAGES, StampGaps
 from seg_perception.runtime.pipeline import Pipeline
 
 
@@ -147,9 +149,12 @@ def test_diagnostics_report_the_stream(raw_node, val_frames):
     h.wait_for(lambda: h.diagnostics and int(h.diagnostics[-1]["frames_processed"]) >= 1, 10, "diagnostics")
     d = h.last_diag()
     for k in ("fps", "inference_ms", "end_to_end_ms", "frames_received", "frames_processed",
-              "frames_dropped", "frames_rejected"):
+              "frames_dropped", "frames_rejected", "frames_missing_upstream") + STAGES:
         assert k in d
     assert float(d["inference_ms"]) > 0 and float(d["end_to_end_ms"]) >= float(d["inference_ms"])
+    # processing covers every stage of the frame, inference included
+    assert float(d["processing_ms"]) >= float(d["inference_ms"])
+    assert float(d["end_to_end_ms"]) >= float(d["processing_ms"]) - 0.01
 
 
 def test_overlay_only_while_subscribed(raw_node, val_frames):
@@ -300,3 +305,38 @@ def test_bad_parameters_stop_startup_with_one_line(random_model, tmp_path, param
     lines = [ln for ln in out.splitlines() if "cannot start" in ln]
     assert len(lines) == 1 and message in lines[0], out
     assert "Traceback" not in out
+
+
+def test_stamp_gaps_count_frames_that_never_arrived():
+    g = StampGaps()
+    period = 66_666_667  # 15 Hz
+    stamps = [i * period for i in range(40) if i not in (20, 21, 22, 30)]
+    for t in stamps:
+        g.add(*divmod(t, 1_000_000_000))
+    assert g.missing == 4
+    assert abs(g.period - period / 1e9) < 1e-6
+    g.add(*divmod(stamps[5], 1_000_000_000))  # an old stamp (a replayed frame) is no gap
+    assert g.missing == 4
+
+
+def test_the_shipped_model_serves_another_resolution(ros, tmp_path, val_frames):
+    """input_width/height with the shipped (dynamic-shape) ONNX: no export by hand."""
+    proc = start_node({"model": "essnet_d_camvid", "backend": "onnxruntime", "precision": "fp32", "threads": 1,
+                       "input_width": 320, "input_height": 240, "qos": "reliable",
+                       "image_topic": "/res_camera/image_raw"}, tmp_path / "node.log")
+    h = Harness("test_resolution_client", image_topic="/res_camera/image_raw")  # no other node answers
+    try:
+        try:
+            h.wait_connected()
+        except AssertionError:
+            raise AssertionError("node did not start:\n" + proc.output())
+        rgb = val_frames[0][0]
+        key = send_and_wait(h, raw_image(rgb, "rgb8", new_key("res")))
+        labels = as_array(h.received["labels"][key])
+        assert labels.shape == rgb.shape[:2]
+        ref = Pipeline.from_card(REPO / "models" / "essnet_d_camvid.yaml", backend="onnxruntime", width=320, height=240)
+        assert agreement(labels, ref(rgb).labels) > 0.999
+        assert "320x240" in proc.output()
+    finally:
+        h.close()
+        proc.stop()

@@ -32,9 +32,11 @@ def released(tmp_path_factory, camvid_sample):
 def test_release_ships_the_files_and_one_card(released):
     # No INT8 twin card, no temporary files: the card is written once, beside the weights.
     assert sorted(p.name for p in released.iterdir()) == sorted(
-        [f"{NAME}.pt", f"{NAME}.yaml", f"{NAME}.onnx", f"{NAME}_int8.onnx"])
+        [f"{NAME}.pt", f"{NAME}.yaml", f"{NAME}.onnx", f"{NAME}_int8.onnx", f"{NAME}_int8_cpu.onnx"])
     card = load_card(released / f"{NAME}.yaml")
-    assert card.files == {"weights": f"{NAME}.pt", "onnx": f"{NAME}.onnx", "onnx_int8": f"{NAME}_int8.onnx"}
+    assert card.files == {"weights": f"{NAME}.pt", "onnx": f"{NAME}.onnx", "onnx_int8": f"{NAME}_int8.onnx",
+                          "onnx_int8_cpu": f"{NAME}_int8_cpu.onnx"}
+    assert card.training["export"]["dynamic"] is True  # the node runs it at any size
     assert card.training["epochs_completed_in_run"] == 2 and card.training["note"] == "test release"
     assert card.training["export"]["opset"] == 17 and card.training["quantization"]["calibration_images"] == 2
 
@@ -48,7 +50,8 @@ def test_release_figures_are_measured(released, camvid_sample):
     assert m["val_miou"] == again["miou"] and m["val_per_class_iou"] == again["per_class_iou"]
     assert m["int8"]["fp32_miou"] == pytest.approx(m["val_miou"], abs=0.01)
     lat = m["cpu_latency"]
-    for key in ("onnxruntime_fp32_ms", "onnxruntime_int8_ms"):  # the one shape of a timing
+    assert m["int8_cpu"]["speed_vs_fp32"] > 0 and "int8_miou" in m["int8_cpu"]
+    for key in ("onnxruntime_fp32_ms", "onnxruntime_int8_ms", "onnxruntime_int8_cpu_ms"):  # one shape of a timing
         assert set(lat[key]) == {"p50", "p95", "max", "mean", "fps"}
         assert 0 < lat[key]["p50"] <= lat[key]["p95"] <= lat[key]["max"]
     assert lat["threads"] == 1 and lat["cpu"]

@@ -94,7 +94,10 @@ def _quantize(p: argparse.ArgumentParser):
     p.add_argument("--calib-data", default=None, help="calibrate on this folder of images (searched "
                    "recursively) or CamVid root instead (default: the train split of --dataset/--data)")
     p.add_argument("--num-images", type=int, default=100, help="calibration images" + d)
-    p.add_argument("--out", default=None, help="INT8 ONNX (default: <onnx stem>_int8.onnx beside it)")
+    p.add_argument("--out", default=None, help="INT8 ONNX (default: <onnx stem>_int8.onnx beside it, "
+                   "<onnx stem>_int8_cpu.onnx with --target cpu)")
+    p.add_argument("--target", default="tensorrt", help="tensorrt: Q/DQ model for TensorRT (and ONNX Runtime "
+                   "on a GPU) | cpu: QOperator uint8 model that ONNX Runtime's CPU kernels run fast" + d)
     p.add_argument("--method", default="auto", help="auto (modelopt if installed, else ort) | modelopt | ort" + d)
     p.add_argument("--calibration", default="minmax", help="minmax | entropy (modelopt only)" + d)
     p.add_argument("--seed", type=int, default=0, help="picks the calibration images" + d)
@@ -107,16 +110,19 @@ def _quantize(p: argparse.ArgumentParser):
 
     def run(a):
         from ..card import load_card
-        from .quantize import (CALIBRATIONS, METHODS, calibration_frames, evaluate_int8,
+        from ..card import onnx_role
+        from .quantize import (CALIBRATIONS, METHODS, TARGETS, calibration_frames, evaluate_int8,
                                list_calibration_images, quantize_onnx, record_in_card)
         _choice(a.method, METHODS, "method")
+        _choice(a.target, TARGETS, "target")
         _choice(a.calibration, CALIBRATIONS, "calibration")
         _positive(a.num_images, "--num-images")
         src = Path(a.onnx)
         if not src.is_file():
             raise FileNotFoundError(f"ONNX file {src} not found: run 'seg-perception export' first")
         card = load_card(src)
-        out = Path(a.out) if a.out else src.with_name(f"{src.stem}_int8.onnx")
+        suffix = "_int8_cpu" if a.target == "cpu" else "_int8"
+        out = Path(a.out) if a.out else src.with_name(f"{src.stem}{suffix}.onnx")
         if a.calib_data:
             data = a.calib_data
             files = list_calibration_images(data, a.num_images, a.seed)
@@ -125,7 +131,7 @@ def _quantize(p: argparse.ArgumentParser):
             files = list_calibration_images(open_from_args(a, "train", card=card), a.num_images, a.seed)
         print(f"[quantize] calibrating on {len(files)} images from {data}")
         frames = calibration_frames(files, card, src)
-        res = quantize_onnx(src, out, frames, method=a.method, calibration=a.calibration)
+        res = quantize_onnx(src, out, frames, method=a.method, calibration=a.calibration, target=a.target)
         print(f"[quantize] wrote {res.path} ({res.method}, {res.calibration}, {res.qdq_nodes} Q/DQ nodes, "
               f"{res.seconds:.0f} s)")
         metrics = None
@@ -139,7 +145,7 @@ def _quantize(p: argparse.ArgumentParser):
                   f"{metrics['fp32_miou']:.2f}, int8 mIoU {metrics['int8_miou']:.2f} (drop "
                   f"{metrics['miou_drop']:.2f}), label agreement {metrics['label_agreement']:.2f}%")
         card_path = record_in_card(card.path, res.path, res, metrics)
-        print(f"[quantize] card {card_path} lists it as onnx_int8")
+        print(f"[quantize] card {card_path} lists it as {onnx_role('int8', a.target)}")
     return run
 
 

@@ -19,6 +19,7 @@ from typing import Callable, Optional
 from ..card import ModelCard, load_card
 from ..files import sha256
 from ..paths import cache_dir
+from ..runtime.backend import DYNAMIC_DIMS
 
 OPSET = 17
 INPUT_NAME = "image"
@@ -49,9 +50,10 @@ def write_onnx(card: ModelCard, out: str | Path, weights: Optional[str | Path] =
     outputs = ["logits"] if logits else ["labels", "confidence"]
     axes = None
     if dynamic:
-        axes = {INPUT_NAME: {0: "batch", 1: "height", 2: "width"}}
+        b, hh, ww = DYNAMIC_DIMS
+        axes = {INPUT_NAME: {0: b, 1: hh, 2: ww}}
         for o in outputs:
-            axes[o] = {0: "batch", 2: "height", 3: "width"} if logits else {0: "batch", 1: "height", 2: "width"}
+            axes[o] = {0: b, 2: hh, 3: ww} if logits else {0: b, 1: hh, 2: ww}
     tmp = out.with_name(out.name + ".tmp")
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of torch.export, which needs
@@ -116,5 +118,5 @@ def ensure_onnx(card_path: Path, log: Callable[[str], None] = print) -> Path:
     out = folder / f"{card.name}.onnx"
     if not (out.is_file() and out.with_suffix(".yaml").is_file()):
         log(f"{card.name} has no ONNX file: exporting it once to {out}")
-        export_onnx(card, out)
+        export_onnx(card, out, dynamic=True)
     return out.with_suffix(".yaml")

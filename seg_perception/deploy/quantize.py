@@ -14,6 +14,13 @@ Two quantizers, both calibrated on the CPU with ONNX Runtime:
   weights, symmetric (zero points all 0), per-channel weights, full range,
   float biases (TensorRT has no int32 DequantizeLinear).
 
+``target="cpu"`` makes a second INT8 model for ONNX Runtime on the CPU instead
+(``<name>_int8_cpu.onnx``, card role ``onnx_int8_cpu``): the TensorRT layout runs
+*slower* than fp32 on ORT's CPU kernels (float between the Q/DQ pairs, only
+dense convolutions quantized). The CPU layout is what those kernels accelerate:
+QOperator format (QLinearConv and friends), uint8 activations, int8 per-channel
+weights, every op type ORT can quantize, min/max calibration.
+
 Calibration frames go through the runtime's own resize/colour path
 (``Pipeline.preprocess``), as uint8 at the model size, exactly what the graph
 sees at run time.
@@ -30,10 +37,13 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from ..card import ModelCard, load_card
+from ..card import ModelCard, load_card, onnx_role
 from ..data.datasets import IMAGE_EXTS, SegmentationDataset, camvid, read_rgb
 
 METHODS = ("auto", "modelopt", "ort")
+TARGETS = ("tensorrt", "cpu")  # card.INT8_TARGETS
+FORMATS = {"tensorrt": "QDQ int8 symmetric, per-channel weights",
+           "cpu": "QOperator, uint8 activations (asymmetric), int8 per-channel weights, all op types"}
 CALIBRATIONS = ("minmax", "entropy")
 # Ops whose inputs get Q/DQ in the ort method: the weighted layers (TensorRT's guidance:
 # quantize the inputs of convolutions; everything else stays float between them).
@@ -124,6 +134,7 @@ class QuantizeResult:
     num_images: int
     seconds: float
     qdq_nodes: int
+    target: str = "tensorrt"
 
 
 def _graph_io(path: Path):
@@ -174,6 +185,22 @@ def _quantize_ort(src: Path, out: Path, input_name: str, frames, calibration: st
             })
 
 
+def _quantize_ort_cpu(src: Path, out: Path, input_name: str, frames, calibration: str) -> None:
+    """ONNX Runtime CPU layout: QOperator, activations QUInt8, weights QInt8 per channel, all ops."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    if calibration != "minmax":
+        raise QuantizeError(f"calibration '{calibration}' is not available for --target cpu; use minmax")
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_static(
+            str(pre), str(out), _FrameReader(input_name, frames),
+            quant_format=QuantFormat.QOperator, per_channel=True, reduce_range=False,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax)
+
+
 def _grouped_convs(path: Path) -> List[str]:
     import onnx
     m = onnx.load(str(path), load_external_data=False)
@@ -199,8 +226,9 @@ def _quantize_modelopt(src: Path, out: Path, input_name: str, frames, calibratio
 
 
 def quantize_onnx(src: str | Path, out: str | Path, frames: Sequence[np.ndarray], method: str = "auto",
-                  calibration: str = "minmax") -> QuantizeResult:
-    """Write the Q/DQ INT8 model of ``src`` to ``out``, calibrated on ``frames``."""
+                  calibration: str = "minmax", target: str = "tensorrt") -> QuantizeResult:
+    """Write the INT8 model of ``src`` for ``target`` to ``out``, calibrated on ``frames``:
+    the Q/DQ model for TensorRT, or the QOperator model for ONNX Runtime on the CPU."""
     src, out = Path(src), Path(out)
     if not src.is_file():
         raise FileNotFoundError(f"ONNX file {src} not found: run 'seg-perception export' first")
@@ -208,12 +236,21 @@ def quantize_onnx(src: str | Path, out: str | Path, frames: Sequence[np.ndarray]
         raise QuantizeError(f"unknown calibration '{calibration}'; valid choices: {', '.join(CALIBRATIONS)}")
     if not frames:
         raise QuantizeError("no calibration frames")
+    if target not in TARGETS:
+        raise QuantizeError(f"unknown target '{target}'; valid choices: {', '.join(TARGETS)}")
+    if target == "cpu":
+        if method not in ("auto", "ort"):
+            raise QuantizeError(f"--target cpu is made with ONNX Runtime's quantizer; method '{method}' "
+                                "makes TensorRT models: use --method auto or ort")
+        method = "ort"
     method = pick_method(method)
     input_name = _check_source(src)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     t0 = time.perf_counter()
-    if method == "modelopt":
+    if target == "cpu":
+        _quantize_ort_cpu(src, tmp, input_name, frames, calibration)
+    elif method == "modelopt":
         _quantize_modelopt(src, tmp, input_name, frames, calibration)
     else:
         _quantize_ort(src, tmp, input_name, frames, calibration)
@@ -223,7 +260,7 @@ def quantize_onnx(src: str | Path, out: str | Path, frames: Sequence[np.ndarray]
     if info["quantize_linear"] == 0:
         raise QuantizeError(f"{out} has no QuantizeLinear nodes: nothing was quantized")
     return QuantizeResult(out, method, calibration, len(frames), time.perf_counter() - t0,
-                          info["quantize_linear"] + info["dequantize_linear"])
+                          info["quantize_linear"] + info["dequantize_linear"], target)
 
 
 def _drop_unused_opsets(path: Path) -> None:
@@ -272,15 +309,16 @@ def inspect_qdq(path: str | Path) -> Dict:
 def note_int8(card: ModelCard, int8_path: Path, res: QuantizeResult, metrics: Optional[Dict] = None) -> ModelCard:
     """List the INT8 file in ``card`` (role ``onnx_int8``, by name when it sits beside the card)
     with how it was made and, when measured, its accuracy; in memory only."""
+    role = onnx_role("int8", res.target)
     same_dir = card.path is not None and Path(int8_path).parent.resolve() == card.path.parent.resolve()
-    card.files = {**card.files, "onnx_int8": Path(int8_path).name if same_dir else str(Path(int8_path).resolve())}
+    card.files = {**card.files, role: Path(int8_path).name if same_dir else str(Path(int8_path).resolve())}
     card.training = dict(card.training)
-    card.training["quantization"] = {"method": res.method, "calibration": res.calibration,
-                                     "calibration_images": res.num_images, "format": "QDQ int8 symmetric, "
-                                     "per-channel weights"}
+    key = "quantization" if res.target == "tensorrt" else "quantization_cpu"
+    card.training[key] = {"method": res.method, "calibration": res.calibration,
+                          "calibration_images": res.num_images, "format": FORMATS[res.target]}
     if metrics:
         card.metrics = dict(card.metrics)
-        card.metrics["int8"] = metrics
+        card.metrics["int8" if res.target == "tensorrt" else "int8_cpu"] = metrics
     return card
 
 

@@ -8,9 +8,13 @@ live node over DDS, at the model resolution on this machine.
    pace that never queues (each frame is done before the next is sent), timed
    from publish to receipt of ``/segmentation/labels`` in this process.
 
-The goal the project sets: node + pipeline add at most max(10 %, 3 ms) to the
-backend's own time (p50). The figures are printed, never asserted: a benchmark,
-not a timed test.
+The goal the project sets: the node adds at most max(10 %, 3 ms) to its own inference (p50).
+That overhead is timed inside the node, frame by frame: the frame's processing (message ->
+array, resize, inference, label resize, output fill, publish) minus the same frame's
+inference, so it is never negative; /diagnostics reports it as ``overhead_ms`` beside each
+stage. Publish -> labels (DDS both ways, this process's clock) is printed beside it, not
+subtracted from a backend timed in another process (that difference went negative under load).
+The figures are printed, never asserted: a benchmark, not a timed test.
 """
 from __future__ import annotations
 
@@ -58,28 +62,25 @@ def bench_node(card_path: Path, frames: int = 30, threads: int = 0, backend: str
                          rate=rate, progress=False, node_log=Path(tmp) / "node.log")
         res = run_live(cfg)
     e2e = res.latencies_ms
-    e50 = float(np.median(e2e)) if e2e else float("nan")
-    budget = max(0.10 * b50, 3.0)
     node = res.node or {}
-    # The same comparison inside the node's process: its own inference median, so that CPU
-    # contention with the publishing process (2 cores here) is not charged to the node's code.
     n_inf = node.get("inference_ms")
-    in_node = round(e50 - n_inf, 2) if n_inf is not None else None
+    overhead = node.get("overhead_ms")  # inside the node, per frame: processing - inference
+    budget = max(0.10 * n_inf, 3.0) if n_inf is not None else None
     out = {
         "model": pipe.card.name, "backend": pipe.backend.describe(), "resolution": f"{pipe.size[0]}x{pipe.size[1]}",
         "frames": frames, "rate_hz": round(rate, 2), "threads": threads,
         "backend_infer_ms": latency_stats(infer), "pipeline_pre_ms": percentiles(pre),
         "pipeline_post_ms": percentiles(post), "pipeline_total_ms": percentiles(total),
         "node_publish_to_labels_ms": percentiles(e2e),
-        "node_internal": {"inference_ms_p50": node.get("inference_ms"),
+        "node_internal": {"inference_ms_p50": n_inf,
                           "receive_to_publish_ms_p50": node.get("end_to_end_ms"),
                           "queue_wait_ms_p50": node.get("queue_wait_ms"),
+                          "stages_ms_p50": node.get("stages"),
                           "dropped": node.get("dropped"), "received": node.get("received")},
         "frames_answered": res.counts.frames_out,
-        "overhead_ms_p50": round(e50 - b50, 2), "budget_ms": round(budget, 2),
-        "within_budget": bool(e50 - b50 <= budget),
-        "overhead_vs_node_inference_ms_p50": in_node,
-        "within_budget_vs_node_inference": None if in_node is None else bool(in_node <= max(0.1 * n_inf, 3.0)),
+        "node_overhead_ms_p50": overhead,
+        "budget_ms": None if budget is None else round(budget, 2),
+        "within_budget": None if overhead is None or budget is None else bool(overhead <= budget),
     }
     return out
 
@@ -98,11 +99,11 @@ def to_markdown(r: Dict) -> str:
              f"node's own medians: inference {r['node_internal']['inference_ms_p50']} ms, receive -> publish "
              f"{r['node_internal']['receive_to_publish_ms_p50']} ms (of which waiting for the worker "
              f"{r['node_internal']['queue_wait_ms_p50']} ms); {r['frames_answered']}/{r['frames']} frames answered",
-             f"overhead over the backend (p50): {r['overhead_ms_p50']} ms; budget max(10%, 3 ms) = "
-             f"{r['budget_ms']} ms: {'within' if r['within_budget'] else 'OVER'} budget",
-             f"overhead over the node's own inference (p50, same process): "
-             f"{r['overhead_vs_node_inference_ms_p50']} ms: "
-             f"{'within' if r['within_budget_vs_node_inference'] else 'OVER'} budget"]
+             f"node stages p50 (ms): {r['node_internal']['stages_ms_p50']}",
+             f"node overhead over its own inference (p50 of processing - inference, per frame, inside the node: "
+             f"conversion, resize, label resize, fill, publish): {r['node_overhead_ms_p50']} ms; budget "
+             f"max(10% of the node's inference, 3 ms) = {r['budget_ms']} ms: "
+             f"{'within' if r['within_budget'] else 'OVER'} budget"]
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ report covers the frames that could be read; 130 interrupted."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -250,4 +251,54 @@ def _bench_node(p: argparse.ArgumentParser):
         r["ground"] = bench_ground()
         print(to_markdown(r) + ground_markdown(r["ground"]))
         save(r, a.json)
+    return run
+
+
+# --------------------------------------------------------------------- bench-camera
+@command("bench-camera", "a synthetic camera (size, rate, QoS) against the live node: frames answered, "
+         "latency vs the node's own inference, memory over time (soak)")
+def _bench_camera(p: argparse.ArgumentParser):
+    p.add_argument("--model", default="", help=f"model name or card .yaml (default {DEFAULT_MODEL})")
+    p.add_argument("--backend", default="onnxruntime", help="the node's backend")
+    p.add_argument("--sizes", nargs="+", default=["640x480"], help="WIDTHxHEIGHT of the camera, one run each")
+    p.add_argument("--rates", nargs="+", type=float, default=[15.0], help="camera frames per second, one run each")
+    p.add_argument("--qos", nargs="+", default=["reliable"], help="camera publisher: reliable | best_effort")
+    p.add_argument("--seconds", type=float, default=6.0, help="per run (a soak: 600)")
+    p.add_argument("--threads", type=int, default=1, help="the node's inference threads")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
+                   help="more node parameters, e.g. -p input_width:=320")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+
+    def run(a):
+        import json
+        from .camera_bench import QOS, bench_camera, to_markdown
+        for q in a.qos:
+            if q not in QOS:
+                raise ValueError(f"unknown --qos '{q}'; valid choices: {', '.join(QOS)}")
+        sizes = []
+        for s in a.sizes:
+            try:
+                w, h = (int(v) for v in s.lower().split("x"))
+            except ValueError:
+                raise ValueError(f"--sizes {s}: expected WIDTHxHEIGHT, e.g. 640x480") from None
+            sizes.append((w, h))
+        params = {}
+        for kv in a.param:
+            k, sep, v = kv.partition(":=")
+            if not sep:
+                raise ValueError(f"-p {kv}: expected NAME:=VALUE")
+            params[k] = v
+        rows = []
+        for w, h in sizes:
+            for rate in a.rates:
+                for q in a.qos:
+                    r = bench_camera(a.model or DEFAULT_MODEL, w, h, rate, a.seconds, q, a.backend, a.threads,
+                                     params)
+                    rows.append(r)
+                    print(to_markdown([r]).splitlines()[-1], flush=True)
+        print()
+        print(f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} CPUs")
+        print(to_markdown(rows))
+        if a.json:
+            Path(a.json).write_text(json.dumps(rows, indent=1))
     return run

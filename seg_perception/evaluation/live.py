@@ -333,11 +333,18 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
     node_delta = {k.replace("frames_", ""): v - base[k] for k, v in _counters(diag).items()} if diag else None
     if node_delta is not None:
         # The node's own medians over its last 100 frames: receive -> publish, and inference alone.
-        for k in ("inference_ms", "end_to_end_ms", "queue_wait_ms"):
+        for k in ("inference_ms", "end_to_end_ms", "queue_wait_ms", "overhead_ms"):
             try:
                 node_delta[k] = float(diag[k])
             except (KeyError, ValueError):
                 pass
+        stages = {}
+        for k in ("convert_ms", "resize_ms", "inference_ms", "post_ms", "fill_ms", "publish_ms", "processing_ms"):
+            try:
+                stages[k] = float(diag[k])
+            except (KeyError, ValueError):
+                pass
+        node_delta["stages"] = stages or None
 
     # Match outputs to inputs by header stamp.
     ts = bag_io.typestore()

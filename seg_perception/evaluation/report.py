@@ -168,7 +168,7 @@ def _markdown(result: EvalResult, m: Dict, files: Dict[str, Path], out: Path, ti
         lines.append("Latency: from publishing a frame to receiving its /segmentation/labels (matched by header "
                      "stamp). FPS: frames answered per second of playback.")
         if result.node:
-            lines.append(f"Node counters over the run: {', '.join(f'{k} {v}' for k, v in result.node.items())}.")
+            lines.append(f"Node counters over the run: {', '.join(f'{k} {v}' for k, v in result.node.items() if not isinstance(v, dict))}.")
     else:
         lines.append("Latency: decode + pipeline per frame in this process. FPS: 1 / mean latency.")
     if "latency" in files:

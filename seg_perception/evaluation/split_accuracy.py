@@ -21,9 +21,12 @@ from ..runtime.pipeline import Pipeline
 def evaluate(card_path: str | Path | ModelCard, data: "str | SegmentationDataset", dataset: str = "camvid",
              split: str = "val",
              backend: str = "onnxruntime", precision: str = "fp32", weights: Optional[str] = None,
-             onnx: Optional[str] = None, threads: int = 0, limit: int = 0, **dataset_kw) -> dict:
+             onnx: Optional[str] = None, threads: int = 0, limit: int = 0, width: int = 0, height: int = 0,
+             **dataset_kw) -> dict:
+    """``width``/``height``: the network's input size (0: the card's); labels are scored at the
+    label image's size either way."""
     pipe = Pipeline.from_card(card_path, backend=backend, precision=precision, weights=weights, onnx=onnx,
-                              threads=threads)
+                              threads=threads, width=width or None, height=height or None)
     # ``data``: a dataset root, or a dataset the command line opened already (cli.open_from_args)
     ds = data if isinstance(data, SegmentationDataset) else open_dataset(dataset, data, split, **dataset_kw)
     if ds.table.num_classes != pipe.card.num_classes:

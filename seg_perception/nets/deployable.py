@@ -65,11 +65,34 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     return model
 
 
+# Below this a weight contributes nothing an fp32 (let alone fp16/int8) result can show.
+TINY_WEIGHT = 1e-20
+
+
+@torch.no_grad()
+def flush_tiny_weights(net: nn.Module) -> int:
+    """Zero the weights and buffers smaller than TINY_WEIGHT in magnitude; returns how many.
+
+    Weight decay leaves some trained weights at 1e-30..1e-45. Multiplied with activations
+    they make subnormal floats, which x86 CPUs compute in microcode: the shipped ESSNet-D
+    (27k of its 403k weights subnormal) ran about 25x slower on ONNX Runtime on an Intel
+    Xeon before this, with identical labels after."""
+    n = 0
+    for t in list(net.parameters()) + list(net.buffers()):
+        if t.is_floating_point():
+            tiny = t.abs() < TINY_WEIGHT
+            tiny &= t != 0
+            n += int(tiny.sum())
+            t[tiny] = 0.0
+    return n
+
+
 def load_net(card: ModelCard, weights: Optional[str | Path] = None) -> nn.Module:
-    """The card's network with its trained weights, in eval mode."""
+    """The card's network with its trained weights (tiny ones flushed to zero), in eval mode."""
     path = Path(weights) if weights else card.file("weights")
     if path is None:
         raise FileNotFoundError(f"model card {card.path} lists no weights file; pass --weights")
     net = build_model(card.architecture, card.num_classes)
     load_weights(net, path)
+    flush_tiny_weights(net)
     return net.eval()

@@ -20,7 +20,7 @@ import rclpy.executors
 from rclpy.exceptions import ParameterException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from .node import ConfigError, SegmentationNode
+from .node import ConfigError, SegmentationNode, large_frame_transport
 
 
 class ManagedSegmentationNode(SegmentationNode, LifecycleNode):
@@ -68,6 +68,7 @@ class ManagedSegmentationNode(SegmentationNode, LifecycleNode):
 
 
 def main(args=None) -> int:
+    large_frame_transport()
     rclpy.init(args=args)
     node: Optional[ManagedSegmentationNode] = None
     rc = 0

@@ -8,6 +8,7 @@ so a slow model never builds a backlog (replaced frames count as dropped).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -27,7 +28,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from ..card import CardError, check_precision
-from ..paths import DEFAULT_MODEL, resolve_model
+from ..paths import DEFAULT_MODEL, default_params_file, resolve_model
 from ..runtime.backends import BACKENDS, BackendError
 from ..runtime.ground import GroundError
 from ..runtime.image_conversion import DEFAULT_MAX_PIXELS, ImageError, fill_image, message_to_array
@@ -71,6 +72,43 @@ class _RosLogHandler(logging.Handler):
         fn = self.ros_logger.error if record.levelno >= logging.ERROR else (
             self.ros_logger.warning if record.levelno >= logging.WARNING else self.ros_logger.info)
         fn(record.getMessage())
+
+
+# The node's own per-frame stages, in order (processing_ms: all of them, receipt excluded).
+# overhead_ms: per frame, processing minus that frame's inference (>= 0 by construction).
+STAGES = ("convert_ms", "resize_ms", "inference_ms", "post_ms", "fill_ms", "publish_ms", "processing_ms",
+          "overhead_ms")
+
+
+class StampGaps:
+    """Frames lost before the node, from gaps in the camera's header stamps.
+
+    What was published upstream is unknowable here, but a camera stamps frames at a steady
+    period: a gap of k periods between consecutive stamps means k - 1 frames never arrived.
+    The period is the median of recent stamp differences (robust to the gaps themselves)."""
+
+    def __init__(self, history: int = 31):
+        self.last: Optional[int] = None
+        self.deltas: deque = deque(maxlen=history)
+        self.missing = 0
+
+    @property
+    def period(self) -> float:
+        """Seconds between frames (median), 0 until known."""
+        if len(self.deltas) < 5:
+            return 0.0
+        return sorted(self.deltas)[len(self.deltas) // 2] / 1e9
+
+    def add(self, sec: int, nanosec: int) -> None:
+        t = int(sec) * 1_000_000_000 + int(nanosec)
+        if self.last is not None and t > self.last:
+            d = t - self.last
+            p = self.period * 1e9
+            if p > 0 and d > 1.5 * p:
+                self.missing += int(round(d / p)) - 1
+            self.deltas.append(d)
+        if self.last is None or t > self.last:
+            self.last = t
 
 
 class ConfigError(ValueError):
@@ -171,6 +209,9 @@ class SegmentationNode(Node):
         self._slot = None  # (msg, receive time)
         self._stop = threading.Event()
         self._infer_ms: deque = deque(maxlen=100)
+        # per-stage times of the last 100 frames (the table in docs/performance.md)
+        self._stages: Dict[str, deque] = {k: deque(maxlen=100) for k in STAGES}
+        self._gaps = StampGaps()
         self._e2e_ms: deque = deque(maxlen=100)
         self._wait_ms: deque = deque(maxlen=100)
         self._done_times: deque = deque(maxlen=200)
@@ -249,6 +290,7 @@ class SegmentationNode(Node):
         now = time.perf_counter()
         with self._slot_lock:
             self.stats.received += 1
+            self._gaps.add(msg.header.stamp.sec, msg.header.stamp.nanosec)
             if self._slot is not None:
                 self.stats.dropped += 1  # the waiting frame is replaced by a newer one
             self._slot = (msg, now)
@@ -273,23 +315,37 @@ class SegmentationNode(Node):
     def _process(self, msg, t_recv: float) -> None:
         t_start = time.perf_counter()
         frame, color = message_to_array(msg, self.max_pixels)
+        t_conv = time.perf_counter()
         want_overlay = self.pub_overlay.get_subscription_count() > 0
         ground = self.ground
         res = self.pipeline(frame, color, overlay=want_overlay,
                             confidence=self.publish_confidence or ground is not None)
         header = msg.header
-        self.pub_labels.publish(fill_image(Image(), header, res.labels, "mono8"))
-        self.pub_drivable.publish(fill_image(Image(), header, res.drivable, "mono8"))
+        t_pipe = time.perf_counter()
+        out = [(self.pub_labels, fill_image(Image(), header, res.labels, "mono8")),
+               (self.pub_drivable, fill_image(Image(), header, res.drivable, "mono8"))]
         if res.overlay is not None:
-            self.pub_overlay.publish(fill_image(Image(), header, res.overlay, "rgb8"))
+            out.append((self.pub_overlay, fill_image(Image(), header, res.overlay, "rgb8")))
         if self.pub_conf is not None and res.confidence is not None:
-            self.pub_conf.publish(fill_image(Image(), header, res.confidence, "mono8"))
+            out.append((self.pub_conf, fill_image(Image(), header, res.confidence, "mono8")))
+        t_fill = time.perf_counter()
+        for pub, m in out:
+            pub.publish(m)
+        t_pub = time.perf_counter()
         if ground is not None:
             ground.process(header, res)
         done = time.perf_counter()
+        stages = {"convert_ms": t_conv - t_start, "fill_ms": t_fill - t_pipe, "publish_ms": t_pub - t_fill,
+                  "processing_ms": t_pub - t_start}
+        stages = {k: v * 1e3 for k, v in stages.items()}
+        stages.update(resize_ms=res.timings["pre_ms"], inference_ms=res.timings["infer_ms"],
+                      post_ms=res.timings["post_ms"])
+        stages["overhead_ms"] = max(0.0, stages["processing_ms"] - stages["inference_ms"])
         with self._slot_lock:
             self.stats.processed += 1
             self.stats.overlays += res.overlay is not None
+            for k, v in stages.items():
+                self._stages[k].append(v)
             self._infer_ms.append(res.timings["infer_ms"])
             self._e2e_ms.append((done - t_recv) * 1e3)
             self._wait_ms.append((t_start - t_recv) * 1e3)
@@ -319,6 +375,8 @@ class SegmentationNode(Node):
             infer = sorted(self._infer_ms)
             e2e = sorted(self._e2e_ms)
             wait = sorted(self._wait_ms)
+            stages = {k: sorted(v) for k, v in self._stages.items()}
+            missing, period = self._gaps.missing, self._gaps.period
         fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
 
         def med(v):
@@ -331,10 +389,17 @@ class SegmentationNode(Node):
         status.message = "ok" if status.level == DiagnosticStatus.OK else "frames received but none processed"
         if not s.received:
             status.message = f"waiting for frames on {self.topic}"
+        elif missing:
+            status.level = DiagnosticStatus.WARN
+            status.message = (f"{missing} camera frames never arrived (gaps in header stamps): large frames "
+                              "are being lost between processes; see README 'DDS notes'")
         values = {"fps": f"{fps:.2f}", "inference_ms": f"{med(infer):.2f}", "end_to_end_ms": f"{med(e2e):.2f}",
                   "queue_wait_ms": f"{med(wait):.2f}",
                   "frames_received": s.received, "frames_processed": s.processed, "frames_dropped": s.dropped,
-                  "frames_rejected": s.rejected, "frames_with_overlay": s.overlays, "model": self.card.name,
+                  "frames_rejected": s.rejected, "frames_with_overlay": s.overlays,
+                  "frames_missing_upstream": missing,
+                  "camera_period_ms": f"{period * 1e3:.1f}" if period else "",
+                  **{k: f"{med(v):.2f}" for k, v in stages.items() if k != "inference_ms"}, "model": self.card.name,
                   "backend": self.pipeline.backend.name, "precision": self.pipeline.backend.precision, "topic": self.topic,
                   # what the drivable mask is made of, overrides included (evaluation reports it)
                   "drivable_classes": ",".join(str(c) for c in self.pipeline.drivable_classes)}
@@ -355,7 +420,22 @@ class SegmentationNode(Node):
         return super().destroy_node()
 
 
+def large_frame_transport() -> None:
+    """Fast DDS: unless the user chose a profile, use the shipped one for large frames
+    (config/fastdds_large_frames.xml: a shared-memory segment that holds 1080p frames).
+    Must run before rclpy.init; the camera's process needs the same (README 'DDS notes')."""
+    if os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp") != "rmw_fastrtps_cpp":
+        return
+    if os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
+        return
+    params = default_params_file()
+    xml = params.parent / "fastdds_large_frames.xml" if params is not None else None
+    if xml is not None and xml.is_file():
+        os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(xml)
+
+
 def main(args=None) -> int:
+    large_frame_transport()
     rclpy.init(args=args)
     node: Optional[SegmentationNode] = None
     rc = 0

@@ -18,6 +18,11 @@ import numpy as np
 from ..card import ModelCard, check_precision
 
 
+# The symbolic input/output dims of a dynamic-shape export (`seg-perception export --dynamic`, what
+# ships): one graph serves any resolution; each backend pins them to its own size at load time.
+DYNAMIC_DIMS = ("batch", "height", "width")
+
+
 class BackendError(RuntimeError):
     """A backend that cannot start as configured; the message says what to change."""
 
@@ -64,10 +69,12 @@ def need_file(path: Optional[Path], what: str, hint: str) -> Path:
     return Path(path)
 
 
-def onnx_file(card: ModelCard, precision: str, override: Optional[str | Path] = None) -> Path:
-    """The ONNX graph to run at ``precision``: ``override``, else the one the card lists for it."""
+def onnx_file(card: ModelCard, precision: str, override: Optional[str | Path] = None,
+              target: str = "tensorrt") -> Path:
+    """The ONNX graph to run at ``precision`` on ``target`` (tensorrt | cpu): ``override``, else
+    the one the card lists for it (``card.onnx_for``)."""
     if precision == "int8":
         what, hint = "int8 ONNX file", "run 'seg-perception quantize' to make one"
     else:
         what, hint = "fp32 ONNX file", "run 'seg-perception export' to make one, or set the onnx parameter"
-    return need_file(Path(override) if override else card.onnx_for(precision), what, hint)
+    return need_file(Path(override) if override else card.onnx_for(precision, target), what, hint)

@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from ..card import ModelCard
-from .backend import Backend, BackendError, backend_precision, need_file, onnx_file
+from .backend import DYNAMIC_DIMS, Backend, BackendError, backend_precision, need_file, onnx_file
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +34,31 @@ class OnnxRuntimeBackend(Backend):
         if precision not in self.precisions:
             raise BackendError(f"precision '{precision}' is not available on onnxruntime; valid choices: "
                                "fp32, int8 (fp16 runs on the tensorrt backend)")
-        path = onnx_file(card, precision, onnx_path)
+        available = ort.get_available_providers()
+        if use_cuda is None:
+            use_cuda = "CUDAExecutionProvider" in available
+        target = "tensorrt" if use_cuda else "cpu"  # a GPU runs the Q/DQ graph; the CPU its own
+        path = onnx_file(card, precision, onnx_path, target)
+        if precision == "int8" and target == "cpu" and not onnx_path:
+            if path != card.file("onnx_int8_cpu"):
+                log.warning(f"{card.name}: precision int8 on the CPU runs {path.name}, the TensorRT-style Q/DQ "
+                            "model, which ONNX Runtime's CPU kernels run slower than fp32; make a CPU INT8 model "
+                            "with 'seg-perception quantize --target cpu' or use precision fp32")
+            else:
+                speed = (card.metrics.get("int8_cpu") or {}).get("speed_vs_fp32")
+                if speed is not None and float(speed) < 1.0:
+                    log.warning(f"{card.name}: its CPU INT8 model ran at {float(speed):.2f}x the speed of fp32 "
+                                "where it was measured (model card, metrics.int8_cpu): on this model int8 is "
+                                "slower than fp32 on a CPU; use precision fp32")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
-        available = ort.get_available_providers()
-        if use_cuda is None:
-            use_cuda = "CUDAExecutionProvider" in available
+        # A dynamic-shape graph pinned to this size plans memory and kernels as a fixed one does
+        # (dims of other names, or of a fixed graph, are left alone).
+        for dim, value in zip(DYNAMIC_DIMS, (1, self.height, self.width)):
+            opts.add_free_dimension_override_by_name(dim, value)
         providers = (["CUDAExecutionProvider"] if use_cuda else []) + ["CPUExecutionProvider"]
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=providers)
@@ -58,7 +74,7 @@ class OnnxRuntimeBackend(Backend):
         _, h, w, _ = inp.shape
         if isinstance(h, int) and isinstance(w, int) and (h, w) != (self.height, self.width):
             raise BackendError(f"ONNX file {path} is fixed at {w}x{h} but {self.width}x{self.height} was "
-                               "asked for: export at that size or with --dynamic")
+                               "asked for: export at that size or with --dynamic (the shipped models are dynamic)")
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.has_confidence = "confidence" in self.outputs
 
