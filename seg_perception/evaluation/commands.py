@@ -259,12 +259,12 @@ def _bench_node(p: argparse.ArgumentParser):
          "latency vs the node's own inference, memory over time (soak)")
 def _bench_camera(p: argparse.ArgumentParser):
     p.add_argument("--model", default="", help=f"model name or card .yaml (default {DEFAULT_MODEL})")
-    p.add_argument("--backend", default="onnxruntime", help="the node's backend")
-    p.add_argument("--sizes", nargs="+", default=["640x480"], help="WIDTHxHEIGHT of the camera, one run each")
-    p.add_argument("--rates", nargs="+", type=float, default=[15.0], help="camera frames per second, one run each")
-    p.add_argument("--qos", nargs="+", default=["reliable"], help="camera publisher: reliable | best_effort")
-    p.add_argument("--seconds", type=float, default=6.0, help="per run (a soak: 600)")
-    p.add_argument("--threads", type=int, default=1, help="the node's inference threads")
+    p.add_argument("--backend", default="onnxruntime", help="the node's backend (default: %(default)s)")
+    p.add_argument("--sizes", nargs="+", default=["640x480"], help="WIDTHxHEIGHT of the camera, one run each (default: %(default)s)")
+    p.add_argument("--rates", nargs="+", type=float, default=[15.0], help="camera frames per second, one run each (default: %(default)s)")
+    p.add_argument("--qos", nargs="+", default=["reliable"], help="camera publisher: reliable | best_effort (default: %(default)s)")
+    p.add_argument("--seconds", type=float, default=6.0, help="seconds per run; a soak: 600 (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="the node's inference threads (default: %(default)s)")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                    help="more node parameters, e.g. -p input_width:=320")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
