@@ -102,6 +102,9 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--lovasz-weight", type=float, default=0.5, help="ce+lovasz: weight of the Lovasz term" + d)
     p.add_argument("--ema-decay", type=float, default=0.0,
                    help="keep an exponential moving average of the weights and ship it (e.g. 0.999; 0: off)" + d)
+    p.add_argument("--init", default="",
+                   help="fine-tune: start from this model (name, card or .pt (tensors of another shape, such as "
+                   "the classifier for other classes, start fresh) (default: random init)")
     p.add_argument("--teacher", default="", help="model card of a trained teacher to distil from (default: none)")
     p.add_argument("--distill-weight", type=float, default=0.5, help="weight of the distillation term" + d)
     p.add_argument("--distill-temperature", type=float, default=2.0, help="distillation temperature" + d)
@@ -137,7 +140,7 @@ def _train(p: argparse.ArgumentParser):
                           scale_max=a.scale[1], lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
                           class_weight_c=a.class_weight_c, loss=a.loss, ohem_thresh=a.ohem_thresh,
                           ohem_min_kept=a.ohem_min_kept, lovasz_weight=a.lovasz_weight, ema_decay=a.ema_decay,
-                          teacher=a.teacher, distill_weight=a.distill_weight,
+                          init=a.init, teacher=a.teacher, distill_weight=a.distill_weight,
                           distill_temperature=a.distill_temperature, keep=a.keep, eval_every=a.eval_every,
                           seed=a.seed, precision="fp32" if a.no_bf16 else a.precision,
                           channels_last=not a.no_channels_last, threads=a.threads,

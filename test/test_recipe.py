@@ -215,6 +215,39 @@ def test_final_run_on_train_and_val_with_a_teacher(tmp_path, camvid_full):
     assert not (tmp_path / "s" / "best_metrics.json").exists()
 
 
+def test_init_copies_trained_weights_and_leaves_other_shapes_fresh(tmp_path):
+    """Fine-tuning a CamVid model on a dataset of 5 classes: every tensor but the
+    classifier's comes from the trained file; the classifier keeps its fresh init."""
+    from seg_perception.nets import build_model
+    from seg_perception.train.loop import init_from
+    torch.manual_seed(1)
+    trained = build_model("essnet_d", 11)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(1.0)  # unlike any fresh init
+    torch.save(trained.state_dict(), tmp_path / "t.pt")
+    torch.manual_seed(2)
+    student = build_model("essnet_d", 5)
+    fresh = {k: v.clone() for k, v in student.state_dict().items()}
+    copied, kept = init_from(student, str(tmp_path / "t.pt"), "essnet_d")
+    src, got = trained.state_dict(), student.state_dict()
+    assert kept and all(src[k].shape != got[k].shape for k in kept)
+    assert copied == len(got) - len(kept)
+    for k, v in got.items():
+        torch.testing.assert_close(v, fresh[k] if k in kept else src[k], rtol=0, atol=0, msg=k)
+    with pytest.raises(ValueError, match="kernels of erfnet fit"):
+        init_from(build_model("erfnet", 11), str(tmp_path / "t.pt"), "erfnet")
+
+
+def test_init_refuses_a_card_of_another_network(tmp_path):
+    from seg_perception.nets import build_model
+    from seg_perception.train.loop import init_from
+    with pytest.raises(ValueError, match="is a essnet_d, not a erfnet"):
+        init_from(build_model("erfnet", 11), "essnet_d_camvid", "erfnet")
+    with pytest.raises(FileNotFoundError, match="--init"):
+        init_from(build_model("erfnet", 11), str(tmp_path / "none.pt"), "erfnet")
+
+
 def test_bench_train_prints_step_times(capsys):
     from seg_perception.cli import main
     assert main(["bench-train", "--crop", "64x48", "--batch-size", "2", "--steps", "1", "--precision", "fp32",

@@ -41,6 +41,8 @@ from ..data.datasets import SegmentationDataset, open_dataset
 from ..data.transforms import EvalResize, TrainAugment
 from ..metrics import ConfusionMatrix
 from ..nets import build_model
+from ..nets.deployable import flush_tiny_weights
+from ..paths import resolve_model
 from . import grouping
 from .checkpoint import atomic_save, load_checkpoint, load_weights
 from .ema import ModelEMA
@@ -76,6 +78,7 @@ class TrainConfig:
     ohem_min_kept: float = 0.1
     lovasz_weight: float = 0.5
     ema_decay: float = 0.0  # >0: keep, evaluate and ship an EMA of the weights
+    init: str = ""  # model card or .pt to start from (fine-tuning); shapes that differ stay fresh
     teacher: str = ""  # model card of a trained teacher for distillation
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
@@ -242,6 +245,43 @@ def load_teacher(card_path: str, num_classes: int, device: torch.device) -> nn.M
     return net.to(device).eval()
 
 
+def init_from(model: nn.Module, source: str, architecture: str) -> tuple[int, List[str]]:
+    """Copy trained weights into a fresh ``model`` to fine-tune it: a model's name or card
+    (its weights file), or a .pt. Tensors whose shape differs -- the classifier of a model
+    trained on other classes -- keep their fresh init. Returns (copied, skipped names)."""
+    path = Path(source)
+    if path.suffix != ".pt":
+        card = load_card(resolve_model(source))  # a shipped model's name or a card's path
+        if card.architecture != architecture:
+            raise ValueError(f"--init {source} is a {card.architecture}, not a {architecture}: "
+                             f"pass --model {card.architecture} or a card of the same network")
+        weights = card.file("weights")
+        if weights is None:
+            raise ValueError(f"--init card {source} lists no weights file")
+        path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"--init {path} not found: pass a model card (.yaml) or a weights file (.pt)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"--init {path} cannot be read ({type(e).__name__}): is it a seg_perception .pt file?") \
+            from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # a training checkpoint (last.pt)
+    own = model.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    # Batch-norm vectors of equal width match across networks by chance; kernels do not.
+    kernels = [k for k, v in own.items() if v.dim() > 1]
+    fit_kernels = sum(k in fits for k in kernels)
+    if fit_kernels < len(kernels) / 2:  # more than a new classifier differs: another network's file
+        raise ValueError(f"--init {path}: only {fit_kernels} of the {len(kernels)} kernels of {architecture} "
+                         "fit; is it a weights file of this network?")
+    model.load_state_dict(fits, strict=False)
+    # A trained file may hold subnormal weights, which make every CPU step several times slower.
+    flush_tiny_weights(model)
+    return len(fits), sorted(k for k in own if k not in fits)
+
+
 # ------------------------------------------------------------------ the run
 @dataclass
 class Run:
@@ -362,6 +402,12 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, table.num_classes)
+    if cfg.init and not (resume and (out / "last.pt").is_file()):
+        copied, fresh = init_from(model, cfg.init, cfg.model)
+        if rank == 0:
+            log(f"[train] initialised {copied} tensors from {cfg.init}"
+                + (f"; {len(fresh)} keep a fresh init ({', '.join(fresh[:3])}{', ...' if len(fresh) > 3 else ''})"
+                   if fresh else ""))
     if cfg.gradual_grouping_epochs:
         n = grouping.make_gradual(model)
         if rank == 0:
@@ -621,7 +667,7 @@ def training_record(cfg: TrainConfig, epoch: int, train_loss: float) -> dict:
             "scale": [cfg.scale_min, cfg.scale_max], "batch_size": cfg.batch_size,
             "optimizer": f"Adam lr {cfg.lr} wd {cfg.weight_decay}", "schedule": cfg.schedule,
             "loss": loss, "ema_decay": cfg.ema_decay or None,
-            "teacher": cfg.teacher or None,
+            "init": cfg.init or None, "teacher": cfg.teacher or None,
             "distillation": (f"KL at T={cfg.distill_temperature} x {cfg.distill_weight}" if cfg.teacher else None),
             "train_loss": None if math.isnan(train_loss) else round(train_loss, 4),
             "gradual_grouping_epochs": cfg.gradual_grouping_epochs,
