@@ -191,3 +191,18 @@ def test_a_frame_of_another_size_skips_ground_outputs_but_is_segmented(nav_node,
     time.sleep(0.5)
     assert key[:2] not in rec.got["grid"]
     assert "frame is 640x480 but CameraInfo on /camera/camera_info is 480x360" in proc.output()
+
+
+def test_bench_node_ground_reports_the_cost_of_each_output(camvid_sample):
+    """`bench-node --ground`'s live part: two node processes (ground off, on) at one camera size;
+    every frame is answered, every one gets ground outputs, and each stage has a figure."""
+    from seg_perception.evaluation.ground_bench import bench_ground_live, ground_live_markdown
+    r = bench_ground_live("essnet_d_camvid", sizes=((640, 480),), frames=3, data=camvid_sample, log=lambda *_: None)
+    row = r["640x480"]
+    assert row["off"]["answered"] == row["on"]["answered"] == 3
+    assert row["on"]["ground_frames"] == 3, row["on"]["ground_status"]
+    assert "ground_ms_p50" not in row["off"]
+    assert all(v is not None and v > 0 for v in row["on"]["ground_ms_p50"].values()), row["on"]
+    assert row["added_ms"] is not None
+    table = ground_live_markdown(r)
+    assert "| 640x480 | on |" in table and "| 640x480 | off |" in table

@@ -237,6 +237,9 @@ def _bench_node(p: argparse.ArgumentParser):
     p.add_argument("--data", default=None, help="CamVid root (default: ../shared/datasets/camvid)")
     p.add_argument("--threads", type=int, default=0, help="inference threads, in this process and the node")
     p.add_argument("--rate", type=float, default=0.0, help="live frames per second (default: 1 / (3 x backend time))")
+    p.add_argument("--ground", action="store_true",
+                   help="also run the node with ground projection off and on at 480x360 and 1280x720 "
+                   "(config/nav2.yaml's pose) and print what the grid, cloud and ground images add per frame")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
 
     def run(a):
@@ -249,7 +252,13 @@ def _bench_node(p: argparse.ArgumentParser):
             _err("bench-node", e)
             return e.code
         r["ground"] = bench_ground()
-        print(to_markdown(r) + ground_markdown(r["ground"]))
+        print(to_markdown(r) + ground_markdown(r["ground"]), flush=True)
+        if a.ground:
+            from .ground_bench import bench_ground_live, ground_live_markdown
+            r["ground_live"] = bench_ground_live(str(resolve_model(a.model or DEFAULT_MODEL)),
+                                                 frames=min(a.frames, 20), threads=a.threads or 1,
+                                                 backend=a.backend, data=a.data)
+            print(ground_live_markdown(r["ground_live"]))
         save(r, a.json)
     return run
 
