@@ -246,10 +246,13 @@ def _release(p: argparse.ArgumentParser):
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for the timings" + " (default: %(default)s)")
     p.add_argument("--no-int8", action="store_true", help="skip the INT8 model")
     p.add_argument("--note", default="", help="a note recorded in the card's training section")
+    p.add_argument("--recipe-run", default=None,
+                   help="for a run trained on train+val: the same recipe's run on train alone, whose val figure "
+                   "the card records (default: none; required when --run trained on val)")
 
     def run(a):
         from .release import release
-        release(a.run, a.name, a.to, a.data, a.calib_images, a.threads, not a.no_int8, a.note)
+        release(a.run, a.name, a.to, a.data, a.calib_images, a.threads, not a.no_int8, a.note, a.recipe_run)
     return run
 
 

@@ -64,3 +64,33 @@ def test_released_model_runs_at_both_precisions(released, val_frames):
     img = val_frames[0][0]
     a, b = fp32(img).labels, int8(img).labels
     assert a.shape == b.shape == img.shape[:2] and np.mean(a == b) > 0.5
+
+
+def _run_on(folder, split: str, seed: int):
+    """A RANDOM-weights run folder whose card says it trained on ``split``."""
+    card_path = make_random_model(folder, "essnet_d", 96, 72, onnx=False, seed=seed)
+    card = load_card(card_path)
+    card.training = dict(card.training, train_split=split)
+    card.save(card_path)
+    (folder / "log.csv").write_text("epoch,stage,train_loss\n1,full,2.0\n")
+    return folder
+
+
+def test_a_run_trained_on_val_takes_its_val_figure_from_the_recipe_run(tmp_path, camvid_sample):
+    """Weights trained on train+val are not scored on val: the card's val figure is the same
+    recipe's run on train alone (measured the same way), and release refuses without one."""
+    final = _run_on(tmp_path / "final", "train+val", seed=1)
+    recipe = _run_on(tmp_path / "recipe", "train", seed=2)
+    args = ["release", "--run", str(final), "--name", NAME, "--to", str(tmp_path / "models"),
+            "--data", str(camvid_sample), "--threads", "1", "--no-int8"]
+    assert main(args) != 0  # no recipe run: refused, nothing written
+    assert not (tmp_path / "models" / f"{NAME}.yaml").exists()
+    assert main(args + ["--recipe-run", str(final)]) != 0  # a recipe run that saw val is no better
+    assert main(args + ["--recipe-run", str(recipe)]) == 0
+    card = load_card(tmp_path / "models" / f"{NAME}.yaml")
+    want = evaluate(load_card(recipe / f"{NAME}.yaml"), str(camvid_sample), "camvid", "val", backend="torch")
+    own = evaluate(card, str(camvid_sample), "camvid", "val", backend="onnxruntime", threads=1)
+    assert card.metrics["val_miou"] == pytest.approx(want["miou"], abs=0.3)  # torch vs ONNX Runtime
+    assert card.metrics["val_miou_not_held_out"] == own["miou"] != card.metrics["val_miou"]
+    assert "trained on train alone (recipe, 1 epochs)" in card.metrics["val_measured_with"]
+    assert card.training["recipe_run"]["train_split"] == "train"
