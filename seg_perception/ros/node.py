@@ -419,9 +419,8 @@ class SegmentationNode(Node):
                 batch = self._take_batch()
             try:
                 self._process(batch)
-            except Exception as e:  # a bug or backend failure must not kill the node
-                for cam, _, _ in batch:
-                    self._reject(cam, f"processing failed: {type(e).__name__}: {e}")
+            except Exception as e:  # a bug must not kill the node (_process rejects frames it cannot serve)
+                self._reject(batch[0][0], f"processing failed: {type(e).__name__}: {e}")
 
     def _process(self, batch) -> None:
         """Convert each camera's message, ONE pipeline call for all, publish each with its own header."""
@@ -438,9 +437,14 @@ class SegmentationNode(Node):
         if not ready:
             return
         want_conf = self.publish_confidence or any(r[0].ground is not None for r in ready)
-        results = self.pipeline.run_batch([r[3] for r in ready], [r[4] for r in ready],
-                                          overlay=[r[0].pub_overlay.get_subscription_count() > 0 for r in ready],
-                                          confidence=want_conf)
+        try:
+            results = self.pipeline.run_batch([r[3] for r in ready], [r[4] for r in ready],
+                                              overlay=[r[0].pub_overlay.get_subscription_count() > 0 for r in ready],
+                                              confidence=want_conf)
+        except Exception as e:  # a backend failure: these frames are lost, the node keeps serving
+            for r in ready:
+                self._reject(r[0], f"processing failed: {type(e).__name__}: {e}")
+            return
         with self._slot_lock:
             self._batch_sizes[len(ready)] += 1
             self._recent_batches.append(len(ready))
