@@ -47,9 +47,10 @@ def jpeg_image(rgb: np.ndarray, key: tuple) -> CompressedImage:
 class Harness:
     """Publishers for raw/compressed frames; recorders for every node output."""
 
-    def __init__(self, name: str, image_topic: str = "/camera/image_raw", overlay: bool = False):
+    def __init__(self, name: str, image_topic: str = "/camera/image_raw", overlay: bool = False, out_ns: str = ""):
         self.node = rclpy.create_node(name)
         self.image_topic = image_topic
+        self.out_ns = out_ns  # where the outputs are: "" (/segmentation/...) or a camera's namespace
         self.lock = threading.RLock()
         self.received: Dict[str, Dict[tuple, Image]] = {"labels": {}, "drivable_mask": {}, "overlay": {},
                                                         "confidence": {}}
@@ -74,7 +75,7 @@ class Harness:
                 self.received[topic][stamp_key(msg.header)] = msg
                 if topic == "labels":
                     self.arrival[stamp_key(msg.header)] = time.perf_counter()
-        return self.node.create_subscription(Image, f"/segmentation/{topic}", cb,
+        return self.node.create_subscription(Image, f"{self.out_ns}/segmentation/{topic}", cb,
                                              QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
 
     def subscribe_overlay(self) -> None:

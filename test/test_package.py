@@ -81,3 +81,15 @@ def test_nav2_config_sets_every_parameter_and_launches_both_variants():
     assert cfg["lifecycle_manager_segmentation"]["ros__parameters"]["bond_timeout"] == 0.0
     src = (REPO / "launch" / "nav2.launch.py").read_text()
     assert '"segmentation_lifecycle_node" if managed else "segmentation_node"' in src and '"nav2.yaml"' in src
+
+
+def test_readme_documents_every_node_parameter():
+    """The node's PARAMETERS table (plus the two array parameters declared beside it) and the
+    README's parameter table name the same parameters."""
+    import re
+    from seg_perception.ros.node import PARAMETERS
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("| parameter | default | meaning |"):]
+    table = table[:table.index("\n\n")]
+    documented = {n for row in table.splitlines()[2:] for n in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
+    assert documented == set(PARAMETERS) | {"image_topics", "drivable_classes"}

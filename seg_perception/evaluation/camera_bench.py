@@ -37,9 +37,10 @@ def rss_mb(pid: int) -> Optional[float]:
 
 
 class _Camera:
-    """This process's participant: the camera publisher, a labels recorder, /diagnostics."""
+    """This process's participant: one publisher per camera topic, a recorder of each camera's
+    labels topic, /diagnostics (each status kept by its "topic" value)."""
 
-    def __init__(self, domain: int, topic: str, qos: str):
+    def __init__(self, domain: int, topics: List[str], qos: str, label_topics: Optional[List[str]] = None):
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
@@ -51,13 +52,17 @@ class _Camera:
         self.node = rclpy.create_node(f"seg_bench_camera_{os.getpid()}", context=self.context,
                                       start_parameter_services=False)
         rel = ReliabilityPolicy.RELIABLE if qos == "reliable" else ReliabilityPolicy.BEST_EFFORT
-        self.pub = self.node.create_publisher(Image, topic, QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST,
-                                                                       reliability=rel))
+        cam_qos = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=rel)
+        self.topics = list(topics)
+        self.pubs = [self.node.create_publisher(Image, t, cam_qos) for t in self.topics]
+        self.pub = self.pubs[0]
         self.lock = threading.Lock()
-        self.arrivals: Dict[int, float] = {}
-        self.diag: Dict[str, str] = {}
+        self.arrivals: Dict[tuple, float] = {}  # (camera index, stamp ns) -> arrival time
+        self.diags: Dict[str, Dict[str, str]] = {}  # the node's status for each camera topic
         out_qos = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
-        self.sub = self.node.create_subscription(Image, "/segmentation/labels", self._on_labels, out_qos)
+        self.subs = [self.node.create_subscription(Image, t, lambda m, i=i: self._on_labels(i, m), out_qos)
+                     for i, t in enumerate(label_topics or ["/segmentation/labels"])]
+        self.sub = self.subs[0]
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 20)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
@@ -65,17 +70,26 @@ class _Camera:
         self.thread = threading.Thread(target=self._spin, daemon=True)
         self.thread.start()
 
-    def _on_labels(self, msg) -> None:
+    @property
+    def diag(self) -> Dict[str, str]:
+        """The first camera's status (one camera: the node's)."""
+        return self.diags.get(self.topics[0], {})
+
+    def ready(self) -> bool:
+        return (all(p.get_subscription_count() for p in self.pubs) and all(s.get_publisher_count() for s in self.subs)
+                and all(t in self.diags for t in self.topics))
+
+    def _on_labels(self, i: int, msg) -> None:
         t = time.perf_counter()
         with self.lock:
-            self.arrivals[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = t
+            self.arrivals[(i, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)] = t
 
     def _on_diag(self, msg) -> None:
         for st in msg.status:
             values = {kv.key: kv.value for kv in st.values}
             if "frames_received" in values:
                 with self.lock:
-                    self.diag = values
+                    self.diags[values.get("topic", "")] = values
 
     def _spin(self) -> None:
         while not self._stop.is_set() and self.context.ok():
@@ -113,9 +127,9 @@ def bench_camera(model: str, width: int, height: int, rate: float, seconds: floa
     node = NodeProcess(params, log_path, env)
     cam = None
     try:
-        cam = _Camera(domain, topic, qos)
+        cam = _Camera(domain, [topic], qos)
         end = time.monotonic() + startup_timeout
-        while not (cam.pub.get_subscription_count() and cam.sub.get_publisher_count() and cam.diag):
+        while not cam.ready():
             if not node.running():
                 raise RuntimeError(f"segmentation_node exited: {node.failure()} (log {log_path})")
             if time.monotonic() > end:
@@ -154,7 +168,7 @@ def bench_camera(model: str, width: int, height: int, rate: float, seconds: floa
         rss.append((round(time.perf_counter() - t0, 1), rss_mb(node.proc.pid)))
         time.sleep(1.2)  # one more /diagnostics
         with cam.lock:
-            arrivals = dict(cam.arrivals)
+            arrivals = {stamp: t for (_, stamp), t in cam.arrivals.items()}
             diag = dict(cam.diag)
     finally:
         if cam is not None:
@@ -191,4 +205,97 @@ def to_markdown(rows: List[Dict]) -> str:
                      f"{100 * r['answered_of_serviceable']:.0f}% | {r['node_capacity_fps']} | {p['p50']} / {p['p95']} | "
                      f"{r['node_inference_ms_p50']} | {r['latency_over_inference']} | "
                      f"{r['rss_mb'][0][1]} -> {r['rss_mb'][-1][1]} |")
+    return "\n".join(lines)
+
+
+def bench_cameras(model: str, cameras: int, width: int, height: int, rate: float, seconds: float,
+                  node_per_camera: bool = False, qos: str = "reliable", backend: str = "onnxruntime",
+                  threads: int = 1, node_params: Optional[Dict] = None, startup_timeout: float = 90.0) -> Dict:
+    """N synthetic cameras at /cam0/image_raw, /cam1/image_raw, ... served by ONE node (image_topics:
+    frames batched) or by one node per camera (each with ``threads`` threads); every camera's labels
+    come back on /camI/segmentation/labels either way. Each tick publishes a frame on every camera."""
+    if qos not in QOS:
+        raise ValueError(f"unknown camera qos '{qos}'; valid choices: {', '.join(QOS)}")
+    if cameras < 1:
+        raise ValueError(f"--cameras must be >= 1, got {cameras}")
+    domain = random.SystemRandom().randint(1, 101)
+    env = ros_env(domain)
+    for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS"):
+        os.environ.setdefault(k, env[k])
+    topics = [f"/cam{i}/image_raw" for i in range(cameras)]
+    base = {"model": model, "backend": backend, "precision": "fp32", "threads": threads, **(node_params or {})}
+    log_dir = Path(tempfile.mkdtemp(prefix="seg_bench_cameras_"))
+    # image_topics with one topic in the per-camera nodes too: outputs land under /camI/ in both modes
+    groups = [[t] for t in topics] if node_per_camera else [topics]
+    nodes: List[NodeProcess] = []
+    cam = None
+    try:
+        for i, g in enumerate(groups):
+            nodes.append(NodeProcess({**base, "image_topics": g}, log_dir / f"node{i}.log", env,
+                                     ros_args=["-r", f"__node:=segmentation_node_{i}"]))
+        cam = _Camera(domain, topics, qos, [t.rsplit("/", 1)[0] + "/segmentation/labels" for t in topics])
+        end = time.monotonic() + startup_timeout
+        while not cam.ready():
+            for n in nodes:
+                if not n.running():
+                    raise RuntimeError(f"segmentation_node exited: {n.failure()} (log {n.log_path})")
+            if time.monotonic() > end:
+                raise RuntimeError(f"segmentation_node did not come up in {startup_timeout:.0f} s (logs {log_dir})")
+            time.sleep(0.05)
+        time.sleep(0.5)
+        base_img = cv2_resize(np.random.default_rng(0).integers(0, 255, (12, 16, 3), dtype=np.uint8), width, height)
+        msg = cam.Image(height=height, width=width, encoding="bgr8", step=width * 3)
+        msg.data = base_img.tobytes()
+        published: Dict[tuple, float] = {}
+        period = 1.0 / rate
+        t0 = time.perf_counter()
+        i = 0
+        while t0 + i * period - t0 < seconds:
+            t_due = t0 + i * period
+            now = time.perf_counter()
+            if t_due > now:
+                time.sleep(t_due - now)
+            stamp = 1_000_000_000 + i * int(period * 1e9)
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+            for c, pub in enumerate(cam.pubs):
+                msg.header.frame_id = f"cam{c}"
+                published[(c, stamp)] = time.perf_counter()
+                pub.publish(msg)
+            i += 1
+        time.sleep(1.5)  # the last frames' labels, then one more /diagnostics
+        rss = sum(v for v in (rss_mb(n.proc.pid) for n in nodes) if v is not None)
+        time.sleep(1.2)
+        with cam.lock:
+            arrivals = dict(cam.arrivals)
+            diags = dict(cam.diags)
+    finally:
+        if cam is not None:
+            cam.close()
+        for n in nodes:
+            n.stop()
+    lat = [(arrivals[k] - published[k]) * 1e3 for k in published if k in arrivals]
+    per_cam = [(sum(1 for k in arrivals if k[0] == c), sum(1 for k in published if k[0] == c))
+               for c in range(cameras)]
+    batch = [float(d["batch_size_mean"]) for d in diags.values() if d.get("batch_size_mean")]
+    infer = [float(d["inference_ms"]) for d in diags.values() if d.get("inference_ms")]
+    return {"cameras": cameras, "mode": "node per camera" if node_per_camera else "one node",
+            "size": f"{width}x{height}", "rate_hz": rate, "camera_qos": qos, "seconds": seconds,
+            "node": {k: base[k] for k in ("model", "backend", "threads")}, "per_camera": per_cam,
+            "answered": len(lat), "published": len(published),
+            "aggregate_fps": round(len(lat) / seconds, 2), "publish_to_labels_ms": percentiles(lat) if lat else {},
+            "mean_batch_size": round(sum(batch) / len(batch), 2) if batch else None,
+            "node_inference_ms_p50": round(sum(infer) / len(infer), 2) if infer else None,
+            "rss_mb_all_nodes": round(rss, 1), "node_diagnostics": diags}
+
+
+def cameras_markdown(rows: List[Dict]) -> str:
+    lines = ["| cameras | mode | answered / published per camera | total | aggregate FPS | "
+             "publish -> labels p50 / p95 ms | mean batch size | inference p50 ms (per call) | RSS MB (all nodes) |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        p = r["publish_to_labels_ms"] or {"p50": "-", "p95": "-"}
+        per = ", ".join(f"{a}/{b}" for a, b in r["per_camera"])
+        lines.append(f"| {r['cameras']} | {r['mode']} | {per} | {r['answered']}/{r['published']} | "
+                     f"{r['aggregate_fps']} | {p['p50']} / {p['p95']} | {r['mean_batch_size']} | "
+                     f"{r['node_inference_ms_p50']} | {r['rss_mb_all_nodes']} |")
     return "\n".join(lines)

@@ -276,11 +276,16 @@ def _bench_camera(p: argparse.ArgumentParser):
     p.add_argument("--threads", type=int, default=1, help="the node's inference threads (default: %(default)s)")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                    help="more node parameters, e.g. -p input_width:=320")
+    p.add_argument("--cameras", nargs="+", type=int, default=[], metavar="N",
+                   help="N synthetic cameras (/cam0/image_raw, ...) in ONE node (image_topics, frames batched); "
+                        "several values: one run each (default: one camera on /camera/image_raw, the table above)")
+    p.add_argument("--node-per-camera", action="store_true",
+                   help="with --cameras: one node per camera instead (the comparison) (default: %(default)s)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
 
     def run(a):
         import json
-        from .camera_bench import QOS, bench_camera, to_markdown
+        from .camera_bench import QOS, bench_camera, bench_cameras, cameras_markdown, to_markdown
         for q in a.qos:
             if q not in QOS:
                 raise ValueError(f"unknown --qos '{q}'; valid choices: {', '.join(QOS)}")
@@ -297,7 +302,25 @@ def _bench_camera(p: argparse.ArgumentParser):
             if not sep:
                 raise ValueError(f"-p {kv}: expected NAME:=VALUE")
             params[k] = v
+        if a.node_per_camera and not a.cameras:
+            raise ValueError("--node-per-camera needs --cameras N")
         rows = []
+        if a.cameras:
+            for w, h in sizes:
+                for rate in a.rates:
+                    for q in a.qos:
+                        for n in a.cameras:
+                            r = bench_cameras(a.model or DEFAULT_MODEL, n, w, h, rate, a.seconds, a.node_per_camera,
+                                              q, a.backend, a.threads, params)
+                            rows.append(r)
+                            print(cameras_markdown([r]).splitlines()[-1], flush=True)
+            print()
+            print(f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} CPUs; "
+                  f"{sizes[0][0]}x{sizes[0][1]}" + (" and more sizes" if len(sizes) > 1 else ""))
+            print(cameras_markdown(rows))
+            if a.json:
+                Path(a.json).write_text(json.dumps(rows, indent=1))
+            return
         for w, h in sizes:
             for rate in a.rates:
                 for q in a.qos:

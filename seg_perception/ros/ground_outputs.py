@@ -75,9 +75,10 @@ class GroundOutputs:
     """Built at configure time (parameters checked: GroundError names the bad one);
     start() subscribes and publishes, stop() undoes it."""
 
-    def __init__(self, node, image_topic: str):
+    def __init__(self, node, image_topic: str, prefix: str = ""):
         p = {name[len("ground."):]: node.get_parameter(name).value for name in GROUND_PARAMETERS}
         self.node = node
+        self.prefix = prefix  # several cameras: the camera's namespace + "/", else relative names
         self.base_frame = str(p["base_frame"])
         self.spec = GridSpec(float(p["resolution"]), tuple(_floats("ground.x_range", p["x_range"], 2)),
                              tuple(_floats("ground.y_range", p["y_range"], 2)))
@@ -111,10 +112,10 @@ class GroundOutputs:
             self._tf_listener = tf2_ros.TransformListener(self.tf_buffer, node)
         # Best effort takes CameraInfo from reliable and best-effort drivers alike.
         self.sub_info = node.create_subscription(CameraInfo, self.info_topic, self._on_info, qos_profile_sensor_data)
-        self.pub_grid = node.create_publisher(OccupancyGrid, "segmentation/drivable_grid", out_qos)
-        self.pub_points = node.create_publisher(PointCloud2, "segmentation/ground/points", out_qos)
-        self.pub_labels = node.create_publisher(Image, "segmentation/ground/labels", out_qos)
-        self.pub_conf = node.create_publisher(Image, "segmentation/ground/confidence", out_qos)
+        self.pub_grid = node.create_publisher(OccupancyGrid, self.prefix + "segmentation/drivable_grid", out_qos)
+        self.pub_points = node.create_publisher(PointCloud2, self.prefix + "segmentation/ground/points", out_qos)
+        self.pub_labels = node.create_publisher(Image, self.prefix + "segmentation/ground/labels", out_qos)
+        self.pub_conf = node.create_publisher(Image, self.prefix + "segmentation/ground/confidence", out_qos)
 
     def stop(self) -> None:
         for ent in (self.pub_grid, self.pub_points, self.pub_labels, self.pub_conf):

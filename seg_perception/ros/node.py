@@ -4,6 +4,11 @@ Thin by design: read parameters, convert messages, hand frames to the
 ROS-free Pipeline, publish. A worker thread owns the pipeline; the
 subscription callback only puts the newest message in a one-slot mailbox,
 so a slow model never builds a backlog (replaced frames count as dropped).
+
+Several cameras (parameter image_topics): one mailbox per camera; the worker
+takes the newest frame of every camera that has one and runs them through the
+model in one batch, and each camera's outputs go under its own namespace
+(/front/image_raw -> /front/segmentation/labels, ...).
 """
 from __future__ import annotations
 
@@ -12,9 +17,9 @@ import os
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import rclpy
 import rclpy.executors
@@ -33,7 +38,7 @@ from ..runtime.backends import BACKENDS, BackendError
 from ..runtime.ground import GroundError
 from ..runtime.image_conversion import DEFAULT_MAX_PIXELS, ImageError, fill_image, message_to_array
 from ..runtime.pipeline import Pipeline
-from .ground_outputs import GroundOutputs, declare_ground_parameters
+from .ground_outputs import GroundOutputs, declare_ground_parameters, tf2_ros
 from .nav_messages import label_info, label_info_type
 
 QOS_CHOICES = ("sensor_data", "reliable")
@@ -59,6 +64,11 @@ PARAMETERS = {
     "rebuild_engine": (True, "TensorRT: rebuild a stale cached engine (false: refuse to start)"),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
 }
+
+# Declared beside PARAMETERS (a string array with no default cannot live in that table); README too.
+IMAGE_TOPICS_DESCRIPTION = ("several cameras in one node, e.g. ['/front/image_raw', '/rear/image_raw']: frames "
+                            "batched into one inference, each camera's outputs under its namespace "
+                            "(/front/segmentation/...); unset: image_topic")
 
 
 class _RosLogHandler(logging.Handler):
@@ -124,6 +134,50 @@ class Stats:
     overlays: int = 0
 
 
+class CameraStream:
+    """One camera: its subscription, one-slot mailbox, counters, stage times and outputs.
+    ``prefix`` is where its outputs go: "" (relative to the node's namespace, one camera)
+    or the camera's namespace plus "/" (several cameras)."""
+
+    def __init__(self, image_topic: str, use_compressed: bool, prefix: str = ""):
+        self.image_topic = image_topic
+        self.topic = image_topic.rstrip("/") + "/compressed" if use_compressed else image_topic
+        self.prefix = prefix
+        self.stats = Stats()
+        self.slot = None  # (msg, receive time)
+        self.gaps = StampGaps()
+        self.infer_ms: deque = deque(maxlen=100)
+        # per-stage times of the last 100 frames (the table in docs/performance.md)
+        self.stages: Dict[str, deque] = {k: deque(maxlen=100) for k in STAGES}
+        self.e2e_ms: deque = deque(maxlen=100)
+        self.wait_ms: deque = deque(maxlen=100)
+        self.done_times: deque = deque(maxlen=200)
+        self.sub = None
+        self.pub_labels = self.pub_drivable = self.pub_overlay = self.pub_conf = self.pub_label_info = None
+        self._ground: Optional[GroundOutputs] = None  # configured
+        self.ground: Optional[GroundOutputs] = None   # set while active: the worker publishes to it
+
+    def publishers(self):
+        return [p for p in (self.pub_labels, self.pub_drivable, self.pub_overlay, self.pub_conf,
+                            self.pub_label_info) if p is not None]
+
+
+def camera_namespaces(resolved_topics: List[str]) -> List[str]:
+    """Each camera's output namespace: its (resolved) image topic's parent. A topic without one,
+    or two cameras in one namespace, is a ConfigError that says what to do."""
+    out: Dict[str, str] = {}
+    for topic in resolved_topics:
+        ns = topic.rstrip("/").rsplit("/", 1)[0]
+        if not ns:
+            raise ConfigError(f"image_topics: '{topic}' has no namespace to put its segmentation outputs under; "
+                              "give each camera its own, e.g. /front/image_raw and /rear/image_raw")
+        if ns in out:
+            raise ConfigError(f"image_topics: '{out[ns]}' and '{topic}' are both in namespace {ns}, where their "
+                              "outputs would collide; give each camera its own namespace")
+        out[ns] = topic
+    return list(out)
+
+
 class SegmentationNode(Node):
     """Starts serving at construction. ManagedSegmentationNode (lifecycle.py) runs the same
     steps from lifecycle transitions: _configure, _activate, _deactivate, _cleanup."""
@@ -135,6 +189,7 @@ class SegmentationNode(Node):
         self.pipeline: Optional[Pipeline] = None
         self.sub = None
         self.ground: Optional[GroundOutputs] = None
+        self.cameras: List[CameraStream] = []
         if not self.managed:
             self._configure()
             self._activate()
@@ -150,6 +205,10 @@ class SegmentationNode(Node):
         self.declare_parameter("drivable_classes", rclpy.Parameter.Type.INTEGER_ARRAY, ParameterDescriptor(
             type=ParameterType.PARAMETER_INTEGER_ARRAY,
             description="class ids of the drivable mask; unset: the model card's"))
+        # Unset (not []): rclpy types an empty list default as a byte array, and a params file cannot
+        # hold an empty list either.
+        self.declare_parameter("image_topics", rclpy.Parameter.Type.STRING_ARRAY, ParameterDescriptor(
+            type=ParameterType.PARAMETER_STRING_ARRAY, description=IMAGE_TOPICS_DESCRIPTION))
         declare_ground_parameters(self)
 
     def _configure(self) -> None:
@@ -160,6 +219,20 @@ class SegmentationNode(Node):
             drivable = self.get_parameter("drivable_classes").value
         except ParameterUninitializedException:
             drivable = None  # the model card's drivable classes
+        try:
+            image_topics = [str(t) for t in self.get_parameter("image_topics").value]
+        except ParameterUninitializedException:
+            image_topics = []  # one camera: image_topic
+        qos = p["qos"]
+        if qos not in QOS_CHOICES:
+            raise ConfigError(f"unknown qos '{qos}'; valid choices: {', '.join(QOS_CHOICES)}")
+        self.use_compressed = bool(p["use_compressed"])
+        self.cameras = self._make_cameras(str(p["image_topic"]), image_topics)
+        self.multi = bool(image_topics)
+        ground_on = bool(self.get_parameter("ground.enable").value)
+        if ground_on and self.multi:
+            self._check_ground_for_several_cameras()
+
         self.pipeline = self._make_pipeline(p, drivable)
         self.card = self.pipeline.card
         self.max_pixels = int(p["max_image_pixels"])
@@ -169,85 +242,114 @@ class SegmentationNode(Node):
         # still in its history; at depth 1 other processes lost ~5-40% of outputs at 10 Hz here.
         out_qos = QoSProfile(depth=5, reliability=QoSReliabilityPolicy.RELIABLE,
                              history=QoSHistoryPolicy.KEEP_LAST)
-        self.pub_labels = self.create_publisher(Image, "segmentation/labels", out_qos)
-        self.pub_drivable = self.create_publisher(Image, "segmentation/drivable_mask", out_qos)
-        self.pub_overlay = self.create_publisher(Image, "segmentation/overlay", out_qos)
-        self.pub_conf = (self.create_publisher(Image, "segmentation/confidence", out_qos)
-                         if self.publish_confidence else None)
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Class names for consumers that match classes by name (Nav2's semantic_segmentation_layer):
-        # latched (transient local), so a subscriber that starts later still gets it.
+        # latched (transient local), so a subscriber that starts later still gets it. Several
+        # cameras: one beside each camera's labels.
         self.label_types = label_info_type()
-        self.pub_label_info = None
-        if self.label_types is not None:
-            self.pub_label_info = self.create_publisher(self.label_types[0], "segmentation/label_info", QoSProfile(
-                depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL))
-        else:
+        if self.label_types is None:
             self.get_logger().info("vision_msgs is not installed: segmentation/label_info is not published")
+        for cam in self.cameras:
+            pre = cam.prefix
+            cam.pub_labels = self.create_publisher(Image, pre + "segmentation/labels", out_qos)
+            cam.pub_drivable = self.create_publisher(Image, pre + "segmentation/drivable_mask", out_qos)
+            cam.pub_overlay = self.create_publisher(Image, pre + "segmentation/overlay", out_qos)
+            cam.pub_conf = (self.create_publisher(Image, pre + "segmentation/confidence", out_qos)
+                            if self.publish_confidence else None)
+            if self.label_types is not None:
+                cam.pub_label_info = self.create_publisher(
+                    self.label_types[0], pre + "segmentation/label_info",
+                    QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
+                               durability=QoSDurabilityPolicy.TRANSIENT_LOCAL))
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.out_qos = out_qos
 
-        qos = p["qos"]
-        if qos not in QOS_CHOICES:
-            raise ConfigError(f"unknown qos '{qos}'; valid choices: {', '.join(QOS_CHOICES)}")
         in_qos = qos_profile_sensor_data if qos == "sensor_data" else QoSProfile(
             depth=1, reliability=QoSReliabilityPolicy.RELIABLE, history=QoSHistoryPolicy.KEEP_LAST)
         self.in_qos = QoSProfile(depth=1, reliability=in_qos.reliability, durability=in_qos.durability,
                                  history=QoSHistoryPolicy.KEEP_LAST)
-        self.image_topic = str(p["image_topic"])
-        self.use_compressed = bool(p["use_compressed"])
-        self.topic = self.image_topic.rstrip("/") + "/compressed" if self.use_compressed else self.image_topic
+        # one camera: the names it always had (tests, bench and evaluation read them)
+        self.image_topic, self.topic = self.cameras[0].image_topic, self.cameras[0].topic
         self.diagnostics_period = float(p["diagnostics_period"])
-        self._ground = None
-        if self.get_parameter("ground.enable").value:
-            try:
-                self._ground = GroundOutputs(self, self.image_topic)
-            except GroundError as e:
-                raise ConfigError(str(e)) from None
+        if ground_on:
+            for cam in self.cameras:
+                try:
+                    cam._ground = GroundOutputs(self, cam.image_topic, prefix=cam.prefix)
+                except GroundError as e:
+                    raise ConfigError(str(e)) from None
 
-        self.stats = Stats()
         self._slot_lock = threading.Condition()
-        self._slot = None  # (msg, receive time)
         self._stop = threading.Event()
-        self._infer_ms: deque = deque(maxlen=100)
-        # per-stage times of the last 100 frames (the table in docs/performance.md)
-        self._stages: Dict[str, deque] = {k: deque(maxlen=100) for k in STAGES}
-        self._gaps = StampGaps()
-        self._e2e_ms: deque = deque(maxlen=100)
-        self._wait_ms: deque = deque(maxlen=100)
-        self._done_times: deque = deque(maxlen=200)
+        self._next_first = 0  # round robin: the camera served first in the next batch
+        self._batch_sizes: Counter = Counter()
+        self._recent_batches: deque = deque(maxlen=100)
         self._last_error: Dict[str, float] = {}
         self._suppressed: Dict[str, int] = {}
         self.worker = threading.Thread(target=self._work, name="segmentation_worker", daemon=True)
         self.worker.start()
 
+    def _make_cameras(self, image_topic: str, image_topics: List[str]) -> List[CameraStream]:
+        if not image_topics:
+            return [CameraStream(image_topic, self.use_compressed)]
+        resolved = []
+        for t in image_topics:
+            try:  # absolute names as DDS sees them (node namespace and remapping applied)
+                resolved.append(self.resolve_topic_name(t))
+            except Exception as e:  # rclpy's invalid-name exceptions share no narrower base
+                raise ConfigError(f"image_topics: '{t}' is not a valid topic name ({str(e).splitlines()[0]})") from None
+        namespaces = camera_namespaces(resolved)
+        return [CameraStream(t, self.use_compressed, prefix=ns + "/") for t, ns in zip(resolved, namespaces)]
+
+    def _check_ground_for_several_cameras(self) -> None:
+        """GroundOutputs runs once per camera (its CameraInfo sibling, outputs in its namespace), but
+        the parameters hold ONE camera pose and ONE CameraInfo topic: several cameras need tf2."""
+        if str(self.get_parameter("ground.camera_info_topic").value):
+            raise ConfigError("ground.camera_info_topic names one topic but image_topics has several cameras: "
+                              "leave it empty (each camera's camera_info beside its image topic is used)")
+        if not (self.get_parameter("ground.use_tf").value and tf2_ros is not None):
+            raise ConfigError("ground.enable with several image_topics needs each camera's pose from tf2 "
+                              "(ground.use_tf: true on a ROS install with tf2_ros): the one ground.camera_xyz/"
+                              "camera_rpy pose cannot describe several cameras; run one node per camera instead")
+
     def _activate(self) -> None:
         """Subscribe and publish."""
-        if self._ground is not None:
-            self._ground.start(self.out_qos)
-            self.ground = self._ground  # the worker publishes ground outputs while this is set
         msg_type = CompressedImage if self.use_compressed else Image
-        self.sub = self.create_subscription(msg_type, self.topic, self._on_frame, self.in_qos)
+        header = Header(stamp=self.get_clock().now().to_msg())
+        for cam in self.cameras:
+            if cam._ground is not None:
+                cam._ground.start(self.out_qos)
+                cam.ground = cam._ground  # the worker publishes ground outputs while this is set
+            cam.sub = self.create_subscription(msg_type, cam.topic, lambda msg, cam=cam: self._on_frame(cam, msg),
+                                               self.in_qos)
+            if cam.pub_label_info is not None:
+                cam.pub_label_info.publish(label_info(self.label_types, header, self.card.class_names))
+        self.sub = [cam.sub for cam in self.cameras]
+        self.ground = self.cameras[0].ground
         self.diag_timer = self.create_timer(self.diagnostics_period, self._publish_diagnostics)
-        if self.pub_label_info is not None:
-            header = Header(stamp=self.get_clock().now().to_msg())
-            self.pub_label_info.publish(label_info(self.label_types, header, self.card.class_names))
-        ground = (f"; ground projection into {self.ground.base_frame} from {self.ground.info_topic}"
-                  if self.ground else "")
+        ground = (f"; ground projection into {self.ground.base_frame} from "
+                  f"{', '.join(c.ground.info_topic for c in self.cameras)}" if self.ground else "")
+        what = ", ".join(c.topic for c in self.cameras)
+        if self.multi:
+            what += (f" ({len(self.cameras)} cameras, batched; outputs under "
+                     f"{', '.join(c.prefix + 'segmentation/' for c in self.cameras)})")
         self.get_logger().info(
-            f"segmenting {self.topic} with {self.card.name} ({self.pipeline.backend.describe()}); "
+            f"segmenting {what} with {self.card.name} ({self.pipeline.backend.describe()}); "
             f"drivable classes {[self.card.class_names[c] for c in self.pipeline.drivable_classes]}{ground}")
 
     def _deactivate(self) -> None:
         """Stop subscribing and publishing; the model stays loaded."""
-        if self.sub is not None:
-            self.destroy_subscription(self.sub)
-            self.sub = None
-        if self.ground is not None:
-            self.ground = None
-            self._ground.stop()
+        for cam in self.cameras:
+            if cam.sub is not None:
+                self.destroy_subscription(cam.sub)
+                cam.sub = None
+            if cam.ground is not None:
+                cam.ground = None
+                cam._ground.stop()
+        self.sub = None
+        self.ground = None
         self.destroy_timer(self.diag_timer)
         with self._slot_lock:
-            self._slot = None
+            for cam in self.cameras:
+                cam.slot = None
 
     def _cleanup(self) -> None:
         """Unload the model and remove the publishers."""
@@ -257,10 +359,8 @@ class SegmentationNode(Node):
         self.worker.join(timeout=5)
         self.pipeline.backend.close()
         self.pipeline = None
-        for pub in (self.pub_labels, self.pub_drivable, self.pub_overlay, self.pub_conf, self.pub_label_info,
-                    self.pub_diag):
-            if pub is not None:
-                self.destroy_publisher(pub)
+        for pub in [p for cam in self.cameras for p in cam.publishers()] + [self.pub_diag]:
+            self.destroy_publisher(pub)
 
     def _make_pipeline(self, p, drivable) -> Pipeline:
         if p["backend"] not in BACKENDS:
@@ -286,48 +386,83 @@ class SegmentationNode(Node):
         return pipe
 
     # ---------------------------------------------------------------- frames
-    def _on_frame(self, msg) -> None:
+    def _on_frame(self, cam: CameraStream, msg) -> None:
         now = time.perf_counter()
         with self._slot_lock:
-            self.stats.received += 1
-            self._gaps.add(msg.header.stamp.sec, msg.header.stamp.nanosec)
-            if self._slot is not None:
-                self.stats.dropped += 1  # the waiting frame is replaced by a newer one
-            self._slot = (msg, now)
+            cam.stats.received += 1
+            cam.gaps.add(msg.header.stamp.sec, msg.header.stamp.nanosec)
+            if cam.slot is not None:
+                cam.stats.dropped += 1  # the waiting frame is replaced by a newer one
+            cam.slot = (msg, now)
             self._slot_lock.notify()
+
+    def _take_batch(self) -> list:
+        """The waiting frame of every camera that has one, at most one each, starting one camera
+        further each time (round robin: no camera is always last to be published). Lock held."""
+        n = len(self.cameras)
+        batch = []
+        for k in range(n):
+            cam = self.cameras[(self._next_first + k) % n]
+            if cam.slot is not None:
+                batch.append((cam,) + cam.slot)
+                cam.slot = None
+        self._next_first = (self._next_first + 1) % n
+        return batch
 
     def _work(self) -> None:
         while not self._stop.is_set():
             with self._slot_lock:
-                while self._slot is None and not self._stop.is_set():
+                while not any(c.slot is not None for c in self.cameras) and not self._stop.is_set():
                     self._slot_lock.wait(0.2)
                 if self._stop.is_set():
                     return
-                msg, t_recv = self._slot
-                self._slot = None
+                batch = self._take_batch()
             try:
-                self._process(msg, t_recv)
-            except ImageError as e:
-                self._reject(str(e))
-            except Exception as e:  # a bug or backend failure must not kill the node
-                self._reject(f"processing failed: {type(e).__name__}: {e}")
+                self._process(batch)
+            except Exception as e:  # a bug must not kill the node (_process rejects frames it cannot serve)
+                self._reject(batch[0][0], f"processing failed: {type(e).__name__}: {e}")
 
-    def _process(self, msg, t_recv: float) -> None:
+    def _process(self, batch) -> None:
+        """Convert each camera's message, ONE pipeline call for all, publish each with its own header."""
         t_start = time.perf_counter()
-        frame, color = message_to_array(msg, self.max_pixels)
-        t_conv = time.perf_counter()
-        want_overlay = self.pub_overlay.get_subscription_count() > 0
-        ground = self.ground
-        res = self.pipeline(frame, color, overlay=want_overlay,
-                            confidence=self.publish_confidence or ground is not None)
-        header = msg.header
+        ready = []
+        for cam, msg, t_recv in batch:
+            t0 = time.perf_counter()
+            try:
+                frame, color = message_to_array(msg, self.max_pixels)
+            except ImageError as e:  # this camera's frame only: the others still run
+                self._reject(cam, str(e))
+                continue
+            ready.append((cam, msg, t_recv, frame, color, (time.perf_counter() - t0) * 1e3))
+        if not ready:
+            return
+        want_conf = self.publish_confidence or any(r[0].ground is not None for r in ready)
+        try:
+            results = self.pipeline.run_batch([r[3] for r in ready], [r[4] for r in ready],
+                                              overlay=[r[0].pub_overlay.get_subscription_count() > 0 for r in ready],
+                                              confidence=want_conf)
+        except Exception as e:  # a backend failure: these frames are lost, the node keeps serving
+            for r in ready:
+                self._reject(r[0], f"processing failed: {type(e).__name__}: {e}")
+            return
+        with self._slot_lock:
+            self._batch_sizes[len(ready)] += 1
+            self._recent_batches.append(len(ready))
+        for (cam, msg, t_recv, _, _, convert_ms), res in zip(ready, results):
+            try:
+                self._publish(cam, msg.header, res, t_start, t_recv, convert_ms)
+            except Exception as e:  # one camera's outputs failing must not stop the others'
+                self._reject(cam, f"processing failed: {type(e).__name__}: {e}")
+
+    def _publish(self, cam: CameraStream, header, res, t_start: float, t_recv: float, convert_ms: float) -> None:
+        ground = cam.ground
         t_pipe = time.perf_counter()
-        out = [(self.pub_labels, fill_image(Image(), header, res.labels, "mono8")),
-               (self.pub_drivable, fill_image(Image(), header, res.drivable, "mono8"))]
+        out = [(cam.pub_labels, fill_image(Image(), header, res.labels, "mono8")),
+               (cam.pub_drivable, fill_image(Image(), header, res.drivable, "mono8"))]
         if res.overlay is not None:
-            out.append((self.pub_overlay, fill_image(Image(), header, res.overlay, "rgb8")))
-        if self.pub_conf is not None and res.confidence is not None:
-            out.append((self.pub_conf, fill_image(Image(), header, res.confidence, "mono8")))
+            out.append((cam.pub_overlay, fill_image(Image(), header, res.overlay, "rgb8")))
+        if cam.pub_conf is not None and res.confidence is not None:
+            out.append((cam.pub_conf, fill_image(Image(), header, res.confidence, "mono8")))
         t_fill = time.perf_counter()
         for pub, m in out:
             pub.publish(m)
@@ -335,27 +470,28 @@ class SegmentationNode(Node):
         if ground is not None:
             ground.process(header, res)
         done = time.perf_counter()
-        stages = {"convert_ms": t_conv - t_start, "fill_ms": t_fill - t_pipe, "publish_ms": t_pub - t_fill,
-                  "processing_ms": t_pub - t_start}
+        # processing_ms runs from the batch's start: the other cameras' work in it delays this one
+        stages = {"fill_ms": t_fill - t_pipe, "publish_ms": t_pub - t_fill, "processing_ms": t_pub - t_start}
         stages = {k: v * 1e3 for k, v in stages.items()}
-        stages.update(resize_ms=res.timings["pre_ms"], inference_ms=res.timings["infer_ms"],
+        stages.update(convert_ms=convert_ms, resize_ms=res.timings["pre_ms"], inference_ms=res.timings["infer_ms"],
                       post_ms=res.timings["post_ms"])
         stages["overhead_ms"] = max(0.0, stages["processing_ms"] - stages["inference_ms"])
         with self._slot_lock:
-            self.stats.processed += 1
-            self.stats.overlays += res.overlay is not None
+            cam.stats.processed += 1
+            cam.stats.overlays += res.overlay is not None
             for k, v in stages.items():
-                self._stages[k].append(v)
-            self._infer_ms.append(res.timings["infer_ms"])
-            self._e2e_ms.append((done - t_recv) * 1e3)
-            self._wait_ms.append((t_start - t_recv) * 1e3)
-            self._done_times.append(done)
+                cam.stages[k].append(v)
+            cam.infer_ms.append(res.timings["infer_ms"])
+            cam.e2e_ms.append((done - t_recv) * 1e3)
+            cam.wait_ms.append((t_start - t_recv) * 1e3)
+            cam.done_times.append(done)
 
-    def _reject(self, reason: str) -> None:
+    def _reject(self, cam: CameraStream, reason: str) -> None:
         with self._slot_lock:
-            self.stats.rejected += 1
-        # One line per kind of problem, then at most one every 5 s with a count.
-        kind = reason.split(":")[0][:40]
+            cam.stats.rejected += 1
+        # One line per kind of problem (and camera), then at most one every 5 s with a count.
+        where = f" on {cam.topic}" if self.multi else ""
+        kind = where + reason.split(":")[0][:40]
         now = time.monotonic()
         last = self._last_error.get(kind)
         if last is not None and now - last < 5.0:
@@ -364,31 +500,48 @@ class SegmentationNode(Node):
         more = self._suppressed.pop(kind, 0)
         self._last_error[kind] = now
         suffix = f" (and {more} more like it)" if more else ""
-        self.get_logger().error(f"frame rejected: {reason}{suffix}")
+        self.get_logger().error(f"frame rejected{where}: {reason}{suffix}")
 
     # ---------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self) -> None:
+        node = self.get_fully_qualified_name().lstrip("/")
         with self._slot_lock:
-            s = Stats(**self.stats.__dict__)
+            sizes = dict(self._batch_sizes)
+            recent = list(self._recent_batches)
+        batching = {"batch_size_mean": f"{sum(recent) / len(recent):.2f}" if recent else "",
+                    "batch_size_histogram": " ".join(f"{k}:{sizes[k]}" for k in sorted(sizes))}
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        for cam in self.cameras:
+            arr.status.append(self._camera_status(cam, node, batching))
+            ground = cam.ground
+            if ground is not None:
+                arr.status.append(ground.diagnostics(f"{node} {cam.image_topic}" if self.multi else node))
+        self.pub_diag.publish(arr)
+
+    def _camera_status(self, cam: CameraStream, node: str, batching: Dict[str, str]) -> DiagnosticStatus:
+        with self._slot_lock:
+            s = Stats(**cam.stats.__dict__)
             now = time.perf_counter()
-            recent = [t for t in self._done_times if now - t <= 5.0]
-            infer = sorted(self._infer_ms)
-            e2e = sorted(self._e2e_ms)
-            wait = sorted(self._wait_ms)
-            stages = {k: sorted(v) for k, v in self._stages.items()}
-            missing, period = self._gaps.missing, self._gaps.period
+            recent = [t for t in cam.done_times if now - t <= 5.0]
+            infer = sorted(cam.infer_ms)
+            e2e = sorted(cam.e2e_ms)
+            wait = sorted(cam.wait_ms)
+            stages = {k: sorted(v) for k, v in cam.stages.items()}
+            missing, period = cam.gaps.missing, cam.gaps.period
         fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
 
         def med(v):
             return v[len(v) // 2] if v else 0.0
 
         status = DiagnosticStatus()
-        status.name = f"{self.get_fully_qualified_name().lstrip('/')}: segmentation"
+        # one camera: the name it always had; several: one status per camera, named by its topic
+        status.name = f"{node}: segmentation" + (f" {cam.topic}" if self.multi else "")
         status.hardware_id = self.pipeline.backend.describe()
         status.level = DiagnosticStatus.OK if s.processed or not s.received else DiagnosticStatus.WARN
         status.message = "ok" if status.level == DiagnosticStatus.OK else "frames received but none processed"
         if not s.received:
-            status.message = f"waiting for frames on {self.topic}"
+            status.message = f"waiting for frames on {cam.topic}"
         elif missing:
             status.level = DiagnosticStatus.WARN
             status.message = (f"{missing} camera frames never arrived (gaps in header stamps): large frames "
@@ -400,17 +553,12 @@ class SegmentationNode(Node):
                   "frames_missing_upstream": missing,
                   "camera_period_ms": f"{period * 1e3:.1f}" if period else "",
                   **{k: f"{med(v):.2f}" for k, v in stages.items() if k != "inference_ms"}, "model": self.card.name,
-                  "backend": self.pipeline.backend.name, "precision": self.pipeline.backend.precision, "topic": self.topic,
+                  "backend": self.pipeline.backend.name, "precision": self.pipeline.backend.precision, "topic": cam.topic,
                   # what the drivable mask is made of, overrides included (evaluation reports it)
-                  "drivable_classes": ",".join(str(c) for c in self.pipeline.drivable_classes)}
+                  "drivable_classes": ",".join(str(c) for c in self.pipeline.drivable_classes),
+                  "cameras": len(self.cameras), **batching}
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [status]
-        ground = self.ground
-        if ground is not None:
-            arr.status.append(ground.diagnostics(self.get_fully_qualified_name().lstrip("/")))
-        self.pub_diag.publish(arr)
+        return status
 
     def destroy_node(self):
         if self.sub is not None:

@@ -1,7 +1,9 @@
 """The one small interface every inference backend implements.
 
 A backend takes one uint8 RGB frame already at the model resolution (H x W x 3)
-and returns (labels uint8 H x W, confidence float32 H x W or None). All of
+and returns (labels uint8 H x W, confidence float32 H x W or None); ``infer_batch``
+does the same for N frames stacked (N x H x W x 3) in one call where the backend
+can (several cameras in one node), else frame by frame. All of
 them run the same graph: normalisation inside, argmax at the end (see
 nets/deployable.py), so switching backends never changes pre/post-processing.
 The backends themselves are in backends.py (ONNX Runtime, PyTorch) and
@@ -39,6 +41,14 @@ class Backend(ABC):
     @abstractmethod
     def infer(self, image: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """image: uint8 (height, width, 3) RGB -> (labels uint8, confidence float32 | None)."""
+
+    def infer_batch(self, images: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """images: uint8 (N, height, width, 3) -> (labels uint8 (N, h, w), confidence (N, h, w) | None).
+        This default runs the frames one by one; backends that can batch override it."""
+        outs = [self.infer(img) for img in images]
+        labels = np.stack([o[0] for o in outs])
+        conf = None if any(o[1] is None for o in outs) else np.stack([o[1] for o in outs])
+        return labels, conf
 
     def warmup(self, runs: int = 2) -> None:
         blank = np.zeros((self.height, self.width, 3), np.uint8)

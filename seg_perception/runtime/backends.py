@@ -2,7 +2,7 @@
 which picks one of them or TensorRT (tensorrt_backend.py) by name.
 
 Every backend implements the interface in backend.py: one uint8 RGB frame at the
-model resolution in, (labels, confidence) out.
+model resolution in, (labels, confidence) out; ``infer_batch`` runs N frames in one call.
 """
 from __future__ import annotations
 
@@ -56,8 +56,9 @@ class OnnxRuntimeBackend(Backend):
             opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
         # A dynamic-shape graph pinned to this size plans memory and kernels as a fixed one does
-        # (dims of other names, or of a fixed graph, are left alone).
-        for dim, value in zip(DYNAMIC_DIMS, (1, self.height, self.width)):
+        # (dims of other names, or of a fixed graph, are left alone). Only H and W: the batch dim
+        # stays free so that several cameras' frames run in one call (infer_batch).
+        for dim, value in zip(DYNAMIC_DIMS[1:], (self.height, self.width)):
             opts.add_free_dimension_override_by_name(dim, value)
         providers = (["CUDAExecutionProvider"] if use_cuda else []) + ["CPUExecutionProvider"]
         try:
@@ -71,7 +72,9 @@ class OnnxRuntimeBackend(Backend):
         if inp.type != "tensor(uint8)" or len(inp.shape) != 4:
             raise BackendError(f"ONNX file {path} does not take uint8 NHWC frames: export it with "
                                "'seg-perception export' (logits graphs are for evaluation only)")
-        _, h, w, _ = inp.shape
+        b, h, w, _ = inp.shape
+        # a graph exported with a fixed batch of 1 still serves infer_batch, frame by frame
+        self.batches = not isinstance(b, int)
         if isinstance(h, int) and isinstance(w, int) and (h, w) != (self.height, self.width):
             raise BackendError(f"ONNX file {path} is fixed at {w}x{h} but {self.width}x{self.height} was "
                                "asked for: export at that size or with --dynamic (the shipped models are dynamic)")
@@ -83,6 +86,13 @@ class OnnxRuntimeBackend(Backend):
         out = dict(zip(self.outputs, res))
         conf = out.get("confidence")
         return out["labels"][0], (conf[0] if conf is not None else None)
+
+    def infer_batch(self, images):
+        if not self.batches or len(images) == 1:
+            return super().infer_batch(images)
+        res = self.session.run(None, {self.input_name: np.ascontiguousarray(images)})
+        out = dict(zip(self.outputs, res))
+        return out["labels"], out.get("confidence")
 
     def describe(self) -> str:
         return f"{super().describe()} ({self.path.name}, {self.providers[0]})"
@@ -118,15 +128,19 @@ class TorchBackend(Backend):
         self.has_confidence = True
 
     def infer(self, image):
+        labels, conf = self.infer_batch(image[None])
+        return labels[0], conf[0]
+
+    def infer_batch(self, images):
         torch = self.torch
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(image))[None].to(self.device)
+            x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
             if self.precision == "fp16":
                 with torch.autocast("cuda", dtype=torch.float16):
                     labels, conf = self.model(x)
             else:
                 labels, conf = self.model(x)
-        return labels[0].cpu().numpy(), conf[0].float().cpu().numpy()
+        return labels.cpu().numpy(), conf.float().cpu().numpy()
 
     def describe(self) -> str:
         return f"{super().describe()} ({self.path.name}, {self.device})"

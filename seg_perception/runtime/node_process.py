@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 from ..paths import default_params_file
 
@@ -35,8 +35,9 @@ class NodeProcess:
     """Starts the node at once; ``stop`` ends it with SIGINT, as ``ros2 launch`` does."""
 
     def __init__(self, params: Dict[str, object], log_path: Path, env: Optional[Dict[str, str]] = None,
-                 params_file: Optional[Path] = None, program: str = "segmentation_node"):
-        self.args = [node_executable(program), "--ros-args"]
+                 params_file: Optional[Path] = None, program: str = "segmentation_node",
+                 ros_args: Sequence[str] = ()):
+        self.args = [node_executable(program), "--ros-args", *ros_args]  # ros_args: e.g. -r __node:=name
         pf = params_file or default_params_file()
         if pf is not None:
             self.args += ["--params-file", str(pf)]

@@ -3,6 +3,7 @@
     pipe = Pipeline.from_card("models/essnet_d_camvid.yaml", backend="onnxruntime")
     result = pipe(frame_rgb)             # any size, uint8
     result.labels, result.drivable       # at the frame's size
+    results = pipe.run_batch([front, rear], ["rgb", "bgr"])   # one backend call for both
 
 Resize to the model resolution (the colour conversion happens after the resize,
 on the small image), infer (normalisation and argmax are inside the graph),
@@ -13,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -31,7 +32,7 @@ class SegmentationResult:
     drivable: np.ndarray                  # uint8 (H, W), 255 where drivable
     confidence: Optional[np.ndarray] = None  # uint8 (H, W), max probability x 255
     overlay: Optional[np.ndarray] = None     # uint8 (H, W, 3) RGB, frame blended with class colours
-    timings: Dict[str, float] = field(default_factory=dict)  # pre/infer/post milliseconds
+    timings: Dict[str, float] = field(default_factory=dict)  # pre/infer/post milliseconds (+ batch size)
 
 
 class Pipeline:
@@ -80,6 +81,47 @@ class Pipeline:
         t1 = time.perf_counter()
         labels_small, conf_small = self.backend.infer(x)
         t2 = time.perf_counter()
+        res = self.postprocess(frame, color, labels_small, conf_small, overlay, confidence)
+        t3 = time.perf_counter()
+        res.timings = {"pre_ms": (t1 - t0) * 1e3, "infer_ms": (t2 - t1) * 1e3, "post_ms": (t3 - t2) * 1e3}
+        return res
+
+    def run_batch(self, frames: Sequence[np.ndarray], colors: Sequence[str], overlay: bool | Sequence[bool] = False,
+                  confidence: bool = False) -> List[SegmentationResult]:
+        """Several frames (any sizes, e.g. one per camera) through ONE backend call; the results
+        equal calling the pipeline on each frame. timings: pre_ms and post_ms are each frame's
+        own, infer_ms is the whole batch's (shared by its frames), batch is its size."""
+        if len(frames) != len(colors):
+            raise ValueError(f"{len(frames)} frames but {len(colors)} colour layouts")
+        if not frames:
+            return []
+        overlays = [overlay] * len(frames) if isinstance(overlay, bool) else list(overlay)
+        pre, xs = [], []
+        for frame, color in zip(frames, colors):
+            t0 = time.perf_counter()
+            xs.append(self.preprocess(frame, color))
+            pre.append((time.perf_counter() - t0) * 1e3)
+        t1 = time.perf_counter()
+        if len(xs) == 1:  # exactly the single-frame path
+            labels_small, conf_small = self.backend.infer(xs[0])
+            labels_small, conf_small = labels_small[None], None if conf_small is None else conf_small[None]
+        else:
+            labels_small, conf_small = self.backend.infer_batch(np.stack(xs))
+        infer_ms = (time.perf_counter() - t1) * 1e3
+        out = []
+        for i, (frame, color) in enumerate(zip(frames, colors)):
+            t2 = time.perf_counter()
+            res = self.postprocess(frame, color, labels_small[i], None if conf_small is None else conf_small[i],
+                                   overlays[i], confidence)
+            res.timings = {"pre_ms": pre[i], "infer_ms": infer_ms, "post_ms": (time.perf_counter() - t2) * 1e3,
+                           "batch": len(frames)}
+            out.append(res)
+        return out
+
+    def postprocess(self, frame: np.ndarray, color: str, labels_small: np.ndarray,
+                    conf_small: Optional[np.ndarray], overlay: bool = False,
+                    confidence: bool = False) -> SegmentationResult:
+        """Model-size outputs of one frame -> its result at the frame's size."""
         h, w = frame.shape[:2]
         labels = labels_small
         if labels.shape != (h, w):
@@ -92,8 +134,6 @@ class Pipeline:
             res.confidence = c8 if c8.shape == (h, w) else cv2.resize(c8, (w, h), interpolation=cv2.INTER_LINEAR)
         if overlay:
             res.overlay = self.overlay(frame, color, labels)
-        t3 = time.perf_counter()
-        res.timings = {"pre_ms": (t1 - t0) * 1e3, "infer_ms": (t2 - t1) * 1e3, "post_ms": (t3 - t2) * 1e3}
         return res
 
     def overlay(self, frame: np.ndarray, color: str, labels: np.ndarray) -> np.ndarray:

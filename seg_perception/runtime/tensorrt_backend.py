@@ -74,14 +74,23 @@ class TensorRTBackend(Backend):
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if n not in self.inputs]
-        for name in self.inputs:  # dynamic H/W engines: fix the shape before sizing any buffer
-            if any(int(d) < 0 for d in self.engine.get_tensor_shape(name)):
-                self.context.set_input_shape(name, shape)
+        # Several cameras (infer_batch): the optimization profile's max batch is how many frames one
+        # call can take. The engine cache builds one profile pinned at batch 1, so with its engines
+        # max_batch is 1 and infer_batch runs frame by frame; an engine whose profile allows more
+        # gets buffers for max_batch frames and runs a batch in one execute call.
+        self.max_batch = 1
+        dynamic = [n for n in self.inputs if any(int(d) < 0 for d in self.engine.get_tensor_shape(n))]
+        if len(dynamic) == 1 and int(self.engine.get_tensor_shape(dynamic[0])[0]) < 0:
+            self.max_batch = max(1, int(self.engine.get_tensor_profile_shape(dynamic[0], 0)[2][0]))
+        for name in dynamic:  # dynamic engines: fix the shape before sizing any buffer
+            self.context.set_input_shape(name, (self.max_batch,) + shape[1:])
         for name in names:
             dims = tuple(int(d) for d in self.context.get_tensor_shape(name))
             buf = IOBuffer(cudart, dims, _np_dtype(trt, self.engine.get_tensor_dtype(name)))
             self._buffers[name] = buf
             self.context.set_tensor_address(name, int(buf.device))
+        for name in dynamic:  # infer() runs one frame
+            self.context.set_input_shape(name, shape)
         if len(self.inputs) != 1 or self._buffers[self.inputs[0]].dtype != np.uint8 or "labels" not in self.outputs:
             raise BackendError(f"engine {self.engine_path} does not take a uint8 frame and give 'labels': "
                                "build it from an ONNX made by 'seg-perception export'")
@@ -102,6 +111,30 @@ class TensorRTBackend(Backend):
         check(self.cudart, self.cudart.cudaStreamSynchronize(self.stream))
         labels = self._buffers["labels"].host[0].astype(np.uint8)  # a copy: host buffers are reused
         conf = self._buffers["confidence"].host[0].astype(np.float32) if self.has_confidence else None
+        return labels, conf
+
+    def infer_batch(self, images: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        n = len(images)
+        if n == 1 or n > self.max_batch:
+            return super().infer_batch(images)  # batch-1 profile (the cache's engines): frame by frame
+        name = self.inputs[0]
+        inp = self._buffers[name]
+        if images.shape[1:] != inp.shape[1:] or images.dtype != np.uint8:
+            raise ValueError(f"tensorrt backend expects uint8 frames of shape {inp.shape[1:]}, got "
+                             f"{images.dtype} {images.shape[1:]}")
+        self.context.set_input_shape(name, (n,) + inp.shape[1:])
+        try:
+            np.copyto(inp.host[:n], images)
+            inp.to_device(self.stream)  # the whole buffer: frames past n are ignored by the engine
+            if not self.context.execute_async_v3(int(self.stream)):
+                raise BackendError("TensorRT execute_async_v3 failed")
+            for out in self.outputs:
+                self._buffers[out].to_host(self.stream)
+            check(self.cudart, self.cudart.cudaStreamSynchronize(self.stream))
+        finally:
+            self.context.set_input_shape(name, (1,) + inp.shape[1:])
+        labels = self._buffers["labels"].host[:n].astype(np.uint8)
+        conf = self._buffers["confidence"].host[:n].astype(np.float32) if self.has_confidence else None
         return labels, conf
 
     def describe(self) -> str:

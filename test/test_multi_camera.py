@@ -1,0 +1,139 @@
+"""Several cameras in one node, live over DDS: segmentation_node (its own process) with
+image_topics of two cameras in different namespaces; this process publishes different CamVid
+frames (different sizes, stamps and frame_ids) on both and checks that each camera's outputs
+come back under its own namespace, with its own header, equal to the single-frame pipeline's
+labels for that frame. The shipped model (dynamic batch) so that frames really run batched."""
+from __future__ import annotations
+
+import time
+
+import cv2
+import pytest
+import rclpy
+
+from ros_harness import Harness, raw_image, stamp_key, start_node
+from seg_perception.ros.ground_outputs import tf2_ros
+from seg_perception.runtime.pipeline import Pipeline
+from test_node import as_array
+
+FRONT, REAR = "/mc_front/image_raw", "/mc_rear/image_raw"
+
+
+@pytest.fixture(scope="module")
+def ros():
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+@pytest.fixture(scope="module")
+def pipe(shipped_model):
+    return Pipeline.from_card(shipped_model, backend="onnxruntime", threads=1)
+
+
+@pytest.fixture(scope="module")
+def two_cameras(ros, shipped_model, tmp_path_factory):
+    log = tmp_path_factory.mktemp("multi") / "node.log"
+    proc = start_node({"model": str(shipped_model), "threads": 1, "qos": "reliable",
+                       "image_topics": [FRONT, REAR]}, log)
+    front = Harness("test_mc_front", image_topic=FRONT, out_ns="/mc_front")
+    rear = Harness("test_mc_rear", image_topic=REAR, out_ns="/mc_rear")
+    try:
+        front.wait_connected()
+        rear.wait_connected()
+    except AssertionError:
+        proc.stop()
+        front.close()
+        rear.close()
+        raise AssertionError("node did not start:\n" + log.read_text())
+    yield proc, front, rear
+    front.close()
+    rear.close()
+    assert proc.stop() == 0, proc.output()
+
+
+def test_each_camera_is_answered_under_its_namespace(two_cameras, pipe, val_frames):
+    proc, front, rear = two_cameras
+    f_img = val_frames[0][0]
+    r_img = cv2.resize(val_frames[3][0], (640, 480))  # another frame at another size
+    sent = {"front": [], "rear": []}
+    # Pairs published back to back, 15 Hz: while the model runs one camera's frame the other's
+    # arrives, so most pairs share a batch.
+    for i in range(8):
+        fk = (1_800_000_000 + i, 1000 * i, "front_optical")
+        rk = (1_800_000_000 + i, 1000 * i + 500, "rear_optical")
+        front.pub_raw.publish(raw_image(f_img, "rgb8", fk))
+        rear.pub_raw.publish(raw_image(cv2.cvtColor(r_img, cv2.COLOR_RGB2BGR), "bgr8", rk))
+        sent["front"].append(fk)
+        sent["rear"].append(rk)
+        time.sleep(1 / 15)
+    # newest frame wins per camera, so not every frame is answered; the last of each is
+    for name, h in (("front", front), ("rear", rear)):
+        h.wait_for(lambda: all(sent[name][-1] in h.received[t] for t in ("labels", "drivable_mask")), 30,
+                   f"{name}'s last frame")
+    time.sleep(0.5)
+    want = {"front": pipe(f_img).labels, "rear": pipe(r_img).labels}
+    answered = {}
+    for name, h in (("front", front), ("rear", rear)):
+        with h.lock:
+            got = dict(h.received["labels"])
+            masks = dict(h.received["drivable_mask"])
+        # only this camera's frames came back here, each with its own stamp and frame_id
+        assert got and set(got) <= set(sent[name]), (name, sorted(got))
+        answered[name] = len(got)
+        for key, msg in got.items():
+            assert stamp_key(msg.header) == key
+            labels = as_array(msg)
+            assert labels.shape == want[name].shape
+            # batched vs single-frame kernels: a few argmax ties may flip
+            assert (labels == want[name]).mean() > 0.999, (name, key)
+            if key in masks:
+                assert stamp_key(masks[key].header) == key
+                assert ((as_array(masks[key]) == 255) == (labels == 3)).all()  # CamVid: Road drivable
+    # the two frames differ, so mixed-up outputs would have failed above
+    assert (want["front"] != cv2.resize(want["rear"], (480, 360), interpolation=cv2.INTER_NEAREST)).mean() > 0.05
+
+    # one diagnostics status per camera, with its own counters and the node's batching
+    for name, h in (("front", front), ("rear", rear)):
+        d = h.settled_diag()
+        assert d["topic"] == (FRONT if name == "front" else REAR)
+        # depth-1 reliable writers may overwrite a frame before delivery: received <= sent
+        assert len(sent[name]) >= int(d["frames_received"]) >= int(d["frames_processed"]) >= answered[name] >= 1
+        assert d["cameras"] == "2"
+        hist = dict(kv.split(":") for kv in d["batch_size_histogram"].split())
+        assert set(hist) <= {"1", "2"} and int(hist.get("2", 0)) >= 1, d["batch_size_histogram"]
+        assert float(d["batch_size_mean"]) > 1.0
+
+
+def test_a_bad_frame_on_one_camera_leaves_the_other_served(two_cameras, val_frames):
+    proc, front, rear = two_cameras
+    bad = raw_image(val_frames[1][0], "rgb8", (1_900_000_000, 1, "front_optical"))
+    bad.step = 10  # shorter than a row: rejected
+    fk, rk = (1_900_000_001, 0, "front_optical"), (1_900_000_001, 5, "rear_optical")
+    before = int(front.last_diag().get("frames_rejected", 0))
+    front.pub_raw.publish(bad)
+    rear.pub_raw.publish(raw_image(val_frames[2][0], "rgb8", rk))
+    rear.wait_for(lambda: rk in rear.received["labels"], 30, "rear's frame beside a bad front frame")
+    front.wait_for(lambda: int(front.last_diag().get("frames_rejected", 0)) == before + 1, 15, "front rejection")
+    assert int(rear.last_diag()["frames_rejected"]) == 0
+    front.pub_raw.publish(raw_image(val_frames[2][0], "rgb8", fk))
+    front.wait_for(lambda: fk in front.received["labels"], 30, "front serves again")
+    assert "frame rejected on /mc_front/image_raw:" in proc.output()
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"image_topics": ["image_raw", "/b/image_raw"]}, "image_topics: '/image_raw' has no namespace"),
+    ({"image_topics": ["/a/image_raw", "/a/other_raw"]}, "are both in namespace /a"),
+    pytest.param({"image_topics": ["/a/image_raw", "/b/image_raw"], "ground.enable": True},
+                 "ground.enable with several image_topics needs each camera's pose from tf2",
+                 marks=pytest.mark.skipif(tf2_ros is not None, reason="tf2 installed: several cameras may project")),
+])
+def test_bad_camera_lists_stop_startup_with_one_line(random_model, tmp_path, params, message):
+    proc = start_node({"model": str(random_model), **params}, tmp_path / "node.log")
+    rc = proc.proc.wait(timeout=60)
+    proc.stop()
+    out = proc.output()
+    assert rc == 2, out
+    lines = [ln for ln in out.splitlines() if "cannot start" in ln]
+    assert len(lines) == 1 and message in lines[0], out
+    assert "Traceback" not in out
