@@ -265,11 +265,12 @@ def _models(p: argparse.ArgumentParser):
             from .nets import list_models
             print("\n".join(list_models()))
             return
+        from pathlib import Path
         from .card import load_card
         from .paths import available_models, resolve_model
-        print("| model | network | CamVid val mIoU (fp32) | int8 mIoU | params | GMACs | CPU p50 fp32 / int8 (ms) "
-              "| epochs |")
-        print("|---|---|---:|---:|---:|---:|---:|---|")
+        print("| model | network | trained on | CamVid val mIoU (fp32) | int8 mIoU | params | GMACs "
+              "| CPU p50 fp32 / int8 (ms) | epochs |")
+        print("|---|---|---|---:|---:|---:|---:|---:|---|")
         for name in available_models():
             c = load_card(resolve_model(name))
             m, t = c.metrics, c.training
@@ -277,7 +278,13 @@ def _models(p: argparse.ArgumentParser):
             fp32 = lat.get("onnxruntime_fp32_ms", {}).get("p50", "-")
             int8 = lat.get("onnxruntime_int8_ms", {}).get("p50", "-")
             epochs = f"{t.get('epochs_completed_in_run', '?')} of {t.get('epochs_planned', '?')}"
-            print(f"| {c.name} | {c.architecture} | {m.get('val_miou', '-')} | {m.get('int8', {}).get('int8_miou', '-')} "
+            if t.get("init"):
+                epochs += f" from {Path(str(t['init'])).stem}"
+            split = str(t.get("train_split", "train"))
+            val = m.get("val_miou", "-")
+            if t.get("recipe_run"):  # val was training data: the figure is the same recipe on train alone
+                val = f"{val} (recipe on train alone)"
+            print(f"| {c.name} | {c.architecture} | {split} | {val} | {m.get('int8', {}).get('int8_miou', '-')} "
                   f"| {m.get('params', '-'):,} | {m.get('gmacs', '-')} @ {m.get('gmacs_at', '')} | {fp32} / {int8} "
                   f"| {epochs} |")
     return run
