@@ -24,7 +24,10 @@ def test_val_miou_is_what_the_card_says(shipped_model, camvid_full):
     card = load_card(shipped_model)
     res = evaluate(shipped_model, str(camvid_full), "camvid", "val", backend="onnxruntime")
     assert res["frames"] == 101
-    assert abs(res["miou"] - card.metrics["val_miou"]) < 0.3
+    # Weights trained on train+val carry the recipe run's val figure (held out) and their own
+    # (val was training data) beside it; the one these weights reproduce is their own.
+    own = card.metrics["val_miou_not_held_out"] if card.training.get("recipe_run") else card.metrics["val_miou"]
+    assert abs(res["miou"] - own) < 0.3
     # and the default meets the project's goal (60 val mIoU at 480x360)
     assert res["miou"] >= 60 and res["per_class_iou"]["Road"] > 90
 
