@@ -194,6 +194,26 @@ def test_lens_model_matches_opencv(model):
     np.testing.assert_allclose(uv, ref_project(p, np.zeros(3), np.zeros(3), model), atol=1e-6)
 
 
+@pytest.mark.parametrize("model", list(LENSES))
+def test_a_scaled_camera_sees_the_resized_image(model):
+    """Camera.scaled(w, h) is the camera of the image resized to w x h: every point lands where
+    it lands in the full image, mapped pixel centre to pixel centre ((u + 0.5) * s - 0.5),
+    checked against OpenCV's projection with the full calibration."""
+    rng = np.random.default_rng(2)
+    p = np.column_stack([rng.uniform(-1.0, 1.0, 300), rng.uniform(-0.8, 0.8, 300), np.ones(300)]) \
+        * rng.uniform(0.5, 20, (300, 1))
+    full = ref_project(p, np.zeros(3), np.zeros(3), model)
+    small = camera(model).scaled(W // 3, H // 2)
+    assert (small.width, small.height) == (W // 3, H // 2)
+    uv, ok = small.project(p)
+    assert ok.all()
+    sx, sy = (W // 3) / W, (H // 2) / H
+    np.testing.assert_allclose(uv[:, 0], (full[:, 0] + 0.5) * sx - 0.5, atol=1e-6)
+    np.testing.assert_allclose(uv[:, 1], (full[:, 1] + 0.5) * sy - 0.5, atol=1e-6)
+    full_cam = camera(model)
+    assert full_cam.scaled(W, H) is full_cam
+
+
 def test_max_range_cuts_the_grid():
     cam_xyz = np.array([0.0, 0.0, 1.0])
     pose = CameraPose.from_body_xyz_rpy(cam_xyz, [0.0, 0.2, 0.0])

@@ -41,6 +41,21 @@ def test_any_frame_size_comes_back_at_its_size(ort_pipe, val_frames, size):
     np.testing.assert_array_equal(res.labels, cv2.resize(small, size, interpolation=cv2.INTER_NEAREST))
 
 
+def test_outputs_at_network_size(random_model, val_frames):
+    """output_size 'network': the backend's own labels, no resize; the overlay is of the frame
+    shrunk to the network's size; frame_size still names the camera frame."""
+    pipe = Pipeline.from_card(random_model, backend="onnxruntime", output_size="network")
+    img = cv2.resize(val_frames[1][0], (1280, 720))
+    res = pipe(img, overlay=True, confidence=True)
+    small, conf = pipe.backend.infer(pipe.preprocess(img))
+    np.testing.assert_array_equal(res.labels, small)
+    np.testing.assert_array_equal(res.drivable, np.where(small == 3, 255, 0))
+    assert res.confidence.shape == res.overlay.shape[:2] == small.shape == (360, 480)
+    assert res.frame_size == (1280, 720)
+    with pytest.raises(ValueError, match="unknown output_size 'half'; valid choices: camera, network"):
+        Pipeline.from_card(random_model, backend="onnxruntime", output_size="half")
+
+
 def test_colour_layouts_agree(ort_pipe, val_frames):
     img = val_frames[2][0]
     ref = ort_pipe(img).labels

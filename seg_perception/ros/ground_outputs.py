@@ -139,12 +139,13 @@ class GroundOutputs:
         pose = self._pose(header)
         if pose is None:
             return
-        if not self._update_lookups(info, pose):
-            return
-        h, w = res.labels.shape
-        if (h, w) != self._lut.shape:
+        w, h = res.frame_size if res.frame_size[0] else res.labels.shape[::-1]
+        if (w, h) != (info.width, info.height):
             self._off(DiagnosticStatus.WARN, f"frame is {w}x{h} but CameraInfo on {self.info_topic} is "
-                                             f"{self._lut.shape[1]}x{self._lut.shape[0]}: ground outputs off")
+                                             f"{info.width}x{info.height}: ground outputs off")
+            return
+        # Outputs at the network's size (output_size network): the lookups use the camera scaled to it.
+        if not self._update_lookups(info, pose, res.labels.shape[::-1]):
             return
         t0 = time.perf_counter()
         grid_header = type(header)(stamp=header.stamp, frame_id=self.base_frame)
@@ -189,10 +190,10 @@ class GroundOutputs:
         t, q = tf.transform.translation, tf.transform.rotation
         return CameraPose.from_optical_transform([t.x, t.y, t.z], [q.x, q.y, q.z, q.w])
 
-    def _update_lookups(self, info: CameraInfo, pose: CameraPose) -> bool:
+    def _update_lookups(self, info: CameraInfo, pose: CameraPose, size) -> bool:
         key = (info.width, info.height, tuple(info.k), tuple(info.d), info.distortion_model,
                info.binning_x, info.binning_y, info.roi.width, info.roi.height,
-               np.round(pose.R, 6).tobytes(), np.round(pose.t, 6).tobytes())
+               np.round(pose.R, 6).tobytes(), np.round(pose.t, 6).tobytes(), tuple(size))
         if key == self._key:
             return self._lut is not None
         self._key = key
@@ -200,7 +201,8 @@ class GroundOutputs:
         try:
             if info.binning_x > 1 or info.binning_y > 1 or info.roi.width or info.roi.height:
                 raise GroundError("CameraInfo with binning or a region of interest is not supported")
-            cam = Camera.from_camera_info(info.width, info.height, info.k, info.d, info.distortion_model)
+            cam = Camera.from_camera_info(info.width, info.height, info.k, info.d,
+                                          info.distortion_model).scaled(*size)
             lut = GridLookup(cam, pose, self.spec, self.max_range)
             cloud = GroundCloud(cam, pose, self.stride, self.max_range)
         except GroundError as e:

@@ -56,6 +56,8 @@ PARAMETERS = {
     "use_compressed": (False, "subscribe to <image_topic>/compressed (sensor_msgs/CompressedImage)"),
     "overlay_alpha": (0.5, "weight of the class colours in /segmentation/overlay"),
     "overlay_legend": (True, "draw the class legend (colour + name) into /segmentation/overlay"),
+    "output_size": ("camera", "camera: outputs at the frame's size | network: at the network's (no label "
+                              "resize, smaller messages; ground outputs follow)"),
     "qos": ("sensor_data", "subscription QoS: sensor_data (best effort, depth 1) | reliable"),
     "publish_confidence": (False, "publish /segmentation/confidence (mono8, max probability x 255)"),
     "max_image_pixels": (DEFAULT_MAX_PIXELS, "frames larger than this are rejected"),
@@ -379,7 +381,8 @@ class SegmentationNode(Node):
                 width=int(p["input_width"]) or None, height=int(p["input_height"]) or None,
                 onnx=p["onnx"] or None, weights=p["weights"] or None, threads=int(p["threads"]),
                 drivable_classes=list(drivable) if drivable is not None else None,
-                overlay_alpha=float(p["overlay_alpha"]), overlay_legend=bool(p["overlay_legend"]), **trt)
+                overlay_alpha=float(p["overlay_alpha"]), overlay_legend=bool(p["overlay_legend"]),
+                output_size=str(p["output_size"]), **trt)
         except (ValueError, FileNotFoundError, CardError, BackendError) as e:
             raise ConfigError(str(e)) from None
         pipe.backend.warmup()

@@ -70,6 +70,19 @@ class Camera:
             raise GroundError(f"{model} distortion needs 4, 5 or 8 coefficients, got {D.size}")
         return cls(int(width), int(height), K, D, model)
 
+    def scaled(self, width: int, height: int) -> "Camera":
+        """The same camera seen through an image resized to width x height (what image_proc's
+        resize does to CameraInfo): focal lengths and centre scale, with pixel centres mapping
+        to pixel centres; distortion acts on normalised coordinates and stays as it is."""
+        if (width, height) == (self.width, self.height):
+            return self
+        sx, sy = width / self.width, height / self.height
+        K = self.K.copy()
+        K[0, 0], K[0, 1], K[1, 1] = K[0, 0] * sx, K[0, 1] * sx, K[1, 1] * sy
+        K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
+        K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+        return Camera(int(width), int(height), K, self.D, self.model)
+
     # ------------------------------------------------------------ projection
     def project(self, p_opt: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """(N, 3) optical-frame points (z > 0) -> (N, 2) pixel coordinates and a mask of

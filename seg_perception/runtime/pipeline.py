@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -26,18 +26,27 @@ from .image_conversion import CHANNELS, TO_RGB, to_rgb
 from .legend import draw_legend
 
 
+OUTPUT_SIZES = ("camera", "network")
+
+
 @dataclass
 class SegmentationResult:
-    labels: np.ndarray                    # uint8 (H, W) class ids, at the frame's size
+    labels: np.ndarray                    # uint8 (H, W) class ids, at the frame's size (or the network's)
     drivable: np.ndarray                  # uint8 (H, W), 255 where drivable
     confidence: Optional[np.ndarray] = None  # uint8 (H, W), max probability x 255
     overlay: Optional[np.ndarray] = None     # uint8 (H, W, 3) RGB, frame blended with class colours
     timings: Dict[str, float] = field(default_factory=dict)  # pre/infer/post milliseconds (+ batch size)
+    frame_size: Tuple[int, int] = (0, 0)  # (width, height) of the frame the outputs describe
 
 
 class Pipeline:
     def __init__(self, backend: Backend, card: ModelCard, drivable_classes: Optional[Iterable[int]] = None,
-                 overlay_alpha: float = 0.5, overlay_legend: bool = True):
+                 overlay_alpha: float = 0.5, overlay_legend: bool = True, output_size: str = "camera"):
+        if output_size not in OUTPUT_SIZES:
+            raise ValueError(f"unknown output_size '{output_size}'; valid choices: {', '.join(OUTPUT_SIZES)}")
+        # network: outputs stay at the network's size, which saves the label resize and makes
+        # smaller messages (a 1080p camera's labels are 2 MB, the network's 170 KB).
+        self.output_size = output_size
         self.backend = backend
         self.card = card
         self.size = (backend.width, backend.height)
@@ -59,11 +68,14 @@ class Pipeline:
     def from_card(cls, card_path: str | Path | ModelCard, backend: str = "auto", precision: str = "fp32",
                   width: Optional[int] = None, height: Optional[int] = None, onnx: Optional[str] = None,
                   weights: Optional[str] = None, threads: int = 0, drivable_classes=None,
-                  overlay_alpha: float = 0.5, overlay_legend: bool = True, **trt_options) -> "Pipeline":
+                  overlay_alpha: float = 0.5, overlay_legend: bool = True, output_size: str = "camera",
+                  **trt_options) -> "Pipeline":
         card = card_path if isinstance(card_path, ModelCard) else load_card(card_path)
+        if output_size not in OUTPUT_SIZES:  # before loading a model or building an engine
+            raise ValueError(f"unknown output_size '{output_size}'; valid choices: {', '.join(OUTPUT_SIZES)}")
         be = create_backend(backend, card, precision, width, height, onnx_path=onnx, weights=weights,
                             threads=threads, **trt_options)
-        return cls(be, card, drivable_classes, overlay_alpha, overlay_legend)
+        return cls(be, card, drivable_classes, overlay_alpha, overlay_legend, output_size)
 
     def preprocess(self, frame: np.ndarray, color: str = "rgb") -> np.ndarray:
         check_frame(frame, color)
@@ -121,8 +133,10 @@ class Pipeline:
     def postprocess(self, frame: np.ndarray, color: str, labels_small: np.ndarray,
                     conf_small: Optional[np.ndarray], overlay: bool = False,
                     confidence: bool = False) -> SegmentationResult:
-        """Model-size outputs of one frame -> its result at the frame's size."""
-        h, w = frame.shape[:2]
+        """Model-size outputs of one frame -> its result at the frame's size (or, with
+        output_size 'network', at the network's)."""
+        fh, fw = frame.shape[:2]
+        h, w = labels_small.shape if self.output_size == "network" else (fh, fw)
         labels = labels_small
         if labels.shape != (h, w):
             labels = cv2.resize(labels_small, (w, h), interpolation=cv2.INTER_NEAREST)
@@ -134,7 +148,9 @@ class Pipeline:
             c8 = np.clip(conf_small * 255.0 + 0.5, 0, 255).astype(np.uint8)
             res.confidence = c8 if c8.shape == (h, w) else cv2.resize(c8, (w, h), interpolation=cv2.INTER_LINEAR)
         if overlay:
-            res.overlay = self.overlay(frame, color, labels)
+            shown = frame if (fh, fw) == (h, w) else cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+            res.overlay = self.overlay(shown, color, labels)
+        res.frame_size = (fw, fh)
         return res
 
     def overlay(self, frame: np.ndarray, color: str, labels: np.ndarray) -> np.ndarray:
