@@ -282,9 +282,11 @@ def _models(p: argparse.ArgumentParser):
                 epochs += f" from {Path(str(t['init'])).stem}"
             split = str(t.get("train_split", "train"))
             val = m.get("val_miou", "-")
+            int8_miou = m.get("int8", {}).get("int8_miou", "-")
             if t.get("recipe_run"):  # val was training data: the figure is the same recipe on train alone
                 val = f"{val} (recipe on train alone)"
-            print(f"| {c.name} | {c.architecture} | {split} | {val} | {m.get('int8', {}).get('int8_miou', '-')} "
+                int8_miou = f"{-m.get('int8', {}).get('miou_drop', 0.0):+.2f} vs fp32 (val not held out)"
+            print(f"| {c.name} | {c.architecture} | {split} | {val} | {int8_miou} "
                   f"| {m.get('params', '-'):,} | {m.get('gmacs', '-')} @ {m.get('gmacs_at', '')} | {fp32} / {int8} "
                   f"| {epochs} |")
     return run

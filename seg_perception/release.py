@@ -155,6 +155,11 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
         card.metrics["int8_cpu"] = {**card.metrics["int8_cpu"], "speed_vs_fp32": round(
             latency["onnxruntime_fp32_ms"]["p50"] / max(latency["onnxruntime_int8_cpu_ms"]["p50"], 1e-6), 2)}
         log(f"[release] CPU int8 val mIoU {acc['int8_miou']:.2f}, label agreement {acc['label_agreement']:.2f}%")
+    if rcard is not None:
+        for key in ("int8", "int8_cpu"):
+            if key in card.metrics:  # measured on val with these weights, which trained on it
+                card.metrics[key] = {**card.metrics[key], "note": "val is in these weights' training data: read "
+                                     "miou_drop and label_agreement, not the absolute mIoU"}
     card.metrics = {**card.metrics, **metrics, "cpu_latency": latency}
     card.save(card.path)  # the one write
     log(f"[release] {card.path}: val mIoU {metrics['val_miou']:.2f}, {metrics['params']} params, "
