@@ -529,3 +529,15 @@ def test_tensorrt_engine_agrees_with_onnxruntime(quantized, tmp_path, val_frames
     assert again.cache_decision.action == "reuse"
     trt_be.close()
     again.close()
+
+
+def test_more_cameras_rebuild_the_engine_for_their_batch(fp32_onnx, tmp_path):
+    """A node with two cameras asks for a batch-2 engine (tensorrt_backend passes (cameras, H, W, 3)):
+    the batch-1 engine in the cache is stale for it, and the builder gets the batch to profile."""
+    cache, builder = tmp_path / "cache", StandInBuilder()
+    _ensure(fp32_onnx, cache, builder)
+    path, decision = _ensure(fp32_onnx, cache, builder, shape=(2, H, W, 3))
+    assert decision.action == "build" and decision.field == "input_shape", decision
+    assert builder.calls[-1][2] == (2, H, W, 3)
+    assert json.loads(eng.sidecar_path(path).read_text())["input_shape"] == [2, H, W, 3]
+    assert _ensure(fp32_onnx, cache, builder, shape=(2, H, W, 3))[1].action == "reuse"

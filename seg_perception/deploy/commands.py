@@ -162,6 +162,8 @@ def _build_engine(p: argparse.ArgumentParser):
                    "~/.cache/seg_perception)")
     p.add_argument("--height", type=int, default=0, help="input height (default: the card's)")
     p.add_argument("--width", type=int, default=0, help="input width (default: the card's)")
+    p.add_argument("--max-batch", type=int, default=1,
+                   help="frames one call can take: the node's number of cameras (image_topics)" + " (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="rebuild even when the cached engine is valid")
 
     def run(a):
@@ -182,7 +184,8 @@ def _build_engine(p: argparse.ArgumentParser):
         if a.force:
             path = eng.engine_path(cache, src, a.precision)
             eng.sidecar_path(path).unlink(missing_ok=True)
-        path, decision = eng.ensure_engine(src, a.precision, (1, h, w, 3), cache_dir=cache, rebuild=True,
+        _positive(a.max_batch, "--max-batch")
+        path, decision = eng.ensure_engine(src, a.precision, (a.max_batch, h, w, 3), cache_dir=cache, rebuild=True,
                                            workspace_mib=a.workspace,
                                            timing_cache=a.timing_cache or cache / "timing.cache")
         state = "reused (sidecar matches)" if decision.action == "reuse" else f"built ({decision.reason})"

@@ -375,7 +375,8 @@ class SegmentationNode(Node):
             card_path = resolve_model(str(p["model"]))
             trt = {}
             if p["backend"] in ("auto", "tensorrt"):
-                trt = {"cache_dir": p["engine_cache_dir"] or None, "rebuild": bool(p["rebuild_engine"])}
+                trt = {"cache_dir": p["engine_cache_dir"] or None, "rebuild": bool(p["rebuild_engine"]),
+                       "max_batch": len(self.cameras)}  # one batch holds a frame per camera
             pipe = Pipeline.from_card(
                 card_path, backend=p["backend"], precision=p["precision"],
                 width=int(p["input_width"]) or None, height=int(p["input_height"]) or None,

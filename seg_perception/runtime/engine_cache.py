@@ -223,13 +223,16 @@ def build_serialized_engine(onnx_path: str | Path, precision: str, input_shape: 
     elif precision == "int8" and hasattr(flags, "INT8"):
         config.set_flag(flags.INT8)   # TensorRT 10: enables the Q/DQ (explicit) int8 kernels
         config.set_flag(flags.FP16)   # layers between Q/DQ pairs may run in fp16
-    # Dynamic H/W (export --dynamic): one profile pinned at the runtime's shape.
+    # Dynamic dims (export --dynamic): one profile with H/W pinned at the runtime's shape and the
+    # batch from 1 to input_shape[0] (several cameras batched into one call), tuned for the full
+    # batch. input_shape[0] is 1 for one camera: the profile is then fixed, as before.
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
         if any(int(d) < 0 for d in tensor.shape):
             profile = builder.create_optimization_profile()
             shape = tuple(int(v) for v in input_shape)
-            profile.set_shape(tensor.name, shape, shape, shape)
+            smallest = (1,) + shape[1:] if int(tensor.shape[0]) < 0 else shape
+            profile.set_shape(tensor.name, smallest, shape, shape)
             config.add_optimization_profile(profile)
     cache = None
     if timing_cache:

@@ -45,7 +45,7 @@ class TensorRTBackend(Backend):
     def __init__(self, card: ModelCard, width: int, height: int, precision: str = "fp16",
                  onnx_path: Optional[str | Path] = None, cache_dir: Optional[str | Path] = None,
                  rebuild: bool = True, workspace_mib: int = 1024, timing_cache: Optional[str | Path] = None,
-                 warmup_runs: int = 3):
+                 warmup_runs: int = 3, max_batch: int = 1):
         super().__init__(card, width, height, precision)
         backend_precision(precision)
         try:
@@ -55,10 +55,14 @@ class TensorRTBackend(Backend):
         cudart = import_cudart()
         self.trt, self.cudart = trt, cudart
         self.onnx_path = onnx_file(card, precision, onnx_path)
+        if int(max_batch) < 1:
+            raise BackendError(f"max_batch must be at least 1, got {max_batch}")
         shape = (1, self.height, self.width, 3)
+        # The engine's input shape carries the batch it must take (the sidecar records it, so a
+        # node with more cameras rebuilds instead of looping frame by frame).
         try:
             self.engine_path, self.cache_decision = eng.ensure_engine(
-                self.onnx_path, precision, shape, cache_dir=cache_dir, rebuild=rebuild,
+                self.onnx_path, precision, (int(max_batch),) + shape[1:], cache_dir=cache_dir, rebuild=rebuild,
                 workspace_mib=workspace_mib, timing_cache=timing_cache)
         except (eng.EngineCacheError, ValueError, FileNotFoundError) as e:
             raise BackendError(str(e)) from None
@@ -75,9 +79,8 @@ class TensorRTBackend(Backend):
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if n not in self.inputs]
         # Several cameras (infer_batch): the optimization profile's max batch is how many frames one
-        # call can take. The engine cache builds one profile pinned at batch 1, so with its engines
-        # max_batch is 1 and infer_batch runs frame by frame; an engine whose profile allows more
-        # gets buffers for max_batch frames and runs a batch in one execute call.
+        # call can take. The cache builds the profile for max_batch (1..max_batch); an engine whose
+        # profile allows one frame (a static-batch ONNX) makes infer_batch run frame by frame.
         self.max_batch = 1
         dynamic = [n for n in self.inputs if any(int(d) < 0 for d in self.engine.get_tensor_shape(n))]
         if len(dynamic) == 1 and int(self.engine.get_tensor_shape(dynamic[0])[0]) < 0:
