@@ -423,6 +423,7 @@ def test_auto_backend_falls_back_with_exactly_one_warning(quantized, caplog, val
     (["export", "--model", "essnet_d"], "pass --weights"),
     (["export", "--model", "no_such_model"], "unknown model 'no_such_model'"),
     (["doctor", "--runs", "0"], "--runs must be at least 1"),
+    (["doctor", "--batch", "0"], "--batch must be at least 1"),
     (["doctor", "--model", "ONNX", "--precisions", "fp8"], "unknown precision 'fp8'"),
 ])
 def test_cli_errors_are_one_line(argv, message, capsys, quantized):
@@ -451,6 +452,7 @@ def test_doctor_without_tensorrt_reports_and_fails(quantized, capsys, camvid_sam
     assert "tensorrt: not installed" in out and "onnxruntime:" in out
     assert "| onnxruntime | fp32 | ok |" in out
     assert "| tensorrt | fp16 | skipped |" in out and "TensorRT not installed" in out
+    assert "| tensorrt x2 | fp16 | skipped |" in out  # the several-camera engine check has its row
     assert "RESULT: TensorRT is not installed" in out
 
 

@@ -205,14 +205,19 @@ def _doctor(p: argparse.ArgumentParser):
     p.add_argument("--cache-dir", default=None, help="engine cache folder")
     p.add_argument("--workspace", type=int, default=1024, help="builder workspace limit, MiB" + " (default: %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)")
+    p.add_argument("--batch", type=int, default=2,
+                   help="also build an engine for this many frames per call (several cameras) and check it "
+                   "against one call per frame; 1: skip" + " (default: %(default)s)")
 
     def run(a):
         from ..paths import DEFAULT_MODEL
         from .doctor import run_doctor
         _positive(a.num_frames, "--num-frames")
         _positive(a.runs, "--runs")
+        if a.batch < 1:
+            raise ValueError(f"--batch must be at least 1, got {a.batch}")
         return run_doctor(a.model or DEFAULT_MODEL, a.frames, a.precisions, a.num_frames, a.runs,
-                          cache_dir=a.cache_dir, workspace_mib=a.workspace, threads=a.threads)
+                          cache_dir=a.cache_dir, workspace_mib=a.workspace, threads=a.threads, batch=a.batch)
     return run
 
 

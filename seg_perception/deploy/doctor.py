@@ -147,7 +147,8 @@ def _agreement(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
 
 def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequence[str] = PRECISIONS,
                num_frames: int = 8, runs: int = 50, warmup: int = 5, cache_dir: Optional[str] = None,
-               workspace_mib: int = 1024, threads: int = 0, out: Callable[[str], None] = print) -> int:
+               workspace_mib: int = 1024, threads: int = 0, batch: int = 2,
+               out: Callable[[str], None] = print) -> int:
     from ..paths import resolve_model
     from ..runtime.backends import OnnxRuntimeBackend, tensorrt_available
     from ..runtime.engine_cache import default_cache_dir
@@ -217,9 +218,11 @@ def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequ
                 row.note = f"labels agree {row.agreement:.2f}% < {MIN_AGREEMENT[p]}% with onnxruntime"
         except Exception as e:
             row.status, row.note = "FAIL", str(e).splitlines()[0][:160]
+    if batch > 1:
+        rows.append(_batch_row(card, w, h, frames, batch, trt_ok, precisions, cache, workspace_mib, runs, warmup))
     out("")
     out(format_table(rows))
-    trt_rows = [r for r in rows if r.backend == "tensorrt"]
+    trt_rows = [r for r in rows if r.backend.startswith("tensorrt")]
     failed = [r for r in trt_rows if r.status != "ok"]
     out("")
     if not trt_ok:
@@ -231,6 +234,43 @@ def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequ
         return 1
     out(f"RESULT: OK: {len(trt_rows)} TensorRT engines built, agree with ONNX Runtime, and run.")
     return 0
+
+
+def _batch_row(card, w: int, h: int, frames: List[np.ndarray], batch: int, trt_ok: bool, precisions, cache: Path,
+               workspace_mib: int, runs: int, warmup: int) -> DoctorRow:
+    """Several cameras on one engine: an engine built for ``batch`` frames must run them in one
+    call with the labels of one call per frame. p50 is per frame of a full batch."""
+    p = next((q for q in ("fp16", "fp32", "int8") if q in precisions), precisions[0])
+    row = DoctorRow(f"tensorrt x{batch}", p)
+    if not trt_ok:
+        row.note = "TensorRT not installed"
+        return row
+    try:
+        from ..runtime.tensorrt_backend import TensorRTBackend
+        from ..timing import time_calls
+        t0 = time.perf_counter()
+        be = TensorRTBackend(card, w, h, p, cache_dir=cache, rebuild=True, workspace_mib=workspace_mib,
+                             timing_cache=cache / "timing.cache", max_batch=batch)
+        row.build = "cached" if be.cache_decision.action == "reuse" else f"built {time.perf_counter() - t0:.0f} s"
+        stack = np.stack([frames[i % len(frames)] for i in range(batch)])
+        if be.max_batch < batch:
+            row.status, row.note = "FAIL", f"the engine's profile takes {be.max_batch} frame(s), not {batch}"
+            be.close()
+            return row
+        together = list(be.infer_batch(stack)[0])
+        one_by_one = [be.infer(f)[0] for f in stack]
+        row.agreement = _agreement(together, one_by_one)
+        ms = time_calls(be.infer_batch, [stack], runs=max(5, runs // 5), warmup=warmup)
+        be.close()
+        per_frame = np.asarray(ms) / batch
+        row.p50_ms, row.p95_ms = float(np.median(per_frame)), float(np.percentile(per_frame, 95))
+        row.fps = 1000.0 / row.p50_ms
+        row.status = "ok" if row.agreement >= 99.9 else "FAIL"
+        row.note = f"{batch} frames per call vs one call each" + ("" if row.status == "ok" else
+                                                                   f": labels agree only {row.agreement:.2f}%")
+    except Exception as e:
+        row.status, row.note = "FAIL", str(e).splitlines()[0][:160]
+    return row
 
 
 def format_table(rows: Sequence[DoctorRow]) -> str:
