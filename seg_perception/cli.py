@@ -117,6 +117,9 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--no-bf16", action="store_true", help="same as --precision fp32")
     p.add_argument("--no-channels-last", action="store_true", help="NCHW instead of channels_last")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)" + d)
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes that decode and augment frames (a GPU needs several; 0: in the training "
+                        "process; the batches are the same either way)" + d)
     p.add_argument("--gradual-grouping-epochs", type=int, default=0,
                    help="train grouped 1x1 convs dense, alpha 1->0 over this many epochs" + d)
     p.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm to this (0: off)" + d)
@@ -144,7 +147,7 @@ def _train(p: argparse.ArgumentParser):
                           distill_temperature=a.distill_temperature, keep=a.keep, eval_every=a.eval_every,
                           seed=a.seed, precision="fp32" if a.no_bf16 else a.precision,
                           channels_last=not a.no_channels_last, threads=a.threads,
-                          gradual_grouping_epochs=a.gradual_grouping_epochs, clip_grad=a.clip_grad,
+                          workers=a.workers, gradual_grouping_epochs=a.gradual_grouping_epochs, clip_grad=a.clip_grad,
                           max_train_images=a.max_train_images, max_val_images=a.max_val_images,
                           num_classes=a.num_classes, ignore_index=a.ignore_index, command=command_line())
         best = train(cfg, resume=a.resume)

@@ -33,8 +33,8 @@ class TrainAugment:
     def reseed(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
 
-    def __call__(self, img: np.ndarray, lab: np.ndarray):
-        rng = self.rng
+    def __call__(self, img: np.ndarray, lab: np.ndarray, rng: np.random.Generator | None = None):
+        rng = self.rng if rng is None else rng
         cw, ch = self.size
         h, w = lab.shape
         bw, bh = self.base or self.size

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional
 
+import cv2
 import numpy as np
 import torch
 import torch.nn as nn
@@ -122,6 +123,62 @@ def to_input(img_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> tor
     """NHWC uint8 RGB -> normalised NCHW float (the same math as the exported graph)."""
     x = img_u8.permute(0, 3, 1, 2).float().div_(255.0)
     return (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+
+
+class AugmentedSamples(torch.utils.data.Dataset):
+    """Training samples keyed by (epoch seed, index): sample i of an epoch draws its randomness
+    from that pair alone, so batches are identical with any number of loader workers, and a
+    resumed run sees the frames of one that never stopped."""
+
+    def __init__(self, ds, augment: TrainAugment):
+        self.ds, self.augment = ds, augment
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, key):
+        seed, i = key
+        img, lab = self.ds.load(i)
+        return self.augment(img, lab, np.random.default_rng((seed, i)))
+
+
+class _EpochBatchSampler:
+    """The batch sampler of TrainBatches: the current epoch's batches of (seed, index) keys."""
+
+    def __init__(self):
+        self.batches: List[list] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _loader_worker_init(_: int) -> None:
+    # Loader workers decode and augment: one thread each, the cores are theirs.
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+class TrainBatches:
+    """Augmented training batches, made here (workers=0) or in worker processes that live for
+    the whole run. Workers are spawned, not forked: OpenCV's and torch's thread pools do not
+    survive a fork (a forked worker hung in a test process that had used them)."""
+
+    def __init__(self, ds, augment: TrainAugment, batch_size: int, workers: int, pin_memory: bool):
+        self.batch_size = batch_size
+        self._sampler = _EpochBatchSampler()
+        self.loader = torch.utils.data.DataLoader(
+            AugmentedSamples(ds, augment), batch_sampler=self._sampler, collate_fn=collate,
+            num_workers=workers, worker_init_fn=_loader_worker_init if workers else None,
+            multiprocessing_context="spawn" if workers else None, persistent_workers=workers > 0,
+            pin_memory=pin_memory)
+
+    def epoch(self, seed: int, order: List[int], nb: int):
+        bs = self.batch_size
+        self._sampler.batches = [[(seed, i) for i in order[b * bs:(b + 1) * bs]] for b in range(nb)]
+        return iter(self.loader)
 
 
 def collate(batch):
@@ -294,7 +351,7 @@ class Run:
     out: Path
     train_ds: SegmentationDataset
     val_ds: Optional[SegmentationDataset]
-    augment: TrainAugment
+    batches: TrainBatches
     model: nn.Module
     enc_stage: Optional[EncoderStage]
     stage: str
@@ -398,6 +455,9 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     augment = TrainAugment(cfg.crop, table.ignore_index, scale=(cfg.scale_min, cfg.scale_max), seed=cfg.seed,
                            base=(cfg.width, cfg.height))
     train_ds.transform = augment
+    if cfg.workers:  # decode once here: each worker gets the decoded frames
+        for i in range(len(train_ds)):
+            train_ds.load(i)
     weights = class_weights(train_ds, cfg.class_weight_c).to(device)
 
     torch.manual_seed(cfg.seed)
@@ -427,7 +487,8 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     sched = make_schedule(cfg, opt, cfg.encoder_epochs if stage == "encoder" else cfg.epochs)
     ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay and stage == "full" else None
     run = Run(cfg=cfg, device=device, rank=rank, world=world, name=name, out=out, train_ds=train_ds,
-              val_ds=val_ds, augment=augment, model=model, enc_stage=enc_stage, stage=stage, opt=opt,
+              val_ds=val_ds, model=model,
+              batches=TrainBatches(train_ds, augment, cfg.batch_size, cfg.workers, device.type == "cuda"), enc_stage=enc_stage, stage=stage, opt=opt,
               sched=sched, ema=ema, teacher=teacher,
               criterion=build_loss(cfg.loss, weights, table.ignore_index, cfg.ohem_thresh,
                                    cfg.ohem_min_kept, cfg.lovasz_weight),
@@ -497,7 +558,6 @@ def train_one_epoch(run: Run, epoch: int, ddp_model: nn.Module) -> EpochStats:
         grouping.set_alpha(run.model, grouping.alpha_at(epoch, cfg.gradual_grouping_epochs))
     # Everything random in this epoch derives from (seed, epoch): exact resume.
     torch.manual_seed(cfg.seed * 100003 + epoch)
-    run.augment.reseed(cfg.seed * 100003 + epoch)
     gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
     order = torch.randperm(len(run.train_ds), generator=gen).tolist()
     # Every rank takes the same number of batches, or DDP's all-reduce would wait forever.
@@ -509,8 +569,7 @@ def train_one_epoch(run: Run, epoch: int, ddp_model: nn.Module) -> EpochStats:
     losses: List[float] = []
     skipped = 0
     bar = _progress(nb, f"epoch {epoch + 1}/{run.total_epochs}", run.main)
-    for b in range(nb):
-        imgs, labs = collate([run.train_ds[i] for i in order[b * cfg.batch_size:(b + 1) * cfg.batch_size]])
+    for imgs, labs in run.batches.epoch(cfg.seed * 100003 + epoch, order, nb):
         x = to_input(imgs.to(run.device), run.mean, run.std).contiguous(memory_format=run.mem_fmt)
         y = labs.to(run.device)
         if run.stage == "encoder":  # labels at 1/8 resolution, nearest
