@@ -55,6 +55,21 @@ class ConfusionMatrix:
             "pixels": int(self.mat.sum()),
         }
 
+    def class_errors(self, class_names: Sequence[str], top: int = 2) -> Dict[str, Dict]:
+        """Per class: recall, precision (percent) and the classes its true pixels are most often
+        predicted as (percent of the class's pixels): what a low IoU is made of."""
+        out = {}
+        for i, name in enumerate(class_names):
+            row, col, tp = self.mat[i], self.mat[:, i], int(self.mat[i, i])
+            wrong = [(int(row[j]), j) for j in range(self.n) if j != i and row[j] > 0]
+            out[name] = {
+                "recall": round(100 * tp / row.sum(), 2) if row.sum() else None,
+                "precision": round(100 * tp / col.sum(), 2) if col.sum() else None,
+                "predicted_as": {class_names[j]: round(100 * c / row.sum(), 2)
+                                 for c, j in sorted(wrong, reverse=True)[:top]},
+            }
+        return out
+
 
 def binary_scores(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> Dict[str, int]:
     """True/false positive/negative counts of a boolean mask (e.g. drivable area)."""

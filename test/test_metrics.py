@@ -26,3 +26,16 @@ def test_absent_class_is_not_averaged():
 def test_binary_summary():
     s = binary_summary(binary_scores(np.array([1, 1, 0, 0]), np.array([1, 0, 1, 0])))
     assert s == {"iou": 33.33, "precision": 50.0, "recall": 50.0}
+
+
+def test_class_errors_say_where_a_class_goes():
+    # truth: 4 pixels of class 0, 2 of class 1; class 0 is predicted as 0 once, 1 twice, 2 once
+    truth = np.array([0, 0, 0, 0, 1, 1])
+    pred = np.array([0, 1, 1, 2, 1, 0])
+    cm = ConfusionMatrix(3)
+    cm.update(pred, truth)
+    e = cm.class_errors(["a", "b", "c"])
+    assert e["a"]["recall"] == 25.0 and e["a"]["precision"] == 50.0  # 1 of 4 found; 1 of 2 called a are a
+    assert list(e["a"]["predicted_as"].items()) == [("b", 50.0), ("c", 25.0)]
+    assert e["b"] == {"recall": 50.0, "precision": round(100 / 3, 2), "predicted_as": {"a": 50.0}}
+    assert e["c"]["recall"] is None and e["c"]["precision"] == 0.0

@@ -46,6 +46,7 @@ def evaluate(card_path: str | Path | ModelCard, data: "str | SegmentationDataset
     if sys.stderr.isatty():
         print(file=sys.stderr)
     out = cm.summary(pipe.card.class_names)
+    out["per_class_errors"] = cm.class_errors(pipe.card.class_names)
     out.update({"model": pipe.card.name, "backend": pipe.backend.describe(), "dataset": dataset,
                 "split": split, "frames": n, "seconds": round(time.perf_counter() - t0, 1),
                 "inference_ms": percentiles(infer_ms)})
@@ -56,8 +57,14 @@ def format_summary(res: dict) -> str:
     lines = [f"{res['model']} on {res['dataset']} {res['split']} ({res['frames']} frames, {res['backend']}):",
              f"  mIoU {res['miou']:.2f}  pixel accuracy {res['pixel_accuracy']:.2f}  "
              f"inference p50 {res['inference_ms']['p50']} ms"]
+    errors = res.get("per_class_errors", {})
+    lines.append(f"  {'class':<12} {'IoU':>6} {'recall':>7} {'precision':>9}  its pixels predicted as")
     for name, v in res["per_class_iou"].items():
-        lines.append(f"  {name:<12} {'-' if v is None else f'{v:6.2f}'}")
+        e = errors.get(name, {})
+        rec, prec = e.get("recall"), e.get("precision")
+        wrong = ", ".join(f"{k} {c:.1f}%" for k, c in e.get("predicted_as", {}).items())
+        lines.append(f"  {name:<12} {'-' if v is None else f'{v:6.2f}'} {'-' if rec is None else f'{rec:7.2f}'} "
+                     f"{'-' if prec is None else f'{prec:9.2f}'}  {wrong}")
     return "\n".join(lines)
 
 
