@@ -30,9 +30,6 @@ class TrainAugment:
     def __post_init__(self):
         self.rng = np.random.default_rng(self.seed)
 
-    def reseed(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
-
     def __call__(self, img: np.ndarray, lab: np.ndarray, rng: np.random.Generator | None = None):
         rng = self.rng if rng is None else rng
         cw, ch = self.size

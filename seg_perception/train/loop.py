@@ -487,8 +487,9 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     sched = make_schedule(cfg, opt, cfg.encoder_epochs if stage == "encoder" else cfg.epochs)
     ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay and stage == "full" else None
     run = Run(cfg=cfg, device=device, rank=rank, world=world, name=name, out=out, train_ds=train_ds,
-              val_ds=val_ds, model=model,
-              batches=TrainBatches(train_ds, augment, cfg.batch_size, cfg.workers, device.type == "cuda"), enc_stage=enc_stage, stage=stage, opt=opt,
+              val_ds=val_ds, batches=TrainBatches(train_ds, augment, cfg.batch_size, cfg.workers,
+                                                  pin_memory=device.type == "cuda"),
+              model=model, enc_stage=enc_stage, stage=stage, opt=opt,
               sched=sched, ema=ema, teacher=teacher,
               criterion=build_loss(cfg.loss, weights, table.ignore_index, cfg.ohem_thresh,
                                    cfg.ohem_min_kept, cfg.lovasz_weight),
