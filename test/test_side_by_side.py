@@ -1,0 +1,58 @@
+"""scripts/train_side_by_side.py: runs side by side, stopped at a budget, packed, continued."""
+import csv
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "train_side_by_side.py"
+TINY = ("--model essnet_d --name essnet_d_camvid --batch-size 2 --width 96 --height 72 --crop 64x48 "
+        "--max-train-images 4 --max-val-images 2 --eval-every 1")
+
+
+def call(tmp: Path, spec: dict, budget: float, data: Path, *extra: str) -> subprocess.CompletedProcess:
+    (tmp / "spec.json").write_text(json.dumps(spec))
+    return subprocess.run([sys.executable, str(SCRIPT), "--spec", str(tmp / "spec.json"), "--budget", str(budget),
+                           "--runs", str(tmp / "runs"), *extra, "--", "--data", str(data), "--threads", "1"],
+                          capture_output=True, text=True, timeout=600)
+
+
+def epochs_done(run: Path) -> int:
+    with open(run / "log.csv") as f:
+        return int(list(csv.DictReader(f))[-1]["epoch"])
+
+
+def test_runs_stop_at_the_budget_are_packed_and_continue(tmp_path, camvid_root):
+    first = tmp_path / "first"
+    (first / "out").mkdir(parents=True)
+    spec = {"short": f"{TINY} --epochs 1", "long": f"{TINY} --epochs 400"}
+    r = call(first, spec, 25, camvid_root, "--pack-to", str(first / "out"), "--max-file-mb", "2")
+    assert r.returncode == 1, r.stdout + r.stderr  # 'long' was stopped by the budget
+    assert "short: exit 0" in r.stdout and "long: stopped (resumable)" in r.stdout
+    assert "left out of the tar (over 2.0 MB): last.pt" in r.stdout  # ESSNet-D's checkpoint is ~7 MB
+    with tarfile.open(first / "out" / "short.tar") as tar:
+        names = set(tar.getnames())
+    assert {"short/essnet_d_camvid.yaml", "short/essnet_d_camvid.pt", "short/log.csv", "short/train.log"} <= names
+    assert "short/last.pt" not in names
+
+    # The next call continues 'long' from its carried folder (last.pt included this time).
+    done = epochs_done(first / "runs" / "long")
+    assert done >= 1, "no epoch finished in the budget"
+    carried = tmp_path / "carried"
+    carried.mkdir()
+    subprocess.run(["cp", "-r", str(first / "runs" / "long"), str(carried)], check=True)
+    second = tmp_path / "second"
+    second.mkdir()
+    r = call(second, {"long": f"{TINY} --epochs {done + 1}"}, 300, camvid_root, "--carried", str(carried))
+    assert r.returncode == 0, r.stdout + r.stderr
+    log = (second / "runs" / "long" / "train.log").read_text()
+    assert f"resumed from {second / 'runs' / 'long' / 'last.pt'} at epoch {done}" in log
+    assert epochs_done(second / "runs" / "long") == done + 1
+
+
+def test_a_failing_run_is_reported(tmp_path, camvid_root):
+    r = call(tmp_path, {"bad": "--model no_such_net --epochs 1"}, 60, camvid_root)
+    assert r.returncode == 2
+    assert "bad: exit" in r.stdout
