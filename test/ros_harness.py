@@ -115,14 +115,15 @@ class Harness:
 
     def settled_diag(self, timeout: float = 15.0) -> Dict[str, str]:
         """The first diagnostics published after every output so far arrived, once the node's
-        counters add up (received = processed + dropped + rejected)."""
+        counters add up (received = processed + dropped + rejected + late)."""
         t0 = max(self.arrival.values(), default=0.0)
 
         def ok():
             if not self.diagnostics:
                 return False
             d = self.diagnostics[-1]
-            done = int(d["frames_processed"]) + int(d["frames_dropped"]) + int(d["frames_rejected"])
+            done = (int(d["frames_processed"]) + int(d["frames_dropped"]) + int(d["frames_rejected"])
+                    + int(d.get("frames_late", 0)))
             return d["_t"] > t0 + 0.05 and int(d["frames_received"]) == done
         self.wait_for(ok, timeout, "settled diagnostics")
         return self.last_diag()

@@ -293,6 +293,7 @@ def test_compressed_jpeg_and_png(jpeg_node, pipe, val_frames):
     ({"backend": "torch", "precision": "fp32", "weights": "/nonexistent/w.pt"},
      "weights file /nonexistent/w.pt not found"),
     ({"qos": "fast"}, "unknown qos 'fast'; valid choices: sensor_data, reliable"),
+    ({"workers": 0}, "workers must be 1-8, not 0"),
     ({"drivable_classes": "[3, 40]"}, "drivable class 40 is not one of the model's classes"),
 ])
 def test_bad_parameters_stop_startup_with_one_line(random_model, tmp_path, params, message):

@@ -31,9 +31,7 @@ class ManagedSegmentationNode(SegmentationNode, LifecycleNode):
             self._configure()
         except (ConfigError, ParameterException) as e:
             self.get_logger().error(f"cannot configure: {e}")
-            if self.pipeline is not None:  # failed after loading the model: do not keep it
-                self.pipeline.backend.close()
-                self.pipeline = None
+            self.unload()  # failed after loading the model: do not keep it
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f"configured: {self.card.name} loaded ({self.pipeline.backend.describe()})")
         return TransitionCallbackReturn.SUCCESS

@@ -62,6 +62,8 @@ PARAMETERS = {
     "publish_confidence": (False, "publish /segmentation/confidence (mono8, max probability x 255)"),
     "max_image_pixels": (DEFAULT_MAX_PIXELS, "frames larger than this are rejected"),
     "threads": (0, "CPU inference threads; 0: the runtime's default"),
+    "workers": (1, "inference workers, each with its own copy of the model: 2 overlaps frames when the camera "
+                   "is faster than one inference (outputs stay in stamp order per camera)"),
     "engine_cache_dir": ("", "TensorRT engine cache folder; empty: ~/.cache/seg_perception/engines"),
     "rebuild_engine": (True, "TensorRT: rebuild a stale cached engine (false: refuse to start)"),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
@@ -132,6 +134,7 @@ class Stats:
     received: int = 0
     processed: int = 0
     dropped: int = 0
+    late: int = 0  # finished after a newer frame of the camera was published: not published
     rejected: int = 0
     overlays: int = 0
 
@@ -154,6 +157,8 @@ class CameraStream:
         self.e2e_ms: deque = deque(maxlen=100)
         self.wait_ms: deque = deque(maxlen=100)
         self.done_times: deque = deque(maxlen=200)
+        self.last_stamp = (-1, -1)  # (sec, nanosec) of the newest frame published
+        self.publishing = threading.Lock()  # several workers: one publishes this camera at a time
         self.sub = None
         self.pub_labels = self.pub_drivable = self.pub_overlay = self.pub_conf = self.pub_label_info = None
         self._ground: Optional[GroundOutputs] = None  # configured
@@ -188,7 +193,8 @@ class SegmentationNode(Node):
     def __init__(self, node_name: str = "segmentation_node", **kwargs):
         super().__init__(node_name, **kwargs)
         self._declare_parameters()
-        self.pipeline: Optional[Pipeline] = None
+        self.pipeline: Optional[Pipeline] = None  # the first worker's (model card, describe())
+        self.pipelines: List[Pipeline] = []
         self.sub = None
         self.ground: Optional[GroundOutputs] = None
         self.cameras: List[CameraStream] = []
@@ -235,7 +241,13 @@ class SegmentationNode(Node):
         if ground_on and self.multi:
             self._check_ground_for_several_cameras()
 
-        self.pipeline = self._make_pipeline(p, drivable)
+        workers = int(p["workers"])
+        if not 1 <= workers <= 8:
+            raise ConfigError(f"workers must be 1-8, not {workers} (2 keeps up with a camera faster than one "
+                              "inference; each worker holds a copy of the model)")
+        for _ in range(workers):
+            self.pipelines.append(self._make_pipeline(p, drivable))
+            self.pipeline = self.pipelines[0]
         self.card = self.pipeline.card
         self.max_pixels = int(p["max_image_pixels"])
         self.publish_confidence = bool(p["publish_confidence"])
@@ -283,11 +295,14 @@ class SegmentationNode(Node):
         self._stop = threading.Event()
         self._next_first = 0  # round robin: the camera served first in the next batch
         self._batch_sizes: Counter = Counter()
+        self._worker_frames: Counter = Counter()  # frames run by each worker (diagnostics)
         self._recent_batches: deque = deque(maxlen=100)
         self._last_error: Dict[str, float] = {}
         self._suppressed: Dict[str, int] = {}
-        self.worker = threading.Thread(target=self._work, name="segmentation_worker", daemon=True)
-        self.worker.start()
+        self.workers = [threading.Thread(target=self._work, args=(i,), name=f"segmentation_worker_{i}", daemon=True)
+                        for i in range(len(self.pipelines))]
+        for w in self.workers:
+            w.start()
 
     def _make_cameras(self, image_topic: str, image_topics: List[str]) -> List[CameraStream]:
         if not image_topics:
@@ -358,11 +373,18 @@ class SegmentationNode(Node):
         self._stop.set()
         with self._slot_lock:
             self._slot_lock.notify_all()
-        self.worker.join(timeout=5)
-        self.pipeline.backend.close()
-        self.pipeline = None
+        for w in self.workers:
+            w.join(timeout=5)
+        self.unload()
         for pub in [p for cam in self.cameras for p in cam.publishers()] + [self.pub_diag]:
             self.destroy_publisher(pub)
+
+    def unload(self) -> None:
+        """Close every worker's backend (its model, engine and session)."""
+        for pipe in self.pipelines:
+            pipe.backend.close()
+        self.pipelines = []
+        self.pipeline = None
 
     def _make_pipeline(self, p, drivable) -> Pipeline:
         if p["backend"] not in BACKENDS:
@@ -413,7 +435,8 @@ class SegmentationNode(Node):
         self._next_first = (self._next_first + 1) % n
         return batch
 
-    def _work(self) -> None:
+    def _work(self, worker: int) -> None:
+        pipeline = self.pipelines[worker]
         while not self._stop.is_set():
             with self._slot_lock:
                 while not any(c.slot is not None for c in self.cameras) and not self._stop.is_set():
@@ -422,11 +445,11 @@ class SegmentationNode(Node):
                     return
                 batch = self._take_batch()
             try:
-                self._process(batch)
+                self._process(batch, pipeline, worker)
             except Exception as e:  # a bug must not kill the node (_process rejects frames it cannot serve)
                 self._reject(batch[0][0], f"processing failed: {type(e).__name__}: {e}")
 
-    def _process(self, batch) -> None:
+    def _process(self, batch, pipeline: Pipeline, worker: int = 0) -> None:
         """Convert each camera's message, ONE pipeline call for all, publish each with its own header."""
         t_start = time.perf_counter()
         ready = []
@@ -442,7 +465,7 @@ class SegmentationNode(Node):
             return
         want_conf = self.publish_confidence or any(r[0].ground is not None for r in ready)
         try:
-            results = self.pipeline.run_batch([r[3] for r in ready], [r[4] for r in ready],
+            results = pipeline.run_batch([r[3] for r in ready], [r[4] for r in ready],
                                               overlay=[r[0].pub_overlay.get_subscription_count() > 0 for r in ready],
                                               confidence=want_conf)
         except Exception as e:  # a backend failure: these frames are lost, the node keeps serving
@@ -451,6 +474,7 @@ class SegmentationNode(Node):
             return
         with self._slot_lock:
             self._batch_sizes[len(ready)] += 1
+            self._worker_frames[worker] += len(ready)
             self._recent_batches.append(len(ready))
         for (cam, msg, t_recv, _, _, convert_ms), res in zip(ready, results):
             try:
@@ -459,6 +483,17 @@ class SegmentationNode(Node):
                 self._reject(cam, f"processing failed: {type(e).__name__}: {e}")
 
     def _publish(self, cam: CameraStream, header, res, t_start: float, t_recv: float, convert_ms: float) -> None:
+        with cam.publishing:  # several workers: each camera's outputs go out in stamp order
+            stamp = (header.stamp.sec, header.stamp.nanosec)
+            if stamp < cam.last_stamp:  # a newer frame of this camera overtook it in another worker
+                with self._slot_lock:
+                    cam.stats.late += 1
+                return
+            cam.last_stamp = stamp
+            self._publish_in_order(cam, header, res, t_start, t_recv, convert_ms)
+
+    def _publish_in_order(self, cam: CameraStream, header, res, t_start: float, t_recv: float,
+                          convert_ms: float) -> None:
         ground = cam.ground
         t_pipe = time.perf_counter()
         out = [(cam.pub_labels, fill_image(Image(), header, res.labels, "mono8")),
@@ -512,7 +547,8 @@ class SegmentationNode(Node):
         with self._slot_lock:
             sizes = dict(self._batch_sizes)
             recent = list(self._recent_batches)
-        batching = {"batch_size_mean": f"{sum(recent) / len(recent):.2f}" if recent else "",
+            per_worker = " ".join(str(self._worker_frames[i]) for i in range(len(self.workers)))
+        batching = {"frames_per_worker": per_worker,"batch_size_mean": f"{sum(recent) / len(recent):.2f}" if recent else "",
                     "batch_size_histogram": " ".join(f"{k}:{sizes[k]}" for k in sorted(sizes))}
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
@@ -553,6 +589,7 @@ class SegmentationNode(Node):
         values = {"fps": f"{fps:.2f}", "inference_ms": f"{med(infer):.2f}", "end_to_end_ms": f"{med(e2e):.2f}",
                   "queue_wait_ms": f"{med(wait):.2f}",
                   "frames_received": s.received, "frames_processed": s.processed, "frames_dropped": s.dropped,
+                  "frames_late": s.late, "workers": len(self.workers),
                   "frames_rejected": s.rejected, "frames_with_overlay": s.overlays,
                   "frames_missing_upstream": missing,
                   "camera_period_ms": f"{period * 1e3:.1f}" if period else "",
