@@ -34,7 +34,8 @@ def pipe(shipped_model):
 @pytest.fixture(scope="module")
 def two_cameras(ros, shipped_model, tmp_path_factory):
     log = tmp_path_factory.mktemp("multi") / "node.log"
-    proc = start_node({"model": str(shipped_model), "threads": 1, "qos": "reliable",
+    # one worker (the default, pinned): this test checks that one inference takes both cameras' frames
+    proc = start_node({"model": str(shipped_model), "threads": 1, "workers": 1, "qos": "reliable",
                        "image_topics": [FRONT, REAR]}, log)
     front = Harness("test_mc_front", image_topic=FRONT, out_ns="/mc_front")
     rear = Harness("test_mc_rear", image_topic=REAR, out_ns="/mc_rear")

@@ -44,7 +44,8 @@ def test_two_workers_overlap_frames_and_publish_in_stamp_order(ros, random_model
         assert d["workers"] == "2"
         per_worker = [int(n) for n in d["frames_per_worker"].split()]
         assert len(per_worker) == 2 and min(per_worker) > 0, d["frames_per_worker"]
-        assert sum(per_worker) == processed + int(d["frames_late"])
+        assert int(d["frames_late"]) == 0  # a frame finished early waited for the older one
+        assert sum(per_worker) == processed
         # both copies of the model give the pipeline's labels
         pipe = Pipeline.from_card(random_model, backend="onnxruntime")
         for k in arrived[-3:]:

@@ -61,9 +61,10 @@ PARAMETERS = {
     "qos": ("sensor_data", "subscription QoS: sensor_data (best effort, depth 1) | reliable"),
     "publish_confidence": (False, "publish /segmentation/confidence (mono8, max probability x 255)"),
     "max_image_pixels": (DEFAULT_MAX_PIXELS, "frames larger than this are rejected"),
-    "threads": (0, "CPU inference threads; 0: the runtime's default"),
-    "workers": (1, "inference workers, each with its own copy of the model: 2 overlaps frames when the camera "
-                   "is faster than one inference (outputs stay in stamp order per camera)"),
+    "threads": (0, "CPU inference threads per worker; 0: the runtime's default (all cores), split between workers"),
+    "workers": (1, "inference workers, each with its own copy of the model: 2 overlaps frames and serves more "
+                   "of a camera faster than one inference (outputs stay in stamp order per camera); 1: the "
+                   "lowest latency"),
     "engine_cache_dir": ("", "TensorRT engine cache folder; empty: ~/.cache/seg_perception/engines"),
     "rebuild_engine": (True, "TensorRT: rebuild a stale cached engine (false: refuse to start)"),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
@@ -125,6 +126,13 @@ class StampGaps:
             self.last = t
 
 
+ORDER_WAIT_S = 2.0  # longest a worker holds a finished frame back for an older one of its camera
+
+
+def stamp_of(header) -> tuple:
+    return (header.stamp.sec, header.stamp.nanosec)
+
+
 class ConfigError(ValueError):
     """A parameter that stops start-up; the message lists the valid choices."""
 
@@ -158,6 +166,7 @@ class CameraStream:
         self.wait_ms: deque = deque(maxlen=100)
         self.done_times: deque = deque(maxlen=200)
         self.last_stamp = (-1, -1)  # (sec, nanosec) of the newest frame published
+        self.in_flight: set = set()  # stamps taken by a worker and not yet published or rejected
         self.publishing = threading.Lock()  # several workers: one publishes this camera at a time
         self.sub = None
         self.pub_labels = self.pub_drivable = self.pub_overlay = self.pub_conf = self.pub_label_info = None
@@ -245,6 +254,9 @@ class SegmentationNode(Node):
         if not 1 <= workers <= 8:
             raise ConfigError(f"workers must be 1-8, not {workers} (2 keeps up with a camera faster than one "
                               "inference; each worker holds a copy of the model)")
+        if workers > 1 and not int(p["threads"]):
+            # the runtime's default is every core per session; N sessions share the cores instead
+            p["threads"] = max(1, len(os.sched_getaffinity(0)) // workers)
         for _ in range(workers):
             self.pipelines.append(self._make_pipeline(p, drivable))
             self.pipeline = self.pipelines[0]
@@ -431,6 +443,7 @@ class SegmentationNode(Node):
             cam = self.cameras[(self._next_first + k) % n]
             if cam.slot is not None:
                 batch.append((cam,) + cam.slot)
+                cam.in_flight.add(stamp_of(cam.slot[0].header))
                 cam.slot = None
         self._next_first = (self._next_first + 1) % n
         return batch
@@ -448,6 +461,16 @@ class SegmentationNode(Node):
                 self._process(batch, pipeline, worker)
             except Exception as e:  # a bug must not kill the node (_process rejects frames it cannot serve)
                 self._reject(batch[0][0], f"processing failed: {type(e).__name__}: {e}")
+            finally:
+                for cam, msg, _ in batch:
+                    self._finished(cam, stamp_of(msg.header))
+
+    def _finished(self, cam: CameraStream, stamp: tuple) -> None:
+        """A frame is published or rejected: a worker holding a newer one of this camera may go on."""
+        with self._slot_lock:
+            if stamp in cam.in_flight:
+                cam.in_flight.discard(stamp)
+                self._slot_lock.notify_all()
 
     def _process(self, batch, pipeline: Pipeline, worker: int = 0) -> None:
         """Convert each camera's message, ONE pipeline call for all, publish each with its own header."""
@@ -483,14 +506,24 @@ class SegmentationNode(Node):
                 self._reject(cam, f"processing failed: {type(e).__name__}: {e}")
 
     def _publish(self, cam: CameraStream, header, res, t_start: float, t_recv: float, convert_ms: float) -> None:
-        with cam.publishing:  # several workers: each camera's outputs go out in stamp order
-            stamp = (header.stamp.sec, header.stamp.nanosec)
-            if stamp < cam.last_stamp:  # a newer frame of this camera overtook it in another worker
+        # Several workers: each camera's outputs go out in stamp order. A frame finished before an
+        # older one of its camera (in another worker) waits for it, up to ORDER_WAIT_S.
+        stamp = stamp_of(header)
+        deadline = time.monotonic() + ORDER_WAIT_S
+        with self._slot_lock:
+            while any(s < stamp for s in cam.in_flight) and not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._slot_lock.wait(left)
+        with cam.publishing:
+            if stamp < cam.last_stamp:  # the older frame waited past ORDER_WAIT_S and a newer one went out
                 with self._slot_lock:
                     cam.stats.late += 1
                 return
             cam.last_stamp = stamp
             self._publish_in_order(cam, header, res, t_start, t_recv, convert_ms)
+        self._finished(cam, stamp)
 
     def _publish_in_order(self, cam: CameraStream, header, res, t_start: float, t_recv: float,
                           convert_ms: float) -> None:
