@@ -581,8 +581,9 @@ class SegmentationNode(Node):
             sizes = dict(self._batch_sizes)
             recent = list(self._recent_batches)
             per_worker = " ".join(str(self._worker_frames[i]) for i in range(len(self.workers)))
-        batching = {"frames_per_worker": per_worker,"batch_size_mean": f"{sum(recent) / len(recent):.2f}" if recent else "",
-                    "batch_size_histogram": " ".join(f"{k}:{sizes[k]}" for k in sorted(sizes))}
+        batching = {"batch_size_mean": f"{sum(recent) / len(recent):.2f}" if recent else "",
+                    "batch_size_histogram": " ".join(f"{k}:{sizes[k]}" for k in sorted(sizes)),
+                    "frames_per_worker": per_worker}
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
         for cam in self.cameras:
