@@ -33,7 +33,7 @@ for name, prec, w, h in ROWS:
     card = load_card(MODELS / f"{name}.yaml")
     onnx = card.file("onnx_int8") if prec == "int8-qdq" else None
     be = create_backend("onnxruntime", card, "int8" if prec.startswith("int8") else "fp32", w, h,
-                        onnx_path=onnx, threads=a.threads)
+                        onnx_path=onnx, threads=a.threads, confidence=False)
     x = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
     be.infer(x)
     be.infer(x)

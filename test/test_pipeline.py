@@ -31,6 +31,25 @@ def test_labels_drivable_confidence_overlay(ort_pipe, val_frames):
     assert set(res.timings) == {"pre_ms", "infer_ms", "post_ms"}
 
 
+def test_without_confidence_the_graph_is_cut_to_labels_and_labels_stay_the_same(ort_pipe, random_model, val_frames):
+    import onnx
+    from seg_perception.runtime.backends import labels_only_graph
+    lean = Pipeline.from_card(random_model, backend="onnxruntime", confidence=False)
+    assert not lean.backend.has_confidence and lean.backend.outputs == ["labels"]
+    full_graph = onnx.load(str(ort_pipe.backend.path)).graph
+    cut = onnx.load_from_string(labels_only_graph(ort_pipe.backend.path)).graph
+    assert [o.name for o in cut.output] == ["labels"]
+    ops = lambda g: [n.op_type for n in g.node]  # noqa: E731
+    assert "Exp" in ops(full_graph) and "Exp" not in ops(cut) and "ReduceSum" not in ops(cut)
+    assert len(cut.node) < len(full_graph.node)
+    for img, _ in val_frames[:3]:
+        res = lean(img)
+        np.testing.assert_array_equal(res.labels, ort_pipe(img).labels)
+        assert res.confidence is None
+    with pytest.raises(ValueError, match="confidence=False"):
+        lean(val_frames[0][0], confidence=True)
+
+
 @pytest.mark.parametrize("size", [(640, 480), (123, 77), (1920, 1080)])
 def test_any_frame_size_comes_back_at_its_size(ort_pipe, val_frames, size):
     img = cv2.resize(val_frames[1][0], size)

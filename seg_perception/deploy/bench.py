@@ -113,7 +113,8 @@ def bench_model(name: str, width: int, height: int, frames: Sequence[np.ndarray]
             row = BenchRow(name, kind, precision, round(params, 3), round(gmacs, 3))
             try:
                 if kind == "onnxruntime":
-                    be = OnnxRuntimeBackend(card, width, height, precision, threads=threads)
+                    # labels only, as the node runs it unless confidence is published or ground is on
+                    be = OnnxRuntimeBackend(card, width, height, precision, threads=threads, confidence=False)
                 else:
                     from ..runtime.tensorrt_backend import TensorRTBackend
                     be = TensorRTBackend(card, width, height, precision, cache_dir=workdir / "engines",

@@ -37,7 +37,8 @@ from .make_bag import make_bag
 def bench_node(card_path: Path, frames: int = 30, threads: int = 0, backend: str = "onnxruntime",
                rate: float = 0.0, data: Optional[str | Path] = None, log=print) -> Dict:
     """``frames`` CamVid val frames of ``data`` (default: the CamVid beside the checkout)."""
-    pipe = Pipeline.from_card(card_path, backend=backend, threads=threads)
+    # as the live node below runs it: no confidence output (publish_confidence off, no ground)
+    pipe = Pipeline.from_card(card_path, backend=backend, threads=threads, confidence=False)
     root = Path(data) if data else default_camvid_root()
     ds = camvid(root, "val")
     idx = np.linspace(0, len(ds) - 1, frames).round().astype(int)

@@ -257,8 +257,10 @@ class SegmentationNode(Node):
         if workers > 1 and not int(p["threads"]):
             # the runtime's default is every core per session; N sessions share the cores instead
             p["threads"] = max(1, len(os.sched_getaffinity(0)) // workers)
+        # Confidence costs the backend a max, exp and sum over the logits: only made when used.
+        confidence = bool(p["publish_confidence"]) or ground_on
         for _ in range(workers):
-            self.pipelines.append(self._make_pipeline(p, drivable))
+            self.pipelines.append(self._make_pipeline(p, drivable, confidence))
             self.pipeline = self.pipelines[0]
         self.card = self.pipeline.card
         self.max_pixels = int(p["max_image_pixels"])
@@ -398,7 +400,7 @@ class SegmentationNode(Node):
         self.pipelines = []
         self.pipeline = None
 
-    def _make_pipeline(self, p, drivable) -> Pipeline:
+    def _make_pipeline(self, p, drivable, confidence: bool) -> Pipeline:
         if p["backend"] not in BACKENDS:
             raise ConfigError(f"unknown backend '{p['backend']}'; valid choices: {', '.join(BACKENDS)}")
         try:
@@ -417,7 +419,7 @@ class SegmentationNode(Node):
                 onnx=p["onnx"] or None, weights=p["weights"] or None, threads=int(p["threads"]),
                 drivable_classes=list(drivable) if drivable is not None else None,
                 overlay_alpha=float(p["overlay_alpha"]), overlay_legend=bool(p["overlay_legend"]),
-                output_size=str(p["output_size"]), **trt)
+                output_size=str(p["output_size"]), confidence=confidence, **trt)
         except (ValueError, FileNotFoundError, CardError, BackendError) as e:
             raise ConfigError(str(e)) from None
         pipe.backend.warmup()

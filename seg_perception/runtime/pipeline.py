@@ -69,12 +69,13 @@ class Pipeline:
                   width: Optional[int] = None, height: Optional[int] = None, onnx: Optional[str] = None,
                   weights: Optional[str] = None, threads: int = 0, drivable_classes=None,
                   overlay_alpha: float = 0.5, overlay_legend: bool = True, output_size: str = "camera",
-                  **trt_options) -> "Pipeline":
+                  confidence: bool = True, **trt_options) -> "Pipeline":
+        """``confidence=False``: the backend may skip the confidence map; results cannot then carry one."""
         card = card_path if isinstance(card_path, ModelCard) else load_card(card_path)
         if output_size not in OUTPUT_SIZES:  # before loading a model or building an engine
             raise ValueError(f"unknown output_size '{output_size}'; valid choices: {', '.join(OUTPUT_SIZES)}")
         be = create_backend(backend, card, precision, width, height, onnx_path=onnx, weights=weights,
-                            threads=threads, **trt_options)
+                            threads=threads, confidence=confidence, **trt_options)
         return cls(be, card, drivable_classes, overlay_alpha, overlay_legend, output_size)
 
     def preprocess(self, frame: np.ndarray, color: str = "rgb") -> np.ndarray:
@@ -144,7 +145,8 @@ class Pipeline:
         res = SegmentationResult(labels=labels, drivable=cv2.LUT(np.ascontiguousarray(labels), self.drivable_lut))
         if confidence:
             if conf_small is None:
-                raise ValueError("this backend's model has no confidence output; re-export it")
+                raise ValueError("this backend gives no confidence: its model has no confidence output (re-export "
+                                 "it) or the pipeline was made with confidence=False")
             c8 = np.clip(conf_small * 255.0 + 0.5, 0, 255).astype(np.uint8)
             res.confidence = c8 if c8.shape == (h, w) else cv2.resize(c8, (w, h), interpolation=cv2.INTER_LINEAR)
         if overlay:
