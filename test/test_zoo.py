@@ -51,6 +51,7 @@ ROWS = [
     Row("essnet_b_d", 20, 512, 1024, 683_568, 0.18, None, None, "reconstruction: -17.0 % (Table 3.2)"),
     Row("essnet_b_dg2", 20, 512, 1024, 395_568, 0.06, None, None, "reconstruction: +5.2 % (Table 3.2)"),
     Row("essnet_a_d", 20, 512, 1024, 1_291_648, 0.10, None, None, "reconstruction: +9.6 % (Table 3.4)"),
+    Row("edanet", 20, 512, 1024, 0.68e6, 0.02, None, None, "reconstruction from the EDANet paper's text: 0.68 M"),
 ]
 
 # Exact counts of our builds (table classes; MACs at 1024x512 except 512x512
@@ -72,6 +73,7 @@ PINNED = {
     "rdsnet": (423_504, 4_858_970_112),
     "edgesegnet": (7_124_800, 76_926_418_944),
     "attendseg": (1_173_984, 7_492_141_056),
+    "edanet": (688_246, 8_836_579_328),
 }
 for _g in (2, 4, 8):  # channel shuffle adds no weights and no MACs
     for _f in ("a", "b"):
