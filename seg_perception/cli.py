@@ -90,6 +90,8 @@ def _train(p: argparse.ArgumentParser):
                    help="training crop, e.g. 384x288 (default: the model size)")
     p.add_argument("--scale", type=float, nargs=2, default=(0.75, 1.75), metavar=("MIN", "MAX"),
                    help="random scale range; 1.0 shows the frame at the model resolution (--width x --height)" + d)
+    p.add_argument("--jitter", type=float, default=0.25,
+                   help="colour jitter: brightness, contrast and saturation each scaled by 1 +- this (0: off)" + d)
     p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate" + d)
     p.add_argument("--weight-decay", type=float, default=2e-4, help="Adam weight decay" + d)
     p.add_argument("--schedule", default="poly", choices=["poly", "plateau"], help="learning-rate schedule" + d)
@@ -140,7 +142,7 @@ def _train(p: argparse.ArgumentParser):
                           train_split=a.train_split, val_split=a.val_split, epochs=a.epochs,
                           encoder_epochs=a.encoder_epochs, batch_size=a.batch_size, width=a.width,
                           height=a.height, crop_width=crop_w, crop_height=crop_h, scale_min=a.scale[0],
-                          scale_max=a.scale[1], lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
+                          scale_max=a.scale[1], jitter=a.jitter, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
                           class_weight_c=a.class_weight_c, loss=a.loss, ohem_thresh=a.ohem_thresh,
                           ohem_min_kept=a.ohem_min_kept, lovasz_weight=a.lovasz_weight, ema_decay=a.ema_decay,
                           init=a.init, teacher=a.teacher, distill_weight=a.distill_weight,

@@ -150,6 +150,26 @@ def test_scale_is_relative_to_the_model_resolution():
     assert widths and set(widths) <= {4}
 
 
+@pytest.mark.parametrize("amount", [0.0, 0.1, 0.4])
+def test_jitter_scales_brightness_within_its_range(amount):
+    """A flat grey frame stays flat (contrast and saturation leave it alone); its level moves by
+    at most the brightness factor 1 +- jitter, and with jitter 0 not at all."""
+    img = np.full((48, 64, 3), 100, np.uint8)
+    lab = np.zeros((48, 64), np.uint8)
+    aug = TrainAugment((64, 48), IGNORE, scale=(1.0, 1.0), translate_px=0, jitter=amount, seed=1)
+    levels = []
+    for _ in range(200):
+        out, _ = aug(img, lab)
+        assert out.min() == out.max()
+        levels.append(int(out[0, 0, 0]))
+    lo, hi = min(levels), max(levels)
+    assert 100 * (1 - amount) - 1 <= lo and hi <= 100 * (1 + amount) + 1
+    if amount:  # the draws fill most of the range
+        assert hi - lo >= 100 * amount
+    else:
+        assert lo == hi == 100
+
+
 def test_config_refusals():
     base = dict(model="essnet_d", data="x", out="y")
     with pytest.raises(ValueError, match="also trained on"):
@@ -158,6 +178,8 @@ def test_config_refusals():
         check_config(TrainConfig(train_split="train+val", val_split="none", **base))
     with pytest.raises(ValueError, match="multiples of 8"):
         check_config(TrainConfig(crop_width=100, crop_height=64, **base))
+    with pytest.raises(ValueError, match="--jitter must be within"):
+        check_config(TrainConfig(jitter=1.5, **base))
     with pytest.raises(ValueError, match="valid choices: auto, fp32, bf16"):
         resolve_precision("fp8", torch.device("cpu"))
     check_config(TrainConfig(train_split="train+val", val_split="none", keep="last", **base))

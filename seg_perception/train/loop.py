@@ -70,6 +70,7 @@ class TrainConfig:
     crop_height: int = 0
     scale_min: float = 0.75  # random scale; 1.0: the frame at the model's resolution
     scale_max: float = 1.75
+    jitter: float = 0.25  # colour jitter: brightness, contrast, saturation x (1 +- jitter)
     lr: float = 5e-4
     weight_decay: float = 2e-4
     schedule: str = "poly"  # poly | plateau
@@ -417,6 +418,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"unknown --keep '{cfg.keep}'; valid choices: best, last")
     if not 0 < cfg.scale_min <= cfg.scale_max:
         raise ValueError(f"--scale needs 0 < min <= max, got {cfg.scale_min} {cfg.scale_max}")
+    if not 0 <= cfg.jitter < 1:
+        raise ValueError(f"--jitter must be within [0, 1) (a factor 1 +- jitter), got {cfg.jitter}")
     if not cfg.validates and (cfg.keep == "best" or cfg.schedule == "plateau"):
         raise ValueError("without a validation split there is no best epoch or plateau: "
                          "use --keep last and --schedule poly")
@@ -452,8 +455,8 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     if val_ds is not None and cfg.max_val_images:
         val_ds.pairs = val_ds.pairs[: cfg.max_val_images]
     table = train_ds.table
-    augment = TrainAugment(cfg.crop, table.ignore_index, scale=(cfg.scale_min, cfg.scale_max), seed=cfg.seed,
-                           base=(cfg.width, cfg.height))
+    augment = TrainAugment(cfg.crop, table.ignore_index, scale=(cfg.scale_min, cfg.scale_max), jitter=cfg.jitter,
+                           seed=cfg.seed, base=(cfg.width, cfg.height))
     train_ds.transform = augment
     if cfg.workers:  # decode once here: each worker gets the decoded frames
         for i in range(len(train_ds)):
@@ -724,7 +727,7 @@ def training_record(cfg: TrainConfig, epoch: int, train_loss: float) -> dict:
             "epochs_planned": cfg.encoder_epochs + cfg.epochs,
             ("best_epoch" if cfg.keep == "best" and cfg.validates else "epoch"): epoch,
             "resolution": f"{cfg.width}x{cfg.height}", "crop": "x".join(map(str, cfg.crop)),
-            "scale": [cfg.scale_min, cfg.scale_max], "batch_size": cfg.batch_size,
+            "scale": [cfg.scale_min, cfg.scale_max], "jitter": cfg.jitter, "batch_size": cfg.batch_size,
             "optimizer": f"Adam lr {cfg.lr} wd {cfg.weight_decay}", "schedule": cfg.schedule,
             "loss": loss, "ema_decay": cfg.ema_decay or None,
             "init": cfg.init or None, "teacher": cfg.teacher or None,
