@@ -64,7 +64,7 @@ class OnnxRuntimeBackend(Backend):
         providers = (["CUDAExecutionProvider"] if use_cuda else []) + ["CPUExecutionProvider"]
         try:
             # ONNX Runtime runs every node whatever outputs are asked for; without confidence the
-            # graph is cut to labels alone (max, exp and sum over the logits: ~9 % of ESSNet-D on a CPU).
+            # graph is cut to labels alone (max, exp and sum over the logits: ~10 % of ESSNet-D on a CPU).
             model = str(path) if confidence else labels_only_graph(path)
             self.session = ort.InferenceSession(model, opts, providers=providers)
         except Exception as e:
