@@ -247,8 +247,9 @@ class StandInBuilder:
     def __init__(self):
         self.calls = []
 
-    def __call__(self, onnx_path, precision, input_shape, workspace_mib, timing_cache):
+    def __call__(self, onnx_path, precision, input_shape, workspace_mib, timing_cache, outputs):
         self.calls.append((Path(onnx_path).name, precision, tuple(input_shape), workspace_mib, timing_cache))
+        self.outputs = tuple(outputs)
         return f"engine {precision} {len(self.calls)}".encode()
 
 
@@ -260,9 +261,10 @@ def fp32_onnx(quantized, tmp_path):
     return dst
 
 
-def _ensure(onnx_path, cache, builder, rebuild=True, env=ENV, precision="fp32", shape=SHAPE):
+def _ensure(onnx_path, cache, builder, rebuild=True, env=ENV, precision="fp32", shape=SHAPE,
+            outputs=eng.ALL_OUTPUTS):
     return eng.ensure_engine(onnx_path, precision, shape, cache_dir=cache, rebuild=rebuild, env=dict(env),
-                             builder=builder, workspace_mib=256, timing_cache="tc.cache")
+                             builder=builder, workspace_mib=256, timing_cache="tc.cache", outputs=outputs)
 
 
 def test_engine_is_built_once_with_a_sidecar(fp32_onnx, tmp_path):
@@ -273,7 +275,9 @@ def test_engine_is_built_once_with_a_sidecar(fp32_onnx, tmp_path):
     side = json.loads(eng.sidecar_path(path).read_text())
     assert {k: side[k] for k in eng.SIDECAR_FIELDS} == {
         "onnx_sha256": sha256(fp32_onnx), "tensorrt_version": "10.3.0", "gpu_name": "Orin",
-        "compute_capability": "8.7", "precision": "fp32", "input_shape": list(SHAPE)}
+        "compute_capability": "8.7", "precision": "fp32", "input_shape": list(SHAPE),
+        "outputs": ["labels", "confidence"]}
+    assert builder.outputs == ("labels", "confidence")
     path2, decision2 = _ensure(fp32_onnx, cache, builder)
     assert decision2.action == "reuse" and path2 == path and len(builder.calls) == 1
 
@@ -297,7 +301,7 @@ def test_valid_engine_in_an_unwritable_cache_is_reused_without_writing(fp32_onnx
 
 
 STALE = {"onnx_sha256": "0" * 64, "tensorrt_version": "8.6.1", "gpu_name": "Xavier",
-         "compute_capability": "7.2", "precision": "fp16", "input_shape": [1, 360, 480, 3]}
+         "compute_capability": "7.2", "precision": "fp16", "input_shape": [1, 360, 480, 3], "outputs": ["labels"]}
 
 
 @pytest.mark.parametrize("field", eng.SIDECAR_FIELDS)
@@ -342,6 +346,42 @@ def test_changed_onnx_or_environment_rebuilds(fp32_onnx, tmp_path, quantized):
     onnx.save(m, str(fp32_onnx))
     assert _ensure(fp32_onnx, cache, builder, env=thor, shape=(1, 64, 64, 3))[1].field == "onnx_sha256"
     assert len(builder.calls) == 4
+
+
+def test_labels_only_engine_is_its_own_cache_entry(fp32_onnx, tmp_path):
+    """The default node (no confidence published, no ground outputs) asks for an engine without
+    the confidence output; it lives beside the full one, and the builder is told to leave it out."""
+    cache, builder = tmp_path / "cache", StandInBuilder()
+    full, _ = _ensure(fp32_onnx, cache, builder)
+    path, decision = _ensure(fp32_onnx, cache, builder, outputs=("labels",))
+    assert decision.action == "build" and path == cache / "model.fp32.labels.engine" and path != full
+    assert builder.outputs == ("labels",)
+    assert json.loads(eng.sidecar_path(path).read_text())["outputs"] == ["labels"]
+    assert _ensure(fp32_onnx, cache, builder, outputs=("labels",))[1].action == "reuse"
+    assert _ensure(fp32_onnx, cache, builder)[0] == full  # the full one is still there, still valid
+    assert len(builder.calls) == 2
+    with pytest.raises(ValueError, match="must hold 'labels'"):
+        _ensure(fp32_onnx, cache, builder, outputs=("confidence",))
+
+
+def test_labels_only_node_that_may_not_build_runs_the_full_engine(fp32_onnx, tmp_path):
+    cache, builder = tmp_path / "cache", StandInBuilder()
+    full, _ = _ensure(fp32_onnx, cache, builder)
+    path, decision = _ensure(fp32_onnx, cache, builder, rebuild=False, outputs=("labels",))
+    assert path == full and decision.action == "reuse" and "also computes confidence" in decision.reason
+    assert len(builder.calls) == 1
+    # with rebuild on, the labels-only engine is built
+    path, decision = _ensure(fp32_onnx, cache, builder, outputs=("labels",))
+    assert decision.action == "build" and path.name == "model.fp32.labels.engine"
+
+
+def test_sidecar_from_before_outputs_existed_stands_for_both(fp32_onnx, tmp_path):
+    cache, builder = tmp_path / "cache", StandInBuilder()
+    path, _ = _ensure(fp32_onnx, cache, builder)
+    side = json.loads(eng.sidecar_path(path).read_text())
+    del side["outputs"]
+    eng.sidecar_path(path).write_text(json.dumps(side))
+    assert _ensure(fp32_onnx, cache, builder, rebuild=False)[1].action == "reuse"
 
 
 def test_missing_engine_is_built_even_when_rebuild_is_false(fp32_onnx, tmp_path):
@@ -453,6 +493,7 @@ def test_doctor_without_tensorrt_reports_and_fails(quantized, capsys, camvid_sam
     assert "| onnxruntime | fp32 | ok |" in out
     assert "| tensorrt | fp16 | skipped |" in out and "TensorRT not installed" in out
     assert "| tensorrt x2 | fp16 | skipped |" in out  # the several-camera engine check has its row
+    assert "| tensorrt labels only | fp16 | skipped |" in out  # the engine the default node runs
     assert "RESULT: TensorRT is not installed" in out
 
 

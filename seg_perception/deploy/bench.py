@@ -112,13 +112,13 @@ def bench_model(name: str, width: int, height: int, frames: Sequence[np.ndarray]
         for precision in _precisions(kind):
             row = BenchRow(name, kind, precision, round(params, 3), round(gmacs, 3))
             try:
+                # labels only, as the node runs it unless confidence is published or ground is on
                 if kind == "onnxruntime":
-                    # labels only, as the node runs it unless confidence is published or ground is on
                     be = OnnxRuntimeBackend(card, width, height, precision, threads=threads, confidence=False)
                 else:
                     from ..runtime.tensorrt_backend import TensorRTBackend
                     be = TensorRTBackend(card, width, height, precision, cache_dir=workdir / "engines",
-                                         timing_cache=workdir / "timing.cache")
+                                         timing_cache=workdir / "timing.cache", confidence=False)
                 t = time_backend(be, frames, runs, warmup)
                 be.close()
                 row.p50_ms, row.p95_ms, row.fps = t["p50"], t["p95"], t["fps"]

@@ -165,6 +165,9 @@ def _build_engine(p: argparse.ArgumentParser):
     p.add_argument("--max-batch", type=int, default=1,
                    help="frames one call can take: the node's number of cameras (image_topics)" + " (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="rebuild even when the cached engine is valid")
+    p.add_argument("--confidence", action="store_true", help="also compute the confidence map: the engine a "
+                   "node with publish_confidence or ground outputs runs (default: labels only, as the "
+                   "default config runs)")
 
     def run(a):
         from ..card import check_precision, load_card
@@ -181,12 +184,13 @@ def _build_engine(p: argparse.ArgumentParser):
         eng.check_onnx_for_precision(src, a.precision)
         eng.import_tensorrt()  # says how to install it before anything else happens
         cache = Path(a.cache_dir) if a.cache_dir else eng.default_cache_dir()
+        outputs = eng.ALL_OUTPUTS if a.confidence else ("labels",)
         if a.force:
-            path = eng.engine_path(cache, src, a.precision)
+            path = eng.engine_path(cache, src, a.precision, outputs)
             eng.sidecar_path(path).unlink(missing_ok=True)
         _positive(a.max_batch, "--max-batch")
         path, decision = eng.ensure_engine(src, a.precision, (a.max_batch, h, w, 3), cache_dir=cache, rebuild=True,
-                                           workspace_mib=a.workspace,
+                                           workspace_mib=a.workspace, outputs=outputs,
                                            timing_cache=a.timing_cache or cache / "timing.cache")
         state = "reused (sidecar matches)" if decision.action == "reuse" else f"built ({decision.reason})"
         print(f"[build-engine] {path}: {state}; sidecar {eng.sidecar_path(path)}")

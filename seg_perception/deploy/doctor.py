@@ -218,6 +218,8 @@ def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequ
                 row.note = f"labels agree {row.agreement:.2f}% < {MIN_AGREEMENT[p]}% with onnxruntime"
         except Exception as e:
             row.status, row.note = "FAIL", str(e).splitlines()[0][:160]
+    rows.append(_labels_only_row(card, w, h, frames, trt_ok, precisions, rows, reference, cache, workspace_mib,
+                                 runs, warmup))
     if batch > 1:
         rows.append(_batch_row(card, w, h, frames, batch, trt_ok, precisions, cache, workspace_mib, runs, warmup))
     out("")
@@ -230,10 +232,50 @@ def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequ
             "JetPack (python3-libnvinfer); the onnxruntime rows above are what runs without it.")
         return 1
     if failed:
-        out("RESULT: FAIL: " + "; ".join(f"tensorrt {r.precision}: {r.note or r.status}" for r in failed))
+        out("RESULT: FAIL: " + "; ".join(f"{r.backend} {r.precision}: {r.note or r.status}" for r in failed))
         return 1
     out(f"RESULT: OK: {len(trt_rows)} TensorRT engines built, agree with ONNX Runtime, and run.")
     return 0
+
+
+def _labels_only_row(card, w: int, h: int, frames: List[np.ndarray], trt_ok: bool, precisions, rows, reference,
+                     cache: Path, workspace_mib: int, runs: int, warmup: int) -> DoctorRow:
+    """The engine the default node runs: ``confidence`` unmarked, so TensorRT leaves out the
+    softmax max over every logit. Same checks as the full engine; the note says the time saved."""
+    from ..timing import time_backend
+    p = next((q for q in ("fp16", "fp32", "int8") if q in precisions), precisions[0])
+    row = DoctorRow("tensorrt labels only", p)
+    full = next((r for r in rows if r.backend == "tensorrt" and r.precision == p), None)
+    if not trt_ok:
+        row.note = "TensorRT not installed"
+        return row
+    graph = onnx_role(p)
+    if graph not in reference:
+        row.note = "no INT8 ONNX: run 'seg-perception quantize'" if p == "int8" else "no ONNX"
+        return row
+    try:
+        from ..runtime.tensorrt_backend import TensorRTBackend
+        t0 = time.perf_counter()
+        be = TensorRTBackend(card, w, h, p, cache_dir=cache, rebuild=True, workspace_mib=workspace_mib,
+                             timing_cache=cache / "timing.cache", confidence=False)
+        row.build = "cached" if be.cache_decision.action == "reuse" else f"built {time.perf_counter() - t0:.0f} s"
+        if be.has_confidence:
+            row.status, row.note = "FAIL", f"{be.engine_path.name} still computes confidence"
+            be.close()
+            return row
+        row.agreement = _agreement([be.infer(f)[0] for f in frames], reference[graph])
+        t = time_backend(be, frames, runs, warmup)
+        be.close()
+        row.p50_ms, row.p95_ms, row.fps = t["p50"], t["p95"], t["fps"]
+        row.status = "ok" if row.agreement >= MIN_AGREEMENT[p] else "FAIL"
+        if row.status == "FAIL":
+            row.note = f"labels agree {row.agreement:.2f}% < {MIN_AGREEMENT[p]}% with onnxruntime"
+        elif full is not None and full.p50_ms:
+            saved = full.p50_ms - row.p50_ms
+            row.note = f"{abs(saved):.1f} ms {'faster' if saved >= 0 else 'slower'} than with confidence"
+    except Exception as e:
+        row.status, row.note = "FAIL", str(e).splitlines()[0][:160]
+    return row
 
 
 def _batch_row(card, w: int, h: int, frames: List[np.ndarray], batch: int, trt_ok: bool, precisions, cache: Path,

@@ -186,7 +186,7 @@ def create_backend(kind: str, card: ModelCard, precision: str = "fp32", width: O
                    weights: Optional[str] = None, threads: int = 0, confidence: bool = True,
                    **trt_options) -> Backend:
     """Build the backend ``kind`` (auto|tensorrt|onnxruntime|torch) for ``card``; ``confidence=False``
-    lets a backend skip computing the confidence map (ONNX Runtime does)."""
+    lets a backend skip computing the confidence map (ONNX Runtime and TensorRT do)."""
     if kind not in BACKENDS:
         raise BackendError(f"unknown backend '{kind}'; valid choices: {', '.join(BACKENDS)}")
     backend_precision(precision)
@@ -210,7 +210,8 @@ def create_backend(kind: str, card: ModelCard, precision: str = "fp32", width: O
                                "comes with JetPack) and cuda-python (pip install cuda-python); use "
                                "backend 'onnxruntime' or 'auto' elsewhere")
         from .tensorrt_backend import TensorRTBackend
-        return TensorRTBackend(card, width, height, precision, onnx_path=onnx_path, **trt_options)
+        return TensorRTBackend(card, width, height, precision, onnx_path=onnx_path, confidence=confidence,
+                               **trt_options)
     if kind == "onnxruntime":
         return OnnxRuntimeBackend(card, width, height, precision, onnx_path=onnx_path, threads=threads,
                                   confidence=confidence)

@@ -2,8 +2,8 @@
 `seg-perception build-engine` both come here).
 
 An engine only runs on the TensorRT version and GPU that built it, from the ONNX
-file, precision and input shape it was built for. Each cached engine
-``<cache>/<onnx stem>.<precision>.engine`` has a JSON sidecar
+file, precision, input shape and outputs it was built for. Each cached engine
+``<cache>/<onnx stem>.<precision>[.labels].engine`` has a JSON sidecar
 ``<engine>.json`` recording exactly those facts (``SIDECAR_FIELDS``).
 Loading compares the sidecar with the present facts (``decide``, pure Python):
 all equal -> reuse, nothing is written, so the cache may be read-only; any
@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
@@ -36,7 +36,10 @@ from ..paths import cache_dir
 log = logging.getLogger(__name__)
 
 SIDECAR_FIELDS = ("onnx_sha256", "tensorrt_version", "gpu_name", "compute_capability", "precision",
-                  "input_shape")
+                  "input_shape", "outputs")
+ALL_OUTPUTS = ("labels", "confidence")
+# Sidecars written before a field existed: what the engines of that time were built with.
+SIDECAR_DEFAULTS = {"outputs": list(ALL_OUTPUTS)}
 DEFAULT_WORKSPACE_MIB = 1024
 
 
@@ -54,10 +57,12 @@ class EngineKey:
     compute_capability: str
     precision: str
     input_shape: Tuple[int, ...]
+    outputs: Tuple[str, ...] = ALL_OUTPUTS
 
     def to_dict(self) -> Dict:
         d = asdict(self)
         d["input_shape"] = [int(v) for v in self.input_shape]
+        d["outputs"] = list(self.outputs)
         return d
 
 
@@ -76,8 +81,12 @@ def default_cache_dir() -> Path:
     return cache_dir() / "engines"
 
 
-def engine_path(cache_dir: str | Path, onnx_path: str | Path, precision: str) -> Path:
-    return Path(cache_dir) / f"{Path(onnx_path).stem}.{precision}.engine"
+def engine_path(cache_dir: str | Path, onnx_path: str | Path, precision: str,
+                outputs: Sequence[str] = ALL_OUTPUTS) -> Path:
+    """``<stem>.<precision>.engine``; an engine without the confidence output is ``.labels.engine``,
+    so that a node publishing confidence and one that does not each keep theirs."""
+    part = "" if "confidence" in outputs else ".labels"
+    return Path(cache_dir) / f"{Path(onnx_path).stem}.{precision}{part}.engine"
 
 
 def sidecar_path(engine: str | Path) -> Path:
@@ -104,7 +113,7 @@ def decide(engine_exists: bool, sidecar: Optional[Dict], key: EngineKey, rebuild
     else:
         want = key.to_dict()
         for f in SIDECAR_FIELDS:
-            have = sidecar.get(f)
+            have = sidecar.get(f, SIDECAR_DEFAULTS.get(f))
             if have != want[f]:
                 stale = (f, f"it was built for {f} {have!r}, now {want[f]!r}")
                 break
@@ -132,13 +141,18 @@ Builder = Callable[..., bytes]
 def ensure_engine(onnx_path: str | Path, precision: str, input_shape: Sequence[int],
                   cache_dir: Optional[str | Path] = None, rebuild: bool = True,
                   workspace_mib: int = DEFAULT_WORKSPACE_MIB, timing_cache: Optional[str | Path] = None,
-                  env: Optional[Dict[str, str]] = None, builder: Optional[Builder] = None) -> Tuple[Path, CacheDecision]:
+                  env: Optional[Dict[str, str]] = None, builder: Optional[Builder] = None,
+                  outputs: Sequence[str] = ALL_OUTPUTS) -> Tuple[Path, CacheDecision]:
     """Path of a valid engine for ``onnx_path`` in the cache, built when needed.
 
-    ``env`` (tensorrt_version, gpu_name, compute_capability) and ``builder`` default to the
+    ``outputs``: the graph outputs the engine computes; ("labels",) leaves the confidence map
+    (softmax max over every logit) out of the engine. ``env`` (tensorrt_version, gpu_name, compute_capability) and ``builder`` default to the
     installed TensorRT and the current GPU; tests pass their own."""
     onnx_path = Path(onnx_path)
     check_precision(precision)
+    if "labels" not in outputs or not set(outputs) <= set(ALL_OUTPUTS):
+        raise ValueError(f"engine outputs {list(outputs)}: must hold 'labels', from {list(ALL_OUTPUTS)}")
+    outputs = tuple(o for o in ALL_OUTPUTS if o in outputs)  # one order, one sidecar value
     if not onnx_path.is_file():
         raise FileNotFoundError(f"ONNX file {onnx_path} not found: run 'seg-perception export' "
                                 "(and 'quantize' for int8) first")
@@ -146,20 +160,29 @@ def ensure_engine(onnx_path: str | Path, precision: str, input_shape: Sequence[i
     env = env if env is not None else build_environment()
     key = EngineKey(onnx_sha256=sha256(onnx_path), tensorrt_version=env["tensorrt_version"],
                     gpu_name=env["gpu_name"], compute_capability=env["compute_capability"],
-                    precision=precision, input_shape=tuple(int(v) for v in input_shape))
-    path = engine_path(cache, onnx_path, precision)
+                    precision=precision, input_shape=tuple(int(v) for v in input_shape), outputs=outputs)
+    path = engine_path(cache, onnx_path, precision, outputs)
     decision = decide(path.is_file(), read_sidecar(path), key, rebuild)
     if decision.action == "reuse":
         return path, decision
+    if outputs != ALL_OUTPUTS and not rebuild:
+        # Engines built before labels-only ones existed (or by 'build-engine --confidence') serve a
+        # node that must not build at start-up: the extra output costs time, not correctness.
+        full = engine_path(cache, onnx_path, precision)
+        if decide(full.is_file(), read_sidecar(full), replace(key, outputs=ALL_OUTPUTS), False).action == "reuse":
+            return full, CacheDecision("reuse", "no valid labels-only engine and rebuild_engine is false: "
+                                                "the engine that also computes confidence serves")
     if decision.action == "refuse":
         raise EngineCacheError(f"{path}: {decision.reason}; rebuild_engine is false, so it is not rebuilt: "
-                               "run 'seg-perception build-engine' or set rebuild_engine true")
+                               "run 'seg-perception build-engine' (with --confidence for a node that publishes confidence "
+                               "or ground outputs) or set rebuild_engine true")
     check_onnx_for_precision(onnx_path, precision)
     _require_writable(cache, f"the engine must be built ({decision.reason})")
     log.warning("building TensorRT %s engine for %s (%s); this takes minutes once", precision, onnx_path.name,
                 decision.reason)
     blob = (builder or build_serialized_engine)(onnx_path, precision, key.input_shape,
-                                                workspace_mib=workspace_mib, timing_cache=timing_cache)
+                                                workspace_mib=workspace_mib, timing_cache=timing_cache,
+                                                outputs=outputs)
     atomic_write(path, bytes(blob))
     meta = dict(key.to_dict(), onnx_file=str(onnx_path.resolve()), built_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
                 workspace_mib=int(workspace_mib))
@@ -202,8 +225,10 @@ def build_environment() -> Dict[str, str]:
 
 def build_serialized_engine(onnx_path: str | Path, precision: str, input_shape: Sequence[int],
                             workspace_mib: int = DEFAULT_WORKSPACE_MIB,
-                            timing_cache: Optional[str | Path] = None) -> bytes:
-    """Parse the ONNX file and build a serialized engine with the TensorRT Python API."""
+                            timing_cache: Optional[str | Path] = None,
+                            outputs: Sequence[str] = ALL_OUTPUTS) -> bytes:
+    """Parse the ONNX file and build a serialized engine with the TensorRT Python API, computing
+    the graph ``outputs`` only."""
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -212,6 +237,12 @@ def build_serialized_engine(onnx_path: str | Path, precision: str, input_shape: 
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(parser.get_error(i).desc() for i in range(parser.num_errors))
         raise EngineCacheError(f"TensorRT cannot parse {onnx_path}: {errors[:500]}")
+    # An output left marked is computed on every call; unmarked, the builder drops the layers
+    # that only it needed (the confidence map's max, exp and sum over all logits).
+    unwanted = [network.get_output(i) for i in range(network.num_outputs)
+                if network.get_output(i).name not in outputs]
+    for tensor in unwanted:
+        network.unmark_output(tensor)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
     flags = trt.BuilderFlag

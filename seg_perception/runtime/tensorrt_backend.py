@@ -7,7 +7,8 @@ engine at start-up, which is why the engine cache is runtime code too.
 
 Per frame: copy the uint8 frame into a pinned host buffer, one async copy to the
 device, ``execute_async_v3`` on the stream, async copies of ``labels`` (and
-``confidence``) back, one stream synchronise. Buffers are allocated once.
+``confidence``, when the engine computes it: ``confidence=False`` asks the cache
+for an engine without it) back, one stream synchronise. Buffers are allocated once.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ class TensorRTBackend(Backend):
     def __init__(self, card: ModelCard, width: int, height: int, precision: str = "fp16",
                  onnx_path: Optional[str | Path] = None, cache_dir: Optional[str | Path] = None,
                  rebuild: bool = True, workspace_mib: int = 1024, timing_cache: Optional[str | Path] = None,
-                 warmup_runs: int = 3, max_batch: int = 1):
+                 warmup_runs: int = 3, max_batch: int = 1, confidence: bool = True):
         super().__init__(card, width, height, precision)
         backend_precision(precision)
         try:
@@ -60,10 +61,11 @@ class TensorRTBackend(Backend):
         shape = (1, self.height, self.width, 3)
         # The engine's input shape carries the batch it must take (the sidecar records it, so a
         # node with more cameras rebuilds instead of looping frame by frame).
+        outputs = eng.ALL_OUTPUTS if confidence else ("labels",)
         try:
             self.engine_path, self.cache_decision = eng.ensure_engine(
                 self.onnx_path, precision, (int(max_batch),) + shape[1:], cache_dir=cache_dir, rebuild=rebuild,
-                workspace_mib=workspace_mib, timing_cache=timing_cache)
+                workspace_mib=workspace_mib, timing_cache=timing_cache, outputs=outputs)
         except (eng.EngineCacheError, ValueError, FileNotFoundError) as e:
             raise BackendError(str(e)) from None
         self._buffers: Dict[str, IOBuffer] = {}
