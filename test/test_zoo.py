@@ -71,6 +71,7 @@ PINNED = {
     "essnet_a_dg8": (1_301_376, 20_354_826_240),
     "wspdnet": (699_648, 15_279_718_400),
     "rdsnet": (423_504, 4_858_970_112),
+    "rdsnet_ibn": (423_504, 4_858_970_112),  # instance norm's affine weights replace half of BN's
     "edgesegnet": (7_124_800, 76_926_418_944),
     "attendseg": (1_173_984, 7_492_141_056),
     "edanet": (688_246, 8_836_579_328),
@@ -164,6 +165,21 @@ def test_rdsnet_layer_output_sizes():
         hk.remove()
     assert seen == expect + [(20, 64, 128)]
     assert out.shape == (1, 20, 512, 1024)
+
+
+def test_ibn_normalises_half_the_channels_per_frame():
+    """IBN: the first half of the channels is invariant to a frame's own gain and offset (instance
+    norm), the second half is not (batch norm with running statistics, eval mode)."""
+    from seg_perception.nets.layers import IBN
+    torch.manual_seed(0)
+    ibn = IBN(8).eval()
+    ibn.bn.running_mean.uniform_(-0.2, 0.2)
+    x = torch.randn(2, 8, 16, 16)
+    y, y2 = ibn(x), ibn(x * 3.0 + 1.5)
+    assert torch.allclose(y[:, :4], y2[:, :4], atol=1e-2)  # eps 1e-3 in the variance
+    assert not torch.allclose(y[:, 4:], y2[:, 4:], atol=1e-1)
+    m = build_model("rdsnet_ibn", 11)
+    assert sum(isinstance(mod, IBN) for mod in m.modules()) == 5  # the 64-channel stage only
 
 
 # ONNX parity: legacy exporter, opset 17, 96x128 input (every net supports it).

@@ -193,18 +193,35 @@ class DWSDilBlock(nn.Module):
         return F.relu(self.dropout(y) + x)
 
 
+class IBN(nn.Module):
+    """IBN-Net's mixed normalisation (Pan et al. 2018, "IBN-a"): instance norm over the first
+    half of the channels, batch norm over the rest. Instance norm takes each frame's own
+    statistics, which removes appearance (lighting, colour) that differs between drives while
+    batch norm keeps what tells classes apart."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.half = ch // 2
+        self.inorm = nn.InstanceNorm2d(self.half, eps=BN_EPS, affine=True)
+        self.bn = nn.BatchNorm2d(ch - self.half, eps=BN_EPS)
+
+    def forward(self, x):
+        a, b = torch.split(x, [self.half, x.shape[1] - self.half], 1)
+        return torch.cat([self.inorm(a), self.bn(b)], 1)
+
+
 class RDSBlock(nn.Module):
-    """RDS-Net's residual layer: depthwise 3x3 (dilated), grouped 3x3 conv, BN,
+    """RDS-Net's residual layer: depthwise 3x3 (dilated), grouped 3x3 conv, BN (or IBN),
     channel shuffle (g=4), dropout, identity shortcut."""
 
-    def __init__(self, ch: int, dropout: float, dilation: int, groups: int = 4):
+    def __init__(self, ch: int, dropout: float, dilation: int, groups: int = 4, ibn: bool = False):
         super().__init__()
         if ch % groups:
             raise ValueError(f"{ch} channels cannot be split into {groups} groups")
         d = dilation
         self.dw = nn.Conv2d(ch, ch, 3, padding=d, dilation=d, groups=ch, bias=False)
         self.conv = nn.Conv2d(ch, ch, 3, padding=1, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(ch, eps=BN_EPS)
+        self.bn = IBN(ch) if ibn else nn.BatchNorm2d(ch, eps=BN_EPS)
         self.shuffle = ChannelShuffle(groups)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
 

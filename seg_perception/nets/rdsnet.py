@@ -25,6 +25,10 @@ No size figure is given to check against; the test checks these output
 sizes. Our choices: g=4 for the 3x3 conv (the shuffle needs grouped channels) and
 ERFNet's dropout (0.03 at 64, 0.3 at 128). ``.encoder`` gives 128 channels at
 1/8; H and W must be multiples of 8.
+
+``rdsnet_ibn`` (ours, not in the paper): the five 64-channel blocks normalise half
+their channels per frame (layers.IBN), as IBN-Net does in all but its last stage,
+for accuracy on drives the network was not trained on. Same parameter count.
 """
 from __future__ import annotations
 
@@ -36,10 +40,10 @@ from .registry import register_model
 
 
 class RDSNet(nn.Module):
-    def __init__(self, num_classes: int):
+    def __init__(self, num_classes: int, ibn: bool = False):
         super().__init__()
         enc = [DownsamplerBlock(3, 16), DownsamplerBlock(16, 64)]
-        enc += [RDSBlock(64, 0.03, 1) for _ in range(5)]
+        enc += [RDSBlock(64, 0.03, 1, ibn=ibn) for _ in range(5)]
         enc.append(DownsamplerBlock(64, 128))
         for _ in range(2):
             enc += [RDSBlock(128, 0.3, d) for d in (2, 4, 8, 16)]
@@ -54,3 +58,8 @@ class RDSNet(nn.Module):
 @register_model("rdsnet")
 def rdsnet(num_classes: int) -> RDSNet:
     return RDSNet(num_classes)
+
+
+@register_model("rdsnet_ibn")
+def rdsnet_ibn(num_classes: int) -> RDSNet:
+    return RDSNet(num_classes, ibn=True)
