@@ -146,8 +146,9 @@ def ensure_engine(onnx_path: str | Path, precision: str, input_shape: Sequence[i
     """Path of a valid engine for ``onnx_path`` in the cache, built when needed.
 
     ``outputs``: the graph outputs the engine computes; ("labels",) leaves the confidence map
-    (softmax max over every logit) out of the engine. ``env`` (tensorrt_version, gpu_name, compute_capability) and ``builder`` default to the
-    installed TensorRT and the current GPU; tests pass their own."""
+    (softmax max over every logit) out of the engine. ``env`` (tensorrt_version, gpu_name,
+    compute_capability) and ``builder`` default to the installed TensorRT and the current GPU;
+    tests pass their own."""
     onnx_path = Path(onnx_path)
     check_precision(precision)
     if "labels" not in outputs or not set(outputs) <= set(ALL_OUTPUTS):
@@ -174,8 +175,8 @@ def ensure_engine(onnx_path: str | Path, precision: str, input_shape: Sequence[i
                                                 "the engine that also computes confidence serves")
     if decision.action == "refuse":
         raise EngineCacheError(f"{path}: {decision.reason}; rebuild_engine is false, so it is not rebuilt: "
-                               "run 'seg-perception build-engine' (with --confidence for a node that publishes confidence "
-                               "or ground outputs) or set rebuild_engine true")
+                               "run 'seg-perception build-engine' (with --confidence for a node that publishes "
+                               "confidence or ground outputs) or set rebuild_engine true")
     check_onnx_for_precision(onnx_path, precision)
     _require_writable(cache, f"the engine must be built ({decision.reason})")
     log.warning("building TensorRT %s engine for %s (%s); this takes minutes once", precision, onnx_path.name,
