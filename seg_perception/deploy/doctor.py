@@ -192,32 +192,8 @@ def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequ
 
     trt_ok = tensorrt_available()
     for p in precisions:
-        row = DoctorRow("tensorrt", p)
-        rows.append(row)
-        graph = onnx_role(p)  # the engine is compared with ONNX Runtime running the same graph
-        if not trt_ok:
-            row.note = "TensorRT not installed"
-            continue
-        if graph not in reference:
-            row.note = "no INT8 ONNX: run 'seg-perception quantize'" if p == "int8" else "no ONNX"
-            continue
-        try:
-            from ..runtime.tensorrt_backend import TensorRTBackend
-            t0 = time.perf_counter()
-            be = TensorRTBackend(card, w, h, p, cache_dir=cache, rebuild=True,
-                                 workspace_mib=workspace_mib, timing_cache=cache / "timing.cache")
-            secs = time.perf_counter() - t0
-            row.build = "cached" if be.cache_decision.action == "reuse" else f"built {secs:.0f} s"
-            labels = [be.infer(f)[0] for f in frames]
-            row.agreement = _agreement(labels, reference[graph])
-            t = time_backend(be, frames, runs, warmup)
-            be.close()
-            row.p50_ms, row.p95_ms, row.fps = t["p50"], t["p95"], t["fps"]
-            row.status = "ok" if row.agreement >= MIN_AGREEMENT[p] else "FAIL"
-            if row.status == "FAIL":
-                row.note = f"labels agree {row.agreement:.2f}% < {MIN_AGREEMENT[p]}% with onnxruntime"
-        except Exception as e:
-            row.status, row.note = "FAIL", str(e).splitlines()[0][:160]
+        rows.append(_check_engine(DoctorRow("tensorrt", p), card, w, h, frames, trt_ok, reference, cache,
+                                  workspace_mib, runs, warmup))
     rows.append(_labels_only_row(card, w, h, frames, trt_ok, precisions, rows, reference, cache, workspace_mib,
                                  runs, warmup))
     if batch > 1:
@@ -238,43 +214,59 @@ def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequ
     return 0
 
 
-def _labels_only_row(card, w: int, h: int, frames: List[np.ndarray], trt_ok: bool, precisions, rows, reference,
-                     cache: Path, workspace_mib: int, runs: int, warmup: int) -> DoctorRow:
-    """The engine the default node runs: ``confidence`` unmarked, so TensorRT leaves out the
-    softmax max over every logit. Same checks as the full engine; the note says the time saved."""
+def _open_engine(card, w: int, h: int, precision: str, cache: Path, workspace_mib: int, **options):
+    """A TensorRT backend from the cache (built when missing or stale), and the table's
+    engine column: "cached" or the build time."""
+    from ..runtime.tensorrt_backend import TensorRTBackend
+    t0 = time.perf_counter()
+    be = TensorRTBackend(card, w, h, precision, cache_dir=cache, rebuild=True, workspace_mib=workspace_mib,
+                         timing_cache=cache / "timing.cache", **options)
+    return be, "cached" if be.cache_decision.action == "reuse" else f"built {time.perf_counter() - t0:.0f} s"
+
+
+def _check_engine(row: DoctorRow, card, w: int, h: int, frames: List[np.ndarray], trt_ok: bool, reference,
+                  cache: Path, workspace_mib: int, runs: int, warmup: int, **options) -> DoctorRow:
+    """Build or load one engine (``row.precision``), compare its labels with ONNX Runtime running the
+    same graph, and time it; ``confidence=False`` must give an engine without that output."""
     from ..timing import time_backend
-    p = next((q for q in ("fp16", "fp32", "int8") if q in precisions), precisions[0])
-    row = DoctorRow("tensorrt labels only", p)
-    full = next((r for r in rows if r.backend == "tensorrt" and r.precision == p), None)
+    p = row.precision
+    graph = onnx_role(p)  # the engine is compared with ONNX Runtime running the same graph
     if not trt_ok:
         row.note = "TensorRT not installed"
         return row
-    graph = onnx_role(p)
     if graph not in reference:
         row.note = "no INT8 ONNX: run 'seg-perception quantize'" if p == "int8" else "no ONNX"
         return row
     try:
-        from ..runtime.tensorrt_backend import TensorRTBackend
-        t0 = time.perf_counter()
-        be = TensorRTBackend(card, w, h, p, cache_dir=cache, rebuild=True, workspace_mib=workspace_mib,
-                             timing_cache=cache / "timing.cache", confidence=False)
-        row.build = "cached" if be.cache_decision.action == "reuse" else f"built {time.perf_counter() - t0:.0f} s"
-        if be.has_confidence:
-            row.status, row.note = "FAIL", f"{be.engine_path.name} still computes confidence"
+        be, row.build = _open_engine(card, w, h, p, cache, workspace_mib, **options)
+        try:
+            if options.get("confidence") is False and be.has_confidence:
+                row.status, row.note = "FAIL", f"{be.engine_path.name} still computes confidence"
+                return row
+            row.agreement = _agreement([be.infer(f)[0] for f in frames], reference[graph])
+            t = time_backend(be, frames, runs, warmup)
+        finally:
             be.close()
-            return row
-        row.agreement = _agreement([be.infer(f)[0] for f in frames], reference[graph])
-        t = time_backend(be, frames, runs, warmup)
-        be.close()
         row.p50_ms, row.p95_ms, row.fps = t["p50"], t["p95"], t["fps"]
         row.status = "ok" if row.agreement >= MIN_AGREEMENT[p] else "FAIL"
         if row.status == "FAIL":
             row.note = f"labels agree {row.agreement:.2f}% < {MIN_AGREEMENT[p]}% with onnxruntime"
-        elif full is not None and full.p50_ms:
-            saved = full.p50_ms - row.p50_ms
-            row.note = f"{abs(saved):.1f} ms {'faster' if saved >= 0 else 'slower'} than with confidence"
     except Exception as e:
         row.status, row.note = "FAIL", str(e).splitlines()[0][:160]
+    return row
+
+
+def _labels_only_row(card, w: int, h: int, frames: List[np.ndarray], trt_ok: bool, precisions, rows, reference,
+                     cache: Path, workspace_mib: int, runs: int, warmup: int) -> DoctorRow:
+    """The engine the default node runs: ``confidence`` unmarked, so TensorRT leaves out the
+    softmax max over every logit. Same checks as the full engine; the note says the time saved."""
+    p = next((q for q in ("fp16", "fp32", "int8") if q in precisions), precisions[0])
+    row = _check_engine(DoctorRow("tensorrt labels only", p), card, w, h, frames, trt_ok, reference, cache,
+                        workspace_mib, runs, warmup, confidence=False)
+    full = next((r for r in rows if r.backend == "tensorrt" and r.precision == p), None)
+    if row.status == "ok" and full is not None and full.p50_ms:
+        saved = full.p50_ms - row.p50_ms
+        row.note = f"{abs(saved):.1f} ms {'faster' if saved >= 0 else 'slower'} than with confidence"
     return row
 
 
@@ -288,12 +280,8 @@ def _batch_row(card, w: int, h: int, frames: List[np.ndarray], batch: int, trt_o
         row.note = "TensorRT not installed"
         return row
     try:
-        from ..runtime.tensorrt_backend import TensorRTBackend
         from ..timing import time_calls
-        t0 = time.perf_counter()
-        be = TensorRTBackend(card, w, h, p, cache_dir=cache, rebuild=True, workspace_mib=workspace_mib,
-                             timing_cache=cache / "timing.cache", max_batch=batch)
-        row.build = "cached" if be.cache_decision.action == "reuse" else f"built {time.perf_counter() - t0:.0f} s"
+        be, row.build = _open_engine(card, w, h, p, cache, workspace_mib, max_batch=batch)
         stack = np.stack([frames[i % len(frames)] for i in range(batch)])
         if be.max_batch < batch:
             row.status, row.note = "FAIL", f"the engine's profile takes {be.max_batch} frame(s), not {batch}"
