@@ -28,7 +28,9 @@ ERFNet's dropout (0.03 at 64, 0.3 at 128). ``.encoder`` gives 128 channels at
 
 ``rdsnet_ibn`` (ours, not in the paper): the five 64-channel blocks normalise half
 their channels per frame (layers.IBN), as IBN-Net does in all but its last stage,
-for accuracy on drives the network was not trained on. Same parameter count.
+meant for accuracy on drives the network was not trained on. Same parameter count.
+Measured on a held-out CamVid drive it did not help (-2.7 and -0.2 mIoU at two seeds,
+docs/training.md): kept as a measured negative.
 """
 from __future__ import annotations
 
