@@ -18,7 +18,7 @@ from conftest import REPO
 from ros_harness import Harness, jpeg_image, raw_image, stamp_key, start_node
 from seg_perception.data.classes import CAMVID
 from seg_perception.runtime.legend import draw_legend
-from seg_perception.ros.node import STAGES, StampGaps
+from seg_perception.ros.node import STAGES, StampGaps, overload_note
 from seg_perception.runtime.pipeline import Pipeline
 
 
@@ -235,12 +235,17 @@ def test_bad_messages_are_rejected_and_good_frames_still_served(raw_node, pipe, 
 
 def test_no_backlog_newest_frame_wins(raw_node, val_frames):
     """A burst faster than the model: frames waiting while one is processed are replaced
-    by newer ones (counted as dropped), and the newest frame is always served."""
+    by newer ones (counted as dropped), the newest frame is always served, and the node says
+    that the camera is faster than it (once in the log, in each diagnostics while it lasts)."""
     proc, h = raw_node
     d0 = h.settled_diag()
-    keys = [new_key("burst") for _ in range(20)]
-    for k in keys:
-        h.pub_raw.publish(raw_image(val_frames[k[1] % 6][0], "rgb8", k))
+    t0 = time.perf_counter()
+    sec = new_key("burst")[0]
+    # stamped as a 200 Hz camera (5 ms apart), the first just 1 s after the previous test frame's:
+    # no gap counted, and 40 frames make 5 ms the median period
+    keys = [(sec, 5_000_000 * i, f"burst_{i}") for i in range(40)]
+    for i, k in enumerate(keys):
+        h.pub_raw.publish(raw_image(val_frames[i % 6][0], "rgb8", k))
         time.sleep(0.005)
     h.wait_for(lambda: keys[-1] in h.received["labels"], 30, "the newest frame of the burst")
     d = h.settled_diag()
@@ -252,7 +257,13 @@ def test_no_backlog_newest_frame_wins(raw_node, val_frames):
     assert served + dropped + late == received
     assert late == 0  # (workers: 2 only) a frame finished early waits for its camera's older one
     assert dropped > 0, "a burst faster than the model must replace waiting frames"
-    assert served < 20
+    assert served < len(keys)
+    with h.lock:
+        told = [d["_message"] for d in h.diagnostics if d["_t"] > t0 and "faster than the node" in d["_message"]]
+    assert told, [d["_message"] for d in h.diagnostics[-3:]]
+    assert "camera at 200.0 Hz is faster than the node (" in told[0]
+    assert "per frame at 480x360): newer frames replace waiting ones" in told[0]
+    assert proc.output().count("is faster than the node") == 1  # logged once, not per frame
 
 
 @pytest.fixture(scope="module")
@@ -320,6 +331,15 @@ def test_stamp_gaps_count_frames_that_never_arrived():
     assert abs(g.period - period / 1e9) < 1e-6
     g.add(*divmod(stamps[5], 1_000_000_000))  # an old stamp (a replayed frame) is no gap
     assert g.missing == 4
+
+
+def test_overload_note_only_when_the_camera_outruns_the_node():
+    note = overload_note(30.0, 14.2, 68.4, 3, (480, 360))
+    assert note.startswith("camera at 30.0 Hz is faster than the node (14.2 FPS, 68 ms per frame at 480x360)")
+    assert overload_note(30.0, 28.0, 30.0, 3, (480, 360)) == ""   # keeps up (within 10 %)
+    assert overload_note(30.0, 14.2, 68.4, 0, (480, 360)) == ""   # nothing replaced since the last report
+    assert overload_note(0.0, 14.2, 68.4, 3, (480, 360)) == ""    # camera period not known yet
+    assert overload_note(30.0, 0.0, 0.0, 3, (480, 360)) == ""     # nothing served lately
 
 
 def test_the_shipped_model_serves_another_resolution(ros, tmp_path, val_frames):

@@ -126,6 +126,19 @@ class StampGaps:
             self.last = t
 
 
+def overload_note(camera_hz: float, served_fps: float, processing_ms: float, newly_dropped: int,
+                  size: tuple) -> str:
+    """What to tell a user whose camera is faster than the node ("" when it is not). The node
+    works as designed then (newest frame wins), but frames are skipped and each one waits for
+    the frame in progress, so say why and which knobs serve more."""
+    if camera_hz <= 0 or served_fps <= 0 or newly_dropped <= 0 or served_fps >= 0.9 * camera_hz:
+        return ""
+    w, h = size
+    return (f"camera at {camera_hz:.1f} Hz is faster than the node ({served_fps:.1f} FPS, {processing_ms:.0f} ms "
+            f"per frame at {w}x{h}): newer frames replace waiting ones; to serve more, lower "
+            "input_width/input_height, add workers, or use TensorRT")
+
+
 ORDER_WAIT_S = 2.0  # longest a worker holds a finished frame back for an older one of its camera
 
 
@@ -165,6 +178,8 @@ class CameraStream:
         self.e2e_ms: deque = deque(maxlen=100)
         self.wait_ms: deque = deque(maxlen=100)
         self.done_times: deque = deque(maxlen=200)
+        self.dropped_at_diag = 0  # frames_dropped at the last diagnostics: drops since then
+        self.told_overload = False  # the log says it once; diagnostics every time
         self.last_stamp = (-1, -1)  # (sec, nanosec) of the newest frame published
         self.in_flight: set = set()  # stamps taken by a worker and not yet published or rejected
         self.publishing = threading.Lock()  # several workers: one publishes this camera at a time
@@ -605,6 +620,7 @@ class SegmentationNode(Node):
             wait = sorted(cam.wait_ms)
             stages = {k: sorted(v) for k, v in cam.stages.items()}
             missing, period = cam.gaps.missing, cam.gaps.period
+            newly_dropped, cam.dropped_at_diag = s.dropped - cam.dropped_at_diag, s.dropped
         fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
 
         def med(v):
@@ -622,6 +638,13 @@ class SegmentationNode(Node):
             status.level = DiagnosticStatus.WARN
             status.message = (f"{missing} camera frames never arrived (gaps in header stamps): large frames "
                               "are being lost between processes; see README 'DDS notes'")
+        overload = overload_note(1.0 / period if period else 0.0, fps, med(stages["processing_ms"]), newly_dropped,
+                                 self.pipeline.size)
+        if overload:  # beside a warning, not instead of it
+            status.message = overload if status.message == "ok" else f"{status.message}; {overload}"
+        if overload and not cam.told_overload:
+            cam.told_overload = True
+            self.get_logger().warning((f"{cam.topic}: " if self.multi else "") + overload)
         values = {"fps": f"{fps:.2f}", "inference_ms": f"{med(infer):.2f}", "end_to_end_ms": f"{med(e2e):.2f}",
                   "queue_wait_ms": f"{med(wait):.2f}",
                   "frames_received": s.received, "frames_processed": s.processed, "frames_dropped": s.dropped,
