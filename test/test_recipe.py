@@ -12,6 +12,7 @@ from seg_perception.data.transforms import TrainAugment
 from seg_perception.train.ema import ModelEMA
 from seg_perception.train.loop import TrainConfig, check_config, cpu_bf16_is_fast, resolve_precision, train
 from seg_perception.train.losses import build_loss, distillation_kl, lovasz_softmax, ohem_cross_entropy
+from seg_perception.train.mixing import class_mix
 
 IGNORE = 11
 
@@ -180,6 +181,8 @@ def test_config_refusals():
         check_config(TrainConfig(crop_width=100, crop_height=64, **base))
     with pytest.raises(ValueError, match="--jitter must be within"):
         check_config(TrainConfig(jitter=1.5, **base))
+    with pytest.raises(ValueError, match="--classmix is a probability"):
+        check_config(TrainConfig(classmix=2, **base))
     with pytest.raises(ValueError, match="valid choices: auto, fp32, bf16"):
         resolve_precision("fp8", torch.device("cpu"))
     check_config(TrainConfig(train_split="train+val", val_split="none", keep="last", **base))
@@ -198,7 +201,7 @@ TINY = dict(model="essnet_d", batch_size=2, width=96, height=72, crop_width=64, 
 
 
 def test_resume_is_exact_with_ema_and_ohem(tmp_path, camvid_root):
-    cfg = dict(TINY, epochs=2, ema_decay=0.9, loss="ohem", scale_min=0.5, scale_max=2.0)
+    cfg = dict(TINY, epochs=2, ema_decay=0.9, loss="ohem", scale_min=0.5, scale_max=2.0, classmix=0.5)
     train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "a"), **cfg), log=lambda *_: None)
     train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "b"), **dict(cfg, epochs=1)), log=lambda *_: None)
     train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "b"), **cfg), resume=True, log=lambda *_: None)
@@ -216,6 +219,54 @@ def test_resume_is_exact_with_ema_and_ohem(tmp_path, camvid_root):
         torch.testing.assert_close(shipped[k], a["ema"]["module"][k], rtol=0, atol=0, msg=k)
     header = (tmp_path / "a" / "log.csv").read_text().splitlines()[0]
     assert header.endswith("val_miou_raw")
+    assert load_card(tmp_path / "a" / "essnet_d_camvid.yaml").training["classmix"] == 0.5
+
+
+def _mix_batch(b=4, h=12, w=16, seed=0):
+    """Labels of a few classes in blocks (and some ignored pixels); each image pixel encodes its
+    sample and position, so where a pasted pixel came from can be read back."""
+    g = np.random.default_rng(seed)
+    labs = torch.from_numpy(g.integers(0, 5, (b, h // 4, w // 4)).repeat(4, 1).repeat(4, 2))
+    labs[:, 0, 0] = IGNORE
+    imgs = torch.zeros(b, h, w, 3, dtype=torch.uint8)
+    for i in range(b):
+        imgs[i, ..., 0] = i
+        imgs[i, ..., 1] = torch.arange(h)[:, None]
+        imgs[i, ..., 2] = torch.arange(w)[None, :]
+    return imgs, labs
+
+
+def test_class_mix_pastes_whole_classes_of_the_previous_sample():
+    imgs, labs = _mix_batch()
+    before = (imgs.clone(), labs.clone())
+    out_i, out_l = class_mix(imgs, labs, 1.0, IGNORE, torch.Generator().manual_seed(3))
+    assert torch.equal(imgs, before[0]) and torch.equal(labs, before[1])  # inputs kept
+    b = imgs.shape[0]
+    for i in range(b):
+        j = (i - 1) % b  # the sample it receives from
+        pasted = out_i[i, ..., 0] == j
+        # a pixel is either its own (image and label) or the source's, at the same place
+        assert torch.equal(out_i[i][~pasted], imgs[i][~pasted]) and torch.equal(out_l[i][~pasted], labs[i][~pasted])
+        assert torch.equal(out_i[i][pasted], imgs[j][pasted]) and torch.equal(out_l[i][pasted], labs[j][pasted])
+        # whole classes of the source: half of those present (rounded up), never the ignored pixels
+        src = labs[j]
+        present = [c for c in src.unique().tolist() if c != IGNORE]
+        chosen = [c for c in present if pasted[src == c].any()]
+        assert len(chosen) == (len(present) + 1) // 2
+        for c in chosen:
+            assert pasted[src == c].all()
+        assert not pasted[src == IGNORE].any()
+
+
+def test_class_mix_probability_and_determinism():
+    imgs, labs = _mix_batch(b=64)
+    same_i, same_l = class_mix(imgs, labs, 0.0, IGNORE, torch.Generator().manual_seed(0))
+    assert same_i is imgs and same_l is labs
+    a = class_mix(imgs, labs, 0.5, IGNORE, torch.Generator().manual_seed(7))
+    b = class_mix(imgs, labs, 0.5, IGNORE, torch.Generator().manual_seed(7))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    mixed = sum(int((a[0][i, ..., 0] != i).any()) for i in range(64))
+    assert 20 <= mixed <= 44  # about half of 64 (a fixed seed: the same count every run)
 
 
 def test_final_run_on_train_and_val_with_a_teacher(tmp_path, camvid_full):

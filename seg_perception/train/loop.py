@@ -5,7 +5,7 @@ w = 1/ln(c + p_class), Adam (lr 5e-4, weight decay 2e-4), poly or
 ReduceLROnPlateau schedule, flips / scale / crop / translation / colour
 jitter, optional encoder-first stage with labels downsampled x8. On top:
 training crops smaller than the model's resolution, other losses (OHEM,
-Lovasz-softmax), an EMA of the weights, distillation from a teacher, and
+Lovasz-softmax), ClassMix, an EMA of the weights, distillation from a teacher, and
 training on several splits at once (``train+val``) with no validation.
 
 The file reads top to bottom like the loop it is: ``build`` makes a ``Run``
@@ -48,6 +48,7 @@ from . import grouping
 from .checkpoint import atomic_save, load_checkpoint, load_weights
 from .ema import ModelEMA
 from .losses import LOSSES, build_loss, distillation_kl
+from .mixing import class_mix
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -71,6 +72,7 @@ class TrainConfig:
     scale_min: float = 0.75  # random scale; 1.0: the frame at the model's resolution
     scale_max: float = 1.75
     jitter: float = 0.25  # colour jitter: brightness, contrast, saturation x (1 +- jitter)
+    classmix: float = 0.0  # probability that a crop receives half the classes of another (mixing.py)
     lr: float = 5e-4
     weight_decay: float = 2e-4
     schedule: str = "poly"  # poly | plateau
@@ -420,6 +422,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--scale needs 0 < min <= max, got {cfg.scale_min} {cfg.scale_max}")
     if not 0 <= cfg.jitter < 1:
         raise ValueError(f"--jitter must be within [0, 1) (a factor 1 +- jitter), got {cfg.jitter}")
+    if not 0 <= cfg.classmix <= 1:
+        raise ValueError(f"--classmix is a probability within [0, 1], got {cfg.classmix}")
     if not cfg.validates and (cfg.keep == "best" or cfg.schedule == "plateau"):
         raise ValueError("without a validation split there is no best epoch or plateau: "
                          "use --keep last and --schedule poly")
@@ -563,6 +567,7 @@ def train_one_epoch(run: Run, epoch: int, ddp_model: nn.Module) -> EpochStats:
     # Everything random in this epoch derives from (seed, epoch): exact resume.
     torch.manual_seed(cfg.seed * 100003 + epoch)
     gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+    mix_gen = torch.Generator().manual_seed((cfg.seed * 100003 + epoch) * 2 + 1)
     order = torch.randperm(len(run.train_ds), generator=gen).tolist()
     # Every rank takes the same number of batches, or DDP's all-reduce would wait forever.
     order = order[run.rank::run.world][: len(order) // run.world]
@@ -574,6 +579,7 @@ def train_one_epoch(run: Run, epoch: int, ddp_model: nn.Module) -> EpochStats:
     skipped = 0
     bar = _progress(nb, f"epoch {epoch + 1}/{run.total_epochs}", run.main)
     for imgs, labs in run.batches.epoch(cfg.seed * 100003 + epoch, order, nb):
+        imgs, labs = class_mix(imgs, labs, cfg.classmix, run.train_ds.table.ignore_index, mix_gen)
         x = to_input(imgs.to(run.device), run.mean, run.std).contiguous(memory_format=run.mem_fmt)
         y = labs.to(run.device)
         if run.stage == "encoder":  # labels at 1/8 resolution, nearest
@@ -727,7 +733,8 @@ def training_record(cfg: TrainConfig, epoch: int, train_loss: float) -> dict:
             "epochs_planned": cfg.encoder_epochs + cfg.epochs,
             ("best_epoch" if cfg.keep == "best" and cfg.validates else "epoch"): epoch,
             "resolution": f"{cfg.width}x{cfg.height}", "crop": "x".join(map(str, cfg.crop)),
-            "scale": [cfg.scale_min, cfg.scale_max], "jitter": cfg.jitter, "batch_size": cfg.batch_size,
+            "scale": [cfg.scale_min, cfg.scale_max], "jitter": cfg.jitter,
+            "classmix": cfg.classmix or None, "batch_size": cfg.batch_size,
             "optimizer": f"Adam lr {cfg.lr} wd {cfg.weight_decay}", "schedule": cfg.schedule,
             "loss": loss, "ema_decay": cfg.ema_decay or None,
             "init": cfg.init or None, "teacher": cfg.teacher or None,
