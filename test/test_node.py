@@ -241,8 +241,8 @@ def test_no_backlog_newest_frame_wins(raw_node, val_frames):
     d0 = h.settled_diag()
     t0 = time.perf_counter()
     sec = new_key("burst")[0]
-    # stamped as a 200 Hz camera (5 ms apart), the first just 1 s after the previous test frame's:
-    # no gap counted, and 40 frames make 5 ms the median period
+    # stamped as a 200 Hz camera (5 ms apart), after every earlier test frame; 40 frames make
+    # 5 ms the median stamp period
     keys = [(sec, 5_000_000 * i, f"burst_{i}") for i in range(40)]
     for i, k in enumerate(keys):
         h.pub_raw.publish(raw_image(val_frames[i % 6][0], "rgb8", k))
