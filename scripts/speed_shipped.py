@@ -2,7 +2,7 @@
 changes hit every row alike), ONNX Runtime, as the node runs them (uint8 frame at the network size in,
 labels out). Prints p50 per row and the ratio to ERFNet fp32 at 480x360 measured in the same run.
 
-    .venv/bin/python scripts/speed_shipped.py [--rounds 30] [--threads 1]
+    .venv/bin/python scripts/speed_shipped.py [--rounds 30] [--threads 1] [--models rdsnet_camvid essnet_d_camvid]
 """
 import argparse
 import os
@@ -12,20 +12,22 @@ from pathlib import Path
 import numpy as np
 
 from seg_perception.card import load_card
+from seg_perception.paths import DEFAULT_MODEL
 from seg_perception.runtime.backends import create_backend
 from seg_perception.timing import cpu_name
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
-ROWS = [("erfnet_camvid", "fp32", 480, 360), ("erfnet_camvid", "int8", 480, 360),
-        ("essnet_d_camvid", "fp32", 480, 360), ("essnet_d_camvid", "int8", 480, 360),
-        ("essnet_d_camvid", "int8-qdq", 480, 360),
-        ("essnet_d_camvid", "fp32", 320, 240), ("essnet_d_camvid", "fp32", 640, 480),
-        ("essnet_d_camvid", "int8", 320, 240), ("essnet_d_camvid", "int8", 640, 480)]
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--rounds", type=int, default=30)
 ap.add_argument("--threads", type=int, default=1)
+ap.add_argument("--models", nargs="+", default=[DEFAULT_MODEL], help="shipped models timed beside ERFNet")
 a = ap.parse_args()
+# ERFNet first: every ratio is to its fp32 row at 480x360.
+ROWS = [("erfnet_camvid", "fp32", 480, 360), ("erfnet_camvid", "int8", 480, 360)]
+for m in a.models:
+    ROWS += [(m, "fp32", 480, 360), (m, "int8", 480, 360), (m, "int8-qdq", 480, 360),
+             (m, "fp32", 320, 240), (m, "fp32", 640, 480), (m, "int8", 320, 240), (m, "int8", 640, 480)]
 load0 = os.getloadavg()[0]
 rng = np.random.default_rng(0)
 runs = []
