@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import random
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -22,6 +21,7 @@ import numpy as np
 
 from ..metrics import percentiles
 from ..runtime.node_process import NodeProcess, ros_env
+from .participant import Participant
 
 QOS = ("reliable", "best_effort")
 
@@ -36,27 +36,21 @@ def rss_mb(pid: int) -> Optional[float]:
     return None
 
 
-class _Camera:
-    """This process's participant: one publisher per camera topic, a recorder of each camera's
-    labels topic, /diagnostics (each status kept by its "topic" value)."""
+class _Camera(Participant):
+    """One publisher per camera topic, a recorder of each camera's labels topic, /diagnostics
+    (each status kept by its "topic" value)."""
 
     def __init__(self, domain: int, topics: List[str], qos: str, label_topics: Optional[List[str]] = None):
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
-        self.rclpy, self.Image = rclpy, Image
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain)
-        self.node = rclpy.create_node(f"seg_bench_camera_{os.getpid()}", context=self.context,
-                                      start_parameter_services=False)
+        super().__init__(domain, "seg_bench_camera")
+        self.Image = Image
         rel = ReliabilityPolicy.RELIABLE if qos == "reliable" else ReliabilityPolicy.BEST_EFFORT
         cam_qos = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=rel)
         self.topics = list(topics)
         self.pubs = [self.node.create_publisher(Image, t, cam_qos) for t in self.topics]
         self.pub = self.pubs[0]
-        self.lock = threading.Lock()
         self.arrivals: Dict[tuple, float] = {}  # (camera index, stamp ns) -> arrival time
         self.diags: Dict[str, Dict[str, str]] = {}  # the node's status for each camera topic
         out_qos = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
@@ -64,11 +58,7 @@ class _Camera:
                      for i, t in enumerate(label_topics or ["/segmentation/labels"])]
         self.sub = self.subs[0]
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 20)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
+        self.start()
 
     @property
     def diag(self) -> Dict[str, str]:
@@ -90,25 +80,6 @@ class _Camera:
             if "frames_received" in values:
                 with self.lock:
                     self.diags[values.get("topic", "")] = values
-
-    def _spin(self) -> None:
-        while not self._stop.is_set() and self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:
-                if not self.context.ok():
-                    return
-                raise
-
-    def close(self) -> None:
-        self._stop.set()
-        self.thread.join(timeout=2)
-        try:
-            self.executor.remove_node(self.node)
-            self.node.destroy_node()
-            self.executor.shutdown(timeout_sec=1)
-        finally:
-            self.rclpy.try_shutdown(context=self.context)
 
 
 def bench_camera(model: str, width: int, height: int, rate: float, seconds: float, qos: str = "reliable",

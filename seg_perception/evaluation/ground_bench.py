@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import random
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -27,6 +26,7 @@ import numpy as np
 
 from ..data.datasets import camvid, default_camvid_root
 from ..runtime.node_process import NodeProcess, ros_env
+from .participant import Participant
 
 # config/nav2.yaml's sample camera: 0.9 m up, looking 0.35 rad down; tf2 is not used here.
 GROUND_PARAMS = {"ground.enable": True, "ground.use_tf": False, "ground.camera_xyz": "[0.25, 0.0, 0.9]",
@@ -35,34 +35,24 @@ NODE_STAGES = ("convert_ms", "resize_ms", "inference_ms", "post_ms", "fill_ms", 
 GROUND_STAGES = ("grid_ms", "cloud_ms", "ground_images_ms")
 
 
-class _Camera:
-    """This process's participant: image + CameraInfo publisher, labels and /diagnostics recorder."""
+class _Camera(Participant):
+    """Image + CameraInfo publisher, labels and /diagnostics recorder."""
 
     def __init__(self, domain: int):
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
-        self.rclpy, self.Image, self.CameraInfo = rclpy, Image, CameraInfo
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain)
-        self.node = rclpy.create_node(f"seg_bench_ground_{os.getpid()}", context=self.context,
-                                      start_parameter_services=False)
+        super().__init__(domain, "seg_bench_ground")
+        self.Image, self.CameraInfo = Image, CameraInfo
         qos = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
         self.pub = self.node.create_publisher(Image, "/camera/image_raw", qos)
         self.pub_info = self.node.create_publisher(CameraInfo, "/camera/camera_info", qos)
-        self.lock = threading.Lock()
         self.labels: Dict[int, float] = {}
         self.diag: Dict[str, str] = {}
         self.ground_diag: Dict[str, str] = {}
         self.sub = self.node.create_subscription(Image, "/segmentation/labels", self._on_labels, qos)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 20)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
+        self.start()
 
     def _on_labels(self, msg) -> None:
         with self.lock:
@@ -77,15 +67,6 @@ class _Camera:
                 elif st.name.endswith("ground projection"):
                     self.ground_diag = values | {"_message": st.message}
 
-    def _spin(self) -> None:
-        while not self._stop.is_set() and self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:
-                if not self.context.ok():
-                    return
-                raise
-
     def camera_info(self, width: int, height: int, stamp_ns: int):
         f = float(width)  # a nominal pinhole, as make-bag writes: ~53 degrees horizontal field of view
         msg = self.CameraInfo(width=width, height=height, distortion_model="plumb_bob", d=[0.0] * 5,
@@ -93,16 +74,6 @@ class _Camera:
         msg.header.frame_id = "camera_optical_frame"
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
         return msg
-
-    def close(self) -> None:
-        self._stop.set()
-        self.thread.join(timeout=2)
-        try:
-            self.executor.remove_node(self.node)
-            self.node.destroy_node()
-            self.executor.shutdown(timeout_sec=1)
-        finally:
-            self.rclpy.try_shutdown(context=self.context)
 
 
 def _run(model: str, frames_bgr: List[np.ndarray], ground: bool, threads: int, backend: str,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import random
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from ..runtime.node_process import NodeProcess, ros_env
 from .common import Progress, load_model_card, open_bag, partial_reason, select_inputs
 from .config import EXIT_NO_MATCH, EXIT_NODE, EvalConfig, EvalError
 from .out_bag import DRIVABLE, LABELS, OVERLAY, OutputBag, copy_topics
+from .participant import Participant
 from .scoring import Counts, EvalResult, Scorer, add_gt_message, admit_frame, decode_frame, decode_labels
 
 QOS_CHOICES = ("auto", "sensor_data", "reliable")
@@ -48,22 +48,15 @@ class Published:
     t_ns: int         # recorded time (for the output bag)
 
 
-class Client:
+class Client(Participant):
     """This process's ROS side: one publisher, recorders for the node's outputs and diagnostics."""
 
     def __init__(self, domain_id: Optional[int], topic: str, compressed: bool, extra_outputs: bool):
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CompressedImage, Image
-        self.rclpy = rclpy
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)  # own context: no global state touched
-        self.node = rclpy.create_node(f"seg_eval_player_{os.getpid()}", context=self.context,
-                                      start_parameter_services=False)
+        super().__init__(domain_id, "seg_eval_player")
         self.topic = topic
-        self.lock = threading.Lock()
         self.outputs: Dict[str, List[Tuple[float, bytes]]] = {LABELS: [], DRIVABLE: [], OVERLAY: []}
         self.diagnostics: List[Tuple[float, Dict[str, str]]] = []
         self.other_nodes: Dict[str, str] = {}
@@ -77,11 +70,7 @@ class Client:
         # so this process takes as little CPU from the node as possible.
         self.subs = {t: self.node.create_subscription(Image, t, self._recorder(t), out_qos, raw=True) for t in wanted}
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 20)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._spin, name="seg_eval_spin", daemon=True)
-        self.thread.start()
+        self.start()
 
     def _recorder(self, topic: str):
         def cb(raw: bytes) -> None:
@@ -104,15 +93,6 @@ class Client:
                     if self.other_seen_at is None:
                         self.other_seen_at = t
 
-    def _spin(self) -> None:
-        while not self._stop.is_set() and self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # the context was shut down under us: leave quietly
-                if not self.context.ok():
-                    return
-                raise
-
     def last_diag(self) -> Optional[Tuple[float, Dict[str, str]]]:
         with self.lock:
             return self.diagnostics[-1] if self.diagnostics else None
@@ -124,16 +104,6 @@ class Client:
     def connected(self) -> bool:
         return (self.pub.get_subscription_count() > 0 and self.last_diag() is not None
                 and all(s.get_publisher_count() > 0 for s in self.subs.values()))
-
-    def close(self) -> None:
-        self._stop.set()
-        self.thread.join(timeout=2)
-        try:
-            self.executor.remove_node(self.node)
-            self.node.destroy_node()
-            self.executor.shutdown(timeout_sec=1)
-        finally:
-            self.rclpy.try_shutdown(context=self.context)
 
 
 def _counters(values: Dict[str, str]) -> Dict[str, int]:

@@ -1,0 +1,49 @@
+"""This process's own ROS 2 participant, for the tools that feed frames to a segmentation node
+and record what it sends back (live evaluation, the camera and ground benches).
+
+It has its own rclpy context on the domain it is given, so nothing global is touched and several
+can live in one process, and its own spin thread, so callbacks run while the caller publishes.
+A subclass creates its publishers and subscriptions on ``self.node``, then calls ``start()``."""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Optional
+
+
+class Participant:
+    def __init__(self, domain_id: Optional[int], name: str):
+        import rclpy
+        self.rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node(f"{name}_{os.getpid()}", context=self.context,
+                                      start_parameter_services=False)
+        self.lock = threading.Lock()  # guards what the callbacks record
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        from rclpy.executors import SingleThreadedExecutor
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, name=f"{self.node.get_name()}_spin", daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        while not self._stop.is_set() and self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # the context was shut down under us: leave quietly
+                if not self.context.ok():
+                    return
+                raise
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=2)
+        try:
+            self.executor.remove_node(self.node)
+            self.node.destroy_node()
+            self.executor.shutdown(timeout_sec=1)
+        finally:
+            self.rclpy.try_shutdown(context=self.context)
