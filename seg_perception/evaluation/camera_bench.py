@@ -21,7 +21,7 @@ import numpy as np
 
 from ..metrics import percentiles
 from ..runtime.node_process import NodeProcess, ros_env
-from .participant import Participant
+from .participant import Participant, wait_until_up
 
 QOS = ("reliable", "best_effort")
 
@@ -99,14 +99,7 @@ def bench_camera(model: str, width: int, height: int, rate: float, seconds: floa
     cam = None
     try:
         cam = _Camera(domain, [topic], qos)
-        end = time.monotonic() + startup_timeout
-        while not cam.ready():
-            if not node.running():
-                raise RuntimeError(f"segmentation_node exited: {node.failure()} (log {log_path})")
-            if time.monotonic() > end:
-                raise RuntimeError(f"segmentation_node did not come up in {startup_timeout:.0f} s (log {log_path})")
-            time.sleep(0.05)
-        time.sleep(0.5)
+        wait_until_up(cam.ready, [node], startup_timeout, log_path)
         rng = np.random.default_rng(0)
         # A smooth synthetic scene (noise would be unlike a camera; the content does not change the timing).
         base = cv2_resize(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8), width, height)
@@ -207,15 +200,7 @@ def bench_cameras(model: str, cameras: int, width: int, height: int, rate: float
             nodes.append(NodeProcess({**base, "image_topics": g}, log_dir / f"node{i}.log", env,
                                      ros_args=["-r", f"__node:=segmentation_node_{i}"]))
         cam = _Camera(domain, topics, qos, [t.rsplit("/", 1)[0] + "/segmentation/labels" for t in topics])
-        end = time.monotonic() + startup_timeout
-        while not cam.ready():
-            for n in nodes:
-                if not n.running():
-                    raise RuntimeError(f"segmentation_node exited: {n.failure()} (log {n.log_path})")
-            if time.monotonic() > end:
-                raise RuntimeError(f"segmentation_node did not come up in {startup_timeout:.0f} s (logs {log_dir})")
-            time.sleep(0.05)
-        time.sleep(0.5)
+        wait_until_up(cam.ready, nodes, startup_timeout, log_dir)
         base_img = cv2_resize(np.random.default_rng(0).integers(0, 255, (12, 16, 3), dtype=np.uint8), width, height)
         msg = cam.Image(height=height, width=width, encoding="bgr8", step=width * 3)
         msg.data = base_img.tobytes()

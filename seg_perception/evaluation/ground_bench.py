@@ -26,7 +26,7 @@ import numpy as np
 
 from ..data.datasets import camvid, default_camvid_root
 from ..runtime.node_process import NodeProcess, ros_env
-from .participant import Participant
+from .participant import Participant, wait_until_up
 
 # config/nav2.yaml's sample camera: 0.9 m up, looking 0.35 rad down; tf2 is not used here.
 GROUND_PARAMS = {"ground.enable": True, "ground.use_tf": False, "ground.camera_xyz": "[0.25, 0.0, 0.9]",
@@ -91,14 +91,8 @@ def _run(model: str, frames_bgr: List[np.ndarray], ground: bool, threads: int, b
     answered = 0
     try:
         cam = _Camera(domain)
-        end = time.monotonic() + startup_timeout
-        while not (cam.pub.get_subscription_count() and cam.sub.get_publisher_count() and cam.diag):
-            if not node.running():
-                raise RuntimeError(f"segmentation_node exited: {node.failure()} (log {log_path})")
-            if time.monotonic() > end:
-                raise RuntimeError(f"segmentation_node did not come up in {startup_timeout:.0f} s (log {log_path})")
-            time.sleep(0.05)
-        time.sleep(0.5)
+        wait_until_up(lambda: bool(cam.pub.get_subscription_count() and cam.sub.get_publisher_count() and cam.diag),
+                      [node], startup_timeout, log_path)
         for i, frame in enumerate(frames_bgr):
             stamp = 1_000_000_000 + i * 100_000_000
             msg = cam.Image(height=h, width=w, encoding="bgr8", step=w * 3, data=frame.tobytes())

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Optional
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
 
 
 class Participant:
@@ -47,3 +49,17 @@ class Participant:
             self.executor.shutdown(timeout_sec=1)
         finally:
             self.rclpy.try_shutdown(context=self.context)
+
+
+def wait_until_up(ready: Callable[[], bool], nodes: Sequence, timeout: float, logs: Path) -> None:
+    """Waits until ready() holds (the node(s) matched and reporting), then half a second more for
+    discovery to settle; a node process that exits, or the timeout, is a RuntimeError naming the log."""
+    end = time.monotonic() + timeout
+    while not ready():
+        for n in nodes:
+            if not n.running():
+                raise RuntimeError(f"segmentation_node exited: {n.failure()} (log {n.log_path})")
+        if time.monotonic() > end:
+            raise RuntimeError(f"segmentation_node did not come up in {timeout:.0f} s (log {logs})")
+        time.sleep(0.05)
+    time.sleep(0.5)

@@ -13,14 +13,11 @@ wheel and rclpy has no bond client), see docs/navigation.md.
 from __future__ import annotations
 
 import sys
-from typing import Optional
 
-import rclpy
-import rclpy.executors
 from rclpy.exceptions import ParameterException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from .node import ConfigError, SegmentationNode, large_frame_transport
+from .node import ConfigError, SegmentationNode, run
 
 
 class ManagedSegmentationNode(SegmentationNode, LifecycleNode):
@@ -66,24 +63,7 @@ class ManagedSegmentationNode(SegmentationNode, LifecycleNode):
 
 
 def main(args=None) -> int:
-    large_frame_transport()
-    rclpy.init(args=args)
-    node: Optional[ManagedSegmentationNode] = None
-    rc = 0
-    try:
-        node = ManagedSegmentationNode()
-        rclpy.spin(node)
-    except ParameterException as e:
-        rclpy.logging.get_logger("segmentation_node").fatal(f"cannot start: {e}")
-        rc = 2
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
-    return rc
+    return run(ManagedSegmentationNode, args)
 
 
 if __name__ == "__main__":

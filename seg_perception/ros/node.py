@@ -682,13 +682,14 @@ def large_frame_transport() -> None:
         os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(xml)
 
 
-def main(args=None) -> int:
+def run(node_class: type, args=None) -> int:
+    """Runs one node of node_class (this one or the managed one) until shutdown; 2 when it cannot start."""
     large_frame_transport()
     rclpy.init(args=args)
     node: Optional[SegmentationNode] = None
     rc = 0
     try:
-        node = SegmentationNode()
+        node = node_class()
         rclpy.spin(node)
     except (ConfigError, ParameterException) as e:
         # e.g. a parameter of the wrong type: rclpy's exception text names it
@@ -702,6 +703,10 @@ def main(args=None) -> int:
         if rclpy.ok():
             rclpy.try_shutdown()
     return rc
+
+
+def main(args=None) -> int:
+    return run(SegmentationNode, args)
 
 
 if __name__ == "__main__":
