@@ -71,6 +71,15 @@ def camvid_from_bag(bag: Path, out: Path) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def ros():
+    """rclpy's default context for a module whose test client uses it (the node runs in its own process)."""
+    import rclpy
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
 @pytest.fixture(scope="session")
 def camvid_sample(tmp_path_factory) -> Path:
     """A small CamVid (train 10, val 10 frames at 480x360, with labels) made from the shipped

@@ -96,7 +96,7 @@ def test_make_bag_then_offline_metrics_match_independent(tmp_path, fmt, encoding
     topics = read_all(bag)
     image_topic = "/camera/image_raw/compressed" if encoding == "jpeg" else "/camera/image_raw"
     assert set(topics) == {image_topic, "/camera/camera_info", "/camera/labels_gt"}
-    frames, preds, gts = [], [], []
+    preds, gts = [], []
     for n, idx in enumerate(INDICES):
         want = T0 + n * 10**8  # 10 Hz
         msgs = {t: topics[t][n] for t in topics}

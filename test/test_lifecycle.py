@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import time
 
-import pytest
-import rclpy
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 
 from ros_harness import Harness, raw_image, start_node
 from test_node import new_key
-
-
-@pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
 
 
 class LifecycleClient:

@@ -9,7 +9,6 @@ import time
 
 import cv2
 import pytest
-import rclpy
 
 from ros_harness import Harness, raw_image, stamp_key, start_node
 from seg_perception.ros.ground_outputs import tf2_ros
@@ -17,13 +16,6 @@ from seg_perception.runtime.pipeline import Pipeline
 from test_node import as_array
 
 FRONT, REAR = "/mc_front/image_raw", "/mc_rear/image_raw"
-
-
-@pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
 
 
 @pytest.fixture(scope="module")

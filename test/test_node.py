@@ -12,7 +12,6 @@ import time
 import cv2
 import numpy as np
 import pytest
-import rclpy
 
 from conftest import REPO
 from ros_harness import Harness, jpeg_image, raw_image, stamp_key, start_node
@@ -44,13 +43,6 @@ def as_array(msg) -> np.ndarray:
 
 def agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float((a == b).mean())
-
-
-@pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import time
 
 import numpy as np
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -69,13 +68,6 @@ class NavRecorder:
 
 
 @pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
-
-
-@pytest.fixture(scope="module")
 def nav_node(ros, random_model, tmp_path_factory):
     log = tmp_path_factory.mktemp("node_nav") / "node.log"
     proc = start_node({"model": str(random_model), "threads": 1, "qos": "reliable", **PARAMS}, log)
@@ -101,7 +93,7 @@ def send(h, img, tag):
 
 def test_without_camera_info_nothing_is_projected_and_diagnostics_say_why(nav_node, val_frames):
     proc, h, rec = nav_node
-    key = send(h, val_frames[0][0], "no_info")
+    send(h, val_frames[0][0], "no_info")
     h.wait_for(lambda: any("no CameraInfo on /camera/camera_info" in m for _, m, _ in rec.ground_diag), 10,
                "ground diagnostics")
     level, message, values = rec.ground_diag[-1]

@@ -8,20 +8,11 @@ import time
 
 import cv2
 import numpy as np
-import pytest
-import rclpy
 from sensor_msgs.msg import CameraInfo
 
 from ros_harness import Harness, raw_image, start_node
 from test_node import as_array, new_key
 from test_node_ground import D, K, PARAMS, NavRecorder, expected_grid
-
-
-@pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
 
 
 def camera_info_960() -> CameraInfo:

@@ -5,18 +5,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import pytest
-import rclpy
 
 from ros_harness import Harness, raw_image, stamp_key, start_node
 from seg_perception.runtime.pipeline import Pipeline
-
-
-@pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
 
 
 def test_two_workers_overlap_frames_and_publish_in_stamp_order(ros, random_model, tmp_path, val_frames):

@@ -4,7 +4,6 @@ import csv
 
 import pytest
 import torch
-import yaml
 
 from seg_perception.card import load_card
 from seg_perception.train.loop import TrainConfig, train
