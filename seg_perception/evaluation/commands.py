@@ -131,6 +131,15 @@ def evaluate(cfg: EvalConfig, mode: str, out: Path, domain_id=None, title: str =
     return result, files, code
 
 
+def _say_exit(code: int, cmd: str, result) -> int:
+    """Says on stderr why the exit code is not 0 (nothing scored, or a partial result); returns it."""
+    if code == EXIT_NO_MATCH:
+        _err(cmd, _no_match_reason(result))
+    elif code == EXIT_PARTIAL:
+        _err(cmd, f"partial result (exit {EXIT_PARTIAL}): {result.partial}")
+    return code
+
+
 def _no_match_reason(result) -> str:
     c = result.counts
     if c.frames_out == 0:
@@ -172,11 +181,7 @@ def _eval_bag(p: argparse.ArgumentParser):
         for n in result.notes:
             print(f"[eval-bag] note: {n}")
         print(f"[eval-bag] report: {files['report']}" + (f"; outputs bag: {result.out_bag}" if result.out_bag else ""))
-        if code == EXIT_NO_MATCH:
-            _err("eval-bag", _no_match_reason(result))
-        elif code == EXIT_PARTIAL:
-            _err("eval-bag", f"partial result (exit {EXIT_PARTIAL}): {result.partial}")
-        return code
+        return _say_exit(code, "eval-bag", result)
     return run
 
 
@@ -220,11 +225,7 @@ def _demo(p: argparse.ArgumentParser):
             _err("demo", e)
             return e.code
         print(summary(result, files["report"]))
-        if code == EXIT_NO_MATCH:
-            _err("demo", _no_match_reason(result))
-        elif code == EXIT_PARTIAL:
-            _err("demo", f"partial result (exit {EXIT_PARTIAL}): {result.partial}")
-        return code
+        return _say_exit(code, "demo", result)
     return run
 
 
