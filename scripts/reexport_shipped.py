@@ -1,7 +1,7 @@
 """Re-export the shipped models' ONNX files from their .pt (dynamic shape, tiny weights flushed by
 load_net) and re-make both INT8 models the way `seg-perception release` does, measuring val mIoU.
 
-    .venv/bin/python scripts/reexport_shipped.py [--models essnet_d_camvid erfnet_camvid] [--threads 1]
+    .venv/bin/python scripts/reexport_shipped.py [--models rdsnet_camvid essnet_d_camvid erfnet_camvid] [--threads 1]
 
 Keeps file names and the card's training/metrics; rewrites files, export, quantization and the
 int8 / int8_cpu / val_miou figures.
@@ -20,7 +20,7 @@ from pathlib import Path
 MODELS = Path(__file__).resolve().parent.parent / "models"
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--models", nargs="+", default=["essnet_d_camvid", "erfnet_camvid"])
+ap.add_argument("--models", nargs="+", default=["rdsnet_camvid", "essnet_d_camvid", "erfnet_camvid"])
 ap.add_argument("--threads", type=int, default=1)
 ap.add_argument("--calib-images", type=int, default=100)
 a = ap.parse_args()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import List, Optional
 
 PACKAGE = "seg_perception"
-DEFAULT_MODEL = "essnet_d_camvid"
+DEFAULT_MODEL = "rdsnet_camvid"
 SAMPLE_BAG = "camvid_val_sample"
 _CHECKOUT = Path(__file__).resolve().parents[1]  # the source checkout (editable installs too)
 

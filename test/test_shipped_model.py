@@ -11,7 +11,7 @@ from seg_perception.evaluation.split_accuracy import evaluate
 
 def test_card_is_complete(shipped_model):
     card = load_card(shipped_model)
-    assert card.architecture == "essnet_d" and card.num_classes == 11
+    assert card.architecture == "rdsnet" and card.num_classes == 11
     assert card.drivable_classes == [3]
     for role in ("weights", "onnx", "onnx_int8"):
         assert card.file(role).is_file(), role

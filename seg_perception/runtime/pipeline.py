@@ -1,6 +1,6 @@
 """The ROS-free segmentation pipeline: frame in, label map and friends out.
 
-    pipe = Pipeline.from_card("models/essnet_d_camvid.yaml", backend="onnxruntime")
+    pipe = Pipeline.from_card("models/rdsnet_camvid.yaml", backend="onnxruntime")
     result = pipe(frame_rgb)             # any size, uint8
     result.labels, result.drivable       # at the frame's size
     results = pipe.run_batch([front, rear], ["rgb", "bgr"])   # one backend call for both
