@@ -277,14 +277,17 @@ def _models(p: argparse.ArgumentParser):
         from .card import load_card
         from .paths import available_models, resolve_model
         print("| model | network | trained on | CamVid val mIoU (fp32) | int8 mIoU | params | GMACs "
-              "| CPU p50 fp32 / int8 (ms) | epochs |")
+              "| CPU p50 fp32 / int8 (ms, where timed) | epochs |")
         print("|---|---|---|---:|---:|---:|---:|---:|---|")
         for name in available_models():
             c = load_card(resolve_model(name))
             m, t = c.metrics, c.training
             lat = m.get("cpu_latency", {})
             fp32 = lat.get("onnxruntime_fp32_ms", {}).get("p50", "-")
-            int8 = lat.get("onnxruntime_int8_ms", {}).get("p50", "-")
+            # int8 on a CPU runs the _int8_cpu model where the card has one (what the node loads)
+            int8 = lat.get("onnxruntime_int8_cpu_ms", lat.get("onnxruntime_int8_ms", {})).get("p50", "-")
+            # each card is timed on the machine that released it: say which, or rows look comparable
+            where = f" ({lat['cpu']}, {lat.get('threads', '?')} thread(s))" if lat.get("cpu") else ""
             epochs = f"{t.get('epochs_completed_in_run', '?')} of {t.get('epochs_planned', '?')}"
             if t.get("init"):
                 epochs += f" from {Path(str(t['init'])).stem}"
@@ -295,7 +298,7 @@ def _models(p: argparse.ArgumentParser):
                 val = f"{val} (recipe on train alone)"
                 int8_miou = f"{-m.get('int8', {}).get('miou_drop', 0.0):+.2f} vs fp32 (val not held out)"
             print(f"| {c.name} | {c.architecture} | {split} | {val} | {int8_miou} "
-                  f"| {m.get('params', '-'):,} | {m.get('gmacs', '-')} @ {m.get('gmacs_at', '')} | {fp32} / {int8} "
+                  f"| {m.get('params', '-'):,} | {m.get('gmacs', '-')} @ {m.get('gmacs_at', '')} | {fp32} / {int8}{where} "
                   f"| {epochs} |")
     return run
 

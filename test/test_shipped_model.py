@@ -45,3 +45,13 @@ def test_backends_agree_on_trained_weights(shipped_model, val_frames, backend):
     pipe = Pipeline.from_card(shipped_model, backend=backend)
     img = val_frames[1][0]
     assert np.mean(pipe(img).labels == ref(img).labels) > 0.999
+
+
+def test_models_shipped_names_the_default_with_its_figures_and_where_it_was_timed(shipped_model, capsys):
+    from seg_perception.cli import main
+    main(["models", "--shipped"])
+    card = load_card(shipped_model)
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(f"| {card.name} |"))
+    assert f"{card.metrics['val_miou']} (recipe on train alone)" in row
+    lat = card.metrics["cpu_latency"]
+    assert f"{lat['onnxruntime_fp32_ms']['p50']} / {lat['onnxruntime_int8_cpu_ms']['p50']} ({lat['cpu']}" in row
