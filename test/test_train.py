@@ -33,11 +33,14 @@ def test_run_writes_weights_card_log(straight):
 
 
 def test_resume_continues_exactly(straight, tmp_path, camvid_root):
-    """1 epoch, stop, resume for the 2nd: the same weights as 2 epochs in one go."""
+    """1 epoch, stop, resume for the 2nd: the same weights as 2 epochs in one go, and one log row
+    per epoch even when the stop came after an epoch's row but before its checkpoint."""
     out, _ = straight
     cfg = dict(TINY, epochs=2)
     first = TrainConfig(data=str(camvid_root), out=str(tmp_path), **dict(cfg, epochs=1))
     train(first, log=lambda *_: None)
+    with open(tmp_path / "log.csv", "a") as f:  # epoch 2 logged, its checkpoint never written, a row cut off
+        f.write("2,full,9.99999,0.0001,,,1.0,\r\n3,fu")
     resumed = TrainConfig(data=str(camvid_root), out=str(tmp_path), **cfg)
     # The LR schedule of a 2-epoch run is recomputed on resume.
     train(resumed, resume=True, log=lambda *_: None)
@@ -45,6 +48,8 @@ def test_resume_continues_exactly(straight, tmp_path, camvid_root):
     b = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and rows[1]["train_loss"] != "9.99999"
 
 
 def test_bad_model_and_schedule(tmp_path, camvid_root):

@@ -548,6 +548,7 @@ def restore(run: Run, log=print) -> None:
         for g, base, fn in zip(run.opt.param_groups, run.sched.base_lrs, run.sched.lr_lambdas):
             g["lr"] = base * fn(run.sched.last_epoch)
     if run.main:
+        _trim_csv(run.out / "log.csv", run.start_epoch)
         log(f"[train] resumed from {ckpt_path} at epoch {run.start_epoch} (best val mIoU {run.best:.2f})")
 
 
@@ -672,8 +673,10 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
                                "--clip-grad, --precision fp32)")
         if not run.main:
             continue
-        save_checkpoint(run, epoch)
+        # The row first, then the checkpoint: a run stopped between the two is resumed from the
+        # previous checkpoint, which drops this row and trains the epoch again (_trim_csv).
         _append_csv(csv_path, epoch + 1, run.stage, stats.loss, stats.lr, val_miou, val_acc, stats.seconds, raw_miou)
+        save_checkpoint(run, epoch)
         if tb is not None:
             tb.add_scalar("loss/train", stats.loss, epoch + 1)
             tb.add_scalar("lr", stats.lr, epoch + 1)
@@ -754,6 +757,23 @@ def _append_csv(path: Path, epoch, stage, loss, lr, miou, acc, secs, raw_miou=No
             w.writerow(["epoch", "stage", "train_loss", "lr", "val_miou", "val_pixel_acc", "seconds",
                         "val_miou_raw"])
         w.writerow([epoch, stage, f"{loss:.5f}", f"{lr:.6g}", fmt(miou), fmt(acc), f"{secs:.1f}", fmt(raw_miou)])
+
+
+def _trim_csv(path: Path, last_epoch: int) -> None:
+    """Drops the rows after last_epoch, epochs logged whose checkpoint never landed (they are trained
+    again), and a row cut off by the stop."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+
+    def kept(ln: str) -> bool:
+        first = ln.split(",", 1)[0]
+        return ln.endswith("\n") and first.isdigit() and int(first) <= last_epoch
+    keep = lines[:1] + [ln for ln in lines[1:] if kept(ln)]
+    if len(keep) < len(lines):
+        tmp = path.with_suffix(".csv.tmp")
+        tmp.write_text("".join(keep))
+        tmp.replace(path)
 
 
 def _progress(total: int, desc: str, enabled: bool):
