@@ -228,19 +228,29 @@ def _evaluate(p: argparse.ArgumentParser):
     p.add_argument("--width", type=int, default=0, help="network input width (0: the card's; the shipped "
                    "ONNX files take any multiple of 8)" + d)
     p.add_argument("--height", type=int, default=0, help="network input height (0: the card's)" + d)
-    p.add_argument("--json", default=None, help="also write the results to this JSON file (default: none)")
+    p.add_argument("--sizes", type=_size, nargs="+", default=None, metavar="WxH",
+                   help="score at each of these input sizes and end with a table of mIoU and inference time "
+                   "per size, to choose input_width/input_height (default: one size, --width/--height)")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file (default: none; "
+                   "with --sizes, a list with one result per size)")
 
     def run(a):
         from .card import load_card
         from .paths import DEFAULT_MODEL, resolve_model
-        from .evaluation.split_accuracy import evaluate, format_summary, write_json
+        from .evaluation.split_accuracy import evaluate, format_sizes, format_summary, write_json
+        if a.sizes and (a.width or a.height):
+            raise ValueError("--sizes replaces --width/--height: give the sizes in one of the two ways")
         card = load_card(resolve_model(a.model or DEFAULT_MODEL))
         ds = open_from_args(a, card=card)
-        res = evaluate(card.path, ds, a.dataset, a.split, a.backend, a.precision, a.weights, a.onnx,
-                       a.threads, a.limit, a.width, a.height)
-        print(format_summary(res))
+        results = []
+        for w, h in a.sizes or [(a.width, a.height)]:
+            results.append(evaluate(card.path, ds, a.dataset, a.split, a.backend, a.precision, a.weights,
+                                    a.onnx, a.threads, a.limit, w, h))
+            print(format_summary(results[-1]), flush=True)
+        if a.sizes:
+            print(format_sizes(results))
         if a.json:
-            write_json(res, a.json)
+            write_json(results if a.sizes else results[0], a.json)
     return run
 
 

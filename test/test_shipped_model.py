@@ -55,3 +55,24 @@ def test_models_shipped_names_the_default_with_its_figures_and_where_it_was_time
     assert f"{card.metrics['val_miou']} (recipe on train alone)" in row
     lat = card.metrics["cpu_latency"]
     assert f"{lat['onnxruntime_fp32_ms']['p50']} / {lat['onnxruntime_int8_cpu_ms']['p50']} ({lat['cpu']}" in row
+
+
+def test_evaluate_sizes_table_matches_single_runs(shipped_model, camvid_sample, tmp_path, capsys):
+    """`evaluate --sizes` scores each size as a separate `--width/--height` run would, and its
+    table and JSON carry one row per size (the shipped ONNX file is dynamic-shape)."""
+    import json
+    from seg_perception.cli import main
+    common = ["evaluate", "--model", str(shipped_model), "--data", str(camvid_sample), "--limit", "3",
+              "--threads", "1"]
+    assert main(common + ["--sizes", "320x240", "480x360", "--json", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    rows = json.loads((tmp_path / "s.json").read_text())
+    assert [r["input_size"] for r in rows] == [[320, 240], [480, 360]]
+    for r in rows:
+        single = evaluate(shipped_model, str(camvid_sample), "camvid", "val", limit=3, threads=1,
+                          width=r["input_size"][0], height=r["input_size"][1])
+        assert single["miou"] == r["miou"]
+        assert f"{r['input_size'][0]}x{r['input_size'][1]} {r['miou']:6.2f}" in out
+    assert rows[0]["miou"] != rows[1]["miou"]  # the size reached the network
+    assert main(common + ["--sizes", "320x240", "--width", "320"]) == 2
+    assert "--sizes replaces --width/--height" in capsys.readouterr().err

@@ -48,7 +48,8 @@ def evaluate(card_path: str | Path | ModelCard, data: "str | SegmentationDataset
     out = cm.summary(pipe.card.class_names)
     out["per_class_errors"] = cm.class_errors(pipe.card.class_names)
     out.update({"model": pipe.card.name, "backend": pipe.backend.describe(), "dataset": dataset,
-                "split": split, "frames": n, "seconds": round(time.perf_counter() - t0, 1),
+                "split": split, "input_size": list(pipe.size), "frames": n,
+                "seconds": round(time.perf_counter() - t0, 1),
                 "inference_ms": percentiles(infer_ms)})
     return out
 
@@ -65,6 +66,15 @@ def format_summary(res: dict) -> str:
         wrong = ", ".join(f"{k} {c:.1f}%" for k, c in e.get("predicted_as", {}).items())
         lines.append(f"  {name:<12} {'-' if v is None else f'{v:6.2f}'} {'-' if rec is None else f'{rec:7.2f}'} "
                      f"{'-' if prec is None else f'{prec:9.2f}'}  {wrong}")
+    return "\n".join(lines)
+
+
+def format_sizes(results: list) -> str:
+    """One row per input size: what a larger input buys and what it costs (evaluate --sizes)."""
+    lines = [f"{'input':>9} {'mIoU':>6} {'pixel acc':>9} {'inference p50 ms':>16}"]
+    for r in results:
+        w, h = r["input_size"]
+        lines.append(f"{f'{w}x{h}':>9} {r['miou']:6.2f} {r['pixel_accuracy']:9.2f} {str(r['inference_ms']['p50']):>16}")
     return "\n".join(lines)
 
 
