@@ -169,6 +169,14 @@ def _size(text: str) -> tuple:
     return w, h
 
 
+def _net_size(text: str) -> tuple:
+    """A network input size: WxH, multiples of 8 (checked before any work starts)."""
+    w, h = _size(text)
+    if w <= 0 or h <= 0 or w % 8 or h % 8:
+        raise argparse.ArgumentTypeError(f"input size {w}x{h} must be positive multiples of 8")
+    return w, h
+
+
 @command("bench-train", "seconds per training step on this machine, per precision (is bf16 faster here?)")
 def _bench_train(p: argparse.ArgumentParser):
     d = " (default: %(default)s)"
@@ -228,7 +236,7 @@ def _evaluate(p: argparse.ArgumentParser):
     p.add_argument("--width", type=int, default=0, help="network input width (0: the card's; the shipped "
                    "ONNX files take any multiple of 8)" + d)
     p.add_argument("--height", type=int, default=0, help="network input height (0: the card's)" + d)
-    p.add_argument("--sizes", type=_size, nargs="+", default=None, metavar="WxH",
+    p.add_argument("--sizes", type=_net_size, nargs="+", default=None, metavar="WxH",
                    help="score at each of these input sizes and end with a table of mIoU and inference time "
                    "per size, to choose input_width/input_height (default: one size, --width/--height)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file (default: none; "

@@ -76,3 +76,6 @@ def test_evaluate_sizes_table_matches_single_runs(shipped_model, camvid_sample, 
     assert rows[0]["miou"] != rows[1]["miou"]  # the size reached the network
     assert main(common + ["--sizes", "320x240", "--width", "320"]) == 2
     assert "--sizes replaces --width/--height" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: before anything is scored
+        main(common + ["--sizes", "480x360", "400x300"])
+    assert "input size 400x300 must be positive multiples of 8" in capsys.readouterr().err
