@@ -3,6 +3,7 @@ changes hit every row alike), ONNX Runtime, as the node runs them (uint8 frame a
 labels out). Prints p50 per row and the ratio to ERFNet fp32 at 480x360 measured in the same run.
 
     .venv/bin/python scripts/speed_shipped.py [--rounds 30] [--threads 1] [--models rdsnet_camvid essnet_d_camvid]
+        [--sizes 320x240 640x480]
 """
 import argparse
 import os
@@ -22,12 +23,15 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--rounds", type=int, default=30)
 ap.add_argument("--threads", type=int, default=1)
 ap.add_argument("--models", nargs="+", default=[DEFAULT_MODEL], help="shipped models timed beside ERFNet")
+ap.add_argument("--sizes", nargs="+", default=["320x240", "640x480"],
+                help="input sizes timed besides 480x360 (fp32 and CPU int8 rows each)")
 a = ap.parse_args()
+sizes = [tuple(int(v) for v in s.lower().split("x")) for s in a.sizes]
 # ERFNet first: every ratio is to its fp32 row at 480x360.
 ROWS = [("erfnet_camvid", "fp32", 480, 360), ("erfnet_camvid", "int8", 480, 360)]
 for m in a.models:
-    ROWS += [(m, "fp32", 480, 360), (m, "int8", 480, 360), (m, "int8-qdq", 480, 360),
-             (m, "fp32", 320, 240), (m, "fp32", 640, 480), (m, "int8", 320, 240), (m, "int8", 640, 480)]
+    ROWS += [(m, "fp32", 480, 360), (m, "int8", 480, 360), (m, "int8-qdq", 480, 360)]
+    ROWS += [(m, prec, w, h) for prec in ("fp32", "int8") for w, h in sizes]
 load0 = os.getloadavg()[0]
 rng = np.random.default_rng(0)
 runs = []
