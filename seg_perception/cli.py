@@ -275,10 +275,14 @@ def _release(p: argparse.ArgumentParser):
     p.add_argument("--recipe-run", default=None,
                    help="for a run trained on train+val: the same recipe's run on train alone, whose val figure "
                    "the card records (default: none; required when --run trained on val)")
+    p.add_argument("--recipe-pending", default="", metavar="WHY",
+                   help="for a run trained on train+val whose train-alone run is not finished: ship without a val "
+                   "figure and record WHY; release again with --recipe-run when it is done")
 
     def run(a):
         from .release import release
-        release(a.run, a.name, a.to, a.data, a.calib_images, a.threads, not a.no_int8, a.note, a.recipe_run)
+        release(a.run, a.name, a.to, a.data, a.calib_images, a.threads, not a.no_int8, a.note, a.recipe_run,
+                a.recipe_pending)
     return run
 
 
@@ -313,7 +317,8 @@ def _models(p: argparse.ArgumentParser):
             val = m.get("val_miou", "-")
             int8_miou = m.get("int8", {}).get("int8_miou", "-")
             if t.get("recipe_run"):  # val was training data: the figure is the same recipe on train alone
-                val = f"{val} (recipe on train alone)"
+                val = "pending (recipe on train alone not done)" if "pending" in t["recipe_run"] \
+                    else f"{val} (recipe on train alone)"
                 int8_miou = f"{-m.get('int8', {}).get('miou_drop', 0.0):+.2f} vs fp32 (val not held out)"
             print(f"| {c.name} | {c.architecture} | {split} | {val} | {int8_miou} "
                   f"| {m.get('params', '-'):,} | {m.get('gmacs', '-')} @ {m.get('gmacs_at', '')} | {fp32} / {int8}{where} "

@@ -38,10 +38,10 @@ from .timing import cpu_name, time_backend
 LATENCY_RUNS = 30
 
 
-def _epochs_done(run: Path) -> Optional[int]:
+def _epochs_done(run: Path, card=None) -> Optional[int]:
     log = run / "log.csv"
-    if not log.is_file():
-        return None
+    if not log.is_file():  # a released model's folder: its card says
+        return card.training.get("epochs_completed_in_run") if card is not None else None
     rows = list(csv.DictReader(log.open()))
     return int(rows[-1]["epoch"]) if rows else None
 
@@ -63,6 +63,12 @@ def _recipe_card(recipe_run: Path, name: str, card):
     return rcard
 
 
+def _val_text(metrics: Dict) -> str:
+    if "val_miou" not in metrics:
+        return "pending (the recipe run on train alone is not done)"
+    return f"{metrics['val_miou']:.2f}" + (" (the recipe run on train alone)" if "val_miou_not_held_out" in metrics else "")
+
+
 def _val_metrics(card, data: str, threads: int, what: str) -> Dict:
     res = evaluate(card, data, "camvid", "val", backend="onnxruntime", threads=threads)
     return {"val_miou": res["miou"], "val_pixel_accuracy": res["pixel_accuracy"],
@@ -73,19 +79,30 @@ def _val_metrics(card, data: str, threads: int, what: str) -> Dict:
 
 def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = None, calib_images: int = 100,
             threads: int = 2, int8: bool = True, note: str = "", recipe_run: Optional[str | Path] = None,
-            log: Callable[[str], None] = print) -> Path:
+            recipe_pending: str = "", log: Callable[[str], None] = print) -> Path:
     run, to = Path(run), Path(to)
+    if run.resolve() == to.resolve():
+        raise ValueError(f"--run and --to are the same folder ({to}): releasing would delete the weights it reads; "
+                         "copy NAME.pt and NAME.yaml to another folder first")
     data = data or str(default_camvid_root())
     card = load_card(run / f"{name}.yaml")
     src_weights = card.file("weights")
     if src_weights is None or not src_weights.is_file():
         raise FileNotFoundError(f"the run's card {card.path} lists no existing weights file")
     rcard = None
+    on_val = _trained_on_val(card)
+    if recipe_run is not None and recipe_pending:
+        raise ValueError("--recipe-run and --recipe-pending exclude each other: the recipe's figure is there or it is not")
+    if recipe_pending and not on_val:
+        raise ValueError(f"{run} trained on {card.training.get('train_split')}: its own val figure is held out, "
+                         "--recipe-pending is only for weights trained on val")
     if recipe_run is not None:
         rcard = _recipe_card(Path(recipe_run), name, card)
-    elif _trained_on_val(card):
+    elif on_val and not recipe_pending:
         raise ValueError(f"{run} trained on {card.training.get('train_split')}: a val figure of these weights is "
-                         "not held out; pass --recipe-run with the same recipe trained on train alone")
+                         "not held out; pass --recipe-run with the same recipe trained on train alone (or "
+                         "--recipe-pending WHY to ship without a val figure until that run is done)")
+    epochs_done = _epochs_done(run, card)  # before the files in `to` are replaced (run may be a copy of them)
     to.mkdir(parents=True, exist_ok=True)
     for old in to.glob(f"{name}*"):
         if old.suffix in (".pt", ".onnx", ".yaml"):
@@ -93,15 +110,23 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
     shutil.copy2(src_weights, to / f"{name}.pt")
     card.path = to / f"{name}.yaml"  # where it will be written; its files are named relative to it
     card.files = {"weights": f"{name}.pt"}
-    card.training = dict(card.training, epochs_completed_in_run=_epochs_done(run))
+    card.training = dict(card.training, epochs_completed_in_run=epochs_done)
     if note:
         card.training["note"] = note
 
     log(f"[release] exporting {name} to ONNX")
     onnx_path = write_onnx(card, to / f"{name}.onnx", dynamic=True)
     card = exported_card(card, onnx_path, dynamic=True)
-    if rcard is None:
+    # A re-release replaces every figure: none of the old card's val figures may survive.
+    card.metrics = {k: v for k, v in card.metrics.items() if not k.startswith("val_")}
+    card.training.pop("recipe_run", None)
+    if not on_val:
         metrics = _val_metrics(card, data, threads, "")
+    elif rcard is None:
+        # Shipped before its recipe run is done: no held-out figure, and the card says why.
+        own = evaluate(card, data, "camvid", "val", backend="onnxruntime", threads=threads)
+        metrics = {"val_miou_not_held_out": own["miou"]}  # for the record only: val was training data
+        card.training["recipe_run"] = {"pending": recipe_pending}
     else:
         # Val is in these weights' training data: the card's val figure is the recipe run's
         # (the same recipe on train alone), exported and measured the same way.
@@ -117,8 +142,7 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
         card.training["recipe_run"] = {"folder": Path(recipe_run).name, "train_split": rcard.training.get("train_split"),
                                        "epochs": _epochs_done(Path(recipe_run)),
                                        "command": rcard.training.get("command")}
-    log(f"[release] fp32 val mIoU {metrics['val_miou']:.2f}"
-        + (" (the recipe run on train alone)" if rcard is not None else ""))
+    log(f"[release] fp32 val mIoU {_val_text(metrics)}")
 
     net = load_net(card)
     metrics["params"] = count_params(net)
@@ -155,13 +179,13 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
         card.metrics["int8_cpu"] = {**card.metrics["int8_cpu"], "speed_vs_fp32": round(
             latency["onnxruntime_fp32_ms"]["p50"] / max(latency["onnxruntime_int8_cpu_ms"]["p50"], 1e-6), 2)}
         log(f"[release] CPU int8 val mIoU {acc['int8_miou']:.2f}, label agreement {acc['label_agreement']:.2f}%")
-    if rcard is not None:
+    if on_val:
         for key in ("int8", "int8_cpu"):
             if key in card.metrics:  # measured on val with these weights, which trained on it
                 card.metrics[key] = {**card.metrics[key], "note": "val is in these weights' training data: read "
                                      "miou_drop and label_agreement, not the absolute mIoU"}
     card.metrics = {**card.metrics, **metrics, "cpu_latency": latency}
     card.save(card.path)  # the one write
-    log(f"[release] {card.path}: val mIoU {metrics['val_miou']:.2f}, {metrics['params']} params, "
+    log(f"[release] {card.path}: val mIoU {_val_text(metrics)}, {metrics['params']} params, "
         f"{metrics['gmacs']} GMACs, ONNX Runtime fp32 p50 {latency['onnxruntime_fp32_ms']['p50']} ms")
     return card.path

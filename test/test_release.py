@@ -94,3 +94,40 @@ def test_a_run_trained_on_val_takes_its_val_figure_from_the_recipe_run(tmp_path,
     assert card.metrics["val_miou_not_held_out"] == own["miou"] != card.metrics["val_miou"]
     assert "trained on train alone (recipe, 1 epochs)" in card.metrics["val_measured_with"]
     assert card.training["recipe_run"]["train_split"] == "train"
+
+
+def test_a_run_trained_on_val_ships_pending_and_is_released_again_when_its_recipe_run_is_done(
+        tmp_path, camvid_sample, capsys, monkeypatch):
+    """--recipe-pending ships train+val weights with no val figure and says why; releasing a
+    copy of the shipped files with --recipe-run later fills the figure in, and no stale figure stays."""
+    import shutil
+    final = _run_on(tmp_path / "final", "train+val", seed=1)
+    recipe = _run_on(tmp_path / "recipe", "train", seed=2)
+    models = tmp_path / "models"
+    args = ["release", "--name", NAME, "--to", str(models), "--data", str(camvid_sample), "--threads", "1", "--no-int8"]
+    assert main(args + ["--run", str(recipe), "--recipe-pending", "x"]) != 0  # its own val figure is held out
+    assert main(args + ["--run", str(final), "--recipe-pending", "x", "--recipe-run", str(recipe)]) != 0
+    assert main(args + ["--run", str(final), "--recipe-pending", "train-alone run at epoch 96 of 200"]) == 0
+    card = load_card(models / f"{NAME}.yaml")
+    assert card.training["recipe_run"] == {"pending": "train-alone run at epoch 96 of 200"}
+    assert not any(k.startswith("val_") and k != "val_miou_not_held_out" for k in card.metrics)
+    own = evaluate(card, str(camvid_sample), "camvid", "val", backend="onnxruntime", threads=1)
+    assert card.metrics["val_miou_not_held_out"] == own["miou"]
+    monkeypatch.setenv("SEG_PERCEPTION_MODELS", str(models))
+    capsys.readouterr()
+    main(["models", "--shipped"])  # the listing says so instead of a figure
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(f"| {NAME} |"))
+    assert "| pending (recipe on train alone not done) |" in row
+    assert main(args + ["--run", str(models)]) != 0  # would delete what it reads
+
+    again = tmp_path / "shipped_copy"  # the recipe run finished: release the shipped weights again
+    again.mkdir()
+    for suffix in (".pt", ".yaml"):
+        shutil.copy2(models / f"{NAME}{suffix}", again / f"{NAME}{suffix}")
+    assert main(args + ["--run", str(again), "--recipe-run", str(recipe)]) == 0
+    card = load_card(models / f"{NAME}.yaml")
+    want = evaluate(load_card(recipe / f"{NAME}.yaml"), str(camvid_sample), "camvid", "val", backend="torch")
+    assert card.metrics["val_miou"] == pytest.approx(want["miou"], abs=0.3)
+    assert card.training["recipe_run"]["train_split"] == "train" and "pending" not in card.training["recipe_run"]
+    assert card.training["epochs_completed_in_run"] == 1  # carried by the shipped card (the copy has no log.csv)
+    assert card.metrics["val_miou_not_held_out"] == own["miou"]  # the same weights
