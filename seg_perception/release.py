@@ -117,9 +117,12 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
     log(f"[release] exporting {name} to ONNX")
     onnx_path = write_onnx(card, to / f"{name}.onnx", dynamic=True)
     card = exported_card(card, onnx_path, dynamic=True)
-    # A re-release replaces every figure: none of the old card's val figures may survive.
-    card.metrics = {k: v for k, v in card.metrics.items() if not k.startswith("val_")}
-    card.training.pop("recipe_run", None)
+    # A re-release (of a copy of shipped files) measures every figure again: none of the old
+    # card's may survive, even where this release skips one (--no-int8).
+    card.metrics = {k: v for k, v in card.metrics.items()
+                    if not k.startswith("val_") and k not in ("int8", "int8_cpu", "cpu_latency")}
+    for key in ("recipe_run", "quantization", "quantization_cpu"):
+        card.training.pop(key, None)
     if not on_val:
         metrics = _val_metrics(card, data, threads, "")
     elif rcard is None:

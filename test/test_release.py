@@ -107,9 +107,11 @@ def test_a_run_trained_on_val_ships_pending_and_is_released_again_when_its_recip
     args = ["release", "--name", NAME, "--to", str(models), "--data", str(camvid_sample), "--threads", "1", "--no-int8"]
     assert main(args + ["--run", str(recipe), "--recipe-pending", "x"]) != 0  # its own val figure is held out
     assert main(args + ["--run", str(final), "--recipe-pending", "x", "--recipe-run", str(recipe)]) != 0
-    assert main(args + ["--run", str(final), "--recipe-pending", "train-alone run at epoch 96 of 200"]) == 0
+    assert main(args[:-1] + ["--calib-images", "2", "--run", str(final),
+                             "--recipe-pending", "train-alone run at epoch 96 of 200"]) == 0  # with INT8
     card = load_card(models / f"{NAME}.yaml")
     assert card.training["recipe_run"] == {"pending": "train-alone run at epoch 96 of 200"}
+    assert "int8" in card.metrics and "quantization" in card.training
     assert not any(k.startswith("val_") and k != "val_miou_not_held_out" for k in card.metrics)
     own = evaluate(card, str(camvid_sample), "camvid", "val", backend="onnxruntime", threads=1)
     assert card.metrics["val_miou_not_held_out"] == own["miou"]
@@ -131,3 +133,4 @@ def test_a_run_trained_on_val_ships_pending_and_is_released_again_when_its_recip
     assert card.training["recipe_run"]["train_split"] == "train" and "pending" not in card.training["recipe_run"]
     assert card.training["epochs_completed_in_run"] == 1  # carried by the shipped card (the copy has no log.csv)
     assert card.metrics["val_miou_not_held_out"] == own["miou"]  # the same weights
+    assert "int8" not in card.metrics and "quantization" not in card.training  # --no-int8: none measured, none kept
