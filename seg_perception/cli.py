@@ -118,7 +118,8 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--eval-every", type=int, default=5, help="validate every N epochs" + d)
     p.add_argument("--seed", type=int, default=0, help="seed of shuffling, augmentation, init" + d)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="CPU training precision; auto: bf16 only where it is faster (AMX), else fp32" + d)
+                   help="CPU training precision; auto: times a few steps of both and uses bf16 only where it is "
+                        "clearly faster for this network on this CPU, else fp32; a resumed run keeps its own" + d)
     p.add_argument("--no-bf16", action="store_true", help="same as --precision fp32")
     p.add_argument("--no-channels-last", action="store_true", help="NCHW instead of channels_last")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)" + d)
@@ -183,23 +184,28 @@ def _bench_train(p: argparse.ArgumentParser):
     p.add_argument("--model", default="essnet_d", help="network name" + d)
     p.add_argument("--crop", type=_size, default=(480, 360), metavar="WxH", help="training crop (default: 480x360)")
     p.add_argument("--batch-size", type=int, default=8, help="frames per step" + d)
-    p.add_argument("--precision", nargs="+", default=["fp32", "bf16", "auto"], choices=["auto", "fp32", "bf16"],
+    p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"],
                    help="precisions to time" + d)
     p.add_argument("--steps", type=int, default=5, help="timed steps per precision, after 2 warm-up steps" + d)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)" + d)
 
     def run(a):
+        import numpy as np
         import torch
-        from .train.loop import cpu_bf16_is_fast
-        from .train.step_timing import format_step_times, time_train_steps
-        precisions = list(a.precision)
-        if "bf16" in precisions and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            print("bf16: skipped, this CPU has no bf16 support in oneDNN")
+        from .train.precision import StepShape, choose_cpu_precision, cpu_has_bf16, format_step_times, time_train_steps
+        if a.threads:
+            torch.set_num_threads(a.threads)
+        precisions = list(dict.fromkeys(a.precision))
+        if "bf16" in precisions and not cpu_has_bf16():
+            print("bf16: skipped, this CPU has no bf16 support in oneDNN (train --precision auto uses fp32)")
             precisions.remove("bf16")
-        res = time_train_steps(a.model, a.crop, a.batch_size, precisions, a.steps, threads=a.threads)
+        res = time_train_steps(StepShape(a.model, a.crop, a.batch_size), precisions, a.steps)
         print(f"{a.model}, batch {a.batch_size} at {a.crop[0]}x{a.crop[1]}, {torch.get_num_threads()} threads, "
-              f"CPU capability {torch.backends.cpu.get_cpu_capability()}, AMX-backed bf16: {cpu_bf16_is_fast()}")
+              f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
         print(format_step_times(res, a.batch_size))
+        if {"fp32", "bf16"} <= set(res):
+            choice, why = choose_cpu_precision(float(np.median(res["fp32"])), float(np.median(res["bf16"])))
+            print(f"train --precision auto would use {choice} ({why})")
     return run
 
 

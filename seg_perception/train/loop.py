@@ -49,9 +49,7 @@ from .checkpoint import atomic_save, load_checkpoint, load_weights
 from .ema import ModelEMA
 from .losses import LOSSES, build_loss, distillation_kl
 from .mixing import class_mix
-
-PRECISIONS = ("auto", "fp32", "bf16")
-
+from .precision import PRECISIONS, StepShape, autocast_ctx, cpu_has_bf16, resolve_precision
 
 @dataclass
 class TrainConfig:
@@ -190,26 +188,6 @@ def collate(batch):
     return imgs, labs
 
 
-def cpu_bf16_is_fast() -> bool:
-    """bf16 autocast pays on a CPU only with AMX tiles: measured here, one ESSNet-D step took
-    about the same time in bf16 as in fp32 with AVX-512 BF16 alone, 13x longer on an
-    AVX2-only EPYC, and about half the time with AMX."""
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(amx and amx()) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision '{precision}'; valid choices: {', '.join(PRECISIONS)}")
-    if device.type == "cuda":
-        return "amp"
-    if precision == "auto":
-        return "bf16" if cpu_bf16_is_fast() else "fp32"
-    if precision == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        raise ValueError("this CPU has no bf16 support in oneDNN: use --precision fp32")
-    return precision
-
-
 class EncoderStage(nn.Module):
     """Encoder + 1x1 classifier, for the encoder-first stage (1/8 resolution output)."""
 
@@ -229,13 +207,6 @@ def encoder_channels(encoder: nn.Module, h: int, w: int) -> int:
         c = encoder(torch.zeros(1, 3, h, w)).shape[1]
         encoder.train(was)
     return int(c)
-
-
-def autocast_ctx(device: torch.device, bf16: bool):
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 
 
 @torch.no_grad()
@@ -289,6 +260,28 @@ def open_splits(cfg: TrainConfig, splits: str) -> SegmentationDataset:
     for other in parts[1:]:
         ds.pairs = ds.pairs + other.pairs
     return ds
+
+
+def agreed_precision(cfg: TrainConfig, num_classes: int, device: torch.device, rank: int, world: int,
+                     resume: bool) -> tuple[str, str]:
+    """(precision, why), decided on rank 0 and the same on every rank. `auto` times the network
+    (train/precision.py), except on resume: a run keeps the precision it began with, so that
+    resuming stays exact, unless this CPU cannot run it."""
+    answer = [None]
+    if rank == 0:
+        kept = None
+        ckpt = Path(cfg.out) / "last.pt"
+        if resume and cfg.precision == "auto" and device.type == "cpu" and ckpt.is_file():
+            kept = load_checkpoint(ckpt).get("precision")
+            if kept == "bf16" and not cpu_has_bf16():
+                kept = None
+        answer = [(kept, f"auto: {kept} as this run began (last.pt)") if kept in ("fp32", "bf16")
+                  else resolve_precision(cfg.precision, device, StepShape(cfg.model, cfg.crop, cfg.batch_size,
+                                                                          num_classes))]
+    if world > 1:
+        import torch.distributed as dist
+        dist.broadcast_object_list(answer, src=0)
+    return answer[0]
 
 
 def load_teacher(card_path: str, num_classes: int, device: torch.device) -> nn.Module:
@@ -363,7 +356,7 @@ class Run:
     ema: Optional[ModelEMA]
     teacher: Optional[nn.Module]
     criterion: Callable
-    bf16: bool
+    precision: str  # fp32 | bf16 (CPU autocast) | amp (CUDA)
     mem_fmt: torch.memory_format
     mean: torch.Tensor
     std: torch.Tensor
@@ -377,6 +370,10 @@ class Run:
     @property
     def total_epochs(self) -> int:
         return self.cfg.encoder_epochs + self.cfg.epochs
+
+    @property
+    def bf16(self) -> bool:
+        return self.precision == "bf16"
 
     @property
     def stage_model(self) -> nn.Module:
@@ -414,6 +411,8 @@ def check_config(cfg: TrainConfig) -> None:
             raise ValueError(f"{what} must be positive multiples of 8, got {w}x{h}")
     if cfg.loss not in LOSSES:
         raise ValueError(f"unknown loss '{cfg.loss}'; valid choices: {', '.join(LOSSES)}")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"unknown precision '{cfg.precision}'; valid choices: {', '.join(PRECISIONS)}")
     if cfg.schedule not in ("poly", "plateau"):
         raise ValueError(f"unknown schedule '{cfg.schedule}'; valid choices: poly, plateau")
     if cfg.keep not in ("best", "last"):
@@ -450,7 +449,6 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     name = cfg.name or f"{cfg.model}_{cfg.dataset}"
-    precision = resolve_precision(cfg.precision, device)
 
     train_ds = open_splits(cfg, cfg.train_split)
     val_ds = open_splits(cfg, cfg.val_split) if cfg.validates else None
@@ -459,6 +457,7 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     if val_ds is not None and cfg.max_val_images:
         val_ds.pairs = val_ds.pairs[: cfg.max_val_images]
     table = train_ds.table
+    precision, precision_why = agreed_precision(cfg, table.num_classes, device, rank, world, resume)
     augment = TrainAugment(cfg.crop, table.ignore_index, scale=(cfg.scale_min, cfg.scale_max), jitter=cfg.jitter,
                            seed=cfg.seed, base=(cfg.width, cfg.height))
     train_ds.transform = augment
@@ -500,7 +499,7 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
               sched=sched, ema=ema, teacher=teacher,
               criterion=build_loss(cfg.loss, weights, table.ignore_index, cfg.ohem_thresh,
                                    cfg.ohem_min_kept, cfg.lovasz_weight),
-              bf16=precision == "bf16", mem_fmt=mem_fmt,
+              precision=precision, mem_fmt=mem_fmt,
               mean=torch.tensor((0.485, 0.456, 0.406), device=device),
               std=torch.tensor((0.229, 0.224, 0.225), device=device))
     if run.main:
@@ -509,9 +508,7 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
             f"{cfg.val_split if val_ds is not None else 'no validation'}"
             f"{f' ({len(val_ds)} frames)' if val_ds is not None else ''}, model {cfg.width}x{cfg.height}, "
             f"crops {crop}, {cfg.epochs} epochs, device {device}, world {world}")
-        why = {"fp32": "no AMX on this CPU: bf16 is not faster here" if cfg.precision == "auto" else "asked",
-               "bf16": "AMX present" if cfg.precision == "auto" else "asked", "amp": "CUDA autocast"}[precision]
-        log(f"[train] precision {precision} ({why}); loss {cfg.loss}"
+        log(f"[train] precision {precision} ({precision_why}); loss {cfg.loss}"
             f"{f'; EMA {cfg.ema_decay}' if cfg.ema_decay else ''}"
             f"{f'; teacher {cfg.teacher}' if cfg.teacher else ''}")
         log("[train] class weights: " + " ".join(f"{w:.2f}" for w in weights.tolist()))
@@ -628,7 +625,7 @@ def validate(run: Run, model: Optional[nn.Module] = None) -> ConfusionMatrix:
 def save_checkpoint(run: Run, epoch: int) -> None:
     atomic_save({"model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
                  "scheduler": run.sched.state_dict(), "epoch": epoch, "stage": run.stage,
-                 "best_miou": run.best, "config": asdict(run.cfg),
+                 "best_miou": run.best, "config": asdict(run.cfg), "precision": run.precision,
                  "ema": run.ema.state_dict() if run.ema is not None else None,
                  "enc_head": run.enc_stage.head.state_dict() if run.enc_stage is not None else None},
                 run.out / "last.pt")
