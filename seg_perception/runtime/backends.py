@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -40,17 +41,10 @@ class OnnxRuntimeBackend(Backend):
             use_cuda = "CUDAExecutionProvider" in available
         target = "tensorrt" if use_cuda else "cpu"  # a GPU runs the Q/DQ graph; the CPU its own
         path = onnx_file(card, precision, onnx_path, target)
-        if precision == "int8" and target == "cpu" and not onnx_path:
-            if path != card.file("onnx_int8_cpu"):
-                log.warning(f"{card.name}: precision int8 on the CPU runs {path.name}, the TensorRT-style Q/DQ "
-                            "model, which ONNX Runtime's CPU kernels run slower than fp32; make a CPU INT8 model "
-                            "with 'seg-perception quantize --target cpu' or use precision fp32")
-            else:
-                speed = (card.metrics.get("int8_cpu") or {}).get("speed_vs_fp32")
-                if speed is not None and float(speed) < 1.0:
-                    log.warning(f"{card.name}: its CPU INT8 model ran at {float(speed):.2f}x the speed of fp32 "
-                                "where it was measured (model card, metrics.int8_cpu): on this model int8 is "
-                                "slower than fp32 on a CPU; use precision fp32")
+        if precision == "int8" and target == "cpu" and not onnx_path and path != card.file("onnx_int8_cpu"):
+            log.warning(f"{card.name}: precision int8 on the CPU runs {path.name}, the TensorRT-style Q/DQ "
+                        "model, which ONNX Runtime's CPU kernels run slower than fp32; make a CPU INT8 model "
+                        "with 'seg-perception quantize --target cpu' or use precision fp32")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -84,6 +78,35 @@ class OnnxRuntimeBackend(Backend):
                                "asked for: export at that size or with --dynamic (the shipped models are dynamic)")
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.has_confidence = "confidence" in self.outputs
+        self.int8_speed_vs_fp32: Optional[float] = None
+        if precision == "int8" and target == "cpu" and path == card.file("onnx_int8_cpu"):
+            self._compare_with_fp32(card, opts, providers, confidence)
+
+    def _compare_with_fp32(self, card: ModelCard, opts, providers, confidence: bool) -> None:
+        """Whether CPU INT8 pays depends on the CPU (VNNI or not) and the network: time it against
+        fp32 here, at start-up, and say so where it is slower (the card's figure is another CPU's)."""
+        import onnxruntime as ort
+        fp32_path = card.file("onnx")
+        if fp32_path is None or not fp32_path.is_file():
+            return
+        fp32 = ort.InferenceSession(str(fp32_path) if confidence else labels_only_graph(fp32_path), opts,
+                                    providers=providers)
+        feed = {self.input_name: np.zeros((1, self.height, self.width, 3), np.uint8)}
+        times = {"int8": [], "fp32": []}
+        for i in range(6):  # interleaved, the first round a warm-up
+            for name, sess in (("int8", self.session), ("fp32", fp32)):
+                t0 = time.perf_counter()
+                sess.run(None, feed)
+                if i:
+                    times[name].append(1000 * (time.perf_counter() - t0))
+        int8_ms, fp32_ms = float(np.median(times["int8"])), float(np.median(times["fp32"]))
+        self.int8_speed_vs_fp32 = round(fp32_ms / int8_ms, 2)
+        what = (f"its CPU INT8 model runs at {self.int8_speed_vs_fp32:.2f}x the speed of fp32 on this CPU "
+                f"({int8_ms:.1f} vs {fp32_ms:.1f} ms at {self.width}x{self.height}, timed at start-up)")
+        if self.int8_speed_vs_fp32 < 1.0:
+            log.warning(f"{card.name}: {what}: int8 is slower here; use precision fp32")
+        else:
+            log.info(f"{card.name}: {what}")
 
     def infer(self, image):
         res = self.session.run(None, {self.input_name: image[None]})
