@@ -51,6 +51,7 @@ from .losses import LOSSES, build_loss, distillation_kl
 from .mixing import class_mix
 from .precision import PRECISIONS, StepShape, autocast_ctx, cpu_has_bf16, resolve_precision
 
+
 @dataclass
 class TrainConfig:
     model: str
