@@ -101,7 +101,9 @@ def _run(model: str, frames_bgr: List[np.ndarray], ground: bool, threads: int, b
             cam.pub_info.publish(cam.camera_info(w, h, stamp))
             time.sleep(0.01)  # CameraInfo first, as a driver sends it
             cam.pub.publish(msg)
-            t_end = time.monotonic() + 10.0
+            # One frame at a time; the wait only ends early for a lost frame, so it is long: a
+            # loaded 2-core machine took over 10 s for one 640x480 frame with ground outputs.
+            t_end = time.monotonic() + 30.0
             while time.monotonic() < t_end:
                 with cam.lock:
                     if stamp in cam.labels:
