@@ -102,7 +102,7 @@ def _run(model: str, frames_bgr: List[np.ndarray], ground: bool, threads: int, b
             time.sleep(0.01)  # CameraInfo first, as a driver sends it
             cam.pub.publish(msg)
             # One frame at a time; the wait only ends early for a lost frame, so it is long: a
-            # loaded 2-core machine took over 10 s for one 640x480 frame with ground outputs.
+            # 2-core machine running a training beside missed 10 s once (640x480, ground on).
             t_end = time.monotonic() + 30.0
             while time.monotonic() < t_end:
                 with cam.lock:
