@@ -101,7 +101,7 @@ def _run(model: str, frames_bgr: List[np.ndarray], ground: bool, threads: int, b
             cam.pub_info.publish(cam.camera_info(w, h, stamp))
             time.sleep(0.01)  # CameraInfo first, as a driver sends it
             cam.pub.publish(msg)
-            # One frame at a time; the wait only ends early for a lost frame, so it is long: a
+            # One frame at a time; only a lost frame waits the whole time, so it can be long: a
             # 2-core machine running a training beside missed 10 s once (640x480, ground on).
             t_end = time.monotonic() + 30.0
             while time.monotonic() < t_end:
