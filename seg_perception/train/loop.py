@@ -278,7 +278,7 @@ def agreed_precision(cfg: TrainConfig, num_classes: int, device: torch.device, r
                 kept = None
         answer = [(kept, f"auto: {kept} as this run began (last.pt)") if kept in ("fp32", "bf16")
                   else resolve_precision(cfg.precision, device, StepShape(cfg.model, cfg.crop, cfg.batch_size,
-                                                                          num_classes))]
+                                                                          num_classes, cfg.channels_last))]
     if world > 1:
         import torch.distributed as dist
         dist.broadcast_object_list(answer, src=0)

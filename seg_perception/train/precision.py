@@ -29,11 +29,12 @@ MIN_GAIN = 1.15
 
 @dataclass(frozen=True)
 class StepShape:
-    """What `auto` times: the network, its training crop (w, h) and batch."""
+    """What `auto` times: the network, its training crop (w, h), batch and memory format."""
     model: str
     crop: Tuple[int, int]
     batch_size: int
     num_classes: int = 11
+    channels_last: bool = True
 
 
 def cpu_has_bf16() -> bool:
@@ -53,12 +54,13 @@ def time_train_steps(shape: StepShape, precisions: Sequence[str], steps: int = 5
     'bf16'), on random data, with torch's current thread count."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     w, h = shape.crop
+    fmt = torch.channels_last if shape.channels_last else torch.contiguous_format
     out = {}
     for precision in precisions:
         torch.manual_seed(0)
-        net = build_model(shape.model, shape.num_classes).to(device, memory_format=torch.channels_last).train()
+        net = build_model(shape.model, shape.num_classes).to(device, memory_format=fmt).train()
         opt = torch.optim.Adam(net.parameters(), lr=5e-4)
-        x = torch.randn(shape.batch_size, 3, h, w, device=device).contiguous(memory_format=torch.channels_last)
+        x = torch.randn(shape.batch_size, 3, h, w, device=device).contiguous(memory_format=fmt)
         y = torch.randint(0, shape.num_classes, (shape.batch_size, h, w), device=device)
         times = []
         for i in range(warmup + steps):
