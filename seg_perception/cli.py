@@ -118,10 +118,12 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--eval-every", type=int, default=5, help="validate every N epochs" + d)
     p.add_argument("--seed", type=int, default=0, help="seed of shuffling, augmentation, init" + d)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="CPU training precision; auto: times a few steps of both and uses bf16 only where it is "
-                        "clearly faster for this network on this CPU, else fp32; a resumed run keeps its own" + d)
+                   help="CPU training precision; auto: times a few steps of each and uses bf16 only where it is "
+                        ">= 1.15x faster for this network on this CPU, else fp32; a resumed run keeps its own" + d)
     p.add_argument("--no-bf16", action="store_true", help="same as --precision fp32")
-    p.add_argument("--no-channels-last", action="store_true", help="NCHW instead of channels_last")
+    p.add_argument("--memory-format", default="auto", choices=["auto", "channels_last", "contiguous"],
+                   help="CPU tensor layout; auto: the faster for this network here, timed with --precision" + d)
+    p.add_argument("--no-channels-last", action="store_true", help="same as --memory-format contiguous")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)" + d)
     p.add_argument("--workers", type=int, default=0,
                    help="processes that decode and augment frames (a GPU needs several; 0: in the training "
@@ -152,7 +154,7 @@ def _train(p: argparse.ArgumentParser):
                           init=a.init, teacher=a.teacher, distill_weight=a.distill_weight,
                           distill_temperature=a.distill_temperature, keep=a.keep, eval_every=a.eval_every,
                           seed=a.seed, precision="fp32" if a.no_bf16 else a.precision,
-                          channels_last=not a.no_channels_last, threads=a.threads,
+                          memory_format="contiguous" if a.no_channels_last else a.memory_format, threads=a.threads,
                           workers=a.workers, gradual_grouping_epochs=a.gradual_grouping_epochs, clip_grad=a.clip_grad,
                           max_train_images=a.max_train_images, max_val_images=a.max_val_images,
                           num_classes=a.num_classes, ignore_index=a.ignore_index, command=command_line())
@@ -186,26 +188,29 @@ def _bench_train(p: argparse.ArgumentParser):
     p.add_argument("--batch-size", type=int, default=8, help="frames per step" + d)
     p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"],
                    help="precisions to time" + d)
-    p.add_argument("--steps", type=int, default=5, help="timed steps per precision, after 2 warm-up steps" + d)
+    p.add_argument("--memory-format", nargs="+", default=["channels_last", "contiguous"],
+                   choices=["channels_last", "contiguous"], help="memory formats to time" + d)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per combination, after 2 warm-up steps" + d)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)" + d)
 
     def run(a):
         import numpy as np
         import torch
-        from .train.precision import StepShape, choose_cpu_precision, cpu_has_bf16, format_step_times, time_train_steps
+        from .train.precision import StepShape, choose_step, cpu_has_bf16, format_step_times, time_train_steps
         if a.threads:
             torch.set_num_threads(a.threads)
         precisions = list(dict.fromkeys(a.precision))
         if "bf16" in precisions and not cpu_has_bf16():
             print("bf16: skipped, this CPU has no bf16 support in oneDNN (train --precision auto uses fp32)")
             precisions.remove("bf16")
-        res = time_train_steps(StepShape(a.model, a.crop, a.batch_size), precisions, a.steps)
+        combos = [(p, f) for p in precisions for f in dict.fromkeys(a.memory_format)]
+        res = time_train_steps(StepShape(a.model, a.crop, a.batch_size), combos, a.steps)
         print(f"{a.model}, batch {a.batch_size} at {a.crop[0]}x{a.crop[1]}, {torch.get_num_threads()} threads, "
               f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
         print(format_step_times(res, a.batch_size))
-        if {"fp32", "bf16"} <= set(res):
-            choice, why = choose_cpu_precision(float(np.median(res["fp32"])), float(np.median(res["bf16"])))
-            print(f"train --precision auto would use {choice} ({why})")
+        if len(res) > 1:
+            c = choose_step({k: float(np.median(v)) for k, v in res.items()})
+            print(f"train would use {c.precision}, {c.memory_format} with these as auto")
     return run
 
 

@@ -11,7 +11,7 @@ from seg_perception.card import load_card
 from seg_perception.data.transforms import TrainAugment
 from seg_perception.train.ema import ModelEMA
 from seg_perception.train.loop import TrainConfig, check_config, train
-from seg_perception.train.precision import StepShape, choose_cpu_precision, cpu_has_bf16, resolve_precision
+from seg_perception.train.precision import StepShape, choose_step, cpu_has_bf16, resolve_step
 from seg_perception.train.losses import build_loss, distillation_kl, lovasz_softmax, ohem_cross_entropy
 from seg_perception.train.mixing import class_mix
 
@@ -185,49 +185,64 @@ def test_config_refusals():
     with pytest.raises(ValueError, match="--classmix is a probability"):
         check_config(TrainConfig(classmix=2, **base))
     with pytest.raises(ValueError, match="valid choices: auto, fp32, bf16"):
-        resolve_precision("fp8", torch.device("cpu"))
+        resolve_step("fp8", "auto", torch.device("cpu"))
+    with pytest.raises(ValueError, match="unknown memory format 'nhwc'"):
+        check_config(TrainConfig(memory_format="nhwc", **base))
     check_config(TrainConfig(train_split="train+val", val_split="none", keep="last", **base))
 
 
-def test_auto_precision_keeps_bf16_only_where_it_is_clearly_faster():
-    assert choose_cpu_precision(1.81, 0.92)[0] == "bf16"  # ERFNet on an AVX-512 BF16 EPYC
-    assert choose_cpu_precision(1.51, 1.44)[0] == "fp32"  # RDS-Net there: 1.05x is not worth it
-    assert choose_cpu_precision(1.14, 14.8)[0] == "fp32"  # emulated bf16, 13x slower
-    why = choose_cpu_precision(1.80, 1.45)[1]
-    assert "1.45 s in bf16" in why and "1.80 s in fp32" in why and "1.24x" in why
+def test_auto_step_keeps_bf16_only_where_it_is_clearly_faster_and_takes_the_faster_layout():
+    cl, nchw = "channels_last", "contiguous"
+    # Measured on an AVX-512 BF16 EPYC (docs/training.md): RDS-Net, ESSNet-D.
+    rds = {("fp32", cl): 1.40, ("fp32", nchw): 1.21, ("bf16", cl): 1.46, ("bf16", nchw): 1.00}
+    assert (choose_step(rds).precision, choose_step(rds).memory_format) == ("bf16", nchw)  # 1.21x
+    ess = {("fp32", cl): 1.80, ("fp32", nchw): 1.96, ("bf16", cl): 1.30, ("bf16", nchw): 1.52}
+    assert (choose_step(ess).precision, choose_step(ess).memory_format) == ("bf16", cl)
+    close = {("fp32", cl): 1.51, ("fp32", nchw): 1.60, ("bf16", cl): 1.44, ("bf16", nchw): 1.70}
+    assert (choose_step(close).precision, choose_step(close).memory_format) == ("fp32", cl)  # 1.05x: not worth it
+    emulated = {("fp32", nchw): 1.14, ("bf16", nchw): 14.8}
+    assert choose_step(emulated).precision == "fp32"
+    assert choose_step({("fp32", cl): 2.0, ("fp32", nchw): 1.0}).memory_format == nchw
+    why = choose_step(ess).why
+    assert "bf16 channels_last 1.30" in why and "fp32 contiguous 1.96" in why and "1.15x" in why
 
 
-def test_auto_precision_times_the_network_where_the_cpu_has_bf16():
+def test_auto_step_times_the_network_on_this_cpu():
     cpu = torch.device("cpu")
-    assert resolve_precision("fp32", cpu) == ("fp32", "asked")
-    chosen, why = resolve_precision("auto", cpu, StepShape("essnet_d", (64, 48), 2), steps=1)
-    if cpu_has_bf16():
-        gain = float(why.split("x;")[0].rsplit(" ", 1)[1])  # "..., 1.07x; bf16 needs >= 1.15x"
-        assert chosen == ("bf16" if gain >= 1.15 else "fp32") and "s in bf16" in why
-    else:  # nothing timed
-        assert (chosen, why) == ("fp32", "auto: this CPU has no bf16 support in oneDNN")
+    fixed = resolve_step("fp32", "contiguous", cpu)
+    assert (fixed.precision, fixed.memory_format, fixed.why) == ("fp32", "contiguous", "asked")
+    c = resolve_step("auto", "auto", cpu, StepShape("essnet_d", (64, 48), 2), steps=1)
+    timed = [part.rsplit(" ", 1)[0] for part in c.why.split("s/step ")[1].split(";")[0].split(", ")]
+    assert timed == ["fp32 channels_last", "fp32 contiguous"] + (
+        ["bf16 channels_last", "bf16 contiguous"] if cpu_has_bf16() else []), c.why
+    assert f"{c.precision} {c.memory_format}" in timed
+    if not cpu_has_bf16():
         with pytest.raises(ValueError, match="no bf16 support"):
-            resolve_precision("bf16", cpu)
+            resolve_step("bf16", "auto", cpu)
+    with pytest.raises(ValueError, match="valid choices: auto, channels_last, contiguous"):
+        resolve_step("fp32", "nhwc", cpu)
 
 
-def test_a_resumed_run_keeps_the_precision_it_began_with(tmp_path, camvid_root):
-    cfg = dict(TINY, epochs=1)
+def test_a_resumed_run_keeps_the_precision_and_layout_it_began_with(tmp_path, camvid_root):
+    cfg = dict(TINY, epochs=1, memory_format="contiguous")
     train(TrainConfig(data=str(camvid_root), out=str(tmp_path), **cfg), log=lambda *_: None)
-    assert torch.load(tmp_path / "last.pt", weights_only=True)["precision"] == "fp32"
+    ck = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert (ck["precision"], ck["memory_format"]) == ("fp32", "contiguous")
     lines = []
-    train(TrainConfig(data=str(camvid_root), out=str(tmp_path), **dict(cfg, epochs=2, precision="auto")),
-          resume=True, log=lines.append)
-    assert any("precision fp32 (auto: fp32 as this run began (last.pt))" in ln for ln in lines), lines
+    train(TrainConfig(data=str(camvid_root), out=str(tmp_path),
+                      **dict(cfg, epochs=2, precision="auto", memory_format="auto")), resume=True, log=lines.append)
+    assert any("precision fp32, contiguous (auto: fp32 and contiguous as this run began (last.pt))" in ln
+               for ln in lines), lines
     fresh = []
-    train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "new"), **dict(cfg, precision="auto")),
-          log=fresh.append)
-    assert any(ln.startswith("[train] precision") and "auto: " in ln and "as this run began" not in ln
-               for ln in fresh), fresh
+    train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "new"),
+                      **dict(cfg, precision="auto", memory_format="auto")), log=fresh.append)
+    assert any(ln.startswith("[train] precision") and "auto: s/step fp32 channels_last" in ln for ln in fresh), fresh
 
 
-# fp32 pinned: runs compared bit for bit must not each time their own precision (auto).
+# Pinned: runs compared bit for bit must not each time their own precision and layout (auto).
 TINY = dict(model="essnet_d", batch_size=2, width=96, height=72, crop_width=64, crop_height=48,
-            max_train_images=4, max_val_images=2, threads=1, eval_every=1, precision="fp32")
+            max_train_images=4, max_val_images=2, threads=1, eval_every=1, precision="fp32",
+            memory_format="channels_last")
 
 
 def test_resume_is_exact_with_ema_and_ohem(tmp_path, camvid_root):

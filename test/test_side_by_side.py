@@ -11,7 +11,8 @@ from seg_perception.train.checkpoint import load_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "train_side_by_side.py"
 TINY = ("--model essnet_d --name essnet_d_camvid --batch-size 2 --width 96 --height 72 --crop 64x48 "
-        "--max-train-images 4 --max-val-images 2 --eval-every 1 --precision fp32")
+        "--max-train-images 4 --max-val-images 2 --eval-every 1 --precision fp32 "
+        "--memory-format channels_last")
 
 
 def call(tmp: Path, spec: dict, budget: float, data: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -16,7 +16,8 @@ from seg_perception.train import grouping
 from seg_perception.train.loop import TrainConfig, train
 
 TINY = dict(batch_size=2, width=96, height=72, eval_every=1, max_train_images=4, max_val_images=2,
-            threads=1, precision="fp32")
+            threads=1, precision="fp32",
+            memory_format="channels_last")
 
 
 def test_gradual_grouping_converts_to_identical_grouped_model():

@@ -49,7 +49,7 @@ from .checkpoint import atomic_save, load_checkpoint, load_weights
 from .ema import ModelEMA
 from .losses import LOSSES, build_loss, distillation_kl
 from .mixing import class_mix
-from .precision import PRECISIONS, StepShape, autocast_ctx, cpu_has_bf16, resolve_precision
+from .precision import MEMORY_FORMATS, PRECISIONS, StepChoice, StepShape, autocast_ctx, cpu_has_bf16, resolve_step
 
 
 @dataclass
@@ -89,7 +89,7 @@ class TrainConfig:
     eval_every: int = 5
     seed: int = 0
     precision: str = "auto"  # auto | fp32 | bf16 (CPU); CUDA always uses autocast
-    channels_last: bool = True
+    memory_format: str = "auto"  # auto | channels_last | contiguous
     workers: int = 0
     threads: int = 0
     gradual_grouping_epochs: int = 0
@@ -263,22 +263,30 @@ def open_splits(cfg: TrainConfig, splits: str) -> SegmentationDataset:
     return ds
 
 
-def agreed_precision(cfg: TrainConfig, num_classes: int, device: torch.device, rank: int, world: int,
-                     resume: bool) -> tuple[str, str]:
-    """(precision, why), decided on rank 0 and the same on every rank. `auto` times the network
-    (train/precision.py), except on resume: a run keeps the precision it began with, so that
-    resuming stays exact, unless this CPU cannot run it."""
+def agreed_step(cfg: TrainConfig, num_classes: int, device: torch.device, rank: int, world: int,
+                resume: bool) -> StepChoice:
+    """Precision and memory format, decided on rank 0 and the same on every rank. `auto` times the
+    network (train/precision.py), except on resume: a run keeps what it began with, so that
+    resuming stays exact (bf16 only where this CPU can run it)."""
     answer = [None]
     if rank == 0:
-        kept = None
+        precision, fmt, kept = cfg.precision, cfg.memory_format, []
         ckpt = Path(cfg.out) / "last.pt"
-        if resume and cfg.precision == "auto" and device.type == "cpu" and ckpt.is_file():
-            kept = load_checkpoint(ckpt).get("precision")
-            if kept == "bf16" and not cpu_has_bf16():
-                kept = None
-        answer = [(kept, f"auto: {kept} as this run began (last.pt)") if kept in ("fp32", "bf16")
-                  else resolve_precision(cfg.precision, device, StepShape(cfg.model, cfg.crop, cfg.batch_size,
-                                                                          num_classes, cfg.channels_last))]
+        if resume and device.type == "cpu" and ckpt.is_file() and "auto" in (precision, fmt):
+            ck = load_checkpoint(ckpt)
+            if precision == "auto" and ck.get("precision") in ("fp32", "bf16") and (
+                    ck["precision"] == "fp32" or cpu_has_bf16()):
+                precision = ck["precision"]
+                kept.append(precision)
+            if fmt == "auto" and ck.get("memory_format") in MEMORY_FORMATS[1:]:
+                fmt = ck["memory_format"]
+                kept.append(fmt)
+        choice = resolve_step(precision, fmt, device, StepShape(cfg.model, cfg.crop, cfg.batch_size, num_classes))
+        if kept:
+            choice = StepChoice(choice.precision, choice.memory_format,
+                                f"auto: {' and '.join(kept)} as this run began (last.pt)"
+                                + ("" if choice.why == "asked" else f"; {choice.why}"))
+        answer = [choice]
     if world > 1:
         import torch.distributed as dist
         dist.broadcast_object_list(answer, src=0)
@@ -414,6 +422,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"unknown loss '{cfg.loss}'; valid choices: {', '.join(LOSSES)}")
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"unknown precision '{cfg.precision}'; valid choices: {', '.join(PRECISIONS)}")
+    if cfg.memory_format not in MEMORY_FORMATS:
+        raise ValueError(f"unknown memory format '{cfg.memory_format}'; valid choices: {', '.join(MEMORY_FORMATS)}")
     if cfg.schedule not in ("poly", "plateau"):
         raise ValueError(f"unknown schedule '{cfg.schedule}'; valid choices: poly, plateau")
     if cfg.keep not in ("best", "last"):
@@ -458,7 +468,7 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     if val_ds is not None and cfg.max_val_images:
         val_ds.pairs = val_ds.pairs[: cfg.max_val_images]
     table = train_ds.table
-    precision, precision_why = agreed_precision(cfg, table.num_classes, device, rank, world, resume)
+    step = agreed_step(cfg, table.num_classes, device, rank, world, resume)
     augment = TrainAugment(cfg.crop, table.ignore_index, scale=(cfg.scale_min, cfg.scale_max), jitter=cfg.jitter,
                            seed=cfg.seed, base=(cfg.width, cfg.height))
     train_ds.transform = augment
@@ -483,7 +493,7 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     if cfg.encoder_epochs:
         enc_stage = EncoderStage(model.encoder, encoder_channels(model.encoder, cfg.height, cfg.width),
                                  table.num_classes)
-    mem_fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    mem_fmt = step.torch_format
     model.to(device, memory_format=mem_fmt)
     if enc_stage is not None:
         enc_stage.to(device, memory_format=mem_fmt)
@@ -500,7 +510,7 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
               sched=sched, ema=ema, teacher=teacher,
               criterion=build_loss(cfg.loss, weights, table.ignore_index, cfg.ohem_thresh,
                                    cfg.ohem_min_kept, cfg.lovasz_weight),
-              precision=precision, mem_fmt=mem_fmt,
+              precision=step.precision, mem_fmt=mem_fmt,
               mean=torch.tensor((0.485, 0.456, 0.406), device=device),
               std=torch.tensor((0.229, 0.224, 0.225), device=device))
     if run.main:
@@ -509,7 +519,7 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
             f"{cfg.val_split if val_ds is not None else 'no validation'}"
             f"{f' ({len(val_ds)} frames)' if val_ds is not None else ''}, model {cfg.width}x{cfg.height}, "
             f"crops {crop}, {cfg.epochs} epochs, device {device}, world {world}")
-        log(f"[train] precision {precision} ({precision_why}); loss {cfg.loss}"
+        log(f"[train] precision {step.precision}, {step.memory_format} ({step.why}); loss {cfg.loss}"
             f"{f'; EMA {cfg.ema_decay}' if cfg.ema_decay else ''}"
             f"{f'; teacher {cfg.teacher}' if cfg.teacher else ''}")
         log("[train] class weights: " + " ".join(f"{w:.2f}" for w in weights.tolist()))
@@ -620,13 +630,15 @@ def train_one_epoch(run: Run, epoch: int, ddp_model: nn.Module) -> EpochStats:
 def validate(run: Run, model: Optional[nn.Module] = None) -> ConfusionMatrix:
     cfg = run.cfg
     return evaluate_model(model or run.shipped_model, run.val_ds, cfg.width, cfg.height, run.mean.tolist(),
-                          run.std.tolist(), run.device, bf16=run.bf16, channels_last=cfg.channels_last)
+                          run.std.tolist(), run.device, bf16=run.bf16,
+                          channels_last=run.mem_fmt == torch.channels_last)
 
 
 def save_checkpoint(run: Run, epoch: int) -> None:
     atomic_save({"model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
                  "scheduler": run.sched.state_dict(), "epoch": epoch, "stage": run.stage,
                  "best_miou": run.best, "config": asdict(run.cfg), "precision": run.precision,
+                 "memory_format": "channels_last" if run.mem_fmt == torch.channels_last else "contiguous",
                  "ema": run.ema.state_dict() if run.ema is not None else None,
                  "enc_head": run.enc_stage.head.state_dict() if run.enc_stage is not None else None},
                 run.out / "last.pt")

@@ -1,14 +1,17 @@
-"""Training precision: bf16 autocast on a CPU only where it is measurably faster.
+"""How a training step runs: precision (fp32 or bf16 autocast) and memory format (channels_last
+or contiguous NCHW), chosen on a CPU by timing the network being trained.
 
-Whether bf16 pays depends on the chip *and* on the network, so `--precision auto` times a
-few training steps of the network being trained, at its crop and batch, in both precisions,
-and keeps bf16 only when it is at least ``MIN_GAIN`` times faster. Measured seconds per step
-(batch 8, 320x240), fp32 against bf16: on a 2-core AMD EPYC with AVX-512 BF16 and no AMX,
-ERFNet 1.81 / 0.92 (2 threads), ESSNet-D 1.80 / 1.45 and RDS-Net 1.51 / 1.44 (1 thread); on an
-Intel Xeon with AVX-512 BF16 and no AMX, ESSNet-D about the same at 480x360 and slower in bf16 at
-384x288; with AMX about twice as fast; on an AVX2-only EPYC (no bf16 in oneDNN) 13x slower, so
-there nothing is timed.
-`seg-perception bench-train` prints the same timings as a table.
+Both depend on the chip *and* on the network, so reading CPU flags is not enough. Seconds per
+step (batch 8, 320x240) on a 2-core AMD EPYC with AVX-512 BF16 and no AMX, fifth session of
+2026-12-02, for fp32 channels_last / fp32 contiguous / bf16 channels_last / bf16 contiguous:
+RDS-Net (1 thread) 1.40 / 1.21 / 1.46 / 1.00; ESSNet-D (1 thread) 1.80 / 1.96 / 1.30 / 1.52;
+ERFNet (2 threads) fp32 1.81 and bf16 0.92, both channels_last. Elsewhere: bf16 about twice as
+fast with AMX, about the same or slower on a Xeon with AVX-512 BF16 alone, 13x slower on an
+AVX2-only EPYC (no bf16 in oneDNN, so there no bf16 is timed).
+
+`auto` times 3 steps of each candidate after one warm-up, keeps bf16 only when it is at least
+``MIN_GAIN`` times faster than fp32's best format, and takes the faster format within the
+chosen precision. `seg-perception bench-train` prints the same timings as a table.
 """
 from __future__ import annotations
 
@@ -23,18 +26,31 @@ import torch.nn.functional as F
 from ..nets import build_model
 
 PRECISIONS = ("auto", "fp32", "bf16")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 # bf16 rounds activations: below this speed-up it is not worth leaving fp32.
 MIN_GAIN = 1.15
+
+Combo = Tuple[str, str]  # (precision, memory format)
 
 
 @dataclass(frozen=True)
 class StepShape:
-    """What `auto` times: the network, its training crop (w, h), batch and memory format."""
+    """What `auto` times: the network, its training crop (w, h) and batch."""
     model: str
     crop: Tuple[int, int]
     batch_size: int
     num_classes: int = 11
-    channels_last: bool = True
+
+
+@dataclass(frozen=True)
+class StepChoice:
+    precision: str  # fp32 | bf16 (CPU autocast) | amp (CUDA)
+    memory_format: str  # channels_last | contiguous
+    why: str
+
+    @property
+    def torch_format(self) -> torch.memory_format:
+        return torch.channels_last if self.memory_format == "channels_last" else torch.contiguous_format
 
 
 def cpu_has_bf16() -> bool:
@@ -48,19 +64,19 @@ def autocast_ctx(device: torch.device, bf16: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 
 
-def time_train_steps(shape: StepShape, precisions: Sequence[str], steps: int = 5,
-                     warmup: int = 2) -> Dict[str, List[float]]:
-    """Seconds of each timed step (forward, loss, backward, Adam) per precision ('fp32' or
-    'bf16'), on random data, with torch's current thread count."""
+def time_train_steps(shape: StepShape, combos: Sequence[Combo], steps: int = 5,
+                     warmup: int = 2) -> Dict[Combo, List[float]]:
+    """Seconds of each timed step (forward, loss, backward, Adam) per (precision, memory format),
+    on random data, with torch's current thread count."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     w, h = shape.crop
-    fmt = torch.channels_last if shape.channels_last else torch.contiguous_format
     out = {}
-    for precision in precisions:
+    for precision, fmt in combos:
+        mf = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
         torch.manual_seed(0)
-        net = build_model(shape.model, shape.num_classes).to(device, memory_format=fmt).train()
+        net = build_model(shape.model, shape.num_classes).to(device, memory_format=mf).train()
         opt = torch.optim.Adam(net.parameters(), lr=5e-4)
-        x = torch.randn(shape.batch_size, 3, h, w, device=device).contiguous(memory_format=fmt)
+        x = torch.randn(shape.batch_size, 3, h, w, device=device).contiguous(memory_format=mf)
         y = torch.randint(0, shape.num_classes, (shape.batch_size, h, w), device=device)
         times = []
         for i in range(warmup + steps):
@@ -75,40 +91,51 @@ def time_train_steps(shape: StepShape, precisions: Sequence[str], steps: int = 5
                 torch.cuda.synchronize()
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
-        out[precision] = times
+        out[(precision, fmt)] = times
     return out
 
 
-def choose_cpu_precision(fp32_s: float, bf16_s: float, min_gain: float = MIN_GAIN) -> Tuple[str, str]:
-    """(precision, why) from the median seconds per step of each."""
-    gain = fp32_s / bf16_s
-    verdict = "bf16" if gain >= min_gain else "fp32"
-    return verdict, (f"auto: a step took {bf16_s:.2f} s in bf16 and {fp32_s:.2f} s in fp32 here, "
-                     f"{gain:.2f}x; bf16 needs >= {min_gain:.2f}x")
+def choose_step(seconds: Dict[Combo, float], min_gain: float = MIN_GAIN) -> StepChoice:
+    """The choice from median seconds per step of each timed (precision, memory format)."""
+    def best(precision):
+        timed = {c: s for c, s in seconds.items() if c[0] == precision}
+        return min(timed.items(), key=lambda kv: kv[1]) if timed else None
+    fp32, bf16 = best("fp32"), best("bf16")
+    if fp32 is None or (bf16 is not None and fp32[1] / bf16[1] >= min_gain):
+        (precision, fmt), _ = bf16
+    else:
+        (precision, fmt), _ = fp32
+    timed = ", ".join(f"{p} {f} {s:.2f}" for (p, f), s in seconds.items())
+    rule = f"; bf16 needs >= {min_gain:.2f}x fp32's best" if fp32 and bf16 else ""
+    return StepChoice(precision, fmt, f"auto: s/step {timed}{rule}")
 
 
-def resolve_precision(precision: str, device: torch.device, shape: StepShape | None = None,
-                      steps: int = 3) -> Tuple[str, str]:
-    """(precision to train in, why). On a CPU with bf16 in oneDNN, 'auto' times ``shape``."""
+def resolve_step(precision: str, memory_format: str, device: torch.device, shape: StepShape | None = None,
+                 steps: int = 3) -> StepChoice:
+    """Precision and memory format to train in, with why; `auto` (either) times ``shape`` on a CPU."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision '{precision}'; valid choices: {', '.join(PRECISIONS)}")
+    if memory_format not in MEMORY_FORMATS:
+        raise ValueError(f"unknown memory format '{memory_format}'; valid choices: {', '.join(MEMORY_FORMATS)}")
     if device.type == "cuda":
-        return "amp", "CUDA autocast"
+        return StepChoice("amp", "contiguous" if memory_format == "contiguous" else "channels_last",
+                          "CUDA autocast")
     if precision == "bf16" and not cpu_has_bf16():
         raise ValueError("this CPU has no bf16 support in oneDNN: use --precision fp32")
-    if precision != "auto":
-        return precision, "asked"
-    if not cpu_has_bf16():
-        return "fp32", "auto: this CPU has no bf16 support in oneDNN"
+    precisions = [precision] if precision != "auto" else ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
+    formats = [memory_format] if memory_format != "auto" else ["channels_last", "contiguous"]
+    if len(precisions) * len(formats) == 1:
+        why = "asked" if precision != "auto" else "auto: this CPU has no bf16 support in oneDNN"
+        return StepChoice(precisions[0], formats[0], why)
     if shape is None:
-        raise ValueError("--precision auto on a CPU with bf16 needs the network and crop to time")
-    t = time_train_steps(shape, ("fp32", "bf16"), steps=steps, warmup=1)
-    return choose_cpu_precision(float(np.median(t["fp32"])), float(np.median(t["bf16"])))
+        raise ValueError("an auto precision or memory format needs the network and crop to time")
+    t = time_train_steps(shape, [(p, f) for p in precisions for f in formats], steps=steps, warmup=1)
+    return choose_step({c: float(np.median(s)) for c, s in t.items()})
 
 
-def format_step_times(results: Dict[str, List[float]], batch_size: int) -> str:
-    lines = ["| precision | s/step p50 | min | max | img/s |", "|---|---:|---:|---:|---:|"]
-    for name, t in results.items():
+def format_step_times(results: Dict[Combo, List[float]], batch_size: int) -> str:
+    lines = ["| precision | memory format | s/step p50 | min | max | img/s |", "|---|---|---:|---:|---:|---:|"]
+    for (precision, fmt), t in results.items():
         p50 = float(np.median(t))
-        lines.append(f"| {name} | {p50:.3f} | {min(t):.3f} | {max(t):.3f} | {batch_size / p50:.1f} |")
+        lines.append(f"| {precision} | {fmt} | {p50:.3f} | {min(t):.3f} | {max(t):.3f} | {batch_size / p50:.1f} |")
     return "\n".join(lines)
