@@ -152,6 +152,18 @@ def quantized(small_model, tmp_path_factory, camvid_sample):
     return onnx_path, res
 
 
+def test_labels_only_int8_graph_keeps_only_the_constants_it_reads(quantized):
+    # The confidence branch of a quantized graph has constants of its own (scales, zero points):
+    # they go with it, or ONNX Runtime prints a warning line for each at start-up.
+    from seg_perception.runtime.backends import labels_only_graph
+    _, res = quantized
+    full = onnx.load(str(res.path)).graph
+    cut = onnx.load_from_string(labels_only_graph(res.path)).graph
+    read = {i for n in cut.node for i in n.input}
+    assert len(cut.initializer) < len(full.initializer)
+    assert all(init.name in read for init in cut.initializer)
+
+
 def test_quantized_model_is_symmetric_per_channel_qdq(quantized):
     _, res = quantized
     info = inspect_qdq(res.path)

@@ -146,6 +146,10 @@ def labels_only_graph(path: Path) -> bytes:
     graph.output.extend(keep_out)
     del graph.node[:]
     graph.node.extend(reversed(kept))
+    # Constants only the cut nodes read would go too, but with a warning line each from ONNX Runtime.
+    used = [i for i in graph.initializer if i.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(used)
     return model.SerializeToString()
 
 
