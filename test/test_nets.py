@@ -58,3 +58,19 @@ def test_tiny_weights_are_flushed_when_loading_for_deployment():
     assert w.view(-1)[:2].eq(0).all() and w.view(-1)[2] == torch.tensor(3e-20)
     changed = [k for k, v in net.state_dict().items() if not torch.equal(v, before[k])]
     assert len(changed) == 1 and TINY_WEIGHT == 1e-20
+
+
+def test_load_net_flushes_tiny_weights_from_the_file(tmp_path):
+    """What deployment loads (load_net: export, the PyTorch backend) comes out flushed."""
+    import torch
+    from conftest import make_random_model
+    from seg_perception.card import load_card
+    from seg_perception.nets.deployable import load_net
+    card = load_card(make_random_model(tmp_path, onnx=False))
+    state = torch.load(card.file("weights"), weights_only=True)
+    key = next(k for k, v in state.items() if v.is_floating_point() and v.numel() >= 3)
+    state[key].view(-1)[:3] = torch.tensor([1e-40, -1e-25, 3e-20])
+    torch.save(state, card.file("weights"))
+    got = load_net(card).state_dict()[key].view(-1)[:3]
+    assert got[:2].eq(0).all() and got[2] == torch.tensor(3e-20)
+    assert not load_net(card).training

@@ -76,12 +76,20 @@ def test_ohem_keeps_at_least_min_kept_pixels():
 
 
 def test_build_loss_names():
-    w = torch.ones(3)
+    torch.manual_seed(0)
+    w = torch.tensor([0.5, 1.0, 2.0])  # unequal, so a loss that drops the class weights differs
     logits, target = torch.randn(1, 3, 4, 4), torch.randint(0, 3, (1, 4, 4))
+    target[0, 0, :2] = IGNORE
     ce = build_loss("ce", w, IGNORE)(logits, target)
-    assert ce.item() == pytest.approx(F.cross_entropy(logits, target).item(), rel=1e-5)
+    want = F.cross_entropy(logits, target, weight=w, ignore_index=IGNORE)
+    assert ce.item() == pytest.approx(want.item(), rel=1e-5)
+    assert ce.item() != pytest.approx(F.cross_entropy(logits, target, ignore_index=IGNORE).item(), rel=1e-3)
     mix = build_loss("ce+lovasz", w, IGNORE, lovasz_weight=0.5)(logits, target)
     assert mix.item() == pytest.approx(ce.item() + 0.5 * lovasz_softmax(logits, target, IGNORE).item(), rel=1e-5)
+    assert build_loss("lovasz", w, IGNORE)(logits, target).item() == pytest.approx(
+        lovasz_softmax(logits, target, IGNORE).item(), rel=1e-5)
+    ohem = build_loss("ohem", w, IGNORE, 0.6, 0.2)(logits, target)
+    assert ohem.item() == pytest.approx(ohem_cross_entropy(logits, target, w, IGNORE, 0.6, 0.2).item(), rel=1e-5)
     with pytest.raises(ValueError, match="valid choices: ce, ohem, lovasz, ce\\+lovasz"):
         build_loss("focal", w, IGNORE)
 
@@ -96,28 +104,38 @@ def test_distillation_kl_matches_definition():
     pt, ps = (t / T).softmax(1), (s / T).softmax(1)
     kl = (pt * (pt.log() - ps.log())).sum(1)[target != IGNORE].mean() * T * T
     assert distillation_kl(s, t, target, IGNORE, T).item() == pytest.approx(kl.item(), rel=1e-5)
-    # A teacher at another resolution is resized to the student's.
-    assert torch.isfinite(distillation_kl(s, torch.randn(1, 4, 10, 10), target, IGNORE))
+    # A teacher at another resolution is resized (bilinear) to the student's.
+    t10 = torch.randn(1, 4, 10, 10)
+    resized = F.interpolate(t10, size=(5, 5), mode="bilinear", align_corners=False)
+    assert distillation_kl(s, t10, target, IGNORE).item() == pytest.approx(
+        distillation_kl(s, resized, target, IGNORE).item(), rel=1e-6)
 
 
 def test_ema_follows_the_formula_and_copies_counters():
     net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
     ema = ModelEMA(net, decay=0.9)
     before = ema.module[0].weight.clone()
+    mean_before, var_before = ema.module[1].running_mean.clone(), ema.module[1].running_var.clone()
     with torch.no_grad():
         net[0].weight.add_(1.0)
-    net.train()(torch.randn(2, 3, 4, 4))  # moves BN statistics and the batch counter
+    net.train()(torch.randn(2, 3, 4, 4) + 3.0)  # moves BN statistics and the batch counter
     ema.update(net)
     d = min(0.9, 2 / 11)  # warm-up decay at the first update
     torch.testing.assert_close(ema.module[0].weight, d * before + (1 - d) * net[0].weight)
+    # BN statistics are averaged like weights (not copied)
+    torch.testing.assert_close(ema.module[1].running_mean, d * mean_before + (1 - d) * net[1].running_mean)
+    torch.testing.assert_close(ema.module[1].running_var, d * var_before + (1 - d) * net[1].running_var)
+    assert not torch.allclose(ema.module[1].running_mean, net[1].running_mean)
     assert int(ema.module[1].num_batches_tracked) == int(net[1].num_batches_tracked) == 1
     for _ in range(200):
         ema.update(net)
     assert ema.current_decay() == 0.9
     torch.testing.assert_close(ema.module[0].weight, net[0].weight, atol=1e-6, rtol=0)
-    twin = ModelEMA(net, 0.9)
+    twin = ModelEMA(nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)), 0.9)
     twin.load_state_dict(ema.state_dict())
     assert twin.updates == ema.updates
+    for k, v in ema.module.state_dict().items():
+        torch.testing.assert_close(twin.module.state_dict()[k], v, rtol=0, atol=0, msg=k)
     with pytest.raises(ValueError, match="ema-decay"):
         ModelEMA(net, 1.0)
 
@@ -246,7 +264,8 @@ TINY = dict(model="essnet_d", batch_size=2, width=96, height=72, crop_width=64, 
 
 
 def test_resume_is_exact_with_ema_and_ohem(tmp_path, camvid_root):
-    cfg = dict(TINY, epochs=2, ema_decay=0.9, loss="ohem", scale_min=0.5, scale_max=2.0, classmix=0.5)
+    # keep last: the shipped weights are then the final EMA whichever epoch scored best on val
+    cfg = dict(TINY, epochs=2, ema_decay=0.9, loss="ohem", scale_min=0.5, scale_max=2.0, classmix=0.5, keep="last")
     train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "a"), **cfg), log=lambda *_: None)
     train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "b"), **dict(cfg, epochs=1)), log=lambda *_: None)
     train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "b"), **cfg), resume=True, log=lambda *_: None)

@@ -61,6 +61,9 @@ def test_released_model_runs_at_both_precisions(released, val_frames):
     card_path = released / f"{NAME}.yaml"
     fp32 = Pipeline.from_card(card_path, backend="onnxruntime", precision="fp32")
     int8 = Pipeline.from_card(card_path, backend="onnxruntime", precision="int8")
+    import onnxruntime as ort
+    role = "onnx_int8" if "CUDAExecutionProvider" in ort.get_available_providers() else "onnx_int8_cpu"
+    assert int8.backend.path == load_card(card_path).file(role) != fp32.backend.path
     img = val_frames[0][0]
     a, b = fp32(img).labels, int8(img).labels
     assert a.shape == b.shape == img.shape[:2] and np.mean(a == b) > 0.5
@@ -120,7 +123,11 @@ def test_a_run_trained_on_val_ships_pending_and_is_released_again_when_its_recip
     main(["models", "--shipped"])  # the listing says so instead of a figure
     row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(f"| {NAME} |"))
     assert "| pending (recipe on train alone not done) |" in row
-    assert main(args + ["--run", str(models)]) != 0  # would delete what it reads
+    capsys.readouterr()
+    # releasing the shipped folder onto itself would delete what it reads: refused, nothing touched
+    assert main(args + ["--run", str(models), "--recipe-pending", "x"]) == 2
+    assert "are the same folder" in capsys.readouterr().err
+    assert (models / f"{NAME}.pt").is_file() and (models / f"{NAME}.yaml").is_file()
 
     again = tmp_path / "shipped_copy"  # the recipe run finished: release the shipped weights again
     again.mkdir()

@@ -35,16 +35,21 @@ def test_val_miou_is_what_the_card_says(shipped_model, camvid_full):
 def test_int8_agrees_with_fp32(shipped_model, val_frames):
     fp32 = Pipeline.from_card(shipped_model, backend="onnxruntime", precision="fp32")
     int8 = Pipeline.from_card(shipped_model, backend="onnxruntime", precision="int8")
+    # the int8 file really runs (a pipeline that fell back to fp32 would agree 100 %); on a GPU
+    # ONNX Runtime takes the TensorRT-style Q/DQ file, on the CPU the CPU one
+    import onnxruntime as ort
+    role = "onnx_int8" if "CUDAExecutionProvider" in ort.get_available_providers() else "onnx_int8_cpu"
+    assert int8.backend.path == load_card(shipped_model).file(role)
     agree = [np.mean(fp32(img).labels == int8(img).labels) for img, _ in val_frames[:3]]
-    assert min(agree) > 0.95
+    assert min(agree) > 0.95 and max(agree) < 1.0
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_backends_agree_on_trained_weights(shipped_model, val_frames, backend):
+def test_backends_agree_on_trained_weights(shipped_model, val_frames):
+    """PyTorch on the card's .pt and ONNX Runtime on its .onnx: two files, two runtimes, one answer."""
     ref = Pipeline.from_card(shipped_model, backend="onnxruntime")
-    pipe = Pipeline.from_card(shipped_model, backend=backend)
-    img = val_frames[1][0]
-    assert np.mean(pipe(img).labels == ref(img).labels) > 0.999
+    pipe = Pipeline.from_card(shipped_model, backend="torch")
+    for img, _ in val_frames[:2]:
+        assert np.mean(pipe(img).labels == ref(img).labels) > 0.999
 
 
 def test_models_shipped_names_the_default_with_its_figures_and_where_it_was_timed(shipped_model, capsys):
