@@ -150,3 +150,18 @@ def start_node(params: Dict[str, object], log_path: Path, program: str = "segmen
     as the package starts it."""
     return NodeProcess({**TEST_NODE_PARAMS, **params}, log_path, params_file=REPO / "config" / "jetson.yaml",
                        program=program)
+
+
+def assert_startup_refused(params: Dict[str, object], log_path: Path, message: str) -> None:
+    """The node stops at start-up with exit status 2 and one 'cannot start' line holding ``message``.
+    A node that wrongly starts is stopped here, so it cannot answer later tests' frames."""
+    proc = start_node(params, log_path)
+    try:
+        rc = proc.proc.wait(timeout=60)
+    finally:
+        proc.stop()
+    out = proc.output()
+    assert rc == 2, out
+    lines = [ln for ln in out.splitlines() if "cannot start" in ln]
+    assert len(lines) == 1 and message in lines[0], out
+    assert "Traceback" not in out

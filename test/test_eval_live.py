@@ -58,10 +58,16 @@ def test_live_started_node_raw_frames_match_offline(tmp_path, random_model, camv
     topics = read_all(tmp_path / "outputs")
     assert len(topics["/camera/image_raw"]) == len(topics["/camera/labels_gt"]) == len(INDICES)
     assert len(topics["/segmentation/overlay"]) == len(INDICES)
+    assert len(topics["/segmentation/labels"]) == len(topics["/segmentation/drivable_mask"]) == len(INDICES)
+    labels_at = {}
     for t_log, msg in topics["/segmentation/labels"]:
         labels = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width)
         np.testing.assert_array_equal(labels, ref.labels_by_stamp[stamp(msg)])
         assert t_log > stamp(msg)  # recorded at input time + measured latency
+        labels_at[stamp(msg)] = labels
+    for _, msg in topics["/segmentation/drivable_mask"]:  # 255 on the card's drivable class (Road = 3)
+        mask = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width)
+        np.testing.assert_array_equal(mask, np.where(labels_at[stamp(msg)] == 3, 255, 0))
 
 
 def test_live_attached_to_running_node_jpeg(tmp_path, random_model, camvid_sample, monkeypatch):
@@ -115,6 +121,7 @@ def test_demo_exports_onnx_and_reports(tmp_path, capsys, monkeypatch):
     m = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert m["mode"] == "live" and m["frames"]["in"] == 20
     assert m["frames"]["out"] + m["frames"]["dropped"] + m["frames"]["rejected"] == 20
+    assert m["frames"]["rejected"] == 0 and m["frames"]["out"] > 0
     assert (tmp_path / "demo" / "outputs_bag" / "metadata.yaml").is_file()
     assert len(list((tmp_path / "demo" / "samples").glob("*.png"))) == 4
 

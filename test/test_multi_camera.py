@@ -10,7 +10,7 @@ import time
 import cv2
 import pytest
 
-from ros_harness import Harness, raw_image, stamp_key, start_node
+from ros_harness import Harness, assert_startup_refused, raw_image, stamp_key, start_node
 from seg_perception.ros.ground_outputs import tf2_ros
 from seg_perception.runtime.pipeline import Pipeline
 from test_node import as_array
@@ -132,11 +132,4 @@ def test_a_bad_frame_on_one_camera_leaves_the_other_served(two_cameras, val_fram
                  marks=pytest.mark.skipif(tf2_ros is not None, reason="tf2 installed: several cameras may project")),
 ])
 def test_bad_camera_lists_stop_startup_with_one_line(random_model, tmp_path, params, message):
-    proc = start_node({"model": str(random_model), **params}, tmp_path / "node.log")
-    rc = proc.proc.wait(timeout=60)
-    proc.stop()
-    out = proc.output()
-    assert rc == 2, out
-    lines = [ln for ln in out.splitlines() if "cannot start" in ln]
-    assert len(lines) == 1 and message in lines[0], out
-    assert "Traceback" not in out
+    assert_startup_refused({"model": str(random_model), **params}, tmp_path / "node.log", message)

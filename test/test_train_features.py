@@ -93,6 +93,10 @@ def test_torchrun_data_parallel(tmp_path, camvid_root):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     assert "world 2" in res.stdout
     assert (tmp_path / "essnet_d_camvid.pt").is_file()
+    # Each rank trains on its half: 4 of the 8 frames at batch 2 = 2 optimizer steps (4 unsharded).
+    ck = torch.load(tmp_path / "last.pt", weights_only=True)
+    steps = {int(st["step"]) for st in ck["optimizer"]["state"].values()}
+    assert steps == {2}, steps
 
 
 def test_non_finite_steps_are_skipped_not_applied(tmp_path, val_frames):

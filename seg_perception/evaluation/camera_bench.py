@@ -11,7 +11,6 @@ run), the node's stage timings from /diagnostics, and its resident memory over t
 from __future__ import annotations
 
 import os
-import random
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..metrics import percentiles
-from ..runtime.node_process import NodeProcess, ros_env
+from ..runtime.node_process import NodeProcess, ros_env, private_domain
 from .participant import Participant, wait_until_up
 
 QOS = ("reliable", "best_effort")
@@ -87,7 +86,7 @@ def bench_camera(model: str, width: int, height: int, rate: float, seconds: floa
                  startup_timeout: float = 60.0, log=print) -> Dict:
     if qos not in QOS:
         raise ValueError(f"unknown camera qos '{qos}'; valid choices: {', '.join(QOS)}")
-    domain = random.SystemRandom().randint(1, 101)
+    domain = private_domain()
     env = ros_env(domain)
     for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS"):
         os.environ.setdefault(k, env[k])
@@ -184,7 +183,7 @@ def bench_cameras(model: str, cameras: int, width: int, height: int, rate: float
         raise ValueError(f"unknown camera qos '{qos}'; valid choices: {', '.join(QOS)}")
     if cameras < 1:
         raise ValueError(f"--cameras must be >= 1, got {cameras}")
-    domain = random.SystemRandom().randint(1, 101)
+    domain = private_domain()
     env = ros_env(domain)
     for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS"):
         os.environ.setdefault(k, env[k])

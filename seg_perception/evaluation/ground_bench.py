@@ -15,7 +15,6 @@ Figures are printed, never asserted.
 from __future__ import annotations
 
 import os
-import random
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import cv2
 import numpy as np
 
 from ..data.datasets import camvid, default_camvid_root
-from ..runtime.node_process import NodeProcess, ros_env
+from ..runtime.node_process import NodeProcess, ros_env, private_domain
 from .participant import Participant, wait_until_up
 
 # config/nav2.yaml's sample camera: 0.9 m up, looking 0.35 rad down; tf2 is not used here.
@@ -78,7 +77,7 @@ class _Camera(Participant):
 
 def _run(model: str, frames_bgr: List[np.ndarray], ground: bool, threads: int, backend: str,
          startup_timeout: float = 60.0) -> Dict:
-    domain = random.SystemRandom().randint(1, 101)
+    domain = private_domain()
     env = ros_env(domain)
     for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS"):
         os.environ.setdefault(k, env[k])

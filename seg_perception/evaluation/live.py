@@ -16,7 +16,6 @@ node's default best-effort sensor_data profile, as on a robot.
 from __future__ import annotations
 
 import os
-import random
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from ..card import check_precision
 from ..data import bag_io
 from ..runtime.backends import BACKENDS
 from ..runtime.image_conversion import to_rgb
-from ..runtime.node_process import NodeProcess, ros_env
+from ..runtime.node_process import NodeProcess, ros_env, private_domain
 from .common import Progress, load_model_card, open_bag, partial_reason, select_inputs
 from .config import EXIT_NO_MATCH, EXIT_NODE, EvalConfig, EvalError
 from .out_bag import DRIVABLE, LABELS, OVERLAY, OutputBag, copy_topics
@@ -159,7 +158,7 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
             domain = domain_id if domain_id is not None else (int(env_domain) if env_domain.isdigit() else None)
         else:
             # A private domain: nothing else on the network sees the frames or answers them.
-            domain = domain_id if domain_id is not None else random.SystemRandom().randint(1, 101)
+            domain = domain_id if domain_id is not None else private_domain()
             env = ros_env(domain)
             for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS"):
                 os.environ.setdefault(k, env[k])  # this process must discover like the node does

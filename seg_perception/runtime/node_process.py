@@ -8,6 +8,7 @@ where every area (and the tests) can use it.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -79,6 +80,18 @@ class NodeProcess:
         if not self.log.closed:
             self.log.close()
         return self.proc.returncode
+
+
+# Benches and live evaluation start their node and camera on a domain of their own, drawn from
+# here: apart from 0-101, where users and test sessions sit, so that another node serving
+# /camera/image_raw cannot answer a bench's frames (Fast DDS takes ids up to 232).
+PRIVATE_DOMAINS = range(102, 202)
+
+
+def private_domain() -> int:
+    """A domain for a private run, never this process's own ROS_DOMAIN_ID."""
+    own = os.environ.get("ROS_DOMAIN_ID", "")
+    return random.SystemRandom().choice([d for d in PRIVATE_DOMAINS if str(d) != own])
 
 
 def ros_env(domain_id: int, set_discovery: bool = True) -> Dict[str, str]:
