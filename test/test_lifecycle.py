@@ -64,7 +64,11 @@ def test_transitions_through_the_lifecycle_services(ros, random_model, tmp_path,
         assert lc.transition(Transition.TRANSITION_CONFIGURE), proc.output()
         assert lc.state() == State.PRIMARY_STATE_INACTIVE
         assert proc.output().count("configured: ") == 1  # the model is loaded now
+        # Configure makes the outputs; only once they are discovered does "no camera subscription
+        # yet" say something (before, discovery alone would make the count 0).
+        h.wait_for(lambda: h.node.count_publishers("/segmentation/labels") > 0, 15, "the labels publisher")
         wait_subscribed(h, False, 1.0)
+        assert not frame_served(h, img, 2.0)  # inactive: nothing served
 
         assert lc.transition(Transition.TRANSITION_ACTIVATE)
         assert lc.state() == State.PRIMARY_STATE_ACTIVE
@@ -85,6 +89,7 @@ def test_transitions_through_the_lifecycle_services(ros, random_model, tmp_path,
         assert lc.transition(Transition.TRANSITION_CLEANUP)
         assert lc.state() == State.PRIMARY_STATE_UNCONFIGURED
         assert "cleaned up: model unloaded" in proc.output()
+        h.wait_for(lambda: h.node.count_publishers("/segmentation/labels") == 0, 15, "the outputs removed")
         assert lc.transition(Transition.TRANSITION_CONFIGURE) and lc.transition(Transition.TRANSITION_ACTIVATE)
         wait_subscribed(h, True)
         assert frame_served(h, img, 30)  # a second configure loads and serves again

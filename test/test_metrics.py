@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pytest
 
 from seg_perception.metrics import ConfusionMatrix, binary_scores, binary_summary
 
@@ -21,6 +22,34 @@ def test_absent_class_is_not_averaged():
     cm = ConfusionMatrix(4)
     cm.update(np.array([0, 1]), np.array([0, 1]))
     assert np.isnan(cm.iou()[2]) and cm.miou() == 1.0
+
+
+def test_predicted_only_class_scores_zero_and_pulls_the_mean_down():
+    """A class never in the truth but predicted is a false positive: IoU 0, counted in the mean."""
+    cm = ConfusionMatrix(3)
+    cm.update(np.array([0, 0, 2, 2]), np.array([0, 0, 0, 0]))
+    np.testing.assert_allclose(cm.iou(), [0.5, np.nan, 0.0])
+    assert math.isclose(cm.miou(), 0.25)
+
+
+def test_out_of_range_prediction_counts_as_the_last_class_and_shapes_must_match():
+    cm = ConfusionMatrix(3)
+    cm.update(np.array([7, 1]), np.array([2, 1]))
+    assert cm.mat[2, 2] == 1 and cm.mat[1, 1] == 1 and cm.mat.sum() == 2
+    with pytest.raises(ValueError, match="differ in size"):
+        cm.update(np.zeros((2, 3)), np.zeros((3, 2)))
+
+
+def test_merged_matrices_score_as_one_pass():
+    rng = np.random.default_rng(0)
+    truth, pred = rng.integers(0, 5, (2, 50)), rng.integers(0, 4, (2, 50))
+    whole, a, b = ConfusionMatrix(4), ConfusionMatrix(4), ConfusionMatrix(4)
+    whole.update(pred, truth)
+    a.update(pred[0], truth[0])
+    b.update(pred[1], truth[1])
+    a.merge(b)
+    np.testing.assert_array_equal(a.mat, whole.mat)
+    assert a.miou() == whole.miou()
 
 
 def test_binary_summary():

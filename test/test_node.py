@@ -154,8 +154,7 @@ def test_overlay_only_while_subscribed(raw_node, val_frames):
     proc, h = raw_node
     rgb = val_frames[0][0]
     send_and_wait(h, raw_image(rgb, "rgb8", new_key("pre_overlay")))
-    h.wait_for(lambda: int(h.diagnostics[-1]["frames_processed"]) >= 2, 10, "diagnostics")
-    assert h.last_diag()["frames_with_overlay"] == "0" and not h.received["overlay"]
+    assert h.settled_diag()["frames_with_overlay"] == "0"
     h.subscribe_overlay()
     deadline = time.monotonic() + 30
     while not h.received["overlay"] and time.monotonic() < deadline:  # discovery takes a moment
@@ -174,6 +173,18 @@ def test_overlay_only_while_subscribed(raw_node, val_frames):
     # ... and the class legend (colour + name from the card) sits in the top-right corner.
     expected = draw_legend(np.round(expected).astype(np.uint8), CAMVID.names, palette)
     assert np.abs(over - expected.astype(int)).max() <= 1
+    # Once nobody listens, the node stops drawing overlays again.
+    h.node.destroy_subscription(h.overlay_sub)
+    h.overlay_sub = None
+    h.wait_for(lambda: h.node.count_subscribers("/segmentation/overlay") == 0, 15, "overlay unsubscribed")
+    drawn = int(h.settled_diag()["frames_with_overlay"])
+    assert drawn > 0
+    stopped, deadline = False, time.monotonic() + 30  # (the node's own view of the match may lag)
+    while not stopped and time.monotonic() < deadline:
+        send_and_wait(h, raw_image(rgb, "rgb8", new_key("post_overlay")))
+        now = int(h.settled_diag()["frames_with_overlay"])
+        stopped, drawn = now == drawn, now
+    assert stopped, "overlays still drawn with no subscriber"
 
 
 def bad_raw_messages(rgb):

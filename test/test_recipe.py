@@ -283,6 +283,13 @@ def test_resume_is_exact_with_ema_and_ohem(tmp_path, camvid_root):
         torch.testing.assert_close(shipped[k], a["ema"]["module"][k], rtol=0, atol=0, msg=k)
     header = (tmp_path / "a" / "log.csv").read_text().splitlines()[0]
     assert header.endswith("val_miou_raw")
+    # poly schedule: epoch e (from 1) trains at lr * (1 - (e - 1) / epochs) ** 0.9, resumed or not
+    base = TrainConfig(model="x", data="", out="").lr
+    for run in ("a", "b"):
+        rows = [ln.split(",") for ln in (tmp_path / run / "log.csv").read_text().splitlines()[1:]]
+        assert [int(r[0]) for r in rows] == [1, 2]
+        for r in rows:
+            assert float(r[3]) == pytest.approx(base * (1 - (int(r[0]) - 1) / 2) ** 0.9, rel=1e-5)
     assert load_card(tmp_path / "a" / "essnet_d_camvid.yaml").training["classmix"] == 0.5
 
 
@@ -333,11 +340,18 @@ def test_class_mix_probability_and_determinism():
     assert 20 <= mixed <= 44  # about half of 64 (a fixed seed: the same count every run)
 
 
-def test_final_run_on_train_and_val_with_a_teacher(tmp_path, camvid_full):
+def test_final_run_on_train_and_val_with_a_teacher(tmp_path, camvid_full, monkeypatch):
     """train+val, no validation, the last weights shipped; distilled from a teacher card."""
+    import seg_perception.train.loop as loop
     camvid_root = camvid_full  # counts the full train+val (468 frames)
     teacher = train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "t"), epochs=1, **TINY),
                     log=lambda *_: None)
+    kl_terms = []  # every step adds the teacher's term to the loss
+
+    def counted_kl(*a, **k):
+        kl_terms.append(distillation_kl(*a, **k))
+        return kl_terms[-1]
+    monkeypatch.setattr(loop, "distillation_kl", counted_kl)
     lines = []
     cfg = TrainConfig(data=str(camvid_root), out=str(tmp_path / "s"), epochs=1, train_split="train+val",
                       val_split="none", keep="last", teacher=str(teacher.with_suffix(".yaml")),
@@ -349,7 +363,12 @@ def test_final_run_on_train_and_val_with_a_teacher(tmp_path, camvid_full):
     assert card.training["train_split"] == "train+val" and card.training["val_split"] is None
     assert "val_miou" not in card.metrics
     assert card.training["distillation"].startswith("KL")
+    assert len(kl_terms) == 4 and all(float(t) > 0 for t in kl_terms)  # 468 frames at batch 117
     assert not (tmp_path / "s" / "best_metrics.json").exists()
+    # the last weights are the ones shipped
+    last = torch.load(tmp_path / "s" / "last.pt", weights_only=True)["model"]
+    shipped = torch.load(best, weights_only=True)
+    assert shipped.keys() == last.keys() and all(torch.equal(shipped[k], last[k]) for k in last)
 
 
 def test_init_copies_trained_weights_and_leaves_other_shapes_fresh(tmp_path):
