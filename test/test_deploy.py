@@ -531,11 +531,11 @@ def test_doctor_frames_from_a_folder_or_synthetic(camvid_sample, monkeypatch):
     frames, note = doctor.load_frames(camvid_sample / "val", 2)
     assert len(frames) == 2 and frames[0][1] == "rgb" and frames[0][0].shape == (360, 480, 3)
     assert "2 frames from" in note
-    bag = doctor.default_frames_source()
-    if bag is not None and (bag / "metadata.yaml").is_file():  # the shipped sample bag
-        frames, note = doctor.load_frames(None, 2)
-        assert len(frames) == 2 and frames[0][0].dtype == np.uint8 and frames[0][0].ndim == 3
-        assert str(bag) in note
+    bag = doctor.default_frames_source()  # the sample bag ships with the package
+    assert bag is not None and (bag / "metadata.yaml").is_file(), bag
+    frames, note = doctor.load_frames(None, 2)
+    assert len(frames) == 2 and frames[0][0].dtype == np.uint8 and frames[0][0].ndim == 3
+    assert str(bag) in note
     monkeypatch.setattr(doctor, "default_frames_source", lambda: None)
     frames, note = doctor.load_frames(None, 3)
     assert len(frames) == 3 and "synthetic" in note

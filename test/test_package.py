@@ -28,15 +28,19 @@ def install(tmp_path_factory):
 
 
 def test_launch_layout(install):
-    exe = install / "lib" / "seg_perception" / "segmentation_node"
-    assert exe.is_file() and exe.stat().st_mode & 0o111
+    for program in ("segmentation_node", "segmentation_lifecycle_node"):  # nav2.launch.py runs the second
+        exe = install / "lib" / "seg_perception" / program
+        assert exe.is_file() and exe.stat().st_mode & 0o111, program
     share = install / "share" / "seg_perception"
     assert (share / "package.xml").is_file()
-    assert (share / "launch" / "jetson.launch.py").is_file()
-    assert (share / "config" / "jetson.yaml").is_file()
     assert (install / "share" / "ament_index" / "resource_index" / "packages" / "seg_perception").is_file()
-    shipped = sorted(p.name for p in (REPO / "models").glob("*.yaml"))
-    assert shipped and sorted(p.name for p in (share / "models").glob("*.yaml")) == shipped
+    # every launch file, parameter file (the large-frame DDS profile among them), card and the
+    # weights and ONNX files the cards name
+    for folder, patterns in (("launch", ["*.launch.py"]), ("config", ["*.yaml", "*.xml"]),
+                             ("models", ["*.yaml", "*.pt", "*.onnx", "*.md"])):
+        shipped = sorted(p.name for pat in patterns for p in (REPO / folder).glob(pat))
+        assert shipped and sorted(p.name for pat in patterns for p in (share / folder).glob(pat)) == shipped, folder
+    assert (share / "launch" / "jetson.launch.py").is_file() and (share / "config" / "jetson.yaml").is_file()
 
 
 def test_package_xml_declares_ros_dependencies():
