@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,12 +138,24 @@ def make_random_model(folder: Path, arch: str = "essnet_d", width: int = 480, he
     from seg_perception.nets import build_model
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    net = build_model(arch, CAMVID.num_classes).eval()
-    # Random BN statistics make the random net's output depend on the input more.
+    net = build_model(arch, CAMVID.num_classes)
+    # BN statistics measured on smooth random colour images: with made-up ones the activations
+    # drift until the labels are a fixed pattern whatever the frame. Measured ones keep the labels
+    # following the input (colour order, content), so tests that compare labels across colour
+    # paths and frames can fail (test_pipeline.py pins that).
+    from seg_perception.card import IMAGENET_MEAN, IMAGENET_STD
+    rng = np.random.default_rng(seed)
+    imgs = np.stack([cv2.resize(rng.uniform(0, 1, (6, 8, 3)).astype(np.float32), (width, height),
+                                interpolation=cv2.INTER_CUBIC) for _ in range(4)])
+    x = (torch.from_numpy(imgs).permute(0, 3, 1, 2) - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) \
+        / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 2.0)
+            m.reset_running_stats()
+            m.momentum = None  # a plain average over the calibration pass
+    with torch.no_grad():
+        net.train()(x.float())
+    net.eval()
     name = f"random_{arch}"
     torch.save(net.state_dict(), folder / f"{name}.pt")
     card = card_for_table(name, arch, CAMVID, width, height, files={"weights": f"{name}.pt"},
@@ -151,6 +164,18 @@ def make_random_model(folder: Path, arch: str = "essnet_d", width: int = 480, he
     if onnx:
         export_onnx(load_card(folder / f"{name}.yaml"), folder / f"{name}.onnx")
     return folder / f"{name}.yaml"
+
+
+def label_kappa(pairs) -> float:
+    """Cohen's kappa of label maps (a, b): how far their agreement is above chance (sum over classes
+    of p_a(k) p_b(k)), as a fraction of the way to 1. Random or constant labels score about 0.
+    Used where a random fixture model's labels are compared across precisions: its logits are
+    close together, so exact agreement is not expected, but chance-level agreement is a bug."""
+    a = np.concatenate([x.ravel() for x, _ in pairs])
+    b = np.concatenate([y.ravel() for _, y in pairs])
+    n = int(max(a.max(), b.max())) + 1
+    chance = float(np.dot(np.bincount(a, minlength=n) / a.size, np.bincount(b, minlength=n) / b.size))
+    return (float(np.mean(a == b)) - chance) / (1.0 - chance)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ where it is installed (a Jetson).
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import make_random_model, needs_no_tensorrt
+from conftest import label_kappa, make_random_model, needs_no_tensorrt
 from seg_perception import cli
 from seg_perception.card import load_card
 from seg_perception.deploy.export import export_onnx
@@ -35,9 +36,11 @@ from seg_perception.runtime.backends import (BackendError, OnnxRuntimeBackend, c
 
 W, H = 128, 96  # small, a multiple of 32 for every network of the zoo
 
-# ORT vs PyTorch logits: |a - b| <= LOGITS_ATOL + LOGITS_RTOL * max|b|. Measured: at most
-# 6e-7 absolute (3e-7 of max|logit|) on the zoo; the relative part covers trained nets' larger logits.
-LOGITS_ATOL, LOGITS_RTOL = 1e-5, 1e-5
+# ORT's fp32 logits must be about as close to exact (PyTorch in float64) as PyTorch's own fp32 ones:
+# max|ort - exact| <= LOGITS_FACTOR * max|torch32 - exact| + LOGITS_ATOL. Measured on the zoo's random
+# nets (1 thread, 128x96): ratio 0.54 to 1.91, errors 4e-6 to 6e-4. A wrong op in the export (a BN eps,
+# a resize mode, a padding) is off by much more than fp32 rounding.
+LOGITS_FACTOR, LOGITS_ATOL = 4.0, 1e-6
 
 
 def _run_cli(argv, capsys):
@@ -107,11 +110,18 @@ def test_export_dynamic_runs_at_two_sizes(small_model, tmp_path, capsys, val_fra
     _, inputs, _ = _io(out)
     assert inputs["image"][1] == ["batch", "height", "width", 3]
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    card = load_card(small_model)
+    wrap = DeployWrapper(load_net(card), card.mean, card.std).eval()
     for w, h in ((W, H), (160, 120)):
         img = cv2.resize(val_frames[0][0], (w, h))[None]
         labels, conf = sess.run(None, {"image": img})
         assert labels.shape == (1, h, w) and labels.dtype == np.uint8 and conf.shape == (1, h, w)
         assert labels.max() < 11 and 0 < conf.min() <= conf.max() <= 1.0001
+        # The same numbers as PyTorch at this size too (a shape frozen at export time would not be).
+        with torch.no_grad():
+            t_lab, t_conf = wrap(torch.from_numpy(img))
+        assert (labels == t_lab.numpy()).mean() >= 0.999
+        assert np.abs(conf - t_conf.numpy()).max() < 1e-3
 
 
 # ------------------------------------------------------------------ parity, every network
@@ -126,17 +136,21 @@ def test_onnxruntime_matches_torch(arch, tmp_path, val_frames):
     s_log = ort.InferenceSession(str(logits_onnx), providers=["CPUExecutionProvider"])
     wrap_lab = DeployWrapper(net, card.mean, card.std).eval()
     wrap_log = DeployWrapper(net, card.mean, card.std, logits=True).eval()
+    exact = copy.deepcopy(wrap_log).double()
     same = total = 0
     for img in frames:
         x = img[None]
         with torch.no_grad():
             t_lab, _ = wrap_lab(torch.from_numpy(x))
             t_log = wrap_log(torch.from_numpy(x)).numpy()
+            t_exact = exact(torch.from_numpy(x)).numpy()
         o_lab = s_lab.run(None, {"image": x})[0]
         o_log = s_log.run(None, {"image": x})[0]
         same += int((o_lab == t_lab.numpy()).sum())
         total += o_lab.size
-        assert np.abs(o_log - t_log).max() <= LOGITS_ATOL + LOGITS_RTOL * np.abs(t_log).max()
+        torch_err = np.abs(t_log - t_exact).max()
+        assert np.abs(o_log - t_exact).max() <= LOGITS_FACTOR * torch_err + LOGITS_ATOL
+        assert np.abs(t_log).max() > 100 * torch_err  # the logits are not near zero: the check means something
     assert same / total >= 0.999
 
 
@@ -203,8 +217,11 @@ def test_quantize_command_runs_int8_in_onnxruntime(small_model, tmp_path, camvid
     # Only the TensorRT-style model: the CPU runs it, and says that it is slower than fp32.
     assert any("slower than fp32" in r.message and "--target cpu" in r.message for r in caplog.records)
     frames = _small(val_frames, 3)
-    agree = np.mean([(fp32.infer(f)[0] == int8.infer(f)[0]).mean() for f in frames])
-    assert agree >= 0.95, agree
+    # A random net's logits are close together, so int8 moves many labels (measured: 61 % agree,
+    # 15 % by chance, kappa 0.54); a broken int8 model agrees only by chance (kappa about 0).
+    # The trained model's int8 agreement is checked in test_shipped_model.py.
+    kappa = label_kappa([(fp32.infer(f)[0], int8.infer(f)[0]) for f in frames])
+    assert kappa >= 0.2, kappa
 
     # The CPU INT8 model: its own file and card role; ONNX Runtime on the CPU now picks it,
     # TensorRT keeps the Q/DQ one.
@@ -228,8 +245,8 @@ def test_quantize_command_runs_int8_in_onnxruntime(small_model, tmp_path, camvid
     said = [r for r in caplog.records if f"runs at {speed:.2f}x the speed of fp32 on this CPU" in r.message]
     assert len(said) == 1 and (said[0].levelno == logging.WARNING) == (speed < 1.0), caplog.text
     assert fp32.int8_speed_vs_fp32 is None
-    agree = np.mean([(fp32.infer(f)[0] == cpu8.infer(f)[0]).mean() for f in frames])
-    assert agree >= 0.9, agree
+    kappa = label_kappa([(fp32.infer(f)[0], cpu8.infer(f)[0]) for f in frames])  # measured 64 % agree
+    assert kappa >= 0.2, kappa
 
 
 @pytest.mark.skipif(not modelopt_available(), reason="nvidia-modelopt is not installed (optional)")

@@ -16,6 +16,16 @@ def ort_pipe(random_model):
     return Pipeline.from_card(random_model, backend="onnxruntime")
 
 
+def test_the_random_fixture_model_sees_its_input(ort_pipe, val_frames):
+    """The node, bag and pipeline tests compare a random model's labels across colour paths and
+    frames: that only catches a swapped channel order or a stale frame if its labels move with them."""
+    rgb = val_frames[0][0]
+    a = ort_pipe(rgb).labels
+    assert (a != ort_pipe(np.ascontiguousarray(rgb[..., ::-1])).labels).mean() > 0.05  # BGR for RGB
+    assert (a != ort_pipe(val_frames[3][0]).labels).mean() > 0.05  # another frame
+    assert len(np.unique(a)) >= 3 and (a == 3).any()  # several classes, the drivable one among them
+
+
 def test_labels_drivable_confidence_overlay(ort_pipe, val_frames):
     img, _ = val_frames[0]
     res = ort_pipe(img, overlay=True, confidence=True)
@@ -29,6 +39,26 @@ def test_labels_drivable_confidence_overlay(ort_pipe, val_frames):
     expected = draw_legend(expected, ort_pipe.card.class_names, ort_pipe.card.class_colors)
     np.testing.assert_array_equal(res.overlay, expected)
     assert set(res.timings) == {"pre_ms", "infer_ms", "post_ms"}
+
+
+def test_confidence_is_the_top_softmax_probability(random_model, val_frames):
+    """The confidence map is max_k softmax(logits)_k x 255, from the network's own logits."""
+    import torch
+    from seg_perception.nets.deployable import load_net
+    card = load_card(random_model)
+    pipe = Pipeline.from_card(random_model, backend="onnxruntime", output_size="network")
+    net = load_net(card)
+    for img, _ in val_frames[:2]:
+        res = pipe(img, confidence=True)
+        x = pipe.preprocess(img)  # uint8 RGB at the network's size, as the backend gets it
+        t = torch.from_numpy(x).float().permute(2, 0, 1)[None] / 255.0
+        t = (t - torch.tensor(card.mean).view(1, 3, 1, 1)) / torch.tensor(card.std).view(1, 3, 1, 1)
+        with torch.no_grad():
+            prob = torch.softmax(net(t), dim=1)[0].max(dim=0).values.numpy()
+        expected = np.round(prob * 255.0)
+        diff = np.abs(res.confidence.astype(np.float64) - expected)
+        assert diff.max() <= 1 and (diff == 0).mean() > 0.99
+        assert expected.max() - expected.min() > 50  # the confidences differ across the frame
 
 
 def test_without_confidence_the_graph_is_cut_to_labels_and_labels_stay_the_same(ort_pipe, random_model, val_frames):

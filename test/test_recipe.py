@@ -442,3 +442,26 @@ def test_loader_workers_give_the_same_batches_and_weights(tmp_path, camvid_root)
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+
+
+def test_class_weights_from_hand_counted_labels(tmp_path):
+    """ENet weights 1/ln(c + p_k) with p_k counted by hand; void pixels (11) count for nothing."""
+    import cv2
+    from seg_perception.data.classes import CAMVID
+    from seg_perception.data.datasets import SegmentationDataset
+    from seg_perception.train.loop import class_weights
+    a = np.zeros((4, 4), np.uint8)  # 10 class-0 pixels, 4 of class 2, 2 void
+    a[0, :4] = 2
+    a[3, 2:] = IGNORE
+    b = np.zeros((4, 4), np.uint8)  # 8 of class 0, 8 of class 1
+    b[2:] = 1
+    pairs = []
+    for i, lab in enumerate((a, b)):
+        cv2.imwrite(str(tmp_path / f"i{i}.png"), np.zeros((4, 4, 3), np.uint8))
+        cv2.imwrite(str(tmp_path / f"l{i}.png"), lab)
+        pairs.append((tmp_path / f"i{i}.png", tmp_path / f"l{i}.png"))
+    w = class_weights(SegmentationDataset(pairs, CAMVID), 1.02).numpy()
+    p = np.zeros(11)
+    p[0], p[1], p[2] = 18 / 30, 8 / 30, 4 / 30
+    np.testing.assert_allclose(w, 1.0 / np.log(1.02 + p), rtol=1e-6)
+    assert w[2] > w[1] > w[0]  # rarer classes weigh more

@@ -3,10 +3,9 @@ what lands in models/ is the weights, the ONNX graphs and one card that lists th
 carries every figure, measured the same way `evaluate` and `bench` measure."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from conftest import make_random_model
+from conftest import label_kappa, make_random_model
 from seg_perception.card import load_card
 from seg_perception.cli import main
 from seg_perception.evaluation.split_accuracy import evaluate
@@ -66,7 +65,9 @@ def test_released_model_runs_at_both_precisions(released, val_frames):
     assert int8.backend.path == load_card(card_path).file(role) != fp32.backend.path
     img = val_frames[0][0]
     a, b = fp32(img).labels, int8(img).labels
-    assert a.shape == b.shape == img.shape[:2] and np.mean(a == b) > 0.5
+    # Random weights: int8 moves many labels (measured: 45 % agree, 15 % by chance, kappa 0.35), but a
+    # broken int8 model would agree only by chance (kappa about 0).
+    assert a.shape == b.shape == img.shape[:2] and label_kappa([(a, b)]) >= 0.2
 
 
 def _run_on(folder, split: str, seed: int):
