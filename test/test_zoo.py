@@ -182,6 +182,29 @@ def test_ibn_normalises_half_the_channels_per_frame():
     assert sum(isinstance(mod, IBN) for mod in m.modules()) == 5  # the 64-channel stage only
 
 
+@pytest.mark.parametrize("channels,groups", [(64, 4), (128, 4), (96, 2)])
+def test_channel_shuffle_exports_as_the_same_permutation(channels, groups):
+    """In ONNX the shuffle is a 1x1 conv with a 0/1 matrix (faster on ONNX Runtime's CPU): it
+    must move every channel exactly where the reshape-transpose-reshape does."""
+    from seg_perception.nets.layers import ChannelShuffle
+    shuffle = ChannelShuffle(groups)
+    x = torch.randn(2, channels, 5, 7)
+    assert torch.equal(shuffle.as_conv(x), shuffle(x))
+    c = torch.arange(channels, dtype=torch.float32).reshape(1, channels, 1, 1)
+    assert not torch.equal(shuffle(c), c)  # it is a permutation that moves channels
+
+
+def test_an_exported_network_has_its_shuffles_as_convs(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    m = build_model("rdsnet", 11).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (torch.randn(1, 3, 96, 128),), str(tmp_path / "r.onnx"), dynamo=False,
+                          opset_version=17, input_names=["input"], output_names=["logits"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "r.onnx")).graph.node]
+    assert "Transpose" not in ops and ops.count("Conv") == 2 * 13 + 13 + 3 + 1  # 13 blocks, 3 downsamplers
+
+
 # ONNX parity: legacy exporter, opset 17, 96x128 input (every net supports it).
 # Pass: argmax agrees on >= 99.9 % of pixels, and max |torch - ORT| <= 1e-4 *
 # max(1, max |logits|) (fp32 kernels differ by ~1e-7 here).
