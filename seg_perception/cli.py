@@ -63,7 +63,7 @@ def dataset_options(args, card=None) -> dict:
         return {}
     if not getattr(args, "num_classes", 0) and card is not None:
         return {"num_classes": card.num_classes, "ignore_index": card.ignore_index,
-                "class_names": list(card.class_names), "drivable": list(card.drivable_classes)}
+                "class_names": list(card.class_names), "drivable": list(card.drivable_classes), "from_card": True}
     return {"num_classes": getattr(args, "num_classes", 0), "ignore_index": getattr(args, "ignore_index", 255)}
 
 

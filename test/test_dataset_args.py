@@ -40,6 +40,28 @@ def test_evaluate_folder_dataset_with_description(folder_dataset, random_model, 
     assert rc == 0 and "on folder val (2 frames" in out and "mIoU" in out and "Road" in out
 
 
+def test_evaluate_reads_the_folder_description(folder_dataset, random_model, tmp_path, capsys):
+    """The folder's dataset.yaml decides classes and ignore value, not the card: the same frames
+    with a description that differs from the card in each change what evaluate does."""
+    import yaml
+    doc = yaml.safe_load((folder_dataset / "dataset.yaml").read_text())
+    assert doc["ignore_index"] == 11 and len(doc["classes"]) == 11  # as the card says
+
+    def evaluate_with(changed: dict) -> tuple[int, str]:
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        shutil.copytree(folder_dataset, folder)
+        (folder / "dataset.yaml").write_text(yaml.safe_dump({**doc, **changed}))
+        rc = main(["evaluate", "--model", str(random_model), "--dataset", "folder", "--data", str(folder),
+                   "--split", "val", "--limit", "1", "--threads", "1"])
+        out = capsys.readouterr()
+        return rc, out.out + out.err
+
+    rc, out = evaluate_with({"ignore_index": 255})  # CamVid's unlabelled 11 becomes a bad label value
+    assert rc == 2 and "value 11 outside the 11 classes" in out, out
+    rc, out = evaluate_with({"classes": doc["classes"] + [{"name": "Extra", "color": [1, 2, 3]}], "ignore_index": 255})
+    assert rc == 2 and "the model has 11 classes but folder has 12" in out, out
+
+
 def test_evaluate_folder_without_description_uses_card(folder_dataset, random_model, tmp_path, capsys):
     bare = tmp_path / "bare"
     shutil.copytree(folder_dataset, bare, ignore=shutil.ignore_patterns("dataset.yaml"))

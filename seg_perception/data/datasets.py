@@ -198,10 +198,12 @@ def write_description(root: str | Path, table: ClassTable) -> Path:
 
 def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_index: int = 255,
                  class_names: Optional[List[str]] = None, drivable: Sequence[int] = (),
-                 **kw) -> SegmentationDataset:
+                 from_card: bool = False, **kw) -> SegmentationDataset:
     """Your own data: <root>/<split>/images/NAME.(png|jpg) with <root>/<split>/labels/NAME.png.
 
-    The classes come from <root>/dataset.yaml when there is one, else from ``num_classes``."""
+    The classes come from <root>/dataset.yaml when there is one, else from ``num_classes``.
+    ``from_card``: the class arguments are a model card's, a stand-in for a missing dataset.yaml,
+    not the user's flags; a description that differs is for the caller to compare with its model."""
     described = read_description(root)
     base = Path(root)
     root = base / split
@@ -214,7 +216,7 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
             raise DatasetError(f"image {img} has no label: {lab} does not exist")
         pairs.append((img, lab))
     if described is not None:
-        if num_classes and num_classes != described.num_classes:
+        if num_classes and not from_card and num_classes != described.num_classes:
             raise DatasetError(f"--num-classes {num_classes} but {base / DESCRIPTION_FILE} lists "
                                f"{described.num_classes} classes")
         return SegmentationDataset(pairs, described, **kw)
