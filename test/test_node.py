@@ -260,6 +260,7 @@ def test_no_backlog_newest_frame_wins(raw_node, val_frames):
     # (frames DDS itself discarded under depth-1 QoS never reach the node's counters)
     assert served + dropped + late == received
     assert late == 0  # (workers: 2 only) a frame finished early waits for its camera's older one
+    assert d["inferences_at_once_max"] == "1"  # one worker: frames wait, never run side by side
     assert dropped > 0, "a burst faster than the model must replace waiting frames"
     assert served < len(keys)
     with h.lock:

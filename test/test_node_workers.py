@@ -37,6 +37,7 @@ def test_two_workers_overlap_frames_and_publish_in_stamp_order(ros, random_model
         assert len(per_worker) == 2 and min(per_worker) > 0, d["frames_per_worker"]
         assert int(d["frames_late"]) == 0  # a frame finished early waited for the older one
         assert sum(per_worker) == processed
+        assert d["inferences_at_once_max"] == "2"  # the two copies ran at the same time, not in turns
         # both copies of the model give the pipeline's labels
         pipe = Pipeline.from_card(random_model, backend="onnxruntime")
         for k in arrived[-3:]:

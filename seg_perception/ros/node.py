@@ -325,6 +325,8 @@ class SegmentationNode(Node):
         self._next_first = 0  # round robin: the camera served first in the next batch
         self._batch_sizes: Counter = Counter()
         self._worker_frames: Counter = Counter()  # frames run by each worker (diagnostics)
+        self._running = 0  # model calls running now, and the most at once (workers really overlap?)
+        self._running_max = 0
         self._recent_batches: deque = deque(maxlen=100)
         self._last_error: Dict[str, float] = {}
         self._suppressed: Dict[str, int] = {}
@@ -504,6 +506,9 @@ class SegmentationNode(Node):
         if not ready:
             return
         want_conf = self.publish_confidence or any(r[0].ground is not None for r in ready)
+        with self._slot_lock:
+            self._running += 1
+            self._running_max = max(self._running_max, self._running)
         try:
             results = pipeline.run_batch([r[3] for r in ready], [r[4] for r in ready],
                                               overlay=[r[0].pub_overlay.get_subscription_count() > 0 for r in ready],
@@ -512,6 +517,9 @@ class SegmentationNode(Node):
             for r in ready:
                 self._reject(r[0], f"processing failed: {type(e).__name__}: {e}")
             return
+        finally:
+            with self._slot_lock:
+                self._running -= 1
         with self._slot_lock:
             self._batch_sizes[len(ready)] += 1
             self._worker_frames[worker] += len(ready)
@@ -598,9 +606,10 @@ class SegmentationNode(Node):
             sizes = dict(self._batch_sizes)
             recent = list(self._recent_batches)
             per_worker = " ".join(str(self._worker_frames[i]) for i in range(len(self.workers)))
+            running_max = self._running_max
         batching = {"batch_size_mean": f"{sum(recent) / len(recent):.2f}" if recent else "",
                     "batch_size_histogram": " ".join(f"{k}:{sizes[k]}" for k in sorted(sizes)),
-                    "frames_per_worker": per_worker}
+                    "frames_per_worker": per_worker, "inferences_at_once_max": str(running_max)}
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
         for cam in self.cameras:
