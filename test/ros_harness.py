@@ -59,8 +59,9 @@ class Harness:
         qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)  # like a camera driver
         self.pub_raw = self.node.create_publisher(Image, image_topic, qos)
         self.pub_jpeg = self.node.create_publisher(CompressedImage, image_topic + "/compressed", qos)
-        for topic in ("labels", "drivable_mask", "confidence"):
-            self._record(topic)
+        # the recorders of the outputs every node publishes (confidence and overlay are optional)
+        self.always = [self._record(topic) for topic in ("labels", "drivable_mask")]
+        self._record("confidence")
         self.overlay_sub = self._record("overlay") if overlay else None
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.executor = SingleThreadedExecutor()
@@ -105,13 +106,16 @@ class Harness:
                              f"{self.last_diag()}")
 
     def wait_connected(self, compressed: bool = False, timeout: float = 60.0) -> None:
+        """Until the node takes this harness's frames AND its labels and drivable-mask publishers
+        are matched to the recorders: outputs of a frame sent earlier could be lost in between."""
         pub = self.pub_jpeg if compressed else self.pub_raw
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if pub.get_subscription_count() > 0 and self.diagnostics:
+            if (pub.get_subscription_count() > 0 and self.diagnostics
+                    and all(sub.get_publisher_count() > 0 for sub in self.always)):
                 return
             time.sleep(0.05)
-        raise AssertionError("the node did not come up (no subscription / diagnostics)")
+        raise AssertionError("the node did not come up (no subscription, diagnostics or matched outputs)")
 
     def settled_diag(self, timeout: float = 15.0) -> Dict[str, str]:
         """The first diagnostics published after every output so far arrived, once the node's
