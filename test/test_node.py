@@ -234,6 +234,25 @@ def test_bad_messages_are_rejected_and_good_frames_still_served(raw_node, pipe, 
     h.wait_for(lambda: rejected(h) > before, 10, "burst rejections")
     # The same reason is not logged once per frame: one line, then throttled.
     assert proc.output().count("unsupported encoding 'bayer_rggb8'") <= 3
+    # Counted exactly: of frames with a new reason sent 20 ms apart, the first that reaches the node
+    # is logged, the rest (as many as the rejection count says arrived) are counted, and the first
+    # one after 5 s gives that count.
+    reason = "unsupported encoding 'bayer_gbrg8'"
+    t0, before = time.monotonic(), int(h.settled_diag()["frames_rejected"])
+    for _ in range(4):
+        h.pub_raw.publish(raw_image(rgb, "bayer_gbrg8", new_key("throttle")))
+        time.sleep(0.02)
+    h.wait_for(lambda: rejected(h) > before, 10, f"rejections of '{reason}'")
+    time.sleep(1.5)  # a diagnostics period more, for any of the four still on its way
+    arrived = int(h.settled_diag()["frames_rejected"]) - before
+    t_seen = time.monotonic()
+    assert arrived >= 2 and t_seen - t0 < 4.5, (arrived, t_seen - t0)  # else nothing was throttled
+    assert proc.output().count(reason) == 1
+    time.sleep(5.2 - (time.monotonic() - t_seen))  # the first line was logged before t_seen
+    h.pub_raw.publish(raw_image(rgb, "bayer_gbrg8", new_key("throttle")))
+    h.wait_for(lambda: proc.output().count(reason) == 2, 15, "the log line after 5 s")
+    lines = [ln for ln in proc.output().splitlines() if reason in ln]
+    assert f"(and {arrived - 1} more like it)" in lines[1] and "more like it" not in lines[0], lines
     assert proc.proc.poll() is None
 
 
