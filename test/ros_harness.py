@@ -118,9 +118,10 @@ class Harness:
         raise AssertionError("the node did not come up (no subscription, diagnostics or matched outputs)")
 
     def settled_diag(self, timeout: float = 15.0) -> Dict[str, str]:
-        """The first diagnostics published after every output so far arrived, once the node's
-        counters add up (received = processed + dropped + rejected + late)."""
-        t0 = max(self.arrival.values(), default=0.0)
+        """The first diagnostics published after this call and after every output so far arrived,
+        once the node's counters add up (received = processed + dropped + rejected + late). After
+        the call: a frame that gave no output (rejected) may have come after the last output."""
+        t0 = max(max(self.arrival.values(), default=0.0), time.perf_counter())
 
         def ok():
             if not self.diagnostics:
