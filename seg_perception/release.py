@@ -69,12 +69,14 @@ def _val_text(metrics: Dict) -> str:
     return f"{metrics['val_miou']:.2f}" + (" (the recipe run on train alone)" if "val_miou_not_held_out" in metrics else "")
 
 
-def _val_metrics(card, data: str, threads: int, what: str) -> Dict:
-    res = evaluate(card, data, "camvid", "val", backend="onnxruntime", threads=threads)
+def _val_metrics(card, data: str, threads: int, what: str, width: int = 0, height: int = 0) -> Dict:
+    """Val figures of ``card``'s weights at the network input ``width`` x ``height`` (0: the card's)."""
+    res = evaluate(card, data, "camvid", "val", backend="onnxruntime", threads=threads, width=width, height=height)
+    w, h = res["input_size"]
     return {"val_miou": res["miou"], "val_pixel_accuracy": res["pixel_accuracy"],
             "val_per_class_iou": res["per_class_iou"],
-            "val_measured_with": f"seg-perception evaluate: ONNX Runtime fp32, CamVid val ({res['frames']} frames)"
-                                 + what}
+            "val_measured_with": f"seg-perception evaluate: ONNX Runtime fp32 at {w}x{h}, CamVid val "
+                                 f"({res['frames']} frames)" + what}
 
 
 def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = None, calib_images: int = 100,
@@ -132,14 +134,15 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
         card.training["recipe_run"] = {"pending": recipe_pending}
     else:
         # Val is in these weights' training data: the card's val figure is the recipe run's
-        # (the same recipe on train alone), exported and measured the same way.
+        # (the same recipe on train alone), exported and measured the same way, at the size the
+        # shipped card runs at (a card may ship at another size than it trained at).
         with tempfile.TemporaryDirectory(prefix="seg_release_") as tmp:
             r_onnx = write_onnx(rcard, Path(tmp) / f"{name}.onnx", dynamic=True)
             r_exported = exported_card(rcard, r_onnx, dynamic=True)
             metrics = _val_metrics(r_exported, data, threads,
                                    f", weights of the same recipe trained on train alone ({Path(recipe_run).name}, "
                                    f"{_epochs_done(Path(recipe_run))} epochs); the shipped weights trained on "
-                                   f"{card.training.get('train_split')}")
+                                   f"{card.training.get('train_split')}", card.input_width, card.input_height)
         own = evaluate(card, data, "camvid", "val", backend="onnxruntime", threads=threads)
         metrics["val_miou_not_held_out"] = own["miou"]  # for the record only: val was training data
         card.training["recipe_run"] = {"folder": Path(recipe_run).name, "train_split": rcard.training.get("train_split"),

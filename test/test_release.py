@@ -100,6 +100,26 @@ def test_a_run_trained_on_val_takes_its_val_figure_from_the_recipe_run(tmp_path,
     assert card.training["recipe_run"]["train_split"] == "train"
 
 
+def test_the_recipe_figure_is_measured_at_the_size_the_card_ships_at(tmp_path, camvid_sample):
+    """A card set to run at another size than its recipe run's (e.g. 448x336 for a net trained at
+    480x360) gets the recipe's val figure at its own size, and says which."""
+    final = _run_on(tmp_path / "final", "train+val", seed=1)
+    card = load_card(final / f"{NAME}.yaml")
+    card.input_width, card.input_height = 64, 48
+    card.save(card.path)
+    recipe = _run_on(tmp_path / "recipe", "train", seed=2)  # 96x72
+    assert main(["release", "--run", str(final), "--name", NAME, "--to", str(tmp_path / "models"), "--data",
+                 str(camvid_sample), "--threads", "1", "--no-int8", "--recipe-run", str(recipe)]) == 0
+    card = load_card(tmp_path / "models" / f"{NAME}.yaml")
+    rcard = load_card(recipe / f"{NAME}.yaml")
+    at_64 = evaluate(rcard, str(camvid_sample), "camvid", "val", backend="torch", width=64, height=48)
+    at_96 = evaluate(rcard, str(camvid_sample), "camvid", "val", backend="torch")
+    assert at_64["miou"] != at_96["miou"]  # the size matters for this test to mean anything
+    assert card.metrics["val_miou"] == pytest.approx(at_64["miou"], abs=0.3)
+    assert "ONNX Runtime fp32 at 64x48" in card.metrics["val_measured_with"]
+    assert card.metrics["gmacs_at"] == "64x48"
+
+
 def test_a_run_trained_on_val_ships_pending_and_is_released_again_when_its_recipe_run_is_done(
         tmp_path, camvid_sample, capsys, monkeypatch):
     """--recipe-pending ships train+val weights with no val figure and says why; releasing a
