@@ -310,7 +310,7 @@ def test_engine_is_built_once_with_a_sidecar(fp32_onnx, tmp_path):
     assert {k: side[k] for k in eng.SIDECAR_FIELDS} == {
         "onnx_sha256": sha256(fp32_onnx), "tensorrt_version": "10.3.0", "gpu_name": "Orin",
         "compute_capability": "8.7", "precision": "fp32", "input_shape": list(SHAPE),
-        "outputs": ["labels", "confidence"]}
+        "outputs": ["labels", "confidence"], "tf32": False}
     assert builder.outputs == ("labels", "confidence")
     path2, decision2 = _ensure(fp32_onnx, cache, builder)
     assert decision2.action == "reuse" and path2 == path and len(builder.calls) == 1
@@ -335,7 +335,8 @@ def test_valid_engine_in_an_unwritable_cache_is_reused_without_writing(fp32_onnx
 
 
 STALE = {"onnx_sha256": "0" * 64, "tensorrt_version": "8.6.1", "gpu_name": "Xavier",
-         "compute_capability": "7.2", "precision": "fp16", "input_shape": [1, 360, 480, 3], "outputs": ["labels"]}
+         "compute_capability": "7.2", "precision": "fp16", "input_shape": [1, 360, 480, 3], "outputs": ["labels"],
+         "tf32": True}
 
 
 @pytest.mark.parametrize("field", eng.SIDECAR_FIELDS)
@@ -447,6 +448,23 @@ def test_decide_is_pure():
     assert eng.decide(True, good, key, rebuild=False).action == "reuse"
     assert eng.decide(True, dict(good, precision="fp32"), key, rebuild=False) == eng.CacheDecision(
         "refuse", "the cached engine is stale: it was built for precision 'fp32', now 'fp16'", "precision")
+
+
+def test_fp32_engines_are_built_without_tf32_and_older_ones_rebuilt(fp32_onnx, tmp_path):
+    """An fp32 engine is full fp32 (TensorRT would allow TF32 by default); the sidecar says so, and
+    an fp32 engine cached before the field existed (built with TF32 allowed) is rebuilt, while
+    fp16 and int8 engines of that time are still good."""
+    cache, builder = tmp_path / "cache", StandInBuilder()
+    path, _ = _ensure(fp32_onnx, cache, builder)
+    meta = json.loads(eng.sidecar_path(path).read_text())
+    assert meta["tf32"] is False and meta["precision"] == "fp32"
+    del meta["tf32"]
+    eng.sidecar_path(path).write_text(json.dumps(meta))
+    path, decision = _ensure(fp32_onnx, cache, builder)
+    assert decision.action == "build" and decision.field == "tf32", decision
+    key = eng.EngineKey("ab", "10.3", "Orin", "8.7", "fp16", (1, 8, 8, 3), tf32=eng.uses_tf32("fp16"))
+    old = {k: v for k, v in key.to_dict().items() if k != "tf32"}
+    assert eng.decide(True, old, key).action == "reuse"
 
 
 def test_default_cache_dir(monkeypatch, tmp_path):

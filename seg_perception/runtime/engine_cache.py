@@ -36,10 +36,11 @@ from ..paths import cache_dir
 log = logging.getLogger(__name__)
 
 SIDECAR_FIELDS = ("onnx_sha256", "tensorrt_version", "gpu_name", "compute_capability", "precision",
-                  "input_shape", "outputs")
+                  "input_shape", "outputs", "tf32")
 ALL_OUTPUTS = ("labels", "confidence")
-# Sidecars written before a field existed: what the engines of that time were built with.
-SIDECAR_DEFAULTS = {"outputs": list(ALL_OUTPUTS)}
+# Sidecars written before a field existed: what the engines of that time were built with
+# (TensorRT allows TF32 unless told not to).
+SIDECAR_DEFAULTS = {"outputs": list(ALL_OUTPUTS), "tf32": True}
 DEFAULT_WORKSPACE_MIB = 1024
 
 
@@ -58,6 +59,7 @@ class EngineKey:
     precision: str
     input_shape: Tuple[int, ...]
     outputs: Tuple[str, ...] = ALL_OUTPUTS
+    tf32: bool = True  # float layers may round their inputs to TF32 (False for fp32: see uses_tf32)
 
     def to_dict(self) -> Dict:
         d = asdict(self)
@@ -71,6 +73,13 @@ class CacheDecision:
     action: str                  # "reuse" | "build" | "refuse"
     reason: str
     field: Optional[str] = None  # the sidecar field that differs, "sidecar" when unreadable
+
+
+def uses_tf32(precision: str) -> bool:
+    """TensorRT lets float convolutions round their inputs to TF32 (10-bit mantissa) on Ampere and
+    later GPUs, Jetson Orin included, unless the builder is told not to. An engine asked for as
+    fp32 is the full-precision reference (fp16 is the fast choice), so it is built without."""
+    return precision != "fp32"
 
 
 def default_cache_dir() -> Path:
@@ -161,7 +170,8 @@ def ensure_engine(onnx_path: str | Path, precision: str, input_shape: Sequence[i
     env = env if env is not None else build_environment()
     key = EngineKey(onnx_sha256=sha256(onnx_path), tensorrt_version=env["tensorrt_version"],
                     gpu_name=env["gpu_name"], compute_capability=env["compute_capability"],
-                    precision=precision, input_shape=tuple(int(v) for v in input_shape), outputs=outputs)
+                    precision=precision, input_shape=tuple(int(v) for v in input_shape), outputs=outputs,
+                    tf32=uses_tf32(precision))
     path = engine_path(cache, onnx_path, precision, outputs)
     decision = decide(path.is_file(), read_sidecar(path), key, rebuild)
     if decision.action == "reuse":
@@ -247,6 +257,8 @@ def build_serialized_engine(onnx_path: str | Path, precision: str, input_shape: 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
     flags = trt.BuilderFlag
+    if not uses_tf32(precision) and hasattr(flags, "TF32"):
+        config.clear_flag(flags.TF32)
     if precision == "fp16":
         if not hasattr(flags, "FP16"):
             raise EngineCacheError(f"TensorRT {trt.__version__} has no FP16 builder flag (strong typing "
