@@ -23,6 +23,7 @@ def test_attach_mismatch_fails_fast_and_overrides_reach_report(tmp_path, capsys,
         while "segmenting /other_cam/image_raw" not in node.output() and time.monotonic() < up:
             assert node.running(), node.output()
             time.sleep(0.1)
+        assert "segmenting /other_cam/image_raw" in node.output(), node.output()
         t0 = time.monotonic()
         rc = main(["eval-bag", str(bag), "--attach", "--model", str(random_model), "--startup-timeout", "90",
                    "--out", str(tmp_path / "r1")])
