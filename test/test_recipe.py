@@ -465,3 +465,24 @@ def test_class_weights_from_hand_counted_labels(tmp_path):
     p[0], p[1], p[2] = 18 / 30, 8 / 30, 4 / 30
     np.testing.assert_allclose(w, 1.0 / np.log(1.02 + p), rtol=1e-6)
     assert w[2] > w[1] > w[0]  # rarer classes weigh more
+
+
+def test_teacher_loaded_in_the_students_memory_format(tmp_path):
+    """A channels_last run gets a channels_last teacher (contiguous weights under a channels_last
+    batch are converted on every call), with the same logits as the contiguous one."""
+    from conftest import make_random_model
+    from seg_perception.train.loop import load_teacher
+    card = make_random_model(tmp_path, arch="rdsnet", width=64, height=48, onnx=False)
+    plain = load_teacher(str(card), 11, torch.device("cpu"))
+    cl = load_teacher(str(card), 11, torch.device("cpu"), torch.channels_last)
+    convs = [m.weight for m in cl.modules() if isinstance(m, nn.Conv2d) and m.weight.shape[-1] > 1]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert not all(m.weight.is_contiguous(memory_format=torch.channels_last)
+                   for m in plain.modules() if isinstance(m, nn.Conv2d) and m.weight.shape[-1] > 1)
+    assert not any(p.requires_grad for p in cl.parameters()) and not cl.training
+    x = torch.rand(2, 3, 48, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(cl(x.contiguous(memory_format=torch.channels_last)), plain(x),
+                                   rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="12 classes|11 classes"):
+        load_teacher(str(card), 12, torch.device("cpu"))

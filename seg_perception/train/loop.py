@@ -293,8 +293,10 @@ def agreed_step(cfg: TrainConfig, num_classes: int, device: torch.device, rank: 
     return answer[0]
 
 
-def load_teacher(card_path: str, num_classes: int, device: torch.device) -> nn.Module:
-    """A trained network (by its model card) in eval mode, for distillation."""
+def load_teacher(card_path: str, num_classes: int, device: torch.device,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> nn.Module:
+    """A trained network (by its model card) in eval mode, for distillation, in the student's
+    memory format (a channels_last batch through contiguous weights converts them every call)."""
     card = load_card(card_path)
     if card.num_classes != num_classes:
         raise ValueError(f"teacher {card_path} has {card.num_classes} classes, the student {num_classes}")
@@ -304,7 +306,7 @@ def load_teacher(card_path: str, num_classes: int, device: torch.device) -> nn.M
     net = load_weights(build_model(card.architecture, card.num_classes), weights)
     for p in net.parameters():
         p.requires_grad_(False)
-    return net.to(device).eval()
+    return net.to(device, memory_format=memory_format).eval()
 
 
 def init_from(model: nn.Module, source: str, architecture: str) -> tuple[int, List[str]]:
@@ -497,7 +499,7 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     model.to(device, memory_format=mem_fmt)
     if enc_stage is not None:
         enc_stage.to(device, memory_format=mem_fmt)
-    teacher = load_teacher(cfg.teacher, table.num_classes, device) if cfg.teacher else None
+    teacher = load_teacher(cfg.teacher, table.num_classes, device, mem_fmt) if cfg.teacher else None
 
     stage = "encoder" if cfg.encoder_epochs else "full"
     opt = make_optimizer(cfg, (enc_stage if stage == "encoder" else model).parameters())
