@@ -43,8 +43,11 @@ def test_resume_continues_exactly(straight, tmp_path, camvid_root):
     with open(tmp_path / "log.csv", "a") as f:  # epoch 2 logged, its checkpoint never written, a row cut off
         f.write("2,full,9.99999,0.0001,,,1.0,\r\n3,fu")
     resumed = TrainConfig(data=str(camvid_root), out=str(tmp_path), **cfg)
-    # The LR schedule of a 2-epoch run is recomputed on resume.
-    train(resumed, resume=True, log=lambda *_: None)
+    # The LR schedule of a 2-epoch run is recomputed on resume, and the log says so.
+    lines = []
+    train(resumed, resume=True, log=lines.append)
+    bent = [l for l in lines if "where the checkpoint had 1" in l]
+    assert len(bent) == 1 and "--epochs 2" in bent[0], lines
     a = torch.load(out / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
     for k in a:

@@ -553,6 +553,7 @@ def restore(run: Run, log=print) -> None:
                              "or start a new run folder")
         run.ema.load_state_dict(ck["ema"])
     run.start_epoch, run.best = ck["epoch"] + 1, ck["best_miou"]
+    lr_at_stop = run.opt.param_groups[0]["lr"]
     if isinstance(run.sched, torch.optim.lr_scheduler.LambdaLR):
         # Recompute from this run's schedule, so extending --epochs on resume works too.
         for g, base, fn in zip(run.opt.param_groups, run.sched.base_lrs, run.sched.lr_lambdas):
@@ -560,6 +561,12 @@ def restore(run: Run, log=print) -> None:
     if run.main:
         _trim_csv(run.out / "log.csv", run.start_epoch)
         log(f"[train] resumed from {ckpt_path} at epoch {run.start_epoch} (best val mIoU {run.best:.2f})")
+        was = ck["config"].get("epochs")
+        if was is not None and was != run.cfg.epochs and isinstance(run.sched, torch.optim.lr_scheduler.LambdaLR):
+            # A changed length bends the poly schedule: say by how much, it is easy to miss.
+            log(f"[train] --epochs {run.cfg.epochs} where the checkpoint had {was}: the poly learning rate "
+                f"is recomputed for the new length, {run.opt.param_groups[0]['lr']:.2e} now against "
+                f"{lr_at_stop:.2e} at the stop")
 
 
 @dataclass
