@@ -251,6 +251,8 @@ def test_a_resumed_run_keeps_the_precision_and_layout_it_began_with(tmp_path, ca
                       **dict(cfg, epochs=2, precision="auto", memory_format="auto")), resume=True, log=lines.append)
     assert any("precision fp32, contiguous (auto: fp32 and contiguous as this run began (last.pt))" in ln
                for ln in lines), lines
+    # auto is not a change of recipe; the longer schedule is.
+    assert [ln.split(": ", 1)[1] for ln in lines if "settings changed" in ln] == ["epochs 1 -> 2"], lines
     fresh = []
     train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "new"),
                       **dict(cfg, precision="auto", memory_format="auto")), log=fresh.append)

@@ -46,14 +46,19 @@ def test_resume_continues_exactly(straight, tmp_path, camvid_root):
     # The LR schedule of a 2-epoch run is recomputed on resume, and the log says so.
     lines = []
     train(resumed, resume=True, log=lines.append)
-    bent = [l for l in lines if "where the checkpoint had 1" in l]
-    assert len(bent) == 1 and "--epochs 2" in bent[0], lines
+    changed = [l for l in lines if "settings changed since the checkpoint" in l]
+    assert len(changed) == 1 and changed[0].endswith(": epochs 1 -> 2"), lines
+    assert any("poly learning rate is recomputed for 2 epochs" in l for l in lines), lines
     a = torch.load(out / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"] and rows[1]["train_loss"] != "9.99999"
+    again = []  # the same recipe, scored less often: nothing to report
+    train(TrainConfig(data=str(camvid_root), out=str(tmp_path), **dict(cfg, eval_every=2)), resume=True,
+          log=again.append)
+    assert any("resumed from" in l for l in again) and not any("changed" in l for l in again), again
 
 
 def test_bad_model_and_schedule(tmp_path, camvid_root):

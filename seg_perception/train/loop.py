@@ -561,12 +561,27 @@ def restore(run: Run, log=print) -> None:
     if run.main:
         _trim_csv(run.out / "log.csv", run.start_epoch)
         log(f"[train] resumed from {ckpt_path} at epoch {run.start_epoch} (best val mIoU {run.best:.2f})")
-        was = ck["config"].get("epochs")
-        if was is not None and was != run.cfg.epochs and isinstance(run.sched, torch.optim.lr_scheduler.LambdaLR):
-            # A changed length bends the poly schedule: say by how much, it is easy to miss.
-            log(f"[train] --epochs {run.cfg.epochs} where the checkpoint had {was}: the poly learning rate "
-                f"is recomputed for the new length, {run.opt.param_groups[0]['lr']:.2e} now against "
-                f"{lr_at_stop:.2e} at the stop")
+        changed = _changed_settings(ck["config"], run.cfg)
+        if changed:
+            # Resume is exact only with the same recipe: a changed one is allowed, and said.
+            log("[train] settings changed since the checkpoint (the run is no longer one recipe): "
+                + ", ".join(f"{k} {a} -> {b}" for k, a, b in changed))
+        if "epochs" in {k for k, _, _ in changed} and isinstance(run.sched, torch.optim.lr_scheduler.LambdaLR):
+            log(f"[train] the poly learning rate is recomputed for {run.cfg.epochs} epochs: "
+                f"{run.opt.param_groups[0]['lr']:.2e} now against {lr_at_stop:.2e} at the stop")
+
+
+# Settings that may differ on resume without changing what is trained: where things are,
+# how fast, how often it is scored.
+_MACHINE_SETTINGS = {"data", "out", "workers", "threads", "command", "eval_every", "max_val_images",
+                     "precision", "memory_format"}
+
+
+def _changed_settings(saved: dict, cfg: TrainConfig) -> List[tuple]:
+    """(name, checkpoint's value, this run's value) for each recipe setting that differs."""
+    now = asdict(cfg)
+    return [(k, saved[k], now[k]) for k in now
+            if k not in _MACHINE_SETTINGS and k in saved and saved[k] != now[k]]
 
 
 @dataclass
