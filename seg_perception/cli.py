@@ -135,7 +135,9 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--val-split", default="val", help="split to validate on; none: no validation" + d)
     p.add_argument("--max-train-images", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--max-val-images", type=int, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/last.pt, exactly, with the same flags; a changed --epochs "
+                        "recomputes the learning-rate schedule, and the log lists any changed setting")
 
     def run(a):
         from .nets import list_models
