@@ -299,6 +299,32 @@ def _release(p: argparse.ArgumentParser):
     return run
 
 
+@command("adapt", "a model for your own camera: BatchNorm statistics re-estimated on unlabelled frames of it")
+def _adapt(p: argparse.ArgumentParser):
+    from .adapt import DEFAULT_BLEND, DEFAULT_FRAMES
+    d = " (default: %(default)s)"
+    p.add_argument("--model", default=None, help="model to adapt: a name in models/ or a card .yaml "
+                   "(default: the shipped default)")
+    p.add_argument("--frames", required=True, help="a rosbag2 recorded with your camera, or a folder of its images")
+    p.add_argument("--image-topic", default=None, help="the bag's camera topic (default: the bag's only "
+                   "image topic, or /camera/image_raw)")
+    p.add_argument("--num-frames", type=int, default=DEFAULT_FRAMES, help="frames taken evenly over the "
+                   "whole recording" + d)
+    p.add_argument("--blend", type=float, default=DEFAULT_BLEND, help="share of the new frames' statistics; "
+                   "the rest keeps the training statistics (1: the new frames' alone)" + d)
+    p.add_argument("--out", required=True, help="folder for the new model's weights, card and ONNX")
+    p.add_argument("--name", default=None, help="the new model's name (default: <model>_adapted)")
+    p.add_argument("--batch", type=int, default=8, help="frames per forward pass" + d)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: its default)" + d)
+
+    def run(a):
+        from .adapt import adapt
+        from .paths import DEFAULT_MODEL
+        adapt(a.model or DEFAULT_MODEL, a.frames, a.out, a.name, a.num_frames, a.blend, a.image_topic,
+              a.batch, a.threads)
+    return run
+
+
 @command("models", "list the networks of the zoo, or (--shipped) the trained models and their figures")
 def _models(p: argparse.ArgumentParser):
     p.add_argument("--shipped", action="store_true", help="a markdown table of the model cards in models/")

@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..card import PRECISIONS, check_precision, load_card, onnx_role
-from ..data.datasets import IMAGE_EXTS, read_rgb
+from ..runtime.frame_sources import read_frames
 
 # Minimum label agreement (percent of pixels) with ONNX Runtime running the same ONNX file.
 # fp16 and int8 kernels round differently from the CPU's, so they get some slack.
@@ -76,23 +76,6 @@ def _cuda_version(v) -> str:
 
 
 # ------------------------------------------------------------------ frames
-def _bag_frames(path: Path, n: int) -> List[Tuple[np.ndarray, str]]:
-    from ..data.bag_io import IMAGE_TYPES, BagReader
-    from ..runtime.image_conversion import message_to_array
-    out = []
-    with BagReader(path) as r:
-        topics = [t for t in r.topics().values() if t.msgtype in IMAGE_TYPES]
-        if not topics:
-            raise ValueError(f"bag {path} has no sensor_msgs Image or CompressedImage topic")
-        for m in r.messages([topics[0].name]):
-            if m.msg is None:
-                continue
-            out.append(message_to_array(m.msg))
-            if len(out) >= n:
-                break
-    return out
-
-
 def default_frames_source() -> Optional[Path]:
     """The shipped sample bag, else CamVid val; None when neither is here."""
     from ..paths import sample_bag
@@ -113,17 +96,8 @@ def load_frames(source: Optional[str | Path], n: int) -> Tuple[List[Tuple[np.nda
         rng = np.random.default_rng(0)
         frames = [(rng.integers(0, 256, (360, 480, 3), dtype=np.uint8), "rgb") for _ in range(n)]
         return frames, f"{n} synthetic frames (no sample bag or CamVid found; pass --frames)"
-    if not src.exists():
-        raise FileNotFoundError(f"frames source {src} not found: pass a folder of images or a rosbag2")
-    is_bag = (src.is_dir() and (src / "metadata.yaml").is_file()) or src.suffix in (".mcap", ".db3")
-    if is_bag:
-        frames = _bag_frames(src, n)
-    else:
-        files = sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_EXTS)[:n] if src.is_dir() else [src]
-        frames = [(read_rgb(f), "rgb") for f in files]
-    if not frames:
-        raise FileNotFoundError(f"no frames in {src}: pass a folder of images or a rosbag2 with images")
-    return frames, f"{len(frames)} frames from {src}"
+    got = read_frames(src, n)
+    return got.frames, got.note
 
 
 # ------------------------------------------------------------------ checks

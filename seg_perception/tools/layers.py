@@ -5,7 +5,7 @@
 
 Floors, bottom first (docs/architecture.md says what each part owns):
 
-    cli      cli, release, tools, and each area's commands.py (the area's subcommands)
+    cli      cli, release, adapt, tools, and each area's commands.py (the area's subcommands)
     areas    train  deploy  evaluation  ros   side by side: none imports another
     runtime  runtime
     base     nets  data  card  metrics  paths  files  timing
@@ -31,7 +31,7 @@ FLOORS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("base", ("nets", "data", "card", "metrics", "paths", "files", "timing")),
     ("runtime", ("runtime",)),
     ("areas", ("train", "deploy", "evaluation", "ros")),
-    ("cli", ("cli", "release", "tools", "*.commands")),
+    ("cli", ("cli", "release", "adapt", "tools", "*.commands")),
 )
 # Floors whose parts may import each other (acyclically); on the others they may not.
 SHARED_FLOORS = ("base", "cli")

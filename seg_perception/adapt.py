@@ -1,0 +1,100 @@
+"""`seg-perception adapt`: a model for your own camera from unlabelled frames of it.
+
+Reads frames spread over a rosbag2 (or a folder of images), re-estimates the network's
+BatchNorm statistics on them, blended with the training statistics
+(train/batchnorm_adaptation.py), and writes a new model beside nothing of the old one:
+weights, card and a dynamic-shape ONNX that the node runs like any other model. No label is
+needed and no learned weight changes; the new card says where the statistics came from.
+
+It combines train (the statistics) with deploy (the export), so it sits on the cli floor
+beside the command that runs it, like release (docs/architecture.md).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from .card import ModelCard, load_card
+from .deploy.export import exported_card, write_onnx
+from .paths import resolve_model
+from .runtime.backends import TorchBackend
+from .runtime.frame_sources import read_frames
+from .runtime.pipeline import Pipeline
+
+# Weight of the new frames' statistics: 0.5 measured best of 0.25-1.0 on the unseen CamVid
+# drive (docs/training.md, "Adapting to your camera").
+DEFAULT_BLEND = 0.5
+DEFAULT_FRAMES = 200
+FEW_FRAMES = 20  # below this the statistics of a drive are noisy (warned, not refused)
+# Figures that depend on the architecture alone stay valid after adaptation.
+ARCHITECTURE_METRICS = ("params", "gmacs", "gmacs_at")
+
+
+def adapt(model: str, frames: str | Path, out: str | Path, name: Optional[str] = None,
+          num_frames: int = DEFAULT_FRAMES, blend: float = DEFAULT_BLEND, image_topic: Optional[str] = None,
+          batch: int = 8, threads: int = 0, log: Callable[[str], None] = print) -> Path:
+    """Write ``out/NAME.pt``, ``NAME.onnx`` and ``NAME.yaml``; returns the card's path."""
+    # torch only here: the command line imports this module for its defaults
+    from .train.batchnorm_adaptation import reestimate_batchnorm
+    from .train.checkpoint import atomic_save
+    from .train.loop import command_line
+    if batch < 1:
+        raise ValueError(f"--batch must be at least 1, got {batch}")
+    if not 0.0 < blend <= 1.0:
+        raise ValueError(f"--blend must be above 0 and at most 1 (the new frames' share of the statistics), "
+                         f"got {blend}")
+    card = load_card(resolve_model(model))
+    name = name or f"{card.name}_adapted"
+    out = Path(out)
+    card_path = out / f"{name}.yaml"
+    if card_path.resolve() == card.path.resolve():
+        raise ValueError(f"{card_path} is the model being adapted: choose another --out or --name")
+    got = read_frames(frames, num_frames, spread=True, image_topic=image_topic)
+    log(f"[adapt] {card.name}: {got.note}")
+    if len(got.frames) < FEW_FRAMES:
+        log(f"[adapt] warning: only {len(got.frames)} frames; statistics from fewer than {FEW_FRAMES} are noisy "
+            "(record a longer bag, or pass a larger --num-frames)")
+
+    backend = TorchBackend(card, card.input_width, card.input_height, threads=threads)
+    pipe = Pipeline(backend, card)
+    small = [pipe.preprocess(frame, layout) for frame, layout in got.frames]  # the node's own resize
+
+    def batches():
+        torch = backend.torch
+        for s in range(0, len(small), batch):
+            yield torch.from_numpy(np.stack(small[s:s + batch])).to(backend.device)
+
+    shifts = reestimate_batchnorm(backend.model, batches(), blend)
+    biggest = sorted(shifts, key=lambda s: -s.shift)[:3]
+    mean_shift = float(np.mean([s.shift for s in shifts]))
+    log(f"[adapt] {len(shifts)} BatchNorm layers re-estimated, blend {blend}: the new frames' means differ from "
+        f"training by {mean_shift:.2f} standard deviations on average (most: "
+        + ", ".join(f"{s.name} {s.shift:.2f}" for s in biggest) + ")")
+
+    out.mkdir(parents=True, exist_ok=True)
+    new = ModelCard(**{k: v for k, v in card.__dict__.items() if k != "path"})
+    new.name, new.path = name, card_path
+    new.files = {"weights": f"{name}.pt"}
+    atomic_save({k: v.cpu() for k, v in backend.model.net.state_dict().items()}, out / f"{name}.pt")
+    adaptation = {
+        "from_model": card.name, "from_card": str(card.path), "frames": len(got.frames), "source": str(frames),
+        "image_topic": image_topic, "skipped_messages": got.skipped, "blend": blend, "batch": batch,
+        "mean_shift_sd": round(mean_shift, 4), "command": command_line(),
+        "from_model_val_miou": card.metrics.get("val_miou"),
+        "note": "BatchNorm statistics re-estimated on these unlabelled frames and blended with the training "
+                "ones; no learned weight changed. The source model's accuracy figures do not describe these "
+                "weights: measure them with 'seg-perception evaluate' on labelled frames of this camera."}
+    if "adaptation" in card.training:
+        adaptation["previous"] = card.training["adaptation"]
+    new.training = {**card.training, "adaptation": adaptation}
+    for key in ("export", "quantization", "quantization_cpu"):
+        new.training.pop(key, None)
+    new.metrics = {k: card.metrics[k] for k in ARCHITECTURE_METRICS if k in card.metrics}
+    onnx_path = write_onnx(new, out / f"{name}.onnx", dynamic=True)
+    new = exported_card(new, onnx_path, dynamic=True)
+    new.save(card_path)
+    log(f"[adapt] wrote {card_path} (weights {name}.pt, ONNX {onnx_path.name}); run it with "
+        f"model:={card_path}, or measure it: seg-perception evaluate --model {card_path} ...")
+    return card_path

@@ -1,0 +1,193 @@
+"""`seg-perception adapt`: BatchNorm statistics re-estimated on unlabelled frames of a camera.
+
+The statistics are checked against a direct computation, the frames against where they come
+from in a recording, the written model against ONNX Runtime, and the whole command against
+a real camera shift: CamVid frames with another white balance, which the shipped model
+misreads until it has seen some of them."""
+from __future__ import annotations
+
+import copy
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from seg_perception.card import load_card
+from seg_perception.cli import main
+from seg_perception.data import bag_io
+from seg_perception.runtime.frame_sources import read_frames
+from seg_perception.train.batchnorm_adaptation import reestimate_batchnorm
+
+T0 = 1_700_000_000 * 10**9
+
+
+def _run(capsys, *args):
+    rc = main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.Conv2d(4, 5, 1), nn.BatchNorm2d(5)).eval()
+
+
+def _batches():
+    """Three batches whose means differ, so that pooled and per-batch statistics differ too."""
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(2, 3, 8, 10, generator=g) * s + m for m, s in ((0.0, 1.0), (2.0, 0.5), (-1.0, 2.0))]
+
+
+def test_blend_one_gives_the_exact_statistics_of_the_new_frames():
+    net = _net()
+    weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k and "tracked" not in k}
+    tracked = net[1].num_batches_tracked.clone()
+    shifts = reestimate_batchnorm(net, iter(_batches()), 1.0)
+    with torch.no_grad():  # the first BatchNorm's input does not depend on any statistics
+        x = torch.cat([net[0](b) for b in _batches()]).transpose(0, 1).flatten(1).double()
+    assert torch.allclose(net[1].running_mean.double(), x.mean(1), atol=1e-5)
+    assert torch.allclose(net[1].running_var.double(), x.var(1), rtol=1e-4)
+    per_batch = torch.stack([net[0](b).transpose(0, 1).flatten(1).var(1) for b in _batches()]).mean(0)
+    assert (per_batch.double() - x.var(1)).abs().max() > 0.1  # an average of batch figures would fail above
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in weights.items())  # no learned weight moved
+    assert torch.equal(net[1].num_batches_tracked, tracked)
+    assert not any(m.training for m in net.modules())
+    assert [s.name for s in shifts] == ["1", "4"] and all(s.shift > 0 for s in shifts)
+
+
+def test_blend_mixes_training_and_new_statistics():
+    base = _net()
+    with torch.no_grad():
+        base[1].running_mean.copy_(torch.tensor([0.5, -0.5, 1.0, 0.0]))
+        base[1].running_var.copy_(torch.tensor([2.0, 1.0, 0.5, 3.0]))
+    full, half, none = copy.deepcopy(base), copy.deepcopy(base), copy.deepcopy(base)
+    reestimate_batchnorm(full, iter(_batches()), 1.0)
+    reestimate_batchnorm(half, iter(_batches()), 0.5)
+    reestimate_batchnorm(none, iter(_batches()), 0.0)
+    for key in ("running_mean", "running_var"):
+        b, f, h = (getattr(m[1], key) for m in (base, full, half))
+        assert torch.allclose(h, (b + f) / 2, atol=1e-6)
+        assert torch.equal(getattr(none[1], key), b)
+        assert (f - b).abs().max() > 0.1
+
+
+def test_adaptation_refuses_what_it_cannot_do():
+    with pytest.raises(ValueError, match="blend must be between 0"):
+        reestimate_batchnorm(_net(), iter(_batches()), 1.5)
+    with pytest.raises(ValueError, match="no BatchNorm layer"):
+        reestimate_batchnorm(nn.Conv2d(3, 3, 1), iter(_batches()), 0.5)
+    with pytest.raises(ValueError, match="no frames"):
+        reestimate_batchnorm(_net(), iter([]), 0.5)
+
+
+def _numbered_bag(path, n=12, broken=()):
+    """n bgr8 frames whose grey level says their index (10 * i); `broken` ones cannot be read."""
+    with bag_io.BagWriter(path, "mcap") as w:
+        for i in range(n):
+            t = T0 + i * 10**8
+            msg = bag_io.image_msg(np.full((24, 32, 3), 10 * i, np.uint8), "bgr8", t, "cam")
+            if i in broken:
+                msg.height = 99  # more rows than its data holds
+            w.write("/cam/image_raw", msg, t)
+            w.write("/cam/camera_info", bag_io.camera_info_msg(32, 24, t, "cam"), t)
+    return path
+
+
+def test_frames_spread_over_a_recording(tmp_path):
+    bag = _numbered_bag(tmp_path / "bag", broken=(7,))
+    first = read_frames(bag, 4)
+    assert [int(f[0, 0, 0]) // 10 for f, _ in first.frames] == [0, 1, 2, 3]
+    assert first.frames[0][1] == "bgr"
+    spread = read_frames(bag, 4, spread=True)
+    assert [int(f[0, 0, 0]) // 10 for f, _ in spread.frames] == [0, 4, 11]  # 7 is broken: skipped, not replaced
+    assert [int(f[0, 0, 0]) // 10 for f, _ in read_frames(bag, 5, spread=True).frames] == [0, 3, 6, 8, 11]
+    assert read_frames(bag, 4, spread=True, image_topic="/cam/image_raw").note.startswith("3 frames of /cam/image_raw")
+    every = read_frames(bag, 50, spread=True)
+    assert len(every.frames) == 11 and every.skipped == 1 and "1 unreadable messages skipped" in every.note
+    with pytest.raises(bag_io.BagError, match="holds sensor_msgs/msg/CameraInfo, not an image"):
+        read_frames(bag, 2, image_topic="/cam/camera_info")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        read_frames(tmp_path / "nope", 2)
+    with pytest.raises(ValueError, match="at least 1"):
+        read_frames(bag, 0)
+
+
+def test_frames_spread_over_a_folder(camvid_sample):
+    got = read_frames(camvid_sample / "val", 3, spread=True)
+    names = sorted((camvid_sample / "val").iterdir())
+    assert len(got.frames) == 3 and got.frames[0][0].shape == (360, 480, 3)
+    import cv2
+    assert np.array_equal(got.frames[2][0], cv2.imread(str(names[-1]))[:, :, ::-1])
+
+
+def _cast(img):
+    """Another camera's white balance: red up, blue down (what the shipped model misreads)."""
+    return np.clip(img.astype(np.float32) * np.array([1.25, 1.0, 0.7]), 0, 255).astype(np.uint8)
+
+
+def test_adapt_recovers_a_camera_shift(tmp_path, capsys, camvid_sample, shipped_model):
+    """Frames of the sample with a colour cast: the shipped model loses most of its accuracy on
+    them; adapted on the cast training frames (no labels), it regains most on the cast val ones."""
+    import cv2
+    from seg_perception.evaluation.split_accuracy import evaluate
+    shifted = tmp_path / "camvid_cast"
+    for split in ("train", "val"):
+        (shifted / split).mkdir(parents=True)
+        (shifted / f"{split}annot").symlink_to(camvid_sample / f"{split}annot")
+        (shifted / f"{split}.txt").write_text((camvid_sample / f"{split}.txt").read_text())
+        for f in (camvid_sample / split).iterdir():
+            assert cv2.imwrite(str(shifted / split / f.name), _cast(cv2.imread(str(f))[:, :, ::-1])[:, :, ::-1])
+    rc, out, err = _run(capsys, "adapt", "--model", shipped_model, "--frames", shifted / "train", "--out",
+                        tmp_path / "adapted", "--threads", 1)
+    assert rc == 0, err
+    card_path = tmp_path / "adapted" / "rdsnet_camvid_adapted.yaml"
+    assert f"wrote {card_path}" in out and "warning: only 10 frames" in out
+
+    def miou(card, data):
+        return evaluate(load_card(card), str(data), "camvid", "val", backend="onnxruntime", threads=1)["miou"]
+    clean, cast, adapted = miou(shipped_model, camvid_sample), miou(shipped_model, shifted), miou(card_path, shifted)
+    print(f"sample val mIoU: clean {clean:.1f}, cast {cast:.1f}, cast after adaptation {adapted:.1f}")
+    assert cast < clean - 30, (clean, cast)  # the shift is real
+    assert adapted > cast + 20, (cast, adapted)  # and adaptation undoes most of it
+
+
+def test_adapted_model_is_complete_and_runs_in_onnxruntime(tmp_path, capsys, shipped_model, val_frames):
+    from seg_perception.runtime.backends import OnnxRuntimeBackend, TorchBackend
+    rc, out, err = _run(capsys, "adapt", "--model", shipped_model, "--frames", bag_io_sample(), "--out", tmp_path,
+                        "--name", "mine", "--num-frames", 6, "--blend", 1, "--threads", 1)
+    assert rc == 0, err
+    card, source = load_card(tmp_path / "mine.yaml"), load_card(shipped_model)
+    assert card.name == "mine" and card.files["weights"] == "mine.pt" and card.files["onnx"] == "mine.onnx"
+    a = card.training["adaptation"]
+    assert a["from_model"] == source.name and a["frames"] == 6 and a["blend"] == 1.0
+    assert "val_miou" not in card.metrics and card.metrics["params"] == source.metrics["params"]
+    new_sd, old_sd = torch.load(card.file("weights")), torch.load(source.file("weights"))
+    assert any(not torch.equal(new_sd[k], old_sd[k]) for k in new_sd if k.endswith("running_mean"))
+    assert all(torch.equal(new_sd[k], old_sd[k]) for k in new_sd if "running" not in k and "tracked" not in k)
+    frame = val_frames[0][0]
+    ort = OnnxRuntimeBackend(card, 480, 360, threads=1).infer(frame)[0]
+    pt = TorchBackend(card, 480, 360, threads=1).infer(frame)[0]
+    assert (ort == pt).mean() > 0.999
+
+
+def bag_io_sample():
+    from seg_perception.paths import sample_bag
+    return sample_bag()
+
+
+def test_adapt_bad_arguments_are_one_line(tmp_path, capsys, shipped_model):
+    cases = [(["--blend", 0], "--blend must be above 0"),
+             (["--batch", 0], "--batch must be at least 1"),
+             (["--num-frames", 0], "at least 1"),
+             (["--frames", tmp_path / "missing"], "frames source .* not found"),
+             (["--out", shipped_model.parent, "--name", shipped_model.stem], "is the model being adapted")]
+    for extra, message in cases:
+        args = ["adapt", "--model", shipped_model, "--frames", bag_io_sample(), "--out", tmp_path / "o"] + extra
+        rc, out, err = _run(capsys, *args)
+        assert rc == 2, (extra, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and re.search(message, lines[0]), (extra, err)
+    assert not (tmp_path / "o").exists()
