@@ -115,6 +115,19 @@ def test_frames_spread_over_a_recording(tmp_path):
         read_frames(bag, 0)
 
 
+def test_frames_before_the_damage_of_a_cut_recording_are_kept(tmp_path):
+    rng = np.random.default_rng(0)
+    bag = tmp_path / "cut"
+    with bag_io.BagWriter(bag, "mcap") as w:  # ~0.9 MB a frame: the writer closes a chunk every frame or two
+        for i in range(8):
+            t = T0 + i * 10**8
+            w.write("/cam/image_raw", bag_io.image_msg(rng.integers(0, 255, (480, 640, 3), np.uint8), "rgb8", t, "c"), t)
+    f = next(bag.glob("*.mcap"))
+    f.write_bytes(f.read_bytes()[: int(f.stat().st_size * 0.6)])  # power lost mid-recording
+    got = read_frames(bag, 8, spread=True)
+    assert 1 <= len(got.frames) < 8 and "damaged" in got.note, got.note
+
+
 def test_frames_spread_over_a_folder(camvid_sample):
     got = read_frames(camvid_sample / "val", 3, spread=True)
     names = sorted((camvid_sample / "val").iterdir())

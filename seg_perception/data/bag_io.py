@@ -214,11 +214,14 @@ class BagReader:
 
     def _message(self, topic: str, msgtype: str, t_ns: int, raw: bytes, decode: bool) -> BagMessage:
         m = BagMessage(topic, msgtype, t_ns, raw=raw)
-        if decode:
-            try:
-                m.msg = self.ts.deserialize_cdr(raw, msgtype)
-            except Exception as e:
-                m.error = f"cannot deserialise {msgtype} on {topic}: {_one_line(e)}"
+        return self.decode(m) if decode else m
+
+    def decode(self, m: BagMessage) -> BagMessage:
+        """Deserialise a message read with ``decode=False`` (sets ``msg``, or ``error``)."""
+        try:
+            m.msg = self.ts.deserialize_cdr(m.raw, m.msgtype)
+        except Exception as e:
+            m.error = f"cannot deserialise {m.msgtype} on {m.topic}: {_one_line(e)}"
         return m
 
 

@@ -35,26 +35,29 @@ def _picks(total: int, n: int, spread: bool) -> List[int]:
 
 
 def _bag_frames(path: Path, n: int, spread: bool, image_topic: Optional[str]) -> Frames:
-    from ..data.bag_io import BagReader
-    frames, skipped = [], 0
+    from ..data.bag_io import BagError, BagReader
+    frames, skipped, damage = [], 0, ""
     with BagReader(path) as r:
         topic = r.image_topic(image_topic)
-        total = topic.count
-        if spread and total is None:  # the index does not say: count them first
-            total = sum(1 for _ in r.messages([topic.name], decode=False))
-        keep = set(_picks(total if total is not None else n, n, spread))
-        for i, m in enumerate(r.messages([topic.name])):
-            if spread and i not in keep:
-                continue
-            try:
-                if m.msg is None:
-                    raise ImageError(m.error or "message does not deserialise")
-                frames.append(message_to_array(m.msg))
-            except ImageError:
-                skipped += 1
-            if not spread and len(frames) >= n:
-                break
-    return Frames(frames, f"{len(frames)} frames of {topic.name} in {path}", skipped)
+        try:
+            total = topic.count
+            if spread and total is None:  # the index does not say: count them first
+                total = sum(1 for _ in r.messages([topic.name], decode=False))
+            keep = set(_picks(total if total is not None else n, n, spread))
+            for i, m in enumerate(r.messages([topic.name], decode=False)):
+                if spread and i not in keep:
+                    continue  # not deserialised: a long recording is read once, cheaply
+                try:
+                    if r.decode(m).msg is None:
+                        raise ImageError(m.error or "message does not deserialise")
+                    frames.append(message_to_array(m.msg))
+                except ImageError:
+                    skipped += 1
+                if not spread and len(frames) >= n:
+                    break
+        except BagError as e:  # cut short or damaged: keep the frames before the damage
+            damage = f"; {e}"
+    return Frames(frames, f"{len(frames)} frames of {topic.name} in {path}{damage}", skipped)
 
 
 def read_frames(source: str | Path, n: int, spread: bool = False, image_topic: Optional[str] = None) -> Frames:
