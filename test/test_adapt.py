@@ -115,6 +115,19 @@ def test_frames_spread_over_a_recording(tmp_path):
         read_frames(bag, 0)
 
 
+def test_a_bag_with_two_cameras_needs_its_topic_named(tmp_path):
+    bag = tmp_path / "two"
+    with bag_io.BagWriter(bag, "mcap") as w:
+        for i in range(3):
+            t = T0 + i * 10**8
+            for cam, level in (("front", 10), ("rear", 200)):
+                w.write(f"/{cam}/image_raw", bag_io.image_msg(np.full((8, 8), level, np.uint8), "mono8", t, cam), t)
+    with pytest.raises(bag_io.BagError, match="2 image topics to choose from; pass --image-topic"):
+        read_frames(bag, 2)
+    got = read_frames(bag, 2, image_topic="/rear/image_raw")
+    assert [int(f[0, 0]) for f, _ in got.frames] == [200, 200] and got.frames[0][1] == "mono"
+
+
 def test_frames_before_the_damage_of_a_cut_recording_are_kept(tmp_path):
     rng = np.random.default_rng(0)
     bag = tmp_path / "cut"

@@ -204,6 +204,8 @@ def _doctor(p: argparse.ArgumentParser):
     p.add_argument("--frames", default=None, help="folder of images or a rosbag2 (default: the shipped "
                    "sample bag, else CamVid val)")
     p.add_argument("--num-frames", type=int, default=8, help="frames to compare and time" + " (default: %(default)s)")
+    p.add_argument("--image-topic", default=None, help="the camera topic when --frames is a bag with several "
+                   "(default: its only image topic, or /camera/image_raw)")
     p.add_argument("--precisions", nargs="+", default=["fp32", "fp16", "int8"], help="engines to build" + " (default: %(default)s)")
     p.add_argument("--runs", type=int, default=50, help="timed runs per engine" + " (default: %(default)s)")
     p.add_argument("--cache-dir", default=None, help="engine cache folder")
@@ -221,7 +223,8 @@ def _doctor(p: argparse.ArgumentParser):
         if a.batch < 1:
             raise ValueError(f"--batch must be at least 1, got {a.batch}")
         return run_doctor(a.model or DEFAULT_MODEL, a.frames, a.precisions, a.num_frames, a.runs,
-                          cache_dir=a.cache_dir, workspace_mib=a.workspace, threads=a.threads, batch=a.batch)
+                          cache_dir=a.cache_dir, workspace_mib=a.workspace, threads=a.threads, batch=a.batch,
+                          image_topic=a.image_topic)
     return run
 
 

@@ -88,7 +88,8 @@ def default_frames_source() -> Optional[Path]:
     return root / "val" if (root / "val").is_dir() else None
 
 
-def load_frames(source: Optional[str | Path], n: int) -> Tuple[List[Tuple[np.ndarray, str]], str]:
+def load_frames(source: Optional[str | Path], n: int,
+                image_topic: Optional[str] = None) -> Tuple[List[Tuple[np.ndarray, str]], str]:
     """Up to ``n`` (frame, colour layout) from a folder of images or a rosbag2; synthetic
     frames when no source is given and no sample is installed."""
     src = Path(source) if source else default_frames_source()
@@ -96,7 +97,7 @@ def load_frames(source: Optional[str | Path], n: int) -> Tuple[List[Tuple[np.nda
         rng = np.random.default_rng(0)
         frames = [(rng.integers(0, 256, (360, 480, 3), dtype=np.uint8), "rgb") for _ in range(n)]
         return frames, f"{n} synthetic frames (no sample bag or CamVid found; pass --frames)"
-    got = read_frames(src, n)
+    got = read_frames(src, n, image_topic=image_topic)
     return got.frames, got.note
 
 
@@ -121,7 +122,7 @@ def _agreement(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
 
 def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequence[str] = PRECISIONS,
                num_frames: int = 8, runs: int = 50, warmup: int = 5, cache_dir: Optional[str] = None,
-               workspace_mib: int = 1024, threads: int = 0, batch: int = 2,
+               workspace_mib: int = 1024, threads: int = 0, batch: int = 2, image_topic: Optional[str] = None,
                out: Callable[[str], None] = print) -> int:
     from ..paths import resolve_model
     from ..runtime.backends import OnnxRuntimeBackend, tensorrt_available
@@ -142,7 +143,7 @@ def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequ
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     out(f"{'model':>12}: {card.name} ({card.architecture}, {w}x{h}), card {card.path}")
     out(f"{'engines':>12}: {cache}")
-    raw, frames_note = load_frames(frames_source, num_frames)
+    raw, frames_note = load_frames(frames_source, num_frames, image_topic)
     ort_fp32 = Pipeline(OnnxRuntimeBackend(card, w, h, "fp32", onnx_path=onnx["fp32"], threads=threads), card)
     frames = [ort_fp32.preprocess(f, layout) for f, layout in raw]
     out(f"{'frames':>12}: {frames_note}")
