@@ -2,9 +2,9 @@
 
 Reads frames spread over a rosbag2 (or a folder of images), re-estimates the network's
 BatchNorm statistics on them, blended with the training statistics
-(train/batchnorm_adaptation.py), and writes a new model beside nothing of the old one:
-weights, card and a dynamic-shape ONNX that the node runs like any other model. No label is
-needed and no learned weight changes; the new card says where the statistics came from.
+(train/batchnorm_adaptation.py), and writes a new model (weights, card and a dynamic-shape ONNX)
+that the node runs like any other; the source model's files are not touched. No label is needed
+and no learned weight changes; the new card says where the statistics came from.
 
 It combines train (the statistics) with deploy (the export), so it sits on the cli floor
 beside the command that runs it, like release (docs/architecture.md).
@@ -41,6 +41,8 @@ def adapt(model: str, frames: str | Path, out: str | Path, name: Optional[str] =
     from .train.batchnorm_adaptation import reestimate_batchnorm
     from .train.checkpoint import atomic_save
     from .train.loop import command_line
+    if num_frames < 1:
+        raise ValueError(f"--num-frames must be at least 1, got {num_frames}")
     if batch < 1:
         raise ValueError(f"--batch must be at least 1, got {batch}")
     if not 0.0 < blend <= 1.0:

@@ -29,6 +29,11 @@ def _run(capsys, *args):
     return rc, cap.out, cap.err
 
 
+def _sample_bag():
+    from seg_perception.paths import sample_bag
+    return sample_bag()
+
+
 def _net():
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
@@ -182,7 +187,7 @@ def test_adapt_recovers_a_camera_shift(tmp_path, capsys, camvid_sample, shipped_
 
 def test_adapted_model_is_complete_and_runs_in_onnxruntime(tmp_path, capsys, shipped_model, val_frames):
     from seg_perception.runtime.backends import OnnxRuntimeBackend, TorchBackend
-    rc, out, err = _run(capsys, "adapt", "--model", shipped_model, "--frames", bag_io_sample(), "--out", tmp_path,
+    rc, out, err = _run(capsys, "adapt", "--model", shipped_model, "--frames", _sample_bag(), "--out", tmp_path,
                         "--name", "mine", "--num-frames", 6, "--blend", 1, "--threads", 1)
     assert rc == 0, err
     assert "warning: only 6 frames" in out
@@ -200,19 +205,14 @@ def test_adapted_model_is_complete_and_runs_in_onnxruntime(tmp_path, capsys, shi
     assert (ort == pt).mean() > 0.999
 
 
-def bag_io_sample():
-    from seg_perception.paths import sample_bag
-    return sample_bag()
-
-
 def test_adapt_bad_arguments_are_one_line(tmp_path, capsys, shipped_model):
     cases = [(["--blend", 0], "--blend must be above 0"),
              (["--batch", 0], "--batch must be at least 1"),
-             (["--num-frames", 0], "at least 1"),
+             (["--num-frames", 0], "--num-frames must be at least 1"),
              (["--frames", tmp_path / "missing"], "frames source .* not found"),
              (["--out", shipped_model.parent, "--name", shipped_model.stem], "is the model being adapted")]
     for extra, message in cases:
-        args = ["adapt", "--model", shipped_model, "--frames", bag_io_sample(), "--out", tmp_path / "o"] + extra
+        args = ["adapt", "--model", shipped_model, "--frames", _sample_bag(), "--out", tmp_path / "o"] + extra
         rc, out, err = _run(capsys, *args)
         assert rc == 2, (extra, err)
         lines = err.strip().splitlines()

@@ -205,7 +205,7 @@ def _doctor(p: argparse.ArgumentParser):
                    "sample bag, else CamVid val)")
     p.add_argument("--num-frames", type=int, default=8, help="frames to compare and time" + " (default: %(default)s)")
     p.add_argument("--image-topic", default=None, help="the camera topic when --frames is a bag with several "
-                   "(default: its only image topic, or /camera/image_raw)")
+                   "(default: /camera/image_raw or its /compressed, else the bag's only image topic)")
     p.add_argument("--precisions", nargs="+", default=["fp32", "fp16", "int8"], help="engines to build" + " (default: %(default)s)")
     p.add_argument("--runs", type=int, default=50, help="timed runs per engine" + " (default: %(default)s)")
     p.add_argument("--cache-dir", default=None, help="engine cache folder")
