@@ -57,8 +57,9 @@ def adapt(model: str, frames: str | Path, out: str | Path, name: Optional[str] =
     got = read_frames(frames, num_frames, spread=True, image_topic=image_topic)
     log(f"[adapt] {card.name}: {got.note}")
     if len(got.frames) < FEW_FRAMES:
+        fix = "pass a larger --num-frames" if len(got.frames) == num_frames else "record a longer bag or more images"
         log(f"[adapt] warning: only {len(got.frames)} frames; fewer than {FEW_FRAMES} were never measured to help "
-            "(record a longer bag, or pass a larger --num-frames)")
+            f"({fix})")
 
     backend = TorchBackend(card, card.input_width, card.input_height, threads=threads)
     pipe = Pipeline(backend, card)

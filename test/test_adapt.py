@@ -154,6 +154,15 @@ def test_frames_spread_over_a_folder(camvid_sample):
     assert np.array_equal(got.frames[2][0], cv2.imread(str(names[-1]))[:, :, ::-1])
 
 
+def test_frames_of_a_dataset_root_leave_its_labels_out(camvid_sample):
+    """Pointed at a dataset's root (CamVid: train/ beside trainannot/), the masks are not frames."""
+    got = read_frames(camvid_sample, 100)
+    frames = sorted(p for d in ("train", "val") for p in (camvid_sample / d).iterdir())
+    assert len(got.frames) == len(frames) == 20, got.note
+    assert all(f.ndim == 3 and f.shape[2] == 3 for f, _ in got.frames)
+    assert "20 label images of a dataset layout left out" in got.note
+
+
 def _cast(img):
     """Another camera's white balance: red up, blue down (what the shipped model misreads)."""
     return np.clip(img.astype(np.float32) * np.array([1.25, 1.0, 0.7]), 0, 255).astype(np.uint8)

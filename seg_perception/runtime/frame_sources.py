@@ -27,6 +27,13 @@ def is_bag(path: Path) -> bool:
     return (path.is_dir() and (path / "metadata.yaml").is_file()) or path.suffix in (".mcap", ".db3")
 
 
+def _is_label_image(path: Path, root: Path) -> bool:
+    """A ground-truth mask in a dataset layout this package reads (folder: labels/, CamVid:
+    trainannot/, Cityscapes: gtFine/): class ids, not a camera frame."""
+    return any(d == "labels" or d.endswith("annot") or d.startswith("gt")
+               for d in (part.lower() for part in path.relative_to(root).parts[:-1]))
+
+
 def _picks(total: int, n: int, spread: bool) -> List[int]:
     """Which of ``total`` frames to keep: the first ``n``, or ``n`` evenly over all of them."""
     if not spread or total <= n:
@@ -62,7 +69,7 @@ def _bag_frames(path: Path, n: int, spread: bool, image_topic: Optional[str]) ->
 
 def read_frames(source: str | Path, n: int, spread: bool = False, image_topic: Optional[str] = None) -> Frames:
     """Up to ``n`` frames from a rosbag2 (its camera topic, or ``image_topic``) or a folder of
-    images (searched recursively, in name order): the first ``n``, or with ``spread`` ``n``
+    images (searched recursively, in name order; the label masks of a dataset folder left out): the first ``n``, or with ``spread`` ``n``
     taken evenly over the whole recording. Unreadable messages are skipped and counted."""
     src = Path(source)
     if n < 1:
@@ -72,9 +79,12 @@ def read_frames(source: str | Path, n: int, spread: bool = False, image_topic: O
     if is_bag(src):
         out = _bag_frames(src, n, spread, image_topic)
     else:
-        files = sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_EXTS) if src.is_dir() else [src]
+        found = sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_EXTS) if src.is_dir() else [src]
+        files = [p for p in found if not (src.is_dir() and _is_label_image(p, src))]
         out = Frames([(read_rgb(files[i]), "rgb") for i in _picks(len(files), n, spread)],
                      f"{min(n, len(files))} frames from {src}")
+        if len(files) < len(found):
+            out.note += f" ({len(found) - len(files)} label images of a dataset layout left out)"
     if not out.frames:
         raise FileNotFoundError(f"no readable frames in {src}"
                                 + (f" ({out.skipped} unreadable messages)" if out.skipped else "")
