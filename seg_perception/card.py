@@ -82,6 +82,21 @@ class ModelCard:
         lut[: self.num_classes] = np.asarray(self.class_colors, np.uint8)
         return lut
 
+    def check_classes(self, names: List[str], where: str, hint: str) -> None:
+        """Scoring or calibrating on data labelled with other classes gives meaningless figures:
+        a ValueError naming both tables, unless they agree. Names count only where both sides have
+        real ones (a folder dataset without dataset.yaml calls its classes class_0, class_1, ...)."""
+        names = [str(n) for n in names]
+        generic = any(n == [f"class_{i}" for i in range(len(n))] for n in (names, list(self.class_names)))
+        if len(names) == self.num_classes and (generic or names == list(self.class_names)):
+            return
+
+        def listed(n):
+            return ", ".join(n[:6]) + (", ..." if len(n) > 6 else "")
+        same = "the same classes in another order or with other names: " if len(names) == self.num_classes else ""
+        raise ValueError(f"{where} has {len(names)} classes ({listed(names)}) but model '{self.name}' has "
+                         f"{self.num_classes} ({listed(list(self.class_names))}): {same}{hint}")
+
     def file(self, role: str) -> Optional[Path]:
         """Absolute path of a file the card lists (weights, onnx, ...), or None."""
         name = self.files.get(role)

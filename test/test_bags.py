@@ -219,6 +219,29 @@ def one_line_error(err: str) -> str:
     return lines[0]
 
 
+def test_ground_truth_of_other_classes_is_refused(tmp_path, capsys, random_model, camvid_sample):
+    """make-bag states what its label ids mean; a model of another class table is refused before
+    it scores them (ids 0-3 of a user's 4 classes scored as CamVid's Sky..Pavement mean nothing)."""
+    bag = tmp_path / "bag"
+    make_bag(bag, root=camvid_sample, encoding="rgb8", indices=[1])
+    meta = bag / "metadata.yaml"
+    stated = yaml.safe_load(meta.read_text())["rosbag2_bagfile_information"]["custom_data"]
+    assert json.loads(stated[bag_io.GT_CLASSES_KEY])[:2] == ["Sky", "Building"]
+    rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "ok")
+    assert rc == 0, err
+    mine = json.dumps(["road", "sidewalk", "person", "other"])
+    info = yaml.safe_load(meta.read_text())
+    info["rosbag2_bagfile_information"]["custom_data"][bag_io.GT_CLASSES_KEY] = mine  # as a 4-class make-bag states
+    meta.write_text(yaml.safe_dump(info))
+    assert json.loads(bag_io.BagReader(bag).custom_data[bag_io.GT_CLASSES_KEY]) == json.loads(mine)
+    for mode in ("offline", "live"):
+        rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--mode", mode, "--out", tmp_path / mode)
+        line = one_line_error(err)
+        assert rc == 2 and "has 4 classes (road, sidewalk, person, other)" in line and "--model" in line, line
+    rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--no-gt", "--out", tmp_path / "nogt")
+    assert rc == 0, err
+
+
 def test_missing_and_truncated_bags(tmp_path, capsys, random_model):
     rc, out, err = run_cli(capsys, "eval-bag", tmp_path / "nope", "--model", random_model, "--out", tmp_path / "r")
     assert rc == 2 and "not found" in one_line_error(err)

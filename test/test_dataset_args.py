@@ -59,7 +59,10 @@ def test_evaluate_reads_the_folder_description(folder_dataset, random_model, tmp
     rc, out = evaluate_with({"ignore_index": 255})  # CamVid's unlabelled 11 becomes a bad label value
     assert rc == 2 and "value 11 outside the 11 classes" in out, out
     rc, out = evaluate_with({"classes": doc["classes"] + [{"name": "Extra", "color": [1, 2, 3]}], "ignore_index": 255})
-    assert rc == 2 and "the model has 11 classes but folder has 12" in out, out
+    assert rc == 2 and "folder val has 12 classes (Sky, Building" in out and "has 11 (Sky," in out, out
+    swapped = [doc["classes"][1], doc["classes"][0]] + doc["classes"][2:]
+    rc, out = evaluate_with({"classes": swapped})  # ids that mean other classes: a meaningless mIoU
+    assert rc == 2 and "the same classes in another order or with other names" in out, out
 
 
 def test_evaluate_folder_without_description_uses_card(folder_dataset, random_model, tmp_path, capsys):
@@ -95,3 +98,27 @@ def test_quantize_on_folder_dataset(folder_dataset, random_model, tmp_path, caps
     assert rc == 0, out
     assert f"calibrating on 2 images from folder {folder_dataset} train" in out
     assert "val (1 images, ONNX Runtime CPU)" in out
+
+
+def test_quantize_refuses_data_of_other_classes_and_drops_stale_figures(folder_dataset, random_model, tmp_path,
+                                                                      capsys):
+    """Calibrating a folder model on CamVid (the --dataset default) is refused; an INT8 file made
+    without --eval takes the card's previous INT8 figures away instead of inheriting them."""
+    import yaml
+    src = tmp_path / "m.onnx"
+    shutil.copy(random_model.with_suffix(".onnx"), src)
+    card = yaml.safe_load(random_model.with_suffix(".yaml").read_text())
+    renamed = [{**c, "name": f"mine{i}"} for i, c in enumerate(card["classes"])]
+    src.with_suffix(".yaml").write_text(yaml.safe_dump({**card, "classes": renamed,
+                                                        "metrics": {"int8": {"miou_drop": 0.1}}}))
+    rc = main(["quantize", "--onnx", str(src), "--data", str(folder_dataset), "--dataset", "folder",
+               "--num-images", "2", "--method", "ort"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "folder train has 11 classes (Sky," in err and "--calib-data DIR" in err, err
+    assert len(err.strip().splitlines()) == 1
+    frames = tmp_path / "frames"
+    shutil.copytree(folder_dataset / "train" / "images", frames)
+    rc = main(["quantize", "--onnx", str(src), "--calib-data", str(frames), "--num-images", "2", "--method", "ort"])
+    assert rc == 0, capsys.readouterr()
+    after = yaml.safe_load(src.with_suffix(".yaml").read_text())
+    assert after["files"]["onnx_int8"] == "m_int8.onnx" and "int8" not in after["metrics"]

@@ -29,6 +29,8 @@ DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
 DEFAULT_COMPRESSED_TOPIC = "/camera/image_raw/compressed"
 DEFAULT_INFO_TOPIC = "/camera/camera_info"
 DEFAULT_GT_TOPIC = "/camera/labels_gt"
+# metadata.yaml custom_data key: the class names (JSON list) the ground-truth topic's ids mean
+GT_CLASSES_KEY = "seg_perception.ground_truth_classes"
 
 
 class BagError(ValueError):
@@ -91,7 +93,9 @@ class BagReader:
             target = files[0]
         self.salvage = None   # McapSalvage: an .mcap read in file order up to where it breaks
         self.damage = ""      # where and why reading stopped early ("" while the bag reads whole)
-        self.expected = _recorded_counts(path)  # per topic, from metadata.yaml where it says
+        info = _bag_information(path)
+        self.expected = _recorded_counts(info)  # per topic, from metadata.yaml where it says
+        self.custom_data: Dict[str, str] = dict(info.get("custom_data") or {})  # {} in older bags
         try:
             self.reader = Reader(target)
             self.reader.open()
@@ -295,6 +299,10 @@ class BagWriter:
             self.counts[topic] = 0
         return c
 
+    def set_custom_data(self, key: str, value: str) -> None:
+        """A key of metadata.yaml's custom_data (rosbag2 keeps it; `ros2 bag info` ignores it)."""
+        self.writer.set_custom_data(key, value)
+
     def write(self, topic: str, msg, t_ns: int) -> None:
         msgtype = msg.__msgtype__
         self.write_raw(topic, msgtype, bytes(self.ts.serialize_cdr(msg, msgtype)), t_ns)
@@ -336,17 +344,24 @@ def _salvage(path: Path, target: Path):
     return s if s.message_count else None
 
 
-def _recorded_counts(path: Path) -> Dict[str, int]:
-    """Messages per topic as metadata.yaml recorded them ({} without one): what a damaged
-    file should have held."""
+def _bag_information(path: Path) -> dict:
+    """metadata.yaml's rosbag2_bagfile_information ({} without a readable one)."""
     meta = path / "metadata.yaml" if path.is_dir() else path.parent / "metadata.yaml"
     if not meta.is_file():
         return {}
     try:
         import yaml
         info = yaml.safe_load(meta.read_text())["rosbag2_bagfile_information"]
+        return info if isinstance(info, dict) else {}
+    except Exception:  # a damaged metadata.yaml costs only what it would have told
+        return {}
+
+
+def _recorded_counts(info: dict) -> Dict[str, int]:
+    """Messages per topic as metadata.yaml recorded them: what a damaged file should have held."""
+    try:
         return {t["topic_metadata"]["name"]: int(t["message_count"]) for t in info["topics_with_message_count"]}
-    except Exception:  # a damaged metadata.yaml only costs the lost-message count
+    except Exception:
         return {}
 
 

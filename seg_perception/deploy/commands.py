@@ -128,7 +128,11 @@ def _quantize(p: argparse.ArgumentParser):
             files = list_calibration_images(data, a.num_images, a.seed)
         else:
             data = f"{a.dataset} {dataset_root(a)} train"
-            files = list_calibration_images(open_from_args(a, "train", card=card), a.num_images, a.seed)
+            calib = open_from_args(a, "train", card=card)
+            card.check_classes(list(calib.table.names), f"{a.dataset} train",
+                               "calibrate on the data it was trained on (--dataset folder --data DIR for your "
+                               "own), or on frames of its camera with --calib-data DIR")
+            files = list_calibration_images(calib, a.num_images, a.seed)
         print(f"[quantize] calibrating on {len(files)} images from {data}")
         frames = calibration_frames(files, card, src)
         res = quantize_onnx(src, out, frames, method=a.method, calibration=a.calibration, target=a.target)
@@ -138,7 +142,11 @@ def _quantize(p: argparse.ArgumentParser):
         if a.eval:
             if a.eval_data:
                 a.data = a.eval_data
-            metrics = evaluate_int8(card, src, res.path, open_from_args(a, a.eval_split, card=card),
+            scored = open_from_args(a, a.eval_split, card=card)
+            card.check_classes(list(scored.table.names), f"{a.dataset} {a.eval_split}",
+                               "score it on the data it was trained on (--eval-data DIR with --dataset folder "
+                               "for your own), or leave out --eval")
+            metrics = evaluate_int8(card, src, res.path, scored,
                                     a.eval_split, a.max_eval_images, a.threads,
                                     log=lambda s: print(s, flush=True))
             print(f"[quantize] {metrics['split']} ({metrics['images']} images, ONNX Runtime CPU): fp32 mIoU "

@@ -308,7 +308,8 @@ def inspect_qdq(path: str | Path) -> Dict:
 
 def note_int8(card: ModelCard, int8_path: Path, res: QuantizeResult, metrics: Optional[Dict] = None) -> ModelCard:
     """List the INT8 file in ``card`` (role ``onnx_int8``, by name when it sits beside the card)
-    with how it was made and, when measured, its accuracy; in memory only."""
+    with how it was made and, when measured, its accuracy (unmeasured: the previous INT8 file's
+    figures are dropped, not left to describe this one); in memory only."""
     role = onnx_role("int8", res.target)
     same_dir = card.path is not None and Path(int8_path).parent.resolve() == card.path.parent.resolve()
     card.files = {**card.files, role: Path(int8_path).name if same_dir else str(Path(int8_path).resolve())}
@@ -316,9 +317,11 @@ def note_int8(card: ModelCard, int8_path: Path, res: QuantizeResult, metrics: Op
     key = "quantization" if res.target == "tensorrt" else "quantization_cpu"
     card.training[key] = {"method": res.method, "calibration": res.calibration,
                           "calibration_images": res.num_images, "format": FORMATS[res.target]}
+    card.metrics = dict(card.metrics)
     if metrics:
-        card.metrics = dict(card.metrics)
         card.metrics["int8" if res.target == "tensorrt" else "int8_cpu"] = metrics
+    else:  # figures of the file this one replaces would now describe the wrong model
+        card.metrics.pop("int8" if res.target == "tensorrt" else "int8_cpu", None)
     return card
 
 

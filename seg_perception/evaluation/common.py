@@ -2,6 +2,7 @@
 which model card, and a progress bar that only a terminal sees."""
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from typing import List, Optional
@@ -78,6 +79,23 @@ def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader) -> Inputs:
         source = f"topic {gt.name}"
     return Inputs(image, gt, folder, total, sample_indices(total, cfg.samples), source, readable=count,
                   recorded=recorded, damage=reader.damage)
+
+
+def check_ground_truth_classes(inp: Inputs, reader: bag_io.BagReader, card: ModelCard) -> None:
+    """A bag whose metadata names its ground truth's classes (make-bag writes them) must be
+    scored by a model of those classes: ids of another table give a meaningless mIoU."""
+    stated = reader.custom_data.get(bag_io.GT_CLASSES_KEY)
+    if inp.gt is None or not stated:
+        return
+    try:
+        names = [str(n) for n in json.loads(stated)]
+    except (ValueError, TypeError):
+        return  # unreadable metadata: score as a bag without it
+    try:
+        card.check_classes(names, f"the ground truth on {inp.gt.name} in bag {reader.path}",
+                           "pass the model trained on these classes with --model, or --no-gt to measure speed only")
+    except ValueError as e:
+        raise EvalError(str(e)) from None
 
 
 def partial_reason(inp: Inputs, read_error: str, corrupt: int) -> str:

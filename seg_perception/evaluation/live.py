@@ -27,7 +27,7 @@ from ..data import bag_io
 from ..runtime.backends import BACKENDS
 from ..runtime.image_conversion import to_rgb
 from ..runtime.node_process import NodeProcess, ros_env, private_domain
-from .common import Progress, load_model_card, open_bag, partial_reason, select_inputs
+from .common import Progress, check_ground_truth_classes, load_model_card, open_bag, partial_reason, select_inputs
 from .config import EXIT_NO_MATCH, EXIT_NODE, EvalConfig, EvalError
 from .out_bag import DRIVABLE, LABELS, OVERLAY, OutputBag, copy_topics
 from .participant import Participant
@@ -153,6 +153,8 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
         node = None
         client = None
         card = None if cfg.attach and not cfg.model else load_model_card(cfg.model)
+        if card is not None:  # before a node is started for nothing
+            check_ground_truth_classes(inp, reader, card)
         if cfg.attach:
             env_domain = os.environ.get("ROS_DOMAIN_ID", "")
             domain = domain_id if domain_id is not None else (int(env_domain) if env_domain.isdigit() else None)
@@ -183,6 +185,7 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
                 except EvalError:
                     raise EvalError(f"the attached node runs model '{name}', which is not in a models folder "
                                     "here: pass --model with its card .yaml") from None
+                check_ground_truth_classes(inp, reader, card)
             result = _play(cfg, reader, inp, client, card, node)
         finally:
             if client is not None:

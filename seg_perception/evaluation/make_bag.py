@@ -5,9 +5,11 @@ Per frame, all with the same header stamp (start + i / rate) and recorded at tha
       or /camera/image_raw/compressed (sensor_msgs/CompressedImage, JPEG)
   /camera/camera_info (sensor_msgs/CameraInfo, nominal pinhole: the datasets carry no calibration)
   /camera/labels_gt (sensor_msgs/Image, mono8 class ids; the ignore id as in the dataset)
+and in metadata.yaml's custom_data the class names those ids mean (bag_io.GT_CLASSES_KEY).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -66,6 +68,8 @@ def make_bag(out: str | Path, dataset: str = "camvid", split: str = "val", root:
     t0 = int(round(start_s * 1e9))
     period = 1e9 / rate
     with bag_io.BagWriter(out, fmt, compress=compress) as w:
+        # what the label ids mean, so that eval-bag can refuse a model trained on other classes
+        w.set_custom_data(bag_io.GT_CLASSES_KEY, json.dumps(list(ds.table.names)))
         for n, idx in enumerate(indices):
             try:
                 rgb, label = ds.load(idx)

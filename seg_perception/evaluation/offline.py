@@ -11,7 +11,7 @@ from ..data import bag_io
 from ..runtime.backends import BackendError
 from ..runtime.image_conversion import to_rgb
 from ..runtime.pipeline import Pipeline
-from .common import Progress, load_model_card, open_bag, partial_reason, select_inputs
+from .common import Progress, check_ground_truth_classes, load_model_card, open_bag, partial_reason, select_inputs
 from .config import EvalConfig, EvalError
 from .out_bag import DRIVABLE, LABELS, OVERLAY, OutputBag, copy_topics
 from .scoring import Counts, EvalResult, Scorer, add_gt_message, admit_frame, decode_frame
@@ -37,6 +37,7 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
     reader = open_bag(cfg.bag)
     with reader:
         inp = select_inputs(cfg, reader)
+        check_ground_truth_classes(inp, reader, card)
         scorer = Scorer(card.num_classes, pipe.drivable_classes, counts, inp.gt_folder, inp.samples,
                         keep_labels=cfg.keep_labels, with_gt=inp.gt is not None)
         topics = list(inp.topics)

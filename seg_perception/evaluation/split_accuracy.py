@@ -29,9 +29,9 @@ def evaluate(card_path: str | Path | ModelCard, data: "str | SegmentationDataset
                               threads=threads, width=width or None, height=height or None)
     # ``data``: a dataset root, or a dataset the command line opened already (cli.open_from_args)
     ds = data if isinstance(data, SegmentationDataset) else open_dataset(dataset, data, split, **dataset_kw)
-    if ds.table.num_classes != pipe.card.num_classes:
-        raise ValueError(f"the model has {pipe.card.num_classes} classes but {dataset} has "
-                         f"{ds.table.num_classes}: evaluate it on the dataset it was trained for")
+    pipe.card.check_classes(list(ds.table.names), f"{dataset} {split}",
+                            f"evaluate it on the dataset it was trained on (it says: {pipe.card.dataset or 'nothing'}; "
+                            "--dataset folder --data DIR for your own)")
     cm = ConfusionMatrix(pipe.card.num_classes)
     n = min(len(ds), limit) if limit else len(ds)
     infer_ms = []
