@@ -9,8 +9,10 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch_ros.actions import Node
+
+from seg_perception.ros.launch_arguments import check_params_file, misspelt_arguments
 
 # launch argument -> parameter type; every one defaults to '' (= keep the YAML value)
 OVERRIDES = {
@@ -29,14 +31,15 @@ def _node(context, *args, **kwargs):
         value = context.launch_configurations.get(name, "")
         if value != "":
             overrides[name] = cast(value)
-    params_file = context.launch_configurations["params_file"]
+    params_file = check_params_file(context.launch_configurations["params_file"])
+    typos = misspelt_arguments(context.launch_configurations, [*OVERRIDES, "params_file"], "jetson.launch.py")
     share = get_package_share_directory("seg_perception")
     # Large camera frames between processes (Fast DDS): the shipped transport profile unless the
     # user set one. The camera driver's process needs the same variable (README "DDS notes").
     env = {}
     if not (os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")):
         env["FASTRTPS_DEFAULT_PROFILES_FILE"] = os.path.join(share, "config", "fastdds_large_frames.xml")
-    return [Node(
+    return [LogInfo(msg=f"WARNING: {t}") for t in typos] + [Node(
         package="seg_perception",
         executable="segmentation_node",
         name="segmentation_node",

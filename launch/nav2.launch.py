@@ -11,12 +11,15 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch_ros.actions import Node
+
+from seg_perception.ros.launch_arguments import check_params_file, misspelt_arguments
 
 
 def _nodes(context, *args, **kwargs):
-    params_file = context.launch_configurations["params_file"]
+    params_file = check_params_file(context.launch_configurations["params_file"])
+    typos = misspelt_arguments(context.launch_configurations, ["params_file", "managed"], "nav2.launch.py")
     managed = context.launch_configurations["managed"].strip().lower() in ("1", "true", "yes", "on")
     nodes = [Node(
         package="seg_perception",
@@ -34,7 +37,7 @@ def _nodes(context, *args, **kwargs):
             output="screen",
             parameters=[params_file],
         ))
-    return nodes
+    return [LogInfo(msg=f"WARNING: {t}") for t in typos] + nodes
 
 
 def generate_launch_description():

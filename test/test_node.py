@@ -338,6 +338,8 @@ def test_compressed_jpeg_and_png(jpeg_node, pipe, val_frames):
     ({"qos": "fast"}, "unknown qos 'fast'; valid choices: sensor_data, reliable"),
     ({"workers": 0}, "workers must be 1-8, not 0"),
     ({"drivable_classes": "[3, 40]"}, "drivable class 40 is not one of the model's classes"),
+    ({"modle": "no_such_model"}, "unknown parameter 'modle': did you mean 'model'?"),
+    ({"input_widht": 320}, "unknown parameter 'input_widht': did you mean 'input_width'?"),
 ])
 def test_bad_parameters_stop_startup_with_one_line(random_model, tmp_path, params, message):
     assert_startup_refused({"model": str(random_model), **params}, tmp_path / "node.log", message)

@@ -66,6 +66,26 @@ def test_launch_file_arguments():
     assert '"params_file"' in src and '"jetson.yaml"' in src and 'executable="segmentation_node"' in src
 
 
+def test_launch_argument_checks(tmp_path):
+    """What the launch files do with a user's arguments (launch itself cannot run here)."""
+    from seg_perception.ros.launch_arguments import check_params_file, misspelt_arguments
+    with pytest.raises(RuntimeError, match="params_file /nope/my.yaml not found"):
+        check_params_file("/nope/my.yaml")
+    mine = tmp_path / "my.yaml"
+    mine.write_text("/**: {ros__parameters: {}}")
+    assert check_params_file(str(mine)) == str(mine)
+    known = ["model", "precision", "input_width", "params_file"]
+    got = misspelt_arguments({"modle": "m", "input_widht": "320", "model": "x", "robot_name": "r"}, known,
+                             "jetson.launch.py")
+    assert got == ["launch argument 'input_widht' is not one of jetson.launch.py's: did you mean 'input_width'? "
+                   "(it is ignored)",
+                   "launch argument 'modle' is not one of jetson.launch.py's: did you mean 'model'? (it is ignored)"]
+    for launch in ("jetson", "nav2"):  # both launch files run the checks
+        src = (REPO / "launch" / f"{launch}.launch.py").read_text()
+        assert "check_params_file(context.launch_configurations[\"params_file\"])" in src
+        assert "misspelt_arguments(context.launch_configurations" in src
+
+
 def test_config_sets_every_node_parameter():
     import yaml
     from seg_perception.ros.node import PARAMETERS

@@ -12,6 +12,7 @@ model in one batch, and each camera's outputs go under its own namespace
 """
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import sys
@@ -242,6 +243,21 @@ class SegmentationNode(Node):
         self.declare_parameter("image_topics", rclpy.Parameter.Type.STRING_ARRAY, ParameterDescriptor(
             type=ParameterType.PARAMETER_STRING_ARRAY, description=IMAGE_TOPICS_DESCRIPTION))
         declare_ground_parameters(self)
+        self._check_unknown_parameters()
+
+    def _check_unknown_parameters(self) -> None:
+        """rclpy drops values given for parameters a node never declares, so `-p modle:=...` would
+        run the default model without a word. A near-miss of a parameter's name stops start-up;
+        any other unknown name is only reported, since a params file's `/**:` section may hold
+        parameters of other nodes too."""
+        known = self.list_parameters([], 0).names
+        given = getattr(self, "_parameter_overrides", {})  # rclpy's: -p, params files, launch
+        for name in sorted(n for n in given if not self.has_parameter(n) and not n.startswith("qos_overrides.")):
+            near = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+            if near:
+                raise ConfigError(f"unknown parameter '{name}': did you mean '{near[0]}'? (the parameters are "
+                                  "listed in config/jetson.yaml and the README)")
+            self.get_logger().warning(f"parameter '{name}' is not one of segmentation_node's: ignored")
 
     def _configure(self) -> None:
         """Load the model (building a TensorRT engine if needed), create the publishers and the

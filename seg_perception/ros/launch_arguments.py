@@ -1,0 +1,31 @@
+"""Checks the launch files run on their arguments (pure functions: launch itself has no wheels
+here, so these are what the tests can run).
+
+`ros2 launch` accepts any NAME:=VALUE and a Node's parameter file that does not exist is only
+warned about, so a typo would start the node on its defaults without a word."""
+from __future__ import annotations
+
+import difflib
+import os
+from typing import Iterable, List, Mapping
+
+
+def check_params_file(path: str) -> str:
+    """The parameter file a user named must exist: a RuntimeError (launch prints its one line)."""
+    if not os.path.isfile(os.path.expanduser(path)):
+        raise RuntimeError(f"params_file {path} not found: pass an existing YAML parameter file "
+                           "(config/jetson.yaml in the package's share folder is the template)")
+    return os.path.expanduser(path)
+
+
+def misspelt_arguments(configurations: Mapping[str, str], known: Iterable[str], launch_file: str) -> List[str]:
+    """One warning per launch configuration that looks like a misspelt argument of ``launch_file``.
+    Warnings, not errors: a launch file that includes this one shares its own arguments with it."""
+    known = list(known)
+    out = []
+    for name in sorted(configurations):
+        near = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        if name not in known and near:
+            out.append(f"launch argument '{name}' is not one of {launch_file}'s: did you mean '{near[0]}'? "
+                       "(it is ignored)")
+    return out
