@@ -68,3 +68,22 @@ def test_bad_model_and_schedule(tmp_path, camvid_root):
     with pytest.raises(ValueError, match="valid choices: poly, plateau"):
         train(TrainConfig(data=str(camvid_root), out=str(tmp_path), schedule="cosine", **TINY),
               log=lambda *_: None)
+
+
+def test_bad_validation_label_stops_the_run_before_training(tmp_path, camvid_sample):
+    """A label the validation split cannot use is reported before the first epoch, not when the
+    first validation comes round (epochs of a long run later)."""
+    import shutil
+
+    import cv2
+    from seg_perception.data.datasets import DatasetError
+    data = tmp_path / "camvid"
+    shutil.copytree(camvid_sample, data)
+    label = data / (data / "val.txt").read_text().split()[1]
+    lab = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
+    lab[0, 0] = 40
+    cv2.imwrite(str(label), lab)
+    lines = []
+    with pytest.raises(DatasetError, match=f"label {label} has value 40 outside the 11 classes"):
+        train(TrainConfig(data=str(data), out=str(tmp_path / "run"), **dict(TINY, eval_every=5)), log=lines.append)
+    assert not any("epoch" in line for line in lines), lines

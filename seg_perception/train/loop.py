@@ -469,6 +469,9 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
         train_ds.pairs = train_ds.pairs[: cfg.max_train_images]
     if val_ds is not None and cfg.max_val_images:
         val_ds.pairs = val_ds.pairs[: cfg.max_val_images]
+    if val_ds is not None and rank == 0:
+        for i in range(len(val_ds)):  # cached anyway: a bad val label stops the run now, not epochs later
+            val_ds.load(i)
     table = train_ds.table
     step = agreed_step(cfg, table.num_classes, device, rank, world, resume)
     augment = TrainAugment(cfg.crop, table.ignore_index, scale=(cfg.scale_min, cfg.scale_max), jitter=cfg.jitter,
@@ -560,7 +563,8 @@ def restore(run: Run, log=print) -> None:
             g["lr"] = base * fn(run.sched.last_epoch)
     if run.main:
         _trim_csv(run.out / "log.csv", run.start_epoch)
-        log(f"[train] resumed from {ckpt_path} at epoch {run.start_epoch} (best val mIoU {run.best:.2f})")
+        best = f"best val mIoU {run.best:.2f}" if run.best >= 0 else "not validated yet"
+        log(f"[train] resumed from {ckpt_path} at epoch {run.start_epoch} ({best})")
         changed = _changed_settings(ck["config"], run.cfg)
         if changed:
             # Resume is exact only with the same recipe: a changed one is allowed, and said.
