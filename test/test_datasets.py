@@ -29,6 +29,15 @@ def test_missing_dataset_path(tmp_path):
         camvid(tmp_path / "nope", "train")
 
 
+def test_missing_folder_split_names_the_splits_there(tmp_path):
+    (tmp_path / "train" / "images").mkdir(parents=True)
+    (tmp_path / "train" / "labels").mkdir()
+    with pytest.raises(DatasetError, match=r"no split 'val' in .*splits here: train\): .*--val-split none"):
+        image_folder(tmp_path, "val", num_classes=5)
+    with pytest.raises(DatasetError, match="dataset folder not found at"):
+        image_folder(tmp_path / "nope", "val", num_classes=5)
+
+
 def test_image_without_label(tmp_path, camvid_sample):
     (tmp_path / "val").mkdir()
     shutil.copy(camvid(camvid_sample, "val").pairs[0][0], tmp_path / "val" / "a.png")

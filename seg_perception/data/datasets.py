@@ -207,7 +207,12 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
     described = read_description(root)
     base = Path(root)
     root = base / split
-    _require_dir(root / "images", f"image folder '{split}/images'")
+    _require_dir(base, "dataset folder")
+    if not (root / "images").is_dir():
+        here = sorted(p.name for p in base.iterdir() if (p / "images").is_dir())
+        raise DatasetError(f"no split '{split}' in {base} ({split}/images not found; splits here: "
+                           f"{', '.join(here) or 'none'}): name one of them (--split, --train-split, "
+                           "--val-split), or train with --val-split none")
     _require_dir(root / "labels", f"label folder '{split}/labels'")
     pairs = []
     for img in sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_EXTS):
