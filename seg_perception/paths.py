@@ -46,23 +46,39 @@ def available_models() -> List[str]:
 
 
 def resolve_model(model: str) -> Path:
-    """A model name (a card in a models folder) or a path to a card/weights/ONNX file -> card path."""
+    """A model name (a card in a models folder), a path to a card/weights/ONNX file, or a folder
+    holding one card (a training run) -> card path."""
     from .card import card_path_for
     if not model:
         raise ValueError(f"no model given; available: {', '.join(available_models()) or 'none'}")
     p = Path(model).expanduser()
+    if p.is_dir() and (os.sep in model or not _named_card(model)):
+        return _card_in_folder(p)
     if p.suffix or os.sep in model:
         cp = card_path_for(p)
         if not cp.is_file():
             raise FileNotFoundError(f"model card {cp} not found; available models: "
                                     f"{', '.join(available_models()) or 'none'}")
         return cp
-    for d in models_dirs():
-        cp = d / f"{model}.yaml"
-        if cp.is_file():
-            return cp
+    cp = _named_card(model)
+    if cp is not None:
+        return cp
     raise ValueError(f"unknown model '{model}'; valid choices: {', '.join(available_models()) or 'none'} "
-                     "(or a path to a model card .yaml)")
+                     "(or a path to a model card .yaml, or a training run's folder)")
+
+
+def _named_card(name: str) -> Optional[Path]:
+    return next((d / f"{name}.yaml" for d in models_dirs() if (d / f"{name}.yaml").is_file()), None)
+
+
+def _card_in_folder(folder: Path) -> Path:
+    """A run folder (train, adapt, release --to): the one card in it."""
+    cards = sorted(c for c in folder.glob("*.yaml") if c.name != "metadata.yaml")
+    if len(cards) != 1:
+        listed = f" ({', '.join(c.name for c in cards)})" if cards else ""
+        raise FileNotFoundError(f"{folder} is a folder with {len(cards)} model cards{listed}: "
+                                "pass the card .yaml itself")
+    return cards[0]
 
 
 def default_model() -> Optional[Path]:

@@ -46,3 +46,24 @@ def test_bad_drivable_class_and_resolution(tmp_path):
     card.save(tmp_path / "m.yaml")
     with pytest.raises(CardError, match="multiple of 8"):
         load_card(tmp_path / "m.yaml")
+
+
+def test_a_run_folder_names_its_card(tmp_path, monkeypatch):
+    """`--model RUN_FOLDER` (what train, adapt and release write) finds the one card in it; a
+    folder with none or several says so; a shipped model's name still wins over a folder of
+    that name in the current directory."""
+    from seg_perception.paths import DEFAULT_MODEL, resolve_model
+    run = tmp_path / "run"
+    run.mkdir()
+    card_for_table("m", "essnet_d", CAMVID, 96, 72).save(run / "m.yaml")
+    (run / "log.csv").write_text("epoch\n")
+    assert resolve_model(str(run)) == run / "m.yaml"
+    card_for_table("n", "essnet_d", CAMVID, 96, 72).save(run / "n.yaml")
+    with pytest.raises(FileNotFoundError, match=r"folder with 2 model cards \(m.yaml, n.yaml\): pass the card"):
+        resolve_model(str(run))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="folder with 0 model cards: pass the card"):
+        resolve_model(str(tmp_path / "empty"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / DEFAULT_MODEL).mkdir()
+    assert resolve_model(DEFAULT_MODEL).parent.name == "models"
