@@ -6,6 +6,7 @@ Every problem with the data is a DatasetError whose message names the file.
 """
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -139,6 +140,9 @@ def cityscapes(root: str | Path, split: str, **kw) -> SegmentationDataset:
 DESCRIPTION_FILE = "dataset.yaml"
 
 
+DESCRIPTION_KEYS = ("name", "classes", "ignore_index", "drivable")
+
+
 def read_description(root: str | Path) -> Optional[ClassTable]:
     """The class table of a folder dataset from ``<root>/dataset.yaml``, or None without one.
 
@@ -152,7 +156,16 @@ def read_description(root: str | Path) -> Optional[ClassTable]:
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise DatasetError(f"{path} is not valid YAML ({str(e).splitlines()[0]})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise DatasetError(f"{path} is not valid YAML{where} ({str(e).splitlines()[0]})") from None
+    if not isinstance(doc, dict):
+        raise DatasetError(f"{path} must be a mapping with {', '.join(DESCRIPTION_KEYS)}")
+    for key in doc:
+        if key not in DESCRIPTION_KEYS:
+            near = difflib.get_close_matches(str(key), DESCRIPTION_KEYS, n=1, cutoff=0.5)
+            raise DatasetError(f"{path}: unknown key '{key}'{f' (did you mean {near[0]!r}?)' if near else ''}; "
+                               f"the keys are {', '.join(DESCRIPTION_KEYS)}")
     classes = doc.get("classes")
     if not isinstance(classes, list) or len(classes) < 2:
         raise DatasetError(f"{path}: 'classes' must list at least two classes (names, or {{name, color}})")

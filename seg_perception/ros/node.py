@@ -398,6 +398,9 @@ class SegmentationNode(Node):
         self.get_logger().info(
             f"segmenting {what} with {self.card.name} ({self.pipeline.backend.describe()}); "
             f"drivable classes {[self.card.class_names[c] for c in self.pipeline.drivable_classes]}{ground}")
+        if not self.pipeline.drivable_classes:
+            self.get_logger().warning("no drivable classes: segmentation/drivable_mask stays empty (set the "
+                                      "drivable_classes parameter, or 'drivable' in dataset.yaml before training)")
 
     def _deactivate(self) -> None:
         """Stop subscribing and publishing; the model stays loaded."""
