@@ -111,7 +111,10 @@ def test_frames_spread_over_a_recording(tmp_path):
     assert [int(f[0, 0, 0]) // 10 for f, _ in read_frames(bag, 5, spread=True).frames] == [0, 3, 6, 8, 11]
     assert read_frames(bag, 4, spread=True, image_topic="/cam/image_raw").note.startswith("3 frames of /cam/image_raw")
     every = read_frames(bag, 50, spread=True)
-    assert len(every.frames) == 11 and every.skipped == 1 and "1 unreadable messages skipped" in every.note
+    assert len(every.frames) == 11 and every.skipped == 1 and "1 unreadable messages skipped; the first: " in every.note
+    # an interrupted recording's folder (its metadata.yaml never written) is still a bag, not a folder of images
+    (bag / "metadata.yaml").unlink()
+    assert [int(f[0, 0, 0]) // 10 for f, _ in read_frames(bag, 4, spread=True).frames] == [0, 4, 11]
     with pytest.raises(bag_io.BagError, match="holds sensor_msgs/msg/CameraInfo, not an image"):
         read_frames(bag, 2, image_topic="/cam/camera_info")
     with pytest.raises(FileNotFoundError, match="not found"):
@@ -143,7 +146,26 @@ def test_frames_before_the_damage_of_a_cut_recording_are_kept(tmp_path):
     f = next(bag.glob("*.mcap"))
     f.write_bytes(f.read_bytes()[: int(f.stat().st_size * 0.6)])  # power lost mid-recording
     got = read_frames(bag, 8, spread=True)
-    assert 1 <= len(got.frames) < 8 and "damaged" in got.note, got.note
+    readable = 0
+    with bag_io.BagReader(bag) as r:
+        try:
+            for _ in r.messages(["/cam/image_raw"], decode=False):
+                readable += 1
+        except bag_io.BagError:
+            pass
+    # every frame before the cut, not only the picks of 8 spread over all 8 that fell before it
+    assert 2 <= len(got.frames) == readable < 8 and "damaged" in got.note, got.note
+
+
+def test_no_readable_frames_says_why(tmp_path):
+    bag = tmp_path / "depth"
+    with bag_io.BagWriter(bag, "mcap") as w:
+        for i in range(3):
+            t = T0 + i * 10**8
+            w.write("/cam/image_raw", bag_io.image_msg(np.zeros((4, 4), np.float32), "32FC1", t, "cam"), t)
+    with pytest.raises(FileNotFoundError, match=r"no readable frames in .*\(3 unreadable messages; the first: "
+                                                r".*32FC1"):
+        read_frames(bag, 3, spread=True)
 
 
 def test_frames_spread_over_a_folder(camvid_sample):

@@ -21,10 +21,15 @@ class Frames:
     frames: List[Tuple[np.ndarray, str]]  # (array, colour layout for Pipeline.preprocess)
     note: str                             # one line: how many, from where
     skipped: int = 0                      # messages that are not a readable image
+    why: str = ""                         # the first such message's reason
 
 
 def is_bag(path: Path) -> bool:
-    return (path.is_dir() and (path / "metadata.yaml").is_file()) or path.suffix in (".mcap", ".db3")
+    """A bag folder (metadata.yaml, or a storage file alone: an interrupted recording), or a bare
+    storage file."""
+    if path.is_dir():
+        return (path / "metadata.yaml").is_file() or any(path.glob("*.mcap")) or any(path.glob("*.db3"))
+    return path.suffix in (".mcap", ".db3")
 
 
 def _is_label_image(path: Path, root: Path) -> bool:
@@ -41,36 +46,66 @@ def _picks(total: int, n: int, spread: bool) -> List[int]:
     return sorted(set(np.linspace(0, total - 1, n).round().astype(int).tolist()))
 
 
+@dataclass
+class _Pass:
+    """One read of a bag's camera topic."""
+    frames: List[Tuple[np.ndarray, str]]
+    skipped: int = 0
+    why: str = ""       # the first unreadable message's reason
+    seen: int = 0       # messages met before the end or the damage
+    damage: str = ""    # why reading stopped early ("" at the end of the topic)
+
+
+def _read_pass(r, topic: str, n: int, keep: Optional[set]) -> _Pass:
+    """Frames of the messages whose index is in ``keep`` (None: the first ``n`` readable ones);
+    the others are not deserialised, so a long recording is read once, cheaply."""
+    from ..data.bag_io import BagError
+    out = _Pass([])
+    try:
+        for i, m in enumerate(r.messages([topic], decode=False)):
+            out.seen = i + 1
+            if keep is not None and i not in keep:
+                continue
+            try:
+                if r.decode(m).msg is None:
+                    raise ImageError(m.error or "message does not deserialise")
+                out.frames.append(message_to_array(m.msg))
+            except ImageError as e:
+                out.skipped += 1
+                out.why = out.why or str(e)
+            if keep is None and len(out.frames) >= n:
+                break
+    except BagError as e:  # cut short or damaged: keep the frames before the damage
+        out.damage = str(e)
+    return out
+
+
 def _bag_frames(path: Path, n: int, spread: bool, image_topic: Optional[str]) -> Frames:
-    from ..data.bag_io import BagError, BagReader
-    frames, skipped, damage = [], 0, ""
+    from ..data.bag_io import BagReader
     with BagReader(path) as r:
         topic = r.image_topic(image_topic)
-        try:
-            total = topic.count
-            if spread and total is None:  # the index does not say: count them first
-                total = sum(1 for _ in r.messages([topic.name], decode=False))
-            keep = set(_picks(total if total is not None else n, n, spread))
-            for i, m in enumerate(r.messages([topic.name], decode=False)):
-                if spread and i not in keep:
-                    continue  # not deserialised: a long recording is read once, cheaply
-                try:
-                    if r.decode(m).msg is None:
-                        raise ImageError(m.error or "message does not deserialise")
-                    frames.append(message_to_array(m.msg))
-                except ImageError:
-                    skipped += 1
-                if not spread and len(frames) >= n:
-                    break
-        except BagError as e:  # cut short or damaged: keep the frames before the damage
-            damage = f"; {e}"
-    return Frames(frames, f"{len(frames)} frames of {topic.name} in {path}{damage}", skipped)
+        recorded = topic.count if topic.count is not None else r.expected.get(topic.name)
+        if not spread:
+            got = _read_pass(r, topic.name, n, None)
+        else:
+            total = recorded if recorded is not None else _read_pass(r, topic.name, 0, set()).seen
+            got = _read_pass(r, topic.name, n, set(_picks(total, n, True)))
+            if got.seen < total and len(got.frames) < n:
+                # picks past the damage were lost: spread them over the frames before it instead
+                got = _read_pass(r, topic.name, n, set(_picks(got.seen, n, True)))
+            got.damage = got.damage or r.damage
+            if recorded is not None and got.seen < recorded and not got.damage:
+                got.damage = (f"bag {path} is damaged: it holds {got.seen} of the {recorded} messages "
+                              f"recorded on {topic.name}")
+    note = f"{len(got.frames)} frames of {topic.name} in {path}" + (f"; {got.damage}" if got.damage else "")
+    return Frames(got.frames, note, got.skipped, got.why)
 
 
 def read_frames(source: str | Path, n: int, spread: bool = False, image_topic: Optional[str] = None) -> Frames:
     """Up to ``n`` frames from a rosbag2 (its camera topic, or ``image_topic``) or a folder of
-    images (searched recursively, in name order; the label masks of a dataset folder left out): the first ``n``, or with ``spread`` ``n``
-    taken evenly over the whole recording. Unreadable messages are skipped and counted."""
+    images (searched recursively, in name order; a dataset's label masks left out): the first
+    ``n``, or with ``spread`` ``n`` taken evenly over the whole recording (over the part before
+    the damage in a damaged bag). Unreadable messages are skipped and counted."""
     src = Path(source)
     if n < 1:
         raise ValueError(f"the number of frames must be at least 1, got {n}")
@@ -86,9 +121,9 @@ def read_frames(source: str | Path, n: int, spread: bool = False, image_topic: O
         if len(files) < len(found):
             out.note += f" ({len(found) - len(files)} label images of a dataset layout left out)"
     if not out.frames:
-        raise FileNotFoundError(f"no readable frames in {src}"
-                                + (f" ({out.skipped} unreadable messages)" if out.skipped else "")
+        unreadable = f" ({out.skipped} unreadable messages; the first: {out.why})" if out.skipped else ""
+        raise FileNotFoundError(f"no readable frames in {src}{unreadable}"
                                 + ": pass a folder of images or a rosbag2 with images")
     if out.skipped:
-        out.note += f" ({out.skipped} unreadable messages skipped)"
+        out.note += f" ({out.skipped} unreadable messages skipped; the first: {out.why})"
     return out
