@@ -42,8 +42,8 @@ setup(
     python_requires=">=3.10",
     entry_points={
         "console_scripts": [
-            "segmentation_node = seg_perception.ros.node:main",
-            "segmentation_lifecycle_node = seg_perception.ros.lifecycle:main",
+            "segmentation_node = seg_perception.ros.entry_points:segmentation_node",
+            "segmentation_lifecycle_node = seg_perception.ros.entry_points:segmentation_lifecycle_node",
             "seg-perception = seg_perception.cli:main",
         ],
     },

@@ -83,3 +83,19 @@ def test_jetson_doctor_without_package_says_so(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and "no Python here has seg_perception" in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_node_commands_without_ros_say_so_in_one_line():
+    """A plain `pip install .` has no rclpy: the node commands name what is missing, exit 2."""
+    from seg_perception.ros import entry_points
+    for program in ("segmentation_node", "segmentation_lifecycle_node"):
+        code = ("import sys; sys.modules['rclpy'] = None  # as where rclpy is not installed\n"
+                f"from seg_perception.ros.entry_points import {program}; sys.exit({program}())")
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and res.stdout == "", res.stderr
+        assert res.stderr.count("\n") == 1 and "no module 'rclpy'" in res.stderr, res.stderr
+        assert "pip install 'seg_perception[ros]'" in res.stderr
+    setup_py = (REPO / "setup.py").read_text()  # the console scripts are these functions
+    for program in ("segmentation_node", "segmentation_lifecycle_node"):
+        assert f'"{program} = seg_perception.ros.entry_points:{program}"' in setup_py
+        assert callable(getattr(entry_points, program))

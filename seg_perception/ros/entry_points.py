@@ -1,0 +1,30 @@
+"""The nodes' console commands. The node modules import rclpy and the ROS message packages at
+the top; a plain `pip install .` has none of them, and there the commands say so in one line
+instead of ending in a traceback."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+ROS_MODULES = ("rclpy", "rcl_interfaces", "sensor_msgs", "std_msgs", "diagnostic_msgs", "builtin_interfaces")
+
+
+def _run(module: str, program: str) -> int:
+    try:
+        node_module = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        missing = (e.name or "").split(".")[0]
+        if missing not in ROS_MODULES:
+            raise
+        print(f"{program}: ROS 2 is not available here (no module '{missing}'): source ROS 2 Jazzy "
+              "(source /opt/ros/jazzy/setup.bash) or pip install 'seg_perception[ros]'", file=sys.stderr)
+        return 2
+    return node_module.main()
+
+
+def segmentation_node() -> int:
+    return _run("seg_perception.ros.node", "segmentation_node")
+
+
+def segmentation_lifecycle_node() -> int:
+    return _run("seg_perception.ros.lifecycle", "segmentation_lifecycle_node")
