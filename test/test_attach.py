@@ -33,6 +33,14 @@ def test_attach_mismatch_fails_fast_and_overrides_reach_report(tmp_path, capsys,
         assert "no segmentation node listens on /camera/image_raw" in err and "listens on /other_cam/image_raw" in err
         assert "--publish-topic /other_cam/image_raw" in err
         assert waited < 30, f"waited {waited:.0f} s of the 90 s timeout"  # 7 s measured here
+        # JPEG frames for a node that takes raw ones: no --publish-topic can help, restarting it can
+        jpeg = tmp_path / "jpeg_bag"
+        make_bag(jpeg, root=camvid_sample, fmt="mcap", encoding="jpeg", rate=4, indices=[0])
+        rc = main(["eval-bag", str(jpeg), "--attach", "--model", str(random_model), "--publish-topic",
+                   "/other_cam/image_raw", "--startup-timeout", "90", "--out", str(tmp_path / "r0")])
+        err = capsys.readouterr().err.strip()
+        assert rc == EXIT_NODE and len(err.splitlines()) == 1, err
+        assert "restart it with use_compressed:=true (it then listens on /other_cam/image_raw/compressed)" in err
         rc = main(["eval-bag", str(bag), "--attach", "--model", str(random_model), "--publish-topic",
                    "/other_cam/image_raw", "--out", str(tmp_path / "r2")])
         out = capsys.readouterr().out
@@ -52,3 +60,9 @@ def test_started_node_param_override_reaches_report(tmp_path, capsys, random_mod
     assert rc == 0, capsys.readouterr().err
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert m["drivable"]["classes"] == ["Pavement"]
+
+
+def test_attach_hint_for_a_node_of_the_other_kind():
+    from seg_perception.evaluation.live import _attach_hint
+    assert "use_compressed:=false" in _attach_hint("/cam/image_raw", "/cam/image_raw/compressed")
+    assert _attach_hint("/cam/image_raw", "/front/image_raw").startswith("pass --publish-topic /front/image_raw")

@@ -206,6 +206,20 @@ def _playing(inp) -> str:
     return f"{inp.total} frames ({of}; {inp.damage})"
 
 
+def _attach_hint(topic: str, theirs: str) -> str:
+    """What makes a running node and the bag meet: --publish-topic cannot turn JPEG frames into
+    raw ones, so a node of the other kind must be restarted with use_compressed."""
+    ours_compressed, theirs_compressed = topic.endswith("/compressed"), theirs.endswith("/compressed")
+    if ours_compressed and not theirs_compressed:
+        return (f"the bag's frames are compressed and that node takes raw images: restart it with "
+                f"use_compressed:=true (it then listens on {theirs.rstrip('/')}/compressed), or play a bag of raw frames")
+    if theirs_compressed and not ours_compressed:
+        return ("the bag's frames are raw and that node takes compressed images: restart it with "
+                "use_compressed:=false, or play a bag of compressed frames")
+    return (f"pass --publish-topic {theirs} (or --image-topic for another bag topic), or remap the node's "
+            "image_topic")
+
+
 def _wait_connected(client: Client, node: Optional[NodeProcess], cfg: EvalConfig, topic: str) -> None:
     end = time.monotonic() + cfg.startup_timeout
     while time.monotonic() < end:
@@ -219,9 +233,8 @@ def _wait_connected(client: Client, node: Optional[NodeProcess], cfg: EvalConfig
                 time.perf_counter() - client.other_seen_at > MISMATCH_GRACE_S:
             # Attached: a running node has been heard, but on another topic; waiting will not help.
             seen = "; ".join(f"{n} listens on {t}" for n, t in client.other_nodes.items())
-            one = next(iter(client.other_nodes.values()))
-            raise EvalError(f"no segmentation node listens on {topic}, but {seen}: pass --publish-topic {one} "
-                            "(or --image-topic for another bag topic), or remap the node's image_topic", EXIT_NODE)
+            raise EvalError(f"no segmentation node listens on {topic}, but {seen}: "
+                            f"{_attach_hint(topic, next(iter(client.other_nodes.values())))}", EXIT_NODE)
         time.sleep(0.05)
     if node is not None:
         raise EvalError(f"segmentation_node did not come up within {cfg.startup_timeout:.0f} s "
