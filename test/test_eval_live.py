@@ -140,3 +140,18 @@ def test_bench_node_prints_every_stage(random_model, capsys, camvid_sample):
     stages = r["node_internal"]["stages_ms_p50"]
     assert stages["processing_ms"] >= stages["inference_ms"] > 0
     assert "budget" in to_markdown(r)
+
+
+def test_bench_frames_without_camvid_come_from_the_sample_bag(tmp_path, monkeypatch, camvid_sample):
+    """Outside a checkout there is no CamVid: bench-node times the installed sample bag's frames."""
+    from seg_perception.evaluation.bench_node import bench_frames
+    from seg_perception.paths import sample_bag
+    from seg_perception.runtime.frame_sources import read_frames
+    monkeypatch.setenv("SEG_PERCEPTION_CAMVID", str(tmp_path / "no_camvid"))
+    said = []
+    got = bench_frames(25, log=said.append)
+    sample = read_frames(sample_bag(), 20).frames
+    assert len(got) == 25 and got[0].shape == (360, 480, 3)
+    assert np.array_equal(got[0], sample[0][0][:, :, ::-1]) and np.array_equal(got[20], got[0])  # RGB, repeated
+    assert len(said) == 1 and "CamVid is not at" in said[0] and "20 frames" in said[0]
+    assert len(bench_frames(3, data=camvid_sample, log=said.append)) == 3 and len(said) == 1

@@ -21,28 +21,51 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
+from ..data import bag_io
 from ..data.datasets import camvid, default_camvid_root
 from ..metrics import percentiles
+from ..paths import sample_bag
+from ..runtime.frame_sources import read_frames
+from ..runtime.image_conversion import to_rgb
 from ..runtime.pipeline import Pipeline
 from ..timing import latency_stats, time_calls
 from .config import EvalConfig
 from .live import run_live
-from .make_bag import make_bag
+from .make_bag import DEFAULT_START_S
+
+
+def bench_frames(frames: int, data: Optional[str | Path] = None, log=print) -> List[np.ndarray]:
+    """``frames`` RGB frames spread over CamVid val (``data``, else the CamVid beside the checkout),
+    or where there is no CamVid (an install), over the installed sample bag, repeated as needed."""
+    root = Path(data) if data else default_camvid_root()
+    if data or (root / "val.txt").is_file():
+        ds = camvid(root, "val")
+        return [ds.load(int(i))[0] for i in np.linspace(0, len(ds) - 1, frames).round().astype(int)]
+    got = read_frames(sample_bag(), frames, spread=True)
+    log(f"[bench] CamVid is not at {root} (--data names it): timing {got.note}")
+    sample = [to_rgb(f, layout) for f, layout in got.frames]
+    return [sample[i % len(sample)] for i in range(frames)]
+
+
+def _frames_bag(path: Path, imgs: List[np.ndarray], rate: float) -> None:
+    """The frames as a camera driver records them (rgb8 Image), ``rate`` per second."""
+    t0 = int(DEFAULT_START_S * 1e9)
+    with bag_io.BagWriter(path) as w:
+        for n, img in enumerate(imgs):
+            t = t0 + int(round(n * 1e9 / rate))
+            w.write(bag_io.DEFAULT_IMAGE_TOPIC, bag_io.image_msg(img, "rgb8", t, "camera"), t)
 
 
 def bench_node(card_path: Path, frames: int = 30, threads: int = 0, backend: str = "onnxruntime",
                rate: float = 0.0, data: Optional[str | Path] = None, log=print) -> Dict:
-    """``frames`` CamVid val frames of ``data`` (default: the CamVid beside the checkout)."""
+    """``frames`` frames of bench_frames()."""
     # as the live node below runs it: no confidence output (publish_confidence off, no ground)
     pipe = Pipeline.from_card(card_path, backend=backend, threads=threads, confidence=False)
-    root = Path(data) if data else default_camvid_root()
-    ds = camvid(root, "val")
-    idx = np.linspace(0, len(ds) - 1, frames).round().astype(int)
-    imgs = [ds.load(int(i))[0] for i in idx]
+    imgs = bench_frames(frames, data, log)
     small = [pipe.preprocess(im) for im in imgs]
     infer = time_calls(pipe.backend.infer, small, runs=len(small), warmup=3)
     pre, post, total = [], [], []
@@ -58,7 +81,7 @@ def bench_node(card_path: Path, frames: int = 30, threads: int = 0, backend: str
     rate = rate or max(0.5, min(20.0, 1000.0 / (3.0 * b50)))
     with tempfile.TemporaryDirectory(prefix="seg_bench_") as tmp:
         bag = Path(tmp) / "bag"
-        make_bag(bag, root=root, encoding="rgb8", frames=frames, rate=rate, indices=[int(i) for i in idx])
+        _frames_bag(bag, imgs, rate)
         cfg = EvalConfig(bag=bag, model=str(card_path), backend=backend, threads=threads, no_gt=True,
                          rate=rate, progress=False, node_log=Path(tmp) / "node.log")
         res = run_live(cfg)

@@ -23,8 +23,8 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from ..data.datasets import camvid, default_camvid_root
 from ..runtime.node_process import NodeProcess, ros_env, private_domain
+from .bench_node import bench_frames
 from .participant import Participant, wait_until_up
 
 # config/nav2.yaml's sample camera: 0.9 m up, looking 0.35 rad down; tf2 is not used here.
@@ -141,9 +141,7 @@ def _float(v) -> Optional[float]:
 def bench_ground_live(model: str, sizes: Sequence[tuple] = ((480, 360), (1280, 720)), frames: int = 20,
                       threads: int = 1, backend: str = "onnxruntime", data: Optional[str | Path] = None,
                       log=print) -> Dict:
-    ds = camvid(Path(data) if data else default_camvid_root(), "val")
-    idx = np.linspace(0, len(ds) - 1, frames).round().astype(int)
-    rgb = [ds.load(int(i))[0] for i in idx]
+    rgb = bench_frames(frames, data, log)
     out = {}
     for w, h in sizes:
         bgr = [cv2.cvtColor(cv2.resize(im, (w, h), interpolation=cv2.INTER_LINEAR), cv2.COLOR_RGB2BGR)
