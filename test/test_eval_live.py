@@ -105,6 +105,21 @@ def test_node_that_cannot_start_is_one_line_exit_4(tmp_path, capsys, random_mode
     assert rc == EXIT_NODE and "no segmentation node answers on /nobody/here" in err and len(err.splitlines()) == 1
 
 
+def test_frames_the_node_rejects_are_named_not_mistaken_for_stamps(tmp_path, capsys, random_model):
+    """Every frame of an encoding the node cannot read: the error names the node's reason."""
+    from seg_perception.evaluation.config import EXIT_NO_MATCH
+    bag = tmp_path / "depth"
+    with bag_io.BagWriter(bag) as w:
+        for i in range(3):
+            t = 10**9 + i * 10**8
+            w.write("/camera/image_raw", bag_io.image_msg(np.zeros((8, 8), np.uint16), "mono16", t, "c"), t)
+    rc = main(["eval-bag", str(bag), "--mode", "live", "--model", str(random_model), "--threads", "1",
+               "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert rc == EXIT_NO_MATCH and len(err.splitlines()) == 1, err
+    assert "the node rejected 3 of the 3 frames played: unsupported encoding 'mono16'" in err, err
+
+
 def test_demo_exports_onnx_and_reports(tmp_path, capsys, monkeypatch):
     """The demo on the shipped sample bag, with a stand-in model that has weights but no ONNX file
     (as the trained default model may ship): exported once into the cache, then live."""

@@ -382,6 +382,10 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
         out_path = _write_out_bag(cfg, reader, inp, published, decoded_outputs, index)
     if published and not answered:
         where = f" (node log: {node.log_path})" if node is not None else ""
+        why = (diag or {}).get("last_rejection", "")
+        if counts.rejected and why:
+            raise EvalError(f"the node rejected {counts.rejected} of the {len(published)} frames played: "
+                            f"{why}{where}", EXIT_NO_MATCH)
         raise EvalError(f"the node answered none of the {len(published)} frames played: no "
                         f"/segmentation/labels with a matching header stamp{where}", EXIT_NO_MATCH)
     backend = diag.get("backend", "?") + " " + diag.get("precision", "") if diag else "?"

@@ -158,6 +158,7 @@ class Stats:
     dropped: int = 0
     late: int = 0  # finished after a newer frame of the camera was published: not published
     rejected: int = 0
+    last_rejection: str = ""  # why the latest rejected frame was (diagnostics; eval-bag names it)
     overlays: int = 0
 
 
@@ -605,6 +606,7 @@ class SegmentationNode(Node):
     def _reject(self, cam: CameraStream, reason: str) -> None:
         with self._slot_lock:
             cam.stats.rejected += 1
+            cam.stats.last_rejection = reason[:200]
         # One line per kind of problem (and camera), then at most one every 5 s with a count.
         where = f" on {cam.topic}" if self.multi else ""
         kind = where + reason.split(":")[0][:40]
@@ -677,7 +679,7 @@ class SegmentationNode(Node):
                   "queue_wait_ms": f"{med(wait):.2f}",
                   "frames_received": s.received, "frames_processed": s.processed, "frames_dropped": s.dropped,
                   "frames_late": s.late, "workers": len(self.workers),
-                  "frames_rejected": s.rejected, "frames_with_overlay": s.overlays,
+                  "frames_rejected": s.rejected, "last_rejection": s.last_rejection, "frames_with_overlay": s.overlays,
                   "frames_missing_upstream": missing,
                   "camera_period_ms": f"{period * 1e3:.1f}" if period else "",
                   **{k: f"{med(v):.2f}" for k, v in stages.items() if k != "inference_ms"}, "model": self.card.name,
