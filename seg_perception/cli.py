@@ -9,6 +9,7 @@ one-line messages with exit code 2.
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from typing import Callable, Dict, List, Optional
 
@@ -387,13 +388,28 @@ def build_parser() -> tuple[argparse.ArgumentParser, Dict[str, Callable]]:
     runners = {}
     for name, (fn, help) in COMMANDS.items():
         sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(_subparser=sp)  # main() names the command's own options on a typo
         runners[name] = fn(sp)
     return parser, runners
 
 
+def _unknown_arguments(sub: argparse.ArgumentParser, unknown: List[str]) -> None:
+    """argparse's "unrecognized arguments", in the command's own usage and with the option
+    that was probably meant (exits 2, as argparse does)."""
+    options = [o for a in sub._actions for o in a.option_strings]
+    hints = []
+    for arg in unknown:
+        if arg.startswith("--"):
+            near = difflib.get_close_matches(arg.split("=")[0], options, n=1, cutoff=0.7)
+            hints += [f"{arg}: did you mean {near[0]}?"] if near else []
+    sub.error(f"unrecognized arguments: {' '.join(unknown)}" + (f" ({'; '.join(hints)})" if hints else ""))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser, runners = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _unknown_arguments(args._subparser, unknown)
     try:
         rc = runners[args.cmd](args)
         return int(rc or 0)

@@ -29,3 +29,13 @@ def test_check_catches_an_undocumented_option(monkeypatch):
     from seg_perception import cli
     monkeypatch.setitem(cli.COMMANDS, "zz-test", (lambda p: p.add_argument("--runs", type=int, default=5), "t"))
     assert "zz-test --runs: no help" in _undocumented()
+
+
+def test_a_misspelt_option_is_named_with_the_one_meant(capsys):
+    import pytest
+    from seg_perception.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--model", "rdsnet", "--out", "/tmp/never_written", "--epocs", "1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "seg-perception train: error: unrecognized arguments: --epocs 1" in err
+    assert "--epocs: did you mean --epochs?" in err and "usage: seg-perception train" in err
