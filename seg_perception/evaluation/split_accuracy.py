@@ -54,6 +54,11 @@ def evaluate(card_path: str | Path | ModelCard, data: "str | SegmentationDataset
     return out
 
 
+def _cell(value, width: int) -> str:
+    """A figure, or '-' (a class absent from the frames, or never predicted) in the same width."""
+    return f"{'-':>{width}}" if value is None else f"{value:{width}.2f}"
+
+
 def format_summary(res: dict) -> str:
     lines = [f"{res['model']} on {res['dataset']} {res['split']} ({res['frames']} frames, {res['backend']}):",
              f"  mIoU {res['miou']:.2f}  pixel accuracy {res['pixel_accuracy']:.2f}  "
@@ -64,8 +69,7 @@ def format_summary(res: dict) -> str:
         e = errors.get(name, {})
         rec, prec = e.get("recall"), e.get("precision")
         wrong = ", ".join(f"{k} {c:.1f}%" for k, c in e.get("predicted_as", {}).items())
-        lines.append(f"  {name:<12} {'-' if v is None else f'{v:6.2f}'} {'-' if rec is None else f'{rec:7.2f}'} "
-                     f"{'-' if prec is None else f'{prec:9.2f}'}  {wrong}")
+        lines.append(f"  {name:<12} {_cell(v, 6)} {_cell(rec, 7)} {_cell(prec, 9)}  {wrong}")
     return "\n".join(lines)
 
 
