@@ -12,7 +12,7 @@ beside the command that runs it, like release (docs/architecture.md).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -34,7 +34,8 @@ ARCHITECTURE_METRICS = ("params", "gmacs", "gmacs_at")
 
 
 def adapt(model: str, frames: str | Path, out: str | Path, name: Optional[str] = None,
-          num_frames: int = DEFAULT_FRAMES, blend: float = DEFAULT_BLEND, image_topic: Optional[str] = None,
+          num_frames: int = DEFAULT_FRAMES, blend: float = DEFAULT_BLEND,
+          image_topics: Optional[Sequence[str]] = None,
           batch: int = 8, threads: int = 0, log: Callable[[str], None] = print) -> Path:
     """Write ``out/NAME.pt``, ``NAME.onnx`` and ``NAME.yaml``; returns the card's path."""
     # torch only here: the command line imports this module for its defaults
@@ -54,7 +55,7 @@ def adapt(model: str, frames: str | Path, out: str | Path, name: Optional[str] =
     card_path = out / f"{name}.yaml"
     if card_path.resolve() == card.path.resolve():
         raise ValueError(f"{card_path} is the model being adapted: choose another --out or --name")
-    got = read_frames(frames, num_frames, spread=True, image_topic=image_topic)
+    got = read_frames(frames, num_frames, spread=True, image_topic=image_topics)
     log(f"[adapt] {card.name}: {got.note}")
     if len(got.frames) < FEW_FRAMES:
         fix = "pass a larger --num-frames" if len(got.frames) == num_frames else "record a longer bag or more images"
@@ -84,7 +85,7 @@ def adapt(model: str, frames: str | Path, out: str | Path, name: Optional[str] =
     atomic_save({k: v.cpu() for k, v in backend.model.net.state_dict().items()}, out / f"{name}.pt")
     adaptation = {
         "from_model": card.name, "from_card": str(card.path), "frames": len(got.frames), "source": str(frames),
-        "image_topic": image_topic, "skipped_messages": got.skipped, "blend": blend, "batch": batch,
+        "image_topics": list(image_topics) if image_topics else None, "skipped_messages": got.skipped, "blend": blend, "batch": batch,
         "mean_shift_sd": round(mean_shift, 4), "command": command_line(),
         "from_model_val_miou": card.metrics.get("val_miou"),
         "note": "BatchNorm statistics re-estimated on these unlabelled frames and blended with the training "

@@ -307,8 +307,9 @@ def _adapt(p: argparse.ArgumentParser):
     p.add_argument("--model", default=None, help="model to adapt: a name in models/ or a card .yaml "
                    "(default: the shipped default)")
     p.add_argument("--frames", required=True, help="a rosbag2 recorded with your camera, or a folder of its images")
-    p.add_argument("--image-topic", default=None, help="the bag's camera topic (default: /camera/image_raw "
-                   "or its /compressed, else the bag's only image topic)")
+    p.add_argument("--image-topic", nargs="+", default=None, metavar="TOPIC",
+                   help="the bag's camera topic (default: /camera/image_raw or its /compressed, else the bag's only "
+                   "image topic); several: the cameras one node serves (image_topics), frames shared out evenly")
     p.add_argument("--num-frames", type=int, default=DEFAULT_FRAMES, help="frames taken evenly over the "
                    "whole recording" + d)
     p.add_argument("--blend", type=float, default=DEFAULT_BLEND, help="share of the new frames' statistics; "

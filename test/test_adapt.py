@@ -134,6 +134,15 @@ def test_a_bag_with_two_cameras_needs_its_topic_named(tmp_path):
         read_frames(bag, 2)
     got = read_frames(bag, 2, image_topic="/rear/image_raw")
     assert [int(f[0, 0]) for f, _ in got.frames] == [200, 200] and got.frames[0][1] == "mono"
+    both = read_frames(bag, 5, spread=True, image_topic=["/front/image_raw", "/rear/image_raw"])
+    assert [int(f[0, 0]) for f, _ in both.frames] == [10, 10, 10, 200, 200]  # 5 shared out: 3 + 2
+    assert both.note.startswith("3 frames of /front/image_raw") and "; 2 frames of /rear/image_raw" in both.note
+    with pytest.raises(ValueError, match="named twice"):
+        read_frames(bag, 4, image_topic=["/rear/image_raw", "/rear/image_raw"])
+    with pytest.raises(ValueError, match="1 frames cannot be shared out between 2 camera topics"):
+        read_frames(bag, 1, image_topic=["/front/image_raw", "/rear/image_raw"])
+    with pytest.raises(ValueError, match="not a rosbag2: camera topics apply to a bag"):
+        read_frames(tmp_path, 2, image_topic="/front/image_raw")
 
 
 def test_frames_before_the_damage_of_a_cut_recording_are_kept(tmp_path):
@@ -225,7 +234,7 @@ def test_adapted_model_is_complete_and_runs_in_onnxruntime(tmp_path, capsys, shi
     card, source = load_card(tmp_path / "mine.yaml"), load_card(shipped_model)
     assert card.name == "mine" and card.files["weights"] == "mine.pt" and card.files["onnx"] == "mine.onnx"
     a = card.training["adaptation"]
-    assert a["from_model"] == source.name and a["frames"] == 6 and a["blend"] == 1.0
+    assert a["from_model"] == source.name and a["frames"] == 6 and a["blend"] == 1.0 and a["image_topics"] is None
     assert "val_miou" not in card.metrics and card.metrics["params"] == source.metrics["params"]
     new_sd, old_sd = torch.load(card.file("weights")), torch.load(source.file("weights"))
     assert any(not torch.equal(new_sd[k], old_sd[k]) for k in new_sd if k.endswith("running_mean"))
@@ -234,6 +243,23 @@ def test_adapted_model_is_complete_and_runs_in_onnxruntime(tmp_path, capsys, shi
     ort = OnnxRuntimeBackend(card, 480, 360, threads=1).infer(frame)[0]
     pt = TorchBackend(card, 480, 360, threads=1).infer(frame)[0]
     assert (ort == pt).mean() > 0.999
+
+
+def test_adapt_on_two_cameras_records_both(tmp_path, capsys, shipped_model):
+    bag = tmp_path / "two"
+    rng = np.random.default_rng(1)
+    with bag_io.BagWriter(bag, "mcap") as w:
+        for i in range(4):
+            t = T0 + i * 10**8
+            for cam in ("front", "rear"):
+                img = rng.integers(0, 255, (60, 80, 3), np.uint8)
+                w.write(f"/{cam}/image_raw", bag_io.image_msg(img, "rgb8", t, cam), t)
+    rc, out, err = _run(capsys, "adapt", "--model", shipped_model, "--frames", bag, "--out", tmp_path / "o",
+                        "--num-frames", 6, "--image-topic", "/front/image_raw", "/rear/image_raw", "--threads", 1)
+    assert rc == 0, err
+    a = load_card(tmp_path / "o" / f"{shipped_model.stem}_adapted.yaml").training["adaptation"]
+    assert a["image_topics"] == ["/front/image_raw", "/rear/image_raw"] and a["frames"] == 6
+    assert "3 frames of /front/image_raw" in out and "3 frames of /rear/image_raw" in out
 
 
 def test_adapt_bad_arguments_are_one_line(tmp_path, capsys, shipped_model):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -101,19 +101,35 @@ def _bag_frames(path: Path, n: int, spread: bool, image_topic: Optional[str]) ->
     return Frames(got.frames, note, got.skipped, got.why)
 
 
-def read_frames(source: str | Path, n: int, spread: bool = False, image_topic: Optional[str] = None) -> Frames:
+def read_frames(source: str | Path, n: int, spread: bool = False,
+                image_topic: Optional[str | Sequence[str]] = None) -> Frames:
     """Up to ``n`` frames from a rosbag2 (its camera topic, or ``image_topic``) or a folder of
     images (searched recursively, in name order; a dataset's label masks left out): the first
     ``n``, or with ``spread`` ``n`` taken evenly over the whole recording (over the part before
-    the damage in a damaged bag). Unreadable messages are skipped and counted."""
+    the damage in a damaged bag). Unreadable messages are skipped and counted. Several topics
+    (a robot's cameras): ``n`` shared out evenly between them, each topic's frames in turn."""
     src = Path(source)
     if n < 1:
         raise ValueError(f"the number of frames must be at least 1, got {n}")
     if not src.exists():
         raise FileNotFoundError(f"frames source {src} not found: pass a folder of images or a rosbag2")
+    topics = [image_topic] if isinstance(image_topic, str) else list(image_topic or [])
     if is_bag(src):
-        out = _bag_frames(src, n, spread, image_topic)
+        if len(topics) > 1:
+            if len(set(topics)) < len(topics):
+                raise ValueError(f"a camera topic is named twice in {', '.join(topics)}")
+            if n < len(topics):
+                raise ValueError(f"{n} frames cannot be shared out between {len(topics)} camera topics: "
+                                 f"take at least {len(topics)}")
+            parts = [_bag_frames(src, n // len(topics) + (i < n % len(topics)), spread, t)
+                     for i, t in enumerate(topics)]
+            out = Frames([f for p in parts for f in p.frames], "; ".join(p.note for p in parts),
+                         sum(p.skipped for p in parts), next((p.why for p in parts if p.why), ""))
+        else:
+            out = _bag_frames(src, n, spread, topics[0] if topics else None)
     else:
+        if topics:
+            raise ValueError(f"{src} is not a rosbag2: camera topics apply to a bag, not to a folder of images")
         found = sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_EXTS) if src.is_dir() else [src]
         files = [p for p in found if not (src.is_dir() and _is_label_image(p, src))]
         out = Frames([(read_rgb(files[i]), "rgb") for i in _picks(len(files), n, spread)],
