@@ -203,8 +203,9 @@ class BagReader:
                 return
             except (sqlite3.Error, OSError, ValueError, KeyError, EOFError, Exception) as e:
                 when = f", the last recorded at {last / 1e9:.3f} s" if last is not None else ""
-                self.damage = (f"bag {self.path} is damaged after {n} messages of {', '.join(topics)}{when} "
-                               f"({_one_line(e)})")
+                # a garbage length field makes the reader ask for an impossible size
+                why = "a record's length is garbage" if isinstance(e, (OverflowError, MemoryError)) else _one_line(e)
+                self.damage = f"bag {self.path} is damaged after {n} messages of {', '.join(topics)}{when} ({why})"
                 raise BagError(f"{self.damage}; re-record or repair it (e.g. 'ros2 bag reindex')") from None
             n, last = n + 1, int(t_ns)
             yield self._message(conn.topic, conn.msgtype, int(t_ns), bytes(raw), decode)
