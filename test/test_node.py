@@ -148,6 +148,9 @@ def test_diagnostics_report_the_stream(raw_node, val_frames):
     # processing covers every stage of the frame, inference included
     assert float(d["processing_ms"]) >= float(d["inference_ms"])
     assert float(d["end_to_end_ms"]) >= float(d["processing_ms"]) - 0.01
+    # a camera that stops is not "ok": after a few seconds without frames the status says so
+    h.wait_for(lambda: "no frames on /camera/image_raw for" in h.diagnostics[-1]["_message"], 15,
+               "a stale-camera warning")
 
 
 def test_overlay_only_while_subscribed(raw_node, val_frames):
@@ -355,6 +358,33 @@ def test_stamp_gaps_count_frames_that_never_arrived():
     assert abs(g.period - period / 1e9) < 1e-6
     g.add(*divmod(stamps[5], 1_000_000_000))  # an old stamp (a replayed frame) is no gap
     assert g.missing == 4
+    assert g.recent() == 4 and g.recent(now=time.monotonic() + StampGaps.RECENT_S + 1) == 0  # in the past
+
+
+def test_stamp_gaps_under_heavy_loss_pauses_and_jitter():
+    import numpy as np
+    rng = np.random.default_rng(0)
+    period = 66_666_667  # 15 Hz
+    # 60 % of the frames lost: the median gap is the loss, not the camera's period
+    kept = [i for i in range(600) if i == 0 or rng.random() > 0.6]
+    g = StampGaps()
+    for i in kept:
+        g.add(*divmod(i * period, 1_000_000_000))
+    assert abs(g.period - period / 1e9) < 1e-6, g.period
+    before_known = sum(b - a - 1 for a, b in zip(kept[:5], kept[1:6]))  # gaps before the period is known
+    assert g.missing == kept[-1] + 1 - len(kept) - before_known
+    # the camera stops for 5 s and starts again: a pause, not 75 lost frames
+    g2 = StampGaps()
+    for t in [i * period for i in range(30)] + [5 * 10**9 + i * period for i in range(30)]:
+        g2.add(*divmod(t, 1_000_000_000))
+    assert g2.missing == 0 and g2.pauses == 1
+    # stamps taken at publish time on a loaded machine: +-40 % jitter, nothing lost
+    g3 = StampGaps()
+    t = 0
+    for _ in range(200):
+        t += int(period * (1 + rng.uniform(-0.4, 0.4)))
+        g3.add(*divmod(t, 1_000_000_000))
+    assert g3.missing == 0 and abs(g3.period - period / 1e9) < 0.3 * period / 1e9
 
 
 def test_overload_note_only_when_the_camera_outruns_the_node():

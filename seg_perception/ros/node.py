@@ -101,30 +101,53 @@ class StampGaps:
 
     What was published upstream is unknowable here, but a camera stamps frames at a steady
     period: a gap of k periods between consecutive stamps means k - 1 frames never arrived.
-    The period is the median of recent stamp differences (robust to the gaps themselves)."""
+    The period is taken from the short gaps (loss only makes gaps longer: with more than half
+    the frames lost the median gap is the loss, not the camera), a gap of up to 1.75 periods is
+    jitter, and a gap over PAUSE_S (and 10 periods) is the camera stopping or the node being
+    inactive, not loss. Losses are kept with their time, so that diagnostics can say whether
+    frames are being lost now, not only whether they ever were."""
 
-    def __init__(self, history: int = 31):
+    PAUSE_S = 1.0
+    RECENT_S = 10.0
+
+    def __init__(self, history: int = 61):
         self.last: Optional[int] = None
         self.deltas: deque = deque(maxlen=history)
         self.missing = 0
+        self.pauses = 0
+        self.losses: deque = deque(maxlen=1000)  # (monotonic time, frames) of each gap
 
     @property
     def period(self) -> float:
-        """Seconds between frames (median), 0 until known."""
+        """Seconds between frames, 0 until known: the median of the gaps near the shortest ones
+        (the 20th percentile), i.e. of the gaps between frames that both arrived."""
         if len(self.deltas) < 5:
             return 0.0
-        return sorted(self.deltas)[len(self.deltas) // 2] / 1e9
+        d = sorted(self.deltas)
+        low = d[len(d) // 5]
+        single = [x for x in d if x <= 1.5 * low]
+        return single[len(single) // 2] / 1e9
 
-    def add(self, sec: int, nanosec: int) -> None:
+    def add(self, sec: int, nanosec: int, now: Optional[float] = None) -> None:
         t = int(sec) * 1_000_000_000 + int(nanosec)
         if self.last is not None and t > self.last:
             d = t - self.last
             p = self.period * 1e9
-            if p > 0 and d > 1.5 * p:
-                self.missing += int(round(d / p)) - 1
-            self.deltas.append(d)
+            if p > 0 and d > max(self.PAUSE_S * 1e9, 10 * p):
+                self.pauses += 1  # stopped and started again: nothing to learn about the period
+            else:
+                if p > 0 and d > 1.75 * p:
+                    lost = int(round(d / p)) - 1
+                    self.missing += lost
+                    self.losses.append((time.monotonic() if now is None else now, lost))
+                self.deltas.append(d)
         if self.last is None or t > self.last:
             self.last = t
+
+    def recent(self, now: Optional[float] = None) -> int:
+        """Frames that never arrived within the last RECENT_S seconds."""
+        now = time.monotonic() if now is None else now
+        return sum(n for t, n in self.losses if now - t <= self.RECENT_S)
 
 
 def overload_note(camera_hz: float, served_fps: float, processing_ms: float, newly_dropped: int,
@@ -174,6 +197,7 @@ class CameraStream:
         self.stats = Stats()
         self.slot = None  # (msg, receive time)
         self.gaps = StampGaps()
+        self.last_received: Optional[float] = None  # perf_counter of the newest frame (a stopped camera)
         self.infer_ms: deque = deque(maxlen=100)
         # per-stage times of the last 100 frames (the table in docs/performance.md)
         self.stages: Dict[str, deque] = {k: deque(maxlen=100) for k in STAGES}
@@ -467,6 +491,7 @@ class SegmentationNode(Node):
         now = time.perf_counter()
         with self._slot_lock:
             cam.stats.received += 1
+            cam.last_received = now
             cam.gaps.add(msg.header.stamp.sec, msg.header.stamp.nanosec)
             if cam.slot is not None:
                 cam.stats.dropped += 1  # the waiting frame is replaced by a newer one
@@ -650,6 +675,8 @@ class SegmentationNode(Node):
             wait = sorted(cam.wait_ms)
             stages = {k: sorted(v) for k, v in cam.stages.items()}
             missing, period = cam.gaps.missing, cam.gaps.period
+            missing_now, pauses = cam.gaps.recent(), cam.gaps.pauses
+            silent = now - cam.last_received if cam.last_received is not None else 0.0
             newly_dropped, cam.dropped_at_diag = s.dropped - cam.dropped_at_diag, s.dropped
         fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
 
@@ -664,10 +691,14 @@ class SegmentationNode(Node):
         status.message = "ok" if status.level == DiagnosticStatus.OK else "frames received but none processed"
         if not s.received:
             status.message = f"waiting for frames on {cam.topic}"
-        elif missing:
+        elif silent > max(2.0, 3 * period):
             status.level = DiagnosticStatus.WARN
-            status.message = (f"{missing} camera frames never arrived (gaps in header stamps): large frames "
-                              "are being lost between processes; see README 'DDS notes'")
+            status.message = f"no frames on {cam.topic} for {silent:.0f} s: has the camera stopped?"
+        elif missing_now:
+            status.level = DiagnosticStatus.WARN
+            status.message = (f"{missing_now} camera frames never arrived in the last {StampGaps.RECENT_S:.0f} s "
+                              f"({missing} since start; gaps in header stamps): large frames are being lost "
+                              "between processes; see README 'DDS notes'")
         overload = overload_note(1.0 / period if period else 0.0, fps, med(stages["processing_ms"]), newly_dropped,
                                  self.pipeline.size)
         if overload:  # beside a warning, not instead of it
@@ -680,7 +711,8 @@ class SegmentationNode(Node):
                   "frames_received": s.received, "frames_processed": s.processed, "frames_dropped": s.dropped,
                   "frames_late": s.late, "workers": len(self.workers),
                   "frames_rejected": s.rejected, "last_rejection": s.last_rejection, "frames_with_overlay": s.overlays,
-                  "frames_missing_upstream": missing,
+                  "frames_missing_upstream": missing, "frames_missing_recent": missing_now,
+                  "camera_pauses": pauses, "seconds_since_frame": f"{silent:.1f}",
                   "camera_period_ms": f"{period * 1e3:.1f}" if period else "",
                   **{k: f"{med(v):.2f}" for k, v in stages.items() if k != "inference_ms"}, "model": self.card.name,
                   "backend": self.pipeline.backend.name, "precision": self.pipeline.backend.precision, "topic": cam.topic,
