@@ -14,13 +14,16 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch_ros.actions import Node
 
-from seg_perception.ros.launch_arguments import check_params_file, misspelt_arguments
+from seg_perception.ros.launch_arguments import check_params_file, misspelt_arguments, require_package
 
 
 def _nodes(context, *args, **kwargs):
     params_file = check_params_file(context.launch_configurations["params_file"])
     typos = misspelt_arguments(context.launch_configurations, ["params_file", "managed"], "nav2.launch.py")
     managed = context.launch_configurations["managed"].strip().lower() in ("1", "true", "yes", "on")
+    if managed:
+        require_package("nav2_lifecycle_manager", "managed:=true (the default)",
+                        "pass managed:=false to start the plain node")
     nodes = [Node(
         package="seg_perception",
         executable="segmentation_lifecycle_node" if managed else "segmentation_node",

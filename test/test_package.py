@@ -80,6 +80,12 @@ def test_launch_argument_checks(tmp_path):
     assert got == ["launch argument 'input_widht' is not one of jetson.launch.py's: did you mean 'input_width'? "
                    "(it is ignored)",
                    "launch argument 'modle' is not one of jetson.launch.py's: did you mean 'model'? (it is ignored)"]
+    from seg_perception.ros.launch_arguments import require_package
+    with pytest.raises(RuntimeError, match=r"managed:=true needs the ROS package no_such_pkg, which is not "
+                                           r"installed \(sudo apt install ros-\$\{ROS_DISTRO\}-no-such-pkg\); "
+                                           r"or pass managed:=false"):
+        require_package("no_such_pkg", "managed:=true", "pass managed:=false")
+    assert 'require_package("nav2_lifecycle_manager"' in (REPO / "launch" / "nav2.launch.py").read_text()
     for launch in ("jetson", "nav2"):  # both launch files run the checks
         src = (REPO / "launch" / f"{launch}.launch.py").read_text()
         assert "check_params_file(context.launch_configurations[\"params_file\"])" in src

@@ -18,6 +18,18 @@ def check_params_file(path: str) -> str:
     return os.path.expanduser(path)
 
 
+def require_package(name: str, why: str, instead: str) -> None:
+    """A ROS package a launch file starts a node of must be installed: else one line, before any
+    node starts (launch would fail on it after starting the others, and leave them running)."""
+    from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+    try:
+        get_package_share_directory(name)
+    except (PackageNotFoundError, OSError):  # OSError: no ROS environment sourced at all
+        apt = "ros-${ROS_DISTRO}-" + name.replace("_", "-")
+        raise RuntimeError(f"{why} needs the ROS package {name}, which is not installed (sudo apt install "
+                           f"{apt}); or {instead}") from None
+
+
 def misspelt_arguments(configurations: Mapping[str, str], known: Iterable[str], launch_file: str) -> List[str]:
     """One warning per launch configuration that looks like a misspelt argument of ``launch_file``.
     Warnings, not errors: a launch file that includes this one shares its own arguments with it."""
