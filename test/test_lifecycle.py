@@ -118,3 +118,37 @@ def test_a_bad_parameter_fails_configure_and_the_node_stays_up(ros, random_model
         h.close()
         rc = proc.stop()
     assert rc == 0, proc.output()
+
+
+def test_a_failed_configure_leaves_no_publishers_behind(ros, random_model, tmp_path):
+    """configure fails on a ground pose of the wrong length (before any model loads); fixed by a
+    parameter call, the second configure succeeds: one publisher per output, as on a first try."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    proc = start_node({"model": str(random_model), "threads": 1, "ground.enable": True,
+                       "ground.camera_xyz": "[0.25, 0.9]"}, tmp_path / "node.log",
+                      program="segmentation_lifecycle_node")
+    h = Harness("test_lifecycle_leak")
+    try:
+        lc = LifecycleClient(h)
+        assert not lc.transition(Transition.TRANSITION_CONFIGURE)
+        lines = [ln for ln in proc.output().splitlines() if "cannot configure" in ln]
+        assert len(lines) == 1 and "ground.camera_xyz" in lines[0], proc.output()
+        assert "segmenting" not in proc.output() and "loaded" not in proc.output()
+        assert h.node.count_publishers("/segmentation/labels") == 0
+        setp = h.node.create_client(SetParameters, "/segmentation_node/set_parameters")
+        assert setp.wait_for_service(timeout_sec=30)
+        value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE_ARRAY, double_array_value=[0.25, 0.0, 0.9])
+        res = lc._call(setp, SetParameters.Request(parameters=[Parameter(name="ground.camera_xyz", value=value)]))
+        assert res.results[0].successful, res
+        assert lc.transition(Transition.TRANSITION_CONFIGURE)
+        time.sleep(1.0)  # discovery of the new publishers
+        for topic in ("/segmentation/labels", "/segmentation/label_info", "/diagnostics"):
+            mine = [i for i in h.node.get_publishers_info_by_topic(topic) if i.node_name == "segmentation_node"]
+            assert len(mine) <= 1, (topic, len(mine))
+        assert len([i for i in h.node.get_publishers_info_by_topic("/segmentation/labels")
+                    if i.node_name == "segmentation_node"]) == 1
+    finally:
+        h.close()
+        rc = proc.stop()
+    assert rc == 0, proc.output()

@@ -29,6 +29,7 @@ class ManagedSegmentationNode(SegmentationNode, LifecycleNode):
         except (ConfigError, ParameterException) as e:
             self.get_logger().error(f"cannot configure: {e}")
             self.unload()  # failed after loading the model: do not keep it
+            self.remove_publishers()  # nor what it published on: a second configure makes them again
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f"configured: {self.card.name} loaded ({self.pipeline.backend.describe()})")
         return TransitionCallbackReturn.SUCCESS

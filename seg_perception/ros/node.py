@@ -305,6 +305,12 @@ class SegmentationNode(Node):
         ground_on = bool(self.get_parameter("ground.enable").value)
         if ground_on and self.multi:
             self._check_ground_for_several_cameras()
+        if ground_on:  # its parameters checked before a model loads (or an engine builds) for nothing
+            for cam in self.cameras:
+                try:
+                    cam._ground = GroundOutputs(self, cam.image_topic, prefix=cam.prefix)
+                except GroundError as e:
+                    raise ConfigError(str(e)) from None
 
         workers = int(p["workers"])
         if not 1 <= workers <= 8:
@@ -354,12 +360,6 @@ class SegmentationNode(Node):
         # one camera: the names it always had (tests, bench and evaluation read them)
         self.image_topic, self.topic = self.cameras[0].image_topic, self.cameras[0].topic
         self.diagnostics_period = float(p["diagnostics_period"])
-        if ground_on:
-            for cam in self.cameras:
-                try:
-                    cam._ground = GroundOutputs(self, cam.image_topic, prefix=cam.prefix)
-                except GroundError as e:
-                    raise ConfigError(str(e)) from None
 
         self._slot_lock = threading.Condition()
         self._stop = threading.Event()
@@ -451,8 +451,17 @@ class SegmentationNode(Node):
         for w in self.workers:
             w.join(timeout=5)
         self.unload()
-        for pub in [p for cam in self.cameras for p in cam.publishers()] + [self.pub_diag]:
-            self.destroy_publisher(pub)
+        self.remove_publishers()
+
+    def remove_publishers(self) -> None:
+        """The publishers configure made (all, or those it got to before it failed)."""
+        for cam in self.cameras:
+            for pub in cam.publishers():
+                self.destroy_publisher(pub)
+            cam.pub_labels = cam.pub_drivable = cam.pub_overlay = cam.pub_conf = cam.pub_label_info = None
+        if getattr(self, "pub_diag", None) is not None:
+            self.destroy_publisher(self.pub_diag)
+            self.pub_diag = None
 
     def unload(self) -> None:
         """Close every worker's backend (its model, engine and session)."""
