@@ -305,6 +305,11 @@ def _bench_camera(p: argparse.ArgumentParser):
             params[k] = v
         if a.node_per_camera and not a.cameras:
             raise ValueError("--node-per-camera needs --cameras N")
+        if not (os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")):
+            print("[bench-camera] note: the synthetic camera (this process) has no Fast DDS profile, like a camera "
+                  "driver started without one: frames of 640x480 and up are then often lost between processes. To "
+                  "measure a camera set up as README 'DDS notes' says: export FASTRTPS_DEFAULT_PROFILES_FILE="
+                  "<share/seg_perception>/config/fastdds_large_frames.xml", flush=True)
         rows = []
         if a.cameras:
             for w, h in sizes:
