@@ -85,7 +85,8 @@ def adapt(model: str, frames: str | Path, out: str | Path, name: Optional[str] =
     atomic_save({k: v.cpu() for k, v in backend.model.net.state_dict().items()}, out / f"{name}.pt")
     adaptation = {
         "from_model": card.name, "from_card": str(card.path), "frames": len(got.frames), "source": str(frames),
-        "image_topics": list(image_topics) if image_topics else None, "skipped_messages": got.skipped, "blend": blend, "batch": batch,
+        "image_topics": list(image_topics) if image_topics else None, "skipped_messages": got.skipped,
+        "blend": blend, "batch": batch,
         "mean_shift_sd": round(mean_shift, 4), "command": command_line(),
         "from_model_val_miou": card.metrics.get("val_miou"),
         "note": "BatchNorm statistics re-estimated on these unlabelled frames and blended with the training "
