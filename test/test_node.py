@@ -417,3 +417,23 @@ def test_the_shipped_model_serves_another_resolution(ros, tmp_path, val_frames):
     finally:
         h.close()
         proc.stop()
+
+
+def test_a_camera_of_incompatible_qos_is_named_in_diagnostics(ros, random_model, tmp_path):
+    """qos: reliable and a best-effort camera never meet: the status says which policy and what to set,
+    instead of 'waiting for frames'."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    proc = start_node({"model": str(random_model), "threads": 1, "qos": "reliable",
+                       "image_topic": "/qos_camera/image_raw"}, tmp_path / "node.log")
+    h = Harness("test_qos_client", image_topic="/qos_camera/image_raw")
+    try:
+        h.node.create_publisher(Image, "/qos_camera/image_raw",
+                                QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+        h.wait_for(lambda: h.diagnostics and "incompatible" in h.diagnostics[-1]["_message"], 60,
+                   "an incompatible-QoS status")
+        msg = h.diagnostics[-1]["_message"]
+        assert "policy RELIABILITY; qos: reliable): set qos: sensor_data" in msg, msg
+    finally:
+        h.close()
+        proc.stop()

@@ -27,9 +27,10 @@ import rclpy.executors
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy,
-                       qos_profile_sensor_data)
+                       qos_policy_name_from_kind, qos_profile_sensor_data)
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -198,6 +199,7 @@ class CameraStream:
         self.slot = None  # (msg, receive time)
         self.gaps = StampGaps()
         self.last_received: Optional[float] = None  # perf_counter of the newest frame (a stopped camera)
+        self.incompatible_qos = ""  # what to do about a camera publisher whose QoS cannot match
         self.infer_ms: deque = deque(maxlen=100)
         # per-stage times of the last 100 frames (the table in docs/performance.md)
         self.stages: Dict[str, deque] = {k: deque(maxlen=100) for k in STAGES}
@@ -407,8 +409,10 @@ class SegmentationNode(Node):
             if cam._ground is not None:
                 cam._ground.start(self.out_qos)
                 cam.ground = cam._ground  # the worker publishes ground outputs while this is set
+            events = SubscriptionEventCallbacks(
+                incompatible_qos=lambda status, cam=cam: self._on_incompatible_qos(cam, status))
             cam.sub = self.create_subscription(msg_type, cam.topic, lambda msg, cam=cam: self._on_frame(cam, msg),
-                                               self.in_qos)
+                                               self.in_qos, event_callbacks=events)
             if cam.pub_label_info is not None:
                 cam.pub_label_info.publish(label_info(self.label_types, header, self.card.class_names))
         self.sub = [cam.sub for cam in self.cameras]
@@ -494,6 +498,16 @@ class SegmentationNode(Node):
             raise ConfigError(str(e)) from None
         pipe.backend.warmup()
         return pipe
+
+    def _on_incompatible_qos(self, cam: "CameraStream", status) -> None:
+        """A camera whose QoS cannot match this subscription never delivers a frame: say which
+        policy and what to set, in the log and in /diagnostics (rclpy alone only logs it)."""
+        policy = qos_policy_name_from_kind(status.last_policy_kind)
+        mine = "reliable" if self.in_qos.reliability == QoSReliabilityPolicy.RELIABLE else "sensor_data"
+        other = "sensor_data" if mine == "reliable" else "reliable"
+        cam.incompatible_qos = (f"a publisher on {cam.topic} offers QoS incompatible with this node's "
+                                f"(policy {policy}; qos: {mine}): set qos: {other}, or change the camera's QoS")
+        self.get_logger().warning(cam.incompatible_qos)
 
     # ---------------------------------------------------------------- frames
     def _on_frame(self, cam: CameraStream, msg) -> None:
@@ -698,7 +712,10 @@ class SegmentationNode(Node):
         status.hardware_id = self.pipeline.backend.describe()
         status.level = DiagnosticStatus.OK if s.processed or not s.received else DiagnosticStatus.WARN
         status.message = "ok" if status.level == DiagnosticStatus.OK else "frames received but none processed"
-        if not s.received:
+        if not s.received and cam.incompatible_qos:
+            status.level = DiagnosticStatus.WARN
+            status.message = cam.incompatible_qos
+        elif not s.received:
             status.message = f"waiting for frames on {cam.topic}"
         elif silent > max(2.0, 3 * period):
             status.level = DiagnosticStatus.WARN
