@@ -16,6 +16,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from ros_harness import Harness, raw_image, stamp_key, start_node
+from seg_perception.ros.ground_outputs import tf2_ros
 from test_ground import look_at
 from test_node import as_array, new_key
 
@@ -102,6 +103,9 @@ def test_without_camera_info_nothing_is_projected_and_diagnostics_say_why(nav_no
     assert not any(rec.got.values()), "ground outputs without CameraInfo"
     send(h, val_frames[1][0], "no_info")
     assert proc.output().count("no CameraInfo on /camera/camera_info") == 1  # one throttled warning
+    # the start-up line says where the camera's pose comes from (tf2_ros has no wheel here)
+    pose = "camera pose from tf2" if tf2_ros is not None else "camera pose from the ground.camera_xyz/rpy parameters"
+    assert pose in proc.output(), proc.output()
 
 
 def test_label_info_names_the_card_classes(nav_node):

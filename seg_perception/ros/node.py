@@ -418,8 +418,13 @@ class SegmentationNode(Node):
         self.sub = [cam.sub for cam in self.cameras]
         self.ground = self.cameras[0].ground
         self.diag_timer = self.create_timer(self.diagnostics_period, self._publish_diagnostics)
-        ground = (f"; ground projection into {self.ground.base_frame} from "
-                  f"{', '.join(c.ground.info_topic for c in self.cameras)}" if self.ground else "")
+        ground = ""
+        if self.ground:
+            pose = "tf2" if self.ground.use_tf else "the ground.camera_xyz/rpy parameters"
+            if self.get_parameter("ground.use_tf").value and not self.ground.use_tf:
+                pose += " (ground.use_tf is true but tf2_ros is not installed)"
+            ground = (f"; ground projection into {self.ground.base_frame} from "
+                      f"{', '.join(c.ground.info_topic for c in self.cameras)}, camera pose from {pose}")
         what = ", ".join(c.topic for c in self.cameras)
         if self.multi:
             what += (f" ({len(self.cameras)} cameras, batched; outputs under "
