@@ -133,3 +133,10 @@ def test_a_bad_frame_on_one_camera_leaves_the_other_served(two_cameras, val_fram
 ])
 def test_bad_camera_lists_stop_startup_with_one_line(random_model, tmp_path, params, message):
     assert_startup_refused({"model": str(random_model), **params}, tmp_path / "node.log", message)
+
+
+def test_a_camera_listed_twice_is_named_as_such():
+    from seg_perception.ros.node import ConfigError, camera_namespaces
+    with pytest.raises(ConfigError, match="image_topics names '/a/image_raw' twice"):
+        camera_namespaces(["/a/image_raw", "/b/image_raw", "/a/image_raw"])
+    assert camera_namespaces(["/a/image_raw", "/b/image_raw"]) == ["/a", "/b"]

@@ -230,6 +230,8 @@ def camera_namespaces(resolved_topics: List[str]) -> List[str]:
         if not ns:
             raise ConfigError(f"image_topics: '{topic}' has no namespace to put its segmentation outputs under; "
                               "give each camera its own, e.g. /front/image_raw and /rear/image_raw")
+        if out.get(ns) == topic:
+            raise ConfigError(f"image_topics names '{topic}' twice: list each camera once")
         if ns in out:
             raise ConfigError(f"image_topics: '{out[ns]}' and '{topic}' are both in namespace {ns}, where their "
                               "outputs would collide; give each camera its own namespace")
@@ -427,7 +429,8 @@ class SegmentationNode(Node):
                       f"{', '.join(c.ground.info_topic for c in self.cameras)}, camera pose from {pose}")
         what = ", ".join(c.topic for c in self.cameras)
         if self.multi:
-            what += (f" ({len(self.cameras)} cameras, batched; outputs under "
+            count = f"{len(self.cameras)} cameras, batched" if len(self.cameras) > 1 else "1 camera"
+            what += (f" ({count}; outputs under "
                      f"{', '.join(c.prefix + 'segmentation/' for c in self.cameras)})")
         self.get_logger().info(
             f"segmenting {what} with {self.card.name} ({self.pipeline.backend.describe()}); "
