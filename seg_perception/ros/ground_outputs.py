@@ -175,7 +175,8 @@ class GroundOutputs:
             if now - self._warned.get(kind, -1e9) < 30.0:
                 return
             self._warned[kind] = now
-        self.node.get_logger().warning(reason)
+        # several cameras: say whose (prefix is the camera's namespace + "/")
+        self.node.get_logger().warning((f"{self.prefix.rstrip('/')}: " if self.prefix else "") + reason)
 
     def _pose(self, header) -> Optional[CameraPose]:
         if self.tf_buffer is None:
