@@ -278,8 +278,11 @@ def _evaluate(p: argparse.ArgumentParser):
 
 @command("release", "ship a training run's best model into models/: weights, card, ONNX, INT8, measured figures")
 def _release(p: argparse.ArgumentParser):
-    p.add_argument("--run", required=True, help="training run folder (has NAME.pt and NAME.yaml)")
+    p.add_argument("--run", required=True, help="training run folder (NAME.pt and NAME.yaml, or one card of "
+                   "another name: released as NAME)")
     p.add_argument("--name", required=True, help="model name, e.g. essnet_d_camvid")
+    p.add_argument("--replace", action="store_true", help="ship over a model of that name in --to (default: "
+                   "refuse, so that a run is never released over a shipped model by accident)")
     p.add_argument("--to", default="models", help="destination folder (default models/)")
     p.add_argument("--data", default=None, help="CamVid root (default: ../shared/datasets/camvid)")
     p.add_argument("--calib-images", type=int, default=100, help="INT8 calibration images" + " (default: %(default)s)")
@@ -296,7 +299,7 @@ def _release(p: argparse.ArgumentParser):
     def run(a):
         from .release import release
         release(a.run, a.name, a.to, a.data, a.calib_images, a.threads, not a.no_int8, a.note, a.recipe_run,
-                a.recipe_pending)
+                a.recipe_pending, a.replace)
     return run
 
 

@@ -50,9 +50,32 @@ def _trained_on_val(card) -> bool:
     return "val" in str(card.training.get("train_split", "train")).split("+")
 
 
+# What a recipe is, as the training card records it: everything but the data split and the
+# run's own progress. A recipe run that differs in one of these scores another recipe.
+RECIPE_KEYS = ("dataset", "epochs_planned", "resolution", "crop", "scale", "jitter", "classmix", "batch_size",
+               "optimizer", "schedule", "loss", "ema_decay", "init", "teacher", "distillation",
+               "gradual_grouping_epochs", "encoder_epochs")
+
+
+def _run_card(run: Path, name: str):
+    """The run's card: NAME.yaml, else the run folder's one card (released under NAME)."""
+    if not run.is_dir():
+        raise FileNotFoundError(f"run folder {run} not found")
+    if (run / f"{name}.yaml").is_file():
+        return load_card(run / f"{name}.yaml")
+    cards = sorted(run.glob("*.yaml"))
+    if len(cards) == 1:
+        return load_card(cards[0])
+    if not cards and (run / "last.pt").is_file():
+        raise FileNotFoundError(f"{run} has no model yet (only last.pt): its card and weights are written at "
+                                "the first validation, or at the end of a --keep last run")
+    raise FileNotFoundError(f"{run} has {len(cards)} model cards and none is {name}.yaml: pass the run's "
+                            "folder holding one card, or --name of one of them")
+
+
 def _recipe_card(recipe_run: Path, name: str, card):
     """The card of the same recipe trained on train alone: its val figure is the honest one."""
-    rcard = load_card(recipe_run / f"{name}.yaml")
+    rcard = _run_card(recipe_run, name)
     if rcard.architecture != card.architecture:
         raise ValueError(f"--recipe-run {recipe_run} trained a {rcard.architecture}, not a {card.architecture}")
     if _trained_on_val(rcard):
@@ -60,6 +83,11 @@ def _recipe_card(recipe_run: Path, name: str, card):
                          "it must leave val out, or its val figure is not held out either")
     if rcard.file("weights") is None or not rcard.file("weights").is_file():
         raise FileNotFoundError(f"--recipe-run card {rcard.path} lists no existing weights file")
+    differ = [f"{k} {rcard.training.get(k)!r} (run: {card.training.get(k)!r})" for k in RECIPE_KEYS
+              if rcard.training.get(k) != card.training.get(k)]
+    if differ:
+        raise ValueError(f"--recipe-run {recipe_run} is another recipe: {'; '.join(differ)}; its val figure "
+                         "would not describe these weights: train it with the run's flags on the train split alone")
     return rcard
 
 
@@ -81,13 +109,19 @@ def _val_metrics(card, data: str, threads: int, what: str, width: int = 0, heigh
 
 def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = None, calib_images: int = 100,
             threads: int = 2, int8: bool = True, note: str = "", recipe_run: Optional[str | Path] = None,
-            recipe_pending: str = "", log: Callable[[str], None] = print) -> Path:
+            recipe_pending: str = "", replace: bool = False, log: Callable[[str], None] = print) -> Path:
     run, to = Path(run), Path(to)
     if run.resolve() == to.resolve():
         raise ValueError(f"--run and --to are the same folder ({to}): releasing would delete the weights it reads; "
                          "copy NAME.pt and NAME.yaml to another folder first")
     data = data or str(default_camvid_root())
-    card = load_card(run / f"{name}.yaml")
+    card = _run_card(run, name)
+    card.name = name
+    if (to / f"{name}.yaml").is_file() and not replace:
+        shipped = load_card(to / f"{name}.yaml")
+        val = shipped.metrics.get("val_miou")
+        raise FileExistsError(f"{to / name}.yaml exists ({name}{f', val {val:.2f}' if val is not None else ''}): "
+                              "pass --replace to ship over it, or choose another --name")
     src_weights = card.file("weights")
     if src_weights is None or not src_weights.is_file():
         raise FileNotFoundError(f"the run's card {card.path} lists no existing weights file")

@@ -154,7 +154,10 @@ def test_a_run_trained_on_val_ships_pending_and_is_released_again_when_its_recip
     again.mkdir()
     for suffix in (".pt", ".yaml"):
         shutil.copy2(models / f"{NAME}{suffix}", again / f"{NAME}{suffix}")
-    assert main(args + ["--run", str(again), "--recipe-run", str(recipe)]) == 0
+    capsys.readouterr()
+    assert main(args + ["--run", str(again), "--recipe-run", str(recipe)]) == 2  # never over a model by accident
+    assert f"{NAME}.yaml exists ({NAME}" in capsys.readouterr().err and (models / f"{NAME}.pt").is_file()
+    assert main(args + ["--run", str(again), "--recipe-run", str(recipe), "--replace"]) == 0
     card = load_card(models / f"{NAME}.yaml")
     want = evaluate(load_card(recipe / f"{NAME}.yaml"), str(camvid_sample), "camvid", "val", backend="torch")
     assert card.metrics["val_miou"] == pytest.approx(want["miou"], abs=0.3)
@@ -162,3 +165,25 @@ def test_a_run_trained_on_val_ships_pending_and_is_released_again_when_its_recip
     assert card.training["epochs_completed_in_run"] == 1  # carried by the shipped card (the copy has no log.csv)
     assert card.metrics["val_miou_not_held_out"] == own["miou"]  # the same weights
     assert "int8" not in card.metrics and "quantization" not in card.training  # --no-int8: none measured, none kept
+
+
+def test_release_renames_and_refuses_another_recipe(tmp_path, camvid_sample, capsys):
+    """--name other than the run's file name ships the run's one card under that name; a recipe run
+    whose recipe differs (here: the number of epochs) is refused with the difference named."""
+    final = _run_on(tmp_path / "final", "train+val", seed=1)
+    recipe = _run_on(tmp_path / "recipe", "train", seed=2)
+    other = load_card(recipe / f"{NAME}.yaml")
+    other.training = dict(other.training, epochs_planned=99)
+    other.save(other.path)
+    args = ["release", "--run", str(final), "--name", "my_model", "--to", str(tmp_path / "models"),
+            "--data", str(camvid_sample), "--threads", "1", "--no-int8", "--recipe-run", str(recipe)]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    planned = load_card(final / f"{NAME}.yaml").training.get("epochs_planned")
+    assert f"is another recipe: epochs_planned 99 (run: {planned!r})" in err and len(err.strip().splitlines()) == 1, err
+    other.training = dict(other.training, epochs_planned=planned)
+    other.save(other.path)
+    assert main(args) == 0
+    card = load_card(tmp_path / "models" / "my_model.yaml")
+    assert card.name == "my_model" and card.files["weights"] == "my_model.pt" and card.file("onnx").is_file()
