@@ -87,3 +87,19 @@ def test_bad_validation_label_stops_the_run_before_training(tmp_path, camvid_sam
     with pytest.raises(DatasetError, match=f"label {label} has value 40 outside the 11 classes"):
         train(TrainConfig(data=str(data), out=str(tmp_path / "run"), **dict(TINY, eval_every=5)), log=lines.append)
     assert not any("epoch" in line for line in lines), lines
+
+
+def test_resume_with_another_lr_applies_it(tmp_path, camvid_root):
+    """--lr and --weight-decay changed on resume are the ones trained with from there on (the
+    optimizer's saved state must not bring the old ones back), and the log says so."""
+    cfg = dict(TINY, epochs=2)
+    train(TrainConfig(data=str(camvid_root), out=str(tmp_path), **dict(cfg, epochs=1)), log=lambda *_: None)
+    base = TrainConfig(**dict(cfg, data="", out="")).lr
+    lines = []
+    train(TrainConfig(data=str(camvid_root), out=str(tmp_path), **dict(cfg, lr=2 * base, weight_decay=1e-3)),
+          resume=True, log=lines.append)
+    assert any(f"lr {base} -> {2 * base}" in line for line in lines), lines
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert float(rows[1]["lr"]) == pytest.approx(2 * base * (1 - 1 / 2) ** 0.9, rel=1e-3), rows
+    opt = torch.load(tmp_path / "last.pt", weights_only=False)["optimizer"]
+    assert all(g["weight_decay"] == 1e-3 for g in opt["param_groups"])

@@ -557,10 +557,20 @@ def restore(run: Run, log=print) -> None:
         run.ema.load_state_dict(ck["ema"])
     run.start_epoch, run.best = ck["epoch"] + 1, ck["best_miou"]
     lr_at_stop = run.opt.param_groups[0]["lr"]
+    # The optimizer's and schedule's saved state carry the checkpoint's --lr and --weight-decay:
+    # the flags of this command win (a changed value is said below), as --epochs does.
+    old_lr = float(ck["config"].get("lr", run.cfg.lr))
+    for g in run.opt.param_groups:
+        g["weight_decay"] = run.cfg.weight_decay
+        g["initial_lr"] = run.cfg.lr
     if isinstance(run.sched, torch.optim.lr_scheduler.LambdaLR):
         # Recompute from this run's schedule, so extending --epochs on resume works too.
+        run.sched.base_lrs = [run.cfg.lr] * len(run.opt.param_groups)
         for g, base, fn in zip(run.opt.param_groups, run.sched.base_lrs, run.sched.lr_lambdas):
             g["lr"] = base * fn(run.sched.last_epoch)
+    elif old_lr > 0 and old_lr != run.cfg.lr:  # plateau: keep the reductions made so far, on the new base
+        for g in run.opt.param_groups:
+            g["lr"] *= run.cfg.lr / old_lr
     if run.main:
         _trim_csv(run.out / "log.csv", run.start_epoch)
         best = f"best val mIoU {run.best:.2f}" if run.best >= 0 else "not validated yet"
@@ -570,8 +580,8 @@ def restore(run: Run, log=print) -> None:
             # Resume is exact only with the same recipe: a changed one is allowed, and said.
             log("[train] settings changed since the checkpoint (the run is no longer one recipe): "
                 + ", ".join(f"{k} {a} -> {b}" for k, a, b in changed))
-        if "epochs" in {k for k, _, _ in changed} and isinstance(run.sched, torch.optim.lr_scheduler.LambdaLR):
-            log(f"[train] the poly learning rate is recomputed for {run.cfg.epochs} epochs: "
+        if {"epochs", "lr"} & {k for k, _, _ in changed} and isinstance(run.sched, torch.optim.lr_scheduler.LambdaLR):
+            log(f"[train] the poly learning rate is recomputed for {run.cfg.epochs} epochs from --lr {run.cfg.lr:g}: "
                 f"{run.opt.param_groups[0]['lr']:.2e} now against {lr_at_stop:.2e} at the stop")
 
 
