@@ -134,8 +134,8 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm to this (0: off)" + d)
     p.add_argument("--train-split", default="train", help="split(s) to train on, '+'-joined: train+val" + d)
     p.add_argument("--val-split", default="val", help="split to validate on; none: no validation" + d)
-    p.add_argument("--max-train-images", type=int, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--max-val-images", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--max-train-images", type=count_or_all, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--max-val-images", type=count_or_all, default=0, help=argparse.SUPPRESS)
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/last.pt, exactly, with the same flags; a changed --epochs "
                         "recomputes the learning-rate schedule, and the log lists any changed setting")
@@ -164,6 +164,17 @@ def _train(p: argparse.ArgumentParser):
         best = train(cfg, resume=a.resume)
         print(f"[train] weights: {best} (card {best.with_suffix('.yaml')})")
     return run
+
+
+def count_or_all(text: str) -> int:
+    """A number of frames where 0 means all of them: a negative one is a typo, not 'all'."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (all) or more, got {n}")
+    return n
 
 
 def _size(text: str) -> tuple:
@@ -246,7 +257,7 @@ def _evaluate(p: argparse.ArgumentParser):
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="inference precision" + d)
     add_dataset_args(p, split="val")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0: the runtime's default)" + d)
-    p.add_argument("--limit", type=int, default=0, help="evaluate the first N frames only (0: all)" + d)
+    p.add_argument("--limit", type=count_or_all, default=0, help="evaluate the first N frames only (0: all)" + d)
     p.add_argument("--width", type=int, default=0, help="network input width (0: the card's; the shipped "
                    "ONNX files take any multiple of 8)" + d)
     p.add_argument("--height", type=int, default=0, help="network input height (0: the card's)" + d)
@@ -363,7 +374,8 @@ def _models(p: argparse.ArgumentParser):
             if t.get("recipe_run"):  # val was training data: the figure is the same recipe on train alone
                 val = "pending (recipe on train alone not done)" if "pending" in t["recipe_run"] \
                     else f"{val} (recipe on train alone)"
-                int8_miou = f"{-m.get('int8', {}).get('miou_drop', 0.0):+.2f} vs fp32 (val not held out)"
+                drop = m.get("int8", {}).get("miou_drop")  # none measured (--no-int8): no figure, not 0
+                int8_miou = "-" if drop is None else f"{-drop:+.2f} vs fp32 (val not held out)"
             print(f"| {c.name} | {c.architecture} | {split} | {val} | {int8_miou} "
                   f"| {m.get('params', '-'):,} | {m.get('gmacs', '-')} @ {m.get('gmacs_at', '')} | {fp32} / {int8}{where} "
                   f"| {epochs} |")

@@ -39,3 +39,12 @@ def test_a_misspelt_option_is_named_with_the_one_meant(capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and "seg-perception train: error: unrecognized arguments: --epocs 1" in err
     assert "--epocs: did you mean --epochs?" in err and "usage: seg-perception train" in err
+
+
+def test_a_negative_frame_count_is_refused(capsys):
+    import pytest
+    from seg_perception.cli import main
+    for args in (["evaluate", "--limit", "-1"], ["quantize", "--onnx", "x.onnx", "--max-eval-images", "-1"]):
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        assert e.value.code == 2 and "must be 0 (all) or more, got -1" in capsys.readouterr().err

@@ -165,6 +165,10 @@ def test_a_run_trained_on_val_ships_pending_and_is_released_again_when_its_recip
     assert card.training["epochs_completed_in_run"] == 1  # carried by the shipped card (the copy has no log.csv)
     assert card.metrics["val_miou_not_held_out"] == own["miou"]  # the same weights
     assert "int8" not in card.metrics and "quantization" not in card.training  # --no-int8: none measured, none kept
+    capsys.readouterr()
+    main(["models", "--shipped"])  # and the listing shows no INT8 figure for it (not a made-up 0.00)
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(f"| {NAME} |"))
+    assert "(recipe on train alone) | - |" in row, row
 
 
 def test_release_renames_and_refuses_another_recipe(tmp_path, camvid_sample, capsys):

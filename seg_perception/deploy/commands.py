@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import add_dataset_args, command, dataset_root, open_from_args
+from ..cli import add_dataset_args, command, count_or_all, dataset_root, open_from_args
 
 
 def _choice(value: str, valid, what: str) -> str:
@@ -105,7 +105,7 @@ def _quantize(p: argparse.ArgumentParser):
                    "on --eval-split with ONNX Runtime (recorded in the card)")
     p.add_argument("--eval-data", default=None, help="dataset folder for --eval (default: --data)")
     p.add_argument("--eval-split", default="val", help="split for --eval" + d)
-    p.add_argument("--max-eval-images", type=int, default=0, help="frames for --eval (0: the whole split)" + d)
+    p.add_argument("--max-eval-images", type=count_or_all, default=0, help="frames for --eval (0: the whole split)" + d)
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)" + d)
 
     def run(a):

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..cli import add_dataset_args, command, dataset_options, dataset_root
+from ..cli import add_dataset_args, command, count_or_all, dataset_options, dataset_root
 from ..paths import DEFAULT_MODEL
 from .config import EXIT_NO_MATCH, EXIT_OK, EXIT_PARTIAL, EvalConfig, EvalError
 
@@ -35,7 +35,7 @@ def _make_bag(p: argparse.ArgumentParser):
     p.add_argument("--encoding", default="jpeg", choices=ENCODINGS,
                    help="rgb8/bgr8 on /camera/image_raw, jpeg on /camera/image_raw/compressed" + " (default: %(default)s)")
     p.add_argument("--rate", type=float, default=10.0, help="frames per second of the header stamps (default 10)")
-    p.add_argument("--frames", type=int, default=0, help="this many frames spread over the split (0: all)")
+    p.add_argument("--frames", type=count_or_all, default=0, help="this many frames spread over the split (0: all)")
     p.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of --encoding jpeg" + " (default: %(default)s)")
     p.add_argument("--compress", action="store_true",
                    help="zstd: compressed chunks (mcap) or messages (sqlite3); ros2 bag reads both")
