@@ -167,3 +167,15 @@ def test_auto_falls_back_to_onnxruntime_with_a_warning(random_model, caplog):
     be = create_backend("auto", load_card(random_model), precision="fp16")
     assert be.name == "onnxruntime" and be.precision == "fp32"
     assert any("falls back to onnxruntime" in r.message for r in caplog.records)
+
+
+def test_training_validation_resizes_frames_as_the_pipeline_does(ort_pipe, val_frames):
+    """The val figure training writes into a card is the one evaluate prints: the same resize
+    (INTER_AREA when shrinking, linear when enlarging) before the network."""
+    from seg_perception.data.transforms import EvalResize
+    rgb = val_frames[0][0]
+    w, h = ort_pipe.size
+    for frame in (rgb, cv2.resize(rgb, (w // 2, h // 2)), cv2.resize(rgb, (w * 2, h * 2))):  # as is, up, down
+        want = ort_pipe.preprocess(frame, "rgb")
+        got, _ = EvalResize(ort_pipe.size)(frame, None)
+        assert np.array_equal(got, want)

@@ -81,5 +81,7 @@ class EvalResize:
 
     def __call__(self, img: np.ndarray, lab: np.ndarray):
         if img.shape[1::-1] != tuple(self.size):
-            img = cv2.resize(img, tuple(self.size), interpolation=cv2.INTER_LINEAR)
+            # as Pipeline.preprocess does, so that training's val figure is the one evaluate prints
+            shrink = img.shape[1] > self.size[0]
+            img = cv2.resize(img, tuple(self.size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         return img, lab
