@@ -175,7 +175,7 @@ def test_training_validation_resizes_frames_as_the_pipeline_does(ort_pipe, val_f
     from seg_perception.data.transforms import EvalResize
     rgb = val_frames[0][0]
     w, h = ort_pipe.size
-    for frame in (rgb, cv2.resize(rgb, (w // 2, h // 2)), cv2.resize(rgb, (w * 2, h * 2))):  # as is, up, down
+    for frame in (rgb, cv2.resize(rgb, (w // 2, h // 2)), cv2.resize(rgb, (w * 3 // 2, h * 3 // 2))):  # as is, up, down
         want = ort_pipe.preprocess(frame, "rgb")
         got, _ = EvalResize(ort_pipe.size)(frame, None)
         assert np.array_equal(got, want)
