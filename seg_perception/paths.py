@@ -74,6 +74,10 @@ def _named_card(name: str) -> Optional[Path]:
 def _card_in_folder(folder: Path) -> Path:
     """A run folder (train, adapt, release --to): the one card in it."""
     cards = sorted(c for c in folder.glob("*.yaml") if c.name != "metadata.yaml")
+    if not cards and (folder / "last.pt").is_file():
+        raise FileNotFoundError(f"{folder} is a training run with no model yet (only its checkpoint last.pt): "
+                                "the weights and card are written at its first validation, or at the end of a "
+                                "--keep last run")
     if len(cards) != 1:
         listed = f" ({', '.join(c.name for c in cards)})" if cards else ""
         raise FileNotFoundError(f"{folder} is a folder with {len(cards)} model cards{listed}: "

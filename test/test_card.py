@@ -67,3 +67,10 @@ def test_a_run_folder_names_its_card(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / DEFAULT_MODEL).mkdir()
     assert resolve_model(DEFAULT_MODEL).parent.name == "models"
+
+
+def test_a_run_without_a_model_yet_says_so(tmp_path):
+    from seg_perception.paths import resolve_model
+    (tmp_path / "last.pt").write_bytes(b"x")
+    with pytest.raises(FileNotFoundError, match="a training run with no model yet \\(only its checkpoint last.pt\\)"):
+        resolve_model(str(tmp_path))

@@ -65,6 +65,10 @@ def test_bad_model_and_schedule(tmp_path, camvid_root):
     with pytest.raises(ValueError, match="unknown model"):
         train(TrainConfig(data=str(camvid_root), out=str(tmp_path), **dict(TINY, model="nope")),
               log=lambda *_: None)
+    for bad, message in (({"epochs": 0}, "--epochs must be at least 1"), ({"batch_size": 0}, "--batch-size must be"),
+                         ({"lr": 0.0}, "--lr must be above 0")):
+        with pytest.raises(ValueError, match=message):
+            train(TrainConfig(data=str(camvid_root), out=str(tmp_path), **dict(TINY, **bad)), log=lambda *_: None)
     with pytest.raises(ValueError, match="valid choices: poly, plateau"):
         train(TrainConfig(data=str(camvid_root), out=str(tmp_path), schedule="cosine", **TINY),
               log=lambda *_: None)

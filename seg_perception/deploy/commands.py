@@ -35,6 +35,10 @@ def _card_for(model: str, weights: str | None):
         if not weights:
             raise ValueError(f"'{model}' is a network name: pass --weights FILE.pt (its card .yaml beside it), "
                              "or pass a model card as --model")
+        if Path(weights).name == "last.pt":
+            raise ValueError(f"{weights} is a training checkpoint, not a model: export the NAME.pt beside its "
+                             "NAME.yaml that the run writes at its first validation (or at the end of a --keep "
+                             "last run), or pass the run's folder as --model")
         card = load_card(weights)
         if card.architecture != model:
             raise ValueError(f"{card.path} describes a '{card.architecture}' network, not '{model}'")

@@ -420,6 +420,13 @@ def check_config(cfg: TrainConfig) -> None:
     for what, w, h in (("--width/--height", cfg.width, cfg.height), ("--crop", *cfg.crop)):
         if w % 8 or h % 8 or w <= 0 or h <= 0:
             raise ValueError(f"{what} must be positive multiples of 8, got {w}x{h}")
+    if cfg.epochs < 1 or cfg.encoder_epochs < 0:
+        raise ValueError(f"--epochs must be at least 1 (and --encoder-epochs 0 or more), got {cfg.epochs} and "
+                         f"{cfg.encoder_epochs}: a run of no epochs would ship untrained weights")
+    if cfg.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    if not cfg.lr > 0 or cfg.weight_decay < 0:
+        raise ValueError(f"--lr must be above 0 and --weight-decay 0 or more, got {cfg.lr} and {cfg.weight_decay}")
     if cfg.loss not in LOSSES:
         raise ValueError(f"unknown loss '{cfg.loss}'; valid choices: {', '.join(LOSSES)}")
     if cfg.precision not in PRECISIONS:
