@@ -179,3 +179,10 @@ def test_training_validation_resizes_frames_as_the_pipeline_does(ort_pipe, val_f
         want = ort_pipe.preprocess(frame, "rgb")
         got, _ = EvalResize(ort_pipe.size)(frame, None)
         assert np.array_equal(got, want)
+
+
+def test_from_card_takes_a_shipped_name(val_frames):
+    from seg_perception.paths import DEFAULT_MODEL, resolve_model
+    by_name = Pipeline.from_card(DEFAULT_MODEL, backend="onnxruntime", threads=1)
+    assert by_name.card.path == resolve_model(DEFAULT_MODEL)
+    assert by_name(val_frames[0][0]).labels.shape == val_frames[0][0].shape[:2]

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from ..card import ModelCard, load_card
+from ..paths import resolve_model
 from .backend import Backend
 from .backends import create_backend
 from .image_conversion import CHANNELS, TO_RGB, to_rgb
@@ -71,7 +72,8 @@ class Pipeline:
                   overlay_alpha: float = 0.5, overlay_legend: bool = True, output_size: str = "camera",
                   confidence: bool = True, **trt_options) -> "Pipeline":
         """``confidence=False``: the backend may skip the confidence map; results cannot then carry one."""
-        card = card_path if isinstance(card_path, ModelCard) else load_card(card_path)
+        # a card, a path (card, weights, ONNX, run folder) or a shipped model's name, as --model takes
+        card = card_path if isinstance(card_path, ModelCard) else load_card(resolve_model(str(card_path)))
         if output_size not in OUTPUT_SIZES:  # before loading a model or building an engine
             raise ValueError(f"unknown output_size '{output_size}'; valid choices: {', '.join(OUTPUT_SIZES)}")
         be = create_backend(backend, card, precision, width, height, onnx_path=onnx, weights=weights,
