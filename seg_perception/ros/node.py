@@ -411,6 +411,7 @@ class SegmentationNode(Node):
             if cam._ground is not None:
                 cam._ground.start(self.out_qos)
                 cam.ground = cam._ground  # the worker publishes ground outputs while this is set
+            cam.last_received = time.perf_counter() if cam.last_received is not None else None  # a restart
             events = SubscriptionEventCallbacks(
                 incompatible_qos=lambda status, cam=cam: self._on_incompatible_qos(cam, status))
             cam.sub = self.create_subscription(msg_type, cam.topic, lambda msg, cam=cam: self._on_frame(cam, msg),
