@@ -30,7 +30,9 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, card: ModelCard, width: int, height: int, precision: str = "fp32",
                  onnx_path: Optional[str | Path] = None, threads: int = 0, use_cuda: Optional[bool] = None,
-                 confidence: bool = True):
+                 confidence: bool = True, time_int8_at_start: bool = True):
+        """``time_int8_at_start=False``: the caller times CPU INT8 against fp32 more carefully itself
+        (release), so the quick start-up check would only print a second, noisier figure."""
         super().__init__(card, width, height, precision)
         import onnxruntime as ort
         if precision not in self.precisions:
@@ -79,7 +81,7 @@ class OnnxRuntimeBackend(Backend):
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.has_confidence = "confidence" in self.outputs
         self.int8_speed_vs_fp32: Optional[float] = None
-        if precision == "int8" and target == "cpu" and path == card.file("onnx_int8_cpu"):
+        if precision == "int8" and target == "cpu" and path == card.file("onnx_int8_cpu") and time_int8_at_start:
             self._compare_with_fp32(card, opts, providers, confidence)
 
     def _compare_with_fp32(self, card: ModelCard, opts, providers, confidence: bool) -> None:
