@@ -245,15 +245,20 @@ def test_ground_truth_of_other_classes_is_refused(tmp_path, capsys, random_model
 def test_missing_and_truncated_bags(tmp_path, capsys, random_model):
     rc, out, err = run_cli(capsys, "eval-bag", tmp_path / "nope", "--model", random_model, "--out", tmp_path / "r")
     assert rc == 2 and "not found" in one_line_error(err)
-    # Cut in half: nothing of the one (mcap) chunk reads, nor the sqlite3 file. A cut after whole
-    # chunks is evaluated up to the cut (test_damaged_bags.py).
-    for fmt in ("mcap", "sqlite3"):
-        bag = small_bag(tmp_path / f"cut_{fmt}", 4, fmt)
-        f = next(p for p in bag.iterdir() if p.suffix in (".mcap", ".db3"))
-        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
-        rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r")
-        line = one_line_error(err)
-        assert rc == 2 and "cannot open bag" in line and "truncated or damaged" in line, line
+    # Cut in half: nothing of the one (mcap) chunk reads. A cut after whole chunks is evaluated up
+    # to the cut, and so is every intact message of an sqlite3 file (test_damaged_bags.py).
+    bag = small_bag(tmp_path / "cut_mcap", 4, "mcap")
+    f = next(bag.glob("*.mcap"))
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r")
+    line = one_line_error(err)
+    assert rc == 2 and "cannot open bag" in line and "truncated or damaged" in line, line
+    bag = small_bag(tmp_path / "cut_sqlite3", 4, "sqlite3")
+    f = next(bag.glob("*.db3"))
+    f.write_bytes(f.read_bytes()[:4096])  # the first page only: no messages
+    rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r")
+    line = one_line_error(err)
+    assert rc == 2 and "cannot open bag" in line and "truncated or damaged" in line, line
     (tmp_path / "empty").mkdir()
     rc, out, err = run_cli(capsys, "eval-bag", tmp_path / "empty", "--model", random_model)
     assert rc == 2 and "not a rosbag2 folder" in one_line_error(err)

@@ -5,7 +5,8 @@ Reads what `ros2 bag record` writes (a bag folder with metadata.yaml, or a bare
 and writes rosbag2 version 9 (ROS 2 Jazzy) bags that `ros2 bag info` and
 `ros2 bag play` read. Messages are (de)serialised with the Jazzy typestore;
 decoded messages have the same fields as rclpy's, so runtime/image_conversion
-works on them unchanged.
+works on them unchanged. A file the indexed reader refuses or breaks off in is read by
+its salvage reader (mcap_salvage, sqlite_salvage): what can be read, and where it broke.
 
 Every problem with a bag becomes a BagError with a one-line message.
 """
@@ -91,7 +92,8 @@ class BagReader:
                                f"{len(files)} .mcap/.db3 files (expected a bag made by 'ros2 bag record' "
                                "or 'seg-perception make-bag')")
             target = files[0]
-        self.salvage = None   # McapSalvage: an .mcap read in file order up to where it breaks
+        self.target = target
+        self.salvage = None   # McapSalvage / SqliteSalvage: what of a damaged file can be read
         self.damage = ""      # where and why reading stopped early ("" while the bag reads whole)
         info = _bag_information(path)
         self.expected = _recorded_counts(info)  # per topic, from metadata.yaml where it says
@@ -195,6 +197,7 @@ class BagReader:
         if not conns:
             return
         n, last = 0, None
+        at_last: Dict[str, int] = {}  # messages per topic yielded at the last time stamp
         it = self.reader.messages(connections=conns)
         while True:
             try:
@@ -202,18 +205,43 @@ class BagReader:
             except StopIteration:
                 return
             except (sqlite3.Error, OSError, ValueError, KeyError, EOFError, Exception) as e:
+                if self._switch_to_salvage():  # sqlite: the pages after the damaged one still read
+                    yield from self._salvaged(topics, decode, after=(last, at_last))
+                    return
                 when = f", the last recorded at {last / 1e9:.3f} s" if last is not None else ""
                 # a garbage length field makes the reader ask for an impossible size
                 why = "a record's length is garbage" if isinstance(e, (OverflowError, MemoryError)) else _one_line(e)
                 self.damage = f"bag {self.path} is damaged after {n} messages of {', '.join(topics)}{when} ({why})"
                 raise BagError(f"{self.damage}; re-record or repair it (e.g. 'ros2 bag reindex')") from None
+            if t_ns != last:
+                at_last = {}
+            at_last[conn.topic] = at_last.get(conn.topic, 0) + 1
             n, last = n + 1, int(t_ns)
             yield self._message(conn.topic, conn.msgtype, int(t_ns), bytes(raw), decode)
 
-    def _salvaged(self, topics: Sequence[str], decode: bool) -> Iterator[BagMessage]:
+    def _switch_to_salvage(self) -> bool:
+        """After the indexed reader broke off mid-way: read the rest through the salvage reader
+        (sqlite3 bags, whose later pages are usually intact). False when it cannot help."""
+        s = _salvage(self.path, self.target)
+        if s is None or s.damage is None:
+            return False
+        self.salvage = s
+        self.damage = f"bag {self.path} is damaged: {s.damage.where()}"
+        return True
+
+    def _salvaged(self, topics: Sequence[str], decode: bool, after=(None, None)) -> Iterator[BagMessage]:
+        """The salvage reader's messages; `after` = (time stamp, {topic: count}) of what the
+        indexed reader already gave before it broke off, so that nothing comes twice."""
+        last, at_last = after[0], dict(after[1] or {})
         for ch, t_ns, raw in self.salvage.records():
-            if ch.topic in topics:
-                yield self._message(ch.topic, ch.msgtype, int(t_ns), raw, decode)
+            if ch.topic not in topics:
+                continue
+            if last is not None and t_ns < last:
+                continue
+            if t_ns == last and at_last.get(ch.topic, 0) > 0:
+                at_last[ch.topic] -= 1
+                continue
+            yield self._message(ch.topic, ch.msgtype, int(t_ns), raw, decode)
         if self.salvage.damage is not None:
             raise BagError(self.damage)
 
@@ -336,12 +364,21 @@ def describe(path: str | Path) -> str:
 
 
 def _salvage(path: Path, target: Path):
-    """An .mcap the indexed reader refuses, read in file order; None when nothing in it reads."""
+    """A bag file the indexed reader refuses or breaks off in, read by its salvage reader (.mcap
+    in file order, .db3 page by page); None when nothing in it reads."""
     from .mcap_salvage import McapSalvage
-    files = [target] if target.is_file() else sorted(target.glob("*.mcap"))
-    if len(files) != 1 or files[0].suffix != ".mcap":
+    from .sqlite_salvage import SqliteSalvage
+    files = [target] if target.is_file() else sorted(list(target.glob("*.mcap")) + list(target.glob("*.db3")))
+    if len(files) != 1 or files[0].suffix not in (".mcap", ".db3"):
         return None
-    s = McapSalvage.scan(files[0])
+    if files[0].suffix == ".mcap":
+        s = McapSalvage.scan(files[0])
+    else:
+        info = _bag_information(path)
+        mode = str(info.get("compression_mode") or "").lower()
+        if mode == "file":  # the whole file is compressed: nothing to read page by page
+            return None
+        s = SqliteSalvage.scan(files[0], "zstd" if mode == "message" else "")
     return s if s.message_count else None
 
 

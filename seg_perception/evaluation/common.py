@@ -34,7 +34,7 @@ class Inputs:
             lost = f"{self.recorded - self.readable} of the {self.recorded} recorded frames on {self.image.name} are lost"
         else:
             lost = f"frames on {self.image.name} after it are lost (how many: unknown, the bag's index is gone)"
-        return f"{self.damage}; {self.readable} frames read before it, {lost}"
+        return f"{self.damage}; {self.readable} frame{'' if self.readable == 1 else 's'} can be read, {lost}"
 
     @property
     def topics(self) -> List[str]:

@@ -159,7 +159,7 @@ def _markdown(result: EvalResult, m: Dict, files: Dict[str, Path], out: Path, ti
     if result.out_bag:
         lines.append(f"- outputs bag: `{result.out_bag}`")
     if result.partial:
-        lines += ["", f"**Partial result:** {result.partial}. The figures below cover the frames read before it."]
+        lines += ["", f"**Partial result:** {result.partial}. The figures below cover the frames that could be read."]
     lines += ["", "## Frames and timing", "", "| frames in | out | dropped | rejected | corrupt | FPS | "
               "latency p50 | p95 | max |", "|---|---|---|---|---|---|---|---|---|",
               f"| {c.frames_in} | {c.frames_out} | {c.dropped} | {c.rejected} | {c.corrupt} | {result.fps:.1f} | "
