@@ -75,17 +75,44 @@ def test_cut_recording_is_evaluated_up_to_the_cut(tmp_path, capsys, random_model
     assert rc == 5 and "4 frames can be read" in err and "how many: unknown" in err
 
 
-def test_damaged_chunk_stops_reading_there(tmp_path, capsys, random_model):
+def test_damaged_chunk_loses_only_its_frames(tmp_path, capsys, random_model):
     bag = chunky_bag(tmp_path / "bag")
     f = _mcap(bag)
     data = bytearray(f.read_bytes())
     c = _chunks(bytes(data))[1]
-    data[c + 9 + 24:c + 9 + 28] = b"\x12\x34\x56\x78"  # the second chunk's checksum
+    data[c + 9 + 24:c + 9 + 28] = b"\x12\x34\x56\x78"  # the second chunk's checksum (frames 2 and 3)
     f.write_bytes(bytes(data))
     rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
     assert rc == 5, err
-    assert "chunk checksum mismatch" in err.lower() and "2 frames can be read, 4 of the 6 recorded" in err
-    assert "[eval-bag] offline: 2 frames in, 2 out" in out
+    assert f"1 damaged chunk, skipped (the first at byte {c:,}: chunk checksum mismatch)" in err
+    assert "4 frames can be read, 2 of the 6 recorded" in err
+    assert "[eval-bag] offline: 4 frames in, 4 out" in out
+    with bag_io.BagReader(bag) as r:
+        stamps = []
+        with pytest.raises(bag_io.BagError):
+            for m in r.messages(["/camera/image_raw"]):
+                stamps.append(m.t_ns)
+    assert stamps == [T0 + n * 10**8 for n in (0, 1, 4, 5)]
+
+
+def test_broken_record_inside_a_chunk_loses_the_rest_of_that_chunk(tmp_path):
+    bag = chunky_bag(tmp_path / "bag")
+    f = _mcap(bag)
+    data = bytearray(f.read_bytes())
+    c = _chunks(bytes(data))[1]
+    (n,) = struct.unpack_from("<I", data, c + 9 + 28)  # chunk: start, end, size, crc, compression, records
+    pos = c + 9 + 28 + 4 + n + 8
+    for _ in range(3):  # frame 2's image, ground truth, padding: frame 3's image comes next
+        (length,) = struct.unpack_from("<Q", data, pos + 1)
+        pos += 9 + length
+    assert data[pos] == 0x05 and struct.unpack_from("<Q", data, pos + 9 + 6)[0] == T0 + 3 * 10**8
+    data[pos + 1:pos + 9] = struct.pack("<Q", 2**62)  # its length made garbage
+    f.write_bytes(bytes(data))
+    s = McapSalvage.scan(f)
+    assert s.damage.offset is None and s.damage.skipped == [(c, "record cut short")]
+    assert "1 damaged chunk, skipped" in s.damage.where()
+    read = [t for ch, t, _ in s.records() if ch.topic == "/camera/image_raw"]
+    assert read == [T0 + k * 10**8 for k in (0, 1, 2, 4, 5)]  # frame 3 on: lost up to the chunk's end
 
 
 def test_unreadable_cut_file_is_one_line(tmp_path, capsys, random_model):

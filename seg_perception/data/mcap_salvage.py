@@ -3,7 +3,9 @@
 A robot that loses power mid-recording leaves an .mcap without its summary and footer,
 which the indexed reader (rosbags) refuses whole. The records before the cut are intact,
 though: this reads them in file order (schemas, channels, messages, chunks) and stops at
-the first record that is cut short or does not parse, remembering where and why.
+the first record that is cut short or does not parse, remembering where and why. A chunk
+whose own length is intact but whose content is not (checksum, compression, a record in it)
+is skipped: its length says where the next record starts, so what follows is read on.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 MAGIC = b"\x89MCAP0\r\n"
 OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_CHUNK, OP_DATA_END, OP_FOOTER = 0x03, 0x04, 0x05, 0x06, 0x0F, 0x02
@@ -28,16 +30,24 @@ class SalvagedChannel:
 
 @dataclass
 class Damage:
-    offset: int           # byte offset of the first record that could not be read
-    size: int             # file size
+    offset: Optional[int]  # byte offset of the record where reading stopped (None: read to the end)
+    size: int              # file size
     reason: str
-    messages_before: int  # messages read before it
+    messages_before: int   # messages read (before the stop, if any)
     last_t_ns: Optional[int] = None  # log time of the last message read
+    skipped: List[Tuple[int, str]] = field(default_factory=list)  # (offset, why) of chunks read past
 
     def where(self) -> str:
         when = f", last one recorded at {self.last_t_ns / 1e9:.3f} s" if self.last_t_ns is not None else ""
-        return (f"its file ({self.size:,} bytes) cannot be read past byte {self.offset:,} ({self.reason}), "
-                f"after {self.messages_before} messages{when}")
+        text = f"its file ({self.size:,} bytes)"
+        if self.skipped:
+            off, why = self.skipped[0]
+            n = len(self.skipped)
+            text += (f" has {n} damaged chunk{'s' if n > 1 else ''}, skipped (the first at byte {off:,}: {why})"
+                     + (" and" if self.offset is not None else ""))
+        if self.offset is None:
+            return f"{text}, {self.messages_before} messages read{when}"
+        return f"{text} cannot be read past byte {self.offset:,} ({self.reason}), after {self.messages_before} messages{when}"
 
 
 @dataclass
@@ -70,6 +80,7 @@ class McapSalvage:
     def _records(self, data) -> Iterator[Tuple[SalvagedChannel, int, bytes]]:
         schemas: Dict[int, str] = {}
         count, last_t = 0, None
+        skipped: List[Tuple[int, str]] = []
         self.channels.clear()
         if data[:8] != MAGIC:
             self.damage = Damage(0, len(data), "no MCAP magic at the start", 0)
@@ -117,15 +128,25 @@ class McapSalvage:
                 elif op == OP_CHUNK:
                     if outer is not None:
                         raise ValueError("nested chunk")
-                    inner = _chunk_records(body)
+                    try:
+                        inner = _chunk_records(body)
+                    except ValueError as e:  # pos is already past the chunk: read on there
+                        skipped.append((body_at - 9, str(e)))
+                        continue
                     chunk_at, outer, buf, pos, end = body_at - 9, pos, inner, 0, len(inner)
                 elif op in (OP_DATA_END, OP_FOOTER):
                     break  # the summary section follows: everything has been read
                 elif op == 0:
                     raise ValueError("invalid record opcode 0")
             except (ValueError, struct.error, UnicodeDecodeError) as e:
-                self.damage = Damage(record_at, len(data), str(e), count, last_t)
+                if outer is not None:  # inside a chunk: the rest of it is lost, the file goes on
+                    skipped.append((chunk_at, str(e)))
+                    buf, pos, end, outer = data, outer, len(data), None
+                    continue
+                self.damage = Damage(record_at, len(data), str(e), count, last_t, skipped)
                 break
+        if skipped and self.damage is None:
+            self.damage = Damage(None, len(data), "", count, last_t, skipped)
         self.message_count = count
 
 
