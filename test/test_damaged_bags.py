@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -107,6 +108,7 @@ def test_broken_record_inside_a_chunk_loses_the_rest_of_that_chunk(tmp_path):
         pos += 9 + length
     assert data[pos] == 0x05 and struct.unpack_from("<Q", data, pos + 9 + 6)[0] == T0 + 3 * 10**8
     data[pos + 1:pos + 9] = struct.pack("<Q", 2**62)  # its length made garbage
+    data[c + 9 + 24:c + 9 + 28] = bytes(4)  # and no checksum (0: "not computed") to catch it first
     f.write_bytes(bytes(data))
     s = McapSalvage.scan(f)
     assert s.damage.offset is None and s.damage.skipped == [(c, "record cut short")]
@@ -287,3 +289,33 @@ def test_cut_sqlite_bag_with_compressed_messages(tmp_path):
             for m in r.messages(["/camera/image_raw", "/padding"], decode=False):
                 got.append((m.topic, m.t_ns, m.raw))
     assert 0 < len(got) < len(whole) and got == whole[:len(got)]  # decompressed, the recorded bytes
+
+
+def test_written_mcap_chunks_carry_checksums_that_catch_a_changed_pixel(tmp_path, capsys, random_model):
+    """BagWriter (make-bag) writes chunk CRCs as `ros2 bag record` does; rosbags' writer leaves 0."""
+    bag = chunky_bag(tmp_path / "bag")
+    f = _mcap(bag)
+    data = bytearray(f.read_bytes())
+    for c in _chunks(bytes(data)):  # uncompressed chunks: the CRC is over the records as stored
+        (crc,) = struct.unpack_from("<I", data, c + 9 + 24)
+        (n,) = struct.unpack_from("<I", data, c + 9 + 28)
+        (size,) = struct.unpack_from("<Q", data, c + 9 + 32 + n)
+        at = c + 9 + 32 + n + 8
+        assert crc == zlib.crc32(bytes(data[at:at + size])) != 0
+    c = _chunks(bytes(data))[2]
+    data[c + 5000] ^= 0x01  # one bit of frame 4's pixels
+    f.write_bytes(bytes(data))
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
+    assert rc == 5 and "chunk checksum mismatch" in err and "offline: 4 frames in" in out, (out, err)
+
+
+def test_compressed_chunks_get_checksums_too(tmp_path):
+    with bag_io.BagWriter(tmp_path / "z", "mcap", compress=True) as w:
+        for n in range(3):
+            t = T0 + n * 10**8
+            w.write("/camera/image_raw", bag_io.image_msg(np.full((48, 64, 3), n, np.uint8), "rgb8", t, "c"), t)
+    data = _mcap(tmp_path / "z").read_bytes()
+    crcs = [struct.unpack_from("<I", data, c + 9 + 24)[0] for c in _chunks(data)]
+    assert crcs and all(crcs)
+    with bag_io.BagReader(tmp_path / "z") as r:  # rosbags checks them as it decompresses
+        assert [m.msg.data[0] for m in r.messages(["/camera/image_raw"])] == [0, 1, 2]

@@ -310,7 +310,7 @@ class BagWriter:
             raise BagError(f"{path} exists already; a bag is written to a new folder: remove it or choose another")
         if not path.parent.is_dir():
             path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+        self.path, self.fmt = path, fmt
         self.writer = Writer(path, version=9,
                              storage_plugin=StoragePlugin.MCAP if fmt == "mcap" else StoragePlugin.SQLITE3)
         if compress:
@@ -344,6 +344,10 @@ class BagWriter:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+            if self.fmt == "mcap":  # checksums as `ros2 bag record` writes them (rosbags leaves 0)
+                from .mcap_salvage import add_chunk_crcs
+                for f in self.path.glob("*.mcap"):
+                    add_chunk_crcs(f)
 
     def __enter__(self) -> "BagWriter":
         return self
