@@ -107,3 +107,19 @@ def test_resume_with_another_lr_applies_it(tmp_path, camvid_root):
     assert float(rows[1]["lr"]) == pytest.approx(2 * base * (1 - 1 / 2) ** 0.9, rel=1e-3), rows
     opt = torch.load(tmp_path / "last.pt", weights_only=False)["optimizer"]
     assert all(g["weight_decay"] == 1e-3 for g in opt["param_groups"])
+
+
+def test_resume_into_a_mistyped_folder_names_the_run_nearby(tmp_path):
+    from types import SimpleNamespace
+    from seg_perception.train.loop import restore
+    (tmp_path / "r200_train").mkdir()
+    (tmp_path / "r200_train" / "last.pt").write_bytes(b"x")
+    (tmp_path / "h13_other").mkdir()
+    (tmp_path / "h13_other" / "last.pt").write_bytes(b"x")
+    lines = []
+    restore(SimpleNamespace(out=tmp_path / "r200_trian", main=True), lines.append)
+    assert lines == [f"[train] --resume: no {tmp_path / 'r200_trian' / 'last.pt'} yet, starting fresh (note: "
+                     f"{tmp_path / 'r200_train'} holds a run to continue; if that is the one meant, stop and fix --out)"]
+    lines.clear()
+    restore(SimpleNamespace(out=tmp_path / "e200_new", main=True), lines.append)
+    assert lines == [f"[train] --resume: no {tmp_path / 'e200_new' / 'last.pt'} yet, starting fresh"]

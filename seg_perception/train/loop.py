@@ -21,6 +21,7 @@ most one epoch.
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import math
 import os
@@ -540,12 +541,23 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     return run
 
 
+def _similar_run(out: Path) -> str:
+    """A hint when a sibling folder of a similar name holds a run to continue: a mistyped
+    --out with --resume would otherwise start hundreds of epochs from scratch unnoticed."""
+    if not out.parent.is_dir():
+        return ""
+    runs = [d.name for d in out.parent.iterdir() if d != out and (d / "last.pt").is_file()]
+    near = difflib.get_close_matches(out.name, runs, n=1, cutoff=0.8)
+    return (f" (note: {out.parent / near[0]} holds a run to continue; if that is the one meant, stop and "
+            "fix --out)") if near else ""
+
+
 def restore(run: Run, log=print) -> None:
     """Continue from OUT/last.pt, exactly where it stopped."""
     ckpt_path = run.out / "last.pt"
     if not ckpt_path.is_file():
         if run.main:
-            log(f"[train] --resume: no {ckpt_path} yet, starting fresh")
+            log(f"[train] --resume: no {ckpt_path} yet, starting fresh{_similar_run(run.out)}")
         return
     ck = load_checkpoint(ckpt_path)
     if ck["config"]["model"] != run.cfg.model:
