@@ -319,3 +319,66 @@ def test_compressed_chunks_get_checksums_too(tmp_path):
     assert crcs and all(crcs)
     with bag_io.BagReader(tmp_path / "z") as r:  # rosbags checks them as it decompresses
         assert [m.msg.data[0] for m in r.messages(["/camera/image_raw"])] == [0, 1, 2]
+
+
+def split_bag(path, fmt, parts=3, per=2):
+    """A bag split over `parts` files as `ros2 bag record --max-bag-size` leaves it: per file
+    `per` frames (with padding), one metadata.yaml listing the files in order."""
+    import shutil
+    import yaml
+    rng = np.random.default_rng(0)
+    ext = ".mcap" if fmt == "mcap" else ".db3"
+    path.mkdir()
+    infos = []
+    for k in range(parts):
+        part = path.parent / f"{path.name}_part{k}"
+        with bag_io.BagWriter(part, fmt) as w:
+            for n in range(k * per, (k + 1) * per):
+                t = T0 + n * 10**8
+                w.write("/camera/image_raw", bag_io.image_msg(rng.integers(0, 255, (48, 64, 3), np.uint8), "rgb8", t, "c"), t)
+                w.write("/padding", bag_io.image_msg(rng.integers(0, 255, (750, 800), np.uint8), "mono8", t, "c"), t)
+        info = yaml.safe_load((part / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        name = f"{path.name}_{k}{ext}"
+        shutil.move(next(part.glob("*" + ext)), path / name)
+        info["files"][0]["path"] = name
+        infos.append(info)
+    meta = infos[0]
+    meta["files"] = [i["files"][0] for i in infos]
+    meta["relative_file_paths"] = [f["path"] for f in meta["files"]]
+    meta["message_count"] = sum(i["message_count"] for i in infos)
+    for t in meta["topics_with_message_count"]:
+        t["message_count"] = parts * per
+    (path / "metadata.yaml").write_text(yaml.safe_dump({"rosbag2_bagfile_information": meta}))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["mcap", "sqlite3"])
+def test_split_bag_with_its_last_file_cut_reads_the_other_files(tmp_path, capsys, random_model, fmt):
+    bag = split_bag(tmp_path / "split", fmt)
+    with bag_io.BagReader(bag) as r:  # whole: the indexed reader, every frame
+        assert [m.t_ns for m in r.messages(["/camera/image_raw"])] == [T0 + n * 10**8 for n in range(6)]
+    last = sorted(bag.glob("split_2.*"))[0]
+    keep = last.stat().st_size // 2
+    if fmt == "mcap":  # frames 4 and 5 share one chunk, and the cut is inside it: both lost
+        (chunk,) = _chunks(last.read_bytes())
+        frames = 4
+    else:  # each message whose pages are all before the cut survives (sqlite's own account of them)
+        rows, pages = _rows(last), _pages_of_rows(last)
+        frames = 4 + sum(1 for i, (leaf, over) in pages.items()
+                         if rows[i][0] == "/camera/image_raw" and max([leaf] + over) <= keep // 4096)
+    last.write_bytes(last.read_bytes()[:keep])
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--no-gt", "--out", tmp_path / "r",
+                       "--threads", 1)
+    assert rc == 5 and f"offline: {frames} frames in" in out, (out, err)
+    assert f"file {last.name} (3 of 3): its file" in err and f"{6 - frames} of the 6 recorded frames" in err
+
+
+def test_split_bag_with_a_file_gone_names_it(tmp_path, capsys, random_model):
+    bag = split_bag(tmp_path / "split", "mcap")
+    (bag / "split_1.mcap").unlink()
+    with bag_io.BagReader(bag) as r:
+        stamps = []
+        with pytest.raises(bag_io.BagError, match=r"file split_1.mcap \(3 of 3\): missing"):
+            for m in r.messages(["/camera/image_raw"]):
+                stamps.append(m.t_ns)
+    assert stamps == [T0 + n * 10**8 for n in (0, 1, 4, 5)]

@@ -368,21 +368,28 @@ def describe(path: str | Path) -> str:
 
 
 def _salvage(path: Path, target: Path):
-    """A bag file the indexed reader refuses or breaks off in, read by its salvage reader (.mcap
-    in file order, .db3 page by page); None when nothing in it reads."""
+    """A bag the indexed reader refuses or breaks off in, read by the salvage readers (.mcap in
+    file order, .db3 page by page, a bag of several files file by file); None when nothing reads."""
     from .mcap_salvage import McapSalvage
+    from .split_salvage import SplitSalvage, recording_order
     from .sqlite_salvage import SqliteSalvage
-    files = [target] if target.is_file() else sorted(list(target.glob("*.mcap")) + list(target.glob("*.db3")))
-    if len(files) != 1 or files[0].suffix not in (".mcap", ".db3"):
+    info = _bag_information(path)
+    mode = str(info.get("compression_mode") or "").lower()
+    if mode == "file":  # each file is compressed whole: nothing to read record by record
         return None
-    if files[0].suffix == ".mcap":
-        s = McapSalvage.scan(files[0])
+    files = [target] if target.is_file() else list(target.glob("*.mcap")) + list(target.glob("*.db3"))
+    if not files or len({f.suffix for f in files}) != 1:
+        return None
+
+    def scan(f: Path):
+        return McapSalvage.scan(f) if f.suffix == ".mcap" else SqliteSalvage.scan(f, "zstd" if mode == "message" else "")
+    if len(files) == 1:
+        s = scan(files[0])
     else:
-        info = _bag_information(path)
-        mode = str(info.get("compression_mode") or "").lower()
-        if mode == "file":  # the whole file is compressed: nothing to read page by page
-            return None
-        s = SqliteSalvage.scan(files[0], "zstd" if mode == "message" else "")
+        listed = [str(p) for p in info.get("relative_file_paths") or []]
+        present = {f.name for f in files}
+        s = SplitSalvage([(f, scan(f)) for f in recording_order(files, listed)],
+                         missing=[Path(p).name for p in listed if Path(p).name not in present])
     return s if s.message_count else None
 
 

@@ -32,6 +32,8 @@ class Inputs:
             return ""
         if self.recorded is not None and self.recorded > self.readable:
             lost = f"{self.recorded - self.readable} of the {self.recorded} recorded frames on {self.image.name} are lost"
+        elif self.recorded is not None:
+            lost = f"none of the {self.recorded} recorded frames on {self.image.name} is lost (other messages are)"
         else:
             lost = f"frames on {self.image.name} after it are lost (how many: unknown, the bag's index is gone)"
         return f"{self.damage}; {self.readable} frame{'' if self.readable == 1 else 's'} can be read, {lost}"
