@@ -382,3 +382,19 @@ def test_split_bag_with_a_file_gone_names_it(tmp_path, capsys, random_model):
             for m in r.messages(["/camera/image_raw"]):
                 stamps.append(m.t_ns)
     assert stamps == [T0 + n * 10**8 for n in (0, 1, 4, 5)]
+
+
+def test_split_recording_without_metadata_reads_its_files_in_order(tmp_path):
+    """The recorder killed: no metadata.yaml, the last file cut; files named bag_0 ... bag_10."""
+    bag = split_bag(tmp_path / "split", "sqlite3", parts=3, per=1)
+    (bag / "metadata.yaml").unlink()
+    for k in (2, 1):  # rosbag2 numbers without padding: bag_10 sorts before bag_2 by name
+        (bag / f"split_{k}.db3").rename(bag / f"split_{5 * k}.db3")
+    last = bag / "split_10.db3"
+    last.write_bytes(last.read_bytes()[:4096 * 3])  # nothing of frame 2 left
+    with bag_io.BagReader(bag) as r:
+        stamps = []
+        with pytest.raises(bag_io.BagError, match=r"file split_10.db3 \(3 of 3\)"):
+            for m in r.messages(["/camera/image_raw"]):
+                stamps.append(m.t_ns)
+    assert stamps == [T0, T0 + 10**8]

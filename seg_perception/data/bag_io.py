@@ -85,13 +85,14 @@ class BagReader:
             raise BagError(f"bag {path} not found: give a rosbag2 folder (with metadata.yaml) or an .mcap/.db3 file")
         target = path
         if path.is_dir() and not (path / "metadata.yaml").is_file():
-            # An interrupted recording can lack metadata.yaml; a single storage file still reads.
+            # An interrupted recording can lack metadata.yaml: a single storage file still reads,
+            # and the files of a split one are read one by one (the salvage readers, below).
             files = sorted(list(path.glob("*.mcap")) + list(path.glob("*.db3")))
-            if len(files) != 1:
+            if not files or len({f.suffix for f in files}) != 1:
                 raise BagError(f"{path} is not a rosbag2 folder: no metadata.yaml and "
-                               f"{len(files)} .mcap/.db3 files (expected a bag made by 'ros2 bag record' "
+                               f"{len(files) or 'no'} .mcap/.db3 files (expected a bag made by 'ros2 bag record' "
                                "or 'seg-perception make-bag')")
-            target = files[0]
+            target = files[0] if len(files) == 1 else path
         self.target = target
         self.salvage = None   # McapSalvage / SqliteSalvage: what of a damaged file can be read
         self.damage = ""      # where and why reading stopped early ("" while the bag reads whole)
@@ -221,7 +222,8 @@ class BagReader:
 
     def _switch_to_salvage(self) -> bool:
         """After the indexed reader broke off mid-way: read the rest through the salvage reader
-        (sqlite3 bags, whose later pages are usually intact). False when it cannot help."""
+        (the pages of an sqlite3 file, the chunks of an .mcap, the files of a split bag after
+        the damage are usually intact). False when it cannot help."""
         s = _salvage(self.path, self.target)
         if s is None or s.damage is None:
             return False
