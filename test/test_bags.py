@@ -340,3 +340,30 @@ def test_make_bag_refuses_to_overwrite(tmp_path, capsys, camvid_sample):
     (tmp_path / "bag").mkdir()
     rc, out, err = run_cli(capsys, "make-bag", "--data", camvid_sample, "--out", tmp_path / "bag", "--frames", 1)
     assert rc == 2 and "exists already" in one_line_error(err)
+
+
+def test_ros1_bag_is_named_and_the_conversion_it_suggests_works(tmp_path, capsys, random_model):
+    import shlex
+    import subprocess
+    import sys
+    from rosbags.rosbag1 import Writer as Ros1Writer
+    ts = get_typestore(Stores.ROS1_NOETIC)
+    Image, Header = ts.types["sensor_msgs/msg/Image"], ts.types["std_msgs/msg/Header"]
+    Time = ts.types["builtin_interfaces/msg/Time"]
+    with Ros1Writer(tmp_path / "cam.bag") as w:
+        c = w.add_connection("/camera/image_raw", Image.__msgtype__, typestore=ts)
+        for n in range(3):
+            msg = Image(header=Header(seq=n, stamp=Time(sec=1_700_000_000 + n, nanosec=5), frame_id="cam"),
+                        height=36, width=48, encoding="rgb8", is_bigendian=0, step=48 * 3,
+                        data=np.full(36 * 48 * 3, 40 * n, np.uint8))
+            w.write(c, (1_700_000_000 + n) * 10**9, ts.serialize_ros1(msg, Image.__msgtype__))
+    rc, out, err = run_cli(capsys, "eval-bag", tmp_path / "cam.bag", "--model", random_model, "--no-gt")
+    line = one_line_error(err)
+    assert rc == 2 and "is a ROS 1 bag" in line
+    command = shlex.split(line.split("'")[1])
+    assert command[0] == "rosbags-convert"
+    exe = Path(sys.executable).parent / "rosbags-convert"
+    subprocess.run([str(exe)] + command[1:], check=True, capture_output=True)
+    with bag_io.BagReader(tmp_path / "cam_ros2") as r:
+        got = [(m.msg.header.stamp.sec, m.msg.width, int(m.msg.data[0])) for m in r.messages(["/camera/image_raw"])]
+    assert got == [(1_700_000_000 + n, 48, 40 * n) for n in range(3)]

@@ -83,6 +83,12 @@ class BagReader:
         self.path = path
         if not path.exists():
             raise BagError(f"bag {path} not found: give a rosbag2 folder (with metadata.yaml) or an .mcap/.db3 file")
+        ros1 = [path] if path.suffix == ".bag" else sorted(path.glob("*.bag")) if path.is_dir() else []
+        if ros1 and not (path.is_dir() and ((path / "metadata.yaml").is_file() or any(path.glob("*.mcap"))
+                                            or any(path.glob("*.db3")))):
+            src = " ".join(str(f) for f in ros1)
+            raise BagError(f"{ros1[0]} is a ROS 1 bag; convert it to rosbag2 with 'rosbags-convert --src {src} "
+                           f"--dst {ros1[0].with_suffix('')}_ros2' (installed with this package) and pass that folder")
         target = path
         if path.is_dir() and not (path / "metadata.yaml").is_file():
             # An interrupted recording can lack metadata.yaml: a single storage file still reads,
@@ -380,7 +386,7 @@ def _salvage(path: Path, target: Path):
     if mode == "file":  # each file is compressed whole: nothing to read record by record
         return None
     files = [target] if target.is_file() else list(target.glob("*.mcap")) + list(target.glob("*.db3"))
-    if not files or len({f.suffix for f in files}) != 1:
+    if not files or len({f.suffix for f in files}) != 1 or files[0].suffix not in (".mcap", ".db3"):
         return None
 
     def scan(f: Path):
