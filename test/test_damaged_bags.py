@@ -398,3 +398,25 @@ def test_split_recording_without_metadata_reads_its_files_in_order(tmp_path):
             for m in r.messages(["/camera/image_raw"]):
                 stamps.append(m.t_ns)
     assert stamps == [T0, T0 + 10**8]
+
+
+def test_damaged_sqlite_time_index_loses_nothing(tmp_path, capsys, random_model):
+    """rosbags reads in timestamp order through the index; with the index's pages hit, every
+    message is still read, from the table itself."""
+    bag = sqlite_bag(tmp_path / "bag")
+    db = _db3(bag)
+    whole = _rows(db)
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    index_pages = [p for (p,) in con.execute("SELECT pageno FROM dbstat WHERE name = 'timestamp_idx'")]
+    con.close()
+    data = bytearray(db.read_bytes())
+    for p in index_pages:
+        data[(p - 1) * 4096:p * 4096] = bytes([0xEE]) * 4096
+    db.write_bytes(bytes(data))
+    with bag_io.BagReader(bag) as r:
+        got = [(m.topic, m.t_ns, m.raw) for m in r.messages(["/camera/image_raw", "/camera/labels_gt", "/padding"],
+                                                            decode=False)]
+        assert r.salvage is not None and r.damage == ""
+    assert sorted(got) == sorted(whole.values())
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
+    assert rc == 0 and f"offline: {FRAMES} frames in" in out, (out, err)

@@ -231,10 +231,10 @@ class BagReader:
         (the pages of an sqlite3 file, the chunks of an .mcap, the files of a split bag after
         the damage are usually intact). False when it cannot help."""
         s = _salvage(self.path, self.target)
-        if s is None or s.damage is None:
+        if s is None:
             return False
-        self.salvage = s
-        self.damage = f"bag {self.path} is damaged: {s.damage.where()}"
+        self.salvage = s  # no damage found (e.g. only sqlite's time index was hit): nothing is lost
+        self.damage = f"bag {self.path} is damaged: {s.damage.where()}" if s.damage else ""
         return True
 
     def _salvaged(self, topics: Sequence[str], decode: bool, after=(None, None)) -> Iterator[BagMessage]:
