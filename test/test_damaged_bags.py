@@ -420,3 +420,25 @@ def test_damaged_sqlite_time_index_loses_nothing(tmp_path, capsys, random_model)
     assert sorted(got) == sorted(whole.values())
     rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
     assert rc == 0 and f"offline: {FRAMES} frames in" in out, (out, err)
+
+
+def test_compressed_sqlite_bag_without_metadata_decompresses(tmp_path):
+    """Only metadata.yaml says "compression_mode: message"; without it the zstd frames are
+    recognised by their magic number, on the indexed path and on the salvage path."""
+    bag = sqlite_bag(tmp_path / "bag", compress=True, frames=4)
+    with bag_io.BagReader(bag) as r:
+        whole = [(m.topic, m.t_ns, m.raw) for m in r.messages(["/camera/image_raw"], decode=False)]
+    (bag / "metadata.yaml").unlink()
+    with bag_io.BagReader(bag) as r:
+        assert r.salvage is None
+        got = [m for m in r.messages(["/camera/image_raw"])]
+    assert [(m.topic, m.t_ns, m.raw) for m in got] == whole and all(m.msg is not None for m in got)
+    db = _db3(bag)
+    db.write_bytes(db.read_bytes()[: db.stat().st_size // 2])
+    with bag_io.BagReader(db) as r:
+        assert r.salvage is not None
+        got = []
+        with pytest.raises(bag_io.BagError):
+            for m in r.messages(["/camera/image_raw"]):
+                got.append(m)
+    assert got and [(m.topic, m.t_ns, m.raw) for m in got] == whole[:len(got)] and all(m.msg for m in got)

@@ -34,6 +34,17 @@ DEFAULT_GT_TOPIC = "/camera/labels_gt"
 GT_CLASSES_KEY = "seg_perception.ground_truth_classes"
 
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _zstd():
+    try:
+        from compression import zstd  # Python >= 3.14
+    except ImportError:
+        from backports import zstd  # what rosbags installs before 3.14
+    return zstd
+
+
 class BagError(ValueError):
     """A bag that cannot be used as given; the message names the bag and what to do."""
 
@@ -255,10 +266,20 @@ class BagReader:
 
     def _message(self, topic: str, msgtype: str, t_ns: int, raw: bytes, decode: bool) -> BagMessage:
         m = BagMessage(topic, msgtype, t_ns, raw=raw)
+        if raw[:4] == ZSTD_MAGIC:
+            # rosbag2's per-message compression, left as stored: a bare .db3 has no metadata.yaml
+            # to say so, and the salvage readers return messages as stored (CDR never starts so)
+            try:
+                m.raw = _zstd().decompress(raw)
+            except Exception as e:
+                m.error = f"cannot decompress {msgtype} on {topic} (zstd): {_one_line(e)}"
+                return m
         return self.decode(m) if decode else m
 
     def decode(self, m: BagMessage) -> BagMessage:
         """Deserialise a message read with ``decode=False`` (sets ``msg``, or ``error``)."""
+        if m.error:
+            return m
         try:
             m.msg = self.ts.deserialize_cdr(m.raw, m.msgtype)
         except Exception as e:
@@ -390,7 +411,7 @@ def _salvage(path: Path, target: Path):
         return None
 
     def scan(f: Path):
-        return McapSalvage.scan(f) if f.suffix == ".mcap" else SqliteSalvage.scan(f, "zstd" if mode == "message" else "")
+        return McapSalvage.scan(f) if f.suffix == ".mcap" else SqliteSalvage.scan(f)
     if len(files) == 1:
         s = scan(files[0])
     else:

@@ -8,7 +8,8 @@ This reads the file's pages directly (the sqlite file format is documented and s
 every table leaf page whose rows have the shape of rosbag2's `topics` and `messages`
 tables is parsed, each message's blob is followed through its overflow pages, and a row
 whose pages are missing or do not chain is counted as lost. Messages come out in
-recorded-time order, as the indexed reader gives them.
+recorded-time order, as the indexed reader gives them, and as stored (per-message zstd
+is undone by BagReader, which recognises it without metadata.yaml).
 """
 from __future__ import annotations
 
@@ -60,7 +61,6 @@ class _Row:
 @dataclass
 class SqliteSalvage:
     path: Path
-    compression: str = ""  # "zstd": rosbag2's per-message compression (metadata.yaml compression_mode: message)
     channels: Dict[int, SalvagedChannel] = field(default_factory=dict)
     damage: Optional[SqliteDamage] = None
     message_count: int = 0
@@ -69,9 +69,9 @@ class SqliteSalvage:
     _rows: List[_Row] = field(default_factory=list)
 
     @classmethod
-    def scan(cls, path: str | Path, compression: str = "") -> "SqliteSalvage":
+    def scan(cls, path: str | Path) -> "SqliteSalvage":
         """One pass over the pages: topics, the readable messages, what is lost."""
-        s = cls(Path(path), compression)
+        s = cls(Path(path))
         with _Pages.open(s.path) as pages:
             if pages is None:
                 s.damage = SqliteDamage(s.path.stat().st_size, 0, 0, 0, 0, reason="not an sqlite3 file")
@@ -116,22 +116,15 @@ class SqliteSalvage:
                                        first, reason)
 
     def records(self) -> Iterator[Tuple[SalvagedChannel, int, bytes]]:
-        """(channel, recorded time ns, raw CDR) of every readable message, in recorded-time order."""
-        decompress = _zstd() if self.compression else None
+        """(channel, recorded time ns, message as stored) of every readable message, in
+        recorded-time order; a zstd-compressed message stays compressed (BagReader undoes it)."""
         with _Pages.open(self.path) as pages:
             if pages is None:
                 return
             for r in self._rows:
                 raw = pages.payload(r.cell)
-                if raw is None:
-                    continue
-                blob = _record(raw)[3]
-                if decompress is not None:
-                    try:
-                        blob = decompress(blob)
-                    except Exception:
-                        continue  # a damaged compressed message: nothing of it can be used
-                yield self.channels[r.topic_id], r.t_ns, blob
+                if raw is not None:
+                    yield self.channels[r.topic_id], r.t_ns, bytes(_record(raw)[3])
 
 
 def _n(k: int, what: str) -> str:
@@ -320,11 +313,3 @@ def _record(payload: bytes, header_only: bool = False) -> list:
         else:
             raise ValueError(f"invalid serial type {t}")
     return values
-
-
-def _zstd():
-    try:
-        from compression import zstd  # Python >= 3.14
-    except ImportError:
-        from backports import zstd  # what rosbags installs before 3.14
-    return zstd.decompress
