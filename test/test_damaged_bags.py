@@ -378,18 +378,19 @@ def test_split_bag_with_a_file_gone_names_it(tmp_path, capsys, random_model):
     (bag / "split_1.mcap").unlink()
     with bag_io.BagReader(bag) as r:
         stamps = []
-        with pytest.raises(bag_io.BagError, match=r"file split_1.mcap \(3 of 3\): missing"):
+        with pytest.raises(bag_io.BagError, match=r"file split_1.mcap \(2 of 3\): missing"):
             for m in r.messages(["/camera/image_raw"]):
                 stamps.append(m.t_ns)
     assert stamps == [T0 + n * 10**8 for n in (0, 1, 4, 5)]
 
 
 def test_split_recording_without_metadata_reads_its_files_in_order(tmp_path):
-    """The recorder killed: no metadata.yaml, the last file cut; files named bag_0 ... bag_10."""
+    """The recorder killed: no metadata.yaml, the last file cut; rosbag2 numbers its files
+    without padding (bag_10 sorts before bag_8 by name), and a gap in the numbers is a lost file."""
     bag = split_bag(tmp_path / "split", "sqlite3", parts=3, per=1)
     (bag / "metadata.yaml").unlink()
-    for k in (2, 1):  # rosbag2 numbers without padding: bag_10 sorts before bag_2 by name
-        (bag / f"split_{k}.db3").rename(bag / f"split_{5 * k}.db3")
+    for k in (2, 1, 0):
+        (bag / f"split_{k}.db3").rename(bag / f"split_{k + 8}.db3")
     last = bag / "split_10.db3"
     last.write_bytes(last.read_bytes()[:4096 * 3])  # nothing of frame 2 left
     with bag_io.BagReader(bag) as r:
@@ -398,6 +399,13 @@ def test_split_recording_without_metadata_reads_its_files_in_order(tmp_path):
             for m in r.messages(["/camera/image_raw"]):
                 stamps.append(m.t_ns)
     assert stamps == [T0, T0 + 10**8]
+    (bag / "split_9.db3").unlink()
+    with bag_io.BagReader(bag) as r:
+        stamps = []
+        with pytest.raises(bag_io.BagError, match=r"file split_9.db3 \(2 of 3\): missing; file split_10.db3"):
+            for m in r.messages(["/camera/image_raw"]):
+                stamps.append(m.t_ns)
+    assert stamps == [T0]
 
 
 def test_damaged_sqlite_time_index_loses_nothing(tmp_path, capsys, random_model):
@@ -442,3 +450,31 @@ def test_compressed_sqlite_bag_without_metadata_decompresses(tmp_path):
             for m in r.messages(["/camera/image_raw"]):
                 got.append(m)
     assert got and [(m.topic, m.t_ns, m.raw) for m in got] == whole[:len(got)] and all(m.msg for m in got)
+
+
+def test_damaged_first_chunk_keeps_the_later_ones(tmp_path, capsys, random_model):
+    """The channels are written once, inside the first chunk; the summary at the end repeats them."""
+    bag = chunky_bag(tmp_path / "bag")
+    f = _mcap(bag)
+    data = bytearray(f.read_bytes())
+    c = _chunks(bytes(data))[0]
+    data[c + 4000:c + 4000 + 4096] = bytes(4096)  # a zeroed block inside frame 0's pixels
+    f.write_bytes(bytes(data))
+    s = McapSalvage.scan(f)
+    assert s.damage.skipped == [(c, "chunk checksum mismatch")] and s.damage.offset is None
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
+    assert rc == 5 and "offline: 4 frames in" in out and "2 of the 6 recorded frames" in err, (out, err)
+
+
+def test_index_that_promises_more_frames_than_the_file_holds_is_partial(tmp_path, capsys, random_model):
+    import yaml
+    bag = sqlite_bag(tmp_path / "bag")
+    meta = yaml.safe_load((bag / "metadata.yaml").read_text())
+    for t in meta["rosbag2_bagfile_information"]["topics_with_message_count"]:
+        if t["topic_metadata"]["name"] == "/camera/image_raw":
+            t["message_count"] = 20
+    (bag / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
+    assert rc == 5 and f"offline: {FRAMES} frames in" in out, (out, err)
+    assert f"holds {FRAMES} of the 20 messages its index lists on /camera/image_raw" in err
+    assert f"{20 - FRAMES} of the 20 recorded frames on /camera/image_raw are lost" in err

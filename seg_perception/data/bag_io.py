@@ -55,6 +55,14 @@ def typestore():
     return get_typestore(Stores.ROS2_JAZZY)
 
 
+def _rosbags_convert() -> str:
+    """rosbags' converter as the user can run it: by name when on PATH, else where pip put it."""
+    import shutil
+    import sys
+    beside = Path(sys.executable).parent / "rosbags-convert"
+    return "rosbags-convert" if shutil.which("rosbags-convert") or not beside.is_file() else str(beside)
+
+
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return (text[0] if text else type(e).__name__)[:300]
@@ -91,6 +99,8 @@ class BagReader:
     def __init__(self, path: str | Path):
         from rosbags.rosbag2 import Reader
         path = Path(path).expanduser()
+        if path.name == "metadata.yaml" and path.is_file():
+            path = path.parent  # the bag is the folder it describes
         self.path = path
         if not path.exists():
             raise BagError(f"bag {path} not found: give a rosbag2 folder (with metadata.yaml) or an .mcap/.db3 file")
@@ -98,14 +108,18 @@ class BagReader:
         if ros1 and not (path.is_dir() and ((path / "metadata.yaml").is_file() or any(path.glob("*.mcap"))
                                             or any(path.glob("*.db3")))):
             src = " ".join(str(f) for f in ros1)
-            raise BagError(f"{ros1[0]} is a ROS 1 bag; convert it to rosbag2 with 'rosbags-convert --src {src} "
-                           f"--dst {ros1[0].with_suffix('')}_ros2' (installed with this package) and pass that folder")
+            raise BagError(f"{ros1[0]} is a ROS 1 bag; convert it to rosbag2 with '{_rosbags_convert()} --src {src} "
+                           f"--dst {ros1[0].with_suffix('')}_ros2' (installed with this package) and pass that "
+                           "folder (a ROS 1 bag cut short needs ROS 1's 'rosbag reindex' first)")
         target = path
         if path.is_dir() and not (path / "metadata.yaml").is_file():
             # An interrupted recording can lack metadata.yaml: a single storage file still reads,
             # and the files of a split one are read one by one (the salvage readers, below).
             files = sorted(list(path.glob("*.mcap")) + list(path.glob("*.db3")))
-            if not files or len({f.suffix for f in files}) != 1:
+            if len({f.suffix for f in files}) > 1:
+                raise BagError(f"{path} holds both .mcap and .db3 files and no metadata.yaml: that is not one "
+                               "recording; pass one bag folder, or one of the files")
+            if not files:
                 raise BagError(f"{path} is not a rosbag2 folder: no metadata.yaml and "
                                f"{len(files) or 'no'} .mcap/.db3 files (expected a bag made by 'ros2 bag record' "
                                "or 'seg-perception make-bag')")
@@ -116,6 +130,10 @@ class BagReader:
         info = _bag_information(path)
         self.expected = _recorded_counts(info)  # per topic, from metadata.yaml where it says
         self.custom_data: Dict[str, str] = dict(info.get("custom_data") or {})  # {} in older bags
+        listed = [Path(str(p)).name for p in info.get("relative_file_paths") or []]
+        if path.is_dir() and listed and not any((path / name).is_file() for name in listed):
+            raise BagError(f"bag {path}: its metadata.yaml lists {', '.join(listed)}, not in the folder "
+                           "(copy the whole bag folder, storage files and metadata.yaml together)")
         try:
             self.reader = Reader(target)
             self.reader.open()
@@ -127,6 +145,10 @@ class BagReader:
             if self.salvage is None:
                 raise BagError(f"cannot open bag {path}: {_one_line(e)}; the file is truncated or damaged "
                                "(for an interrupted recording try 'ros2 bag reindex')") from None
+            if not self.salvage.message_count:
+                d = self.salvage.damage
+                raise BagError(f"cannot open bag {path}: nothing in it can be read"
+                               + (f" ({d.where()})" if d else f" ({_one_line(e)})")) from None
             d = self.salvage.damage  # None: only the index at the end is missing; all messages read
             self.damage = f"bag {path} is damaged: {d.where()}" if d else ""
         if self.reader is not None:
@@ -242,7 +264,7 @@ class BagReader:
         (the pages of an sqlite3 file, the chunks of an .mcap, the files of a split bag after
         the damage are usually intact). False when it cannot help."""
         s = _salvage(self.path, self.target)
-        if s is None:
+        if s is None or not s.message_count:
             return False
         self.salvage = s  # no damage found (e.g. only sqlite's time index was hit): nothing is lost
         self.damage = f"bag {self.path} is damaged: {s.damage.where()}" if s.damage else ""
@@ -398,9 +420,10 @@ def describe(path: str | Path) -> str:
 
 def _salvage(path: Path, target: Path):
     """A bag the indexed reader refuses or breaks off in, read by the salvage readers (.mcap in
-    file order, .db3 page by page, a bag of several files file by file); None when nothing reads."""
+    file order, .db3 page by page, a bag of several files file by file); None for files they
+    do not read (another format, whole-file compression)."""
     from .mcap_salvage import McapSalvage
-    from .split_salvage import SplitSalvage, recording_order
+    from .split_salvage import SplitSalvage, split_files
     from .sqlite_salvage import SqliteSalvage
     info = _bag_information(path)
     mode = str(info.get("compression_mode") or "").lower()
@@ -416,10 +439,8 @@ def _salvage(path: Path, target: Path):
         s = scan(files[0])
     else:
         listed = [str(p) for p in info.get("relative_file_paths") or []]
-        present = {f.name for f in files}
-        s = SplitSalvage([(f, scan(f)) for f in recording_order(files, listed)],
-                         missing=[Path(p).name for p in listed if Path(p).name not in present])
-    return s if s.message_count else None
+        s = SplitSalvage([(name, scan(f) if f else None) for name, f in split_files(files, listed)])
+    return s
 
 
 def _bag_information(path: Path) -> dict:

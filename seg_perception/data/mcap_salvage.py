@@ -77,6 +77,21 @@ class McapSalvage:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:  # bags can be large
                 yield from self._records(data)
 
+    def _summary_channels(self, data, schemas: Dict[int, str]) -> None:
+        """Schemas and channels from the summary section at the end, when the file has one: a
+        writer puts them in the data section only once, inside the first chunk, so without
+        these a damaged first chunk would leave every later message on an unknown channel."""
+        try:
+            for op, body in _summary_records(data):
+                if op == OP_SCHEMA:
+                    sid, name = _schema(body)
+                    schemas[sid] = name
+                elif op == OP_CHANNEL:
+                    ch = _channel(body, schemas)
+                    self.channels.setdefault(ch.id, ch)
+        except (ValueError, struct.error, UnicodeDecodeError):
+            pass  # a damaged summary: the data section's own records are what there is
+
     def _records(self, data) -> Iterator[Tuple[SalvagedChannel, int, bytes]]:
         schemas: Dict[int, str] = {}
         count, last_t = 0, None
@@ -85,6 +100,7 @@ class McapSalvage:
         if data[:8] != MAGIC:
             self.damage = Damage(0, len(data), "no MCAP magic at the start", 0)
             return
+        self._summary_channels(data, schemas)
         pos = 8
         # Stack of (buffer, position, end, outer position): a chunk's records are read from its
         # decompressed bytes, then reading goes on after the chunk in the file.
@@ -148,6 +164,26 @@ class McapSalvage:
         if skipped and self.damage is None:
             self.damage = Damage(None, len(data), "", count, last_t, skipped)
         self.message_count = count
+
+
+def _summary_records(data) -> Iterator[Tuple[int, bytes]]:
+    """(opcode, body) of the summary section's records when the file ends whole (footer and
+    magic), else nothing."""
+    footer = len(data) - 8 - 29  # footer record: opcode, length, summary start, offsets start, crc
+    if footer < 8 or data[-8:] != MAGIC or data[footer] != OP_FOOTER:
+        return
+    start, offsets = struct.unpack_from("<QQ", data, footer + 9)
+    end = offsets or footer
+    if not 8 <= start <= end <= footer:
+        return
+    pos = start
+    while pos + 9 <= end:
+        op = data[pos]
+        (length,) = struct.unpack_from("<Q", data, pos + 1)
+        if pos + 9 + length > end:
+            return
+        yield op, data[pos + 9:pos + 9 + length]
+        pos += 9 + length
 
 
 def _string(body, at: int) -> Tuple[str, int]:

@@ -25,8 +25,10 @@ class SplitDamage:
 
 
 class SplitSalvage:
-    def __init__(self, parts: Sequence[Tuple[Path, object]], missing: Sequence[str] = ()):
-        self.parts = list(parts)  # (file, its salvage reader), in recording order
+    def __init__(self, files: Sequence[Tuple[str, Optional[object]]]):
+        """files: (file name, its salvage reader, None for a missing file), in recording order."""
+        n = len(files)
+        self.parts = [(name, s) for name, s in files if s is not None]
         self.channels: Dict[Tuple[int, int], SalvagedChannel] = {
             (i, cid): ch for i, (_, s) in enumerate(self.parts) for cid, ch in s.channels.items()}
         self.message_count = sum(s.message_count for _, s in self.parts)
@@ -34,9 +36,8 @@ class SplitSalvage:
         ends = [s.end_ns for _, s in self.parts if s.end_ns is not None]
         self.start_ns = min(starts) if starts else None
         self.end_ns = max(ends) if ends else None
-        n = len(self.parts) + len(missing)
-        damaged = [(f.name, k + 1, n, s.damage.where()) for k, (f, s) in enumerate(self.parts) if s.damage]
-        damaged += [(name, len(self.parts) + k + 1, n, "missing") for k, name in enumerate(missing)]
+        damaged = [(name, k + 1, n, "missing" if s is None else s.damage.where())
+                   for k, (name, s) in enumerate(files) if s is None or s.damage]
         self.damage: Optional[SplitDamage] = SplitDamage(damaged) if damaged else None
 
     def records(self) -> Iterator[Tuple[SalvagedChannel, int, bytes]]:
@@ -44,14 +45,24 @@ class SplitSalvage:
             yield from s.records()
 
 
-def recording_order(files: Sequence[Path], listed: Sequence[str] = ()) -> List[Path]:
-    """The files in the order they were recorded: as metadata.yaml lists them, else by the
-    number rosbag2 puts before the extension (bag_0, bag_1, ..., bag_10)."""
+def split_files(files: Sequence[Path], listed: Sequence[str] = ()) -> List[Tuple[str, Optional[Path]]]:
+    """(name, path or None when missing) of a split bag's files in the order they were
+    recorded: as metadata.yaml lists them, else by the number rosbag2 puts before the
+    extension (bag_0, bag_1, ..., bag_10), a gap in the numbers being a missing file."""
     by_name = {f.name: f for f in files}
-    if listed and all(Path(p).name in by_name for p in listed):
-        return [by_name[Path(p).name] for p in listed]
-
-    def number(f: Path) -> Tuple[int, str]:
-        m = re.search(r"_(\d+)$", f.stem)
-        return (int(m.group(1)) if m else -1, f.name)
-    return sorted(files, key=number)
+    if listed:
+        names = [Path(p).name for p in listed]
+        return [(m, by_name.get(m)) for m in names] + [(f.name, f) for f in sorted(files) if f.name not in names]
+    numbered = {}
+    for f in files:
+        m = re.fullmatch(r"(.*)_(\d+)", f.stem)
+        if m is None:
+            return [(f.name, f) for f in sorted(files)]  # not rosbag2's naming: name order
+        numbered[(m.group(1), int(m.group(2)))] = f
+    prefixes = {p for p, _ in numbered}
+    if len(prefixes) != 1:
+        return [(f.name, f) for f in sorted(files)]
+    (prefix,) = prefixes
+    suffix = files[0].suffix
+    nums = sorted(k for _, k in numbered)
+    return [(f"{prefix}_{k}{suffix}", numbered.get((prefix, k))) for k in range(nums[0], nums[-1] + 1)]

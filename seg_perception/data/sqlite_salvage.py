@@ -35,6 +35,7 @@ class SqliteDamage:
     messages_read: int
     first_lost_t_ns: Optional[int] = None  # recorded time of the first lost message, where known
     reason: str = ""
+    lost_topics: List[str] = field(default_factory=list)  # of the lost messages whose row was seen
 
     def where(self) -> str:
         if self.pages < self.pages_expected:
@@ -44,7 +45,8 @@ class SqliteDamage:
             what = f"its file ({self.size:,} bytes) has damaged pages"
             lost = f"{_n(self.lost, 'message')} cannot be read" if self.lost else ""
         if lost and self.first_lost_t_ns is not None:
-            lost += f" (the first recorded at {self.first_lost_t_ns / 1e9:.3f} s)"
+            on = f"on {', '.join(self.lost_topics)}, " if self.lost_topics else ""
+            lost += f" ({on}the first recorded at {self.first_lost_t_ns / 1e9:.3f} s)"
         parts = [what] + [p for p in (lost, self.reason) if p] + [f"{_n(self.messages_read, 'message')} read"]
         return ", ".join(parts)
 
@@ -91,12 +93,12 @@ class SqliteSalvage:
                     if rowid not in rows and pages.payload(cell, copy=False) is not None:
                         rows[rowid] = _Row(rowid, values[1], values[2], pgno, cell)
                     elif rowid not in rows:
-                        broken[rowid] = values[2]
+                        broken[rowid] = (values[2], values[1])
         for rowid in rows:
             broken.pop(rowid, None)
         # Rows of topics whose entry is lost cannot be decoded: counted as lost.
         for r in [r for r in rows.values() if r.topic_id not in self.channels]:
-            broken[r.rowid] = r.t_ns
+            broken[r.rowid] = (r.t_ns, r.topic_id)
             del rows[r.rowid]
         self._rows = sorted(rows.values(), key=lambda r: (r.t_ns, r.rowid))
         for r in self._rows:
@@ -110,10 +112,11 @@ class SqliteSalvage:
         cut = pages.count < pages.expected
         lost = len(broken) + gaps
         if cut or lost or pages.bad_pages:
-            first = min(broken.values(), default=None)
+            first = min((t for t, _ in broken.values()), default=None)
+            topics = sorted({self.channels[i].topic for _, i in broken.values() if i in self.channels})
             reason = f"unreadable table pages: {pages.bad_pages}" if pages.bad_pages else ""
             self.damage = SqliteDamage(pages.size, pages.count, pages.expected, lost, self.message_count,
-                                       first, reason)
+                                       first, reason, topics)
 
     def records(self) -> Iterator[Tuple[SalvagedChannel, int, bytes]]:
         """(channel, recorded time ns, message as stored) of every readable message, in

@@ -31,7 +31,8 @@ class Inputs:
         if not self.damage:
             return ""
         if self.recorded is not None and self.recorded > self.readable:
-            lost = f"{self.recorded - self.readable} of the {self.recorded} recorded frames on {self.image.name} are lost"
+            k = self.recorded - self.readable
+            lost = f"{k} of the {self.recorded} recorded frames on {self.image.name} {'is' if k == 1 else 'are'} lost"
         elif self.recorded is not None:
             lost = f"none of the {self.recorded} recorded frames on {self.image.name} is lost (other messages are)"
         else:
@@ -65,9 +66,13 @@ def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader) -> Inputs:
     except bag_io.BagError:
         pass  # reader.damage says where
     recorded = reader.expected.get(image.name)
-    if count == 0:
+    damage = reader.damage
+    if not damage and recorded is not None and count < recorded:  # the index promises more than the file holds
+        damage = f"bag {reader.path} holds {count} of the {recorded} messages its index lists on {image.name}"
+    if count == 0:  # a bag damaged before its first frame is input that cannot be used (2)
         raise EvalError(f"topic {image.name} in bag {reader.path} has no messages"
-                        + (f" that can be read ({reader.damage})" if reader.damage else ""), 3)
+                        + (f" that can be read ({reader.damage})" if reader.damage else ""),
+                        2 if reader.damage else 3)
     total = min(count, cfg.max_frames) if cfg.max_frames > 0 else count
     folder = None
     source = None
@@ -80,7 +85,7 @@ def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader) -> Inputs:
     elif gt is not None:
         source = f"topic {gt.name}"
     return Inputs(image, gt, folder, total, sample_indices(total, cfg.samples), source, readable=count,
-                  recorded=recorded, damage=reader.damage)
+                  recorded=recorded, damage=damage)
 
 
 def check_ground_truth_classes(inp: Inputs, reader: bag_io.BagReader, card: ModelCard) -> None:

@@ -22,6 +22,7 @@ class Frames:
     note: str                             # one line: how many, from where
     skipped: int = 0                      # messages that are not a readable image
     why: str = ""                         # the first such message's reason
+    damage: str = ""                      # a damaged bag: where and what was lost
 
 
 def is_bag(path: Path) -> bool:
@@ -98,7 +99,7 @@ def _bag_frames(path: Path, n: int, spread: bool, image_topic: Optional[str]) ->
                 got.damage = (f"bag {path} is damaged: it holds {got.seen} of the {recorded} messages "
                               f"recorded on {topic.name}")
     note = f"{len(got.frames)} frames of {topic.name} in {path}" + (f"; {got.damage}" if got.damage else "")
-    return Frames(got.frames, note, got.skipped, got.why)
+    return Frames(got.frames, note, got.skipped, got.why, got.damage)
 
 
 def read_frames(source: str | Path, n: int, spread: bool = False,
@@ -124,7 +125,8 @@ def read_frames(source: str | Path, n: int, spread: bool = False,
             parts = [_bag_frames(src, n // len(topics) + (i < n % len(topics)), spread, t)
                      for i, t in enumerate(topics)]
             out = Frames([f for p in parts for f in p.frames], "; ".join(p.note for p in parts),
-                         sum(p.skipped for p in parts), next((p.why for p in parts if p.why), ""))
+                         sum(p.skipped for p in parts), next((p.why for p in parts if p.why), ""),
+                         next((p.damage for p in parts if p.damage), ""))
         else:
             out = _bag_frames(src, n, spread, topics[0] if topics else None)
     else:
@@ -138,6 +140,8 @@ def read_frames(source: str | Path, n: int, spread: bool = False,
             out.note += f" ({len(found) - len(files)} label images of a dataset layout left out)"
     if not out.frames:
         unreadable = f" ({out.skipped} unreadable messages; the first: {out.why})" if out.skipped else ""
+        if out.damage:  # the bag's own damage is the reason, not the choice of source
+            raise FileNotFoundError(f"no readable frames in {src}{unreadable}: {out.damage}")
         raise FileNotFoundError(f"no readable frames in {src}{unreadable}"
                                 + ": pass a folder of images or a rosbag2 with images")
     if out.skipped:
