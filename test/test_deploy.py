@@ -547,6 +547,10 @@ def test_doctor_without_tensorrt_reports_and_fails(quantized, capsys, camvid_sam
     assert "| tensorrt x2 | fp16 | skipped |" in out  # the several-camera engine check has its row
     assert "| tensorrt labels only | fp16 | skipped |" in out  # the engine the default node runs
     assert "RESULT: TensorRT is not installed" in out
+    assert "| onnxruntime | int8 |" in out  # the INT8 engine's reference (this model has none: said so)
+    rc, out, err = _run_cli(["doctor", "--model", src, "--frames", camvid_sample / "val", "--num-frames", 2,
+                             "--runs", 5, "--cache-dir", tmp_path, "--precisions", "fp32", "--batch", 1], capsys)
+    assert "| onnxruntime | fp32 | ok |" in out and "| onnxruntime | int8 |" not in out  # no INT8 engine asked
 
 
 def test_jetson_doctor_script_runs_the_doctor():

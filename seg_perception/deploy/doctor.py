@@ -151,7 +151,7 @@ def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequ
     # ONNX Runtime on the CPU: the reference labels and the figures to compare with.
     reference: Dict[str, List[np.ndarray]] = {}
     rows: List[DoctorRow] = []
-    for p in ("fp32", "int8"):
+    for p in ("fp32", "int8") if "int8" in precisions else ("fp32",):  # int8: the INT8 engine's reference
         row = DoctorRow("onnxruntime", p)
         rows.append(row)
         if onnx[p] is None or not onnx[p].is_file():
