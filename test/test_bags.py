@@ -375,3 +375,16 @@ def test_ros1_bag_is_named_and_the_conversion_it_suggests_works(tmp_path, capsys
     with bag_io.BagReader(tmp_path / "cam_ros2") as r:
         got = [(m.msg.header.stamp.sec, m.msg.width, int(m.msg.data[0])) for m in r.messages(["/camera/image_raw"])]
     assert got == [(1_700_000_000 + n, 48, 40 * n) for n in range(3)]
+
+
+def test_frame_without_ground_truth_is_named_in_the_output(tmp_path, capsys, random_model):
+    rng = np.random.default_rng(0)
+    with bag_io.BagWriter(tmp_path / "b", "mcap") as w:
+        for n in range(3):
+            t = T0 + n * 10**8
+            w.write("/camera/image_raw", bag_io.image_msg(rng.integers(0, 255, (48, 64, 3), np.uint8), "rgb8", t, "c"), t)
+            if n != 1:
+                w.write("/camera/labels_gt", bag_io.image_msg(rng.integers(0, 11, (48, 64), np.uint8), "mono8", t, "c"), t)
+    rc, out, err = run_cli(capsys, "eval-bag", tmp_path / "b", "--model", random_model, "--out", tmp_path / "r")
+    assert rc == 0 and "on 2 frames" in out, (out, err)
+    assert "[eval-bag] note: 1 frame has no ground truth of the same header stamp: not scored" in out

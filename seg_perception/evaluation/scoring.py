@@ -249,6 +249,11 @@ class Scorer:
         if self.with_gt:
             self.counts.no_ground_truth += len(self._pred)
             self.counts.gt_without_frame += len(self._gt)
+            k = self.counts.no_ground_truth
+            if k and self.counts.scored:  # none scored at all is the command's error instead
+                self.warn_once("no_gt", f"{k} frame{'s have' if k > 1 else ' has'} no ground truth "
+                                        f"{'in ' + str(self.gt_folder.folder) if self.gt_folder else 'of the same header stamp'}"
+                                        ": not scored")
         self._pred.clear()
         self._gt.clear()
 
