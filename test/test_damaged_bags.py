@@ -20,12 +20,13 @@ T0 = 1_700_000_000 * 10**9
 FRAMES = 6
 
 
-def chunky_bag(path):
-    """FRAMES small frames with ground truth; a 600 kB padding message per frame makes the
-    writer close a (1 MiB) chunk every two frames, as a real camera recording does."""
+def chunky_bag(path, fmt="mcap", compress=False, frames=FRAMES):
+    """Small frames with ground truth; a 600 kB padding message per frame makes the mcap
+    writer close a (1 MiB) chunk every two frames, as a real camera recording does (and fills
+    ~150 overflow pages per frame in sqlite3)."""
     rng = np.random.default_rng(0)
-    with bag_io.BagWriter(path, "mcap") as w:
-        for n in range(FRAMES):
+    with bag_io.BagWriter(path, fmt, compress=compress) as w:
+        for n in range(frames):
             t = T0 + n * 10**8
             w.write("/camera/image_raw", bag_io.image_msg(rng.integers(0, 255, (48, 64, 3), np.uint8), "rgb8", t, "c"), t)
             w.write("/camera/labels_gt", bag_io.image_msg(rng.integers(0, 11, (48, 64), np.uint8), "mono8", t, "c"), t)
@@ -138,15 +139,7 @@ def test_live_announces_the_frames_it_really_plays(tmp_path, capsys, random_mode
 
 # ------------------------------------------------------------------ sqlite3 (.db3) bags
 def sqlite_bag(path, compress=False, frames=FRAMES):
-    """The chunky bag's messages in sqlite3 storage: each frame's padding fills ~150 overflow pages."""
-    rng = np.random.default_rng(0)
-    with bag_io.BagWriter(path, "sqlite3", compress=compress) as w:
-        for n in range(frames):
-            t = T0 + n * 10**8
-            w.write("/camera/image_raw", bag_io.image_msg(rng.integers(0, 255, (48, 64, 3), np.uint8), "rgb8", t, "c"), t)
-            w.write("/camera/labels_gt", bag_io.image_msg(rng.integers(0, 11, (48, 64), np.uint8), "mono8", t, "c"), t)
-            w.write("/padding", bag_io.image_msg(rng.integers(0, 255, (750, 800), np.uint8), "mono8", t, "c"), t)
-    return path
+    return chunky_bag(path, "sqlite3", compress, frames)
 
 
 def _db3(bag):

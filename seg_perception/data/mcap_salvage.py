@@ -83,14 +83,21 @@ class McapSalvage:
         these a damaged first chunk would leave every later message on an unknown channel."""
         try:
             for op, body in _summary_records(data):
-                if op == OP_SCHEMA:
-                    sid, name = _schema(body)
-                    schemas[sid] = name
-                elif op == OP_CHANNEL:
-                    ch = _channel(body, schemas)
-                    self.channels.setdefault(ch.id, ch)
+                self._definition(op, body, schemas)
         except (ValueError, struct.error, UnicodeDecodeError):
             pass  # a damaged summary: the data section's own records are what there is
+
+    def _definition(self, op: int, body, schemas: Dict[int, str]) -> bool:
+        """Take in a Schema or Channel record; False for any other record."""
+        if op == OP_SCHEMA:
+            sid, name = _schema(body)
+            schemas[sid] = name
+        elif op == OP_CHANNEL:
+            ch = _channel(body, schemas)
+            self.channels.setdefault(ch.id, ch)
+        else:
+            return False
+        return True
 
     def _records(self, data) -> Iterator[Tuple[SalvagedChannel, int, bytes]]:
         schemas: Dict[int, str] = {}
@@ -124,13 +131,9 @@ class McapSalvage:
                     raise ValueError("record cut short")
                 body = buf[body_at:body_at + length]
                 pos = body_at + length
-                if op == OP_SCHEMA:
-                    sid, name = _schema(body)
-                    schemas[sid] = name
-                elif op == OP_CHANNEL:
-                    ch = _channel(body, schemas)
-                    self.channels.setdefault(ch.id, ch)
-                elif op == OP_MESSAGE:
+                if self._definition(op, body, schemas):
+                    continue
+                if op == OP_MESSAGE:
                     cid, _seq, log_time, _pub = struct.unpack_from("<HIQQ", body, 0)
                     ch = self.channels.get(cid)
                     if ch is None:
