@@ -120,12 +120,11 @@ class BagReader:
                 raise BagError(f"{path} holds both .mcap and .db3 files and no metadata.yaml: that is not one "
                                "recording; pass one bag folder, or one of the files")
             if not files:
-                raise BagError(f"{path} is not a rosbag2 folder: no metadata.yaml and "
-                               f"{len(files) or 'no'} .mcap/.db3 files (expected a bag made by 'ros2 bag record' "
-                               "or 'seg-perception make-bag')")
+                raise BagError(f"{path} is not a rosbag2 folder: no metadata.yaml and no .mcap/.db3 files "
+                               "(expected a bag made by 'ros2 bag record' or 'seg-perception make-bag')")
             target = files[0] if len(files) == 1 else path
         self.target = target
-        self.salvage = None   # McapSalvage / SqliteSalvage: what of a damaged file can be read
+        self.salvage = None   # Mcap/Sqlite/SplitSalvage: what of a damaged bag can be read
         self.damage = ""      # where and why reading stopped early ("" while the bag reads whole)
         info = _bag_information(path)
         self.expected = _recorded_counts(info)  # per topic, from metadata.yaml where it says
