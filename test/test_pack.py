@@ -40,7 +40,7 @@ def test_description_by_names_and_flags_mismatch(tmp_path):
     ("classes: [{name: a, color: [1, 2]}, b]\n", "color must be \\[r, g, b\\]"),
     ("classes: [a, b\n", "not valid YAML at line 2"),
     ("class_names: [a, b]\n", "unknown key 'class_names' \\(did you mean 'classes'\\?\\); the keys are name, classes"),
-    ("- a\n- b\n", "must be a mapping with name, classes, ignore_index, drivable"),
+    ("- a\n- b\n", "must be a mapping with name, classes, ignore_index, ignore_color, drivable"),
 ])
 def test_bad_description_one_line(tmp_path, text, match):
     (tmp_path / "dataset.yaml").write_text(text)

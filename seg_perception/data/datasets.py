@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from .classes import CAMVID, CITYSCAPES, CITYSCAPES_ID_TO_TRAINID, ClassTable, default_palette, generic_table
+from .label_images import LabelColors, LabelError, read_label
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -30,16 +31,6 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def read_label(path: str | Path) -> np.ndarray:
-    lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if lab is None:
-        raise DatasetError(f"cannot read label {path}: missing or not an image file")
-    if lab.ndim != 2:
-        raise DatasetError(f"label {path} has {lab.shape[2]} channels; expected a single-channel "
-                           "image of class ids")
-    return lab
-
-
 class SegmentationDataset:
     """A list of (image, label) files with one class table.
 
@@ -49,13 +40,14 @@ class SegmentationDataset:
 
     def __init__(self, pairs: Sequence[Tuple[Path, Path]], table: ClassTable,
                  transform: Optional[Callable] = None, label_map: Optional[np.ndarray] = None,
-                 cache: bool = False):
+                 cache: bool = False, label_colors: Optional[LabelColors] = None):
         if not pairs:
             raise DatasetError("the dataset has no image/label pairs")
         self.pairs = [(Path(i), Path(l)) for i, l in pairs]
         self.table = table
         self.transform = transform
         self.label_map = label_map  # lookup table for raw label values -> class ids
+        self.label_colors = label_colors  # colour -> class id, for RGB-coded label images
         self._cache: dict = {} if cache else None
 
     def __len__(self) -> int:
@@ -65,10 +57,12 @@ class SegmentationDataset:
         if self._cache is not None and idx in self._cache:
             return self._cache[idx]
         img_path, lab_path = self.pairs[idx]
-        img, lab = read_rgb(img_path), read_label(lab_path)
+        try:
+            img, lab = read_rgb(img_path), read_label(lab_path, self.label_colors)
+        except LabelError as e:
+            raise DatasetError(str(e)) from None
         if self.label_map is not None:
             lab = self.label_map[lab]
-        lab = lab.astype(np.uint8)
         if img.shape[:2] != lab.shape:
             raise DatasetError(f"label {lab_path} is {lab.shape[1]}x{lab.shape[0]} but image "
                                f"{img_path} is {img.shape[1]}x{img.shape[0]}")
@@ -78,6 +72,7 @@ class SegmentationDataset:
             raise DatasetError(f"label {lab_path} has value {value} outside the {self.table.num_classes} classes "
                                f"(ignore id {self.table.ignore_index}); if {value} marks unlabelled pixels, "
                                f"pass --ignore-index {value} (or set ignore_index: {value} in dataset.yaml)")
+        lab = lab.astype(np.uint8)  # after the range check: a 16-bit 256 must not pass as 0
         if self._cache is not None:
             self._cache[idx] = (img, lab)
         return img, lab
@@ -140,13 +135,31 @@ def cityscapes(root: str | Path, split: str, **kw) -> SegmentationDataset:
 DESCRIPTION_FILE = "dataset.yaml"
 
 
-DESCRIPTION_KEYS = ("name", "classes", "ignore_index", "drivable")
+DESCRIPTION_KEYS = ("name", "classes", "ignore_index", "ignore_color", "drivable")
+
+
+def _colour_list(value, path: Path, what: str) -> List[Tuple[int, int, int]]:
+    """[r, g, b], or a list of them (several label colours; the first is the display colour)."""
+    def rgb(v) -> bool:
+        return isinstance(v, list) and len(v) == 3 and all(isinstance(x, int) and 0 <= x <= 255 for x in v)
+    if rgb(value):
+        return [tuple(value)]
+    if isinstance(value, list) and value and all(rgb(v) for v in value):
+        return [tuple(v) for v in value]
+    raise DatasetError(f"{path}: {what} must be [r, g, b] in 0..255, or a list of them, got {value!r}")
 
 
 def read_description(root: str | Path) -> Optional[ClassTable]:
-    """The class table of a folder dataset from ``<root>/dataset.yaml``, or None without one.
+    """The class table of a folder dataset from ``<root>/dataset.yaml``, or None without one."""
+    described = describe(root)
+    return described[0] if described is not None else None
 
-    classes: a list of names, or of {name, color: [r, g, b]}; ignore_index (default 255);
+
+def describe(root: str | Path) -> Optional[Tuple[ClassTable, LabelColors]]:
+    """``<root>/dataset.yaml``: its class table and the label colours it gives, or None without one.
+
+    classes: a list of names, or of {name, color: [r, g, b] or a list of them}; ignore_index
+    (default 255); ignore_color: the colour(s) of unlabelled pixels in RGB-coded labels;
     drivable: class ids or names a ground vehicle may drive on (default none).
     """
     path = Path(root) / DESCRIPTION_FILE
@@ -177,10 +190,7 @@ def read_description(root: str | Path) -> Optional[ClassTable]:
         elif isinstance(c, dict) and isinstance(c.get("name"), str):
             names.append(c["name"])
             col = c.get("color")
-            if col is not None and (not isinstance(col, list) or len(col) != 3
-                                    or not all(isinstance(v, int) and 0 <= v <= 255 for v in col)):
-                raise DatasetError(f"{path}: class {i} ({c['name']}) color must be [r, g, b] in 0..255")
-            colors.append(tuple(col) if col is not None else None)
+            colors.append(_colour_list(col, path, f"class {i} ({c['name']}) color") if col is not None else None)
         else:
             raise DatasetError(f"{path}: class {i} must be a name or {{name, color}}, got {c!r}")
     ignore = doc.get("ignore_index", 255)
@@ -194,9 +204,23 @@ def read_description(root: str | Path) -> Optional[ClassTable]:
             drivable.append(d)
         else:
             raise DatasetError(f"{path}: drivable class {d!r} is neither a class id nor one of {names}")
+    owners: dict = {}
+    owned = [(i, cols) for i, cols in enumerate(colors) if cols is not None]
+    if doc.get("ignore_color") is not None:
+        owned.append((ignore, _colour_list(doc["ignore_color"], path, "ignore_color")))
+    for cid, cols in owned:
+        for col in cols:
+            if col in owners and owners[col] != cid:
+                who = [names[k] if k < len(names) else "ignore_color" for k in (owners[col], cid)]
+                raise DatasetError(f"{path}: colour {list(col)} is given to both {who[0]} and {who[1]}: "
+                                   "a label colour must name one class")
+            owners[col] = cid
     palette = default_palette(len(names))
-    colors = tuple(c if c is not None else palette[i] for i, c in enumerate(colors))
-    return ClassTable(str(doc.get("name", "folder")), tuple(names), colors, ignore, tuple(drivable))
+    table = ClassTable(str(doc.get("name", "folder")), tuple(names),
+                       tuple(c[0] if c is not None else palette[i] for i, c in enumerate(colors)),
+                       ignore, tuple(drivable))
+    uncoloured = [n for n, c in zip(names, colors) if c is None]
+    return table, LabelColors(owners, uncoloured, source=str(path))
 
 
 def write_description(root: str | Path, table: ClassTable) -> Path:
@@ -209,15 +233,33 @@ def write_description(root: str | Path, table: ClassTable) -> Path:
     return path
 
 
+LABEL_EXTS = (".png", ".bmp", ".tif", ".tiff")  # lossless: a label's values must survive saving
+
+
+def _label_file(img: Path, candidates: List[Path], folder: Path) -> Path:
+    """The label of ``img`` among the files of the label folder named like it."""
+    for ext in LABEL_EXTS:
+        for p in candidates:
+            if p.suffix.lower() == ext and p.is_file():
+                return p
+    if candidates:
+        raise DatasetError(f"label {candidates[0]} of image {img} is not a lossless image: save labels as PNG "
+                           "(JPEG changes class ids and colours at every edge)")
+    example = next((p.name for p in folder.iterdir() if p.suffix.lower() in LABEL_EXTS), None)
+    hint = f" (the label folder holds e.g. {example}: a label has its image's name)" if example else ""
+    raise DatasetError(f"image {img} has no label: {folder / (img.stem + '.png')} does not exist{hint}")
+
+
 def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_index: int = 255,
                  class_names: Optional[List[str]] = None, drivable: Sequence[int] = (),
                  from_card: bool = False, **kw) -> SegmentationDataset:
-    """Your own data: <root>/<split>/images/NAME.(png|jpg) with <root>/<split>/labels/NAME.png.
+    """Your own data: <root>/<split>/images/NAME.(png|jpg) with <root>/<split>/labels/NAME.png
+    (or .bmp/.tif: lossless; class ids, a palette PNG or colours as dataset.yaml gives them).
 
     The classes come from <root>/dataset.yaml when there is one, else from ``num_classes``.
     ``from_card``: the class arguments are a model card's, a stand-in for a missing dataset.yaml,
     not the user's flags; a description that differs is for the caller to compare with its model."""
-    described = read_description(root)
+    described = describe(root)
     base = Path(root)
     root = base / split
     _require_dir(base, "dataset folder")
@@ -227,17 +269,18 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
                            f"{', '.join(here) or 'none'}): name one of them (--split, --train-split, "
                            "--val-split), or train with --val-split none")
     _require_dir(root / "labels", f"label folder '{split}/labels'")
+    labels: dict = {}
+    for p in sorted((root / "labels").iterdir()):
+        labels.setdefault(p.stem, []).append(p)
     pairs = []
     for img in sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_EXTS):
-        lab = root / "labels" / (img.stem + ".png")
-        if not lab.is_file():
-            raise DatasetError(f"image {img} has no label: {lab} does not exist")
-        pairs.append((img, lab))
+        pairs.append((img, _label_file(img, labels.get(img.stem, []), root / "labels")))
     if described is not None:
-        if num_classes and not from_card and num_classes != described.num_classes:
+        table, colors = described
+        if num_classes and not from_card and num_classes != table.num_classes:
             raise DatasetError(f"--num-classes {num_classes} but {base / DESCRIPTION_FILE} lists "
-                               f"{described.num_classes} classes")
-        return SegmentationDataset(pairs, described, **kw)
+                               f"{table.num_classes} classes")
+        return SegmentationDataset(pairs, table, label_colors=colors, **kw)
     if num_classes < 2:
         raise DatasetError(f"a folder dataset needs its classes: write {base / DESCRIPTION_FILE} "
                            "or pass --num-classes")

@@ -1,0 +1,107 @@
+"""Label images as labelling tools save them, read into class ids.
+
+Three forms are read: a single-channel PNG of class ids (8 or 16 bit, CamVid's and Cityscapes'
+form); a palette PNG, whose pixel values are palette indices = class ids (Pascal VOC, LabelMe,
+CVAT's masks: the file looks coloured but holds ids); and an RGB-coded mask, whose colours
+dataset.yaml gives each class (``LabelColors``). OpenCV expands palette PNGs to BGR, so they are
+told apart by the PNG header and decoded with Pillow, which keeps the indices.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+
+class LabelError(ValueError):
+    """A label file that cannot be read as class ids; the message names the file and the way out."""
+
+
+RGB = Tuple[int, int, int]
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PALETTE = 3  # PNG colour type of an indexed image (IHDR byte 25)
+
+
+def is_palette_png(path: str | Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(26)
+    return len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and head[25] == _PALETTE
+
+
+def _code(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.int32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+class LabelColors:
+    """Colour -> class id for RGB-coded label images, from dataset.yaml.
+
+    ``colors``: (r, g, b) -> class id (several colours may name one class, and the ignore id);
+    ``uncoloured``: names of classes dataset.yaml gives no colour, which makes colour-coded labels
+    unreadable (their pixels could not be found)."""
+
+    def __init__(self, colors: Dict[RGB, int], uncoloured: Sequence[str] = (), source: str = "dataset.yaml"):
+        self.uncoloured = tuple(uncoloured)
+        self.source = source
+        codes = _code(np.array(list(colors), np.int32).reshape(-1, 3))
+        order = np.argsort(codes)
+        self._codes = codes[order]
+        self._ids = np.array(list(colors.values()), np.uint8)[order]
+
+    def ids(self, rgb: np.ndarray, path: str | Path) -> np.ndarray:
+        """Class ids of an HxWx3 RGB label image; unknown colours are an error naming them."""
+        if self.uncoloured:
+            raise LabelError(f"label {path} is a colour image, but {self.source} gives no color to "
+                             f"{', '.join(self.uncoloured)}: give every class its label colour "
+                             "({name: ..., color: [r, g, b]}) to read colour-coded labels")
+        px = _code(rgb)
+        pos = np.searchsorted(self._codes, px).clip(max=len(self._codes) - 1)
+        known = self._codes[pos] == px
+        if not known.all():
+            codes, counts = np.unique(px[~known], return_counts=True)
+            top = np.argsort(counts)[::-1][:3]
+            shown = ", ".join(f"({c >> 16}, {(c >> 8) & 255}, {c & 255}) on {n} px"
+                              for c, n in zip(codes[top], counts[top]))
+            share = 100.0 * (~known).sum() / px.size
+            raise LabelError(f"label {path} has {len(codes)} colour(s) that no class has in {self.source} "
+                             f"({shown}; {share:.2g} % of its pixels): add them to a class's color list or to "
+                             "ignore_color; labels saved as JPEG or scaled with smoothing have blended colours: "
+                             "save them as PNG at full size")
+        return self._ids[pos]
+
+
+def read_label(path: str | Path, colors: Optional[LabelColors] = None) -> np.ndarray:
+    """Class ids (HxW, uint8 or uint16) of a label file in any of the three forms above."""
+    path = Path(path)
+    if not path.is_file():
+        raise LabelError(f"cannot read label {path}: missing")
+    if is_palette_png(path):
+        from PIL import Image  # only palette PNGs need it; OpenCV reads the rest
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im)
+        except OSError as e:
+            raise LabelError(f"cannot read label {path}: {e}") from None
+    lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if lab is None:
+        raise LabelError(f"cannot read label {path}: not an image file")
+    if lab.ndim == 2:
+        return lab
+    if lab.shape[2] not in (3, 4) or lab.dtype != np.uint8:
+        raise LabelError(f"label {path} has {lab.shape[2]} channels of {lab.dtype}; expected a single-channel "
+                         "image of class ids, a palette PNG, or an 8-bit RGB mask coloured as dataset.yaml says")
+    rgb = cv2.cvtColor(lab[..., :3], cv2.COLOR_BGR2RGB)
+    grey = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+    if colors is not None:
+        try:
+            return colors.ids(rgb, path)
+        except LabelError:
+            if not grey:
+                raise
+    if grey:  # class ids saved as a grey RGB image
+        return rgb[..., 0].copy()
+    raise LabelError(f"label {path} is a colour image: to read colour-coded labels give every class its "
+                     "colour in dataset.yaml (classes: [{name: road, color: [128, 64, 128]}, ...]); "
+                     "or save labels as single-channel PNGs of class ids")

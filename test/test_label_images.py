@@ -1,0 +1,151 @@
+"""Label images as labelling tools save them: palette PNGs (ids as palette indices), RGB masks
+coloured as dataset.yaml says, ids saved as grey RGB, 16-bit ids; each read to the exact ids,
+and each wrong form refused with one line naming the file and the way out."""
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from seg_perception.cli import main
+from seg_perception.data.datasets import DatasetError, image_folder
+
+COLOURS = {0: (128, 64, 128), 1: (70, 70, 70), 2: (220, 20, 60)}  # road, wall, person (display colours)
+YAML = """classes:
+  - {name: road, color: [128, 64, 128]}
+  - {name: wall, color: [[70, 70, 70], [102, 102, 156]]}
+  - {name: person, color: [220, 20, 60]}
+ignore_color: [0, 0, 0]
+drivable: [road]
+"""
+
+
+def _ids(seed: int = 0, shape=(24, 32)) -> np.ndarray:
+    """Ids 0-2 in blocks, with a band of the ignore id 255."""
+    rng = np.random.default_rng(seed)
+    ids = np.kron(rng.integers(0, 3, (shape[0] // 4, shape[1] // 4)), np.ones((4, 4), int)).astype(np.uint8)
+    ids[:, -4:] = 255
+    return ids
+
+
+def _folder(tmp_path, yaml_text=YAML, names=("a", "b")):
+    for sub in ("images", "labels"):
+        (tmp_path / "train" / sub).mkdir(parents=True, exist_ok=True)
+    if yaml_text is not None:
+        (tmp_path / "dataset.yaml").write_text(yaml_text)
+    for n in names:
+        cv2.imwrite(str(tmp_path / "train" / "images" / f"{n}.jpg"), np.full((24, 32, 3), 90, np.uint8))
+    return tmp_path / "train" / "labels"
+
+
+def _rgb_mask(ids: np.ndarray) -> np.ndarray:
+    rgb = np.zeros(ids.shape + (3,), np.uint8)  # 255 -> ignore_color black
+    for cid, col in COLOURS.items():
+        rgb[ids == cid] = col
+    return rgb
+
+
+def test_palette_png_reads_its_indices(tmp_path):
+    labels = _folder(tmp_path, "classes: [road, wall, person]\n")
+    want = [_ids(0), _ids(1)]
+    for n, ids in zip("ab", want):
+        im = Image.fromarray(ids, mode="P")
+        im.putpalette([128, 64, 128, 70, 70, 70, 220, 20, 60] + [0, 0, 0] * 253)
+        im.save(labels / f"{n}.png")
+        assert cv2.imread(str(labels / f"{n}.png"), cv2.IMREAD_UNCHANGED).ndim == 3  # what OpenCV alone gave
+    ds = image_folder(tmp_path, "train")
+    for i, ids in enumerate(want):
+        np.testing.assert_array_equal(ds.load(i)[1], ids)
+
+
+def test_rgb_mask_maps_colours_to_ids(tmp_path):
+    labels = _folder(tmp_path)
+    ids = _ids(2)
+    rgb = _rgb_mask(ids)
+    rgb[:4, :4] = (102, 102, 156)  # wall's second colour
+    ids[:4, :4] = 1
+    cv2.imwrite(str(labels / "a.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(labels / "b.bmp"), cv2.cvtColor(_rgb_mask(_ids(3)), cv2.COLOR_RGB2BGR))
+    ds = image_folder(tmp_path, "train")
+    assert ds.table.names == ("road", "wall", "person") and ds.table.colors[1] == (70, 70, 70)
+    assert ds.table.drivable == (0,)
+    np.testing.assert_array_equal(ds.load(0)[1], ids)
+    np.testing.assert_array_equal(ds.load(1)[1], _ids(3))
+    rgba = np.dstack([cv2.cvtColor(_rgb_mask(_ids(4)), cv2.COLOR_RGB2BGR), np.full((24, 32), 255, np.uint8)])
+    cv2.imwrite(str(labels / "a.png"), rgba)
+    np.testing.assert_array_equal(image_folder(tmp_path, "train").load(0)[1], _ids(4))
+
+
+def test_unknown_colour_is_named_with_its_pixel_count(tmp_path):
+    labels = _folder(tmp_path, names=("a",))
+    rgb = _rgb_mask(_ids(5))
+    rgb[0, :7] = (127, 64, 128)  # a blended edge
+    cv2.imwrite(str(labels / "a.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    with pytest.raises(DatasetError, match=r"labels/a.png has 1 colour\(s\) that no class has in .*dataset.yaml "
+                                           r"\(\(127, 64, 128\) on 7 px; 0.91 % of its pixels\).*save them as PNG"):
+        image_folder(tmp_path, "train").load(0)
+
+
+def test_colour_mask_without_colours_says_how(tmp_path):
+    labels = _folder(tmp_path, "classes: [road, {name: wall, color: [70, 70, 70]}, person]\n", names=("a",))
+    cv2.imwrite(str(labels / "a.png"), cv2.cvtColor(_rgb_mask(_ids(6)), cv2.COLOR_RGB2BGR))
+    with pytest.raises(DatasetError, match="a colour image, but .*dataset.yaml gives no color to road, person"):
+        image_folder(tmp_path, "train").load(0)
+    (tmp_path / "dataset.yaml").unlink()
+    with pytest.raises(DatasetError, match=r"a colour image: to read colour-coded labels give every class its "
+                                           r"colour in dataset.yaml .*or save labels as single-channel PNGs"):
+        image_folder(tmp_path, "train", num_classes=3).load(0)
+
+
+def test_ids_saved_as_grey_rgb_and_16_bit(tmp_path):
+    labels = _folder(tmp_path, "classes: [road, wall, person]\n")
+    cv2.imwrite(str(labels / "a.png"), np.dstack([_ids(7)] * 3))
+    cv2.imwrite(str(labels / "b.png"), _ids(8).astype(np.uint16))
+    ds = image_folder(tmp_path, "train")
+    np.testing.assert_array_equal(ds.load(0)[1], _ids(7))
+    np.testing.assert_array_equal(ds.load(1)[1], _ids(8))
+    wide = _ids(8).astype(np.uint16)
+    wide[0, 0] = 256  # was cast to 0 (road) before the range check
+    cv2.imwrite(str(labels / "b.png"), wide)
+    with pytest.raises(DatasetError, match="labels/b.png has value 256 outside the 3 classes"):
+        image_folder(tmp_path, "train").load(1)
+
+
+def test_jpeg_or_misnamed_labels_are_refused_up_front(tmp_path):
+    labels = _folder(tmp_path, "classes: [road, wall, person]\n", names=("a",))
+    cv2.imwrite(str(labels / "a.jpg"), _ids(9))
+    with pytest.raises(DatasetError, match="label .*labels/a.jpg of image .*a.jpg is not a lossless image: save "
+                                           "labels as PNG"):
+        image_folder(tmp_path, "train")
+    (labels / "a.jpg").unlink()
+    cv2.imwrite(str(labels / "a_mask.png"), _ids(9))
+    with pytest.raises(DatasetError, match=r"has no label: .*labels/a.png does not exist \(the label folder holds "
+                                           r"e.g. a_mask.png"):
+        image_folder(tmp_path, "train")
+
+
+@pytest.mark.parametrize("text, match", [
+    ("classes: [{name: a, color: [1, 2, 3]}, {name: b, color: [[4, 5, 6], [1, 2, 3]]}]\n",
+     r"colour \[1, 2, 3\] is given to both a and b"),
+    ("classes: [{name: a, color: [1, 2, 3]}, b]\nignore_color: [[1, 2, 3]]\n",
+     r"colour \[1, 2, 3\] is given to both a and ignore_color"),
+    ("classes: [a, b]\nignore_color: [0, 0]\n", r"ignore_color must be \[r, g, b\] in 0..255, or a list"),
+    ("classes: [{name: a, color: []}, b]\n", r"class 0 \(a\) color must be"),
+])
+def test_bad_label_colours_one_line(tmp_path, text, match):
+    _folder(tmp_path, text, names=())
+    with pytest.raises(DatasetError, match=match):
+        image_folder(tmp_path, "train")
+
+
+def test_packed_colour_dataset_holds_the_ids(tmp_path):
+    """pack-dataset turns a colour-coded dataset into ids that read back without the colours."""
+    src = tmp_path / "src"
+    labels = _folder(src)
+    for n, seed in zip("ab", (10, 11)):
+        cv2.imwrite(str(labels / f"{n}.png"), cv2.cvtColor(_rgb_mask(_ids(seed)), cv2.COLOR_RGB2BGR))
+    assert main(["pack-dataset", "--dataset", "folder", "--data", str(src), "--splits", "train",
+                 "--out", str(tmp_path / "packed")]) == 0
+    packed = image_folder(tmp_path / "packed", "train")
+    assert packed.table.names == ("road", "wall", "person") and packed.table.ignore_index == 255
+    for i, seed in enumerate((10, 11)):
+        np.testing.assert_array_equal(packed.load(i)[1], _ids(seed))
