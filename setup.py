@@ -6,8 +6,10 @@ from setuptools import find_packages, setup
 PACKAGE = "seg_perception"
 SAMPLE_BAG = "test/data/camvid_val_sample"
 
+# Pillow reads palette PNG labels (OpenCV expands them to colours); matplotlib needs it too.
 CORE = ["setuptools", "numpy==2.4.6", "PyYAML==6.0.3", "opencv-python-headless==5.0.0.93", "onnx==1.23.2",
-        "onnxruntime==1.31.1", "tqdm==4.70.1", "matplotlib==3.11.2", "rosbags==0.11.9", "rosbags-image==0.10.4"]
+        "onnxruntime==1.31.1", "tqdm==4.70.1", "matplotlib==3.11.2", "Pillow==13.0.0", "rosbags==0.11.9",
+        "rosbags-image==0.10.4"]
 # ROS 2 Jazzy client libraries as wheels, for a machine without a ROS install (the live node,
 # live evaluation, the demo's live mode); on a ROS 2 system they come from apt instead.
 ROS = ["ros-jazzy-rclpy==7.1.6", "ros-jazzy-sensor-msgs==5.3.6", "ros-jazzy-std-msgs==5.3.6",
