@@ -7,6 +7,8 @@ misreads until it has seen some of them."""
 from __future__ import annotations
 
 import copy
+
+import cv2
 import re
 
 import numpy as np
@@ -192,6 +194,17 @@ def test_frames_of_a_dataset_root_leave_its_labels_out(camvid_sample):
     assert len(got.frames) == len(frames) == 20, got.note
     assert all(f.ndim == 3 and f.shape[2] == 3 for f, _ in got.frames)
     assert "20 label images of a dataset layout left out" in got.note
+
+
+def test_frames_of_a_cvat_export_leave_its_masks_out(tmp_path):
+    """CVAT's / Pascal VOC's layout: SegmentationClass/ and SegmentationObject/ hold masks."""
+    for sub in ("JPEGImages", "SegmentationClass", "SegmentationObject"):
+        (tmp_path / sub).mkdir()
+        for i in range(3):
+            cv2.imwrite(str(tmp_path / sub / f"f{i}.{'jpg' if sub == 'JPEGImages' else 'png'}"),
+                        np.full((8, 8, 3), 40 * i, np.uint8))
+    got = read_frames(tmp_path, 100)
+    assert len(got.frames) == 3 and "6 label images of a dataset layout left out" in got.note, got.note
 
 
 def _cast(img):

@@ -149,3 +149,54 @@ def test_packed_colour_dataset_holds_the_ids(tmp_path):
     assert packed.table.names == ("road", "wall", "person") and packed.table.ignore_index == 255
     for i, seed in enumerate((10, 11)):
         np.testing.assert_array_equal(packed.load(i)[1], _ids(seed))
+
+
+def test_cvat_segmentation_mask_export_trains_as_it_is(tmp_path, camvid_sample, capsys):
+    """CVAT's Segmentation Mask export (Pascal VOC layout, labelmap.txt, RGB masks) is a folder
+    dataset as it comes out of the zip: ids follow labelmap.txt, the run's card carries its names."""
+    from seg_perception.data.classes import CAMVID
+    from seg_perception.data.datasets import camvid
+    root = tmp_path / "task_export"
+    for sub in ("ImageSets/Segmentation", "JPEGImages", "SegmentationClass", "SegmentationObject"):
+        (root / sub).mkdir(parents=True)
+    lines = ["# label:color_rgb:parts:actions", "background:0,0,0::"]
+    lines += [f"{n}:{r},{g},{b}::" for n, (r, g, b) in zip(CAMVID.names, CAMVID.colors)]
+    (root / "labelmap.txt").write_text("\n".join(lines) + "\n")
+    src = camvid(camvid_sample, "train")
+    want = []
+    for i in range(4):
+        img, ids = src.load(i)
+        name = f"frame_{i:06d}"
+        cv2.imwrite(str(root / "JPEGImages" / f"{name}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        rgb = np.zeros(ids.shape + (3,), np.uint8)  # void: CVAT's background
+        for k, col in enumerate(CAMVID.colors):
+            rgb[ids == k] = col
+        cv2.imwrite(str(root / "SegmentationClass" / f"{name}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(root / "SegmentationObject" / f"{name}.png"), rgb[..., ::-1])  # not read
+        want.append(np.where(ids == CAMVID.ignore_index, 0, ids + 1))
+    (root / "ImageSets/Segmentation/default.txt").write_text("\n".join(f"frame_{i:06d}" for i in range(4)) + "\n")
+
+    ds = image_folder(root, "default")
+    assert ds.table.names == ("background",) + CAMVID.names and ds.table.colors[4] == CAMVID.colors[3]
+    for i in range(4):
+        np.testing.assert_array_equal(ds.load(i)[1], want[i])
+    with pytest.raises(DatasetError, match=r"no split 'val' in .*splits here: default\)"):
+        image_folder(root, "val")
+
+    assert main(["train", "--model", "essnet_d", "--dataset", "folder", "--data", str(root), "--out",
+                 str(tmp_path / "run"), "--train-split", "default", "--val-split", "none", "--keep", "last",
+                 "--epochs", "1", "--batch-size", "2", "--width", "96", "--height", "72", "--threads", "1"]) == 0
+    card = (tmp_path / "run" / "essnet_d_folder.yaml").read_text()
+    assert "name: background" in card and "name: Bicyclist" in card
+
+
+@pytest.mark.parametrize("text, match", [
+    ("background:0,0,0::\nroad:128,64::\n", r"labelmap.txt:2: expected 'name:r,g,b:parts:actions'"),
+    ("background:0,0,0::\n", r"lists 1 class\(es\)"),
+    ("a:1,2,3::\nb:1,2,3::\n", r"colour \[1, 2, 3\] is given to both a and b"),
+])
+def test_bad_labelmap_one_line(tmp_path, text, match):
+    (tmp_path / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (tmp_path / "labelmap.txt").write_text(text)
+    with pytest.raises(DatasetError, match=match):
+        image_folder(tmp_path, "default")

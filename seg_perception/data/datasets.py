@@ -250,36 +250,104 @@ def _label_file(img: Path, candidates: List[Path], folder: Path) -> Path:
     raise DatasetError(f"image {img} has no label: {folder / (img.stem + '.png')} does not exist{hint}")
 
 
+VOC_LISTS = Path("ImageSets") / "Segmentation"
+LABELMAP_FILE = "labelmap.txt"
+
+
+def read_labelmap(root: str | Path) -> Optional[Tuple[ClassTable, LabelColors]]:
+    """``<root>/labelmap.txt`` as CVAT's Segmentation Mask export writes it (``name:r,g,b:parts:actions``
+    per class, in id order), or None without one."""
+    path = Path(root) / LABELMAP_FILE
+    if not path.is_file():
+        return None
+    names, colours = [], []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split(":")
+        rgb = fields[1].split(",") if len(fields) > 1 else []
+        if len(rgb) != 3 or not all(v.strip().isdigit() and int(v) <= 255 for v in rgb) or not fields[0].strip():
+            raise DatasetError(f"{path}:{n}: expected 'name:r,g,b:parts:actions', got {line!r}")
+        names.append(fields[0].strip())
+        colours.append(tuple(int(v) for v in rgb))
+    if len(names) < 2:
+        raise DatasetError(f"{path}: lists {len(names)} class(es); a dataset needs at least two")
+    owners: dict = {}
+    for i, col in enumerate(colours):
+        if col in owners:
+            raise DatasetError(f"{path}: colour {list(col)} is given to both {names[owners[col]]} and {names[i]}")
+        owners[col] = i
+    table = ClassTable(Path(root).resolve().name or "folder", tuple(names), tuple(colours), 255, ())
+    return table, LabelColors(owners, source=str(path))
+
+
+def _voc_pairs(base: Path, split: str) -> List[Tuple[Path, Path]]:
+    """Pascal VOC's layout, which CVAT's Segmentation Mask export uses: ImageSets/Segmentation/<split>.txt
+    lists names, JPEGImages/ holds the frames, SegmentationClass/ the class masks."""
+    listing = base / VOC_LISTS / f"{split}.txt"
+    if not listing.is_file():
+        here = sorted(p.stem for p in (base / VOC_LISTS).glob("*.txt"))
+        raise DatasetError(f"no split '{split}' in {base} ({VOC_LISTS / (split + '.txt')} not found; splits here: "
+                           f"{', '.join(here) or 'none'}): name one of them (--split, --train-split, "
+                           "--val-split), or train with --val-split none")
+    _require_dir(base / "JPEGImages", "frame folder JPEGImages/ (export the images with the masks)")
+    _require_dir(base / "SegmentationClass", "class mask folder SegmentationClass/")
+    images: dict = {}
+    for p in (base / "JPEGImages").iterdir():
+        if p.suffix.lower() in IMAGE_EXTS:
+            images.setdefault(p.stem, p)
+    labels: dict = {}
+    for p in sorted((base / "SegmentationClass").iterdir()):
+        labels.setdefault(p.stem, []).append(p)
+    pairs = []
+    for n, line in enumerate(listing.read_text().splitlines(), 1):
+        name = line.strip()
+        if not name:
+            continue
+        if name not in images:
+            raise DatasetError(f"{name} (listed in {listing}:{n}) has no frame in {base / 'JPEGImages'}")
+        pairs.append((images[name], _label_file(images[name], labels.get(name, []), base / "SegmentationClass")))
+    return pairs
+
+
 def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_index: int = 255,
                  class_names: Optional[List[str]] = None, drivable: Sequence[int] = (),
                  from_card: bool = False, **kw) -> SegmentationDataset:
     """Your own data: <root>/<split>/images/NAME.(png|jpg) with <root>/<split>/labels/NAME.png
-    (or .bmp/.tif: lossless; class ids, a palette PNG or colours as dataset.yaml gives them).
+    (or .bmp/.tif: lossless; class ids, a palette PNG or colours as dataset.yaml gives them);
+    or Pascal VOC's layout (CVAT's Segmentation Mask export), read by ``_voc_pairs``.
 
-    The classes come from <root>/dataset.yaml when there is one, else from ``num_classes``.
-    ``from_card``: the class arguments are a model card's, a stand-in for a missing dataset.yaml,
-    not the user's flags; a description that differs is for the caller to compare with its model."""
-    described = describe(root)
+    The classes come from <root>/dataset.yaml when there is one, else from CVAT's labelmap.txt,
+    else from ``num_classes``. ``from_card``: the class arguments are a model card's, a stand-in
+    for a missing description, not the user's flags; a description that differs is for the caller
+    to compare with its model."""
     base = Path(root)
-    root = base / split
     _require_dir(base, "dataset folder")
-    if not (root / "images").is_dir():
-        here = sorted(p.name for p in base.iterdir() if (p / "images").is_dir())
-        raise DatasetError(f"no split '{split}' in {base} ({split}/images not found; splits here: "
-                           f"{', '.join(here) or 'none'}): name one of them (--split, --train-split, "
-                           "--val-split), or train with --val-split none")
-    _require_dir(root / "labels", f"label folder '{split}/labels'")
-    labels: dict = {}
-    for p in sorted((root / "labels").iterdir()):
-        labels.setdefault(p.stem, []).append(p)
-    pairs = []
-    for img in sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_EXTS):
-        pairs.append((img, _label_file(img, labels.get(img.stem, []), root / "labels")))
+    described = describe(base)
+    source = base / DESCRIPTION_FILE
+    if described is None:
+        described, source = read_labelmap(base), base / LABELMAP_FILE
+    root = base / split
+    if (base / VOC_LISTS).is_dir() and not (root / "images").is_dir():
+        pairs = _voc_pairs(base, split)
+    else:
+        if not (root / "images").is_dir():
+            here = sorted(p.name for p in base.iterdir() if (p / "images").is_dir())
+            raise DatasetError(f"no split '{split}' in {base} ({split}/images not found; splits here: "
+                               f"{', '.join(here) or 'none'}): name one of them (--split, --train-split, "
+                               "--val-split), or train with --val-split none")
+        _require_dir(root / "labels", f"label folder '{split}/labels'")
+        labels: dict = {}
+        for p in sorted((root / "labels").iterdir()):
+            labels.setdefault(p.stem, []).append(p)
+        pairs = []
+        for img in sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_EXTS):
+            pairs.append((img, _label_file(img, labels.get(img.stem, []), root / "labels")))
     if described is not None:
         table, colors = described
         if num_classes and not from_card and num_classes != table.num_classes:
-            raise DatasetError(f"--num-classes {num_classes} but {base / DESCRIPTION_FILE} lists "
-                               f"{table.num_classes} classes")
+            raise DatasetError(f"--num-classes {num_classes} but {source} lists {table.num_classes} classes")
         return SegmentationDataset(pairs, table, label_colors=colors, **kw)
     if num_classes < 2:
         raise DatasetError(f"a folder dataset needs its classes: write {base / DESCRIPTION_FILE} "

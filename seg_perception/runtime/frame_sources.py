@@ -35,8 +35,9 @@ def is_bag(path: Path) -> bool:
 
 def _is_label_image(path: Path, root: Path) -> bool:
     """A ground-truth mask in a dataset layout this package reads (folder: labels/, CamVid:
-    trainannot/, Cityscapes: gtFine/): class ids, not a camera frame."""
-    return any(d == "labels" or d.endswith("annot") or d.startswith("gt")
+    trainannot/, Cityscapes: gtFine/, Pascal VOC and CVAT: SegmentationClass/, SegmentationObject/):
+    class ids, not a camera frame."""
+    return any(d == "labels" or d.endswith("annot") or d.startswith(("gt", "segmentation"))
                for d in (part.lower() for part in path.relative_to(root).parts[:-1]))
 
 
