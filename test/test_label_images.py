@@ -200,3 +200,25 @@ def test_bad_labelmap_one_line(tmp_path, text, match):
     (tmp_path / "labelmap.txt").write_text(text)
     with pytest.raises(DatasetError, match=match):
         image_folder(tmp_path, "default")
+
+
+def test_labelmap_without_colours_reads_voc_palette_colours(tmp_path):
+    """Datumaro's VOC export with the source labels writes 'name:::' and draws the masks in the
+    PASCAL VOC palette (id 1 (128, 0, 0), id 2 (0, 128, 0)); a 1-channel mask holds the ids."""
+    (tmp_path / "ImageSets" / "Segmentation").mkdir(parents=True)
+    for sub in ("JPEGImages", "SegmentationClass"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "labelmap.txt").write_text("# label:color_rgb:parts:actions\nbackground:::\nroad:::\nperson:::\n")
+    (tmp_path / "ImageSets/Segmentation/default.txt").write_text("a\nb\n")
+    ids = _ids(12)
+    ids[ids == 255] = 0
+    rgb = np.zeros(ids.shape + (3,), np.uint8)
+    rgb[ids == 1], rgb[ids == 2] = (128, 0, 0), (0, 128, 0)
+    for n in "ab":
+        cv2.imwrite(str(tmp_path / "JPEGImages" / f"{n}.jpg"), np.full((24, 32, 3), 90, np.uint8))
+    cv2.imwrite(str(tmp_path / "SegmentationClass" / "a.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(tmp_path / "SegmentationClass" / "b.png"), ids)
+    ds = image_folder(tmp_path, "default")
+    assert ds.table.colors == ((0, 0, 0), (128, 0, 0), (0, 128, 0))
+    np.testing.assert_array_equal(ds.load(0)[1], ids)
+    np.testing.assert_array_equal(ds.load(1)[1], ids)

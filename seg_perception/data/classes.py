@@ -65,16 +65,22 @@ def generic_table(num_classes: int, ignore_index: int = 255, names: Sequence[str
     return ClassTable("folder", names, default_palette(num_classes), ignore_index, tuple(drivable))
 
 
+def _voc_colour(c: int) -> Tuple[int, int, int]:
+    """Colour c of the PASCAL VOC palette (bits of c interleaved into r, g, b from the top)."""
+    r = g = b = 0
+    for k in range(8):
+        r |= ((c >> 0) & 1) << (7 - k)
+        g |= ((c >> 1) & 1) << (7 - k)
+        b |= ((c >> 2) & 1) << (7 - k)
+        c >>= 3
+    return (r, g, b)
+
+
+def voc_colormap(n: int) -> Tuple[Tuple[int, int, int], ...]:
+    """The PASCAL VOC palette's first n colours (index 0 black): the colours of VOC-style RGB masks."""
+    return tuple(_voc_colour(c) for c in range(n))
+
+
 def default_palette(n: int) -> Tuple[Tuple[int, int, int], ...]:
-    """Distinct colours by the bit-interleaving scheme of the PASCAL VOC palette."""
-    out = []
-    for i in range(n):
-        r = g = b = 0
-        c = i + 1
-        for k in range(8):
-            r |= ((c >> 0) & 1) << (7 - k)
-            g |= ((c >> 1) & 1) << (7 - k)
-            b |= ((c >> 2) & 1) << (7 - k)
-            c >>= 3
-        out.append((r, g, b))
-    return tuple(out)
+    """Distinct colours for n classes: the PASCAL VOC palette without its black."""
+    return tuple(_voc_colour(c + 1) for c in range(n))

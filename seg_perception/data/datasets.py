@@ -14,7 +14,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .classes import CAMVID, CITYSCAPES, CITYSCAPES_ID_TO_TRAINID, ClassTable, default_palette, generic_table
+from .classes import (CAMVID, CITYSCAPES, CITYSCAPES_ID_TO_TRAINID, ClassTable, default_palette, generic_table,
+                      voc_colormap)
 from .label_images import LabelColors, LabelError, read_label
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -256,7 +257,8 @@ LABELMAP_FILE = "labelmap.txt"
 
 def read_labelmap(root: str | Path) -> Optional[Tuple[ClassTable, LabelColors]]:
     """``<root>/labelmap.txt`` as CVAT's Segmentation Mask export writes it (``name:r,g,b:parts:actions``
-    per class, in id order), or None without one."""
+    per class, in id order), or None without one. A class without a colour (``name:::``, as Datumaro
+    writes it) has the PASCAL VOC palette's colour of its id, which its masks are drawn in."""
     path = Path(root) / LABELMAP_FILE
     if not path.is_file():
         return None
@@ -266,11 +268,12 @@ def read_labelmap(root: str | Path) -> Optional[Tuple[ClassTable, LabelColors]]:
         if not line or line.startswith("#"):
             continue
         fields = line.split(":")
-        rgb = fields[1].split(",") if len(fields) > 1 else []
-        if len(rgb) != 3 or not all(v.strip().isdigit() and int(v) <= 255 for v in rgb) or not fields[0].strip():
+        rgb = fields[1].strip().split(",") if len(fields) > 1 and fields[1].strip() else []
+        if len(fields) < 2 or not fields[0].strip() or (
+                rgb and (len(rgb) != 3 or not all(v.strip().isdigit() and int(v) <= 255 for v in rgb))):
             raise DatasetError(f"{path}:{n}: expected 'name:r,g,b:parts:actions', got {line!r}")
         names.append(fields[0].strip())
-        colours.append(tuple(int(v) for v in rgb))
+        colours.append(tuple(int(v) for v in rgb) if rgb else voc_colormap(len(names))[-1])
     if len(names) < 2:
         raise DatasetError(f"{path}: lists {len(names)} class(es); a dataset needs at least two")
     owners: dict = {}
