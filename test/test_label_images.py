@@ -222,3 +222,10 @@ def test_labelmap_without_colours_reads_voc_palette_colours(tmp_path):
     assert ds.table.colors == ((0, 0, 0), (128, 0, 0), (0, 128, 0))
     np.testing.assert_array_equal(ds.load(0)[1], ids)
     np.testing.assert_array_equal(ds.load(1)[1], ids)
+
+
+def test_label_of_a_turned_frame_says_why(tmp_path):
+    labels = _folder(tmp_path, "classes: [road, wall, person]\n", names=("a",))
+    cv2.imwrite(str(labels / "a.png"), _ids(13).T.copy())
+    with pytest.raises(DatasetError, match=r"labels/a.png is 24x32 but image .*a.jpg is 32x24 \(turned: .*EXIF"):
+        image_folder(tmp_path, "train").load(0)

@@ -65,8 +65,11 @@ class SegmentationDataset:
         if self.label_map is not None:
             lab = self.label_map[lab]
         if img.shape[:2] != lab.shape:
+            turned = (" (turned: frames are read upright by their EXIF orientation, as a camera app shows them; "
+                      "label them upright too, or save them without the orientation tag)"
+                      if img.shape[:2] == lab.shape[::-1] else "")
             raise DatasetError(f"label {lab_path} is {lab.shape[1]}x{lab.shape[0]} but image "
-                               f"{img_path} is {img.shape[1]}x{img.shape[0]}")
+                               f"{img_path} is {img.shape[1]}x{img.shape[0]}{turned}")
         bad = (lab >= self.table.num_classes) & (lab != self.table.ignore_index)
         if bad.any():
             value = int(lab[bad][0])
