@@ -81,7 +81,7 @@ def read_label(path: str | Path, colors: Optional[LabelColors] = None) -> np.nda
         from PIL import Image  # only palette PNGs need it; OpenCV reads the rest
         try:
             with Image.open(path) as im:
-                return np.asarray(im)
+                return np.array(im)  # a writable copy
         except OSError as e:
             raise LabelError(f"cannot read label {path}: {e}") from None
     lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
