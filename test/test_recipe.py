@@ -475,8 +475,10 @@ def test_teacher_loaded_in_the_students_memory_format(tmp_path):
     from conftest import make_random_model
     from seg_perception.train.loop import load_teacher
     card = make_random_model(tmp_path, arch="rdsnet", width=64, height=48, onnx=False)
-    plain = load_teacher(str(card), 11, torch.device("cpu"))
-    cl = load_teacher(str(card), 11, torch.device("cpu"), torch.channels_last)
+    from seg_perception.data.classes import CAMVID
+    names = list(CAMVID.names)
+    plain = load_teacher(str(card), names, torch.device("cpu"))
+    cl = load_teacher(str(card), names, torch.device("cpu"), torch.channels_last)
     convs = [m.weight for m in cl.modules() if isinstance(m, nn.Conv2d) and m.weight.shape[-1] > 1]
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
     assert not all(m.weight.is_contiguous(memory_format=torch.channels_last)
@@ -486,5 +488,41 @@ def test_teacher_loaded_in_the_students_memory_format(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(cl(x.contiguous(memory_format=torch.channels_last)), plain(x),
                                    rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="12 classes|11 classes"):
-        load_teacher(str(card), 12, torch.device("cpu"))
+    # A student of the same classes in another order gets the teacher's outputs in its order.
+    turned = load_teacher(str(card), names[::-1], torch.device("cpu"))
+    with torch.no_grad():
+        torch.testing.assert_close(turned(x), plain(x).flip(1), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="a teacher must know the student's classes"):
+        load_teacher(str(card), names + ["Animal"], torch.device("cpu"))
+    with pytest.raises(ValueError, match="a teacher must know the student's classes"):
+        load_teacher(str(card), names[:-1] + ["Animal"], torch.device("cpu"))
+
+
+@pytest.mark.parametrize("arch", ["essnet_d", "erfnet"])
+def test_init_from_a_card_matches_the_classifier_by_class_name(tmp_path, arch):
+    """--init with a card of other classes, or of the same in another order: each class the card
+    knows starts from its own trained classifier weights (ERFNet's transposed-conv classifier
+    counts classes in its second dimension), a new class from a fresh init."""
+    from conftest import make_random_model
+    from seg_perception.card import load_card
+    from seg_perception.data.classes import CAMVID
+    from seg_perception.nets import build_model
+    from seg_perception.train.loop import _class_dims, init_from
+    card = make_random_model(tmp_path, arch=arch, width=64, height=48, onnx=False)
+    src = torch.load(load_card(card).file("weights"), weights_only=True)
+    names = ["Car", "Road", "Animal", "Sky"]  # indices 8, 3, (new), 0 in CamVid's table
+    torch.manual_seed(5)
+    student = build_model(arch, len(names))
+    fresh = {k: v.clone() for k, v in student.state_dict().items()}
+    init_from(student, str(card), arch, names)
+    got = student.state_dict()
+    dims = _class_dims(arch, len(names))
+    assert dims and (arch != "erfnet" or 1 in dims.values())
+    for key, dim in dims.items():
+        for j, i in enumerate([CAMVID.names.index(n) if n in CAMVID.names else -1 for n in names]):
+            want = fresh[key].select(dim, j) if i < 0 else src[key].select(dim, i)
+            torch.testing.assert_close(got[key].select(dim, j), want, rtol=0, atol=0, msg=f"{key} class {j}")
+    same = build_model(arch, 11)
+    init_from(same, str(card), arch, list(CAMVID.names)[::-1])  # the same classes turned round
+    for key, dim in _class_dims(arch, 11).items():
+        torch.testing.assert_close(same.state_dict()[key], src[key].flip(dim), rtol=0, atol=0)

@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -294,27 +294,73 @@ def agreed_step(cfg: TrainConfig, num_classes: int, device: torch.device, rank: 
     return answer[0]
 
 
-def load_teacher(card_path: str, num_classes: int, device: torch.device,
+def _generic(names: Sequence[str]) -> bool:
+    """Class names that say nothing (a folder dataset described by --num-classes alone)."""
+    return list(names) == [f"class_{i}" for i in range(len(names))]
+
+
+def class_order(source: Sequence[str], target: Sequence[str]) -> Optional[List[int]]:
+    """For each target class, its index among a trained model's ``source`` classes (by name), or
+    None where the two orders are the same or cannot be told apart (generic names)."""
+    source, target = [str(n) for n in source], [str(n) for n in target]
+    if source == target or _generic(source) or _generic(target):
+        return None
+    return [source.index(n) if n in source else -1 for n in target]
+
+
+def load_teacher(card_path: str, class_names: Sequence[str], device: torch.device,
                  memory_format: torch.memory_format = torch.contiguous_format) -> nn.Module:
-    """A trained network (by its model card) in eval mode, for distillation, in the student's
-    memory format (a channels_last batch through contiguous weights converts them every call)."""
-    card = load_card(card_path)
-    if card.num_classes != num_classes:
-        raise ValueError(f"teacher {card_path} has {card.num_classes} classes, the student {num_classes}")
+    """A trained network (by its model card, or a shipped model's name) in eval mode, for
+    distillation, in the student's memory format (a channels_last batch through contiguous
+    weights converts them every call). A teacher of the same classes in another order has its
+    outputs reordered to the student's."""
+    card = load_card(resolve_model(card_path))
+    order = class_order(card.class_names, class_names) if card.num_classes == len(class_names) else None
+    if card.num_classes != len(class_names) or (order is not None and -1 in order):
+        raise ValueError(f"teacher {card_path} has classes {', '.join(card.class_names)}, the student "
+                         f"{', '.join(map(str, class_names))}: a teacher must know the student's classes")
     weights = card.file("weights")
     if weights is None:
         raise ValueError(f"teacher card {card_path} lists no weights file")
     net = load_weights(build_model(card.architecture, card.num_classes), weights)
     for p in net.parameters():
         p.requires_grad_(False)
+    if order is not None:
+        net = _Reordered(net, order)
     return net.to(device, memory_format=memory_format).eval()
 
 
-def init_from(model: nn.Module, source: str, architecture: str) -> tuple[int, List[str]]:
+class _Reordered(nn.Module):
+    """A network whose output channels are picked in another order (the student's classes)."""
+
+    def __init__(self, net: nn.Module, order: List[int]):
+        super().__init__()
+        self.net = net
+        self.register_buffer("order", torch.tensor(order, dtype=torch.long), persistent=False)
+
+    def forward(self, x):
+        return self.net(x).index_select(1, self.order)
+
+
+def _class_dims(architecture: str, num_classes: int) -> Dict[str, int]:
+    """The tensors of a network that depend on its classes (the classifier), each with the
+    dimension that counts them: those whose shape changes with one class more."""
+    a = build_model(architecture, num_classes).state_dict()
+    b = build_model(architecture, num_classes + 1).state_dict()
+    return {k: next(d for d in range(v.dim()) if v.shape[d] != b[k].shape[d])
+            for k, v in a.items() if v.shape != b[k].shape}
+
+
+def init_from(model: nn.Module, source: str, architecture: str,
+              class_names: Optional[Sequence[str]] = None) -> tuple[int, List[str]]:
     """Copy trained weights into a fresh ``model`` to fine-tune it: a model's name or card
     (its weights file), or a .pt. Tensors whose shape differs -- the classifier of a model
-    trained on other classes -- keep their fresh init. Returns (copied, skipped names)."""
+    trained on other classes -- keep their fresh init. With a card and ``class_names`` (the
+    run's classes) the classifier follows the names: a class the card knows starts from its
+    trained weights wherever it sits in the new order, a new one from a fresh init.
+    Returns (copied, names kept fresh)."""
     path = Path(source)
+    source_names = None
     if path.suffix != ".pt":
         card = load_card(resolve_model(source))  # a shipped model's name or a card's path
         if card.architecture != architecture:
@@ -324,6 +370,7 @@ def init_from(model: nn.Module, source: str, architecture: str) -> tuple[int, Li
         if weights is None:
             raise ValueError(f"--init card {source} lists no weights file")
         path = Path(weights)
+        source_names = list(card.class_names)
     if not path.is_file():
         raise FileNotFoundError(f"--init {path} not found: pass a model card (.yaml) or a weights file (.pt)")
     try:
@@ -341,10 +388,35 @@ def init_from(model: nn.Module, source: str, architecture: str) -> tuple[int, Li
     if fit_kernels < len(kernels) / 2:  # more than a new classifier differs: another network's file
         raise ValueError(f"--init {path}: only {fit_kernels} of the {len(kernels)} kernels of {architecture} "
                          "fit; is it a weights file of this network?")
+    order = class_order(source_names, class_names) if source_names and class_names else None
+    if order is not None:  # classes by name, not by position
+        for key, dim in _class_dims(architecture, len(class_names)).items():
+            if key not in state or key not in own:
+                continue
+            fits.pop(key, None)
+            src, new = state[key], own[key].clone()
+            if src.shape[dim] != len(source_names):
+                continue
+            for j, i in enumerate(order):
+                if i >= 0:
+                    new.select(dim, j).copy_(src.select(dim, i))
+            fits[key] = new
     model.load_state_dict(fits, strict=False)
     # A trained file may hold subnormal weights, which make every CPU step several times slower.
     flush_tiny_weights(model)
     return len(fits), sorted(k for k in own if k not in fits)
+
+
+def _init_classes_note(source: str, names: Sequence[str]) -> str:
+    """What the log says of the classifier when --init names other classes (or an other order)."""
+    if Path(source).suffix == ".pt":
+        return ""
+    order = class_order(load_card(resolve_model(source)).class_names, names)
+    if order is None:
+        return ""
+    new = [n for n, i in zip(names, order) if i < 0]
+    return (f"; classifier matched by class name: {len(names) - len(new)} of {len(names)} classes from it"
+            + (f", new: {', '.join(new)}" if new else ""))
 
 
 # ------------------------------------------------------------------ the run
@@ -493,11 +565,11 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, table.num_classes)
     if cfg.init and not (resume and (out / "last.pt").is_file()):
-        copied, fresh = init_from(model, cfg.init, cfg.model)
+        copied, fresh = init_from(model, cfg.init, cfg.model, table.names)
         if rank == 0:
             log(f"[train] initialised {copied} tensors from {cfg.init}"
                 + (f"; {len(fresh)} keep a fresh init ({', '.join(fresh[:3])}{', ...' if len(fresh) > 3 else ''})"
-                   if fresh else ""))
+                   if fresh else "") + _init_classes_note(cfg.init, table.names))
     if cfg.gradual_grouping_epochs:
         n = grouping.make_gradual(model)
         if rank == 0:
@@ -510,7 +582,7 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     model.to(device, memory_format=mem_fmt)
     if enc_stage is not None:
         enc_stage.to(device, memory_format=mem_fmt)
-    teacher = load_teacher(cfg.teacher, table.num_classes, device, mem_fmt) if cfg.teacher else None
+    teacher = load_teacher(cfg.teacher, table.names, device, mem_fmt) if cfg.teacher else None
 
     stage = "encoder" if cfg.encoder_epochs else "full"
     opt = make_optimizer(cfg, (enc_stage if stage == "encoder" else model).parameters())
