@@ -114,8 +114,9 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--teacher", default="", help="model card of a trained teacher to distil from (default: none)")
     p.add_argument("--distill-weight", type=float, default=0.5, help="weight of the distillation term" + d)
     p.add_argument("--distill-temperature", type=float, default=2.0, help="distillation temperature" + d)
-    p.add_argument("--keep", default="best", choices=["best", "last"],
-                   help="ship the best-val epoch's weights or the last epoch's" + d)
+    p.add_argument("--keep", default=None, choices=["best", "last"],
+                   help="ship the best-val epoch's weights or the last epoch's "
+                   "(default: best; last with --val-split none)")
     p.add_argument("--eval-every", type=int, default=5, help="validate every N epochs" + d)
     p.add_argument("--seed", type=int, default=0, help="seed of shuffling, augmentation, init" + d)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
@@ -155,7 +156,7 @@ def _train(p: argparse.ArgumentParser):
                           class_weight_c=a.class_weight_c, loss=a.loss, ohem_thresh=a.ohem_thresh,
                           ohem_min_kept=a.ohem_min_kept, lovasz_weight=a.lovasz_weight, ema_decay=a.ema_decay,
                           init=a.init, teacher=a.teacher, distill_weight=a.distill_weight,
-                          distill_temperature=a.distill_temperature, keep=a.keep, eval_every=a.eval_every,
+                          distill_temperature=a.distill_temperature, keep=a.keep or ("best" if a.val_split not in ("", "none") else "last"), eval_every=a.eval_every,
                           seed=a.seed, precision="fp32" if a.no_bf16 else a.precision,
                           memory_format="contiguous" if a.no_channels_last else a.memory_format, threads=a.threads,
                           workers=a.workers, gradual_grouping_epochs=a.gradual_grouping_epochs, clip_grad=a.clip_grad,
