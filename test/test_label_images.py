@@ -106,8 +106,15 @@ def test_ids_saved_as_grey_rgb_and_16_bit(tmp_path):
     wide = _ids(8).astype(np.uint16)
     wide[0, 0] = 256  # was cast to 0 (road) before the range check
     cv2.imwrite(str(labels / "b.png"), wide)
-    with pytest.raises(DatasetError, match="labels/b.png has value 256 outside the 3 classes"):
+    with pytest.raises(DatasetError, match="labels/b.png has value 256: class ids and the ignore id must be 0..255"):
         image_folder(tmp_path, "train").load(1)
+    (tmp_path / "dataset.yaml").unlink()
+    for ignore in (256, 65535, 2):  # 256 crashed training; 2 is a class id
+        with pytest.raises(DatasetError, match=f"--ignore-index {ignore} must be a label value in 3..255"):
+            image_folder(tmp_path, "train", num_classes=3, ignore_index=ignore)
+    (tmp_path / "dataset.yaml").write_text("classes: [road, wall, person]\n")
+    with pytest.raises(DatasetError, match="--ignore-index 7 but .*dataset.yaml says the ignore id is 255"):
+        image_folder(tmp_path, "train", ignore_index=7)
 
 
 def test_jpeg_or_misnamed_labels_are_refused_up_front(tmp_path):

@@ -73,6 +73,10 @@ class SegmentationDataset:
         bad = (lab >= self.table.num_classes) & (lab != self.table.ignore_index)
         if bad.any():
             value = int(lab[bad][0])
+            if value > 255:
+                raise DatasetError(f"label {lab_path} has value {value}: class ids and the ignore id must be 0..255 "
+                                   f"(the {self.table.num_classes} classes, ignore id {self.table.ignore_index}); "
+                                   "re-save 16-bit labels with unlabelled pixels as 255")
             raise DatasetError(f"label {lab_path} has value {value} outside the {self.table.num_classes} classes "
                                f"(ignore id {self.table.ignore_index}); if {value} marks unlabelled pixels, "
                                f"pass --ignore-index {value} (or set ignore_index: {value} in dataset.yaml)")
@@ -354,10 +358,17 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
         table, colors = described
         if num_classes and not from_card and num_classes != table.num_classes:
             raise DatasetError(f"--num-classes {num_classes} but {source} lists {table.num_classes} classes")
+        if ignore_index not in (255, table.ignore_index) and not from_card:
+            raise DatasetError(f"--ignore-index {ignore_index} but {source} says the ignore id is "
+                               f"{table.ignore_index}: drop the flag or change the file")
         return SegmentationDataset(pairs, table, label_colors=colors, **kw)
     if num_classes < 2:
         raise DatasetError(f"a folder dataset needs its classes: write {base / DESCRIPTION_FILE} "
                            "or pass --num-classes")
+    if not num_classes <= ignore_index <= 255:
+        raise DatasetError(f"--ignore-index {ignore_index} must be a label value in {num_classes}..255 (class ids "
+                           f"are 0..{num_classes - 1}, and labels are 8-bit inside the model); 16-bit labels "
+                           "must mark unlabelled pixels with such a value")
     table = generic_table(num_classes, ignore_index, class_names, drivable)
     return SegmentationDataset(pairs, table, **kw)
 
