@@ -236,3 +236,52 @@ def test_label_of_a_turned_frame_says_why(tmp_path):
     cv2.imwrite(str(labels / "a.png"), _ids(13).T.copy())
     with pytest.raises(DatasetError, match=r"labels/a.png is 24x32 but image .*a.jpg is 32x24 \(turned: .*EXIF"):
         image_folder(tmp_path, "train").load(0)
+
+
+def test_description_ids_order_and_yaml_values(tmp_path):
+    """Classes with ids in any order are put in id order (drivable follows the names); a name YAML
+    reads as a value, an unknown key in a class, a repeated name and a lone drivable name."""
+    _folder(tmp_path, "classes:\n  - {name: road, id: 1}\n  - {name: background, id: 0}\n  - {name: car, id: 2}\n"
+                      "drivable: road\n", names=("a",))
+    cv2.imwrite(str(tmp_path / "train/labels/a.png"), _ids(14))
+    ds = image_folder(tmp_path, "train")
+    assert ds.table.names == ("background", "road", "car") and ds.table.drivable == (1,)
+    for text, match in [
+        ("classes: [{name: a, id: 0}, {name: b}]\n", r"class ids must be 0..1, each once, on every class or on none"),
+        ("classes: [{name: a, id: 0}, {name: b, id: 2}]\n", r"class ids must be 0..1"),
+        ("classes: [{name: a, colour: [1, 2, 3]}, b]\n", r"class 0 \(a\) has unknown key 'colour' \(did you mean "
+                                                        r"'color'\?\)"),
+        ("classes: [a, yes, b]\n", r"class 1 is True, not a name: .*quote the name"),
+        ("classes: [a, b, a]\n", r"class name\(s\) a listed twice"),
+    ]:
+        (tmp_path / "dataset.yaml").write_text(text)
+        with pytest.raises(DatasetError, match=match):
+            image_folder(tmp_path, "train")
+
+
+def test_dataset_yml_bom_and_labelmap_colours_for_a_names_only_description(tmp_path):
+    """dataset.yml is read too; a BOM is no part of a name; a names-only description beside
+    CVAT's labelmap.txt takes the labelmap's colours by name (and adds drivable)."""
+    (tmp_path / "ImageSets" / "Segmentation").mkdir(parents=True)
+    for sub in ("JPEGImages", "SegmentationClass"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "labelmap.txt").write_bytes("\ufeff# label:color_rgb:parts:actions\r\nbackground:0,0,0::\r\n"
+                                            "road:128,64,128::\r\nperson:220,20,60::\r\n"
+                                            "ignored:224,224,192::\r\n".encode())
+    (tmp_path / "ImageSets/Segmentation/default.txt").write_text("a\n")
+    cv2.imwrite(str(tmp_path / "JPEGImages" / "a.jpg"), np.full((24, 32, 3), 90, np.uint8))
+    ids = _ids(15)
+    ids[ids == 255] = 0
+    rgb = np.zeros(ids.shape + (3,), np.uint8)
+    rgb[ids == 1], rgb[ids == 2] = (128, 64, 128), (220, 20, 60)
+    rgb[:2] = (224, 224, 192)  # Datumaro's VOC void
+    want = ids.copy()
+    want[:2] = 255
+    cv2.imwrite(str(tmp_path / "SegmentationClass" / "a.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    ds = image_folder(tmp_path, "default")
+    assert ds.table.names == ("background", "road", "person")  # 'ignored' is no class
+    np.testing.assert_array_equal(ds.load(0)[1], want)
+    (tmp_path / "dataset.yml").write_text("classes: [background, road, person]\ndrivable: [road]\n")
+    ds = image_folder(tmp_path, "default")
+    assert ds.table.drivable == (1,) and ds.table.colors[2] == (220, 20, 60)
+    np.testing.assert_array_equal(ds.load(0)[1], want)

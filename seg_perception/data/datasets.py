@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -163,19 +163,54 @@ def read_description(root: str | Path) -> Optional[ClassTable]:
     return described[0] if described is not None else None
 
 
-def describe(root: str | Path) -> Optional[Tuple[ClassTable, LabelColors]]:
+CLASS_KEYS = ("name", "color", "id")
+
+
+def _class_entry(c, i: int, path: Path) -> Tuple[str, Optional[List[Tuple[int, int, int]]], Optional[int]]:
+    """One entry of dataset.yaml's classes: (name, label colours or None, id or None)."""
+    if isinstance(c, str):
+        return c, None, None
+    if isinstance(c, dict) and isinstance(c.get("name"), str):
+        for key in c:
+            if key not in CLASS_KEYS:
+                near = difflib.get_close_matches(str(key), CLASS_KEYS + ("colour",), n=1, cutoff=0.5)
+                near = "color" if near == ["colour"] else (near[0] if near else None)
+                raise DatasetError(f"{path}: class {i} ({c['name']}) has unknown key '{key}'"
+                                   f"{f' (did you mean {near!r}?)' if near else ''}; a class has {', '.join(CLASS_KEYS)}")
+        cid = c.get("id")
+        if cid is not None and (not isinstance(cid, int) or isinstance(cid, bool)):
+            raise DatasetError(f"{path}: class {i} ({c['name']}) id must be a whole number, got {cid!r}")
+        col = c.get("color")
+        return c["name"], (_colour_list(col, path, f"class {i} ({c['name']}) color") if col is not None else None), cid
+    if isinstance(c, (bool, int, float)) or (isinstance(c, dict) and isinstance(c.get("name"), (bool, int, float))):
+        raise DatasetError(f"{path}: class {i} is {c!r}, not a name: YAML reads yes, no, on, off, true, false and "
+                           "numbers as values; quote the name (e.g. 'yes')")
+    raise DatasetError(f"{path}: class {i} must be a name or {{name, color}}, got {c!r}")
+
+
+def description_file(root: str | Path) -> Path:
+    """dataset.yaml of a folder dataset (or dataset.yml, the other usual spelling)."""
+    path = Path(root) / DESCRIPTION_FILE
+    other = path.with_suffix(".yml")
+    return other if not path.is_file() and other.is_file() else path
+
+
+def describe(root: str | Path, fallback_colors: Optional[Dict[str, Tuple[int, int, int]]] = None,
+             fallback_ignore: Sequence[Tuple[int, int, int]] = ()) -> Optional[Tuple[ClassTable, LabelColors]]:
     """``<root>/dataset.yaml``: its class table and the label colours it gives, or None without one.
 
-    classes: a list of names, or of {name, color: [r, g, b] or a list of them}; ignore_index
-    (default 255); ignore_color: the colour(s) of unlabelled pixels in RGB-coded labels;
-    drivable: class ids or names a ground vehicle may drive on (default none).
+    classes: a list of names, or of {name, color: [r, g, b] or a list of them, id}, in id order
+    unless every class gives its id; ignore_index (default 255); ignore_color: the colour(s) of
+    unlabelled pixels in RGB-coded labels; drivable: class ids or names a ground vehicle may drive
+    on (default none). ``fallback_colors``: colours by class name for classes the file gives none
+    (labelmap.txt's, when both are there), and ``fallback_ignore`` its unlabelled colours.
     """
-    path = Path(root) / DESCRIPTION_FILE
+    path = description_file(root)
     if not path.is_file():
         return None
     import yaml
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        doc = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -190,25 +225,28 @@ def describe(root: str | Path) -> Optional[Tuple[ClassTable, LabelColors]]:
     classes = doc.get("classes")
     if not isinstance(classes, list) or len(classes) < 2:
         raise DatasetError(f"{path}: 'classes' must list at least two classes (names, or {{name, color}})")
-    names, colors = [], []
-    for i, c in enumerate(classes):
-        if isinstance(c, str):
-            names.append(c)
-            colors.append(None)
-        elif isinstance(c, dict) and isinstance(c.get("name"), str):
-            names.append(c["name"])
-            col = c.get("color")
-            colors.append(_colour_list(col, path, f"class {i} ({c['name']}) color") if col is not None else None)
-        else:
-            raise DatasetError(f"{path}: class {i} must be a name or {{name, color}}, got {c!r}")
+    entries = [_class_entry(c, i, path) for i, c in enumerate(classes)]
+    ids = [e[2] for e in entries]
+    if any(cid is not None for cid in ids):
+        if sorted(cid for cid in ids if cid is not None) != list(range(len(entries))):
+            raise DatasetError(f"{path}: class ids must be 0..{len(entries) - 1}, each once, on every class or on "
+                               f"none (got {', '.join('-' if cid is None else str(cid) for cid in ids)})")
+        entries = sorted(entries, key=lambda e: e[2])
+    names = [e[0] for e in entries]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DatasetError(f"{path}: class name(s) {', '.join(twice)} listed twice: each class once")
+    colors = [e[1] if e[1] is not None or not fallback_colors or e[0] not in fallback_colors
+              else [fallback_colors[e[0]]] for e in entries]
     ignore = doc.get("ignore_index", 255)
     if not isinstance(ignore, int) or not 0 <= ignore <= 255 or ignore < len(names):
         raise DatasetError(f"{path}: ignore_index must be a label value in {len(names)}..255, got {ignore!r}")
     drivable = []
-    for d in doc.get("drivable", []) or []:
+    listed = doc.get("drivable", []) or []
+    for d in listed if isinstance(listed, list) else [listed]:
         if isinstance(d, str) and d in names:
             drivable.append(names.index(d))
-        elif isinstance(d, int) and 0 <= d < len(names):
+        elif isinstance(d, int) and not isinstance(d, bool) and 0 <= d < len(names):
             drivable.append(d)
         else:
             raise DatasetError(f"{path}: drivable class {d!r} is neither a class id nor one of {names}")
@@ -216,6 +254,8 @@ def describe(root: str | Path) -> Optional[Tuple[ClassTable, LabelColors]]:
     owned = [(i, cols) for i, cols in enumerate(colors) if cols is not None]
     if doc.get("ignore_color") is not None:
         owned.append((ignore, _colour_list(doc["ignore_color"], path, "ignore_color")))
+    elif fallback_ignore:
+        owned.append((ignore, list(fallback_ignore)))
     for cid, cols in owned:
         for col in cols:
             if col in owners and owners[col] != cid:
@@ -260,6 +300,7 @@ def _label_file(img: Path, candidates: List[Path], folder: Path) -> Path:
 
 VOC_LISTS = Path("ImageSets") / "Segmentation"
 LABELMAP_FILE = "labelmap.txt"
+IGNORED_LABEL = "ignored"  # the name Datumaro gives VOC's void colour (224, 224, 192) in labelmap.txt
 
 
 def read_labelmap(root: str | Path) -> Optional[Tuple[ClassTable, LabelColors]]:
@@ -269,8 +310,8 @@ def read_labelmap(root: str | Path) -> Optional[Tuple[ClassTable, LabelColors]]:
     path = Path(root) / LABELMAP_FILE
     if not path.is_file():
         return None
-    names, colours = [], []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    names, colours, ignored = [], [], None
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -279,15 +320,23 @@ def read_labelmap(root: str | Path) -> Optional[Tuple[ClassTable, LabelColors]]:
         if len(fields) < 2 or not fields[0].strip() or (
                 rgb and (len(rgb) != 3 or not all(v.strip().isdigit() and int(v) <= 255 for v in rgb))):
             raise DatasetError(f"{path}:{n}: expected 'name:r,g,b:parts:actions', got {line!r}")
+        if fields[0].strip() == IGNORED_LABEL and rgb:
+            ignored = tuple(int(v) for v in rgb)  # Datumaro's VOC void: unlabelled, not a class
+            continue
         names.append(fields[0].strip())
         colours.append(tuple(int(v) for v in rgb) if rgb else voc_colormap(len(names))[-1])
     if len(names) < 2:
         raise DatasetError(f"{path}: lists {len(names)} class(es); a dataset needs at least two")
+    twice = sorted({x for x in names if names.count(x) > 1})
+    if twice:
+        raise DatasetError(f"{path}: class name(s) {', '.join(twice)} listed twice: each class once")
     owners: dict = {}
     for i, col in enumerate(colours):
         if col in owners:
             raise DatasetError(f"{path}: colour {list(col)} is given to both {names[owners[col]]} and {names[i]}")
         owners[col] = i
+    if ignored is not None and ignored not in owners:
+        owners[ignored] = 255
     table = ClassTable(Path(root).resolve().name or "folder", tuple(names), tuple(colours), 255, ())
     return table, LabelColors(owners, source=str(path))
 
@@ -334,10 +383,12 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
     to compare with its model."""
     base = Path(root)
     _require_dir(base, "dataset folder")
-    described = describe(base)
-    source = base / DESCRIPTION_FILE
-    if described is None:
-        described, source = read_labelmap(base), base / LABELMAP_FILE
+    labelmap = read_labelmap(base)
+    described = (describe(base, dict(zip(labelmap[0].names, labelmap[0].colors)), labelmap[1].colours_of(255))
+                 if labelmap else describe(base))
+    source = description_file(base)
+    if described is None and labelmap is not None:
+        described, source = labelmap, base / LABELMAP_FILE
     root = base / split
     if (base / VOC_LISTS).is_dir() and not (root / "images").is_dir():
         pairs = _voc_pairs(base, split)
@@ -363,7 +414,7 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
                                f"{table.ignore_index}: drop the flag or change the file")
         return SegmentationDataset(pairs, table, label_colors=colors, **kw)
     if num_classes < 2:
-        raise DatasetError(f"a folder dataset needs its classes: write {base / DESCRIPTION_FILE} "
+        raise DatasetError(f"a folder dataset needs its classes: write {source} "
                            "or pass --num-classes")
     if not num_classes <= ignore_index <= 255:
         raise DatasetError(f"--ignore-index {ignore_index} must be a label value in {num_classes}..255 (class ids "

@@ -9,7 +9,7 @@ told apart by the PNG header and decoded with Pillow, which keeps the indices.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -49,6 +49,10 @@ class LabelColors:
         order = np.argsort(codes)
         self._codes = codes[order]
         self._ids = np.array(list(colors.values()), np.uint8)[order]
+
+    def colours_of(self, class_id: int) -> List[RGB]:
+        """The label colours that name ``class_id``."""
+        return [((c >> 16) & 255, (c >> 8) & 255, c & 255) for c in self._codes[self._ids == class_id].tolist()]
 
     def ids(self, rgb: np.ndarray, path: str | Path) -> np.ndarray:
         """Class ids of an HxWx3 RGB label image; unknown colours are an error naming them."""
