@@ -203,8 +203,11 @@ def test_frames_of_a_cvat_export_leave_its_masks_out(tmp_path):
         for i in range(3):
             cv2.imwrite(str(tmp_path / sub / f"f{i}.{'jpg' if sub == 'JPEGImages' else 'png'}"),
                         np.full((8, 8, 3), 40 * i, np.uint8))
+    (tmp_path / "._f0.jpg").write_bytes(b"\0\5\26\7")  # macOS's resource fork beside a frame
     got = read_frames(tmp_path, 100)
     assert len(got.frames) == 3 and "6 label images of a dataset layout left out" in got.note, got.note
+    with pytest.raises(ValueError, match="SegmentationClass is a dataset's label folder .*pass the frames' folder"):
+        read_frames(tmp_path / "SegmentationClass", 100)
 
 
 def _cast(img):

@@ -92,6 +92,11 @@ class SegmentationDataset:
         return img, lab
 
 
+def _hidden(path: Path) -> bool:
+    """A file no one put there as data: macOS's ._NAME resource forks, .DS_Store, editors' dot files."""
+    return path.name.startswith(".")
+
+
 def _require_dir(root: Path, what: str) -> None:
     if not root.is_dir():
         raise DatasetError(f"{what} not found at {root}: pass the dataset folder with --data")
@@ -175,8 +180,9 @@ def _class_entry(c, i: int, path: Path) -> Tuple[str, Optional[List[Tuple[int, i
             if key not in CLASS_KEYS:
                 near = difflib.get_close_matches(str(key), CLASS_KEYS + ("colour",), n=1, cutoff=0.5)
                 near = "color" if near == ["colour"] else (near[0] if near else None)
-                raise DatasetError(f"{path}: class {i} ({c['name']}) has unknown key '{key}'"
-                                   f"{f' (did you mean {near!r}?)' if near else ''}; a class has {', '.join(CLASS_KEYS)}")
+                hint = f" (did you mean {near!r}?)" if near else ""
+                raise DatasetError(f"{path}: class {i} ({c['name']}) has unknown key '{key}'{hint}; "
+                                   f"a class has {', '.join(CLASS_KEYS)}")
         cid = c.get("id")
         if cid is not None and (not isinstance(cid, int) or isinstance(cid, bool)):
             raise DatasetError(f"{path}: class {i} ({c['name']}) id must be a whole number, got {cid!r}")
@@ -352,21 +358,22 @@ def _voc_pairs(base: Path, split: str) -> List[Tuple[Path, Path]]:
                            "--val-split), or train with --val-split none")
     _require_dir(base / "JPEGImages", "frame folder JPEGImages/ (export the images with the masks)")
     _require_dir(base / "SegmentationClass", "class mask folder SegmentationClass/")
-    images: dict = {}
-    for p in (base / "JPEGImages").iterdir():
-        if p.suffix.lower() in IMAGE_EXTS:
-            images.setdefault(p.stem, p)
-    labels: dict = {}
-    for p in sorted((base / "SegmentationClass").iterdir()):
-        labels.setdefault(p.stem, []).append(p)
+    def by_name(folder: Path) -> dict:  # names as the lists write them: paths below the folder, no suffix
+        found: dict = {}
+        for p in sorted(folder.rglob("*")):
+            if p.is_file() and not _hidden(p):
+                found.setdefault(p.relative_to(folder).with_suffix("").as_posix(), []).append(p)
+        return found
+    images, labels = by_name(base / "JPEGImages"), by_name(base / "SegmentationClass")
     pairs = []
-    for n, line in enumerate(listing.read_text().splitlines(), 1):
+    for n, line in enumerate(listing.read_text(encoding="utf-8-sig").splitlines(), 1):
         name = line.strip()
         if not name:
             continue
-        if name not in images:
+        frame = next((p for p in images.get(name, []) if p.suffix.lower() in IMAGE_EXTS), None)
+        if frame is None:
             raise DatasetError(f"{name} (listed in {listing}:{n}) has no frame in {base / 'JPEGImages'}")
-        pairs.append((images[name], _label_file(images[name], labels.get(name, []), base / "SegmentationClass")))
+        pairs.append((frame, _label_file(frame, labels.get(name, []), base / "SegmentationClass")))
     return pairs
 
 
@@ -401,9 +408,10 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
         _require_dir(root / "labels", f"label folder '{split}/labels'")
         labels: dict = {}
         for p in sorted((root / "labels").iterdir()):
-            labels.setdefault(p.stem, []).append(p)
+            if not _hidden(p):
+                labels.setdefault(p.stem, []).append(p)
         pairs = []
-        for img in sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_EXTS):
+        for img in sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_EXTS and not _hidden(p)):
             pairs.append((img, _label_file(img, labels.get(img.stem, []), root / "labels")))
     if described is not None:
         table, colors = described

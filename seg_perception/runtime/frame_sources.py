@@ -33,12 +33,16 @@ def is_bag(path: Path) -> bool:
     return path.suffix in (".mcap", ".db3")
 
 
+def _is_label_folder(name: str) -> bool:
+    """A folder of ground-truth masks in a dataset layout this package reads (folder: labels/,
+    CamVid: trainannot/, Cityscapes: gtFine/, Pascal VOC and CVAT: SegmentationClass/,
+    SegmentationObject/): class ids, not camera frames."""
+    name = name.lower()
+    return name == "labels" or name.endswith("annot") or name.startswith(("gt", "segmentation"))
+
+
 def _is_label_image(path: Path, root: Path) -> bool:
-    """A ground-truth mask in a dataset layout this package reads (folder: labels/, CamVid:
-    trainannot/, Cityscapes: gtFine/, Pascal VOC and CVAT: SegmentationClass/, SegmentationObject/):
-    class ids, not a camera frame."""
-    return any(d == "labels" or d.endswith("annot") or d.startswith(("gt", "segmentation"))
-               for d in (part.lower() for part in path.relative_to(root).parts[:-1]))
+    return any(_is_label_folder(part) for part in path.relative_to(root).parts[:-1])
 
 
 def _picks(total: int, n: int, spread: bool) -> List[int]:
@@ -133,7 +137,11 @@ def read_frames(source: str | Path, n: int, spread: bool = False,
     else:
         if topics:
             raise ValueError(f"{src} is not a rosbag2: camera topics apply to a bag, not to a folder of images")
-        found = sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_EXTS) if src.is_dir() else [src]
+        if src.is_dir() and _is_label_folder(src.name):
+            raise ValueError(f"{src} is a dataset's label folder (masks of class ids or colours, not camera frames): "
+                             "pass the frames' folder (images/, JPEGImages/, train/) or the dataset's root")
+        found = (sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+                 if src.is_dir() else [src])  # not macOS's ._NAME files beside the frames
         files = [p for p in found if not (src.is_dir() and _is_label_image(p, src))]
         out = Frames([(read_rgb(files[i]), "rgb") for i in _picks(len(files), n, spread)],
                      f"{min(n, len(files))} frames from {src}")
