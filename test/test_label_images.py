@@ -285,3 +285,50 @@ def test_dataset_yml_bom_and_labelmap_colours_for_a_names_only_description(tmp_p
     ds = image_folder(tmp_path, "default")
     assert ds.table.drivable == (1,) and ds.table.colors[2] == (220, 20, 60)
     np.testing.assert_array_equal(ds.load(0)[1], want)
+
+
+def test_messages_for_what_users_hand_in(tmp_path, camvid_sample):
+    """JPEG data named .png; a colour label under --dataset camvid; a folder dataset read as CamVid;
+    masks/ instead of labels/; no frames at all."""
+    from seg_perception.data.datasets import camvid
+    labels = _folder(tmp_path / "own", "classes: [road, wall, person]\n", names=("a",))
+    ok, jpeg = cv2.imencode(".jpg", _ids(16))
+    (labels / "a.png").write_bytes(jpeg.tobytes())
+    with pytest.raises(DatasetError, match="labels/a.png is JPEG data under another name: .*export the labels as PNG"):
+        image_folder(tmp_path / "own", "train").load(0)
+    with pytest.raises(DatasetError, match=r"train.txt not found \(splits here: none\): this is a folder dataset, "
+                                           "add --dataset folder"):
+        camvid(tmp_path / "own", "train")
+    (labels.parent / "masks").mkdir()
+    labels.rename(labels.parent / "labels_old")
+    with pytest.raises(DatasetError, match=r"no label folder .*train/labels \(train/ holds labels_old/, masks/\): the "
+                                           "labels go in train/labels/"):
+        image_folder(tmp_path / "own", "train")
+    (tmp_path / "own/train/labels").mkdir()
+    (tmp_path / "own/train/images/a.jpg").unlink()
+    with pytest.raises(DatasetError, match=r"no image/label pairs in .*train/images \(.png, .jpg"):
+        image_folder(tmp_path / "own", "train")
+
+    cam = tmp_path / "camvid_rgb"
+    (cam / "train").mkdir(parents=True)
+    (cam / "trainannot").mkdir()
+    img, ids = camvid(camvid_sample, "train").load(0)
+    cv2.imwrite(str(cam / "train/x.png"), img[..., ::-1])
+    cv2.imwrite(str(cam / "trainannot/x.png"), cv2.cvtColor(_rgb_mask(_ids(17)), cv2.COLOR_RGB2BGR))
+    (cam / "train.txt").write_text("train/x.png trainannot/x.png\n")
+    with pytest.raises(DatasetError, match="is a colour image, but --dataset camvid reads labels as class ids: "
+                                           "for colour-coded labels use --dataset folder"):
+        camvid(cam, "train").load(0)
+
+
+def test_unknown_colour_advice_names_labelmap(tmp_path):
+    (tmp_path / "ImageSets" / "Segmentation").mkdir(parents=True)
+    for sub in ("JPEGImages", "SegmentationClass"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "labelmap.txt").write_text("background:0,0,0::\nroad:128,64,128::\n")
+    (tmp_path / "ImageSets/Segmentation/default.txt").write_text("a\n")
+    cv2.imwrite(str(tmp_path / "JPEGImages" / "a.jpg"), np.full((24, 32, 3), 90, np.uint8))
+    cv2.imwrite(str(tmp_path / "SegmentationClass" / "a.png"), cv2.cvtColor(_rgb_mask(_ids(18)), cv2.COLOR_RGB2BGR))
+    with pytest.raises(DatasetError, match=r"2 colour\(s\) that no class has in .*labelmap.txt \(\(220, 20, 60\) "
+                                           r"on .*a class missing there\? add it \(name:r,g,b::\)"):
+        image_folder(tmp_path, "default").load(0)

@@ -16,7 +16,7 @@ import numpy as np
 
 from .classes import (CAMVID, CITYSCAPES, CITYSCAPES_ID_TO_TRAINID, ClassTable, default_palette, generic_table,
                       voc_colormap)
-from .label_images import LabelColors, LabelError, read_label
+from .label_images import ColourLabelError, LabelColors, LabelError, read_label
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -41,14 +41,16 @@ class SegmentationDataset:
 
     def __init__(self, pairs: Sequence[Tuple[Path, Path]], table: ClassTable,
                  transform: Optional[Callable] = None, label_map: Optional[np.ndarray] = None,
-                 cache: bool = False, label_colors: Optional[LabelColors] = None):
+                 cache: bool = False, label_colors: Optional[LabelColors] = None, kind: str = "folder",
+                 where: str = ""):
         if not pairs:
-            raise DatasetError("the dataset has no image/label pairs")
+            raise DatasetError(f"no image/label pairs in {where or 'the dataset'}")
         self.pairs = [(Path(i), Path(l)) for i, l in pairs]
         self.table = table
         self.transform = transform
         self.label_map = label_map  # lookup table for raw label values -> class ids
         self.label_colors = label_colors  # colour -> class id, for RGB-coded label images
+        self.kind = kind  # the --dataset kind, for advice on labels it cannot read
         self._cache: dict = {} if cache else None
 
     def __len__(self) -> int:
@@ -60,6 +62,12 @@ class SegmentationDataset:
         img_path, lab_path = self.pairs[idx]
         try:
             img, lab = read_rgb(img_path), read_label(lab_path, self.label_colors)
+        except ColourLabelError as e:
+            if self.kind == "folder":
+                raise DatasetError(str(e)) from None
+            raise DatasetError(f"label {lab_path} is a colour image, but --dataset {self.kind} reads labels as class "
+                               "ids: for colour-coded labels use --dataset folder with a dataset.yaml that gives "
+                               "each class its colour") from None
         except LabelError as e:
             raise DatasetError(str(e)) from None
         if self.label_map is not None:
@@ -108,8 +116,11 @@ def camvid(root: str | Path, split: str, **kw) -> SegmentationDataset:
     _require_dir(root, "CamVid dataset")
     listing = root / f"{split}.txt"
     if not listing.is_file():
+        folder = (any((root / f).is_file() for f in (DESCRIPTION_FILE, "dataset.yml", LABELMAP_FILE))
+                  or (root / VOC_LISTS).is_dir() or any((p / "images").is_dir() for p in root.iterdir()))
         raise DatasetError(f"CamVid split list {listing} not found (splits here: "
-                           f"{', '.join(sorted(p.stem for p in root.glob('*.txt'))) or 'none'})")
+                           f"{', '.join(sorted(p.stem for p in root.glob('*.txt'))) or 'none'})"
+                           + (": this is a folder dataset, add --dataset folder" if folder else ""))
     pairs = []
     for n, line in enumerate(listing.read_text().splitlines(), 1):
         if not line.strip():
@@ -124,7 +135,7 @@ def camvid(root: str | Path, split: str, **kw) -> SegmentationDataset:
         if not lab.is_file():
             raise DatasetError(f"image {img} has no label: {lab} (listed in {listing}:{n}) does not exist")
         pairs.append((img, lab))
-    return SegmentationDataset(pairs, CAMVID, **kw)
+    return SegmentationDataset(pairs, CAMVID, kind="camvid", where=str(listing), **kw)
 
 
 def cityscapes(root: str | Path, split: str, **kw) -> SegmentationDataset:
@@ -142,7 +153,8 @@ def cityscapes(root: str | Path, split: str, **kw) -> SegmentationDataset:
     lut = np.full(256, CITYSCAPES.ignore_index, np.uint8)
     for raw, train_id in CITYSCAPES_ID_TO_TRAINID.items():
         lut[raw] = train_id
-    return SegmentationDataset(pairs, CITYSCAPES, label_map=lut, **kw)
+    return SegmentationDataset(pairs, CITYSCAPES, label_map=lut, kind="cityscapes",
+                               where=f"{img_root} (frames in city folders: <city>/*_leftImg8bit.png)", **kw)
 
 
 DESCRIPTION_FILE = "dataset.yaml"
@@ -354,8 +366,8 @@ def _voc_pairs(base: Path, split: str) -> List[Tuple[Path, Path]]:
     if not listing.is_file():
         here = sorted(p.stem for p in (base / VOC_LISTS).glob("*.txt"))
         raise DatasetError(f"no split '{split}' in {base} ({VOC_LISTS / (split + '.txt')} not found; splits here: "
-                           f"{', '.join(here) or 'none'}): name one of them (--split, --train-split, "
-                           "--val-split), or train with --val-split none")
+                           f"{', '.join(here) or 'none'}): use one of those "
+                           "(a training run without validation: --val-split none)")
     _require_dir(base / "JPEGImages", "frame folder JPEGImages/ (export the images with the masks)")
     _require_dir(base / "SegmentationClass", "class mask folder SegmentationClass/")
     def by_name(folder: Path) -> dict:  # names as the lists write them: paths below the folder, no suffix
@@ -398,14 +410,19 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
         described, source = labelmap, base / LABELMAP_FILE
     root = base / split
     if (base / VOC_LISTS).is_dir() and not (root / "images").is_dir():
-        pairs = _voc_pairs(base, split)
+        pairs, where = _voc_pairs(base, split), str(base / VOC_LISTS / f"{split}.txt")
     else:
+        where = f"{root / 'images'} ({', '.join(IMAGE_EXTS)})"
         if not (root / "images").is_dir():
             here = sorted(p.name for p in base.iterdir() if (p / "images").is_dir())
             raise DatasetError(f"no split '{split}' in {base} ({split}/images not found; splits here: "
-                               f"{', '.join(here) or 'none'}): name one of them (--split, --train-split, "
-                               "--val-split), or train with --val-split none")
-        _require_dir(root / "labels", f"label folder '{split}/labels'")
+                               f"{', '.join(here) or 'none'}): use one of those "
+                               "(a training run without validation: --val-split none)")
+        if not (root / "labels").is_dir():
+            there = sorted(p.name + "/" for p in root.iterdir() if p.is_dir() and p.name != "images")
+            raise DatasetError(f"no label folder {root / 'labels'}"
+                               + (f" ({split}/ holds {', '.join(there)})" if there else "")
+                               + f": the labels go in {split}/labels/, each named like its image")
         labels: dict = {}
         for p in sorted((root / "labels").iterdir()):
             if not _hidden(p):
@@ -420,7 +437,7 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
         if ignore_index not in (255, table.ignore_index) and not from_card:
             raise DatasetError(f"--ignore-index {ignore_index} but {source} says the ignore id is "
                                f"{table.ignore_index}: drop the flag or change the file")
-        return SegmentationDataset(pairs, table, label_colors=colors, **kw)
+        return SegmentationDataset(pairs, table, label_colors=colors, where=where, **kw)
     if num_classes < 2:
         raise DatasetError(f"a folder dataset needs its classes: write {source} "
                            "or pass --num-classes")
@@ -429,7 +446,7 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
                            f"are 0..{num_classes - 1}, and labels are 8-bit inside the model); 16-bit labels "
                            "must mark unlabelled pixels with such a value")
     table = generic_table(num_classes, ignore_index, class_names, drivable)
-    return SegmentationDataset(pairs, table, **kw)
+    return SegmentationDataset(pairs, table, where=where, **kw)
 
 
 def open_dataset(kind: str, root: str | Path, split: str, **kw) -> SegmentationDataset:

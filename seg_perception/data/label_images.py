@@ -19,6 +19,10 @@ class LabelError(ValueError):
     """A label file that cannot be read as class ids; the message names the file and the way out."""
 
 
+class ColourLabelError(LabelError):
+    """A colour-coded label image and no colours to read it by."""
+
+
 RGB = Tuple[int, int, int]
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PALETTE = 3  # PNG colour type of an indexed image (IHDR byte 25)
@@ -69,10 +73,11 @@ class LabelColors:
             shown = ", ".join(f"({c >> 16}, {(c >> 8) & 255}, {c & 255}) on {n} px"
                               for c, n in zip(codes[top], counts[top]))
             share = 100.0 * (~known).sum() / px.size
+            fix = ("a class missing there? add it (name:r,g,b::)" if Path(self.source).name == "labelmap.txt"
+                   else "add them to a class's color list or to ignore_color")
             raise LabelError(f"label {path} has {len(codes)} colour(s) that no class has in {self.source} "
-                             f"({shown}; {share:.2g} % of its pixels): add them to a class's color list or to "
-                             "ignore_color; labels saved as JPEG or scaled with smoothing have blended colours: "
-                             "save them as PNG at full size")
+                             f"({shown}; {share:.2g} % of its pixels): {fix}; labels saved as JPEG or scaled "
+                             "with smoothing have blended colours: save them as PNG at full size")
         return self._ids[pos]
 
 
@@ -88,6 +93,10 @@ def read_label(path: str | Path, colors: Optional[LabelColors] = None) -> np.nda
                 return np.array(im)  # a writable copy
         except OSError as e:
             raise LabelError(f"cannot read label {path}: {e}") from None
+    with open(path, "rb") as f:
+        if f.read(3) == b"\xff\xd8\xff":
+            raise LabelError(f"label {path} is JPEG data under another name: JPEG changes class ids and colours "
+                             "at every edge; export the labels as PNG")
     lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if lab is None:
         raise LabelError(f"cannot read label {path}: not an image file")
@@ -106,6 +115,6 @@ def read_label(path: str | Path, colors: Optional[LabelColors] = None) -> np.nda
                 raise
     if grey:  # class ids saved as a grey RGB image
         return rgb[..., 0].copy()
-    raise LabelError(f"label {path} is a colour image: to read colour-coded labels give every class its "
+    raise ColourLabelError(f"label {path} is a colour image: to read colour-coded labels give every class its "
                      "colour in dataset.yaml (classes: [{name: road, color: [128, 64, 128]}, ...]); "
                      "or save labels as single-channel PNGs of class ids")
