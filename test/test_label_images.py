@@ -332,3 +332,24 @@ def test_unknown_colour_advice_names_labelmap(tmp_path):
     with pytest.raises(DatasetError, match=r"2 colour\(s\) that no class has in .*labelmap.txt \(\(220, 20, 60\) "
                                            r"on .*a class missing there\? add it \(name:r,g,b::\)"):
         image_folder(tmp_path, "default").load(0)
+
+
+def test_palette_png_of_an_rgb_mask_reads_by_colour(tmp_path):
+    """An RGB mask re-saved as a palette PNG (an optimiser, an editor) has indices in its own order:
+    with dataset.yaml's colours its palette says so and the colours count; a VOC-style palette PNG
+    whose palette agrees with the classes' colours, or says nothing of them, keeps its indices."""
+    labels = _folder(tmp_path, names=("a", "b", "c"))
+    ids = _ids(19)
+    rgb = _rgb_mask(ids)
+    Image.fromarray(rgb).quantize(colors=4, method=Image.Quantize.MEDIANCUT).save(labels / "a.png")
+    with Image.open(labels / "a.png") as im:
+        assert im.mode == "P" and not np.array_equal(np.array(im), np.where(ids == 255, 0, ids))  # indices != ids
+    voc = Image.fromarray(np.where(ids == 255, 255, ids).astype(np.uint8), mode="P")
+    voc.putpalette([128, 64, 128, 70, 70, 70, 220, 20, 60] + [0, 0, 0] * 252 + [224, 224, 192])
+    voc.save(labels / "b.png")
+    other = Image.fromarray(ids, mode="P")
+    other.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0] * 64)  # display colours of its own
+    other.save(labels / "c.png")
+    ds = image_folder(tmp_path, "train")
+    for i in range(3):
+        np.testing.assert_array_equal(ds.load(i)[1], ids, err_msg=f"label {i}")

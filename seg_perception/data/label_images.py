@@ -58,27 +58,54 @@ class LabelColors:
         """The label colours that name ``class_id``."""
         return [((c >> 16) & 255, (c >> 8) & 255, c & 255) for c in self._codes[self._ids == class_id].tolist()]
 
+    @property
+    def complete(self) -> bool:
+        """Every class has a colour: colour-coded labels can be read."""
+        return not self.uncoloured and len(self._codes) > 0
+
+    def lookup(self, rgb: np.ndarray) -> np.ndarray:
+        """The class id of each colour of an ...x3 array, -1 where no class has it."""
+        if not len(self._codes):
+            return np.full(rgb.shape[:-1], -1, np.int32)
+        px = _code(rgb)
+        pos = np.searchsorted(self._codes, px).clip(max=len(self._codes) - 1)
+        return np.where(self._codes[pos] == px, self._ids[pos].astype(np.int32), -1)
+
     def ids(self, rgb: np.ndarray, path: str | Path) -> np.ndarray:
         """Class ids of an HxWx3 RGB label image; unknown colours are an error naming them."""
         if self.uncoloured:
             raise LabelError(f"label {path} is a colour image, but {self.source} gives no color to "
                              f"{', '.join(self.uncoloured)}: give every class its label colour "
                              "({name: ..., color: [r, g, b]}) to read colour-coded labels")
-        px = _code(rgb)
-        pos = np.searchsorted(self._codes, px).clip(max=len(self._codes) - 1)
-        known = self._codes[pos] == px
+        found = self.lookup(rgb)
+        known = found >= 0
         if not known.all():
-            codes, counts = np.unique(px[~known], return_counts=True)
+            codes, counts = np.unique(_code(rgb)[~known], return_counts=True)
             top = np.argsort(counts)[::-1][:3]
             shown = ", ".join(f"({c >> 16}, {(c >> 8) & 255}, {c & 255}) on {n} px"
                               for c, n in zip(codes[top], counts[top]))
-            share = 100.0 * (~known).sum() / px.size
+            share = 100.0 * (~known).sum() / known.size
             fix = ("a class missing there? add it (name:r,g,b::)" if Path(self.source).name == "labelmap.txt"
                    else "add them to a class's color list or to ignore_color")
             raise LabelError(f"label {path} has {len(codes)} colour(s) that no class has in {self.source} "
                              f"({shown}; {share:.2g} % of its pixels): {fix}; labels saved as JPEG or scaled "
                              "with smoothing have blended colours: save them as PNG at full size")
-        return self._ids[pos]
+        return found.astype(np.uint8)
+
+
+def _palette_ids(index: np.ndarray, palette: List[int], colors: Optional[LabelColors], path) -> np.ndarray:
+    """Class ids of a palette PNG: its indices (VOC's convention), unless its palette says it is a
+    colour-coded mask stored as indices (an optimiser or editor re-saved an RGB mask): most of its
+    pixels sit at an index whose palette colour is another class's colour. Then the colours count,
+    as for the RGB mask it was."""
+    if colors is None or not colors.complete or not palette:
+        return index
+    pal = np.array(palette[:768] + [0] * (768 - len(palette[:768])), np.uint8).reshape(256, 3)
+    counts = np.bincount(index.ravel(), minlength=256)
+    owner = colors.lookup(pal)
+    same = owner == np.arange(256)
+    as_colours = counts[(owner >= 0) & ~same].sum()
+    return colors.ids(pal[index], path) if as_colours > index.size / 2 else index
 
 
 def read_label(path: str | Path, colors: Optional[LabelColors] = None) -> np.ndarray:
@@ -90,7 +117,7 @@ def read_label(path: str | Path, colors: Optional[LabelColors] = None) -> np.nda
         from PIL import Image  # only palette PNGs need it; OpenCV reads the rest
         try:
             with Image.open(path) as im:
-                return np.array(im)  # a writable copy
+                return _palette_ids(np.array(im), im.getpalette() or [], colors, path)
         except OSError as e:
             raise LabelError(f"cannot read label {path}: {e}") from None
     with open(path, "rb") as f:
