@@ -98,6 +98,10 @@ def test_quantize_on_folder_dataset(folder_dataset, random_model, tmp_path, caps
     assert rc == 0, out
     assert f"calibrating on 2 images from folder {folder_dataset} train" in out
     assert "val (1 images, ONNX Runtime CPU)" in out
+    # a dataset whose one split is not called train (CVAT's 'default'): --calib-split
+    rc = main(["quantize", "--onnx", str(src), "--dataset", "folder", "--data", str(folder_dataset),
+               "--calib-split", "val", "--num-images", "2", "--method", "ort", "--threads", "1"])
+    assert rc == 0 and f"calibrating on 2 images from folder {folder_dataset} val" in capsys.readouterr().out
 
 
 def test_quantize_refuses_data_of_other_classes_and_drops_stale_figures(folder_dataset, random_model, tmp_path,

@@ -353,3 +353,22 @@ def test_palette_png_of_an_rgb_mask_reads_by_colour(tmp_path):
     ds = image_folder(tmp_path, "train")
     for i in range(3):
         np.testing.assert_array_equal(ds.load(i)[1], ids, err_msg=f"label {i}")
+
+
+def test_binary_0_255_masks_warn_that_the_class_is_never_learnt(tmp_path):
+    """Two classes in 0/255 masks: 255 is the default ignore id, so the second class has no
+    pixel; training says so instead of reporting 100 % on a class it never saw."""
+    from seg_perception.train.loop import TrainConfig, train
+    labels = _folder(tmp_path / "data", "classes: [background, road]\n", names=("a", "b"))
+    for n in "ab":
+        mask = np.zeros((24, 32), np.uint8)
+        mask[12:] = 255
+        cv2.imwrite(str(labels / f"{n}.png"), mask)
+    lines = []
+    train(TrainConfig(model="essnet_d", dataset="folder", data=str(tmp_path / "data"), out=str(tmp_path / "run"),
+                      epochs=1, batch_size=2, width=32, height=24, threads=1, val_split="none", keep="last"),
+          log=lines.append)
+    warning = [ln for ln in lines if "warning" in ln]
+    assert warning == ["[train] warning: 1 class(es) have no pixel in the training labels and will not be learnt: "
+                       "road; 50 % of the pixels carry the ignore id 255: if that value marks a class (a 0/255 "
+                       "mask), re-save the masks with class ids 0..1"], lines

@@ -6,6 +6,7 @@ import pytest
 from seg_perception.cli import main
 from seg_perception.data.classes import CAMVID
 from seg_perception.data.datasets import DatasetError, camvid, image_folder, read_description
+from seg_perception.data.pack import pack_dataset
 
 
 def test_packed_camvid_reads_back_as_folder(tmp_path, camvid_full, capsys):
@@ -53,3 +54,13 @@ def test_folder_without_classes_says_how(tmp_path):
         (tmp_path / "train" / sub).mkdir(parents=True)
     with pytest.raises(DatasetError, match="write .*dataset.yaml or pass --num-classes"):
         image_folder(tmp_path, "train")
+
+
+def test_pack_refuses_a_folder_that_holds_frames(tmp_path, camvid_sample):
+    """Packing into a folder with an earlier packing's frames (or into the dataset itself) would
+    mix them into the training split: refused before anything is written."""
+    assert main(["pack-dataset", "--data", str(camvid_sample), "--splits", "val", "--out", str(tmp_path / "p")]) == 0
+    with pytest.raises(DatasetError, match=r"p/val already holds 20 files: pack into a new or empty folder"):
+        pack_dataset("camvid", camvid_sample, ["val"], tmp_path / "p")
+    with pytest.raises(DatasetError, match="is the dataset itself"):
+        pack_dataset("folder", tmp_path / "p", ["val"], tmp_path / "p")

@@ -23,6 +23,12 @@ def pack_dataset(kind: str, root: str | Path, splits: Sequence[str], out: str | 
     if not 50 <= quality <= 100:
         raise ValueError(f"--quality must be in 50..100, got {quality}")
     out = Path(out)
+    if out.resolve() == Path(root).resolve():
+        raise DatasetError(f"--out {out} is the dataset itself: pack into a new folder")
+    for split in splits:  # frames left from another packing would be trained on as well
+        old = [p for sub in ("images", "labels") if (out / split / sub).is_dir() for p in (out / split / sub).iterdir()]
+        if old:
+            raise DatasetError(f"{out / split} already holds {len(old)} files: pack into a new or empty folder")
     counts, table = {}, None
     for split in splits:
         ds = open_dataset(kind, root, split, **dataset_kw)

@@ -96,7 +96,8 @@ def _quantize(p: argparse.ArgumentParser):
     p.add_argument("--onnx", required=True, help="fp32 ONNX made by 'seg-perception export' (its card beside it)")
     add_dataset_args(p)
     p.add_argument("--calib-data", default=None, help="calibrate on this folder of images (searched "
-                   "recursively) or CamVid root instead (default: the train split of --dataset/--data)")
+                   "recursively) or CamVid root instead (default: --calib-split of --dataset/--data)")
+    p.add_argument("--calib-split", default="train", help="split of --dataset/--data to calibrate on" + d)
     p.add_argument("--num-images", type=int, default=100, help="calibration images" + d)
     p.add_argument("--out", default=None, help="INT8 ONNX (default: <onnx stem>_int8.onnx beside it, "
                    "<onnx stem>_int8_cpu.onnx with --target cpu)")
@@ -131,9 +132,9 @@ def _quantize(p: argparse.ArgumentParser):
             data = a.calib_data
             files = list_calibration_images(data, a.num_images, a.seed)
         else:
-            data = f"{a.dataset} {dataset_root(a)} train"
-            calib = open_from_args(a, "train", card=card)
-            card.check_classes(list(calib.table.names), f"{a.dataset} train",
+            data = f"{a.dataset} {dataset_root(a)} {a.calib_split}"
+            calib = open_from_args(a, a.calib_split, card=card)
+            card.check_classes(list(calib.table.names), f"{a.dataset} {a.calib_split}",
                                "calibrate on the data it was trained on (--dataset folder --data DIR for your "
                                "own), or on frames of its camera with --calib-data DIR")
             files = list_calibration_images(calib, a.num_images, a.seed)

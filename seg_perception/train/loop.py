@@ -111,15 +111,35 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------ helpers
-def class_weights(ds: SegmentationDataset, c: float) -> torch.Tensor:
-    """ENet weights 1/ln(c + p_k) from the training labels' class frequencies."""
-    n = ds.table.num_classes
-    counts = np.zeros(n, np.int64)
+def pixel_counts(ds: SegmentationDataset) -> np.ndarray:
+    """Pixels of each label value (0..255) over the dataset's labels."""
+    counts = np.zeros(256, np.int64)
     for i in range(len(ds)):
         _, lab = ds.load(i)
-        counts += np.bincount(lab.reshape(-1), minlength=256)[:n]
+        counts += np.bincount(lab.reshape(-1), minlength=256)
+    return counts
+
+
+def class_weights(ds: SegmentationDataset, c: float, counts: Optional[np.ndarray] = None) -> torch.Tensor:
+    """ENet weights 1/ln(c + p_k) from the training labels' class frequencies."""
+    counts = (pixel_counts(ds) if counts is None else counts)[: ds.table.num_classes]
     p = counts / max(1, counts.sum())
     return torch.tensor(1.0 / np.log(c + p), dtype=torch.float32)
+
+
+def absent_classes_note(table, counts: np.ndarray) -> str:
+    """A warning line when classes have no pixel in the training labels (empty when all have some):
+    such a class is never learnt. Labels of 0 and 255 for two classes are the usual cause (255 is
+    the default ignore id)."""
+    absent = [table.names[k] for k in range(table.num_classes) if counts[k] == 0]
+    if not absent:
+        return ""
+    ignored = counts[table.ignore_index] / max(1, counts.sum())
+    why = (f"; {100 * ignored:.0f} % of the pixels carry the ignore id {table.ignore_index}: if that value "
+           f"marks a class (a 0/255 mask), re-save the masks with class ids 0..{table.num_classes - 1}"
+           if ignored > 0.05 else "")
+    return (f"[train] warning: {len(absent)} class(es) have no pixel in the training labels and will not be "
+            f"learnt: {', '.join(absent)}{why}")
 
 
 def to_input(img_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -560,7 +580,11 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     if cfg.workers:  # decode once here: each worker gets the decoded frames
         for i in range(len(train_ds)):
             train_ds.load(i)
-    weights = class_weights(train_ds, cfg.class_weight_c).to(device)
+    counts = pixel_counts(train_ds)
+    weights = class_weights(train_ds, cfg.class_weight_c, counts).to(device)
+    absent = absent_classes_note(table, counts)
+    if rank == 0 and absent:
+        log(absent)
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, table.num_classes)
