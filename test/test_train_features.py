@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from seg_perception.card import load_card
-from seg_perception.data.datasets import cityscapes
+from seg_perception.data.datasets import DatasetError, cityscapes
 from seg_perception.nets import build_model
 from seg_perception.train import grouping
 from seg_perception.train.loop import TrainConfig, train
@@ -78,6 +78,15 @@ def test_cityscapes_layout_and_train_ids(tmp_path, val_frames):
     _, train_ids = ds.load(0)
     assert set(np.unique(train_ids)) == {0, 13, 255}
     assert ds.table.num_classes == 19 and ds.table.names[13] == "car"
+    # frames straight in the split folder, as exports in Cityscapes' layout write them
+    for sub, name in (("leftImg8bit", "leftImg8bit"), ("gtFine", "gtFine_labelIds")):
+        (tmp_path / f"{sub}/val/aachen/aachen_000000_000019_{name}.png").rename(
+            tmp_path / f"{sub}/val/frame_7_{name}.png")
+    np.testing.assert_array_equal(cityscapes(tmp_path, "val").load(0)[1], train_ids)
+    with pytest.raises(DatasetError, match=r"no image/label pairs in .*leftImg8bit/test \(frames: "
+                                           r"<city>/\*_leftImg8bit.png\)"):
+        (tmp_path / "leftImg8bit/test").mkdir()
+        cityscapes(tmp_path, "test")
 
 
 @pytest.mark.skipif(not hasattr(torch.distributed, "is_available") or not torch.distributed.is_available(),

@@ -144,9 +144,11 @@ def cityscapes(root: str | Path, split: str, **kw) -> SegmentationDataset:
     img_root = root / "leftImg8bit" / split
     _require_dir(img_root, "Cityscapes images")
     pairs = []
-    for img in sorted(img_root.glob("*/*_leftImg8bit.png")):
+    # <city>/ folders as Cityscapes ships them; frames straight in the split folder as exports
+    # of other data in its layout (Datumaro's) write them.
+    for img in sorted([*img_root.glob("*/*_leftImg8bit.png"), *img_root.glob("*_leftImg8bit.png")]):
         stem = img.name[: -len("_leftImg8bit.png")]
-        lab = root / "gtFine" / split / img.parent.name / f"{stem}_gtFine_labelIds.png"
+        lab = root / "gtFine" / img.relative_to(root / "leftImg8bit").parent / f"{stem}_gtFine_labelIds.png"
         if not lab.is_file():
             raise DatasetError(f"image {img} has no label: {lab} does not exist")
         pairs.append((img, lab))
@@ -154,7 +156,7 @@ def cityscapes(root: str | Path, split: str, **kw) -> SegmentationDataset:
     for raw, train_id in CITYSCAPES_ID_TO_TRAINID.items():
         lut[raw] = train_id
     return SegmentationDataset(pairs, CITYSCAPES, label_map=lut, kind="cityscapes",
-                               where=f"{img_root} (frames in city folders: <city>/*_leftImg8bit.png)", **kw)
+                               where=f"{img_root} (frames: <city>/*_leftImg8bit.png)", **kw)
 
 
 DESCRIPTION_FILE = "dataset.yaml"
