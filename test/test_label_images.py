@@ -372,3 +372,23 @@ def test_binary_0_255_masks_warn_that_the_class_is_never_learnt(tmp_path):
     assert warning == ["[train] warning: 1 class(es) have no pixel in the training labels and will not be learnt: "
                        "road; 50 % of the pixels carry the ignore id 255: if that value marks a class (a 0/255 "
                        "mask), re-save the masks with class ids 0..1"], lines
+
+
+def test_datumaro_ignored_entry_in_index_masks(tmp_path):
+    """Datumaro's VOC export lists 'ignored' last in labelmap.txt; its index masks give void pixels
+    that place (3 here), its RGB masks (224, 224, 192): both read as the ignore id."""
+    (tmp_path / "ImageSets" / "Segmentation").mkdir(parents=True)
+    for sub in ("JPEGImages", "SegmentationClass"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "labelmap.txt").write_text("background:0,0,0::\nroad:128,0,0::\nperson:0,128,0::\n"
+                                           "ignored:224,224,192::\n")
+    (tmp_path / "ImageSets/Segmentation/default.txt").write_text("a\n")
+    cv2.imwrite(str(tmp_path / "JPEGImages" / "a.jpg"), np.full((24, 32, 3), 90, np.uint8))
+    ids = _ids(20)
+    cv2.imwrite(str(tmp_path / "SegmentationClass" / "a.png"), np.where(ids == 255, 3, ids).astype(np.uint8))
+    ds = image_folder(tmp_path, "default")
+    assert ds.table.names == ("background", "road", "person") and ds.table.ignore_index == 255
+    np.testing.assert_array_equal(ds.load(0)[1], ids)
+    (tmp_path / "labelmap.txt").write_text("background:0,0,0::\nignored:224,224,192::\nroad:128,0,0::\n")
+    with pytest.raises(DatasetError, match="'ignored' must be the last entry"):
+        image_folder(tmp_path, "default")

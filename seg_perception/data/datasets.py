@@ -70,8 +70,9 @@ class SegmentationDataset:
                                "each class its colour") from None
         except LabelError as e:
             raise DatasetError(str(e)) from None
-        if self.label_map is not None:
-            lab = self.label_map[lab]
+        if self.label_map is not None:  # raw values -> ids; 16-bit values above 255 stay for the range check
+            lab = self.label_map[lab] if lab.dtype == np.uint8 else np.where(
+                lab < 256, self.label_map[np.minimum(lab, 255)], lab)
         if img.shape[:2] != lab.shape:
             turned = (" (turned: frames are read upright by their EXIF orientation, as a camera app shows them; "
                       "label them upright too, or save them without the orientation tag)"
@@ -323,14 +324,15 @@ LABELMAP_FILE = "labelmap.txt"
 IGNORED_LABEL = "ignored"  # the name Datumaro gives VOC's void colour (224, 224, 192) in labelmap.txt
 
 
-def read_labelmap(root: str | Path) -> Optional[Tuple[ClassTable, LabelColors]]:
+def read_labelmap(root: str | Path) -> Optional[Tuple[ClassTable, LabelColors, Optional[int]]]:
     """``<root>/labelmap.txt`` as CVAT's Segmentation Mask export writes it (``name:r,g,b:parts:actions``
     per class, in id order), or None without one. A class without a colour (``name:::``, as Datumaro
-    writes it) has the PASCAL VOC palette's colour of its id, which its masks are drawn in."""
+    writes it) has the PASCAL VOC palette's colour of its id, which its masks are drawn in. The
+    third value: the index masks give Datumaro's 'ignored' entry (its place in the list), if any."""
     path = Path(root) / LABELMAP_FILE
     if not path.is_file():
         return None
-    names, colours, ignored = [], [], None
+    names, colours, ignored, ignored_at = [], [], None, None
     for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -342,6 +344,7 @@ def read_labelmap(root: str | Path) -> Optional[Tuple[ClassTable, LabelColors]]:
             raise DatasetError(f"{path}:{n}: expected 'name:r,g,b:parts:actions', got {line!r}")
         if fields[0].strip() == IGNORED_LABEL and rgb:
             ignored = tuple(int(v) for v in rgb)  # Datumaro's VOC void: unlabelled, not a class
+            ignored_at = len(names)
             continue
         names.append(fields[0].strip())
         colours.append(tuple(int(v) for v in rgb) if rgb else voc_colormap(len(names))[-1])
@@ -357,8 +360,11 @@ def read_labelmap(root: str | Path) -> Optional[Tuple[ClassTable, LabelColors]]:
         owners[col] = i
     if ignored is not None and ignored not in owners:
         owners[ignored] = 255
+    if ignored_at is not None and ignored_at != len(names):
+        raise DatasetError(f"{path}: '{IGNORED_LABEL}' must be the last entry (the classes after it would "
+                           "have other ids in index masks)")
     table = ClassTable(Path(root).resolve().name or "folder", tuple(names), tuple(colours), 255, ())
-    return table, LabelColors(owners, source=str(path))
+    return table, LabelColors(owners, source=str(path)), ignored_at
 
 
 def _voc_pairs(base: Path, split: str) -> List[Tuple[Path, Path]]:
@@ -409,7 +415,7 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
                  if labelmap else describe(base))
     source = description_file(base)
     if described is None and labelmap is not None:
-        described, source = labelmap, base / LABELMAP_FILE
+        described, source = labelmap[:2], base / LABELMAP_FILE
     root = base / split
     if (base / VOC_LISTS).is_dir() and not (root / "images").is_dir():
         pairs, where = _voc_pairs(base, split), str(base / VOC_LISTS / f"{split}.txt")
@@ -439,7 +445,11 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
         if ignore_index not in (255, table.ignore_index) and not from_card:
             raise DatasetError(f"--ignore-index {ignore_index} but {source} says the ignore id is "
                                f"{table.ignore_index}: drop the flag or change the file")
-        return SegmentationDataset(pairs, table, label_colors=colors, where=where, **kw)
+        lut = None
+        if labelmap is not None and labelmap[2] is not None and labelmap[2] == table.num_classes:
+            lut = np.arange(256, dtype=np.uint8)  # index masks: Datumaro's 'ignored' index -> the ignore id
+            lut[labelmap[2]] = table.ignore_index
+        return SegmentationDataset(pairs, table, label_colors=colors, label_map=lut, where=where, **kw)
     if num_classes < 2:
         raise DatasetError(f"a folder dataset needs its classes: write {source} "
                            "or pass --num-classes")
