@@ -320,9 +320,10 @@ def _generic(names: Sequence[str]) -> bool:
 
 
 def class_order(source: Sequence[str], target: Sequence[str]) -> Optional[List[int]]:
-    """For each target class, its index among a trained model's ``source`` classes (by name), or
-    None where the two orders are the same or cannot be told apart (generic names)."""
-    source, target = [str(n) for n in source], [str(n) for n in target]
+    """For each target class, its index among a trained model's ``source`` classes (by name, case
+    aside: Road is road), or None where the two orders are the same or cannot be told apart
+    (generic names)."""
+    source, target = [str(n).strip().lower() for n in source], [str(n).strip().lower() for n in target]
     if source == target or _generic(source) or _generic(target):
         return None
     return [source.index(n) if n in source else -1 for n in target]
