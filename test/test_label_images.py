@@ -190,10 +190,13 @@ def test_cvat_segmentation_mask_export_trains_as_it_is(tmp_path, camvid_sample, 
     with pytest.raises(DatasetError, match=r"no split 'val' in .*splits here: default\)"):
         image_folder(root, "val")
 
-    assert main(["train", "--model", "essnet_d", "--dataset", "folder", "--data", str(root), "--out",
+    # the README's command: from the shipped model, whose classifier rows follow the names
+    assert main(["train", "--model", "rdsnet", "--dataset", "folder", "--data", str(root), "--out",
                  str(tmp_path / "run"), "--train-split", "default", "--val-split", "none",  # ships the last epoch
-                 "--epochs", "1", "--batch-size", "2", "--width", "96", "--height", "72", "--threads", "1"]) == 0
-    card = (tmp_path / "run" / "essnet_d_folder.yaml").read_text()
+                 "--init", "rdsnet_camvid", "--epochs", "1", "--batch-size", "2", "--width", "96", "--height", "72",
+                 "--threads", "1"]) == 0
+    assert "classifier matched by class name: 11 of 12 classes from it, new: background" in capsys.readouterr().out
+    card = (tmp_path / "run" / "rdsnet_folder.yaml").read_text()
     assert "name: background" in card and "name: Bicyclist" in card
 
 
