@@ -111,7 +111,8 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--init", default="",
                    help="fine-tune: start from this model (name, card or .pt (tensors of another shape, such as "
                    "the classifier for other classes, start fresh) (default: random init)")
-    p.add_argument("--teacher", default="", help="model card of a trained teacher to distil from (default: none)")
+    p.add_argument("--teacher", default="", help="a trained model to distil from: name or card, of the run's classes in "
+                   "any order (default: none)")
     p.add_argument("--distill-weight", type=float, default=0.5, help="weight of the distillation term" + d)
     p.add_argument("--distill-temperature", type=float, default=2.0, help="distillation temperature" + d)
     p.add_argument("--keep", default=None, choices=["best", "last"],
