@@ -242,6 +242,15 @@ def test_ground_truth_of_other_classes_is_refused(tmp_path, capsys, random_model
     assert rc == 0, err
 
 
+def test_shipped_sample_bag_states_its_classes():
+    """The demo's sample bag says its ground truth is CamVid's, so a model of other classes
+    (a user's own) is refused by demo and eval-bag instead of scored id by id."""
+    from seg_perception.data.classes import CAMVID
+    from seg_perception.paths import sample_bag
+    stated = bag_io.BagReader(sample_bag()).custom_data[bag_io.GT_CLASSES_KEY]
+    assert tuple(json.loads(stated)) == CAMVID.names
+
+
 def test_missing_and_truncated_bags(tmp_path, capsys, random_model):
     rc, out, err = run_cli(capsys, "eval-bag", tmp_path / "nope", "--model", random_model, "--out", tmp_path / "r")
     assert rc == 2 and "not found" in one_line_error(err)

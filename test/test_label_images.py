@@ -198,6 +198,12 @@ def test_cvat_segmentation_mask_export_trains_as_it_is(tmp_path, camvid_sample, 
     assert "classifier matched by class name: 11 of 12 classes from it, new: background" in capsys.readouterr().out
     card = (tmp_path / "run" / "rdsnet_folder.yaml").read_text()
     assert "name: background" in card and "name: Bicyclist" in card
+    # a val list copied from the training list instead of moved out of it
+    (root / "ImageSets/Segmentation/val.txt").write_text("frame_000003\n")
+    assert main(["train", "--model", "rdsnet", "--dataset", "folder", "--data", str(root), "--out",
+                 str(tmp_path / "run2"), "--train-split", "default", "--val-split", "val", "--epochs", "1",
+                 "--width", "96", "--height", "72", "--threads", "1"]) == 2
+    assert ("1 of the 1 'val' frames are training frames too (e.g. " in capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("text, match", [

@@ -109,20 +109,27 @@ def test_torchrun_data_parallel(tmp_path, camvid_root):
 
 
 def test_non_finite_steps_are_skipped_not_applied(tmp_path, val_frames):
-    """Labels that are all 'ignore' make the weighted loss 0/0 = NaN: those steps are skipped
-    (counted in the log), the weights stay finite and the run finishes."""
+    """A batch whose labels are all 'ignore' makes the weighted loss 0/0 = NaN: that step is
+    skipped (counted in the log), the weights stay finite and the run finishes. (Labels that are
+    all 'ignore' in the whole split are refused up front.)"""
     img, _ = val_frames[0]
     for split in ("train", "val"):
         for sub in ("images", "labels"):
             (tmp_path / "data" / split / sub).mkdir(parents=True)
         for i in range(2):
-            cv2.imwrite(str(tmp_path / "data" / split / "images" / f"{i}.png"), cv2.resize(img, (96, 72)))
-            lab = np.full((72, 96), 255, np.uint8) if split == "train" else np.zeros((72, 96), np.uint8)
-            cv2.imwrite(str(tmp_path / "data" / split / "labels" / f"{i}.png"), lab)
+            cv2.imwrite(str(tmp_path / "data" / split / "images" / f"{split}{i}.png"), cv2.resize(img, (96, 72)))
+            lab = np.full((72, 96), 255 if split == "train" and i == 0 else 0, np.uint8)
+            cv2.imwrite(str(tmp_path / "data" / split / "labels" / f"{split}{i}.png"), lab)
     lines = []
     best = train(TrainConfig(model="essnet_d", dataset="folder", data=str(tmp_path / "data"), out=str(tmp_path / "run"),
-                             num_classes=3, epochs=1, batch_size=2, width=96, height=72, threads=1),
+                             num_classes=3, epochs=1, batch_size=1, width=96, height=72, threads=1),
                  log=lines.append)
     assert any("1 steps skipped: non-finite" in ln for ln in lines), lines
     state = torch.load(best, weights_only=True)
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    (tmp_path / "data/train/images/train1.png").unlink()
+    (tmp_path / "data/train/labels/train1.png").unlink()
+    with pytest.raises(ValueError, match="no pixel of the 'train' labels is one of the 3 classes \\(all carry "
+                                         "the ignore id 255\\)"):
+        train(TrainConfig(model="essnet_d", dataset="folder", data=str(tmp_path / "data"), out=str(tmp_path / "r2"),
+                          num_classes=3, epochs=1, batch_size=1, width=96, height=72, threads=1), log=lines.append)

@@ -570,6 +570,12 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
         train_ds.pairs = train_ds.pairs[: cfg.max_train_images]
     if val_ds is not None and cfg.max_val_images:
         val_ds.pairs = val_ds.pairs[: cfg.max_val_images]
+    if val_ds is not None:  # a frame in both splits is scored on what it was trained on
+        trained = {p[0].resolve() for p in train_ds.pairs}
+        both = [p[0] for p in val_ds.pairs if p[0].resolve() in trained]
+        if both:
+            raise ValueError(f"{len(both)} of the {len(val_ds)} '{cfg.val_split}' frames are training frames too "
+                             f"(e.g. {both[0]}): take them out of the training split, or --val-split none")
     if val_ds is not None and rank == 0:
         for i in range(len(val_ds)):  # cached anyway: a bad val label stops the run now, not epochs later
             val_ds.load(i)
@@ -582,6 +588,11 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
         for i in range(len(train_ds)):
             train_ds.load(i)
     counts = pixel_counts(train_ds)
+    if counts[: table.num_classes].sum() == 0:
+        raise ValueError(f"no pixel of the '{cfg.train_split}' labels is one of the {table.num_classes} classes "
+                         f"(all carry the ignore id {table.ignore_index})"
+                         + (": --dataset cityscapes reads Cityscapes label ids; labels of your own classes are "
+                            "--dataset folder" if cfg.dataset == "cityscapes" else ""))
     weights = class_weights(train_ds, cfg.class_weight_c, counts).to(device)
     absent = absent_classes_note(table, counts)
     if rank == 0 and absent:
