@@ -93,7 +93,12 @@ class ModelCard:
 
         def listed(n):
             return ", ".join(n[:6]) + (", ..." if len(n) > 6 else "")
-        same = "the same classes in another order or with other names: " if len(names) == self.num_classes else ""
+        same = ""
+        if sorted(n.lower() for n in names) == sorted(str(n).lower() for n in self.class_names):
+            same = ("the same classes in another order (a folder dataset: list them in the model's order in "
+                    "dataset.yaml, or give each its model id with id:); ")
+        elif len(names) == self.num_classes:
+            same = "the same number of classes with other names: "
         raise ValueError(f"{where} has {len(names)} classes ({listed(names)}) but model '{self.name}' has "
                          f"{self.num_classes} ({listed(list(self.class_names))}): {same}{hint}")
 

@@ -62,7 +62,7 @@ def test_evaluate_reads_the_folder_description(folder_dataset, random_model, tmp
     assert rc == 2 and "folder val has 12 classes (Sky, Building" in out and "has 11 (Sky," in out, out
     swapped = [doc["classes"][1], doc["classes"][0]] + doc["classes"][2:]
     rc, out = evaluate_with({"classes": swapped})  # ids that mean other classes: a meaningless mIoU
-    assert rc == 2 and "the same classes in another order or with other names" in out, out
+    assert rc == 2 and "the same classes in another order (a folder dataset: list them in the model's order" in out, out
 
 
 def test_evaluate_folder_without_description_uses_card(folder_dataset, random_model, tmp_path, capsys):
