@@ -32,8 +32,15 @@ def test_missing_dataset_path(tmp_path):
 def test_missing_folder_split_names_the_splits_there(tmp_path):
     (tmp_path / "train" / "images").mkdir(parents=True)
     (tmp_path / "train" / "labels").mkdir()
-    with pytest.raises(DatasetError, match=r"no split 'val' in .*splits here: train\): .*--val-split none"):
+    with pytest.raises(DatasetError, match=r"no split 'val' in .*splits here: train\)$"):
         image_folder(tmp_path, "val", num_classes=5)
+    from seg_perception.train.loop import TrainConfig, build
+    cv2.imwrite(str(tmp_path / "train/images/x.png"), np.zeros((8, 8, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "train/labels/x.png"), np.zeros((8, 8), np.uint8))
+    with pytest.raises(DatasetError, match=r"splits here: train\): name one of them with --val-split \(or train "
+                                           r"without validation: --val-split none\)"):
+        build(TrainConfig(model="essnet_d", dataset="folder", data=str(tmp_path), out=str(tmp_path / "run"),
+                          num_classes=5))
     with pytest.raises(DatasetError, match="dataset folder not found at"):
         image_folder(tmp_path / "nope", "val", num_classes=5)
 

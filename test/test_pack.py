@@ -64,3 +64,5 @@ def test_pack_refuses_a_folder_that_holds_frames(tmp_path, camvid_sample):
         pack_dataset("camvid", camvid_sample, ["val"], tmp_path / "p")
     with pytest.raises(DatasetError, match="is the dataset itself"):
         pack_dataset("folder", tmp_path / "p", ["val"], tmp_path / "p")
+    with pytest.raises(DatasetError, match=r"splits here: val\): name one of them with --splits$"):
+        pack_dataset("folder", tmp_path / "p", ["train"], tmp_path / "q")

@@ -25,6 +25,14 @@ class DatasetError(ValueError):
     """A dataset that cannot be used as given; the message says which file and why."""
 
 
+class MissingSplit(DatasetError):
+    """The split asked for is not in the dataset (the message lists those that are); a command
+    adds which of its options names a split."""
+
+    def naming(self, option: str) -> "MissingSplit":
+        return MissingSplit(f"{self}: name one of them with {option}")
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
@@ -373,9 +381,8 @@ def _voc_pairs(base: Path, split: str) -> List[Tuple[Path, Path]]:
     listing = base / VOC_LISTS / f"{split}.txt"
     if not listing.is_file():
         here = sorted(p.stem for p in (base / VOC_LISTS).glob("*.txt"))
-        raise DatasetError(f"no split '{split}' in {base} ({VOC_LISTS / (split + '.txt')} not found; splits here: "
-                           f"{', '.join(here) or 'none'}): use one of those "
-                           "(a training run without validation: --val-split none)")
+        raise MissingSplit(f"no split '{split}' in {base} ({VOC_LISTS / (split + '.txt')} not found; splits here: "
+                           f"{', '.join(here) or 'none'})")
     _require_dir(base / "JPEGImages", "frame folder JPEGImages/ (export the images with the masks)")
     _require_dir(base / "SegmentationClass", "class mask folder SegmentationClass/")
     def by_name(folder: Path) -> dict:  # names as the lists write them: paths below the folder, no suffix
@@ -423,9 +430,8 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
         where = f"{root / 'images'} ({', '.join(IMAGE_EXTS)})"
         if not (root / "images").is_dir():
             here = sorted(p.name for p in base.iterdir() if (p / "images").is_dir())
-            raise DatasetError(f"no split '{split}' in {base} ({split}/images not found; splits here: "
-                               f"{', '.join(here) or 'none'}): use one of those "
-                               "(a training run without validation: --val-split none)")
+            raise MissingSplit(f"no split '{split}' in {base} ({split}/images not found; splits here: "
+                               f"{', '.join(here) or 'none'})")
         if not (root / "labels").is_dir():
             there = sorted(p.name + "/" for p in root.iterdir() if p.is_dir() and p.name != "images")
             raise DatasetError(f"no label folder {root / 'labels'}"

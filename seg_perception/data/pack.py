@@ -13,7 +13,7 @@ from typing import Dict, Sequence
 
 import cv2
 
-from .datasets import DatasetError, open_dataset, write_description
+from .datasets import DatasetError, MissingSplit, open_dataset, write_description
 
 
 def pack_dataset(kind: str, root: str | Path, splits: Sequence[str], out: str | Path, quality: int = 95,
@@ -31,7 +31,10 @@ def pack_dataset(kind: str, root: str | Path, splits: Sequence[str], out: str | 
             raise DatasetError(f"{out / split} already holds {len(old)} files: pack into a new or empty folder")
     counts, table = {}, None
     for split in splits:
-        ds = open_dataset(kind, root, split, **dataset_kw)
+        try:
+            ds = open_dataset(kind, root, split, **dataset_kw)
+        except MissingSplit as e:
+            raise e.naming("--splits") from None
         table = ds.table
         img_dir, lab_dir = out / split / "images", out / split / "labels"
         img_dir.mkdir(parents=True, exist_ok=True)

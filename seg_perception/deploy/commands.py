@@ -116,6 +116,7 @@ def _quantize(p: argparse.ArgumentParser):
     def run(a):
         from ..card import load_card
         from ..card import onnx_role
+        from ..data.datasets import MissingSplit
         from .quantize import (CALIBRATIONS, METHODS, TARGETS, calibration_frames, evaluate_int8,
                                list_calibration_images, quantize_onnx, record_in_card)
         _choice(a.method, METHODS, "method")
@@ -133,7 +134,10 @@ def _quantize(p: argparse.ArgumentParser):
             files = list_calibration_images(data, a.num_images, a.seed)
         else:
             data = f"{a.dataset} {dataset_root(a)} {a.calib_split}"
-            calib = open_from_args(a, a.calib_split, card=card)
+            try:
+                calib = open_from_args(a, a.calib_split, card=card)
+            except MissingSplit as e:
+                raise e.naming("--calib-split") from None
             card.check_classes(list(calib.table.names), f"{a.dataset} {a.calib_split}",
                                "calibrate on the data it was trained on (--dataset folder --data DIR for your "
                                "own), or on frames of its camera with --calib-data DIR")
@@ -147,7 +151,10 @@ def _quantize(p: argparse.ArgumentParser):
         if a.eval:
             if a.eval_data:
                 a.data = a.eval_data
-            scored = open_from_args(a, a.eval_split, card=card)
+            try:
+                scored = open_from_args(a, a.eval_split, card=card)
+            except MissingSplit as e:
+                raise e.naming("--eval-split") from None
             card.check_classes(list(scored.table.names), f"{a.dataset} {a.eval_split}",
                                "score it on the data it was trained on (--eval-data DIR with --dataset folder "
                                "for your own), or leave out --eval")

@@ -39,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..card import card_for_table, load_card
-from ..data.datasets import SegmentationDataset, open_dataset
+from ..data.datasets import MissingSplit, SegmentationDataset, open_dataset
 from ..data.transforms import EvalResize, TrainAugment
 from ..metrics import ConfusionMatrix
 from ..nets import build_model
@@ -564,8 +564,14 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     out.mkdir(parents=True, exist_ok=True)
     name = cfg.name or f"{cfg.model}_{cfg.dataset}"
 
-    train_ds = open_splits(cfg, cfg.train_split)
-    val_ds = open_splits(cfg, cfg.val_split) if cfg.validates else None
+    try:
+        train_ds = open_splits(cfg, cfg.train_split)
+    except MissingSplit as e:
+        raise e.naming("--train-split") from None
+    try:
+        val_ds = open_splits(cfg, cfg.val_split) if cfg.validates else None
+    except MissingSplit as e:
+        raise e.naming("--val-split (or train without validation: --val-split none)") from None
     if cfg.max_train_images:
         train_ds.pairs = train_ds.pairs[: cfg.max_train_images]
     if val_ds is not None and cfg.max_val_images:
