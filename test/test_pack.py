@@ -60,8 +60,12 @@ def test_pack_refuses_a_folder_that_holds_frames(tmp_path, camvid_sample):
     """Packing into a folder with an earlier packing's frames (or into the dataset itself) would
     mix them into the training split: refused before anything is written."""
     assert main(["pack-dataset", "--data", str(camvid_sample), "--splits", "val", "--out", str(tmp_path / "p")]) == 0
+    with pytest.raises(DatasetError, match=r"p already holds a dataset \(dataset.yaml\): pack into a new"):
+        pack_dataset("camvid", camvid_sample, ["train"], tmp_path / "p")
+    (tmp_path / "p" / "dataset.yaml").rename(tmp_path / "dataset.yaml")
     with pytest.raises(DatasetError, match=r"p/val already holds 20 files: pack into a new or empty folder"):
         pack_dataset("camvid", camvid_sample, ["val"], tmp_path / "p")
+    (tmp_path / "dataset.yaml").rename(tmp_path / "p" / "dataset.yaml")
     with pytest.raises(DatasetError, match="is the dataset itself"):
         pack_dataset("folder", tmp_path / "p", ["val"], tmp_path / "p")
     with pytest.raises(DatasetError, match=r"splits here: val\): name one of them with --splits$"):

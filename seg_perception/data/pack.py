@@ -25,6 +25,8 @@ def pack_dataset(kind: str, root: str | Path, splits: Sequence[str], out: str | 
     out = Path(out)
     if out.resolve() == Path(root).resolve():
         raise DatasetError(f"--out {out} is the dataset itself: pack into a new folder")
+    if (out / "dataset.yaml").is_file():
+        raise DatasetError(f"{out} already holds a dataset (dataset.yaml): pack into a new or empty folder")
     for split in splits:  # frames left from another packing would be trained on as well
         old = [p for sub in ("images", "labels") if (out / split / sub).is_dir() for p in (out / split / sub).iterdir()]
         if old:
