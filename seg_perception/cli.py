@@ -277,6 +277,8 @@ def _evaluate(p: argparse.ArgumentParser):
             raise ValueError("--sizes replaces --width/--height: give the sizes in one of the two ways")
         card = load_card(resolve_model(a.model or DEFAULT_MODEL))
         ds = open_from_args(a, card=card)
+        for note in ds.notes:
+            print(f"[evaluate] note: {note}", flush=True)
         results = []
         for w, h in a.sizes or [(a.width, a.height)]:
             results.append(evaluate(card.path, ds, a.dataset, a.split, a.backend, a.precision, a.weights,

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from seg_perception.cli import main
-from seg_perception.data.datasets import DatasetError, image_folder
+from seg_perception.data.classes import voc_colormap
+from seg_perception.data.datasets import DatasetError, image_folder, open_dataset
 
 COLOURS = {0: (128, 64, 128), 1: (70, 70, 70), 2: (220, 20, 60)}  # road, wall, person (display colours)
 YAML = """classes:
@@ -401,3 +402,113 @@ def test_datumaro_ignored_entry_in_index_masks(tmp_path):
     (tmp_path / "labelmap.txt").write_text("background:0,0,0::\nignored:224,224,192::\nroad:128,0,0::\n")
     with pytest.raises(DatasetError, match="'ignored' must be the last entry"):
         image_folder(tmp_path, "default")
+
+
+def _camvid_export(root, names, colours, masks, frames=None):
+    """A CamVid export as CVAT writes it (Datumaro's camvid format): label_colors.txt, train.txt
+    with '/train/NAME.jpg trainannot/NAME.png' per frame (quoted where a name has spaces, the
+    label left out for a frame nobody annotated), frames in train/, masks in trainannot/."""
+    (root / "train").mkdir(parents=True)
+    (root / "trainannot").mkdir()
+    (root / "label_colors.txt").write_text("".join(f"{' '.join(map(str, c)) if c else ''} {n}\n"
+                                                   for n, c in zip(names, colours)))
+    lines = []
+    for i, mask in enumerate(masks):
+        name = f"frame {i}" if i == 1 else f"frame_{i}"
+        img = frames[i] if frames is not None else np.full(mask.shape[:2] + (3,), 90, np.uint8)
+        cv2.imwrite(str(root / "train" / f"{name}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(root / "trainannot" / f"{name}.png"), mask[..., ::-1] if mask.ndim == 3 else mask)
+        lines.append(f'"/train/{name}.jpg" "trainannot/{name}.png"' if " " in name
+                     else f"/train/{name}.jpg trainannot/{name}.png")
+    cv2.imwrite(str(root / "train" / "empty.jpg"), np.zeros((8, 8, 3), np.uint8))
+    lines.append("/train/empty.jpg ")
+    (root / "train.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_cvat_camvid_export_evaluates_as_it_is(tmp_path, camvid_sample, capsys):
+    """CVAT's "CamVid 1.0" export of a task with CamVid's classes: colour masks, black where nobody
+    labelled (the export's unlisted background), read by --dataset camvid or folder alike."""
+    from seg_perception.data.classes import CAMVID
+    from seg_perception.data.datasets import camvid
+    src = camvid(camvid_sample, "train")
+    frames, masks, want = [], [], []
+    for i in range(3):
+        img, ids = src.load(i)
+        rgb = np.zeros(ids.shape + (3,), np.uint8)
+        for k, col in enumerate(CAMVID.colors):
+            rgb[ids == k] = col
+        frames.append(img), masks.append(rgb), want.append(np.where(ids == CAMVID.ignore_index, 255, ids))
+    root = _camvid_export(tmp_path / "export", CAMVID.names, CAMVID.colors, masks, frames)
+    for kind in ("camvid", "folder"):
+        ds = open_dataset(kind, root, "train")
+        assert ds.table.names == CAMVID.names and ds.table.colors == CAMVID.colors and len(ds) == 3
+        assert "1 frame(s) listed in" in ds.notes[0] and "without a label left out (e.g. /train/empty.jpg)" in ds.notes[0]
+        for i in range(3):
+            np.testing.assert_array_equal(ds.load(i)[1], want[i])
+    assert main(["evaluate", "--model", "rdsnet_camvid", "--dataset", "camvid", "--data", str(root),
+                 "--split", "train", "--backend", "torch", "--threads", "1", "--width", "96", "--height", "72"]) == 0
+    out = capsys.readouterr().out
+    assert "[evaluate] note: 1 frame(s) listed in" in out and "mIoU" in out
+    with pytest.raises(DatasetError, match=r"no split 'val' in .*\(val.txt not found; splits here: train\)"):
+        open_dataset("folder", root, "val")
+
+
+def test_camvid_export_without_colours_with_index_masks_background_and_void(tmp_path):
+    ids = _ids(0)  # 0 road, 1 wall, 2 person, 255 unlabelled
+    index = np.where(ids == 255, 0, ids + 1).astype(np.uint8)  # the export's index: 0 its background
+    # no colours: index i is painted in the VOC palette's colour i
+    voc = np.array(voc_colormap(4), np.uint8)
+    ds = open_dataset("camvid", _camvid_export(tmp_path / "a", ["road", "wall", "person"], [None] * 3,
+                                                [voc[index]]), "train")
+    assert ds.table.colors == tuple(voc_colormap(4)[1:])
+    np.testing.assert_array_equal(ds.load(0)[1], ids)
+    # index masks (exported without the colour map)
+    cols = [COLOURS[k] for k in range(3)]
+    ds = open_dataset("folder", _camvid_export(tmp_path / "b", ["road", "wall", "person"], cols, [index]), "train")
+    np.testing.assert_array_equal(ds.load(0)[1], ids)
+    # a listed black background is a class (index 0), CamVid's Void is unlabelled
+    ds = open_dataset("camvid", _camvid_export(tmp_path / "c", ["road", "background", "wall", "Void", "person"],
+                                                [cols[0], (0, 0, 0), cols[1], (64, 64, 64), cols[2]],
+                                                [np.array([[(0, 0, 0), (128, 64, 128), (64, 64, 64), (220, 20, 60)]],
+                                                          np.uint8)]), "train")
+    assert ds.table.names == ("background", "road", "wall", "person")
+    np.testing.assert_array_equal(ds.load(0)[1], [[0, 1, 255, 3]])
+
+
+@pytest.mark.parametrize("text, match", [
+    ("128 64 road\n1 2 3 wall\n", r"label_colors.txt:1: expected 'r g b name' \(or a name alone\)"),
+    ("1 2 3 road\n", r"lists 1 class\(es\)"),
+    ("1 2 3 a\n1 2 3 b\n", r"colour \[1, 2, 3\] is given to both a and b"),
+    ("1 2 3 a\n4 5 6 a\n", r"class name\(s\) a listed twice"),
+])
+def test_bad_label_colors_one_line(tmp_path, text, match):
+    (tmp_path / "label_colors.txt").write_text(text)
+    (tmp_path / "train.txt").write_text("")
+    with pytest.raises(DatasetError, match=match):
+        open_dataset("camvid", tmp_path, "train")
+
+
+def test_camvid_export_colour_messages_name_label_colors(tmp_path):
+    mask = np.array([[(128, 64, 128), (1, 2, 3)]], np.uint8)
+    ds = open_dataset("camvid", _camvid_export(tmp_path / "a", ["road", "wall"], [(128, 64, 128), (70, 70, 70)],
+                                                [mask]), "train")
+    with pytest.raises(DatasetError, match=r"1 colour\(s\) that no class has in .*label_colors.txt \(\(1, 2, 3\) on "
+                                           r"1 px; 50 % of its pixels\): a class missing there\? add it \(r g b name\)"):
+        ds.load(0)
+    ds = open_dataset("camvid", _camvid_export(tmp_path / "b", ["road", "wall"], [(128, 64, 128), None], [mask]),
+                      "train")
+    with pytest.raises(DatasetError, match=r"gives no color to wall: give every class its label colour "
+                                           r"\('r g b name' per line\)"):
+        ds.load(0)
+
+
+def test_camvid_export_with_a_description_beside_it(tmp_path):
+    """dataset.yaml wins over label_colors.txt, as over labelmap.txt: e.g. to say which class is drivable."""
+    root = _camvid_export(tmp_path / "a", ["road", "wall", "person"], [COLOURS[k] for k in range(3)],
+                          [_rgb_mask(_ids(0))])
+    (root / "dataset.yaml").write_text(YAML)
+    for kind in ("camvid", "folder"):
+        ds = open_dataset(kind, root, "train")
+        assert ds.table.drivable == (0,)
+        np.testing.assert_array_equal(ds.load(0)[1], _ids(0))

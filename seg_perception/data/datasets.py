@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import shlex
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -50,7 +51,7 @@ class SegmentationDataset:
     def __init__(self, pairs: Sequence[Tuple[Path, Path]], table: ClassTable,
                  transform: Optional[Callable] = None, label_map: Optional[np.ndarray] = None,
                  cache: bool = False, label_colors: Optional[LabelColors] = None, kind: str = "folder",
-                 where: str = ""):
+                 where: str = "", notes: Sequence[str] = ()):
         if not pairs:
             raise DatasetError(f"no image/label pairs in {where or 'the dataset'}")
         self.pairs = [(Path(i), Path(l)) for i, l in pairs]
@@ -59,6 +60,7 @@ class SegmentationDataset:
         self.label_map = label_map  # lookup table for raw label values -> class ids
         self.label_colors = label_colors  # colour -> class id, for RGB-coded label images
         self.kind = kind  # the --dataset kind, for advice on labels it cannot read
+        self.notes = list(notes)  # what was left out on reading, for the commands to say
         self._cache: dict = {} if cache else None
 
     def __len__(self) -> int:
@@ -119,22 +121,21 @@ def _require_dir(root: Path, what: str) -> None:
         raise DatasetError(f"{what} not found at {root}: pass the dataset folder with --data")
 
 
-def camvid(root: str | Path, split: str, **kw) -> SegmentationDataset:
-    """CamVid as distributed with the SegNet tutorial: <split>.txt lists 'image label'."""
-    root = Path(root)
-    _require_dir(root, "CamVid dataset")
-    listing = root / f"{split}.txt"
-    if not listing.is_file():
-        folder = (any((root / f).is_file() for f in (DESCRIPTION_FILE, "dataset.yml", LABELMAP_FILE))
-                  or (root / VOC_LISTS).is_dir() or any((p / "images").is_dir() for p in root.iterdir()))
-        raise DatasetError(f"CamVid split list {listing} not found (splits here: "
-                           f"{', '.join(sorted(p.stem for p in root.glob('*.txt'))) or 'none'})"
-                           + (": this is a folder dataset, add --dataset folder" if folder else ""))
-    pairs = []
-    for n, line in enumerate(listing.read_text().splitlines(), 1):
+def _listed_pairs(root: Path, listing: Path) -> Tuple[List[Tuple[Path, Path]], List[str]]:
+    """The pairs of a CamVid split list ('image label' per line, paths below ``root``; quoted where a
+    name has spaces, as Datumaro writes them). A frame listed without a label (CVAT's CamVid export
+    lists frames that have no annotation so) is left out, and a note says how many."""
+    pairs, unlabelled = [], []
+    for n, line in enumerate(listing.read_text(encoding="utf-8-sig").splitlines(), 1):
         if not line.strip():
             continue
-        parts = line.split()
+        try:
+            parts = shlex.split(line)
+        except ValueError:
+            parts = line.split()
+        if len(parts) == 1:
+            unlabelled.append(parts[0])
+            continue
         if len(parts) != 2:
             raise DatasetError(f"{listing}:{n}: expected 'image label', got {line!r}")
         # Lists from the SegNet tutorial carry absolute paths of its authors' machine.
@@ -144,7 +145,98 @@ def camvid(root: str | Path, split: str, **kw) -> SegmentationDataset:
         if not lab.is_file():
             raise DatasetError(f"image {img} has no label: {lab} (listed in {listing}:{n}) does not exist")
         pairs.append((img, lab))
-    return SegmentationDataset(pairs, CAMVID, kind="camvid", where=str(listing), **kw)
+    notes = [f"{len(unlabelled)} frame(s) listed in {listing} without a label left out (e.g. {unlabelled[0]}): "
+             "a labelling tool lists frames nobody annotated so"] if unlabelled else []
+    if not pairs and unlabelled:
+        raise DatasetError(f"no frame in {listing} has a label ({len(unlabelled)} listed without one): "
+                           "annotate them before exporting")
+    return pairs, notes
+
+
+def _split_lists(root: Path) -> str:
+    return ", ".join(sorted(p.stem for p in root.glob("*.txt") if p.name != LABEL_COLORS_FILE)) or "none"
+
+
+def camvid(root: str | Path, split: str, **kw) -> SegmentationDataset:
+    """CamVid as distributed with the SegNet tutorial: <split>.txt lists 'image label'. With a
+    label_colors.txt beside it (CamVid's own list, or CVAT's "CamVid 1.0" export of your data), the
+    classes and the mask colours come from that file."""
+    root = Path(root)
+    _require_dir(root, "CamVid dataset")
+    listing = root / f"{split}.txt"
+    if not listing.is_file():
+        folder = (any((root / f).is_file() for f in (DESCRIPTION_FILE, "dataset.yml", LABELMAP_FILE))
+                  or (root / VOC_LISTS).is_dir() or any((p / "images").is_dir() for p in root.iterdir()))
+        raise MissingSplit(f"CamVid split list {listing} not found (splits here: {_split_lists(root)})"
+                           + (": this is a folder dataset, add --dataset folder" if folder else ""))
+    if (root / LABEL_COLORS_FILE).is_file():
+        return image_folder(root, split, **kw)  # classes from that file, as for --dataset folder
+    pairs, notes = _listed_pairs(root, listing)
+    return SegmentationDataset(pairs, CAMVID, kind="camvid", where=str(listing), notes=notes, **kw)
+
+
+LABEL_COLORS_FILE = "label_colors.txt"  # CamVid's class list; CVAT's CamVid export writes one too
+VOID_LABEL = "void"  # CamVid's name for unlabelled pixels
+
+
+def read_label_colors(root: str | Path) -> Optional[Tuple[ClassTable, LabelColors, np.ndarray]]:
+    """``<root>/label_colors.txt`` as CamVid and CVAT's "CamVid 1.0" export (Datumaro) write it: one
+    class per line, ``r g b name``, or ``name`` alone when the task gave no colours. None without one.
+
+    The export's masks hold an index per class (or its colour): index 0 is black, the background,
+    which the file lists only when a class is black or named 'background' (moved to the front);
+    otherwise the export adds it unlisted, and its pixels are those nobody labelled: ignored. A file
+    without colours paints index i in the PASCAL VOC palette's colour i. A class named Void is
+    CamVid's unlabelled: ignored too. Returns the class table, the colours (to the export's index)
+    and the lookup table from the export's index to the class id."""
+    path = Path(root) / LABEL_COLORS_FILE
+    if not path.is_file():
+        return None
+    entries: List[Tuple[str, Optional[Tuple[int, int, int]]]] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if fields[0].isdigit():
+            if len(fields) < 4 or not all(v.isdigit() and int(v) <= 255 for v in fields[:3]):
+                raise DatasetError(f"{path}:{n}: expected 'r g b name' (or a name alone), got {line.strip()!r}")
+            entries.append((" ".join(fields[3:]), tuple(int(v) for v in fields[:3])))
+        else:
+            entries.append((line.strip(), None))
+    names = [e[0] for e in entries]
+    twice = sorted({x for x in names if names.count(x) > 1})
+    if twice:
+        raise DatasetError(f"{path}: class name(s) {', '.join(twice)} listed twice: each class once")
+    coloured = any(c is not None for _, c in entries)
+    # Datumaro's order: the background (the black entry, else one named 'background', else an added
+    # unlisted one) at index 0, the rest as listed.
+    bg = next((i for i, (_, c) in enumerate(entries) if c == (0, 0, 0)),
+              next((i for i, (nm, _) in enumerate(entries) if nm == "background"), None))
+    order = ([entries[bg]] + entries[:bg] + entries[bg + 1:]) if bg is not None else \
+        [(None, (0, 0, 0) if coloured else None)] + entries
+    palette = voc_colormap(len(order))
+    class_names, class_colours, owners, uncoloured = [], [], {}, []
+    lut = np.arange(256, dtype=np.uint8)
+    for index, (name, colour) in enumerate(order):
+        if colour is None and not coloured:
+            colour = palette[index]
+        if name is None or name.lower() == VOID_LABEL:
+            lut[index] = 255  # unlabelled pixels
+        else:
+            lut[index] = len(class_names)
+            class_names.append(name)
+            class_colours.append(colour or palette[index])
+            if colour is None:
+                uncoloured.append(name)
+        if colour is not None:
+            if colour in owners:
+                raise DatasetError(f"{path}: colour {list(colour)} is given to both {order[owners[colour]][0]} "
+                                   f"and {name}")
+            owners[colour] = index
+    if len(class_names) < 2:
+        raise DatasetError(f"{path}: lists {len(class_names)} class(es); a dataset needs at least two")
+    table = ClassTable(Path(root).resolve().name or "folder", tuple(class_names), tuple(class_colours), 255, ())
+    return table, LabelColors(owners, uncoloured, source=str(path)), lut
 
 
 def cityscapes(root: str | Path, split: str, **kw) -> SegmentationDataset:
@@ -409,7 +501,8 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
                  from_card: bool = False, **kw) -> SegmentationDataset:
     """Your own data: <root>/<split>/images/NAME.(png|jpg) with <root>/<split>/labels/NAME.png
     (or .bmp/.tif: lossless; class ids, a palette PNG or colours as dataset.yaml gives them);
-    or Pascal VOC's layout (CVAT's Segmentation Mask export), read by ``_voc_pairs``.
+    or Pascal VOC's layout (CVAT's Segmentation Mask export), read by ``_voc_pairs``; or CamVid's
+    (CVAT's CamVid export: <split>.txt and label_colors.txt), read by ``_listed_pairs``.
 
     The classes come from <root>/dataset.yaml when there is one, else from CVAT's labelmap.txt,
     else from ``num_classes``. ``from_card``: the class arguments are a model card's, a stand-in
@@ -424,7 +517,18 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
     if described is None and labelmap is not None:
         described, source = labelmap[:2], base / LABELMAP_FILE
     root = base / split
-    if (base / VOC_LISTS).is_dir() and not (root / "images").is_dir():
+    notes: List[str] = []
+    lut = None
+    exported = read_label_colors(base) if not (root / "images").is_dir() else None
+    if exported is not None:  # CamVid's layout (CVAT's CamVid export): <split>.txt and label_colors.txt
+        listing = base / f"{split}.txt"
+        if not listing.is_file():
+            raise MissingSplit(f"no split '{split}' in {base} ({split}.txt not found; splits here: "
+                               f"{_split_lists(base)})")
+        (pairs, notes), where = _listed_pairs(base, listing), str(listing)
+        if described is None:  # a dataset.yaml beside it wins (its ids, colours, drivable)
+            described, source, lut = exported[:2], base / LABEL_COLORS_FILE, exported[2]
+    elif (base / VOC_LISTS).is_dir() and not (root / "images").is_dir():
         pairs, where = _voc_pairs(base, split), str(base / VOC_LISTS / f"{split}.txt")
     else:
         where = f"{root / 'images'} ({', '.join(IMAGE_EXTS)})"
@@ -451,11 +555,10 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
         if ignore_index not in (255, table.ignore_index) and not from_card:
             raise DatasetError(f"--ignore-index {ignore_index} but {source} says the ignore id is "
                                f"{table.ignore_index}: drop the flag or change the file")
-        lut = None
-        if labelmap is not None and labelmap[2] is not None and labelmap[2] == table.num_classes:
+        if lut is None and labelmap is not None and labelmap[2] is not None and labelmap[2] == table.num_classes:
             lut = np.arange(256, dtype=np.uint8)  # index masks: Datumaro's 'ignored' index -> the ignore id
             lut[labelmap[2]] = table.ignore_index
-        return SegmentationDataset(pairs, table, label_colors=colors, label_map=lut, where=where, **kw)
+        return SegmentationDataset(pairs, table, label_colors=colors, label_map=lut, where=where, notes=notes, **kw)
     if num_classes < 2:
         raise DatasetError(f"a folder dataset needs its classes: write {source} "
                            "or pass --num-classes")

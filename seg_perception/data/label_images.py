@@ -73,10 +73,12 @@ class LabelColors:
 
     def ids(self, rgb: np.ndarray, path: str | Path) -> np.ndarray:
         """Class ids of an HxWx3 RGB label image; unknown colours are an error naming them."""
+        listing = Path(self.source).name  # the file the colours come from, for the advice's syntax
         if self.uncoloured:
+            how = {"label_colors.txt": "('r g b name' per line)"}.get(listing, "({name: ..., color: [r, g, b]})")
             raise LabelError(f"label {path} is a colour image, but {self.source} gives no color to "
                              f"{', '.join(self.uncoloured)}: give every class its label colour "
-                             "({name: ..., color: [r, g, b]}) to read colour-coded labels")
+                             f"{how} to read colour-coded labels")
         found = self.lookup(rgb)
         known = found >= 0
         if not known.all():
@@ -85,8 +87,9 @@ class LabelColors:
             shown = ", ".join(f"({c >> 16}, {(c >> 8) & 255}, {c & 255}) on {n} px"
                               for c, n in zip(codes[top], counts[top]))
             share = 100.0 * (~known).sum() / known.size
-            fix = ("a class missing there? add it (name:r,g,b::)" if Path(self.source).name == "labelmap.txt"
-                   else "add them to a class's color list or to ignore_color")
+            fix = {"labelmap.txt": "a class missing there? add it (name:r,g,b::)",
+                   "label_colors.txt": "a class missing there? add it (r g b name)"}.get(
+                listing, "add them to a class's color list or to ignore_color")
             raise LabelError(f"label {path} has {len(codes)} colour(s) that no class has in {self.source} "
                              f"({shown}; {share:.2g} % of its pixels): {fix}; labels saved as JPEG or scaled "
                              "with smoothing have blended colours: save them as PNG at full size")

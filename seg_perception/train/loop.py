@@ -281,6 +281,7 @@ def open_splits(cfg: TrainConfig, splits: str) -> SegmentationDataset:
     ds = parts[0]
     for other in parts[1:]:
         ds.pairs = ds.pairs + other.pairs
+        ds.notes = ds.notes + other.notes
     return ds
 
 
@@ -650,6 +651,8 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
             f"{f'; EMA {cfg.ema_decay}' if cfg.ema_decay else ''}"
             f"{f'; teacher {cfg.teacher}' if cfg.teacher else ''}")
         log("[train] class weights: " + " ".join(f"{w:.2f}" for w in weights.tolist()))
+        for note in train_ds.notes + (val_ds.notes if val_ds is not None else []):
+            log(f"[train] note: {note}")
     if resume:
         restore(run, log)
     return run
