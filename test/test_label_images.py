@@ -452,6 +452,16 @@ def test_cvat_camvid_export_evaluates_as_it_is(tmp_path, camvid_sample, capsys):
     assert "[evaluate] note: 1 frame(s) listed in" in out and "mIoU" in out
     with pytest.raises(DatasetError, match=r"no split 'val' in .*\(val.txt not found; splits here: train\)"):
         open_dataset("folder", root, "val")
+    # trained under --dataset camvid it is a folder dataset's run: not named like the shipped CamVid models
+    assert main(["train", "--model", "rdsnet", "--dataset", "camvid", "--data", str(root), "--out",
+                 str(tmp_path / "run"), "--val-split", "none", "--epochs", "1", "--batch-size", "2",
+                 "--width", "64", "--height", "48", "--crop", "64x48", "--threads", "1"]) == 0
+    assert "[train] note: 1 frame(s) listed in" in capsys.readouterr().out
+    assert (tmp_path / "run" / "rdsnet_folder.yaml").is_file()
+    # CVAT's KITTI export is refused with the exports that are read
+    (tmp_path / "kitti" / "default" / "image_2").mkdir(parents=True)
+    with pytest.raises(DatasetError, match=r"KITTI's layout .* export the task as 'CamVid 1.0'"):
+        open_dataset("folder", tmp_path / "kitti", "default")
 
 
 def test_camvid_export_without_colours_with_index_masks_background_and_void(tmp_path):

@@ -519,6 +519,9 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
     root = base / split
     notes: List[str] = []
     lut = None
+    if (root / "image_2").is_dir() and not (root / "images").is_dir():
+        raise DatasetError(f"{root} is in KITTI's layout (image_2/, semantic/), which is not read here: export "
+                           "the task as 'CamVid 1.0' or 'Segmentation mask 1.1' (both read as they are)")
     exported = read_label_colors(base) if not (root / "images").is_dir() else None
     if exported is not None:  # CamVid's layout (CVAT's CamVid export): <split>.txt and label_colors.txt
         listing = base / f"{split}.txt"

@@ -563,12 +563,12 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
         device = torch.device("cpu")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = cfg.name or f"{cfg.model}_{cfg.dataset}"
-
     try:
         train_ds = open_splits(cfg, cfg.train_split)
     except MissingSplit as e:
         raise e.naming("--train-split") from None
+    # the kind read, not the flag: --dataset camvid on a CVAT CamVid export of other classes is a folder's
+    name = cfg.name or f"{cfg.model}_{train_ds.kind}"
     try:
         val_ds = open_splits(cfg, cfg.val_split) if cfg.validates else None
     except MissingSplit as e:
