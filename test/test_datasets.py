@@ -61,6 +61,15 @@ def test_label_out_of_range_names_file(tmp_path):
     ds = image_folder(tmp_path, "train", num_classes=5)
     with pytest.raises(DatasetError, match=r"labels/x.png has value 7 outside the 5 classes"):
         ds.load(0)
+    # ids 0-4 with the ignore id 255, resized with Pillow's default (bicubic for 8-bit grey images)
+    from PIL import Image
+    yy, xx = np.mgrid[:32, :32]
+    ids = np.where(xx > yy, 255, np.where(yy > 20, 3, 0)).astype(np.uint8)  # a diagonal edge to unlabelled
+    Image.fromarray(ids).resize((45, 45)).save(tmp_path / "train/labels/x.png")
+    cv2.imwrite(str(tmp_path / "train/images/x.png"), np.zeros((45, 45, 3), np.uint8))
+    with pytest.raises(DatasetError, match=r"labels/x.png has \d+ different values outside the 5 classes \(e.g. 5, "
+                                           r".*resize labels with nearest-neighbour"):
+        ds.load(0)
 
 
 def test_augment_keeps_label_values_and_size(val_frames):

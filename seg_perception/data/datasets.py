@@ -91,7 +91,13 @@ class SegmentationDataset:
                                f"{img_path} is {img.shape[1]}x{img.shape[0]}{turned}")
         bad = (lab >= self.table.num_classes) & (lab != self.table.ignore_index)
         if bad.any():
-            value = int(lab[bad][0])
+            value, values = int(lab[bad][0]), np.unique(lab[bad])
+            if len(values) > 3 and values.max() <= 255:  # not one unlabelled value but a ramp of them
+                raise DatasetError(f"label {lab_path} has {len(values)} different values outside the "
+                                   f"{self.table.num_classes} classes (e.g. {', '.join(map(str, values[:3]))} on "
+                                   f"{int(bad.sum())} px): labels resized or rotated with interpolation blend the "
+                                   "ids at every edge; resize labels with nearest-neighbour (cv2.INTER_NEAREST, "
+                                   "PIL Image.NEAREST)")
             if value > 255:
                 raise DatasetError(f"label {lab_path} has value {value}: class ids and the ignore id must be 0..255 "
                                    f"(the {self.table.num_classes} classes, ignore id {self.table.ignore_index}); "
