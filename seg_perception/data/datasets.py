@@ -96,8 +96,9 @@ class SegmentationDataset:
                 raise DatasetError(f"label {lab_path} has {len(values)} different values outside the "
                                    f"{self.table.num_classes} classes (e.g. {', '.join(map(str, values[:3]))} on "
                                    f"{int(bad.sum())} px): labels resized or rotated with interpolation blend the "
-                                   "ids at every edge; resize labels with nearest-neighbour (cv2.INTER_NEAREST, "
-                                   "PIL Image.NEAREST)")
+                                   "ids at every edge (resize labels with nearest-neighbour: cv2.INTER_NEAREST, "
+                                   "PIL Image.NEAREST); or the data has more classes than that (dataset.yaml, "
+                                   "--num-classes)")
             if value > 255:
                 raise DatasetError(f"label {lab_path} has value {value}: class ids and the ignore id must be 0..255 "
                                    f"(the {self.table.num_classes} classes, ignore id {self.table.ignore_index}); "
