@@ -514,11 +514,37 @@ def test_camvid_export_colour_messages_name_label_colors(tmp_path):
 
 
 def test_camvid_export_with_a_description_beside_it(tmp_path):
-    """dataset.yaml wins over label_colors.txt, as over labelmap.txt: e.g. to say which class is drivable."""
-    root = _camvid_export(tmp_path / "a", ["road", "wall", "person"], [COLOURS[k] for k in range(3)],
-                          [_rgb_mask(_ids(0))])
-    (root / "dataset.yaml").write_text(YAML)
-    for kind in ("camvid", "folder"):
-        ds = open_dataset(kind, root, "train")
-        assert ds.table.drivable == (0,)
-        np.testing.assert_array_equal(ds.load(0)[1], _ids(0))
+    """dataset.yaml beside a CamVid export adds drivable (and a name); the classes stay label_colors.txt's,
+    whose indices the masks hold: colour and index masks read the same."""
+    cols = [COLOURS[k] for k in range(3)]
+    index = np.where(_ids(0) == 255, 0, _ids(0) + 1).astype(np.uint8)
+    for sub, mask in (("rgb", _rgb_mask(_ids(0))), ("index", index)):
+        root = _camvid_export(tmp_path / sub, ["road", "wall", "person"], cols, [mask])
+        (root / "dataset.yaml").write_text("drivable: road\n")
+        for kind in ("camvid", "folder"):
+            ds = open_dataset(kind, root, "train")
+            assert ds.table.drivable == (0,) and ds.table.names == ("road", "wall", "person")
+            np.testing.assert_array_equal(ds.load(0)[1], _ids(0))
+    (root / "dataset.yaml").write_text(YAML)  # the same names, with colours: read by the export's, said so
+    ds = open_dataset("folder", root, "train")
+    np.testing.assert_array_equal(ds.load(0)[1], _ids(0))
+    assert any("ignore_color, class colours not used: the export's masks follow label_colors.txt" in n
+               for n in ds.notes)
+    (root / "dataset.yaml").write_text("classes: [wall, road, person]\n")
+    with pytest.raises(DatasetError, match=r"lists classes \['wall', 'road', 'person'\], label_colors.txt "
+                                           r"\['road', 'wall', 'person'\].*drop its classes or list the same"):
+        open_dataset("camvid", root, "train")
+
+
+def test_labelmap_with_a_description_of_drivable_only(tmp_path):
+    (tmp_path / "ImageSets/Segmentation").mkdir(parents=True)
+    for sub in ("JPEGImages", "SegmentationClass"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "labelmap.txt").write_text("background:0,0,0::\nroad:128,64,128::\n")
+    (tmp_path / "dataset.yaml").write_text("drivable: [road]\n")
+    cv2.imwrite(str(tmp_path / "JPEGImages/a.jpg"), np.zeros((4, 4, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "SegmentationClass/a.png"), np.full((4, 4, 3), (128, 64, 128), np.uint8)[..., ::-1])
+    (tmp_path / "ImageSets/Segmentation/default.txt").write_text("a\n")
+    ds = image_folder(tmp_path, "default")
+    assert ds.table.names == ("background", "road") and ds.table.drivable == (1,)
+    np.testing.assert_array_equal(ds.load(0)[1], np.ones((4, 4)))

@@ -316,6 +316,64 @@ def _class_entry(c, i: int, path: Path) -> Tuple[str, Optional[List[Tuple[int, i
     raise DatasetError(f"{path}: class {i} must be a name or {{name, color}}, got {c!r}")
 
 
+def _load_description(path: Path) -> dict:
+    import yaml
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise DatasetError(f"{path} is not valid YAML{where} ({str(e).splitlines()[0]})") from None
+    if not isinstance(doc, dict):
+        raise DatasetError(f"{path} must be a mapping with {', '.join(DESCRIPTION_KEYS)}")
+    for key in doc:
+        if key not in DESCRIPTION_KEYS:
+            near = difflib.get_close_matches(str(key), DESCRIPTION_KEYS, n=1, cutoff=0.5)
+            raise DatasetError(f"{path}: unknown key '{key}'{f' (did you mean {near[0]!r}?)' if near else ''}; "
+                               f"the keys are {', '.join(DESCRIPTION_KEYS)}")
+    return doc
+
+
+def _drivable(doc: dict, names: Sequence[str], path: Path) -> Tuple[int, ...]:
+    """dataset.yaml's drivable: class ids or names (a lone name too)."""
+    drivable, names = [], list(names)
+    listed = doc.get("drivable", []) or []
+    for d in listed if isinstance(listed, list) else [listed]:
+        if isinstance(d, str) and d in names:
+            drivable.append(names.index(d))
+        elif isinstance(d, int) and not isinstance(d, bool) and 0 <= d < len(names):
+            drivable.append(d)
+        else:
+            raise DatasetError(f"{path}: drivable class {d!r} is neither a class id nor one of {names}")
+    return tuple(drivable)
+
+
+def _add_description(root: Path, table: ClassTable, source: str, fixed: bool) -> Tuple[ClassTable, List[str]]:
+    """A dataset.yaml without classes beside a file that lists them (labelmap.txt, label_colors.txt):
+    its name and drivable classes added to that file's table. ``fixed``: the masks hold that file's
+    indices (a CamVid export), so a dataset.yaml that lists classes must list the same, in its
+    order, and its colours and ignore settings are not used (the note says so)."""
+    path = description_file(root)
+    if not path.is_file():
+        return table, []
+    doc = _load_description(path)
+    notes = []
+    if fixed:
+        listed = doc.get("classes")
+        entries = [_class_entry(c, i, path) for i, c in enumerate(listed)] if isinstance(listed, list) else []
+        if listed is not None and [e[0] for e in entries] != list(table.names):
+            raise DatasetError(f"{path} lists classes {[e[0] for e in entries] or listed}, {source} "
+                               f"{list(table.names)}: beside a CamVid export the classes, their colours and ids are "
+                               f"{source}'s (its masks were written by it); dataset.yaml adds name and drivable: "
+                               "drop its classes or list the same")
+        unused = [k for k in ("ignore_index", "ignore_color") if k in doc] + (
+            ["class colours"] if any(e[1] for e in entries) else [])
+        if unused:
+            notes.append(f"{path}: {', '.join(unused)} not used: the export's masks follow {source}")
+    return ClassTable(str(doc.get("name", table.dataset)), table.names, table.colors, table.ignore_index,
+                      _drivable(doc, table.names, path)), notes
+
+
 def description_file(root: str | Path) -> Path:
     """dataset.yaml of a folder dataset (or dataset.yml, the other usual spelling)."""
     path = Path(root) / DESCRIPTION_FILE
@@ -336,20 +394,7 @@ def describe(root: str | Path, fallback_colors: Optional[Dict[str, Tuple[int, in
     path = description_file(root)
     if not path.is_file():
         return None
-    import yaml
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise DatasetError(f"{path} is not valid YAML{where} ({str(e).splitlines()[0]})") from None
-    if not isinstance(doc, dict):
-        raise DatasetError(f"{path} must be a mapping with {', '.join(DESCRIPTION_KEYS)}")
-    for key in doc:
-        if key not in DESCRIPTION_KEYS:
-            near = difflib.get_close_matches(str(key), DESCRIPTION_KEYS, n=1, cutoff=0.5)
-            raise DatasetError(f"{path}: unknown key '{key}'{f' (did you mean {near[0]!r}?)' if near else ''}; "
-                               f"the keys are {', '.join(DESCRIPTION_KEYS)}")
+    doc = _load_description(path)
     classes = doc.get("classes")
     if not isinstance(classes, list) or len(classes) < 2:
         raise DatasetError(f"{path}: 'classes' must list at least two classes (names, or {{name, color}})")
@@ -369,15 +414,7 @@ def describe(root: str | Path, fallback_colors: Optional[Dict[str, Tuple[int, in
     ignore = doc.get("ignore_index", 255)
     if not isinstance(ignore, int) or not 0 <= ignore <= 255 or ignore < len(names):
         raise DatasetError(f"{path}: ignore_index must be a label value in {len(names)}..255, got {ignore!r}")
-    drivable = []
-    listed = doc.get("drivable", []) or []
-    for d in listed if isinstance(listed, list) else [listed]:
-        if isinstance(d, str) and d in names:
-            drivable.append(names.index(d))
-        elif isinstance(d, int) and not isinstance(d, bool) and 0 <= d < len(names):
-            drivable.append(d)
-        else:
-            raise DatasetError(f"{path}: drivable class {d!r} is neither a class id nor one of {names}")
+    drivable = _drivable(doc, names, path)
     owners: dict = {}
     owned = [(i, cols) for i, cols in enumerate(colors) if cols is not None]
     if doc.get("ignore_color") is not None:
@@ -518,8 +555,15 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
     base = Path(root)
     _require_dir(base, "dataset folder")
     labelmap = read_labelmap(base)
-    described = (describe(base, dict(zip(labelmap[0].names, labelmap[0].colors)), labelmap[1].colours_of(255))
-                 if labelmap else describe(base))
+    exported = read_label_colors(base) if not (base / split / "images").is_dir() else None
+    if exported is not None:
+        described = None  # its classes are label_colors.txt's; a dataset.yaml adds to them (below)
+    elif labelmap is not None and description_file(base).is_file() and \
+            "classes" not in _load_description(description_file(base)):
+        described = _add_description(base, labelmap[0], LABELMAP_FILE, fixed=False)[0], labelmap[1]
+    else:
+        described = (describe(base, dict(zip(labelmap[0].names, labelmap[0].colors)), labelmap[1].colours_of(255))
+                     if labelmap else describe(base))
     source = description_file(base)
     if described is None and labelmap is not None:
         described, source = labelmap[:2], base / LABELMAP_FILE
@@ -529,15 +573,14 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
     if (root / "image_2").is_dir() and not (root / "images").is_dir():
         raise DatasetError(f"{root} is in KITTI's layout (image_2/, semantic/), which is not read here: export "
                            "the task as 'CamVid 1.0' or 'Segmentation mask 1.1' (both read as they are)")
-    exported = read_label_colors(base) if not (root / "images").is_dir() else None
     if exported is not None:  # CamVid's layout (CVAT's CamVid export): <split>.txt and label_colors.txt
         listing = base / f"{split}.txt"
         if not listing.is_file():
             raise MissingSplit(f"no split '{split}' in {base} ({split}.txt not found; splits here: "
                                f"{_split_lists(base)})")
         (pairs, notes), where = _listed_pairs(base, listing), str(listing)
-        if described is None:  # a dataset.yaml beside it wins (its ids, colours, drivable)
-            described, source, lut = exported[:2], base / LABEL_COLORS_FILE, exported[2]
+        table, more = _add_description(base, exported[0], LABEL_COLORS_FILE, fixed=True)
+        described, source, lut, notes = (table, exported[1]), base / LABEL_COLORS_FILE, exported[2], notes + more
     elif (base / VOC_LISTS).is_dir() and not (root / "images").is_dir():
         pairs, where = _voc_pairs(base, split), str(base / VOC_LISTS / f"{split}.txt")
     else:
