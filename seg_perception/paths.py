@@ -71,9 +71,19 @@ def _named_card(name: str) -> Optional[Path]:
     return next((d / f"{name}.yaml" for d in models_dirs() if (d / f"{name}.yaml").is_file()), None)
 
 
+INT8_TWINS = ("_int8", "_int8_cpu")  # `quantize` writes NAME_int8.yaml beside NAME.yaml: the same card
+
+
+def run_cards(folder: Path) -> list:
+    """The model cards of a folder, without the copies `quantize` writes beside its INT8 files."""
+    cards = sorted(c for c in folder.glob("*.yaml") if c.name != "metadata.yaml")
+    names = {c.stem for c in cards}
+    return [c for c in cards if not any(c.stem.endswith(t) and c.stem[: -len(t)] in names for t in INT8_TWINS)]
+
+
 def _card_in_folder(folder: Path) -> Path:
     """A run folder (train, adapt, release --to): the one card in it."""
-    cards = sorted(c for c in folder.glob("*.yaml") if c.name != "metadata.yaml")
+    cards = run_cards(folder)
     if not cards and (folder / "last.pt").is_file():
         raise FileNotFoundError(f"{folder} is a training run with no model yet (only its checkpoint last.pt): "
                                 "the weights and card are written at its first validation, or at the end of a "

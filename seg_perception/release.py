@@ -26,6 +26,7 @@ import numpy as np
 
 from .card import load_card
 from .data.datasets import camvid, default_camvid_root
+from .paths import run_cards
 from .deploy.export import exported_card, write_onnx
 from .deploy.quantize import calibration_frames, evaluate_int8, list_calibration_images, note_int8, quantize_onnx
 from .evaluation.split_accuracy import evaluate
@@ -63,7 +64,7 @@ def _run_card(run: Path, name: str):
         raise FileNotFoundError(f"run folder {run} not found")
     if (run / f"{name}.yaml").is_file():
         return load_card(run / f"{name}.yaml")
-    cards = sorted(run.glob("*.yaml"))
+    cards = run_cards(run)
     if len(cards) == 1:
         return load_card(cards[0])
     if not cards and (run / "last.pt").is_file():

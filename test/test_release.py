@@ -191,3 +191,19 @@ def test_release_renames_and_refuses_another_recipe(tmp_path, camvid_sample, cap
     assert main(args) == 0
     card = load_card(tmp_path / "models" / "my_model.yaml")
     assert card.name == "my_model" and card.files["weights"] == "my_model.pt" and card.file("onnx").is_file()
+
+
+def test_run_folder_after_quantize_is_still_one_model(tmp_path):
+    """`quantize` writes NAME_int8.yaml beside NAME.yaml (so the INT8 file finds its card); the run
+    folder still names one model for --model and for `release --name ANOTHER`."""
+    import shutil
+    from conftest import REPO
+    from seg_perception.paths import resolve_model
+    from seg_perception.release import _run_card
+    for name in ("rdsnet_folder", "rdsnet_folder_int8", "rdsnet_folder_int8_cpu"):
+        shutil.copy(REPO / "models" / "rdsnet_camvid.yaml", tmp_path / f"{name}.yaml")
+    assert resolve_model(str(tmp_path)) == tmp_path / "rdsnet_folder.yaml"
+    assert _run_card(tmp_path, "mine").name == "rdsnet_camvid"  # the card's own name, released as 'mine'
+    shutil.copy(REPO / "models" / "rdsnet_camvid.yaml", tmp_path / "other.yaml")
+    with pytest.raises(FileNotFoundError, match="2 model cards"):
+        resolve_model(str(tmp_path))
