@@ -60,7 +60,7 @@ def dataset_root(args) -> str:
 def dataset_options(args, card=None) -> dict:
     """open_dataset() keywords of a folder dataset: --num-classes/--ignore-index, else the card's table
     (used only where the folder has no dataset.yaml)."""
-    if args.dataset != "folder":
+    if args.dataset not in ("folder", "camvid"):  # camvid: for a CVAT CamVid export of other classes
         return {}
     if not getattr(args, "num_classes", 0) and card is not None:
         return {"num_classes": card.num_classes, "ignore_index": card.ignore_index,

@@ -548,3 +548,18 @@ def test_labelmap_with_a_description_of_drivable_only(tmp_path):
     ds = image_folder(tmp_path, "default")
     assert ds.table.names == ("background", "road") and ds.table.drivable == (1,)
     np.testing.assert_array_equal(ds.load(0)[1], np.ones((4, 4)))
+
+
+def test_camvid_export_flags_and_a_deleted_class_line(tmp_path):
+    index = np.where(_ids(0) == 255, 0, _ids(0) + 1).astype(np.uint8)
+    root = _camvid_export(tmp_path / "a", ["road", "wall"], [COLOURS[0], COLOURS[1]], [index])  # 'person' deleted
+    ds = open_dataset("camvid", root, "train")
+    with pytest.raises(DatasetError, match=r"has value 3 outside the 2 classes that .*label_colors.txt lists: "
+                                           r"a class missing there"):
+        ds.load(0)
+    # --dataset camvid takes a folder dataset's class flags for an export, as --dataset folder does
+    with pytest.raises(DatasetError, match=r"--num-classes 7 but .*label_colors.txt lists 2 classes"):
+        open_dataset("camvid", root, "train", num_classes=7)
+    with pytest.raises(DatasetError, match=r"--ignore-index 3 but .*ignore id is 255: drop the flag \(the export "
+                                           r"marks unlabelled pixels itself"):
+        open_dataset("camvid", root, "train", ignore_index=3)

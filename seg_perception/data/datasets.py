@@ -51,7 +51,7 @@ class SegmentationDataset:
     def __init__(self, pairs: Sequence[Tuple[Path, Path]], table: ClassTable,
                  transform: Optional[Callable] = None, label_map: Optional[np.ndarray] = None,
                  cache: bool = False, label_colors: Optional[LabelColors] = None, kind: str = "folder",
-                 where: str = "", notes: Sequence[str] = ()):
+                 where: str = "", notes: Sequence[str] = (), classes_from: str = ""):
         if not pairs:
             raise DatasetError(f"no image/label pairs in {where or 'the dataset'}")
         self.pairs = [(Path(i), Path(l)) for i, l in pairs]
@@ -61,6 +61,7 @@ class SegmentationDataset:
         self.label_colors = label_colors  # colour -> class id, for RGB-coded label images
         self.kind = kind  # the --dataset kind, for advice on labels it cannot read
         self.notes = list(notes)  # what was left out on reading, for the commands to say
+        self.classes_from = str(classes_from)  # the file that lists the classes, for advice on wrong ids
         self._cache: dict = {} if cache else None
 
     def __len__(self) -> int:
@@ -103,6 +104,9 @@ class SegmentationDataset:
                 raise DatasetError(f"label {lab_path} has value {value}: class ids and the ignore id must be 0..255 "
                                    f"(the {self.table.num_classes} classes, ignore id {self.table.ignore_index}); "
                                    "re-save 16-bit labels with unlabelled pixels as 255")
+            if Path(self.classes_from).name in (LABEL_COLORS_FILE, LABELMAP_FILE):  # the export's own list
+                raise DatasetError(f"label {lab_path} has value {value} outside the {self.table.num_classes} classes "
+                                   f"that {self.classes_from} lists: a class missing there (a line deleted)?")
             raise DatasetError(f"label {lab_path} has value {value} outside the {self.table.num_classes} classes "
                                f"(ignore id {self.table.ignore_index}); if {value} marks unlabelled pixels, "
                                f"pass --ignore-index {value} (or set ignore_index: {value} in dataset.yaml)")
@@ -160,6 +164,9 @@ def _listed_pairs(root: Path, listing: Path) -> Tuple[List[Tuple[Path, Path]], L
     return pairs, notes
 
 
+FOLDER_KEYS = ("num_classes", "ignore_index", "class_names", "drivable", "from_card")  # image_folder's own
+
+
 def _split_lists(root: Path) -> str:
     return ", ".join(sorted(p.stem for p in root.glob("*.txt") if p.name != LABEL_COLORS_FILE)) or "none"
 
@@ -176,8 +183,9 @@ def camvid(root: str | Path, split: str, **kw) -> SegmentationDataset:
                   or (root / VOC_LISTS).is_dir() or any((p / "images").is_dir() for p in root.iterdir()))
         raise MissingSplit(f"CamVid split list {listing} not found (splits here: {_split_lists(root)})"
                            + (": this is a folder dataset, add --dataset folder" if folder else ""))
+    folder_kw = {k: kw.pop(k) for k in FOLDER_KEYS if k in kw}  # the flags of a folder dataset's classes
     if (root / LABEL_COLORS_FILE).is_file():
-        return image_folder(root, split, **kw)  # classes from that file, as for --dataset folder
+        return image_folder(root, split, **folder_kw, **kw)  # classes from that file, as for --dataset folder
     pairs, notes = _listed_pairs(root, listing)
     return SegmentationDataset(pairs, CAMVID, kind="camvid", where=str(listing), notes=notes, **kw)
 
@@ -607,11 +615,15 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
             raise DatasetError(f"--num-classes {num_classes} but {source} lists {table.num_classes} classes")
         if ignore_index not in (255, table.ignore_index) and not from_card:
             raise DatasetError(f"--ignore-index {ignore_index} but {source} says the ignore id is "
-                               f"{table.ignore_index}: drop the flag or change the file")
+                               f"{table.ignore_index}: drop the flag" + (
+                                   " (the export marks unlabelled pixels itself: black, or a Void class)"
+                                   if lut is not None and Path(source).name == LABEL_COLORS_FILE
+                                   else " or change the file"))
         if lut is None and labelmap is not None and labelmap[2] is not None and labelmap[2] == table.num_classes:
             lut = np.arange(256, dtype=np.uint8)  # index masks: Datumaro's 'ignored' index -> the ignore id
             lut[labelmap[2]] = table.ignore_index
-        return SegmentationDataset(pairs, table, label_colors=colors, label_map=lut, where=where, notes=notes, **kw)
+        return SegmentationDataset(pairs, table, label_colors=colors, label_map=lut, where=where, notes=notes,
+                                   classes_from=source, **kw)
     if num_classes < 2:
         raise DatasetError(f"a folder dataset needs its classes: write {source} "
                            "or pass --num-classes")

@@ -273,7 +273,7 @@ def _distributed() -> tuple[int, int, int]:
 def open_splits(cfg: TrainConfig, splits: str) -> SegmentationDataset:
     """One dataset over one or more '+'-joined splits (e.g. "train+val")."""
     extra = {}
-    if cfg.dataset == "folder":  # classes from <data>/dataset.yaml, or these flags
+    if cfg.dataset in ("folder", "camvid"):  # classes from <data>/dataset.yaml, or these flags
         extra = {"num_classes": cfg.num_classes, "ignore_index": cfg.ignore_index}
     parts = [open_dataset(cfg.dataset, cfg.data, s, cache=True, **extra) for s in splits.split("+") if s]
     if not parts:
