@@ -240,6 +240,12 @@ def test_ground_truth_of_other_classes_is_refused(tmp_path, capsys, random_model
         assert rc == 2 and "has 4 classes (road, sidewalk, person, other)" in line and "--model" in line, line
     rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--no-gt", "--out", tmp_path / "nogt")
     assert rc == 0, err
+    # demo names the same way out, and has it
+    demo = ["demo", "--bag", bag, "--model", random_model, "--mode", "offline", "--out", tmp_path / "demo"]
+    rc, out, err = run_cli(capsys, *demo)
+    assert rc == 2 and "--no-gt to measure speed only" in one_line_error(err)
+    rc, out, err = run_cli(capsys, *demo, "--no-gt")
+    assert rc == 0, err
 
 
 def test_shipped_sample_bag_states_its_classes():

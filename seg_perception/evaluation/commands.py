@@ -196,6 +196,8 @@ def _demo(p: argparse.ArgumentParser):
                    "installed, else offline)")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0: the runtime's default)")
     p.add_argument("--rate", type=float, default=0.0, help="frames/s (default: the bag's recorded timing)")
+    p.add_argument("--no-gt", action="store_true", help="no accuracy metrics, timing only (a model of other "
+                   "classes than the bag's ground truth)")
 
     def run(a):
         from ..card import CardError
@@ -219,7 +221,7 @@ def _demo(p: argparse.ArgumentParser):
             out_bag = out / "outputs_bag"
             clear_previous_bag(out_bag)
             cfg = EvalConfig(bag=bag, model=str(card), backend="onnxruntime", precision="fp32",
-                             threads=a.threads, rate=a.rate, out_bag=out_bag, samples=4)
+                             threads=a.threads, rate=a.rate, out_bag=out_bag, samples=4, no_gt=a.no_gt)
             result, files, code = evaluate(cfg, mode, out, title="seg_perception demo", log=print)
         except EvalError as e:
             _err("demo", e)
