@@ -563,3 +563,19 @@ def test_camvid_export_flags_and_a_deleted_class_line(tmp_path):
     with pytest.raises(DatasetError, match=r"--ignore-index 3 but .*ignore id is 255: drop the flag \(the export "
                                            r"marks unlabelled pixels itself"):
         open_dataset("camvid", root, "train", ignore_index=3)
+
+
+def test_data_one_level_off_or_an_archive(tmp_path):
+    root = _camvid_export(tmp_path / "export", ["road", "wall"], [COLOURS[0], COLOURS[1]], [_rgb_mask(_ids(0) % 2)])
+    for kind in ("camvid", "folder"):
+        with pytest.raises(DatasetError, match=r"splits here: none; the dataset is one level down: --data .*export\)$"):
+            open_dataset(kind, tmp_path, "train")
+        with pytest.raises(DatasetError, match=r"--data names a folder inside the dataset: --data .*export\)$"):
+            open_dataset(kind, root / "trainannot", "train")
+    (tmp_path / "task.zip").write_bytes(b"PK")
+    with pytest.raises(DatasetError, match=r"task.zip is an archive: unpack it"):
+        open_dataset("camvid", tmp_path / "task.zip", "train")
+    import shutil
+    shutil.rmtree(root / "train")  # exported without its images
+    with pytest.raises(DatasetError, match=r"does not exist \(an export without its images\?"):
+        open_dataset("camvid", root, "train")

@@ -31,6 +31,8 @@ class MissingSplit(DatasetError):
     adds which of its options names a split."""
 
     def naming(self, option: str) -> "MissingSplit":
+        if "splits here: none" in str(self):
+            return self  # nothing to name: the message says where the dataset may be instead
         return MissingSplit(f"{self}: name one of them with {option}")
 
 
@@ -128,6 +130,8 @@ def _hidden(path: Path) -> bool:
 
 
 def _require_dir(root: Path, what: str) -> None:
+    if root.is_file() and root.suffix.lower() in (".zip", ".tar", ".gz", ".tgz", ".7z"):
+        raise DatasetError(f"{root} is an archive: unpack it and pass the folder it holds with --data")
     if not root.is_dir():
         raise DatasetError(f"{what} not found at {root}: pass the dataset folder with --data")
 
@@ -152,7 +156,9 @@ def _listed_pairs(root: Path, listing: Path) -> Tuple[List[Tuple[Path, Path]], L
         # Lists from the SegNet tutorial carry absolute paths of its authors' machine.
         img, lab = (root / Path(p.replace("/SegNet/CamVid/", "")).as_posix().lstrip("/") for p in parts)
         if not img.is_file():
-            raise DatasetError(f"image {img} listed in {listing}:{n} does not exist")
+            raise DatasetError(f"image {img} listed in {listing}:{n} does not exist"
+                               + (" (an export without its images? export again with 'Save images')"
+                                  if lab.is_file() and not img.parent.is_dir() else ""))
         if not lab.is_file():
             raise DatasetError(f"image {img} has no label: {lab} (listed in {listing}:{n}) does not exist")
         pairs.append((img, lab))
@@ -168,7 +174,24 @@ FOLDER_KEYS = ("num_classes", "ignore_index", "class_names", "drivable", "from_c
 
 
 def _split_lists(root: Path) -> str:
-    return ", ".join(sorted(p.stem for p in root.glob("*.txt") if p.name != LABEL_COLORS_FILE)) or "none"
+    listed = ", ".join(sorted(p.stem for p in root.glob("*.txt") if p.name != LABEL_COLORS_FILE))
+    return listed or "none" + _elsewhere(root)
+
+
+DATASET_MARKS = ("label_colors.txt", "dataset.yaml", "dataset.yml", "labelmap.txt", "ImageSets")
+
+
+def _elsewhere(root: Path) -> str:
+    """Where the dataset is when --data names a folder above or inside it (a common slip with
+    exports unpacked into a folder of their own)."""
+    def holds(d: Path) -> bool:
+        return any((d / m).exists() for m in DATASET_MARKS) or any(d.glob("*/images"))
+    below = [d for d in sorted(root.iterdir()) if d.is_dir() and holds(d)] if root.is_dir() else []
+    if below:
+        return f"; the dataset is one level down: --data {below[0]}"
+    if holds(root.parent) or (root.parent / f"{root.name}.txt").is_file():
+        return f"; --data names a folder inside the dataset: --data {root.parent}"
+    return ""
 
 
 def camvid(root: str | Path, split: str, **kw) -> SegmentationDataset:
@@ -596,7 +619,7 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
         if not (root / "images").is_dir():
             here = sorted(p.name for p in base.iterdir() if (p / "images").is_dir())
             raise MissingSplit(f"no split '{split}' in {base} ({split}/images not found; splits here: "
-                               f"{', '.join(here) or 'none'})")
+                               f"{', '.join(here) or 'none' + _elsewhere(base)})")
         if not (root / "labels").is_dir():
             there = sorted(p.name + "/" for p in root.iterdir() if p.is_dir() and p.name != "images")
             raise DatasetError(f"no label folder {root / 'labels'}"
