@@ -9,7 +9,7 @@ lossless, and ids are written after the dataset's own label mapping
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Callable, Dict, Sequence
 
 import cv2
 
@@ -17,7 +17,7 @@ from .datasets import DatasetError, MissingSplit, open_dataset, write_descriptio
 
 
 def pack_dataset(kind: str, root: str | Path, splits: Sequence[str], out: str | Path, quality: int = 95,
-                 **dataset_kw) -> Dict[str, int]:
+                 log: Callable[[str], None] = print, **dataset_kw) -> Dict[str, int]:
     """Write <out>/<split>/images/*.jpg, <out>/<split>/labels/*.png and <out>/dataset.yaml;
     returns frames written per split."""
     if not 50 <= quality <= 100:
@@ -38,6 +38,8 @@ def pack_dataset(kind: str, root: str | Path, splits: Sequence[str], out: str | 
         except MissingSplit as e:
             raise e.naming("--splits") from None
         table = ds.table
+        for note in ds.notes:  # frames left out on reading, e.g. listed without a label
+            log(f"[pack-dataset] note: {note}")
         img_dir, lab_dir = out / split / "images", out / split / "labels"
         img_dir.mkdir(parents=True, exist_ok=True)
         lab_dir.mkdir(parents=True, exist_ok=True)
