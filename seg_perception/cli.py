@@ -357,7 +357,7 @@ def _models(p: argparse.ArgumentParser):
         from pathlib import Path
         from .card import load_card
         from .paths import available_models, resolve_model
-        print("| model | network | trained on | CamVid val mIoU (fp32) | int8 mIoU | params | GMACs "
+        print("| model | network | trained on | val mIoU (fp32, its dataset's) | int8 mIoU | params | GMACs "
               "| CPU p50 fp32 / int8 (ms, where timed) | epochs |")
         print("|---|---|---|---:|---:|---:|---:|---:|---|")
         for name in available_models():
@@ -372,7 +372,7 @@ def _models(p: argparse.ArgumentParser):
             epochs = f"{t.get('epochs_completed_in_run', '?')} of {t.get('epochs_planned', '?')}"
             if t.get("init"):
                 epochs += f" from {Path(str(t['init'])).stem}"
-            split = str(t.get("train_split", "train"))
+            split = f"{c.dataset or t.get('dataset', '?')} {t.get('train_split', 'train')}"  # own data: its name
             val = m.get("val_miou", "-")
             int8_miou = m.get("int8", {}).get("int8_miou", "-")
             if t.get("recipe_run"):  # val was training data: the figure is the same recipe on train alone
