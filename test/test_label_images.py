@@ -443,7 +443,7 @@ def test_cvat_camvid_export_evaluates_as_it_is(tmp_path, camvid_sample, capsys):
     for kind in ("camvid", "folder"):
         ds = open_dataset(kind, root, "train")
         assert ds.table.names == CAMVID.names and ds.table.colors == CAMVID.colors and len(ds) == 3
-        assert "1 frame(s) listed in" in ds.notes[0] and "without a label left out (e.g. /train/empty.jpg)" in ds.notes[0]
+        assert "1 frame(s) listed in" in ds.notes[0] and "have no label and are left out (e.g. /train/empty.jpg" in ds.notes[0]
         for i in range(3):
             np.testing.assert_array_equal(ds.load(i)[1], want[i])
     assert main(["evaluate", "--model", "rdsnet_camvid", "--dataset", "camvid", "--data", str(root),
@@ -456,7 +456,8 @@ def test_cvat_camvid_export_evaluates_as_it_is(tmp_path, camvid_sample, capsys):
     assert main(["train", "--model", "rdsnet", "--dataset", "camvid", "--data", str(root), "--out",
                  str(tmp_path / "run"), "--val-split", "none", "--epochs", "1", "--batch-size", "2",
                  "--width", "64", "--height", "48", "--crop", "64x48", "--threads", "1"]) == 0
-    assert "[train] note: 1 frame(s) listed in" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "[train] note: 1 frame(s) listed in" in out and "note: no class is marked drivable" in out
     assert (tmp_path / "run" / "rdsnet_folder.yaml").is_file()
     # CVAT's KITTI export is refused with the exports that are read
     (tmp_path / "kitti" / "default" / "image_2").mkdir(parents=True)
@@ -544,9 +545,11 @@ def test_labelmap_with_a_description_of_drivable_only(tmp_path):
     (tmp_path / "dataset.yaml").write_text("drivable: [road]\n")
     cv2.imwrite(str(tmp_path / "JPEGImages/a.jpg"), np.zeros((4, 4, 3), np.uint8))
     cv2.imwrite(str(tmp_path / "SegmentationClass/a.png"), np.full((4, 4, 3), (128, 64, 128), np.uint8)[..., ::-1])
-    (tmp_path / "ImageSets/Segmentation/default.txt").write_text("a\n")
+    cv2.imwrite(str(tmp_path / "JPEGImages/b.jpg"), np.zeros((4, 4, 3), np.uint8))  # nobody annotated it
+    (tmp_path / "ImageSets/Segmentation/default.txt").write_text("a\nb\n")
     ds = image_folder(tmp_path, "default")
-    assert ds.table.names == ("background", "road") and ds.table.drivable == (1,)
+    assert ds.table.names == ("background", "road") and ds.table.drivable == (1,) and len(ds) == 1
+    assert "1 frame(s) listed in" in ds.notes[0] and "(e.g. b;" in ds.notes[0]
     np.testing.assert_array_equal(ds.load(0)[1], np.ones((4, 4)))
 
 

@@ -162,12 +162,15 @@ def _listed_pairs(root: Path, listing: Path) -> Tuple[List[Tuple[Path, Path]], L
         if not lab.is_file():
             raise DatasetError(f"image {img} has no label: {lab} (listed in {listing}:{n}) does not exist")
         pairs.append((img, lab))
-    notes = [f"{len(unlabelled)} frame(s) listed in {listing} without a label left out (e.g. {unlabelled[0]}): "
-             "a labelling tool lists frames nobody annotated so"] if unlabelled else []
     if not pairs and unlabelled:
         raise DatasetError(f"no frame in {listing} has a label ({len(unlabelled)} listed without one): "
                            "annotate them before exporting")
-    return pairs, notes
+    return pairs, _left_out(unlabelled, listing)
+
+
+def _left_out(unlabelled: List[str], listing: Path) -> List[str]:
+    return [f"{len(unlabelled)} frame(s) listed in {listing} have no label and are left out (e.g. {unlabelled[0]}; "
+            "an export lists the frames nobody annotated without one)"] if unlabelled else []
 
 
 FOLDER_KEYS = ("num_classes", "ignore_index", "class_names", "drivable", "from_card")  # image_folder's own
@@ -542,9 +545,10 @@ def read_labelmap(root: str | Path) -> Optional[Tuple[ClassTable, LabelColors, O
     return table, LabelColors(owners, source=str(path)), ignored_at
 
 
-def _voc_pairs(base: Path, split: str) -> List[Tuple[Path, Path]]:
+def _voc_pairs(base: Path, split: str) -> Tuple[List[Tuple[Path, Path]], List[str]]:
     """Pascal VOC's layout, which CVAT's Segmentation Mask export uses: ImageSets/Segmentation/<split>.txt
-    lists names, JPEGImages/ holds the frames, SegmentationClass/ the class masks."""
+    lists names, JPEGImages/ holds the frames, SegmentationClass/ the class masks. A listed frame with
+    no mask at all (nobody annotated it: the export writes none) is left out, and a note says so."""
     listing = base / VOC_LISTS / f"{split}.txt"
     if not listing.is_file():
         here = sorted(p.stem for p in (base / VOC_LISTS).glob("*.txt"))
@@ -559,16 +563,24 @@ def _voc_pairs(base: Path, split: str) -> List[Tuple[Path, Path]]:
                 found.setdefault(p.relative_to(folder).with_suffix("").as_posix(), []).append(p)
         return found
     images, labels = by_name(base / "JPEGImages"), by_name(base / "SegmentationClass")
-    pairs = []
+    pairs, unlabelled = [], []
     for n, line in enumerate(listing.read_text(encoding="utf-8-sig").splitlines(), 1):
         name = line.strip()
         if not name:
             continue
         frame = next((p for p in images.get(name, []) if p.suffix.lower() in IMAGE_EXTS), None)
         if frame is None:
-            raise DatasetError(f"{name} (listed in {listing}:{n}) has no frame in {base / 'JPEGImages'}")
-        pairs.append((frame, _label_file(frame, labels.get(name, []), base / "SegmentationClass")))
-    return pairs
+            raise DatasetError(f"{name} (listed in {listing}:{n}) has no frame in {base / 'JPEGImages'}"
+                               + (" (an export without its images? export again with 'Save images')"
+                                  if not images else ""))
+        if name not in labels:
+            unlabelled.append(name)
+            continue
+        pairs.append((frame, _label_file(frame, labels[name], base / "SegmentationClass")))
+    if unlabelled and not pairs:
+        raise DatasetError(f"no frame in {listing} has a mask in {base / 'SegmentationClass'} ({len(unlabelled)} "
+                           "listed): annotate them before exporting")
+    return pairs, _left_out(unlabelled, listing)
 
 
 def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_index: int = 255,
@@ -613,7 +625,7 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
         table, more = _add_description(base, exported[0], LABEL_COLORS_FILE, fixed=True)
         described, source, lut, notes = (table, exported[1]), base / LABEL_COLORS_FILE, exported[2], notes + more
     elif (base / VOC_LISTS).is_dir() and not (root / "images").is_dir():
-        pairs, where = _voc_pairs(base, split), str(base / VOC_LISTS / f"{split}.txt")
+        (pairs, notes), where = _voc_pairs(base, split), str(base / VOC_LISTS / f"{split}.txt")
     else:
         where = f"{root / 'images'} ({', '.join(IMAGE_EXTS)})"
         if not (root / "images").is_dir():

@@ -651,8 +651,11 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
             f"{f'; EMA {cfg.ema_decay}' if cfg.ema_decay else ''}"
             f"{f'; teacher {cfg.teacher}' if cfg.teacher else ''}")
         log("[train] class weights: " + " ".join(f"{w:.2f}" for w in weights.tolist()))
-        for note in train_ds.notes + (val_ds.notes if val_ds is not None else []):
+        for note in dict.fromkeys(train_ds.notes + (val_ds.notes if val_ds is not None else [])):
             log(f"[train] note: {note}")
+        if not train_ds.table.drivable:
+            log("[train] note: no class is marked drivable (dataset.yaml: drivable: NAME): the node's drivable "
+                "mask will stay empty")
     if resume:
         restore(run, log)
     return run
