@@ -582,3 +582,25 @@ def test_data_one_level_off_or_an_archive(tmp_path):
     shutil.rmtree(root / "train")  # exported without its images
     with pytest.raises(DatasetError, match=r"does not exist \(an export without its images\?"):
         open_dataset("camvid", root, "train")
+
+
+def test_labelmap_index_masks_with_a_description_of_other_classes(tmp_path):
+    """Index masks hold labelmap.txt's ids: a dataset.yaml of other classes (background left out)
+    would shift every id by one; refused. Colour masks are read by colour and may be described."""
+    (tmp_path / "ImageSets/Segmentation").mkdir(parents=True)
+    for sub in ("JPEGImages", "SegmentationClass"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "labelmap.txt").write_text("background:0,0,0::\nroad:128,64,128::\nwall:70,70,70::\n")
+    (tmp_path / "dataset.yaml").write_text("classes: [road, wall]\nignore_color: [0, 0, 0]\n")
+    cv2.imwrite(str(tmp_path / "JPEGImages/a.jpg"), np.zeros((4, 4, 3), np.uint8))
+    (tmp_path / "ImageSets/Segmentation/default.txt").write_text("a\n")
+    cv2.imwrite(str(tmp_path / "SegmentationClass/a.png"), np.full((4, 4, 3), (128, 64, 128), np.uint8)[..., ::-1])
+    np.testing.assert_array_equal(image_folder(tmp_path, "default").load(0)[1], np.zeros((4, 4)))  # road = 0
+    im = Image.fromarray(np.ones((4, 4), np.uint8), mode="P")  # a palette says road by its colour
+    im.putpalette([0, 0, 0, 128, 64, 128, 70, 70, 70] + [0] * 759)
+    im.save(tmp_path / "SegmentationClass/a.png")
+    np.testing.assert_array_equal(image_folder(tmp_path, "default").load(0)[1], np.zeros((4, 4)))
+    cv2.imwrite(str(tmp_path / "SegmentationClass/a.png"), np.ones((4, 4), np.uint8))  # bare ids
+    with pytest.raises(DatasetError, match=r"lists classes \['road', 'wall'\], labelmap.txt \['background', 'road', "
+                                           r"'wall'\], and the masks hold labelmap.txt's ids"):
+        image_folder(tmp_path, "default")

@@ -17,7 +17,7 @@ import numpy as np
 
 from .classes import (CAMVID, CITYSCAPES, CITYSCAPES_ID_TO_TRAINID, ClassTable, default_palette, generic_table,
                       voc_colormap)
-from .label_images import ColourLabelError, LabelColors, LabelError, read_label
+from .label_images import ColourLabelError, LabelColors, LabelError, is_palette_png, read_label
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -545,6 +545,14 @@ def read_labelmap(root: str | Path) -> Optional[Tuple[ClassTable, LabelColors, O
     return table, LabelColors(owners, source=str(path)), ignored_at
 
 
+def _index_mask(path: Path) -> bool:
+    """A mask of bare ids: one channel (a palette PNG's colours still say which class is which)."""
+    if is_palette_png(path):
+        return False
+    lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    return lab is not None and lab.ndim == 2
+
+
 def _voc_pairs(base: Path, split: str) -> Tuple[List[Tuple[Path, Path]], List[str]]:
     """Pascal VOC's layout, which CVAT's Segmentation Mask export uses: ImageSets/Segmentation/<split>.txt
     lists names, JPEGImages/ holds the frames, SegmentationClass/ the class masks. A listed frame with
@@ -654,6 +662,12 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
                                    " (the export marks unlabelled pixels itself: black, or a Void class)"
                                    if lut is not None and Path(source).name == LABEL_COLORS_FILE
                                    else " or change the file"))
+        if (labelmap is not None and exported is None and table.names != labelmap[0].names and pairs
+                and _index_mask(pairs[0][1])):
+            raise DatasetError(f"{source} lists classes {list(table.names)}, {LABELMAP_FILE} "
+                               f"{list(labelmap[0].names)}, and the masks hold {LABELMAP_FILE}'s ids (e.g. "
+                               f"{pairs[0][1].name}): list the same classes in its order (adding drivable), or "
+                               "drop the classes from dataset.yaml")
         if lut is None and labelmap is not None and labelmap[2] is not None and labelmap[2] == table.num_classes:
             lut = np.arange(256, dtype=np.uint8)  # index masks: Datumaro's 'ignored' index -> the ignore id
             lut[labelmap[2]] = table.ignore_index
