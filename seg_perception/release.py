@@ -25,7 +25,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 from .card import load_card
-from .data.datasets import camvid, default_camvid_root
+from .data.datasets import DatasetError, camvid, default_camvid_root
 from .paths import run_cards
 from .deploy.export import exported_card, write_onnx
 from .deploy.quantize import calibration_frames, evaluate_int8, list_calibration_images, note_int8, quantize_onnx
@@ -116,6 +116,13 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
         raise ValueError(f"--run and --to are the same folder ({to}): releasing would delete the weights it reads; "
                          "copy NAME.pt and NAME.yaml to another folder first")
     data = data or str(default_camvid_root())
+    try:  # before anything is written to --to
+        camvid(data, "val")
+    except DatasetError as e:
+        raise ValueError(f"release measures its figures on the val split of a dataset in CamVid's layout (CamVid, "
+                         f"or a CVAT CamVid export), and --data {data} is not one ({str(e).split(': this is a')[0]}); "
+                         "a model of other data is used from its run folder (--model RUN), with export and "
+                         "quantize") from None
     card = _run_card(run, name)
     card.name = name
     if (to / f"{name}.yaml").is_file() and not replace:

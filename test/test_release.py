@@ -207,3 +207,18 @@ def test_run_folder_after_quantize_is_still_one_model(tmp_path):
     shutil.copy(REPO / "models" / "rdsnet_camvid.yaml", tmp_path / "other.yaml")
     with pytest.raises(FileNotFoundError, match="2 model cards"):
         resolve_model(str(tmp_path))
+
+
+def test_release_on_data_it_cannot_measure_writes_nothing(tmp_path, camvid_sample):
+    """release measures on CamVid's layout; a folder dataset is refused before --to gets any file."""
+    run = tmp_path / "run"
+    make_random_model(run, "essnet_d", 96, 72, onnx=False)
+    (tmp_path / "mine" / "train" / "images").mkdir(parents=True)
+    (tmp_path / "mine" / "dataset.yaml").write_text("classes: [a, b]\n")
+    to = tmp_path / "models"
+    to.mkdir()
+    with pytest.raises(ValueError, match=r"release measures its figures on the val split of a dataset in CamVid's "
+                                         r"layout .*--model RUN"):
+        from seg_perception.release import release
+        release(run, "x", to, data=str(tmp_path / "mine"))
+    assert not list(to.iterdir())
