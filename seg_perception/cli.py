@@ -63,8 +63,10 @@ def dataset_options(args, card=None) -> dict:
     if args.dataset not in ("folder", "camvid"):  # camvid: for a CVAT CamVid export of other classes
         return {}
     if not getattr(args, "num_classes", 0) and card is not None:
-        return {"num_classes": card.num_classes, "ignore_index": card.ignore_index,
-                "class_names": list(card.class_names), "drivable": list(card.drivable_classes), "from_card": True}
+        given = getattr(args, "ignore_index", 255) != 255  # typed by the user: checked, not the card's
+        return {"num_classes": card.num_classes, "ignore_index": args.ignore_index if given else card.ignore_index,
+                "class_names": list(card.class_names), "drivable": list(card.drivable_classes), "from_card": True,
+                "ignore_given": given}
     return {"num_classes": getattr(args, "num_classes", 0), "ignore_index": getattr(args, "ignore_index", 255)}
 
 

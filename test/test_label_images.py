@@ -566,6 +566,11 @@ def test_camvid_export_flags_and_a_deleted_class_line(tmp_path):
     with pytest.raises(DatasetError, match=r"--ignore-index 3 but .*ignore id is 255: drop the flag \(the export "
                                            r"marks unlabelled pixels itself"):
         open_dataset("camvid", root, "train", ignore_index=3)
+    # evaluate/quantize with a model card: the card's ignore id is a stand-in, the user's flag is checked
+    card_kw = {"num_classes": 2, "class_names": ["road", "wall"], "from_card": True}
+    assert len(open_dataset("camvid", root, "train", ignore_index=11, **card_kw)) == 1
+    with pytest.raises(DatasetError, match=r"--ignore-index 3 but"):
+        open_dataset("camvid", root, "train", ignore_index=3, ignore_given=True, **card_kw)
 
 
 def test_data_one_level_off_or_an_archive(tmp_path):

@@ -173,7 +173,7 @@ def _left_out(unlabelled: List[str], listing: Path) -> List[str]:
             "an export lists the frames nobody annotated without one)"] if unlabelled else []
 
 
-FOLDER_KEYS = ("num_classes", "ignore_index", "class_names", "drivable", "from_card")  # image_folder's own
+FOLDER_KEYS = ("num_classes", "ignore_index", "class_names", "drivable", "from_card", "ignore_given")  # image_folder's
 
 
 def _split_lists(root: Path) -> str:
@@ -593,14 +593,15 @@ def _voc_pairs(base: Path, split: str) -> Tuple[List[Tuple[Path, Path]], List[st
 
 def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_index: int = 255,
                  class_names: Optional[List[str]] = None, drivable: Sequence[int] = (),
-                 from_card: bool = False, **kw) -> SegmentationDataset:
+                 from_card: bool = False, ignore_given: bool = False, **kw) -> SegmentationDataset:
     """Your own data: <root>/<split>/images/NAME.(png|jpg) with <root>/<split>/labels/NAME.png
     (or .bmp/.tif: lossless; class ids, a palette PNG or colours as dataset.yaml gives them);
     or Pascal VOC's layout (CVAT's Segmentation Mask export), read by ``_voc_pairs``; or CamVid's
     (CVAT's CamVid export: <split>.txt and label_colors.txt), read by ``_listed_pairs``.
 
     The classes come from <root>/dataset.yaml when there is one, else from CVAT's labelmap.txt,
-    else from ``num_classes``. ``from_card``: the class arguments are a model card's, a stand-in
+    else from ``num_classes``. ``from_card``: the class arguments are a model card's (the ignore id
+    too, unless ``ignore_given``: the user's --ignore-index), a stand-in
     for a missing description, not the user's flags; a description that differs is for the caller
     to compare with its model."""
     base = Path(root)
@@ -656,7 +657,7 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
         table, colors = described
         if num_classes and not from_card and num_classes != table.num_classes:
             raise DatasetError(f"--num-classes {num_classes} but {source} lists {table.num_classes} classes")
-        if ignore_index not in (255, table.ignore_index) and not from_card:
+        if ignore_index not in (255, table.ignore_index) and (ignore_given or not from_card):
             raise DatasetError(f"--ignore-index {ignore_index} but {source} says the ignore id is "
                                f"{table.ignore_index}: drop the flag" + (
                                    " (the export marks unlabelled pixels itself: black, or a Void class)"
