@@ -246,6 +246,8 @@ def test_ground_truth_of_other_classes_is_refused(tmp_path, capsys, random_model
     assert rc == 2 and "--no-gt to measure speed only" in one_line_error(err)
     rc, out, err = run_cli(capsys, *demo, "--no-gt")
     assert rc == 0, err
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "input | prediction overlay\n" in report and "| ground truth" not in report
 
 
 def test_shipped_sample_bag_states_its_classes():

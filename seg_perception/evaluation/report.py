@@ -194,7 +194,9 @@ def _markdown(result: EvalResult, m: Dict, files: Dict[str, Path], out: Path, ti
             lines += ["", "Not scored: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in skipped.items())]
     samples = [p for k, p in files.items() if k.startswith("sample_")]
     if samples:
-        lines += ["", "## Frames", "", "input | prediction overlay | ground truth", ""]
+        panels = "input | prediction overlay" + (" | ground truth" if any(x.gt is not None for x in result.samples)
+                                                  else "")
+        lines += ["", "## Frames", "", panels, ""]
         lines += [f"![{p.stem}]({p.relative_to(out)})" for p in samples]
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result.notes]
