@@ -181,7 +181,8 @@ def _markdown(result: EvalResult, m: Dict, files: Dict[str, Path], out: Path, ti
             lines += [f"- mIoU **{seg['miou']:.2f}%**, pixel accuracy {seg['pixel_accuracy']:.2f}% "
                       f"over {c.scored} frames ({seg['pixels']} labelled pixels)",
                       f"- drivable area ({', '.join(drv['classes'])}): IoU {_fmt(drv.get('iou'), '%')}, "
-                      f"precision {_fmt(drv.get('precision'), '%')}, recall {_fmt(drv.get('recall'), '%')}", "",
+                      f"precision {_fmt(drv.get('precision'), '%')}, recall {_fmt(drv.get('recall'), '%')}"
+                      if drv["classes"] else "- drivable area: none (the model card names no drivable class)", "",
                       "| class | IoU (%) |", "|---|---|"]
             lines += [f"| {k} | {_fmt(v)} |" for k, v in seg["per_class_iou"].items()]
             lines += ["", f"![per-class IoU]({files['per_class'].relative_to(out)})", "",
