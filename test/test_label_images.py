@@ -583,6 +583,8 @@ def test_data_one_level_off_or_an_archive(tmp_path):
     (tmp_path / "task.zip").write_bytes(b"PK")
     with pytest.raises(DatasetError, match=r"task.zip is an archive: unpack it"):
         open_dataset("camvid", tmp_path / "task.zip", "train")
+    with pytest.raises(DatasetError, match=r"train.txt is a file: pass the dataset's folder with --data \(here: .*export\)"):
+        open_dataset("folder", root / "train.txt", "train")
     import shutil
     shutil.rmtree(root / "train")  # exported without its images
     with pytest.raises(DatasetError, match=r"does not exist \(an export without its images\?"):

@@ -132,6 +132,8 @@ def _hidden(path: Path) -> bool:
 def _require_dir(root: Path, what: str) -> None:
     if root.is_file() and root.suffix.lower() in (".zip", ".tar", ".gz", ".tgz", ".7z"):
         raise DatasetError(f"{root} is an archive: unpack it and pass the folder it holds with --data")
+    if root.is_file():
+        raise DatasetError(f"{root} is a file: pass the dataset's folder with --data (here: {root.parent})")
     if not root.is_dir():
         raise DatasetError(f"{what} not found at {root}: pass the dataset folder with --data")
 
