@@ -31,7 +31,7 @@ def pack_dataset(kind: str, root: str | Path, splits: Sequence[str], out: str | 
         old = [p for sub in ("images", "labels") if (out / split / sub).is_dir() for p in (out / split / sub).iterdir()]
         if old:
             raise DatasetError(f"{out / split} already holds {len(old)} files: pack into a new or empty folder")
-    counts, table = {}, None
+    counts, table, said = {}, None, set()
     for split in splits:
         try:
             ds = open_dataset(kind, root, split, **dataset_kw)
@@ -39,7 +39,9 @@ def pack_dataset(kind: str, root: str | Path, splits: Sequence[str], out: str | 
             raise e.naming("--splits") from None
         table = ds.table
         for note in ds.notes:  # frames left out on reading, e.g. listed without a label
-            log(f"[pack-dataset] note: {note}")
+            if note not in said:  # a note about the whole dataset comes with every split
+                log(f"[pack-dataset] note: {note}")
+                said.add(note)
         img_dir, lab_dir = out / split / "images", out / split / "labels"
         img_dir.mkdir(parents=True, exist_ok=True)
         lab_dir.mkdir(parents=True, exist_ok=True)
