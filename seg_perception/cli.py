@@ -29,7 +29,7 @@ DATASET_KINDS = ("camvid", "cityscapes", "folder")
 
 def add_dataset_args(p: argparse.ArgumentParser, split: Optional[str] = None,
                      kinds: tuple = DATASET_KINDS) -> None:
-    """The one definition of a command's dataset arguments (train, evaluate, quantize, pack-dataset,
+    """The one definition of a command's dataset arguments (train, evaluate, quantize, release, pack-dataset,
     make-bag, bench-node use it); ``split`` adds --split with that default."""
     d = " (default: %(default)s)"
     g = p.add_argument_group("dataset")
@@ -301,7 +301,9 @@ def _release(p: argparse.ArgumentParser):
     p.add_argument("--replace", action="store_true", help="ship over a model of that name in --to (default: "
                    "refuse, so that a run is never released over a shipped model by accident)")
     p.add_argument("--to", default="models", help="destination folder (default models/)")
-    p.add_argument("--data", default=None, help="CamVid root (default: ../shared/datasets/camvid)")
+    add_dataset_args(p)
+    p.add_argument("--val-split", default="val", help="the dataset's split the figures are measured on, one the "
+                   "model did not train on (default: %(default)s)")
     p.add_argument("--calib-images", type=int, default=100, help="INT8 calibration images" + " (default: %(default)s)")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for the timings" + " (default: %(default)s)")
     p.add_argument("--no-int8", action="store_true", help="skip the INT8 model")
@@ -314,9 +316,12 @@ def _release(p: argparse.ArgumentParser):
                    "figure and record WHY; release again with --recipe-run when it is done")
 
     def run(a):
-        from .release import release
-        release(a.run, a.name, a.to, a.data, a.calib_images, a.threads, not a.no_int8, a.note, a.recipe_run,
-                a.recipe_pending, a.replace)
+        from pathlib import Path
+        from .release import release, run_card
+        card = run_card(Path(a.run), a.name)  # a folder without dataset.yaml: its classes are the card's
+        release(a.run, a.name, a.to, dataset_root(a), a.calib_images, a.threads, not a.no_int8, a.note, a.recipe_run,
+                a.recipe_pending, a.replace, dataset=a.dataset, val_split=a.val_split,
+                dataset_kw=dataset_options(a, card))
     return run
 
 

@@ -5,6 +5,9 @@ resolution), makes the INT8 models (Q/DQ for TensorRT, QOperator for ONNX Runtim
 then measures what ships and writes it into the card: val mIoU and per-class IoU
 through the runtime pipeline (ONNX Runtime fp32 and int8), params, MACs, and CPU
 latency on this machine. Every figure in a shipped card comes from this one command.
+The val split is CamVid's for the shipped models, or that of the dataset a user's own
+model trained on (`--dataset folder --data DIR`): then the release lands in the user's
+own models folder (SEG_PERCEPTION_MODELS), where the node finds it by name.
 
 The card is read once from the run, kept in memory while the files are made and
 measured, and written once at the end: an interrupted release leaves no card that
@@ -20,12 +23,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
 from .card import load_card
-from .data.datasets import DatasetError, camvid, default_camvid_root
+from .data.classes import CAMVID
+from .data.datasets import DatasetError, MissingSplit, SegmentationDataset, default_camvid_root, open_dataset
 from .paths import run_cards
 from .deploy.export import exported_card, write_onnx
 from .deploy.quantize import calibration_frames, evaluate_int8, list_calibration_images, note_int8, quantize_onnx
@@ -47,8 +51,8 @@ def _epochs_done(run: Path, card=None) -> Optional[int]:
     return int(rows[-1]["epoch"]) if rows else None
 
 
-def _trained_on_val(card) -> bool:
-    return "val" in str(card.training.get("train_split", "train")).split("+")
+def _trained_on(card, split: str) -> bool:
+    return split in str(card.training.get("train_split", "train")).split("+")
 
 
 # What a recipe is, as the training card records it: everything but the data split and the
@@ -58,7 +62,7 @@ RECIPE_KEYS = ("dataset", "epochs_planned", "resolution", "crop", "scale", "jitt
                "gradual_grouping_epochs", "encoder_epochs")
 
 
-def _run_card(run: Path, name: str):
+def run_card(run: Path, name: str):
     """The run's card: NAME.yaml, else the run folder's one card (released under NAME)."""
     if not run.is_dir():
         raise FileNotFoundError(f"run folder {run} not found")
@@ -74,14 +78,14 @@ def _run_card(run: Path, name: str):
                             "folder holding one card, or --name of one of them")
 
 
-def _recipe_card(recipe_run: Path, name: str, card):
+def _recipe_card(recipe_run: Path, name: str, card, val_split: str):
     """The card of the same recipe trained on train alone: its val figure is the honest one."""
-    rcard = _run_card(recipe_run, name)
+    rcard = run_card(recipe_run, name)
     if rcard.architecture != card.architecture:
         raise ValueError(f"--recipe-run {recipe_run} trained a {rcard.architecture}, not a {card.architecture}")
-    if _trained_on_val(rcard):
+    if _trained_on(rcard, val_split):
         raise ValueError(f"--recipe-run {recipe_run} trained on {rcard.training.get('train_split')}: "
-                         "it must leave val out, or its val figure is not held out either")
+                         f"it must leave {val_split} out, or its {val_split} figure is not held out either")
     if rcard.file("weights") is None or not rcard.file("weights").is_file():
         raise FileNotFoundError(f"--recipe-run card {rcard.path} lists no existing weights file")
     differ = [f"{k} {rcard.training.get(k)!r} (run: {card.training.get(k)!r})" for k in RECIPE_KEYS
@@ -98,54 +102,84 @@ def _val_text(metrics: Dict) -> str:
     return f"{metrics['val_miou']:.2f}" + (" (the recipe run on train alone)" if "val_miou_not_held_out" in metrics else "")
 
 
-def _val_metrics(card, data: str, threads: int, what: str, width: int = 0, height: int = 0) -> Dict:
+class _ValData:
+    """The split every figure of a release is measured on, opened once."""
+
+    def __init__(self, kind: str, root: str, split: str, kw: Dict):
+        self.kind, self.root, self.split = kind, root, split
+        self.ds: SegmentationDataset = open_dataset(kind, root, split, **kw)
+        self.kw = kw
+        # the shipped models' cards say "CamVid val"; a user's own data (a CamVid export too) names its folder
+        own = kind != "camvid" or tuple(self.ds.table.names) != CAMVID.names
+        self.label = f"{kind} dataset {Path(root).name}, split {split}" if own else f"CamVid {split}"
+
+    def evaluate(self, card, threads: int, width: int = 0, height: int = 0) -> Dict:
+        return evaluate(card, self.ds, self.kind, self.split, backend="onnxruntime", threads=threads,
+                        width=width, height=height)
+
+    def calibration_set(self, card) -> Tuple[SegmentationDataset, str]:
+        """INT8 calibration frames come from the split the weights first trained on (CamVid: train),
+        else from the val split (a run whose training split is gone)."""
+        first = str(card.training.get("train_split") or "train").split("+")[0]
+        try:
+            return open_dataset(self.kind, self.root, first, **self.kw), first
+        except DatasetError:
+            return self.ds, self.split
+
+
+def _val_metrics(card, val: _ValData, threads: int, what: str, width: int = 0, height: int = 0) -> Dict:
     """Val figures of ``card``'s weights at the network input ``width`` x ``height`` (0: the card's)."""
-    res = evaluate(card, data, "camvid", "val", backend="onnxruntime", threads=threads, width=width, height=height)
+    res = val.evaluate(card, threads, width, height)
     w, h = res["input_size"]
     return {"val_miou": res["miou"], "val_pixel_accuracy": res["pixel_accuracy"],
             "val_per_class_iou": res["per_class_iou"],
-            "val_measured_with": f"seg-perception evaluate: ONNX Runtime fp32 at {w}x{h}, CamVid val "
+            "val_measured_with": f"seg-perception evaluate: ONNX Runtime fp32 at {w}x{h}, {val.label} "
                                  f"({res['frames']} frames)" + what}
 
 
 def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = None, calib_images: int = 100,
             threads: int = 2, int8: bool = True, note: str = "", recipe_run: Optional[str | Path] = None,
-            recipe_pending: str = "", replace: bool = False, log: Callable[[str], None] = print) -> Path:
+            recipe_pending: str = "", replace: bool = False, log: Callable[[str], None] = print,
+            dataset: str = "camvid", val_split: str = "val", dataset_kw: Optional[Dict] = None) -> Path:
+    """``dataset``/``data``/``dataset_kw``: the dataset to measure on, as open_dataset() takes it
+    (default: the CamVid beside the checkout); ``val_split``: its split held out of training."""
     run, to = Path(run), Path(to)
     if run.resolve() == to.resolve():
         raise ValueError(f"--run and --to are the same folder ({to}): releasing would delete the weights it reads; "
                          "copy NAME.pt and NAME.yaml to another folder first")
+    if not data and dataset != "camvid":
+        raise ValueError(f"--data is required for --dataset {dataset}")
     data = data or str(default_camvid_root())
-    try:  # before anything is written to --to
-        camvid(data, "val")
-    except DatasetError as e:
-        raise ValueError(f"release measures its figures on the val split of a dataset in CamVid's layout (CamVid, "
-                         f"or a CVAT CamVid export), and --data {data} is not one ({str(e).split(': this is a')[0]}); "
-                         "a model of other data is used from its run folder (--model RUN), with export and "
-                         "quantize") from None
-    card = _run_card(run, name)
+    card = run_card(run, name)
     card.name = name
+    try:  # every check before anything is written to --to
+        val = _ValData(dataset, data, val_split, dataset_kw or {})
+    except MissingSplit as e:
+        raise MissingSplit(f"release measures its figures on a split the model did not train on: "
+                           f"{e.naming('--val-split')}") from None
+    card.check_classes(list(val.ds.table.names), f"{dataset} {val_split} ({data})",
+                       "release it with the dataset it was trained on (--dataset folder --data DIR for your own)")
     if (to / f"{name}.yaml").is_file() and not replace:
         shipped = load_card(to / f"{name}.yaml")
-        val = shipped.metrics.get("val_miou")
-        raise FileExistsError(f"{to / name}.yaml exists ({name}{f', val {val:.2f}' if val is not None else ''}): "
+        figure = shipped.metrics.get("val_miou")
+        raise FileExistsError(f"{to / name}.yaml exists ({name}{f', val {figure:.2f}' if figure is not None else ''}): "
                               "pass --replace to ship over it, or choose another --name")
     src_weights = card.file("weights")
     if src_weights is None or not src_weights.is_file():
         raise FileNotFoundError(f"the run's card {card.path} lists no existing weights file")
     rcard = None
-    on_val = _trained_on_val(card)
+    on_val = _trained_on(card, val_split)
     if recipe_run is not None and recipe_pending:
         raise ValueError("--recipe-run and --recipe-pending exclude each other: the recipe's figure is there or it is not")
     if recipe_pending and not on_val:
-        raise ValueError(f"{run} trained on {card.training.get('train_split')}: its own val figure is held out, "
-                         "--recipe-pending is only for weights trained on val")
+        raise ValueError(f"{run} trained on {card.training.get('train_split')}: its own {val_split} figure is "
+                         f"held out, --recipe-pending is only for weights trained on {val_split}")
     if recipe_run is not None:
-        rcard = _recipe_card(Path(recipe_run), name, card)
+        rcard = _recipe_card(Path(recipe_run), name, card, val_split)
     elif on_val and not recipe_pending:
-        raise ValueError(f"{run} trained on {card.training.get('train_split')}: a val figure of these weights is "
-                         "not held out; pass --recipe-run with the same recipe trained on train alone (or "
-                         "--recipe-pending WHY to ship without a val figure until that run is done)")
+        raise ValueError(f"{run} trained on {card.training.get('train_split')}: a {val_split} figure of these "
+                         f"weights is not held out; pass --recipe-run with the same recipe trained without "
+                         f"{val_split} (or --recipe-pending WHY to ship without a val figure until that run is done)")
     epochs_done = _epochs_done(run, card)  # before the files in `to` are replaced (run may be a copy of them)
     to.mkdir(parents=True, exist_ok=True)
     for old in to.glob(f"{name}*"):
@@ -168,10 +202,10 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
     for key in ("recipe_run", "quantization", "quantization_cpu"):
         card.training.pop(key, None)
     if not on_val:
-        metrics = _val_metrics(card, data, threads, "")
+        metrics = _val_metrics(card, val, threads, "")
     elif rcard is None:
         # Shipped before its recipe run is done: no held-out figure, and the card says why.
-        own = evaluate(card, data, "camvid", "val", backend="onnxruntime", threads=threads)
+        own = val.evaluate(card, threads)
         metrics = {"val_miou_not_held_out": own["miou"]}  # for the record only: val was training data
         card.training["recipe_run"] = {"pending": recipe_pending}
     else:
@@ -181,11 +215,11 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
         with tempfile.TemporaryDirectory(prefix="seg_release_") as tmp:
             r_onnx = write_onnx(rcard, Path(tmp) / f"{name}.onnx", dynamic=True)
             r_exported = exported_card(rcard, r_onnx, dynamic=True)
-            metrics = _val_metrics(r_exported, data, threads,
+            metrics = _val_metrics(r_exported, val, threads,
                                    f", weights of the same recipe trained on train alone ({Path(recipe_run).name}, "
                                    f"{_epochs_done(Path(recipe_run))} epochs); the shipped weights trained on "
                                    f"{card.training.get('train_split')}", card.input_width, card.input_height)
-        own = evaluate(card, data, "camvid", "val", backend="onnxruntime", threads=threads)
+        own = val.evaluate(card, threads)
         metrics["val_miou_not_held_out"] = own["miou"]  # for the record only: val was training data
         card.training["recipe_run"] = {"folder": Path(recipe_run).name, "train_split": rcard.training.get("train_split"),
                                        "epochs": _epochs_done(Path(recipe_run)),
@@ -198,7 +232,7 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
     metrics["gmacs_at"] = f"{card.input_width}x{card.input_height}"
 
     pipe = Pipeline(OnnxRuntimeBackend(card, card.input_width, card.input_height, "fp32", threads=threads), card)
-    ds = camvid(data, "val")
+    ds = val.ds
     frames = [pipe.preprocess(ds.load(i)[0]) for i in np.linspace(0, len(ds) - 1, 10).round().astype(int)]
     # The load average says whether other work shared the CPU while timing.
     latency = {"cpu": cpu_name(), "threads": threads, "resolution": metrics["gmacs_at"],
@@ -206,10 +240,11 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
                "onnxruntime_fp32_ms": time_backend(pipe.backend, frames, LATENCY_RUNS)}
 
     if int8:
-        log(f"[release] INT8: calibrating on {calib_images} CamVid train images")
-        files = list_calibration_images(data, calib_images)
+        calib, calib_split = val.calibration_set(card)
+        files = list_calibration_images(calib, calib_images)
+        log(f"[release] INT8: calibrating on {len(files)} images of the {calib_split} split")
         q = quantize_onnx(onnx_path, to / f"{name}_int8.onnx", calibration_frames(files, card, onnx_path))
-        acc = evaluate_int8(card, onnx_path, q.path, data, threads=threads)
+        acc = evaluate_int8(card, onnx_path, q.path, val.ds, split=val_split, threads=threads)
         note_int8(card, q.path, q, acc)
         be = OnnxRuntimeBackend(card, card.input_width, card.input_height, "int8", threads=threads,
                                 onnx_path=q.path)
@@ -218,7 +253,7 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
             f"label agreement {acc['label_agreement']:.2f}%")
         frames_c = calibration_frames(files, card, onnx_path)
         qc = quantize_onnx(onnx_path, to / f"{name}_int8_cpu.onnx", frames_c, target="cpu")
-        acc = evaluate_int8(card, onnx_path, qc.path, data, threads=threads)
+        acc = evaluate_int8(card, onnx_path, qc.path, val.ds, split=val_split, threads=threads)
         note_int8(card, qc.path, qc, acc)
         be = OnnxRuntimeBackend(card, card.input_width, card.input_height, "int8", threads=threads,
                                 use_cuda=False, time_int8_at_start=False)

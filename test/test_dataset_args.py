@@ -6,7 +6,7 @@ import pytest
 
 from seg_perception.cli import build_parser, main
 
-DATASET_COMMANDS = ("train", "evaluate", "quantize", "pack-dataset", "make-bag", "bench")
+DATASET_COMMANDS = ("train", "evaluate", "quantize", "release", "pack-dataset", "make-bag", "bench")
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,8 @@ what lands in models/ is the weights, the ONNX graphs and one card that lists th
 carries every figure, measured the same way `evaluate` and `bench` measure."""
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import pytest
 
 from conftest import label_kappa, make_random_model
@@ -199,26 +201,79 @@ def test_run_folder_after_quantize_is_still_one_model(tmp_path):
     import shutil
     from conftest import REPO
     from seg_perception.paths import resolve_model
-    from seg_perception.release import _run_card
+    from seg_perception.release import run_card
     for name in ("rdsnet_folder", "rdsnet_folder_int8", "rdsnet_folder_int8_cpu"):
         shutil.copy(REPO / "models" / "rdsnet_camvid.yaml", tmp_path / f"{name}.yaml")
     assert resolve_model(str(tmp_path)) == tmp_path / "rdsnet_folder.yaml"
-    assert _run_card(tmp_path, "mine").name == "rdsnet_camvid"  # the card's own name, released as 'mine'
+    assert run_card(tmp_path, "mine").name == "rdsnet_camvid"  # the card's own name, released as 'mine'
     shutil.copy(REPO / "models" / "rdsnet_camvid.yaml", tmp_path / "other.yaml")
     with pytest.raises(FileNotFoundError, match="2 model cards"):
         resolve_model(str(tmp_path))
 
 
-def test_release_on_data_it_cannot_measure_writes_nothing(tmp_path, camvid_sample):
-    """release measures on CamVid's layout; a folder dataset is refused before --to gets any file."""
+def test_release_on_data_it_cannot_measure_writes_nothing(tmp_path, camvid_sample, capsys):
+    """A dataset of other classes, or one without the split to measure on: one line each, and
+    --to gets no file."""
     run = tmp_path / "run"
-    make_random_model(run, "essnet_d", 96, 72, onnx=False)
-    (tmp_path / "mine" / "train" / "images").mkdir(parents=True)
+    make_random_model(run, "essnet_d", 96, 72, onnx=False)  # CamVid's classes
+    for split in ("train", "val"):
+        (tmp_path / "mine" / split / "images").mkdir(parents=True)
+        (tmp_path / "mine" / split / "labels").mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "mine" / split / "images" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+        cv2.imwrite(str(tmp_path / "mine" / split / "labels" / "a.png"), np.zeros((8, 8), np.uint8))
     (tmp_path / "mine" / "dataset.yaml").write_text("classes: [a, b]\n")
     to = tmp_path / "models"
-    to.mkdir()
-    with pytest.raises(ValueError, match=r"release measures its figures on the val split of a dataset in CamVid's "
-                                         r"layout .*--model RUN"):
-        from seg_perception.release import release
-        release(run, "x", to, data=str(tmp_path / "mine"))
-    assert not list(to.iterdir())
+    args = ["release", "--run", str(run), "--name", "x", "--to", str(to)]
+    assert main(args + ["--dataset", "folder", "--data", str(tmp_path / "mine")]) == 2
+    assert "folder val" in capsys.readouterr().err and not to.exists()
+    assert main(args + ["--data", str(camvid_sample), "--val-split", "test"]) == 2
+    err = capsys.readouterr().err
+    assert "release measures its figures on a split the model did not train on" in err and "--val-split" in err
+    assert main(args + ["--dataset", "folder"]) == 2 and "--data is required" in capsys.readouterr().err
+    assert not to.exists()
+
+
+def _robot_dataset(camvid_sample, root):
+    """The CamVid sample relabelled into three classes of a robot's own, as id PNGs with dataset.yaml."""
+    from seg_perception.data.datasets import camvid
+    for split in ("train", "val"):
+        src = camvid(camvid_sample, split)
+        for sub in ("images", "labels"):
+            (root / split / sub).mkdir(parents=True)
+        for i in range(len(src)):
+            img, ids = src.load(i)
+            own = np.where(ids == 3, 0, np.where(ids == 8, 1, 2)).astype(np.uint8)  # road, car, other
+            own[ids == 11] = 255
+            cv2.imwrite(str(root / split / "images" / f"f{i}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            cv2.imwrite(str(root / split / "labels" / f"f{i}.png"), own)
+    (root / "dataset.yaml").write_text("classes: [road, car, other]\nignore_index: 255\ndrivable: [road]\n")
+    return root
+
+
+def test_own_data_model_released_into_own_models_folder(tmp_path, camvid_sample, capsys, monkeypatch):
+    """A user's own dataset end to end: train, release measured on its val split into their own
+    models folder, found there by name (SEG_PERCEPTION_MODELS) with its classes."""
+    from seg_perception.paths import resolve_model
+    data = _robot_dataset(camvid_sample, tmp_path / "robot")
+    assert main(["train", "--model", "rdsnet", "--dataset", "folder", "--data", str(data), "--out",
+                 str(tmp_path / "run"), "--epochs", "1", "--batch-size", "2", "--width", "96", "--height", "72",
+                 "--threads", "1"]) == 0
+    mine = tmp_path / "my_models"
+    capsys.readouterr()
+    assert main(["release", "--run", str(tmp_path / "run"), "--name", "robot_v1", "--to", str(mine),
+                 "--dataset", "folder", "--data", str(data), "--calib-images", "3", "--threads", "1"]) == 0
+    assert "calibrating on 3 images of the train split" in capsys.readouterr().out
+    card = load_card(mine / "robot_v1.yaml")
+    assert list(card.class_names) == ["road", "car", "other"] and list(card.drivable_classes) == [0]
+    m = card.metrics
+    assert m["val_measured_with"].startswith("seg-perception evaluate: ONNX Runtime fp32 at 96x72, folder dataset "
+                                             "robot, split val (10 frames)")
+    again = evaluate(card.path, str(data), "folder", "val", backend="onnxruntime", threads=1)
+    assert m["val_miou"] == again["miou"] and list(m["val_per_class_iou"]) == ["road", "car", "other"]
+    assert m["int8"]["images"] == m["int8_cpu"]["images"] == 10 and card.training["quantization"]["calibration_images"] == 3
+    monkeypatch.setenv("SEG_PERCEPTION_MODELS", str(mine))
+    assert resolve_model("robot_v1") == mine / "robot_v1.yaml"
+    capsys.readouterr()
+    assert main(["models", "--shipped"]) == 0
+    row = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("| robot_v1 |"))
+    assert f"| {m['val_miou']:.2f} |" in row
