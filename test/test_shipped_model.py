@@ -15,8 +15,13 @@ def test_card_is_complete(shipped_model):
     assert card.drivable_classes == [3]
     for role in ("weights", "onnx", "onnx_int8"):
         assert card.file(role).is_file(), role
-    for key in ("val_miou", "val_per_class_iou", "params", "gmacs", "cpu_latency"):
+    # weights shipped before their recipe run finished (release --recipe-pending) carry no val
+    # figure yet, only their own (not held out) and the reason
+    pending = "pending" in card.training.get("recipe_run", {})
+    held_out = ("val_miou_not_held_out",) if pending else ("val_miou", "val_per_class_iou")
+    for key in held_out + ("params", "gmacs", "cpu_latency"):
         assert key in card.metrics, key
+    assert not pending or ("val_miou" not in card.metrics and card.training["recipe_run"]["pending"].strip())
     assert card.training["command"].startswith("seg-perception train")
 
 
@@ -57,7 +62,10 @@ def test_models_shipped_names_the_default_with_its_figures_and_where_it_was_time
     main(["models", "--shipped"])
     card = load_card(shipped_model)
     row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(f"| {card.name} |"))
-    assert f"{card.metrics['val_miou']} (recipe on train alone)" in row
+    if "pending" in card.training.get("recipe_run", {}):
+        assert "| pending (recipe on train alone not done) |" in row
+    else:
+        assert f"{card.metrics['val_miou']} (recipe on train alone)" in row
     lat = card.metrics["cpu_latency"]
     assert f"{lat['onnxruntime_fp32_ms']['p50']} / {lat['onnxruntime_int8_cpu_ms']['p50']} ({lat['cpu']}" in row
 
