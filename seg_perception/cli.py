@@ -98,6 +98,9 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--classmix", type=float, default=0.0, metavar="P",
                    help="with probability P a crop receives half the classes of another crop of its batch, "
                    "pixels and labels (ClassMix; 0: off)" + d)
+    p.add_argument("--class-crop", type=float, default=0.0, metavar="P",
+                   help="with probability P a crop is placed around a pixel of one class of the frame, the class "
+                   "drawn uniformly among those present, so thin and rare classes fill more crops (0: off)" + d)
     p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate" + d)
     p.add_argument("--weight-decay", type=float, default=2e-4, help="Adam weight decay" + d)
     p.add_argument("--schedule", default="poly", choices=["poly", "plateau"], help="learning-rate schedule" + d)
@@ -155,7 +158,7 @@ def _train(p: argparse.ArgumentParser):
                           train_split=a.train_split, val_split=a.val_split, epochs=a.epochs,
                           encoder_epochs=a.encoder_epochs, batch_size=a.batch_size, width=a.width,
                           height=a.height, crop_width=crop_w, crop_height=crop_h, scale_min=a.scale[0],
-                          scale_max=a.scale[1], jitter=a.jitter, classmix=a.classmix, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
+                          scale_max=a.scale[1], jitter=a.jitter, classmix=a.classmix, class_crop=a.class_crop, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
                           class_weight_c=a.class_weight_c, loss=a.loss, ohem_thresh=a.ohem_thresh,
                           ohem_min_kept=a.ohem_min_kept, lovasz_weight=a.lovasz_weight, ema_decay=a.ema_decay,
                           init=a.init, teacher=a.teacher, distill_weight=a.distill_weight,

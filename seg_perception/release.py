@@ -57,8 +57,8 @@ def _trained_on(card, split: str) -> bool:
 
 # What a recipe is, as the training card records it: everything but the data split and the
 # run's own progress. A recipe run that differs in one of these scores another recipe.
-RECIPE_KEYS = ("dataset", "epochs_planned", "resolution", "crop", "scale", "jitter", "classmix", "batch_size",
-               "optimizer", "schedule", "loss", "ema_decay", "init", "teacher", "distillation",
+RECIPE_KEYS = ("dataset", "epochs_planned", "resolution", "crop", "scale", "jitter", "classmix", "class_crop",
+               "batch_size", "optimizer", "schedule", "loss", "ema_decay", "init", "teacher", "distillation",
                "gradual_grouping_epochs", "encoder_epochs")
 
 

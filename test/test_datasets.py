@@ -79,3 +79,38 @@ def test_augment_keeps_label_values_and_size(val_frames):
         a, b = aug(img, lab)
         assert a.shape == (176, 240, 3) and b.shape == (176, 240)
         assert set(np.unique(b)) <= set(np.unique(lab)) | {11}
+
+
+def _frame_with_one_small_thing():
+    """Road everywhere but a 4x4 patch of class 7 near a corner, and an ignored strip."""
+    lab = np.zeros((360, 480), np.uint8)
+    lab[20:24, 440:444] = 7
+    lab[:, :8] = 11
+    img = np.dstack([lab * 20] * 3).astype(np.uint8)
+    return img, lab
+
+
+def test_class_crop_puts_a_small_class_into_half_the_crops():
+    img, lab = _frame_with_one_small_thing()
+    def share_with_patch(p):
+        aug = TrainAugment((96, 64), ignore_index=11, scale=(1.0, 1.0), base=(480, 360), translate_px=0, jitter=0, class_crop=p)
+        hits = [7 in aug(img, lab, np.random.default_rng((5, i)))[1] for i in range(300)]
+        return np.mean(hits)
+    # placed at random, a 96x64 window holds the patch in about 2 % of the crops; with class_crop 1
+    # road and class 7 (the ignored id is never drawn) are drawn equally often
+    assert share_with_patch(0.0) < 0.08
+    assert 0.4 < share_with_patch(1.0) < 0.6
+    assert 0.15 < share_with_patch(0.4) < 0.35
+
+
+def test_class_crop_off_draws_the_crops_it_always_drew():
+    """class_crop 0 takes nothing more from the generator: a run resumed or repeated without it
+    sees the same crops as before the option existed (the plain corner draw, checked here)."""
+    img, lab = _frame_with_one_small_thing()
+    aug = TrainAugment((96, 64), ignore_index=11, scale=(1.0, 1.0), base=(480, 360), translate_px=0, jitter=0)
+    rng = np.random.default_rng(9)
+    _, got = aug(img, lab, np.random.default_rng(9))
+    flip = rng.random() < 0.5
+    ref = lab[:, ::-1] if flip else lab
+    y0, x0 = int(rng.integers(0, 360 - 64 + 1)), int(rng.integers(0, 480 - 96 + 1))
+    np.testing.assert_array_equal(got, ref[y0:y0 + 64, x0:x0 + 96])

@@ -202,6 +202,8 @@ def test_config_refusals():
         check_config(TrainConfig(jitter=1.5, **base))
     with pytest.raises(ValueError, match="--classmix is a probability"):
         check_config(TrainConfig(classmix=2, **base))
+    with pytest.raises(ValueError, match="--class-crop is a probability"):
+        check_config(TrainConfig(class_crop=-0.1, **base))
     with pytest.raises(ValueError, match="valid choices: auto, fp32, bf16"):
         resolve_step("fp8", "auto", torch.device("cpu"))
     with pytest.raises(ValueError, match="unknown memory format 'nhwc'"):
@@ -267,7 +269,8 @@ TINY = dict(model="essnet_d", batch_size=2, width=96, height=72, crop_width=64, 
 
 def test_resume_is_exact_with_ema_and_ohem(tmp_path, camvid_root):
     # keep last: the shipped weights are then the final EMA whichever epoch scored best on val
-    cfg = dict(TINY, epochs=2, ema_decay=0.9, loss="ohem", scale_min=0.5, scale_max=2.0, classmix=0.5, keep="last")
+    cfg = dict(TINY, epochs=2, ema_decay=0.9, loss="ohem", scale_min=0.5, scale_max=2.0, classmix=0.5,
+               class_crop=0.5, keep="last")
     train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "a"), **cfg), log=lambda *_: None)
     train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "b"), **dict(cfg, epochs=1)), log=lambda *_: None)
     train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "b"), **cfg), resume=True, log=lambda *_: None)
@@ -292,7 +295,8 @@ def test_resume_is_exact_with_ema_and_ohem(tmp_path, camvid_root):
         assert [int(r[0]) for r in rows] == [1, 2]
         for r in rows:
             assert float(r[3]) == pytest.approx(base * (1 - (int(r[0]) - 1) / 2) ** 0.9, rel=1e-5)
-    assert load_card(tmp_path / "a" / "essnet_d_camvid.yaml").training["classmix"] == 0.5
+    training = load_card(tmp_path / "a" / "essnet_d_camvid.yaml").training
+    assert (training["classmix"], training["class_crop"]) == (0.5, 0.5)
 
 
 def _mix_batch(b=4, h=12, w=16, seed=0):

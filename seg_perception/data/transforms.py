@@ -22,6 +22,9 @@ class TrainAugment:
     scale: Tuple[float, float] = (0.75, 1.75)
     translate_px: int = 2
     jitter: float = 0.25
+    # Probability that the crop is placed around a pixel of one class of the frame, the class drawn
+    # uniformly among those present: a pole or a cyclist fills crops as often as the road does.
+    class_crop: float = 0.0
     seed: int | None = None
     # Scale 1.0 shows the frame as the model sees it at run time: fitted to this size (the
     # model's resolution). Crops smaller than it are windows at that scale, not shrunk frames.
@@ -47,8 +50,7 @@ class TrainAugment:
             img = cv2.copyMakeBorder(np.ascontiguousarray(img), 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=0)
             lab = cv2.copyMakeBorder(np.ascontiguousarray(lab), 0, ph, 0, pw, cv2.BORDER_CONSTANT,
                                      value=self.ignore_index)
-        y0 = int(rng.integers(0, lab.shape[0] - ch + 1))
-        x0 = int(rng.integers(0, lab.shape[1] - cw + 1))
+        y0, x0 = self._crop_corner(lab, ch, cw, rng)
         img = np.ascontiguousarray(img[y0:y0 + ch, x0:x0 + cw])
         lab = np.ascontiguousarray(lab[y0:y0 + ch, x0:x0 + cw])
         if self.translate_px:
@@ -59,6 +61,22 @@ class TrainAugment:
         if self.jitter:
             img = color_jitter(img, rng, self.jitter)
         return img, lab
+
+    def _crop_corner(self, lab: np.ndarray, ch: int, cw: int, rng: np.random.Generator) -> Tuple[int, int]:
+        """Top-left corner of the crop: anywhere, or (with probability class_crop) anywhere that
+        keeps one random pixel of a class drawn among those in the frame inside the crop."""
+        h, w = lab.shape
+        # class_crop 0 draws nothing extra, so runs without it see the crops they always did
+        if self.class_crop and rng.random() < self.class_crop:
+            present = np.unique(lab)
+            present = present[present != self.ignore_index]
+            if present.size:
+                ys, xs = np.nonzero(lab == rng.choice(present))
+                k = int(rng.integers(len(ys)))
+                y, x = int(ys[k]), int(xs[k])
+                return (int(rng.integers(max(0, y - ch + 1), min(y, h - ch) + 1)),
+                        int(rng.integers(max(0, x - cw + 1), min(x, w - cw) + 1)))
+        return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
 
 
 def color_jitter(img: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:

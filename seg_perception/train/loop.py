@@ -73,6 +73,7 @@ class TrainConfig:
     scale_max: float = 1.75
     jitter: float = 0.25  # colour jitter: brightness, contrast, saturation x (1 +- jitter)
     classmix: float = 0.0  # probability that a crop receives half the classes of another (mixing.py)
+    class_crop: float = 0.0  # probability that a crop is placed around a pixel of a class drawn uniformly
     lr: float = 5e-4
     weight_decay: float = 2e-4
     schedule: str = "poly"  # poly | plateau
@@ -538,6 +539,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--jitter must be within [0, 1) (a factor 1 +- jitter), got {cfg.jitter}")
     if not 0 <= cfg.classmix <= 1:
         raise ValueError(f"--classmix is a probability within [0, 1], got {cfg.classmix}")
+    if not 0 <= cfg.class_crop <= 1:
+        raise ValueError(f"--class-crop is a probability within [0, 1], got {cfg.class_crop}")
     if not cfg.validates and (cfg.keep == "best" or cfg.schedule == "plateau"):
         raise ValueError("without a validation split there is no best epoch or plateau: "
                          "use --keep last and --schedule poly")
@@ -589,7 +592,7 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     table = train_ds.table
     step = agreed_step(cfg, table.num_classes, device, rank, world, resume)
     augment = TrainAugment(cfg.crop, table.ignore_index, scale=(cfg.scale_min, cfg.scale_max), jitter=cfg.jitter,
-                           seed=cfg.seed, base=(cfg.width, cfg.height))
+                           class_crop=cfg.class_crop, seed=cfg.seed, base=(cfg.width, cfg.height))
     train_ds.transform = augment
     if cfg.workers:  # decode once here: each worker gets the decoded frames
         for i in range(len(train_ds)):
@@ -924,7 +927,7 @@ def training_record(cfg: TrainConfig, epoch: int, train_loss: float) -> dict:
             ("best_epoch" if cfg.keep == "best" and cfg.validates else "epoch"): epoch,
             "resolution": f"{cfg.width}x{cfg.height}", "crop": "x".join(map(str, cfg.crop)),
             "scale": [cfg.scale_min, cfg.scale_max], "jitter": cfg.jitter,
-            "classmix": cfg.classmix or None, "batch_size": cfg.batch_size,
+            "classmix": cfg.classmix or None, "class_crop": cfg.class_crop or None, "batch_size": cfg.batch_size,
             "optimizer": f"Adam lr {cfg.lr} wd {cfg.weight_decay}", "schedule": cfg.schedule,
             "loss": loss, "ema_decay": cfg.ema_decay or None,
             "init": cfg.init or None, "teacher": cfg.teacher or None,
