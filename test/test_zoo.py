@@ -12,6 +12,7 @@ counted with 20 classes (Cityscapes 19 + void), EdgeSegNet and AttendSeg with
 """
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 from dataclasses import dataclass
@@ -72,6 +73,7 @@ PINNED = {
     "wspdnet": (699_648, 15_279_718_400),
     "rdsnet": (423_504, 4_858_970_112),
     "rdsnet_ibn": (423_504, 4_858_970_112),  # instance norm's affine weights replace half of BN's
+    "rdsnet_skip": (426_224, 5_497_552_896),  # +0.6 % weights, +13 % MACs: the classifier at 1/4
     "edgesegnet": (7_124_800, 76_926_418_944),
     "attendseg": (1_173_984, 7_492_141_056),
     "edanet": (688_246, 8_836_579_328),
@@ -165,6 +167,28 @@ def test_rdsnet_layer_output_sizes():
         hk.remove()
     assert seen == expect + [(20, 64, 128)]
     assert out.shape == (1, 20, 512, 1024)
+
+
+def test_rdsnet_skip_classifies_at_a_quarter_with_the_same_encoder():
+    """The skip variant's classifier sees 1/4 features that carry both the 1/8 encoder output
+    and the 1/4 stage: change either and its logits move."""
+    m = build_model("rdsnet_skip", 11).eval()
+    base = build_model("rdsnet", 11)
+    assert [type(a) for a in m.encoder] == [type(b) for b in base.encoder]
+    seen = []
+    hook = m.classifier.register_forward_hook(lambda mod, i, o: seen.append(tuple(i[0].shape[1:])))
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        y = m(x)
+        hook.remove()
+        assert seen == [(64, 16, 24)] and y.shape == (1, 11, 64, 96)
+        for stage in (m.encoder[6], m.encoder[-1]):  # last 1/4 block, last 1/8 block
+            saved = copy.deepcopy(stage.state_dict())
+            for p in stage.parameters():
+                p.add_(0.5)
+            assert not torch.allclose(m(x), y, atol=1e-4)
+            stage.load_state_dict(saved)
+        assert torch.equal(m(x), y)
 
 
 def test_ibn_normalises_half_the_channels_per_frame():

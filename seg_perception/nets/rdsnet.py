@@ -31,13 +31,22 @@ their channels per frame (layers.IBN), as IBN-Net does in all but its last stage
 meant for accuracy on drives the network was not trained on. Same parameter count.
 Measured on a held-out CamVid drive it did not help (-2.7 and -0.2 mIoU at two seeds,
 docs/training.md): kept as a measured negative.
+
+``rdsnet_skip`` (ours, not in the paper): the classifier works at 1/4 instead of 1/8.
+A pole 4 pixels wide at 480x360 is half a cell of the 1/8 grid, so its logits are
+blurred into Building and Fence before the x8 resize. The 1/8 features (128) are resized
+x2 and joined with a 1x1 projection (32) of the 1/4 features after the five 64-channel
+blocks; one depthwise 3x3 + pointwise (160 -> 64) fuses them, then the 3x3 classifier
+and a bilinear x4. The encoder is unchanged (same ``.encoder``, so encoder-first
+training and weights of the encoder carry over).
 """
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import DownsamplerBlock, RDSBlock
+from .layers import DownsamplerBlock, RDSBlock, conv_bn, upsample_to
 from .registry import register_model
 
 
@@ -57,6 +66,24 @@ class RDSNet(nn.Module):
         return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
+class RDSNetSkip(RDSNet):
+    """RDS-Net's encoder with a light decoder at 1/4 (see the module docstring)."""
+
+    QUARTER = 7  # encoder layers up to the 1/4 stage: two downsamplers + five RDS blocks
+
+    def __init__(self, num_classes: int):
+        super().__init__(num_classes)
+        self.project = conv_bn(64, 32, 1)
+        self.fuse = nn.Sequential(conv_bn(160, 160, 3, groups=160, relu=False), conv_bn(160, 64, 1))
+        self.classifier = nn.Conv2d(64, num_classes, 3, padding=1, bias=True)
+
+    def forward(self, x):
+        quarter = self.encoder[:self.QUARTER](x)
+        eighth = self.encoder[self.QUARTER:](quarter)
+        y = self.fuse(torch.cat([upsample_to(eighth, quarter), self.project(quarter)], 1))
+        return upsample_to(self.classifier(y), x)
+
+
 @register_model("rdsnet")
 def rdsnet(num_classes: int) -> RDSNet:
     return RDSNet(num_classes)
@@ -65,3 +92,8 @@ def rdsnet(num_classes: int) -> RDSNet:
 @register_model("rdsnet_ibn")
 def rdsnet_ibn(num_classes: int) -> RDSNet:
     return RDSNet(num_classes, ibn=True)
+
+
+@register_model("rdsnet_skip")
+def rdsnet_skip(num_classes: int) -> RDSNetSkip:
+    return RDSNetSkip(num_classes)
