@@ -33,8 +33,8 @@ Measured on a held-out CamVid drive it did not help (-2.7 and -0.2 mIoU at two s
 docs/training.md): kept as a measured negative.
 
 ``rdsnet_skip`` (ours, not in the paper): the classifier works at 1/4 instead of 1/8.
-A pole 4 pixels wide at 480x360 is half a cell of the 1/8 grid, so its logits are
-blurred into Building and Fence before the x8 resize. The 1/8 features (128) are resized
+A pole 4 pixels wide at 480x360 is half a cell of the 1/8 grid: the hope was that finer
+logits would stop it blurring into Building and Fence in the x8 resize. The 1/8 features (128) are resized
 x2 and joined with a 1x1 projection (32) of the 1/4 features after the five 64-channel
 blocks; one depthwise 3x3 + pointwise (160 -> 64) fuses them, then the 3x3 classifier
 and a bilinear x4. The encoder is unchanged (same ``.encoder``, so encoder-first
