@@ -299,6 +299,26 @@ def test_no_backlog_newest_frame_wins(raw_node, val_frames):
     assert proc.output().count("is faster than the node") == 1  # logged once, not per frame
 
 
+def test_a_camera_clock_that_goes_back_is_still_served(raw_node, pipe, val_frames):
+    """A bag played in a loop (or sim time reset) restarts the stamps at an earlier time: the
+    frames after the jump are served, not dropped as late until the clock catches up, and the
+    jump is counted and said once."""
+    proc, h = raw_node
+    d0 = h.settled_diag()
+    said = proc.output().count("camera stamps went back by")  # (earlier tests may send older stamps)
+    time.sleep(5.1)  # past the warning's throttle (one line per 5 s) from an earlier test's stamps
+    send_and_wait(h, raw_image(val_frames[0][0], "rgb8", new_key("before_loop")))
+    # the same "bag" again: years before every stamp so far, then onward from there
+    looped = [(1_600_000_000 + i, 0, f"looped_{i}") for i in range(3)]
+    for i, key in enumerate(looped):
+        send_and_wait(h, raw_image(val_frames[i + 1][0], "rgb8", key))
+        check_outputs(h, key, (360, 480), pipe(val_frames[i + 1][0]).labels)
+    d = h.settled_diag()
+    assert int(d["stamps_went_back"]) - int(d0["stamps_went_back"]) == 1  # the first looped frame only
+    assert int(d["frames_late"]) == int(d0["frames_late"])
+    assert proc.output().count("camera stamps went back by") == said + 1, proc.output()[-2000:]
+    send_and_wait(h, raw_image(val_frames[5][0], "rgb8", new_key("after_loop")))  # forward again: served
+
 @pytest.fixture(scope="module")
 def jpeg_node(ros, random_model, tmp_path_factory):
     log = tmp_path_factory.mktemp("node_jpeg") / "node.log"
@@ -343,9 +363,24 @@ def test_compressed_jpeg_and_png(jpeg_node, pipe, val_frames):
     ({"drivable_classes": "[3, 40]"}, "drivable class 40 is not one of the model's classes"),
     ({"modle": "no_such_model"}, "unknown parameter 'modle': did you mean 'model'?"),
     ({"input_widht": 320}, "unknown parameter 'input_widht': did you mean 'input_width'?"),
+    ({"diagnostics_period": 0.0}, "diagnostics_period must be above 0 seconds, not 0.0"),
+    ({"image_topic": "/cam/image raw"}, "image_topic: '/cam/image raw' is not a valid topic name"),
+    ({"ground.enable": True, "ground.camera_info_topic": "/cam/info/"},
+     "ground.camera_info_topic: '/cam/info/' is not a valid topic name"),
 ])
 def test_bad_parameters_stop_startup_with_one_line(random_model, tmp_path, params, message):
     assert_startup_refused({"model": str(random_model), **params}, tmp_path / "node.log", message)
+
+
+def test_confidence_from_a_model_without_it_stops_startup(random_model, tmp_path):
+    """An ONNX file exported without the confidence output cannot feed publish_confidence:
+    start-up says so, rather than every frame failing while the node looks up."""
+    from seg_perception.card import load_card
+    from seg_perception.runtime.backends import labels_only_graph
+    onnx_path = tmp_path / "labels_only.onnx"
+    onnx_path.write_bytes(labels_only_graph(load_card(random_model).file("onnx")))
+    assert_startup_refused({"model": str(random_model), "onnx": str(onnx_path), "publish_confidence": True},
+                           tmp_path / "node.log", "publish_confidence needs the model's confidence output")
 
 
 def test_stamp_gaps_count_frames_that_never_arrived():

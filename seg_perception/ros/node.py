@@ -144,6 +144,9 @@ class StampGaps:
                 self.deltas.append(d)
         if self.last is None or t > self.last:
             self.last = t
+        elif t < self.last - self.PAUSE_S * 1e9:  # the clock went back (bag loop, sim reset): start over
+            self.last = t
+            self.pauses += 1
 
     def recent(self, now: Optional[float] = None) -> int:
         """Frames that never arrived within the last RECENT_S seconds."""
@@ -181,6 +184,7 @@ class Stats:
     processed: int = 0
     dropped: int = 0
     late: int = 0  # finished after a newer frame of the camera was published: not published
+    time_jumps: int = 0  # frames stamped before one already published: the camera's clock went back
     rejected: int = 0
     last_rejection: str = ""  # why the latest rejected frame was (diagnostics; eval-bag names it)
     overlays: int = 0
@@ -303,6 +307,9 @@ class SegmentationNode(Node):
         qos = p["qos"]
         if qos not in QOS_CHOICES:
             raise ConfigError(f"unknown qos '{qos}'; valid choices: {', '.join(QOS_CHOICES)}")
+        if not float(p["diagnostics_period"]) > 0:  # 0 would publish on every executor turn
+            raise ConfigError(f"diagnostics_period must be above 0 seconds, not {p['diagnostics_period']} "
+                              "(1.0: one /diagnostics message a second)")
         self.use_compressed = bool(p["use_compressed"])
         self.cameras = self._make_cameras(str(p["image_topic"]), image_topics)
         self.multi = bool(image_topics)
@@ -315,6 +322,7 @@ class SegmentationNode(Node):
                     cam._ground = GroundOutputs(self, cam.image_topic, prefix=cam.prefix)
                 except GroundError as e:
                     raise ConfigError(str(e)) from None
+                self._resolve("ground.camera_info_topic", cam._ground.info_topic)
 
         workers = int(p["workers"])
         if not 1 <= workers <= 8:
@@ -382,15 +390,19 @@ class SegmentationNode(Node):
 
     def _make_cameras(self, image_topic: str, image_topics: List[str]) -> List[CameraStream]:
         if not image_topics:
-            return [CameraStream(image_topic, self.use_compressed)]
-        resolved = []
-        for t in image_topics:
-            try:  # absolute names as DDS sees them (node namespace and remapping applied)
-                resolved.append(self.resolve_topic_name(t))
-            except Exception as e:  # rclpy's invalid-name exceptions share no narrower base
-                raise ConfigError(f"image_topics: '{t}' is not a valid topic name ({str(e).splitlines()[0]})") from None
+            cam = CameraStream(image_topic, self.use_compressed)
+            self._resolve("image_topic", cam.topic)  # a bad name stops start-up, not the first subscribe
+            return [cam]
+        # absolute names as DDS sees them (node namespace and remapping applied)
+        resolved = [self._resolve("image_topics", t) for t in image_topics]
         namespaces = camera_namespaces(resolved)
         return [CameraStream(t, self.use_compressed, prefix=ns + "/") for t, ns in zip(resolved, namespaces)]
+
+    def _resolve(self, parameter: str, topic: str) -> str:
+        try:
+            return self.resolve_topic_name(topic)
+        except Exception as e:  # rclpy's invalid-name exceptions share no narrower base
+            raise ConfigError(f"{parameter}: '{topic}' is not a valid topic name ({str(e).splitlines()[0]})") from None
 
     def _check_ground_for_several_cameras(self) -> None:
         """GroundOutputs runs once per camera (its CameraInfo sibling, outputs in its namespace), but
@@ -412,6 +424,7 @@ class SegmentationNode(Node):
                 cam._ground.start(self.out_qos)
                 cam.ground = cam._ground  # the worker publishes ground outputs while this is set
             cam.last_received = time.perf_counter() if cam.last_received is not None else None  # a restart
+            cam.last_stamp = (-1, -1)  # a restarted camera or bag may begin at an earlier time
             events = SubscriptionEventCallbacks(
                 incompatible_qos=lambda status, cam=cam: self._on_incompatible_qos(cam, status))
             cam.sub = self.create_subscription(msg_type, cam.topic, lambda msg, cam=cam: self._on_frame(cam, msg),
@@ -505,6 +518,12 @@ class SegmentationNode(Node):
                 output_size=str(p["output_size"]), confidence=confidence, **trt)
         except (ValueError, FileNotFoundError, CardError, BackendError) as e:
             raise ConfigError(str(e)) from None
+        if confidence and not pipe.backend.has_confidence:  # else every frame would fail, nothing published
+            pipe.backend.close()
+            need = "publish_confidence" if p["publish_confidence"] else "ground.enable"
+            raise ConfigError(f"{need} needs the model's confidence output, which {pipe.backend.describe()} lacks "
+                              "(an ONNX file exported without it): export it again with `seg-perception export`, "
+                              f"or set {need} to false")
         pipe.backend.warmup()
         return pipe
 
@@ -539,10 +558,25 @@ class SegmentationNode(Node):
             cam = self.cameras[(self._next_first + k) % n]
             if cam.slot is not None:
                 batch.append((cam,) + cam.slot)
-                cam.in_flight.add(stamp_of(cam.slot[0].header))
+                stamp = stamp_of(cam.slot[0].header)
+                if stamp < cam.last_stamp:
+                    self._time_went_back(cam, stamp)
+                cam.in_flight.add(stamp)
                 cam.slot = None
         self._next_first = (self._next_first + 1) % n
         return batch
+
+    def _time_went_back(self, cam: CameraStream, stamp: tuple) -> None:
+        """A frame stamped before one already published, and not because a worker overtook it (it
+        was older on arrival): the camera's clock went back (a bag played in a loop, sim time reset,
+        a driver restart). Publish from the new time on; holding to the old order would drop every
+        frame until the clock caught up. Lock held."""
+        cam.stats.time_jumps += 1
+        back = (cam.last_stamp[0] - stamp[0]) + (cam.last_stamp[1] - stamp[1]) / 1e9
+        cam.last_stamp = (-1, -1)
+        self.get_logger().warning(
+            (f"{cam.topic}: " if self.multi else "") + f"camera stamps went back by {back:.3f} s (bag loop, sim "
+            "time reset or driver restart?): serving frames in the new time", throttle_duration_sec=5.0)
 
     def _work(self, worker: int) -> None:
         pipeline = self.pipelines[worker]
@@ -744,7 +778,7 @@ class SegmentationNode(Node):
         values = {"fps": f"{fps:.2f}", "inference_ms": f"{med(infer):.2f}", "end_to_end_ms": f"{med(e2e):.2f}",
                   "queue_wait_ms": f"{med(wait):.2f}",
                   "frames_received": s.received, "frames_processed": s.processed, "frames_dropped": s.dropped,
-                  "frames_late": s.late, "workers": len(self.workers),
+                  "frames_late": s.late, "stamps_went_back": s.time_jumps, "workers": len(self.workers),
                   "frames_rejected": s.rejected, "last_rejection": s.last_rejection, "frames_with_overlay": s.overlays,
                   "frames_missing_upstream": missing, "frames_missing_recent": missing_now,
                   "camera_pauses": pauses, "seconds_since_frame": f"{silent:.1f}",
