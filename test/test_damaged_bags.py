@@ -227,6 +227,26 @@ def test_damaged_sqlite_page_loses_only_its_messages(tmp_path, capsys, random_mo
     assert rc == 5 and f"offline: {frames} frames in" in out, (out, err)
 
 
+@pytest.mark.parametrize("page_size", [0, 3, 40000])
+def test_damaged_sqlite_header_page_size(tmp_path, capsys, random_model, page_size):
+    """The header's page size overwritten (0 once raised ZeroDivisionError; 3 or 40000 read nothing):
+    the pages are found at SQLite's sizes and every message is read; with no page found at any
+    size either, one line says the header is damaged."""
+    bag = sqlite_bag(tmp_path / "bag", frames=2)
+    db = _db3(bag)
+    whole = _rows(db)
+    data = bytearray(db.read_bytes())
+    data[16:18] = struct.pack(">H", page_size)
+    db.write_bytes(bytes(data))
+    s = SqliteSalvage.scan(db)
+    assert sorted((ch.topic, t, raw) for ch, t, raw in s.records()) == sorted(whole.values())
+    for size in (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536):
+        data[size] = 0  # no b-tree page where page 2 would start at any page size
+    db.write_bytes(bytes(data))
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "sqlite3 header is damaged" in err, (out, err)
+
+
 def test_cut_humble_db3_without_metadata(tmp_path, capsys, random_model):
     """A bare .db3 as ROS 2 Humble records it (5-column topics table), cut short, no metadata.yaml."""
     db = tmp_path / "humble" / "humble_0.db3"

@@ -24,6 +24,7 @@ from .mcap_salvage import SalvagedChannel
 
 MAGIC = b"SQLite format 3\x00"
 LEAF_TABLE = 0x0D
+PAGE_TYPES = (0x02, 0x05, 0x0A, 0x0D)  # interior/leaf index/table b-tree pages
 
 
 @dataclass
@@ -77,6 +78,10 @@ class SqliteSalvage:
         with _Pages.open(s.path) as pages:
             if pages is None:
                 s.damage = SqliteDamage(s.path.stat().st_size, 0, 0, 0, 0, reason="not an sqlite3 file")
+                return s
+            if not pages.page_size:
+                s.damage = SqliteDamage(s.path.stat().st_size, 0, 0, 0, 0,
+                                        reason="its sqlite3 header is damaged (no page size fits the file)")
                 return s
             s._scan(pages)
         return s
@@ -158,10 +163,9 @@ class _Pages:
 
     def __init__(self, data, size: int):
         self.data, self.size = data, size
-        (ps,) = struct.unpack_from(">H", data, 16)
-        self.page_size = 65536 if ps == 1 else ps
+        self.page_size = _page_size(data, size)  # 0: none fits (nothing can be read)
         self.usable = self.page_size - data[20]
-        self.count = size // self.page_size
+        self.count = size // self.page_size if self.page_size else 0
         # The header's page count holds only while the change counter matches "version valid for"
         (pages, counter, valid_for) = (struct.unpack_from(">I", data, o)[0] for o in (28, 24, 92))
         self.expected = max(pages if counter == valid_for else 0, self.count)
@@ -241,6 +245,19 @@ class _Pages:
             return b"".join(bytes(p) for p in parts) if copy else b""
         except (ValueError, IndexError, struct.error):
             return None
+
+
+def _page_size(data, size: int) -> int:
+    """The header's page size; in a damaged header (not a power of two from 512 to 65536) the
+    size whose second page starts like a b-tree page, SQLite's default 4096 first; 0 if none."""
+    (ps,) = struct.unpack_from(">H", data, 16)
+    ps = 65536 if ps == 1 else ps
+    if 512 <= ps <= 65536 and ps & (ps - 1) == 0:
+        return ps
+    for cand in (4096, 1024, 2048, 8192, 16384, 32768, 65536, 512):
+        if size >= 2 * cand and data[cand] in PAGE_TYPES:
+            return cand
+    return 0
 
 
 class _Opened:
