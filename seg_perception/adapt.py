@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .card import ModelCard, load_card
+from .card import ARCHITECTURE_METRICS, ModelCard, load_card
 from .deploy.export import exported_card, write_onnx
 from .paths import resolve_model
 from .runtime.backends import TorchBackend
@@ -29,8 +29,6 @@ from .runtime.pipeline import Pipeline
 DEFAULT_BLEND = 0.5
 DEFAULT_FRAMES = 200
 FEW_FRAMES = 10  # 10 frames did as well as 50 there (within 0.4); fewer were not measured: warned
-# Figures that depend on the architecture alone stay valid after adaptation.
-ARCHITECTURE_METRICS = ("params", "gmacs", "gmacs_at")
 
 
 def adapt(model: str, frames: str | Path, out: str | Path, name: Optional[str] = None,

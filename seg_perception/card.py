@@ -26,6 +26,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
+# Card figures that depend on the architecture alone: still true for other weights (adapt, export).
+ARCHITECTURE_METRICS = ("params", "gmacs", "gmacs_at")
+
+
 class CardError(ValueError):
     """A model card that is missing or malformed; the message names the file."""
 

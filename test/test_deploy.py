@@ -94,6 +94,31 @@ def test_export_by_network_name_and_weights(small_model, tmp_path, capsys):
     assert rc == 2 and "describes a 'essnet_d' network, not 'erfnet'" in err
 
 
+def test_export_keeps_measured_figures_only_for_the_same_weights_and_size(tmp_path, capsys):
+    """A card's val mIoU, INT8 and latency figures were measured for its weights at its size:
+    an export of other weights, or at another size, keeps only the architecture's figures."""
+    card_path = make_random_model(tmp_path / "m", "essnet_d", W, H, onnx=False)
+    card = load_card(card_path)
+    card.metrics = {**card.metrics, "params": 123, "val_miou": 55.5, "int8_cpu": {"int8_miou": 55.0},
+                    "cpu_latency": {"onnxruntime_fp32_ms": 9.0}}
+    card.save(card_path)
+    measured = {"val_miou", "int8_cpu", "cpu_latency"}
+    same = tmp_path / "same.pt"
+    same.write_bytes(card.file("weights").read_bytes())
+    other = tmp_path / "other.pt"
+    state = torch.load(card.file("weights"))
+    next(iter(state.values())).add_(0.5)
+    torch.save(state, other)
+    for extra, kept in [([], True), (["--weights", same], True), (["--weights", other], False),
+                        (["--width", 64, "--height", 48], False)]:
+        out = tmp_path / f"e{len(extra)}_{kept}.onnx"
+        rc, _, err = _run_cli(["export", "--model", card_path, "--out", out, *extra], capsys)
+        assert rc == 0, err
+        metrics = load_card(out).metrics
+        assert metrics["params"] == 123
+        assert (measured <= set(metrics)) == kept and (measured & set(metrics) == set()) != kept, (extra, metrics)
+
+
 def test_export_logits_variant(small_model, tmp_path, capsys):
     out = tmp_path / "l.onnx"
     rc, _, err = _run_cli(["export", "--model", small_model, "--out", out, "--logits"], capsys)

@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..card import ModelCard, load_card
+from ..card import ARCHITECTURE_METRICS, ModelCard, load_card
 from ..files import sha256
 from ..paths import cache_dir
 from ..runtime.backend import DYNAMIC_DIMS
@@ -85,9 +85,15 @@ def exported_card(card: ModelCard, out: str | Path, weights: Optional[str | Path
         new.files["weights"] = src_weights.name
     new.files["onnx_logits" if logits else "onnx"] = out.name
     new.training = dict(card.training)
-    new.metrics = dict(card.metrics)
-    new.training["export"] = {"opset": opset, "dynamic": dynamic,
-                              "source_weights_sha256": sha256(src_weights) if src_weights else None}
+    src_sha = sha256(src_weights) if src_weights else None
+    own = card.file("weights")
+    same_weights = src_sha is None or (own is not None and own.is_file() and sha256(own) == src_sha)
+    same_size = (width, height) == (card.input_width, card.input_height)
+    # Accuracy and speed were measured for the card's weights at its size: other weights or another
+    # size keep only what the architecture alone decides.
+    new.metrics = (dict(card.metrics) if same_weights and same_size
+                   else {k: card.metrics[k] for k in ARCHITECTURE_METRICS if k in card.metrics})
+    new.training["export"] = {"opset": opset, "dynamic": dynamic, "source_weights_sha256": src_sha}
     new.path = out.with_suffix(".yaml")
     return new
 
