@@ -93,6 +93,12 @@ def _recipe_card(recipe_run: Path, name: str, card, val_split: str):
     if differ:
         raise ValueError(f"--recipe-run {recipe_run} is another recipe: {'; '.join(differ)}; its val figure "
                          "would not describe these weights: train it with the run's flags on the train split alone")
+    planned, done = rcard.training.get("epochs_planned"), _epochs_done(recipe_run, rcard)
+    at = rcard.training.get("epoch")  # the weights' epoch in a --keep last run (best_epoch otherwise)
+    if planned and ((done is not None and done < planned) or (at is not None and at < planned)):
+        raise ValueError(f"--recipe-run {recipe_run} has trained {done if done is not None else at} of its "
+                         f"{planned} epochs (its weights are from epoch {at if at is not None else '?'}): the recipe's "
+                         "figure is that of the finished run; release when it is done (or --recipe-pending WHY now)")
     return rcard
 
 
@@ -195,10 +201,10 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
     log(f"[release] exporting {name} to ONNX")
     onnx_path = write_onnx(card, to / f"{name}.onnx", dynamic=True)
     card = exported_card(card, onnx_path, dynamic=True)
-    # A re-release (of a copy of shipped files) measures every figure again: none of the old
-    # card's may survive, even where this release skips one (--no-int8).
-    card.metrics = {k: v for k, v in card.metrics.items()
-                    if not k.startswith("val_") and k not in ("int8", "int8_cpu", "cpu_latency")}
+    # Every figure of a shipped card is measured here: none of the run's (training-time figures on
+    # whatever split it validated on) or of an older release's may survive, even where this
+    # release skips one (--no-int8).
+    card.metrics = {}
     for key in ("recipe_run", "quantization", "quantization_cpu"):
         card.training.pop(key, None)
     if not on_val:

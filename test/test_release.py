@@ -102,6 +102,35 @@ def test_a_run_trained_on_val_takes_its_val_figure_from_the_recipe_run(tmp_path,
     assert card.training["recipe_run"]["train_split"] == "train"
 
 
+def test_an_unfinished_recipe_run_is_refused_and_no_training_figure_ships(tmp_path, camvid_sample, capsys):
+    """A recipe run still training (its card written at an early validation) has no figure of
+    the recipe yet; and figures the run measured while training (on whatever split it validated
+    on) never reach the shipped card: release measures every one."""
+    final = _run_on(tmp_path / "final", "train+val", seed=1)
+    card = load_card(final / f"{NAME}.yaml")
+    card.metrics = {**card.metrics, "test_miou": 99.0, "test_per_class_iou": [99.0] * 11}
+    card.training = dict(card.training, epochs_planned=200, epoch=200)
+    card.save(card.path)
+    recipe = _run_on(tmp_path / "recipe", "train", seed=2)
+    rcard = load_card(recipe / f"{NAME}.yaml")
+    rcard.training = dict(rcard.training, epochs_planned=200, epoch=40)
+    rcard.save(rcard.path)
+    (recipe / "log.csv").write_text("epoch,stage,train_loss\n" + "".join(f"{e},full,1.0\n" for e in range(1, 53)))
+    args = ["release", "--run", str(final), "--name", NAME, "--to", str(tmp_path / "models"),
+            "--data", str(camvid_sample), "--threads", "1", "--no-int8", "--recipe-run", str(recipe)]
+    capsys.readouterr()
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert "has trained 52 of its 200 epochs (its weights are from epoch 40)" in err, err
+    assert not (tmp_path / "models" / f"{NAME}.yaml").exists()
+    rcard.training = dict(rcard.training, epoch=200)
+    rcard.save(rcard.path)
+    (recipe / "log.csv").write_text("epoch,stage,train_loss\n" + "".join(f"{e},full,1.0\n" for e in range(1, 201)))
+    assert main(args) == 0
+    shipped = load_card(tmp_path / "models" / f"{NAME}.yaml").metrics
+    assert "val_miou" in shipped and not any(k.startswith("test_") for k in shipped), shipped
+
+
 def test_the_recipe_figure_is_measured_at_the_size_the_card_ships_at(tmp_path, camvid_sample):
     """A card set to run at another size than its recipe run's (e.g. 448x336 for a net trained at
     480x360) gets the recipe's val figure at its own size, and says which."""
