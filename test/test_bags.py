@@ -405,3 +405,22 @@ def test_frame_without_ground_truth_is_named_in_the_output(tmp_path, capsys, ran
     rc, out, err = run_cli(capsys, "eval-bag", tmp_path / "b", "--model", random_model, "--out", tmp_path / "r")
     assert rc == 0 and "on 2 frames" in out, (out, err)
     assert "[eval-bag] note: 1 frame has no ground truth of the same header stamp: not scored" in out
+
+
+@pytest.mark.parametrize("names", [
+    ["frame_{}.png".format(i) for i in range(1, 11)],    # frame_10 would sort before frame_2 as text
+    ["{:06d}.png".format(i) for i in range(10)],          # zero-padded frame numbers, not stamps
+    ["{}.png".format(i) for i in range(1, 11)],           # consecutive numbers: frames, not stamps 1 ns apart
+])
+def test_ground_truth_folder_in_frame_order(tmp_path, random_model, names):
+    """One PNG per frame, named by frame number: matched in number order, not text order."""
+    bag = small_bag(tmp_path / "b", 10)
+    gt_dir = tmp_path / "gt"
+    gt_dir.mkdir()
+    for name, (_, msg) in zip(names, read_all(bag)["/camera/labels_gt"]):
+        cv2.imwrite(str(gt_dir / name), np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width))
+    by_topic, _, _ = evaluate(EvalConfig(bag=bag, model=str(random_model), progress=False), "offline", tmp_path / "a")
+    by_dir, _, _ = evaluate(EvalConfig(bag=bag, model=str(random_model), gt_dir=gt_dir, progress=False),
+                            "offline", tmp_path / "b2")
+    assert by_dir.counts.scored == 10 and "order" in by_dir.gt_source, by_dir.gt_source
+    np.testing.assert_array_equal(by_dir.confusion.mat, by_topic.confusion.mat)

@@ -33,10 +33,17 @@ def decode_labels(msg) -> np.ndarray:
 
 
 # --------------------------------------------------------------------- ground truth folder
+def _name_order(path: Path) -> list:
+    """frame_2.png before frame_10.png: the numbers in a name compare as numbers."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.stem)]
+
+
 class GroundTruthFolder:
     """Label PNGs for the frames of a bag, matched by name:
       <stamp in ns>.png, or <sec>.<nanosec>.png / <sec>_<nanosec>.png (nanosec 9 digits);
-    otherwise, when the folder holds exactly one PNG per frame, in sorted-name order."""
+    otherwise, when the folder holds exactly one PNG per frame, in name order with numbers
+    compared as numbers (frame_2 before frame_10). Names that are frame numbers (000001.png, or
+    consecutive numbers 1.png, 2.png, ...) are not stamps: no camera stamps frames 1 ns apart."""
 
     _SPLIT = re.compile(r"^(\d+)[._](\d{9})$")
 
@@ -44,14 +51,16 @@ class GroundTruthFolder:
         folder = Path(folder).expanduser()
         if not folder.is_dir():
             raise ValueError(f"ground-truth folder {folder} not found")
-        files = sorted(folder.glob("*.png"))
+        files = sorted(folder.glob("*.png"), key=_name_order)
         if not files:
             raise ValueError(f"ground-truth folder {folder} has no .png label images")
         self.folder = folder
         self.by_stamp: Dict[int, Path] = {}
+        numbers = sorted(int(f.stem) for f in files if f.stem.isdigit())
+        counted = len(numbers) > 1 and numbers == list(range(numbers[0], numbers[0] + len(numbers)))
         for f in files:
             stem = f.stem
-            if stem.isdigit():
+            if stem.isdigit() and not counted and not (len(stem) > 1 and stem[0] == "0"):
                 self.by_stamp[int(stem)] = f
             elif (mt := self._SPLIT.match(stem)):
                 self.by_stamp[int(mt.group(1)) * 1_000_000_000 + int(mt.group(2))] = f
