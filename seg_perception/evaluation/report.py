@@ -130,7 +130,7 @@ def _samples(result: EvalResult, folder: Path) -> Dict[str, Path]:
         tiles = []
         for name, img in panels:
             img = img if img.shape[0] == h else cv2.resize(img, (img.shape[1] * h // img.shape[0], h),
-                                                             interpolation=cv2.INTER_NEAREST)
+                                                             interpolation=cv2.INTER_NEAREST_EXACT)
             img = np.array(img, np.uint8, copy=True)  # message buffers are read-only
             cv2.putText(img, name, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
             cv2.putText(img, name, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)

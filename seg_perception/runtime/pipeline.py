@@ -141,8 +141,8 @@ class Pipeline:
         fh, fw = frame.shape[:2]
         h, w = labels_small.shape if self.output_size == "network" else (fh, fw)
         labels = labels_small
-        if labels.shape != (h, w):
-            labels = cv2.resize(labels_small, (w, h), interpolation=cv2.INTER_NEAREST)
+        if labels.shape != (h, w):  # pixel centres aligned, like the input's resize (INTER_NEAREST is shifted)
+            labels = cv2.resize(labels_small, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
         # cv2.LUT: 0.8 ms at 1280x720 where numpy's fancy indexing took 2.6 ms (same result).
         res = SegmentationResult(labels=labels, drivable=cv2.LUT(np.ascontiguousarray(labels), self.drivable_lut))
         if confidence:

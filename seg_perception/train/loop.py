@@ -255,7 +255,7 @@ def evaluate_model(model: nn.Module, ds: SegmentationDataset, width: int, height
         for p, (_, lab) in zip(pred, items):
             if p.shape != lab.shape:
                 import cv2
-                p = cv2.resize(p, lab.shape[::-1], interpolation=cv2.INTER_NEAREST)
+                p = cv2.resize(p, lab.shape[::-1], interpolation=cv2.INTER_NEAREST_EXACT)
             cm.update(p, lab)
     return cm
 
