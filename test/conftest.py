@@ -189,3 +189,19 @@ def shipped_model() -> Path:
     """The default trained model from models/ (fails if it is missing: it must ship)."""
     from seg_perception.paths import DEFAULT_MODEL, resolve_model
     return resolve_model(DEFAULT_MODEL)
+
+
+def onnx_that_fails_to_run(path: Path) -> Path:
+    """An ONNX file that loads as a frame graph (uint8 image in, labels out) but fails on every
+    frame: a Reshape to (-1, 7) of an image whose size 7 does not divide."""
+    import onnx
+    from onnx import TensorProto, helper
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 7])
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["image", "shape"], ["r"]), helper.make_node("Identity", ["r"], ["labels"])],
+        "fails", [helper.make_tensor_value_info("image", TensorProto.UINT8, [1, "h", "w", 3])],
+        [helper.make_tensor_value_info("labels", TensorProto.UINT8, None)], initializer=[shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

@@ -120,6 +120,43 @@ def test_a_bad_parameter_fails_configure_and_the_node_stays_up(ros, random_model
     assert rc == 0, proc.output()
 
 
+def test_a_model_that_fails_its_warmup_fails_configure_and_a_fixed_one_serves(ros, random_model, tmp_path,
+                                                                               val_frames):
+    """configure with an ONNX file that loads but cannot run: one 'cannot configure' line, the
+    node stays unconfigured with nothing published; with the parameter fixed it configures and
+    serves, and deactivate / cleanup / shutdown leave it cleanly."""
+    from conftest import onnx_that_fails_to_run
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    bad = onnx_that_fails_to_run(tmp_path / "fails.onnx")
+    proc = start_node({"model": str(random_model), "threads": 1, "onnx": str(bad)}, tmp_path / "node.log",
+                      program="segmentation_lifecycle_node")
+    h = Harness("test_lifecycle_warmup")
+    try:
+        lc = LifecycleClient(h)
+        assert not lc.transition(Transition.TRANSITION_CONFIGURE)
+        assert lc.state() == State.PRIMARY_STATE_UNCONFIGURED
+        lines = [ln for ln in proc.output().splitlines() if "cannot configure" in ln]
+        assert len(lines) == 1 and "fails on a test frame" in lines[0], proc.output()
+        assert h.node.count_publishers("/segmentation/labels") == 0
+        setp = h.node.create_client(SetParameters, "/segmentation_node/set_parameters")
+        assert setp.wait_for_service(timeout_sec=30)
+        value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="")
+        assert lc._call(setp, SetParameters.Request(parameters=[Parameter(name="onnx", value=value)])).results[0].successful
+        assert lc.transition(Transition.TRANSITION_CONFIGURE)
+        assert lc.transition(Transition.TRANSITION_ACTIVATE)
+        wait_subscribed(h, True)
+        assert frame_served(h, val_frames[0][0], 30)
+        assert lc.transition(Transition.TRANSITION_DEACTIVATE)
+        assert lc.transition(Transition.TRANSITION_CLEANUP)
+        assert lc.state() == State.PRIMARY_STATE_UNCONFIGURED
+    finally:
+        h.close()
+        rc = proc.stop()
+    assert rc == 0, proc.output()
+    assert "Traceback" not in proc.output()
+
+
 def test_a_failed_configure_leaves_no_publishers_behind(ros, random_model, tmp_path):
     """configure fails on a ground pose of the wrong length (before any model loads); fixed by a
     parameter call, the second configure succeeds: one publisher per output, as on a first try."""

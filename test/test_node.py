@@ -372,6 +372,15 @@ def test_bad_parameters_stop_startup_with_one_line(random_model, tmp_path, param
     assert_startup_refused({"model": str(random_model), **params}, tmp_path / "node.log", message)
 
 
+def test_a_model_that_cannot_run_stops_startup_with_one_line(random_model, tmp_path):
+    """An ONNX file that loads but fails on a frame is found at start-up (the warm-up frame),
+    in one line, not as a traceback or as an error on every camera frame."""
+    from conftest import onnx_that_fails_to_run
+    bad = onnx_that_fails_to_run(tmp_path / "fails.onnx")
+    assert_startup_refused({"model": str(random_model), "onnx": str(bad)}, tmp_path / "node.log",
+                           "fails on a test frame at 480x360 (Fail: ")
+
+
 def test_confidence_from_a_model_without_it_stops_startup(random_model, tmp_path):
     """An ONNX file exported without the confidence output cannot feed publish_confidence:
     start-up says so, rather than every frame failing while the node looks up."""

@@ -118,9 +118,14 @@ class GroundOutputs:
         self.pub_conf = node.create_publisher(Image, self.prefix + "segmentation/ground/confidence", out_qos)
 
     def stop(self) -> None:
-        for ent in (self.pub_grid, self.pub_points, self.pub_labels, self.pub_conf):
-            self.node.destroy_publisher(ent)
-        self.node.destroy_subscription(self.sub_info)
+        """Undo start(), or as much of it as ran."""
+        for name in ("pub_grid", "pub_points", "pub_labels", "pub_conf"):
+            if getattr(self, name, None) is not None:
+                self.node.destroy_publisher(getattr(self, name))
+                setattr(self, name, None)
+        if getattr(self, "sub_info", None) is not None:
+            self.node.destroy_subscription(self.sub_info)
+            self.sub_info = None
         if self.tf_buffer is not None:
             self._tf_listener.unregister()
             self.tf_buffer = None

@@ -26,16 +26,21 @@ class ManagedSegmentationNode(SegmentationNode, LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self._configure()
-        except (ConfigError, ParameterException) as e:
-            self.get_logger().error(f"cannot configure: {e}")
-            self.unload()  # failed after loading the model: do not keep it
-            self.remove_publishers()  # nor what it published on: a second configure makes them again
+        except Exception as e:  # rclpy would turn any other into ErrorProcessing without a word
+            what = str(e) if isinstance(e, (ConfigError, ParameterException)) else f"{type(e).__name__}: {e}"
+            self.get_logger().error(f"cannot configure: {what}")
+            self._cleanup()  # failed after loading the model: do not keep it, nor what it published on
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f"configured: {self.card.name} loaded ({self.pipeline.backend.describe()})")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._activate()
+        try:
+            self._activate()
+        except Exception as e:
+            self.get_logger().error(f"cannot activate: {type(e).__name__}: {e}")
+            self._deactivate()  # what it subscribed and started before it failed; back to inactive
+            return TransitionCallbackReturn.FAILURE
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:

@@ -454,28 +454,38 @@ class SegmentationNode(Node):
                                       "drivable_classes parameter, or 'drivable' in dataset.yaml before training)")
 
     def _deactivate(self) -> None:
-        """Stop subscribing and publishing; the model stays loaded."""
+        """Stop subscribing and publishing; the model stays loaded. Also undoes an activate that
+        failed part way."""
         for cam in self.cameras:
             if cam.sub is not None:
                 self.destroy_subscription(cam.sub)
                 cam.sub = None
-            if cam.ground is not None:
-                cam.ground = None
-                cam._ground.stop()
-        self.sub = None
-        self.ground = None
-        self.destroy_timer(self.diag_timer)
         with self._slot_lock:
             for cam in self.cameras:
                 cam.slot = None
+            # frames the workers hold are published before this returns, not after deactivation,
+            # and not to ground publishers being destroyed
+            deadline = time.monotonic() + ORDER_WAIT_S + 1.0
+            while any(cam.in_flight for cam in self.cameras) and time.monotonic() < deadline:
+                self._slot_lock.wait(0.05)
+        for cam in self.cameras:
+            cam.ground = None
+            if cam._ground is not None:
+                cam._ground.stop()
+        self.sub = None
+        self.ground = None
+        if getattr(self, "diag_timer", None) is not None:
+            self.destroy_timer(self.diag_timer)
+            self.diag_timer = None
 
     def _cleanup(self) -> None:
         """Unload the model and remove the publishers."""
-        self._stop.set()
-        with self._slot_lock:
-            self._slot_lock.notify_all()
-        for w in self.workers:
-            w.join(timeout=5)
+        if getattr(self, "workers", None):
+            self._stop.set()
+            with self._slot_lock:
+                self._slot_lock.notify_all()
+            for w in self.workers:
+                w.join(timeout=5)
         self.unload()
         self.remove_publishers()
 
@@ -524,7 +534,13 @@ class SegmentationNode(Node):
             raise ConfigError(f"{need} needs the model's confidence output, which {pipe.backend.describe()} lacks "
                               "(an ONNX file exported without it): export it again with `seg-perception export`, "
                               f"or set {need} to false")
-        pipe.backend.warmup()
+        try:  # a graph that loads but cannot run (a custom onnx) fails here, not on every frame
+            pipe.backend.warmup()
+        except Exception as e:
+            pipe.backend.close()
+            raise ConfigError(f"{pipe.backend.describe()} fails on a test frame at {pipe.size[0]}x{pipe.size[1]} "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:300]}): check the model and its "
+                              "ONNX file (re-export it with `seg-perception export`)") from None
         return pipe
 
     def _on_incompatible_qos(self, cam: "CameraStream", status) -> None:
