@@ -144,6 +144,8 @@ def test_a_model_that_fails_its_warmup_fails_configure_and_a_fixed_one_serves(ro
         value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="")
         assert lc._call(setp, SetParameters.Request(parameters=[Parameter(name="onnx", value=value)])).results[0].successful
         assert lc.transition(Transition.TRANSITION_CONFIGURE)
+        res = lc._call(setp, SetParameters.Request(parameters=[Parameter(name="onnx", value=value)])).results[0]
+        assert not res.successful and "onnx: read at start-up only; deactivate and clean up" in res.reason
         assert lc.transition(Transition.TRANSITION_ACTIVATE)
         wait_subscribed(h, True)
         assert frame_served(h, val_frames[0][0], 30)

@@ -299,6 +299,25 @@ def test_no_backlog_newest_frame_wins(raw_node, val_frames):
     assert proc.output().count("is faster than the node") == 1  # logged once, not per frame
 
 
+def test_a_parameter_set_while_running_is_refused_with_the_way_to_apply_it(raw_node):
+    """`ros2 param set` of a parameter the node read at start-up would be accepted and do
+    nothing: it is refused with the reason; use_sim_time (rclpy's own) still changes."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    proc, h = raw_node
+    setp = h.node.create_client(SetParameters, "/segmentation_node/set_parameters")
+    assert setp.wait_for_service(timeout_sec=30)
+
+    def set_one(name, value):
+        fut = setp.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=value)]))
+        h.wait_for(fut.done, 30, "set_parameters")
+        return fut.result().results[0]
+    res = set_one("overlay_alpha", ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=0.9))
+    assert not res.successful and res.reason.startswith("overlay_alpha: read at start-up only; restart the node")
+    assert set_one("use_sim_time", ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=False)).successful
+    h.node.destroy_client(setp)
+
+
 def test_a_camera_clock_that_goes_back_is_still_served(raw_node, pipe, val_frames):
     """A bag played in a loop (or sim time reset) restarts the stamps at an earlier time: the
     frames after the jump are served, not dropped as late until the clock catches up, and the

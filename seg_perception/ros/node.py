@@ -25,7 +25,7 @@ from typing import Dict, List, Optional
 import rclpy
 import rclpy.executors
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
@@ -277,6 +277,17 @@ class SegmentationNode(Node):
             type=ParameterType.PARAMETER_STRING_ARRAY, description=IMAGE_TOPICS_DESCRIPTION))
         declare_ground_parameters(self)
         self._check_unknown_parameters()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """The node reads its parameters when it configures: a change while it runs would be
+        accepted and do nothing, so it is refused with the way to apply it."""
+        mine = [p.name for p in params if p.name != "use_sim_time" and not p.name.startswith("qos_overrides.")]
+        if not mine or self.pipeline is None:  # (managed node, unconfigured: read at the next configure)
+            return SetParametersResult(successful=True)
+        how = ("deactivate and clean up the node, set it, then configure and activate" if self.managed else
+               "restart the node with the new value (segmentation_lifecycle_node applies it at configure)")
+        return SetParametersResult(successful=False, reason=f"{', '.join(mine)}: read at start-up only; {how}")
 
     def _check_unknown_parameters(self) -> None:
         """rclpy drops values given for parameters a node never declares, so `-p modle:=...` would
