@@ -114,3 +114,17 @@ def test_class_crop_off_draws_the_crops_it_always_drew():
     ref = lab[:, ::-1] if flip else lab
     y0, x0 = int(rng.integers(0, 360 - 64 + 1)), int(rng.integers(0, 480 - 96 + 1))
     np.testing.assert_array_equal(got, ref[y0:y0 + 64, x0:x0 + 96])
+
+
+def test_augment_at_scale_one_shows_the_frame_as_the_runtime_does():
+    """A 16:9 frame for a 4:3 model: the pipeline stretches it to the model's size, so scale 1.0
+    must show that stretched frame (fitting it by its larger side showed objects 25 % wider
+    than the network ever sees them at run time)."""
+    rng = np.random.default_rng(0)
+    lab = np.kron(rng.integers(0, 11, (9, 16)), np.ones((40, 40), np.int64)).astype(np.uint8)  # 640x360
+    img = np.dstack([lab * 20] * 3).astype(np.uint8)
+    aug = TrainAugment((480, 360), ignore_index=11, scale=(1.0, 1.0), base=(480, 360), translate_px=0, jitter=0)
+    want = cv2.resize(lab, (480, 360), interpolation=cv2.INTER_NEAREST)
+    for i in range(4):
+        _, got = aug(img, lab, np.random.default_rng(i))
+        assert np.array_equal(got, want) or np.array_equal(got, want[:, ::-1])

@@ -26,8 +26,9 @@ class TrainAugment:
     # uniformly among those present: a pole or a cyclist fills crops as often as the road does.
     class_crop: float = 0.0
     seed: int | None = None
-    # Scale 1.0 shows the frame as the model sees it at run time: fitted to this size (the
-    # model's resolution). Crops smaller than it are windows at that scale, not shrunk frames.
+    # Scale 1.0 shows the frame as the model sees it at run time: resized to this size (the
+    # model's resolution), stretched as the pipeline stretches a camera frame of another shape.
+    # Crops smaller than it are windows at that scale, not shrunk frames.
     base: Tuple[int, int] | None = None
 
     def __post_init__(self):
@@ -38,8 +39,8 @@ class TrainAugment:
         cw, ch = self.size
         h, w = lab.shape
         bw, bh = self.base or self.size
-        s = rng.uniform(*self.scale) * max(bw / w, bh / h)
-        nw, nh = max(1, round(w * s)), max(1, round(h * s))
+        s = rng.uniform(*self.scale)
+        nw, nh = max(1, round(s * bw)), max(1, round(s * bh))
         img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
         lab = cv2.resize(lab, (nw, nh), interpolation=cv2.INTER_NEAREST)
         if rng.random() < 0.5:
