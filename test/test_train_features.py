@@ -56,6 +56,28 @@ def test_gradual_grouping_run_saves_grouped_weights(tmp_path, camvid_root):
     assert load_card(best).training["gradual_grouping_epochs"] == 1
 
 
+def test_gradual_grouping_scores_the_grouped_network_it_saves(tmp_path, camvid_root):
+    """Mid-ramp the training network is dense (alpha > 0); what is validated, picked as best and
+    saved is the grouped network: the card's figure is that of the saved weights. A ramp that
+    would not end before the last epoch is refused."""
+    from seg_perception.train.loop import build, evaluate_model, validate
+    cfg = TrainConfig(model="essnet_dg2", data=str(camvid_root), out=str(tmp_path / "run"), epochs=2,
+                      gradual_grouping_epochs=1, keep="best", **TINY)
+    best = train(cfg, log=lambda *_: None)
+    run = build(TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "again")}), log=lambda *_: None)
+    net = build_model("essnet_dg2", 11)
+    net.load_state_dict(torch.load(best, weights_only=True))
+    cm = evaluate_model(net, run.val_ds, cfg.width, cfg.height, run.mean.tolist(), run.std.tolist(), run.device)
+    assert load_card(best).metrics["val_miou"] == pytest.approx(100 * cm.miou(), abs=0.006)  # (card: 2 decimals)
+    grouping.set_alpha(run.model, 1.0)  # the first epoch's dense network
+    grouped = evaluate_model(grouping.finalized_copy(run.model), run.val_ds, cfg.width, cfg.height, run.mean.tolist(),
+                             run.std.tolist(), run.device)
+    dense = evaluate_model(run.model, run.val_ds, cfg.width, cfg.height, run.mean.tolist(), run.std.tolist(), run.device)
+    assert validate(run).miou() == grouped.miou() != dense.miou()
+    with pytest.raises(ValueError, match="--gradual-grouping-epochs must be 0 or more and below --epochs"):
+        train(TrainConfig(**{**cfg.__dict__, "gradual_grouping_epochs": 2}), log=lambda *_: None)
+
+
 def test_encoder_first_stage(tmp_path, camvid_root):
     lines = []
     train(TrainConfig(model="erfnet", data=str(camvid_root), out=str(tmp_path), epochs=1, encoder_epochs=1,

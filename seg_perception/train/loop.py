@@ -541,6 +541,9 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--classmix is a probability within [0, 1], got {cfg.classmix}")
     if not 0 <= cfg.class_crop <= 1:
         raise ValueError(f"--class-crop is a probability within [0, 1], got {cfg.class_crop}")
+    if not 0 <= cfg.gradual_grouping_epochs < cfg.epochs:
+        raise ValueError(f"--gradual-grouping-epochs must be 0 or more and below --epochs ({cfg.epochs}), got "
+                         f"{cfg.gradual_grouping_epochs}: the last epochs train the grouped network that ships")
     if not cfg.validates and (cfg.keep == "best" or cfg.schedule == "plateau"):
         raise ValueError("without a validation split there is no best epoch or plateau: "
                          "use --keep last and --schedule poly")
@@ -809,7 +812,10 @@ def train_one_epoch(run: Run, epoch: int, ddp_model: nn.Module) -> EpochStats:
 
 def validate(run: Run, model: Optional[nn.Module] = None) -> ConfusionMatrix:
     cfg = run.cfg
-    return evaluate_model(model or run.shipped_model, run.val_ds, cfg.width, cfg.height, run.mean.tolist(),
+    model = model or run.shipped_model
+    if cfg.gradual_grouping_epochs:  # the grouped network that is saved, not the dense one mid-ramp
+        model = grouping.finalized_copy(model)
+    return evaluate_model(model, run.val_ds, cfg.width, cfg.height, run.mean.tolist(),
                           run.std.tolist(), run.device, bf16=run.bf16,
                           channels_last=run.mem_fmt == torch.channels_last)
 
