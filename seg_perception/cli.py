@@ -103,7 +103,8 @@ def _train(p: argparse.ArgumentParser):
                    "drawn uniformly among those present, so thin and rare classes fill more crops (0: off)" + d)
     p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate" + d)
     p.add_argument("--weight-decay", type=float, default=2e-4, help="Adam weight decay" + d)
-    p.add_argument("--schedule", default="poly", choices=["poly", "plateau"], help="learning-rate schedule" + d)
+    p.add_argument("--schedule", default="poly", choices=["poly", "plateau"], help="learning-rate schedule: poly decays to 0 over --epochs; plateau halves the rate once 6 "
+                   "validations in a row (every --eval-every epochs) bring no better val mIoU" + d)
     p.add_argument("--class-weight-c", type=float, default=1.10, help="c in w = 1/ln(c + p_class)" + d)
     p.add_argument("--loss", default="ce", choices=["ce", "ohem", "lovasz", "ce+lovasz"],
                    help="ce: weighted cross-entropy; ohem: the same over hard pixels; lovasz: Lovasz-softmax"

@@ -859,6 +859,11 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
                 save_model(run, cm, epoch + 1, stats.loss)
         t_val = time.time() - t_val
         if isinstance(run.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if run.world > 1:  # rank 0 alone validates: each rank steps on its figure, or their rates part
+                import torch.distributed as dist
+                shared = [val_miou]
+                dist.broadcast_object_list(shared, src=0)
+                val_miou = shared[0]
             if val_miou is not None:
                 run.sched.step(val_miou)
         else:
