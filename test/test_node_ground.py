@@ -202,3 +202,23 @@ def test_bench_node_ground_reports_the_cost_of_each_output(camvid_sample):
     assert row["added_ms"] is not None
     table = ground_live_markdown(r)
     assert "| 640x480 | on |" in table and "| 640x480 | off |" in table
+
+
+def test_a_rectified_image_is_projected_with_p_and_no_distortion():
+    """image_rect is undistorted already: its camera is P's 3x3 without D (K and D are the raw
+    image's); a raw image keeps K and D. P unset with ground.rectified is one clear error."""
+    from seg_perception.ros.ground_outputs import camera_from_info
+    from seg_perception.runtime.ground import GroundError
+    info = CameraInfo(width=640, height=480, distortion_model="plumb_bob")
+    info.k = [500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0]
+    info.d = [-0.3, 0.1, 0.0, 0.0, 0.0]
+    info.p = [430.0, 0.0, 318.0, 0.0, 0.0, 431.0, 236.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    raw = camera_from_info(info, rectified=False)
+    np.testing.assert_array_equal(raw.K, np.reshape(info.k, (3, 3)))
+    assert raw.D.tolist() == [-0.3, 0.1, 0.0, 0.0, 0.0]
+    rect = camera_from_info(info, rectified=True)
+    np.testing.assert_array_equal(rect.K, [[430.0, 0.0, 318.0], [0.0, 431.0, 236.0], [0.0, 0.0, 1.0]])
+    assert rect.model == "none" and rect.D.size == 0
+    info.p = [0.0] * 12
+    with pytest.raises(GroundError, match="ground.rectified is set but camera_info has no projection matrix P"):
+        camera_from_info(info, rectified=True)

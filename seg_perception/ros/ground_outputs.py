@@ -46,7 +46,22 @@ GROUND_PARAMETERS = {
     "ground.max_range": (10.0, "ground points farther than this from the camera are unknown / NaN (m)"),
     "ground.stride": (4, "the cloud and ground/labels take every stride-th pixel in both directions"),
     "ground.camera_info_topic": ("", "CameraInfo topic; empty: camera_info beside image_topic"),
+    "ground.rectified": (False, "the image is rectified (image_rect): project with CameraInfo's P, without "
+                                "distortion; false: the raw image, with K and D"),
 }
+
+
+def camera_from_info(info: CameraInfo, rectified: bool) -> Camera:
+    """The camera that made the image: a rectified image is undistorted already and its
+    intrinsics are P's left 3x3 (K and D describe the raw image; applying D again would bend
+    the grid, worst at the edges of a wide lens)."""
+    if not rectified:
+        return Camera.from_camera_info(info.width, info.height, info.k, info.d, info.distortion_model)
+    P = np.asarray(info.p, np.float64).reshape(3, 4) if len(info.p) == 12 else np.zeros((3, 4))
+    if P[0, 0] <= 0 or P[1, 1] <= 0:
+        raise GroundError("ground.rectified is set but camera_info has no projection matrix P (it is zero): "
+                          "calibrate the camera, or set ground.rectified false for a raw image")
+    return Camera.from_camera_info(info.width, info.height, P[:, :3].ravel(), [], "plumb_bob")
 
 
 def declare_ground_parameters(node) -> None:
@@ -94,6 +109,11 @@ class GroundOutputs:
         self.tf_buffer = None
         self.pose_source = "tf" if self.use_tf else "parameters"
         self.info_topic = str(p["camera_info_topic"]) or camera_info_topic(image_topic)
+        self.rectified = bool(p["rectified"])
+        if not self.rectified and "rect" in image_topic.rsplit("/", 1)[-1]:
+            node.get_logger().warning(f"{image_topic} looks rectified but ground.rectified is false: the ground "
+                                      "projection applies the lens distortion (D) to it again; set "
+                                      "ground.rectified: true for a rectified image")
         self._info: Optional[CameraInfo] = None
         self._key = None
         self._lut: Optional[GridLookup] = None
@@ -197,7 +217,7 @@ class GroundOutputs:
         return CameraPose.from_optical_transform([t.x, t.y, t.z], [q.x, q.y, q.z, q.w])
 
     def _update_lookups(self, info: CameraInfo, pose: CameraPose, size) -> bool:
-        key = (info.width, info.height, tuple(info.k), tuple(info.d), info.distortion_model,
+        key = (info.width, info.height, tuple(info.k), tuple(info.d), tuple(info.p), info.distortion_model,
                info.binning_x, info.binning_y, info.roi.width, info.roi.height,
                np.round(pose.R, 6).tobytes(), np.round(pose.t, 6).tobytes(), tuple(size))
         if key == self._key:
@@ -207,8 +227,7 @@ class GroundOutputs:
         try:
             if info.binning_x > 1 or info.binning_y > 1 or info.roi.width or info.roi.height:
                 raise GroundError("CameraInfo with binning or a region of interest is not supported")
-            cam = Camera.from_camera_info(info.width, info.height, info.k, info.d,
-                                          info.distortion_model).scaled(*size)
+            cam = camera_from_info(info, self.rectified).scaled(*size)
             lut = GridLookup(cam, pose, self.spec, self.max_range)
             cloud = GroundCloud(cam, pose, self.stride, self.max_range)
         except GroundError as e:
