@@ -41,6 +41,11 @@ def test_attach_mismatch_fails_fast_and_overrides_reach_report(tmp_path, capsys,
         err = capsys.readouterr().err.strip()
         assert rc == EXIT_NODE and len(err.splitlines()) == 1, err
         assert "restart it with use_compressed:=true (it then listens on /other_cam/image_raw/compressed)" in err
+        # another model than the node's: its labels would be scored and reported as that model's
+        rc = main(["eval-bag", str(bag), "--attach", "--model", "rdsnet_camvid", "--publish-topic",
+                   "/other_cam/image_raw", "--out", str(tmp_path / "r3")])
+        err = capsys.readouterr().err.strip()
+        assert rc == EXIT_NODE and "the attached node runs model 'random_essnet_d', not 'rdsnet_camvid'" in err, err
         rc = main(["eval-bag", str(bag), "--attach", "--model", str(random_model), "--publish-topic",
                    "/other_cam/image_raw", "--out", str(tmp_path / "r2")])
         out = capsys.readouterr().out

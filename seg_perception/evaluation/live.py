@@ -186,6 +186,12 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
                     raise EvalError(f"the attached node runs model '{name}', which is not in a models folder "
                                     "here: pass --model with its card .yaml") from None
                 check_ground_truth_classes(inp, reader, card)
+            elif cfg.attach:  # scored with --model's classes and reported as it: it must be the node's
+                diag = client.last_diag()
+                name = diag[1].get("model", "") if diag else ""
+                if name and name != card.name:
+                    raise EvalError(f"the attached node runs model '{name}', not '{card.name}' (--model): pass "
+                                    f"--model {name} (or its card .yaml), or leave --model out", EXIT_NODE)
             result = _play(cfg, reader, inp, client, card, node)
         finally:
             if client is not None:
