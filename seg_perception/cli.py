@@ -368,16 +368,18 @@ def _models(p: argparse.ArgumentParser):
         from pathlib import Path
         from .card import load_card
         from .paths import available_models, resolve_model
-        print("| model | network | trained on | val mIoU (fp32, its dataset's) | int8 mIoU | params | GMACs "
-              "| CPU p50 fp32 / int8 (ms, where timed) | epochs |")
+        print("| model | network | trained on | val mIoU (fp32, its dataset's) | int8 mIoU (the CPU int8 model) "
+              "| params | GMACs | CPU p50 fp32 / int8 (ms, where timed) | epochs |")
         print("|---|---|---|---:|---:|---:|---:|---:|---|")
         for name in available_models():
             c = load_card(resolve_model(name))
             m, t = c.metrics, c.training
             lat = m.get("cpu_latency", {})
             fp32 = lat.get("onnxruntime_fp32_ms", {}).get("p50", "-")
-            # int8 on a CPU runs the _int8_cpu model where the card has one (what the node loads)
-            int8 = lat.get("onnxruntime_int8_cpu_ms", lat.get("onnxruntime_int8_ms", {})).get("p50", "-")
+            # int8 on a CPU runs the _int8_cpu model where the card has one (what the node loads):
+            # its accuracy and its speed, not the TensorRT Q/DQ model's accuracy beside it
+            q = "int8_cpu" if "int8_cpu" in m or "onnxruntime_int8_cpu_ms" in lat else "int8"
+            int8 = lat.get(f"onnxruntime_{q}_ms", {}).get("p50", "-")
             # each card is timed on the machine that released it: say which, or rows look comparable
             where = f" ({lat['cpu']}, {lat.get('threads', '?')} thread(s))" if lat.get("cpu") else ""
             epochs = f"{t.get('epochs_completed_in_run', '?')} of {t.get('epochs_planned', '?')}"
@@ -385,11 +387,11 @@ def _models(p: argparse.ArgumentParser):
                 epochs += f" from {Path(str(t['init'])).stem}"
             split = f"{c.dataset or t.get('dataset', '?')} {t.get('train_split', 'train')}"  # own data: its name
             val = m.get("val_miou", "-")
-            int8_miou = m.get("int8", {}).get("int8_miou", "-")
+            int8_miou = m.get(q, {}).get("int8_miou", "-")
             if t.get("recipe_run"):  # val was training data: the figure is the same recipe on train alone
                 val = "pending (recipe on train alone not done)" if "pending" in t["recipe_run"] \
                     else f"{val} (recipe on train alone)"
-                drop = m.get("int8", {}).get("miou_drop")  # none measured (--no-int8): no figure, not 0
+                drop = m.get(q, {}).get("miou_drop")  # none measured (--no-int8): no figure, not 0
                 int8_miou = "-" if drop is None else f"{-drop:+.2f} vs fp32 (val not held out)"
             print(f"| {c.name} | {c.architecture} | {split} | {val} | {int8_miou} "
                   f"| {m.get('params', '-'):,} | {m.get('gmacs', '-')} @ {m.get('gmacs_at', '')} | {fp32} / {int8}{where} "
