@@ -47,8 +47,10 @@ def _epochs_done(run: Path, card=None) -> Optional[int]:
     log = run / "log.csv"
     if not log.is_file():  # a released model's folder: its card says
         return card.training.get("epochs_completed_in_run") if card is not None else None
-    rows = list(csv.DictReader(log.open()))
-    return int(rows[-1]["epoch"]) if rows else None
+    with log.open() as f:
+        # a row still being written by a running run lacks its last columns: not an epoch done
+        done = [r["epoch"] for r in csv.DictReader(f) if None not in r.values() and r["epoch"].isdigit()]
+    return int(done[-1]) if done else None
 
 
 def _trained_on(card, split: str) -> bool:

@@ -617,7 +617,8 @@ class SegmentationNode(Node):
             try:
                 self._process(batch, pipeline, worker)
             except Exception as e:  # a bug must not kill the node (_process rejects frames it cannot serve)
-                self._reject(batch[0][0], f"processing failed: {type(e).__name__}: {e}")
+                for cam, _, _ in batch:  # (raised before any of the batch was published) each camera's frame is lost
+                    self._reject(cam, f"processing failed: {type(e).__name__}: {e}")
             finally:
                 for cam, msg, _ in batch:
                     self._finished(cam, stamp_of(msg.header))
