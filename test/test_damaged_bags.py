@@ -118,6 +118,28 @@ def test_broken_record_inside_a_chunk_loses_the_rest_of_that_chunk(tmp_path):
     assert read == [T0 + k * 10**8 for k in (0, 1, 2, 4, 5)]  # frame 3 on: lost up to the chunk's end
 
 
+def test_an_end_of_data_opcode_inside_a_chunk_loses_only_the_rest_of_that_chunk(tmp_path):
+    """A damaged byte that reads as DataEnd inside a chunk (no checksum to catch it) is the
+    chunk's damage: the later chunks are still read, not taken for the end of the file."""
+    bag = chunky_bag(tmp_path / "bag")
+    f = _mcap(bag)
+    data = bytearray(f.read_bytes())
+    c = _chunks(bytes(data))[1]
+    (n,) = struct.unpack_from("<I", data, c + 9 + 28)
+    pos = c + 9 + 28 + 4 + n + 8
+    for _ in range(3):  # frame 2's image, ground truth, padding: frame 3's image comes next
+        (length,) = struct.unpack_from("<Q", data, pos + 1)
+        pos += 9 + length
+    assert data[pos] == 0x05
+    data[pos] = 0x0F  # DataEnd
+    data[c + 9 + 24:c + 9 + 28] = bytes(4)  # no checksum (0: "not computed")
+    f.write_bytes(bytes(data))
+    s = McapSalvage.scan(f)
+    read = [t for ch, t, _ in s.records() if ch.topic == "/camera/image_raw"]
+    assert read == [T0 + k * 10**8 for k in (0, 1, 2, 4, 5)]
+    assert s.damage.skipped == [(c, "end-of-data record 0x0f inside a chunk")], s.damage.skipped
+
+
 def test_unreadable_cut_file_is_one_line(tmp_path, capsys, random_model):
     bag = chunky_bag(tmp_path / "bag")
     f = _mcap(bag)

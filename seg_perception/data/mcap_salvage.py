@@ -149,11 +149,13 @@ class McapSalvage:
                         raise ValueError("nested chunk")
                     try:
                         inner = _chunk_records(body)
-                    except ValueError as e:  # pos is already past the chunk: read on there
+                    except (ValueError, struct.error) as e:  # pos is already past the chunk: read on there
                         skipped.append((body_at - 9, str(e)))
                         continue
                     chunk_at, outer, buf, pos, end = body_at - 9, pos, inner, 0, len(inner)
                 elif op in (OP_DATA_END, OP_FOOTER):
+                    if outer is not None:  # a damaged record inside a chunk, not the end of the data
+                        raise ValueError(f"end-of-data record {op:#04x} inside a chunk")
                     break  # the summary section follows: everything has been read
                 elif op == 0:
                     raise ValueError("invalid record opcode 0")
