@@ -424,3 +424,21 @@ def test_ground_truth_folder_in_frame_order(tmp_path, random_model, names):
                             "offline", tmp_path / "b2")
     assert by_dir.counts.scored == 10 and "order" in by_dir.gt_source, by_dir.gt_source
     np.testing.assert_array_equal(by_dir.confusion.mat, by_topic.confusion.mat)
+
+
+def test_ground_truth_all_ignore_gives_strict_json(tmp_path, capsys, random_model):
+    """Frames whose ground truth is all 'ignore' have no mIoU: metrics.json says null, not NaN
+    (which is not JSON: jq and browsers refuse the whole file)."""
+    bag = tmp_path / "b"
+    with bag_io.BagWriter(bag, "mcap") as w:
+        for n in range(2):
+            t = T0 + n * 10**8
+            w.write("/camera/image_raw", bag_io.image_msg(np.full((48, 64, 3), 90, np.uint8), "rgb8", t, "cam"), t)
+            w.write("/camera/labels_gt", bag_io.image_msg(np.full((48, 64), 11, np.uint8), "mono8", t, "cam"), t)
+    rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
+    text = (tmp_path / "r" / "metrics.json").read_text()
+
+    def refuse(name):
+        raise ValueError(f"{name} in metrics.json")
+    m = json.loads(text, parse_constant=refuse)
+    assert m["segmentation"]["miou"] is None and m["segmentation"]["pixels"] == 0, m["segmentation"]

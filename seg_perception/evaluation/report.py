@@ -27,13 +27,25 @@ def _plt():
     return plt
 
 
+def _no_nan(v):
+    """null for a figure that has no value (a mIoU of frames whose ground truth is all ignore):
+    NaN is not JSON, and strict readers (jq, browsers) refuse the whole file."""
+    if isinstance(v, float) and v != v:
+        return None
+    if isinstance(v, dict):
+        return {k: _no_nan(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_no_nan(x) for x in v]
+    return v
+
+
 def write_report(result: EvalResult, out_dir: str | Path, title: str = "Bag evaluation") -> Dict[str, Path]:
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     metrics = result.metrics()
     files: Dict[str, Path] = {}
     files["metrics"] = out / METRICS
-    files["metrics"].write_text(json.dumps(metrics, indent=2) + "\n")
+    files["metrics"].write_text(json.dumps(_no_nan(metrics), indent=2) + "\n")
     plt = _plt()
     if result.latencies_ms:
         files["latency"] = _latency_hist(plt, result, out / LATENCY)
