@@ -611,3 +611,24 @@ def test_labelmap_index_masks_with_a_description_of_other_classes(tmp_path):
     with pytest.raises(DatasetError, match=r"lists classes \['road', 'wall'\], labelmap.txt \['background', 'road', "
                                            r"'wall'\], and the masks hold labelmap.txt's ids"):
         image_folder(tmp_path, "default")
+
+
+def test_palette_in_another_class_order_and_grey_colour_masks_read_by_colour(tmp_path):
+    """A tool numbering the classes in another order than dataset.yaml, its palette giving each
+    index its class's colour: the colours count even where most pixels sit at an index that
+    agrees (the background); and a single-channel 0/255 mask whose grey levels are the yaml's
+    colours (background black, crack white) reads as 0/1, not as the ignore id 255."""
+    yaml_text = ("classes:\n  - {name: background, color: [0, 0, 0]}\n  - {name: road, color: [128, 64, 128]}\n"
+                 "  - {name: car, color: [0, 0, 142]}\n")
+    labels = _folder(tmp_path / "swap", yaml_text, names=("a",))
+    ids = np.zeros((24, 32), np.uint8)  # 75 % background
+    ids[18:, :16], ids[18:, 16:] = 1, 2  # road, car
+    swapped = np.choose(ids, [0, 2, 1]).astype(np.uint8)  # the tool's order: 1 = car, 2 = road
+    im = Image.fromarray(swapped, mode="P")
+    im.putpalette([0, 0, 0, 0, 0, 142, 128, 64, 128] + [0, 0, 0] * 253)
+    im.save(labels / "a.png")
+    np.testing.assert_array_equal(image_folder(tmp_path / "swap", "train").load(0)[1], ids)
+    yaml_text = "classes:\n  - {name: background, color: [0, 0, 0]}\n  - {name: crack, color: [255, 255, 255]}\n"
+    labels = _folder(tmp_path / "crack", yaml_text, names=("a",))
+    cv2.imwrite(str(labels / "a.png"), np.where(ids > 0, 255, 0).astype(np.uint8))
+    np.testing.assert_array_equal(image_folder(tmp_path / "crack", "train").load(0)[1], (ids > 0).astype(np.uint8))

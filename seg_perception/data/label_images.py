@@ -98,17 +98,39 @@ class LabelColors:
 
 def _palette_ids(index: np.ndarray, palette: List[int], colors: Optional[LabelColors], path) -> np.ndarray:
     """Class ids of a palette PNG: its indices (VOC's convention), unless its palette says it is a
-    colour-coded mask stored as indices (an optimiser or editor re-saved an RGB mask): most of its
-    pixels sit at an index whose palette colour is another class's colour. Then the colours count,
-    as for the RGB mask it was."""
+    colour-coded mask stored as indices (an optimiser or editor re-saved an RGB mask, or a tool
+    numbers the classes in another order than dataset.yaml): every index it uses has a class's
+    colour, and some index another class's. Then the colours count, as for the RGB mask it was.
+    A palette that mixes the two (some colours unknown): most pixels decide."""
     if colors is None or not colors.complete or not palette:
         return index
     pal = np.array(palette[:768] + [0] * (768 - len(palette[:768])), np.uint8).reshape(256, 3)
+    return _indexed_ids(index, pal, colors, path, ambiguous_by_majority=True)
+
+
+def _indexed_ids(index: np.ndarray, pal: np.ndarray, colors: LabelColors, path,
+                 ambiguous_by_majority: bool) -> np.ndarray:
     counts = np.bincount(index.ravel(), minlength=256)
+    used = counts > 0
     owner = colors.lookup(pal)
-    same = owner == np.arange(256)
-    as_colours = counts[(owner >= 0) & ~same].sum()
-    return colors.ids(pal[index], path) if as_colours > index.size / 2 else index
+    other = used & (owner >= 0) & (owner != np.arange(256))  # an index coloured as another class
+    if not other.any():
+        return index
+    if not (used & (owner < 0)).any():
+        return colors.ids(pal[index], path)
+    if ambiguous_by_majority and counts[other].sum() > index.size / 2:
+        return colors.ids(pal[index], path)
+    return index
+
+
+def _grey_ids(lab: np.ndarray, colors: Optional[LabelColors], path) -> np.ndarray:
+    """A single-channel 8-bit mask holds class ids, unless dataset.yaml's colours say its grey
+    levels are colours: every value is some class's grey colour and some value another class's
+    (a 0/255 mask with background black and the class white)."""
+    if colors is None or not colors.complete or lab.dtype != np.uint8:
+        return lab
+    grey = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
+    return _indexed_ids(lab, grey, colors, path, ambiguous_by_majority=False)
 
 
 def read_label(path: str | Path, colors: Optional[LabelColors] = None) -> np.ndarray:
@@ -131,7 +153,7 @@ def read_label(path: str | Path, colors: Optional[LabelColors] = None) -> np.nda
     if lab is None:
         raise LabelError(f"cannot read label {path}: not an image file")
     if lab.ndim == 2:
-        return lab
+        return _grey_ids(lab, colors, path)
     if lab.shape[2] not in (3, 4) or lab.dtype != np.uint8:
         raise LabelError(f"label {path} has {lab.shape[2]} channels of {lab.dtype}; expected a single-channel "
                          "image of class ids, a palette PNG, or an 8-bit RGB mask coloured as dataset.yaml says")
