@@ -329,7 +329,7 @@ def _ensure(onnx_path, cache, builder, rebuild=True, env=ENV, precision="fp32", 
 def test_engine_is_built_once_with_a_sidecar(fp32_onnx, tmp_path):
     cache, builder = tmp_path / "cache", StandInBuilder()
     path, decision = _ensure(fp32_onnx, cache, builder)
-    assert decision.action == "build" and path == cache / "model.fp32.engine"
+    assert decision.action == "build" and path == cache / f"model.fp32.{W}x{H}.b1.engine"
     assert builder.calls == [("model.onnx", "fp32", SHAPE, 256, "tc.cache")]
     side = json.loads(eng.sidecar_path(path).read_text())
     assert {k: side[k] for k in eng.SIDECAR_FIELDS} == {
@@ -400,11 +400,15 @@ def test_changed_onnx_or_environment_rebuilds(fp32_onnx, tmp_path, quantized):
     _ensure(fp32_onnx, cache, builder)
     thor = dict(ENV, gpu_name="Thor")
     assert _ensure(fp32_onnx, cache, builder, env=thor)[1].field == "gpu_name"
-    assert _ensure(fp32_onnx, cache, builder, env=thor, shape=(1, 64, 64, 3))[1].field == "input_shape"
+    # another size (or batch) is another engine, beside the first: neither rebuilds the other
+    other, decision = _ensure(fp32_onnx, cache, builder, env=thor, shape=(2, 64, 64, 3))
+    assert decision.action == "build" and other.name == "model.fp32.64x64.b2.engine"
+    assert _ensure(fp32_onnx, cache, builder, env=thor)[1].action == "reuse"
+    assert _ensure(fp32_onnx, cache, builder, env=thor, shape=(2, 64, 64, 3))[1].action == "reuse"
     m = onnx.load(str(fp32_onnx))
     m.doc_string = "re-exported"  # any change of the file's bytes
     onnx.save(m, str(fp32_onnx))
-    assert _ensure(fp32_onnx, cache, builder, env=thor, shape=(1, 64, 64, 3))[1].field == "onnx_sha256"
+    assert _ensure(fp32_onnx, cache, builder, env=thor, shape=(2, 64, 64, 3))[1].field == "onnx_sha256"
     assert len(builder.calls) == 4
 
 
@@ -414,7 +418,7 @@ def test_labels_only_engine_is_its_own_cache_entry(fp32_onnx, tmp_path):
     cache, builder = tmp_path / "cache", StandInBuilder()
     full, _ = _ensure(fp32_onnx, cache, builder)
     path, decision = _ensure(fp32_onnx, cache, builder, outputs=("labels",))
-    assert decision.action == "build" and path == cache / "model.fp32.labels.engine" and path != full
+    assert decision.action == "build" and path == cache / f"model.fp32.{W}x{H}.b1.labels.engine" and path != full
     assert builder.outputs == ("labels",)
     assert json.loads(eng.sidecar_path(path).read_text())["outputs"] == ["labels"]
     assert _ensure(fp32_onnx, cache, builder, outputs=("labels",))[1].action == "reuse"
@@ -432,7 +436,7 @@ def test_labels_only_node_that_may_not_build_runs_the_full_engine(fp32_onnx, tmp
     assert len(builder.calls) == 1
     # with rebuild on, the labels-only engine is built
     path, decision = _ensure(fp32_onnx, cache, builder, outputs=("labels",))
-    assert decision.action == "build" and path.name == "model.fp32.labels.engine"
+    assert decision.action == "build" and path.name == f"model.fp32.{W}x{H}.b1.labels.engine"
 
 
 def test_sidecar_from_before_outputs_existed_stands_for_both(fp32_onnx, tmp_path):
@@ -463,7 +467,7 @@ def test_precision_must_match_the_onnx(fp32_onnx, quantized, tmp_path):
     with pytest.raises(ValueError, match="build it with --precision int8"):
         _ensure(res.path, tmp_path, StandInBuilder(), precision="fp16")
     path, _ = _ensure(res.path, tmp_path, StandInBuilder(), precision="int8")
-    assert path.name == "q_int8.int8.engine"
+    assert path.name == f"q_int8.int8.{W}x{H}.b1.engine"
 
 
 def test_decide_is_pure():
@@ -659,11 +663,13 @@ def test_tensorrt_engine_agrees_with_onnxruntime(shipped_model, tmp_path, val_fr
 
 def test_more_cameras_rebuild_the_engine_for_their_batch(fp32_onnx, tmp_path):
     """A node with two cameras asks for a batch-2 engine (tensorrt_backend passes (cameras, H, W, 3)):
-    the batch-1 engine in the cache is stale for it, and the builder gets the batch to profile."""
+    built beside the batch-1 engine (which one camera still reuses), the builder given the batch
+    to profile."""
     cache, builder = tmp_path / "cache", StandInBuilder()
-    _ensure(fp32_onnx, cache, builder)
+    one, _ = _ensure(fp32_onnx, cache, builder)
     path, decision = _ensure(fp32_onnx, cache, builder, shape=(2, H, W, 3))
-    assert decision.action == "build" and decision.field == "input_shape", decision
+    assert decision.action == "build" and path != one, decision
     assert builder.calls[-1][2] == (2, H, W, 3)
     assert json.loads(eng.sidecar_path(path).read_text())["input_shape"] == [2, H, W, 3]
     assert _ensure(fp32_onnx, cache, builder, shape=(2, H, W, 3))[1].action == "reuse"
+    assert _ensure(fp32_onnx, cache, builder)[1].action == "reuse" and len(builder.calls) == 2

@@ -206,7 +206,7 @@ def _build_engine(p: argparse.ArgumentParser):
         cache = Path(a.cache_dir) if a.cache_dir else eng.default_cache_dir()
         outputs = eng.ALL_OUTPUTS if a.confidence else ("labels",)
         if a.force:
-            path = eng.engine_path(cache, src, a.precision, outputs)
+            path = eng.engine_path(cache, src, a.precision, (a.max_batch, h, w, 3), outputs)
             eng.sidecar_path(path).unlink(missing_ok=True)
         _positive(a.max_batch, "--max-batch")
         path, decision = eng.ensure_engine(src, a.precision, (a.max_batch, h, w, 3), cache_dir=cache, rebuild=True,

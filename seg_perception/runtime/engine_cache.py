@@ -90,12 +90,15 @@ def default_cache_dir() -> Path:
     return cache_dir() / "engines"
 
 
-def engine_path(cache_dir: str | Path, onnx_path: str | Path, precision: str,
+def engine_path(cache_dir: str | Path, onnx_path: str | Path, precision: str, input_shape: Sequence[int],
                 outputs: Sequence[str] = ALL_OUTPUTS) -> Path:
-    """``<stem>.<precision>.engine``; an engine without the confidence output is ``.labels.engine``,
-    so that a node publishing confidence and one that does not each keep theirs."""
+    """``<stem>.<precision>.<W>x<H>.b<batch>.engine``; an engine without the confidence output is
+    ``...labels.engine``: each configuration that needs its own engine (a size, a number of cameras,
+    confidence or not) keeps its own file, so two nodes (or doctor's batch row) never rebuild
+    each other's."""
+    n, h, w = (int(v) for v in tuple(input_shape)[:3])
     part = "" if "confidence" in outputs else ".labels"
-    return Path(cache_dir) / f"{Path(onnx_path).stem}.{precision}{part}.engine"
+    return Path(cache_dir) / f"{Path(onnx_path).stem}.{precision}.{w}x{h}.b{n}{part}.engine"
 
 
 def sidecar_path(engine: str | Path) -> Path:
@@ -172,14 +175,14 @@ def ensure_engine(onnx_path: str | Path, precision: str, input_shape: Sequence[i
                     gpu_name=env["gpu_name"], compute_capability=env["compute_capability"],
                     precision=precision, input_shape=tuple(int(v) for v in input_shape), outputs=outputs,
                     tf32=uses_tf32(precision))
-    path = engine_path(cache, onnx_path, precision, outputs)
+    path = engine_path(cache, onnx_path, precision, key.input_shape, outputs)
     decision = decide(path.is_file(), read_sidecar(path), key, rebuild)
     if decision.action == "reuse":
         return path, decision
     if outputs != ALL_OUTPUTS and not rebuild:
         # Engines built before labels-only ones existed (or by 'build-engine --confidence') serve a
         # node that must not build at start-up: the extra output costs time, not correctness.
-        full = engine_path(cache, onnx_path, precision)
+        full = engine_path(cache, onnx_path, precision, key.input_shape)
         if decide(full.is_file(), read_sidecar(full), replace(key, outputs=ALL_OUTPUTS), False).action == "reuse":
             return full, CacheDecision("reuse", "no valid labels-only engine and rebuild_engine is false: "
                                                 "the engine that also computes confidence serves")
