@@ -295,6 +295,41 @@ def test_quantize_refuses_a_quantized_or_missing_model(quantized, tmp_path):
         quantize_onnx(tmp_path / "none.onnx", tmp_path / "x.onnx", frame, method="ort")
 
 
+def test_a_quantization_that_quantizes_nothing_leaves_the_old_int8_model(tmp_path):
+    """A graph with nothing to quantize is an error, and the INT8 file already there (a good
+    one from before) is not replaced by the unquantized result."""
+    from onnx import TensorProto, helper
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
+         helper.make_node("ReduceMax", ["f"], ["m"], keepdims=0, axes=[3]),
+         helper.make_node("Cast", ["m"], ["labels"], to=TensorProto.UINT8)], "no_conv",
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, [1, H, W, 3])],
+        [helper.make_tensor_value_info("labels", TensorProto.UINT8, [1, H, W])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    out = tmp_path / "m_int8.onnx"
+    out.write_bytes(b"the good INT8 model")
+    with pytest.raises(RuntimeError, match="gave no QuantizeLinear nodes: nothing was quantized"):
+        quantize_onnx(tmp_path / "m.onnx", out, [np.zeros((H, W, 3), np.uint8)], method="ort")
+    assert out.read_bytes() == b"the good INT8 model" and not list(tmp_path.glob("*.tmp"))
+
+
+def test_calibration_images_of_a_folder_dataset_are_its_training_frames(tmp_path):
+    """--calib-data pointed at a folder dataset's root calibrates on train/images, not on val's
+    frames (the split INT8 is scored on) or on the label PNGs; a plain folder skips label folders."""
+    for split in ("train", "val"):
+        for sub in ("images", "labels"):
+            (tmp_path / "ds" / split / sub).mkdir(parents=True)
+            for i in range(3):
+                cv2.imwrite(str(tmp_path / "ds" / split / sub / f"{split}{i}.png"), np.zeros((8, 8), np.uint8))
+    files = list_calibration_images(tmp_path / "ds", 10)
+    assert sorted(f.relative_to(tmp_path / "ds").as_posix() for f in files) == [f"train/images/train{i}.png"
+                                                                               for i in range(3)]
+    files = list_calibration_images(tmp_path / "ds" / "val", 10)  # a plain folder: its frames, not its labels
+    assert sorted(f.parent.name for f in files) == ["images"] * 3
+
+
 # ------------------------------------------------------------------ engine cache (pure Python)
 ENV = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7"}
 SHAPE = (1, H, W, 3)

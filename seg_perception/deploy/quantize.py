@@ -91,8 +91,11 @@ def list_calibration_images(data, num_images: int, seed: int = 0) -> List[Path]:
         raise ValueError(f"--num-images must be at least 1, got {num_images}")
     if (root / "train.txt").is_file():
         files = [img for img, _ in camvid(root, "train").pairs]
-    else:
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+    elif (root / "train" / "images").is_dir():  # a folder dataset: its training frames, not val's or labels
+        files = sorted(p for p in (root / "train" / "images").rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+    else:  # any folder of frames; label folders (masks are PNGs too) left out
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS
+                       and not {"labels", "SegmentationClass", "SegmentationObject"} & set(p.relative_to(root).parts[:-1]))
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) in {root}")
     random.Random(seed).shuffle(files)
@@ -255,10 +258,12 @@ def quantize_onnx(src: str | Path, out: str | Path, frames: Sequence[np.ndarray]
     else:
         _quantize_ort(src, tmp, input_name, frames, calibration)
     _drop_unused_opsets(tmp)
+    info = inspect_qdq(tmp)
+    if info["quantize_linear"] == 0:  # checked before it replaces a good INT8 model of the same name
+        tmp.unlink()
+        raise QuantizeError(f"quantizing {src.name} gave no QuantizeLinear nodes: nothing was quantized "
+                            f"({out} is left as it was)")
     tmp.replace(out)
-    info = inspect_qdq(out)
-    if info["quantize_linear"] == 0:
-        raise QuantizeError(f"{out} has no QuantizeLinear nodes: nothing was quantized")
     return QuantizeResult(out, method, calibration, len(frames), time.perf_counter() - t0,
                           info["quantize_linear"] + info["dequantize_linear"], target)
 
