@@ -62,16 +62,23 @@ class TensorRTBackend(Backend):
         # The engine's input shape carries the batch it must take (the sidecar records it, so a
         # node with more cameras rebuilds instead of looping frame by frame).
         outputs = eng.ALL_OUTPUTS if confidence else ("labels",)
-        try:
-            self.engine_path, self.cache_decision = eng.ensure_engine(
-                self.onnx_path, precision, (int(max_batch),) + shape[1:], cache_dir=cache_dir, rebuild=rebuild,
-                workspace_mib=workspace_mib, timing_cache=timing_cache, outputs=outputs)
-        except (eng.EngineCacheError, ValueError, FileNotFoundError) as e:
-            raise BackendError(str(e)) from None
         self._buffers: Dict[str, IOBuffer] = {}
         self.stream = None
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+        self.engine = None
+        for attempt in range(2):
+            try:
+                self.engine_path, self.cache_decision = eng.ensure_engine(
+                    self.onnx_path, precision, (int(max_batch),) + shape[1:], cache_dir=cache_dir, rebuild=rebuild,
+                    workspace_mib=workspace_mib, timing_cache=timing_cache, outputs=outputs)
+            except (eng.EngineCacheError, ValueError, FileNotFoundError) as e:
+                raise BackendError(str(e)) from None
+            self.engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+            if self.engine is not None or attempt or not rebuild or self.cache_decision.action != "reuse":
+                break
+            # A cached engine whose file is damaged (a write cut by a power loss) though its sidecar
+            # matches: built once more rather than failing every start.
+            eng.sidecar_path(self.engine_path).unlink(missing_ok=True)
         if self.engine is None:
             raise BackendError(f"TensorRT cannot load engine {self.engine_path}: delete it (and its .json) "
                                "to rebuild it")
@@ -88,19 +95,24 @@ class TensorRTBackend(Backend):
         if len(dynamic) == 1 and int(self.engine.get_tensor_shape(dynamic[0])[0]) < 0:
             self.max_batch = max(1, int(self.engine.get_tensor_profile_shape(dynamic[0], 0)[2][0]))
         for name in dynamic:  # dynamic engines: fix the shape before sizing any buffer
-            self.context.set_input_shape(name, (self.max_batch,) + shape[1:])
+            self._set_shape(name, (self.max_batch,) + shape[1:])
         for name in names:
             dims = tuple(int(d) for d in self.context.get_tensor_shape(name))
             buf = IOBuffer(cudart, dims, _np_dtype(trt, self.engine.get_tensor_dtype(name)))
             self._buffers[name] = buf
             self.context.set_tensor_address(name, int(buf.device))
         for name in dynamic:  # infer() runs one frame
-            self.context.set_input_shape(name, shape)
+            self._set_shape(name, shape)
         if len(self.inputs) != 1 or self._buffers[self.inputs[0]].dtype != np.uint8 or "labels" not in self.outputs:
             raise BackendError(f"engine {self.engine_path} does not take a uint8 frame and give 'labels': "
                                "build it from an ONNX made by 'seg-perception export'")
         self.has_confidence = "confidence" in self.outputs
         self.warmup(warmup_runs)
+
+    def _set_shape(self, name: str, shape: tuple) -> None:
+        if not self.context.set_input_shape(name, shape):  # outside the optimization profile
+            raise BackendError(f"engine {self.engine_path} does not take input {name} of shape {shape}: delete it "
+                               "(and its .json) to rebuild it for this size")
 
     def infer(self, image: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         inp = self._buffers[self.inputs[0]]
@@ -127,7 +139,7 @@ class TensorRTBackend(Backend):
         if images.shape[1:] != inp.shape[1:] or images.dtype != np.uint8:
             raise ValueError(f"tensorrt backend expects uint8 frames of shape {inp.shape[1:]}, got "
                              f"{images.dtype} {images.shape[1:]}")
-        self.context.set_input_shape(name, (n,) + inp.shape[1:])
+        self._set_shape(name, (n,) + inp.shape[1:])
         try:
             np.copyto(inp.host[:n], images)
             inp.to_device(self.stream)  # the whole buffer: frames past n are ignored by the engine
@@ -137,7 +149,7 @@ class TensorRTBackend(Backend):
                 self._buffers[out].to_host(self.stream)
             check(self.cudart, self.cudart.cudaStreamSynchronize(self.stream))
         finally:
-            self.context.set_input_shape(name, (1,) + inp.shape[1:])
+            self._set_shape(name, (1,) + inp.shape[1:])
         labels = self._buffers["labels"].host[:n].astype(np.uint8)
         conf = self._buffers["confidence"].host[:n].astype(np.float32) if self.has_confidence else None
         return labels, conf
