@@ -70,3 +70,19 @@ def test_pack_refuses_a_folder_that_holds_frames(tmp_path, camvid_sample):
         pack_dataset("folder", tmp_path / "p", ["val"], tmp_path / "p")
     with pytest.raises(DatasetError, match=r"splits here: val\): name one of them with --splits$"):
         pack_dataset("folder", tmp_path / "p", ["train"], tmp_path / "q")
+
+
+def test_frames_of_one_name_in_two_formats_both_pack(tmp_path):
+    """a.jpg and a.png in one images folder (or one name in two folders) would pack to one a.jpg,
+    the second overwriting the first while the count said two: each keeps its own file."""
+    import cv2
+    for sub in ("images", "labels"):
+        (tmp_path / "ds" / "train" / sub).mkdir(parents=True)
+    (tmp_path / "ds" / "dataset.yaml").write_text("classes: [ground, wall]\n")
+    cv2.imwrite(str(tmp_path / "ds" / "train" / "images" / "a.jpg"), np.full((8, 8, 3), 40, np.uint8))
+    cv2.imwrite(str(tmp_path / "ds" / "train" / "images" / "a.png"), np.full((8, 8, 3), 200, np.uint8))
+    cv2.imwrite(str(tmp_path / "ds" / "train" / "labels" / "a.png"), np.ones((8, 8), np.uint8))
+    assert pack_dataset("folder", tmp_path / "ds", ["train"], tmp_path / "out", log=lambda *_: None) == {"train": 2}
+    packed = image_folder(tmp_path / "out", "train")
+    assert len(packed) == 2
+    assert sorted(int(packed.load(i)[0].mean()) // 20 for i in range(2)) == [2, 10]  # both frames, not one twice

@@ -8,6 +8,7 @@ lossless, and ids are written after the dataset's own label mapping
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, Dict, Sequence
 
@@ -45,9 +46,15 @@ def pack_dataset(kind: str, root: str | Path, splits: Sequence[str], out: str | 
         img_dir, lab_dir = out / split / "images", out / split / "labels"
         img_dir.mkdir(parents=True, exist_ok=True)
         lab_dir.mkdir(parents=True, exist_ok=True)
+        stems = [img_path.stem.replace("_leftImg8bit", "") for img_path, _ in ds.pairs]
+        if len(set(stems)) < len(stems):
+            # one name in two folders (cam0/0001, cam1/0001) or two formats (a.jpg, a.png): name each
+            # by its path below the frames' common folder, or one would overwrite the other
+            base = os.path.commonpath([str(Path(p).parent) for p, _ in ds.pairs])
+            stems = [str(Path(p).relative_to(base)).replace(os.sep, "__").replace(".", "_") for p, _ in ds.pairs]
         for i, (img_path, _) in enumerate(ds.pairs):
             img, lab = ds.load(i)
-            stem = img_path.stem.replace("_leftImg8bit", "")
+            stem = stems[i]
             if not cv2.imwrite(str(img_dir / f"{stem}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
                                [cv2.IMWRITE_JPEG_QUALITY, quality]):
                 raise DatasetError(f"cannot write {img_dir / f'{stem}.jpg'}")
