@@ -376,6 +376,28 @@ def test_engine_is_built_once_with_a_sidecar(fp32_onnx, tmp_path):
     assert decision2.action == "reuse" and path2 == path and len(builder.calls) == 1
 
 
+def test_two_processes_asking_for_one_engine_build_it_once(fp32_onnx, tmp_path):
+    """Two nodes starting together need the same engine: the second waits for the first's build
+    and reuses it, rather than building it too (minutes each, both in GPU memory)."""
+    import threading
+    import time
+    cache = tmp_path / "cache"
+
+    class Slow(StandInBuilder):
+        def __call__(self, *a, **k):
+            time.sleep(1.0)
+            return super().__call__(*a, **k)
+    builder, results = Slow(), []
+    threads = [threading.Thread(target=lambda: results.append(_ensure(fp32_onnx, cache, builder))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(builder.calls) == 1
+    assert sorted(d.action for _, d in results) == ["build", "reuse"] and results[0][0] == results[1][0]
+    assert any(d.reason == "built by another process while this one waited" for _, d in results)
+
+
 def test_valid_engine_in_an_unwritable_cache_is_reused_without_writing(fp32_onnx, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     path, _ = _ensure(fp32_onnx, cache, StandInBuilder())

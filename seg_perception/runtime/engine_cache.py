@@ -25,9 +25,10 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 from ..card import check_precision
 from ..files import atomic_write, sha256
@@ -192,16 +193,38 @@ def ensure_engine(onnx_path: str | Path, precision: str, input_shape: Sequence[i
                                "confidence or ground outputs) or set rebuild_engine true")
     check_onnx_for_precision(onnx_path, precision)
     _require_writable(cache, f"the engine must be built ({decision.reason})")
-    log.warning("building TensorRT %s engine for %s (%s); this takes minutes once", precision, onnx_path.name,
-                decision.reason)
-    blob = (builder or build_serialized_engine)(onnx_path, precision, key.input_shape,
-                                                workspace_mib=workspace_mib, timing_cache=timing_cache,
-                                                outputs=outputs)
-    atomic_write(path, bytes(blob))
-    meta = dict(key.to_dict(), onnx_file=str(onnx_path.resolve()), built_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                workspace_mib=int(workspace_mib))
-    atomic_write(sidecar_path(path), (json.dumps(meta, indent=1) + "\n").encode())
+    with _build_lock(path):
+        # Two nodes started together (one launch file, two cameras) build one engine, not two at once
+        # (minutes each, and both in GPU memory on a Jetson): the second finds the first's.
+        if decide(path.is_file(), read_sidecar(path), key, rebuild).action == "reuse":
+            return path, CacheDecision("reuse", "built by another process while this one waited")
+        log.warning("building TensorRT %s engine for %s (%s); this takes minutes once", precision, onnx_path.name,
+                    decision.reason)
+        blob = (builder or build_serialized_engine)(onnx_path, precision, key.input_shape,
+                                                    workspace_mib=workspace_mib, timing_cache=timing_cache,
+                                                    outputs=outputs)
+        atomic_write(path, bytes(blob))
+        meta = dict(key.to_dict(), onnx_file=str(onnx_path.resolve()), built_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    workspace_mib=int(workspace_mib))
+        atomic_write(sidecar_path(path), (json.dumps(meta, indent=1) + "\n").encode())
     return path, decision
+
+
+@contextmanager
+def _build_lock(engine: Path) -> Iterator[None]:
+    """An exclusive lock on ``<engine>.lock`` while the engine is built and written (POSIX flock:
+    between processes, and between threads that open it separately)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(engine.with_name(engine.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def check_onnx_for_precision(onnx_path: str | Path, precision: str) -> None:
