@@ -78,6 +78,12 @@ def test_gradual_grouping_scores_the_grouped_network_it_saves(tmp_path, camvid_r
         train(TrainConfig(**{**cfg.__dict__, "gradual_grouping_epochs": 2}), log=lambda *_: None)
 
 
+def test_encoder_stage_labels_are_the_block_centres():
+    from seg_perception.train.loop import encoder_labels
+    labels = torch.arange(16).repeat(1, 16, 1)  # column index as the label, 16x16
+    assert encoder_labels(labels)[0, 0].tolist() == [4, 12]  # the centre of each 8-pixel block, not 0 and 8
+
+
 def test_encoder_first_stage(tmp_path, camvid_root):
     lines = []
     train(TrainConfig(model="erfnet", data=str(camvid_root), out=str(tmp_path), epochs=1, encoder_epochs=1,

@@ -774,8 +774,8 @@ def train_one_epoch(run: Run, epoch: int, ddp_model: nn.Module) -> EpochStats:
         imgs, labs = class_mix(imgs, labs, cfg.classmix, run.train_ds.table.ignore_index, mix_gen)
         x = to_input(imgs.to(run.device), run.mean, run.std).contiguous(memory_format=run.mem_fmt)
         y = labs.to(run.device)
-        if run.stage == "encoder":  # labels at 1/8 resolution, nearest
-            y = F.interpolate(y[:, None].float(), scale_factor=0.125, mode="nearest")[:, 0].long()
+        if run.stage == "encoder":
+            y = encoder_labels(y)
         with autocast_ctx(run.device, run.bf16):
             logits = ddp_model(x)
             teacher_logits = None
@@ -808,6 +808,12 @@ def train_one_epoch(run: Run, epoch: int, ddp_model: nn.Module) -> EpochStats:
         bar.close()
     return EpochStats(loss=float(np.mean(losses)) if losses else float("nan"), lr=run.opt.param_groups[0]["lr"],
                       seconds=time.time() - t0, skipped=skipped, images=nb * cfg.batch_size)
+
+
+def encoder_labels(labels: torch.Tensor) -> torch.Tensor:
+    """Labels at the encoder's 1/8 resolution: each the label at the centre of its 8x8 block
+    ("nearest" took the block's top-left pixel, 3.5 pixels off the encoder cell's centre)."""
+    return F.interpolate(labels[:, None].float(), scale_factor=0.125, mode="nearest-exact")[:, 0].long()
 
 
 def validate(run: Run, model: Optional[nn.Module] = None) -> ConfusionMatrix:
