@@ -376,6 +376,16 @@ def test_engine_is_built_once_with_a_sidecar(fp32_onnx, tmp_path):
     assert decision2.action == "reuse" and path2 == path and len(builder.calls) == 1
 
 
+def test_network_flags_ask_for_explicit_batch_before_tensorrt_10():
+    """TensorRT 8.x (JetPack 5) builds an implicit-batch network from flag 0, which its ONNX
+    parser refuses: explicit batch is asked for there; TensorRT 10 has only that mode (0)."""
+    from types import SimpleNamespace
+    flags = SimpleNamespace(EXPLICIT_BATCH=0)
+    assert eng.network_flags(SimpleNamespace(__version__="8.6.2.3", NetworkDefinitionCreationFlag=flags)) == 1
+    assert eng.network_flags(SimpleNamespace(__version__="10.3.0", NetworkDefinitionCreationFlag=flags)) == 0
+    assert eng.network_flags(SimpleNamespace(__version__="11.0.0", NetworkDefinitionCreationFlag=SimpleNamespace())) == 0
+
+
 def test_two_processes_asking_for_one_engine_build_it_once(fp32_onnx, tmp_path):
     """Two nodes starting together need the same engine: the second waits for the first's build
     and reuses it, rather than building it too (minutes each, both in GPU memory)."""

@@ -260,6 +260,14 @@ def build_environment() -> Dict[str, str]:
             "compute_capability": gpu["compute_capability"]}
 
 
+def network_flags(trt) -> int:
+    """create_network's flags: explicit batch, the only mode of TensorRT 10 (flag 0) and one the
+    ONNX parser needs asked for in TensorRT 8.x (JetPack 5), where 0 means implicit batch."""
+    major = int(str(trt.__version__).split(".")[0])
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
+    return 1 << int(flag) if major < 10 and flag is not None else 0
+
+
 def build_serialized_engine(onnx_path: str | Path, precision: str, input_shape: Sequence[int],
                             workspace_mib: int = DEFAULT_WORKSPACE_MIB,
                             timing_cache: Optional[str | Path] = None,
@@ -269,7 +277,7 @@ def build_serialized_engine(onnx_path: str | Path, precision: str, input_shape: 
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10+
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(parser.get_error(i).desc() for i in range(parser.num_errors))
