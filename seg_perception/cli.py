@@ -393,8 +393,9 @@ def _models(p: argparse.ArgumentParser):
                     else f"{val} (recipe on train alone)"
                 drop = m.get(q, {}).get("miou_drop")  # none measured (--no-int8): no figure, not 0
                 int8_miou = "-" if drop is None else f"{-drop:+.2f} vs fp32 (val not held out)"
+            params = f"{m['params']:,}" if isinstance(m.get("params"), int) else "-"  # (a hand-written card)
             print(f"| {c.name} | {c.architecture} | {split} | {val} | {int8_miou} "
-                  f"| {m.get('params', '-'):,} | {m.get('gmacs', '-')} @ {m.get('gmacs_at', '')} | {fp32} / {int8}{where} "
+                  f"| {params} | {m.get('gmacs', '-')} @ {m.get('gmacs_at', '')} | {fp32} / {int8}{where} "
                   f"| {epochs} |")
     return run
 

@@ -74,3 +74,28 @@ def test_a_run_without_a_model_yet_says_so(tmp_path):
     (tmp_path / "last.pt").write_bytes(b"x")
     with pytest.raises(FileNotFoundError, match="a training run with no model yet \\(only its checkpoint last.pt\\)"):
         resolve_model(str(tmp_path))
+
+
+def test_empty_keys_of_a_hand_edited_card_take_their_defaults(tmp_path, capsys):
+    """`normalization:` or `dataset:` left empty (null) in a hand-edited card, or a card without
+    params: the card loads with the defaults and `models --shipped` lists it."""
+    from seg_perception.card import IMAGENET_MEAN
+    from seg_perception.cli import main
+    card = card_for_table("hand", "essnet_d", CAMVID, 96, 72, files={"weights": "hand.pt"})
+    card.save(tmp_path / "hand.yaml")
+    text = (tmp_path / "hand.yaml").read_text()
+    text = "\n".join(ln for ln in text.splitlines() if not ln.startswith(("  mean:", "  std:", "  applies_to:")))
+    text = text.replace("dataset: ", "dataset: null #", 1)  # and normalization: is left empty (null)
+    assert "normalization:\nfiles:" in text
+    (tmp_path / "hand.yaml").write_text(text + "\n")
+    loaded = load_card(tmp_path / "hand.yaml")
+    assert loaded.mean == tuple(IMAGENET_MEAN) and loaded.dataset == ""
+    import os
+    os.environ["SEG_PERCEPTION_MODELS"] = str(tmp_path)
+    try:
+        capsys.readouterr()
+        assert main(["models", "--shipped"]) == 0
+        row = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("| hand |"))
+        assert "| - |" in row
+    finally:
+        del os.environ["SEG_PERCEPTION_MODELS"]

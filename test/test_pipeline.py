@@ -190,3 +190,25 @@ def test_from_card_takes_a_shipped_name(val_frames):
     by_name = Pipeline.from_card(DEFAULT_MODEL, backend="onnxruntime", threads=1)
     assert by_name.card.path == resolve_model(DEFAULT_MODEL)
     assert by_name(val_frames[0][0]).labels.shape == val_frames[0][0].shape[:2]
+
+
+def test_a_file_the_backend_would_not_read_is_refused(random_model):
+    """--weights with an ONNX backend (or an ONNX file with torch) was ignored: the figures were
+    the card's own model's, printed as if they were those weights'."""
+    card = load_card(random_model)
+    with pytest.raises(BackendError, match="are run by backend 'torch' only"):
+        create_backend("onnxruntime", card, weights="/runs/other/last.pt")
+    with pytest.raises(BackendError, match="is run by backend onnxruntime or tensorrt, not torch"):
+        create_backend("torch", card, onnx_path="/models/other.onnx")
+
+
+def test_without_the_onnx_package_the_model_runs_whole(random_model, monkeypatch, val_frames):
+    """A ROS install with onnxruntime alone (no onnx package) still serves: the labels-only cut
+    needs onnx, so the whole graph runs and the labels are the same."""
+    import sys
+    card = load_card(random_model)
+    cut = create_backend("onnxruntime", card, confidence=False, threads=1)
+    img = cv2.resize(val_frames[0][0], (card.input_width, card.input_height))
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
+    whole = create_backend("onnxruntime", card, confidence=False, threads=1)
+    np.testing.assert_array_equal(whole.infer(img)[0], cut.infer(img)[0])

@@ -132,8 +132,15 @@ class OnnxRuntimeBackend(Backend):
 
 
 def labels_only_graph(path: Path) -> bytes:
-    """The serialised ONNX graph at ``path`` with the ``labels`` output alone and the nodes it needs."""
-    import onnx
+    """The serialised ONNX graph at ``path`` with the ``labels`` output alone and the nodes it needs
+    (the whole graph where the onnx package is not installed: a ROS install may have only onnxruntime;
+    the confidence map is then computed and not used)."""
+    try:
+        import onnx
+    except ImportError:
+        log.info("the onnx package is not installed: the model runs whole, confidence computed unused "
+                 "(pip install onnx saves that time)")
+        return Path(path).read_bytes()
     model = onnx.load(str(path))
     graph = model.graph
     if "labels" not in [o.name for o in graph.output]:
@@ -222,6 +229,14 @@ def create_backend(kind: str, card: ModelCard, precision: str = "fp32", width: O
     lets a backend skip computing the confidence map (ONNX Runtime and TensorRT do)."""
     if kind not in BACKENDS:
         raise BackendError(f"unknown backend '{kind}'; valid choices: {', '.join(BACKENDS)}")
+    # a file the chosen backend would not read: the figures would be the card's model's, not its
+    if weights and kind != "torch":
+        raise BackendError(f"weights {weights} are run by backend 'torch' only (backend '{kind}' runs an ONNX "
+                           "file): choose backend torch, or export them ('seg-perception export --weights') and "
+                           "pass the ONNX file")
+    if onnx_path and kind == "torch":
+        raise BackendError(f"ONNX file {onnx_path} is run by backend onnxruntime or tensorrt, not torch "
+                           "(which runs the .pt weights)")
     backend_precision(precision)
     width = int(width or card.input_width)
     height = int(height or card.input_height)

@@ -229,7 +229,11 @@ def _build_lock(engine: Path) -> Iterator[None]:
 
 def check_onnx_for_precision(onnx_path: str | Path, precision: str) -> None:
     """A Q/DQ graph builds INT8 whatever flag is set, a float graph never does: refuse a mix-up."""
-    import onnx
+    try:
+        import onnx
+    except ImportError:
+        raise EngineCacheError("building a TensorRT engine checks the ONNX file with the onnx package, which is "
+                               "not installed: pip install onnx") from None
     m = onnx.load(str(onnx_path), load_external_data=False)
     qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node)
     if precision == "int8" and not qdq:
