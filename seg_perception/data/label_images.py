@@ -127,8 +127,8 @@ def _grey_ids(lab: np.ndarray, colors: Optional[LabelColors], path) -> np.ndarra
     """A single-channel 8-bit mask holds class ids, unless dataset.yaml's colours say its grey
     levels are colours: every value is some class's grey colour and some value another class's
     (a 0/255 mask with background black and the class white)."""
-    if colors is None or not colors.complete or lab.dtype != np.uint8:
-        return lab
+    if colors is None or not colors.complete or lab.dtype != np.uint8 or not lab.any():
+        return lab  # (all 0 says nothing either way: id 0, as always)
     grey = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
     return _indexed_ids(lab, grey, colors, path, ambiguous_by_majority=False)
 
