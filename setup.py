@@ -6,17 +6,22 @@ from setuptools import find_packages, setup
 PACKAGE = "seg_perception"
 SAMPLE_BAG = "test/data/camvid_val_sample"
 
+# What a plain `pip install .` needs, as ranges: a Jetson on JetPack 6 runs Python 3.10, where the exact
+# pins of requirements.txt (Python 3.11+) do not exist, and NVIDIA's torch wheels there need numpy 1.x.
+# requirements.txt pins one tested set inside these ranges (test_install.py checks); the lower
+# bounds are the oldest set that scripts/check_oldest_deps.sh installs and runs on Python 3.10.
 # Pillow reads palette PNG labels (OpenCV expands them to colours); matplotlib needs it too.
-CORE = ["setuptools", "numpy==2.4.6", "PyYAML==6.0.3", "opencv-python-headless==5.0.0.93", "onnx==1.23.2",
-        "onnxruntime==1.31.1", "tqdm==4.70.1", "matplotlib==3.11.2", "Pillow==13.0.0", "rosbags==0.11.9",
-        "rosbags-image==0.10.4"]
+CORE = ["setuptools", "numpy>=1.24.4,<3", "PyYAML>=6.0.1", "opencv-python-headless>=4.8.1.78", "onnx>=1.16.0",
+        "onnxruntime>=1.17.0", "tqdm>=4.64.0", "matplotlib>=3.7.0", "Pillow>=10.0.0", "rosbags>=0.11.6",
+        "rosbags-image>=0.10.0"]
 # ROS 2 Jazzy client libraries as wheels, for a machine without a ROS install (the live node,
-# live evaluation, the demo's live mode); on a ROS 2 system they come from apt instead.
+# live evaluation, the demo's live mode); on a ROS 2 system they come from apt instead. These are
+# built for one Python, so they stay pinned.
 ROS = ["ros-jazzy-rclpy==7.1.6", "ros-jazzy-sensor-msgs==5.3.6", "ros-jazzy-std-msgs==5.3.6",
        "ros-jazzy-diagnostic-msgs==5.3.6", "ros-jazzy-rmw-fastrtps-cpp==8.4.3", "ros-jazzy-nav-msgs==5.3.6",
        "ros-jazzy-geometry-msgs==5.3.6", "ros-jazzy-lifecycle-msgs==2.0.3"]
 # training, export and the PyTorch backend (a CPU build here; JetPack's torch on a Jetson)
-TRAIN = ["torch==2.13.0"]
+TRAIN = ["torch>=2.1"]
 
 setup(
     name=PACKAGE,
@@ -32,8 +37,7 @@ setup(
         # the demo's sample bag, so `seg-perception demo` runs from an install too (paths.sample_bag)
         (f"share/{PACKAGE}/data/camvid_val_sample", glob(f"{SAMPLE_BAG}/*")),
     ],
-    # The same pins as requirements.txt (test_install.py checks): the CLI, ONNX Runtime inference,
-    # offline bag evaluation and reports work from a plain `pip install .`.
+    # the CLI, ONNX Runtime inference, offline bag evaluation and reports work from a plain `pip install .`
     install_requires=CORE,
     extras_require={"ros": ROS, "train": TRAIN, "all": ROS + TRAIN},
     zip_safe=True,

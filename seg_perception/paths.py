@@ -23,9 +23,21 @@ def _ament_share() -> List[Path]:
         return []
 
 
-def _prefix_share() -> Path:
-    """share/seg_perception of a pip install of the wheel."""
-    return Path(sys.prefix) / "share" / PACKAGE
+def _install_shares() -> List[Path]:
+    """share/seg_perception of a pip install of the wheel: where its record says pip put the data
+    files (sys.prefix in a venv, but ~/.local for `pip install --user` and /usr/local for a
+    system pip on Debian/Ubuntu), then sys.prefix's."""
+    out: List[Path] = []
+    try:
+        from importlib.metadata import distribution
+        dist = distribution(PACKAGE)
+        for f in dist.files or []:
+            if f.name == "package.xml" and f.parent.name == PACKAGE and f.parent.parent.name == "share":
+                out.append(Path(dist.locate_file(f)).resolve().parent)
+    except Exception:  # not installed as a distribution (a checkout, a colcon install), or no record
+        pass
+    prefix = Path(sys.prefix) / "share" / PACKAGE
+    return out + ([prefix] if prefix not in out else [])
 
 
 def models_dirs() -> List[Path]:
@@ -34,7 +46,7 @@ def models_dirs() -> List[Path]:
     env = os.environ.get("SEG_PERCEPTION_MODELS")
     if env:
         out.append(Path(env))
-    out += [d / "models" for d in _ament_share() + [_CHECKOUT, _prefix_share()]]
+    out += [d / "models" for d in _ament_share() + [_CHECKOUT] + _install_shares()]
     return [p for p in out if p.is_dir()]
 
 
@@ -104,14 +116,14 @@ def default_model() -> Optional[Path]:
 
 def default_params_file() -> Optional[Path]:
     """config/jetson.yaml: the package share's (ROS install) or the checkout's."""
-    cands = [d / "config" / "jetson.yaml" for d in _ament_share() + [_CHECKOUT, _prefix_share()]]
+    cands = [d / "config" / "jetson.yaml" for d in _ament_share() + [_CHECKOUT] + _install_shares()]
     return next((p for p in cands if p.is_file()), None)
 
 
 def sample_bag() -> Path:
     """The shipped CamVid sample bag (test/data in a checkout, share/.../data in an install)."""
     cands = [_CHECKOUT / "test" / "data" / SAMPLE_BAG] + [d / "data" / SAMPLE_BAG
-                                                          for d in _ament_share() + [_prefix_share()]]
+                                                          for d in _ament_share() + _install_shares()]
     for p in cands:
         if (p / "metadata.yaml").is_file():
             return p

@@ -1,5 +1,6 @@
-"""`pip install .` gives a working CLI: setup.py declares the runtime dependencies with the pins
-of requirements.txt, and installs the sample bag where `demo` finds it outside a checkout.
+"""`pip install .` gives a working CLI: setup.py declares the runtime dependencies as ranges that
+hold requirements.txt's pins and reach down to what Python 3.10 (JetPack 6) has, and installs the
+sample bag where `demo` finds it outside a checkout.
 scripts/jetson_doctor.sh runs the doctor with the interpreter that has the package, from
 any folder."""
 import os
@@ -7,6 +8,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "jetson_doctor.sh"
@@ -26,14 +29,46 @@ def _requirements():
             if ln.strip() and not ln.startswith("#")}
 
 
-def test_setup_requirements_match_requirements_txt():
+def test_requirements_txt_pins_a_set_inside_setup_ranges():
+    # setup.py declares ranges (a Jetson's Python 3.10 has none of the exact pins); requirements.txt
+    # pins the tested set, which must lie inside them, and name each declared package.
+    from packaging.requirements import Requirement
     d = _distribution()
-    declared = set(d["req"]) | set(d["extras"]["ros"]) | set(d["extras"]["train"])
-    assert declared - {"setuptools"} == _requirements()
+    declared = {Requirement(r).name.lower(): Requirement(r)
+                for r in d["req"] + d["extras"]["ros"] + d["extras"]["train"] if r != "setuptools"}
+    pins = {}
+    for line in _requirements():
+        r = Requirement(line)
+        assert len(r.specifier) == 1 and next(iter(r.specifier)).operator == "==", line
+        pins[r.name.lower()] = next(iter(r.specifier)).version
+    assert set(declared) == set(pins)
+    outside = {n: (pins[n], str(r.specifier)) for n, r in declared.items() if pins[n] not in r.specifier}
+    assert not outside, outside
     assert not any(r.startswith(("torch", "ros-")) for r in d["req"])  # optional: extras
     for module in ("cv2", "onnxruntime", "yaml", "rosbags"):  # what `demo` offline needs is core
         assert any(module in r.lower().replace("opencv-python-headless", "cv2").replace("pyyaml", "yaml")
                    for r in d["req"]), module
+    # each core range has a lower bound: scripts/check_oldest_deps.sh installs it and runs the suite
+    assert all(any(s.operator == ">=" for s in r.specifier) for n, r in declared.items()
+               if not n.startswith("ros-")), declared
+
+
+@pytest.mark.skipif(bool(os.environ.get("SEG_PERCEPTION_CORE_ONLY")), reason="runs inside that check itself")
+def test_pip_install_on_python310_with_the_oldest_dependencies(tmp_path):
+    # A JetPack 6 Jetson has Python 3.10, where none of requirements.txt's pins exist: a plain
+    # `pip install .` there must resolve, and the demo and the core tests must pass on the lower
+    # bounds. Run as a user would, through the script the package ships (it finds the 3.10).
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTEST_ADDOPTS")}
+    r = subprocess.run(["bash", str(REPO / "scripts" / "check_oldest_deps.sh"), "", str(tmp_path)],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    if r.returncode == 2 and "no Python 3.10 here" in r.stderr:
+        pytest.skip("no Python 3.10 here (JetPack 6's): the oldest-dependency install is not checked")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    assert "Python 3.10" in out and "numpy==1.24.4" in out
+    assert "20 in, 20 out, 0 dropped, 0 rejected" in out, out[-4000:]
+    summary = r.stdout.strip().splitlines()[-1]  # pytest's last line (pip's warnings go to stderr)
+    assert " passed" in summary and "failed" not in summary and "error" not in summary, summary
 
 
 def test_sample_bag_resolves_from_an_install(tmp_path, monkeypatch):
@@ -47,8 +82,31 @@ def test_sample_bag_resolves_from_an_install(tmp_path, monkeypatch):
         shutil.copy(REPO / f, share / "data" / "camvid_val_sample")
     monkeypatch.setattr(paths, "_CHECKOUT", tmp_path / "no_checkout")
     monkeypatch.setattr(paths, "_ament_share", lambda: [])
-    monkeypatch.setattr(paths, "_prefix_share", lambda: share)
+    monkeypatch.setattr(paths, "_install_shares", lambda: [share])
     assert paths.sample_bag() == share / "data" / "camvid_val_sample"
+
+
+def test_data_files_are_found_where_pip_put_them_outside_sys_prefix(tmp_path):
+    # `pip install --user` puts share/ under ~/.local and Debian's system pip under /usr/local, not
+    # under sys.prefix: the models, the parameter file and the sample bag must still be found.
+    prefix = tmp_path / "usr_local"
+    # --ignore-installed: else pip first uninstalls this environment's own (editable) install
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--ignore-installed", "--prefix", str(prefix), str(REPO)], check=True, capture_output=True,
+                   timeout=600)
+    site = next(prefix.glob("lib/python3*/site-packages"))
+    code = ("from seg_perception import paths; print(paths.__file__); print(paths.default_model()); "
+            "print(paths.default_params_file()); print(paths.sample_bag())")
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": str(site)}
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    module, model, params, bag = r.stdout.split()
+    assert module.startswith(str(site))  # the installed copy, not the checkout
+    share = (prefix / "share" / "seg_perception").resolve()
+    assert model == str(share / "models" / "rdsnet_camvid.yaml")
+    assert params == str(share / "config" / "jetson.yaml")
+    assert bag == str(share / "data" / "camvid_val_sample")
 
 
 def _doctor(script, cwd, path):

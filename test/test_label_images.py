@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import needs_torch
 from seg_perception.cli import main
 from seg_perception.data.classes import voc_colormap
 from seg_perception.data.datasets import DatasetError, image_folder, open_dataset
@@ -159,6 +160,7 @@ def test_packed_colour_dataset_holds_the_ids(tmp_path):
         np.testing.assert_array_equal(packed.load(i)[1], _ids(seed))
 
 
+@needs_torch
 def test_cvat_segmentation_mask_export_trains_as_it_is(tmp_path, camvid_sample, capsys):
     """CVAT's Segmentation Mask export (Pascal VOC layout, labelmap.txt, RGB masks) is a folder
     dataset as it comes out of the zip: ids follow labelmap.txt, the run's card carries its names."""
@@ -365,6 +367,7 @@ def test_palette_png_of_an_rgb_mask_reads_by_colour(tmp_path):
         np.testing.assert_array_equal(ds.load(i)[1], ids, err_msg=f"label {i}")
 
 
+@needs_torch
 def test_binary_0_255_masks_warn_that_the_class_is_never_learnt(tmp_path):
     """Two classes in 0/255 masks: 255 is the default ignore id, so the second class has no
     pixel; training says so instead of reporting 100 % on a class it never saw."""
@@ -426,6 +429,7 @@ def _camvid_export(root, names, colours, masks, frames=None):
     return root
 
 
+@needs_torch
 def test_cvat_camvid_export_evaluates_as_it_is(tmp_path, camvid_sample, capsys):
     """CVAT's "CamVid 1.0" export of a task with CamVid's classes: colour masks, black where nobody
     labelled (the export's unlisted background), read by --dataset camvid or folder alike."""

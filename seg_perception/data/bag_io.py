@@ -37,12 +37,18 @@ GT_CLASSES_KEY = "seg_perception.ground_truth_classes"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def _zstd():
+def _zstd_decompress(data: bytes) -> bytes:
+    """One zstd frame, with whichever zstd module rosbags brought: Python 3.14's own, the
+    backport (rosbags >= 0.11.7 before 3.14) or zstandard (older rosbags)."""
     try:
         from compression import zstd  # Python >= 3.14
     except ImportError:
-        from backports import zstd  # what rosbags installs before 3.14
-    return zstd
+        try:
+            from backports import zstd
+        except ImportError:
+            import zstandard  # a frame may not record its size: the streaming reader needs none
+            return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    return zstd.decompress(data)
 
 
 class BagError(ValueError):
@@ -291,7 +297,7 @@ class BagReader:
             # rosbag2's per-message compression, left as stored: a bare .db3 has no metadata.yaml
             # to say so, and the salvage readers return messages as stored (CDR never starts so)
             try:
-                m.raw = _zstd().decompress(raw)
+                m.raw = _zstd_decompress(raw)
             except Exception as e:
                 m.error = f"cannot decompress {msgtype} on {topic} (zstd): {_one_line(e)}"
                 return m

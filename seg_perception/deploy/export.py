@@ -12,6 +12,7 @@ the export holds, so `release` can keep one card in memory and write it once;
 """
 from __future__ import annotations
 
+import inspect
 import warnings
 from pathlib import Path
 from typing import Callable, Optional
@@ -59,9 +60,10 @@ def write_onnx(card: ModelCard, out: str | Path, weights: Optional[str | Path] =
         # The TorchScript exporter is deprecated in favour of torch.export, which needs
         # onnxscript; its graphs are the ones TensorRT parsers have been tested on longest.
         warnings.simplefilter("ignore")
-        torch.onnx.export(wrapper, (dummy,), str(tmp), dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=outputs, dynamic_axes=axes,
-                          do_constant_folding=True)
+        # torch < 2.5 (JetPack 6.0's) has no `dynamo` argument and only this exporter
+        legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+        torch.onnx.export(wrapper, (dummy,), str(tmp), opset_version=opset, input_names=[INPUT_NAME],
+                          output_names=outputs, dynamic_axes=axes, do_constant_folding=True, **legacy)
     tmp.replace(out)
     return out
 

@@ -138,10 +138,17 @@ class Camera:
             n = cv2.undistortPoints(pts, self.K, np.zeros(4))
         else:
             # The iterative solver converges far from the axis too, where the default 5 steps do not.
-            n = cv2.undistortPoints(pts, self.K, self.D, None, None, None,
-                                    (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-10))
+            n = undistort_points_iter(pts, self.K, self.D, (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-10))
         n = n.reshape(-1, 2)
         return np.column_stack([n, np.ones(len(n))])
+
+
+def undistort_points_iter(pts: np.ndarray, K: np.ndarray, D: np.ndarray, criteria: tuple) -> np.ndarray:
+    """cv2.undistortPoints with a stopping criterion: OpenCV 4 names it undistortPointsIter,
+    OpenCV 5 gives undistortPoints the argument instead."""
+    if hasattr(cv2, "undistortPointsIter"):
+        return cv2.undistortPointsIter(pts, K, D, None, None, criteria)
+    return cv2.undistortPoints(pts, K, D, None, None, None, criteria)
 
 
 # ---------------------------------------------------------------- pose
