@@ -12,7 +12,9 @@ import copy
 import json
 import logging
 import os
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -376,10 +378,22 @@ def test_engine_is_built_once_with_a_sidecar(fp32_onnx, tmp_path):
     assert decision2.action == "reuse" and path2 == path and len(builder.calls) == 1
 
 
+@pytest.mark.parametrize("version,ok", [("8.4.1.5", False), ("7.1.3", False), ("8.5.2.2", True), ("8.6.2.3", True),
+                                        ("10.3.0", True)])
+def test_tensorrt_older_than_the_named_tensor_api_is_refused_up_front(monkeypatch, version, ok):
+    # JetPack 5.0's TensorRT 8.4 has no execute_async_v3 / set_input_shape: one line at start-up,
+    # not an AttributeError after a long engine build.
+    monkeypatch.setitem(sys.modules, "tensorrt", SimpleNamespace(__version__=version))
+    if ok:
+        assert eng.import_tensorrt().__version__ == version
+    else:
+        with pytest.raises(eng.EngineCacheError, match=rf"TensorRT {version} is too old: .* 8\.5 or newer"):
+            eng.import_tensorrt()
+
+
 def test_network_flags_ask_for_explicit_batch_before_tensorrt_10():
     """TensorRT 8.x (JetPack 5) builds an implicit-batch network from flag 0, which its ONNX
     parser refuses: explicit batch is asked for there; TensorRT 10 has only that mode (0)."""
-    from types import SimpleNamespace
     flags = SimpleNamespace(EXPLICIT_BATCH=0)
     assert eng.network_flags(SimpleNamespace(__version__="8.6.2.3", NetworkDefinitionCreationFlag=flags)) == 1
     assert eng.network_flags(SimpleNamespace(__version__="10.3.0", NetworkDefinitionCreationFlag=flags)) == 0
@@ -593,7 +607,7 @@ def test_auto_backend_falls_back_with_exactly_one_warning(quantized, caplog, val
     assert isinstance(be, OnnxRuntimeBackend)
     labels, _ = be.infer(_small(val_frames, 1)[0])
     assert labels.shape == (H, W)
-    with pytest.raises(BackendError, match="needs the TensorRT Python package"):
+    with pytest.raises(BackendError, match="backend .tensorrt. cannot run here: TensorRT is not installed"):
         create_backend("tensorrt", load_card(src))
 
 
@@ -639,10 +653,10 @@ def test_doctor_without_tensorrt_reports_and_fails(quantized, capsys, camvid_sam
     assert rc == 1, err
     assert "tensorrt: not installed" in out and "onnxruntime:" in out
     assert "| onnxruntime | fp32 | ok |" in out
-    assert "| tensorrt | fp16 | skipped |" in out and "TensorRT not installed" in out
+    assert "| tensorrt | fp16 | skipped |" in out and "no usable TensorRT (see RESULT)" in out
     assert "| tensorrt x2 | fp16 | skipped |" in out  # the several-camera engine check has its row
     assert "| tensorrt labels only | fp16 | skipped |" in out  # the engine the default node runs
-    assert "RESULT: TensorRT is not installed" in out
+    assert "RESULT: no engine was built: TensorRT is not installed: on a Jetson it comes with JetPack" in out
     assert "| onnxruntime | int8 |" in out  # the INT8 engine's reference (this model has none: said so)
     rc, out, err = _run_cli(["doctor", "--model", src, "--frames", camvid_sample / "val", "--num-frames", 2,
                              "--runs", 5, "--cache-dir", tmp_path, "--precisions", "fp32", "--batch", 1], capsys)
@@ -651,7 +665,6 @@ def test_doctor_without_tensorrt_reports_and_fails(quantized, capsys, camvid_sam
 
 def test_jetson_doctor_script_runs_the_doctor():
     import subprocess
-    import sys
     script = Path(__file__).resolve().parents[1] / "scripts" / "jetson_doctor.sh"
     res = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=120,
                          env=dict(os.environ, PYTHON=sys.executable))

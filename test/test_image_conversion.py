@@ -67,6 +67,62 @@ def test_yuv422(enc, code):
     assert np.abs(out.astype(int) - 128).max() <= 3
 
 
+def smooth_rgb(h=48, w=64):
+    """A smooth colour image (a demosaic is exact only where colour changes slowly)."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    return np.stack([40 + 150 * xx / w, 60 + 120 * yy / h, 200 - 140 * xx / w], -1).round().astype(np.uint8)
+
+
+@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
+@pytest.mark.parametrize("bits", [8, 16])
+def test_bayer_mosaics_demosaic_to_the_scene_colours(pattern, bits):
+    # The mosaic a sensor with this colour filter sees: each pixel keeps the one channel its
+    # filter passes, the 2x2 pattern read from the top-left pixel (ROS's naming).
+    rgb = smooth_rgb()
+    channel = {"r": 0, "g": 1, "b": 2}
+    mosaic = np.zeros(rgb.shape[:2], np.uint8)
+    for i, c in enumerate(pattern):
+        dy, dx = divmod(i, 2)
+        mosaic[dy::2, dx::2] = rgb[dy::2, dx::2, channel[c]]
+    if bits == 16:
+        msg = words(mosaic.astype(np.uint16) * 257, f"bayer_{pattern}16")
+    else:
+        msg = raw(mosaic, f"bayer_{pattern}8", pad=4)
+    arr, layout = image_to_array(msg)
+    assert layout == "rgb" and arr.shape == rgb.shape
+    inner = (slice(2, -2), slice(2, -2))  # the border is extrapolated
+    err = np.abs(arr[inner].astype(int) - rgb[inner].astype(int))
+    assert err.mean() < 2 and err.max() <= 12, (err.mean(), err.max())
+
+
+def words(img16, encoding, bigendian=False, pad=0):
+    """A 16-bit image message (2 bytes a channel, in the byte order the message says)."""
+    h, w = img16.shape[:2]
+    rows = img16.reshape(h, -1).astype(">u2" if bigendian else "<u2").view(np.uint8)
+    if pad:
+        rows = np.hstack([rows, np.full((h, pad), 77, np.uint8)])
+    msg = Image(height=h, width=w, encoding=encoding, step=rows.shape[1], is_bigendian=int(bigendian))
+    msg.data = array.array("B", rows.tobytes())
+    return msg
+
+
+@pytest.mark.parametrize("bigendian", [False, True])
+@pytest.mark.parametrize("enc,make", [
+    ("rgb16", lambda x: x),
+    ("bgr16", lambda x: x[..., ::-1]),
+    ("rgba16", lambda x: np.dstack([x, np.full(x.shape[:2], 65535, np.uint16)])),
+    ("mono16", lambda x: x[..., 1]),
+])
+def test_16_bit_frames_read_as_full_range(rgb, enc, make, bigendian):
+    # 16-bit words holding a full-range image: the high byte is the 8-bit frame (what cv_bridge
+    # gives), whatever the byte order; the low byte is what a wrong byte order would show.
+    rng = np.random.default_rng(2)
+    img16 = rgb.astype(np.uint16) * 256 + rng.integers(0, 256, rgb.shape, dtype=np.uint16)
+    arr, layout = image_to_array(words(make(img16), enc, bigendian, pad=6))
+    want = rgb[..., 1] if enc == "mono16" else rgb
+    np.testing.assert_array_equal(to_rgb(arr, layout) if enc != "mono16" else arr, want)
+
+
 @pytest.mark.parametrize("fmt,ext", [("jpeg", ".jpg"), ("png", ".png"), ("rgb8; jpeg compressed bgr8", ".jpg")])
 def test_compressed(rgb, fmt, ext):
     ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
@@ -100,8 +156,13 @@ def bad_messages():
     narrow.step = 6 * 3 - 1
     empty = Image(height=0, width=0, encoding="rgb8", step=0)
     huge = Image(height=100_000, width=100_000, encoding="mono8", step=100_000)
+    narrow16 = words(np.zeros((4, 6), np.uint16), "mono16")
+    narrow16.step = 11
     return [
-        ("unknown encoding", raw(ok, "bayer_rggb8"), "unsupported encoding 'bayer_rggb8'"),
+        ("unknown encoding", raw(ok, "nv12"), "unsupported encoding 'nv12'"),
+        ("depth image", raw(ok[..., :2], "16UC1"), "'16UC1' is a depth or measurement image, not a camera frame"),
+        ("16-bit narrow step", narrow16, "step 11 is smaller than width x channels x 2 bytes = 12 for mono16"),
+        ("tiny bayer", raw(np.zeros((1, 4), np.uint8), "bayer_rggb8"), "smaller than one 2x2 Bayer cell"),
         ("short data", short, "less than step x height"),
         ("narrow step", narrow, "step 17 is smaller than width x channels = 18"),
         ("zero size", empty, "is empty"),

@@ -162,7 +162,7 @@ def test_backend_errors_list_choices(random_model, tmp_path):
 
 @needs_no_tensorrt
 def test_tensorrt_backend_without_tensorrt_says_what_to_install(random_model):
-    with pytest.raises(BackendError, match="needs the TensorRT Python package"):
+    with pytest.raises(BackendError, match="backend .tensorrt. cannot run here: TensorRT is not installed"):
         create_backend("tensorrt", load_card(random_model))
 
 

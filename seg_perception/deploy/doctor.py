@@ -128,7 +128,7 @@ def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequ
                workspace_mib: int = 1024, threads: int = 0, batch: int = 2, image_topic: Optional[str] = None,
                out: Callable[[str], None] = print) -> int:
     from ..paths import resolve_model
-    from ..runtime.backends import OnnxRuntimeBackend, tensorrt_available
+    from ..runtime.backends import OnnxRuntimeBackend, tensorrt_missing
     from ..runtime.engine_cache import default_cache_dir
     from ..runtime.pipeline import Pipeline
     from ..timing import time_backend
@@ -168,7 +168,8 @@ def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequ
         row.p50_ms, row.p95_ms, row.fps = t["p50"], t["p95"], t["fps"]
         row.note = "reference (CPU)"
 
-    trt_ok = tensorrt_available()
+    trt_missing = tensorrt_missing()
+    trt_ok = trt_missing is None
     for p in precisions:
         rows.append(_check_engine(DoctorRow("tensorrt", p), card, w, h, frames, trt_ok, reference, cache,
                                   workspace_mib, runs, warmup))
@@ -182,8 +183,8 @@ def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequ
     failed = [r for r in trt_rows if r.status != "ok" and not r.note.startswith(BATCH_FIXED)]
     out("")
     if not trt_ok:
-        out("RESULT: TensorRT is not installed, so no engine was built. On a Jetson it comes with "
-            "JetPack (python3-libnvinfer); the onnxruntime rows above are what runs without it.")
+        out(f"RESULT: no engine was built: {trt_missing.rstrip('.')}. The onnxruntime rows above are what "
+            "runs without it.")
         return 1
     if failed:
         out("RESULT: FAIL: " + "; ".join(f"{r.backend} {r.precision}: {r.note or r.status}" for r in failed))
@@ -210,7 +211,7 @@ def _check_engine(row: DoctorRow, card, w: int, h: int, frames: List[np.ndarray]
     p = row.precision
     graph = onnx_role(p)  # the engine is compared with ONNX Runtime running the same graph
     if not trt_ok:
-        row.note = "TensorRT not installed"
+        row.note = "no usable TensorRT (see RESULT)"
         return row
     if graph not in reference:
         row.note = "no INT8 ONNX: run 'seg-perception quantize'" if p == "int8" else "no ONNX"
@@ -255,7 +256,7 @@ def _batch_row(card, w: int, h: int, frames: List[np.ndarray], batch: int, trt_o
     p = next((q for q in ("fp16", "fp32", "int8") if q in precisions), precisions[0])
     row = DoctorRow(f"tensorrt x{batch}", p)
     if not trt_ok:
-        row.note = "TensorRT not installed"
+        row.note = "no usable TensorRT (see RESULT)"
         return row
     try:
         from ..timing import time_calls

@@ -210,15 +210,26 @@ class TorchBackend(Backend):
         return f"{super().describe()} ({self.path.name}, {self.device})"
 
 
-def tensorrt_available() -> bool:
-    """TensorRT and the CUDA runtime bindings its backend needs are both importable."""
+def tensorrt_missing() -> Optional[str]:
+    """Why the tensorrt backend cannot run here (no TensorRT, one too old, no cuda-python), or None."""
+    from .engine_cache import EngineCacheError, import_tensorrt
     try:
-        import tensorrt  # noqa: F401
+        import_tensorrt()
+    except EngineCacheError as e:
+        return str(e)
+    except Exception as e:  # a broken install: the import itself fails
+        return f"TensorRT does not import: {e}"
+    try:
         from .cuda import import_cudart
         import_cudart()
-    except Exception:
-        return False
-    return True
+    except Exception as e:
+        return str(e)
+    return None
+
+
+def tensorrt_available() -> bool:
+    """TensorRT (new enough) and the CUDA runtime bindings its backend needs are both importable."""
+    return tensorrt_missing() is None
 
 
 def create_backend(kind: str, card: ModelCard, precision: str = "fp32", width: Optional[int] = None,
@@ -243,20 +254,19 @@ def create_backend(kind: str, card: ModelCard, precision: str = "fp32", width: O
     if width % 8 or height % 8 or width <= 0 or height <= 0:
         raise BackendError(f"input size {width}x{height} must be positive multiples of 8")
     if kind == "auto":
-        if tensorrt_available():
+        missing = tensorrt_missing()
+        if missing is None:
             kind = "tensorrt"
         elif precision == "fp16":
-            log.warning("TensorRT is not installed: backend 'auto' falls back to onnxruntime at fp32 "
-                        "(fp16 needs TensorRT)")
+            log.warning(f"backend 'auto' falls back to onnxruntime at fp32 (fp16 needs TensorRT): {missing}")
             kind, precision = "onnxruntime", "fp32"
         else:
-            log.warning("TensorRT is not installed: backend 'auto' falls back to onnxruntime")
+            log.warning(f"backend 'auto' falls back to onnxruntime: {missing}")
             kind = "onnxruntime"
     if kind == "tensorrt":
-        if not tensorrt_available():
-            raise BackendError("backend 'tensorrt' needs the TensorRT Python package (on a Jetson it "
-                               "comes with JetPack) and cuda-python (pip install cuda-python); use "
-                               "backend 'onnxruntime' or 'auto' elsewhere")
+        missing = tensorrt_missing()
+        if missing is not None:
+            raise BackendError(f"backend 'tensorrt' cannot run here: {missing}")
         from .tensorrt_backend import TensorRTBackend
         return TensorRTBackend(card, width, height, precision, onnx_path=onnx_path, confidence=confidence,
                                **trt_options)

@@ -245,6 +245,11 @@ def check_onnx_for_precision(onnx_path: str | Path, precision: str) -> None:
 
 
 # ------------------------------------------------------------------ TensorRT (thin)
+# The named-tensor API the backend runs on (set_input_shape, set_tensor_address, execute_async_v3)
+# came with TensorRT 8.5: JetPack 5.1 and later.
+MIN_TENSORRT = (8, 5)
+
+
 def import_tensorrt():
     try:
         import tensorrt as trt
@@ -252,6 +257,15 @@ def import_tensorrt():
         raise EngineCacheError("TensorRT is not installed: on a Jetson it comes with JetPack "
                                "(python3-libnvinfer); elsewhere pip install tensorrt. Use the onnxruntime "
                                "backend without it") from None
+    version = str(getattr(trt, "__version__", "0"))
+    try:
+        found = tuple(int(v) for v in version.split(".")[:2])
+    except ValueError:
+        found = MIN_TENSORRT  # a development build's odd version string: let it try
+    if found < MIN_TENSORRT:
+        raise EngineCacheError(f"TensorRT {version} is too old: the tensorrt backend needs "
+                               f"{'.'.join(map(str, MIN_TENSORRT))} or newer (JetPack 5.1+); upgrade JetPack, "
+                               "or use backend:=onnxruntime") from None
     return trt
 
 

@@ -33,8 +33,23 @@ RAW_ENCODINGS = {
     "uyvy": (2, "uyvy"),
     "yuv422_yuy2": (2, "yuy2"),
     "yuyv": (2, "yuy2"),
+    # Bayer mosaics from cameras that leave demosaicing to the host; demosaiced at full size
+    "bayer_rggb8": (1, "bayer_rggb"),
+    "bayer_bggr8": (1, "bayer_bggr"),
+    "bayer_gbrg8": (1, "bayer_gbrg"),
+    "bayer_grbg8": (1, "bayer_grbg"),
 }
-_YUV_TO_RGB = {"uyvy": cv2.COLOR_YUV2RGB_UYVY, "yuy2": cv2.COLOR_YUV2RGB_YUY2}
+# 16-bit words (byte order from is_bigendian), scaled to 8 bits as full-range data (>> 8, as
+# cv_bridge does); then handled as their 8-bit twin.
+WORD_ENCODINGS = {"mono16": "mono8", "rgb16": "rgb8", "bgr16": "bgr8", "rgba16": "rgba8", "bgra16": "bgra8",
+                  "bayer_rggb16": "bayer_rggb8", "bayer_bggr16": "bayer_bggr8", "bayer_gbrg16": "bayer_gbrg8",
+                  "bayer_grbg16": "bayer_grbg8"}
+# Depth and other measurement images: not camera frames, refused as such.
+NOT_FRAMES = ("16UC1", "32FC1", "16SC1", "32SC1", "64FC1")
+_TO_RGB_AT_FULL_SIZE = {"uyvy": cv2.COLOR_YUV2RGB_UYVY, "yuy2": cv2.COLOR_YUV2RGB_YUY2,
+                        # OpenCV's aliases named, like ROS's, from the pattern's top-left pixel
+                        "bayer_rggb": cv2.COLOR_BayerRGGB2RGB, "bayer_bggr": cv2.COLOR_BayerBGGR2RGB,
+                        "bayer_gbrg": cv2.COLOR_BayerGBRG2RGB, "bayer_grbg": cv2.COLOR_BayerGRBG2RGB}
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
 # Colour layouts a frame can come in: the OpenCV conversion to RGB (None: already RGB),
@@ -63,23 +78,34 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
 def image_to_array(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.ndarray, str]:
     """sensor_msgs/Image -> (uint8 array, colour layout: rgb|bgr|rgba|bgra|mono)."""
     enc = str(msg.encoding)
-    if enc not in RAW_ENCODINGS:
-        raise ImageError(f"unsupported encoding '{enc}'; supported: {', '.join(RAW_ENCODINGS)}")
-    ch, layout = RAW_ENCODINGS[enc]
+    if enc in NOT_FRAMES:
+        raise ImageError(f"encoding '{enc}' is a depth or measurement image, not a camera frame: subscribe to "
+                         "the camera's colour or mono topic")
+    words = enc in WORD_ENCODINGS
+    if enc not in RAW_ENCODINGS and not words:
+        raise ImageError(f"unsupported encoding '{enc}'; supported: {', '.join([*RAW_ENCODINGS, *WORD_ENCODINGS])}")
+    ch, layout = RAW_ENCODINGS[WORD_ENCODINGS.get(enc, enc)]
+    size = 2 if words else 1  # bytes a channel
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     _check_size(w, h, max_pixels)
     if w % 2 and ch == 2:
         raise ImageError(f"{enc} image width {w} is odd; YUV 4:2:2 needs an even width")
-    if step < w * ch:
-        raise ImageError(f"step {step} is smaller than width x channels = {w * ch} for {enc}")
+    if step < w * ch * size:
+        raise ImageError(f"step {step} is smaller than width x channels{' x 2 bytes' if words else ''} = "
+                         f"{w * ch * size} for {enc}")
+    if layout.startswith("bayer") and (w < 2 or h < 2):
+        raise ImageError(f"{enc} image {w}x{h} is smaller than one 2x2 Bayer cell")
     buf = np.frombuffer(msg.data, np.uint8) if len(msg.data) else np.empty(0, np.uint8)
     if buf.size < step * h:
         raise ImageError(f"data has {buf.size} bytes, less than step x height = {step * h}")
-    # A view: rows of `step` bytes, of which the first w*ch are pixels.
-    img = buf[: step * h].reshape(h, step)[:, : w * ch]
+    # A view: rows of `step` bytes, of which the first w*ch*size are pixels.
+    img = buf[: step * h].reshape(h, step)[:, : w * ch * size]
+    if words:
+        dtype = ">u2" if int(getattr(msg, "is_bigendian", 0)) else "<u2"
+        img = (np.ascontiguousarray(img).view(dtype) >> 8).astype(np.uint8)
     img = img.reshape(h, w) if ch == 1 else img.reshape(h, w, ch)
-    if layout in _YUV_TO_RGB:
-        return cv2.cvtColor(np.ascontiguousarray(img), _YUV_TO_RGB[layout]), "rgb"
+    if layout in _TO_RGB_AT_FULL_SIZE:
+        return cv2.cvtColor(np.ascontiguousarray(img), _TO_RGB_AT_FULL_SIZE[layout]), "rgb"
     return img, layout
 
 
