@@ -43,8 +43,15 @@ for spec in core:
 EOF
 echo "[oldest-deps] $(tr '\n' ' ' < "$work/oldest.txt")"
 "${pip[@]}" install -r "$work/oldest.txt" pytest wheel  # wheel: the tests build the package unisolated
-# the package as a user installs it, held to the same versions
-"${pip[@]}" install -c "$work/oldest.txt" "$repo"
+# the package as a user installs it, held to the same versions; built from a copy of the checkout's
+# files (pip builds in place, and setuptools' build/ there would keep modules deleted since)
+src="$repo"
+if git -C "$repo" rev-parse --git-dir >/dev/null 2>&1; then
+  src="$work/src"
+  mkdir -p "$src"
+  (cd "$repo" && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$src" 2>/dev/null || true)
+fi
+"${pip[@]}" install -c "$work/oldest.txt" "$src"
 "${pip[@]}" check
 
 mkdir -p "$work/elsewhere"

@@ -40,7 +40,7 @@ WITHOUT_CAMVID = "CamVid not found at {root}: {n} test(s) that need the full dat
 # scripts/check_oldest_deps.sh runs this suite in a plain `pip install .` (no torch, no ROS) on
 # the oldest dependencies setup.py allows: there, and only there, a test that needs a module of an
 # extra is skipped with the extra's name instead of failing. Everywhere else a missing module fails.
-CORE_ONLY = bool(os.environ.get("SEG_PERCEPTION_CORE_ONLY"))
+CORE_ONLY = os.environ.get("SEG_PERCEPTION_CORE_ONLY") == "1"
 EXTRA_MODULES = {"torch": "train", "rclpy": "ros", "sensor_msgs": "ros", "std_msgs": "ros", "nav_msgs": "ros",
                  "geometry_msgs": "ros", "diagnostic_msgs": "ros", "lifecycle_msgs": "ros",
                  "builtin_interfaces": "ros", "ament_index_python": "ros"}

@@ -306,10 +306,10 @@ def test_corrupt_message_and_bad_encoding_are_counted_skips(tmp_path, capsys, ra
     assert m["frames"]["in"] == 4 and m["frames"]["corrupt"] == 1 and m["frames"]["out"] == 3
     assert m["segmentation"]["frames_scored"] == 3 and m["segmentation"]["gt_without_frame"] == 1
     assert "1 corrupt" in out and "cannot deserialise" in out
-    bag2 = small_bag(tmp_path / "b2", 2, encoding="bayer_rggb8")
+    bag2 = small_bag(tmp_path / "b2", 2, encoding="nv12")
     rc, out, err = run_cli(capsys, "eval-bag", bag2, "--model", random_model, "--out", tmp_path / "r2")
     assert rc == 3 and "none of the 2 frames produced a prediction (2 rejected" in one_line_error(err)
-    assert "unsupported encoding 'bayer_rggb8'" in out
+    assert "unsupported encoding 'nv12'" in out
 
 
 def test_ground_truth_of_wrong_size_or_stamp(tmp_path, capsys, random_model):

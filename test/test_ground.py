@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from seg_perception.runtime.ground import (Camera, CameraPose, GridLookup, GridSpec, GroundCloud, GroundError,
-                                           rpy_matrix, undistort_points_iter)
+                                           rpy_matrix)
 
 W, H = 640, 480
 K = [600.0, 0.0, 319.5, 0.0, 600.0, 239.5, 0.0, 0.0, 1.0]
@@ -67,7 +67,11 @@ def ref_rays_world(uv: np.ndarray, R_cw: np.ndarray, model: str) -> np.ndarray:
         n = cv2.fisheye.undistortPoints(pts, k, np.asarray(LENSES[model]))
     else:
         d = np.asarray(LENSES[model] or np.zeros(5))
-        n = undistort_points_iter(pts, k, d, (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12))
+        crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12)
+        if hasattr(cv2, "undistortPointsIter"):  # OpenCV 4; OpenCV 5 gave undistortPoints the criterion
+            n = cv2.undistortPointsIter(pts, k, d, None, None, crit)
+        else:
+            n = cv2.undistortPoints(pts, k, d, None, None, None, crit)
     n = n.reshape(-1, 2)
     return np.column_stack([n, np.ones(len(n))]) @ R_cw  # R_cw^T @ ray, row-wise
 

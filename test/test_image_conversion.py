@@ -123,6 +123,29 @@ def test_16_bit_frames_read_as_full_range(rgb, enc, make, bigendian):
     np.testing.assert_array_equal(to_rgb(arr, layout) if enc != "mono16" else arr, want)
 
 
+def test_10_bit_data_in_16_bit_words_is_named_once(caplog):
+    from seg_perception.runtime import image_conversion
+    image_conversion._warned_low_bits = False
+    low = np.arange(24, dtype=np.uint16).reshape(4, 6) * 40  # at most 920: a 10-bit camera's values
+    with caplog.at_level("WARNING"):
+        for _ in range(3):
+            arr, _ = image_to_array(words(low, "mono16"))
+    assert arr.max() == 3  # the high byte, as documented: nearly black
+    said = [r.getMessage() for r in caplog.records if "below 4096" in r.getMessage()]
+    assert len(said) == 1 and "mono16 frame" in said[0]
+
+
+@pytest.mark.parametrize("enc", ["mono16", "16UC1", "rgb8"])
+def test_label_images_must_hold_8_bit_ids(enc):
+    # mono16 frames are scaled to 8 bits; ids 0..255 in 16-bit words would all read 0
+    from seg_perception.evaluation.scoring import decode_labels
+    ids = np.array([[0, 1, 2, 3], [4, 5, 6, 10]], np.uint16)
+    msg = words(ids, enc) if enc != "rgb8" else raw(np.zeros((2, 4, 3), np.uint8), enc)
+    with pytest.raises(ImageError, match=f"label image has encoding '{enc}'; expected mono8 class ids"):
+        decode_labels(msg)
+    np.testing.assert_array_equal(decode_labels(raw(ids.astype(np.uint8), "mono8", pad=2)), ids)
+
+
 @pytest.mark.parametrize("fmt,ext", [("jpeg", ".jpg"), ("png", ".png"), ("rgb8; jpeg compressed bgr8", ".jpg")])
 def test_compressed(rgb, fmt, ext):
     ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))

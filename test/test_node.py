@@ -200,12 +200,13 @@ def bad_raw_messages(rgb):
     huge = raw_image(rgb[:2, :2], "mono8", new_key("huge"))
     huge.width, huge.height, huge.step = 70_000, 70_000, 70_000
     return [
-        (raw_image(rgb, "bayer_rggb8", new_key("enc")), "unsupported encoding 'bayer_rggb8'"),
+        (raw_image(rgb, "nv12", new_key("enc")), "unsupported encoding 'nv12'"),
         (short, "less than step x height"),
         (narrow, "is smaller than width x channels"),
         (zero, "is empty"),
         (huge, "exceeds the max_image_pixels cap"),
-        (raw_image(rgb[:, :, :2].copy(), "16UC1", new_key("16bit")), "unsupported encoding '16UC1'"),
+        (raw_image(rgb[:, :, :2].copy(), "16UC1", new_key("16bit")),
+         "encoding '16UC1' is a depth or measurement image, not a camera frame"),
     ]
 
 
@@ -236,14 +237,14 @@ def test_bad_messages_are_rejected_and_good_frames_still_served(raw_node, pipe, 
     check_outputs(h, key, (360, 480), expected)
     h.wait_for(lambda: rejected(h) > before, 10, "burst rejections")
     # The same reason is not logged once per frame: one line, then throttled.
-    assert proc.output().count("unsupported encoding 'bayer_rggb8'") <= 3
+    assert proc.output().count("unsupported encoding 'nv12'") <= 3
     # Counted exactly: of frames with a new reason sent 20 ms apart, the first that reaches the node
     # is logged, the rest (as many as the rejection count says arrived) are counted, and the first
     # one after 5 s gives that count.
-    reason = "unsupported encoding 'bayer_gbrg8'"
+    reason = "unsupported encoding 'nv21'"
     t0, before = time.monotonic(), int(h.settled_diag()["frames_rejected"])
     for _ in range(4):
-        h.pub_raw.publish(raw_image(rgb, "bayer_gbrg8", new_key("throttle")))
+        h.pub_raw.publish(raw_image(rgb, "nv21", new_key("throttle")))
         time.sleep(0.02)
     h.wait_for(lambda: rejected(h) > before, 10, f"rejections of '{reason}'")
     time.sleep(1.5)  # a diagnostics period more, for any of the four still on its way
@@ -253,7 +254,7 @@ def test_bad_messages_are_rejected_and_good_frames_still_served(raw_node, pipe, 
     assert proc.output().count(reason) == 1
     time.sleep(5.2 - (time.monotonic() - t_seen))  # the first line was logged before t_seen
     before = rejected(h)
-    h.pub_raw.publish(raw_image(rgb, "bayer_gbrg8", new_key("throttle")))
+    h.pub_raw.publish(raw_image(rgb, "nv21", new_key("throttle")))
     h.wait_for(lambda: proc.output().count(reason) == 2, 15, "the log line after 5 s")
     # (and in the counters, so that the next test's starting diagnostics include it)
     h.wait_for(lambda: rejected(h) == before + 1, 15, "its rejection in the diagnostics")

@@ -47,7 +47,11 @@ def _zstd_decompress(data: bytes) -> bytes:
             from backports import zstd
         except ImportError:
             import zstandard  # a frame may not record its size: the streaming reader needs none
-            return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+            d = zstandard.ZstdDecompressor().decompressobj()
+            out = d.decompress(data)
+            if not d.eof:  # the streaming reader returns what it has of a cut frame without a word
+                raise ValueError("zstd frame is cut short")
+            return out
     return zstd.decompress(data)
 
 

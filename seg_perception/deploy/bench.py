@@ -142,7 +142,7 @@ def run_bench(models: Optional[Sequence[str]] = None, backends: Optional[Sequenc
     """Benchmark ``models`` (default: the whole zoo); returns {"environment", "rows"}."""
     import onnxruntime
     from ..nets import list_models
-    from ..runtime.backends import tensorrt_available
+    from ..runtime.backends import tensorrt_missing
     zoo = list_models()
     models = list(models or zoo)
     unknown = [m for m in models if m not in zoo]
@@ -151,13 +151,14 @@ def run_bench(models: Optional[Sequence[str]] = None, backends: Optional[Sequenc
     if REFERENCE not in models and REFERENCE in zoo:
         models.append(REFERENCE)  # the ratio column needs ERFNet from this same run
     if backends is None:
-        backends = ["onnxruntime"] + (["tensorrt"] if tensorrt_available() else [])
+        backends = ["onnxruntime"] + (["tensorrt"] if tensorrt_missing() is None else [])
     for b in backends:
         if b not in ("onnxruntime", "tensorrt"):
             raise ValueError(f"unknown backend '{b}'; valid choices: onnxruntime, tensorrt")
-    if "tensorrt" in backends and not tensorrt_available():
-        raise RuntimeError("backend 'tensorrt' needs TensorRT, which is not installed here; "
-                           "benchmark with --backend onnxruntime")
+    missing = tensorrt_missing() if "tensorrt" in backends else None
+    if missing:
+        raise RuntimeError(f"backend 'tensorrt' cannot run here: {missing.rstrip('.')}; benchmark with "
+                           "--backend onnxruntime")
     frames, frames_note = sample_frames(width, height, dataset=dataset)  # INT8 calibration, agreement
     rows: List[BenchRow] = []
     with tempfile.TemporaryDirectory(prefix="seg_bench_") as tmp:

@@ -72,7 +72,7 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
                 t0 = time.perf_counter()
                 try:
                     frame, layout = decode_frame(m)
-                    res = pipe(frame, layout, overlay=out is not None)
+                    res = pipe(frame, layout)
                 except ValueError as e:  # ImageError and frames the pipeline refuses
                     counts.rejected += 1
                     scorer.warn_once("rejected", f"frame rejected: {e}")
@@ -81,11 +81,11 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
                 latencies.append(dt * 1e3)
                 rgb = to_rgb(frame, layout) if index in scorer.sample_indices else None
                 scorer.add_prediction(stamp, res.labels, index, rgb)
-                if out is not None:
+                if out is not None:  # the overlay is drawn outside the timing: it is this bag's, not the node's
                     t_out = m.t_ns + int(dt * 1e9)
                     h = m.msg.header
                     for topic, img, enc in ((LABELS, res.labels, "mono8"), (DRIVABLE, res.drivable, "mono8"),
-                                            (OVERLAY, res.overlay, "rgb8")):
+                                            (OVERLAY, pipe.overlay(frame, layout, res.labels), "rgb8")):
                         out.add_msg(t_out, topic, bag_io.image_msg(img, enc, bag_io.stamp_ns(h), h.frame_id))
         except bag_io.BagError as e:
             # A file that breaks off mid-way: what was read still counts, and the report says so.

@@ -24,11 +24,14 @@ def decode_frame(m: bag_io.BagMessage) -> Tuple[np.ndarray, str]:
     return message_to_array(m.msg)
 
 
+LABEL_ENCODINGS = ("mono8", "8UC1")  # class ids as they are: not mono16, whose frames are scaled to 8 bits
+
+
 def decode_labels(msg) -> np.ndarray:
     """A mono8 label image (ground truth or the node's /segmentation/labels) -> uint8 H x W."""
-    arr, layout = image_to_array(msg)
-    if layout != "mono":
+    if str(msg.encoding) not in LABEL_ENCODINGS:
         raise ImageError(f"label image has encoding '{msg.encoding}'; expected mono8 class ids")
+    arr, _ = image_to_array(msg)
     return np.ascontiguousarray(arr)
 
 

@@ -257,11 +257,11 @@ def import_tensorrt():
         raise EngineCacheError("TensorRT is not installed: on a Jetson it comes with JetPack "
                                "(python3-libnvinfer); elsewhere pip install tensorrt. Use the onnxruntime "
                                "backend without it") from None
-    version = str(getattr(trt, "__version__", "0"))
+    version = str(getattr(trt, "__version__", ""))
     try:
         found = tuple(int(v) for v in version.split(".")[:2])
     except ValueError:
-        found = MIN_TENSORRT  # a development build's odd version string: let it try
+        found = MIN_TENSORRT  # no version, or a development build's odd one: let it try
     if found < MIN_TENSORRT:
         raise EngineCacheError(f"TensorRT {version} is too old: the tensorrt backend needs "
                                f"{'.'.join(map(str, MIN_TENSORRT))} or newer (JetPack 5.1+); upgrade JetPack, "

@@ -14,10 +14,13 @@ node, bag evaluation and the doctor all turn messages into frames the same way.
 from __future__ import annotations
 
 import array
+import logging
 from typing import Tuple
 
 import cv2
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 # encoding -> (channels of the numpy view, colour layout for the pipeline)
 RAW_ENCODINGS = {
@@ -39,8 +42,8 @@ RAW_ENCODINGS = {
     "bayer_gbrg8": (1, "bayer_gbrg"),
     "bayer_grbg8": (1, "bayer_grbg"),
 }
-# 16-bit words (byte order from is_bigendian), scaled to 8 bits as full-range data (>> 8, as
-# cv_bridge does); then handled as their 8-bit twin.
+# 16-bit words (byte order from is_bigendian), scaled to 8 bits as full-range data (the high byte:
+# within one level of cv_bridge's 255/65535); then handled as their 8-bit twin.
 WORD_ENCODINGS = {"mono16": "mono8", "rgb16": "rgb8", "bgr16": "bgr8", "rgba16": "rgba8", "bgra16": "bgra8",
                   "bayer_rggb16": "bayer_rggb8", "bayer_bggr16": "bayer_bggr8", "bayer_gbrg16": "bayer_gbrg8",
                   "bayer_grbg16": "bayer_grbg8"}
@@ -102,11 +105,26 @@ def image_to_array(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.ndarra
     img = buf[: step * h].reshape(h, step)[:, : w * ch * size]
     if words:
         dtype = ">u2" if int(getattr(msg, "is_bigendian", 0)) else "<u2"
-        img = (np.ascontiguousarray(img).view(dtype) >> 8).astype(np.uint8)
+        w16 = np.ascontiguousarray(img).view(dtype)
+        _warn_if_low_bits(enc, w16)
+        img = (w16 >> 8).astype(np.uint8)
     img = img.reshape(h, w) if ch == 1 else img.reshape(h, w, ch)
     if layout in _TO_RGB_AT_FULL_SIZE:
         return cv2.cvtColor(np.ascontiguousarray(img), _TO_RGB_AT_FULL_SIZE[layout]), "rgb"
     return img, layout
+
+
+_warned_low_bits = False
+
+
+def _warn_if_low_bits(enc: str, words: np.ndarray) -> None:
+    """Once: a 16-bit frame whose values all sit in the low 12 bits is most likely a 10/12-bit
+    camera's data, which reads nearly black as full-range 16-bit."""
+    global _warned_low_bits
+    if not _warned_low_bits and words.size and 0 < int(words.max()) < 4096:
+        _warned_low_bits = True
+        log.warning(f"{enc} frame: every value is below 4096, so it reads nearly black as 16-bit data. A camera "
+                    "with 10- or 12-bit pixels in the low bits should publish 8-bit (or left-aligned) frames")
 
 
 def compressed_to_array(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.ndarray, str]:

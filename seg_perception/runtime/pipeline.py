@@ -152,12 +152,15 @@ class Pipeline:
             c8 = np.clip(conf_small * 255.0 + 0.5, 0, 255).astype(np.uint8)
             res.confidence = c8 if c8.shape == (h, w) else cv2.resize(c8, (w, h), interpolation=cv2.INTER_LINEAR)
         if overlay:
-            shown = frame if (fh, fw) == (h, w) else cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-            res.overlay = self.overlay(shown, color, labels)
+            res.overlay = self.overlay(frame, color, labels)
         res.frame_size = (fw, fh)
         return res
 
     def overlay(self, frame: np.ndarray, color: str, labels: np.ndarray) -> np.ndarray:
+        """The frame (shrunk to the labels' size when they are smaller) blended with the class colours."""
+        h, w = labels.shape
+        if frame.shape[:2] != (h, w):
+            frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
         rgb = to_rgb(frame, color)
         blend = cv2.addWeighted(rgb, 1.0 - self.overlay_alpha, self.palette[labels], self.overlay_alpha, 0.0)
         if self.overlay_legend:  # which colour is which class, from the card
