@@ -112,12 +112,12 @@ def test_frames_the_node_rejects_are_named_not_mistaken_for_stamps(tmp_path, cap
     with bag_io.BagWriter(bag) as w:
         for i in range(3):
             t = 10**9 + i * 10**8
-            w.write("/camera/image_raw", bag_io.image_msg(np.zeros((8, 8), np.uint16), "mono16", t, "c"), t)
+            w.write("/camera/image_raw", bag_io.image_msg(np.zeros((8, 8), np.uint16), "16UC1", t, "c"), t)
     rc = main(["eval-bag", str(bag), "--mode", "live", "--model", str(random_model), "--threads", "1",
                "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip()
     assert rc == EXIT_NO_MATCH and len(err.splitlines()) == 1, err
-    assert "the node rejected 3 of the 3 frames played: unsupported encoding 'mono16'" in err, err
+    assert "the node rejected 3 of the 3 frames played: encoding '16UC1' is a depth or measurement image" in err, err
 
 
 def test_demo_exports_onnx_and_reports(tmp_path, capsys, monkeypatch):
