@@ -6,8 +6,8 @@
 #
 #   scripts/check_oldest_deps.sh [PYTHON [WORK_DIR]]
 #
-# PYTHON defaults to python3.10 on PATH, else pyenv's newest 3.10; "" picks the default. Exit code 0 when all of it
-# passed; the venv stays in WORK_DIR (default: a new temporary folder) for a look.
+# PYTHON defaults to python3.10 on PATH, else pyenv's newest 3.10 ("" picks that default). Exit code
+# 0 when all of it passed; the venv stays in WORK_DIR (default: a new temporary folder) for a look.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 

@@ -138,7 +138,8 @@ class Camera:
             n = cv2.undistortPoints(pts, self.K, np.zeros(4))
         else:
             # The iterative solver converges far from the axis too, where the default 5 steps do not.
-            n = undistort_points_iter(pts, self.K, self.D, (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-10))
+            n = undistort_points_iter(pts, self.K, self.D,
+                                      (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-10))
         n = n.reshape(-1, 2)
         return np.column_stack([n, np.ones(len(n))])
 
