@@ -43,8 +43,8 @@ def add_dataset_args(p: argparse.ArgumentParser, split: Optional[str] = None,
     if "folder" in kinds:
         g.add_argument("--num-classes", type=int, default=0, help="folder dataset without dataset.yaml: "
                        "number of classes (default: from dataset.yaml, or the model card's where there is one)")
-        g.add_argument("--ignore-index", type=int, default=255, help="folder dataset without dataset.yaml: "
-                       "label value of unlabelled pixels" + d)
+        g.add_argument("--ignore-index", type=int, default=None, help="folder dataset without dataset.yaml: "
+                       "label value of unlabelled pixels (default: the model card's where there is one, else 255)")
 
 
 def dataset_root(args) -> str:
@@ -62,12 +62,14 @@ def dataset_options(args, card=None) -> dict:
     (used only where the folder has no dataset.yaml)."""
     if args.dataset not in ("folder", "camvid"):  # camvid: for a CVAT CamVid export of other classes
         return {}
+    typed = getattr(args, "ignore_index", None)  # None: not typed (argparse default), so a typed 255 counts
+    given = typed is not None
     if not getattr(args, "num_classes", 0) and card is not None:
-        given = getattr(args, "ignore_index", 255) != 255  # typed by the user: checked, not the card's
-        return {"num_classes": card.num_classes, "ignore_index": args.ignore_index if given else card.ignore_index,
+        return {"num_classes": card.num_classes, "ignore_index": typed if given else card.ignore_index,
                 "class_names": list(card.class_names), "drivable": list(card.drivable_classes), "from_card": True,
                 "ignore_given": given}
-    return {"num_classes": getattr(args, "num_classes", 0), "ignore_index": getattr(args, "ignore_index", 255)}
+    return {"num_classes": getattr(args, "num_classes", 0), "ignore_index": typed if given else 255,
+            "ignore_given": given}
 
 
 def open_from_args(args, split: Optional[str] = None, card=None, **kw):
@@ -168,7 +170,8 @@ def _train(p: argparse.ArgumentParser):
                           memory_format="contiguous" if a.no_channels_last else a.memory_format, threads=a.threads,
                           workers=a.workers, gradual_grouping_epochs=a.gradual_grouping_epochs, clip_grad=a.clip_grad,
                           max_train_images=a.max_train_images, max_val_images=a.max_val_images,
-                          num_classes=a.num_classes, ignore_index=a.ignore_index, command=command_line())
+                          num_classes=a.num_classes, ignore_index=255 if a.ignore_index is None else a.ignore_index,
+                          command=command_line())
         best = train(cfg, resume=a.resume)
         print(f"[train] weights: {best} (card {best.with_suffix('.yaml')})")
     return run

@@ -79,6 +79,30 @@ def test_evaluate_folder_without_description_uses_card(folder_dataset, random_mo
     assert len(err.strip().splitlines()) == 1
 
 
+def test_a_typed_ignore_index_255_is_the_users_not_the_default(folder_dataset, random_model, tmp_path, capsys):
+    """--ignore-index 255 typed by the user counts, though 255 is what a folder has when nothing is said:
+    without dataset.yaml it wins over the card's ignore id (11 here); against a dataset.yaml that says
+    11 it is a contradiction, not a silent no-op."""
+    import cv2
+    import numpy as np
+    bare = tmp_path / "bare255"
+    shutil.copytree(folder_dataset, bare, ignore=shutil.ignore_patterns("dataset.yaml"))
+    for lab in (bare / "val" / "labels").iterdir():  # this tool marks unlabelled pixels 255, not 11
+        ids = cv2.imread(str(lab), cv2.IMREAD_UNCHANGED)
+        assert (ids == 11).any()
+        cv2.imwrite(str(lab), np.where(ids == 11, 255, ids).astype(np.uint8))
+    args = ["evaluate", "--model", str(random_model), "--dataset", "folder", "--split", "val", "--limit", "1",
+            "--threads", "1"]
+    rc = main(args + ["--data", str(bare)])  # the card's 11 is the ignore id: 255 is a class that is not there
+    assert rc == 2 and "pass --ignore-index 255" in capsys.readouterr().err
+    rc = main(args + ["--data", str(bare), "--ignore-index", "255"])
+    out = capsys.readouterr()
+    assert rc == 0 and "mIoU" in out.out, out.err
+    rc = main(args + ["--data", str(folder_dataset), "--ignore-index", "255"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--ignore-index 255 but" in err and "says the ignore id is 11: drop the flag" in err, err
+
+
 def test_folder_needs_data_one_line(random_model, capsys, tmp_path):
     assert main(["evaluate", "--model", str(random_model), "--dataset", "folder"]) == 2
     assert "--data is required for --dataset folder" in capsys.readouterr().err

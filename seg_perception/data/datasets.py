@@ -659,7 +659,7 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
         table, colors = described
         if num_classes and not from_card and num_classes != table.num_classes:
             raise DatasetError(f"--num-classes {num_classes} but {source} lists {table.num_classes} classes")
-        if ignore_index not in (255, table.ignore_index) and (ignore_given or not from_card):
+        if ignore_index != table.ignore_index and (ignore_given or (ignore_index != 255 and not from_card)):
             raise DatasetError(f"--ignore-index {ignore_index} but {source} says the ignore id is "
                                f"{table.ignore_index}: drop the flag" + (
                                    " (the export marks unlabelled pixels itself: black, or a Void class)"
