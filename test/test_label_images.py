@@ -250,6 +250,26 @@ def test_label_of_a_turned_frame_says_why(tmp_path):
         image_folder(tmp_path, "train").load(0)
 
 
+def test_16_bit_frames_read_as_the_node_reads_them_and_low_bit_data_is_named(tmp_path, caplog, monkeypatch):
+    """A 16-bit PNG frame keeps its high byte (the node's reading of rgb16/mono16); a folder of 12-bit
+    data in the low bits would train on near-black frames, and a warning says so, once."""
+    import seg_perception.data.datasets as datasets
+    monkeypatch.setattr(datasets, "_warned_low_bits", False)
+    _folder(tmp_path, "classes: [road, wall, person]\n", names=("a", "b"))
+    full = np.random.default_rng(0).integers(0, 65536, (24, 32, 3), dtype=np.uint16)
+    for name, frame in (("a", full), ("b", full >> 4)):  # b: 12-bit values
+        (tmp_path / f"train/images/{name}.jpg").unlink()
+        cv2.imwrite(str(tmp_path / f"train/images/{name}.png"), frame)
+        cv2.imwrite(str(tmp_path / f"train/labels/{name}.png"), _ids(3))
+    ds = image_folder(tmp_path, "train")
+    with caplog.at_level("WARNING"):
+        img = ds.load(0)[0]
+        assert not caplog.records
+        np.testing.assert_array_equal(img, (full >> 8).astype(np.uint8)[..., ::-1])
+        assert ds.load(1)[0].max() <= 15  # 4095 >> 8
+    assert len(caplog.records) == 1 and "b.png is a 16-bit image whose values all sit below 4096" in caplog.text
+
+
 def test_description_ids_order_and_yaml_values(tmp_path):
     """Classes with ids in any order are put in id order (drivable follows the names); a name YAML
     reads as a value, an unknown key in a class, a repeated name and a lone drivable name."""

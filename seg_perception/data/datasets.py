@@ -7,6 +7,7 @@ Every problem with the data is a DatasetError whose message names the file.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import shlex
 from pathlib import Path
@@ -20,6 +21,7 @@ from .classes import (CAMVID, CITYSCAPES, CITYSCAPES_ID_TO_TRAINID, ClassTable, 
 from .label_images import ColourLabelError, LabelColors, LabelError, is_palette_png, read_label
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
+log = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
@@ -36,10 +38,25 @@ class MissingSplit(DatasetError):
         return MissingSplit(f"{self}: name one of them with {option}")
 
 
+_warned_low_bits = False
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """An image file as RGB uint8, turned upright by its EXIF orientation. A 16-bit PNG keeps its
+    high byte, as the node reads 16-bit camera frames, so training sees what deployment sees."""
+    global _warned_low_bits
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     if img is None:
         raise DatasetError(f"cannot read image {path}: missing or not an image file")
+    if img.dtype == np.uint16:
+        if not _warned_low_bits and 0 < int(img.max()) < 4096:
+            _warned_low_bits = True  # once: a folder of such frames would repeat it for every file
+            log.warning(f"{path} is a 16-bit image whose values all sit below 4096 (10- or 12-bit data in the "
+                        "low bits): it reads nearly black, as the node reads such camera frames. Save the frames "
+                        "as 8-bit (scaled to full range) to train on them")
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise DatasetError(f"image {path} holds {img.dtype} pixels; save it as 8-bit")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
