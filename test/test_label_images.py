@@ -250,6 +250,27 @@ def test_label_of_a_turned_frame_says_why(tmp_path):
         image_folder(tmp_path, "train").load(0)
 
 
+def test_frames_with_an_exif_turn_are_read_upright_and_noted(tmp_path):
+    """A 180° EXIF tag keeps the frame's size, so no size check can catch labels drawn on the stored
+    pixels: the frame is read upright and the dataset says so (frames without a tag: no note)."""
+    labels = _folder(tmp_path, "classes: [road, wall, person]\n", names=("a", "b"))
+    stored = np.zeros((24, 32, 3), np.uint8)
+    stored[:12] = 200  # bright top half as stored: the bottom half once turned upright
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = 3
+    im.save(tmp_path / "train/images/b.jpg", exif=exif, quality=95)
+    for n in "ab":
+        cv2.imwrite(str(labels / f"{n}.png"), _ids(3))
+    ds = image_folder(tmp_path, "train")
+    assert len(ds.notes) == 1 and "1 of the 2 frames carry an EXIF orientation (e.g. b.jpg: turned 180°)" in ds.notes[0]
+    upright = ds.load(1)[0]
+    assert upright[:12].mean() < 20 and upright[12:].mean() > 180
+    (tmp_path / "train/images/b.jpg").unlink()
+    cv2.imwrite(str(tmp_path / "train/images/b.jpg"), stored)
+    assert image_folder(tmp_path, "train").notes == []
+
+
 def test_16_bit_frames_read_as_the_node_reads_them_and_low_bit_data_is_named(tmp_path, caplog, monkeypatch):
     """A 16-bit PNG frame keeps its high byte (the node's reading of rgb16/mono16); a folder of 12-bit
     data in the low bits would train on near-black frames, and a warning says so, once."""

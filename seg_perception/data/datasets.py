@@ -672,6 +672,7 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
         pairs = []
         for img in sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_EXTS and not _hidden(p)):
             pairs.append((img, _label_file(img, labels.get(img.stem, []), root / "labels")))
+    notes += _turned_frames_note(pairs)
     if described is not None:
         table, colors = described
         if num_classes and not from_card and num_classes != table.num_classes:
@@ -701,7 +702,34 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
                            f"are 0..{num_classes - 1}, and labels are 8-bit inside the model); 16-bit labels "
                            "must mark unlabelled pixels with such a value")
     table = generic_table(num_classes, ignore_index, class_names, drivable)
-    return SegmentationDataset(pairs, table, where=where, **kw)
+    return SegmentationDataset(pairs, table, where=where, notes=notes, **kw)
+
+
+EXIF_TURNS = {2: "mirrored", 3: "turned 180°", 4: "flipped upside down", 5: "turned and mirrored",
+              6: "turned 90° clockwise", 7: "turned and mirrored", 8: "turned 90° anticlockwise"}
+
+
+def _turned_frames_note(pairs: Sequence[Tuple[Path, Path]]) -> List[str]:
+    """A note when JPEG frames carry an EXIF orientation (phones write one): OpenCV reads them
+    upright, as labelling tools show them, but a 180° turn or a mirror keeps the frame's size, so
+    labels drawn on the stored pixels would be misaligned without any error. Reads headers only."""
+    from PIL import Image, UnidentifiedImageError
+    turned = []
+    for img, _ in pairs:
+        if img.suffix.lower() in (".jpg", ".jpeg"):
+            try:
+                with Image.open(img) as im:
+                    tag = im.getexif().get(0x0112, 1)
+            except (OSError, UnidentifiedImageError):
+                continue  # read_rgb names a file it cannot read when it gets there
+            if tag in EXIF_TURNS:
+                turned.append((img, tag))
+    if not turned:
+        return []
+    img, tag = turned[0]
+    return [f"{len(turned)} of the {len(pairs)} frames carry an EXIF orientation (e.g. {img.name}: "
+            f"{EXIF_TURNS[tag]}) and are read upright, as labelling tools such as CVAT and Label Studio show "
+            "them; if your labels were drawn on the frames as stored, save the frames without the tag"]
 
 
 def open_dataset(kind: str, root: str | Path, split: str, **kw) -> SegmentationDataset:
