@@ -250,6 +250,20 @@ def test_label_of_a_turned_frame_says_why(tmp_path):
         image_folder(tmp_path, "train").load(0)
 
 
+def test_voc_layout_with_classes_from_flags_keeps_its_notes(tmp_path):
+    """No labelmap.txt and no dataset.yaml (--num-classes gives the classes): a listed frame without a
+    mask is still left out with a note, as with a classes file."""
+    (tmp_path / "ImageSets" / "Segmentation").mkdir(parents=True)
+    for sub in ("JPEGImages", "SegmentationClass"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "ImageSets/Segmentation/default.txt").write_text("a\nb\n")
+    for n in "ab":
+        cv2.imwrite(str(tmp_path / "JPEGImages" / f"{n}.jpg"), np.full((24, 32, 3), 90, np.uint8))
+    cv2.imwrite(str(tmp_path / "SegmentationClass" / "a.png"), _ids(4))
+    ds = image_folder(tmp_path, "default", num_classes=3)
+    assert len(ds) == 1 and len(ds.notes) == 1 and "left out" in ds.notes[0], ds.notes
+
+
 def test_frames_with_an_exif_turn_are_read_upright_and_noted(tmp_path):
     """A 180° EXIF tag keeps the frame's size, so no size check can catch labels drawn on the stored
     pixels: the frame is read upright and the dataset says so (frames without a tag: no note)."""
