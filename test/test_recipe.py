@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from seg_perception.card import load_card
 from seg_perception.data.transforms import TrainAugment
 from seg_perception.train.ema import ModelEMA
-from seg_perception.train.loop import TrainConfig, check_config, train
-from seg_perception.train.precision import StepShape, choose_step, cpu_has_bf16, resolve_step
+from seg_perception.train.loop import TrainConfig, check_config, optimizer_step, train
+from seg_perception.train.precision import (StepShape, choose_step, cpu_has_bf16, cuda_amp_dtype, loss_scaler,
+                                            resolve_step)
 from seg_perception.train.losses import build_loss, distillation_kl, lovasz_softmax, ohem_cross_entropy
 from seg_perception.train.mixing import class_mix
 
@@ -241,6 +242,59 @@ def test_auto_step_times_the_network_on_this_cpu():
             resolve_step("bf16", "auto", cpu)
     with pytest.raises(ValueError, match="valid choices: auto, channels_last, contiguous"):
         resolve_step("fp32", "nhwc", cpu)
+
+
+def test_cuda_autocasts_in_bf16_only_where_the_gpu_has_it_natively(monkeypatch):
+    """A T4 or a V100 (Turing, Volta) emulates bf16, slowly, though torch.cuda.is_bf16_supported()
+    says yes: there fp16 with a loss scale; Ampere and Jetson Orin (8.x) and newer: bf16."""
+    gpu = torch.device("cuda")
+    for capability, dtype in (((7, 5), torch.float16), ((7, 2), torch.float16), ((8, 7), torch.bfloat16),
+                              ((9, 0), torch.bfloat16)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # emulation counts there
+        assert cuda_amp_dtype(gpu) == dtype
+        why = resolve_step("auto", "auto", gpu).why
+        assert ("fp16 with loss scaling" in why) == (dtype == torch.float16), why
+    assert not loss_scaler(torch.device("cpu")).is_enabled()
+
+
+def _step_net():
+    torch.manual_seed(0)
+    net = nn.Linear(6, 3)
+    return net, torch.optim.Adam(net.parameters(), lr=1e-2)
+
+
+def test_a_pass_through_scaler_steps_exactly_as_a_plain_step():
+    """fp32 and bf16 runs (and the runs that resume under this code) must take the same steps as
+    plain backward + clip + Adam did."""
+    x, y = torch.randn(8, 6, generator=torch.Generator().manual_seed(1)), torch.arange(8) % 3
+    net, opt = _step_net()
+    scaler = loss_scaler(torch.device("cpu"))
+    ref, ref_opt = _step_net()
+    for _ in range(5):
+        assert optimizer_step(opt, scaler, F.cross_entropy(net(x), y), net.parameters(), 0.5)
+        ref_opt.zero_grad()
+        F.cross_entropy(ref(x), y).backward()
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), 0.5)
+        ref_opt.step()
+    for a, b in zip(net.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_an_overflowing_loss_scale_backs_off_until_steps_are_taken():
+    """Under fp16 a scale too large makes every gradient inf: the step is skipped and the scale
+    lowered, so training goes on after a few skips instead of skipping every step."""
+    x, y = torch.randn(8, 6, generator=torch.Generator().manual_seed(1)), torch.arange(8) % 3
+    net, opt = _step_net()
+    scaler = loss_scaler(torch.device("cpu"), enabled=True)  # fp32 here: only the scale can overflow
+    assert optimizer_step(opt, scaler, F.cross_entropy(net(x), y), net.parameters(), 0.0)
+    scaler.update(new_scale=3e38)
+    before = [p.detach().clone() for p in net.parameters()]
+    taken = [optimizer_step(opt, scaler, 1e3 * F.cross_entropy(net(x), y), net.parameters(), 0.0) for _ in range(30)]
+    first = taken.index(True)
+    assert 0 < first and not any(taken[:first]) and all(taken[first:]), taken
+    assert scaler.get_scale() < 3e38 / 2 ** first * 1.01
+    assert all(torch.isfinite(p).all() and not torch.equal(p, b) for p, b in zip(net.parameters(), before))
 
 
 def test_a_resumed_run_keeps_the_precision_and_layout_it_began_with(tmp_path, camvid_root):

@@ -50,7 +50,8 @@ from .checkpoint import atomic_save, load_checkpoint, load_weights
 from .ema import ModelEMA
 from .losses import LOSSES, build_loss, distillation_kl
 from .mixing import class_mix
-from .precision import MEMORY_FORMATS, PRECISIONS, StepChoice, StepShape, autocast_ctx, cpu_has_bf16, resolve_step
+from .precision import (MEMORY_FORMATS, PRECISIONS, StepChoice, StepShape, autocast_ctx, cpu_has_bf16, loss_scaler,
+                        resolve_step)
 
 
 @dataclass
@@ -467,6 +468,7 @@ class Run:
     mem_fmt: torch.memory_format
     mean: torch.Tensor
     std: torch.Tensor
+    scaler: object = None  # a GradScaler: live under CUDA fp16 autocast, a pass-through elsewhere
     start_epoch: int = 0
     best: float = -1.0
 
@@ -644,7 +646,7 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
               sched=sched, ema=ema, teacher=teacher,
               criterion=build_loss(cfg.loss, weights, table.ignore_index, cfg.ohem_thresh,
                                    cfg.ohem_min_kept, cfg.lovasz_weight),
-              precision=step.precision, mem_fmt=mem_fmt,
+              precision=step.precision, mem_fmt=mem_fmt, scaler=loss_scaler(device),
               mean=torch.tensor((0.485, 0.456, 0.406), device=device),
               std=torch.tensor((0.229, 0.224, 0.225), device=device))
     if run.main:
@@ -700,6 +702,8 @@ def restore(run: Run, log=print) -> None:
             raise ValueError(f"{ckpt_path} was trained without --ema-decay; resume it without, "
                              "or start a new run folder")
         run.ema.load_state_dict(ck["ema"])
+    if ck.get("scaler"):
+        run.scaler.load_state_dict(ck["scaler"])
     run.start_epoch, run.best = ck["epoch"] + 1, ck["best_miou"]
     lr_at_stop = run.opt.param_groups[0]["lr"]
     # The optimizer's and schedule's saved state carry the checkpoint's --lr and --weight-decay:
@@ -787,17 +791,9 @@ def train_one_epoch(run: Run, epoch: int, ddp_model: nn.Module) -> EpochStats:
             loss = loss + cfg.distill_weight * distillation_kl(logits, teacher_logits, y,
                                                                run.train_ds.table.ignore_index,
                                                                cfg.distill_temperature)
-        run.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        # A non-finite loss or gradient (seen once here in bf16 at epoch 41) would poison
-        # the weights and Adam's moments for good: skip that step and count it.
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                   cfg.clip_grad if cfg.clip_grad > 0 else float("inf"))
-        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+        if not optimizer_step(run.opt, run.scaler, loss, model.parameters(), cfg.clip_grad):
             skipped += 1
-            run.opt.zero_grad(set_to_none=True)
             continue
-        run.opt.step()
         if run.ema is not None and run.stage == "full":
             run.ema.update(run.model)
         losses.append(float(loss.detach()))
@@ -808,6 +804,23 @@ def train_one_epoch(run: Run, epoch: int, ddp_model: nn.Module) -> EpochStats:
         bar.close()
     return EpochStats(loss=float(np.mean(losses)) if losses else float("nan"), lr=run.opt.param_groups[0]["lr"],
                       seconds=time.time() - t0, skipped=skipped, images=nb * cfg.batch_size)
+
+
+def optimizer_step(opt: torch.optim.Optimizer, scaler, loss: torch.Tensor, params, clip_grad: float) -> bool:
+    """Backward and one step of ``opt``; False where the loss or the gradient is not finite: that
+    step is skipped, since it would poison the weights and Adam's moments for good (seen once in
+    bf16 at epoch 41). Under fp16 the scaler then lowers its scale, or every step would overflow."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)  # the true gradient, for the clip and the check
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad if clip_grad > 0 else float("inf"))
+    if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+        opt.zero_grad(set_to_none=True)
+        scaler.update()
+        return False
+    scaler.step(opt)
+    scaler.update()
+    return True
 
 
 def encoder_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -832,6 +845,7 @@ def save_checkpoint(run: Run, epoch: int) -> None:
                  "best_miou": run.best, "config": asdict(run.cfg), "precision": run.precision,
                  "memory_format": "channels_last" if run.mem_fmt == torch.channels_last else "contiguous",
                  "ema": run.ema.state_dict() if run.ema is not None else None,
+                 "scaler": run.scaler.state_dict(),  # empty unless fp16
                  "enc_head": run.enc_stage.head.state_dict() if run.enc_stage is not None else None},
                 run.out / "last.pt")
 
@@ -893,7 +907,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
         msg = (f"[train] epoch {epoch + 1}/{run.total_epochs} {run.stage} loss {stats.loss:.4f} "
                f"lr {stats.lr:.2e} {stats.seconds:.0f}s/epoch ({stats.images / max(stats.seconds, 1e-9):.1f} img/s)")
         if stats.skipped:
-            msg += f" ({stats.skipped} steps skipped: non-finite loss or gradient)"
+            msg += (f" ({stats.skipped} steps skipped: non-finite loss or gradient"
+                    + ("; the fp16 loss scale settling skips a few" if run.scaler.is_enabled() else "") + ")")
         if val_miou is not None:
             msg += f" val mIoU {val_miou:.2f} acc {val_acc:.2f} (best {run.best:.2f})"
             if raw_miou is not None:

@@ -57,11 +57,27 @@ def cpu_has_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def cuda_amp_dtype(device: torch.device) -> torch.dtype:
+    """bf16 where the GPU computes it natively (compute capability 8+: Ampere, Ada, Hopper, Jetson
+    Orin), else fp16 with a loss scale. Not torch.cuda.is_bf16_supported(): it also says yes where
+    bf16 is only emulated (a T4, a V100, Jetson Xavier), which is slow."""
+    return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
+
+
 def autocast_ctx(device: torch.device, bf16: bool):
     if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast("cuda", dtype=cuda_amp_dtype(device))
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
+
+def loss_scaler(device: torch.device, enabled: bool | None = None):
+    """A GradScaler, enabled where autocast runs in fp16 (small gradients would round to zero
+    there); elsewhere a pass-through, so fp32 and bf16 steps stay what they were, bit for bit."""
+    if enabled is None:
+        enabled = device.type == "cuda" and cuda_amp_dtype(device) == torch.float16
+    if hasattr(torch.amp, "GradScaler"):  # torch >= 2.3
+        return torch.amp.GradScaler(device.type, enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)
 
 
 def time_train_steps(shape: StepShape, combos: Sequence[Combo], steps: int = 5,
@@ -118,8 +134,9 @@ def resolve_step(precision: str, memory_format: str, device: torch.device, shape
     if memory_format not in MEMORY_FORMATS:
         raise ValueError(f"unknown memory format '{memory_format}'; valid choices: {', '.join(MEMORY_FORMATS)}")
     if device.type == "cuda":
-        return StepChoice("amp", "contiguous" if memory_format == "contiguous" else "channels_last",
-                          "CUDA autocast")
+        why = ("CUDA autocast bf16" if cuda_amp_dtype(device) == torch.bfloat16 else
+               "CUDA autocast fp16 with loss scaling (no native bf16 on this GPU)")
+        return StepChoice("amp", "contiguous" if memory_format == "contiguous" else "channels_last", why)
     if precision == "bf16" and not cpu_has_bf16():
         raise ValueError("this CPU has no bf16 support in oneDNN: use --precision fp32")
     precisions = [precision] if precision != "auto" else ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
