@@ -12,7 +12,7 @@ from seg_perception.data.transforms import TrainAugment
 from seg_perception.train.ema import ModelEMA
 from seg_perception.train.loop import TrainConfig, check_config, optimizer_step, train
 from seg_perception.train.precision import (StepShape, choose_step, cpu_has_bf16, cuda_amp_dtype, loss_scaler,
-                                            resolve_step)
+                                            resolve_step, time_train_steps)
 from seg_perception.train.losses import build_loss, distillation_kl, lovasz_softmax, ohem_cross_entropy
 from seg_perception.train.mixing import class_mix
 
@@ -256,6 +256,9 @@ def test_cuda_autocasts_in_bf16_only_where_the_gpu_has_it_natively(monkeypatch):
         why = resolve_step("auto", "auto", gpu).why
         assert ("fp16 with loss scaling" in why) == (dtype == torch.float16), why
     assert not loss_scaler(torch.device("cpu")).is_enabled()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # bench-train's timings stay the CPU's
+    timed = time_train_steps(StepShape("essnet_d", (32, 24), 1), [("fp32", "contiguous")], steps=1, warmup=0)
+    assert list(timed) == [("fp32", "contiguous")] and len(timed["fp32", "contiguous"]) == 1
 
 
 def _step_net():

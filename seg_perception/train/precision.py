@@ -83,8 +83,9 @@ def loss_scaler(device: torch.device, enabled: bool | None = None):
 def time_train_steps(shape: StepShape, combos: Sequence[Combo], steps: int = 5,
                      warmup: int = 2) -> Dict[Combo, List[float]]:
     """Seconds of each timed step (forward, loss, backward, Adam) per (precision, memory format),
-    on random data, with torch's current thread count."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    on random data, with torch's current thread count. Always on the CPU: the choice they feed is a
+    CPU's (CUDA training always autocasts), and on a GPU box a "fp32" timed under autocast would lie."""
+    device = torch.device("cpu")
     w, h = shape.crop
     out = {}
     for precision, fmt in combos:
