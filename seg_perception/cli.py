@@ -157,7 +157,11 @@ def _train(p: argparse.ArgumentParser):
             raise ValueError(f"unknown model '{a.model}'; valid choices: {', '.join(list_models())}")
         data = dataset_root(a)
         if a.ignore_index is not None and a.dataset in ("folder", "camvid"):  # a typed id that dataset.yaml
-            open_from_args(a, split=a.train_split.split("+")[0])  # contradicts is an error (the config keeps an int)
+            from .data.datasets import MissingSplit  # contradicts is an error (the config keeps an int)
+            try:
+                open_from_args(a, split=a.train_split.split("+")[0])
+            except MissingSplit as e:
+                raise e.naming("--train-split") from None
         crop_w, crop_h = a.crop or (0, 0)
         cfg = TrainConfig(model=a.model, data=data, out=a.out, dataset=a.dataset, name=a.name,
                           train_split=a.train_split, val_split=a.val_split, epochs=a.epochs,

@@ -105,6 +105,10 @@ def test_a_typed_ignore_index_255_is_the_users_not_the_default(folder_dataset, r
                "--ignore-index", "255", "--epochs", "1", "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert rc == 2 and "says the ignore id is 11: drop the flag" in err and not (tmp_path / "run").exists(), err
+    rc = main(["train", "--model", "essnet_d", "--dataset", "folder", "--data", str(folder_dataset),
+               "--ignore-index", "11", "--train-split", "tr", "--epochs", "1", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no split 'tr'" in err and "name one of them with --train-split" in err, err
 
 
 def test_folder_needs_data_one_line(random_model, capsys, tmp_path):

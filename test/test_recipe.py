@@ -247,15 +247,20 @@ def test_auto_step_times_the_network_on_this_cpu():
 def test_cuda_autocasts_in_bf16_only_where_the_gpu_has_it_natively(monkeypatch):
     """A T4 or a V100 (Turing, Volta) emulates bf16, slowly, though torch.cuda.is_bf16_supported()
     says yes: there fp16 with a loss scale; Ampere and Jetson Orin (8.x) and newer: bf16."""
+    assert not loss_scaler(torch.device("cpu")).is_enabled()
     gpu = torch.device("cuda")
     for capability, dtype in (((7, 5), torch.float16), ((7, 2), torch.float16), ((8, 7), torch.bfloat16),
                               ((9, 0), torch.bfloat16)):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # emulation counts there
         assert cuda_amp_dtype(gpu) == dtype
+        made = {}
+        monkeypatch.setattr(torch.amp, "GradScaler", lambda device, enabled: made.update(device=device, enabled=enabled),
+                            raising=False)
+        loss_scaler(gpu)
+        assert made == {"device": "cuda", "enabled": dtype == torch.float16}
         why = resolve_step("auto", "auto", gpu).why
         assert ("fp16 with loss scaling" in why) == (dtype == torch.float16), why
-    assert not loss_scaler(torch.device("cpu")).is_enabled()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # bench-train's timings stay the CPU's
     timed = time_train_steps(StepShape("essnet_d", (32, 24), 1), [("fp32", "contiguous")], steps=1, warmup=0)
     assert list(timed) == [("fp32", "contiguous")] and len(timed["fp32", "contiguous"]) == 1
@@ -275,7 +280,7 @@ def test_a_pass_through_scaler_steps_exactly_as_a_plain_step():
     scaler = loss_scaler(torch.device("cpu"))
     ref, ref_opt = _step_net()
     for _ in range(5):
-        assert optimizer_step(opt, scaler, F.cross_entropy(net(x), y), net.parameters(), 0.5)
+        assert optimizer_step(opt, scaler, F.cross_entropy(net(x), y), net.parameters(), 0.5) == "stepped"
         ref_opt.zero_grad()
         F.cross_entropy(ref(x), y).backward()
         torch.nn.utils.clip_grad_norm_(ref.parameters(), 0.5)
@@ -284,20 +289,63 @@ def test_a_pass_through_scaler_steps_exactly_as_a_plain_step():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+needs_amp_scaler = pytest.mark.skipif(not hasattr(torch.amp, "GradScaler"),
+                                      reason="a CPU GradScaler needs torch >= 2.3")
+
+
+@needs_amp_scaler
 def test_an_overflowing_loss_scale_backs_off_until_steps_are_taken():
     """Under fp16 a scale too large makes every gradient inf: the step is skipped and the scale
     lowered, so training goes on after a few skips instead of skipping every step."""
     x, y = torch.randn(8, 6, generator=torch.Generator().manual_seed(1)), torch.arange(8) % 3
     net, opt = _step_net()
     scaler = loss_scaler(torch.device("cpu"), enabled=True)  # fp32 here: only the scale can overflow
-    assert optimizer_step(opt, scaler, F.cross_entropy(net(x), y), net.parameters(), 0.0)
+    assert optimizer_step(opt, scaler, F.cross_entropy(net(x), y), net.parameters(), 0.0) == "stepped"
     scaler.update(new_scale=3e38)
     before = [p.detach().clone() for p in net.parameters()]
     taken = [optimizer_step(opt, scaler, 1e3 * F.cross_entropy(net(x), y), net.parameters(), 0.0) for _ in range(30)]
-    first = taken.index(True)
-    assert 0 < first and not any(taken[:first]) and all(taken[first:]), taken
+    first = taken.index("stepped")
+    assert 0 < first and set(taken[:first]) == {"gradient"} and set(taken[first:]) == {"stepped"}, taken
     assert scaler.get_scale() < 3e38 / 2 ** first * 1.01
     assert all(torch.isfinite(p).all() and not torch.equal(p, b) for p, b in zip(net.parameters(), before))
+
+
+@needs_amp_scaler
+def test_a_non_finite_loss_is_skipped_and_keeps_the_loss_scale():
+    """A NaN loss comes from the forward pass, which the loss scale does not touch: lowering the
+    scale for it would ratchet it down to 0 over a long run, and then every step is skipped."""
+    x, y = torch.randn(8, 6, generator=torch.Generator().manual_seed(1)), torch.arange(8) % 3
+    net, opt = _step_net()
+    scaler = loss_scaler(torch.device("cpu"), enabled=True)
+    assert optimizer_step(opt, scaler, F.cross_entropy(net(x), y), net.parameters(), 0.0) == "stepped"
+    scale = scaler.get_scale()
+    before = [p.detach().clone() for p in net.parameters()]
+    for _ in range(3):
+        assert optimizer_step(opt, scaler, F.cross_entropy(net(x), y) * float("nan"), net.parameters(), 0.0) == "loss"
+    assert scaler.get_scale() == scale
+    assert all(torch.equal(p, b) for p, b in zip(net.parameters(), before))
+    assert optimizer_step(opt, scaler, F.cross_entropy(net(x), y), net.parameters(), 0.0) == "stepped"
+
+
+@needs_amp_scaler
+def test_the_loss_scale_is_in_the_checkpoint_and_comes_back_on_resume(tmp_path, camvid_root, monkeypatch):
+    """fp16 runs (a GPU without native bf16) resume with the scale they had, not a fresh one that
+    overflows again; a CPU run's scaler is a pass-through with nothing to keep."""
+    import seg_perception.train.loop as loop
+    cfg = dict(TINY, epochs=2)
+    monkeypatch.setattr(loop, "loss_scaler", lambda device: torch.amp.GradScaler("cpu", init_scale=1024.0))
+    train(TrainConfig(data=str(camvid_root), out=str(tmp_path), **dict(cfg, epochs=1)), log=lambda *_: None)
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["scaler"]["scale"] == 1024.0
+    seen = []
+    def fresh(device):  # a new run would start at 8; the resumed one must go on at 1024
+        seen.append(torch.amp.GradScaler("cpu", init_scale=8.0))
+        return seen[-1]
+    monkeypatch.setattr(loop, "loss_scaler", fresh)
+    train(TrainConfig(data=str(camvid_root), out=str(tmp_path), **cfg), resume=True, log=lambda *_: None)
+    assert seen and seen[0].get_scale() == 1024.0
+    monkeypatch.undo()
+    train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "cpu"), **dict(cfg, epochs=1)), log=lambda *_: None)
+    assert torch.load(tmp_path / "cpu" / "last.pt", weights_only=True)["scaler"] == {}
 
 
 def test_a_resumed_run_keeps_the_precision_and_layout_it_began_with(tmp_path, camvid_root):

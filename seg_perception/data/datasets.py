@@ -7,6 +7,8 @@ Every problem with the data is a DatasetError whose message names the file.
 from __future__ import annotations
 
 import difflib
+import functools
+import io
 import logging
 import os
 import shlex
@@ -705,31 +707,61 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
     return SegmentationDataset(pairs, table, where=where, notes=notes, **kw)
 
 
-EXIF_TURNS = {2: "mirrored", 3: "turned 180°", 4: "flipped upside down", 5: "turned and mirrored",
-              6: "turned 90° clockwise", 7: "turned and mirrored", 8: "turned 90° anticlockwise"}
+EXIF_TURNS = {2: "mirrored left-right", 3: "turned 180°", 4: "mirrored top-bottom", 5: "mirrored across its diagonal",
+              6: "turned 90° clockwise", 7: "mirrored across its other diagonal", 8: "turned 90° anticlockwise"}
+EXIF_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
+
+
+@functools.lru_cache(maxsize=None)
+def opencv_applies_exif(fmt: str) -> bool:
+    """Whether this OpenCV turns a frame of this format by its EXIF orientation (JPEG for long, PNG
+    in newer releases): a 1x2 frame saved with a 180° tag, read back."""
+    from PIL import Image
+    im = Image.fromarray(np.array([[[0] * 3, [255] * 3]], np.uint8))
+    exif = im.getexif()
+    exif[0x0112] = 3
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, exif=exif)
+    back = cv2.imdecode(np.frombuffer(buf.getvalue(), np.uint8), cv2.IMREAD_COLOR)
+    return back is not None and int(back[0, 0, 0]) > int(back[0, 1, 0])
 
 
 def _turned_frames_note(pairs: Sequence[Tuple[Path, Path]]) -> List[str]:
-    """A note when JPEG frames carry an EXIF orientation (phones write one): OpenCV reads them
-    upright, as labelling tools show them, but a 180° turn or a mirror keeps the frame's size, so
-    labels drawn on the stored pixels would be misaligned without any error. Reads headers only."""
+    """A note when frames carry an EXIF orientation (phones write one). A 180° turn or a mirror keeps
+    the frame's size, so labels drawn on the other view than the one read would be misaligned with
+    no error. Reads headers only (Pillow parses the EXIF block on opening)."""
     from PIL import Image, UnidentifiedImageError
     turned = []
     for img, _ in pairs:
-        if img.suffix.lower() in (".jpg", ".jpeg"):
-            try:
-                with Image.open(img) as im:
-                    tag = im.getexif().get(0x0112, 1)
-            except (OSError, UnidentifiedImageError):
-                continue  # read_rgb names a file it cannot read when it gets there
-            if tag in EXIF_TURNS:
-                turned.append((img, tag))
-    if not turned:
-        return []
-    img, tag = turned[0]
-    return [f"{len(turned)} of the {len(pairs)} frames carry an EXIF orientation (e.g. {img.name}: "
-            f"{EXIF_TURNS[tag]}) and are read upright, as labelling tools such as CVAT and Label Studio show "
-            "them; if your labels were drawn on the frames as stored, save the frames without the tag"]
+        fmt = EXIF_FORMATS.get(img.suffix.lower())
+        if fmt is None:
+            continue
+        try:
+            with Image.open(img) as im:
+                raw = im.info.get("exif")
+                if not raw:
+                    continue
+                exif = Image.Exif()
+                exif.load(raw)
+                tag = exif.get(0x0112, 1)
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+            continue  # read_rgb names a file it cannot read when it gets there
+        if tag in EXIF_TURNS:
+            turned.append((img, tag, opencv_applies_exif(fmt)))
+    notes = []
+    for applied in (True, False):
+        these = [(img, tag) for img, tag, a in turned if a == applied]
+        if not these:
+            continue
+        img, tag = these[0]
+        notes.append(
+            f"{len(these)} of the {len(pairs)} frames carry an EXIF orientation (e.g. {img.name}: "
+            + (f"{EXIF_TURNS[tag]} on reading) and are read upright, as labelling tools such as CVAT and Label "
+               "Studio show them; if your labels were drawn on the frames as stored, save the frames without the tag"
+               if applied else
+               f"{EXIF_TURNS[tag]} when shown) that this OpenCV does not apply: they are read as stored, while "
+               "labelling tools show them turned; save the frames upright, without the tag"))
+    return notes
 
 
 def open_dataset(kind: str, root: str | Path, split: str, **kw) -> SegmentationDataset:

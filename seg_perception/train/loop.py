@@ -50,8 +50,8 @@ from .checkpoint import atomic_save, load_checkpoint, load_weights
 from .ema import ModelEMA
 from .losses import LOSSES, build_loss, distillation_kl
 from .mixing import class_mix
-from .precision import (MEMORY_FORMATS, PRECISIONS, StepChoice, StepShape, autocast_ctx, cpu_has_bf16, loss_scaler,
-                        resolve_step)
+from .precision import (MEMORY_FORMATS, PRECISIONS, StepChoice, StepShape, autocast_ctx, cpu_has_bf16,
+                        cuda_amp_dtype, loss_scaler, resolve_step)
 
 
 @dataclass
@@ -704,6 +704,10 @@ def restore(run: Run, log=print) -> None:
         run.ema.load_state_dict(ck["ema"])
     if ck.get("scaler"):
         run.scaler.load_state_dict(ck["scaler"])
+    if ck.get("autocast") and ck["autocast"] != _autocast_name(run.device) and run.main:
+        now = _autocast_name(run.device)
+        log(f"[train] note: the checkpoint trained under CUDA {ck['autocast']} autocast; here the run goes on "
+            + (f"under {now} (a GPU of another kind)" if now else f"on the CPU in {run.precision}"))
     run.start_epoch, run.best = ck["epoch"] + 1, ck["best_miou"]
     lr_at_stop = run.opt.param_groups[0]["lr"]
     # The optimizer's and schedule's saved state carry the checkpoint's --lr and --weight-decay:
@@ -754,6 +758,7 @@ class EpochStats:
     seconds: float
     skipped: int
     images: int
+    overflows: int = 0  # of the skipped: a finite loss whose gradient was not
 
 
 def train_one_epoch(run: Run, epoch: int, ddp_model: nn.Module) -> EpochStats:
@@ -772,7 +777,7 @@ def train_one_epoch(run: Run, epoch: int, ddp_model: nn.Module) -> EpochStats:
     model.train()
     t0 = time.time()
     losses: List[float] = []
-    skipped = 0
+    skipped = overflows = 0
     bar = _progress(nb, f"epoch {epoch + 1}/{run.total_epochs}", run.main)
     for imgs, labs in run.batches.epoch(cfg.seed * 100003 + epoch, order, nb):
         imgs, labs = class_mix(imgs, labs, cfg.classmix, run.train_ds.table.ignore_index, mix_gen)
@@ -791,8 +796,10 @@ def train_one_epoch(run: Run, epoch: int, ddp_model: nn.Module) -> EpochStats:
             loss = loss + cfg.distill_weight * distillation_kl(logits, teacher_logits, y,
                                                                run.train_ds.table.ignore_index,
                                                                cfg.distill_temperature)
-        if not optimizer_step(run.opt, run.scaler, loss, model.parameters(), cfg.clip_grad):
+        outcome = optimizer_step(run.opt, run.scaler, loss, model.parameters(), cfg.clip_grad)
+        if outcome != "stepped":
             skipped += 1
+            overflows += outcome == "gradient"
             continue
         if run.ema is not None and run.stage == "full":
             run.ema.update(run.model)
@@ -803,24 +810,35 @@ def train_one_epoch(run: Run, epoch: int, ddp_model: nn.Module) -> EpochStats:
     if bar is not None:
         bar.close()
     return EpochStats(loss=float(np.mean(losses)) if losses else float("nan"), lr=run.opt.param_groups[0]["lr"],
-                      seconds=time.time() - t0, skipped=skipped, images=nb * cfg.batch_size)
+                      seconds=time.time() - t0, skipped=skipped, images=nb * cfg.batch_size,
+                      overflows=overflows)
 
 
-def optimizer_step(opt: torch.optim.Optimizer, scaler, loss: torch.Tensor, params, clip_grad: float) -> bool:
-    """Backward and one step of ``opt``; False where the loss or the gradient is not finite: that
-    step is skipped, since it would poison the weights and Adam's moments for good (seen once in
-    bf16 at epoch 41). Under fp16 the scaler then lowers its scale, or every step would overflow."""
+def optimizer_step(opt: torch.optim.Optimizer, scaler, loss: torch.Tensor, params, clip_grad: float) -> str:
+    """Backward and one step of ``opt``: "stepped", or the step is skipped where the loss ("loss") or
+    the gradient ("gradient") is not finite, since it would poison the weights and Adam's moments for
+    good (seen once in bf16 at epoch 41). Under fp16 an overflowing gradient lowers the loss scale
+    (or every step would overflow again); a non-finite loss came from the forward pass, which the
+    scale does not touch, so it keeps the scale. Under DDP every rank takes the same decision."""
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.unscale_(opt)  # the true gradient, for the clip and the check
     grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad if clip_grad > 0 else float("inf"))
-    if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+    loss_ok = torch.isfinite(loss.detach()).float()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # gradients are averaged over the ranks, losses are not: one rank's NaN loss skips everywhere
+        torch.distributed.all_reduce(loss_ok, op=torch.distributed.ReduceOp.MIN)
+    if not loss_ok:
+        opt.zero_grad(set_to_none=True)
+        scaler.update(new_scale=scaler.get_scale())  # resets the scaler's step, keeps the scale
+        return "loss"
+    if not torch.isfinite(grad_norm):
         opt.zero_grad(set_to_none=True)
         scaler.update()
-        return False
+        return "gradient"
     scaler.step(opt)
     scaler.update()
-    return True
+    return "stepped"
 
 
 def encoder_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -839,6 +857,13 @@ def validate(run: Run, model: Optional[nn.Module] = None) -> ConfusionMatrix:
                           channels_last=run.mem_fmt == torch.channels_last)
 
 
+def _autocast_name(device: torch.device) -> Optional[str]:
+    """The CUDA autocast dtype on this device (None on a CPU, whose precision the checkpoint keeps)."""
+    if device.type != "cuda":
+        return None
+    return "bf16" if cuda_amp_dtype(device) == torch.bfloat16 else "fp16"
+
+
 def save_checkpoint(run: Run, epoch: int) -> None:
     atomic_save({"model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
                  "scheduler": run.sched.state_dict(), "epoch": epoch, "stage": run.stage,
@@ -846,6 +871,7 @@ def save_checkpoint(run: Run, epoch: int) -> None:
                  "memory_format": "channels_last" if run.mem_fmt == torch.channels_last else "contiguous",
                  "ema": run.ema.state_dict() if run.ema is not None else None,
                  "scaler": run.scaler.state_dict(),  # empty unless fp16
+                 "autocast": _autocast_name(run.device),
                  "enc_head": run.enc_stage.head.state_dict() if run.enc_stage is not None else None},
                 run.out / "last.pt")
 
@@ -907,8 +933,10 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
         msg = (f"[train] epoch {epoch + 1}/{run.total_epochs} {run.stage} loss {stats.loss:.4f} "
                f"lr {stats.lr:.2e} {stats.seconds:.0f}s/epoch ({stats.images / max(stats.seconds, 1e-9):.1f} img/s)")
         if stats.skipped:
-            msg += (f" ({stats.skipped} steps skipped: non-finite loss or gradient"
-                    + ("; the fp16 loss scale settling skips a few" if run.scaler.is_enabled() else "") + ")")
+            lost = stats.skipped - stats.overflows
+            msg += (f" ({stats.skipped} steps skipped: non-finite loss {lost}, gradient {stats.overflows}"
+                    + ("; fp16 loss scaling overflows a few gradients while its scale settles"
+                       if run.scaler.is_enabled() and stats.overflows else "") + ")")
         if val_miou is not None:
             msg += f" val mIoU {val_miou:.2f} acc {val_acc:.2f} (best {run.best:.2f})"
             if raw_miou is not None:
