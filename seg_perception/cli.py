@@ -136,9 +136,9 @@ def _train(p: argparse.ArgumentParser):
                    help="CPU tensor layout; auto: the faster for this network here, timed with --precision" + d)
     p.add_argument("--no-channels-last", action="store_true", help="same as --memory-format contiguous")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)" + d)
-    p.add_argument("--workers", type=int, default=0,
-                   help="processes that decode and augment frames (a GPU needs several; 0: in the training "
-                        "process; the batches are the same either way)" + d)
+    p.add_argument("--workers", type=int, default=-1,
+                   help="processes that decode and augment frames; 0: in the training process; the batches are "
+                        "the same either way (default -1: auto, 0 on a CPU, up to 4 per GPU)")
     p.add_argument("--gradual-grouping-epochs", type=int, default=0,
                    help="train grouped 1x1 convs dense, alpha 1->0 over this many epochs" + d)
     p.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm to this (0: off)" + d)

@@ -555,6 +555,16 @@ def test_loader_workers_give_the_same_batches_and_weights(tmp_path, camvid_root)
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
 
 
+def test_loader_workers_auto_feeds_a_gpu_and_leaves_a_cpu_to_the_network(monkeypatch):
+    from seg_perception.train.loop import loader_workers
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert [loader_workers(-1, cpu), loader_workers(-1, gpu), loader_workers(-1, gpu, world=8)] == [0, 4, 1]
+    assert [loader_workers(3, cpu), loader_workers(0, gpu)] == [3, 0]  # asked: as asked
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert loader_workers(-1, gpu) == 1 and loader_workers(-1, gpu, world=2) == 0
+
+
 def test_class_weights_from_hand_counted_labels(tmp_path):
     """ENet weights 1/ln(c + p_k) with p_k counted by hand; void pixels (11) count for nothing."""
     import cv2

@@ -93,7 +93,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"  # auto | fp32 | bf16 (CPU); CUDA always uses autocast
     memory_format: str = "auto"  # auto | channels_last | contiguous
-    workers: int = 0
+    workers: int = -1  # loader processes; -1: auto (loader_workers)
     threads: int = 0
     gradual_grouping_epochs: int = 0
     clip_grad: float = 0.0  # >0: clip the gradient norm to this
@@ -184,6 +184,17 @@ def _loader_worker_init(_: int) -> None:
     # Loader workers decode and augment: one thread each, the cores are theirs.
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+
+
+def loader_workers(asked: int, device: torch.device, world: int = 1) -> int:
+    """``asked`` (>= 0), or auto: none on a CPU, whose cores the network's step wants (augmenting in
+    process keeps pace there); on a GPU, which waits for frames otherwise, up to 4 per rank, leaving
+    a core per rank to the training process."""
+    if asked >= 0:
+        return asked
+    if device.type != "cuda":
+        return 0
+    return max(0, min(4, (os.cpu_count() or 1) // max(1, world) - 1))
 
 
 class TrainBatches:
@@ -599,7 +610,8 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     augment = TrainAugment(cfg.crop, table.ignore_index, scale=(cfg.scale_min, cfg.scale_max), jitter=cfg.jitter,
                            class_crop=cfg.class_crop, seed=cfg.seed, base=(cfg.width, cfg.height))
     train_ds.transform = augment
-    if cfg.workers:  # decode once here: each worker gets the decoded frames
+    workers = loader_workers(cfg.workers, device, world)
+    if workers:  # decode once here: each worker gets the decoded frames
         for i in range(len(train_ds)):
             train_ds.load(i)
     counts = pixel_counts(train_ds)
@@ -640,7 +652,7 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     sched = make_schedule(cfg, opt, cfg.encoder_epochs if stage == "encoder" else cfg.epochs)
     ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay and stage == "full" else None
     run = Run(cfg=cfg, device=device, rank=rank, world=world, name=name, out=out, train_ds=train_ds,
-              val_ds=val_ds, batches=TrainBatches(train_ds, augment, cfg.batch_size, cfg.workers,
+              val_ds=val_ds, batches=TrainBatches(train_ds, augment, cfg.batch_size, workers,
                                                   pin_memory=device.type == "cuda"),
               model=model, enc_stage=enc_stage, stage=stage, opt=opt,
               sched=sched, ema=ema, teacher=teacher,
@@ -654,7 +666,8 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
         log(f"[train] {name}: {cfg.model} on {cfg.dataset} {cfg.train_split} ({len(train_ds)} frames) / "
             f"{cfg.val_split if val_ds is not None else 'no validation'}"
             f"{f' ({len(val_ds)} frames)' if val_ds is not None else ''}, model {cfg.width}x{cfg.height}, "
-            f"crops {crop}, {cfg.epochs} epochs, device {device}, world {world}")
+            f"crops {crop}, {cfg.epochs} epochs, device {device}, world {world}, "
+            f"{workers} loader workers{' (auto)' if cfg.workers < 0 else ''}")
         log(f"[train] precision {step.precision}, {step.memory_format} ({step.why}); loss {cfg.loss}"
             f"{f'; EMA {cfg.ema_decay}' if cfg.ema_decay else ''}"
             f"{f'; teacher {cfg.teacher}' if cfg.teacher else ''}")
