@@ -103,6 +103,9 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--class-crop", type=float, default=0.0, metavar="P",
                    help="with probability P a crop is placed around a pixel of one class of the frame, the class "
                    "drawn uniformly among those present, so thin and rare classes fill more crops (0: off)" + d)
+    p.add_argument("--label-resize", default="nearest", choices=["nearest", "centred"],
+                   help="how scale augmentation resizes labels: nearest (OpenCV's INTER_NEAREST, up to half a pixel "
+                   "off the frame's resize) or centred (pixel centres on the frame's)" + d)
     p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate" + d)
     p.add_argument("--weight-decay", type=float, default=2e-4, help="Adam weight decay" + d)
     p.add_argument("--schedule", default="poly", choices=["poly", "plateau"], help="learning-rate schedule: poly decays to 0 over --epochs; plateau halves the rate once 6 "
@@ -167,7 +170,7 @@ def _train(p: argparse.ArgumentParser):
                           train_split=a.train_split, val_split=a.val_split, epochs=a.epochs,
                           encoder_epochs=a.encoder_epochs, batch_size=a.batch_size, width=a.width,
                           height=a.height, crop_width=crop_w, crop_height=crop_h, scale_min=a.scale[0],
-                          scale_max=a.scale[1], jitter=a.jitter, classmix=a.classmix, class_crop=a.class_crop, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
+                          scale_max=a.scale[1], jitter=a.jitter, classmix=a.classmix, class_crop=a.class_crop, label_resize=a.label_resize, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
                           class_weight_c=a.class_weight_c, loss=a.loss, ohem_thresh=a.ohem_thresh,
                           ohem_min_kept=a.ohem_min_kept, lovasz_weight=a.lovasz_weight, ema_decay=a.ema_decay,
                           init=a.init, teacher=a.teacher, distill_weight=a.distill_weight,

@@ -60,8 +60,10 @@ def _trained_on(card, split: str) -> bool:
 # What a recipe is, as the training card records it: everything but the data split and the
 # run's own progress. A recipe run that differs in one of these scores another recipe.
 RECIPE_KEYS = ("dataset", "epochs_planned", "resolution", "crop", "scale", "jitter", "classmix", "class_crop",
-               "batch_size", "optimizer", "schedule", "loss", "ema_decay", "init", "teacher", "distillation",
-               "gradual_grouping_epochs", "encoder_epochs")
+               "label_resize", "batch_size", "optimizer", "schedule", "loss", "ema_decay", "init", "teacher",
+               "distillation", "gradual_grouping_epochs", "encoder_epochs")
+# What a card from before a key was recorded trained with: the only behaviour there was then.
+RECIPE_BEFORE_KEY = {"label_resize": "nearest"}
 
 
 def run_card(run: Path, name: str):
@@ -90,8 +92,9 @@ def _recipe_card(recipe_run: Path, name: str, card, val_split: str):
                          f"it must leave {val_split} out, or its {val_split} figure is not held out either")
     if rcard.file("weights") is None or not rcard.file("weights").is_file():
         raise FileNotFoundError(f"--recipe-run card {rcard.path} lists no existing weights file")
-    differ = [f"{k} {rcard.training.get(k)!r} (run: {card.training.get(k)!r})" for k in RECIPE_KEYS
-              if rcard.training.get(k) != card.training.get(k)]
+    def of(c, k):
+        return c.training.get(k, RECIPE_BEFORE_KEY.get(k))
+    differ = [f"{k} {of(rcard, k)!r} (run: {of(card, k)!r})" for k in RECIPE_KEYS if of(rcard, k) != of(card, k)]
     if differ:
         raise ValueError(f"--recipe-run {recipe_run} is another recipe: {'; '.join(differ)}; its val figure "
                          "would not describe these weights: train it with the run's flags on the train split alone")

@@ -128,3 +128,22 @@ def test_augment_at_scale_one_shows_the_frame_as_the_runtime_does():
     for i in range(4):
         _, got = aug(img, lab, np.random.default_rng(i))
         assert np.array_equal(got, want) or np.array_equal(got, want[:, ::-1])
+
+
+@pytest.mark.parametrize("scale", [0.63, 1.37])
+def test_centred_label_resize_keeps_labels_on_the_frame(scale):
+    """Stripes 5 pixels wide of ids 0 and 1, grey 0 and 200: where a resized frame pixel is above 100,
+    the 1-stripe weighs most in its linear blend. --label-resize centred gives that id; OpenCV's
+    INTER_NEAREST (nearest, the recipe so far) is shifted and disagrees at stripe edges."""
+    lab = np.tile((np.arange(480) // 5 % 2).astype(np.uint8), (360, 1))
+    img = np.dstack([lab * 200] * 3).astype(np.uint8)
+    size = (round(480 * scale) // 8 * 8, round(360 * scale) // 8 * 8)
+    wrong = {}
+    for mode in ("centred", "nearest"):
+        aug = TrainAugment(size, ignore_index=11, scale=(scale, scale), base=(480, 360), translate_px=0, jitter=0,
+                           label_resize=mode)
+        got_img, got_lab = aug(img, lab, np.random.default_rng(0))
+        level = got_img[..., 0].astype(int)
+        clear = np.abs(level - 100) > 2  # not a blend of (about) one half each, which either id may take
+        wrong[mode] = np.mean(got_lab[clear] != (level[clear] > 100))
+    assert wrong["centred"] == 0 and wrong["nearest"] > 0.03, wrong

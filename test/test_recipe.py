@@ -203,6 +203,8 @@ def test_config_refusals():
         check_config(TrainConfig(jitter=1.5, **base))
     with pytest.raises(ValueError, match="--classmix is a probability"):
         check_config(TrainConfig(classmix=2, **base))
+    with pytest.raises(ValueError, match="unknown --label-resize 'bilinear'; valid choices: nearest, centred"):
+        check_config(TrainConfig(label_resize="bilinear", **base))
     with pytest.raises(ValueError, match="--class-crop is a probability"):
         check_config(TrainConfig(class_crop=-0.1, **base))
     with pytest.raises(ValueError, match="valid choices: auto, fp32, bf16"):

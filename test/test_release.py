@@ -219,7 +219,10 @@ def test_release_renames_and_refuses_another_recipe(tmp_path, camvid_sample, cap
     err = capsys.readouterr().err
     planned = load_card(final / f"{NAME}.yaml").training.get("epochs_planned")
     assert f"is another recipe: epochs_planned 99 (run: {planned!r})" in err and len(err.strip().splitlines()) == 1, err
-    other.training = dict(other.training, epochs_planned=planned)
+    other.training = dict(other.training, epochs_planned=planned, label_resize="centred")
+    other.save(other.path)
+    assert main(args) == 2 and "another recipe: label_resize 'centred' (run: 'nearest')" in capsys.readouterr().err
+    other.training = {k: v for k, v in other.training.items() if k != "label_resize"}  # a card from before the flag
     other.save(other.path)
     assert main(args) == 0
     card = load_card(tmp_path / "models" / "my_model.yaml")

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from ..card import card_for_table, load_card
 from ..data.datasets import MissingSplit, SegmentationDataset, open_dataset
-from ..data.transforms import EvalResize, TrainAugment
+from ..data.transforms import LABEL_RESIZE, EvalResize, TrainAugment
 from ..metrics import ConfusionMatrix
 from ..nets import build_model
 from ..nets.deployable import flush_tiny_weights
@@ -75,6 +75,9 @@ class TrainConfig:
     jitter: float = 0.25  # colour jitter: brightness, contrast, saturation x (1 +- jitter)
     classmix: float = 0.0  # probability that a crop receives half the classes of another (mixing.py)
     class_crop: float = 0.0  # probability that a crop is placed around a pixel of a class drawn uniformly
+    # nearest | centred (TrainAugment). A checkpoint from before the flag has no such key and resumes as
+    # nearest, the only behaviour then: if the default ever changes, map a missing key to nearest.
+    label_resize: str = "nearest"
     lr: float = 5e-4
     weight_decay: float = 2e-4
     schedule: str = "poly"  # poly | plateau
@@ -552,6 +555,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--jitter must be within [0, 1) (a factor 1 +- jitter), got {cfg.jitter}")
     if not 0 <= cfg.classmix <= 1:
         raise ValueError(f"--classmix is a probability within [0, 1], got {cfg.classmix}")
+    if cfg.label_resize not in LABEL_RESIZE:
+        raise ValueError(f"unknown --label-resize '{cfg.label_resize}'; valid choices: {', '.join(LABEL_RESIZE)}")
     if not 0 <= cfg.class_crop <= 1:
         raise ValueError(f"--class-crop is a probability within [0, 1], got {cfg.class_crop}")
     if not 0 <= cfg.gradual_grouping_epochs < cfg.epochs:
@@ -608,7 +613,8 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     table = train_ds.table
     step = agreed_step(cfg, table.num_classes, device, rank, world, resume)
     augment = TrainAugment(cfg.crop, table.ignore_index, scale=(cfg.scale_min, cfg.scale_max), jitter=cfg.jitter,
-                           class_crop=cfg.class_crop, seed=cfg.seed, base=(cfg.width, cfg.height))
+                           class_crop=cfg.class_crop, seed=cfg.seed, base=(cfg.width, cfg.height),
+                           label_resize=cfg.label_resize)
     train_ds.transform = augment
     workers = loader_workers(cfg.workers, device, world)
     if workers:  # decode once here: each worker gets the decoded frames
@@ -1000,7 +1006,8 @@ def training_record(cfg: TrainConfig, epoch: int, train_loss: float) -> dict:
             ("best_epoch" if cfg.keep == "best" and cfg.validates else "epoch"): epoch,
             "resolution": f"{cfg.width}x{cfg.height}", "crop": "x".join(map(str, cfg.crop)),
             "scale": [cfg.scale_min, cfg.scale_max], "jitter": cfg.jitter,
-            "classmix": cfg.classmix or None, "class_crop": cfg.class_crop or None, "batch_size": cfg.batch_size,
+            "classmix": cfg.classmix or None, "class_crop": cfg.class_crop or None,
+            "label_resize": cfg.label_resize, "batch_size": cfg.batch_size,
             "optimizer": f"Adam lr {cfg.lr} wd {cfg.weight_decay}", "schedule": cfg.schedule,
             "loss": loss, "ema_decay": cfg.ema_decay or None,
             "init": cfg.init or None, "teacher": cfg.teacher or None,
