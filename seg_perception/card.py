@@ -194,6 +194,20 @@ def card_path_for(path: str | Path) -> Path:
     return p.with_suffix(".yaml")
 
 
+def card_of_file(path: str | Path) -> ModelCard:
+    """The card beside a file, else the card of the model that lists it: the shipped INT8 files
+    (NAME_int8.onnx, NAME_int8_cpu.onnx) have no card of their own, NAME.yaml names them."""
+    p = Path(path)
+    if card_path_for(p).is_file():
+        return load_card(p)
+    for tail in ("_int8_cpu", "_int8"):
+        if p.stem.endswith(tail) and card_path_for(p.with_name(p.stem[: -len(tail)] + p.suffix)).is_file():
+            card = load_card(p.with_name(p.stem[: -len(tail)] + p.suffix))
+            if p.name in (card.files.get("onnx_int8"), card.files.get("onnx_int8_cpu")):
+                return card
+    return load_card(p)  # says which card is missing
+
+
 def load_card(path: str | Path) -> ModelCard:
     """Load the card at ``path`` (or the card beside a weights/ONNX file)."""
     cp = card_path_for(path)

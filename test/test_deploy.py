@@ -644,6 +644,21 @@ def test_build_engine_without_tensorrt_is_one_line(quantized, capsys):
     assert rc == 2 and err.count("\n") == 1 and "TensorRT is not installed" in err
 
 
+@needs_no_tensorrt
+def test_build_engine_finds_the_card_of_a_shipped_int8_file(capsys):
+    """models/ ships NAME_int8.onnx without a NAME_int8.yaml (NAME.yaml lists it): the documented
+    build-engine line must get past the card to TensorRT; the CPU INT8 file is not TensorRT's."""
+    from conftest import REPO
+    models = REPO / "models"
+    rc, _, err = _run_cli(["build-engine", "--onnx", models / "rdsnet_camvid_int8.onnx", "--precision", "int8"],
+                          capsys)
+    assert rc == 2 and "TensorRT is not installed" in err, err
+    rc, _, err = _run_cli(["build-engine", "--onnx", models / "rdsnet_camvid_int8_cpu.onnx", "--precision", "int8"],
+                          capsys)
+    assert rc == 2 and "for ONNX Runtime on a CPU (quantize --target cpu)" in err and "pass rdsnet_camvid_int8.onnx" \
+        in err, err
+
+
 # ------------------------------------------------------------------ doctor and bench
 @needs_no_tensorrt
 def test_doctor_without_tensorrt_reports_and_fails(quantized, capsys, camvid_sample, tmp_path):
