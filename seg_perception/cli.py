@@ -139,6 +139,9 @@ def _train(p: argparse.ArgumentParser):
                    help="CPU tensor layout; auto: the faster for this network here, timed with --precision" + d)
     p.add_argument("--no-channels-last", action="store_true", help="same as --memory-format contiguous")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)" + d)
+    p.add_argument("--cache-gb", type=float, default=-1.0,
+                   help="GB of decoded frames kept in memory, the rest decoded every epoch (default -1: auto, 40 %% "
+                        "of this machine's memory; CamVid takes 0.25)")
     p.add_argument("--workers", type=int, default=-1,
                    help="processes that decode and augment frames; 0: in the training process; the batches are "
                         "the same either way (default -1: auto, 0 on a CPU, up to 4 per GPU)")
@@ -166,21 +169,23 @@ def _train(p: argparse.ArgumentParser):
             except MissingSplit as e:
                 raise e.naming("--train-split") from None
         crop_w, crop_h = a.crop or (0, 0)
+        keep = a.keep or ("best" if a.val_split not in ("", "none") else "last")
         cfg = TrainConfig(model=a.model, data=data, out=a.out, dataset=a.dataset, name=a.name,
                           train_split=a.train_split, val_split=a.val_split, epochs=a.epochs,
                           encoder_epochs=a.encoder_epochs, batch_size=a.batch_size, width=a.width,
                           height=a.height, crop_width=crop_w, crop_height=crop_h, scale_min=a.scale[0],
-                          scale_max=a.scale[1], jitter=a.jitter, classmix=a.classmix, class_crop=a.class_crop, label_resize=a.label_resize, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
+                          scale_max=a.scale[1], jitter=a.jitter, classmix=a.classmix, class_crop=a.class_crop,
+                          label_resize=a.label_resize, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
                           class_weight_c=a.class_weight_c, loss=a.loss, ohem_thresh=a.ohem_thresh,
                           ohem_min_kept=a.ohem_min_kept, lovasz_weight=a.lovasz_weight, ema_decay=a.ema_decay,
                           init=a.init, teacher=a.teacher, distill_weight=a.distill_weight,
-                          distill_temperature=a.distill_temperature, keep=a.keep or ("best" if a.val_split not in ("", "none") else "last"), eval_every=a.eval_every,
+                          distill_temperature=a.distill_temperature, keep=keep, eval_every=a.eval_every,
                           seed=a.seed, precision="fp32" if a.no_bf16 else a.precision,
                           memory_format="contiguous" if a.no_channels_last else a.memory_format, threads=a.threads,
-                          workers=a.workers, gradual_grouping_epochs=a.gradual_grouping_epochs, clip_grad=a.clip_grad,
-                          max_train_images=a.max_train_images, max_val_images=a.max_val_images,
-                          num_classes=a.num_classes, ignore_index=255 if a.ignore_index is None else a.ignore_index,
-                          command=command_line())
+                          cache_gb=a.cache_gb, workers=a.workers, gradual_grouping_epochs=a.gradual_grouping_epochs,
+                          clip_grad=a.clip_grad, max_train_images=a.max_train_images,
+                          max_val_images=a.max_val_images, num_classes=a.num_classes,
+                          ignore_index=255 if a.ignore_index is None else a.ignore_index, command=command_line())
         best = train(cfg, resume=a.resume)
         print(f"[train] weights: {best} (card {best.with_suffix('.yaml')})")
     return run

@@ -557,6 +557,30 @@ def test_loader_workers_give_the_same_batches_and_weights(tmp_path, camvid_root)
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
 
 
+def test_decoded_frames_are_kept_only_up_to_the_memory_budget(tmp_path, camvid_root):
+    """A folder of thousands of large frames must not fill the memory: frames past --cache-gb are
+    decoded again when used (the same arrays), the run says how many are kept, and it trains."""
+    from seg_perception.data.datasets import camvid
+    from seg_perception.train.loop import decode_cache_bytes
+    whole = camvid(camvid_root, "val", cache=True)
+    limited = camvid(camvid_root, "val", cache=True)
+    one = sum(a.nbytes for a in whole.load(0))
+    limited.cache_limit = int(2.5 * one)
+    for i in range(5):
+        for a, b in zip(limited.load(i), whole.load(i)):
+            assert np.array_equal(a, b)
+    assert (whole.cached, limited.cached) == (5, 2) and limited.cached_bytes == 2 * one
+    assert all(np.array_equal(a, b) for a, b in zip(limited.load(4), whole.load(4)))  # decoded again, the same
+    assert decode_cache_bytes(1.5) == int(1.5 * 2 ** 30) and decode_cache_bytes(-1) > 2 ** 28
+    lines = []
+    train(TrainConfig(data=str(camvid_root), out=str(tmp_path), cache_gb=2.5 * one / 2 ** 30,
+                      **dict(TINY, epochs=1)), log=lines.append)
+    note = [ln for ln in lines if "kept decoded in memory" in ln]
+    assert len(note) == 2 and "1 of the 4 training frames are kept decoded" in note[0] and "--workers N" in note[0], lines
+    assert "0 of the 2 validation frames" in note[1] and "(0 MB: --cache-gb)" in note[1], note
+    assert (tmp_path / "last.pt").is_file()
+
+
 def test_loader_workers_auto_feeds_a_gpu_and_leaves_a_cpu_to_the_network(monkeypatch):
     from seg_perception.train.loop import loader_workers
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)

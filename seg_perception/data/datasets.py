@@ -84,6 +84,8 @@ class SegmentationDataset:
         self.notes = list(notes)  # what was left out on reading, for the commands to say
         self.classes_from = str(classes_from)  # the file that lists the classes, for advice on wrong ids
         self._cache: dict = {} if cache else None
+        self.cache_limit: Optional[int] = None  # bytes of decoded frames to keep (None: all of them)
+        self.cached_bytes = 0
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -132,9 +134,16 @@ class SegmentationDataset:
                                f"(ignore id {self.table.ignore_index}); if {value} marks unlabelled pixels, "
                                f"pass --ignore-index {value} (or set ignore_index: {value} in dataset.yaml)")
         lab = lab.astype(np.uint8)  # after the range check: a 16-bit 256 must not pass as 0
-        if self._cache is not None:
+        if self._cache is not None and (self.cache_limit is None
+                                        or self.cached_bytes + img.nbytes + lab.nbytes <= self.cache_limit):
             self._cache[idx] = (img, lab)
+            self.cached_bytes += img.nbytes + lab.nbytes
         return img, lab
+
+    @property
+    def cached(self) -> int:
+        """Frames kept decoded in memory."""
+        return len(self._cache) if self._cache is not None else 0
 
     def __getitem__(self, idx: int):
         img, lab = self.load(idx)
