@@ -30,6 +30,11 @@ PRECISIONS = ("fp32", "fp16", "int8")
 ARCHITECTURE_METRICS = ("params", "gmacs", "gmacs_at")
 
 
+# What a training setting was before it was recorded (a card's "training" block, a checkpoint's
+# config): the only behaviour there was then. A run or card without the key compares as this.
+SETTING_BEFORE_RECORDED = {"label_resize": "nearest"}
+
+
 class CardError(ValueError):
     """A model card that is missing or malformed; the message names the file."""
 

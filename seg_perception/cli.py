@@ -140,8 +140,9 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--no-channels-last", action="store_true", help="same as --memory-format contiguous")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)" + d)
     p.add_argument("--cache-gb", type=float, default=-1.0,
-                   help="GB of decoded frames kept in memory, the rest decoded every epoch (default -1: auto, 40 %% "
-                        "of this machine's memory; CamVid takes 0.25)")
+                   help="GB of decoded frames one training process (with its loader workers) keeps in memory, the "
+                        "rest decoded every epoch (default -1: auto, 40 %% of this machine's memory shared by its "
+                        "ranks; CamVid takes 0.25)")
     p.add_argument("--workers", type=int, default=-1,
                    help="processes that decode and augment frames; 0: in the training process; the batches are "
                         "the same either way (default -1: auto, 0 on a CPU, up to 4 per GPU)")

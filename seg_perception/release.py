@@ -27,7 +27,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from .card import load_card
+from .card import SETTING_BEFORE_RECORDED, load_card
 from .data.classes import CAMVID
 from .data.datasets import DatasetError, MissingSplit, SegmentationDataset, default_camvid_root, open_dataset
 from .paths import run_cards
@@ -62,8 +62,6 @@ def _trained_on(card, split: str) -> bool:
 RECIPE_KEYS = ("dataset", "epochs_planned", "resolution", "crop", "scale", "jitter", "classmix", "class_crop",
                "label_resize", "batch_size", "optimizer", "schedule", "loss", "ema_decay", "init", "teacher",
                "distillation", "gradual_grouping_epochs", "encoder_epochs")
-# What a card from before a key was recorded trained with: the only behaviour there was then.
-RECIPE_BEFORE_KEY = {"label_resize": "nearest"}
 
 
 def run_card(run: Path, name: str):
@@ -93,7 +91,7 @@ def _recipe_card(recipe_run: Path, name: str, card, val_split: str):
     if rcard.file("weights") is None or not rcard.file("weights").is_file():
         raise FileNotFoundError(f"--recipe-run card {rcard.path} lists no existing weights file")
     def of(c, k):
-        return c.training.get(k, RECIPE_BEFORE_KEY.get(k))
+        return c.training.get(k, SETTING_BEFORE_RECORDED.get(k))
     differ = [f"{k} {of(rcard, k)!r} (run: {of(card, k)!r})" for k in RECIPE_KEYS if of(rcard, k) != of(card, k)]
     if differ:
         raise ValueError(f"--recipe-run {recipe_run} is another recipe: {'; '.join(differ)}; its val figure "

@@ -203,6 +203,11 @@ def test_config_refusals():
         check_config(TrainConfig(jitter=1.5, **base))
     with pytest.raises(ValueError, match="--classmix is a probability"):
         check_config(TrainConfig(classmix=2, **base))
+    with pytest.raises(ValueError, match="--workers must be -1 \\(auto\\) or a number of processes >= 0, got -3"):
+        check_config(TrainConfig(workers=-3, **base))
+    for bad in (-0.5, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="--cache-gb must be -1 \\(auto\\) or a size in GB >= 0"):
+            check_config(TrainConfig(cache_gb=bad, **base))
     with pytest.raises(ValueError, match="unknown --label-resize 'bilinear'; valid choices: nearest, centred"):
         check_config(TrainConfig(label_resize="bilinear", **base))
     with pytest.raises(ValueError, match="--class-crop is a probability"):
@@ -212,6 +217,18 @@ def test_config_refusals():
     with pytest.raises(ValueError, match="unknown memory format 'nhwc'"):
         check_config(TrainConfig(memory_format="nhwc", **base))
     check_config(TrainConfig(train_split="train+val", val_split="none", keep="last", **base))
+
+
+def test_a_checkpoint_from_before_a_setting_resumes_as_what_it_meant():
+    """A checkpoint saved before --label-resize existed trained with nearest: resumed with the default it
+    is the same recipe, resumed with centred the change is said (not skipped as an unknown key)."""
+    from dataclasses import asdict
+    from seg_perception.train.loop import _changed_settings
+    base = dict(model="essnet_d", data="x", out="y")
+    old = {k: v for k, v in asdict(TrainConfig(**base)).items() if k not in ("label_resize", "cache_gb")}
+    assert _changed_settings(old, TrainConfig(**base)) == []
+    assert _changed_settings(old, TrainConfig(label_resize="centred", cache_gb=1.0, **base)) == [
+        ("label_resize", "nearest", "centred")]
 
 
 def test_auto_step_keeps_bf16_only_where_it_is_clearly_faster_and_takes_the_faster_layout():
@@ -371,7 +388,7 @@ def test_a_resumed_run_keeps_the_precision_and_layout_it_began_with(tmp_path, ca
 # Pinned: runs compared bit for bit must not each time their own precision and layout (auto).
 TINY = dict(model="essnet_d", batch_size=2, width=96, height=72, crop_width=64, crop_height=48,
             max_train_images=4, max_val_images=2, threads=1, eval_every=1, precision="fp32",
-            memory_format="channels_last")
+            memory_format="channels_last", workers=0)  # 0: the in-process loader on a GPU machine too
 
 
 def test_resume_is_exact_with_ema_and_ohem(tmp_path, camvid_root):
@@ -550,7 +567,7 @@ def test_loader_workers_give_the_same_batches_and_weights(tmp_path, camvid_root)
 
     cfg = dict(TINY, epochs=1)
     train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "a"), **cfg), log=lambda *_: None)
-    train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "b"), workers=2, **cfg), log=lambda *_: None)
+    train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "b"), **dict(cfg, workers=2)), log=lambda *_: None)
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["model"]
     for k in a:
@@ -577,18 +594,26 @@ def test_decoded_frames_are_kept_only_up_to_the_memory_budget(tmp_path, camvid_r
                       **dict(TINY, epochs=1)), log=lines.append)
     note = [ln for ln in lines if "kept decoded in memory" in ln]
     assert len(note) == 2 and "1 of the 4 training frames are kept decoded" in note[0] and "--workers N" in note[0], lines
-    assert "0 of the 2 validation frames" in note[1] and "(0 MB: --cache-gb)" in note[1], note
+    assert "0 of the 2 validation frames" in note[1] and "(a 0 MB share of the 2 MB of --cache-gb)" in note[1], note
     assert (tmp_path / "last.pt").is_file()
 
 
 def test_loader_workers_auto_feeds_a_gpu_and_leaves_a_cpu_to_the_network(monkeypatch):
-    from seg_perception.train.loop import loader_workers
+    """Auto: none on a CPU; on a GPU up to 4 per rank, counting the cores this process may use and
+    the ranks on this machine (not the whole torchrun world); the memory budget is shared the same way."""
+    from seg_perception.train.loop import decode_cache_bytes, loader_workers
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
-    assert [loader_workers(-1, cpu), loader_workers(-1, gpu), loader_workers(-1, gpu, world=8)] == [0, 4, 1]
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert [loader_workers(-1, cpu), loader_workers(-1, gpu)] == [0, 4]
     assert [loader_workers(3, cpu), loader_workers(0, gpu)] == [3, 0]  # asked: as asked
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
-    assert loader_workers(-1, gpu) == 1 and loader_workers(-1, gpu, world=2) == 0
+    whole = decode_cache_bytes(-1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # 8 ranks here: 2 cores and 1/8 of the budget each
+    assert loader_workers(-1, gpu) == 1 and abs(decode_cache_bytes(-1) - whole // 8) <= 1
+    assert decode_cache_bytes(2.0) == 2 ** 31  # asked: per process, as asked
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})  # a job given 2 of the machine's cores
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert loader_workers(-1, gpu) == 1
 
 
 def test_class_weights_from_hand_counted_labels(tmp_path):

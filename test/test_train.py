@@ -10,7 +10,7 @@ from seg_perception.train.loop import TrainConfig, train
 
 TINY = dict(model="essnet_d", epochs=2, batch_size=2, width=96, height=72, eval_every=1,
             max_train_images=4, max_val_images=2, threads=1, precision="fp32",
-            memory_format="channels_last")
+            memory_format="channels_last", workers=0)
 
 
 @pytest.fixture(scope="module")

@@ -200,7 +200,7 @@ def _build_engine(p: argparse.ArgumentParser):
         card = card_of_file(src)
         if src.name == card.files.get("onnx_int8_cpu"):
             raise ValueError(f"{src} is the INT8 file for ONNX Runtime on a CPU (quantize --target cpu), not one "
-                             f"TensorRT builds: pass {card.files.get('onnx_int8') or 'the Q/DQ file of quantize'}")
+                             f"TensorRT builds: pass {card.file('onnx_int8') or 'the Q/DQ file of quantize'}")
         w, h = a.width or card.input_width, a.height or card.input_height
         if w % 8 or h % 8 or w <= 0 or h <= 0:
             raise ValueError(f"input size {w}x{h} must be positive multiples of 8")

@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..card import card_for_table, load_card
+from ..card import SETTING_BEFORE_RECORDED, card_for_table, load_card
 from ..data.datasets import MissingSplit, SegmentationDataset, open_dataset
 from ..data.transforms import LABEL_RESIZE, EvalResize, TrainAugment
 from ..metrics import ConfusionMatrix
@@ -75,9 +75,7 @@ class TrainConfig:
     jitter: float = 0.25  # colour jitter: brightness, contrast, saturation x (1 +- jitter)
     classmix: float = 0.0  # probability that a crop receives half the classes of another (mixing.py)
     class_crop: float = 0.0  # probability that a crop is placed around a pixel of a class drawn uniformly
-    # nearest | centred (TrainAugment). A checkpoint from before the flag has no such key and resumes as
-    # nearest, the only behaviour then: if the default ever changes, map a missing key to nearest.
-    label_resize: str = "nearest"
+    label_resize: str = "nearest"  # nearest | centred (TrainAugment); card.SETTING_BEFORE_RECORDED
     lr: float = 5e-4
     weight_decay: float = 2e-4
     schedule: str = "poly"  # poly | plateau
@@ -190,32 +188,49 @@ def _loader_worker_init(_: int) -> None:
     cv2.setNumThreads(1)
 
 
-def decode_cache_bytes(asked_gb: float) -> int:
-    """Bytes of decoded frames a run keeps in memory: ``asked_gb``, or auto: 40 % of the machine's
-    memory. Decoding costs a small net's step in CPU, so CamVid (0.25 GB) is kept whole; a folder of
-    thousands of 1080p frames (8 MB each decoded) would otherwise fill the memory and be killed."""
-    if asked_gb >= 0:
-        return int(asked_gb * 2 ** 30)
+def _local_ranks() -> int:
+    """Training processes on this machine: torchrun's ranks here, else 1."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def _machine_memory() -> int:
+    """Bytes of memory this process may use: the machine's, or a container's (cgroup) limit below it."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # not POSIX
         total = 16 * 2 ** 30
-    return int(0.4 * total)
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            total = min(total, int(Path(limit).read_text().split()[0]))  # "max": no limit
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def decode_cache_bytes(asked_gb: float) -> int:
+    """Bytes of decoded frames one training process keeps in memory (its loader workers' copies
+    included): ``asked_gb``, or auto: 40 % of the memory, shared by the ranks on this machine.
+    Decoding costs a small net's step in CPU, so CamVid (0.25 GB) is kept whole; a folder of
+    thousands of 1080p frames (8 MB each decoded) would otherwise fill the memory and be killed."""
+    if asked_gb >= 0:
+        return int(asked_gb * 2 ** 30)
+    return int(0.4 * _machine_memory()) // _local_ranks()
 
 
 def _size(n: int) -> str:
     return f"{n / 2 ** 30:.1f} GB" if n >= 2 ** 29 else f"{n / 2 ** 20:.0f} MB"
 
 
-def loader_workers(asked: int, device: torch.device, world: int = 1) -> int:
+def loader_workers(asked: int, device: torch.device) -> int:
     """``asked`` (>= 0), or auto: none on a CPU, whose cores the network's step wants (augmenting in
     process keeps pace there); on a GPU, which waits for frames otherwise, up to 4 per rank, leaving
-    a core per rank to the training process."""
+    a core per rank on this machine to the training process."""
     if asked >= 0:
         return asked
     if device.type != "cuda":
         return 0
-    return max(0, min(4, (os.cpu_count() or 1) // max(1, world) - 1))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(4, cores // _local_ranks() - 1))
 
 
 class TrainBatches:
@@ -573,6 +588,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--jitter must be within [0, 1) (a factor 1 +- jitter), got {cfg.jitter}")
     if not 0 <= cfg.classmix <= 1:
         raise ValueError(f"--classmix is a probability within [0, 1], got {cfg.classmix}")
+    if cfg.workers < -1:
+        raise ValueError(f"--workers must be -1 (auto) or a number of processes >= 0, got {cfg.workers}")
+    if not (cfg.cache_gb == -1 or 0 <= cfg.cache_gb <= 2 ** 20):
+        raise ValueError(f"--cache-gb must be -1 (auto) or a size in GB >= 0, got {cfg.cache_gb}")
     if cfg.label_resize not in LABEL_RESIZE:
         raise ValueError(f"unknown --label-resize '{cfg.label_resize}'; valid choices: {', '.join(LABEL_RESIZE)}")
     if not 0 <= cfg.class_crop <= 1:
@@ -625,7 +644,7 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
         if both:
             raise ValueError(f"{len(both)} of the {len(val_ds)} '{cfg.val_split}' frames are training frames too "
                              f"(e.g. {both[0]}): take them out of the training split, or --val-split none")
-    workers = loader_workers(cfg.workers, device, world)
+    workers = loader_workers(cfg.workers, device)
     budget = decode_cache_bytes(cfg.cache_gb)
     train_ds.cache_limit = budget * 3 // 4 // (1 + workers)  # each loader worker holds a copy of it
     if val_ds is not None:
@@ -639,15 +658,14 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
                            class_crop=cfg.class_crop, seed=cfg.seed, base=(cfg.width, cfg.height),
                            label_resize=cfg.label_resize)
     train_ds.transform = augment
-    if workers:  # decode once here: each worker gets the decoded frames
-        for i in range(len(train_ds)):
-            train_ds.load(i)
-    counts = pixel_counts(train_ds)  # reads every frame: the cache fills as far as its limit
+    counts = pixel_counts(train_ds)  # reads every frame: decoded once here, each loader worker gets a copy
     if rank == 0:
         for ds, what in ((train_ds, "training"), (val_ds, "validation")):
             if ds is not None and ds.cached < len(ds):
-                log(f"[train] note: {ds.cached} of the {len(ds)} {what} frames are kept decoded in memory "
-                    f"({_size(ds.cache_limit)}: --cache-gb); the rest are decoded again every epoch"
+                held = f", held by each of {1 + workers} processes" if what == "training" and workers else ""
+                log(f"[train] note: {ds.cached} of the {len(ds)} {what} frames are kept decoded in memory (a "
+                    f"{_size(ds.cache_limit)} share of the {_size(budget)} of --cache-gb{held}); the rest are "
+                    "decoded again every epoch"
                     + (", which --workers N does beside the training" if what == "training" and not workers else ""))
     if counts[: table.num_classes].sum() == 0:
         raise ValueError(f"no pixel of the '{cfg.train_split}' labels is one of the {table.num_classes} classes "
@@ -793,9 +811,11 @@ _MACHINE_SETTINGS = {"data", "out", "workers", "threads", "cache_gb", "command",
 
 def _changed_settings(saved: dict, cfg: TrainConfig) -> List[tuple]:
     """(name, checkpoint's value, this run's value) for each recipe setting that differs."""
-    now = asdict(cfg)
-    return [(k, saved[k], now[k]) for k in now
-            if k not in _MACHINE_SETTINGS and k in saved and saved[k] != now[k]]
+    now, unknown = asdict(cfg), object()
+    # an older checkpoint lacks the newer keys: what they meant then, where that is known
+    was = {k: saved.get(k, SETTING_BEFORE_RECORDED.get(k, unknown)) for k in now}
+    return [(k, was[k], now[k]) for k in now
+            if k not in _MACHINE_SETTINGS and was[k] is not unknown and was[k] != now[k]]
 
 
 @dataclass
