@@ -649,6 +649,10 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     train_ds.cache_limit = budget * 3 // 4 // (1 + workers)  # each loader worker holds a copy of it
     if val_ds is not None:
         val_ds.cache_limit = budget // 4
+    frames = len(train_ds) + (len(val_ds) if val_ds is not None else 0)
+    if rank == 0 and frames >= 1000:  # minutes of decoding on a large folder: say what the wait is
+        log(f"[train] reading the {frames} frames once before training (labels checked, class frequencies "
+            "counted)")
     if val_ds is not None and rank == 0:
         for i in range(len(val_ds)):  # cached anyway: a bad val label stops the run now, not epochs later
             val_ds.load(i)
