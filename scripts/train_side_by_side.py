@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -28,7 +29,8 @@ import time
 from pathlib import Path
 
 
-def start(name: str, args: str, common: list, runs: Path, carried: Path | None) -> subprocess.Popen:
+def start(name: str, args: str, common: list, runs: Path, carried: Path | None, side_by_side: int = 1
+          ) -> subprocess.Popen:
     out = runs / name
     if not out.exists() and carried is not None and (carried / name).is_dir():
         shutil.copytree(carried / name, out)  # continue where the last call stopped
@@ -38,7 +40,10 @@ def start(name: str, args: str, common: list, runs: Path, carried: Path | None) 
     log = open(out / "train.log", "a")
     log.write("$ " + shlex.join(cmd) + "\n")
     log.flush()
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    # The runs share the machine as torchrun's ranks would: train's auto --workers and --cache-gb
+    # divide the cores and the memory by this.
+    env = dict(os.environ, LOCAL_WORLD_SIZE=str(side_by_side))
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def stop(procs: dict, grace: float = 30.0) -> None:
@@ -85,7 +90,7 @@ def main(argv=None) -> int:
     runs = Path(a.runs)
     carried = Path(a.carried) if a.carried else None
     t0 = time.monotonic()
-    procs = {name: start(name, args, a.common, runs, carried) for name, args in spec.items()}
+    procs = {name: start(name, args, a.common, runs, carried, len(spec)) for name, args in spec.items()}
     while time.monotonic() - t0 < a.budget and any(p.poll() is None for p in procs.values()):
         time.sleep(2)
     stopped = [n for n, p in procs.items() if p.poll() is None]

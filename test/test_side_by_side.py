@@ -34,6 +34,10 @@ def test_runs_stop_at_the_budget_are_packed_and_continue(tmp_path, camvid_root):
         names = set(tar.getnames())
     assert {"short/essnet_d_camvid.yaml", "short/essnet_d_camvid.pt", "short/log.csv", "short/train.log"} <= names
     assert "short/last.pt" not in names
+    # the two runs share the machine as two torchrun ranks would: half the memory budget each
+    from seg_perception.train.loop import _machine_memory, _size
+    head = (first / "runs" / "short" / "train.log").read_text()
+    assert f"0 loader workers (auto), {_size(int(0.4 * _machine_memory()) // 2)} for decoded frames (auto)" in head
 
     # The next call continues 'long' from its carried folder (last.pt included this time), from
     # its checkpoint: log.csv may hold one row more when the budget stopped it between the two.

@@ -723,7 +723,8 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
             f"{cfg.val_split if val_ds is not None else 'no validation'}"
             f"{f' ({len(val_ds)} frames)' if val_ds is not None else ''}, model {cfg.width}x{cfg.height}, "
             f"crops {crop}, {cfg.epochs} epochs, device {device}, world {world}, "
-            f"{workers} loader workers{' (auto)' if cfg.workers < 0 else ''}")
+            f"{workers} loader workers{' (auto)' if cfg.workers < 0 else ''}, "
+            f"{_size(budget)} for decoded frames{' (auto)' if cfg.cache_gb < 0 else ''}")
         log(f"[train] precision {step.precision}, {step.memory_format} ({step.why}); loss {cfg.loss}"
             f"{f'; EMA {cfg.ema_decay}' if cfg.ema_decay else ''}"
             f"{f'; teacher {cfg.teacher}' if cfg.teacher else ''}")
