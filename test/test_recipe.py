@@ -616,6 +616,16 @@ def test_loader_workers_auto_feeds_a_gpu_and_leaves_a_cpu_to_the_network(monkeyp
     assert loader_workers(-1, gpu) == 1
 
 
+def test_a_containers_memory_limit_bounds_the_budget(tmp_path):
+    from seg_perception.train.loop import _machine_memory
+    machine = _machine_memory(limits=())
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    v2.write_text("max\n")  # cgroup v2 without a limit
+    v1.write_text(f"{2 ** 30}\n")  # a 1 GB container (cgroup v1)
+    assert _machine_memory(limits=(str(v2),)) == machine
+    assert _machine_memory(limits=(str(v2), str(v1), str(tmp_path / "absent"))) == min(machine, 2 ** 30)
+
+
 def test_class_weights_from_hand_counted_labels(tmp_path):
     """ENet weights 1/ln(c + p_k) with p_k counted by hand; void pixels (11) count for nothing."""
     import cv2

@@ -193,13 +193,16 @@ def _local_ranks() -> int:
     return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
-def _machine_memory() -> int:
+CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")  # v2, v1
+
+
+def _machine_memory(limits: Sequence[str] = CGROUP_MEMORY_LIMITS) -> int:
     """Bytes of memory this process may use: the machine's, or a container's (cgroup) limit below it."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # not POSIX
         total = 16 * 2 ** 30
-    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    for limit in limits:
         try:
             total = min(total, int(Path(limit).read_text().split()[0]))  # "max": no limit
         except (OSError, ValueError, IndexError):
