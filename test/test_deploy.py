@@ -288,6 +288,37 @@ def test_modelopt_quantization_when_installed(quantized, tmp_path, camvid_sample
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mo_int8.onnx"]  # no intermediates left
 
 
+def _conv_outputs_quantized_for(path) -> set:
+    """Op types that read a convolution's output through its own Q/DQ pair."""
+    g = onnx.load(str(path)).graph
+    readers = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    found = set()
+    for conv in (n for n in g.node if n.op_type in ("Conv", "ConvTranspose")):
+        for q in (r for r in readers.get(conv.output[0], []) if r.op_type == "QuantizeLinear"):
+            for dq in readers.get(q.output[0], []):
+                found |= {r.op_type for r in readers.get(dq.output[0], [])}
+    return found
+
+
+def test_conv_outputs_float_quantizes_only_the_inputs_of_convolutions(quantized, tmp_path, camvid_sample):
+    """--conv-outputs float (TensorRT's Q/DQ guidance): a convolution's output is quantized only as the
+    input of the next convolution; ONNX Runtime's default also quantizes it before Relu, Add, ArgMax."""
+    src, default = quantized
+    assert _conv_outputs_quantized_for(default.path) - {"Conv", "ConvTranspose"}  # e.g. the logits' ArgMax
+    card = load_card(src)
+    frames = calibration_frames(list_calibration_images(camvid_sample, 4), card, src)
+    res = quantize_onnx(src, tmp_path / "f_int8.onnx", frames, method="ort", conv_outputs="float")
+    assert res.conv_outputs == "float" and 0 < res.qdq_nodes < default.qdq_nodes
+    assert _conv_outputs_quantized_for(res.path) <= {"Conv", "ConvTranspose"}
+    with pytest.raises(RuntimeError, match="--conv-outputs float places the Q/DQ of --method ort"):
+        quantize_onnx(src, tmp_path / "c.onnx", frames, target="cpu", conv_outputs="float")
+    with pytest.raises(RuntimeError, match="unknown conv outputs 'fp16'"):
+        quantize_onnx(src, tmp_path / "c.onnx", frames, conv_outputs="fp16")
+
+
 def test_quantize_refuses_a_quantized_or_missing_model(quantized, tmp_path):
     _, res = quantized
     frame = [np.zeros((H, W, 3), np.uint8)]

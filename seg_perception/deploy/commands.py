@@ -105,6 +105,10 @@ def _quantize(p: argparse.ArgumentParser):
                    "on a GPU) | cpu: QOperator uint8 model that ONNX Runtime's CPU kernels run fast" + d)
     p.add_argument("--method", default="auto", help="auto (modelopt if installed, else ort) | modelopt | ort" + d)
     p.add_argument("--calibration", default="minmax", help="minmax | entropy (modelopt only)" + d)
+    p.add_argument("--conv-outputs", default="int8", choices=["int8", "float"],
+                   help="--method ort: int8 quantizes a convolution's output where a non-convolution takes it "
+                   "(ONNX Runtime's placement); float leaves it float, as TensorRT's Q/DQ guidance places them"
+                   + d)
     p.add_argument("--seed", type=int, default=0, help="picks the calibration images" + d)
     p.add_argument("--eval", action="store_true", help="then measure fp32 vs int8 mIoU and label agreement "
                    "on --eval-split with ONNX Runtime (recorded in the card)")
@@ -144,7 +148,8 @@ def _quantize(p: argparse.ArgumentParser):
             files = list_calibration_images(calib, a.num_images, a.seed)
         print(f"[quantize] calibrating on {len(files)} images from {data}")
         frames = calibration_frames(files, card, src)
-        res = quantize_onnx(src, out, frames, method=a.method, calibration=a.calibration, target=a.target)
+        res = quantize_onnx(src, out, frames, method=a.method, calibration=a.calibration, target=a.target,
+                            conv_outputs=a.conv_outputs)
         print(f"[quantize] wrote {res.path} ({res.method}, {res.calibration}, {res.qdq_nodes} Q/DQ nodes, "
               f"{res.seconds:.0f} s)")
         metrics = None

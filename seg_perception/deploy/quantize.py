@@ -42,6 +42,11 @@ from ..data.datasets import IMAGE_EXTS, SegmentationDataset, camvid, read_rgb
 
 METHODS = ("auto", "modelopt", "ort")
 TARGETS = ("tensorrt", "cpu")  # card.INT8_TARGETS
+# Where a convolution's output has Q/DQ before a non-convolution (Relu, Add, Concat, the ArgMax on the
+# logits): ONNX Runtime's default quantizes it ("int8"); TensorRT's Q/DQ placement guidance quantizes
+# only the inputs of weighted layers ("float"). Measured with ONNX Runtime on CamVid val (docs/deployment.md):
+# "float" agrees with fp32 on 0.2-0.3 % more pixels; which TensorRT runs faster is for the device to say.
+CONV_OUTPUTS = ("int8", "float")
 FORMATS = {"tensorrt": "QDQ int8 symmetric, per-channel weights",
            "cpu": "QOperator, uint8 activations (asymmetric), int8 per-channel weights, all op types"}
 CALIBRATIONS = ("minmax", "entropy")
@@ -138,6 +143,7 @@ class QuantizeResult:
     seconds: float
     qdq_nodes: int
     target: str = "tensorrt"
+    conv_outputs: str = "int8"
 
 
 def _graph_io(path: Path):
@@ -161,7 +167,8 @@ def _check_source(path: Path) -> str:
     return inputs[0].name
 
 
-def _quantize_ort(src: Path, out: Path, input_name: str, frames, calibration: str) -> None:
+def _quantize_ort(src: Path, out: Path, input_name: str, frames, calibration: str, conv_outputs: str = "int8"
+                  ) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
     if calibration != "minmax":
@@ -185,6 +192,7 @@ def _quantize_ort(src: Path, out: Path, input_name: str, frames, calibration: st
                 "ActivationSymmetric": True, "WeightSymmetric": True,
                 "QuantizeBias": False,  # TensorRT cannot dequantize int32 biases
                 "CalibTensorRangeSymmetric": True,
+                **({"OpTypesToExcludeOutputQuantization": list(ORT_OP_TYPES)} if conv_outputs == "float" else {}),
             })
 
 
@@ -229,7 +237,8 @@ def _quantize_modelopt(src: Path, out: Path, input_name: str, frames, calibratio
 
 
 def quantize_onnx(src: str | Path, out: str | Path, frames: Sequence[np.ndarray], method: str = "auto",
-                  calibration: str = "minmax", target: str = "tensorrt") -> QuantizeResult:
+                  calibration: str = "minmax", target: str = "tensorrt", conv_outputs: str = "int8"
+                  ) -> QuantizeResult:
     """Write the INT8 model of ``src`` for ``target`` to ``out``, calibrated on ``frames``:
     the Q/DQ model for TensorRT, or the QOperator model for ONNX Runtime on the CPU."""
     src, out = Path(src), Path(out)
@@ -241,12 +250,17 @@ def quantize_onnx(src: str | Path, out: str | Path, frames: Sequence[np.ndarray]
         raise QuantizeError("no calibration frames")
     if target not in TARGETS:
         raise QuantizeError(f"unknown target '{target}'; valid choices: {', '.join(TARGETS)}")
+    if conv_outputs not in CONV_OUTPUTS:
+        raise QuantizeError(f"unknown conv outputs '{conv_outputs}'; valid choices: {', '.join(CONV_OUTPUTS)}")
+    if conv_outputs != "int8" and (target == "cpu" or method == "modelopt"):
+        raise QuantizeError("--conv-outputs float places the Q/DQ of --method ort for TensorRT; ModelOpt places "
+                            "them by TensorRT's rules itself, and --target cpu quantizes every op")
     if target == "cpu":
         if method not in ("auto", "ort"):
             raise QuantizeError(f"--target cpu is made with ONNX Runtime's quantizer; method '{method}' "
                                 "makes TensorRT models: use --method auto or ort")
         method = "ort"
-    method = pick_method(method)
+    method = "ort" if conv_outputs != "int8" else pick_method(method)
     input_name = _check_source(src)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -256,7 +270,7 @@ def quantize_onnx(src: str | Path, out: str | Path, frames: Sequence[np.ndarray]
     elif method == "modelopt":
         _quantize_modelopt(src, tmp, input_name, frames, calibration)
     else:
-        _quantize_ort(src, tmp, input_name, frames, calibration)
+        _quantize_ort(src, tmp, input_name, frames, calibration, conv_outputs)
     _drop_unused_opsets(tmp)
     info = inspect_qdq(tmp)
     if info["quantize_linear"] == 0:  # checked before it replaces a good INT8 model of the same name
@@ -265,7 +279,7 @@ def quantize_onnx(src: str | Path, out: str | Path, frames: Sequence[np.ndarray]
                             f"({out} is left as it was)")
     tmp.replace(out)
     return QuantizeResult(out, method, calibration, len(frames), time.perf_counter() - t0,
-                          info["quantize_linear"] + info["dequantize_linear"], target)
+                          info["quantize_linear"] + info["dequantize_linear"], target, conv_outputs)
 
 
 def _drop_unused_opsets(path: Path) -> None:
@@ -321,7 +335,8 @@ def note_int8(card: ModelCard, int8_path: Path, res: QuantizeResult, metrics: Op
     card.training = dict(card.training)
     key = "quantization" if res.target == "tensorrt" else "quantization_cpu"
     card.training[key] = {"method": res.method, "calibration": res.calibration,
-                          "calibration_images": res.num_images, "format": FORMATS[res.target]}
+                          "calibration_images": res.num_images, "format": FORMATS[res.target]
+                          + (", convolution outputs float" if res.conv_outputs == "float" else "")}
     card.metrics = dict(card.metrics)
     if metrics:
         card.metrics["int8" if res.target == "tensorrt" else "int8_cpu"] = metrics
