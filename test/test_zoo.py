@@ -53,6 +53,7 @@ ROWS = [
     Row("essnet_b_dg2", 20, 512, 1024, 395_568, 0.06, None, None, "reconstruction: +5.2 % (Table 3.2)"),
     Row("essnet_a_d", 20, 512, 1024, 1_291_648, 0.10, None, None, "reconstruction: +9.6 % (Table 3.4)"),
     Row("edanet", 20, 512, 1024, 0.68e6, 0.02, None, None, "reconstruction from the EDANet paper's text: 0.68 M"),
+    Row("cgnet", 19, 1024, 2048, 0.5e6, 0.02, None, None, "reconstruction from the CGNet paper's text: 0.5 M (M=3, N=21)"),
 ]
 
 # Exact counts of our builds (table classes; MACs at 1024x512 except 512x512
@@ -77,6 +78,7 @@ PINNED = {
     "edgesegnet": (7_124_800, 76_926_418_944),
     "attendseg": (1_173_984, 7_492_141_056),
     "edanet": (688_246, 8_836_579_328),
+    "cgnet": (496_582, 6_764_409_856),
 }
 for _g in (2, 4, 8):  # channel shuffle adds no weights and no MACs
     for _f in ("a", "b"):
@@ -167,6 +169,21 @@ def test_rdsnet_layer_output_sizes():
         hk.remove()
     assert seen == expect + [(20, 64, 128)]
     assert out.shape == (1, 20, 512, 1024)
+
+
+def test_cgnet_stage_outputs_and_blocks():
+    """M = 3 and N = 21 CG blocks (the first of each stage strided); the stage joins carry the
+    frame at 1/2 and 1/4 and each stage's first block beside its last, as the layer table says."""
+    from seg_perception.nets.cgnet import CGBlock
+    m = build_model("cgnet", 19).to("meta").eval()
+    blocks = [mod for mod in m.modules() if isinstance(mod, CGBlock)]
+    assert len(blocks) == 3 + 21 and [b.down for b in blocks].count(True) == 2
+    seen = {}
+    for name in ("join1", "join2", "join3"):
+        getattr(m, name).register_forward_hook(lambda mod, i, o, name=name: seen.__setitem__(name, tuple(o.shape[1:])))
+    with torch.no_grad():
+        m(torch.empty(1, 3, 512, 1024, device="meta"))
+    assert seen == {"join1": (35, 256, 512), "join2": (131, 128, 256), "join3": (256, 64, 128)}
 
 
 def test_rdsnet_skip_classifies_at_a_quarter_with_the_same_encoder():
