@@ -184,6 +184,19 @@ def test_cgnet_stage_outputs_and_blocks():
     with torch.no_grad():
         m(torch.empty(1, 3, 512, 1024, device="meta"))
     assert seen == {"join1": (35, 256, 512), "join2": (131, 128, 256), "join3": (256, 64, 128)}
+    assert [b.surround.dilation for b in blocks] == [(2, 2)] * 3 + [(4, 4)] * 21
+
+
+def test_cgnet_blocks_add_their_input_back_except_the_strided_ones():
+    from seg_perception.nets.cgnet import CGBlock
+    torch.manual_seed(0)
+    block, down = CGBlock(64, 64, 2, 8).eval(), CGBlock(64, 64, 2, 8, down=True).eval()
+    for b in (block, down):  # a closed context gate: the block's own branch contributes zero
+        torch.nn.init.constant_(b.context.fc[2].bias, -1e4)
+    x = torch.randn(1, 64, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(block(x), x)
+        assert down(x).shape == (1, 64, 8, 8) and down(x).abs().max() == 0
 
 
 def test_rdsnet_skip_classifies_at_a_quarter_with_the_same_encoder():

@@ -20,15 +20,16 @@ stage  layers                                        output (C x H x W)
 4      1x1 conv to the classes, bilinear x8          C x H x W
 =====  ============================================  ====================
 
-Every conv is followed by BatchNorm and PReLU; each join of stage outputs by BN + PReLU.
+Every dense conv is followed by BatchNorm and PReLU, and so is each join of stage outputs.
 A CG block: a 1x1 conv halves the channels; a depthwise 3x3 (the local feature) and a
-depthwise dilated 3x3 (its surroundings) run side by side and are joined (BN, PReLU);
-a global context vector (average pool, two 1x1 convs with a bottleneck of 1/8 or 1/16,
-sigmoid) reweights the channels; the block's input is added back. The strided block
-opens with a 3x3 s2 conv to the stage's width instead, joins two full-width depthwise
-branches, projects them back with a 1x1 conv, and adds no shortcut. The global context's
-two layers are 1x1 convs (the paper's fully connected layers, same weights) so that the
-graph stays convolutional. H and W must be multiples of 8.
+depthwise dilated 3x3 (its surroundings) run side by side and are joined, one BN + PReLU
+after the join; a global context vector (average pool, two 1x1 convs with a bottleneck of
+1/8 or 1/16, sigmoid) reweights the channels; the block's input is added back. The strided
+block opens with a 3x3 s2 conv to the stage's width instead, joins two full-width depthwise
+branches, projects them back with a 1x1 conv (no BN), and adds no shortcut. The global
+context's two layers are 1x1 convs (the paper's fully connected layers, same weights) so
+that the graph stays convolutional; the classifier has a bias. H and W should be multiples
+of 8 (exact 1/2, 1/4 and 1/8 grids).
 """
 from __future__ import annotations
 
