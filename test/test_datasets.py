@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from seg_perception.data.datasets import DatasetError, camvid, image_folder
-from seg_perception.data.transforms import TrainAugment
+from seg_perception.data.transforms import EvalResize, TrainAugment
 
 
 def test_camvid_layout_loads(camvid_sample):
@@ -128,6 +128,27 @@ def test_augment_at_scale_one_shows_the_frame_as_the_runtime_does():
     for i in range(4):
         _, got = aug(img, lab, np.random.default_rng(i))
         assert np.array_equal(got, want) or np.array_equal(got, want[:, ::-1])
+
+
+def test_augment_shrinks_a_large_frame_as_the_runtime_does():
+    """A 1920x1080 frame for a 480x360 model: the pipeline shrinks it with INTER_AREA, so the crop
+    at scale 1.0 must be that image (INTER_LINEAR at 4x reads 4 of every 16 pixels: fine detail
+    aliases into patterns the network never sees at run time). A frame at the model's size keeps
+    the linear resize of the recipe so far."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    lab = np.zeros((1080, 1920), np.uint8)
+    aug = TrainAugment((480, 360), ignore_index=11, scale=(1.0, 1.0), base=(480, 360), translate_px=0, jitter=0)
+    want = EvalResize((480, 360))(img, lab)[0]  # what Pipeline.preprocess feeds the network
+    assert not np.array_equal(want, cv2.resize(img, (480, 360), interpolation=cv2.INTER_LINEAR))
+    for i in range(4):
+        got, _ = aug(img, lab, np.random.default_rng(i))
+        assert np.array_equal(got, want) or np.array_equal(got, want[:, ::-1])
+    frame = want.copy()
+    half = TrainAugment((240, 180), ignore_index=11, scale=(0.5, 0.5), base=(480, 360), translate_px=0, jitter=0)
+    got, _ = half(frame, lab[:360, :480], np.random.default_rng(0))
+    linear = cv2.resize(frame, (240, 180), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(got, linear) or np.array_equal(got, linear[:, ::-1])
 
 
 @pytest.mark.parametrize("scale", [0.63, 1.37])

@@ -47,6 +47,14 @@ def test_alpha_schedule():
     assert [grouping.alpha_at(e, 4) for e in range(6)] == [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
 
 
+def test_grouping_ramp_counts_the_full_network_epochs():
+    """With an encoder stage first, the ramp starts with the full network (it had run during the
+    encoder epochs and ended early, or inside the encoder stage)."""
+    from seg_perception.train.loop import grouping_alpha
+    cfg = TrainConfig(model="essnet_dg2", data="x", out="y", encoder_epochs=2, epochs=4, gradual_grouping_epochs=2)
+    assert [grouping_alpha(cfg, e) for e in range(6)] == [1.0, 1.0, 1.0, 0.5, 0.0, 0.0]
+
+
 def test_gradual_grouping_run_saves_grouped_weights(tmp_path, camvid_root):
     best = train(TrainConfig(model="essnet_dg2", data=str(camvid_root), out=str(tmp_path), epochs=2,
                              gradual_grouping_epochs=1, **TINY), log=lambda *_: None)

@@ -49,7 +49,11 @@ class TrainAugment:
         bw, bh = self.base or self.size
         s = rng.uniform(*self.scale)
         nw, nh = max(1, round(s * bw)), max(1, round(s * bh))
-        img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        # A frame wider than the model's input is shrunk by the pipeline with INTER_AREA (no
+        # aliasing), so training shrinks it the same way: at scale 1.0 the crop is the run-time
+        # input. Frames at the model's size (CamVid at 480x360) are resized linearly, as always.
+        shrink = w > bw and nw < w
+        img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         lab = cv2.resize(lab, (nw, nh), interpolation=LABEL_RESIZE[self.label_resize])
         if rng.random() < 0.5:
             img, lab = img[:, ::-1], lab[:, ::-1]

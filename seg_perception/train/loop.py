@@ -248,7 +248,11 @@ class TrainBatches:
             AugmentedSamples(ds, augment), batch_sampler=self._sampler, collate_fn=collate,
             num_workers=workers, worker_init_fn=_loader_worker_init if workers else None,
             multiprocessing_context="spawn" if workers else None, persistent_workers=workers > 0,
-            pin_memory=pin_memory)
+            pin_memory=pin_memory,
+            # Its own generator: otherwise each new iterator draws a seed from torch's global one,
+            # every epoch without workers, only the first with persistent workers, which shifts
+            # the dropout masks of a resumed epoch (and of one run with workers against one without).
+            generator=torch.Generator())
 
     def epoch(self, seed: int, order: List[int], nb: int):
         bs = self.batch_size
@@ -595,6 +599,9 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--workers must be -1 (auto) or a number of processes >= 0, got {cfg.workers}")
     if not (cfg.cache_gb == -1 or 0 <= cfg.cache_gb <= 2 ** 20):
         raise ValueError(f"--cache-gb must be -1 (auto) or a size in GB >= 0, got {cfg.cache_gb}")
+    if cfg.eval_every < 1:
+        raise ValueError(f"--eval-every is a number of epochs >= 1, got {cfg.eval_every} "
+                         "(to train without validation: --val-split none)")
     if cfg.label_resize not in LABEL_RESIZE:
         raise ValueError(f"unknown --label-resize '{cfg.label_resize}'; valid choices: {', '.join(LABEL_RESIZE)}")
     if not 0 <= cfg.class_crop <= 1:
@@ -836,10 +843,16 @@ class EpochStats:
     overflows: int = 0  # of the skipped: a finite loss whose gradient was not
 
 
+def grouping_alpha(cfg: TrainConfig, epoch: int) -> float:
+    """The gradual-grouping ramp at ``epoch`` (counted over both stages): it runs over the first
+    epochs of the full network, as check_config's bound on it says; dense through the encoder stage."""
+    return grouping.alpha_at(max(0, epoch - cfg.encoder_epochs), cfg.gradual_grouping_epochs)
+
+
 def train_one_epoch(run: Run, epoch: int, ddp_model: nn.Module) -> EpochStats:
     cfg = run.cfg
     if cfg.gradual_grouping_epochs:
-        grouping.set_alpha(run.model, grouping.alpha_at(epoch, cfg.gradual_grouping_epochs))
+        grouping.set_alpha(run.model, grouping_alpha(cfg, epoch))
     # Everything random in this epoch derives from (seed, epoch): exact resume.
     torch.manual_seed(cfg.seed * 100003 + epoch)
     gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
