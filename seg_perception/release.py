@@ -96,6 +96,10 @@ def _recipe_card(recipe_run: Path, name: str, card, val_split: str):
     if differ:
         raise ValueError(f"--recipe-run {recipe_run} is another recipe: {'; '.join(differ)}; its val figure "
                          "would not describe these weights: train it with the run's flags on the train split alone")
+    if rcard.training.get("best_epoch") is not None:
+        raise ValueError(f"--recipe-run {recipe_run} shipped its best epoch on {val_split} (--keep best, epoch "
+                         f"{rcard.training['best_epoch']}): a figure picked on {val_split} is not held out; train the "
+                         "recipe run with --keep last, as the shipped weights are its last epoch")
     planned, done = rcard.training.get("epochs_planned"), _epochs_done(recipe_run, rcard)
     at = rcard.training.get("epoch")  # the weights' epoch in a --keep last run (best_epoch otherwise)
     if planned and ((done is not None and done < planned) or (at is not None and at < planned)):
@@ -191,9 +195,9 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
                          f"{val_split} (or --recipe-pending WHY to ship without a val figure until that run is done)")
     epochs_done = _epochs_done(run, card)  # before the files in `to` are replaced (run may be a copy of them)
     to.mkdir(parents=True, exist_ok=True)
-    for old in to.glob(f"{name}*"):
-        if old.suffix in (".pt", ".onnx", ".yaml"):
-            old.unlink()
+    # exactly this model's files: a prefix match took rdsnet_camvid's along when releasing "rdsnet"
+    for suffix in (".pt", ".onnx", ".yaml", "_int8.onnx", "_int8_cpu.onnx"):
+        (to / f"{name}{suffix}").unlink(missing_ok=True)
     shutil.copy2(src_weights, to / f"{name}.pt")
     card.path = to / f"{name}.yaml"  # where it will be written; its files are named relative to it
     card.files = {"weights": f"{name}.pt"}
@@ -226,12 +230,12 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
             r_exported = exported_card(rcard, r_onnx, dynamic=True)
             metrics = _val_metrics(r_exported, val, threads,
                                    f", weights of the same recipe trained on train alone ({Path(recipe_run).name}, "
-                                   f"{_epochs_done(Path(recipe_run))} epochs); the shipped weights trained on "
+                                   f"{_epochs_done(Path(recipe_run), rcard)} epochs); the shipped weights trained on "
                                    f"{card.training.get('train_split')}", card.input_width, card.input_height)
         own = val.evaluate(card, threads)
         metrics["val_miou_not_held_out"] = own["miou"]  # for the record only: val was training data
         card.training["recipe_run"] = {"folder": Path(recipe_run).name, "train_split": rcard.training.get("train_split"),
-                                       "epochs": _epochs_done(Path(recipe_run)),
+                                       "epochs": _epochs_done(Path(recipe_run), rcard),
                                        "command": rcard.training.get("command")}
     log(f"[release] fp32 val mIoU {_val_text(metrics)}")
 
@@ -240,11 +244,14 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
     metrics["gmacs"] = round(count_macs(net, card.input_height, card.input_width) / 1e9, 3)
     metrics["gmacs_at"] = f"{card.input_width}x{card.input_height}"
 
-    pipe = Pipeline(OnnxRuntimeBackend(card, card.input_width, card.input_height, "fp32", threads=threads), card)
+    # Timed on the CPU (a GPU build of ONNX Runtime would take CUDA), labels only, as the node runs
+    # a model when it publishes no confidence.
+    cpu = dict(threads=threads, use_cuda=False, confidence=False)
+    pipe = Pipeline(OnnxRuntimeBackend(card, card.input_width, card.input_height, "fp32", **cpu), card)
     ds = val.ds
     frames = [pipe.preprocess(ds.load(i)[0]) for i in np.linspace(0, len(ds) - 1, 10).round().astype(int)]
     # The load average says whether other work shared the CPU while timing.
-    latency = {"cpu": cpu_name(), "threads": threads, "resolution": metrics["gmacs_at"],
+    latency = {"cpu": cpu_name(), "threads": threads, "resolution": metrics["gmacs_at"], "outputs": "labels",
                "load_average_1min": round(os.getloadavg()[0], 2),
                "onnxruntime_fp32_ms": time_backend(pipe.backend, frames, LATENCY_RUNS)}
 
@@ -255,8 +262,7 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
         q = quantize_onnx(onnx_path, to / f"{name}_int8.onnx", calibration_frames(files, card, onnx_path))
         acc = evaluate_int8(card, onnx_path, q.path, val.ds, split=val_split, threads=threads)
         note_int8(card, q.path, q, acc)
-        be = OnnxRuntimeBackend(card, card.input_width, card.input_height, "int8", threads=threads,
-                                onnx_path=q.path)
+        be = OnnxRuntimeBackend(card, card.input_width, card.input_height, "int8", onnx_path=q.path, **cpu)
         latency["onnxruntime_int8_ms"] = time_backend(be, frames, LATENCY_RUNS)
         log(f"[release] int8 val mIoU {acc['int8_miou']:.2f} (fp32 {acc['fp32_miou']:.2f}), "
             f"label agreement {acc['label_agreement']:.2f}%")
@@ -264,8 +270,7 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
         qc = quantize_onnx(onnx_path, to / f"{name}_int8_cpu.onnx", frames_c, target="cpu")
         acc = evaluate_int8(card, onnx_path, qc.path, val.ds, split=val_split, threads=threads)
         note_int8(card, qc.path, qc, acc)
-        be = OnnxRuntimeBackend(card, card.input_width, card.input_height, "int8", threads=threads,
-                                use_cuda=False, time_int8_at_start=False)
+        be = OnnxRuntimeBackend(card, card.input_width, card.input_height, "int8", time_int8_at_start=False, **cpu)
         latency["onnxruntime_int8_cpu_ms"] = time_backend(be, frames, LATENCY_RUNS)
         # what the node's start-up warning reads (int8 slower than fp32 on a CPU)
         card.metrics["int8_cpu"] = {**card.metrics["int8_cpu"], "speed_vs_fp32": round(

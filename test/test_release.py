@@ -55,7 +55,7 @@ def test_release_figures_are_measured(released, camvid_sample):
     for key in ("onnxruntime_fp32_ms", "onnxruntime_int8_ms", "onnxruntime_int8_cpu_ms"):  # one shape of a timing
         assert set(lat[key]) == {"p50", "p95", "max", "mean", "fps"}
         assert 0 < lat[key]["p50"] <= lat[key]["p95"] <= lat[key]["max"]
-    assert lat["threads"] == 1 and lat["cpu"]
+    assert lat["threads"] == 1 and lat["cpu"] and lat["outputs"] == "labels"
 
 
 def test_released_model_runs_at_both_precisions(released, val_frames):
@@ -223,10 +223,21 @@ def test_release_renames_and_refuses_another_recipe(tmp_path, camvid_sample, cap
     other.save(other.path)
     assert main(args) == 2 and "another recipe: label_resize 'centred' (run: 'nearest')" in capsys.readouterr().err
     other.training = {k: v for k, v in other.training.items() if k != "label_resize"}  # a card from before the flag
+    kept = dict(other.training)
+    other.training = {**{k: v for k, v in kept.items() if k != "epoch"}, "best_epoch": 1}  # --keep best
     other.save(other.path)
+    assert main(args) == 2 and "shipped its best epoch on val (--keep best, epoch 1)" in capsys.readouterr().err
+    other.training = kept
+    other.save(other.path)
+    # another model whose name starts with this one's stays (a prefix match deleted it)
+    (tmp_path / "models").mkdir()
+    others = [tmp_path / "models" / f"my_model_v2{s}" for s in (".pt", ".yaml", ".onnx", "_int8.onnx")]
+    for f in others:
+        f.write_text("another model")
     assert main(args) == 0
     card = load_card(tmp_path / "models" / "my_model.yaml")
     assert card.name == "my_model" and card.files["weights"] == "my_model.pt" and card.file("onnx").is_file()
+    assert all(f.read_text() == "another model" for f in others)
 
 
 def test_run_folder_after_quantize_is_still_one_model(tmp_path):

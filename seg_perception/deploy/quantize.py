@@ -368,7 +368,7 @@ def evaluate_int8(card: ModelCard, fp32_onnx: str | Path, int8_onnx: str | Path,
     ds = data if isinstance(data, SegmentationDataset) else camvid(data, split)  # opened, or a CamVid root
     n = len(ds) if not max_images else min(len(ds), max_images)
     w, h = card.input_width, card.input_height
-    pipes = {p: Pipeline(OnnxRuntimeBackend(card, w, h, p, onnx_path=f, threads=threads), card)
+    pipes = {p: Pipeline(OnnxRuntimeBackend(card, w, h, p, onnx_path=f, threads=threads, use_cuda=False), card)
              for p, f in (("fp32", fp32_onnx), ("int8", int8_onnx))}
     cms = {p: ConfusionMatrix(card.num_classes) for p in pipes}
     same = total = 0
