@@ -1,14 +1,15 @@
 """sensor_msgs <-> numpy on real message classes: every accepted encoding gives the
 same RGB pixels, every malformed message one clear ImageError."""
 import array
+import zlib
 
 import cv2
 import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
-from seg_perception.runtime.image_conversion import (ImageError, compressed_to_array, fill_image, image_to_array,
-                                                     to_rgb)
+from seg_perception.runtime.image_conversion import (ImageError, compressed_to_array, encoded_size, fill_image,
+                                                     image_to_array, to_rgb)
 
 
 def raw(img, encoding, pad=0):
@@ -198,6 +199,56 @@ def bad_messages():
 def test_bad_raw_messages(name, msg, reason):
     with pytest.raises(ImageError, match=reason.replace("(", r"\(")):
         image_to_array(msg)
+
+
+@pytest.mark.parametrize("pattern", ["rggb", "gbrg"])
+@pytest.mark.parametrize("bits", [8, 16])
+def test_compressed_bayer_is_demosaiced_as_a_raw_one(pattern, bits):
+    """image_transport compresses a Bayer camera's mosaic as it is ("bayer_rggb8; png compressed "):
+    it must come out in colour, as the raw message of the same mosaic does, not as a grey mosaic."""
+    mosaic = np.random.default_rng(1).integers(0, 256, (8, 12), dtype=np.uint8)
+    want, layout = image_to_array(raw(mosaic, f"bayer_{pattern}8"))
+    enc = f"bayer_{pattern}{bits}"
+    ok, buf = cv2.imencode(".png", mosaic.astype(np.uint16) * 257 if bits == 16 else mosaic)
+    msg = CompressedImage(format=f"{enc}; png compressed ")
+    msg.data = array.array("B", buf.tobytes())
+    arr, got_layout = compressed_to_array(msg)
+    assert (got_layout, layout) == ("rgb", "rgb")
+    np.testing.assert_array_equal(arr, want)
+
+
+def test_compressed_16_bit_png_reads_as_full_range(rgb):
+    img16 = rgb[..., ::-1].astype(np.uint16) * 256 + 255  # BGR, as image_transport's PNG holds it
+    ok, buf = cv2.imencode(".png", img16)
+    msg = CompressedImage(format="rgb16; png compressed bgr16")
+    msg.data = array.array("B", buf.tobytes())
+    arr, layout = compressed_to_array(msg)
+    np.testing.assert_array_equal(to_rgb(arr, layout), rgb)
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_compressed_size_is_checked_before_decoding(ext):
+    """The cap is read from the PNG / JPEG header: a frame over it is refused before its pixels
+    are allocated (the size below is what the header says)."""
+    ok, buf = cv2.imencode(ext, np.zeros((40, 64, 3), np.uint8))
+    data = np.frombuffer(buf.tobytes(), np.uint8)
+    assert encoded_size(data) == (64, 40)
+    msg = CompressedImage(format=ext[1:])
+    msg.data = array.array("B", buf.tobytes())
+    with pytest.raises(ImageError, match="image size 64x40 exceeds the max_image_pixels cap of 1000"):
+        compressed_to_array(msg, max_pixels=1000)
+    # a header claiming 100000 x 100000 in a small file: refused by the cap, never handed to OpenCV;
+    # with the cap lifted, OpenCV's own refusal (cv2.error) is a one-line ImageError too
+    png = bytearray(buf.tobytes()) if ext == ".png" else None
+    if png is not None:
+        png[16:24] = (100_000).to_bytes(4, "big") * 2
+        png[29:33] = zlib.crc32(bytes(png[12:29])).to_bytes(4, "big")  # IHDR's checksum, so OpenCV reads it
+        msg.data = array.array("B", bytes(png))
+        with pytest.raises(ImageError, match="100000x100000 exceeds the max_image_pixels cap"):
+            compressed_to_array(msg)
+        with pytest.raises(ImageError, match=r"cannot be decoded \(") as e:
+            compressed_to_array(msg, max_pixels=2 ** 40)
+        assert "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("data,fmt,reason", [

@@ -372,6 +372,15 @@ def test_compressed_jpeg_and_png(jpeg_node, pipe, val_frames):
     assert key in h.received["labels"]
 
 
+def test_rejections_are_throttled_by_kind_not_by_their_numbers():
+    from seg_perception.ros.node import rejection_kind
+    a, b = (f"compressed image ({n} bytes, format 'jpeg') cannot be decoded" for n in (1002, 98765))
+    assert rejection_kind(a) == rejection_kind(b)  # one kind: one line, then a count, every 5 s
+    assert rejection_kind("image size 640x480 exceeds the cap") == rejection_kind("image size 6000x6000 exceeds the cap")
+    assert rejection_kind("unsupported encoding 'nv12'; supported: ...") != rejection_kind(
+        "unsupported encoding 'nv21'; supported: ...")
+
+
 @pytest.mark.parametrize("params,message", [
     ({"model": "no_such_model"}, "unknown model 'no_such_model'; valid choices:"),
     ({"precision": "fp64"}, "unknown precision 'fp64'; valid choices: fp32, fp16, int8"),
@@ -384,6 +393,8 @@ def test_compressed_jpeg_and_png(jpeg_node, pipe, val_frames):
     ({"modle": "no_such_model"}, "unknown parameter 'modle': did you mean 'model'?"),
     ({"input_widht": 320}, "unknown parameter 'input_widht': did you mean 'input_width'?"),
     ({"diagnostics_period": 0.0}, "diagnostics_period must be above 0 seconds, not 0.0"),
+    ({"threads": -1}, "threads must be 0 (the runtime's default) or a number of threads, not -1"),
+    ({"max_image_pixels": 0}, "max_image_pixels must be 1 or more, not 0"),
     ({"image_topic": "/cam/image raw"}, "image_topic: '/cam/image raw' is not a valid topic name"),
     ({"ground.enable": True, "ground.camera_info_topic": "/cam/info/"},
      "ground.camera_info_topic: '/cam/info/' is not a valid topic name"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -76,6 +77,12 @@ PARAMETERS = {
 IMAGE_TOPICS_DESCRIPTION = ("several cameras in one node, e.g. ['/front/image_raw', '/rear/image_raw']: frames "
                             "batched into one inference, each camera's outputs under its namespace "
                             "(/front/segmentation/...); unset: image_topic")
+
+
+def rejection_kind(reason: str) -> str:
+    """What the log throttles by: the reason up to its first colon, its numbers (sizes, byte counts,
+    which vary from frame to frame) made alike; quoted names (an encoding, a format) tell kinds apart."""
+    return re.sub(r"'[^']*'|\d+", lambda m: m[0] if m[0][0] == "'" else "#", reason.split(":")[0])[:60]
 
 
 class _RosLogHandler(logging.Handler):
@@ -339,6 +346,11 @@ class SegmentationNode(Node):
         if not 1 <= workers <= 8:
             raise ConfigError(f"workers must be 1-8, not {workers} (2 keeps up with a camera faster than one "
                               "inference; each worker holds a copy of the model)")
+        if int(p["threads"]) < 0:
+            raise ConfigError(f"threads must be 0 (the runtime's default) or a number of threads, not {p['threads']}")
+        if int(p["max_image_pixels"]) < 1:
+            raise ConfigError(f"max_image_pixels must be 1 or more, not {p['max_image_pixels']} (default "
+                              f"{DEFAULT_MAX_PIXELS}: frames up to 4096x4096)")
         if workers > 1 and not int(p["threads"]):
             # the runtime's default is every core per session; N sessions share the cores instead
             p["threads"] = max(1, len(os.sched_getaffinity(0)) // workers)
@@ -641,6 +653,9 @@ class SegmentationNode(Node):
             except ImageError as e:  # this camera's frame only: the others still run
                 self._reject(cam, str(e))
                 continue
+            except Exception as e:  # a message no check foresaw: still this camera's frame only
+                self._reject(cam, f"frame conversion failed: {type(e).__name__}: {e}")
+                continue
             ready.append((cam, msg, t_recv, frame, color, (time.perf_counter() - t0) * 1e3))
         if not ready:
             return
@@ -728,8 +743,10 @@ class SegmentationNode(Node):
             cam.stats.last_rejection = reason[:200]
         # One line per kind of problem (and camera), then at most one every 5 s with a count.
         where = f" on {cam.topic}" if self.multi else ""
-        kind = where + reason.split(":")[0][:40]
+        kind = where + rejection_kind(reason)
         now = time.monotonic()
+        if kind not in self._last_error and len(self._last_error) >= 64:  # bounded, whatever arrives
+            self._last_error.clear()
         last = self._last_error.get(kind)
         if last is not None and now - last < 5.0:
             self._suppressed[kind] = self._suppressed.get(kind, 0) + 1

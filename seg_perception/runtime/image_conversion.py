@@ -127,8 +127,43 @@ def _warn_if_low_bits(enc: str, words: np.ndarray) -> None:
                     "with 10- or 12-bit pixels in the low bits should publish 8-bit (or left-aligned) frames")
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (0xC0-0xCF but DHT, JPG and DAC): they hold the frame's size
+_JPEG_SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def encoded_size(data: np.ndarray) -> Tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR or a JPEG's start-of-frame header, read before decoding
+    so that an oversized frame is refused before its pixels are allocated; None if not found."""
+    if data[:8].tobytes() == _PNG_SIGNATURE and data.size >= 24 and data[12:16].tobytes() == b"IHDR":
+        return int.from_bytes(data[16:20].tobytes(), "big"), int.from_bytes(data[20:24].tobytes(), "big")
+    if data[:2].tobytes() != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 4 <= data.size:  # marker segments: 0xFF, marker, 2-byte length (which counts itself)
+        if data[i] != 0xFF:
+            return None
+        marker = int(data[i + 1])
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker in _JPEG_SOF:
+            if i + 9 > data.size:
+                return None
+            h, w = (int.from_bytes(data[j:j + 2].tobytes(), "big") for j in (i + 5, i + 7))
+            return (w, h) if h else None  # height 0: set later by a DNL marker
+        elif marker == 0xDA:  # start of scan before any frame header: not a frame this reads
+            return None
+        else:
+            i += 2 + int.from_bytes(data[i + 2:i + 4].tobytes(), "big")
+    return None
+
+
 def compressed_to_array(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.ndarray, str]:
-    """sensor_msgs/CompressedImage (JPEG or PNG) -> (uint8 array, colour layout)."""
+    """sensor_msgs/CompressedImage (JPEG or PNG) -> (uint8 array, colour layout).
+
+    image_transport's format is "ENCODING; jpeg compressed TARGET" (or png): a Bayer mosaic
+    (bayer_*) arrives compressed as it is and is demosaiced here, as a raw one would be; 16-bit
+    PNG frames are scaled to 8 bits as raw 16-bit frames are."""
     data = np.frombuffer(msg.data, np.uint8) if len(msg.data) else np.empty(0, np.uint8)
     if data.size == 0:
         raise ImageError("compressed image has no data")
@@ -137,12 +172,28 @@ def compressed_to_array(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.n
         raise ImageError(f"compressed depth images ('{msg.format}') are not camera frames")
     if fmt and not any(k in fmt for k in ("jpeg", "jpg", "png")):
         raise ImageError(f"unsupported compressed format '{msg.format}'; supported: jpeg, png")
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    size = encoded_size(data)
+    if size is not None:
+        _check_size(*size, max_pixels)
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:  # e.g. a header OpenCV refuses; its message is several lines
+        raise ImageError(f"compressed image ({data.size} bytes, format '{msg.format}') cannot be decoded "
+                         f"({str(e).strip().splitlines()[0][:120]})") from None
     if img is None:
         raise ImageError(f"compressed image ({data.size} bytes, format '{msg.format}') cannot be decoded")
-    if img.dtype != np.uint8:
-        raise ImageError(f"compressed image decodes to {img.dtype}; only 8-bit images are supported")
     _check_size(img.shape[1], img.shape[0], max_pixels)
+    enc = fmt.split(";")[0].strip() if ";" in fmt else ""
+    if img.dtype == np.uint16:
+        _warn_if_low_bits(enc or "16-bit compressed", img)
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ImageError(f"compressed image decodes to {img.dtype}; supported: 8- or 16-bit frames")
+    bayer = RAW_ENCODINGS.get(WORD_ENCODINGS.get(enc, enc), (0, ""))[1]
+    if bayer.startswith("bayer") and img.ndim == 2:
+        if min(img.shape) < 2:
+            raise ImageError(f"{enc} image {img.shape[1]}x{img.shape[0]} is smaller than one 2x2 Bayer cell")
+        return cv2.cvtColor(img, _TO_RGB_AT_FULL_SIZE[bayer]), "rgb"
     if img.ndim == 2:
         return img, "mono"
     if img.shape[2] not in (3, 4):
