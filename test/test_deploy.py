@@ -23,7 +23,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import label_kappa, make_random_model, needs_no_tensorrt
+from conftest import REPO, label_kappa, make_random_model, needs_no_tensorrt
 from seg_perception import cli
 from seg_perception.card import load_card
 from seg_perception.deploy.export import export_onnx
@@ -191,6 +191,27 @@ def quantized(small_model, tmp_path_factory, camvid_sample):
     frames = calibration_frames(list_calibration_images(camvid_sample, 4), card, onnx_path)
     res = quantize_onnx(onnx_path, folder / "q_int8.onnx", frames, method="ort")
     return onnx_path, res
+
+
+def _casts_to_uint8_from(path) -> list:
+    """The element type of what each Cast to UINT8 in the graph at ``path`` reads."""
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    g = model.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.input, *g.output]}
+    types.update({i.name: i.data_type for i in g.initializer})
+    return [types.get(n.input[0]) for n in g.node if n.op_type == "Cast"
+            and next(a.i for a in n.attribute if a.name == "to") == onnx.TensorProto.UINT8]
+
+
+def test_labels_are_cast_to_uint8_from_float_for_tensorrt(quantized):
+    """TensorRT casts to uint8 only from float or half: the labels (ArgMax, int64) go through
+    float, in fresh exports, their INT8 graphs and the shipped files."""
+    fp32_path, res = quantized
+    shipped = [p for p in sorted((REPO / "models").glob("*.onnx")) if not p.name.endswith("_int8_cpu.onnx")]
+    assert len(shipped) >= 6
+    for path in [fp32_path, res.path, *shipped]:
+        froms = _casts_to_uint8_from(path)
+        assert froms and set(froms) <= {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}, (path.name, froms)
 
 
 def test_labels_only_int8_graph_keeps_only_the_constants_it_reads(quantized):

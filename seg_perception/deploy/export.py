@@ -68,6 +68,34 @@ def write_onnx(card: ModelCard, out: str | Path, weights: Optional[str | Path] =
     return out
 
 
+def cast_labels_through_float(path: str | Path) -> int:
+    """TensorRT casts to uint8 only from float or half (8.x's ONNX parser refuses an integer input):
+    put a Cast to float before each Cast to UINT8 that reads anything else (the labels' ArgMax, which
+    ONNX Runtime's quantization pre-processing folds back into one Cast). Exact for ids below 256.
+    Rewrites the file when it changes it; returns how many casts it added."""
+    import onnx
+    from onnx import TensorProto, helper
+    model = onnx.load(str(path))
+    g = onnx.shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.input, *g.output]}
+    nodes, added = [], 0
+    for node in model.graph.node:
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        if node.op_type == "Cast" and to == TensorProto.UINT8 and \
+                types.get(node.input[0]) not in (TensorProto.FLOAT, TensorProto.FLOAT16):
+            as_float = f"{node.input[0]}_as_float"
+            nodes.append(helper.make_node("Cast", [node.input[0]], [as_float], to=TensorProto.FLOAT,
+                                          name=f"{node.name or node.output[0]}_from_float"))
+            node.input[0] = as_float
+            added += 1
+        nodes.append(node)
+    if added:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        onnx.save(model, str(path))
+    return added
+
+
 def exported_card(card: ModelCard, out: str | Path, weights: Optional[str | Path] = None,
                   width: Optional[int] = None, height: Optional[int] = None, dynamic: bool = False,
                   logits: bool = False, opset: int = OPSET) -> ModelCard:

@@ -39,6 +39,7 @@ import numpy as np
 
 from ..card import ModelCard, load_card, onnx_role
 from ..data.datasets import IMAGE_EXTS, SegmentationDataset, camvid, read_rgb
+from .export import cast_labels_through_float
 
 METHODS = ("auto", "modelopt", "ort")
 TARGETS = ("tensorrt", "cpu")  # card.INT8_TARGETS
@@ -272,6 +273,7 @@ def quantize_onnx(src: str | Path, out: str | Path, frames: Sequence[np.ndarray]
     else:
         _quantize_ort(src, tmp, input_name, frames, calibration, conv_outputs)
     _drop_unused_opsets(tmp)
+    cast_labels_through_float(tmp)
     info = inspect_qdq(tmp)
     if info["quantize_linear"] == 0:  # checked before it replaces a good INT8 model of the same name
         tmp.unlink()

@@ -40,7 +40,9 @@ class DeployWrapper(nn.Module):
         top, labels = out.max(dim=1)
         # max softmax probability = 1 / sum(exp(l - l_max)): no full softmax tensor kept
         confidence = 1.0 / torch.exp(out - top.unsqueeze(1)).sum(dim=1)
-        return labels.to(torch.uint8), confidence
+        # int64 -> float -> uint8: TensorRT casts to uint8 only from float or half (8.x's ONNX
+        # parser refuses an integer input); exact for class ids below 256
+        return labels.float().to(torch.uint8), confidence
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
