@@ -165,16 +165,20 @@ def test_cells_behind_the_camera_are_unknown():
 
 
 def test_each_cell_reads_the_pixel_its_centre_projects_to():
-    """Exact: a mask of 1-pixel stripes, so reading a neighbouring pixel changes the value."""
+    """Exact: a checkerboard mask of 1-pixel squares, so reading a neighbouring pixel changes the
+    value. A centre on a non-drivable pixel makes its cell lethal; a cell no pixel centre lands in
+    (far away) takes its centre's pixel alone."""
     cam_xyz, pitch = np.array([0.0, 0.0, 1.5]), 0.5
-    rvec, tvec, R_cw = look_at(cam_xyz, pitch, 0.0)
     stripes = np.zeros((H, W), np.uint8)
     stripes[:, 1::2] = 255
     stripes[1::2] ^= 255  # a checkerboard: rows and columns both matter
-    for model in LENSES:
-        lut = GridLookup(camera(model), CameraPose.from_body_xyz_rpy(cam_xyz, [0, pitch, 0]), SPEC, 50.0)
+    # and a camera near level over a far grid, where most cells hold no pixel centre
+    far = (GridSpec(0.05, (15.0, 40.0), (-3.0, 3.0)), 0.1)
+    for model, (spec, pitch) in [(m, v) for m in LENSES for v in ((SPEC, pitch), far)]:
+        rvec, tvec, R_cw = look_at(cam_xyz, pitch, 0.0)
+        lut = GridLookup(camera(model), CameraPose.from_body_xyz_rpy(cam_xyz, [0, pitch, 0]), spec, 50.0)
         grid = lut.grid(stripes)
-        c = SPEC.cell_centres().reshape(-1, 2)
+        c = spec.cell_centres().reshape(-1, 2)
         uv = ref_project(np.column_stack([c, np.zeros(len(c))]), rvec, tvec, model)
         iu, iv = np.floor(uv[:, 0] + 0.5).astype(int), np.floor(uv[:, 1] + 0.5).astype(int)
         seen = (iu >= 0) & (iu < W) & (iv >= 0) & (iv < H)
@@ -182,9 +186,43 @@ def test_each_cell_reads_the_pixel_its_centre_projects_to():
         clear = seen & (np.abs(uv[:, 0] % 1 - 0.5) > 1e-6) & (np.abs(uv[:, 1] % 1 - 0.5) > 1e-6)
         want = np.where(stripes[iv.clip(0, H - 1), iu.clip(0, W - 1)] > 0, 0, 100)
         g = grid.ravel()
-        assert clear.sum() > 2000, model
-        np.testing.assert_array_equal(g[clear], want[clear], err_msg=model)
-        assert (g[~seen] == -1).all(), model
+        alone = np.bincount(lut._px_cell, minlength=g.size) == 0  # no pixel centre lands in the cell
+        assert clear.sum() > 2000 and (spec is SPEC or (clear & alone).sum() > 2000), (model, spec)
+        np.testing.assert_array_equal(g[clear & (want == 100)], 100, err_msg=model)
+        np.testing.assert_array_equal(g[clear & alone], want[clear & alone], err_msg=model)
+        assert (g[~seen & alone] == -1).all(), model
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_an_obstacle_narrower_than_a_cell_is_not_lost_between_cell_centres(scale):
+    """A strip of obstacle 4 cm wide, 1 m long, between the centres of two rows of 5 cm cells
+    (y 0.03-0.07, centres at 0.025 and 0.075): every cell it crosses is lethal (reading only
+    the centres' pixels, none was), and a mask with nothing but it leaves the rest free. A mask
+    twice as wide as BIN_WIDTH is binned in 2x2 blocks: a block at the strip's edge may mark the
+    cell beside it too (the cautious side), never one farther."""
+    cam = camera("none").scaled(W * scale, H * scale)
+    cam_xyz = np.array([0.0, 0.0, 0.9])
+    pose = CameraPose.from_body_xyz_rpy(cam_xyz, [0.0, 0.35, 0.0])
+    spec = GridSpec(0.05, (0.5, 4.0), (-1.5, 1.5))
+    cloud = GroundCloud(cam, pose, 1, 50.0)
+    x, y = cloud.points[..., 0], cloud.points[..., 1]
+    with np.errstate(invalid="ignore"):
+        strip = (y > 0.03) & (y < 0.07) & (x > 1.5) & (x < 2.5)
+    assert strip.sum() > 1000
+    lut = GridLookup(cam, pose, spec, 50.0)
+    grid = lut.grid(np.where(strip, 0, 255).astype(np.uint8))
+    c = spec.cell_centres()
+    crossed = (np.abs(c[..., 1] - 0.05) < 0.03) & (c[..., 0] > 1.5) & (c[..., 0] < 2.5)
+    assert crossed.sum() == 40 and (grid[crossed] == 100).all()
+    beside = cv2.dilate(crossed.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0 if scale > 1 else crossed
+    assert (grid[~beside & (grid >= 0)] == 0).all() and (grid == 0).sum() > 1000
+    if scale == 1:  # one non-drivable pixel: the one cell its ground point lies in
+        one = np.full((H, W), 255, np.uint8)
+        v, u = 300, 320
+        one[v, u] = 0
+        px, py = cloud.points[v, u, :2]
+        cell = (int((py - spec.y_range[0]) // spec.resolution), int((px - spec.x_range[0]) // spec.resolution))
+        assert np.argwhere(lut.grid(one) == 100).tolist() == [list(cell)]
 
 
 @pytest.mark.parametrize("model", list(LENSES))
@@ -224,7 +262,8 @@ def test_max_range_cuts_the_grid():
     far = GridLookup(camera("none"), pose, SPEC, max_range=100.0).grid(np.full((H, W), 255, np.uint8))
     c = SPEC.cell_centres()
     dist = np.sqrt(c[..., 0] ** 2 + c[..., 1] ** 2 + 1.0)
-    assert (near[dist > 3.0] == -1).all() and (near[(dist <= 3.0) & (far == 0)] == 0).all()
+    # (a cell astride the range keeps the pixels of its near part: a cell's half diagonal is 0.035)
+    assert (near[dist > 3.0 + SPEC.resolution] == -1).all() and (near[(dist <= 3.0) & (far == 0)] == 0).all()
     assert (far[dist > 3.0] == 0).sum() > 1000
 
 

@@ -133,8 +133,26 @@ def expected_grid(mask: np.ndarray, res: float, x_range, y_range) -> np.ndarray:
     iu, iv = np.floor(uv[:, 0] + 0.5).astype(int), np.floor(uv[:, 1] + 0.5).astype(int)
     inside = ((pts - CAM_XYZ) @ R_cw[2] > 0) & (np.linalg.norm(pts - CAM_XYZ, axis=1) <= 9.0) \
         & (iu >= 0) & (iu < W) & (iv >= 0) & (iv < H)
-    val = np.where(mask[iv.clip(0, H - 1), iu.clip(0, W - 1)] > 0, 0, 100)
-    return np.where(inside, val, -1).reshape(gx.shape)
+    centre_lethal = inside & (mask[iv.clip(0, H - 1), iu.clip(0, W - 1)] == 0)
+    # every pixel's ray (undistorted by OpenCV), met with the ground: a cell that any non-drivable
+    # pixel lands in is lethal too, and a cell some pixel lands in is in view
+    gu, gv = np.meshgrid(np.arange(W), np.arange(H))
+    crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-10)
+    uv_px = np.column_stack([gu.ravel(), gv.ravel()]).reshape(-1, 1, 2).astype(np.float64)
+    n = (cv2.undistortPointsIter(uv_px, np.reshape(K, (3, 3)), np.array(D), None, None, crit)
+         if hasattr(cv2, "undistortPointsIter")  # OpenCV 4; 5 gives undistortPoints the criteria
+         else cv2.undistortPoints(uv_px, np.reshape(K, (3, 3)), np.array(D), None, None, None, crit)).reshape(-1, 2)
+    d = np.column_stack([n, np.ones(len(n))]) @ R_cw  # camera -> world directions, row-wise
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lam = -CAM_XYZ[2] / d[:, 2]
+    p = np.array(CAM_XYZ) + lam[:, None] * d
+    cx, cy = np.floor((p[:, 0] - x_range[0]) / res), np.floor((p[:, 1] - y_range[0]) / res)
+    hit = (d[:, 2] < 0) & (lam * np.linalg.norm(d, axis=1) <= 9.0) & (cx >= 0) & (cx < len(xs)) & (cy >= 0) \
+        & (cy < len(ys))
+    cell = (cy[hit] * len(xs) + cx[hit]).astype(int)
+    seen_px = np.bincount(cell, minlength=gx.size) > 0
+    px_lethal = np.bincount(cell, weights=mask.ravel()[hit] == 0, minlength=gx.size) > 0
+    return np.where(inside | seen_px, np.where(centre_lethal | px_lethal, 100, 0), -1).reshape(gx.shape)
 
 
 def test_grid_and_cloud_arrive_with_the_image_stamp(nav_node, val_frames):

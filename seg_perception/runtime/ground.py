@@ -8,7 +8,10 @@ ROS-free numpy/OpenCV. Frames (REP 103 / REP 105 conventions):
 Two products, each built once per calibration and pose and then applied to every frame
 by indexing (no per-frame geometry):
   GridLookup   cell of a base-frame grid -> the pixel its ground point projects onto
-               (forward projection, lens distortion applied), for the drivable grid
+               (forward projection, lens distortion applied), and every pixel (block, in
+               masks wider than BIN_WIDTH) -> the cell its ground point falls in, for the
+               drivable grid: a cell is lethal where its centre's pixel or any pixel
+               landing in it is not drivable
   GroundCloud  pixel (at a stride) -> the ground point its ray hits (undistorted ray
                intersected with z = 0), for the organized point cloud
 
@@ -230,8 +233,39 @@ def _check_range(max_range: float) -> float:
     return float(max_range)
 
 
+_RAYS_CACHE: dict = {}
+# The grid bins the mask's pixels in blocks of k x k for masks wider than this (a block counts as
+# not drivable when any of its pixels is not): a 720p mask costs what a 640x360 one does, and the
+# labels behind it come from a network that ran at about that size anyway.
+BIN_WIDTH = 640
+
+
+def block_rays(camera: "Camera", k: int) -> np.ndarray:
+    """(rows*cols, 3) float32 optical-frame rays through the centres of the k x k pixel blocks that
+    tile the image (row-major); kept for the last few, as a pose followed through TF rebuilds the
+    lookups of one camera every frame."""
+    key = (camera.width, camera.height, camera.K.tobytes(), np.asarray(camera.D).tobytes(), camera.model, k)
+    rays = _RAYS_CACHE.get(key)
+    if rays is None:
+        gu, gv = np.meshgrid(np.arange(camera.width // k), np.arange(camera.height // k))
+        uv = np.column_stack([gu.ravel(), gv.ravel()]).astype(np.float64) * k + (k - 1) / 2
+        rays = camera.rays(uv).astype(np.float32)
+        if len(_RAYS_CACHE) >= 4:
+            _RAYS_CACHE.pop(next(iter(_RAYS_CACHE)))
+        _RAYS_CACHE[key] = rays
+    return rays
+
+
 class GridLookup:
-    """Per cell, the flat index of the pixel its ground point projects onto, or -1."""
+    """Per cell, the flat index of the pixel its ground point projects onto, or -1; and per
+    pixel whose ray meets the ground inside the grid, the cell it meets it in.
+
+    A cell's centre alone would lose anything narrower than a cell between two centres (near
+    the camera a 5 cm cell covers hundreds of pixels, one of them read): a 4 cm strip of
+    obstacle along the robot's path came out free. So a cell is lethal when its centre's
+    pixel or any pixel landing in it is not drivable (pixels in k x k blocks for masks wider
+    than BIN_WIDTH); far away, where no pixel centre lands in a cell, the centre's pixel
+    decides alone."""
 
     def __init__(self, camera: Camera, pose: CameraPose, spec: GridSpec, max_range: float):
         self.spec = spec
@@ -252,8 +286,22 @@ class GridLookup:
             inside = ok & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
             idx[cand[inside]] = (v[inside] * camera.width + u[inside]).astype(np.int64)
         self.index = idx.reshape(spec.height, spec.width)
-        self._valid = self.index >= 0
-        self._flat = np.where(self._valid, self.index, 0).ravel()
+        self._flat = np.where(idx >= 0, idx, 0)
+        self._centre_seen = idx >= 0
+        # Every pixel block's ray to the ground (as GroundCloud casts them), binned into cells.
+        self._k = k = max(1, camera.width // BIN_WIDTH)
+        self._blocks = (camera.height // k, camera.width // k)
+        d = block_rays(camera, k).astype(np.float64) @ pose.R.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lam = -pose.t[2] / d[:, 2]
+            hit = (d[:, 2] < 0) & (lam > 0) & (lam * np.linalg.norm(d, axis=1) <= max_range)
+        px = np.nonzero(hit & np.isfinite(lam))[0]
+        gx = (pose.t[0] + lam[px] * d[px, 0] - spec.x_range[0]) / spec.resolution
+        gy = (pose.t[1] + lam[px] * d[px, 1] - spec.y_range[0]) / spec.resolution
+        inside = np.isfinite(gx) & np.isfinite(gy) & (gx >= 0) & (gx < spec.width) & (gy >= 0) & (gy < spec.height)
+        self._px = px[inside]
+        self._px_cell = np.floor(gy[inside]).astype(np.int64) * spec.width + np.floor(gx[inside]).astype(np.int64)
+        self._valid = self._centre_seen | (np.bincount(self._px_cell, minlength=idx.size) > 0)
 
     @property
     def cells_in_view(self) -> int:
@@ -264,10 +312,17 @@ class GridLookup:
         if drivable.shape != self.shape:
             raise GroundError(f"mask is {drivable.shape[1]}x{drivable.shape[0]} but the calibration is for "
                               f"{self.shape[1]}x{self.shape[0]}")
-        hit = drivable.reshape(-1)[self._flat].reshape(self.index.shape)
-        out = np.where(hit > 0, np.int8(FREE), np.int8(LETHAL))
+        flat = drivable.reshape(-1)
+        lethal = self._centre_seen & (flat[self._flat] == 0)
+        blocked = drivable == 0
+        if self._k > 1:  # any pixel of a block not drivable: the block is not (INTER_AREA averages 0/255)
+            (bh, bw), k = self._blocks, self._k
+            blocked = cv2.resize(blocked[:bh * k, :bw * k].view(np.uint8) * np.uint8(255), (bw, bh),
+                                 interpolation=cv2.INTER_AREA) > 0
+        lethal[self._px_cell[blocked.reshape(-1)[self._px]]] = True
+        out = np.where(lethal, np.int8(LETHAL), np.int8(FREE))
         out[~self._valid] = UNKNOWN
-        return out
+        return out.reshape(self.index.shape)
 
 
 # ---------------------------------------------------------------- cloud
