@@ -240,3 +240,22 @@ def test_a_rectified_image_is_projected_with_p_and_no_distortion():
     info.p = [0.0] * 12
     with pytest.raises(GroundError, match="ground.rectified is set but camera_info has no projection matrix P"):
         camera_from_info(info, rectified=True)
+
+
+def test_a_region_of_interest_of_the_whole_frame_is_no_region():
+    from seg_perception.ros.ground_outputs import check_full_frame
+    from seg_perception.runtime.ground import GroundError
+    info = camera_info()
+    check_full_frame(info)  # the zero default
+    info.roi.width, info.roi.height = W, H
+    check_full_frame(info)  # the whole frame, spelled out: the same (CameraInfo.msg)
+    for field, value in (("width", W // 2), ("x_offset", 8)):
+        smaller = camera_info()
+        smaller.roi.width, smaller.roi.height = W, H
+        setattr(smaller.roi, field, value)
+        with pytest.raises(GroundError, match="region of interest smaller than the frame"):
+            check_full_frame(smaller)
+    binned = camera_info()
+    binned.binning_x = 2
+    with pytest.raises(GroundError, match="binning"):
+        check_full_frame(binned)

@@ -64,6 +64,17 @@ def camera_from_info(info: CameraInfo, rectified: bool) -> Camera:
     return Camera.from_camera_info(info.width, info.height, P[:, :3].ravel(), [], "plumb_bob")
 
 
+def check_full_frame(info: CameraInfo) -> None:
+    """Binning or a region of interest would need K adjusted: refused. A ROI of the whole frame
+    (offsets 0, the full size) is the same as none (CameraInfo.msg), as its zero default is."""
+    roi = info.roi
+    whole = (roi.x_offset == 0 and roi.y_offset == 0 and roi.width in (0, info.width)
+             and roi.height in (0, info.height))
+    if info.binning_x > 1 or info.binning_y > 1 or not whole:
+        raise GroundError("CameraInfo with binning or a region of interest smaller than the frame is not "
+                          "supported: publish the full frame's calibration")
+
+
 def declare_ground_parameters(node) -> None:
     for name, (default, desc) in GROUND_PARAMETERS.items():
         # dynamic typing: YAML [0, 0, 1] (integers) is as good as [0.0, 0.0, 1.0]
@@ -225,8 +236,7 @@ class GroundOutputs:
         self._key = key
         self._lut = self._cloud = self._cloud_msg = None
         try:
-            if info.binning_x > 1 or info.binning_y > 1 or info.roi.width or info.roi.height:
-                raise GroundError("CameraInfo with binning or a region of interest is not supported")
+            check_full_frame(info)
             cam = camera_from_info(info, self.rectified).scaled(*size)
             lut = GridLookup(cam, pose, self.spec, self.max_range)
             cloud = GroundCloud(cam, pose, self.stride, self.max_range)

@@ -74,9 +74,10 @@ class Camera:
         return cls(int(width), int(height), K, D, model)
 
     def scaled(self, width: int, height: int) -> "Camera":
-        """The same camera seen through an image resized to width x height (what image_proc's
-        resize does to CameraInfo): focal lengths and centre scale, with pixel centres mapping
-        to pixel centres; distortion acts on normalised coordinates and stays as it is."""
+        """The same camera seen through an image resized to width x height as cv2.resize does it
+        (the pipeline's resize): focal lengths and centre scale, with pixel centres mapping to
+        pixel centres, c' = (c + 0.5) s - 0.5 (image_proc's resize scales CameraInfo by c s, half a
+        pixel apart); distortion acts on normalised coordinates and stays as it is."""
         if (width, height) == (self.width, self.height):
             return self
         sx, sy = width / self.width, height / self.height
