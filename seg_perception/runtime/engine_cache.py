@@ -322,14 +322,17 @@ def build_serialized_engine(onnx_path: str | Path, precision: str, input_shape: 
     # Dynamic dims (export --dynamic): one profile with H/W pinned at the runtime's shape and the
     # batch from 1 to input_shape[0] (several cameras batched into one call), tuned for the full
     # batch. input_shape[0] is 1 for one camera: the profile is then fixed, as before.
+    # One profile covers every dynamic input (a profile per input would leave the others unset).
+    profile = None
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
         if any(int(d) < 0 for d in tensor.shape):
-            profile = builder.create_optimization_profile()
+            profile = profile or builder.create_optimization_profile()
             shape = tuple(int(v) for v in input_shape)
             smallest = (1,) + shape[1:] if int(tensor.shape[0]) < 0 else shape
             profile.set_shape(tensor.name, smallest, shape, shape)
-            config.add_optimization_profile(profile)
+    if profile is not None:
+        config.add_optimization_profile(profile)
     cache = None
     if timing_cache:
         tc = Path(timing_cache)

@@ -158,6 +158,10 @@ class TensorRTBackend(Backend):
         return f"{super().describe()} ({self.engine_path.name}, TensorRT {self.trt.__version__})"
 
     def close(self) -> None:
+        # the execution context before its engine, both before their device buffers: on a Jetson the
+        # engine's memory is the CPU's too, so it goes now, not at garbage collection
+        self.context = None
+        self.engine = None
         for buf in self._buffers.values():
             buf.free()
         self._buffers = {}
