@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
 from typing import Callable, Dict, List, Optional
 
@@ -322,7 +323,8 @@ def _release(p: argparse.ArgumentParser):
     p.add_argument("--name", required=True, help="model name, e.g. essnet_d_camvid")
     p.add_argument("--replace", action="store_true", help="ship over a model of that name in --to (default: "
                    "refuse, so that a run is never released over a shipped model by accident)")
-    p.add_argument("--to", default="models", help="destination folder (default models/)")
+    p.add_argument("--to", default=None, help="destination folder (default: $SEG_PERCEPTION_MODELS where set, "
+                   "the folder your own models resolve from; else models/)")
     add_dataset_args(p)
     p.add_argument("--val-split", default="val", help="the dataset's split the figures are measured on, one the "
                    "model did not train on (default: %(default)s)")
@@ -341,7 +343,8 @@ def _release(p: argparse.ArgumentParser):
         from pathlib import Path
         from .release import release, run_card
         card = run_card(Path(a.run), a.name)  # a folder without dataset.yaml: its classes are the card's
-        release(a.run, a.name, a.to, dataset_root(a), a.calib_images, a.threads, not a.no_int8, a.note, a.recipe_run,
+        to = str(Path(a.to or os.environ.get("SEG_PERCEPTION_MODELS") or "models").expanduser())
+        release(a.run, a.name, to, dataset_root(a), a.calib_images, a.threads, not a.no_int8, a.note, a.recipe_run,
                 a.recipe_pending, a.replace, dataset=a.dataset, val_split=a.val_split,
                 dataset_kw=dataset_options(a, card))
     return run

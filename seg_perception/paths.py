@@ -45,7 +45,7 @@ def models_dirs() -> List[Path]:
     out: List[Path] = []
     env = os.environ.get("SEG_PERCEPTION_MODELS")
     if env:
-        out.append(Path(env))
+        out.append(Path(env).expanduser())
     out += [d / "models" for d in _ament_share() + [_CHECKOUT] + _install_shares()]
     return [p for p in out if p.is_dir()]
 
@@ -75,8 +75,11 @@ def resolve_model(model: str) -> Path:
     cp = _named_card(model)
     if cp is not None:
         return cp
+    env = os.environ.get("SEG_PERCEPTION_MODELS")
+    missing = (f"; SEG_PERCEPTION_MODELS={env} is not a folder" if env and not Path(env).expanduser().is_dir()
+               else "")
     raise ValueError(f"unknown model '{model}'; valid choices: {', '.join(available_models()) or 'none'} "
-                     "(or a path to a model card .yaml, or a training run's folder)")
+                     f"(or a path to a model card .yaml, or a training run's folder){missing}")
 
 
 def _named_card(name: str) -> Optional[Path]:

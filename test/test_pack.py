@@ -1,5 +1,7 @@
 """pack-dataset and dataset.yaml: a packed CamVid split reads back as a folder dataset with
 CamVid's classes, identical labels and near-identical frames; bad descriptions get one line."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -86,3 +88,30 @@ def test_frames_of_one_name_in_two_formats_both_pack(tmp_path):
     packed = image_folder(tmp_path / "out", "train")
     assert len(packed) == 2
     assert sorted(int(packed.load(i)[0].mean()) // 20 for i in range(2)) == [2, 10]  # both frames, not one twice
+
+
+def test_packed_ids_are_not_read_back_as_colours(tmp_path):
+    """Classes coloured white and black: a frame whose ids are 0 and 255 (ignored) only, packed as a
+    grey PNG, read back as colours (lane became ground, the ignored pixels lane). Packed labels are
+    palette PNGs of the class colours: every frame reads back as the ids it had."""
+    import cv2
+    from PIL import Image
+    ds = tmp_path / "ds"
+    for sub in ("images", "labels"):
+        (ds / "train" / sub).mkdir(parents=True)
+    (ds / "dataset.yaml").write_text("classes:\n  - {name: lane, color: [255, 255, 255]}\n"
+                                     "  - {name: ground, color: [0, 0, 0]}\nignore_color: [128, 128, 128]\n")
+    colour = {"f": [(255, 255, 255), (128, 128, 128)], "g": [(255, 255, 255), (0, 0, 0)]}
+    for name, (top, bottom) in colour.items():
+        cv2.imwrite(str(ds / "train" / "images" / f"{name}.png"), np.full((8, 8, 3), 90, np.uint8))
+        lab = np.zeros((8, 8, 3), np.uint8)
+        lab[:4], lab[4:] = top[::-1], bottom[::-1]  # (BGR)
+        cv2.imwrite(str(ds / "train" / "labels" / f"{name}.png"), lab)
+    source = image_folder(ds, "train")
+    want = {Path(p).stem: source.load(i)[1] for i, (p, _) in enumerate(source.pairs)}
+    assert set(np.unique(want["f"])) == {0, 255} and set(np.unique(want["g"])) == {0, 1}
+    assert pack_dataset("folder", ds, ["train"], tmp_path / "out", log=lambda *_: None) == {"train": 2}
+    packed = image_folder(tmp_path / "out", "train")
+    for i, (p, lp) in enumerate(packed.pairs):
+        assert Image.open(lp).mode == "P"
+        np.testing.assert_array_equal(packed.load(i)[1], want[Path(p).stem])

@@ -214,11 +214,21 @@ def test_config_refusals():
         check_config(TrainConfig(class_crop=-0.1, **base))
     with pytest.raises(ValueError, match="--eval-every is a number of epochs >= 1, got 0"):
         check_config(TrainConfig(eval_every=0, **base))
+    with pytest.raises(ValueError, match="--class-weight-c must be above 1, got 1.0"):
+        check_config(TrainConfig(class_weight_c=1.0, **base))
     with pytest.raises(ValueError, match="valid choices: auto, fp32, bf16"):
         resolve_step("fp8", "auto", torch.device("cpu"))
     with pytest.raises(ValueError, match="unknown memory format 'nhwc'"):
         check_config(TrainConfig(memory_format="nhwc", **base))
     check_config(TrainConfig(train_split="train+val", val_split="none", keep="last", **base))
+
+
+def test_a_dataset_smaller_than_a_batch_is_refused(tmp_path, camvid_root):
+    """4 frames and --batch-size 8 made epochs of no steps: the run 'finished' and shipped its
+    initial weights with a nan loss."""
+    with pytest.raises(ValueError, match="4 training frames make no batch of --batch-size 8: pass --batch-size 4"):
+        train(TrainConfig(data=str(camvid_root), out=str(tmp_path), **dict(TINY, batch_size=8)), log=lambda *_: None)
+    assert not list(tmp_path.glob("*.pt"))
 
 
 def test_a_checkpoint_from_before_a_setting_resumes_as_what_it_meant():

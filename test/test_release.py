@@ -304,8 +304,14 @@ def test_own_data_model_released_into_own_models_folder(tmp_path, camvid_sample,
                  str(tmp_path / "run"), "--epochs", "1", "--batch-size", "2", "--width", "96", "--height", "72",
                  "--threads", "1"]) == 0
     mine = tmp_path / "my_models"
+    # the folder of one's own models, written as a shell would not expand it (quoted, a launch file):
+    # release puts the model there by default, and names resolve from it
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("SEG_PERCEPTION_MODELS", "~/my_models")
+    with pytest.raises(ValueError, match="SEG_PERCEPTION_MODELS=~/my_models is not a folder"):
+        resolve_model("robot_v1")
     capsys.readouterr()
-    assert main(["release", "--run", str(tmp_path / "run"), "--name", "robot_v1", "--to", str(mine),
+    assert main(["release", "--run", str(tmp_path / "run"), "--name", "robot_v1",
                  "--dataset", "folder", "--data", str(data), "--calib-images", "3", "--threads", "1"]) == 0
     assert "calibrating on 3 images of the train split" in capsys.readouterr().out
     card = load_card(mine / "robot_v1.yaml")
@@ -316,7 +322,6 @@ def test_own_data_model_released_into_own_models_folder(tmp_path, camvid_sample,
     again = evaluate(card.path, str(data), "folder", "val", backend="onnxruntime", threads=1)
     assert m["val_miou"] == again["miou"] and list(m["val_per_class_iou"]) == ["road", "car", "other"]
     assert m["int8"]["images"] == m["int8_cpu"]["images"] == 10 and card.training["quantization"]["calibration_images"] == 3
-    monkeypatch.setenv("SEG_PERCEPTION_MODELS", str(mine))
     assert resolve_model("robot_v1") == mine / "robot_v1.yaml"
     capsys.readouterr()
     assert main(["models", "--shipped"]) == 0

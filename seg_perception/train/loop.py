@@ -599,6 +599,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--workers must be -1 (auto) or a number of processes >= 0, got {cfg.workers}")
     if not (cfg.cache_gb == -1 or 0 <= cfg.cache_gb <= 2 ** 20):
         raise ValueError(f"--cache-gb must be -1 (auto) or a size in GB >= 0, got {cfg.cache_gb}")
+    if not cfg.class_weight_c > 1:  # w = 1 / ln(c + p): at c <= 1 a weight is infinite or negative
+        raise ValueError(f"--class-weight-c must be above 1, got {cfg.class_weight_c} (default 1.10)")
     if cfg.eval_every < 1:
         raise ValueError(f"--eval-every is a number of epochs >= 1, got {cfg.eval_every} "
                          "(to train without validation: --val-split none)")
@@ -648,6 +650,10 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
         train_ds.pairs = train_ds.pairs[: cfg.max_train_images]
     if val_ds is not None and cfg.max_val_images:
         val_ds.pairs = val_ds.pairs[: cfg.max_val_images]
+    if len(train_ds) // world < cfg.batch_size:  # an epoch of no steps would ship the initial weights
+        raise ValueError(f"{len(train_ds)} training frames{f' for {world} ranks' if world > 1 else ''} make no "
+                         f"batch of --batch-size {cfg.batch_size}: pass --batch-size {max(1, len(train_ds) // world)} "
+                         "or less, or add frames")
     if val_ds is not None:  # a frame in both splits is scored on what it was trained on
         trained = {p[0].resolve() for p in train_ds.pairs}
         both = [p[0] for p in val_ds.pairs if p[0].resolve() in trained]
