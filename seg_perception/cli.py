@@ -460,17 +460,31 @@ def _unknown_arguments(sub: argparse.ArgumentParser, unknown: List[str]) -> None
     sub.error(f"unrecognized arguments: {' '.join(unknown)}" + (f" ({'; '.join(hints)})" if hints else ""))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a timeout, systemd, a CI runner): unwinds as Ctrl-C does, so that a node this command
+    started is stopped and its files closed (the default action ended the command at once and left
+    the node running, orphaned)."""
+
+
+def _terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    import signal
+    import threading
     parser, runners = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         _unknown_arguments(args._subparser, unknown)
+    before = signal.signal(signal.SIGTERM, _terminated) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         rc = runners[args.cmd](args)
         return int(rc or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print("terminated" if isinstance(e, Terminated) else "interrupted", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     except ModuleNotFoundError as e:
         # An optional dependency this command needs (torch from the 'train' extra, rclpy from 'ros').
         if __import__("os").environ.get("SEG_PERCEPTION_DEBUG") or not e.name or e.name.startswith("seg_perception"):
@@ -486,6 +500,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         print(f"seg-perception {args.cmd}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
 
 
 if __name__ == "__main__":

@@ -170,3 +170,41 @@ def test_bench_frames_without_camvid_come_from_the_sample_bag(tmp_path, monkeypa
     assert np.array_equal(got[0], sample[0][0][:, :, ::-1]) and np.array_equal(got[20], got[0])  # RGB, repeated
     assert len(said) == 1 and "CamVid is not at" in said[0] and "20 frames" in said[0]
     assert len(bench_frames(3, data=camvid_sample, log=said.append)) == 3 and len(said) == 1
+
+
+def test_sigterm_stops_the_node_it_started(tmp_path, random_model):
+    """SIGTERM to eval-bag (a CI timeout, systemd) ended it at once and left the node it had
+    started running, orphaned; it now unwinds as Ctrl-C does: the node is stopped, exit 143."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    bag = tmp_path / "b"
+    with bag_io.BagWriter(bag) as w:  # 60 s of frames at 2 Hz: still playing when the signal comes
+        for n in range(120):
+            t = 10**9 + n * 5 * 10**8
+            w.write("/camera/image_raw", bag_io.image_msg(np.zeros((72, 96, 3), np.uint8), "rgb8", t, "c"), t)
+    proc = subprocess.Popen([sys.executable, "-m", "seg_perception.cli", "eval-bag", str(bag), "--mode", "live",
+                             "--no-gt", "--model", str(random_model), "--threads", "1", "--out", str(tmp_path / "r")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def children():
+        try:
+            return [int(c) for c in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()]
+        except OSError:
+            return []
+    deadline = time.monotonic() + 60
+    while not children() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    nodes = children()
+    assert nodes, proc.communicate()
+    time.sleep(3)  # the node up and frames flowing
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "terminated" in err, (proc.returncode, out, err)
+    deadline = time.monotonic() + 15
+    while any(os.path.exists(f"/proc/{n}") for n in nodes) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = [n for n in nodes if os.path.exists(f"/proc/{n}") and "Z" not in open(f"/proc/{n}/stat").read().split()[2]]
+    assert not alive, f"node process(es) {alive} still running"

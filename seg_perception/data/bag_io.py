@@ -133,6 +133,14 @@ class BagReader:
                 raise BagError(f"{path} is not a rosbag2 folder: no metadata.yaml and no .mcap/.db3 files "
                                "(expected a bag made by 'ros2 bag record' or 'seg-perception make-bag')")
             target = files[0] if len(files) == 1 else path
+        self.notes: list = []  # what the reader did that a user should know, e.g. a write-ahead log merged
+        self._tmp = None
+        merged = _merge_wal(path, target)
+        if merged is not None:  # read a copy with the log merged in; messages keep naming the bag itself
+            self._tmp, path, target, names = merged
+            self.notes.append(f"bag {self.path}: {', '.join(names)} had rows in a write-ahead log (-wal, left by an "
+                              "interrupted recording); read from a copy with the log merged in")
+        self.read_path = path
         self.target = target
         self.salvage = None   # Mcap/Sqlite/SplitSalvage: what of a damaged bag can be read
         self.damage = ""      # where and why reading stopped early ("" while the bag reads whole)
@@ -141,7 +149,7 @@ class BagReader:
         self.custom_data: Dict[str, str] = dict(info.get("custom_data") or {})  # {} in older bags
         listed = [Path(str(p)).name for p in info.get("relative_file_paths") or []]
         if path.is_dir() and listed and not any((path / name).is_file() for name in listed):
-            raise BagError(f"bag {path}: its metadata.yaml lists {', '.join(listed)}, not in the folder "
+            raise BagError(f"bag {self.path}: its metadata.yaml lists {', '.join(listed)}, not in the folder "
                            "(copy the whole bag folder, storage files and metadata.yaml together)")
         try:
             self.reader = Reader(target)
@@ -152,14 +160,14 @@ class BagReader:
             self.reader = None
             self.salvage = _salvage(path, target)
             if self.salvage is None:
-                raise BagError(f"cannot open bag {path}: {_one_line(e)}; the file is truncated or damaged "
+                raise BagError(f"cannot open bag {self.path}: {_one_line(e)}; the file is truncated or damaged "
                                "(for an interrupted recording try 'ros2 bag reindex')") from None
             if not self.salvage.message_count:
                 d = self.salvage.damage
-                raise BagError(f"cannot open bag {path}: nothing in it can be read"
+                raise BagError(f"cannot open bag {self.path}: nothing in it can be read"
                                + (f" ({d.where()})" if d else f" ({_one_line(e)})")) from None
             d = self.salvage.damage  # None: only the index at the end is missing; all messages read
-            self.damage = f"bag {path} is damaged: {d.where()}" if d else ""
+            self.damage = f"bag {self.path} is damaged: {d.where()}" if d else ""
         if self.reader is not None:
             self.expected = {t: i.count for t, i in self.topics().items() if i.count is not None} or self.expected
         self.ts = typestore()
@@ -176,6 +184,9 @@ class BagReader:
                 self.reader.close()
             except Exception:
                 pass
+        if getattr(self, "_tmp", None) is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     # ----------------------------------------------------------------- topics
     def topics(self) -> Dict[str, TopicInfo]:
@@ -272,7 +283,7 @@ class BagReader:
         """After the indexed reader broke off mid-way: read the rest through the salvage reader
         (the pages of an sqlite3 file, the chunks of an .mcap, the files of a split bag after
         the damage are usually intact). False when it cannot help."""
-        s = _salvage(self.path, self.target)
+        s = _salvage(self.read_path, self.target)
         if s is None or not s.message_count:
             return False
         self.salvage = s  # no damage found (e.g. only sqlite's time index was hit): nothing is lost
@@ -425,6 +436,38 @@ def describe(path: str | Path) -> str:
             return f"{s.message_count} readable messages over {dur:.2f} s: {r.listing()} ({r.damage})"
         dur = r.reader.duration / 1e9 if r.reader.message_count else 0.0
         return f"{r.reader.message_count} messages over {dur:.2f} s: {r.listing()}"
+
+
+def _merge_wal(path: Path, target: Path):
+    """rosbags reads .db3 files as immutable, so rows still in a <file>.db3-wal (sqlite's write-ahead
+    log, which an interrupted recording in WAL mode leaves) are never seen. Where such a log holds
+    anything: (tempdir, path, target, names) of a copy of the bag with each log merged into its
+    file by sqlite itself; else None (nothing is copied)."""
+    import shutil
+    import tempfile
+    files = [target] if target.is_file() else sorted(path.glob("*.db3")) if path.is_dir() else []
+    walled = [f for f in files if f.suffix == ".db3" and (f.parent / (f.name + "-wal")).is_file()
+              and (f.parent / (f.name + "-wal")).stat().st_size > 0]
+    if not walled:
+        return None
+    tmp = tempfile.TemporaryDirectory(prefix="seg_bag_wal_")
+    root = Path(tmp.name)
+    try:
+        sources = [p for p in path.iterdir() if p.is_file()] if path.is_dir() else \
+            [p for p in (path, path.parent / (path.name + "-wal"), path.parent / (path.name + "-shm")) if p.is_file()]
+        for p in sources:
+            shutil.copy2(p, root / p.name)
+        for f in walled:
+            con = sqlite3.connect(str(root / f.name))
+            try:
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                con.close()
+    except (OSError, sqlite3.Error):
+        tmp.cleanup()  # (the bag is read as it is, as before: its damage, if any, is found on reading)
+        return None
+    copy = root if path.is_dir() else root / path.name
+    return tmp, copy, (root / target.name if target != path else copy), [f.name for f in walled]
 
 
 def _salvage(path: Path, target: Path):

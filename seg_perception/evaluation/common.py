@@ -47,9 +47,12 @@ class Inputs:
 def open_bag(path) -> bag_io.BagReader:
     """Open a bag for reading; a bag that cannot be read becomes an EvalError (exit 2)."""
     try:
-        return bag_io.BagReader(path)
+        reader = bag_io.BagReader(path)
     except bag_io.BagError as e:
         raise EvalError(str(e)) from None
+    for note in reader.notes:
+        print(f"[eval-bag] note: {note}", flush=True)
+    return reader
 
 
 def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader) -> Inputs:
