@@ -208,3 +208,15 @@ def test_sigterm_stops_the_node_it_started(tmp_path, random_model):
         time.sleep(0.2)
     alive = [n for n in nodes if os.path.exists(f"/proc/{n}") and "Z" not in open(f"/proc/{n}/stat").read().split()[2]]
     assert not alive, f"node process(es) {alive} still running"
+
+
+def test_node_counters_include_late_frames():
+    """A frame a second worker finished after a newer one went out is 'late', neither processed nor
+    dropped: without it the drain's 'nothing left' check never held with workers:=2, and every such
+    run waited out --drain-timeout."""
+    from seg_perception.evaluation.live import _counters
+    values = {"frames_received": "9", "frames_processed": "6", "frames_dropped": "1", "frames_rejected": "0"}
+    assert _counters(values)["frames_late"] == 0  # a node from before the counter
+    c = _counters({**values, "frames_late": "2"})
+    assert c["frames_received"] == c["frames_processed"] + c["frames_dropped"] + c["frames_rejected"] + c["frames_late"]
+    assert set(_counters({"other": "1"}).values()) == {0}

@@ -34,7 +34,8 @@ from .participant import Participant
 from .scoring import Counts, EvalResult, Scorer, add_gt_message, admit_frame, decode_frame, decode_labels
 
 QOS_CHOICES = ("auto", "sensor_data", "reliable")
-COUNTERS = ("frames_received", "frames_processed", "frames_dropped", "frames_rejected")
+# frames_late: finished after a newer frame of its camera went out (workers > 1), so not published
+COUNTERS = ("frames_received", "frames_processed", "frames_dropped", "frames_rejected", "frames_late")
 
 
 # Attached: how long a node heard on another topic may stay the only one before we give up.
@@ -106,8 +107,8 @@ class Client(Participant):
 
 
 def _counters(values: Dict[str, str]) -> Dict[str, int]:
-    try:
-        return {k: int(values[k]) for k in COUNTERS}
+    try:  # (a node from before frames_late: 0)
+        return {k: int(values[k]) if k in values or k != "frames_late" else 0 for k in COUNTERS}
     except (KeyError, ValueError):
         return {k: 0 for k in COUNTERS}
 
@@ -320,7 +321,7 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
     finally:
         bar.close()
     t_last_pub = time.perf_counter()
-    diag = _drain(client, cfg, len(published), t_last_pub)
+    diag, drained = _drain(client, cfg, len(published), t_last_pub)
     node_delta = {k.replace("frames_", ""): v - base[k] for k, v in _counters(diag).items()} if diag else None
     if node_delta is not None:
         # The node's own medians over its last 100 frames: receive -> publish, and inference alone.
@@ -374,6 +375,9 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
         scorer.warn_once("unmatched", f"{unmatched} /segmentation/labels messages matched no frame of this run "
                                       "(another publisher on the topic, or frames from before it)")
     unanswered = len(published) - len(answered)
+    if not drained and unanswered:
+        scorer.warn_once("drain", f"--drain-timeout {cfg.drain_timeout:g} s ended the wait with {unanswered} frames "
+                                  "unanswered: they count as dropped (a node still busy may need a longer timeout)")
     counts.rejected = min(unanswered, max(0, node_delta["rejected"])) if node_delta else 0
     counts.dropped = unanswered - counts.rejected
     if node_delta is not None:
@@ -409,22 +413,28 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
         out_bag=str(out_path) if out_path else None, partial=partial_reason(inp, read_error, counts.corrupt))
 
 
-def _drain(client: Client, cfg: EvalConfig, n_published: int, t_last_pub: float) -> Optional[Dict[str, str]]:
+def _drain(client: Client, cfg: EvalConfig, n_published: int, t_last_pub: float
+           ) -> Tuple[Optional[Dict[str, str]], bool]:
     """Wait until every frame is answered, or the node's counters show it has nothing left
-    (received = processed + dropped + rejected, reported after our last frame and after the
-    last output arrived), or --drain-timeout. Returns the last diagnostics."""
+    (received = processed + dropped + rejected + late, reported after our last frame and after
+    the last output arrived), or --drain-timeout. Returns the last diagnostics, and False when
+    the timeout ended the wait."""
     end = time.monotonic() + cfg.drain_timeout
+    drained = False
     while time.monotonic() < end:
         if client.labels_count() >= n_published:
+            drained = True
             break
         d = client.last_diag()
         if d is not None:
             t, values = d
             c = _counters(values)
-            settled = c["frames_received"] == c["frames_processed"] + c["frames_dropped"] + c["frames_rejected"]
+            settled = c["frames_received"] == (c["frames_processed"] + c["frames_dropped"] + c["frames_rejected"]
+                                               + c["frames_late"])
             with client.lock:
                 t_out = client.outputs[LABELS][-1][0] if client.outputs[LABELS] else 0.0
             if settled and t > t_last_pub + 1.0 and t > t_out + 0.2:
+                drained = True
                 break
         time.sleep(0.05)
     # Counters published after the last frame was handled.
@@ -436,7 +446,7 @@ def _drain(client: Client, cfg: EvalConfig, n_published: int, t_last_pub: float)
             break
         time.sleep(0.05)
     d = client.last_diag()
-    return d[1] if d else None
+    return (d[1] if d else None), drained
 
 
 def _write_out_bag(cfg: EvalConfig, reader: bag_io.BagReader, inp, published: Dict[int, Published],
