@@ -240,6 +240,11 @@ def test_ground_truth_of_other_classes_is_refused(tmp_path, capsys, random_model
         assert rc == 2 and "has 4 classes (road, sidewalk, person, other)" in line and "--model" in line, line
     rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--no-gt", "--out", tmp_path / "nogt")
     assert rc == 0, err
+    # into the folder of the run with ground truth: its accuracy figures do not stay beside this report
+    assert (tmp_path / "ok" / "confusion_matrix.png").is_file()
+    rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--no-gt", "--out", tmp_path / "ok")
+    assert rc == 0 and not (tmp_path / "ok" / "confusion_matrix.png").exists(), err
+    assert not (tmp_path / "ok" / "per_class_iou.png").exists() and (tmp_path / "ok" / "report.md").is_file()
     # demo names the same way out, and has it
     demo = ["demo", "--bag", bag, "--model", random_model, "--mode", "offline", "--out", tmp_path / "demo"]
     rc, out, err = run_cli(capsys, *demo)

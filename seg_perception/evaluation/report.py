@@ -42,6 +42,12 @@ def _no_nan(v):
 def write_report(result: EvalResult, out_dir: str | Path, title: str = "Bag evaluation") -> Dict[str, Path]:
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
+    # A report written here before (another bag, a run with ground truth) must not leave figures or
+    # samples beside this one's: only this report's own file names, nothing else in the folder.
+    for name in (METRICS, LATENCY, CONFUSION, PER_CLASS, REPORT):
+        (out / name).unlink(missing_ok=True)
+    for old in (out / SAMPLES).glob("frame_*.png") if (out / SAMPLES).is_dir() else ():
+        old.unlink()
     metrics = result.metrics()
     files: Dict[str, Path] = {}
     files["metrics"] = out / METRICS
