@@ -106,13 +106,36 @@ def test_nav2_config_sets_every_parameter_and_launches_both_variants():
     from seg_perception.ros.ground_outputs import GROUND_PARAMETERS
     from seg_perception.ros.node import PARAMETERS
     cfg = yaml.safe_load((REPO / "config" / "nav2.yaml").read_text())
-    params = cfg["segmentation_node"]["ros__parameters"]
+    params = cfg["/**/segmentation_node"]["ros__parameters"]
     ground = {f"ground.{k}": v for k, v in params.pop("ground").items()}
     assert set(params) == set(PARAMETERS) and set(ground) == set(GROUND_PARAMETERS)
     assert ground["ground.enable"] is True
-    assert cfg["lifecycle_manager_segmentation"]["ros__parameters"]["bond_timeout"] == 0.0
+    assert cfg["/**/lifecycle_manager_segmentation"]["ros__parameters"]["bond_timeout"] == 0.0
     src = (REPO / "launch" / "nav2.launch.py").read_text()
     assert '"segmentation_lifecycle_node" if managed else "segmentation_node"' in src and '"nav2.yaml"' in src
+
+
+@pytest.mark.parametrize("namespace", ["", "robot1"])
+def test_nav2_config_reaches_nodes_under_a_namespace(namespace):
+    """Sections keyed by bare node names reached /segmentation_node only: under a robot's namespace
+    (PushRosNamespace, as Nav2 multi-robot launches do) the node ran on its defaults, ground
+    projection off, and the lifecycle manager had no node to manage. rcl's own parser decides."""
+    import rclpy
+    from rclpy.node import Node
+    ctx = rclpy.Context()
+    rclpy.init(args=["--ros-args", "--params-file", str(REPO / "config" / "nav2.yaml")], context=ctx)
+    nodes = []
+    try:
+        for name in ("segmentation_node", "lifecycle_manager_segmentation"):
+            nodes.append(Node(name, namespace=namespace, context=ctx,
+                              automatically_declare_parameters_from_overrides=True))
+        seg, manager = nodes
+        assert seg.get_parameter("ground.enable").value is True and seg.get_parameter("model").value == "rdsnet_camvid"
+        assert list(manager.get_parameter("node_names").value) == ["segmentation_node"]
+    finally:
+        for n in nodes:
+            n.destroy_node()
+        rclpy.shutdown(context=ctx)
 
 
 def test_readme_documents_every_node_parameter():

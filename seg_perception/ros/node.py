@@ -586,7 +586,9 @@ class SegmentationNode(Node):
             if cam.slot is not None:
                 cam.stats.dropped += 1  # the waiting frame is replaced by a newer one
             cam.slot = (msg, now)
-            self._slot_lock.notify()
+            # all: the condition is shared with workers waiting to publish in stamp order, and
+            # notify() could wake one of those instead of an idle worker (up to its 0.2 s wait)
+            self._slot_lock.notify_all()
 
     def _take_batch(self) -> list:
         """The waiting frame of every camera that has one, at most one each, starting one camera
@@ -650,11 +652,10 @@ class SegmentationNode(Node):
             t0 = time.perf_counter()
             try:
                 frame, color = message_to_array(msg, self.max_pixels)
-            except ImageError as e:  # this camera's frame only: the others still run
-                self._reject(cam, str(e))
-                continue
-            except Exception as e:  # a message no check foresaw: still this camera's frame only
-                self._reject(cam, f"frame conversion failed: {type(e).__name__}: {e}")
+            except Exception as e:  # this camera's frame only: the others still run
+                why = str(e) if isinstance(e, ImageError) else f"frame conversion failed: {type(e).__name__}: {e}"
+                self._reject(cam, why)
+                self._finished(cam, stamp_of(msg.header))  # now: a newer frame of it need not wait for this batch
                 continue
             ready.append((cam, msg, t_recv, frame, color, (time.perf_counter() - t0) * 1e3))
         if not ready:
