@@ -507,9 +507,17 @@ class SegmentationNode(Node):
             self._stop.set()
             with self._slot_lock:
                 self._slot_lock.notify_all()
-            for w in self.workers:
+            busy = set()
+            for i, w in enumerate(self.workers):
                 w.join(timeout=5)
-        self.unload()
+                if w.is_alive():
+                    busy.add(i)
+            if busy:  # closing a backend under a running inference would free its buffers mid-call
+                self.get_logger().error(f"{len(busy)} worker(s) still inside inference after 5 s: their models are "
+                                        "left to close when they return")
+            self.unload(keep=busy)
+        else:
+            self.unload()
         self.remove_publishers()
 
     def remove_publishers(self) -> None:
@@ -522,10 +530,12 @@ class SegmentationNode(Node):
             self.destroy_publisher(self.pub_diag)
             self.pub_diag = None
 
-    def unload(self) -> None:
-        """Close every worker's backend (its model, engine and session)."""
-        for pipe in self.pipelines:
-            pipe.backend.close()
+    def unload(self, keep: set = frozenset()) -> None:
+        """Close every worker's backend (its model, engine and session), but those of the workers in
+        ``keep`` (still running: their backends close when garbage-collected after them)."""
+        for i, pipe in enumerate(self.pipelines):
+            if i not in keep:
+                pipe.backend.close()
         self.pipelines = []
         self.pipeline = None
 
@@ -621,11 +631,14 @@ class SegmentationNode(Node):
 
     def _work(self, worker: int) -> None:
         pipeline = self.pipelines[worker]
-        while not self._stop.is_set():
-            with self._slot_lock:
-                while not any(c.slot is not None for c in self.cameras) and not self._stop.is_set():
-                    self._slot_lock.wait(0.2)
-                if self._stop.is_set():
+        # this configuration's stop and lock: a worker that outlived cleanup (still inside inference)
+        # must end when it returns, not take frames of the next configuration with a closed model
+        stop, lock, cameras = self._stop, self._slot_lock, self.cameras
+        while not stop.is_set():
+            with lock:
+                while not any(c.slot is not None for c in cameras) and not stop.is_set():
+                    lock.wait(0.2)
+                if stop.is_set():
                     return
                 batch = self._take_batch()
             try:
