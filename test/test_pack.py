@@ -43,7 +43,8 @@ def test_description_by_names_and_flags_mismatch(tmp_path):
     ("classes: [{name: a, color: [1, 2]}, b]\n", "color must be \\[r, g, b\\]"),
     ("classes: [a, b\n", "not valid YAML at line 2"),
     ("class_names: [a, b]\n", "unknown key 'class_names' \\(did you mean 'classes'\\?\\); the keys are name, classes"),
-    ("- a\n- b\n", "must be a mapping with name, classes, ignore_index, ignore_color, drivable"),
+    ("- a\n- b\n", "must be a mapping with name, classes, ignore_index, ignore_color, drivable, labels"),
+    ("classes: [a, b]\nlabels: colours\n", "labels must be 'ids'"),
 ])
 def test_bad_description_one_line(tmp_path, text, match):
     (tmp_path / "dataset.yaml").write_text(text)
@@ -92,10 +93,9 @@ def test_frames_of_one_name_in_two_formats_both_pack(tmp_path):
 
 def test_packed_ids_are_not_read_back_as_colours(tmp_path):
     """Classes coloured white and black: a frame whose ids are 0 and 255 (ignored) only, packed as a
-    grey PNG, read back as colours (lane became ground, the ignored pixels lane). Packed labels are
-    palette PNGs of the class colours: every frame reads back as the ids it had."""
+    grey PNG, read back as colours (lane became ground, the ignored pixels lane), decided frame by
+    frame. The packed dataset.yaml says `labels: ids`: every frame reads back as the ids it had."""
     import cv2
-    from PIL import Image
     ds = tmp_path / "ds"
     for sub in ("images", "labels"):
         (ds / "train" / sub).mkdir(parents=True)
@@ -112,6 +112,7 @@ def test_packed_ids_are_not_read_back_as_colours(tmp_path):
     assert set(np.unique(want["f"])) == {0, 255} and set(np.unique(want["g"])) == {0, 1}
     assert pack_dataset("folder", ds, ["train"], tmp_path / "out", log=lambda *_: None) == {"train": 2}
     packed = image_folder(tmp_path / "out", "train")
+    assert "labels: ids" in (tmp_path / "out" / "dataset.yaml").read_text()
     for i, (p, lp) in enumerate(packed.pairs):
-        assert Image.open(lp).mode == "P"
+        assert cv2.imread(str(lp), cv2.IMREAD_UNCHANGED).ndim == 2  # plain id PNGs, as any tool reads them
         np.testing.assert_array_equal(packed.load(i)[1], want[Path(p).stem])

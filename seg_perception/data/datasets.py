@@ -334,7 +334,10 @@ def cityscapes(root: str | Path, split: str, **kw) -> SegmentationDataset:
 DESCRIPTION_FILE = "dataset.yaml"
 
 
-DESCRIPTION_KEYS = ("name", "classes", "ignore_index", "ignore_color", "drivable")
+DESCRIPTION_KEYS = ("name", "classes", "ignore_index", "ignore_color", "drivable", "labels")
+# labels: ids -- every single-channel or palette label holds class ids, whatever dataset.yaml's colours
+# (pack-dataset writes it); unset, a grey mask whose levels are class colours is read by its colours,
+# decided frame by frame, which a dataset of ids with black and white classes must not be
 
 
 def _colour_list(value, path: Path, what: str) -> List[Tuple[int, int, int]]:
@@ -497,15 +500,23 @@ def describe(root: str | Path, fallback_colors: Optional[Dict[str, Tuple[int, in
                        tuple(c[0] if c is not None else palette[i] for i, c in enumerate(colors)),
                        ignore, tuple(drivable))
     uncoloured = [n for n, c in zip(names, colors) if c is None]
+    labels = doc.get("labels")
+    if labels not in (None, "ids"):
+        raise DatasetError(f"{path}: labels must be 'ids' (single-channel and palette labels hold class ids) or "
+                           f"left out, got {labels!r}")
+    if labels == "ids":  # colours are for display only: no label is decoded by them
+        return table, LabelColors({}, (), source=str(path))
     return table, LabelColors(owners, uncoloured, source=str(path))
 
 
-def write_description(root: str | Path, table: ClassTable) -> Path:
+def write_description(root: str | Path, table: ClassTable, labels: Optional[str] = None) -> Path:
     import yaml
     path = Path(root) / DESCRIPTION_FILE
     doc = {"name": table.dataset,
            "classes": [{"name": n, "color": list(c)} for n, c in zip(table.names, table.colors)],
            "ignore_index": table.ignore_index, "drivable": list(table.drivable)}
+    if labels:
+        doc["labels"] = labels
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 

@@ -133,32 +133,6 @@ def _grey_ids(lab: np.ndarray, colors: Optional[LabelColors], path) -> np.ndarra
     return _indexed_ids(lab, grey, colors, path, ambiguous_by_majority=False)
 
 
-def write_id_png(path: str | Path, ids: np.ndarray, class_colors: Sequence[RGB]) -> None:
-    """Class ids (uint8) as a palette PNG whose index i has class i's colour and every other index
-    (the ignore id's among them) a colour no class has: read back, each index is its id whatever
-    the colours. A plain grey PNG is not: with black and white among the class colours, a frame
-    holding only ids 0 and 255 reads as those colours (see _grey_ids)."""
-    from PIL import Image
-    pal = np.zeros((256, 3), np.uint8)
-    pal[:len(class_colors)] = np.asarray(class_colors, np.uint8).reshape(-1, 3)
-    taken, k = {tuple(int(v) for v in c) for c in pal[:len(class_colors)]}, 0
-    for j in range(len(class_colors), 256):
-        while True:  # distinct colours of no class, deterministic
-            rgb = ((37 * k + 5) % 256, (101 * k + 11) % 256, (211 * k + 13) % 256)
-            k += 1
-            if rgb not in taken:
-                break
-        pal[j] = rgb
-        taken.add(rgb)
-    ids = np.ascontiguousarray(ids, np.uint8)
-    im = Image.frombytes("P", (ids.shape[1], ids.shape[0]), ids.tobytes())
-    im.putpalette(pal.ravel().tolist())
-    try:
-        im.save(str(path), format="PNG")
-    except OSError as e:
-        raise LabelError(f"cannot write label {path}: {e}") from None
-
-
 def read_label(path: str | Path, colors: Optional[LabelColors] = None) -> np.ndarray:
     """Class ids (HxW, uint8 or uint16) of a label file in any of the three forms above."""
     path = Path(path)

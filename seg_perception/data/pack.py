@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import Callable, Dict, Sequence
 
 import cv2
-import numpy as np
 
 from .datasets import DatasetError, MissingSplit, open_dataset, write_description
-from .label_images import write_id_png
 
 
 def pack_dataset(kind: str, root: str | Path, splits: Sequence[str], out: str | Path, quality: int = 95,
@@ -60,10 +58,8 @@ def pack_dataset(kind: str, root: str | Path, splits: Sequence[str], out: str | 
             if not cv2.imwrite(str(img_dir / f"{stem}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
                                [cv2.IMWRITE_JPEG_QUALITY, quality]):
                 raise DatasetError(f"cannot write {img_dir / f'{stem}.jpg'}")
-            if lab.dtype == np.uint8:  # ids in a palette of the class colours: never re-read as colours
-                write_id_png(lab_dir / f"{stem}.png", lab, table.colors)
-            elif not cv2.imwrite(str(lab_dir / f"{stem}.png"), lab):
+            if not cv2.imwrite(str(lab_dir / f"{stem}.png"), lab):
                 raise DatasetError(f"cannot write {lab_dir / f'{stem}.png'}")
         counts[split] = len(ds)
-    write_description(out, table)
+    write_description(out, table, labels="ids")  # the labels written are ids, whatever the colours
     return counts

@@ -650,16 +650,16 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
         train_ds.pairs = train_ds.pairs[: cfg.max_train_images]
     if val_ds is not None and cfg.max_val_images:
         val_ds.pairs = val_ds.pairs[: cfg.max_val_images]
-    if len(train_ds) // world < cfg.batch_size:  # an epoch of no steps would ship the initial weights
-        raise ValueError(f"{len(train_ds)} training frames{f' for {world} ranks' if world > 1 else ''} make no "
-                         f"batch of --batch-size {cfg.batch_size}: pass --batch-size {max(1, len(train_ds) // world)} "
-                         "or less, or add frames")
     if val_ds is not None:  # a frame in both splits is scored on what it was trained on
         trained = {p[0].resolve() for p in train_ds.pairs}
         both = [p[0] for p in val_ds.pairs if p[0].resolve() in trained]
         if both:
             raise ValueError(f"{len(both)} of the {len(val_ds)} '{cfg.val_split}' frames are training frames too "
                              f"(e.g. {both[0]}): take them out of the training split, or --val-split none")
+    if len(train_ds) // world < cfg.batch_size:  # an epoch of no steps would ship the initial weights
+        raise ValueError(f"{len(train_ds)} training frames{f' for {world} ranks' if world > 1 else ''} make no "
+                         f"batch of --batch-size {cfg.batch_size}: pass --batch-size {max(1, len(train_ds) // world)} "
+                         "or less, or add frames")
     workers = loader_workers(cfg.workers, device)
     budget = decode_cache_bytes(cfg.cache_gb)
     train_ds.cache_limit = budget * 3 // 4 // (1 + workers)  # each loader worker holds a copy of it
