@@ -193,6 +193,27 @@ def test_each_cell_reads_the_pixel_its_centre_projects_to():
         assert (g[~seen & alone] == -1).all(), model
 
 
+def test_pixels_beyond_the_lens_model_give_no_ray():
+    """Strong barrel distortion (k1 -0.4 at f 300): in the image's corners undistortion returns rays
+    that project back elsewhere. They marked grid cells in view (free, or lethal under a dark
+    vignette) and put cloud points where the pixel does not look; now they are NaN. Every ray kept
+    projects back onto its pixel (OpenCV's projectPoints, independent of the package)."""
+    from seg_perception.runtime.ground import block_rays
+    k = [300.0, 0.0, 319.5, 0.0, 300.0, 239.5, 0.0, 0.0, 1.0]
+    cam = Camera.from_camera_info(W, H, k, [-0.4, 0.0, 0.0, 0.0, 0.0], "plumb_bob")
+    rays = block_rays(cam, 1).astype(np.float64)
+    kept = np.isfinite(rays).all(axis=1)
+    assert 0.2 < kept.mean() < 0.9  # the corners go, the middle stays
+    gu, gv = np.meshgrid(np.arange(W), np.arange(H))
+    uv = np.column_stack([gu.ravel(), gv.ravel()])[kept]
+    back = cv2.projectPoints(rays[kept].reshape(-1, 1, 3), np.zeros(3), np.zeros(3), np.reshape(k, (3, 3)),
+                             np.array([-0.4, 0.0, 0.0, 0.0, 0.0]))[0].reshape(-1, 2)
+    assert np.abs(back - uv).max() < 0.5
+    pose = CameraPose.from_body_xyz_rpy([0.0, 0.0, 0.9], [0.0, 0.35, 0.0])
+    cloud = GroundCloud(cam, pose, 1, 50.0)
+    assert not np.isfinite(cloud.points[..., 0]).ravel()[~kept].any()
+
+
 @pytest.mark.parametrize("scale", [1, 2])
 def test_an_obstacle_narrower_than_a_cell_is_not_lost_between_cell_centres(scale):
     """A strip of obstacle 4 cm wide, 1 m long, between the centres of two rows of 5 cm cells

@@ -135,11 +135,13 @@ class BagReader:
             target = files[0] if len(files) == 1 else path
         self.notes: list = []  # what the reader did that a user should know, e.g. a write-ahead log merged
         self._tmp = None
-        merged = _merge_wal(path, target)
+        merged, failed = _merge_wal(path, target)
         if merged is not None:  # read a copy with the log merged in; messages keep naming the bag itself
             self._tmp, path, target, names = merged
             self.notes.append(f"bag {self.path}: {', '.join(names)} had rows in a write-ahead log (-wal, left by an "
                               "interrupted recording); read from a copy with the log merged in")
+        elif failed:
+            self.notes.append(f"bag {self.path}: {failed}")
         self.read_path = path
         self.target = target
         self.salvage = None   # Mcap/Sqlite/SplitSalvage: what of a damaged bag can be read
@@ -442,32 +444,33 @@ def _merge_wal(path: Path, target: Path):
     """rosbags reads .db3 files as immutable, so rows still in a <file>.db3-wal (sqlite's write-ahead
     log, which an interrupted recording in WAL mode leaves) are never seen. Where such a log holds
     anything: (tempdir, path, target, names) of a copy of the bag with each log merged into its
-    file by sqlite itself; else None (nothing is copied)."""
+    file by sqlite itself, and "" -- or None and why the merge failed ("" without a log)."""
     import shutil
     import tempfile
     files = [target] if target.is_file() else sorted(path.glob("*.db3")) if path.is_dir() else []
     walled = [f for f in files if f.suffix == ".db3" and (f.parent / (f.name + "-wal")).is_file()
               and (f.parent / (f.name + "-wal")).stat().st_size > 0]
     if not walled:
-        return None
+        return None, ""
     tmp = tempfile.TemporaryDirectory(prefix="seg_bag_wal_")
     root = Path(tmp.name)
     try:
         sources = [p for p in path.iterdir() if p.is_file()] if path.is_dir() else \
             [p for p in (path, path.parent / (path.name + "-wal"), path.parent / (path.name + "-shm")) if p.is_file()]
-        for p in sources:
-            shutil.copy2(p, root / p.name)
+        for p in sources:  # copyfile: the copy is writable (a read-only bag's mode would stop the merge)
+            shutil.copyfile(p, root / p.name)
         for f in walled:
             con = sqlite3.connect(str(root / f.name))
             try:
                 con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 con.close()
-    except (OSError, sqlite3.Error):
-        tmp.cleanup()  # (the bag is read as it is, as before: its damage, if any, is found on reading)
-        return None
+    except (OSError, sqlite3.Error) as e:
+        tmp.cleanup()  # the bag is read as it is; the rows of its log are not, and the note says so
+        return None, f"{', '.join(f.name for f in walled)} had rows in a write-ahead log (-wal) that could not be " \
+            f"merged into a copy ({_one_line(e)}): they are not read"
     copy = root if path.is_dir() else root / path.name
-    return tmp, copy, (root / target.name if target != path else copy), [f.name for f in walled]
+    return (tmp, copy, (root / target.name if target != path else copy), [f.name for f in walled]), ""
 
 
 def _salvage(path: Path, target: Path):

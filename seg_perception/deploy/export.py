@@ -83,7 +83,7 @@ def cast_labels_through_float(path: str | Path) -> int:
         to = next((a.i for a in node.attribute if a.name == "to"), None)
         if node.op_type == "Cast" and to == TensorProto.UINT8 and \
                 types.get(node.input[0]) not in (TensorProto.FLOAT, TensorProto.FLOAT16):
-            as_float = f"{node.input[0]}_as_float"
+            as_float = f"{node.input[0]}_as_float_{added}"  # (unique: two casts may read one tensor)
             nodes.append(helper.make_node("Cast", [node.input[0]], [as_float], to=TensorProto.FLOAT,
                                           name=f"{node.name or node.output[0]}_from_float"))
             node.input[0] = as_float

@@ -761,6 +761,7 @@ class SegmentationNode(Node):
         now = time.monotonic()
         if kind not in self._last_error and len(self._last_error) >= 64:  # bounded, whatever arrives
             self._last_error.clear()
+            self._suppressed.clear()
         last = self._last_error.get(kind)
         if last is not None and now - last < 5.0:
             self._suppressed[kind] = self._suppressed.get(kind, 0) + 1

@@ -327,7 +327,8 @@ def build_serialized_engine(onnx_path: str | Path, precision: str, input_shape: 
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
         if any(int(d) < 0 for d in tensor.shape):
-            profile = profile or builder.create_optimization_profile()
+            if profile is None:
+                profile = builder.create_optimization_profile()
             shape = tuple(int(v) for v in input_shape)
             smallest = (1,) + shape[1:] if int(tensor.shape[0]) < 0 else shape
             profile.set_shape(tensor.name, smallest, shape, shape)

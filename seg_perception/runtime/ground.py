@@ -250,7 +250,14 @@ def block_rays(camera: "Camera", k: int) -> np.ndarray:
     if rays is None:
         gu, gv = np.meshgrid(np.arange(camera.width // k), np.arange(camera.height // k))
         uv = np.column_stack([gu.ravel(), gv.ravel()]).astype(np.float64) * k + (k - 1) / 2
-        rays = camera.rays(uv).astype(np.float32)
+        rays = camera.rays(uv)
+        # Beyond the lens model's valid range (strong barrel distortion, the image's corners)
+        # undistortion returns rays that project back elsewhere: such a pixel sees no ray we know.
+        back, ok = camera.project(rays)
+        with np.errstate(invalid="ignore"):
+            ok &= np.linalg.norm(back - uv, axis=1) < 0.5
+        rays[~ok] = np.nan
+        rays = rays.astype(np.float32)
         if len(_RAYS_CACHE) >= 4:
             _RAYS_CACHE.pop(next(iter(_RAYS_CACHE)))
         _RAYS_CACHE[key] = rays
@@ -290,7 +297,7 @@ class GridLookup:
         self._flat = np.where(idx >= 0, idx, 0)
         self._centre_seen = idx >= 0
         # Every pixel block's ray to the ground (as GroundCloud casts them), binned into cells.
-        self._k = k = max(1, camera.width // BIN_WIDTH)
+        self._k = k = max(1, -(-camera.width // BIN_WIDTH))  # ceil: every mask wider than BIN_WIDTH
         self._blocks = (camera.height // k, camera.width // k)
         d = block_rays(camera, k).astype(np.float64) @ pose.R.T
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -341,7 +348,11 @@ class GroundCloud:
         vs = np.arange(0, camera.height, self.stride)
         us = np.arange(0, camera.width, self.stride)
         gu, gv = np.meshgrid(us, vs)
-        d_opt = camera.rays(np.column_stack([gu.ravel(), gv.ravel()]).astype(np.float64))
+        uv = np.column_stack([gu.ravel(), gv.ravel()]).astype(np.float64)
+        d_opt = camera.rays(uv)
+        back, ok = camera.project(d_opt)  # beyond the lens model's range a ray is not the pixel's (block_rays)
+        with np.errstate(invalid="ignore"):
+            d_opt[~(ok & (np.linalg.norm(back - uv, axis=1) < 0.5))] = np.nan
         d = d_opt @ pose.R.T                           # ray directions in base
         with np.errstate(divide="ignore", invalid="ignore"):
             lam = -pose.t[2] / d[:, 2]                 # ray parameter where z = 0

@@ -139,8 +139,8 @@ def encoded_size(data: np.ndarray) -> Tuple[int, int] | None:
         return int.from_bytes(data[16:20].tobytes(), "big"), int.from_bytes(data[20:24].tobytes(), "big")
     if data[:2].tobytes() != b"\xff\xd8":
         return None
-    i = 2
-    while i + 4 <= data.size:  # marker segments: 0xFF, marker, 2-byte length (which counts itself)
+    i, end = 2, min(data.size, 1 << 20)  # the frame header comes within the first MB (after APPn segments)
+    while i + 4 <= end:  # marker segments: 0xFF, marker, 2-byte length (which counts itself)
         if data[i] != 0xFF:
             return None
         marker = int(data[i + 1])
