@@ -20,7 +20,9 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.duration import Duration
 from rclpy.qos import qos_profile_sensor_data
+from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from ..runtime.ground import Camera, CameraPose, GridLookup, GridSpec, GroundCloud, GroundError
@@ -37,6 +39,8 @@ GROUND_PARAMETERS = {
     "ground.enable": (False, "publish the drivable grid and the ground cloud (needs CameraInfo)"),
     "ground.base_frame": ("base_footprint", "frame of the grid and the cloud; its z = 0 plane is the ground"),
     "ground.use_tf": (True, "take the camera pose from tf2 (base_frame <- image frame_id) when tf2 is installed"),
+    "ground.tf_timeout": (0.05, "seconds to wait for the transform at the image's stamp (a moving joint's TF "
+                                "arrives after the image); 0: use it only if already there"),
     "ground.camera_xyz": ([0.0, 0.0, 1.0], "camera body position [x, y, z] in base_frame (m), without tf"),
     "ground.camera_rpy": ([0.0, 0.0, 0.0], "camera body [roll, pitch, yaw] in base_frame (rad, REP 103: "
                                            "x forward, z up, positive pitch looks down), without tf"),
@@ -117,6 +121,10 @@ class GroundOutputs:
         self.param_pose = CameraPose.from_body_xyz_rpy(_floats("ground.camera_xyz", p["camera_xyz"], 3),
                                                        _floats("ground.camera_rpy", p["camera_rpy"], 3))
         self.use_tf = bool(p["use_tf"]) and tf2_ros is not None
+        self.tf_timeout = float(p["tf_timeout"])
+        if not 0.0 <= self.tf_timeout <= 1.0:
+            raise GroundError(f"ground.tf_timeout must be 0 to 1 s (it delays the frame's outputs), "
+                              f"got {self.tf_timeout}")
         self.tf_buffer = None
         self.pose_source = "tf" if self.use_tf else "parameters"
         self.info_topic = str(p["camera_info_topic"]) or camera_info_topic(image_topic)
@@ -219,7 +227,10 @@ class GroundOutputs:
             return self.param_pose
         # tf2 path: not installable on the development machines, untested there (README).
         try:
-            tf = self.tf_buffer.lookup_transform(self.base_frame, header.frame_id, header.stamp)
+            # A joint's transform (pan-tilt, suspension) is published after the image it belongs to: wait
+            # for it a little (the listener's subscriptions are served by the executor, not this worker).
+            tf = self.tf_buffer.lookup_transform(self.base_frame, header.frame_id, Time.from_msg(header.stamp),
+                                                 timeout=Duration(seconds=self.tf_timeout))
         except Exception as e:  # tf2's lookup errors have no common base class short of Exception
             self._off(DiagnosticStatus.WARN, f"no transform {self.base_frame} <- {header.frame_id!r}: "
                                              f"{type(e).__name__}: {e}")
