@@ -243,6 +243,7 @@ def test_bad_messages_are_rejected_and_good_frames_still_served(raw_node, pipe, 
     # one after 5 s gives that count.
     reason = "unsupported encoding 'nv21'"
     t0, before = time.monotonic(), int(h.settled_diag()["frames_rejected"])
+    t_diag = time.perf_counter()
     for _ in range(4):
         h.pub_raw.publish(raw_image(rgb, "nv21", new_key("throttle")))
         time.sleep(0.02)
@@ -252,6 +253,9 @@ def test_bad_messages_are_rejected_and_good_frames_still_served(raw_node, pipe, 
     t_seen = time.monotonic()
     assert arrived >= 2 and t_seen - t0 < 4.5, (arrived, t_seen - t0)  # else nothing was throttled
     assert proc.output().count(reason) == 1
+    # Frames served earlier do not keep the camera "ok" while every new one is rejected.
+    assert any("every frame since the last report was rejected" in d["_message"] and reason in d["_message"]
+               for d in list(h.diagnostics) if d["_t"] > t_diag), [d["_message"] for d in h.diagnostics][-5:]
     time.sleep(5.2 - (time.monotonic() - t_seen))  # the first line was logged before t_seen
     before = rejected(h)
     h.pub_raw.publish(raw_image(rgb, "nv21", new_key("throttle")))

@@ -218,6 +218,7 @@ class CameraStream:
         self.wait_ms: deque = deque(maxlen=100)
         self.done_times: deque = deque(maxlen=200)
         self.dropped_at_diag = 0  # frames_dropped at the last diagnostics: drops since then
+        self.at_diag = (0, 0)  # (frames_processed, frames_rejected) at the last diagnostics
         self.told_overload = False  # the log says it once; diagnostics every time
         self.last_stamp = (-1, -1)  # (sec, nanosec) of the newest frame published
         self.in_flight: set = set()  # stamps taken by a worker and not yet published or rejected
@@ -804,6 +805,8 @@ class SegmentationNode(Node):
             missing_now, pauses = cam.gaps.recent(), cam.gaps.pauses
             silent = now - cam.last_received if cam.last_received is not None else 0.0
             newly_dropped, cam.dropped_at_diag = s.dropped - cam.dropped_at_diag, s.dropped
+            newly_processed, newly_rejected = s.processed - cam.at_diag[0], s.rejected - cam.at_diag[1]
+            cam.at_diag = (s.processed, s.rejected)
         fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
 
         def med(v):
@@ -823,6 +826,11 @@ class SegmentationNode(Node):
         elif silent > max(2.0, 3 * period):
             status.level = DiagnosticStatus.WARN
             status.message = f"no frames on {cam.topic} for {silent:.0f} s: has the camera stopped?"
+        elif newly_rejected and not newly_processed:
+            # a camera that changed its encoding or size after frames were served: not "ok" any more
+            status.level = DiagnosticStatus.WARN
+            status.message = (f"every frame since the last report was rejected ({newly_rejected}); the last: "
+                              f"{s.last_rejection}")
         elif missing_now:
             status.level = DiagnosticStatus.WARN
             status.message = (f"{missing_now} camera frames never arrived in the last {StampGaps.RECENT_S:.0f} s "
