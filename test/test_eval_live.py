@@ -54,6 +54,10 @@ def test_live_started_node_raw_frames_match_offline(tmp_path, random_model, camv
     m = json.loads(files["metrics"].read_text())
     assert m["model"]["node"] == "started" and m["node"]["lost_before_node"] == 0
     assert m["fps"] > 0 and m["latency_ms"]["p95"] >= m["latency_ms"]["p50"] > 0
+    # 4 frames recorded at 2 Hz: 1.5 s of recording, played at its own pace
+    pb = m["playback"]
+    assert pb["asked"] == "recorded timing x1" and pb["recorded_s"] == 1.5 and 1.5 <= pb["played_s"] < 1.7, pb
+    assert "real-time factor" in files["report"].read_text()
     # The outputs bag: inputs plus what the node published, labels equal to offline again.
     topics = read_all(tmp_path / "outputs")
     assert len(topics["/camera/image_raw"]) == len(topics["/camera/labels_gt"]) == len(INDICES)
@@ -220,3 +224,16 @@ def test_node_counters_include_late_frames():
     c = _counters({**values, "frames_late": "2"})
     assert c["frames_received"] == c["frames_processed"] + c["frames_dropped"] + c["frames_rejected"] + c["frames_late"]
     assert set(_counters({"other": "1"}).values()) == {0}
+
+
+def test_playback_pace_says_when_the_player_fell_behind():
+    from seg_perception.evaluation.live import Published, playback_pace
+    frames = [Published(t_pub=10.0 + 0.1 * i, index=i, t_ns=i * 50_000_000) for i in range(11)]  # 20 Hz bag
+    pace, note = playback_pace(frames, rate=0.0, speed=1.0)  # asked: 0.5 s, took 1.0 s
+    assert pace == {"asked": "recorded timing x1", "recorded_s": 0.5, "played_s": 1.0, "realtime_factor": 0.5,
+                    "behind_pct": 100.0}
+    assert "playback fell behind the asked pace (recorded timing x1): 11 frames went out in 1.00 s instead " \
+           "of 0.50 s" in note
+    assert playback_pace(frames, rate=10.0, speed=1.0)[1] == ""  # 10 Hz asked: on time
+    assert playback_pace(frames, rate=0.0, speed=0.5)[1] == ""   # half speed: on time
+    assert playback_pace(frames[:1], rate=0.0, speed=1.0) == (None, "")

@@ -48,6 +48,28 @@ class Published:
     t_ns: int         # recorded time (for the output bag)
 
 
+def playback_pace(published: List[Published], rate: float, speed: float) -> Tuple[Optional[Dict], str]:
+    """How fast the frames went out against what was asked, and a note when the player fell
+    behind (reading and decoding a bag of large frames, or a busy machine): the node then saw a
+    slower camera than recorded, and its fps and drops say less about the real one."""
+    if len(published) < 2:
+        return None, ""
+    first, last = published[0], published[-1]
+    played = last.t_pub - first.t_pub
+    recorded = (last.t_ns - first.t_ns) / 1e9
+    asked_s = (len(published) - 1) / rate if rate > 0 else recorded / speed
+    pace = {"asked": f"{rate:g} Hz" if rate > 0 else f"recorded timing x{speed:g}",
+            "recorded_s": round(recorded, 3), "played_s": round(played, 3),
+            "realtime_factor": round(recorded / played, 3) if played > 0 else None,
+            "behind_pct": round(100 * (played / asked_s - 1), 1) if asked_s > 0 else None}
+    note = ""
+    if asked_s > 0 and played > 1.05 * asked_s + 0.05:
+        note = (f"playback fell behind the asked pace ({pace['asked']}): {len(published)} frames went out in "
+                f"{played:.2f} s instead of {asked_s:.2f} s; the node saw a slower camera than asked (the "
+                "player could not read and publish faster: a lower --rate or --speed measures what you ask)")
+    return pace, note
+
+
 class Client(Participant):
     """This process's ROS side: one publisher, recorders for the node's outputs and diagnostics."""
 
@@ -384,6 +406,9 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
         # Frames DDS lost on the way in, and outputs the node published that never arrived here.
         node_delta["lost_before_node"] = max(0, len(published) - node_delta["received"])
         node_delta["lost_after_node"] = max(0, node_delta["processed"] - len(answered))
+    pace, behind = playback_pace(sorted(published.values(), key=lambda p: p.t_pub), cfg.rate, cfg.speed)
+    if behind:
+        scorer.warned["playback_behind"] = behind
     span = t_last_out - t_first_pub if t_first_pub is not None else 0.0
     fps = len(answered) / span if span > 0 and answered else 0.0
 
@@ -410,7 +435,8 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
         confusion=scorer.cm if scorer.with_gt else None, drivable=scorer.bin if scorer.with_gt else None,
         samples=[scorer.samples[i] for i in sorted(scorer.samples)], node=node_delta,
         notes=list(scorer.warned.values()), labels_by_stamp=scorer.labels_by_stamp,
-        out_bag=str(out_path) if out_path else None, partial=partial_reason(inp, read_error, counts.corrupt))
+        out_bag=str(out_path) if out_path else None, partial=partial_reason(inp, read_error, counts.corrupt),
+        playback=pace)
 
 
 def _drain(client: Client, cfg: EvalConfig, n_published: int, t_last_pub: float

@@ -185,6 +185,11 @@ def _markdown(result: EvalResult, m: Dict, files: Dict[str, Path], out: Path, ti
     if result.mode == "live":
         lines.append("Latency: from publishing a frame to receiving its /segmentation/labels (matched by header "
                      "stamp). FPS: frames answered per second of playback.")
+        pb = result.playback
+        if pb:
+            lines.append(f"Playback: asked {pb['asked']}; {pb['recorded_s']:.2f} s of recording played in "
+                         f"{pb['played_s']:.2f} s (real-time factor "
+                         + (f"{pb['realtime_factor']:.2f}" if pb["realtime_factor"] else "n/a") + ").")
         if result.node:
             lines.append(f"Node counters over the run: {', '.join(f'{k} {v}' for k, v in result.node.items() if not isinstance(v, dict))}.")
     else:

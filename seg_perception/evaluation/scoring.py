@@ -136,6 +136,7 @@ class EvalResult:
     labels_by_stamp: Dict[int, np.ndarray] = field(default_factory=dict)  # kept on request (tests)
     out_bag: Optional[str] = None
     partial: str = ""  # why the report covers fewer frames than were recorded (a damaged bag)
+    playback: Optional[Dict[str, object]] = None  # live: the pace asked and the pace played (live.playback_pace)
 
     def metrics(self) -> Dict[str, object]:
         c = self.counts
@@ -149,6 +150,8 @@ class EvalResult:
         }
         if self.node is not None:
             out["node"] = self.node
+        if self.playback is not None:
+            out["playback"] = self.playback
         if self.confusion is not None:
             seg = self.confusion.summary(self.class_names) if c.scored else {}
             seg.update({"frames_scored": c.scored, "no_ground_truth": c.no_ground_truth,
