@@ -543,3 +543,33 @@ def test_rows_in_a_write_ahead_log_are_read(tmp_path, capsys, random_model):
     assert not copy.exists() and {f.name: f.read_bytes() for f in bag.iterdir()} == before
     rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
     assert rc == 0 and f"offline: {2 * FRAMES} frames in" in out and "write-ahead log" in out, (out, err)
+
+
+def test_bag_file_compressed_whole_without_metadata_is_read(tmp_path, capsys, random_model):
+    """'ros2 bag record --compression-mode file' writes rec_0.mcap.zstd; handed in without its
+    metadata.yaml (the file, or a folder of it) it was "Unrecognized storage format '.zstd'; the
+    file is truncated or damaged". Now it is read from a decompressed copy; cut short, up to the cut."""
+    try:
+        from compression import zstd  # Python >= 3.14
+    except ImportError:
+        from backports import zstd
+    bag = chunky_bag(tmp_path / "bag")
+    with bag_io.BagReader(bag) as r:
+        whole = [(m.topic, m.t_ns, m.raw) for m in r.messages(["/camera/image_raw"], decode=False)]
+    packed = zstd.compress(_mcap(bag).read_bytes())
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "rec_0.mcap.zstd").write_bytes(packed)
+    for given in (bare, bare / "rec_0.mcap.zstd"):
+        with bag_io.BagReader(given) as r:
+            got = [(m.topic, m.t_ns, m.raw) for m in r.messages(["/camera/image_raw"], decode=False)]
+            assert "rec_0.mcap.zstd compressed whole (zstd)" in r.notes[0] and r.damage == ""
+        assert got == whole
+    (bare / "rec_0.mcap.zstd").write_bytes(packed[:int(0.7 * len(packed))])  # a copy that broke off
+    rc, out, err = run(capsys, "eval-bag", bare, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
+    assert rc == 5 and "rec_0.mcap.zstd cut short" in out + err, (out, err)
+    n = int(out.split("offline: ")[1].split(" frames in")[0])
+    assert 2 <= n < FRAMES, out
+    (bare / "rec_0.mcap.zstd").write_bytes(b"not zstd" * 64)
+    with pytest.raises(bag_io.BagError, match="rec_0.mcap.zstd cannot be decompressed .*: it is not zstd"):
+        bag_io.BagReader(bare)

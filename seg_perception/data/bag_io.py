@@ -121,6 +121,14 @@ class BagReader:
             raise BagError(f"{ros1[0]} is a ROS 1 bag; convert it to rosbag2 with '{_rosbags_convert()} --src {src} "
                            f"--dst {ros1[0].with_suffix('')}_ros2' (installed with this package) and pass that "
                            "folder (a ROS 1 bag cut short needs ROS 1's 'rosbag reindex' first)")
+        self._tmp = None
+        self.notes: list = []  # what the reader did that a user should know, e.g. a write-ahead log merged
+        bare = _bare_compressed(path)
+        if bare:  # storage files compressed whole, without the metadata.yaml that says so: read a copy
+            self._tmp, path, cut = _decompress_copy(self.path, bare)
+            self.notes.append(f"bag {self.path}: {', '.join(f.name for f in bare)} compressed whole (zstd) and no "
+                              "metadata.yaml that says so: read from a decompressed copy"
+                              + (f" ({', '.join(cut)} cut short: what it holds up to the cut)" if cut else ""))
         target = path
         if path.is_dir() and not (path / "metadata.yaml").is_file():
             # An interrupted recording can lack metadata.yaml: a single storage file still reads,
@@ -133,10 +141,10 @@ class BagReader:
                 raise BagError(f"{path} is not a rosbag2 folder: no metadata.yaml and no .mcap/.db3 files "
                                "(expected a bag made by 'ros2 bag record' or 'seg-perception make-bag')")
             target = files[0] if len(files) == 1 else path
-        self.notes: list = []  # what the reader did that a user should know, e.g. a write-ahead log merged
-        self._tmp = None
         merged, failed = _merge_wal(path, target)
         if merged is not None:  # read a copy with the log merged in; messages keep naming the bag itself
+            if self._tmp is not None:
+                self._tmp.cleanup()  # the decompressed copy, copied again with its log merged
             self._tmp, path, target, names = merged
             self.notes.append(f"bag {self.path}: {', '.join(names)} had rows in a write-ahead log (-wal, left by an "
                               "interrupted recording); read from a copy with the log merged in")
@@ -438,6 +446,55 @@ def describe(path: str | Path) -> str:
             return f"{s.message_count} readable messages over {dur:.2f} s: {r.listing()} ({r.damage})"
         dur = r.reader.duration / 1e9 if r.reader.message_count else 0.0
         return f"{r.reader.message_count} messages over {dur:.2f} s: {r.listing()}"
+
+
+def _bare_compressed(path: Path) -> list:
+    """Storage files zstd-compressed whole ('ros2 bag record --compression-mode file' writes
+    rec_0.mcap.zstd) handed in without their metadata.yaml (the file itself, or a folder without
+    one): rosbags reads them only as metadata.yaml describes. [] for anything else."""
+    if path.is_file():
+        files = [path]
+    elif path.is_dir() and not (path / "metadata.yaml").is_file():
+        if any(path.glob("*.mcap")) or any(path.glob("*.db3")):
+            return []
+        files = sorted(path.glob("*.mcap.zstd")) + sorted(path.glob("*.db3.zstd"))
+    else:
+        return []
+    return files if files and all(f.name.endswith((".mcap.zstd", ".db3.zstd")) for f in files) else []
+
+
+def _decompress_copy(bag: Path, files: list):
+    """(tempdir, folder holding each file decompressed under its name without .zstd, names of files
+    cut short). A file that is not zstd at all is a BagError."""
+    import shutil
+    import tempfile
+    try:
+        from compression import zstd  # Python >= 3.14
+    except ImportError:
+        try:
+            from backports import zstd
+        except ImportError:  # older rosbags bring zstandard
+            zstd = None
+    if zstd is not None:
+        reader, errors = (lambda f: zstd.open(f, "rb")), (OSError, EOFError, zstd.ZstdError)
+    else:
+        import zstandard
+        reader = lambda f: zstandard.ZstdDecompressor().stream_reader(open(f, "rb"), closefd=True)  # noqa: E731
+        errors = (OSError, EOFError, zstandard.ZstdError)
+    tmp = tempfile.TemporaryDirectory(prefix="seg_bag_zstd_")
+    root = Path(tmp.name)
+    cut = []
+    for f in files:
+        try:
+            with reader(f) as src, open(root / f.name[:-len(".zstd")], "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 16)
+        except EOFError:  # cut short (a copy that broke off): what came out is read as a damaged bag
+            cut.append(f.name)
+        except errors as e:
+            tmp.cleanup()
+            raise BagError(f"bag {bag}: {f.name} cannot be decompressed ({_one_line(e)}): it is not zstd or is "
+                           "damaged") from None
+    return tmp, root, cut
 
 
 def _merge_wal(path: Path, target: Path):
