@@ -385,7 +385,7 @@ def test_calibration_images_of_a_folder_dataset_are_its_training_frames(tmp_path
 
 
 # ------------------------------------------------------------------ engine cache (pure Python)
-ENV = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7"}
+ENV = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7", "gpu_multiprocessors": 16}
 SHAPE = (1, H, W, 3)
 
 
@@ -423,7 +423,7 @@ def test_engine_is_built_once_with_a_sidecar(fp32_onnx, tmp_path):
     side = json.loads(eng.sidecar_path(path).read_text())
     assert {k: side[k] for k in eng.SIDECAR_FIELDS} == {
         "onnx_sha256": sha256(fp32_onnx), "tensorrt_version": "10.3.0", "gpu_name": "Orin",
-        "compute_capability": "8.7", "precision": "fp32", "input_shape": list(SHAPE),
+        "compute_capability": "8.7", "gpu_multiprocessors": 16, "precision": "fp32", "input_shape": list(SHAPE),
         "outputs": ["labels", "confidence"], "tf32": False}
     assert builder.outputs == ("labels", "confidence")
     path2, decision2 = _ensure(fp32_onnx, cache, builder)
@@ -493,7 +493,7 @@ def test_valid_engine_in_an_unwritable_cache_is_reused_without_writing(fp32_onnx
 
 
 STALE = {"onnx_sha256": "0" * 64, "tensorrt_version": "8.6.1", "gpu_name": "Xavier",
-         "compute_capability": "7.2", "precision": "fp16", "input_shape": [1, 360, 480, 3], "outputs": ["labels"],
+         "compute_capability": "7.2", "gpu_multiprocessors": 8, "precision": "fp16", "input_shape": [1, 360, 480, 3], "outputs": ["labels"],
          "tf32": True}
 
 
@@ -820,3 +820,38 @@ def test_more_cameras_rebuild_the_engine_for_their_batch(fp32_onnx, tmp_path):
     assert json.loads(eng.sidecar_path(path).read_text())["input_shape"] == [2, H, W, 3]
     assert _ensure(fp32_onnx, cache, builder, shape=(2, H, W, 3))[1].action == "reuse"
     assert _ensure(fp32_onnx, cache, builder)[1].action == "reuse" and len(builder.calls) == 2
+
+
+def test_a_timing_cache_from_another_tensorrt_or_gpu_is_replaced(tmp_path, caplog):
+    """TensorRT refuses a timing cache written by another version (the blob does not parse) or
+    another GPU (set_timing_cache returns false without ignore_mismatch): the build starts an
+    empty cache rather than running with none and never saving a usable one."""
+    import logging
+
+    class StandInConfig:  # TensorRT's IBuilderConfig (absent here): what the docs say it returns
+        def __init__(self, refuse):
+            self.refuse, self.attached = refuse, None
+
+        def create_timing_cache(self, blob):
+            if blob == b"other version":
+                raise RuntimeError("cannot deserialize the timing cache")
+            return ("cache", blob)
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            assert ignore_mismatch is False
+            if cache[1] == self.refuse:
+                return False
+            self.attached = cache
+            return True
+
+    tc = tmp_path / "timing.cache"
+    tc.write_bytes(b"this gpu")
+    with caplog.at_level(logging.WARNING):
+        assert eng._attach_timing_cache(StandInConfig(refuse=None), tc) == ("cache", b"this gpu")
+        assert not caplog.records
+        for blob, config in ((b"other version", StandInConfig(refuse=None)),
+                             (b"other gpu", StandInConfig(refuse=b"other gpu"))):
+            tc.write_bytes(blob)
+            assert eng._attach_timing_cache(config, tc) == ("cache", b"") == config.attached
+        assert [r.getMessage().endswith("starts an empty one and replaces it") for r in caplog.records] == [True] * 2
+    assert eng._attach_timing_cache(StandInConfig(refuse=None), tmp_path / "new.cache") == ("cache", b"")

@@ -57,7 +57,8 @@ def environment() -> List[Tuple[str, str]]:
     try:
         from ..runtime.cuda import gpu_properties
         g = gpu_properties()
-        rows.append(("gpu", f"{g['name']} (compute {g['compute_capability']}, {g['memory_mib']} MiB)"))
+        rows.append(("gpu", f"{g['name']} (compute {g['compute_capability']}, {g['multiprocessors']} SMs, "
+                            f"{g['memory_mib']} MiB)"))
         rows.append(("cuda", f"runtime {_cuda_version(g['cuda_runtime'])}, driver {_cuda_version(g['cuda_driver'])}"))
     except Exception as e:
         rows.append(("gpu", f"not available ({str(e).splitlines()[0][:240]})"))

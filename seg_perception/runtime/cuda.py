@@ -47,7 +47,7 @@ def gpu_properties(device: int = 0) -> Dict[str, Any]:
     props = check(cudart, cudart.cudaGetDeviceProperties(device))
     name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
     return {"name": name.strip("\x00 "), "compute_capability": f"{props.major}.{props.minor}",
-            "memory_mib": int(props.totalGlobalMem) >> 20,
+            "multiprocessors": int(props.multiProcessorCount), "memory_mib": int(props.totalGlobalMem) >> 20,
             "cuda_runtime": check(cudart, cudart.cudaRuntimeGetVersion()),
             "cuda_driver": check(cudart, cudart.cudaDriverGetVersion())}
 

@@ -36,8 +36,8 @@ from ..paths import cache_dir
 
 log = logging.getLogger(__name__)
 
-SIDECAR_FIELDS = ("onnx_sha256", "tensorrt_version", "gpu_name", "compute_capability", "precision",
-                  "input_shape", "outputs", "tf32")
+SIDECAR_FIELDS = ("onnx_sha256", "tensorrt_version", "gpu_name", "compute_capability", "gpu_multiprocessors",
+                  "precision", "input_shape", "outputs", "tf32")
 ALL_OUTPUTS = ("labels", "confidence")
 # Sidecars written before a field existed: what the engines of that time were built with
 # (TensorRT allows TF32 unless told not to).
@@ -61,6 +61,9 @@ class EngineKey:
     input_shape: Tuple[int, ...]
     outputs: Tuple[str, ...] = ALL_OUTPUTS
     tf32: bool = True  # float layers may round their inputs to TF32 (False for fp32: see uses_tf32)
+    # Jetson Orin modules all say "Orin", compute 8.7: AGX Orin has 16 SMs, Orin NX and Nano 8 or 4.
+    # An engine tuned on one is not the other's (a sidecar without it is rebuilt once).
+    gpu_multiprocessors: int = 0
 
     def to_dict(self) -> Dict:
         d = asdict(self)
@@ -174,6 +177,7 @@ def ensure_engine(onnx_path: str | Path, precision: str, input_shape: Sequence[i
     env = env if env is not None else build_environment()
     key = EngineKey(onnx_sha256=sha256(onnx_path), tensorrt_version=env["tensorrt_version"],
                     gpu_name=env["gpu_name"], compute_capability=env["compute_capability"],
+                    gpu_multiprocessors=int(env.get("gpu_multiprocessors", 0)),
                     precision=precision, input_shape=tuple(int(v) for v in input_shape), outputs=outputs,
                     tf32=uses_tf32(precision))
     path = engine_path(cache, onnx_path, precision, key.input_shape, outputs)
@@ -275,7 +279,7 @@ def build_environment() -> Dict[str, str]:
     from .cuda import gpu_properties
     gpu = gpu_properties()
     return {"tensorrt_version": str(trt.__version__), "gpu_name": gpu["name"],
-            "compute_capability": gpu["compute_capability"]}
+            "compute_capability": gpu["compute_capability"], "gpu_multiprocessors": gpu["multiprocessors"]}
 
 
 def network_flags(trt) -> int:
@@ -284,6 +288,25 @@ def network_flags(trt) -> int:
     major = int(str(trt.__version__).split(".")[0])
     flag = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
     return 1 << int(flag) if major < 10 and flag is not None else 0
+
+
+def _attach_timing_cache(config, path: Path):
+    """The timing cache from ``path`` on the builder config. A cache written by another TensorRT
+    version is refused by TensorRT (combine/set return false, or the blob does not parse), and one
+    from another GPU must not be used (its timings are that GPU's): both are replaced by an empty
+    cache, which this build fills and writes back."""
+    blob = path.read_bytes() if path.is_file() else b""
+    try:
+        cache = config.create_timing_cache(blob)
+        ok = cache is not None and config.set_timing_cache(cache, False)  # False: no foreign device's cache
+    except Exception:  # the Python bindings raise on a blob they cannot parse
+        ok = False
+    if not ok:
+        log.warning("timing cache %s is from another TensorRT version or GPU: this build starts an empty one "
+                    "and replaces it", path)
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, False)
+    return cache
 
 
 def build_serialized_engine(onnx_path: str | Path, precision: str, input_shape: Sequence[int],
@@ -336,9 +359,7 @@ def build_serialized_engine(onnx_path: str | Path, precision: str, input_shape: 
         config.add_optimization_profile(profile)
     cache = None
     if timing_cache:
-        tc = Path(timing_cache)
-        cache = config.create_timing_cache(tc.read_bytes() if tc.is_file() else b"")
-        config.set_timing_cache(cache, False)
+        cache = _attach_timing_cache(config, Path(timing_cache))
     blob = builder.build_serialized_network(network, config)
     if blob is None:
         raise EngineCacheError(f"TensorRT failed to build a {precision} engine from {onnx_path}; its messages "
