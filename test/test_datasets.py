@@ -144,7 +144,12 @@ def test_augment_shrinks_a_large_frame_as_the_runtime_does():
     for i in range(4):
         got, _ = aug(img, lab, np.random.default_rng(i))
         assert np.array_equal(got, want) or np.array_equal(got, want[:, ::-1])
-    frame = want.copy()
+    portrait = img[:720, :270]  # narrower but taller than the input: shrunk in height, also with INTER_AREA
+    want = EvalResize((480, 360))(portrait, lab[:720, :270])[0]
+    assert np.array_equal(want, cv2.resize(portrait, (480, 360), interpolation=cv2.INTER_AREA))
+    got, _ = aug(portrait, lab[:720, :270], np.random.default_rng(0))
+    assert np.array_equal(got, want) or np.array_equal(got, want[:, ::-1])
+    frame = EvalResize((480, 360))(img, lab)[0]
     half = TrainAugment((240, 180), ignore_index=11, scale=(0.5, 0.5), base=(480, 360), translate_px=0, jitter=0)
     got, _ = half(frame, lab[:360, :480], np.random.default_rng(0))
     linear = cv2.resize(frame, (240, 180), interpolation=cv2.INTER_LINEAR)

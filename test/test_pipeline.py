@@ -179,10 +179,13 @@ def test_training_validation_resizes_frames_as_the_pipeline_does(ort_pipe, val_f
     from seg_perception.data.transforms import EvalResize
     rgb = val_frames[0][0]
     w, h = ort_pipe.size
-    for frame in (rgb, cv2.resize(rgb, (w // 2, h // 2)), cv2.resize(rgb, (w * 3 // 2, h * 3 // 2))):  # as is, up, down
+    portrait = cv2.resize(rgb, (h * 3 // 4, w * 4 // 3))  # narrower but taller than the input
+    for frame in (rgb, cv2.resize(rgb, (w // 2, h // 2)), cv2.resize(rgb, (w * 3 // 2, h * 3 // 2)), portrait):
         want = ort_pipe.preprocess(frame, "rgb")
         got, _ = EvalResize(ort_pipe.size)(frame, None)
         assert np.array_equal(got, want)
+    # shrinking along either side averages (no aliasing): a portrait frame shrinks in height
+    assert np.array_equal(ort_pipe.preprocess(portrait, "rgb"), cv2.resize(portrait, (w, h), interpolation=cv2.INTER_AREA))
 
 
 def test_from_card_takes_a_shipped_name(val_frames):

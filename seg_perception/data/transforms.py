@@ -49,10 +49,10 @@ class TrainAugment:
         bw, bh = self.base or self.size
         s = rng.uniform(*self.scale)
         nw, nh = max(1, round(s * bw)), max(1, round(s * bh))
-        # A frame wider than the model's input is shrunk by the pipeline with INTER_AREA (no
-        # aliasing), so training shrinks it the same way: at scale 1.0 the crop is the run-time
+        # A frame wider or taller than the model's input is shrunk by the pipeline with INTER_AREA
+        # (no aliasing), so training shrinks it the same way: at scale 1.0 the crop is the run-time
         # input. Frames at the model's size (CamVid at 480x360) are resized linearly, as always.
-        shrink = w > bw and nw < w
+        shrink = (w > bw and nw < w) or (h > bh and nh < h)
         img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         lab = cv2.resize(lab, (nw, nh), interpolation=LABEL_RESIZE[self.label_resize])
         if rng.random() < 0.5:
@@ -113,6 +113,6 @@ class EvalResize:
     def __call__(self, img: np.ndarray, lab: np.ndarray):
         if img.shape[1::-1] != tuple(self.size):
             # as Pipeline.preprocess does, so that training's val figure is the one evaluate prints
-            shrink = img.shape[1] > self.size[0]
+            shrink = img.shape[1] > self.size[0] or img.shape[0] > self.size[1]
             img = cv2.resize(img, tuple(self.size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         return img, lab

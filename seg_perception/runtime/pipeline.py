@@ -84,8 +84,9 @@ class Pipeline:
         check_frame(frame, color)
         small = frame
         if frame.shape[1::-1] != self.size:
-            # INTER_AREA when shrinking avoids aliasing; linear when enlarging.
-            shrink = frame.shape[1] > self.size[0]
+            # INTER_AREA when shrinking along either side avoids aliasing (a portrait frame is
+            # narrower but taller than the input); linear when enlarging.
+            shrink = frame.shape[1] > self.size[0] or frame.shape[0] > self.size[1]
             small = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         return np.ascontiguousarray(to_rgb(small, color))
 
