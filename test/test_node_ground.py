@@ -242,6 +242,40 @@ def test_a_rectified_image_is_projected_with_p_and_no_distortion():
         camera_from_info(info, rectified=True)
 
 
+def test_a_rectified_stereo_image_is_projected_through_its_rectification_rotation():
+    """A stereo pair's rectified images live in frames rotated by CameraInfo's R from the image's
+    frame_id (p_rect = R p). Each ground point must land, through R and P, on its own pixel;
+    without R a 3 degree rectification moved the points by ~20 px."""
+    from seg_perception.ros.ground_outputs import camera_from_info, rectified_pose
+    from seg_perception.runtime.ground import CameraPose, GroundCloud, GroundError
+    info = CameraInfo(width=640, height=480, distortion_model="plumb_bob")
+    info.k = [500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0]
+    info.p = [430.0, 0.0, 318.0, 0.0, 0.0, 430.0, 236.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    a = np.deg2rad(3.0)
+    R = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])  # about the optical y
+    info.r = R.ravel().tolist()
+    pose = CameraPose.from_body_xyz_rpy([0.1, 0.0, 1.2], [0.0, 0.35, 0.0])
+    cam = camera_from_info(info, rectified=True)
+    for use_r, within in ((True, 0.01), (False, None)):
+        cloud = GroundCloud(cam, rectified_pose(info, pose) if use_r else pose, 8, 9.0)
+        pts = cloud.points.reshape(-1, 3).astype(np.float64)
+        ok = np.isfinite(pts).all(axis=1)
+        v, u = np.mgrid[0:480:8, 0:640:8]
+        uv = np.column_stack([u.ravel(), v.ravel()])[ok]
+        p_rect = (R @ (pose.R.T @ (pts[ok] - pose.t).T)).T  # base -> image frame -> rectified frame
+        proj = (np.reshape(info.p, (3, 4))[:, :3] @ p_rect.T).T
+        err = np.abs(proj[:, :2] / proj[:, 2:] - uv).max()
+        if use_r:
+            assert ok.sum() > 1000 and err < within, err
+        else:
+            assert err > 10, err
+    info.r = [0.0] * 9  # unset: the identity
+    assert rectified_pose(info, pose) is pose
+    info.r = (2 * R).ravel().tolist()
+    with pytest.raises(GroundError, match="rectification matrix R is not a rotation"):
+        rectified_pose(info, pose)
+
+
 def test_a_region_of_interest_of_the_whole_frame_is_no_region():
     from seg_perception.ros.ground_outputs import check_full_frame
     from seg_perception.runtime.ground import GroundError

@@ -68,6 +68,19 @@ def camera_from_info(info: CameraInfo, rectified: bool) -> Camera:
     return Camera.from_camera_info(info.width, info.height, P[:, :3].ravel(), [], "plumb_bob")
 
 
+def rectified_pose(info: CameraInfo, pose: CameraPose) -> CameraPose:
+    """The rectified image's camera: CameraInfo's R rotates the image's frame (frame_id) onto the
+    rectified one (p_rect = R p), so its rays reach base through R transposed first. R is the
+    identity for a single camera (zero when unset: taken as the identity); a stereo pair's differ
+    by a few degrees, which at 10 m moves the ground by tens of centimetres."""
+    R = np.asarray(info.r, np.float64).reshape(3, 3) if len(info.r) == 9 else np.zeros((3, 3))
+    if not R.any():
+        return pose
+    if not (np.allclose(R @ R.T, np.eye(3), atol=1e-4) and np.linalg.det(R) > 0):
+        raise GroundError("camera_info's rectification matrix R is not a rotation: recalibrate the camera")
+    return CameraPose(pose.R @ R.T, pose.t)
+
+
 def check_full_frame(info: CameraInfo) -> None:
     """Binning or a region of interest would need K adjusted: refused. A ROI of the whole frame
     (offsets 0, the full size) is the same as none (CameraInfo.msg), as its zero default is."""
@@ -239,7 +252,8 @@ class GroundOutputs:
         return CameraPose.from_optical_transform([t.x, t.y, t.z], [q.x, q.y, q.z, q.w])
 
     def _update_lookups(self, info: CameraInfo, pose: CameraPose, size) -> bool:
-        key = (info.width, info.height, tuple(info.k), tuple(info.d), tuple(info.p), info.distortion_model,
+        key = (info.width, info.height, tuple(info.k), tuple(info.d), tuple(info.p), tuple(info.r),
+               info.distortion_model,
                info.binning_x, info.binning_y, info.roi.width, info.roi.height,
                np.round(pose.R, 6).tobytes(), np.round(pose.t, 6).tobytes(), tuple(size))
         if key == self._key:
@@ -249,6 +263,8 @@ class GroundOutputs:
         try:
             check_full_frame(info)
             cam = camera_from_info(info, self.rectified).scaled(*size)
+            if self.rectified:
+                pose = rectified_pose(info, pose)
             lut = GridLookup(cam, pose, self.spec, self.max_range)
             cloud = GroundCloud(cam, pose, self.stride, self.max_range)
         except GroundError as e:
