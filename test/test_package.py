@@ -148,3 +148,28 @@ def test_readme_documents_every_node_parameter():
     table = table[:table.index("\n\n")]
     documented = {n for row in table.splitlines()[2:] for n in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
     assert documented == set(PARAMETERS) | {"image_topics", "drivable_classes"}
+
+
+def test_package_log_records_reach_one_node_logger_once():
+    """Each node construction added a forwarder of the package's log records to its ROS logger:
+    a second node in one process (a container, a test) logged every record twice, and a
+    destroyed node's forwarder stayed."""
+    import logging
+
+    import rclpy
+    from seg_perception.ros.lifecycle import ManagedSegmentationNode
+    from seg_perception.ros.node import _RosLogHandler
+
+    def forwarders():
+        return [h for h in logging.getLogger("seg_perception").handlers if isinstance(h, _RosLogHandler)]
+    ctx = rclpy.Context()
+    rclpy.init(args=[], context=ctx)
+    try:
+        first = ManagedSegmentationNode("seg_a", context=ctx)
+        second = ManagedSegmentationNode("seg_b", context=ctx)
+        assert forwarders() == [second._log_handler]
+        second.destroy_node()
+        first.destroy_node()
+        assert forwarders() == []
+    finally:
+        rclpy.shutdown(context=ctx)

@@ -271,7 +271,12 @@ class SegmentationNode(Node):
     # ---------------------------------------------------------------- set-up
     def _declare_parameters(self) -> None:
         pkg_log = logging.getLogger("seg_perception")
-        pkg_log.addHandler(_RosLogHandler(self.get_logger()))
+        # One forwarder per process: a second node in it (a test, a container) replaces the first's,
+        # so a record is logged once, and destroy_node takes it away again.
+        for h in [h for h in pkg_log.handlers if isinstance(h, _RosLogHandler)]:
+            pkg_log.removeHandler(h)
+        self._log_handler = _RosLogHandler(self.get_logger())
+        pkg_log.addHandler(self._log_handler)
         pkg_log.setLevel(logging.INFO)
         pkg_log.propagate = False
         for name, (default, desc) in PARAMETERS.items():
@@ -864,6 +869,7 @@ class SegmentationNode(Node):
             self._deactivate()
         if self.pipeline is not None:
             self._cleanup()
+        logging.getLogger("seg_perception").removeHandler(getattr(self, "_log_handler", None))
         return super().destroy_node()
 
 
