@@ -264,6 +264,7 @@ class SegmentationNode(Node):
         self.sub = None
         self.ground: Optional[GroundOutputs] = None
         self.cameras: List[CameraStream] = []
+        self._outputs_open = False  # active, or deactivating and still publishing the frames it holds
         if not self.managed:
             self._configure()
             self._activate()
@@ -462,6 +463,7 @@ class SegmentationNode(Node):
                 cam.pub_label_info.publish(label_info(self.label_types, header, self.card.class_names))
         self.sub = [cam.sub for cam in self.cameras]
         self.ground = self.cameras[0].ground
+        self._outputs_open = True
         self.diag_timer = self.create_timer(self.diagnostics_period, self._publish_diagnostics)
         ground = ""
         if self.ground:
@@ -497,6 +499,7 @@ class SegmentationNode(Node):
             deadline = time.monotonic() + ORDER_WAIT_S + 1.0
             while any(cam.in_flight for cam in self.cameras) and time.monotonic() < deadline:
                 self._slot_lock.wait(0.05)
+            self._outputs_open = False  # a worker still inside inference publishes nothing when it returns
         for cam in self.cameras:
             cam.ground = None
             if cam._ground is not None:
@@ -648,7 +651,7 @@ class SegmentationNode(Node):
                     return
                 batch = self._take_batch()
             try:
-                self._process(batch, pipeline, worker)
+                self._process(batch, pipeline, worker, stop)
             except Exception as e:  # a bug must not kill the node (_process rejects frames it cannot serve)
                 for cam, _, _ in batch:  # (raised before any of the batch was published) each camera's frame is lost
                     self._reject(cam, f"processing failed: {type(e).__name__}: {e}")
@@ -663,8 +666,10 @@ class SegmentationNode(Node):
                 cam.in_flight.discard(stamp)
                 self._slot_lock.notify_all()
 
-    def _process(self, batch, pipeline: Pipeline, worker: int = 0) -> None:
-        """Convert each camera's message, ONE pipeline call for all, publish each with its own header."""
+    def _process(self, batch, pipeline: Pipeline, worker: int = 0, stop: Optional[threading.Event] = None) -> None:
+        """Convert each camera's message, ONE pipeline call for all, publish each with its own header.
+        ``stop``: the worker's configuration's; set when inference returns, that configuration was
+        cleaned up meanwhile, and nothing of the next one (counters, publishers) may be touched."""
         t_start = time.perf_counter()
         ready = []
         for cam, msg, t_recv in batch:
@@ -692,8 +697,13 @@ class SegmentationNode(Node):
                 self._reject(r[0], f"processing failed: {type(e).__name__}: {e}")
             return
         finally:
-            with self._slot_lock:
-                self._running -= 1
+            if stop is None or not stop.is_set():
+                with self._slot_lock:
+                    self._running -= 1
+        if stop is not None and stop.is_set():
+            return
+        if not self._outputs_open:  # deactivated while this ran, past deactivate's wait: not published
+            return
         with self._slot_lock:
             self._batch_sizes[len(ready)] += 1
             self._worker_frames[worker] += len(ready)
