@@ -153,23 +153,29 @@ def test_readme_documents_every_node_parameter():
 def test_package_log_records_reach_one_node_logger_once():
     """Each node construction added a forwarder of the package's log records to its ROS logger:
     a second node in one process (a container, a test) logged every record twice, and a
-    destroyed node's forwarder stayed."""
+    destroyed node's forwarder stayed. Now one forwarder, to the newest live node; with the last
+    node gone the package logs as a library again (pytest's caplog sees its records)."""
     import logging
 
     import rclpy
     from seg_perception.ros.lifecycle import ManagedSegmentationNode
-    from seg_perception.ros.node import _RosLogHandler
+    from seg_perception.ros.node import _LOG_FORWARDER, _RosLogHandler
+
+    pkg = logging.getLogger("seg_perception")
+    before = (pkg.level, pkg.propagate)
 
     def forwarders():
-        return [h for h in logging.getLogger("seg_perception").handlers if isinstance(h, _RosLogHandler)]
+        return [h for h in pkg.handlers if isinstance(h, _RosLogHandler)]
     ctx = rclpy.Context()
     rclpy.init(args=[], context=ctx)
     try:
         first = ManagedSegmentationNode("seg_a", context=ctx)
         second = ManagedSegmentationNode("seg_b", context=ctx)
-        assert forwarders() == [second._log_handler]
+        assert forwarders() == [_LOG_FORWARDER] and not pkg.propagate
+        assert _LOG_FORWARDER.ros_loggers[-1].name == "seg_b"
         second.destroy_node()
+        assert forwarders() == [_LOG_FORWARDER] and _LOG_FORWARDER.ros_loggers[-1].name == "seg_a"
         first.destroy_node()
-        assert forwarders() == []
+        assert forwarders() == [] and (pkg.level, pkg.propagate) == before
     finally:
         rclpy.shutdown(context=ctx)

@@ -86,16 +86,41 @@ def rejection_kind(reason: str) -> str:
 
 
 class _RosLogHandler(logging.Handler):
-    """Forwards the package's Python log records (e.g. backend fallbacks) to the node's logger."""
+    """Forwards the package's Python log records (e.g. backend fallbacks) to a node's logger: the
+    newest live node's, one handler per process however many nodes it holds (each logged every
+    record once more), installed with the first node and removed with the last."""
 
-    def __init__(self, ros_logger):
+    def __init__(self):
         super().__init__()
-        self.ros_logger = ros_logger
+        self.ros_loggers: list = []
 
     def emit(self, record):
-        fn = self.ros_logger.error if record.levelno >= logging.ERROR else (
-            self.ros_logger.warning if record.levelno >= logging.WARNING else self.ros_logger.info)
+        if not self.ros_loggers:
+            return
+        log = self.ros_loggers[-1]
+        fn = log.error if record.levelno >= logging.ERROR else (
+            log.warning if record.levelno >= logging.WARNING else log.info)
         fn(record.getMessage())
+
+    def attach(self, ros_logger) -> None:
+        pkg_log = logging.getLogger("seg_perception")
+        if not self.ros_loggers:
+            self._saved = (pkg_log.level, pkg_log.propagate)
+            pkg_log.addHandler(self)
+            pkg_log.setLevel(logging.INFO)
+            pkg_log.propagate = False
+        self.ros_loggers.append(ros_logger)
+
+    def detach(self, ros_logger) -> None:
+        if ros_logger in self.ros_loggers:
+            self.ros_loggers.remove(ros_logger)
+            if not self.ros_loggers:  # the package logs as a library again
+                pkg_log = logging.getLogger("seg_perception")
+                pkg_log.removeHandler(self)
+                pkg_log.level, pkg_log.propagate = self._saved
+
+
+_LOG_FORWARDER = _RosLogHandler()
 
 
 # The node's own per-frame stages, in order (processing_ms: all of them, receipt excluded).
@@ -271,15 +296,7 @@ class SegmentationNode(Node):
 
     # ---------------------------------------------------------------- set-up
     def _declare_parameters(self) -> None:
-        pkg_log = logging.getLogger("seg_perception")
-        # One forwarder per process: a second node in it (a test, a container) replaces the first's,
-        # so a record is logged once, and destroy_node takes it away again.
-        for h in [h for h in pkg_log.handlers if isinstance(h, _RosLogHandler)]:
-            pkg_log.removeHandler(h)
-        self._log_handler = _RosLogHandler(self.get_logger())
-        pkg_log.addHandler(self._log_handler)
-        pkg_log.setLevel(logging.INFO)
-        pkg_log.propagate = False
+        _LOG_FORWARDER.attach(self.get_logger())
         for name, (default, desc) in PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=desc))
         self.declare_parameter("drivable_classes", rclpy.Parameter.Type.INTEGER_ARRAY, ParameterDescriptor(
@@ -879,7 +896,7 @@ class SegmentationNode(Node):
             self._deactivate()
         if self.pipeline is not None:
             self._cleanup()
-        logging.getLogger("seg_perception").removeHandler(getattr(self, "_log_handler", None))
+        _LOG_FORWARDER.detach(self.get_logger())
         return super().destroy_node()
 
 
