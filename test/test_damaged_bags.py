@@ -565,6 +565,8 @@ def test_bag_file_compressed_whole_without_metadata_is_read(tmp_path, capsys, ra
             got = [(m.topic, m.t_ns, m.raw) for m in r.messages(["/camera/image_raw"], decode=False)]
             assert "rec_0.mcap.zstd compressed whole (zstd)" in r.notes[0] and r.damage == ""
         assert got == whole
+    from seg_perception.runtime.frame_sources import is_bag
+    assert is_bag(bare) and is_bag(bare / "rec_0.mcap.zstd")  # doctor, bench-node and adapt take it too
     (bare / "rec_0.mcap.zstd").write_bytes(packed[:int(0.7 * len(packed))])  # a copy that broke off
     rc, out, err = run(capsys, "eval-bag", bare, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
     assert rc == 5 and "rec_0.mcap.zstd cut short" in out + err, (out, err)
@@ -573,3 +575,14 @@ def test_bag_file_compressed_whole_without_metadata_is_read(tmp_path, capsys, ra
     (bare / "rec_0.mcap.zstd").write_bytes(b"not zstd" * 64)
     with pytest.raises(bag_io.BagError, match="rec_0.mcap.zstd cannot be decompressed .*: it is not zstd"):
         bag_io.BagReader(bare)
+    # An interrupted split recording: each file was compressed when the next began, the last is
+    # plain, and there is no metadata.yaml. Every file is read, in order (only the plain one was).
+    split = split_bag(tmp_path / "split", "mcap")
+    (split / "metadata.yaml").unlink()
+    for k in (0, 1):
+        f = split / f"split_{k}.mcap"
+        (split / (f.name + ".zstd")).write_bytes(zstd.compress(f.read_bytes()))
+        f.unlink()
+    with bag_io.BagReader(split) as r:
+        assert [m.t_ns for m in r.messages(["/camera/image_raw"])] == [T0 + n * 10**8 for n in range(6)]
+        assert "split_0.mcap.zstd, split_1.mcap.zstd compressed whole (zstd)" in r.notes[0]

@@ -126,8 +126,9 @@ class BagReader:
         bare = _bare_compressed(path)
         if bare:  # storage files compressed whole, without the metadata.yaml that says so: read a copy
             self._tmp, path, cut = _decompress_copy(self.path, bare)
-            self.notes.append(f"bag {self.path}: {', '.join(f.name for f in bare)} compressed whole (zstd) and no "
-                              "metadata.yaml that says so: read from a decompressed copy"
+            packed = [f.name for f in bare if f.name.endswith(ZSTD_STORAGE)]
+            self.notes.append(f"bag {self.path}: {', '.join(packed)} compressed whole (zstd), read from a "
+                              "decompressed copy"
                               + (f" ({', '.join(cut)} cut short: what it holds up to the cut)" if cut else ""))
         target = path
         if path.is_dir() and not (path / "metadata.yaml").is_file():
@@ -135,7 +136,7 @@ class BagReader:
             # and the files of a split one are read one by one (the salvage readers, below).
             files = sorted(list(path.glob("*.mcap")) + list(path.glob("*.db3")))
             if len({f.suffix for f in files}) > 1:
-                raise BagError(f"{path} holds both .mcap and .db3 files and no metadata.yaml: that is not one "
+                raise BagError(f"{self.path} holds both .mcap and .db3 files and no metadata.yaml: that is not one "
                                "recording; pass one bag folder, or one of the files")
             if not files:
                 raise BagError(f"{path} is not a rosbag2 folder: no metadata.yaml and no .mcap/.db3 files "
@@ -448,24 +449,29 @@ def describe(path: str | Path) -> str:
         return f"{r.reader.message_count} messages over {dur:.2f} s: {r.listing()}"
 
 
+ZSTD_STORAGE = (".mcap.zstd", ".db3.zstd")
+
+
 def _bare_compressed(path: Path) -> list:
     """Storage files zstd-compressed whole ('ros2 bag record --compression-mode file' writes
-    rec_0.mcap.zstd) handed in without their metadata.yaml (the file itself, or a folder without
-    one): rosbags reads them only as metadata.yaml describes. [] for anything else."""
+    rec_0.mcap.zstd) handed in without their metadata.yaml: the file itself, or a folder without
+    one -- with the plain files beside them too, as an interrupted split recording leaves them
+    (each file is compressed when the next one starts; the last is still plain). rosbags reads
+    them only as metadata.yaml describes. [] for anything else."""
     if path.is_file():
-        files = [path]
-    elif path.is_dir() and not (path / "metadata.yaml").is_file():
-        if any(path.glob("*.mcap")) or any(path.glob("*.db3")):
-            return []
-        files = sorted(path.glob("*.mcap.zstd")) + sorted(path.glob("*.db3.zstd"))
-    else:
+        return [path] if path.name.endswith(ZSTD_STORAGE) else []
+    if not path.is_dir() or (path / "metadata.yaml").is_file():
         return []
-    return files if files and all(f.name.endswith((".mcap.zstd", ".db3.zstd")) for f in files) else []
+    packed = [f for f in path.iterdir() if f.name.endswith(ZSTD_STORAGE) and f.is_file()]
+    if not packed:
+        return []
+    return sorted(packed + list(path.glob("*.mcap")) + list(path.glob("*.db3")))
 
 
 def _decompress_copy(bag: Path, files: list):
-    """(tempdir, folder holding each file decompressed under its name without .zstd, names of files
-    cut short). A file that is not zstd at all is a BagError."""
+    """(tempdir, folder holding each file decompressed under its name without .zstd -- a plain one
+    linked as it is --, names of files cut short). A file that is not zstd at all, or a copy that
+    cannot be written, is a BagError."""
     import shutil
     import tempfile
     try:
@@ -476,24 +482,32 @@ def _decompress_copy(bag: Path, files: list):
         except ImportError:  # older rosbags bring zstandard
             zstd = None
     if zstd is not None:
-        reader, errors = (lambda f: zstd.open(f, "rb")), (OSError, EOFError, zstd.ZstdError)
+        reader, errors = (lambda f: zstd.open(f, "rb")), (EOFError, zstd.ZstdError)
     else:
         import zstandard
         reader = lambda f: zstandard.ZstdDecompressor().stream_reader(open(f, "rb"), closefd=True)  # noqa: E731
-        errors = (OSError, EOFError, zstandard.ZstdError)
+        errors = (EOFError, zstandard.ZstdError)
     tmp = tempfile.TemporaryDirectory(prefix="seg_bag_zstd_")
     root = Path(tmp.name)
     cut = []
     for f in files:
         try:
+            if not f.name.endswith(ZSTD_STORAGE):
+                (root / f.name).symlink_to(f.resolve())
+                continue
             with reader(f) as src, open(root / f.name[:-len(".zstd")], "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 16)
+                # small reads: a cut file's last read fails, and loses what it had decoded
+                shutil.copyfileobj(src, dst, 1 << 14)
         except EOFError:  # cut short (a copy that broke off): what came out is read as a damaged bag
             cut.append(f.name)
         except errors as e:
             tmp.cleanup()
             raise BagError(f"bag {bag}: {f.name} cannot be decompressed ({_one_line(e)}): it is not zstd or is "
                            "damaged") from None
+        except OSError as e:
+            tmp.cleanup()
+            raise BagError(f"bag {bag}: cannot write the decompressed copy of {f.name} in {root.parent} "
+                           f"({_one_line(e)}): free space there, or set TMPDIR to a larger folder") from None
     return tmp, root, cut
 
 

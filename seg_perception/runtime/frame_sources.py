@@ -29,8 +29,9 @@ def is_bag(path: Path) -> bool:
     """A bag folder (metadata.yaml, or a storage file alone: an interrupted recording), or a bare
     storage file."""
     if path.is_dir():
-        return (path / "metadata.yaml").is_file() or any(path.glob("*.mcap")) or any(path.glob("*.db3"))
-    return path.suffix in (".mcap", ".db3")
+        return (path / "metadata.yaml").is_file() or any(path.glob("*.mcap")) or any(path.glob("*.db3")) \
+            or any(path.glob("*.mcap.zstd")) or any(path.glob("*.db3.zstd"))
+    return path.suffix in (".mcap", ".db3") or path.name.endswith((".mcap.zstd", ".db3.zstd"))
 
 
 def _is_label_folder(name: str) -> bool:
