@@ -210,6 +210,9 @@ class ConfigError(ValueError):
     """A parameter that stops start-up; the message lists the valid choices."""
 
 
+REJECTED_RUN_WARN = 3  # frames rejected in a row that make a camera's status WARN
+
+
 @dataclass
 class Stats:
     received: int = 0
@@ -219,6 +222,7 @@ class Stats:
     time_jumps: int = 0  # frames stamped before one already published: the camera's clock went back
     rejected: int = 0
     last_rejection: str = ""  # why the latest rejected frame was (diagnostics; eval-bag names it)
+    rejected_in_a_row: int = 0  # rejected since the last frame processed (WARN from REJECTED_RUN_WARN)
     overlays: int = 0
 
 
@@ -243,7 +247,6 @@ class CameraStream:
         self.wait_ms: deque = deque(maxlen=100)
         self.done_times: deque = deque(maxlen=200)
         self.dropped_at_diag = 0  # frames_dropped at the last diagnostics: drops since then
-        self.at_diag = (0, 0)  # (frames_processed, frames_rejected) at the last diagnostics
         self.told_overload = False  # the log says it once; diagnostics every time
         self.last_stamp = (-1, -1)  # (sec, nanosec) of the newest frame published
         self.in_flight: set = set()  # stamps taken by a worker and not yet published or rejected
@@ -776,6 +779,7 @@ class SegmentationNode(Node):
         stages["overhead_ms"] = max(0.0, stages["processing_ms"] - stages["inference_ms"])
         with self._slot_lock:
             cam.stats.processed += 1
+            cam.stats.rejected_in_a_row = 0
             cam.stats.overlays += res.overlay is not None
             for k, v in stages.items():
                 cam.stages[k].append(v)
@@ -787,6 +791,7 @@ class SegmentationNode(Node):
     def _reject(self, cam: CameraStream, reason: str) -> None:
         with self._slot_lock:
             cam.stats.rejected += 1
+            cam.stats.rejected_in_a_row += 1
             cam.stats.last_rejection = reason[:200]
         # One line per kind of problem (and camera), then at most one every 5 s with a count.
         where = f" on {cam.topic}" if self.multi else ""
@@ -837,8 +842,6 @@ class SegmentationNode(Node):
             missing_now, pauses = cam.gaps.recent(), cam.gaps.pauses
             silent = now - cam.last_received if cam.last_received is not None else 0.0
             newly_dropped, cam.dropped_at_diag = s.dropped - cam.dropped_at_diag, s.dropped
-            newly_processed, newly_rejected = s.processed - cam.at_diag[0], s.rejected - cam.at_diag[1]
-            cam.at_diag = (s.processed, s.rejected)
         fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
 
         def med(v):
@@ -858,11 +861,12 @@ class SegmentationNode(Node):
         elif silent > max(2.0, 3 * period):
             status.level = DiagnosticStatus.WARN
             status.message = f"no frames on {cam.topic} for {silent:.0f} s: has the camera stopped?"
-        elif newly_rejected and not newly_processed:
+        elif s.rejected_in_a_row >= REJECTED_RUN_WARN:
             # a camera that changed its encoding or size after frames were served: not "ok" any more
+            # (a run, not one report's window: a slow model or a sparse camera would flap)
             status.level = DiagnosticStatus.WARN
-            status.message = (f"every frame since the last report was rejected ({newly_rejected}); the last: "
-                              f"{s.last_rejection}")
+            status.message = (f"the last {s.rejected_in_a_row} frames were all rejected (none processed "
+                              f"since): {s.last_rejection}")
         elif missing_now:
             status.level = DiagnosticStatus.WARN
             status.message = (f"{missing_now} camera frames never arrived in the last {StampGaps.RECENT_S:.0f} s "
