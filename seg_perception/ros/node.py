@@ -293,6 +293,7 @@ class SegmentationNode(Node):
         self.ground: Optional[GroundOutputs] = None
         self.cameras: List[CameraStream] = []
         self._outputs_open = False  # active, or deactivating and still publishing the frames it holds
+        self._activation = 0  # counts activations: a frame taken in an earlier one is not published in this
         if not self.managed:
             self._configure()
             self._activate()
@@ -469,6 +470,9 @@ class SegmentationNode(Node):
         """Subscribe and publish."""
         msg_type = CompressedImage if self.use_compressed else Image
         header = Header(stamp=self.get_clock().now().to_msg())
+        with self._slot_lock:  # before the first frame can arrive
+            self._activation += 1
+            self._outputs_open = True
         for cam in self.cameras:
             if cam._ground is not None:
                 cam._ground.start(self.out_qos)
@@ -483,7 +487,6 @@ class SegmentationNode(Node):
                 cam.pub_label_info.publish(label_info(self.label_types, header, self.card.class_names))
         self.sub = [cam.sub for cam in self.cameras]
         self.ground = self.cameras[0].ground
-        self._outputs_open = True
         self.diag_timer = self.create_timer(self.diagnostics_period, self._publish_diagnostics)
         ground = ""
         if self.ground:
@@ -521,7 +524,8 @@ class SegmentationNode(Node):
                 self._slot_lock.wait(0.05)
             self._outputs_open = False  # a worker still inside inference publishes nothing when it returns
         for cam in self.cameras:
-            cam.ground = None
+            with cam.publishing:  # a frame being published now goes out before its publishers go
+                cam.ground = None
             if cam._ground is not None:
                 cam._ground.stop()
         self.sub = None
@@ -670,9 +674,12 @@ class SegmentationNode(Node):
                 if stop.is_set():
                     return
                 batch = self._take_batch()
+                activation = self._activation
             try:
-                self._process(batch, pipeline, worker, stop)
+                self._process(batch, pipeline, worker, stop, activation)
             except Exception as e:  # a bug must not kill the node (_process rejects frames it cannot serve)
+                if stop.is_set():
+                    return  # its configuration is gone (cleanup): nothing of the next one is touched
                 for cam, _, _ in batch:  # (raised before any of the batch was published) each camera's frame is lost
                     self._reject(cam, f"processing failed: {type(e).__name__}: {e}")
             finally:
@@ -686,10 +693,12 @@ class SegmentationNode(Node):
                 cam.in_flight.discard(stamp)
                 self._slot_lock.notify_all()
 
-    def _process(self, batch, pipeline: Pipeline, worker: int = 0, stop: Optional[threading.Event] = None) -> None:
+    def _process(self, batch, pipeline: Pipeline, worker: int = 0, stop: Optional[threading.Event] = None,
+                 activation: Optional[int] = None) -> None:
         """Convert each camera's message, ONE pipeline call for all, publish each with its own header.
         ``stop``: the worker's configuration's; set when inference returns, that configuration was
-        cleaned up meanwhile, and nothing of the next one (counters, publishers) may be touched."""
+        cleaned up meanwhile, and nothing of the next one (counters, publishers) may be touched.
+        ``activation``: the activation the frames were taken in (deactivated since: not published)."""
         t_start = time.perf_counter()
         ready = []
         for cam, msg, t_recv in batch:
@@ -713,6 +722,8 @@ class SegmentationNode(Node):
                                               overlay=[r[0].pub_overlay.get_subscription_count() > 0 for r in ready],
                                               confidence=want_conf)
         except Exception as e:  # a backend failure: these frames are lost, the node keeps serving
+            if stop is not None and stop.is_set():
+                return
             for r in ready:
                 self._reject(r[0], f"processing failed: {type(e).__name__}: {e}")
             return
@@ -722,19 +733,18 @@ class SegmentationNode(Node):
                     self._running -= 1
         if stop is not None and stop.is_set():
             return
-        if not self._outputs_open:  # deactivated while this ran, past deactivate's wait: not published
-            return
         with self._slot_lock:
             self._batch_sizes[len(ready)] += 1
             self._worker_frames[worker] += len(ready)
             self._recent_batches.append(len(ready))
         for (cam, msg, t_recv, _, _, convert_ms), res in zip(ready, results):
             try:
-                self._publish(cam, msg.header, res, t_start, t_recv, convert_ms)
+                self._publish(cam, msg.header, res, t_start, t_recv, convert_ms, activation)
             except Exception as e:  # one camera's outputs failing must not stop the others'
                 self._reject(cam, f"processing failed: {type(e).__name__}: {e}")
 
-    def _publish(self, cam: CameraStream, header, res, t_start: float, t_recv: float, convert_ms: float) -> None:
+    def _publish(self, cam: CameraStream, header, res, t_start: float, t_recv: float, convert_ms: float,
+                 activation: Optional[int] = None) -> None:
         # Several workers: each camera's outputs go out in stamp order. A frame finished before an
         # older one of its camera (in another worker) waits for it, up to ORDER_WAIT_S.
         stamp = stamp_of(header)
@@ -746,6 +756,11 @@ class SegmentationNode(Node):
                     break
                 self._slot_lock.wait(left)
         with cam.publishing:
+            if not self._outputs_open or activation not in (None, self._activation):
+                # deactivated while this frame ran, past deactivate's wait (or activated again since)
+                with self._slot_lock:
+                    cam.stats.dropped += 1
+                return
             if stamp < cam.last_stamp:  # the older frame waited past ORDER_WAIT_S and a newer one went out
                 with self._slot_lock:
                     cam.stats.late += 1
