@@ -184,8 +184,13 @@ def test_training_validation_resizes_frames_as_the_pipeline_does(ort_pipe, val_f
         want = ort_pipe.preprocess(frame, "rgb")
         got, _ = EvalResize(ort_pipe.size)(frame, None)
         assert np.array_equal(got, want)
-    # shrinking along either side averages (no aliasing): a portrait frame shrinks in height
-    assert np.array_equal(ort_pipe.preprocess(portrait, "rgb"), cv2.resize(portrait, (w, h), interpolation=cv2.INTER_AREA))
+    # A side that shrinks is averaged, not sampled, also when the other grows (OpenCV's INTER_AREA
+    # alone averages only when both shrink): stripes one row high in a portrait frame come out
+    # near-uniform grey, not as a beat pattern.
+    stripes = np.zeros((w * 4 // 3, h * 3 // 4, 3), np.uint8)
+    stripes[::2] = 255
+    assert ort_pipe.preprocess(stripes, "rgb").std() < 20
+    assert cv2.resize(stripes, (w, h), interpolation=cv2.INTER_AREA).std() > 50  # what it was
 
 
 def test_from_card_takes_a_shipped_name(val_frames):

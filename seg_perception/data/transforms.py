@@ -52,8 +52,8 @@ class TrainAugment:
         # A frame wider or taller than the model's input is shrunk by the pipeline with INTER_AREA
         # (no aliasing), so training shrinks it the same way: at scale 1.0 the crop is the run-time
         # input. Frames at the model's size (CamVid at 480x360) are resized linearly, as always.
-        shrink = (w > bw and nw < w) or (h > bh and nh < h)
-        img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        larger = w > bw or h > bh
+        img = resize_frame(img, (nw, nh)) if larger else cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
         lab = cv2.resize(lab, (nw, nh), interpolation=LABEL_RESIZE[self.label_resize])
         if rng.random() < 0.5:
             img, lab = img[:, ::-1], lab[:, ::-1]
@@ -103,6 +103,21 @@ def color_jitter(img: np.ndarray, rng: np.random.Generator, amount: float) -> np
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
+def resize_frame(img: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """A camera frame to ``size`` (width, height) as the pipeline feeds the network: averaged
+    (INTER_AREA) along a side that shrinks, no aliasing; linear along one that grows. OpenCV's
+    INTER_AREA averages only when both sides shrink, so a frame that shrinks along one side and
+    grows along the other (a portrait frame into a landscape input) takes two steps."""
+    w, h = size
+    ih, iw = img.shape[:2]
+    if iw <= w and ih <= h:
+        return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+    if iw >= w and ih >= h:
+        return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    img = cv2.resize(img, (min(iw, w), min(ih, h)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 @dataclass
 class EvalResize:
     """Resize the image to the model resolution; labels stay at full size (metrics are
@@ -113,6 +128,5 @@ class EvalResize:
     def __call__(self, img: np.ndarray, lab: np.ndarray):
         if img.shape[1::-1] != tuple(self.size):
             # as Pipeline.preprocess does, so that training's val figure is the one evaluate prints
-            shrink = img.shape[1] > self.size[0] or img.shape[0] > self.size[1]
-            img = cv2.resize(img, tuple(self.size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+            img = resize_frame(img, tuple(self.size))
         return img, lab

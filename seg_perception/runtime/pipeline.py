@@ -21,6 +21,7 @@ import numpy as np
 
 from ..card import ModelCard, load_card
 from ..paths import resolve_model
+from ..data.transforms import resize_frame
 from .backend import Backend
 from .backends import create_backend
 from .image_conversion import CHANNELS, TO_RGB, to_rgb
@@ -84,10 +85,7 @@ class Pipeline:
         check_frame(frame, color)
         small = frame
         if frame.shape[1::-1] != self.size:
-            # INTER_AREA when shrinking along either side avoids aliasing (a portrait frame is
-            # narrower but taller than the input); linear when enlarging.
-            shrink = frame.shape[1] > self.size[0] or frame.shape[0] > self.size[1]
-            small = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+            small = resize_frame(frame, self.size)  # averaged where it shrinks, linear where it grows
         return np.ascontiguousarray(to_rgb(small, color))
 
     def __call__(self, frame: np.ndarray, color: str = "rgb", overlay: bool = False,
