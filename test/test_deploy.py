@@ -515,6 +515,17 @@ def test_each_stale_field_rebuilds_or_refuses(fp32_onnx, tmp_path, field):
     assert _ensure(fp32_onnx, cache, builder)[1].action == "reuse"
 
 
+def test_a_sidecar_written_before_the_multiprocessor_count_is_reused(fp32_onnx, tmp_path):
+    """Every cached engine would otherwise be rebuilt (or refused with rebuild_engine false) on the
+    first start after the field was added."""
+    cache, builder = tmp_path / "cache", StandInBuilder()
+    path, _ = _ensure(fp32_onnx, cache, builder)
+    side = json.loads(eng.sidecar_path(path).read_text())
+    del side["gpu_multiprocessors"]
+    eng.sidecar_path(path).write_text(json.dumps(side))
+    assert _ensure(fp32_onnx, cache, builder, rebuild=False)[1].action == "reuse" and len(builder.calls) == 1
+
+
 @pytest.mark.parametrize("sidecar", [None, "{not json", "[]"])
 def test_missing_or_broken_sidecar_is_stale(fp32_onnx, tmp_path, sidecar):
     cache, builder = tmp_path / "cache", StandInBuilder()

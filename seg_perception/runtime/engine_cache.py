@@ -61,8 +61,8 @@ class EngineKey:
     input_shape: Tuple[int, ...]
     outputs: Tuple[str, ...] = ALL_OUTPUTS
     tf32: bool = True  # float layers may round their inputs to TF32 (False for fp32: see uses_tf32)
-    # Jetson Orin modules all say "Orin", compute 8.7: AGX Orin has 16 SMs, Orin NX and Nano 8 or 4.
-    # An engine tuned on one is not the other's (a sidecar without it is rebuilt once).
+    # Jetson Orin modules all say "Orin", compute 8.7: AGX Orin has 16 or 14 SMs, Orin NX and Nano
+    # 8 or 4. An engine tuned on one is not the other's.
     gpu_multiprocessors: int = 0
 
     def to_dict(self) -> Dict:
@@ -129,6 +129,8 @@ def decide(engine_exists: bool, sidecar: Optional[Dict], key: EngineKey, rebuild
     else:
         want = key.to_dict()
         for f in SIDECAR_FIELDS:
+            if f == "gpu_multiprocessors" and f not in sidecar:
+                continue  # written before it was recorded: on its own GPU, as engines are built (docs)
             have = sidecar.get(f, SIDECAR_DEFAULTS.get(f))
             if have != want[f]:
                 stale = (f, f"it was built for {f} {have!r}, now {want[f]!r}")
