@@ -404,6 +404,7 @@ def test_rejections_are_throttled_by_kind_not_by_their_numbers():
     ({"ground.enable": True, "ground.camera_info_topic": "/cam/info/"},
      "ground.camera_info_topic: '/cam/info/' is not a valid topic name"),
     ({"ground.enable": True, "ground.tf_timeout": 5.0}, "ground.tf_timeout must be 0 to 1 s"),
+    ({"ground.enable": True, "ground.max_range": "far"}, "ground.max_range must be a number, got 'far'"),
 ])
 def test_bad_parameters_stop_startup_with_one_line(random_model, tmp_path, params, message):
     assert_startup_refused({"model": str(random_model), **params}, tmp_path / "node.log", message)

@@ -269,6 +269,10 @@ def test_a_rectified_stereo_image_is_projected_through_its_rectification_rotatio
             assert ok.sum() > 1000 and err < within, err
         else:
             assert err > 10, err
+    info.r = np.round(R, 4).ravel().tolist()  # as a calibration file prints it: the nearest rotation
+    rp = rectified_pose(info, pose)
+    np.testing.assert_allclose(rp.R @ rp.R.T, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(rp.R, pose.R @ R.T, atol=1e-4)
     info.r = [0.0] * 9  # unset: the identity
     assert rectified_pose(info, pose) is pose
     info.r = (2 * R).ravel().tolist()

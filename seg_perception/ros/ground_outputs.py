@@ -76,9 +76,11 @@ def rectified_pose(info: CameraInfo, pose: CameraPose) -> CameraPose:
     R = np.asarray(info.r, np.float64).reshape(3, 3) if len(info.r) == 9 else np.zeros((3, 3))
     if not R.any():
         return pose
-    if not (np.allclose(R @ R.T, np.eye(3), atol=1e-4) and np.linalg.det(R) > 0):
+    # calibration files print R with a few decimals: a tolerance, then the nearest exact rotation
+    if not (np.allclose(R @ R.T, np.eye(3), atol=1e-3) and np.linalg.det(R) > 0):
         raise GroundError("camera_info's rectification matrix R is not a rotation: recalibrate the camera")
-    return CameraPose(pose.R @ R.T, pose.t)
+    u, _, vt = np.linalg.svd(R)
+    return CameraPose(pose.R @ (u @ vt).T, pose.t)
 
 
 def check_full_frame(info: CameraInfo) -> None:
@@ -104,6 +106,14 @@ def camera_info_topic(image_topic: str) -> str:
     return f"{base}/camera_info" if base else "camera_info"
 
 
+def _number(name, value) -> float:
+    """A numeric ground.* parameter (typed dynamically: a string gets here too): one line if not."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise GroundError(f"{name} must be a number, got {value!r}") from None
+
+
 def _floats(name, value, n):
     try:
         v = [float(x) for x in value]
@@ -123,18 +133,19 @@ class GroundOutputs:
         self.node = node
         self.prefix = prefix  # several cameras: the camera's namespace + "/", else relative names
         self.base_frame = str(p["base_frame"])
-        self.spec = GridSpec(float(p["resolution"]), tuple(_floats("ground.x_range", p["x_range"], 2)),
+        self.spec = GridSpec(_number("ground.resolution", p["resolution"]),
+                             tuple(_floats("ground.x_range", p["x_range"], 2)),
                              tuple(_floats("ground.y_range", p["y_range"], 2)))
-        self.max_range = float(p["max_range"])
+        self.max_range = _number("ground.max_range", p["max_range"])
         if not self.max_range > 0:
             raise GroundError(f"ground.max_range must be > 0, got {self.max_range}")
-        self.stride = int(p["stride"])
+        self.stride = int(_number("ground.stride", p["stride"]))
         if self.stride < 1:
             raise GroundError(f"ground.stride must be >= 1, got {self.stride}")
         self.param_pose = CameraPose.from_body_xyz_rpy(_floats("ground.camera_xyz", p["camera_xyz"], 3),
                                                        _floats("ground.camera_rpy", p["camera_rpy"], 3))
         self.use_tf = bool(p["use_tf"]) and tf2_ros is not None
-        self.tf_timeout = float(p["tf_timeout"])
+        self.tf_timeout = _number("ground.tf_timeout", p["tf_timeout"])
         if not 0.0 <= self.tf_timeout <= 1.0:
             raise GroundError(f"ground.tf_timeout must be 0 to 1 s (it delays the frame's outputs), "
                               f"got {self.tf_timeout}")
