@@ -231,9 +231,15 @@ def test_playback_pace_says_when_the_player_fell_behind():
     frames = [Published(t_pub=10.0 + 0.1 * i, index=i, t_ns=i * 50_000_000) for i in range(11)]  # 20 Hz bag
     pace, note = playback_pace(frames, rate=0.0, speed=1.0)  # asked: 0.5 s, took 1.0 s
     assert pace == {"asked": "recorded timing x1", "recorded_s": 0.5, "played_s": 1.0, "realtime_factor": 0.5,
-                    "behind_pct": 100.0}
+                    "behind_pct": 100.0, "max_late_ms": 500.0}
     assert "playback fell behind the asked pace (recorded timing x1): 11 frames went out in 1.00 s instead " \
            "of 0.50 s" in note
     assert playback_pace(frames, rate=10.0, speed=1.0)[1] == ""  # 10 Hz asked: on time
     assert playback_pace(frames, rate=0.0, speed=0.5)[1] == ""   # half speed: on time
     assert playback_pace(frames[:1], rate=0.0, speed=1.0) == (None, "")
+    # on time overall, but frame 5 went out 0.4 s late and the rest in a burst after it
+    stalled = [Published(t_pub=10.0 + (0.05 * i if i < 5 else max(0.65, 0.05 * i)), index=i, t_ns=i * 50_000_000)
+               for i in range(21)]
+    pace, note = playback_pace(stalled, rate=0.0, speed=1.0)
+    assert pace["behind_pct"] == 0.0 and pace["max_late_ms"] == 400.0
+    assert note.startswith("playback stalled: frame 5 went out 0.40 s after its time"), note

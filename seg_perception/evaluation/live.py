@@ -58,15 +58,23 @@ def playback_pace(published: List[Published], rate: float, speed: float) -> Tupl
     played = last.t_pub - first.t_pub
     recorded = (last.t_ns - first.t_ns) / 1e9
     asked_s = (len(published) - 1) / rate if rate > 0 else recorded / speed
+    # each frame against its own slot: a stall made up for by a burst is as bad as a slow end
+    late = [p.t_pub - first.t_pub - (k / rate if rate > 0 else (p.t_ns - first.t_ns) / 1e9 / speed)
+            for k, p in enumerate(published)]
+    worst = max(range(len(late)), key=late.__getitem__)
     pace = {"asked": f"{rate:g} Hz" if rate > 0 else f"recorded timing x{speed:g}",
             "recorded_s": round(recorded, 3), "played_s": round(played, 3),
             "realtime_factor": round(recorded / played, 3) if played > 0 else None,
-            "behind_pct": round(100 * (played / asked_s - 1), 1) if asked_s > 0 else None}
+            "behind_pct": round(100 * (played / asked_s - 1), 1) if asked_s > 0 else None,
+            "max_late_ms": round(1e3 * late[worst], 1)}
     note = ""
     if asked_s > 0 and played > 1.05 * asked_s + 0.05:
         note = (f"playback fell behind the asked pace ({pace['asked']}): {len(published)} frames went out in "
                 f"{played:.2f} s instead of {asked_s:.2f} s; the node saw a slower camera than asked (the "
                 "player could not read and publish faster: a lower --rate or --speed measures what you ask)")
+    elif late[worst] > 0.25:
+        note = (f"playback stalled: frame {published[worst].index} went out {late[worst]:.2f} s after its time "
+                f"({pace['asked']}) and the frames after it in a burst; the node saw a gap and then a burst")
     return pace, note
 
 
