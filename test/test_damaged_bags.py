@@ -586,3 +586,13 @@ def test_bag_file_compressed_whole_without_metadata_is_read(tmp_path, capsys, ra
     with bag_io.BagReader(split) as r:
         assert [m.t_ns for m in r.messages(["/camera/image_raw"])] == [T0 + n * 10**8 for n in range(6)]
         assert "split_0.mcap.zstd, split_1.mcap.zstd compressed whole (zstd)" in r.notes[0]
+    # Compression interrupted (or 'zstd -d' keeping its source): a file beside its own .zstd. The
+    # plain one is read, and left as it was (the copy linked it: writing through the link emptied it).
+    whole_1 = split / "split_1.mcap"
+    whole_1.write_bytes(zstd.decompress((split / "split_1.mcap.zstd").read_bytes()))
+    size = whole_1.stat().st_size
+    (split / "split_1.mcap.zstd").write_bytes(b"not zstd" * 64)
+    with bag_io.BagReader(split) as r:
+        assert [m.t_ns for m in r.messages(["/camera/image_raw"])] == [T0 + n * 10**8 for n in range(6)]
+        assert "split_1.mcap.zstd not read: the same file beside it uncompressed is" in r.notes[0]
+    assert whole_1.stat().st_size == size

@@ -12,6 +12,7 @@ Every problem with a bag becomes a BagError with a one-line message.
 """
 from __future__ import annotations
 
+import errno
 import sqlite3
 from dataclasses import dataclass
 from functools import lru_cache
@@ -125,11 +126,13 @@ class BagReader:
         self.notes: list = []  # what the reader did that a user should know, e.g. a write-ahead log merged
         bare = _bare_compressed(path)
         if bare:  # storage files compressed whole, without the metadata.yaml that says so: read a copy
-            self._tmp, path, cut = _decompress_copy(self.path, bare)
-            packed = [f.name for f in bare if f.name.endswith(ZSTD_STORAGE)]
-            self.notes.append(f"bag {self.path}: {', '.join(packed)} compressed whole (zstd), read from a "
-                              "decompressed copy"
-                              + (f" ({', '.join(cut)} cut short: what it holds up to the cut)" if cut else ""))
+            self._tmp, path, cut, twins = _decompress_copy(self.path, bare)
+            packed = [f.name for f in bare if f.name.endswith(ZSTD_STORAGE) and f.name not in twins]
+            self.notes.append(f"bag {self.path}: " + (f"{', '.join(packed)} compressed whole (zstd), read from a "
+                                                      "decompressed copy" if packed else "")
+                              + (f" ({', '.join(cut)} cut short: what it holds up to the cut)" if cut else "")
+                              + (f"{'; ' if packed else ''}{', '.join(twins)} not read: the same file beside it "
+                                 "uncompressed is" if twins else ""))
         target = path
         if path.is_dir() and not (path / "metadata.yaml").is_file():
             # An interrupted recording can lack metadata.yaml: a single storage file still reads,
@@ -489,13 +492,21 @@ def _decompress_copy(bag: Path, files: list):
         errors = (EOFError, zstandard.ZstdError)
     tmp = tempfile.TemporaryDirectory(prefix="seg_bag_zstd_")
     root = Path(tmp.name)
-    cut = []
+    cut, twins = [], []
+    plain = {f.name for f in files if not f.name.endswith(ZSTD_STORAGE)}
     for f in files:
         try:
             if not f.name.endswith(ZSTD_STORAGE):
-                (root / f.name).symlink_to(f.resolve())
+                # a plain file as it is, with an sqlite write-ahead log beside it (merged later)
+                for g in (f, f.parent / (f.name + "-wal"), f.parent / (f.name + "-shm")):
+                    if g.is_file():
+                        (root / g.name).symlink_to(g.resolve())
                 continue
-            with reader(f) as src, open(root / f.name[:-len(".zstd")], "wb") as dst:
+            if f.name[:-len(".zstd")] in plain:
+                twins.append(f.name)
+                continue  # its plain twin (compression interrupted, or 'zstd -d' kept both) is read
+            # "xb": never through a link onto a file of the user's bag
+            with reader(f) as src, open(root / f.name[:-len(".zstd")], "xb") as dst:
                 # small reads: a cut file's last read fails, and loses what it had decoded
                 shutil.copyfileobj(src, dst, 1 << 14)
         except EOFError:  # cut short (a copy that broke off): what came out is read as a damaged bag
@@ -506,9 +517,11 @@ def _decompress_copy(bag: Path, files: list):
                            "damaged") from None
         except OSError as e:
             tmp.cleanup()
-            raise BagError(f"bag {bag}: cannot write the decompressed copy of {f.name} in {root.parent} "
-                           f"({_one_line(e)}): free space there, or set TMPDIR to a larger folder") from None
-    return tmp, root, cut
+            if e.errno == errno.ENOSPC or str(root) in str(e.filename or ""):
+                raise BagError(f"bag {bag}: cannot write the decompressed copy of {f.name} in {root.parent} "
+                               f"({_one_line(e)}): free space there, or set TMPDIR to a larger folder") from None
+            raise BagError(f"bag {bag}: cannot read {f.name} ({_one_line(e)})") from None
+    return tmp, root, cut, twins
 
 
 def _merge_wal(path: Path, target: Path):
