@@ -179,3 +179,12 @@ def test_package_log_records_reach_one_node_logger_once():
         assert forwarders() == [] and (pkg.level, pkg.propagate) == before
     finally:
         rclpy.shutdown(context=ctx)
+    # A node whose construction fails (no destroy_node follows) leaves no forwarder either.
+    ctx = rclpy.Context()
+    rclpy.init(args=["--ros-args", "-p", "modle:=x"], context=ctx)
+    try:
+        with pytest.raises(Exception, match="unknown parameter 'modle'"):
+            ManagedSegmentationNode("seg_c", context=ctx)
+        assert forwarders() == [] and (pkg.level, pkg.propagate) == before
+    finally:
+        rclpy.shutdown(context=ctx)

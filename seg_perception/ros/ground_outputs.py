@@ -77,7 +77,7 @@ def rectified_pose(info: CameraInfo, pose: CameraPose) -> CameraPose:
     if not R.any():
         return pose
     # calibration files print R with a few decimals: a tolerance, then the nearest exact rotation
-    if not (np.allclose(R @ R.T, np.eye(3), atol=1e-3) and np.linalg.det(R) > 0):
+    if not (np.allclose(R @ R.T, np.eye(3), atol=5e-3) and np.linalg.det(R) > 0):
         raise GroundError("camera_info's rectification matrix R is not a rotation: recalibrate the camera")
     u, _, vt = np.linalg.svd(R)
     return CameraPose(pose.R @ (u @ vt).T, pose.t)
@@ -109,9 +109,12 @@ def camera_info_topic(image_topic: str) -> str:
 def _number(name, value) -> float:
     """A numeric ground.* parameter (typed dynamically: a string gets here too): one line if not."""
     try:
-        return float(value)
+        v = float(value)
     except (TypeError, ValueError):
-        raise GroundError(f"{name} must be a number, got {value!r}") from None
+        v = float("nan")
+    if not np.isfinite(v):
+        raise GroundError(f"{name} must be a number, got {value!r}")
+    return v
 
 
 def _floats(name, value, n):
@@ -139,7 +142,10 @@ class GroundOutputs:
         self.max_range = _number("ground.max_range", p["max_range"])
         if not self.max_range > 0:
             raise GroundError(f"ground.max_range must be > 0, got {self.max_range}")
-        self.stride = int(_number("ground.stride", p["stride"]))
+        self.stride = _number("ground.stride", p["stride"])
+        if self.stride != int(self.stride):
+            raise GroundError(f"ground.stride must be a whole number of pixels, got {p['stride']!r}")
+        self.stride = int(self.stride)
         if self.stride < 1:
             raise GroundError(f"ground.stride must be >= 1, got {self.stride}")
         self.param_pose = CameraPose.from_body_xyz_rpy(_floats("ground.camera_xyz", p["camera_xyz"], 3),

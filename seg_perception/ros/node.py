@@ -95,9 +95,10 @@ class _RosLogHandler(logging.Handler):
         self.ros_loggers: list = []
 
     def emit(self, record):
-        if not self.ros_loggers:
+        loggers = list(self.ros_loggers)  # a node may detach meanwhile
+        if not loggers:
             return
-        log = self.ros_loggers[-1]
+        log = loggers[-1]
         fn = log.error if record.levelno >= logging.ERROR else (
             log.warning if record.levelno >= logging.WARNING else log.info)
         fn(record.getMessage())
@@ -286,6 +287,13 @@ class SegmentationNode(Node):
 
     def __init__(self, node_name: str = "segmentation_node", **kwargs):
         super().__init__(node_name, **kwargs)
+        try:
+            self._construct()
+        except BaseException:  # no destroy_node will come: the log forwarder must not keep this node
+            _LOG_FORWARDER.detach(self.get_logger())
+            raise
+
+    def _construct(self) -> None:
         self._declare_parameters()
         self.pipeline: Optional[Pipeline] = None  # the first worker's (model card, describe())
         self.pipelines: List[Pipeline] = []
@@ -516,6 +524,8 @@ class SegmentationNode(Node):
                 cam.sub = None
         with self._slot_lock:
             for cam in self.cameras:
+                if cam.slot is not None:  # received, never taken: counted, so that the counters add up
+                    cam.stats.dropped += 1
                 cam.slot = None
             # frames the workers hold are published before this returns, not after deactivation,
             # and not to ground publishers being destroyed
@@ -523,6 +533,8 @@ class SegmentationNode(Node):
             while any(cam.in_flight for cam in self.cameras) and time.monotonic() < deadline:
                 self._slot_lock.wait(0.05)
             self._outputs_open = False  # a worker still inside inference publishes nothing when it returns
+            for cam in self.cameras:  # ... and the next activation's frames do not wait for it
+                cam.in_flight.clear()
         for cam in self.cameras:
             with cam.publishing:  # a frame being published now goes out before its publishers go
                 cam.ground = None
