@@ -493,7 +493,7 @@ def _decompress_copy(bag: Path, files: list):
     tmp = tempfile.TemporaryDirectory(prefix="seg_bag_zstd_")
     root = Path(tmp.name)
     cut, twins = [], []
-    plain = {f.name for f in files if not f.name.endswith(ZSTD_STORAGE)}
+    plain = {f.name for f in files if not f.name.endswith(ZSTD_STORAGE) and f.is_file()}
     for f in files:
         try:
             if not f.name.endswith(ZSTD_STORAGE):
@@ -517,7 +517,10 @@ def _decompress_copy(bag: Path, files: list):
                            "damaged") from None
         except OSError as e:
             tmp.cleanup()
-            if e.errno == errno.ENOSPC or str(root) in str(e.filename or ""):
+            # the copy's side: a full or limited disk (a write's error names no file), the copy's own
+            # path (open), or the link's (symlink_to names the user's file first, the link second)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or e.filename is None or \
+                    str(root) in str(e.filename) + str(getattr(e, "filename2", "") or ""):
                 raise BagError(f"bag {bag}: cannot write the decompressed copy of {f.name} in {root.parent} "
                                f"({_one_line(e)}): free space there, or set TMPDIR to a larger folder") from None
             raise BagError(f"bag {bag}: cannot read {f.name} ({_one_line(e)})") from None
