@@ -50,7 +50,7 @@ GROUND_PARAMETERS = {
     "ground.max_range": (10.0, "ground points farther than this from the camera are unknown / NaN (m)"),
     "ground.stride": (4, "the cloud and ground/labels take every stride-th pixel in both directions"),
     "ground.camera_info_topic": ("", "CameraInfo topic; empty: camera_info beside image_topic"),
-    "ground.rectified": (False, "the image is rectified (image_rect): project with CameraInfo's P, without "
+    "ground.rectified": (False, "the image is rectified (image_rect): project with CameraInfo's P and R, without "
                                 "distortion; false: the raw image, with K and D"),
 }
 
