@@ -289,8 +289,15 @@ class SegmentationNode(Node):
         super().__init__(node_name, **kwargs)
         try:
             self._construct()
-        except BaseException:  # no destroy_node will come: the log forwarder must not keep this node
+        except BaseException:  # no destroy_node will come: the log forwarder must not keep this node,
             _LOG_FORWARDER.detach(self.get_logger())
+            try:  # nor its workers their models (a start-up that failed after loading them, in-process)
+                if getattr(self, "sub", None) is not None:
+                    self._deactivate()
+                if getattr(self, "pipeline", None) is not None:
+                    self._cleanup()
+            except Exception:
+                pass  # the construction's own error is the one to report
             raise
 
     def _construct(self) -> None:
