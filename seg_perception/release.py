@@ -43,14 +43,34 @@ from .timing import cpu_name, time_backend
 LATENCY_RUNS = 30
 
 
-def _epochs_done(run: Path, card=None) -> Optional[int]:
+def _log_rows(run: Path) -> list:
+    """The epochs done of a run's log.csv ([] without one)."""
     log = run / "log.csv"
-    if not log.is_file():  # a released model's folder: its card says
-        return card.training.get("epochs_completed_in_run") if card is not None else None
+    if not log.is_file():
+        return []
     with log.open() as f:
         # a row still being written by a running run lacks its last columns: not an epoch done
-        done = [r["epoch"] for r in csv.DictReader(f) if None not in r.values() and r["epoch"].isdigit()]
-    return int(done[-1]) if done else None
+        return [r for r in csv.DictReader(f) if None not in r.values() and str(r["epoch"]).isdigit()]
+
+
+def _epochs_done(run: Path, card=None) -> Optional[int]:
+    rows = _log_rows(run)
+    if not rows:  # a released model's folder: its card says
+        return card.training.get("epochs_completed_in_run") if card is not None and not (run / "log.csv").is_file() \
+            else None
+    return int(rows[-1]["epoch"])
+
+
+def _hours_of_epochs(run: Path, card=None) -> Optional[float]:
+    """Training time in the log's ``seconds`` column (epochs only: no validation, no epoch trained
+    twice after a stop); a released model's card says it."""
+    rows = _log_rows(run)
+    if not rows:
+        return card.training.get("hours_of_epochs") if card is not None else None
+    try:
+        return round(sum(float(r["seconds"]) for r in rows) / 3600, 2)
+    except (KeyError, ValueError):
+        return None
 
 
 def _trained_on(card, split: str) -> bool:
@@ -61,7 +81,10 @@ def _trained_on(card, split: str) -> bool:
 # run's own progress. A recipe run that differs in one of these scores another recipe.
 RECIPE_KEYS = ("dataset", "epochs_planned", "resolution", "crop", "scale", "jitter", "classmix", "class_crop",
                "label_resize", "batch_size", "optimizer", "schedule", "loss", "ema_decay", "init", "teacher",
-               "distillation", "gradual_grouping_epochs", "encoder_epochs")
+               "distillation", "gradual_grouping_epochs", "encoder_epochs", "clip_grad", "max_train_images")
+# A model's own files in a models folder; a prefix match took rdsnet_camvid's along when releasing
+# "rdsnet". The _int8*.yaml are the cards `quantize` writes beside an INT8 graph.
+OWN_SUFFIXES = (".pt", ".onnx", "_int8.onnx", "_int8_cpu.onnx", "_int8.yaml", "_int8_cpu.yaml")
 
 
 def run_card(run: Path, name: str):
@@ -96,6 +119,10 @@ def _recipe_card(recipe_run: Path, name: str, card, val_split: str):
     if differ:
         raise ValueError(f"--recipe-run {recipe_run} is another recipe: {'; '.join(differ)}; its val figure "
                          "would not describe these weights: train it with the run's flags on the train split alone")
+    for c, what in ((rcard, f"--recipe-run {recipe_run}"), (card, "the run")):
+        if c.training.get("changed_on_resume"):
+            raise ValueError(f"{what} changed its recipe on a resume ({'; '.join(c.training['changed_on_resume'])}): "
+                             "its weights are not those of one recipe; train it again with one set of flags")
     if rcard.training.get("best_epoch") is not None:
         raise ValueError(f"--recipe-run {recipe_run} shipped its best epoch on {val_split} (--keep best, epoch "
                          f"{rcard.training['best_epoch']}): a figure picked on {val_split} is not held out; train the "
@@ -150,6 +177,101 @@ def _val_metrics(card, val: _ValData, threads: int, what: str, width: int = 0, h
                                  f"({res['frames']} frames)" + what}
 
 
+def _make(card, stage: Path, name: str, src_weights: Path, epochs_done, hours, note: str, on_val: bool, rcard,
+          recipe_run, recipe_pending: str, val: "_ValData", val_split: str, threads: int, int8: bool,
+          calib_images: int, log):
+    """The release's files in ``stage`` and its card (not written), every figure measured."""
+    shutil.copy2(src_weights, stage / f"{name}.pt")
+    card.path = stage / f"{name}.yaml"  # where its files are, named relative to it
+    card.files = {"weights": f"{name}.pt"}
+    card.training = dict(card.training, epochs_completed_in_run=epochs_done, hours_of_epochs=hours)
+    if note:
+        card.training["note"] = note
+
+    log(f"[release] exporting {name} to ONNX")
+    onnx_path = write_onnx(card, stage / f"{name}.onnx", dynamic=True)
+    card = exported_card(card, onnx_path, dynamic=True)
+    # Every figure of a shipped card is measured here: none of the run's (training-time figures on
+    # whatever split it validated on) or of an older release's may survive, even where this
+    # release skips one (--no-int8).
+    card.metrics = {}
+    for key in ("recipe_run", "quantization", "quantization_cpu"):
+        card.training.pop(key, None)
+    if not on_val:
+        metrics = _val_metrics(card, val, threads, "")
+    elif rcard is None:
+        # Shipped before its recipe run is done: no held-out figure, and the card says why.
+        own = val.evaluate(card, threads)
+        metrics = {"val_miou_not_held_out": own["miou"]}  # for the record only: val was training data
+        card.training["recipe_run"] = {"pending": recipe_pending}
+    else:
+        # Val is in these weights' training data: the card's val figure is the recipe run's
+        # (the same recipe on train alone), exported and measured the same way, at the size the
+        # shipped card runs at (a card may ship at another size than it trained at).
+        with tempfile.TemporaryDirectory(prefix="seg_release_") as tmp:
+            r_onnx = write_onnx(rcard, Path(tmp) / f"{name}.onnx", dynamic=True)
+            r_exported = exported_card(rcard, r_onnx, dynamic=True)
+            metrics = _val_metrics(r_exported, val, threads,
+                                   f", weights of the same recipe trained on train alone ({Path(recipe_run).name}, "
+                                   f"{_epochs_done(Path(recipe_run), rcard)} epochs); the shipped weights trained on "
+                                   f"{card.training.get('train_split')}", card.input_width, card.input_height)
+        own = val.evaluate(card, threads)
+        metrics["val_miou_not_held_out"] = own["miou"]  # for the record only: val was training data
+        card.training["recipe_run"] = {"folder": Path(recipe_run).name, "train_split": rcard.training.get("train_split"),
+                                       "epochs": _epochs_done(Path(recipe_run), rcard),
+                                       "hours_of_epochs": _hours_of_epochs(Path(recipe_run), rcard),
+                                       "command": rcard.training.get("command")}
+    log(f"[release] fp32 val mIoU {_val_text(metrics)}")
+
+    net = load_net(card)
+    metrics["params"] = count_params(net)
+    metrics["gmacs"] = round(count_macs(net, card.input_height, card.input_width) / 1e9, 3)
+    metrics["gmacs_at"] = f"{card.input_width}x{card.input_height}"
+
+    # Timed on the CPU (a GPU build of ONNX Runtime would take CUDA), labels only, as the node runs
+    # a model when it publishes no confidence.
+    cpu = dict(threads=threads, use_cuda=False, confidence=False)
+    pipe = Pipeline(OnnxRuntimeBackend(card, card.input_width, card.input_height, "fp32", **cpu), card)
+    ds = val.ds
+    frames = [pipe.preprocess(ds.load(i)[0]) for i in np.linspace(0, len(ds) - 1, 10).round().astype(int)]
+    # The load average says whether other work shared the CPU while timing.
+    latency = {"cpu": cpu_name(), "threads": threads, "resolution": metrics["gmacs_at"], "outputs": "labels",
+               "load_average_1min": round(os.getloadavg()[0], 2),
+               "onnxruntime_fp32_ms": time_backend(pipe.backend, frames, LATENCY_RUNS)}
+
+    if int8:
+        calib, calib_split = val.calibration_set(card)
+        files = list_calibration_images(calib, calib_images)
+        log(f"[release] INT8: calibrating on {len(files)} images of the {calib_split} split")
+        q = quantize_onnx(onnx_path, stage / f"{name}_int8.onnx", calibration_frames(files, card, onnx_path))
+        acc = evaluate_int8(card, onnx_path, q.path, val.ds, split=val_split, threads=threads)
+        note_int8(card, q.path, q, acc)
+        be = OnnxRuntimeBackend(card, card.input_width, card.input_height, "int8", onnx_path=q.path, **cpu)
+        latency["onnxruntime_int8_ms"] = time_backend(be, frames, LATENCY_RUNS)
+        log(f"[release] int8 val mIoU {acc['int8_miou']:.2f} (fp32 {acc['fp32_miou']:.2f}), "
+            f"label agreement {acc['label_agreement']:.2f}%")
+        frames_c = calibration_frames(files, card, onnx_path)
+        qc = quantize_onnx(onnx_path, stage / f"{name}_int8_cpu.onnx", frames_c, target="cpu")
+        acc = evaluate_int8(card, onnx_path, qc.path, val.ds, split=val_split, threads=threads)
+        note_int8(card, qc.path, qc, acc)
+        be = OnnxRuntimeBackend(card, card.input_width, card.input_height, "int8", time_int8_at_start=False, **cpu)
+        latency["onnxruntime_int8_cpu_ms"] = time_backend(be, frames, LATENCY_RUNS)
+        # what the node's start-up warning reads (int8 slower than fp32 on a CPU)
+        card.metrics["int8_cpu"] = {**card.metrics["int8_cpu"], "speed_vs_fp32": round(
+            latency["onnxruntime_fp32_ms"]["p50"] / max(latency["onnxruntime_int8_cpu_ms"]["p50"], 1e-6), 2)}
+        log(f"[release] CPU int8 runs at {card.metrics['int8_cpu']['speed_vs_fp32']:.2f}x the speed of fp32 here "
+            f"(p50 {latency['onnxruntime_int8_cpu_ms']['p50']:.1f} vs {latency['onnxruntime_fp32_ms']['p50']:.1f} "
+            f"ms over {LATENCY_RUNS} runs; the card's speed_vs_fp32)")
+        log(f"[release] CPU int8 val mIoU {acc['int8_miou']:.2f}, label agreement {acc['label_agreement']:.2f}%")
+    if on_val:
+        for key in ("int8", "int8_cpu"):
+            if key in card.metrics:  # measured on val with these weights, which trained on it
+                card.metrics[key] = {**card.metrics[key], "note": "val is in these weights' training data: read "
+                                     "miou_drop and label_agreement, not the absolute mIoU"}
+    card.metrics = {**card.metrics, **metrics, "cpu_latency": latency}
+    return card
+
+
 def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = None, calib_images: int = 100,
             threads: int = 2, int8: bool = True, note: str = "", recipe_run: Optional[str | Path] = None,
             recipe_pending: str = "", replace: bool = False, log: Callable[[str], None] = print,
@@ -194,98 +316,23 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
                          f"weights is not held out; pass --recipe-run with the same recipe trained without "
                          f"{val_split} (or --recipe-pending WHY to ship without a val figure until that run is done)")
     epochs_done = _epochs_done(run, card)  # before the files in `to` are replaced (run may be a copy of them)
+    hours = _hours_of_epochs(run, card)
     to.mkdir(parents=True, exist_ok=True)
-    # exactly this model's files: a prefix match took rdsnet_camvid's along when releasing "rdsnet"
-    for suffix in (".pt", ".onnx", ".yaml", "_int8.onnx", "_int8_cpu.onnx"):
-        (to / f"{name}{suffix}").unlink(missing_ok=True)
-    shutil.copy2(src_weights, to / f"{name}.pt")
-    card.path = to / f"{name}.yaml"  # where it will be written; its files are named relative to it
-    card.files = {"weights": f"{name}.pt"}
-    card.training = dict(card.training, epochs_completed_in_run=epochs_done)
-    if note:
-        card.training["note"] = note
-
-    log(f"[release] exporting {name} to ONNX")
-    onnx_path = write_onnx(card, to / f"{name}.onnx", dynamic=True)
-    card = exported_card(card, onnx_path, dynamic=True)
-    # Every figure of a shipped card is measured here: none of the run's (training-time figures on
-    # whatever split it validated on) or of an older release's may survive, even where this
-    # release skips one (--no-int8).
-    card.metrics = {}
-    for key in ("recipe_run", "quantization", "quantization_cpu"):
-        card.training.pop(key, None)
-    if not on_val:
-        metrics = _val_metrics(card, val, threads, "")
-    elif rcard is None:
-        # Shipped before its recipe run is done: no held-out figure, and the card says why.
-        own = val.evaluate(card, threads)
-        metrics = {"val_miou_not_held_out": own["miou"]}  # for the record only: val was training data
-        card.training["recipe_run"] = {"pending": recipe_pending}
-    else:
-        # Val is in these weights' training data: the card's val figure is the recipe run's
-        # (the same recipe on train alone), exported and measured the same way, at the size the
-        # shipped card runs at (a card may ship at another size than it trained at).
-        with tempfile.TemporaryDirectory(prefix="seg_release_") as tmp:
-            r_onnx = write_onnx(rcard, Path(tmp) / f"{name}.onnx", dynamic=True)
-            r_exported = exported_card(rcard, r_onnx, dynamic=True)
-            metrics = _val_metrics(r_exported, val, threads,
-                                   f", weights of the same recipe trained on train alone ({Path(recipe_run).name}, "
-                                   f"{_epochs_done(Path(recipe_run), rcard)} epochs); the shipped weights trained on "
-                                   f"{card.training.get('train_split')}", card.input_width, card.input_height)
-        own = val.evaluate(card, threads)
-        metrics["val_miou_not_held_out"] = own["miou"]  # for the record only: val was training data
-        card.training["recipe_run"] = {"folder": Path(recipe_run).name, "train_split": rcard.training.get("train_split"),
-                                       "epochs": _epochs_done(Path(recipe_run), rcard),
-                                       "command": rcard.training.get("command")}
-    log(f"[release] fp32 val mIoU {_val_text(metrics)}")
-
-    net = load_net(card)
-    metrics["params"] = count_params(net)
-    metrics["gmacs"] = round(count_macs(net, card.input_height, card.input_width) / 1e9, 3)
-    metrics["gmacs_at"] = f"{card.input_width}x{card.input_height}"
-
-    # Timed on the CPU (a GPU build of ONNX Runtime would take CUDA), labels only, as the node runs
-    # a model when it publishes no confidence.
-    cpu = dict(threads=threads, use_cuda=False, confidence=False)
-    pipe = Pipeline(OnnxRuntimeBackend(card, card.input_width, card.input_height, "fp32", **cpu), card)
-    ds = val.ds
-    frames = [pipe.preprocess(ds.load(i)[0]) for i in np.linspace(0, len(ds) - 1, 10).round().astype(int)]
-    # The load average says whether other work shared the CPU while timing.
-    latency = {"cpu": cpu_name(), "threads": threads, "resolution": metrics["gmacs_at"], "outputs": "labels",
-               "load_average_1min": round(os.getloadavg()[0], 2),
-               "onnxruntime_fp32_ms": time_backend(pipe.backend, frames, LATENCY_RUNS)}
-
-    if int8:
-        calib, calib_split = val.calibration_set(card)
-        files = list_calibration_images(calib, calib_images)
-        log(f"[release] INT8: calibrating on {len(files)} images of the {calib_split} split")
-        q = quantize_onnx(onnx_path, to / f"{name}_int8.onnx", calibration_frames(files, card, onnx_path))
-        acc = evaluate_int8(card, onnx_path, q.path, val.ds, split=val_split, threads=threads)
-        note_int8(card, q.path, q, acc)
-        be = OnnxRuntimeBackend(card, card.input_width, card.input_height, "int8", onnx_path=q.path, **cpu)
-        latency["onnxruntime_int8_ms"] = time_backend(be, frames, LATENCY_RUNS)
-        log(f"[release] int8 val mIoU {acc['int8_miou']:.2f} (fp32 {acc['fp32_miou']:.2f}), "
-            f"label agreement {acc['label_agreement']:.2f}%")
-        frames_c = calibration_frames(files, card, onnx_path)
-        qc = quantize_onnx(onnx_path, to / f"{name}_int8_cpu.onnx", frames_c, target="cpu")
-        acc = evaluate_int8(card, onnx_path, qc.path, val.ds, split=val_split, threads=threads)
-        note_int8(card, qc.path, qc, acc)
-        be = OnnxRuntimeBackend(card, card.input_width, card.input_height, "int8", time_int8_at_start=False, **cpu)
-        latency["onnxruntime_int8_cpu_ms"] = time_backend(be, frames, LATENCY_RUNS)
-        # what the node's start-up warning reads (int8 slower than fp32 on a CPU)
-        card.metrics["int8_cpu"] = {**card.metrics["int8_cpu"], "speed_vs_fp32": round(
-            latency["onnxruntime_fp32_ms"]["p50"] / max(latency["onnxruntime_int8_cpu_ms"]["p50"], 1e-6), 2)}
-        log(f"[release] CPU int8 runs at {card.metrics['int8_cpu']['speed_vs_fp32']:.2f}x the speed of fp32 here "
-            f"(p50 {latency['onnxruntime_int8_cpu_ms']['p50']:.1f} vs {latency['onnxruntime_fp32_ms']['p50']:.1f} "
-            f"ms over {LATENCY_RUNS} runs; the card's speed_vs_fp32)")
-        log(f"[release] CPU int8 val mIoU {acc['int8_miou']:.2f}, label agreement {acc['label_agreement']:.2f}%")
-    if on_val:
-        for key in ("int8", "int8_cpu"):
-            if key in card.metrics:  # measured on val with these weights, which trained on it
-                card.metrics[key] = {**card.metrics[key], "note": "val is in these weights' training data: read "
-                                     "miou_drop and label_agreement, not the absolute mIoU"}
-    card.metrics = {**card.metrics, **metrics, "cpu_latency": latency}
-    card.save(card.path)  # the one write
+    # Made and measured in a folder beside the shipped files, moved into place at the end with the
+    # card last: a release that fails or is stopped half-way leaves the model it replaces as it was.
+    stage = Path(tempfile.mkdtemp(prefix=f".{name}.release-", dir=to))
+    try:
+        card = _make(card, stage, name, src_weights, epochs_done, hours, note, on_val, rcard, recipe_run,
+                     recipe_pending, val, val_split, threads, int8, calib_images, log)
+        for f in card.files.values():  # new files over old ones, each in one step
+            os.replace(stage / f, to / f)
+        for suffix in OWN_SUFFIXES:  # the old release's files this one did not make (--no-int8)
+            if f"{name}{suffix}" not in card.files.values():
+                (to / f"{name}{suffix}").unlink(missing_ok=True)
+        card.save(to / f"{name}.yaml")  # the one write of the card
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    metrics, latency = card.metrics, card.metrics["cpu_latency"]
     log(f"[release] {card.path}: val mIoU {_val_text(metrics)}, {metrics['params']} params, "
         f"{metrics['gmacs']} GMACs, ONNX Runtime fp32 p50 {latency['onnxruntime_fp32_ms']['p50']} ms")
     return card.path

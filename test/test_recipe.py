@@ -504,6 +504,9 @@ def test_final_run_on_train_and_val_with_a_teacher(tmp_path, camvid_full, monkey
     card = load_card(best.with_suffix(".yaml"))
     assert card.training["train_split"] == "train+val" and card.training["val_split"] is None
     assert "val_miou" not in card.metrics
+    # the last epoch's loss, as in the log (it was left empty for a run without validation)
+    rows = (tmp_path / "s" / "log.csv").read_text().splitlines()
+    assert card.training["train_loss"] == pytest.approx(float(rows[-1].split(",")[2]), abs=1e-4)
     assert card.training["distillation"].startswith("KL")
     assert len(kl_terms) == 4 and all(float(t.detach()) > 0 for t in kl_terms)  # 468 frames at batch 117
     assert not (tmp_path / "s" / "best_metrics.json").exists()

@@ -327,3 +327,51 @@ def test_own_data_model_released_into_own_models_folder(tmp_path, camvid_sample,
     assert main(["models", "--shipped"]) == 0
     row = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("| robot_v1 |"))
     assert f"| {m['val_miou']} |" in row  # as the listing prints it
+
+
+def test_a_release_that_fails_leaves_the_shipped_model_as_it_was(tmp_path, camvid_sample, capsys):
+    """--replace builds the new files beside the old ones and swaps them in at the end: weights that
+    cannot be read stop the release with the old model whole (it deleted the old files first, and a
+    failure left models/ without a card). A successful --replace --no-int8 takes the old INT8 files
+    and the INT8 card copies `quantize` writes along, and the card records the hours of epochs."""
+    to = tmp_path / "models"
+    good = tmp_path / "good"
+    make_random_model(good, "essnet_d", 96, 72, onnx=False)
+    (good / "log.csv").write_text("epoch,stage,train_loss,lr,val_miou,val_pixel_acc,seconds\n"
+                                  "1,full,2.0,0.001,,,1800.0\n2,full,1.5,0.001,,,1800.0\n")
+    args = ["--name", NAME, "--to", str(to), "--data", str(camvid_sample), "--threads", "1", "--calib-images", "2"]
+    assert main(["release", "--run", str(good)] + args) == 0
+    (to / f"{NAME}_int8.yaml").write_text("a stale INT8 card copy")
+    before = {p.name: p.read_bytes() for p in to.iterdir()}
+    bad = tmp_path / "bad"
+    make_random_model(bad, "essnet_d", 96, 72, onnx=False)
+    (bad / f"{NAME}.pt").write_bytes(b"not a checkpoint")
+    capsys.readouterr()
+    assert main(["release", "--run", str(bad), "--replace"] + args) != 0
+    assert {p.name: p.read_bytes() for p in to.iterdir()} == before  # nothing moved, no staging folder left
+    assert main(["release", "--run", str(good), "--replace", "--no-int8"] + args) == 0
+    assert sorted(p.name for p in to.iterdir()) == sorted([f"{NAME}.pt", f"{NAME}.yaml", f"{NAME}.onnx"])
+    card = load_card(to / f"{NAME}.yaml")
+    assert card.training["hours_of_epochs"] == 1.0 and card.training["epochs_completed_in_run"] == 2
+
+
+def test_a_recipe_run_with_other_clipping_or_a_recipe_changed_on_resume_is_refused(tmp_path, camvid_sample, capsys):
+    final = _run_on(tmp_path / "final", "train+val", seed=1)
+    recipe = _run_on(tmp_path / "recipe", "train", seed=2)
+    args = ["release", "--run", str(final), "--name", NAME, "--to", str(tmp_path / "models"),
+            "--data", str(camvid_sample), "--threads", "1", "--no-int8", "--recipe-run", str(recipe)]
+    rcard = load_card(recipe / f"{NAME}.yaml")
+    kept = dict(rcard.training)
+    rcard.training = dict(kept, clip_grad=1.0)
+    rcard.save(rcard.path)
+    capsys.readouterr()
+    assert main(args) == 2 and "another recipe: clip_grad 1.0 (run: None)" in capsys.readouterr().err
+    rcard.training = dict(kept, changed_on_resume=["epochs 200 -> 400"])
+    rcard.save(rcard.path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "changed its recipe on a resume (epochs 200 -> 400)" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+    rcard.training = kept
+    rcard.save(rcard.path)
+    assert main(args) == 0

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from seg_perception.card import load_card
-from seg_perception.train.loop import TrainConfig, train
+from seg_perception.train.loop import TrainConfig, train, training_record
 
 TINY = dict(model="essnet_d", epochs=2, batch_size=2, width=96, height=72, eval_every=1,
             max_train_images=4, max_val_images=2, threads=1, precision="fp32",
@@ -55,10 +55,17 @@ def test_resume_continues_exactly(straight, tmp_path, camvid_root):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"] and rows[1]["train_loss"] != "9.99999"
+    # the change travels with the run (checkpoint and card), so `release` can tell a mixed recipe
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["changed_on_resume"] == ["epochs 1 -> 2"]
+    assert "changed_on_resume" not in load_card(straight[1].with_suffix(".yaml")).training
     again = []  # the same recipe, scored less often: nothing to report
     train(TrainConfig(data=str(camvid_root), out=str(tmp_path), **dict(cfg, eval_every=2)), resume=True,
           log=again.append)
     assert any("resumed from" in l for l in again) and not any("changed" in l for l in again), again
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["changed_on_resume"] == ["epochs 1 -> 2"]
+    record = training_record(resumed, 2, 0.5, ["epochs 1 -> 2"])  # what the card gets at its next write
+    assert record["changed_on_resume"] == ["epochs 1 -> 2"] and record["seed"] == 0
+    assert record["clip_grad"] is None and record["max_train_images"] == 4
 
 
 def test_bad_model_and_schedule(tmp_path, camvid_root):

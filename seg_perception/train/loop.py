@@ -525,6 +525,8 @@ class Run:
     scaler: object = None  # a GradScaler: live under CUDA fp16 autocast, a pass-through elsewhere
     start_epoch: int = 0
     best: float = -1.0
+    # recipe settings changed on a resume, carried in last.pt and the card: "epochs 200 -> 400"
+    changed_on_resume: List[str] = field(default_factory=list)
 
     @property
     def main(self) -> bool:
@@ -815,6 +817,7 @@ def restore(run: Run, log=print) -> None:
         best = f"best val mIoU {run.best:.2f}" if run.best >= 0 else "not validated yet"
         log(f"[train] resumed from {ckpt_path} at epoch {run.start_epoch} ({best})")
         changed = _changed_settings(ck["config"], run.cfg)
+        run.changed_on_resume = list(ck.get("changed_on_resume") or []) + [f"{k} {a} -> {b}" for k, a, b in changed]
         if changed:
             # Resume is exact only with the same recipe: a changed one is allowed, and said.
             log("[train] settings changed since the checkpoint (the run is no longer one recipe): "
@@ -962,6 +965,7 @@ def save_checkpoint(run: Run, epoch: int) -> None:
     atomic_save({"model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
                  "scheduler": run.sched.state_dict(), "epoch": epoch, "stage": run.stage,
                  "best_miou": run.best, "config": asdict(run.cfg), "precision": run.precision,
+                 "changed_on_resume": run.changed_on_resume,
                  "memory_format": "channels_last" if run.mem_fmt == torch.channels_last else "contiguous",
                  "ema": run.ema.state_dict() if run.ema is not None else None,
                  "scaler": run.scaler.state_dict(),  # empty unless fp16
@@ -976,6 +980,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
     csv_path = run.out / "log.csv"
     tb = _tensorboard(run.out) if run.main else None
     ddp_model = _wrap_ddp(run.stage_model, run.device, run.world)
+    last_loss = float("nan")
     for epoch in range(run.start_epoch, run.total_epochs):
         if run.stage == "encoder" and epoch >= cfg.encoder_epochs:
             run.enter_full_stage()
@@ -983,6 +988,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
             if run.main:
                 log("[train] encoder stage done; training the full network")
         stats = train_one_epoch(run, epoch, ddp_model)
+        last_loss = stats.loss
         local_epoch = epoch - (cfg.encoder_epochs if run.stage == "full" else 0)
         is_last = epoch == run.total_epochs - 1
         val_miou = val_acc = raw_miou = None
@@ -1040,7 +1046,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
     if run.main and (run.val_ds is None or not best_path.is_file()):
         # No validation (final runs on train+val) or a run too short to evaluate: ship the end state.
         cm = validate(run) if run.val_ds is not None else None
-        save_model(run, cm, run.total_epochs, float("nan"))
+        save_model(run, cm, run.total_epochs, last_loss)
     return best_path
 
 
@@ -1059,14 +1065,15 @@ def save_model(run: Run, cm: Optional[ConfusionMatrix], epoch: int, train_loss: 
                         f"{cfg.val_split}_pixel_accuracy": summary["pixel_accuracy"],
                         f"{cfg.val_split}_per_class_iou": summary["per_class_iou"]})
     card = card_for_table(run.name, cfg.model, table, cfg.width, cfg.height,
-                          files={"weights": f"{run.name}.pt"}, training=training_record(cfg, epoch, train_loss),
+                          files={"weights": f"{run.name}.pt"},
+                          training=training_record(cfg, epoch, train_loss, run.changed_on_resume),
                           metrics=metrics)
     card.save(run.out / f"{run.name}.yaml")
     if summary is not None:
         (run.out / "best_metrics.json").write_text(json.dumps({"epoch": epoch, **summary}, indent=1))
 
 
-def training_record(cfg: TrainConfig, epoch: int, train_loss: float) -> dict:
+def training_record(cfg: TrainConfig, epoch: int, train_loss: float, changed_on_resume: Sequence[str] = ()) -> dict:
     """The card's ``training`` section: enough to rerun the recipe."""
     loss = f"cross-entropy, weights 1/ln({cfg.class_weight_c} + p)"
     if cfg.loss == "ohem":
@@ -1089,7 +1096,9 @@ def training_record(cfg: TrainConfig, epoch: int, train_loss: float) -> dict:
             "distillation": (f"KL at T={cfg.distill_temperature} x {cfg.distill_weight}" if cfg.teacher else None),
             "train_loss": None if math.isnan(train_loss) else round(train_loss, 4),
             "gradual_grouping_epochs": cfg.gradual_grouping_epochs,
-            "encoder_epochs": cfg.encoder_epochs}
+            "encoder_epochs": cfg.encoder_epochs, "clip_grad": cfg.clip_grad or None,
+            "max_train_images": cfg.max_train_images or None, "seed": cfg.seed,
+            **({"changed_on_resume": list(changed_on_resume)} if changed_on_resume else {})}
 
 
 def _append_csv(path: Path, epoch, stage, loss, lr, miou, acc, secs, raw_miou=None) -> None:
