@@ -255,6 +255,34 @@ def test_ground_truth_of_other_classes_is_refused(tmp_path, capsys, random_model
     assert "input | prediction overlay\n" in report and "| ground truth" not in report
 
 
+def test_a_report_on_frames_the_model_trained_on_says_so(tmp_path, capsys, random_model, camvid_sample):
+    """make-bag records the dataset and split of its ground truth; scored by a model whose card
+    trained on that split (the shipped ones trained on train+val, the sample bag is val frames),
+    the report, metrics.json and the summary line say the figures are not held out."""
+    import shutil
+    from seg_perception.card import load_card
+    bag = tmp_path / "bag"
+    make_bag(bag, root=camvid_sample, encoding="rgb8", indices=[1])
+    stated = bag_io.BagReader(bag).custom_data[bag_io.GT_SOURCE_KEY]
+    assert json.loads(stated) == {"dataset": "camvid", "split": "val", "data": camvid_sample.name}
+    folder = tmp_path / "model"
+    shutil.copytree(random_model.parent, folder)
+    card = load_card(folder / random_model.name)
+    for split, held_in in (("train", False), ("train+val", True)):
+        card.training = dict(card.training, dataset="camvid", train_split=split)
+        card.metrics = dict(card.metrics, val_miou=61.5, val_miou_not_held_out=80.0)
+        card.save(card.path)
+        out = tmp_path / split
+        rc, said, err = run_cli(capsys, "eval-bag", bag, "--model", card.path, "--mode", "offline", "--out", out)
+        assert rc == 0, err
+        report = (out / "report.md").read_text()
+        metrics = json.loads((out / "metrics.json").read_text())["segmentation"]
+        assert ("**Not held out:** the ground truth is CamVid val" in report) == held_in, report
+        assert ("(frames the model trained on: not held out)" in said) == held_in, said
+        assert ("not_held_out" in metrics) == held_in
+    assert "from the same recipe trained without val: 61.50" in metrics["not_held_out"]
+
+
 def test_shipped_sample_bag_states_its_classes():
     """The demo's sample bag says its ground truth is CamVid's, so a model of other classes
     (a user's own) is refused by demo and eval-bag instead of scored id by id."""
@@ -262,6 +290,7 @@ def test_shipped_sample_bag_states_its_classes():
     from seg_perception.paths import sample_bag
     stated = bag_io.BagReader(sample_bag()).custom_data[bag_io.GT_CLASSES_KEY]
     assert tuple(json.loads(stated)) == CAMVID.names
+    assert json.loads(bag_io.BagReader(sample_bag()).custom_data[bag_io.GT_SOURCE_KEY])["split"] == "val"
 
 
 def test_missing_and_truncated_bags(tmp_path, capsys, random_model):

@@ -38,15 +38,21 @@ from .live import run_live
 from .make_bag import DEFAULT_START_S
 
 
+def _camvid_for_bench(data: Optional[str | Path]) -> Optional[Path]:
+    """The CamVid whose val frames are timed: ``data``, else the one beside the checkout if there."""
+    root = Path(data) if data else default_camvid_root()
+    return root if data or (root / "val.txt").is_file() else None
+
+
 def bench_frames(frames: int, data: Optional[str | Path] = None, log=print) -> List[np.ndarray]:
     """``frames`` RGB frames spread over CamVid val (``data``, else the CamVid beside the checkout),
     or where there is no CamVid (an install), over the installed sample bag, repeated as needed."""
-    root = Path(data) if data else default_camvid_root()
-    if data or (root / "val.txt").is_file():
+    root = _camvid_for_bench(data)
+    if root is not None:
         ds = camvid(root, "val")
         return [ds.load(int(i))[0] for i in np.linspace(0, len(ds) - 1, frames).round().astype(int)]
     got = read_frames(sample_bag(), frames, spread=True)
-    log(f"[bench] CamVid is not at {root} (--data names it): timing {got.note}")
+    log(f"[bench] CamVid is not at {default_camvid_root()} (--data names it): timing {got.note}")
     sample = [to_rgb(f, layout) for f, layout in got.frames]
     return [sample[i % len(sample)] for i in range(frames)]
 
@@ -93,6 +99,7 @@ def bench_node(card_path: Path, frames: int = 30, threads: int = 0, backend: str
     out = {
         "model": pipe.card.name, "backend": pipe.backend.describe(), "resolution": f"{pipe.size[0]}x{pipe.size[1]}",
         "frames": frames, "rate_hz": round(rate, 2), "threads": threads,
+        "frames_from": "CamVid val" if _camvid_for_bench(data) is not None else "the sample bag (repeated)",
         "backend_infer_ms": latency_stats(infer), "pipeline_pre_ms": percentiles(pre),
         "pipeline_post_ms": percentiles(post), "pipeline_total_ms": percentiles(total),
         "node_publish_to_labels_ms": percentiles(e2e),
@@ -112,7 +119,7 @@ def bench_node(card_path: Path, frames: int = 30, threads: int = 0, backend: str
 def to_markdown(r: Dict) -> str:
     def row(name, p):
         return f"| {name} | {p['p50']} | {p['p95']} |"
-    lines = [f"bench-node: {r['model']} on {r['backend']}, {r['frames']} CamVid val frames at {r['resolution']}, "
+    lines = [f"bench-node: {r['model']} on {r['backend']}, {r['frames']} frames of {r.get('frames_from', 'CamVid val')} at {r['resolution']}, "
              f"live rate {r['rate_hz']} Hz", "",
              "| stage | p50 ms | p95 ms |", "|---|---|---|",
              row("backend inference", r["backend_infer_ms"]),

@@ -108,6 +108,32 @@ def check_ground_truth_classes(inp: Inputs, reader: bag_io.BagReader, card: Mode
         raise EvalError(str(e)) from None
 
 
+def trained_on_ground_truth(inp: Inputs, reader: bag_io.BagReader, card: ModelCard) -> str:
+    """A sentence when the bag's ground truth comes from a split the model trained on (make-bag
+    records the dataset and split): its mIoU is then not a held-out figure. "" otherwise, and for
+    bags that do not say where their frames come from."""
+    try:
+        src = json.loads(reader.custom_data.get(bag_io.GT_SOURCE_KEY) or "{}")
+    except ValueError:
+        return ""
+    tr = card.training or {}
+    if inp.gt is None or not isinstance(src, dict) or src.get("dataset") != tr.get("dataset"):
+        return ""
+    splits = str(tr.get("train_split") or "train").split("+")
+    # a user's own folders are one dataset kind: the run's command names its folder
+    same_data = src["dataset"] == "camvid" or (src.get("data") and str(src["data"]) in str(tr.get("command", "")))
+    if src.get("split") not in splits or not same_data:
+        return ""
+    held = card.metrics.get("val_miou")
+    if "val_miou_not_held_out" not in card.metrics or not isinstance(held, (int, float)):
+        held = None  # the card's val figure, where it is the recipe run's on train alone
+    dataset = "CamVid" if src["dataset"] == "camvid" else f"{src['dataset']} {src.get('data', '')}".strip()
+    return (f"the ground truth is {dataset} {src['split']}, which {card.name} trained on "
+            f"({tr.get('train_split')}): these accuracy figures are not held out"
+            + (f" (its card's val mIoU, from the same recipe trained without val: {held:.2f})" if held is not None
+               else ""))
+
+
 def partial_reason(inp: Inputs, read_error: str, corrupt: int) -> str:
     """Why the report covers fewer frames than the bag recorded ("" when it covers them all):
     the damage the frame count found, a break-off met while reading, undecodable messages."""

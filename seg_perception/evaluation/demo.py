@@ -46,8 +46,10 @@ def summary(result, report: Path) -> str:
              f"({m['model']['name']}, {m['model']['backend']})"]
     if result.confusion is not None and c.scored:
         seg, drv = m["segmentation"], m["drivable"]
-        lines.append(f"  mIoU {seg['miou']:.1f}% on the sample ({c.scored} frames); pixel accuracy "
-                     f"{seg['pixel_accuracy']:.1f}%; drivable-area IoU {_pct(drv.get('iou'))}")
+        lines.append(f"  mIoU {_pct(seg.get('miou'))} on the sample ({c.scored} frames); pixel accuracy "
+                     f"{_pct(seg.get('pixel_accuracy'))}; drivable-area IoU {_pct(drv.get('iou'))}")
+        if result.trained_on_gt:
+            lines.append(f"  not held out: {result.trained_on_gt}")
     p50 = "n/a" if lat["p50"] is None else f"{lat['p50']:.0f} ms"
     p95 = "n/a" if lat["p95"] is None else f"{lat['p95']:.0f} ms"
     what = "publish -> /segmentation/labels" if result.mode == "live" else "decode + pipeline"
@@ -58,7 +60,7 @@ def summary(result, report: Path) -> str:
 
 
 def _pct(v) -> str:
-    return "n/a" if v is None else f"{v:.1f}%"
+    return "n/a" if v is None or v != v else f"{v:.1f}%"
 
 
 def default_out(bag: Path, mode: str, root: Optional[Path] = None) -> Path:

@@ -27,7 +27,8 @@ from ..data import bag_io
 from ..runtime.backends import BACKENDS
 from ..runtime.image_conversion import to_rgb
 from ..runtime.node_process import NodeProcess, ros_env, private_domain
-from .common import Progress, check_ground_truth_classes, load_model_card, open_bag, partial_reason, select_inputs
+from .common import (Progress, check_ground_truth_classes, load_model_card, open_bag, partial_reason, select_inputs,
+                     trained_on_ground_truth)
 from .config import EXIT_NO_MATCH, EXIT_NODE, EvalConfig, EvalError
 from .out_bag import DRIVABLE, LABELS, OVERLAY, OutputBag, copy_topics
 from .participant import Participant
@@ -375,7 +376,7 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
     unmatched = 0
     with client.lock:
         outputs = {t: list(v) for t, v in client.outputs.items()}
-    t_last_out = t_first_pub or 0.0
+    t_first_out, t_last_out = float("inf"), 0.0
     decoded_outputs: Dict[str, Dict[int, Tuple[float, bytes]]] = {t: {} for t in outputs}
     for topic, items in outputs.items():
         for t_recv, raw in items:
@@ -393,7 +394,7 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
             p = published[stamp]
             answered[stamp] = t_recv - p.t_pub
             latencies.append((t_recv - p.t_pub) * 1e3)
-            t_last_out = max(t_last_out, t_recv)
+            t_first_out, t_last_out = min(t_first_out, t_recv), max(t_last_out, t_recv)
             try:
                 labels = decode_labels(msg)
             except ValueError as e:
@@ -417,8 +418,9 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
     pace, behind = playback_pace(sorted(published.values(), key=lambda p: p.t_pub), cfg.rate, cfg.speed)
     if behind:
         scorer.warned["playback_behind"] = behind
-    span = t_last_out - t_first_pub if t_first_pub is not None else 0.0
-    fps = len(answered) / span if span > 0 and answered else 0.0
+    # answers per second between the first and the last: N answers span N - 1 intervals
+    span = t_last_out - t_first_out if len(answered) > 1 else 0.0
+    fps = (len(answered) - 1) / span if span > 0 else 0.0
 
     out_path = None
     if cfg.out_bag:
@@ -444,7 +446,7 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
         samples=[scorer.samples[i] for i in sorted(scorer.samples)], node=node_delta,
         notes=list(scorer.warned.values()), labels_by_stamp=scorer.labels_by_stamp,
         out_bag=str(out_path) if out_path else None, partial=partial_reason(inp, read_error, counts.corrupt),
-        playback=pace)
+        playback=pace, trained_on_gt=trained_on_ground_truth(inp, reader, card))
 
 
 def _drain(client: Client, cfg: EvalConfig, n_published: int, t_last_pub: float

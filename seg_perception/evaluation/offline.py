@@ -11,7 +11,8 @@ from ..data import bag_io
 from ..runtime.backends import BackendError
 from ..runtime.image_conversion import to_rgb
 from ..runtime.pipeline import Pipeline
-from .common import Progress, check_ground_truth_classes, load_model_card, open_bag, partial_reason, select_inputs
+from .common import (Progress, check_ground_truth_classes, load_model_card, open_bag, partial_reason, select_inputs,
+                     trained_on_ground_truth)
 from .config import EvalConfig, EvalError
 from .out_bag import DRIVABLE, LABELS, OVERLAY, OutputBag, copy_topics
 from .scoring import Counts, EvalResult, Scorer, add_gt_message, admit_frame, decode_frame
@@ -38,6 +39,7 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
     with reader:
         inp = select_inputs(cfg, reader)
         check_ground_truth_classes(inp, reader, card)
+        held_in = trained_on_ground_truth(inp, reader, card)
         scorer = Scorer(card.num_classes, pipe.drivable_classes, counts, inp.gt_folder, inp.samples,
                         keep_labels=cfg.keep_labels, with_gt=inp.gt is not None)
         topics = list(inp.topics)
@@ -105,7 +107,7 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
         confusion=scorer.cm if scorer.with_gt else None, drivable=scorer.bin if scorer.with_gt else None,
         samples=[scorer.samples[i] for i in sorted(scorer.samples)], notes=list(scorer.warned.values()),
         labels_by_stamp=scorer.labels_by_stamp, out_bag=str(out.path) if out is not None else None,
-        partial=partial_reason(inp, read_error, counts.corrupt))
+        partial=partial_reason(inp, read_error, counts.corrupt), trained_on_gt=held_in)
 
 
 def _model_info(card, backend: str) -> dict:

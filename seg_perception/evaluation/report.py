@@ -161,8 +161,11 @@ def _samples(result: EvalResult, folder: Path) -> Dict[str, Path]:
     return out
 
 
-def _fmt(v, unit="") -> str:
-    return "n/a" if v is None else f"{v:.1f}{unit}" if isinstance(v, float) else f"{v}{unit}"
+def _fmt(v, unit="", digits=1) -> str:
+    """n/a for a figure with nothing to measure (None, or NaN: every pixel of the ignore id)."""
+    if v is None or (isinstance(v, float) and v != v):
+        return "n/a"
+    return f"{v:.{digits}f}{unit}" if isinstance(v, float) else f"{v}{unit}"
 
 
 def _markdown(result: EvalResult, m: Dict, files: Dict[str, Path], out: Path, title: str) -> str:
@@ -191,7 +194,10 @@ def _markdown(result: EvalResult, m: Dict, files: Dict[str, Path], out: Path, ti
                          f"{pb['played_s']:.2f} s (real-time factor "
                          + (f"{pb['realtime_factor']:.2f}" if pb["realtime_factor"] else "n/a") + ").")
         if result.node:
-            lines.append(f"Node counters over the run: {', '.join(f'{k} {v}' for k, v in result.node.items() if not isinstance(v, dict))}.")
+            items = [(k, v) for k, v in result.node.items() if not isinstance(v, dict)]
+            lines.append("Node counters over the run: " + ", ".join(f"{k} {v}" for k, v in items if not k.endswith("_ms"))
+                         + ". The node's medians over its last 100 frames: "
+                         + ", ".join(f"{k} {v}" for k, v in items if k.endswith("_ms")) + ".")
     else:
         lines.append("Latency: decode + pipeline per frame in this process. FPS: 1 / mean latency.")
     if "latency" in files:
@@ -201,11 +207,14 @@ def _markdown(result: EvalResult, m: Dict, files: Dict[str, Path], out: Path, ti
         lines += ["", "## Accuracy", ""]
         if c.scored:
             drv = m["drivable"]
-            lines += [f"- mIoU **{seg['miou']:.2f}%**, pixel accuracy {seg['pixel_accuracy']:.2f}% "
+            lines += [f"- mIoU **{_fmt(seg['miou'], '%', 2)}**, pixel accuracy {_fmt(seg['pixel_accuracy'], '%', 2)} "
                       f"over {c.scored} frames ({seg['pixels']} labelled pixels)",
                       f"- drivable area ({', '.join(drv['classes'])}): IoU {_fmt(drv.get('iou'), '%')}, "
                       f"precision {_fmt(drv.get('precision'), '%')}, recall {_fmt(drv.get('recall'), '%')}"
-                      if drv["classes"] else "- drivable area: none (the model card names no drivable class)", "",
+                      if drv["classes"] else "- drivable area: none (the model card names no drivable class)"]
+            if result.trained_on_gt:
+                lines.append(f"- **Not held out:** {result.trained_on_gt}")
+            lines += ["",
                       "| class | IoU (%) |", "|---|---|"]
             lines += [f"| {k} | {_fmt(v)} |" for k, v in seg["per_class_iou"].items()]
             lines += ["", f"![per-class IoU]({files['per_class'].relative_to(out)})", "",

@@ -137,6 +137,7 @@ class EvalResult:
     out_bag: Optional[str] = None
     partial: str = ""  # why the report covers fewer frames than were recorded (a damaged bag)
     playback: Optional[Dict[str, object]] = None  # live: the pace asked and the pace played (live.playback_pace)
+    trained_on_gt: str = ""  # why the accuracy is not held out: the model trained on these frames' split
 
     def metrics(self) -> Dict[str, object]:
         c = self.counts
@@ -157,6 +158,8 @@ class EvalResult:
             seg.update({"frames_scored": c.scored, "no_ground_truth": c.no_ground_truth,
                         "gt_size_mismatch": c.gt_size_mismatch, "gt_unreadable": c.gt_unreadable,
                         "gt_without_frame": c.gt_without_frame})
+            if self.trained_on_gt:
+                seg["not_held_out"] = self.trained_on_gt
             out["segmentation"] = seg
             d = binary_summary(self.drivable) if self.drivable and c.scored else {}
             out["drivable"] = {"classes": [self.class_names[i] for i in self.drivable_classes], **d}
@@ -180,7 +183,9 @@ class EvalResult:
         if lat["p50"] is not None:
             parts.append(f"latency p50 {lat['p50']:.0f} ms p95 {lat['p95']:.0f} ms max {lat['max']:.0f} ms")
         if self.confusion is not None and c.scored:
-            parts.append(f"mIoU {100 * self.confusion.miou():.1f}% on {c.scored} frames")
+            miou = 100 * self.confusion.miou()
+            parts.append(("mIoU n/a" if miou != miou else f"mIoU {miou:.1f}%") + f" on {c.scored} frames"
+                         + (" (frames the model trained on: not held out)" if self.trained_on_gt else ""))
             d = binary_summary(self.drivable)
             if d["iou"] is not None:
                 parts.append(f"drivable IoU {d['iou']:.1f}%")
