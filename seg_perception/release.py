@@ -103,6 +103,14 @@ def run_card(run: Path, name: str):
                             "folder holding one card, or --name of one of them")
 
 
+def _check_one_recipe(card, what: str) -> None:
+    """A run resumed with another recipe (say --epochs 200 -> 400) trained under none of them."""
+    changed = card.training.get("changed_on_resume")
+    if changed:
+        raise ValueError(f"{what} changed its recipe on a resume ({'; '.join(map(str, changed))}): its weights are "
+                         "not those of one recipe, nor is a figure of them; train it again with one set of flags")
+
+
 def _recipe_card(recipe_run: Path, name: str, card, val_split: str):
     """The card of the same recipe trained on train alone: its val figure is the honest one."""
     rcard = run_card(recipe_run, name)
@@ -119,10 +127,7 @@ def _recipe_card(recipe_run: Path, name: str, card, val_split: str):
     if differ:
         raise ValueError(f"--recipe-run {recipe_run} is another recipe: {'; '.join(differ)}; its val figure "
                          "would not describe these weights: train it with the run's flags on the train split alone")
-    for c, what in ((rcard, f"--recipe-run {recipe_run}"), (card, "the run")):
-        if c.training.get("changed_on_resume"):
-            raise ValueError(f"{what} changed its recipe on a resume ({'; '.join(c.training['changed_on_resume'])}): "
-                             "its weights are not those of one recipe; train it again with one set of flags")
+    _check_one_recipe(rcard, f"--recipe-run {recipe_run}")
     if rcard.training.get("best_epoch") is not None:
         raise ValueError(f"--recipe-run {recipe_run} shipped its best epoch on {val_split} (--keep best, epoch "
                          f"{rcard.training['best_epoch']}): a figure picked on {val_split} is not held out; train the "
@@ -285,7 +290,11 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
     if not data and dataset != "camvid":
         raise ValueError(f"--data is required for --dataset {dataset}")
     data = data or str(default_camvid_root())
+    if name.endswith(("_int8", "_int8_cpu")):  # NAME_int8.yaml is the INT8 card copy of NAME: a clash
+        raise ValueError(f"--name {name}: a model name may not end in _int8 or _int8_cpu (the names of the INT8 "
+                         "card copies `quantize` writes); choose another")
     card = run_card(run, name)
+    _check_one_recipe(card, f"the run {run}")
     card.name = name
     try:  # every check before anything is written to --to
         val = _ValData(dataset, data, val_split, dataset_kw or {})
@@ -320,6 +329,8 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
     to.mkdir(parents=True, exist_ok=True)
     # Made and measured in a folder beside the shipped files, moved into place at the end with the
     # card last: a release that fails or is stopped half-way leaves the model it replaces as it was.
+    for left in to.glob(f".{name}.release-*"):  # of a release killed before it could clean up
+        shutil.rmtree(left, ignore_errors=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{name}.release-", dir=to))
     try:
         card = _make(card, stage, name, src_weights, epochs_done, hours, note, on_val, rcard, recipe_run,

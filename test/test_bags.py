@@ -264,12 +264,15 @@ def test_a_report_on_frames_the_model_trained_on_says_so(tmp_path, capsys, rando
     bag = tmp_path / "bag"
     make_bag(bag, root=camvid_sample, encoding="rgb8", indices=[1])
     stated = bag_io.BagReader(bag).custom_data[bag_io.GT_SOURCE_KEY]
-    assert json.loads(stated) == {"dataset": "camvid", "split": "val", "data": camvid_sample.name}
+    assert json.loads(stated) == {"dataset": "camvid", "split": "val", "data": str(camvid_sample.resolve())}
     folder = tmp_path / "model"
     shutil.copytree(random_model.parent, folder)
     card = load_card(folder / random_model.name)
-    for split, held_in in (("train", False), ("train+val", True)):
-        card.training = dict(card.training, dataset="camvid", train_split=split)
+    data = f"--data {camvid_sample}"
+    for split, command, held_in in (("train", data, False), ("train+val", "--data /elsewhere/camvid", False),
+                                    ("train+val", data, True)):
+        card.training = dict(card.training, dataset="camvid", train_split=split, command=f"seg-perception train {command}",
+                             recipe_run={"train_split": "train"})
         card.metrics = dict(card.metrics, val_miou=61.5, val_miou_not_held_out=80.0)
         card.save(card.path)
         out = tmp_path / split
@@ -280,7 +283,16 @@ def test_a_report_on_frames_the_model_trained_on_says_so(tmp_path, capsys, rando
         assert ("**Not held out:** the ground truth is CamVid val" in report) == held_in, report
         assert ("(frames the model trained on: not held out)" in said) == held_in, said
         assert ("not_held_out" in metrics) == held_in
-    assert "from the same recipe trained without val: 61.50" in metrics["not_held_out"]
+    assert "from the same recipe trained on train: 61.50" in metrics["not_held_out"]
+    # a bag that does not say where its frames come from, and a card that does not say what it trained on
+    meta = bag / "metadata.yaml"
+    info = yaml.safe_load(meta.read_text())
+    del info["rosbag2_bagfile_information"]["custom_data"][bag_io.GT_SOURCE_KEY]
+    meta.write_text(yaml.safe_dump(info))
+    card.training = {"note": "hand-written"}
+    card.save(card.path)
+    rc, said, err = run_cli(capsys, "eval-bag", bag, "--model", card.path, "--mode", "offline", "--out", tmp_path / "o")
+    assert rc == 0 and "not held out" not in said, err
 
 
 def test_shipped_sample_bag_states_its_classes():

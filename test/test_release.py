@@ -349,6 +349,8 @@ def test_a_release_that_fails_leaves_the_shipped_model_as_it_was(tmp_path, camvi
     capsys.readouterr()
     assert main(["release", "--run", str(bad), "--replace"] + args) != 0
     assert {p.name: p.read_bytes() for p in to.iterdir()} == before  # nothing moved, no staging folder left
+    (to / f".{NAME}.release-killed").mkdir()  # what a killed release leaves: the next one removes it
+    (to / f".{NAME}.release-killed" / f"{NAME}.pt").write_bytes(b"half")
     assert main(["release", "--run", str(good), "--replace", "--no-int8"] + args) == 0
     assert sorted(p.name for p in to.iterdir()) == sorted([f"{NAME}.pt", f"{NAME}.yaml", f"{NAME}.onnx"])
     card = load_card(to / f"{NAME}.yaml")
@@ -374,4 +376,13 @@ def test_a_recipe_run_with_other_clipping_or_a_recipe_changed_on_resume_is_refus
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
     rcard.training = kept
     rcard.save(rcard.path)
+    fcard = load_card(final / f"{NAME}.yaml")  # the shipped run is checked too, and so is every release
+    fcard.training = dict(fcard.training, changed_on_resume=["lr 0.0005 -> 0.001"])
+    fcard.save(fcard.path)
+    assert main(args) == 2 and f"the run {final} changed its recipe on a resume (lr 0.0005 -> 0.001)" in capsys.readouterr().err
+    recipe_pending = [a for a in args if a not in ("--recipe-run", str(recipe))] + ["--recipe-pending", "later"]
+    assert main(recipe_pending) == 2 and "changed its recipe on a resume" in capsys.readouterr().err
+    fcard.training = {k: v for k, v in fcard.training.items() if k != "changed_on_resume"}
+    fcard.save(fcard.path)
+    assert main(args[:4] + ["my_model_int8"] + args[5:]) == 2 and "may not end in _int8" in capsys.readouterr().err
     assert main(args) == 0

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from seg_perception.card import load_card
-from seg_perception.train.loop import TrainConfig, train, training_record
+from seg_perception.train.loop import TrainConfig, train
 
 TINY = dict(model="essnet_d", epochs=2, batch_size=2, width=96, height=72, eval_every=1,
             max_train_images=4, max_val_images=2, threads=1, precision="fp32",
@@ -42,7 +42,8 @@ def test_resume_continues_exactly(straight, tmp_path, camvid_root):
     train(first, log=lambda *_: None)
     with open(tmp_path / "log.csv", "a") as f:  # epoch 2 logged, its checkpoint never written, a row cut off
         f.write("2,full,9.99999,0.0001,,,1.0,\r\n3,fu")
-    resumed = TrainConfig(data=str(camvid_root), out=str(tmp_path), **cfg)
+    # (--keep last: which scored weights ship is not the recipe, and the card is written at the end)
+    resumed = TrainConfig(data=str(camvid_root), out=str(tmp_path), **dict(cfg, keep="last"))
     # The LR schedule of a 2-epoch run is recomputed on resume, and the log says so.
     lines = []
     train(resumed, resume=True, log=lines.append)
@@ -63,9 +64,10 @@ def test_resume_continues_exactly(straight, tmp_path, camvid_root):
           log=again.append)
     assert any("resumed from" in l for l in again) and not any("changed" in l for l in again), again
     assert torch.load(tmp_path / "last.pt", weights_only=False)["changed_on_resume"] == ["epochs 1 -> 2"]
-    record = training_record(resumed, 2, 0.5, ["epochs 1 -> 2"])  # what the card gets at its next write
-    assert record["changed_on_resume"] == ["epochs 1 -> 2"] and record["seed"] == 0
-    assert record["clip_grad"] is None and record["max_train_images"] == 4
+    card = load_card(tmp_path / straight[1].with_suffix(".yaml").name)
+    assert card.training["changed_on_resume"] == ["epochs 1 -> 2"] and card.training["epoch"] == 2
+    assert card.training["seed"] == 0 and card.training["clip_grad"] is None and card.training["max_train_images"] == 4
+    assert card.training["data"] == str(camvid_root.resolve())
 
 
 def test_bad_model_and_schedule(tmp_path, camvid_root):

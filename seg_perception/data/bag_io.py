@@ -33,7 +33,7 @@ DEFAULT_INFO_TOPIC = "/camera/camera_info"
 DEFAULT_GT_TOPIC = "/camera/labels_gt"
 # metadata.yaml custom_data key: the class names (JSON list) the ground-truth topic's ids mean
 GT_CLASSES_KEY = "seg_perception.ground_truth_classes"
-# ... and where that ground truth comes from (JSON: dataset, split, data folder name), so that a
+# ... and where that ground truth comes from (JSON: dataset, split, resolved data folder), so that a
 # report can say when it scores a model on frames it trained on
 GT_SOURCE_KEY = "seg_perception.ground_truth_source"
 

@@ -3,12 +3,15 @@ which model card, and a progress bar that only a terminal sees."""
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import List, Optional
 
 from ..card import CardError, ModelCard, load_card
 from ..data import bag_io
+from ..data.datasets import default_camvid_root
 from ..paths import DEFAULT_MODEL, resolve_model
 from .config import EvalConfig, EvalError
 from .scoring import GroundTruthFolder, sample_indices
@@ -108,30 +111,49 @@ def check_ground_truth_classes(inp: Inputs, reader: bag_io.BagReader, card: Mode
         raise EvalError(str(e)) from None
 
 
+def _data_of(training: dict) -> Optional[str]:
+    """The dataset folder a card's run trained on: recorded, else its command's --data (or the
+    CamVid default a camvid command without --data read); None when unknown."""
+    if training.get("data"):
+        return str(training["data"])
+    try:
+        args = shlex.split(str(training.get("command") or ""))
+    except ValueError:
+        return None
+    for i, a in enumerate(args):
+        if a == "--data" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--data="):
+            return a.split("=", 1)[1]
+    return str(default_camvid_root()) if args and training.get("dataset") == "camvid" else None
+
+
 def trained_on_ground_truth(inp: Inputs, reader: bag_io.BagReader, card: ModelCard) -> str:
-    """A sentence when the bag's ground truth comes from a split the model trained on (make-bag
-    records the dataset and split): its mIoU is then not a held-out figure. "" otherwise, and for
-    bags that do not say where their frames come from."""
+    """A sentence when the bag's ground truth comes from a split the model trained on: the same
+    dataset folder and a split of its training (make-bag records them); its mIoU is then not a
+    held-out figure. "" otherwise, and whenever either side does not say."""
     try:
         src = json.loads(reader.custom_data.get(bag_io.GT_SOURCE_KEY) or "{}")
     except ValueError:
         return ""
-    tr = card.training or {}
-    if inp.gt is None or not isinstance(src, dict) or src.get("dataset") != tr.get("dataset"):
+    tr = card.training if isinstance(card.training, dict) else {}
+    if inp.gt is None or not isinstance(src, dict) or not tr.get("train_split"):
         return ""
-    splits = str(tr.get("train_split") or "train").split("+")
-    # a user's own folders are one dataset kind: the run's command names its folder
-    same_data = src["dataset"] == "camvid" or (src.get("data") and str(src["data"]) in str(tr.get("command", "")))
-    if src.get("split") not in splits or not same_data:
+    trained_data = _data_of(tr)
+    if (not src.get("dataset") or src.get("dataset") != tr.get("dataset") or not src.get("data") or not trained_data
+            or src.get("split") not in str(tr["train_split"]).split("+")):
+        return ""
+    if Path(str(src["data"])).expanduser().resolve() != Path(trained_data).expanduser().resolve():
         return ""
     held = card.metrics.get("val_miou")
     if "val_miou_not_held_out" not in card.metrics or not isinstance(held, (int, float)):
-        held = None  # the card's val figure, where it is the recipe run's on train alone
-    dataset = "CamVid" if src["dataset"] == "camvid" else f"{src['dataset']} {src.get('data', '')}".strip()
+        held = None  # the card's val figure, where it is the recipe run's (trained without the split)
+    dataset = "CamVid" if src["dataset"] == "camvid" else f"the {src['dataset']} dataset {src['data']}"
+    recipe = (card.training.get("recipe_run") or {}) if isinstance(card.training.get("recipe_run"), dict) else {}
     return (f"the ground truth is {dataset} {src['split']}, which {card.name} trained on "
-            f"({tr.get('train_split')}): these accuracy figures are not held out"
-            + (f" (its card's val mIoU, from the same recipe trained without val: {held:.2f})" if held is not None
-               else ""))
+            f"({tr['train_split']}): these accuracy figures are not held out"
+            + (f" (its card's val mIoU, from the same recipe trained on {recipe.get('train_split') or 'another split'}: "
+               f"{held:.2f})" if held is not None else ""))
 
 
 def partial_reason(inp: Inputs, read_error: str, corrupt: int) -> str:

@@ -71,7 +71,7 @@ def make_bag(out: str | Path, dataset: str = "camvid", split: str = "val", root:
         # what the label ids mean, so that eval-bag can refuse a model trained on other classes
         w.set_custom_data(bag_io.GT_CLASSES_KEY, json.dumps(list(ds.table.names)))
         w.set_custom_data(bag_io.GT_SOURCE_KEY, json.dumps({"dataset": dataset, "split": split,
-                                                            "data": Path(root).name}))
+                                                            "data": str(Path(root).expanduser().resolve())}))
         for n, idx in enumerate(indices):
             try:
                 rgb, label = ds.load(idx)

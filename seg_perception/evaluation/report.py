@@ -195,9 +195,9 @@ def _markdown(result: EvalResult, m: Dict, files: Dict[str, Path], out: Path, ti
                          + (f"{pb['realtime_factor']:.2f}" if pb["realtime_factor"] else "n/a") + ").")
         if result.node:
             items = [(k, v) for k, v in result.node.items() if not isinstance(v, dict)]
+            medians = ", ".join(f"{k} {v}" for k, v in items if k.endswith("_ms"))
             lines.append("Node counters over the run: " + ", ".join(f"{k} {v}" for k, v in items if not k.endswith("_ms"))
-                         + ". The node's medians over its last 100 frames: "
-                         + ", ".join(f"{k} {v}" for k, v in items if k.endswith("_ms")) + ".")
+                         + "." + (f" The node's medians over its last 100 frames: {medians}." if medians else ""))
     else:
         lines.append("Latency: decode + pipeline per frame in this process. FPS: 1 / mean latency.")
     if "latency" in files:

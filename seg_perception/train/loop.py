@@ -828,9 +828,10 @@ def restore(run: Run, log=print) -> None:
 
 
 # Settings that may differ on resume without changing what is trained: where things are,
-# how fast, how often it is scored.
-_MACHINE_SETTINGS = {"data", "out", "workers", "threads", "cache_gb", "command", "eval_every", "max_val_images",
-                     "precision", "memory_format"}
+# how fast, how often and on what it is scored, which scored weights are kept (release refuses
+# --keep best runs on its own), and --init (read once, at the start of a run).
+_NOT_RECIPE_SETTINGS = {"data", "out", "workers", "threads", "cache_gb", "command", "eval_every", "max_val_images",
+                        "precision", "memory_format", "name", "keep", "val_split", "init"}
 
 
 def _changed_settings(saved: dict, cfg: TrainConfig) -> List[tuple]:
@@ -839,7 +840,7 @@ def _changed_settings(saved: dict, cfg: TrainConfig) -> List[tuple]:
     # an older checkpoint lacks the newer keys: what they meant then, where that is known
     was = {k: saved.get(k, SETTING_BEFORE_RECORDED.get(k, unknown)) for k in now}
     return [(k, was[k], now[k]) for k in now
-            if k not in _MACHINE_SETTINGS and was[k] is not unknown and was[k] != now[k]]
+            if k not in _NOT_RECIPE_SETTINGS and was[k] is not unknown and was[k] != now[k]]
 
 
 @dataclass
@@ -1082,7 +1083,8 @@ def training_record(cfg: TrainConfig, epoch: int, train_loss: float, changed_on_
         loss = "Lovasz-softmax"
     elif cfg.loss == "ce+lovasz":
         loss = f"{loss} + {cfg.lovasz_weight} x Lovasz-softmax"
-    return {"command": cfg.command, "dataset": cfg.dataset, "train_split": cfg.train_split,
+    return {"command": cfg.command, "dataset": cfg.dataset, "data": str(Path(cfg.data).expanduser().resolve()),
+            "train_split": cfg.train_split,
             "val_split": cfg.val_split if cfg.validates else None,
             "epochs_planned": cfg.encoder_epochs + cfg.epochs,
             ("best_epoch" if cfg.keep == "best" and cfg.validates else "epoch"): epoch,
