@@ -147,9 +147,13 @@ def test_label_images_must_hold_8_bit_ids(enc):
     np.testing.assert_array_equal(decode_labels(raw(ids.astype(np.uint8), "mono8", pad=2)), ids)
 
 
-@pytest.mark.parametrize("fmt,ext", [("jpeg", ".jpg"), ("png", ".png"), ("rgb8; jpeg compressed bgr8", ".jpg")])
+@pytest.mark.parametrize("fmt,ext", [("jpeg", ".jpg"), ("png", ".png"), ("rgb8; jpeg compressed bgr8", ".jpg"),
+                                     ("rgb8; png compressed rgb8", ".png"), ("rgb8; jpeg compressed rgb8", ".jpg")])
 def test_compressed(rgb, fmt, ext):
-    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    # image_transport encodes BGR bytes; an encoder that says "compressed rgb8" gave the encoder RGB
+    # bytes, which OpenCV decodes back in that order (image_transport's decoder keeps them as RGB)
+    given_rgb = fmt.endswith("compressed rgb8")
+    ok, buf = cv2.imencode(ext, rgb if given_rgb else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     msg = CompressedImage(format=fmt)
     msg.data = array.array("B", buf.tobytes())
     arr, layout = compressed_to_array(msg)
@@ -157,7 +161,8 @@ def test_compressed(rgb, fmt, ext):
     if ext == ".png":
         np.testing.assert_array_equal(out, rgb)
     else:  # lossy: exactly what OpenCV decodes, in RGB order
-        np.testing.assert_array_equal(out, cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        np.testing.assert_array_equal(out, decoded if given_rgb else cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB))
 
 
 def test_fill_image_roundtrip(rgb):

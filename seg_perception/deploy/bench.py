@@ -60,15 +60,14 @@ def sample_frames(width: int, height: int, n: int = 4, seed: int = 0,
                   dataset=None) -> tuple[List[np.ndarray], str]:
     """Frames of ``dataset`` (an opened split), else CamVid train frames, at the size (the
     runtime's resize path), else synthetic ones."""
-    import cv2
     from ..data.datasets import default_camvid_root, read_rgb
+    from ..data.transforms import resize_frame
     from .quantize import list_calibration_images
     root = default_camvid_root()
     if dataset is not None or (root / "train.txt").is_file():
         files = list_calibration_images(dataset if dataset is not None else root, n, seed)
         frames = [read_rgb(f) for f in files]
-        interp = cv2.INTER_AREA if frames[0].shape[1] > width else cv2.INTER_LINEAR
-        return [np.ascontiguousarray(cv2.resize(f, (width, height), interpolation=interp)) for f in frames], \
+        return [np.ascontiguousarray(resize_frame(f, (width, height))) for f in frames], \
             f"{len(frames)} {'CamVid train' if dataset is None else dataset.table.dataset} frames"
     rng = np.random.default_rng(seed)
     grad = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]

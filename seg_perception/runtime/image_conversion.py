@@ -198,6 +198,10 @@ def compressed_to_array(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.n
         return img, "mono"
     if img.shape[2] not in (3, 4):
         raise ImageError(f"compressed image has {img.shape[2]} channels; supported: 1, 3, 4")
+    # OpenCV hands back the bytes in the order they were given to the encoder: BGR from
+    # image_transport ("... compressed bgr8"), RGB from an encoder that says "compressed rgb8"
+    if "compressed rgb" in fmt.split(";", 1)[-1]:
+        return img, "rgb" if img.shape[2] == 3 else "rgba"
     return img, "bgr" if img.shape[2] == 3 else "bgra"
 
 
