@@ -30,7 +30,7 @@ import numpy as np
 from .card import SETTING_BEFORE_RECORDED, load_card
 from .data.classes import CAMVID
 from .data.datasets import DatasetError, MissingSplit, SegmentationDataset, default_camvid_root, open_dataset
-from .paths import run_cards
+from .paths import models_dirs, run_cards
 from .deploy.export import exported_card, write_onnx
 from .deploy.quantize import calibration_frames, evaluate_int8, list_calibration_images, note_int8, quantize_onnx
 from .evaluation.split_accuracy import evaluate
@@ -308,6 +308,13 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
         figure = shipped.metrics.get("val_miou")
         raise FileExistsError(f"{to / name}.yaml exists ({name}{f', val {figure:.2f}' if figure is not None else ''}): "
                               "pass --replace to ship over it, or choose another --name")
+    if not replace:  # a name another models folder has: the node takes the first folder's (models --shipped)
+        for other in models_dirs():
+            if other.resolve() != to.resolve() and (other / f"{name}.yaml").is_file() and \
+                    to.resolve() in [d.resolve() for d in models_dirs()]:
+                raise FileExistsError(f"{name} is already a model in {other}: one of the same name in {to} would "
+                                      "hide it (or be hidden by it) wherever models are found by name; choose another "
+                                      "--name (or --replace to ship it there all the same)")
     src_weights = card.file("weights")
     if src_weights is None or not src_weights.is_file():
         raise FileNotFoundError(f"the run's card {card.path} lists no existing weights file")

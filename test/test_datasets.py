@@ -72,6 +72,38 @@ def test_label_out_of_range_names_file(tmp_path):
         ds.load(0)
 
 
+def test_masks_numbered_from_one_with_first_id(tmp_path):
+    """Masks whose classes run 1..N with 0 unlabelled (many annotation tools): the range error
+    names first_id: 1, which reads them as ids 0..N-1 with 0 ignored (the ignore id it advised
+    first, N, silently dropped the last class and learnt the unlabelled pixels as the first)."""
+    for sub in ("images", "labels"):
+        (tmp_path / "train" / sub).mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "train/images/x.png"), np.zeros((4, 4, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "train/images/y.tif"), np.zeros((4, 4, 3), np.uint8))  # read, as .tif labels are
+    mask = np.array([[0, 1, 2, 3]] * 4, np.uint8)
+    for stem in ("x", "y"):
+        cv2.imwrite(str(tmp_path / f"train/labels/{stem}.png"), mask)
+    cv2.imwrite(str(tmp_path / "train/labels/z.png"), mask)  # its image is missing
+    (tmp_path / "dataset.yaml").write_text("classes: [sky, grass, road]\n")
+    ds = image_folder(tmp_path, "train")
+    assert len(ds) == 2 and any("1 label(s) in" in n and "z.png" in n for n in ds.notes), ds.notes
+    with pytest.raises(DatasetError, match="has value 3 outside the 3 classes .*set first_id: 1 in dataset.yaml"):
+        ds.load(0)
+    (tmp_path / "dataset.yaml").write_text("classes: [sky, grass, road]\nfirst_id: 1\n")
+    _, lab = image_folder(tmp_path, "train").load(0)
+    np.testing.assert_array_equal(lab[0], [255, 0, 1, 2])
+    (tmp_path / "dataset.yaml").write_text("classes: [sky, grass, road]\nfirst_id: 2\n")
+    with pytest.raises(DatasetError, match="first_id must be 0 .* or 1"):
+        image_folder(tmp_path, "train")
+    (tmp_path / "dataset.yaml").write_text("classes: [sky, grass, road]\nignore_index: 0\n")
+    with pytest.raises(DatasetError, match="first_id: 1"):
+        image_folder(tmp_path, "train")
+    colours = "classes: [{name: sky, color: [0, 0, 255]}, {name: grass, color: [0, 255, 0]}, road]\nfirst_id: 1\n"
+    (tmp_path / "dataset.yaml").write_text(colours)
+    with pytest.raises(DatasetError, match="first_id: 1 is for masks that hold class ids"):
+        image_folder(tmp_path, "train")
+
+
 def test_augment_keeps_label_values_and_size(val_frames):
     img, lab = val_frames[0]
     aug = TrainAugment((240, 176), ignore_index=11, seed=3)

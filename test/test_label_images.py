@@ -450,6 +450,25 @@ def test_binary_0_255_masks_warn_that_the_class_is_never_learnt(tmp_path):
                        "mask), re-save the masks with class ids 0..1"], lines
 
 
+def test_a_class_missing_from_val_is_said(tmp_path):
+    """A class with no val pixel scores IoU 0 wherever the model predicts it: val mIoU (which picks
+    checkpoints and goes in the card) is lower than the other classes' mean, and training says why."""
+    from seg_perception.train.loop import TrainConfig, train
+    mask = np.zeros((24, 32), np.uint8)
+    mask[8:16], mask[16:] = 1, 2
+    for split, classes in (("train", (0, 1, 2)), ("val", (0, 1))):
+        for sub in ("images", "labels"):
+            (tmp_path / split / sub).mkdir(parents=True)
+        for n in "ab":
+            cv2.imwrite(str(tmp_path / split / "images" / f"{n}.jpg"), np.full((24, 32, 3), 90, np.uint8))
+            cv2.imwrite(str(tmp_path / split / "labels" / f"{n}.png"), np.where(np.isin(mask, classes), mask, 0))
+    (tmp_path / "dataset.yaml").write_text("classes: [sky, grass, road]\n")
+    lines = []
+    train(TrainConfig(model="essnet_d", dataset="folder", data=str(tmp_path), out=str(tmp_path / "run"),
+                      epochs=1, batch_size=2, width=32, height=24, threads=1, eval_every=1), log=lines.append)
+    assert any("1 class(es) have no pixel in the 'val' labels: road" in ln for ln in lines), lines
+
+
 def test_datumaro_ignored_entry_in_index_masks(tmp_path):
     """Datumaro's VOC export lists 'ignored' last in labelmap.txt; its index masks give void pixels
     that place (3 here), its RGB masks (224, 224, 192): both read as the ignore id."""

@@ -386,3 +386,20 @@ def test_a_recipe_run_with_other_clipping_or_a_recipe_changed_on_resume_is_refus
     fcard.save(fcard.path)
     assert main(args[:4] + ["my_model_int8"] + args[5:]) == 2 and "may not end in _int8" in capsys.readouterr().err
     assert main(args) == 0
+
+
+def test_a_name_another_models_folder_has_is_refused(tmp_path, camvid_sample, capsys, monkeypatch):
+    """Released into the user's models folder (SEG_PERCEPTION_MODELS, searched first) under a
+    shipped model's name, a model hid the shipped one from the node, `--init NAME` and every
+    command: refused unless --replace."""
+    from seg_perception.paths import DEFAULT_MODEL
+    run = _run_on(tmp_path / "run", "train", seed=1)
+    mine = tmp_path / "my_models"
+    mine.mkdir()
+    monkeypatch.setenv("SEG_PERCEPTION_MODELS", str(mine))
+    capsys.readouterr()
+    assert main(["release", "--run", str(run), "--name", DEFAULT_MODEL, "--to", str(mine), "--data",
+                 str(camvid_sample), "--threads", "1", "--no-int8"]) == 2
+    err = capsys.readouterr().err
+    assert f"{DEFAULT_MODEL} is already a model in" in err and "--replace" in err and len(err.strip().splitlines()) == 1
+    assert not any(mine.iterdir())

@@ -22,7 +22,7 @@ from .classes import (CAMVID, CITYSCAPES, CITYSCAPES_ID_TO_TRAINID, ClassTable, 
                       voc_colormap)
 from .label_images import ColourLabelError, LabelColors, LabelError, is_palette_png, read_label
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 log = logging.getLogger(__name__)
 
 
@@ -130,9 +130,13 @@ class SegmentationDataset:
             if Path(self.classes_from).name in (LABEL_COLORS_FILE, LABELMAP_FILE):  # the export's own list
                 raise DatasetError(f"label {lab_path} has value {value} outside the {self.table.num_classes} classes "
                                    f"that {self.classes_from} lists: a class missing there (a line deleted)?")
+            one_based = (f"; if the classes are numbered 1..{value} with 0 for unlabelled pixels (as many "
+                         "annotation tools save them), set first_id: 1 in dataset.yaml instead"
+                         if value == self.table.num_classes and self.kind == "folder" and self.label_map is None else "")
             raise DatasetError(f"label {lab_path} has value {value} outside the {self.table.num_classes} classes "
                                f"(ignore id {self.table.ignore_index}); if {value} marks unlabelled pixels, "
-                               f"pass --ignore-index {value} (or set ignore_index: {value} in dataset.yaml)")
+                               f"pass --ignore-index {value} (or set ignore_index: {value} in dataset.yaml)"
+                               + one_based)
         lab = lab.astype(np.uint8)  # after the range check: a 16-bit 256 must not pass as 0
         if self._cache is not None and (self.cache_limit is None
                                         or self.cached_bytes + img.nbytes + lab.nbytes <= self.cache_limit):
@@ -334,7 +338,9 @@ def cityscapes(root: str | Path, split: str, **kw) -> SegmentationDataset:
 DESCRIPTION_FILE = "dataset.yaml"
 
 
-DESCRIPTION_KEYS = ("name", "classes", "ignore_index", "ignore_color", "drivable", "labels")
+DESCRIPTION_KEYS = ("name", "classes", "ignore_index", "ignore_color", "drivable", "labels", "first_id")
+# first_id: 1 -- index masks number the classes from 1 and mark unlabelled pixels 0 (many annotation
+# tools do): read as ids 0..N-1, 0 as the ignore id
 # labels: ids -- every single-channel or palette label holds class ids, whatever dataset.yaml's colours
 # (pack-dataset writes it); unset, a grey mask whose levels are class colours is read by its colours,
 # decided frame by frame, which a dataset of ids with black and white classes must not be
@@ -441,6 +447,26 @@ def _add_description(root: Path, table: ClassTable, source: str, fixed: bool) ->
                       _drivable(doc, table.names, path)), notes
 
 
+def _first_id_map(doc: dict, path: Path, table: ClassTable, colors: LabelColors,
+                  lut: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """dataset.yaml's ``first_id``: 1 turns masks whose classes run 1..N (0 unlabelled) into ids
+    0..N-1 and the ignore id; values above N stay as they are, for the range check to name."""
+    first = doc.get("first_id", 0)
+    if first not in (0, 1) or isinstance(first, bool):
+        raise DatasetError(f"{path}: first_id must be 0 (class ids from 0) or 1 (from 1, with 0 for unlabelled "
+                           f"pixels), got {first!r}")
+    if first == 0:
+        return lut
+    if lut is not None or len(colors._ids):
+        raise DatasetError(f"{path}: first_id: 1 is for masks that hold class ids, but the labels here are read "
+                           "by their colours: set labels: ids (colours then only draw the classes), or drop first_id")
+    n = table.num_classes
+    shifted = np.arange(256, dtype=np.int32)
+    shifted[1:n + 1] -= 1
+    shifted[0] = table.ignore_index
+    return shifted.astype(np.uint8)
+
+
 def description_file(root: str | Path) -> Path:
     """dataset.yaml of a folder dataset (or dataset.yml, the other usual spelling)."""
     path = Path(root) / DESCRIPTION_FILE
@@ -480,7 +506,9 @@ def describe(root: str | Path, fallback_colors: Optional[Dict[str, Tuple[int, in
               else [fallback_colors[e[0]]] for e in entries]
     ignore = doc.get("ignore_index", 255)
     if not isinstance(ignore, int) or not 0 <= ignore <= 255 or ignore < len(names):
-        raise DatasetError(f"{path}: ignore_index must be a label value in {len(names)}..255, got {ignore!r}")
+        raise DatasetError(f"{path}: ignore_index must be a label value in {len(names)}..255, got {ignore!r}"
+                           + (" (masks with classes from 1 and 0 for unlabelled pixels: first_id: 1)"
+                              if ignore == 0 else ""))
     drivable = _drivable(doc, names, path)
     owners: dict = {}
     owned = [(i, cols) for i, cols in enumerate(colors) if cols is not None]
@@ -694,6 +722,10 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
         pairs = []
         for img in sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_EXTS and not _hidden(p)):
             pairs.append((img, _label_file(img, labels.get(img.stem, []), root / "labels")))
+        alone = sorted(set(labels) - {img.stem for img, _ in pairs})
+        if alone:  # their images are missing, or in a format not read: said, not dropped in silence
+            notes.append(f"{len(alone)} label(s) in {root / 'labels'} have no image in {root / 'images'} (e.g. "
+                         f"{labels[alone[0]][0].name}); images are read as {', '.join(IMAGE_EXTS)}")
     notes += _turned_frames_note(pairs)
     if described is not None:
         table, colors = described
@@ -714,6 +746,8 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
         if lut is None and labelmap is not None and labelmap[2] is not None and labelmap[2] == table.num_classes:
             lut = np.arange(256, dtype=np.uint8)  # index masks: Datumaro's 'ignored' index -> the ignore id
             lut[labelmap[2]] = table.ignore_index
+        if source == description_file(base) and source.is_file():
+            lut = _first_id_map(_load_description(source), source, table, colors, lut)
         return SegmentationDataset(pairs, table, label_colors=colors, label_map=lut, where=where, notes=notes,
                                    classes_from=source, **kw)
     if num_classes < 2:

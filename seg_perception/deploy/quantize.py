@@ -27,7 +27,9 @@ sees at run time.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import random
 import tempfile
 import time
@@ -181,20 +183,34 @@ def _quantize_ort(src: Path, out: Path, input_name: str, frames, calibration: st
         # Shape inference + ORT's basic (ONNX-standard) fusions, e.g. BatchNorm into Conv,
         # so Q/DQ land on the fused convolutions as TensorRT will see them.
         pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_static(
-            str(pre), str(out), _FrameReader(input_name, frames),
-            quant_format=QuantFormat.QDQ, op_types_to_quantize=list(ORT_OP_TYPES),
-            nodes_to_exclude=_grouped_convs(pre),
-            per_channel=True, reduce_range=False,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            extra_options={
-                "ActivationSymmetric": True, "WeightSymmetric": True,
-                "QuantizeBias": False,  # TensorRT cannot dequantize int32 biases
-                "CalibTensorRangeSymmetric": True,
-                **({"OpTypesToExcludeOutputQuantization": list(ORT_OP_TYPES)} if conv_outputs == "float" else {}),
-            })
+        with _quiet_root_logger():  # ORT logs a warning per tensor it leaves in float
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            quantize_static(
+                str(pre), str(out), _FrameReader(input_name, frames),
+                quant_format=QuantFormat.QDQ, op_types_to_quantize=list(ORT_OP_TYPES),
+                nodes_to_exclude=_grouped_convs(pre),
+                per_channel=True, reduce_range=False,
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={
+                    "ActivationSymmetric": True, "WeightSymmetric": True,
+                    "QuantizeBias": False,  # TensorRT cannot dequantize int32 biases
+                    "CalibTensorRangeSymmetric": True,
+                    **({"OpTypesToExcludeOutputQuantization": list(ORT_OP_TYPES)} if conv_outputs == "float" else {}),
+                })
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """ONNX Runtime's quantization logs through the root logger, one warning for every tensor it
+    cannot quantize (dozens a model, none actionable): errors still show."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _quantize_ort_cpu(src: Path, out: Path, input_name: str, frames, calibration: str) -> None:
@@ -205,12 +221,13 @@ def _quantize_ort_cpu(src: Path, out: Path, input_name: str, frames, calibration
         raise QuantizeError(f"calibration '{calibration}' is not available for --target cpu; use minmax")
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_static(
-            str(pre), str(out), _FrameReader(input_name, frames),
-            quant_format=QuantFormat.QOperator, per_channel=True, reduce_range=False,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax)
+        with _quiet_root_logger():  # ORT logs a warning per tensor it leaves in float
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            quantize_static(
+                str(pre), str(out), _FrameReader(input_name, frames),
+                quant_format=QuantFormat.QOperator, per_channel=True, reduce_range=False,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax)
 
 
 def _grouped_convs(path: Path) -> List[str]:

@@ -698,6 +698,13 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     absent = absent_classes_note(table, counts)
     if rank == 0 and absent:
         log(absent)
+    if rank == 0 and val_ds is not None:
+        val_counts = pixel_counts(val_ds)[: table.num_classes]
+        unscored = [table.names[k] for k in range(table.num_classes) if val_counts[k] == 0]
+        if unscored:  # mIoU's usual rule, but the figure that picks checkpoints and goes in the card
+            log(f"[train] note: {len(unscored)} class(es) have no pixel in the '{cfg.val_split}' labels: "
+                f"{', '.join(unscored)}; val IoU scores such a class 0 wherever the model predicts it (left out "
+                "where it does not), so val mIoU is lower than the other classes' mean")
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, table.num_classes)
