@@ -71,7 +71,7 @@ def test_models_shipped_names_the_default_with_its_figures_and_where_it_was_time
     # the int8 accuracy beside that speed is the same (CPU int8) model's, not the TensorRT Q/DQ one's
     q = card.metrics["int8_cpu"]
     assert (f"| {-q['miou_drop']:+.2f} vs fp32 (val not held out) |" if card.training.get("recipe_run")
-            else f"| {q['int8_miou']} |") in row, row
+            else f"| {q['int8_miou']} ({-q['miou_drop']:+.2f} vs fp32) |") in row, row
 
 
 def test_evaluate_sizes_table_matches_single_runs(shipped_model, camvid_sample, tmp_path, capsys):
