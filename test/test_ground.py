@@ -340,6 +340,15 @@ def test_bad_calibration_and_parameters_say_what_is_wrong():
         GridSpec(0.05, (5.0, 1.0), (-1.0, 1.0))
     with pytest.raises(GroundError, match="stride must be >= 1"):
         GroundCloud(camera("none"), CameraPose.from_body_xyz_rpy([0, 0, 1], [0, 0.3, 0]), 0, 5.0)
+    skewed = list(K)
+    skewed[1] = 3.0
+    with pytest.raises(GroundError, match="skew of 3"):
+        Camera.from_camera_info(W, H, skewed, [], "plumb_bob")
+    for z in (0.0, -0.5):  # a camera at or under the ground plane read the horizon's pixels as the ground
+        for make in (lambda pose: GridLookup(camera("none"), pose, SPEC, 5.0),
+                     lambda pose: GroundCloud(camera("none"), pose, 4, 5.0)):
+            with pytest.raises(GroundError, match="above base_frame's z = 0"):
+                make(CameraPose.from_body_xyz_rpy([0, 0, z], [0, 0.3, 0]))
     lut = GridLookup(camera("none"), CameraPose.from_body_xyz_rpy([0, 0, 1], [0, 0.3, 0]), SPEC, 5.0)
     with pytest.raises(GroundError, match="calibration is for 640x480"):
         lut.grid(np.zeros((360, 480), np.uint8))

@@ -297,3 +297,24 @@ def test_a_region_of_interest_of_the_whole_frame_is_no_region():
     binned.binning_x = 2
     with pytest.raises(GroundError, match="binning"):
         check_full_frame(binned)
+
+
+def test_a_binned_camera_is_refused_for_its_binning_not_its_size(ros):
+    """A binned camera's frames are smaller than its CameraInfo: the status names the binning
+    (unsupported), not a size mismatch that sends the user looking for the wrong fault."""
+    import rclpy
+    from types import SimpleNamespace
+    from std_msgs.msg import Header
+    from seg_perception.ros.ground_outputs import GroundOutputs, declare_ground_parameters
+    node = rclpy.create_node("ground_binning_check")
+    try:
+        declare_ground_parameters(node)
+        outputs = GroundOutputs(node, "/camera/image_raw")
+        info = camera_info()
+        info.binning_x = info.binning_y = 2
+        outputs._info = info
+        res = SimpleNamespace(frame_size=(W // 2, H // 2), labels=np.zeros((H // 2, W // 2), np.uint8))
+        outputs.process(Header(frame_id="camera"), res)
+        assert "binning" in outputs.status[1] and "but CameraInfo" not in outputs.status[1], outputs.status
+    finally:
+        node.destroy_node()

@@ -213,6 +213,11 @@ class GroundOutputs:
         pose = self._pose(header)
         if pose is None:
             return
+        try:  # before the size check: a binned or cropped frame differs in size for that reason
+            check_full_frame(info)
+        except GroundError as e:
+            self._off(DiagnosticStatus.ERROR, f"cannot project onto the ground: {e}")
+            return
         w, h = res.frame_size if res.frame_size[0] else res.labels.shape[::-1]
         if (w, h) != (info.width, info.height):
             self._off(DiagnosticStatus.WARN, f"frame is {w}x{h} but CameraInfo on {self.info_topic} is "

@@ -58,6 +58,9 @@ class Camera:
         K = np.asarray(k, np.float64).reshape(3, 3) if len(k) == 9 else None
         if K is None or K[0, 0] <= 0 or K[1, 1] <= 0:
             raise GroundError("camera_info has no calibration (K is zero): calibrate the camera first")
+        if abs(K[0, 1]) > 1e-9 * K[0, 0]:  # ROS calibrations write 0; undistortion would ignore it
+            raise GroundError(f"camera_info K has a skew of {K[0, 1]:g}, which the ground projection does not "
+                              "model: calibrate without skew (ROS's camera_calibration writes 0)")
         if width <= 0 or height <= 0:
             raise GroundError(f"camera_info size {width}x{height} is empty")
         model = str(model)
@@ -264,6 +267,14 @@ def block_rays(camera: "Camera", k: int) -> np.ndarray:
     return rays
 
 
+def _check_above_ground(pose: CameraPose) -> None:
+    """The ground is base_frame's z = 0: a camera at or below it sees no ground (cell centres
+    would be read off pixels at or above the horizon, a confident grid of the sky)."""
+    if not pose.t[2] > 0:
+        raise GroundError(f"the camera is {pose.t[2]:.3g} m above base_frame's z = 0, the ground plane: it must "
+                          "be above it (camera_xyz's z, or the TF from base_frame, whose z = 0 must be the ground)")
+
+
 class GridLookup:
     """Per cell, the flat index of the pixel its ground point projects onto, or -1; and per
     pixel whose ray meets the ground inside the grid, the cell it meets it in.
@@ -279,6 +290,7 @@ class GridLookup:
         self.spec = spec
         self.shape = (camera.height, camera.width)
         max_range = _check_range(max_range)
+        _check_above_ground(pose)
         c = spec.cell_centres().reshape(-1, 2)
         p_base = np.column_stack([c, np.zeros(len(c))])
         p_opt = (p_base - pose.t) @ pose.R            # R^T (p - t), row-wise
@@ -345,6 +357,7 @@ class GroundCloud:
         self.stride = int(stride)
         self.shape = (camera.height, camera.width)
         max_range = _check_range(max_range)
+        _check_above_ground(pose)
         vs = np.arange(0, camera.height, self.stride)
         us = np.arange(0, camera.width, self.stride)
         gu, gv = np.meshgrid(us, vs)
