@@ -409,7 +409,7 @@ def _models(p: argparse.ArgumentParser):
             split = f"{c.dataset or t.get('dataset', '?')} {t.get('train_split', 'train')}"  # own data: its name
             val = m.get("val_miou", "-")
             int8_miou = m.get(q, {}).get("int8_miou", "-")
-            if m.get(q, {}).get("miou_drop") is not None:  # the change beside the figure, as the rows below give it
+            if isinstance(m.get(q, {}).get("miou_drop"), (int, float)):  # the change beside the figure
                 int8_miou = f"{int8_miou} ({-m[q]['miou_drop']:+.2f} vs fp32)"
             if t.get("recipe_run"):  # val was training data: the figure is the same recipe on train alone
                 val = "pending (recipe on train alone not done)" if "pending" in t["recipe_run"] \

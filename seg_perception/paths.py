@@ -40,14 +40,14 @@ def _install_shares() -> List[Path]:
     return out + ([prefix] if prefix not in out else [])
 
 
-def models_dirs() -> List[Path]:
-    """Candidate model folders, most specific first."""
+def models_dirs(existing: bool = True) -> List[Path]:
+    """Candidate model folders, most specific first (``existing``: only those there now)."""
     out: List[Path] = []
     env = os.environ.get("SEG_PERCEPTION_MODELS")
     if env:
         out.append(Path(env).expanduser())
     out += [d / "models" for d in _ament_share() + [_CHECKOUT] + _install_shares()]
-    return [p for p in out if p.is_dir()]
+    return [p for p in out if p.is_dir() or not existing]
 
 
 def available_models() -> List[str]:

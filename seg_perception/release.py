@@ -308,10 +308,11 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
         figure = shipped.metrics.get("val_miou")
         raise FileExistsError(f"{to / name}.yaml exists ({name}{f', val {figure:.2f}' if figure is not None else ''}): "
                               "pass --replace to ship over it, or choose another --name")
-    if not replace:  # a name another models folder has: the node takes the first folder's (models --shipped)
+    # a name another models folder has: the node takes the first folder's (models --shipped); --to may
+    # be a models folder that does not exist yet (a new SEG_PERCEPTION_MODELS)
+    if not replace and to.resolve() in [d.resolve() for d in models_dirs(existing=False)]:
         for other in models_dirs():
-            if other.resolve() != to.resolve() and (other / f"{name}.yaml").is_file() and \
-                    to.resolve() in [d.resolve() for d in models_dirs()]:
+            if other.resolve() != to.resolve() and (other / f"{name}.yaml").is_file():
                 raise FileExistsError(f"{name} is already a model in {other}: one of the same name in {to} would "
                                       "hide it (or be hidden by it) wherever models are found by name; choose another "
                                       "--name (or --replace to ship it there all the same)")

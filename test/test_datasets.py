@@ -98,6 +98,13 @@ def test_masks_numbered_from_one_with_first_id(tmp_path):
     (tmp_path / "dataset.yaml").write_text("classes: [sky, grass, road]\nignore_index: 0\n")
     with pytest.raises(DatasetError, match="first_id: 1"):
         image_folder(tmp_path, "train")
+    (tmp_path / "dataset.yaml").unlink()  # classes from --num-classes: the hint says to write the file
+    with pytest.raises(DatasetError, match="write a dataset.yaml with the classes and first_id: 1"):
+        image_folder(tmp_path, "train", num_classes=3).load(0)
+    cv2.imwrite(str(tmp_path / "train/images/x.jpg"), np.zeros((4, 4, 3), np.uint8))  # a twin of x.png
+    twins = image_folder(tmp_path, "train", num_classes=4)
+    assert [i.name for i, _ in twins.pairs] == ["x.jpg", "x.png", "y.tif"], twins.pairs
+    assert any("several formats (e.g. x.jpg and x.png)" in n for n in twins.notes), twins.notes
     colours = "classes: [{name: sky, color: [0, 0, 255]}, {name: grass, color: [0, 255, 0]}, road]\nfirst_id: 1\n"
     (tmp_path / "dataset.yaml").write_text(colours)
     with pytest.raises(DatasetError, match="first_id: 1 is for masks that hold class ids"):

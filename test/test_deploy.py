@@ -866,3 +866,16 @@ def test_a_timing_cache_from_another_tensorrt_or_gpu_is_replaced(tmp_path, caplo
             assert eng._attach_timing_cache(config, tc) == ("cache", b"") == config.attached
         assert [r.getMessage().endswith("starts an empty one and replaces it") for r in caplog.records] == [True] * 2
     assert eng._attach_timing_cache(StandInConfig(refuse=None), tmp_path / "new.cache") == ("cache", b"")
+
+
+def test_quantizer_per_tensor_warnings_are_dropped_and_others_kept(caplog):
+    """ONNX Runtime logs a root warning per tensor it leaves in float (dozens a release); its other
+    warnings (a bias overflowing int32) must still show."""
+    import logging
+    from seg_perception.deploy.quantize import _quiet_root_logger
+    with caplog.at_level(logging.WARNING), _quiet_root_logger():
+        logging.warning("Inference failed or unsupported type to quantize for tensor 'x', type is int64.")
+        logging.warning("bias of conv1 overflows int32")
+    assert [r.getMessage() for r in caplog.records] == ["bias of conv1 overflows int32"]
+    logging.getLogger().warning("Inference failed or unsupported type to quantize for tensor 'y'")  # only inside
+    assert len(caplog.records) == 2

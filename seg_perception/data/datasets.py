@@ -130,9 +130,13 @@ class SegmentationDataset:
             if Path(self.classes_from).name in (LABEL_COLORS_FILE, LABELMAP_FILE):  # the export's own list
                 raise DatasetError(f"label {lab_path} has value {value} outside the {self.table.num_classes} classes "
                                    f"that {self.classes_from} lists: a class missing there (a line deleted)?")
+            described = Path(self.classes_from).name in ("dataset.yaml", "dataset.yml")
             one_based = (f"; if the classes are numbered 1..{value} with 0 for unlabelled pixels (as many "
-                         "annotation tools save them), set first_id: 1 in dataset.yaml instead"
-                         if value == self.table.num_classes and self.kind == "folder" and self.label_map is None else "")
+                         "annotation tools save them), "
+                         + ("set first_id: 1 in dataset.yaml instead" if described else
+                            "write a dataset.yaml with the classes and first_id: 1 instead")
+                         if value == self.table.num_classes and self.kind == "folder" and self.label_map is None
+                         and (described or not self.classes_from) else "")
             raise DatasetError(f"label {lab_path} has value {value} outside the {self.table.num_classes} classes "
                                f"(ignore id {self.table.ignore_index}); if {value} marks unlabelled pixels, "
                                f"pass --ignore-index {value} (or set ignore_index: {value} in dataset.yaml)"
@@ -439,10 +443,12 @@ def _add_description(root: Path, table: ClassTable, source: str, fixed: bool) ->
                                f"{list(table.names)}: beside a CamVid export the classes, their colours and ids are "
                                f"{source}'s (its masks were written by it); dataset.yaml adds name and drivable: "
                                "drop its classes or list the same")
-        unused = [k for k in ("ignore_index", "ignore_color") if k in doc] + (
+        unused = [k for k in ("ignore_index", "ignore_color", "first_id") if k in doc] + (
             ["class colours"] if any(e[1] for e in entries) else [])
         if unused:
             notes.append(f"{path}: {', '.join(unused)} not used: the export's masks follow {source}")
+    elif "first_id" in doc:
+        notes.append(f"{path}: first_id not used: the masks hold {source}'s indices, counted from 0")
     return ClassTable(str(doc.get("name", table.dataset)), table.names, table.colors, table.ignore_index,
                       _drivable(doc, table.names, path)), notes
 
@@ -677,19 +683,21 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
     _require_dir(base, "dataset folder")
     labelmap = read_labelmap(base)
     exported = read_label_colors(base) if not (base / split / "images").is_dir() else None
+    classes_listed_in, labelmap_notes = None, []  # labelmap.txt's classes, with a dataset.yaml that lists none
     if exported is not None:
         described = None  # its classes are label_colors.txt's; a dataset.yaml adds to them (below)
     elif labelmap is not None and description_file(base).is_file() and \
             "classes" not in _load_description(description_file(base)):
-        described = _add_description(base, labelmap[0], LABELMAP_FILE, fixed=False)[0], labelmap[1]
+        table, labelmap_notes = _add_description(base, labelmap[0], LABELMAP_FILE, fixed=False)
+        described, classes_listed_in = (table, labelmap[1]), base / LABELMAP_FILE
     else:
         described = (describe(base, dict(zip(labelmap[0].names, labelmap[0].colors)), labelmap[1].colours_of(255))
                      if labelmap else describe(base))
-    source = description_file(base)
+    source = classes_listed_in or description_file(base)
     if described is None and labelmap is not None:
         described, source = labelmap[:2], base / LABELMAP_FILE
     root = base / split
-    notes: List[str] = []
+    notes: List[str] = list(labelmap_notes)
     lut = None
     if (root / "image_2").is_dir() and not (root / "images").is_dir():
         raise DatasetError(f"{root} is in KITTI's layout (image_2/, semantic/), which is not read here: export "
@@ -719,9 +727,14 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
         for p in sorted((root / "labels").iterdir()):
             if not _hidden(p):
                 labels.setdefault(p.stem, []).append(p)
-        pairs = []
+        pairs, stems = [], {}
         for img in sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_EXTS and not _hidden(p)):
             pairs.append((img, _label_file(img, labels.get(img.stem, []), root / "labels")))
+            stems.setdefault(img.stem, []).append(img.name)
+        twins = [names for names in stems.values() if len(names) > 1]
+        if twins:  # both are frames (pack-dataset keeps both); an original beside its preview is said
+            notes.append(f"{len(twins)} name(s) in {root / 'images'} have images in several formats (e.g. "
+                         f"{' and '.join(twins[0])}): each is a frame of its own, with the one label")
         alone = sorted(set(labels) - {img.stem for img, _ in pairs})
         if alone:  # their images are missing, or in a format not read: said, not dropped in silence
             notes.append(f"{len(alone)} label(s) in {root / 'labels'} have no image in {root / 'images'} (e.g. "

@@ -671,9 +671,11 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     if rank == 0 and frames >= 1000:  # minutes of decoding on a large folder: say what the wait is
         log(f"[train] reading the {frames} frames once before training (labels checked, class frequencies "
             "counted)")
+    val_counts = None
     if val_ds is not None and rank == 0:
+        val_counts = np.zeros(256, np.int64)
         for i in range(len(val_ds)):  # cached anyway: a bad val label stops the run now, not epochs later
-            val_ds.load(i)
+            val_counts += np.bincount(val_ds.load(i)[1].reshape(-1), minlength=256)[:256]
     table = train_ds.table
     step = agreed_step(cfg, table.num_classes, device, rank, world, resume)
     augment = TrainAugment(cfg.crop, table.ignore_index, scale=(cfg.scale_min, cfg.scale_max), jitter=cfg.jitter,
@@ -698,8 +700,7 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     absent = absent_classes_note(table, counts)
     if rank == 0 and absent:
         log(absent)
-    if rank == 0 and val_ds is not None:
-        val_counts = pixel_counts(val_ds)[: table.num_classes]
+    if val_counts is not None:
         unscored = [table.names[k] for k in range(table.num_classes) if val_counts[k] == 0]
         if unscored:  # mIoU's usual rule, but the figure that picks checkpoints and goes in the card
             log(f"[train] note: {len(unscored)} class(es) have no pixel in the '{cfg.val_split}' labels: "
