@@ -27,8 +27,9 @@ def pipe(shipped_model):
 def two_cameras(ros, shipped_model, tmp_path_factory):
     log = tmp_path_factory.mktemp("multi") / "node.log"
     # one worker (the default, pinned): this test checks that one inference takes both cameras' frames
+    # max_batch 2: on a CPU the default (auto) runs one frame an inference (test_one_frame_...)
     proc = start_node({"model": str(shipped_model), "threads": 1, "workers": 1, "qos": "reliable",
-                       "image_topics": [FRONT, REAR]}, log)
+                       "image_topics": [FRONT, REAR], "max_batch": 2}, log)
     front = Harness("test_mc_front", image_topic=FRONT, out_ns="/mc_front")
     rear = Harness("test_mc_rear", image_topic=REAR, out_ns="/mc_rear")
     try:
@@ -106,6 +107,48 @@ def test_each_camera_is_answered_under_its_namespace(two_cameras, pipe, val_fram
         hist = dict(kv.split(":") for kv in d["batch_size_histogram"].split())
         assert set(hist) <= {"1", "2"} and int(hist.get("2", 0)) >= 1, d["batch_size_histogram"]
         assert float(d["batch_size_mean"]) > 1.0
+        assert d["max_batch"] == "2"
+
+
+def test_one_frame_an_inference_serves_every_camera_in_turn():
+    """max_batch 1 (auto on a CPU, where a batch of N costs N frames and only adds latency): each
+    take is one camera's newest frame, the next take starts after it, and a camera without a frame
+    waiting is skipped, not waited for; no camera is served twice while another waits."""
+    from types import SimpleNamespace
+    from std_msgs.msg import Header
+    from seg_perception.ros.node import SegmentationNode
+
+    def cam(name):
+        return SimpleNamespace(name=name, slot=None, last_stamp=(-1, -1), in_flight=set())
+
+    cams = [cam("a"), cam("b"), cam("c")]
+    node = SimpleNamespace(cameras=cams, max_batch=1, _next_first=0)
+
+    def takes(n, waiting):
+        """n takes, the cameras in ``waiting`` refilled before each (a newest frame always there)."""
+        out = []
+        for _ in range(n):
+            for c in cams:
+                if c.name in waiting and c.slot is None:
+                    c.slot = (SimpleNamespace(header=Header()), 0.0)
+            batch = SegmentationNode._take_batch(node)
+            assert len(batch) == 1
+            out.append(batch[0][0].name)
+        return out
+
+    def clear():
+        for c in cams:
+            c.slot = None
+
+    assert takes(6, "abc") == ["a", "b", "c", "a", "b", "c"]
+    clear()
+    assert takes(4, "ac") == ["a", "c", "a", "c"]  # b without a frame is skipped, not waited for
+    clear()
+    assert takes(3, "abc") == ["a", "b", "c"]  # b's frames back: its turn within one round
+    node.max_batch = 3  # a GPU: every waiting camera's frame in one inference
+    for c in cams:
+        c.slot = (SimpleNamespace(header=Header()), 0.0)
+    assert len(SegmentationNode._take_batch(node)) == 3
 
 
 def test_a_bad_frame_on_one_camera_leaves_the_other_served(two_cameras, val_frames):

@@ -68,14 +68,17 @@ PARAMETERS = {
     "workers": (1, "inference workers, each with its own copy of the model: 2 overlaps frames and serves more "
                    "of a camera faster than one inference (outputs stay in stamp order per camera); 1: the "
                    "lowest latency"),
+    "max_batch": (0, "several cameras: frames of different cameras run in one inference, at most this many; "
+                     "0: auto (every camera's on a GPU, where a batch costs less than its frames; 1 on a CPU, "
+                     "where it costs as much and only adds latency)"),
     "engine_cache_dir": ("", "TensorRT engine cache folder; empty: ~/.cache/seg_perception/engines"),
     "rebuild_engine": (True, "TensorRT: rebuild a stale cached engine (false: refuse to start)"),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
 }
 
 # Declared beside PARAMETERS (a string array with no default cannot live in that table); README too.
-IMAGE_TOPICS_DESCRIPTION = ("several cameras in one node, e.g. ['/front/image_raw', '/rear/image_raw']: frames "
-                            "batched into one inference, each camera's outputs under its namespace "
+IMAGE_TOPICS_DESCRIPTION = ("several cameras in one node, e.g. ['/front/image_raw', '/rear/image_raw']: one "
+                            "model for all (max_batch frames an inference), each camera's outputs under its namespace "
                             "(/front/segmentation/...); unset: image_topic")
 
 
@@ -391,6 +394,9 @@ class SegmentationNode(Node):
                               "inference; each worker holds a copy of the model)")
         if int(p["threads"]) < 0:
             raise ConfigError(f"threads must be 0 (the runtime's default) or a number of threads, not {p['threads']}")
+        if int(p["max_batch"]) < 0:
+            raise ConfigError(f"max_batch must be 0 (auto: the cameras on a GPU, 1 on a CPU) or a number of frames, "
+                              f"not {p['max_batch']}")
         if int(p["max_image_pixels"]) < 1:
             raise ConfigError(f"max_image_pixels must be 1 or more, not {p['max_image_pixels']} (default "
                               f"{DEFAULT_MAX_PIXELS}: frames up to 4096x4096)")
@@ -403,6 +409,7 @@ class SegmentationNode(Node):
             self.pipelines.append(self._make_pipeline(p, drivable, confidence))
             self.pipeline = self.pipelines[0]
         self.card = self.pipeline.card
+        self.max_batch = int(p["max_batch"]) or (len(self.cameras) if self.pipeline.backend.on_gpu else 1)
         self.max_pixels = int(p["max_image_pixels"])
         self.publish_confidence = bool(p["publish_confidence"])
 
@@ -512,7 +519,9 @@ class SegmentationNode(Node):
                       f"{', '.join(c.ground.info_topic for c in self.cameras)}, camera pose from {pose}")
         what = ", ".join(c.topic for c in self.cameras)
         if self.multi:
-            count = f"{len(self.cameras)} cameras, batched" if len(self.cameras) > 1 else "1 camera"
+            count = (f"{len(self.cameras)} cameras, " + (f"up to {self.max_batch} frames an inference"
+                                                      if self.max_batch > 1 else "one frame an inference, in turn")
+                     if len(self.cameras) > 1 else "1 camera")
             what += (f" ({count}; outputs under "
                      f"{', '.join(c.prefix + 'segmentation/' for c in self.cameras)})")
         self.get_logger().info(
@@ -653,11 +662,15 @@ class SegmentationNode(Node):
             self._slot_lock.notify_all()
 
     def _take_batch(self) -> list:
-        """The waiting frame of every camera that has one, at most one each, starting one camera
-        further each time (round robin: no camera is always last to be published). Lock held."""
+        """The waiting frame of every camera that has one, at most one each and max_batch in all,
+        starting one camera further each time, or after the last one taken when max_batch cut the
+        batch short (round robin: no camera is always last, or never served). Lock held."""
         n = len(self.cameras)
         batch = []
         for k in range(n):
+            if len(batch) == self.max_batch:
+                self._next_first = (self._next_first + k - 1) % n  # +1 below: the camera after the last taken
+                break
             cam = self.cameras[(self._next_first + k) % n]
             if cam.slot is not None:
                 batch.append((cam,) + cam.slot)
@@ -853,7 +866,8 @@ class SegmentationNode(Node):
             running_max = self._running_max
         batching = {"batch_size_mean": f"{sum(recent) / len(recent):.2f}" if recent else "",
                     "batch_size_histogram": " ".join(f"{k}:{sizes[k]}" for k in sorted(sizes)),
-                    "frames_per_worker": per_worker, "inferences_at_once_max": str(running_max)}
+                    "frames_per_worker": per_worker, "inferences_at_once_max": str(running_max),
+                    "max_batch": str(self.max_batch)}
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
         for cam in self.cameras:

@@ -58,6 +58,12 @@ class Backend(ABC):
     def describe(self) -> str:
         return f"{self.name} {self.precision} {self.width}x{self.height}"
 
+    @property
+    def on_gpu(self) -> bool:
+        """Runs on a GPU, where a batch of N frames costs much less than N frames (on a CPU it costs
+        about N: batching then only adds latency)."""
+        return False
+
     def close(self) -> None:
         pass
 

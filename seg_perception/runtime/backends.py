@@ -130,6 +130,10 @@ class OnnxRuntimeBackend(Backend):
     def describe(self) -> str:
         return f"{super().describe()} ({self.path.name}, {self.providers[0]})"
 
+    @property
+    def on_gpu(self) -> bool:
+        return self.providers[0] != "CPUExecutionProvider"
+
 
 def labels_only_graph(path: Path) -> bytes:
     """The serialised ONNX graph at ``path`` with the ``labels`` output alone and the nodes it needs
@@ -208,6 +212,10 @@ class TorchBackend(Backend):
 
     def describe(self) -> str:
         return f"{super().describe()} ({self.path.name}, {self.device})"
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.type == "cuda"
 
 
 def tensorrt_missing() -> Optional[str]:

@@ -157,6 +157,10 @@ class TensorRTBackend(Backend):
     def describe(self) -> str:
         return f"{super().describe()} ({self.engine_path.name}, TensorRT {self.trt.__version__})"
 
+    @property
+    def on_gpu(self) -> bool:
+        return True
+
     def close(self) -> None:
         # the execution context before its engine, both before their device buffers: on a Jetson the
         # engine's memory is the CPU's too, so it goes now, not at garbage collection
