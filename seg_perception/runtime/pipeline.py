@@ -63,6 +63,9 @@ class Pipeline:
         self.drivable_lut = np.zeros(256, np.uint8)
         self.drivable_lut[self.drivable_classes] = 255
         self.palette = card.palette
+        # cv2.LUT colours a 1080p label image in half the time of palette[labels] (review measured 7 vs 16 ms)
+        self._colour_lut = np.zeros((256, 1, 3), np.uint8)
+        self._colour_lut[: len(self.palette), 0] = self.palette
         self.overlay_alpha = float(overlay_alpha)
         self.overlay_legend = bool(overlay_legend)
 
@@ -161,13 +164,15 @@ class Pipeline:
         if frame.shape[:2] != (h, w):
             frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
         rgb = to_rgb(frame, color)
-        blend = cv2.addWeighted(rgb, 1.0 - self.overlay_alpha, self.palette[labels], self.overlay_alpha, 0.0)
+        blend = cv2.addWeighted(rgb, 1.0 - self.overlay_alpha, self.colorize(labels), self.overlay_alpha, 0.0)
         if self.overlay_legend:  # which colour is which class, from the card
             blend = draw_legend(blend, self.card.class_names, self.card.class_colors)
         return blend
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
-        return self.palette[labels]
+        if labels.dtype != np.uint8:
+            return self.palette[labels]
+        return cv2.LUT(cv2.merge([labels, labels, labels]), self._colour_lut)
 
 
 def check_frame(frame: np.ndarray, color: str) -> None:
