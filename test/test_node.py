@@ -469,6 +469,28 @@ def test_stamp_gaps_under_heavy_loss_pauses_and_jitter():
     assert g3.missing == 0 and abs(g3.period - period / 1e9) < 0.3 * period / 1e9
 
 
+def test_stamp_gaps_a_camera_that_slows_down_loses_nothing():
+    """A USB camera halves its rate in the dark (auto exposure): 30 -> 15 Hz gives a run of equal
+    double gaps, a new period, not a frame lost at every one (49 were counted, and the node warned of
+    lost frames for 13 s). Uneven long gaps stay losses; after a pause the period is learnt anew."""
+    fast, slow = 33_333_333, 66_666_667
+    g = StampGaps()
+    stamps = [i * fast for i in range(300)] + [299 * fast + i * slow for i in range(1, 150)]
+    for t in stamps:
+        g.add(*divmod(t, 1_000_000_000))
+    assert g.missing == 0 and g.rate_changes == 1 and abs(g.period - slow / 1e9) < 1e-6, (g.missing, g.period)
+    lossy = StampGaps()  # 15 Hz with frames lost in uneven bursts: every one counted
+    kept = [i for i in range(200) if i % 7 not in (3, 4) and i % 11 != 5]
+    for i in kept:
+        lossy.add(*divmod(i * slow, 1_000_000_000))
+    before_known = sum(b - a - 1 for a, b in zip(kept[:5], kept[1:6]))  # gaps before the period is known
+    assert lossy.rate_changes == 0 and lossy.missing == kept[-1] + 1 - len(kept) - before_known
+    paused = StampGaps()  # stops at 30 Hz, comes back at 15 Hz
+    for t in [i * fast for i in range(60)] + [5 * 10**9 + i * slow for i in range(60)]:
+        paused.add(*divmod(t, 1_000_000_000))
+    assert paused.missing == 0 and paused.pauses == 1 and abs(paused.period - slow / 1e9) < 1e-6
+
+
 def test_overload_note_only_when_the_camera_outruns_the_node():
     note = overload_note(30.0, 14.2, 68.4, 3, (480, 360))
     assert note.startswith("camera at 30.0 Hz is faster than the node (14.2 FPS, 68 ms per frame at 480x360)")

@@ -146,13 +146,18 @@ class StampGaps:
 
     PAUSE_S = 1.0
     RECENT_S = 10.0
+    # this many long gaps in a row, all alike, are a camera that slowed down (a USB camera's auto
+    # exposure halving its rate in the dark), not loss: real loss comes in uneven gaps
+    RATE_CHANGE_RUN = 8
 
     def __init__(self, history: int = 61):
         self.last: Optional[int] = None
         self.deltas: deque = deque(maxlen=history)
         self.missing = 0
         self.pauses = 0
+        self.rate_changes = 0
         self.losses: deque = deque(maxlen=1000)  # (monotonic time, frames) of each gap
+        self._long_run: deque = deque(maxlen=self.RATE_CHANGE_RUN)  # the latest long gaps, if consecutive
 
     @property
     def period(self) -> float:
@@ -171,13 +176,26 @@ class StampGaps:
             d = t - self.last
             p = self.period * 1e9
             if p > 0 and d > max(self.PAUSE_S * 1e9, 10 * p):
-                self.pauses += 1  # stopped and started again: nothing to learn about the period
+                self.pauses += 1  # stopped and started again, perhaps at another rate: learn it anew
+                self.deltas.clear()
+                self._long_run.clear()
             else:
+                self.deltas.append(d)
                 if p > 0 and d > 1.75 * p:
                     lost = int(round(d / p)) - 1
                     self.missing += lost
                     self.losses.append((time.monotonic() if now is None else now, lost))
-                self.deltas.append(d)
+                    self._long_run.append(d)
+                    run = self._long_run
+                    if len(run) == self.RATE_CHANGE_RUN and max(run) <= 1.15 * min(run):
+                        for _ in run:  # not lost: the camera's new period, learnt from these gaps
+                            self.missing -= self.losses.pop()[1]
+                        self.deltas.clear()
+                        self.deltas.extend(run)
+                        run.clear()
+                        self.rate_changes += 1
+                else:
+                    self._long_run.clear()
         if self.last is None or t > self.last:
             self.last = t
         elif t < self.last - self.PAUSE_S * 1e9:  # the clock went back (bag loop, sim reset): start over
