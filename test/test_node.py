@@ -292,6 +292,7 @@ def test_no_backlog_newest_frame_wins(raw_node, val_frames):
     assert served + dropped + late == received
     assert late == 0  # (workers: 2 only) a frame finished early waits for its camera's older one
     assert d["inferences_at_once_max"] == "1"  # one worker: frames wait, never run side by side
+    assert d["max_batch"] == "1" and d["camera_rate_changes"] == "0"  # auto on a CPU: one frame an inference
     assert dropped > 0, "a burst faster than the model must replace waiting frames"
     assert served < len(keys)
     with h.lock:
@@ -489,6 +490,7 @@ def test_stamp_gaps_a_camera_that_slows_down_loses_nothing():
     for t in [i * fast for i in range(60)] + [5 * 10**9 + i * slow for i in range(60)]:
         paused.add(*divmod(t, 1_000_000_000))
     assert paused.missing == 0 and paused.pauses == 1 and abs(paused.period - slow / 1e9) < 1e-6
+    assert paused.rate_changes == 1 and paused.rate_change == pytest.approx((fast / 1e6, slow / 1e6), abs=0.01)
 
 
 def test_overload_note_only_when_the_camera_outruns_the_node():

@@ -177,7 +177,7 @@ def bench_cameras(model: str, cameras: int, width: int, height: int, rate: float
                   node_per_camera: bool = False, qos: str = "reliable", backend: str = "onnxruntime",
                   threads: int = 1, node_params: Optional[Dict] = None, startup_timeout: float = 90.0) -> Dict:
     """N synthetic cameras at /cam0/image_raw, /cam1/image_raw, ... served by ONE node (image_topics:
-    frames batched) or by one node per camera (each with ``threads`` threads); every camera's labels
+    max_batch frames an inference) or by one node per camera (each with ``threads`` threads); every camera's labels
     come back on /camI/segmentation/labels either way. Each tick publishes a frame on every camera."""
     if qos not in QOS:
         raise ValueError(f"unknown camera qos '{qos}'; valid choices: {', '.join(QOS)}")

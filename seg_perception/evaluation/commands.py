@@ -280,7 +280,7 @@ def _bench_camera(p: argparse.ArgumentParser):
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                    help="more node parameters, e.g. -p input_width:=320")
     p.add_argument("--cameras", nargs="+", type=int, default=[], metavar="N",
-                   help="N synthetic cameras (/cam0/image_raw, ...) in ONE node (image_topics, frames batched); "
+                   help="N synthetic cameras (/cam0/image_raw, ...) in ONE node (image_topics; max_batch frames an inference); "
                         "several values: one run each (default: one camera on /camera/image_raw, the table above)")
     p.add_argument("--node-per-camera", action="store_true",
                    help="with --cameras: one node per camera instead (the comparison) (default: %(default)s)")

@@ -21,7 +21,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import rclpy
 import rclpy.executors
@@ -156,6 +156,7 @@ class StampGaps:
         self.missing = 0
         self.pauses = 0
         self.rate_changes = 0
+        self.rate_change: Optional[Tuple[float, float]] = None  # the latest, (period before, after) in ms
         self.losses: deque = deque(maxlen=1000)  # (monotonic time, frames) of each gap
         self._long_run: deque = deque(maxlen=self.RATE_CHANGE_RUN)  # the latest long gaps, if consecutive
 
@@ -176,8 +177,7 @@ class StampGaps:
             d = t - self.last
             p = self.period * 1e9
             if p > 0 and d > max(self.PAUSE_S * 1e9, 10 * p):
-                self.pauses += 1  # stopped and started again, perhaps at another rate: learn it anew
-                self.deltas.clear()
+                self.pauses += 1  # stopped and started again: nothing to learn about the period
                 self._long_run.clear()
             else:
                 self.deltas.append(d)
@@ -188,12 +188,15 @@ class StampGaps:
                     self._long_run.append(d)
                     run = self._long_run
                     if len(run) == self.RATE_CHANGE_RUN and max(run) <= 1.15 * min(run):
-                        for _ in run:  # not lost: the camera's new period, learnt from these gaps
+                        # taken as the camera's new period, learnt from these gaps; stamps cannot tell it
+                        # from a loss of every k-th frame, so the change is said (log, diagnostics)
+                        for _ in run:
                             self.missing -= self.losses.pop()[1]
                         self.deltas.clear()
                         self.deltas.extend(run)
                         run.clear()
                         self.rate_changes += 1
+                        self.rate_change = (p / 1e6, self.period * 1e3)  # ms before, after
                 else:
                     self._long_run.clear()
         if self.last is None or t > self.last:
@@ -209,15 +212,16 @@ class StampGaps:
 
 
 def overload_note(camera_hz: float, served_fps: float, processing_ms: float, newly_dropped: int,
-                  size: tuple) -> str:
+                  size: tuple, cameras: int = 1) -> str:
     """What to tell a user whose camera is faster than the node ("" when it is not). The node
     works as designed then (newest frame wins), but frames are skipped and each one waits for
     the frame in progress, so say why and which knobs serve more."""
     if camera_hz <= 0 or served_fps <= 0 or newly_dropped <= 0 or served_fps >= 0.9 * camera_hz:
         return ""
     w, h = size
+    shared = f", the node's time shared by {cameras} cameras" if cameras > 1 else ""
     return (f"camera at {camera_hz:.1f} Hz is faster than the node ({served_fps:.1f} FPS, {processing_ms:.0f} ms "
-            f"per frame at {w}x{h}): newer frames replace waiting ones; to serve more, lower "
+            f"per frame at {w}x{h}{shared}): newer frames replace waiting ones; to serve more, lower "
             "input_width/input_height, add workers, or use TensorRT")
 
 
@@ -270,6 +274,7 @@ class CameraStream:
         self.done_times: deque = deque(maxlen=200)
         self.dropped_at_diag = 0  # frames_dropped at the last diagnostics: drops since then
         self.told_overload = False  # the log says it once; diagnostics every time
+        self.told_rate_change = None  # the camera period change the log said last
         self.last_stamp = (-1, -1)  # (sec, nanosec) of the newest frame published
         self.in_flight: set = set()  # stamps taken by a worker and not yet published or rejected
         self.publishing = threading.Lock()  # several workers: one publishes this camera at a time
@@ -427,7 +432,10 @@ class SegmentationNode(Node):
             self.pipelines.append(self._make_pipeline(p, drivable, confidence))
             self.pipeline = self.pipelines[0]
         self.card = self.pipeline.card
-        self.max_batch = int(p["max_batch"]) or (len(self.cameras) if self.pipeline.backend.on_gpu else 1)
+        # auto: a batch only where it costs less than its frames, a GPU running the frames in one call (an
+        # ONNX file with a fixed batch of 1 runs them one by one: each camera would wait for the others)
+        be = self.pipeline.backend
+        self.max_batch = int(p["max_batch"]) or (len(self.cameras) if be.on_gpu and getattr(be, "batches", True) else 1)
         self.max_pixels = int(p["max_image_pixels"])
         self.publish_confidence = bool(p["publish_confidence"])
 
@@ -630,7 +638,8 @@ class SegmentationNode(Node):
             trt = {}
             if p["backend"] in ("auto", "tensorrt"):
                 trt = {"cache_dir": p["engine_cache_dir"] or None, "rebuild": bool(p["rebuild_engine"]),
-                       "max_batch": len(self.cameras)}  # one batch holds a frame per camera
+                       # one batch holds a frame per camera, or max_batch of them
+                       "max_batch": min(int(p["max_batch"]) or len(self.cameras), len(self.cameras))}
             pipe = Pipeline.from_card(
                 card_path, backend=p["backend"], precision=p["precision"],
                 width=int(p["input_width"]) or None, height=int(p["input_height"]) or None,
@@ -939,7 +948,14 @@ class SegmentationNode(Node):
                               f"({missing} since start; gaps in header stamps): large frames are being lost "
                               "between processes; see README 'DDS notes'")
         overload = overload_note(1.0 / period if period else 0.0, fps, med(stages["processing_ms"]), newly_dropped,
-                                 self.pipeline.size)
+                                 self.pipeline.size, len(self.cameras))
+        change = cam.gaps.rate_change
+        if change is not None and change != cam.told_rate_change:
+            cam.told_rate_change = change
+            self.get_logger().warning(
+                (f"{cam.topic}: " if self.multi else "") + f"camera period {change[0]:.1f} -> {change[1]:.1f} ms: "
+                "the camera slowed down (auto exposure in the dark?), or a regular share of its frames is lost on "
+                "the way (header stamps cannot tell which: compare with the camera's set rate)")
         if overload:  # beside a warning, not instead of it
             status.message = overload if status.message == "ok" else f"{status.message}; {overload}"
         if overload and not cam.told_overload:
@@ -951,7 +967,8 @@ class SegmentationNode(Node):
                   "frames_late": s.late, "stamps_went_back": s.time_jumps, "workers": len(self.workers),
                   "frames_rejected": s.rejected, "last_rejection": s.last_rejection, "frames_with_overlay": s.overlays,
                   "frames_missing_upstream": missing, "frames_missing_recent": missing_now,
-                  "camera_pauses": pauses, "seconds_since_frame": f"{silent:.1f}",
+                  "camera_pauses": pauses, "camera_rate_changes": cam.gaps.rate_changes,
+                  "seconds_since_frame": f"{silent:.1f}",
                   "camera_period_ms": f"{period * 1e3:.1f}" if period else "",
                   **{k: f"{med(v):.2f}" for k, v in stages.items() if k != "inference_ms"}, "model": self.card.name,
                   "backend": self.pipeline.backend.name, "precision": self.pipeline.backend.precision, "topic": cam.topic,

@@ -170,7 +170,7 @@ class Pipeline:
         return blend
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
-        if labels.dtype != np.uint8:
+        if labels.dtype != np.uint8 or labels.ndim != 2 or not labels.size:
             return self.palette[labels]
         return cv2.LUT(cv2.merge([labels, labels, labels]), self._colour_lut)
 
