@@ -318,3 +318,29 @@ def test_a_binned_camera_is_refused_for_its_binning_not_its_size(ros):
         assert "binning" in outputs.status[1] and "but CameraInfo" not in outputs.status[1], outputs.status
     finally:
         node.destroy_node()
+
+
+def test_cameras_share_one_tf_listener(monkeypatch):
+    """One tf2 buffer and listener for the node, not one per camera (each listener subscribes to /tf
+    and handles every TF message in the executor thread); removed with the last camera's outputs.
+    tf2_ros is not installed here: stand-ins with its constructor and unregister()."""
+    from types import SimpleNamespace
+    from seg_perception.ros import ground_outputs as go
+    made = []
+
+    class Listener:
+        def __init__(self, buffer, node):
+            self.unregistered = False
+            made.append(self)
+
+        def unregister(self):
+            self.unregistered = True
+
+    monkeypatch.setattr(go, "tf2_ros", SimpleNamespace(Buffer=object, TransformListener=Listener))
+    node = SimpleNamespace()
+    a, b = go._acquire_tf(node), go._acquire_tf(node)
+    assert a is b and len(made) == 1
+    go._release_tf(node)
+    assert not made[0].unregistered
+    go._release_tf(node)
+    assert made[0].unregistered and go._acquire_tf(node) is not a and len(made) == 2

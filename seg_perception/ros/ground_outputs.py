@@ -94,6 +94,27 @@ def check_full_frame(info: CameraInfo) -> None:
                           "supported: publish the full frame's calibration")
 
 
+def _acquire_tf(node):
+    """The node's one tf2 buffer and listener, shared by its cameras (a listener each subscribed to
+    /tf and /tf_static once per camera, every TF message handled N times in the executor thread)."""
+    shared = getattr(node, "_seg_tf", None)
+    if shared is None:
+        buffer = tf2_ros.Buffer()
+        shared = node._seg_tf = [buffer, tf2_ros.TransformListener(buffer, node), 0]
+    shared[2] += 1
+    return shared[0]
+
+
+def _release_tf(node) -> None:
+    shared = getattr(node, "_seg_tf", None)
+    if shared is None:
+        return
+    shared[2] -= 1
+    if shared[2] <= 0:
+        shared[1].unregister()
+        node._seg_tf = None
+
+
 def declare_ground_parameters(node) -> None:
     for name, (default, desc) in GROUND_PARAMETERS.items():
         # dynamic typing: YAML [0, 0, 1] (integers) is as good as [0.0, 0.0, 1.0]
@@ -177,8 +198,7 @@ class GroundOutputs:
     def start(self, out_qos) -> None:
         node = self.node
         if self.use_tf:
-            self.tf_buffer = tf2_ros.Buffer()
-            self._tf_listener = tf2_ros.TransformListener(self.tf_buffer, node)
+            self.tf_buffer = _acquire_tf(node)
         # Best effort takes CameraInfo from reliable and best-effort drivers alike.
         self.sub_info = node.create_subscription(CameraInfo, self.info_topic, self._on_info, qos_profile_sensor_data)
         self.pub_grid = node.create_publisher(OccupancyGrid, self.prefix + "segmentation/drivable_grid", out_qos)
@@ -196,7 +216,7 @@ class GroundOutputs:
             self.node.destroy_subscription(self.sub_info)
             self.sub_info = None
         if self.tf_buffer is not None:
-            self._tf_listener.unregister()
+            _release_tf(self.node)
             self.tf_buffer = None
 
     def _on_info(self, msg: CameraInfo) -> None:
