@@ -34,7 +34,8 @@ FEW_FRAMES = 10  # 10 frames did as well as 50 there (within 0.4); fewer were no
 def adapt(model: str, frames: str | Path, out: str | Path, name: Optional[str] = None,
           num_frames: int = DEFAULT_FRAMES, blend: float = DEFAULT_BLEND,
           image_topics: Optional[Sequence[str]] = None,
-          batch: int = 8, threads: int = 0, log: Callable[[str], None] = print) -> Path:
+          batch: int = 8, threads: int = 0, replace: bool = False,
+          log: Callable[[str], None] = print) -> Path:
     """Write ``out/NAME.pt``, ``NAME.onnx`` and ``NAME.yaml``; returns the card's path."""
     # torch only here: the command line imports this module for its defaults
     from .train.batchnorm_adaptation import reestimate_batchnorm
@@ -53,6 +54,16 @@ def adapt(model: str, frames: str | Path, out: str | Path, name: Optional[str] =
     card_path = out / f"{name}.yaml"
     if card_path.resolve() == card.path.resolve():
         raise ValueError(f"{card_path} is the model being adapted: choose another --out or --name")
+    # the source model's files (its INT8 graphs: --name rdsnet_camvid_int8) and another model's are not overwritten
+    writes = [out / f"{name}{suffix}" for suffix in (".yaml", ".pt", ".onnx")]
+    ours = {card.file(role).resolve() for role in card.files if card.file(role) is not None}
+    clash = [w for w in writes if w.resolve() in ours]
+    if clash:
+        raise ValueError(f"{clash[0]} is a file of the model being adapted: choose another --name")
+    there = [w for w in writes if w.exists()]
+    if there and not replace:
+        raise FileExistsError(f"{there[0]} exists (another model, or an earlier adaptation): choose another --name, "
+                              "or pass --replace to write over it")
     got = read_frames(frames, num_frames, spread=True, image_topic=image_topics)
     log(f"[adapt] {card.name}: {got.note}")
     if len(got.frames) < FEW_FRAMES:
@@ -82,7 +93,8 @@ def adapt(model: str, frames: str | Path, out: str | Path, name: Optional[str] =
     new.files = {"weights": f"{name}.pt"}
     atomic_save({k: v.cpu() for k, v in backend.model.net.state_dict().items()}, out / f"{name}.pt")
     adaptation = {
-        "from_model": card.name, "from_card": str(card.path), "frames": len(got.frames), "source": str(frames),
+        "from_model": card.name, "from_card": str(card.path), "frames": len(got.frames),
+        "source": str(Path(frames).expanduser().resolve()),
         "image_topics": list(image_topics) if image_topics else None, "skipped_messages": got.skipped,
         "blend": blend, "batch": batch,
         "mean_shift_sd": round(mean_shift, 4), "command": command_line(),

@@ -368,12 +368,13 @@ def _adapt(p: argparse.ArgumentParser):
     p.add_argument("--name", default=None, help="the new model's name (default: <model>_adapted)")
     p.add_argument("--batch", type=int, default=8, help="frames per forward pass" + d)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: its default)" + d)
+    p.add_argument("--replace", action="store_true", help="write over an existing model of --name in --out")
 
     def run(a):
         from .adapt import adapt
         from .paths import DEFAULT_MODEL
         adapt(a.model or DEFAULT_MODEL, a.frames, a.out, a.name, a.num_frames, a.blend, a.image_topic,
-              a.batch, a.threads)
+              a.batch, a.threads, a.replace)
     return run
 
 

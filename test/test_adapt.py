@@ -187,6 +187,18 @@ def test_frames_spread_over_a_folder(camvid_sample):
     assert np.array_equal(got.frames[2][0], cv2.imread(str(names[-1]))[:, :, ::-1])
 
 
+def test_a_damaged_image_in_a_folder_is_skipped_and_counted(tmp_path):
+    """One unreadable file among a folder's frames stopped adapt; a bag's unreadable message is
+    skipped and counted, and so is it now."""
+    import cv2
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), np.full((8, 8, 3), 50 * i, np.uint8))
+    (tmp_path / "f3.png").write_bytes(b"not a png")
+    got = read_frames(tmp_path, 4, spread=True)
+    assert len(got.frames) == 3 and got.skipped == 1 and "f3.png" in got.why, (got.note, got.why)
+    assert "3 frames from" in got.note and "1 unreadable" in got.note
+
+
 def test_frames_of_a_dataset_root_leave_its_labels_out(camvid_sample):
     """Pointed at a dataset's root (CamVid: train/ beside trainannot/), the masks are not frames."""
     got = read_frames(camvid_sample, 100)
@@ -259,6 +271,13 @@ def test_adapted_model_is_complete_and_runs_in_onnxruntime(tmp_path, capsys, shi
     ort = OnnxRuntimeBackend(card, 480, 360, threads=1).infer(frame)[0]
     pt = TorchBackend(card, 480, 360, threads=1).infer(frame)[0]
     assert (ort == pt).mean() > 0.999
+    again = ["adapt", "--model", shipped_model, "--frames", _sample_bag(), "--out", tmp_path, "--name", "mine",
+             "--num-frames", 2, "--threads", 1]
+    rc, out, err = _run(capsys, *again)  # an earlier adaptation (or another model) is not written over unasked
+    assert rc == 2 and "mine.yaml exists" in err and "--replace" in err, err
+    assert load_card(tmp_path / "mine.yaml").training["adaptation"]["frames"] == 6
+    rc, out, err = _run(capsys, *again, "--replace")
+    assert rc == 0 and load_card(tmp_path / "mine.yaml").training["adaptation"]["frames"] == 2, err
 
 
 def test_adapt_on_two_cameras_records_both(tmp_path, capsys, shipped_model):
@@ -283,7 +302,10 @@ def test_adapt_bad_arguments_are_one_line(tmp_path, capsys, shipped_model):
              (["--batch", 0], "--batch must be at least 1"),
              (["--num-frames", 0], "--num-frames must be at least 1"),
              (["--frames", tmp_path / "missing"], "frames source .* not found"),
-             (["--out", shipped_model.parent, "--name", shipped_model.stem], "is the model being adapted")]
+             (["--out", shipped_model.parent, "--name", shipped_model.stem], "is the model being adapted"),
+             # its Q/DQ graph would have been written over with a float one, the card still naming it
+             (["--out", shipped_model.parent, "--name", shipped_model.stem + "_int8"],
+              "is a file of the model being adapted")]
     for extra, message in cases:
         args = ["adapt", "--model", shipped_model, "--frames", _sample_bag(), "--out", tmp_path / "o"] + extra
         rc, out, err = _run(capsys, *args)

@@ -190,7 +190,10 @@ def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequ
     if failed:
         out("RESULT: FAIL: " + "; ".join(f"{r.backend} {r.precision}: {r.note or r.status}" for r in failed))
         return 1
-    out(f"RESULT: OK: {len(trt_rows)} TensorRT engines built, agree with ONNX Runtime, and run.")
+    built = [r for r in trt_rows if r.status == "ok"]  # not the batch row skipped for a fixed-batch ONNX
+    out(f"RESULT: OK: {len(built)} TensorRT engines built, agree with ONNX Runtime, and run"
+        + (f" ({len(trt_rows) - len(built)} row(s) skipped, see the table)" if len(built) < len(trt_rows) else "")
+        + ".")
     return 0
 
 

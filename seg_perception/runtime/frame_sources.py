@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..data.datasets import IMAGE_EXTS, read_rgb
+from ..data.datasets import IMAGE_EXTS, DatasetError, read_rgb
 from .image_conversion import ImageError, message_to_array
 
 
@@ -144,8 +144,14 @@ def read_frames(source: str | Path, n: int, spread: bool = False,
         found = (sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
                  if src.is_dir() else [src])  # not macOS's ._NAME files beside the frames
         files = [p for p in found if not (src.is_dir() and _is_label_image(p, src))]
-        out = Frames([(read_rgb(files[i]), "rgb") for i in _picks(len(files), n, spread)],
-                     f"{min(n, len(files))} frames from {src}")
+        read, bad, why = [], 0, ""
+        for i in _picks(len(files), n, spread):
+            try:  # one damaged file among hundreds is skipped and counted, as a bag's unreadable message is
+                read.append((read_rgb(files[i]), "rgb"))
+            except DatasetError as e:
+                bad, why = bad + 1, why or str(e)
+        out = Frames(read, f"{len(read)} frames from {src}")
+        out.skipped, out.why = out.skipped + bad, out.why or why
         if len(files) < len(found):
             out.note += f" ({len(found) - len(files)} label images of a dataset layout left out)"
     if not out.frames:
