@@ -132,3 +132,39 @@ def test_resume_into_a_mistyped_folder_names_the_run_nearby(tmp_path):
     lines.clear()
     restore(SimpleNamespace(out=tmp_path / "e200_new", main=True), lines.append)
     assert lines == [f"[train] --resume: no {tmp_path / 'e200_new' / 'last.pt'} yet, starting fresh"]
+
+
+def test_a_run_folder_is_not_restarted_or_shared(straight, tmp_path, camvid_root):
+    """A command without --resume on a run's folder started it again over its last.pt, log and
+    shipped weights; a second process on the same folder interleaved its rows and checkpoints;
+    fewer --epochs than already trained gave a complex learning rate."""
+    import fcntl
+    import shutil
+    out, _ = straight
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    before = (run / "last.pt").read_bytes()
+    cfg = TrainConfig(data=str(camvid_root), out=str(run), **TINY)
+    with pytest.raises(ValueError, match="holds a run \\(last.pt\\): --resume continues it"):
+        train(cfg, log=lambda *_: None)
+    assert (run / "last.pt").read_bytes() == before
+    with open(run / ".train.lock", "a") as held:  # another training in that folder
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ValueError, match="another training is running in"):
+            train(cfg, resume=True, log=lambda *_: None)
+    with pytest.raises(ValueError, match="has trained 2 epochs, more than this command's 1: resume with --epochs 2"):
+        train(TrainConfig(data=str(camvid_root), out=str(run), **dict(TINY, epochs=1)), resume=True,
+              log=lambda *_: None)
+    train(cfg, resume=True, log=lambda *_: None)  # the lock is released after each run: this one may go on
+
+
+def test_non_finite_batchnorm_statistics_stop_the_run_before_they_are_saved(tmp_path, camvid_root):
+    """A forward pass whose loss is skipped as non-finite has already moved the BatchNorm
+    statistics: NaN there broke every later evaluation while last.pt kept saving it."""
+    from seg_perception.train.loop import _check_finite, build
+    run = build(TrainConfig(data=str(camvid_root), out=str(tmp_path), **TINY), log=lambda *_: None)
+    _check_finite(run, 0)
+    bn = next(m for m in run.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_var[0] = float("nan")
+    with pytest.raises(RuntimeError, match="non-finite in epoch 1 .*running_var"):
+        _check_finite(run, 0)

@@ -109,11 +109,15 @@ def bench_model(name: str, width: int, height: int, frames: Sequence[np.ndarray]
         note_int8(card, q.path, q)
     for kind in backends:
         for precision in _precisions(kind):
-            row = BenchRow(name, kind, precision, round(params, 3), round(gmacs, 3))
+            # ONNX Runtime int8 here is the TensorRT-style Q/DQ graph (the node's CPU int8 model is
+            # another, QOperator graph: scripts/speed_shipped.py times that one): the row says so
+            shown = "int8 Q/DQ" if kind == "onnxruntime" and precision == "int8" else precision
+            row = BenchRow(name, kind, shown, round(params, 3), round(gmacs, 3))
             try:
                 # labels only, as the node runs it unless confidence is published or ground is on
-                if kind == "onnxruntime":
-                    be = OnnxRuntimeBackend(card, width, height, precision, threads=threads, confidence=False)
+                if kind == "onnxruntime":  # the CPU, as the table says (onnxruntime-gpu would take CUDA)
+                    be = OnnxRuntimeBackend(card, width, height, precision, threads=threads, confidence=False,
+                                            use_cuda=False)
                 else:
                     from ..runtime.tensorrt_backend import TensorRTBackend
                     be = TensorRTBackend(card, width, height, precision, cache_dir=workdir / "engines",
@@ -170,7 +174,8 @@ def run_bench(models: Optional[Sequence[str]] = None, backends: Optional[Sequenc
         if base and r.p50_ms:
             r.vs_erfnet = round(base / r.p50_ms, 2)
     env = {"cpu": cpu_name(), "machine": platform.machine(),
-           "threads": threads or os.cpu_count(), "onnxruntime": onnxruntime.__version__,
+           "threads": threads or f"the runtime's default ({os.cpu_count()} logical CPUs)",
+           "load_average_1min": round(os.getloadavg()[0], 2), "onnxruntime": onnxruntime.__version__,
            "resolution": f"{width}x{height}", "runs": runs, "warmup": warmup, "frames": frames_note,
            "weights": "random (speed only)", "date": time.strftime("%Y-%m-%d")}
     if "tensorrt" in backends:
@@ -185,9 +190,10 @@ def to_markdown(result: Dict) -> str:
     env = result["environment"]
     where = f"GPU {env['gpu']}, TensorRT {env['tensorrt']}; " if "gpu" in env else ""
     lines = [f"Benchmark at {env['resolution']}, {where}CPU {env['cpu']} ({env['threads']} threads, ONNX "
-             f"Runtime {env['onnxruntime']}); {env['runs']} timed runs after {env['warmup']} warm-up on "
+             f"Runtime {env['onnxruntime']}; load average {env.get('load_average_1min', '?')} at the end); "
+             f"{env['runs']} timed runs after {env['warmup']} warm-up on "
              f"{env['frames']}; weights: {env['weights']}; {env['date']}.", "",
-             "| model | backend | precision | params (M) | GMACs | p50 (ms) | p95 (ms) | FPS | speed vs ERFNet |",
+             "| model | backend | precision | params (M) | GMACs | p50 (ms) | p95 (ms) | FPS (1/mean) | speed vs ERFNet |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
 
     def f(v, fmt):

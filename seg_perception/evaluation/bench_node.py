@@ -134,7 +134,8 @@ def to_markdown(r: Dict) -> str:
              f"node overhead over its own inference (p50 of processing - inference, per frame, inside the node: "
              f"conversion, resize, label resize, fill, publish): {r['node_overhead_ms_p50']} ms; budget "
              f"max(10% of the node's inference, 3 ms) = {r['budget_ms']} ms: "
-             f"{'within' if r['within_budget'] else 'OVER'} budget"]
+             + ("not known (the node's diagnostics lacked a figure)" if r["within_budget"] is None
+                else f"{'within' if r['within_budget'] else 'OVER'} budget")]
     return "\n".join(lines)
 
 

@@ -782,6 +782,7 @@ def restore(run: Run, log=print) -> None:
     if not ckpt_path.is_file():
         if run.main:
             log(f"[train] --resume: no {ckpt_path} yet, starting fresh{_similar_run(run.out)}")
+            _trim_csv(run.out / "log.csv", 0)  # rows of a start stopped before its first checkpoint
         return
     ck = load_checkpoint(ckpt_path)
     if ck["config"]["model"] != run.cfg.model:
@@ -805,6 +806,10 @@ def restore(run: Run, log=print) -> None:
         log(f"[train] note: the checkpoint trained under CUDA {ck['autocast']} autocast; here the run goes on "
             + (f"under {now} (a GPU of another kind)" if now else f"on the CPU in {run.precision}"))
     run.start_epoch, run.best = ck["epoch"] + 1, ck["best_miou"]
+    if run.start_epoch > run.total_epochs:
+        raise ValueError(f"{ckpt_path} has trained {run.start_epoch} epochs, more than this command's "
+                         f"{run.total_epochs}: resume with --epochs {ck['config'].get('epochs', run.start_epoch)} "
+                         "(a shorter schedule cannot be resumed; start another --out)")
     lr_at_stop = run.opt.param_groups[0]["lr"]
     # The optimizer's and schedule's saved state carry the checkpoint's --lr and --weight-decay:
     # the flags of this command win (a changed value is said below), as --epochs does.
@@ -985,6 +990,56 @@ def save_checkpoint(run: Run, epoch: int) -> None:
 
 def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
     """Train ``cfg.model``; returns the path of the weights file it ships."""
+    check_config(cfg)  # a wrong flag is said first, before anything of the folder
+    lock = _claim_run_folder(cfg, resume)
+    try:
+        return _train(cfg, resume, log)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _check_finite(run: Run, epoch: int) -> None:
+    """Weights, BatchNorm statistics (a forward pass whose loss was skipped as non-finite has
+    already moved them) and the EMA copy: all finite, or the run stops before saving any of it."""
+    states = [run.model.state_dict()] + ([run.ema.module.state_dict()] if run.ema is not None else [])
+    for state in states:
+        for k, v in state.items():
+            if v.is_floating_point() and not torch.isfinite(v).all():
+                raise RuntimeError(f"the weights became non-finite in epoch {epoch + 1} ({k}); {run.out / 'last.pt'} "
+                                   "still holds the previous epoch: rerun with --resume (or a lower --lr, "
+                                   "--clip-grad, --precision fp32)")
+
+
+RUN_LOCK = ".train.lock"
+
+
+def _claim_run_folder(cfg: TrainConfig, resume: bool):
+    """The run folder for this run alone (rank 0 of torchrun holds it for all): a second process on
+    the same --out interleaved its log rows and checkpoints with the first's, and a command without
+    --resume on a run's folder started it again over its last.pt, log and shipped weights."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume and (out / "last.pt").is_file():
+        raise ValueError(f"{out} holds a run (last.pt): --resume continues it; to start afresh give another --out "
+                         "(or remove the folder)")
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock
+        return None
+    f = open(out / RUN_LOCK, "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise ValueError(f"another training is running in {out} ({out / RUN_LOCK} is held): wait for it to end, "
+                         "or give another --out") from None
+    return f
+
+
+def _train(cfg: TrainConfig, resume: bool, log) -> Path:
     run = build(cfg, resume, log)
     csv_path = run.out / "log.csv"
     tb = _tensorboard(run.out) if run.main else None
@@ -998,6 +1053,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
                 log("[train] encoder stage done; training the full network")
         stats = train_one_epoch(run, epoch, ddp_model)
         last_loss = stats.loss
+        _check_finite(run, epoch)  # before anything of this epoch is scored or saved
         local_epoch = epoch - (cfg.encoder_epochs if run.stage == "full" else 0)
         is_last = epoch == run.total_epochs - 1
         val_miou = val_acc = raw_miou = None
@@ -1023,10 +1079,6 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
                 run.sched.step(val_miou)
         else:
             run.sched.step()
-        if not all(torch.isfinite(p).all() for p in run.model.parameters()):
-            raise RuntimeError(f"the weights became non-finite in epoch {epoch + 1}; {run.out / 'last.pt'} "
-                               "still holds the previous epoch: rerun with --resume (or a lower --lr, "
-                               "--clip-grad, --precision fp32)")
         if not run.main:
             continue
         # The row first, then the checkpoint: a run stopped between the two is resumed from the
