@@ -109,10 +109,7 @@ def bench_model(name: str, width: int, height: int, frames: Sequence[np.ndarray]
         note_int8(card, q.path, q)
     for kind in backends:
         for precision in _precisions(kind):
-            # ONNX Runtime int8 here is the TensorRT-style Q/DQ graph (the node's CPU int8 model is
-            # another, QOperator graph: scripts/speed_shipped.py times that one): the row says so
-            shown = "int8 Q/DQ" if kind == "onnxruntime" and precision == "int8" else precision
-            row = BenchRow(name, kind, shown, round(params, 3), round(gmacs, 3))
+            row = BenchRow(name, kind, precision, round(params, 3), round(gmacs, 3))
             try:
                 # labels only, as the node runs it unless confidence is published or ground is on
                 if kind == "onnxruntime":  # the CPU, as the table says (onnxruntime-gpu would take CUDA)
@@ -192,7 +189,9 @@ def to_markdown(result: Dict) -> str:
     lines = [f"Benchmark at {env['resolution']}, {where}CPU {env['cpu']} ({env['threads']} threads, ONNX "
              f"Runtime {env['onnxruntime']}; load average {env.get('load_average_1min', '?')} at the end); "
              f"{env['runs']} timed runs after {env['warmup']} warm-up on "
-             f"{env['frames']}; weights: {env['weights']}; {env['date']}.", "",
+             f"{env['frames']}; weights: {env['weights']}; {env['date']}. ONNX Runtime int8 rows run the "
+             "TensorRT-style Q/DQ graph; the node's CPU int8 model is another (QOperator) graph, timed by "
+             "scripts/speed_shipped.py.", "",
              "| model | backend | precision | params (M) | GMACs | p50 (ms) | p95 (ms) | FPS (1/mean) | speed vs ERFNet |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import errno
 import json
 import math
 import os
@@ -1018,13 +1019,16 @@ def _claim_run_folder(cfg: TrainConfig, resume: bool):
     """The run folder for this run alone (rank 0 of torchrun holds it for all): a second process on
     the same --out interleaved its log rows and checkpoints with the first's, and a command without
     --resume on a run's folder started it again over its last.pt, log and shipped weights."""
-    if int(os.environ.get("RANK", "0")) != 0:
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1 and os.environ.get("RANK", "0") not in ("", "0"):  # as _distributed() reads it
         return None
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if not resume and (out / "last.pt").is_file():
         raise ValueError(f"{out} holds a run (last.pt): --resume continues it; to start afresh give another --out "
                          "(or remove the folder)")
+    if not resume:  # a fresh start: rows of an earlier start stopped before its first checkpoint go
+        _trim_csv(out / "log.csv", 0)
     try:
         import fcntl
     except ImportError:  # not a POSIX system: no lock
@@ -1032,10 +1036,12 @@ def _claim_run_folder(cfg: TrainConfig, resume: bool):
     f = open(out / RUN_LOCK, "a")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as e:
         f.close()
-        raise ValueError(f"another training is running in {out} ({out / RUN_LOCK} is held): wait for it to end, "
-                         "or give another --out") from None
+        if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+            raise ValueError(f"another training is running in {out} ({out / RUN_LOCK} is held): wait for it to "
+                             "end, or give another --out") from None
+        return None  # a file system without locks (NFS without lockd, some FUSE): train without one
     return f
 
 
