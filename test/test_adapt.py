@@ -196,7 +196,7 @@ def test_a_damaged_image_in_a_folder_is_skipped_and_counted(tmp_path):
     (tmp_path / "f3.png").write_bytes(b"not a png")
     got = read_frames(tmp_path, 4, spread=True)
     assert len(got.frames) == 3 and got.skipped == 1 and "f3.png" in got.why, (got.note, got.why)
-    assert "3 frames from" in got.note and "1 unreadable" in got.note
+    assert "3 frames from" in got.note and "1 unreadable files skipped" in got.note
 
 
 def test_frames_of_a_dataset_root_leave_its_labels_out(camvid_sample):

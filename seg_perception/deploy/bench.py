@@ -161,6 +161,7 @@ def run_bench(models: Optional[Sequence[str]] = None, backends: Optional[Sequenc
                            "--backend onnxruntime")
     frames, frames_note = sample_frames(width, height, dataset=dataset)  # INT8 calibration, agreement
     rows: List[BenchRow] = []
+    load_before = round(os.getloadavg()[0], 2)  # other work on the machine, before the bench's own threads
     with tempfile.TemporaryDirectory(prefix="seg_bench_") as tmp:
         for name in models:
             rows += bench_model(name, width, height, frames, backends, runs, warmup, threads, Path(tmp),
@@ -172,7 +173,7 @@ def run_bench(models: Optional[Sequence[str]] = None, backends: Optional[Sequenc
             r.vs_erfnet = round(base / r.p50_ms, 2)
     env = {"cpu": cpu_name(), "machine": platform.machine(),
            "threads": threads or f"the runtime's default ({os.cpu_count()} logical CPUs)",
-           "load_average_1min": round(os.getloadavg()[0], 2), "onnxruntime": onnxruntime.__version__,
+           "load_average_1min": load_before, "onnxruntime": onnxruntime.__version__,
            "resolution": f"{width}x{height}", "runs": runs, "warmup": warmup, "frames": frames_note,
            "weights": "random (speed only)", "date": time.strftime("%Y-%m-%d")}
     if "tensorrt" in backends:
@@ -187,7 +188,7 @@ def to_markdown(result: Dict) -> str:
     env = result["environment"]
     where = f"GPU {env['gpu']}, TensorRT {env['tensorrt']}; " if "gpu" in env else ""
     lines = [f"Benchmark at {env['resolution']}, {where}CPU {env['cpu']} ({env['threads']} threads, ONNX "
-             f"Runtime {env['onnxruntime']}; load average {env.get('load_average_1min', '?')} at the end); "
+             f"Runtime {env['onnxruntime']}; load average {env.get('load_average_1min', '?')} before it); "
              f"{env['runs']} timed runs after {env['warmup']} warm-up on "
              f"{env['frames']}; weights: {env['weights']}; {env['date']}. ONNX Runtime int8 rows run the "
              "TensorRT-style Q/DQ graph; the node's CPU int8 model is another (QOperator) graph, timed by "

@@ -161,5 +161,6 @@ def read_frames(source: str | Path, n: int, spread: bool = False,
         raise FileNotFoundError(f"no readable frames in {src}{unreadable}"
                                 + ": pass a folder of images or a rosbag2 with images")
     if out.skipped:
-        out.note += f" ({out.skipped} unreadable messages skipped; the first: {out.why})"
+        what = "files" if src.is_dir() and not is_bag(src) else "messages"
+        out.note += f" ({out.skipped} unreadable {what} skipped; the first: {out.why})"
     return out
