@@ -188,3 +188,19 @@ def test_package_log_records_reach_one_node_logger_once():
         assert forwarders() == [] and (pkg.level, pkg.propagate) == before
     finally:
         rclpy.shutdown(context=ctx)
+
+
+def test_a_colcon_install_finds_the_node_beside_its_command(tmp_path, monkeypatch):
+    """colcon puts the console scripts in install/seg_perception/lib/seg_perception, not on PATH, and
+    the interpreter is /usr/bin/python3: eval-bag --mode live, demo and bench-node could not start
+    the node there ("not installed" after the workspace was sourced)."""
+    import sys
+    from seg_perception.runtime.node_process import node_executable
+    lib = tmp_path / "install" / "seg_perception" / "lib" / "seg_perception"
+    lib.mkdir(parents=True)
+    for script in ("seg-perception", "segmentation_node"):
+        (lib / script).write_text("#!/usr/bin/python3\n")
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "usr_bin" / "python3"))
+    monkeypatch.setattr(sys, "argv", [str(lib / "seg-perception"), "demo"])
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing_here"))
+    assert node_executable() == str(lib / "segmentation_node")

@@ -16,15 +16,22 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from ..paths import default_params_file
+from ..paths import PACKAGE, default_params_file
 
 
 def node_executable(program: str = "segmentation_node") -> str:
-    """A console script of this package (segmentation_node, segmentation_lifecycle_node), from
-    this interpreter's bin folder first."""
-    cand = Path(sys.executable).parent / program
-    if cand.is_file():
-        return str(cand)
+    """A console script of this package (segmentation_node, segmentation_lifecycle_node): beside
+    this interpreter (a venv), beside the running script, in a colcon install's lib/seg_perception
+    (not on PATH: `ros2 run` finds it there, and so must the commands that start the node), on PATH."""
+    places = [Path(sys.executable).parent, Path(sys.argv[0]).resolve().parent if sys.argv and sys.argv[0] else None]
+    try:
+        from ament_index_python.packages import get_package_prefix
+        places.append(Path(get_package_prefix(PACKAGE)) / "lib" / PACKAGE)
+    except Exception:  # no ament index, or the package is not in it
+        pass
+    for place in places:
+        if place is not None and (place / program).is_file():
+            return str(place / program)
     found = shutil.which(program)
     if not found:
         raise FileNotFoundError(f"{program} is not installed: run 'make setup' (or 'pip install -e .'), "
