@@ -156,7 +156,9 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--max-val-images", type=count_or_all, default=0, help=argparse.SUPPRESS)
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/last.pt, exactly, with the same flags; a changed --epochs "
-                        "recomputes the learning-rate schedule, and the log lists any changed setting")
+                        "recomputes the learning-rate schedule, and the log and the card list any changed recipe "
+                        "setting (release then refuses the run); fewer --epochs than trained are refused. "
+                        "Without it a folder that holds a run is refused")
 
     def run(a):
         from .nets import list_models

@@ -156,6 +156,14 @@ def test_a_run_folder_is_not_restarted_or_shared(straight, tmp_path, camvid_root
         train(TrainConfig(data=str(camvid_root), out=str(run), **dict(TINY, epochs=1)), resume=True,
               log=lambda *_: None)
     train(cfg, resume=True, log=lambda *_: None)  # the lock is released after each run: this one may go on
+    carried = tmp_path / "carried"  # a finished run carried without its last.pt: its log and weights stay
+    shutil.copytree(out, carried)
+    (carried / "last.pt").unlink()
+    log_before = (carried / "log.csv").read_text()
+    for resume in (False, True):
+        with pytest.raises(ValueError, match="a run's log of 2 epochs but no last.pt"):
+            train(TrainConfig(data=str(camvid_root), out=str(carried), **TINY), resume=resume, log=lambda *_: None)
+    assert (carried / "log.csv").read_text() == log_before
 
 
 def test_non_finite_batchnorm_statistics_stop_the_run_before_they_are_saved(tmp_path, camvid_root):

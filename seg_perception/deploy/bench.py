@@ -172,7 +172,7 @@ def run_bench(models: Optional[Sequence[str]] = None, backends: Optional[Sequenc
         if base and r.p50_ms:
             r.vs_erfnet = round(base / r.p50_ms, 2)
     env = {"cpu": cpu_name(), "machine": platform.machine(),
-           "threads": threads or f"the runtime's default ({os.cpu_count()} logical CPUs)",
+           "threads": threads or "the runtime's default number of",
            "load_average_1min": load_before, "onnxruntime": onnxruntime.__version__,
            "resolution": f"{width}x{height}", "runs": runs, "warmup": warmup, "frames": frames_note,
            "weights": "random (speed only)", "date": time.strftime("%Y-%m-%d")}

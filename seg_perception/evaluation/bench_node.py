@@ -116,6 +116,10 @@ def bench_node(card_path: Path, frames: int = 30, threads: int = 0, backend: str
     return out
 
 
+def _ms(v) -> str:
+    return "n/a" if v is None else f"{v} ms"
+
+
 def to_markdown(r: Dict) -> str:
     def row(name, p):
         return f"| {name} | {p['p50']} | {p['p95']} |"
@@ -132,8 +136,8 @@ def to_markdown(r: Dict) -> str:
              f"{r['node_internal']['queue_wait_ms_p50']} ms); {r['frames_answered']}/{r['frames']} frames answered",
              f"node stages p50 (ms): {r['node_internal']['stages_ms_p50']}",
              f"node overhead over its own inference (p50 of processing - inference, per frame, inside the node: "
-             f"conversion, resize, label resize, fill, publish): {r['node_overhead_ms_p50']} ms; budget "
-             f"max(10% of the node's inference, 3 ms) = {r['budget_ms']} ms: "
+             f"conversion, resize, label resize, fill, publish): {_ms(r['node_overhead_ms_p50'])}; budget "
+             f"max(10% of the node's inference, 3 ms) = {_ms(r['budget_ms'])}: "
              + ("not known (the node's diagnostics lacked a figure)" if r["within_budget"] is None
                 else f"{'within' if r['within_budget'] else 'OVER'} budget")]
     return "\n".join(lines)

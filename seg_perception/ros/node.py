@@ -71,7 +71,8 @@ PARAMETERS = {
     "max_batch": (0, "several cameras: frames of different cameras run in one inference, at most this many; "
                      "0: auto (every camera's on a GPU, where a batch costs less than its frames; 1 on a CPU, "
                      "where it costs as much and only adds latency)"),
-    "engine_cache_dir": ("", "TensorRT engine cache folder; empty: ~/.cache/seg_perception/engines"),
+    "engine_cache_dir": ("", "TensorRT engine cache folder; empty: the default cache ($SEG_PERCEPTION_ENGINE_CACHE, "
+                             "else ~/.cache/seg_perception/engines; docs/deployment.md)"),
     "rebuild_engine": (True, "TensorRT: rebuild a stale cached engine (false: refuse to start)"),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
 }
@@ -435,7 +436,8 @@ class SegmentationNode(Node):
         # auto: a batch only where it costs less than its frames, a GPU running the frames in one call (an
         # ONNX file with a fixed batch of 1 runs them one by one: each camera would wait for the others)
         be = self.pipeline.backend
-        self.max_batch = int(p["max_batch"]) or (len(self.cameras) if be.on_gpu and getattr(be, "batches", True) else 1)
+        batches = getattr(be, "batches", True) and getattr(be, "max_batch", 2) > 1  # ORT's free batch; TRT's profile
+        self.max_batch = int(p["max_batch"]) or (len(self.cameras) if be.on_gpu and batches else 1)
         self.max_pixels = int(p["max_image_pixels"])
         self.publish_confidence = bool(p["publish_confidence"])
 

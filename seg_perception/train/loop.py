@@ -1024,11 +1024,35 @@ def _claim_run_folder(cfg: TrainConfig, resume: bool):
         return None
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    if not resume and (out / "last.pt").is_file():
-        raise ValueError(f"{out} holds a run (last.pt): --resume continues it; to start afresh give another --out "
-                         "(or remove the folder)")
-    if not resume:  # a fresh start: rows of an earlier start stopped before its first checkpoint go
-        _trim_csv(out / "log.csv", 0)
+    f = _lock(out)
+    try:
+        if not resume and (out / "last.pt").is_file():
+            raise ValueError(f"{out} holds a run (last.pt): --resume continues it; to start afresh give another "
+                             "--out (or remove the folder)")
+        done = _logged_epochs(out / "log.csv")
+        if done > 1 and not (out / "last.pt").is_file():  # before its first checkpoint, a run logs one row at most
+            raise ValueError(f"{out} holds a run's log of {done} epochs but no last.pt (a finished run carried "
+                             "without it?): nothing to continue, and its log and weights are not trained over; "
+                             "give another --out")
+        if not (out / "last.pt").is_file():  # the row of a start stopped before its first checkpoint, if any
+            _trim_csv(out / "log.csv", 0)
+    except Exception:
+        if f is not None:
+            f.close()
+        raise
+    return f
+
+
+def _logged_epochs(path: Path) -> int:
+    """Complete epoch rows in a run's log.csv (0 without one)."""
+    if not path.is_file():
+        return 0
+    return sum(1 for ln in path.read_text().splitlines(keepends=True)[1:]
+               if ln.endswith("\n") and ln.split(",", 1)[0].isdigit())
+
+
+def _lock(out: Path):
+    """OUT/.train.lock held for the run (None where the file system has no locks)."""
     try:
         import fcntl
     except ImportError:  # not a POSIX system: no lock
