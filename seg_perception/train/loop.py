@@ -998,6 +998,17 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
     finally:
         if lock is not None:
             lock.close()
+        _end_distributed()
+
+
+def _end_distributed() -> None:
+    """Under torchrun: the process group shut down before the interpreter exits (left to exit, gloo's
+    threads aborted a rank now and then: "terminate called without an active exception")."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return
+    import torch.distributed as dist
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _check_finite(run: Run, epoch: int) -> None:
