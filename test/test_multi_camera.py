@@ -119,7 +119,7 @@ def test_one_frame_an_inference_serves_every_camera_in_turn():
     from seg_perception.ros.node import SegmentationNode
 
     def cam(name):
-        return SimpleNamespace(name=name, slot=None, last_stamp=(-1, -1), in_flight=set())
+        return SimpleNamespace(name=name, slot=None, last_stamp=(-1, -1), in_flight={})
 
     cams = [cam("a"), cam("b"), cam("c")]
     node = SimpleNamespace(cameras=cams, max_batch=1, _next_first=0)
@@ -149,6 +149,30 @@ def test_one_frame_an_inference_serves_every_camera_in_turn():
     for c in cams:
         c.slot = (SimpleNamespace(header=Header()), 0.0)
     assert len(SegmentationNode._take_batch(node)) == 3
+
+
+def test_frames_with_one_stamp_are_each_in_flight_until_finished():
+    """A camera that stamps every frame alike (0, or a driver without a clock): two frames taken by
+    two workers are two frames in flight; the first finished must not release the other (with
+    stamps as keys they shared one entry, and a newer frame stopped waiting for the second)."""
+    import threading
+    from types import SimpleNamespace
+    from std_msgs.msg import Header
+    from seg_perception.ros.node import SegmentationNode
+
+    cam = SimpleNamespace(name="a", slot=None, last_stamp=(-1, -1), in_flight={})
+    node = SimpleNamespace(cameras=[cam], max_batch=1, _next_first=0, _slot_lock=threading.Condition())
+    taken = []
+    for _ in range(2):
+        cam.slot = (SimpleNamespace(header=Header()), 0.0)  # stamp 0.0 both times
+        taken.append(SegmentationNode._take_batch(node)[0][1])
+    assert len(cam.in_flight) == 2
+    SegmentationNode._finished(node, cam, taken[0])
+    assert list(cam.in_flight.values()) == [(0, 0)]
+    SegmentationNode._finished(node, cam, taken[0])  # the worker's final sweep: already finished
+    assert len(cam.in_flight) == 1
+    SegmentationNode._finished(node, cam, taken[1])
+    assert cam.in_flight == {}
 
 
 def test_a_bad_frame_on_one_camera_leaves_the_other_served(two_cameras, val_frames):

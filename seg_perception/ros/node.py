@@ -277,7 +277,10 @@ class CameraStream:
         self.told_overload = False  # the log says it once; diagnostics every time
         self.told_rate_change = None  # the camera period change the log said last
         self.last_stamp = (-1, -1)  # (sec, nanosec) of the newest frame published
-        self.in_flight: set = set()  # stamps taken by a worker and not yet published or rejected
+        # frames taken by a worker and not yet published or rejected: id(message) -> stamp. Keyed by
+        # the message, not the stamp: a camera that stamps every frame alike has each frame counted
+        # (the batch holds the message until it is finished, so its id is not reused meanwhile)
+        self.in_flight: Dict[int, tuple] = {}
         self.publishing = threading.Lock()  # several workers: one publishes this camera at a time
         self.sub = None
         self.pub_labels = self.pub_drivable = self.pub_overlay = self.pub_conf = self.pub_label_info = None
@@ -706,7 +709,7 @@ class SegmentationNode(Node):
                 stamp = stamp_of(cam.slot[0].header)
                 if stamp < cam.last_stamp:
                     self._time_went_back(cam, stamp)
-                cam.in_flight.add(stamp)
+                cam.in_flight[id(cam.slot[0])] = stamp
                 cam.slot = None
         self._next_first = (self._next_first + 1) % n
         return batch
@@ -745,13 +748,13 @@ class SegmentationNode(Node):
                     self._reject(cam, f"processing failed: {type(e).__name__}: {e}")
             finally:
                 for cam, msg, _ in batch:
-                    self._finished(cam, stamp_of(msg.header))
+                    self._finished(cam, msg)
 
-    def _finished(self, cam: CameraStream, stamp: tuple) -> None:
-        """A frame is published or rejected: a worker holding a newer one of this camera may go on."""
+    def _finished(self, cam: CameraStream, msg) -> None:
+        """A frame is published or rejected: a worker holding a newer one of this camera may go on.
+        Called again for a frame already finished (the worker's final sweep): nothing happens."""
         with self._slot_lock:
-            if stamp in cam.in_flight:
-                cam.in_flight.discard(stamp)
+            if cam.in_flight.pop(id(msg), None) is not None:
                 self._slot_lock.notify_all()
 
     def _process(self, batch, pipeline: Pipeline, worker: int = 0, stop: Optional[threading.Event] = None,
@@ -769,7 +772,7 @@ class SegmentationNode(Node):
             except Exception as e:  # this camera's frame only: the others still run
                 why = str(e) if isinstance(e, ImageError) else f"frame conversion failed: {type(e).__name__}: {e}"
                 self._reject(cam, why)
-                self._finished(cam, stamp_of(msg.header))  # now: a newer frame of it need not wait for this batch
+                self._finished(cam, msg)  # now: a newer frame of it need not wait for this batch
                 continue
             ready.append((cam, msg, t_recv, frame, color, (time.perf_counter() - t0) * 1e3))
         if not ready:
@@ -800,18 +803,19 @@ class SegmentationNode(Node):
             self._recent_batches.append(len(ready))
         for (cam, msg, t_recv, _, _, convert_ms), res in zip(ready, results):
             try:
-                self._publish(cam, msg.header, res, t_start, t_recv, convert_ms, activation)
+                self._publish(cam, msg, res, t_start, t_recv, convert_ms, activation)
             except Exception as e:  # one camera's outputs failing must not stop the others'
                 self._reject(cam, f"processing failed: {type(e).__name__}: {e}")
 
-    def _publish(self, cam: CameraStream, header, res, t_start: float, t_recv: float, convert_ms: float,
+    def _publish(self, cam: CameraStream, msg, res, t_start: float, t_recv: float, convert_ms: float,
                  activation: Optional[int] = None) -> None:
         # Several workers: each camera's outputs go out in stamp order. A frame finished before an
         # older one of its camera (in another worker) waits for it, up to ORDER_WAIT_S.
+        header = msg.header
         stamp = stamp_of(header)
         deadline = time.monotonic() + ORDER_WAIT_S
         with self._slot_lock:
-            while any(s < stamp for s in cam.in_flight) and not self._stop.is_set():
+            while any(s < stamp for s in cam.in_flight.values()) and not self._stop.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -828,7 +832,7 @@ class SegmentationNode(Node):
                 return
             cam.last_stamp = stamp
             self._publish_in_order(cam, header, res, t_start, t_recv, convert_ms)
-        self._finished(cam, stamp)
+        self._finished(cam, msg)
 
     def _publish_in_order(self, cam: CameraStream, header, res, t_start: float, t_recv: float,
                           convert_ms: float) -> None:
