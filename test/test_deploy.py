@@ -782,7 +782,8 @@ def test_bench_two_networks(tmp_path, capsys):
     assert rows[("essnet_d", "fp32")]["params_m"] < rows[("erfnet", "fp32")]["params_m"]
     for r in rows.values():
         assert r["p50_ms"] > 0 and r["p95_ms"] >= r["p50_ms"] and r["fps"] > 0 and r["gmacs"] > 0
-        assert r["vs_erfnet"] > 0
+        base = rows[("erfnet", r["precision"])]["p50_ms"]
+        assert r["vs_erfnet"] == pytest.approx(base / r["p50_ms"], rel=0.02, abs=0.006)
     assert res["environment"]["weights"].startswith("random")
     assert "| model | backend | precision | params (M) | GMACs |" in out and "| essnet_d | onnxruntime | int8 |" in out
 

@@ -23,7 +23,9 @@ def test_large_best_effort_frames_are_answered(random_model, tmp_path):
            "--json", str(out)]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout + p.stderr
-    for r in json.loads(out.read_text()):
+    rows = json.loads(out.read_text())
+    assert [r["size"] for r in rows] == ["640x480", "1280x720"]
+    for r in rows:
         assert r["published"] == 6
         assert r["answered"] >= r["published"] - 1, r   # at most one lost to start-up races
         assert int(r["node_diagnostics"]["frames_missing_upstream"]) <= 1, r

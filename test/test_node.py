@@ -129,11 +129,14 @@ def test_every_encoding_is_segmented(raw_node, pipe, val_frames):
             rgb = cv2.resize(rgb, (640, 480))
         payload, name, pad, seen, layout = encode(rgb, enc)
         key = send_and_wait(h, raw_image(payload, name, new_key(enc), pad=pad))
-        expected = pipe(seen, layout).labels
-        check_outputs(h, key, rgb.shape[:2], expected)
+        expected = pipe(seen, layout, confidence=True)
+        check_outputs(h, key, rgb.shape[:2], expected.labels)
         conf = h.received["confidence"].get(key)
         assert conf is not None and conf.encoding == "mono8" and (conf.height, conf.width) == rgb.shape[:2]
         assert stamp_key(conf.header) == key
+        # the values too: the top class's probability x 255, as the pipeline computes it here
+        diff = np.abs(as_array(conf).astype(int) - expected.confidence.astype(int))
+        assert (diff <= 1).mean() > 0.999 and expected.confidence.std() > 1, (enc, diff.max())
 
 
 def test_diagnostics_report_the_stream(raw_node, val_frames):

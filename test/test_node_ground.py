@@ -16,6 +16,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from ros_harness import Harness, raw_image, stamp_key, start_node
+from seg_perception.runtime.pipeline import Pipeline
 from seg_perception.ros.ground_outputs import tf2_ros
 from test_ground import look_at
 from test_node import as_array, new_key
@@ -155,7 +156,7 @@ def expected_grid(mask: np.ndarray, res: float, x_range, y_range) -> np.ndarray:
     return np.where(inside | seen_px, np.where(centre_lethal | px_lethal, 100, 0), -1).reshape(gx.shape)
 
 
-def test_grid_and_cloud_arrive_with_the_image_stamp(nav_node, val_frames):
+def test_grid_and_cloud_arrive_with_the_image_stamp(nav_node, val_frames, random_model):
     proc, h, rec = nav_node
     deadline = time.monotonic() + 30
     while not rec.got["grid"] and time.monotonic() < deadline:  # CameraInfo is best effort: repeat it
@@ -192,6 +193,10 @@ def test_grid_and_cloud_arrive_with_the_image_stamp(nav_node, val_frames):
     np.testing.assert_array_equal(as_array(rec.got["ground_labels"][st]), labels[::4, ::4])
     gc = rec.got["ground_confidence"][st]
     assert (gc.height, gc.width, gc.encoding) == (90, 120, "mono8")
+    # the confidence of the same pixels, as the pipeline computes it for this frame
+    conf = Pipeline.from_card(random_model, backend="onnxruntime", threads=1)(val_frames[3][0], confidence=True)
+    diff = np.abs(as_array(gc).astype(int) - conf.confidence[::4, ::4].astype(int))
+    assert (diff <= 1).mean() > 0.999 and conf.confidence.std() > 1, diff.max()
 
     h.wait_for(lambda: rec.ground_diag and rec.ground_diag[-1][0] == b"\x00", 10, "ground diagnostics ok")
     assert int(rec.ground_diag[-1][2]["frames_published"]) >= 1

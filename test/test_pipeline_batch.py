@@ -52,7 +52,9 @@ def test_fixed_batch_graph_runs_frame_by_frame(random_model, val_frames):
     pipe = Pipeline.from_card(random_model, backend="onnxruntime", threads=1)
     assert not pipe.backend.batches
     frames = [f[0] for f in val_frames[:2]]
-    for res, frame in zip(pipe.run_batch(frames, ["rgb", "rgb"]), frames):
+    results = pipe.run_batch(frames, ["rgb", "rgb"])
+    assert len(results) == len(frames)
+    for res, frame in zip(results, frames):
         np.testing.assert_array_equal(res.labels, pipe(frame).labels)
 
 

@@ -51,7 +51,9 @@ def test_release_figures_are_measured(released, camvid_sample):
     assert m["val_miou"] == again["miou"] and m["val_per_class_iou"] == again["per_class_iou"]
     assert m["int8"]["fp32_miou"] == pytest.approx(m["val_miou"], abs=0.01)
     lat = m["cpu_latency"]
-    assert m["int8_cpu"]["speed_vs_fp32"] > 0 and "int8_miou" in m["int8_cpu"]
+    assert "int8_miou" in m["int8_cpu"]
+    assert m["int8_cpu"]["speed_vs_fp32"] == pytest.approx(
+        lat["onnxruntime_fp32_ms"]["p50"] / lat["onnxruntime_int8_cpu_ms"]["p50"], rel=0.02, abs=0.011)
     for key in ("onnxruntime_fp32_ms", "onnxruntime_int8_ms", "onnxruntime_int8_cpu_ms"):  # one shape of a timing
         assert set(lat[key]) == {"p50", "p95", "max", "mean", "fps"}
         assert 0 < lat[key]["p50"] <= lat[key]["p95"] <= lat[key]["max"]

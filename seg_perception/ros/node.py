@@ -129,7 +129,7 @@ _LOG_FORWARDER = _RosLogHandler()
 
 
 # The node's own per-frame stages, in order (processing_ms: all of them, receipt excluded).
-# overhead_ms: per frame, processing minus that frame's inference (>= 0 by construction).
+# overhead_ms: per frame, processing minus that frame's inference (timed within it: never negative).
 STAGES = ("convert_ms", "resize_ms", "inference_ms", "post_ms", "fill_ms", "publish_ms", "processing_ms",
           "overhead_ms")
 
@@ -856,7 +856,7 @@ class SegmentationNode(Node):
         stages = {k: v * 1e3 for k, v in stages.items()}
         stages.update(convert_ms=convert_ms, resize_ms=res.timings["pre_ms"], inference_ms=res.timings["infer_ms"],
                       post_ms=res.timings["post_ms"])
-        stages["overhead_ms"] = max(0.0, stages["processing_ms"] - stages["inference_ms"])
+        stages["overhead_ms"] = stages["processing_ms"] - stages["inference_ms"]  # inference lies within processing
         with self._slot_lock:
             cam.stats.processed += 1
             cam.stats.rejected_in_a_row = 0
