@@ -352,3 +352,14 @@ def test_bad_calibration_and_parameters_say_what_is_wrong():
     lut = GridLookup(camera("none"), CameraPose.from_body_xyz_rpy([0, 0, 1], [0, 0.3, 0]), SPEC, 5.0)
     with pytest.raises(GroundError, match="calibration is for 640x480"):
         lut.grid(np.zeros((360, 480), np.uint8))
+
+
+def test_grid_covers_the_whole_range_asked_for():
+    """Whole cells covering x_range and y_range: a range that is not a multiple of the resolution
+    gets one more cell (reaching past max), not one fewer; exact multiples keep their count."""
+    spec = GridSpec(0.3, (0.5, 10.0), (-5.0, 5.0))
+    assert (spec.width, spec.height) == (32, 34)
+    assert spec.x_range[0] + spec.width * 0.3 >= 10.0 and spec.y_range[0] + spec.height * 0.3 >= 5.0
+    assert (GridSpec(0.1, (0.5, 8.0), (-4.0, 4.0)).width, GridSpec(0.1, (0.5, 8.0), (-4.0, 4.0)).height) == (75, 80)
+    assert GridSpec(0.05, (0.5, 10.0), (-5.0, 5.0)).width == 190
+    assert GridSpec(0.3, (0.0, 0.1), (0.0, 0.1)).width == 1

@@ -201,6 +201,13 @@ def test_grid_and_cloud_arrive_with_the_image_stamp(nav_node, val_frames, random
     h.wait_for(lambda: rec.ground_diag and rec.ground_diag[-1][0] == b"\x00", 10, "ground diagnostics ok")
     assert int(rec.ground_diag[-1][2]["frames_published"]) >= 1
 
+    # a map-style subscriber (reliable, transient_local: RViz's Map display) joining late gets the newest grid
+    latched = []
+    h.node.create_subscription(OccupancyGrid, "/segmentation/drivable_grid", latched.append, QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    h.wait_for(lambda: latched, 15, "the latest grid for a transient_local subscriber")
+    assert latched[0].header.frame_id == "base_footprint"
+
 
 def test_a_frame_of_another_size_skips_ground_outputs_but_is_segmented(nav_node, val_frames):
     import cv2
@@ -323,6 +330,62 @@ def test_a_binned_camera_is_refused_for_its_binning_not_its_size(ros):
         assert "binning" in outputs.status[1] and "but CameraInfo" not in outputs.status[1], outputs.status
     finally:
         node.destroy_node()
+
+
+def test_a_camera_that_sees_no_ground_is_a_warning_not_ok(ros):
+    """A pitch of the wrong sign (the camera looks up): the grid is all unknown, and diagnostics say
+    why instead of OK; the same camera looking down is OK."""
+    import rclpy
+    from types import SimpleNamespace
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import Header
+    from seg_perception.ros.ground_outputs import GroundOutputs, declare_ground_parameters
+    node = rclpy.create_node("ground_view_check")
+    try:
+        declare_ground_parameters(node)
+        res = SimpleNamespace(frame_size=(W, H), labels=np.zeros((H, W), np.uint8),
+                              drivable=np.full((H, W), 255, np.uint8), confidence=None)
+        for pitch, level in ((-PITCH, DiagnosticStatus.WARN), (PITCH, DiagnosticStatus.OK)):
+            node.set_parameters([Parameter("ground.camera_xyz", value=CAM_XYZ),
+                                 Parameter("ground.camera_rpy", value=[0.0, pitch, 0.0])])
+            outputs = GroundOutputs(node, "/camera/image_raw")
+            outputs.start(QoSProfile(depth=1))
+            try:
+                outputs._info = camera_info()
+                outputs.process(Header(frame_id="camera_optical"), res)
+                assert outputs.status[0] == level, outputs.status
+                assert ("no grid cell in view" in outputs.status[1]) == (level == DiagnosticStatus.WARN)
+            finally:
+                outputs.stop()
+    finally:
+        node.destroy_node()
+
+
+def test_a_remapped_camera_takes_camera_info_beside_its_new_name(ros, random_model, tmp_path):
+    """-r /camera/image_raw:=/front/image_raw: the CameraInfo is /front/camera_info (image_transport's
+    pairing), not the unremapped /camera/camera_info (another camera's, or none)."""
+    from ros_harness import REPO, TEST_NODE_PARAMS
+    from seg_perception.runtime.node_process import NodeProcess
+    proc = NodeProcess({**TEST_NODE_PARAMS, "model": str(random_model), "threads": 1, "ground.enable": True},
+                       tmp_path / "node.log", params_file=REPO / "config" / "jetson.yaml",
+                       ros_args=["-r", "/camera/image_raw:=/front/image_raw", "-r", "__node:=remapped_camera_node"])
+    h = Harness("test_remap_client")
+
+    def mine(topic):  # this node's subscriptions (the module's other node listens on /camera/*)
+        return [i for i in h.node.get_subscriptions_info_by_topic(topic) if i.node_name == "remapped_camera_node"]
+    try:
+        deadline = time.monotonic() + 60
+        while not mine("/front/image_raw") and time.monotonic() < deadline:
+            assert proc.running(), proc.output()
+            time.sleep(0.2)
+        assert len(mine("/front/image_raw")) == 1, proc.output()
+        assert len(mine("/front/camera_info")) == 1
+        assert not mine("/camera/camera_info") and not mine("/camera/image_raw")
+    finally:
+        h.close()
+        rc = proc.stop()
+    assert rc == 0, proc.output()
 
 
 def test_cameras_share_one_tf_listener(monkeypatch):

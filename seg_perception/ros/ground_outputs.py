@@ -21,7 +21,7 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.duration import Duration
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
@@ -53,6 +53,12 @@ GROUND_PARAMETERS = {
     "ground.rectified": (False, "the image is rectified (image_rect): project with CameraInfo's P and R, without "
                                 "distortion; false: the raw image, with K and D"),
 }
+
+
+GRID_QOS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
+                      durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+NO_CELL_IN_VIEW = ("no grid cell in view: the camera sees no ground inside ground.x_range/y_range within "
+                   "ground.max_range (check the pose: positive pitch looks down, REP 103)")
 
 
 def camera_from_info(info: CameraInfo, rectified: bool) -> Camera:
@@ -143,9 +149,27 @@ def _floats(name, value, n):
         v = [float(x) for x in value]
     except (TypeError, ValueError):
         v = []
-    if len(v) != n:
-        raise GroundError(f"{name} must be a list of {n} numbers, got {value!r}")
+    if len(v) != n or not all(np.isfinite(v)):  # a NaN pose projected nothing and said OK
+        raise GroundError(f"{name} must be a list of {n} finite numbers, got {value!r}")
     return v
+
+
+def flag(name, value) -> bool:
+    """A true/false ground.* parameter (typed dynamically): bool("false") is True, so a quoted
+    'false' would have switched it on."""
+    if isinstance(value, bool):
+        return value
+    hint = " (a string: write true or false without quotes)" if isinstance(value, str) else ""
+    raise GroundError(f"{name} must be true or false, got {value!r}{hint}")
+
+
+def frame_name(name, value) -> str:
+    """A tf2 frame id: tf2 refuses a leading '/', and TF and Nav2 drop messages in frame ''."""
+    frame = value if isinstance(value, str) else ""
+    if not frame.strip() or frame.startswith("/") or frame != frame.strip():
+        raise GroundError(f"{name} must be a tf2 frame name such as base_footprint (not empty, no leading '/', "
+                          f"no spaces), got {value!r}")
+    return frame
 
 
 class GroundOutputs:
@@ -156,7 +180,7 @@ class GroundOutputs:
         p = {name[len("ground."):]: node.get_parameter(name).value for name in GROUND_PARAMETERS}
         self.node = node
         self.prefix = prefix  # several cameras: the camera's namespace + "/", else relative names
-        self.base_frame = str(p["base_frame"])
+        self.base_frame = frame_name("ground.base_frame", p["base_frame"])
         self.spec = GridSpec(_number("ground.resolution", p["resolution"]),
                              tuple(_floats("ground.x_range", p["x_range"], 2)),
                              tuple(_floats("ground.y_range", p["y_range"], 2)))
@@ -171,7 +195,7 @@ class GroundOutputs:
             raise GroundError(f"ground.stride must be >= 1, got {self.stride}")
         self.param_pose = CameraPose.from_body_xyz_rpy(_floats("ground.camera_xyz", p["camera_xyz"], 3),
                                                        _floats("ground.camera_rpy", p["camera_rpy"], 3))
-        self.use_tf = bool(p["use_tf"]) and tf2_ros is not None
+        self.use_tf = flag("ground.use_tf", p["use_tf"]) and tf2_ros is not None
         self.tf_timeout = _number("ground.tf_timeout", p["tf_timeout"])
         if not 0.0 <= self.tf_timeout <= 1.0:
             raise GroundError(f"ground.tf_timeout must be 0 to 1 s (it delays the frame's outputs), "
@@ -179,7 +203,7 @@ class GroundOutputs:
         self.tf_buffer = None
         self.pose_source = "tf" if self.use_tf else "parameters"
         self.info_topic = str(p["camera_info_topic"]) or camera_info_topic(image_topic)
-        self.rectified = bool(p["rectified"])
+        self.rectified = flag("ground.rectified", p["rectified"])
         if not self.rectified and "rect" in image_topic.rsplit("/", 1)[-1]:
             node.get_logger().warning(f"{image_topic} looks rectified but ground.rectified is false: the ground "
                                       "projection applies the lens distortion (D) to it again; set "
@@ -201,7 +225,9 @@ class GroundOutputs:
             self.tf_buffer = _acquire_tf(node)
         # Best effort takes CameraInfo from reliable and best-effort drivers alike.
         self.sub_info = node.create_subscription(CameraInfo, self.info_topic, self._on_info, qos_profile_sensor_data)
-        self.pub_grid = node.create_publisher(OccupancyGrid, self.prefix + "segmentation/drivable_grid", out_qos)
+        # reliable + transient_local, depth 1: what map subscribers ask for (RViz's Map display, map
+        # fusers), and volatile or best-effort subscribers take it too; the newest grid for a late joiner
+        self.pub_grid = node.create_publisher(OccupancyGrid, self.prefix + "segmentation/drivable_grid", GRID_QOS)
         self.pub_points = node.create_publisher(PointCloud2, self.prefix + "segmentation/ground/points", out_qos)
         self.pub_labels = node.create_publisher(Image, self.prefix + "segmentation/ground/labels", out_qos)
         self.pub_conf = node.create_publisher(Image, self.prefix + "segmentation/ground/confidence", out_qos)
@@ -262,7 +288,8 @@ class GroundOutputs:
             self.times["grid_ms"].append((t1 - t0) * 1e3)
             self.times["cloud_ms"].append((t2 - t1) * 1e3)
             self.times["ground_images_ms"].append((t3 - t2) * 1e3)
-            self.status = (DiagnosticStatus.OK, f"ok ({self.pose_source} pose)")
+            self.status = ((DiagnosticStatus.OK, f"ok ({self.pose_source} pose)") if self._lut.cells_in_view else
+                           (DiagnosticStatus.WARN, NO_CELL_IN_VIEW))
 
     def _off(self, level, reason: str) -> None:
         """Ground outputs are off for this frame: diagnostics say why, the log once per 30 s per reason
@@ -313,9 +340,12 @@ class GroundOutputs:
             self._off(DiagnosticStatus.ERROR, f"cannot project onto the ground: {e}")
             return False
         self._lut, self._cloud, self._cloud_msg = lut, cloud, cloud_template(cloud.points)
-        self.node.get_logger().info(
-            f"ground projection for {cam.width}x{cam.height} ({cam.model}), {self.pose_source} pose: "
-            f"{lut.cells_in_view} of {lut.index.size} grid cells in view")
+        what = (f"ground projection for {cam.width}x{cam.height} ({cam.model}), {self.pose_source} pose: "
+                f"{lut.cells_in_view} of {lut.index.size} grid cells in view")
+        if lut.cells_in_view:  # two calls: rclpy refuses two severities from one call site
+            self.node.get_logger().info(what)
+        else:
+            self.node.get_logger().warning(f"{what}: {NO_CELL_IN_VIEW}")
         return True
 
     # ------------------------------------------------------------ reporting

@@ -41,7 +41,7 @@ from ..runtime.backends import BACKENDS, BackendError
 from ..runtime.ground import GroundError
 from ..runtime.image_conversion import DEFAULT_MAX_PIXELS, ImageError, fill_image, message_to_array
 from ..runtime.pipeline import Pipeline
-from .ground_outputs import GroundOutputs, declare_ground_parameters, tf2_ros
+from .ground_outputs import GroundOutputs, declare_ground_parameters, flag, tf2_ros
 from .nav_messages import label_info, label_info_type
 
 QOS_CHOICES = ("sensor_data", "reliable")
@@ -398,19 +398,26 @@ class SegmentationNode(Node):
         qos = p["qos"]
         if qos not in QOS_CHOICES:
             raise ConfigError(f"unknown qos '{qos}'; valid choices: {', '.join(QOS_CHOICES)}")
-        if not float(p["diagnostics_period"]) > 0:  # 0 would publish on every executor turn
-            raise ConfigError(f"diagnostics_period must be above 0 seconds, not {p['diagnostics_period']} "
+        # 0 would publish on every executor turn; 1e300 overflowed the timer at activation
+        if not 0.01 <= float(p["diagnostics_period"]) <= 3600:
+            raise ConfigError(f"diagnostics_period must be 0.01 to 3600 seconds, not {p['diagnostics_period']} "
                               "(1.0: one /diagnostics message a second)")
         self.use_compressed = bool(p["use_compressed"])
         self.cameras = self._make_cameras(str(p["image_topic"]), image_topics)
         self.multi = bool(image_topics)
-        ground_on = bool(self.get_parameter("ground.enable").value)
+        try:
+            ground_on = flag("ground.enable", self.get_parameter("ground.enable").value)
+        except GroundError as e:
+            raise ConfigError(str(e)) from None
         if ground_on and self.multi:
             self._check_ground_for_several_cameras()
         if ground_on:  # its parameters checked before a model loads (or an engine builds) for nothing
             for cam in self.cameras:
                 try:
-                    cam._ground = GroundOutputs(self, cam.image_topic, prefix=cam.prefix)
+                    # the resolved topic: a remapped camera's camera_info is beside its new name, as
+                    # image_transport pairs them (several cameras' topics are resolved already)
+                    image_topic = cam.image_topic if self.multi else self._resolve("image_topic", cam.image_topic)
+                    cam._ground = GroundOutputs(self, image_topic, prefix=cam.prefix)
                 except GroundError as e:
                     raise ConfigError(str(e)) from None
                 self._resolve("ground.camera_info_topic", cam._ground.info_topic)
@@ -514,7 +521,11 @@ class SegmentationNode(Node):
         if str(self.get_parameter("ground.camera_info_topic").value):
             raise ConfigError("ground.camera_info_topic names one topic but image_topics has several cameras: "
                               "leave it empty (each camera's camera_info beside its image topic is used)")
-        if not (self.get_parameter("ground.use_tf").value and tf2_ros is not None):
+        try:
+            use_tf = flag("ground.use_tf", self.get_parameter("ground.use_tf").value)
+        except GroundError as e:
+            raise ConfigError(str(e)) from None
+        if not (use_tf and tf2_ros is not None):
             raise ConfigError("ground.enable with several image_topics needs each camera's pose from tf2 "
                               "(ground.use_tf: true on a ROS install with tf2_ros): the one ground.camera_xyz/"
                               "camera_rpy pose cannot describe several cameras; run one node per camera instead")

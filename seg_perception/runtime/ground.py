@@ -20,6 +20,7 @@ same thing for the grid and the cloud.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence, Tuple
 
@@ -215,13 +216,16 @@ class GridSpec:
         if self.width * self.height > 25_000_000:
             raise GroundError(f"grid of {self.width}x{self.height} cells is too large; raise ground.resolution")
 
+    # Whole cells covering the range (the last may reach past max): rounding lost up to half a cell of
+    # the asked range, on one side only (y [-5, 5] at 0.3 m covered -5..4.9). 1e-6: float error
+    # (7.5 / 0.1 is 75.00000000000001).
     @property
     def width(self) -> int:
-        return max(1, int(round((self.x_range[1] - self.x_range[0]) / self.resolution)))
+        return max(1, math.ceil((self.x_range[1] - self.x_range[0]) / self.resolution - 1e-6))
 
     @property
     def height(self) -> int:
-        return max(1, int(round((self.y_range[1] - self.y_range[0]) / self.resolution)))
+        return max(1, math.ceil((self.y_range[1] - self.y_range[0]) / self.resolution - 1e-6))
 
     def cell_centres(self) -> np.ndarray:
         """(height, width, 2) x, y of every cell centre."""
