@@ -32,7 +32,8 @@ from .data.classes import CAMVID
 from .data.datasets import DatasetError, MissingSplit, SegmentationDataset, default_camvid_root, open_dataset
 from .paths import models_dirs, run_cards
 from .deploy.export import exported_card, write_onnx
-from .deploy.quantize import calibration_frames, evaluate_int8, list_calibration_images, note_int8, quantize_onnx
+from .deploy.quantize import (calibration_frames, evaluate_int8, list_calibration_images, not_held_out_note, note_int8,
+                              quantize_onnx)
 from .evaluation.split_accuracy import evaluate
 from .nets.complexity import count_macs, count_params
 from .nets.deployable import load_net
@@ -268,11 +269,9 @@ def _make(card, stage: Path, name: str, src_weights: Path, epochs_done, hours, n
             f"(p50 {latency['onnxruntime_int8_cpu_ms']['p50']:.1f} vs {latency['onnxruntime_fp32_ms']['p50']:.1f} "
             f"ms over {LATENCY_RUNS} runs; the card's speed_vs_fp32)")
         log(f"[release] CPU int8 val mIoU {acc['int8_miou']:.2f}, label agreement {acc['label_agreement']:.2f}%")
-    if on_val:
-        for key in ("int8", "int8_cpu"):
-            if key in card.metrics:  # measured on val with these weights, which trained on it
-                card.metrics[key] = {**card.metrics[key], "note": "val is in these weights' training data: read "
-                                     "miou_drop and label_agreement, not the absolute mIoU"}
+    for key in ("int8", "int8_cpu"):
+        if key in card.metrics:  # measured on val: with weights that trained on it, a note says so
+            card.metrics[key] = {**card.metrics[key], **not_held_out_note(card, val_split)}
     card.metrics = {**card.metrics, **metrics, "cpu_latency": latency}
     return card
 

@@ -243,6 +243,16 @@ def test_quantized_model_is_symmetric_per_channel_qdq(quantized):
     for n in m.graph.node:
         if n.op_type == "DequantizeLinear" and n.input[0] in inits:
             assert inits[n.input[0]].data_type == onnx.TensorProto.INT8
+    # ConvTranspose weights per tensor (one scale): TensorRT before 10.2 has no per-channel ConvTranspose;
+    # the Convs keep per-channel scales (one per output channel)
+    made_by = {o: n for n in m.graph.node for o in n.output}
+    scales = {}
+    for n in m.graph.node:
+        if n.op_type in ("Conv", "ConvTranspose") and n.input[1] in made_by:
+            dq = made_by[n.input[1]]
+            scales.setdefault(n.op_type, []).append(len(onnx.numpy_helper.to_array(inits[dq.input[1]]).reshape(-1)))
+    assert scales["ConvTranspose"] and set(scales["ConvTranspose"]) == {1}, scales
+    assert max(scales["Conv"]) > 1
 
 
 def test_quantize_command_runs_int8_in_onnxruntime(small_model, tmp_path, camvid_sample, capsys, val_frames,
@@ -880,3 +890,129 @@ def test_quantizer_per_tensor_warnings_are_dropped_and_others_kept(caplog):
     assert [r.getMessage() for r in caplog.records] == ["bias of conv1 overflows int32"]
     logging.getLogger().warning("Inference failed or unsupported type to quantize for tensor 'y'")  # only inside
     assert len(caplog.records) == 2
+
+
+class FakeTensorRT:
+    """TensorRT's Python API as far as build_serialized_engine uses it (absent here), written from
+    its documentation: records what the build asked for. ``input_shape``: the parsed network's
+    input (-1 for a dynamic dim)."""
+
+    def __init__(self, input_shape, version="10.3.0"):
+        self.__version__, self.calls = version, []
+        fake, net_input = self, SimpleNamespace(name="image", shape=tuple(input_shape))
+        outputs = [SimpleNamespace(name="labels"), SimpleNamespace(name="confidence")]
+        self.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda s, level: None})
+        self.NetworkDefinitionCreationFlag = SimpleNamespace(EXPLICIT_BATCH=0)
+        self.MemoryPoolType = SimpleNamespace(WORKSPACE="workspace")
+        self.BuilderFlag = SimpleNamespace(FP16="FP16", INT8="INT8", TF32="TF32")
+
+        class Network:
+            num_inputs = 1
+            num_outputs = 2
+
+            def get_input(self, i):
+                return net_input
+
+            def get_output(self, i):
+                return outputs[i]
+
+            def unmark_output(self, t):
+                fake.calls.append(("unmark", t.name))
+
+        class Config:
+            def set_memory_pool_limit(self, pool, size):
+                fake.calls.append(("pool", pool, size))
+
+            def set_flag(self, flag):
+                fake.calls.append(("flag", flag))
+
+            def clear_flag(self, flag):
+                fake.calls.append(("clear", flag))
+
+            def add_optimization_profile(self, profile):
+                fake.calls.append(("profile", profile.shapes))
+
+        class Profile:
+            def __init__(self):
+                self.shapes = {}
+
+            def set_shape(self, name, lo, opt, hi):
+                self.shapes[name] = (lo, opt, hi)
+
+        class Builder:
+            def __init__(self, logger):
+                pass
+
+            def create_network(self, flags):
+                fake.calls.append(("network", flags))
+                return Network()
+
+            def create_builder_config(self):
+                return Config()
+
+            def create_optimization_profile(self):
+                return Profile()
+
+            def build_serialized_network(self, network, config):
+                fake.calls.append(("build",))
+                return b"engine"
+
+        class OnnxParser:
+            num_errors = 0
+
+            def __init__(self, network, logger):
+                pass
+
+            def parse_from_file(self, path):
+                return True
+
+        self.Builder, self.OnnxParser = Builder, OnnxParser
+
+
+def test_engine_build_asks_tensorrt_for_what_the_model_needs(monkeypatch, tmp_path):
+    """The build's calls on TensorRT's API (stand-in): int8 sets INT8 and FP16 (the Q/DQ kernels and
+    the float layers between), a labels-only engine unmarks confidence, a dynamic input gets one
+    profile from 1 to the cameras' batch, and an ONNX fixed at another size is refused before the
+    minutes of building."""
+    fake = FakeTensorRT((-1, -1, -1, 3))
+    monkeypatch.setattr(eng, "import_tensorrt", lambda: fake)
+    assert eng.build_serialized_engine(tmp_path / "m.onnx", "int8", (4, H, W, 3), 256, outputs=("labels",)) \
+        == b"engine"
+    assert ("flag", "INT8") in fake.calls and ("flag", "FP16") in fake.calls and ("unmark", "confidence") in fake.calls
+    assert ("pool", "workspace", 256 << 20) in fake.calls and fake.calls[-1] == ("build",)
+    assert ("profile", {"image": ((1, H, W, 3), (4, H, W, 3), (4, H, W, 3))}) in fake.calls
+    fixed = FakeTensorRT((1, 240, 320, 3))
+    monkeypatch.setattr(eng, "import_tensorrt", lambda: fixed)
+    with pytest.raises(eng.EngineCacheError, match=r"fixed shape \(1, 240, 320, 3\).*export --dynamic.*320x240"):
+        eng.build_serialized_engine(tmp_path / "m.onnx", "fp32", (1, H, W, 3))
+    assert ("build",) not in fixed.calls
+    assert eng.build_serialized_engine(tmp_path / "m.onnx", "fp32", (1, 240, 320, 3)) == b"engine"
+
+
+@pytest.mark.parametrize("shift,status", [(0.0, "ok"), (0.002, "ok"), (0.1, "FAIL")])
+def test_doctor_compares_the_engine_confidence_too(monkeypatch, tmp_path, shift, status):
+    """An engine whose labels agree with ONNX Runtime but whose confidence map is off (the node
+    publishes it, the ground outputs use it) fails its row; within tolerance it passes."""
+    from seg_perception.deploy import doctor
+    rng = np.random.default_rng(0)
+    frames = [np.zeros((H, W, 3), np.uint8)] * 2
+    ref = [(rng.integers(0, 11, (H, W)).astype(np.uint8), rng.uniform(0.2, 0.9, (H, W)).astype(np.float32))
+           for _ in frames]
+    calls = iter(range(len(frames) * 100))
+
+    class Engine:  # a TensorRT backend as the doctor uses it
+        has_confidence = True
+
+        def infer(self, frame):
+            labels, conf = ref[next(calls) % len(ref)]
+            return labels, conf + shift
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(doctor, "_open_engine", lambda *a, **k: (Engine(), "cached"))
+    monkeypatch.setattr("seg_perception.timing.time_backend", lambda *a, **k: {"p50": 1.0, "p95": 1.0, "fps": 1.0})
+    row = doctor._check_engine(doctor.DoctorRow("tensorrt", "fp32"), None, W, H, frames, True, {"onnx": ref},
+                               tmp_path, 256, 1, 0)
+    assert row.agreement == 100.0 and row.status == status, row
+    assert ("confidence differs" in row.note) == (status == "FAIL")

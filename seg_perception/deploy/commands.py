@@ -122,7 +122,7 @@ def _quantize(p: argparse.ArgumentParser):
         from ..card import onnx_role
         from ..data.datasets import MissingSplit
         from .quantize import (CALIBRATIONS, METHODS, TARGETS, calibration_frames, evaluate_int8,
-                               list_calibration_images, quantize_onnx, record_in_card)
+                               list_calibration_images, not_held_out_note, quantize_onnx, record_in_card)
         _choice(a.method, METHODS, "method")
         _choice(a.target, TARGETS, "target")
         _choice(a.calibration, CALIBRATIONS, "calibration")
@@ -166,6 +166,7 @@ def _quantize(p: argparse.ArgumentParser):
             metrics = evaluate_int8(card, src, res.path, scored,
                                     a.eval_split, a.max_eval_images, a.threads,
                                     log=lambda s: print(s, flush=True))
+            metrics.update(not_held_out_note(card, a.eval_split))
             print(f"[quantize] {metrics['split']} ({metrics['images']} images, ONNX Runtime CPU): fp32 mIoU "
                   f"{metrics['fp32_miou']:.2f}, int8 mIoU {metrics['int8_miou']:.2f} (drop "
                   f"{metrics['miou_drop']:.2f}), label agreement {metrics['label_agreement']:.2f}%")

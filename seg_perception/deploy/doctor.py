@@ -25,6 +25,8 @@ from ..runtime.frame_sources import read_frames
 # Minimum label agreement (percent of pixels) with ONNX Runtime running the same ONNX file.
 # fp16 and int8 kernels round differently from the CPU's, so they get some slack.
 MIN_AGREEMENT = {"fp32": 99.5, "fp16": 99.0, "int8": 97.0}
+# mean absolute difference of the top-class probability against ONNX Runtime on the same graph
+MAX_CONFIDENCE_DIFF = {"fp32": 0.005, "fp16": 0.01, "int8": 0.05}
 
 
 def _version(module: str) -> str:
@@ -119,6 +121,14 @@ class DoctorRow:
     note: str = ""
 
 
+def _confidence_diff(a: Sequence[Optional[np.ndarray]], b: Sequence[Optional[np.ndarray]]) -> Optional[float]:
+    """Mean absolute difference of two runs' confidence maps (probabilities); None where either
+    run has none (a labels-only engine)."""
+    if not a or any(x is None for x in a) or any(y is None for y in b):
+        return None
+    return float(np.mean([np.abs(x.astype(np.float64) - y).mean() for x, y in zip(a, b)]))
+
+
 def _agreement(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
     same = sum(int((x == y).sum()) for x, y in zip(a, b))
     return 100.0 * same / max(1, sum(x.size for x in a))
@@ -153,7 +163,7 @@ def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequ
     out(f"{'frames':>12}: {frames_note}")
 
     # ONNX Runtime on the CPU: the reference labels and the figures to compare with.
-    reference: Dict[str, List[np.ndarray]] = {}
+    reference: Dict[str, List[tuple]] = {}  # graph -> each frame's (labels, confidence)
     rows: List[DoctorRow] = []
     for p in ("fp32", "int8") if "int8" in precisions else ("fp32",):  # int8: the INT8 engine's reference
         row = DoctorRow("onnxruntime", p)
@@ -163,7 +173,7 @@ def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequ
             continue
         be = ort_fp32.backend if p == "fp32" else OnnxRuntimeBackend(card, w, h, p, onnx_path=onnx[p],
                                                                      threads=threads)
-        reference[onnx_role(p)] = [be.infer(f)[0] for f in frames]
+        reference[onnx_role(p)] = [be.infer(f) for f in frames]
         t = time_backend(be, frames, max(5, runs // 5), 2)
         row.status = "ok"
         row.p50_ms, row.p95_ms, row.fps = t["p50"], t["p95"], t["fps"]
@@ -226,14 +236,19 @@ def _check_engine(row: DoctorRow, card, w: int, h: int, frames: List[np.ndarray]
             if options.get("confidence") is False and be.has_confidence:
                 row.status, row.note = "FAIL", f"{be.engine_path.name} still computes confidence"
                 return row
-            row.agreement = _agreement([be.infer(f)[0] for f in frames], reference[graph])
+            got = [be.infer(f) for f in frames]
+            row.agreement = _agreement([g[0] for g in got], [r[0] for r in reference[graph]])
+            conf_diff = _confidence_diff([g[1] for g in got], [r[1] for r in reference[graph]])
             t = time_backend(be, frames, runs, warmup)
         finally:
             be.close()
         row.p50_ms, row.p95_ms, row.fps = t["p50"], t["p95"], t["fps"]
-        row.status = "ok" if row.agreement >= MIN_AGREEMENT[p] else "FAIL"
-        if row.status == "FAIL":
-            row.note = f"labels agree {row.agreement:.2f}% < {MIN_AGREEMENT[p]}% with onnxruntime"
+        row.status = "ok"
+        if row.agreement < MIN_AGREEMENT[p]:
+            row.status, row.note = "FAIL", f"labels agree {row.agreement:.2f}% < {MIN_AGREEMENT[p]}% with onnxruntime"
+        elif conf_diff is not None and conf_diff > MAX_CONFIDENCE_DIFF[p]:  # the node publishes it, ground uses it
+            row.status, row.note = "FAIL", (f"confidence differs from onnxruntime's by {conf_diff:.4f} on average "
+                                            f"(> {MAX_CONFIDENCE_DIFF[p]})")
     except Exception as e:
         row.status, row.note = "FAIL", str(e).splitlines()[0][:160]
     return row

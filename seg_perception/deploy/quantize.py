@@ -50,7 +50,7 @@ TARGETS = ("tensorrt", "cpu")  # card.INT8_TARGETS
 # only the inputs of weighted layers ("float"). Measured with ONNX Runtime on CamVid val (docs/deployment.md):
 # "float" agrees with fp32 on 0.2-0.3 % more pixels; which TensorRT runs faster is for the device to say.
 CONV_OUTPUTS = ("int8", "float")
-FORMATS = {"tensorrt": "QDQ int8 symmetric, per-channel weights",
+FORMATS = {"tensorrt": "QDQ int8 symmetric, per-channel weights (per-tensor for ConvTranspose)",
            "cpu": "QOperator, uint8 activations (asymmetric), int8 per-channel weights, all op types"}
 CALIBRATIONS = ("minmax", "entropy")
 # Ops whose inputs get Q/DQ in the ort method: the weighted layers (TensorRT's guidance:
@@ -197,6 +197,9 @@ def _quantize_ort(src: Path, out: Path, input_name: str, frames, calibration: st
                     "QuantizeBias": False,  # TensorRT cannot dequantize int32 biases
                     "CalibTensorRangeSymmetric": True,
                     **({"OpTypesToExcludeOutputQuantization": list(ORT_OP_TYPES)} if conv_outputs == "float" else {}),
+                    # per-tensor: TensorRT before 10.2 (JetPack 6.0's 8.6) has no per-channel ConvTranspose
+                    # weights (ONNX Runtime would quantize them along axis 1)
+                    "TensorQuantOverrides": {w: [{"symmetric": True}] for w in _conv_transpose_weights(pre)},
                 })
 
 
@@ -242,6 +245,13 @@ def _grouped_convs(path: Path) -> List[str]:
     m = onnx.load(str(path), load_external_data=False)
     return [n.name for n in m.graph.node if n.op_type == "Conv"
             and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+
+
+def _conv_transpose_weights(path: Path) -> List[str]:
+    import onnx
+    m = onnx.load(str(path), load_external_data=False)
+    weights = {i.name for i in m.graph.initializer}
+    return [n.input[1] for n in m.graph.node if n.op_type == "ConvTranspose" and n.input[1] in weights]
 
 
 def _quantize_modelopt(src: Path, out: Path, input_name: str, frames, calibration: str) -> None:
@@ -349,6 +359,14 @@ def inspect_qdq(path: str | Path) -> Dict:
             "nonzero_zero_points": nonzero_zp, "int8_zero_points": bool(int8),
             "inputs": [(i.name, i.type.tensor_type.elem_type) for i in graph_inputs],
             "outputs": [o.name for o in m.graph.output]}
+
+
+def not_held_out_note(card: ModelCard, split: str) -> dict:
+    """The note an INT8 figure measured on a split the weights trained on carries (else none)."""
+    if split in str(card.training.get("train_split") or "train").split("+"):
+        return {"note": f"{split} is in these weights' training data: read miou_drop and label_agreement, not "
+                        "the absolute mIoU"}
+    return {}
 
 
 def note_int8(card: ModelCard, int8_path: Path, res: QuantizeResult, metrics: Optional[Dict] = None) -> ModelCard:

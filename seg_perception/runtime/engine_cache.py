@@ -17,7 +17,7 @@ quantization from the Q/DQ ONNX made by `seg-perception quantize`: on 10.x the
 INT8 (+FP16, for layers left in float) flags enable it; TensorRT 11 removed
 those flags because every network is strongly typed and Q/DQ alone decides.
 TensorRT 11 has no fp16 flag either; fp16 there needs an fp16 ONNX, which this
-package does not make (JetPack ships TensorRT 10).
+package does not make (JetPack 6.1/6.2 ship TensorRT 10.3, JetPack 6.0 8.6, JetPack 5.1 8.5).
 """
 from __future__ import annotations
 
@@ -286,7 +286,7 @@ def build_environment() -> Dict[str, str]:
 
 def network_flags(trt) -> int:
     """create_network's flags: explicit batch, the only mode of TensorRT 10 (flag 0) and one the
-    ONNX parser needs asked for in TensorRT 8.x (JetPack 5), where 0 means implicit batch."""
+    ONNX parser needs asked for in TensorRT 8.x (JetPack 5.1, 6.0), where 0 means implicit batch."""
     major = int(str(trt.__version__).split(".")[0])
     flag = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
     return 1 << int(flag) if major < 10 and flag is not None else 0
@@ -351,7 +351,13 @@ def build_serialized_engine(onnx_path: str | Path, precision: str, input_shape: 
     profile = None
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
-        if any(int(d) < 0 for d in tensor.shape):
+        fixed = tuple(int(d) for d in tensor.shape)
+        if all(d >= 0 for d in fixed) and fixed[1:] != tuple(int(v) for v in input_shape)[1:]:
+            # before minutes of building: the engine would take only the ONNX's own size
+            raise EngineCacheError(f"{onnx_path} takes {tensor.name} of fixed shape {fixed}, not the "
+                                   f"{tuple(input_shape)} asked for: export it with 'seg-perception export --dynamic', or run it at "
+                                   f"{fixed[2]}x{fixed[1]}")
+        if any(d < 0 for d in fixed):
             if profile is None:
                 profile = builder.create_optimization_profile()
             shape = tuple(int(v) for v in input_shape)

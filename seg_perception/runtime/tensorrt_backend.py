@@ -64,7 +64,12 @@ class TensorRTBackend(Backend):
         outputs = eng.ALL_OUTPUTS if confidence else ("labels",)
         self._buffers: Dict[str, IOBuffer] = {}
         self.stream = None
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        logger = trt.Logger(trt.Logger.WARNING)
+        # An engine with plugin layers (TensorRT 8.6's parser makes InstanceNormalization one) loads only
+        # once the plugins are registered; the parser registers them while building, not in a new process.
+        if hasattr(trt, "init_libnvinfer_plugins"):
+            trt.init_libnvinfer_plugins(logger, "")
+        runtime = trt.Runtime(logger)
         self.engine = None
         for attempt in range(2):
             try:
@@ -100,7 +105,9 @@ class TensorRTBackend(Backend):
             dims = tuple(int(d) for d in self.context.get_tensor_shape(name))
             buf = IOBuffer(cudart, dims, _np_dtype(trt, self.engine.get_tensor_dtype(name)))
             self._buffers[name] = buf
-            self.context.set_tensor_address(name, int(buf.device))
+            if self.context.set_tensor_address(name, int(buf.device)) is False:  # the bindings return a bool
+                raise BackendError(f"TensorRT refused the device buffer of {name} ({dims}) for engine "
+                                   f"{self.engine_path}: delete it (and its .json) to rebuild it")
         for name in dynamic:  # infer() runs one frame
             self._set_shape(name, shape)
         if len(self.inputs) != 1 or self._buffers[self.inputs[0]].dtype != np.uint8 or "labels" not in self.outputs:
