@@ -488,3 +488,210 @@ def test_ground_truth_all_ignore_gives_strict_json(tmp_path, capsys, random_mode
         raise ValueError(f"{name} in metrics.json")
     m = json.loads(text, parse_constant=refuse)
     assert m["segmentation"]["miou"] is None and m["segmentation"]["pixels"] == 0, m["segmentation"]
+
+
+# --------------------------------------------------------------------- bags that are not what they say
+def _metadata(bag: Path):
+    meta = bag / "metadata.yaml"
+    return meta, yaml.safe_load(meta.read_text())
+
+
+def test_metadata_that_disagrees_with_its_storage_file_says_what_disagrees(tmp_path, capsys, random_model):
+    """rosbags takes the topics from metadata.yaml and the messages from the file: where they differ
+    it reads none, and the error named no cause ("topic ... has no messages", exit 3)."""
+    import struct
+    from seg_perception.data.mcap_salvage import add_chunk_crcs
+    for case in ("renamed", "type"):
+        bag = small_bag(tmp_path / case, 3)
+        meta, info = _metadata(bag)
+        t = info["rosbag2_bagfile_information"]["topics_with_message_count"][0]["topic_metadata"]
+        assert t["name"] == "/camera/image_raw"
+        if case == "renamed":
+            t["name"] = "/front/image_raw"
+        else:
+            t["type"] = bag_io.COMPRESSED
+        meta.write_text(yaml.safe_dump(info))
+        rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--no-gt")
+        line = one_line_error(err)
+        assert rc == 2, line
+        if case == "renamed":
+            assert "lists /front/image_raw as sensor_msgs/msg/Image (cdr), but its storage file has no such topic " \
+                   "(it holds /camera/image_raw (sensor_msgs/msg/Image)" in line, line
+        else:
+            assert "but its storage file holds sensor_msgs/msg/Image there: correct metadata.yaml" in line, line
+    # the file's own channel says another serialisation than ROS 2's cdr (metadata.yaml says cdr)
+    bag = small_bag(tmp_path / "xdr", 3)
+    f = next(bag.glob("*.mcap"))
+    data = bytearray(f.read_bytes().replace(b"\x03\x00\x00\x00cdr", b"\x03\x00\x00\x00xdr"))
+    pos = 8
+    while data[pos] != 0x0F:  # the chunks' checksums are written again below (add_chunk_crcs)
+        (n,) = struct.unpack_from("<Q", data, pos + 1)
+        if data[pos] == 0x06:
+            data[pos + 9 + 24:pos + 9 + 28] = bytes(4)
+        pos += 9 + n
+    f.write_bytes(bytes(data))
+    add_chunk_crcs(f)
+    rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--no-gt")
+    line = one_line_error(err)
+    assert rc == 2 and "stores /camera/image_raw serialised as 'xdr', not ROS 2's 'cdr'" in line, line
+
+
+def test_files_that_are_not_bags_are_named_so(tmp_path, capsys, random_model):
+    """A PNG, an archive or a gzip of a bag was 'truncated or damaged, try ros2 bag reindex'."""
+    import gzip
+    import zipfile
+    bag = small_bag(tmp_path / "b", 2)
+    mcap = next(bag.glob("*.mcap"))
+    cv2.imwrite(str(tmp_path / "frame.png"), np.zeros((4, 4), np.uint8))
+    with zipfile.ZipFile(tmp_path / "bag.zip", "w") as z:
+        z.write(mcap, mcap.name)
+    (tmp_path / "bag.mcap.gz").write_bytes(gzip.compress(mcap.read_bytes()))
+    for name, said in (("frame.png", "frame.png is not a rosbag2 file (it starts like neither an MCAP nor an sqlite3"),
+                       ("bag.zip", "bag.zip is a zip archive, not a rosbag2 file: unpack it"),
+                       ("bag.mcap.gz", "bag.mcap.gz is a gzip archive, not a rosbag2 file: unpack it")):
+        rc, out, err = run_cli(capsys, "eval-bag", tmp_path / name, "--model", random_model, "--out", tmp_path / "r")
+        line = one_line_error(err)
+        assert rc == 2 and said in line and "reindex" not in line and "damaged" not in line, line
+    # metadata.yaml says the files are compressed whole, the file is plain: read, and said so
+    meta, info = _metadata(bag)
+    info["rosbag2_bagfile_information"].update(compression_mode="file", compression_format="zstd")
+    meta.write_text(yaml.safe_dump(info))
+    rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
+    assert rc == 0 and "offline: 2 frames in, 2 out" in out, (out, err)
+    assert "says its files are compressed whole (compression_mode: file), but they are plain" in out
+    # an empty storage file is empty, not "damaged pages"
+    (tmp_path / "empty.db3").write_bytes(b"")
+    rc, out, err = run_cli(capsys, "eval-bag", tmp_path / "empty.db3", "--model", random_model, "--out", tmp_path / "r")
+    line = one_line_error(err)
+    assert rc == 2 and line.endswith("nothing in it can be read (its file is empty (0 bytes))"), line
+
+
+def test_metadata_listing_other_files_than_the_folder_holds(tmp_path, capsys, random_model):
+    """A storage file renamed: the advice names it. A stale metadata.yaml that lists 2 of the 3
+    files: the third is named, not its frames called lost; without the metadata all are read."""
+    import shutil
+    from test_damaged_bags import split_bag
+    bag = small_bag(tmp_path / "b", 2)
+    mcap = next(bag.glob("*.mcap"))
+    mcap.rename(bag / "rec_0.mcap")
+    rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r")
+    line = one_line_error(err)
+    assert rc == 2 and f"lists {mcap.name}, not in the folder, which holds rec_0.mcap: if that is the bag's file " \
+                       f"renamed, pass it directly ({bag / 'rec_0.mcap'})" in line, line
+    rc, out, err = run_cli(capsys, "eval-bag", bag / "rec_0.mcap", "--model", random_model, "--out", tmp_path / "r",
+                           "--threads", 1)
+    assert rc == 0 and "2 frames in, 2 out" in out, (out, err)  # the advice works
+    split = split_bag(tmp_path / "split", "mcap")
+    meta, info = _metadata(split)
+    i = info["rosbag2_bagfile_information"]
+    i["relative_file_paths"], i["files"] = i["relative_file_paths"][:2], i["files"][:2]
+    meta.write_text(yaml.safe_dump(info))
+    rc, out, err = run_cli(capsys, "eval-bag", split, "--model", random_model, "--no-gt", "--out", tmp_path / "r",
+                           "--threads", 1)
+    assert rc == 5 and "offline: 4 frames in" in out, (out, err)
+    assert "split_2.mcap in its folder is not listed in its metadata.yaml, so not read (a stale metadata.yaml? " \
+           "move it aside" in out, out
+    assert "2 of the 6 recorded frames on /camera/image_raw are not read, probably in split_2.mcap" in err, err
+    assert "lost" not in err, err
+    shutil.move(str(meta), str(tmp_path / "stale.yaml"))  # as the note says
+    rc, out, err = run_cli(capsys, "eval-bag", split, "--model", random_model, "--no-gt", "--out", tmp_path / "r",
+                           "--threads", 1)
+    assert rc == 0 and "offline: 6 frames in" in out, (out, err)
+
+
+def test_default_topics_of_another_type_are_named(tmp_path, capsys, random_model):
+    String = bag_io.typestore().types["std_msgs/msg/String"]
+    with bag_io.BagWriter(tmp_path / "s") as w:
+        w.write("/camera/image_raw", String(data="not a frame"), T0)
+    rc, out, err = run_cli(capsys, "eval-bag", tmp_path / "s", "--model", random_model, "--out", tmp_path / "r")
+    line = one_line_error(err)
+    assert rc == 2 and "(/camera/image_raw holds std_msgs/msg/String, not an image); pass --image-topic" in line, line
+    # ground truth as PNG CompressedImage: the error says what runs instead
+    with bag_io.BagWriter(tmp_path / "g") as w:
+        w.write("/camera/image_raw", bag_io.image_msg(np.zeros((48, 64, 3), np.uint8), "rgb8", T0, "c"), T0)
+        png = cv2.imencode(".png", np.zeros((48, 64), np.uint8))[1].tobytes()
+        w.write("/camera/labels_gt", bag_io.compressed_msg(png, "png", T0, "c"), T0)
+    rc, out, err = run_cli(capsys, "eval-bag", tmp_path / "g", "--model", random_model, "--out", tmp_path / "r")
+    line = one_line_error(err)
+    assert rc == 2 and "holds sensor_msgs/msg/CompressedImage" in line and "--gt-dir" in line and "--no-gt" in line
+    rc, out, err = run_cli(capsys, "eval-bag", tmp_path / "g", "--model", random_model, "--out", tmp_path / "r",
+                           "--no-gt", "--threads", 1)
+    assert rc == 0, err
+
+
+@pytest.mark.parametrize("rate", [float("inf"), 2e9, float("nan"), 0.0])
+def test_make_bag_rate_that_would_repeat_stamps_is_refused(tmp_path, rate):
+    """Stamps are whole nanoseconds: at inf (or over 1e9 frames/s) every frame got the same one."""
+    with pytest.raises(ValueError, match="--rate must be a finite number of frames per second above 0 and at most 1e9"):
+        make_bag(tmp_path / "b", root=tmp_path, rate=rate)
+    assert not (tmp_path / "b").exists()
+
+
+# --------------------------------------------------------------------- repeated stamps, rejections
+def stamped_bag(path: Path, stamps, gt_stamps=(), encodings=None):
+    """Frames with the given header stamps (recorded 0.1 s apart), ground truth with gt_stamps."""
+    rng = np.random.default_rng(1)
+    with bag_io.BagWriter(path) as w:
+        for n, st in enumerate(stamps):
+            t = T0 + n * 10**8
+            enc = (encodings or {}).get(n, "rgb8")
+            w.write("/camera/image_raw", bag_io.image_msg(rng.integers(0, 255, (48, 64, 3), np.uint8), enc, st, "c"), t)
+            if n < len(gt_stamps):
+                w.write("/camera/labels_gt", bag_io.image_msg(rng.integers(0, 11, (48, 64), np.uint8), "mono8",
+                                                              gt_stamps[n], "c"), t)
+    return path
+
+
+def test_frames_with_repeated_stamps_are_counted_and_evaluated_where_nothing_is_matched(tmp_path, capsys, random_model):
+    """A driver that stamps every frame 0: frames were skipped without a count. Now they are counted
+    (summary, metrics.json, report.md); with ground truth matched by stamp they are evaluated but not
+    scored, and without ground truth (or with it in frame order) nothing is lost."""
+    bag = stamped_bag(tmp_path / "zero", [0] * 4, gt_stamps=[0] * 4)
+    rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
+    assert rc == 0, err
+    assert "4 frames in, 4 out, 0 dropped, 0 rejected, 3 with a repeated header stamp" in out, out
+    assert "3 frames repeat an earlier frame's header stamp (the first: 0.000000000): evaluated, but not scored" \
+           in out and "--gt-dir with one PNG per frame" in out, out
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["frames"]["duplicate_stamps"] == 3 and m["frames"]["out"] == 4
+    seg = m["segmentation"]
+    # every ground-truth message is accounted for: one scored, one left without its frame, two repeats
+    assert (seg["frames_scored"], seg["repeated_stamp"], seg["gt_without_frame"], seg["gt_repeated_stamp"]) == \
+        (1, 3, 1, 2), seg
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "| corrupt | repeated stamps |" in report and "| 4 | 4 | 0 | 0 | 0 | 3 |" in report, report
+    assert "repeated stamp 3" in report and "gt repeated stamp 2" in report
+    rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "n", "--no-gt",
+                           "--threads", 1)
+    assert rc == 0 and "4 frames in, 4 out" in out and "evaluated all the same" in out, out
+    assert json.loads((tmp_path / "n" / "metrics.json").read_text())["frames"]["out"] == 4
+
+
+def test_repeated_ground_truth_stamp_is_counted(tmp_path, random_model):
+    """Three ground-truth messages, two of one stamp before its frame: the second replaced the first
+    and vanished from the counts (frames_scored 1, gt_without_frame 1 of 3)."""
+    rng = np.random.default_rng(2)
+    with bag_io.BagWriter(tmp_path / "b") as w:
+        for n, st in enumerate((T0, T0, T0 + 5)):  # two ground truths of T0, then one of a stamp no frame has
+            w.write("/camera/labels_gt", bag_io.image_msg(rng.integers(0, 11, (48, 64), np.uint8), "mono8", st, "c"),
+                    T0 + n)
+        w.write("/camera/image_raw", bag_io.image_msg(rng.integers(0, 255, (48, 64, 3), np.uint8), "rgb8", T0, "c"),
+                T0 + 10)
+    result, files, code = evaluate(EvalConfig(bag=tmp_path / "b", model=str(random_model), threads=1, progress=False),
+                                   "offline", tmp_path / "r")
+    c = result.counts
+    assert (c.scored, c.gt_without_frame, c.gt_repeated_stamp) == (1, 1, 1), c
+    assert any("1 ground-truth message repeats the header stamp of an earlier one" in n for n in result.notes)
+
+
+def test_rejected_frames_are_counted_per_reason(tmp_path, capsys, random_model):
+    """Offline, 5 rejections of 3 causes showed only the first cause."""
+    encodings = {1: "nv12", 2: "nv12", 3: "16UC1", 4: "nv12", 5: "32FC1"}
+    bag = stamped_bag(tmp_path / "b", [T0 + n for n in range(7)], encodings=encodings)
+    rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
+    assert rc == 0 and "7 frames in, 2 out, 0 dropped, 5 rejected" in out, (out, err)
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    reasons = m["frames"]["rejected_reasons"]
+    assert sorted(reasons.values()) == [1, 1, 3] and sum(reasons.values()) == 5, reasons
+    note = next(line for line in out.splitlines() if "frames rejected" in line)
+    assert "5 frames rejected: 3 x " in note and "nv12" in note and "16UC1" in note and "32FC1" in note, note

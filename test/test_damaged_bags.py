@@ -77,6 +77,27 @@ def test_cut_recording_is_evaluated_up_to_the_cut(tmp_path, capsys, random_model
     assert rc == 5 and "4 frames can be read" in err and "how many: unknown" in err
 
 
+def test_recording_cut_at_a_record_boundary_is_partial(tmp_path, capsys, random_model):
+    """Every record of a file cut between two records reads, but the data section never ends
+    (no DataEnd, no footer): that is a recording cut short, not a whole bag of fewer frames."""
+    bag = chunky_bag(tmp_path / "bag")
+    f = _mcap(bag)
+    data = f.read_bytes()
+    f.write_bytes(data[:_chunks(data)[2]])  # the third chunk never written
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
+    assert rc == 5 and "offline: 4 frames in" in out, (out, err)
+    assert f"its file ({_chunks(data)[2]:,} bytes) is cut short after 12 messages" in err
+    assert "2 of the 6 recorded frames on /camera/image_raw are lost" in err
+    alone = tmp_path / "rec.mcap"  # the file alone, as a recorder killed before metadata.yaml leaves it
+    alone.write_bytes(f.read_bytes())
+    rc, out, err = run(capsys, "eval-bag", alone, "--model", random_model, "--out", tmp_path / "r2", "--threads", 1)
+    assert rc == 5 and "cut short after 12 messages" in err and "how many: unknown" in err, (out, err)
+    alone.write_bytes(data[:8])  # the magic and nothing else
+    rc, out, err = run(capsys, "eval-bag", alone, "--model", random_model, "--out", tmp_path / "r3")
+    line = err.strip()
+    assert rc == 2 and "nothing in it can be read (its file (8 bytes) is cut short after 0 messages" in line, line
+
+
 def test_damaged_chunk_loses_only_its_frames(tmp_path, capsys, random_model):
     bag = chunky_bag(tmp_path / "bag")
     f = _mcap(bag)
@@ -419,6 +440,27 @@ def test_split_bag_with_a_file_gone_names_it(tmp_path, capsys, random_model):
     assert stamps == [T0 + n * 10**8 for n in (0, 1, 4, 5)]
 
 
+def test_split_recording_without_metadata_names_a_lost_first_or_cut_middle_file(tmp_path, capsys, random_model):
+    """rosbag2 numbers a split recording's files from 0: without _0 the recording lost its start.
+    A middle file cut between two records loses its frames too, and is named."""
+    bag = split_bag(tmp_path / "split", "mcap")
+    (bag / "metadata.yaml").unlink()
+    (bag / "split_0.mcap").unlink()
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--no-gt", "--out", tmp_path / "r",
+                       "--threads", 1)
+    assert rc == 5 and "offline: 4 frames in" in out and "file split_0.mcap (1 of 3): missing" in err, (out, err)
+    bag = split_bag(tmp_path / "mid", "mcap")
+    (bag / "metadata.yaml").unlink()
+    middle = bag / "mid_1.mcap"
+    data = middle.read_bytes()
+    (chunk,) = _chunks(data)
+    middle.write_bytes(data[:chunk])  # its one chunk (frames 2 and 3) never written
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--no-gt", "--out", tmp_path / "r2",
+                       "--threads", 1)
+    assert rc == 5 and "offline: 4 frames in" in out, (out, err)
+    assert f"file mid_1.mcap (2 of 3): its file ({chunk:,} bytes) is cut short after 0 messages" in err
+
+
 def test_split_recording_without_metadata_reads_its_files_in_order(tmp_path):
     """The recorder killed: no metadata.yaml, the last file cut; rosbag2 numbers its files
     without padding (bag_10 sorts before bag_8 by name), and a gap in the numbers is a lost file."""
@@ -430,14 +472,16 @@ def test_split_recording_without_metadata_reads_its_files_in_order(tmp_path):
     last.write_bytes(last.read_bytes()[:4096 * 3])  # nothing of frame 2 left
     with bag_io.BagReader(bag) as r:
         stamps = []
-        with pytest.raises(bag_io.BagError, match=r"file split_10.db3 \(3 of 3\)"):
+        # numbered from 0: files 0 to 7 are missing (named once), and 10 is cut
+        with pytest.raises(bag_io.BagError, match=r"^bag .*: files split_0.db3 to split_7.db3 \(1 to 8 of 11\): "
+                                                  r"missing; file split_10.db3 \(11 of 11\)"):
             for m in r.messages(["/camera/image_raw"]):
                 stamps.append(m.t_ns)
     assert stamps == [T0, T0 + 10**8]
     (bag / "split_9.db3").unlink()
     with bag_io.BagReader(bag) as r:
         stamps = []
-        with pytest.raises(bag_io.BagError, match=r"file split_9.db3 \(2 of 3\): missing; file split_10.db3"):
+        with pytest.raises(bag_io.BagError, match=r"file split_9.db3 \(10 of 11\): missing; file split_10.db3"):
             for m in r.messages(["/camera/image_raw"]):
                 stamps.append(m.t_ns)
     assert stamps == [T0]

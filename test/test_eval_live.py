@@ -244,3 +244,48 @@ def test_playback_pace_says_when_the_player_fell_behind():
     pace, note = playback_pace(stalled, rate=0.0, speed=1.0)
     assert pace["behind_pct"] == 0.0 and pace["max_late_ms"] == 400.0
     assert note.startswith("playback stalled: frame 5 went out 0.40 s after its time"), note
+
+
+def test_live_names_repeated_stamps_rejections_and_long_gaps(tmp_path, capsys, random_model):
+    """A camera that repeats a stamp, a frame the node refuses and a 30 s pause in the recording:
+    live mode announced frames it never played, gave no reason for the rejection (only node.log had
+    it) and slept through the pause without a word."""
+    t0 = 1_700_000_000 * 10**9
+    rng = np.random.default_rng(0)
+    bag = tmp_path / "b"
+    # (recorded s, header stamp, encoding): frame 1 repeats frame 0's stamp, frame 3 comes 30 s later
+    frames = [(0.0, 1, "rgb8"), (0.1, 1, "rgb8"), (0.2, 3, "16UC1"), (30.2, 4, "rgb8"), (30.3, 5, "rgb8")]
+    with bag_io.BagWriter(bag) as w:
+        for t_s, st, enc in frames:
+            img = np.zeros((48, 64), np.uint8) if enc == "16UC1" else rng.integers(0, 255, (48, 64, 3), np.uint8)
+            w.write("/camera/image_raw", bag_io.image_msg(img, enc, t0 + st, "c"), t0 + int(t_s * 1e9))
+    rc = main(["eval-bag", str(bag), "--mode", "live", "--model", str(random_model), "--threads", "1", "--no-gt",
+               "--out", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "playing 4 frames (1 more repeat an earlier frame's header stamp: not played" in out, out
+    assert "5 frames in, " in out and "1 rejected, 1 with a repeated header stamp" in out, out
+    assert "1 frame repeats an earlier frame's header stamp (the first: 1700000000.000000001): not played" in out
+    assert "1 frame rejected by the node: encoding '16UC1' is a depth or measurement image" in out, out
+    assert "the recorded time jumps 1 time between frames (by 30.0 s before frame 3): played as a pause of at " \
+           "most 5 s" in out and "--rate" in out, out
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["frames"]["out"] + m["frames"]["dropped"] == 3 and m["frames"]["duplicate_stamps"] == 1
+    assert any("16UC1" in r for r in m["frames"]["rejected_reasons"]), m["frames"]
+    pb = m["playback"]
+    assert pb["recorded_s"] == 30.3 and pb["gaps_cut_s"] == 25.0 and 5.0 <= pb["played_s"] < 8, pb
+
+
+def test_frames_lost_before_the_node_name_the_fast_dds_profile(monkeypatch):
+    """Frames DDS lost on the way in were 'dropped' with no hint; bench-camera names the profile."""
+    from pathlib import Path
+    from seg_perception.evaluation.live import _lost_in_dds_note
+    for k in ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE"):
+        monkeypatch.delenv(k, raising=False)
+    note = _lost_in_dds_note(7, 15)
+    assert note.startswith("7 of the 15 frames played never reached the node (lost in DDS on the way in; counted "
+                           "as dropped): this player, like a camera driver, has no Fast DDS profile"), note
+    xml = note.split("FASTRTPS_DEFAULT_PROFILES_FILE=")[1].split(" ")[0]
+    assert Path(xml).name == "fastdds_large_frames.xml" and Path(xml).is_file(), xml
+    monkeypatch.setenv("FASTRTPS_DEFAULT_PROFILES_FILE", xml)  # set already: the profile is no remedy to name
+    assert _lost_in_dds_note(7, 15).endswith("counted as dropped): a lower --rate or --speed loses fewer")

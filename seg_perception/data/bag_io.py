@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -84,6 +85,16 @@ def _one_line(e: BaseException) -> str:
 
 def stamp_ns(header) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def raw_stamp_ns(raw: bytes) -> Optional[int]:
+    """The header stamp of a serialised Image or CompressedImage without deserialising its pixels:
+    both start with std_msgs/Header, whose stamp (int32 sec, uint32 nanosec) follows the 4-byte CDR
+    encapsulation header (its second byte: 1 little-endian, 0 big-endian). None if too short."""
+    if len(raw) < 12:
+        return None
+    sec, nsec = struct.unpack_from("<iI" if raw[1] & 1 else ">iI", raw, 4)
+    return sec * 1_000_000_000 + nsec
 
 
 def format_stamp(ns: int) -> str:
@@ -165,9 +176,22 @@ class BagReader:
         self.expected = _recorded_counts(info)  # per topic, from metadata.yaml where it says
         self.custom_data: Dict[str, str] = dict(info.get("custom_data") or {})  # {} in older bags
         listed = [Path(str(p)).name for p in info.get("relative_file_paths") or []]
+        held = sorted(f.name for f in path.iterdir()
+                      if f.suffix in (".mcap", ".db3") or f.name.endswith(ZSTD_STORAGE)) if path.is_dir() else []
         if path.is_dir() and listed and not any((path / name).is_file() for name in listed):
-            raise BagError(f"bag {self.path}: its metadata.yaml lists {', '.join(listed)}, not in the folder "
-                           "(copy the whole bag folder, storage files and metadata.yaml together)")
+            raise BagError(f"bag {self.path}: its metadata.yaml lists {', '.join(listed)}, not in the folder" + (
+                f", which holds {held[0]}: if that is the bag's file renamed, pass it directly ({self.path / held[0]}) "
+                "or rename it back" if len(held) == 1 else
+                f", which holds {', '.join(held)}: if those are the bag's files renamed, rename them back or move "
+                "metadata.yaml aside (the files are then read in the order of the numbers in their names)" if held else
+                " (copy the whole bag folder, storage files and metadata.yaml together)"))
+        # storage files beside a metadata.yaml that does not list them (a stale one) are not read
+        self.unlisted = [n for n in held if n not in listed] if listed else []
+        if self.unlisted:
+            self.notes.append(f"bag {self.path}: {', '.join(self.unlisted)} in its folder "
+                              f"{'is' if len(self.unlisted) == 1 else 'are'} not listed in its metadata.yaml, so not "
+                              "read (a stale metadata.yaml? move it aside and every file is read, in the order of the "
+                              "numbers in their names)")
         try:
             self.reader = Reader(target)
             self.reader.open()
@@ -175,7 +199,13 @@ class BagReader:
             raise
         except Exception as e:  # ReaderError, sqlite3/struct errors of a damaged file, ...
             self.reader = None
+            foreign = _not_storage(target)
+            if foreign:
+                raise BagError(f"cannot open bag {self.path}: {foreign}") from None
             self.salvage = _salvage(path, target)
+            if self.salvage is not None and str(info.get("compression_mode") or "").lower() == "file":
+                self.notes.append(f"bag {self.path}: its metadata.yaml says its files are compressed whole "
+                                  "(compression_mode: file), but they are plain: read as they are")
             if self.salvage is None:
                 raise BagError(f"cannot open bag {self.path}: {_one_line(e)}; the file is truncated or damaged "
                                "(for an interrupted recording try 'ros2 bag reindex')") from None
@@ -183,7 +213,7 @@ class BagReader:
                 d = self.salvage.damage
                 raise BagError(f"cannot open bag {self.path}: nothing in it can be read"
                                + (f" ({d.where()})" if d else f" ({_one_line(e)})")) from None
-            d = self.salvage.damage  # None: only the index at the end is missing; all messages read
+            d = self.salvage.damage  # None: the data ends whole and only the index after it is missing
             self.damage = f"bag {self.path} is damaged: {d.where()}" if d else ""
         if self.reader is not None:
             self.expected = {t: i.count for t, i in self.topics().items() if i.count is not None} or self.expected
@@ -219,6 +249,32 @@ class BagReader:
             out[name] = TopicInfo(name, info.msgtype or "?", count)
         return out
 
+    def disagreement(self, topic: str) -> str:
+        """Why the indexed reader finds none of the messages metadata.yaml lists on `topic`: what the
+        storage file itself holds there, and what to do ("" when they agree or it cannot be scanned)."""
+        if self.reader is None:
+            return ""
+        meta = next((t.get("topic_metadata") or {} for t in _bag_information(self.read_path).get(
+            "topics_with_message_count") or [] if (t.get("topic_metadata") or {}).get("name") == topic), None)
+        scan = _salvage(self.read_path, self.target) if meta is not None else None  # the file's own channels
+        if scan is None:
+            return ""
+        said = f"its metadata.yaml lists {topic} as {meta.get('type')} ({meta.get('serialization_format')})"
+        fix = "correct metadata.yaml, or move it aside and pass the storage file itself"
+        same = [c for c in scan.channels.values() if c.topic == topic]
+        if not same:
+            held = ", ".join(sorted({f"{c.topic} ({c.msgtype})" for c in scan.channels.values()})) or "no topics"
+            return f"{said}, but its storage file has no such topic (it holds {held}): {fix}"
+        c = same[0]
+        if c.msgtype != meta.get("type"):
+            return f"{said}, but its storage file holds {c.msgtype} there: {fix}"
+        if c.encoding != "cdr":
+            return (f"its storage file stores {topic} serialised as '{c.encoding}', not ROS 2's 'cdr': its messages "
+                    "cannot be read here; re-record the topic")
+        if meta.get("serialization_format") != c.encoding:
+            return f"{said}, but its storage file says {c.encoding}: {fix}"
+        return ""
+
     def listing(self) -> str:
         """One line: every topic with its type and message count."""
         parts = [f"{t.name} ({t.msgtype}, {t.count if t.count is not None else '?'} msgs)"
@@ -245,8 +301,11 @@ class BagReader:
         if len(images) == 1:
             return images[0]
         what = "no image topic" if not images else f"{len(images)} image topics"
-        raise BagError(f"bag {self.path} has {what} to choose from; pass --image-topic. "
-                       f"The bag has: {self.listing()}")
+        # a default camera topic of another type is the likelier mistake: name what it holds
+        other = [f"{n} holds {topics[n].msgtype}, not an image" for n in (DEFAULT_IMAGE_TOPIC, DEFAULT_COMPRESSED_TOPIC)
+                 if n in topics]
+        raise BagError(f"bag {self.path} has {what} to choose from{' (' + '; '.join(other) + ')' if other else ''}; "
+                       f"pass --image-topic. The bag has: {self.listing()}")
 
     def gt_topic(self, requested: Optional[str]) -> Optional[TopicInfo]:
         """The ground-truth topic: the requested one (must exist), else the default if present."""
@@ -259,7 +318,9 @@ class BagReader:
                                f"the bag has: {self.listing()}")
             return None
         if t.msgtype != IMAGE:
-            raise BagError(f"ground-truth topic {name} holds {t.msgtype}; expected {IMAGE} (mono8 class ids)")
+            raise BagError(f"ground-truth topic {name} holds {t.msgtype}; expected {IMAGE} (mono8 class ids): pass "
+                           "--gt-dir with the labels as PNG files, " + ("" if requested else "--gt-topic another topic, ")
+                           + "or --no-gt to measure speed only")
         return t
 
     # ----------------------------------------------------------------- messages
@@ -563,6 +624,38 @@ def _merge_wal(path: Path, target: Path):
     return (tmp, copy, (root / target.name if target != path else copy), [f.name for f in walled]), ""
 
 
+_KINDS = ((b"\x89MCAP0\r\n", "mcap"), (b"SQLite format 3\x00", "sqlite3"), (ZSTD_MAGIC, "zstd"),
+          (b"\x1f\x8b", "gzip"), (b"PK\x03\x04", "zip"))
+
+
+def _file_kind(f: Path) -> str:
+    """What a file is by its first bytes: mcap, sqlite3, zstd, gzip, zip; "" for anything else
+    (and for an empty or unreadable file)."""
+    try:
+        with open(f, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return ""
+    return next((kind for magic, kind in _KINDS if head.startswith(magic)), "")
+
+
+def _not_storage(target: Path) -> str:
+    """Why a file handed in is no rosbag2 storage file at all (a PNG, an archive), so that it is not
+    called damaged; "" for a storage file, a folder or an empty file (the salvage readers say those)."""
+    if not target.is_file() or target.stat().st_size == 0:
+        return ""
+    kind = _file_kind(target)
+    if kind in ("mcap", "sqlite3") or (not kind and target.suffix in (".mcap", ".db3")):
+        return ""  # a storage file, or one damaged at its start: the salvage readers say where
+    if kind == "zstd":
+        return f"{target.name} is zstd-compressed: decompress it ('zstd -d') and pass the result"
+    if kind:
+        return (f"{target.name} is a {kind} archive, not a rosbag2 file: unpack it and pass the bag folder or its "
+                ".mcap/.db3 file")
+    return (f"{target.name} is not a rosbag2 file (it starts like neither an MCAP nor an sqlite3 file): pass a bag "
+            "folder (with metadata.yaml) or its .mcap/.db3 file")
+
+
 def _salvage(path: Path, target: Path):
     """A bag the indexed reader refuses or breaks off in, read by the salvage readers (.mcap in
     file order, .db3 page by page, a bag of several files file by file); None for files they
@@ -572,11 +665,11 @@ def _salvage(path: Path, target: Path):
     from .sqlite_salvage import SqliteSalvage
     info = _bag_information(path)
     mode = str(info.get("compression_mode") or "").lower()
-    if mode == "file":  # each file is compressed whole: nothing to read record by record
-        return None
     files = [target] if target.is_file() else list(target.glob("*.mcap")) + list(target.glob("*.db3"))
     if not files or len({f.suffix for f in files}) != 1 or files[0].suffix not in (".mcap", ".db3"):
         return None
+    if mode == "file" and any(_file_kind(f) not in ("mcap", "sqlite3") for f in files):
+        return None  # compressed whole: nothing to read record by record (plain ones, despite metadata.yaml, are)
 
     def scan(f: Path):
         return McapSalvage.scan(f) if f.suffix == ".mcap" else SqliteSalvage.scan(f)

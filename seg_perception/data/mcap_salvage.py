@@ -26,6 +26,7 @@ class SalvagedChannel:
     topic: str
     msgtype: str
     msgcount: int = 0
+    encoding: str = "cdr"  # how its messages are serialised (the channel's message encoding)
 
 
 @dataclass
@@ -38,6 +39,8 @@ class Damage:
     skipped: List[Tuple[int, str]] = field(default_factory=list)  # (offset, why) of chunks read past
 
     def where(self) -> str:
+        if self.size == 0:
+            return "its file is empty (0 bytes)"
         when = f", last one recorded at {self.last_t_ns / 1e9:.3f} s" if self.last_t_ns is not None else ""
         text = f"its file ({self.size:,} bytes)"
         if self.skipped:
@@ -47,6 +50,8 @@ class Damage:
                      + (" and" if self.offset is not None else ""))
         if self.offset is None:
             return f"{text}, {self.messages_before} messages read{when}"
+        if self.offset >= self.size:  # every record reads, but the end of the data section never came
+            return f"{text} is cut short after {self.messages_before} messages{when}: {self.reason}"
         return f"{text} cannot be read past byte {self.offset:,} ({self.reason}), after {self.messages_before} messages{when}"
 
 
@@ -116,6 +121,10 @@ class McapSalvage:
         while True:
             if pos >= end:
                 if outer is None:
+                    # A writer ends the data with DataEnd (then the summary and footer): a file that
+                    # stops without one was cut short, here at a record boundary, and later records are lost.
+                    self.damage = Damage(len(data), len(data), "it ends without the end-of-data record of a whole file",
+                                         count, last_t, skipped)
                     break
                 buf, pos, end = data, outer, len(data)
                 outer = None
@@ -206,8 +215,9 @@ def _schema(body) -> Tuple[int, str]:
 
 def _channel(body, schemas: Dict[int, str]) -> SalvagedChannel:
     cid, sid = struct.unpack_from("<HH", body, 0)
-    topic, _ = _string(body, 4)
-    return SalvagedChannel(cid, topic, schemas.get(sid, "?"))
+    topic, at = _string(body, 4)
+    encoding, _ = _string(body, at)
+    return SalvagedChannel(cid, topic, schemas.get(sid, "?"), encoding=encoding)
 
 
 def _chunk_records(body) -> bytes:

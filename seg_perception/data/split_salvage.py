@@ -21,7 +21,15 @@ class SplitDamage:
     parts: List[Tuple[str, int, int, str]]  # (file name, its number from 1, files, where it is damaged)
 
     def where(self) -> str:
-        return "; ".join(f"file {name} ({k} of {n}): {where}" for name, k, n, where in self.parts)
+        # a run of missing files is one entry: a recording that lost its first 8 files says so once
+        runs: list = []  # [first name, first number, last name, last number, files, where]
+        for name, k, n, where in self.parts:
+            if runs and where == "missing" == runs[-1][5] and k == runs[-1][3] + 1:
+                runs[-1][2:4] = [name, k]
+            else:
+                runs.append([name, k, name, k, n, where])
+        return "; ".join(f"file {a} ({i} of {n}): {where}" if i == j else
+                         f"files {a} to {b} ({i} to {j} of {n}): {where}" for a, i, b, j, n, where in runs)
 
 
 class SplitSalvage:
@@ -48,7 +56,8 @@ class SplitSalvage:
 def split_files(files: Sequence[Path], listed: Sequence[str] = ()) -> List[Tuple[str, Optional[Path]]]:
     """(name, path or None when missing) of a split bag's files in the order they were
     recorded: as metadata.yaml lists them, else by the number rosbag2 puts before the
-    extension (bag_0, bag_1, ..., bag_10), a gap in the numbers being a missing file."""
+    extension (bag_0, bag_1, ..., bag_10), a gap in the numbers being a missing file (and,
+    as rosbag2 counts from 0, so is any number below the first one there)."""
     by_name = {f.name: f for f in files}
     if listed:
         names = [Path(p).name for p in listed]
@@ -65,4 +74,6 @@ def split_files(files: Sequence[Path], listed: Sequence[str] = ()) -> List[Tuple
     (prefix,) = prefixes
     suffix = files[0].suffix
     nums = sorted(k for _, k in numbered)
-    return [(f"{prefix}_{k}{suffix}", numbered.get((prefix, k))) for k in range(nums[0], nums[-1] + 1)]
+    if nums[-1] > 100_000:  # not a file counter (a time stamp in the name?): in number order, none inferred
+        return [(numbered[(prefix, k)].name, numbered[(prefix, k)]) for k in nums]
+    return [(f"{prefix}_{k}{suffix}", numbered.get((prefix, k))) for k in range(nums[-1] + 1)]

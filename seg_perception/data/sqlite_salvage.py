@@ -39,6 +39,8 @@ class SqliteDamage:
     lost_topics: List[str] = field(default_factory=list)  # of the lost messages whose row was seen
 
     def where(self) -> str:
+        if self.size == 0:
+            return "its file is empty (0 bytes)"
         if self.pages < self.pages_expected:
             what = f"its file ({self.size:,} bytes) ends after page {self.pages:,} of {self.pages_expected:,}"
             lost = f"{_n(self.lost, 'message')} before the end cannot be read" if self.lost else ""
@@ -92,7 +94,7 @@ class SqliteSalvage:
         for pgno in range(1, pages.count + 1):
             for cell, rowid, values in pages.leaf_rows(pgno):
                 if _is_topic(values):
-                    self.channels.setdefault(rowid, SalvagedChannel(rowid, values[1], values[2]))
+                    self.channels.setdefault(rowid, SalvagedChannel(rowid, values[1], values[2], encoding=values[3]))
                 elif _is_message(values):
                     seen_ids.add(rowid)
                     if rowid not in rows and pages.payload(cell, copy=False) is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
@@ -28,12 +28,18 @@ class Inputs:
     readable: int = 0               # image messages that can be read (before any damage)
     recorded: Optional[int] = None  # image messages the bag's index or metadata.yaml says it holds
     damage: str = ""                # where and why the bag stops being readable ("" when whole)
+    repeated: int = 0               # of the frames taken, those whose header stamp an earlier one had
+    unlisted: List[str] = field(default_factory=list)  # storage files beside a metadata.yaml that omits them
 
     def loss(self) -> str:
         """One sentence on what a damaged bag cost; "" for a whole one."""
         if not self.damage:
             return ""
-        if self.recorded is not None and self.recorded > self.readable:
+        if self.recorded is not None and self.recorded > self.readable and self.unlisted:
+            k = self.recorded - self.readable
+            lost = (f"{k} of the {self.recorded} recorded frames on {self.image.name} {'is' if k == 1 else 'are'} not "
+                    f"read, probably in {', '.join(self.unlisted)}, which metadata.yaml does not list (see the note)")
+        elif self.recorded is not None and self.recorded > self.readable:
             k = self.recorded - self.readable
             lost = f"{k} of the {self.recorded} recorded frames on {self.image.name} {'is' if k == 1 else 'are'} lost"
         elif self.recorded is not None:
@@ -65,21 +71,28 @@ def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader) -> Inputs:
     except bag_io.BagError as e:
         raise EvalError(str(e)) from None
     # Count what can really be read (not what the index promises): a damaged bag plays less.
-    count = 0
+    stamps = []  # header stamps, read from the raw bytes: live mode announces what it will play
     try:
-        for _ in reader.messages([image.name], decode=False):
-            count += 1
+        for m in reader.messages([image.name], decode=False):
+            stamps.append(bag_io.raw_stamp_ns(m.raw))
     except bag_io.BagError:
         pass  # reader.damage says where
+    count = len(stamps)
     recorded = reader.expected.get(image.name)
     damage = reader.damage
     if not damage and recorded is not None and count < recorded:  # the index promises more than the file holds
         damage = f"bag {reader.path} holds {count} of the {recorded} messages its index lists on {image.name}"
     if count == 0:  # a bag damaged before its first frame is input that cannot be used (2)
+        # an index that lists messages the file does not hold there: metadata.yaml and the file disagree
+        why = reader.damage or (reader.disagreement(image.name) if recorded else "") or damage
         raise EvalError(f"topic {image.name} in bag {reader.path} has no messages"
-                        + (f" that can be read ({reader.damage})" if reader.damage else ""),
-                        2 if reader.damage else 3)
+                        + (f" that can be read ({why})" if why else ""), 2 if why else 3)
     total = min(count, cfg.max_frames) if cfg.max_frames > 0 else count
+    seen: set = set()
+    repeated = 0
+    for st in stamps[:total]:
+        repeated += st is not None and st in seen
+        seen.add(st)
     folder = None
     source = None
     if cfg.gt_dir and not cfg.no_gt:
@@ -91,7 +104,7 @@ def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader) -> Inputs:
     elif gt is not None:
         source = f"topic {gt.name}"
     return Inputs(image, gt, folder, total, sample_indices(total, cfg.samples), source, readable=count,
-                  recorded=recorded, damage=damage)
+                  recorded=recorded, damage=damage, repeated=repeated, unlisted=list(reader.unlisted))
 
 
 def check_ground_truth_classes(inp: Inputs, reader: bag_io.BagReader, card: ModelCard) -> None:

@@ -16,6 +16,7 @@ node's default best-effort sensor_data profile, as on a robot.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ..card import check_precision
 from ..data import bag_io
+from ..paths import default_params_file
 from ..runtime.backends import BACKENDS
 from ..runtime.image_conversion import to_rgb
 from ..runtime.node_process import NodeProcess, ros_env, private_domain
@@ -32,7 +34,8 @@ from .common import (Progress, check_ground_truth_classes, load_model_card, open
 from .config import EXIT_NO_MATCH, EXIT_NODE, EvalConfig, EvalError
 from .out_bag import DRIVABLE, LABELS, OVERLAY, OutputBag, copy_topics
 from .participant import Participant
-from .scoring import Counts, EvalResult, Scorer, add_gt_message, admit_frame, decode_frame, decode_labels
+from .scoring import (Counts, EvalResult, Scorer, add_gt_message, admit_frame, decode_frame, decode_labels,
+                      rejection_note)
 
 QOS_CHOICES = ("auto", "sensor_data", "reliable")
 # frames_late: finished after a newer frame of its camera went out (workers > 1), so not published
@@ -41,12 +44,16 @@ COUNTERS = ("frames_received", "frames_processed", "frames_dropped", "frames_rej
 
 # Attached: how long a node heard on another topic may stay the only one before we give up.
 MISMATCH_GRACE_S = 5.0
+# Recorded timing: a longer wait between two frames (a clock jump, a paused recording) is cut to this.
+MAX_GAP_S = 5.0
+
 
 @dataclass
 class Published:
     t_pub: float      # perf_counter at publish
     index: int        # frame index in the bag
     t_ns: int         # recorded time (for the output bag)
+    skipped_s: float = 0.0  # recorded seconds cut from long gaps before this frame (MAX_GAP_S)
 
 
 def playback_pace(published: List[Published], rate: float, speed: float) -> Tuple[Optional[Dict], str]:
@@ -58,16 +65,19 @@ def playback_pace(published: List[Published], rate: float, speed: float) -> Tupl
     first, last = published[0], published[-1]
     played = last.t_pub - first.t_pub
     recorded = (last.t_ns - first.t_ns) / 1e9
-    asked_s = (len(published) - 1) / rate if rate > 0 else recorded / speed
+    cut = last.skipped_s if rate <= 0 else 0.0  # of long gaps, played shorter (MAX_GAP_S)
+    asked_s = (len(published) - 1) / rate if rate > 0 else (recorded - cut) / speed
     # each frame against its own slot: a stall made up for by a burst is as bad as a slow end
-    late = [p.t_pub - first.t_pub - (k / rate if rate > 0 else (p.t_ns - first.t_ns) / 1e9 / speed)
+    late = [p.t_pub - first.t_pub - (k / rate if rate > 0 else ((p.t_ns - first.t_ns) / 1e9 - p.skipped_s) / speed)
             for k, p in enumerate(published)]
     worst = max(range(len(late)), key=late.__getitem__)
     pace = {"asked": f"{rate:g} Hz" if rate > 0 else f"recorded timing x{speed:g}",
             "recorded_s": round(recorded, 3), "played_s": round(played, 3),
-            "realtime_factor": round(recorded / played, 3) if played > 0 else None,
+            "realtime_factor": round((recorded - cut) / played, 3) if played > 0 else None,
             "behind_pct": round(100 * (played / asked_s - 1), 1) if asked_s > 0 else None,
             "max_late_ms": round(1e3 * late[worst], 1)}
+    if cut:
+        pace["gaps_cut_s"] = round(cut, 3)
     note = ""
     if asked_s > 0 and played > 1.05 * asked_s + 0.05:
         note = (f"playback fell behind the asked pace ({pace['asked']}): {len(published)} frames went out in "
@@ -237,11 +247,16 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
 
 
 def _playing(inp) -> str:
-    """'20 frames', or for a damaged bag '12 frames (of 20 recorded: the bag is damaged ...)'."""
-    if not inp.damage:
-        return f"{inp.total} frames"
-    of = f"of {inp.recorded} recorded" if inp.recorded is not None else "all that can be read"
-    return f"{inp.total} frames ({of}; {inp.damage})"
+    """'20 frames', or for a damaged bag '12 frames (of 20 recorded: the bag is damaged ...)'; frames
+    whose header stamp repeats an earlier one's are not played, and said so."""
+    said = []
+    if inp.damage:
+        said.append((f"of {inp.recorded} recorded" if inp.recorded is not None else "all that can be read")
+                     + f"; {inp.damage}")
+    if inp.repeated:
+        said.append(f"{inp.repeated} more repeat an earlier frame's header stamp: not played, as outputs are "
+                    "matched by stamp")
+    return f"{inp.total - inp.repeated} frames" + (f" ({'; '.join(said)})" if said else "")
 
 
 def _attach_hint(topic: str, theirs: str) -> str:
@@ -307,7 +322,9 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
     sample_rgb: Dict[int, object] = {}
     bar = Progress(inp.total, "live", cfg.progress)
     t_first_pub = None
-    t0_bag = None
+    t0_bag = prev_t = None
+    skipped = 0.0  # recorded seconds cut from long gaps
+    gaps: List[Tuple[int, float]] = []  # (frame index, recorded gap in s) of the gaps cut
     index = -1
     read_error = ""
     try:
@@ -321,9 +338,8 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
                 continue
             bar.update()
             # A corrupt message is never sent: it would not deserialise in the node either.
-            stamp = admit_frame(scorer, m, counts, published,
-                                "only the first is played (outputs are matched by stamp)")
-            if stamp is None:
+            stamp, repeated = admit_frame(scorer, m, counts, published)
+            if stamp is None or repeated:  # outputs are matched by stamp: only the first of a stamp is played
                 continue
             # Pace: the recorded timing (scaled by --speed) or a fixed --rate.
             if t_first_pub is None:
@@ -332,7 +348,13 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
             elif cfg.rate > 0:
                 target = t_first_pub + len(published) / cfg.rate
             else:
-                target = t_first_pub + (m.t_ns - t0_bag) / 1e9 / cfg.speed
+                gap = (m.t_ns - prev_t) / 1e9
+                wait = min(max(gap / cfg.speed, 0.0), MAX_GAP_S)  # a jump, either way, is not slept through
+                if wait != gap / cfg.speed:
+                    skipped += gap - wait * cfg.speed
+                    gaps.append((index, gap))
+                target = t_first_pub + ((m.t_ns - t0_bag) / 1e9 - skipped) / cfg.speed
+            prev_t = m.t_ns
             delay = target - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
@@ -341,7 +363,7 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
                                 f"{node.failure()} (log: {node.log_path})", EXIT_NODE)
             t_pub = time.perf_counter()
             client.pub.publish(m.raw)
-            published[stamp] = Published(t_pub, index, m.t_ns)
+            published[stamp] = Published(t_pub, index, m.t_ns, skipped)
             if index in scorer.sample_indices:
                 try:
                     sample_rgb[stamp] = to_rgb(*decode_frame(m))
@@ -411,10 +433,25 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
                                   "unanswered: they count as dropped (a node still busy may need a longer timeout)")
     counts.rejected = min(unanswered, max(0, node_delta["rejected"])) if node_delta else 0
     counts.dropped = unanswered - counts.rejected
+    reasons = _rejection_reasons(client, node) if counts.rejected else []
+    if counts.rejected:
+        scorer.warned["rejected"] = (rejection_note(dict.fromkeys(reasons), counts.rejected, " by the node")
+                                     if reasons else rejection_note({}, counts.rejected, " by the node").rstrip(": "))
+        if node is not None:
+            scorer.warned["rejected"] += f" (node log: {node.log_path})"
     if node_delta is not None:
         # Frames DDS lost on the way in, and outputs the node published that never arrived here.
         node_delta["lost_before_node"] = max(0, len(published) - node_delta["received"])
         node_delta["lost_after_node"] = max(0, node_delta["processed"] - len(answered))
+        if node_delta["lost_before_node"]:
+            scorer.warned["lost_before_node"] = _lost_in_dds_note(node_delta["lost_before_node"], len(published))
+    scorer.repeated_stamps_note(live=True)
+    if gaps:
+        k, longest = len(gaps), max(gaps, key=lambda g: abs(g[1]))
+        scorer.warned["gaps"] = (
+            f"the recorded time jumps {k} time{'s' if k > 1 else ''} between frames (by {longest[1]:.1f} s before "
+            f"frame {longest[0]}{', the longest' if k > 1 else ''}): played as a pause of at most {MAX_GAP_S:g} s, "
+            "not slept through; pass --rate HZ to play at a fixed rate")
     pace, behind = playback_pace(sorted(published.values(), key=lambda p: p.t_pub), cfg.rate, cfg.speed)
     if behind:
         scorer.warned["playback_behind"] = behind
@@ -446,7 +483,40 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
         samples=[scorer.samples[i] for i in sorted(scorer.samples)], node=node_delta,
         notes=list(scorer.warned.values()), labels_by_stamp=scorer.labels_by_stamp,
         out_bag=str(out_path) if out_path else None, partial=partial_reason(inp, read_error, counts.corrupt),
-        playback=pace, trained_on_gt=trained_on_ground_truth(inp, reader, card))
+        playback=pace, trained_on_gt=trained_on_ground_truth(inp, reader, card),
+        rejections=dict.fromkeys(reasons))  # the node names its reasons but does not count frames per reason
+
+
+def _rejection_reasons(client: Client, node: Optional[NodeProcess]) -> List[str]:
+    """Why the node rejected frames: its log names each kind of reason (then at most one line per
+    5 s), its /diagnostics the latest one. The node does not count frames per reason."""
+    reasons = []
+    try:
+        text = node.log_path.read_text(errors="replace") if node is not None else ""
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        if "frame rejected" in line:
+            why = line.split("frame rejected", 1)[1].split(": ", 1)[-1].strip()
+            reasons.append(re.sub(r" \(and \d+ more like it\)$", "", why))
+    with client.lock:
+        latest = [v.get("last_rejection", "") for _, v in client.diagnostics]
+    reasons += [r for r in latest if r and not any(x.startswith(r) for x in reasons)]
+    return list(dict.fromkeys(reasons))
+
+
+def _lost_in_dds_note(lost: int, played: int) -> str:
+    """Frames the node never received: DDS lost them between this player and the node. Large frames
+    need a Fast DDS profile on the publishing side too (README 'DDS notes'), as bench-camera says."""
+    note = (f"{lost} of the {played} frames played never reached the node (lost in DDS on the way in; counted "
+            "as dropped)")
+    if os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
+        return note + ": a lower --rate or --speed loses fewer"
+    params = default_params_file()
+    xml = params.parent / "fastdds_large_frames.xml" if params is not None else None
+    where = str(xml) if xml is not None and xml.is_file() else "<share/seg_perception>/config/fastdds_large_frames.xml"
+    return (note + ": this player, like a camera driver, has no Fast DDS profile for large frames; run it with "
+            f"FASTRTPS_DEFAULT_PROFILES_FILE={where} (README 'DDS notes'), or a lower --rate")
 
 
 def _drain(client: Client, cfg: EvalConfig, n_published: int, t_last_pub: float

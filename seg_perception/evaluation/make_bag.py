@@ -47,8 +47,8 @@ def make_bag(out: str | Path, dataset: str = "camvid", split: str = "val", root:
     from ..data.datasets import DatasetError, default_camvid_root, open_dataset
     if encoding not in ENCODINGS:
         raise ValueError(f"unknown encoding '{encoding}'; valid choices: {', '.join(ENCODINGS)}")
-    if not rate > 0:
-        raise ValueError(f"--rate must be positive (frames per second), got {rate}")
+    if not 0 < rate <= 1e9:  # stamps are whole nanoseconds: a faster rate (or inf) gives frames the same stamp
+        raise ValueError(f"--rate must be a finite number of frames per second above 0 and at most 1e9, got {rate}")
     if not 1 <= jpeg_quality <= 100:
         raise ValueError(f"--jpeg-quality must be within 1..100, got {jpeg_quality}")
     if root is None:

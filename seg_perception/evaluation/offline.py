@@ -67,7 +67,7 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
                 if m.topic != inp.image.name:
                     continue
                 bar.update()
-                stamp = admit_frame(scorer, m, counts, seen, "only the first is evaluated")
+                stamp, repeated = admit_frame(scorer, m, counts, seen)
                 if stamp is None:
                     continue
                 seen.add(stamp)
@@ -76,13 +76,12 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
                     frame, layout = decode_frame(m)
                     res = pipe(frame, layout)
                 except ValueError as e:  # ImageError and frames the pipeline refuses
-                    counts.rejected += 1
-                    scorer.warn_once("rejected", f"frame rejected: {e}")
+                    scorer.reject(str(e))
                     continue
                 dt = time.perf_counter() - t0
                 latencies.append(dt * 1e3)
                 rgb = to_rgb(frame, layout) if index in scorer.sample_indices else None
-                scorer.add_prediction(stamp, res.labels, index, rgb)
+                scorer.add_prediction(stamp, res.labels, index, rgb, repeated)
                 if out is not None:  # the overlay is drawn outside the timing: it is this bag's, not the node's
                     t_out = m.t_ns + int(dt * 1e9)
                     h = m.msg.header
@@ -97,6 +96,7 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
             if out is not None:
                 out.close()
         scorer.finish()
+        scorer.repeated_stamps_note(live=False)
     wall = time.perf_counter() - t_start
     fps = len(latencies) / (sum(latencies) / 1e3) if latencies else 0.0
     return EvalResult(
@@ -107,7 +107,7 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
         confusion=scorer.cm if scorer.with_gt else None, drivable=scorer.bin if scorer.with_gt else None,
         samples=[scorer.samples[i] for i in sorted(scorer.samples)], notes=list(scorer.warned.values()),
         labels_by_stamp=scorer.labels_by_stamp, out_bag=str(out.path) if out is not None else None,
-        partial=partial_reason(inp, read_error, counts.corrupt), trained_on_gt=held_in)
+        partial=partial_reason(inp, read_error, counts.corrupt), trained_on_gt=held_in, rejections=scorer.rejections)
 
 
 def _model_info(card, backend: str) -> dict:

@@ -181,9 +181,10 @@ def _markdown(result: EvalResult, m: Dict, files: Dict[str, Path], out: Path, ti
         lines.append(f"- outputs bag: `{result.out_bag}`")
     if result.partial:
         lines += ["", f"**Partial result:** {result.partial}. The figures below cover the frames that could be read."]
-    lines += ["", "## Frames and timing", "", "| frames in | out | dropped | rejected | corrupt | FPS | "
-              "latency p50 | p95 | max |", "|---|---|---|---|---|---|---|---|---|",
-              f"| {c.frames_in} | {c.frames_out} | {c.dropped} | {c.rejected} | {c.corrupt} | {result.fps:.1f} | "
+    lines += ["", "## Frames and timing", "", "| frames in | out | dropped | rejected | corrupt | repeated stamps | FPS | "
+              "latency p50 | p95 | max |", "|---|---|---|---|---|---|---|---|---|---|",
+              f"| {c.frames_in} | {c.frames_out} | {c.dropped} | {c.rejected} | {c.corrupt} | {c.duplicate_stamps} | "
+              f"{result.fps:.1f} | "
               f"{_fmt(lat['p50'], ' ms')} | {_fmt(lat['p95'], ' ms')} | {_fmt(lat['max'], ' ms')} |", ""]
     if result.mode == "live":
         lines.append("Latency: from publishing a frame to receiving its /segmentation/labels (matched by header "
@@ -221,8 +222,8 @@ def _markdown(result: EvalResult, m: Dict, files: Dict[str, Path], out: Path, ti
                       f"![confusion matrix]({files['confusion'].relative_to(out)})"]
         else:
             lines.append("No frame could be scored (see the counts below).")
-        skipped = {k: seg[k] for k in ("no_ground_truth", "gt_size_mismatch", "gt_unreadable", "gt_without_frame")
-                   if seg[k]}
+        skipped = {k: seg[k] for k in ("no_ground_truth", "gt_size_mismatch", "gt_unreadable", "gt_without_frame",
+                                       "repeated_stamp", "gt_repeated_stamp") if seg[k]}
         if skipped:
             lines += ["", "Not scored: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in skipped.items())]
     samples = [p for k, p in files.items() if k.startswith("sample_")]

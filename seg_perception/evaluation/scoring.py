@@ -96,12 +96,14 @@ class Counts:
     dropped: int = 0            # frames the node never answered (live) and did not reject
     rejected: int = 0           # frames the pipeline/node refused (bad encoding, size, ...)
     corrupt: int = 0            # messages that do not deserialise: skipped, never sent
-    duplicate_stamps: int = 0   # frames whose header stamp an earlier frame already had: skipped
+    duplicate_stamps: int = 0   # frames whose header stamp an earlier frame already had (live: not played)
     scored: int = 0             # frames with a prediction and a ground truth of the same size
     no_ground_truth: int = 0    # predicted frames without a ground truth of the same stamp
     gt_size_mismatch: int = 0   # ground truth of another size than the frame: not scored
     gt_unreadable: int = 0      # ground-truth messages/files that are not mono8 class ids
     gt_without_frame: int = 0   # ground-truth messages whose stamp no predicted frame has
+    repeated_stamp: int = 0     # predicted frames not scored: ground truth is matched by stamp, and theirs repeats
+    gt_repeated_stamp: int = 0  # ground-truth messages of a stamp whose earlier one waits for its frame: unused
 
 
 @dataclass
@@ -138,6 +140,7 @@ class EvalResult:
     partial: str = ""  # why the report covers fewer frames than were recorded (a damaged bag)
     playback: Optional[Dict[str, object]] = None  # live: the pace asked and the pace played (live.playback_pace)
     trained_on_gt: str = ""  # why the accuracy is not held out: the model trained on these frames' split
+    rejections: Dict[str, Optional[int]] = field(default_factory=dict)  # reason -> frames (None: not counted)
 
     def metrics(self) -> Dict[str, object]:
         c = self.counts
@@ -149,6 +152,8 @@ class EvalResult:
             "fps": round(self.fps, 2), "wall_s": round(self.wall_s, 2),
             "latency_ms": percentiles(self.latencies_ms, (50, 95)),
         }
+        if self.rejections:
+            out["frames"]["rejected_reasons"] = self.rejections
         if self.node is not None:
             out["node"] = self.node
         if self.playback is not None:
@@ -157,7 +162,8 @@ class EvalResult:
             seg = self.confusion.summary(self.class_names) if c.scored else {}
             seg.update({"frames_scored": c.scored, "no_ground_truth": c.no_ground_truth,
                         "gt_size_mismatch": c.gt_size_mismatch, "gt_unreadable": c.gt_unreadable,
-                        "gt_without_frame": c.gt_without_frame})
+                        "gt_without_frame": c.gt_without_frame, "repeated_stamp": c.repeated_stamp,
+                        "gt_repeated_stamp": c.gt_repeated_stamp})
             if self.trained_on_gt:
                 seg["not_held_out"] = self.trained_on_gt
             out["segmentation"] = seg
@@ -179,6 +185,8 @@ class EvalResult:
         parts = [f"{c.frames_in} frames in, {c.frames_out} out, {c.dropped} dropped, {c.rejected} rejected"]
         if c.corrupt:
             parts.append(f"{c.corrupt} corrupt")
+        if c.duplicate_stamps:
+            parts.append(f"{c.duplicate_stamps} with a repeated header stamp")
         parts.append(f"{self.fps:.1f} FPS")
         if lat["p50"] is not None:
             parts.append(f"latency p50 {lat['p50']:.0f} ms p95 {lat['p95']:.0f} ms max {lat['max']:.0f} ms")
@@ -213,24 +221,43 @@ class Scorer:
         self._gt: Dict[int, np.ndarray] = {}
         self._pred: Dict[int, Tuple[np.ndarray, int]] = {}
         self.warned: Dict[str, str] = {}
+        self.rejections: Dict[str, int] = {}
+        self.first_repeat: Optional[int] = None  # the first header stamp a frame repeated
+
+    @property
+    def matches_stamps(self) -> bool:
+        """Whether ground truth is paired with frames by header stamp (not by frame order)."""
+        return self.with_gt and (self.gt_folder is None or self.gt_folder.mode == "stamp")
 
     def warn_once(self, kind: str, text: str) -> None:
         self.warned.setdefault(kind, text)
+
+    def reject(self, reason: str) -> None:
+        """A frame the pipeline refused, counted under its reason."""
+        self.counts.rejected += 1
+        self.rejections[reason] = self.rejections.get(reason, 0) + 1
 
     def add_gt(self, stamp: int, gt: np.ndarray) -> None:
         if stamp in self._pred:
             labels, index = self._pred.pop(stamp)
             self._score(stamp, labels, gt, index)
+        elif stamp in self._gt:  # the first one of this stamp waits for its frame; this one has none left
+            self.counts.gt_repeated_stamp += 1
         else:
             self._gt[stamp] = gt
 
-    def add_prediction(self, stamp: int, labels: np.ndarray, index: int, rgb: Optional[np.ndarray] = None) -> None:
+    def add_prediction(self, stamp: int, labels: np.ndarray, index: int, rgb: Optional[np.ndarray] = None,
+                       repeated: bool = False) -> None:
+        """repeated: an earlier frame had this header stamp; predicted, but not paired by stamp."""
         self.counts.frames_out += 1
         if self.keep_labels:
             self.labels_by_stamp[stamp] = labels
         if index in self.sample_indices and rgb is not None:
             self.samples[index] = Sample(index, stamp, rgb, labels)
         if not self.with_gt:
+            return
+        if repeated and self.matches_stamps:
+            self.counts.repeated_stamp += 1
             return
         if self.gt_folder is not None:
             try:
@@ -276,6 +303,39 @@ class Scorer:
                                         ": not scored")
         self._pred.clear()
         self._gt.clear()
+        if self.counts.gt_repeated_stamp:
+            k = self.counts.gt_repeated_stamp
+            self.warn_once("gt_repeat", f"{k} ground-truth message{'s repeat' if k > 1 else ' repeats'} the header stamp "
+                                        "of an earlier one: one ground truth per stamp is paired with a frame, so "
+                                        f"{'these are' if k > 1 else 'it is'} counted (gt_repeated_stamp), not used")
+        if self.rejections:
+            self.warned["rejected"] = rejection_note(self.rejections, self.counts.rejected)
+
+    def repeated_stamps_note(self, live: bool) -> None:
+        """The note on frames whose header stamp repeats an earlier frame's (a driver that stamps 0,
+        or a fixed time): how many, what became of them, and what to do."""
+        k = self.counts.duplicate_stamps
+        if not k:
+            return
+        what = (f"{k} frame{'s repeat' if k > 1 else ' repeats'} an earlier frame's header stamp (the first: "
+                f"{bag_io.format_stamp(self.first_repeat)})")
+        if live:
+            why = ("not played: the node's outputs are matched to frames by stamp; give each frame its own stamp "
+                   "in the camera driver, or run --mode offline, which evaluates them")
+        elif self.matches_stamps:
+            why = ("evaluated, but not scored: ground truth is matched by stamp; give each frame its own stamp in "
+                   "the camera driver, or pass --gt-dir with one PNG per frame (matched in frame order)")
+        else:
+            why = "evaluated all the same (nothing is matched by stamp here; live mode cannot play them)"
+        self.warned["duplicate"] = f"{what}: {why}"
+
+
+def rejection_note(reasons: Dict[str, Optional[int]], total: int, who: str = "", most: int = 5) -> str:
+    """'5 frames rejected: 3 x reason; 2 x other', the most frequent first (a count of None: not known)."""
+    ranked = sorted(reasons.items(), key=lambda kv: -(kv[1] or 0))
+    named = "; ".join(f"{n} x {r}" if n else r for r, n in ranked[:most])
+    more = f"; and {len(ranked) - most} more reasons" if len(ranked) > most else ""
+    return f"{total} frame{'s' if total != 1 else ''} rejected{who}: {named}{more}"
 
 
 def add_gt_message(scorer: Scorer, m: bag_io.BagMessage, counts: Counts) -> None:
@@ -293,21 +353,21 @@ def add_gt_message(scorer: Scorer, m: bag_io.BagMessage, counts: Counts) -> None
     scorer.add_gt(bag_io.stamp_ns(m.msg.header), gt)
 
 
-def admit_frame(scorer: Scorer, m: bag_io.BagMessage, counts: Counts, seen, duplicate_note: str) -> Optional[int]:
-    """Count an image message in; its header stamp, or None for a corrupt one or a repeated
-    stamp (outputs are matched by stamp, so only the first frame of a stamp can be scored)."""
+def admit_frame(scorer: Scorer, m: bag_io.BagMessage, counts: Counts, seen) -> Tuple[Optional[int], bool]:
+    """Count an image message in: (its header stamp, whether a frame in `seen` had it already);
+    None for a corrupt one. A repeated stamp is counted; the caller decides what it costs."""
     counts.frames_in += 1
     if m.error:
         counts.corrupt += 1
         scorer.warn_once("corrupt", m.error)
-        return None
+        return None, False
     stamp = bag_io.stamp_ns(m.msg.header)
-    if stamp in seen:
+    repeated = stamp in seen
+    if repeated:
         counts.duplicate_stamps += 1
-        scorer.warn_once("duplicate", f"frames with the same header stamp {bag_io.format_stamp(stamp)}: "
-                                      + duplicate_note)
-        return None
-    return stamp
+        if scorer.first_repeat is None:
+            scorer.first_repeat = stamp
+    return stamp, repeated
 
 
 def sample_indices(total: int, k: int) -> List[int]:
