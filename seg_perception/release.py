@@ -27,7 +27,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from .card import SETTING_BEFORE_RECORDED, load_card
+from .card import SETTING_BEFORE_RECORDED, check_model_name, load_card
 from .data.classes import CAMVID
 from .data.datasets import DatasetError, MissingSplit, SegmentationDataset, default_camvid_root, open_dataset
 from .paths import models_dirs, run_cards
@@ -179,6 +179,7 @@ def _val_metrics(card, val: _ValData, threads: int, what: str, width: int = 0, h
     w, h = res["input_size"]
     return {"val_miou": res["miou"], "val_pixel_accuracy": res["pixel_accuracy"],
             "val_per_class_iou": res["per_class_iou"],
+            **({"val_classes_absent": res["classes_absent"]} if res.get("classes_absent") else {}),
             "val_measured_with": f"seg-perception evaluate: ONNX Runtime fp32 at {w}x{h}, {val.label} "
                                  f"({res['frames']} frames)" + what}
 
@@ -283,6 +284,7 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
     """``dataset``/``data``/``dataset_kw``: the dataset to measure on, as open_dataset() takes it
     (default: the CamVid beside the checkout); ``val_split``: its split held out of training."""
     run, to = Path(run), Path(to)
+    check_model_name(name)
     if run.resolve() == to.resolve():
         raise ValueError(f"--run and --to are the same folder ({to}): releasing would delete the weights it reads; "
                          "copy NAME.pt and NAME.yaml to another folder first")

@@ -75,7 +75,7 @@ def independent_metrics(preds, gts, n=11, drivable=(3,)):
         d["fp"] += int((pd_ & ~gd).sum())
         d["fn"] += int((~pd_ & gd).sum())
     denom = tp + fp + fn
-    iou = np.where(denom > 0, tp / np.maximum(denom, 1), np.nan)
+    iou = np.where(tp + fn > 0, tp / np.maximum(denom, 1), np.nan)  # classes present in the ground truth
     return {"miou": round(100 * float(np.nanmean(iou)), 2), "pixel_accuracy": round(100 * correct / total, 2),
             "iou": [None if np.isnan(v) else round(100 * float(v), 2) for v in iou],
             "drivable_iou": round(100 * d["tp"] / (d["tp"] + d["fp"] + d["fn"]), 2),

@@ -24,12 +24,21 @@ def test_absent_class_is_not_averaged():
     assert np.isnan(cm.iou()[2]) and cm.miou() == 1.0
 
 
-def test_predicted_only_class_scores_zero_and_pulls_the_mean_down():
-    """A class never in the truth but predicted is a false positive: IoU 0, counted in the mean."""
+def test_a_class_absent_from_the_truth_is_not_averaged_even_when_predicted():
+    """A class the truth lacks has no IoU (it would be 0 with a stray prediction and undefined
+    without one, so two models' means would cover different classes); its false positives still
+    cost the class whose pixels they took."""
     cm = ConfusionMatrix(3)
     cm.update(np.array([0, 0, 2, 2]), np.array([0, 0, 0, 0]))
-    np.testing.assert_allclose(cm.iou(), [0.5, np.nan, 0.0])
-    assert math.isclose(cm.miou(), 0.25)
+    np.testing.assert_allclose(cm.iou(), [0.5, np.nan, np.nan])
+    assert math.isclose(cm.miou(), 0.5) and list(cm.absent()) == [1, 2]
+    clean = ConfusionMatrix(3)  # the same truth without the stray predictions: the same classes averaged
+    clean.update(np.array([0, 0, 0, 0]), np.array([0, 0, 0, 0]))
+    assert math.isclose(clean.miou(), 1.0) and list(clean.absent()) == [1, 2]
+    assert cm.summary(["a", "b", "c"])["classes_absent"] == ["b", "c"]
+    full = ConfusionMatrix(2)
+    full.update(np.array([0, 1]), np.array([1, 0]))
+    assert "classes_absent" not in full.summary(["a", "b"]) and full.miou() == 0.0
 
 
 def test_out_of_range_prediction_counts_as_the_last_class_and_shapes_must_match():

@@ -209,7 +209,9 @@ def _markdown(result: EvalResult, m: Dict, files: Dict[str, Path], out: Path, ti
         if c.scored:
             drv = m["drivable"]
             lines += [f"- mIoU **{_fmt(seg['miou'], '%', 2)}**, pixel accuracy {_fmt(seg['pixel_accuracy'], '%', 2)} "
-                      f"over {c.scored} frames ({seg['pixels']} labelled pixels)",
+                      f"over {c.scored} frames ({seg['pixels']} labelled pixels)"
+                      + (f"; no pixel of {', '.join(seg['classes_absent'])} in the ground truth: not in the mean"
+                         if seg.get("classes_absent") else ""),
                       f"- drivable area ({', '.join(drv['classes'])}): IoU {_fmt(drv.get('iou'), '%')}, "
                       f"precision {_fmt(drv.get('precision'), '%')}, recall {_fmt(drv.get('recall'), '%')}"
                       if drv["classes"] else "- drivable area: none (the model card names no drivable class)"]

@@ -71,6 +71,9 @@ def format_summary(res: dict) -> str:
         rec, prec = e.get("recall"), e.get("precision")
         wrong = ", ".join(f"{k} {c:.1f}%" for k, c in e.get("predicted_as", {}).items())
         lines.append(f"  {name:<12} {_cell(v, 6)} {_cell(rec, 7)} {_cell(prec, 9)}  {wrong}")
+    if res.get("classes_absent"):
+        lines.append(f"  no pixel of {', '.join(res['classes_absent'])} in these labels: not in the mean (a pixel "
+                     "predicted as one still costs the class it belongs to)")
     return "\n".join(lines)
 
 
@@ -84,4 +87,5 @@ def format_sizes(results: list) -> str:
 
 
 def write_json(res: dict, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # (--json was checked to be writable so)
     Path(path).write_text(json.dumps(res, indent=1, default=lambda o: float(o) if isinstance(o, np.floating) else str(o)))
