@@ -12,16 +12,16 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch_ros.actions import Node
 
-from seg_perception.ros.launch_arguments import check_params_file, misspelt_arguments
+from seg_perception.ros.launch_arguments import check_params_file, flag, misspelt_arguments, whole_number
 
-# launch argument -> parameter type; every one defaults to '' (= keep the YAML value)
+# launch argument -> parameter type (name, value -> value); every one defaults to '' (= keep the YAML value)
 OVERRIDES = {
-    "model": str,
-    "precision": str,
-    "input_width": int,
-    "input_height": int,
-    "image_topic": str,
-    "use_compressed": lambda v: v.strip().lower() in ("1", "true", "yes", "on"),
+    "model": lambda n, v: v,
+    "precision": lambda n, v: v,
+    "input_width": whole_number,
+    "input_height": whole_number,
+    "image_topic": lambda n, v: v,
+    "use_compressed": flag,
 }
 
 
@@ -30,7 +30,7 @@ def _node(context, *args, **kwargs):
     for name, cast in OVERRIDES.items():
         value = context.launch_configurations.get(name, "")
         if value != "":
-            overrides[name] = cast(value)
+            overrides[name] = cast(name, value)
     params_file = check_params_file(context.launch_configurations["params_file"])
     typos = misspelt_arguments(context.launch_configurations, [*OVERRIDES, "params_file"], "jetson.launch.py")
     share = get_package_share_directory("seg_perception")

@@ -3,9 +3,12 @@
     ros2 launch seg_perception nav2.launch.py
     ros2 launch seg_perception nav2.launch.py managed:=false          # the plain node
     ros2 launch seg_perception nav2.launch.py params_file:=/path/my_robot.yaml
+    ros2 launch seg_perception nav2.launch.py name:=seg_front     # one node per camera
 
 managed:=true starts segmentation_lifecycle_node and a nav2_lifecycle_manager
-(lifecycle_manager_segmentation, bond_timeout 0) that configures and activates it.
+(lifecycle_manager_<name>, bond_timeout 0) that configures and activates it. The manager's
+parameters are set here, not in params_file: a params file copied from config/jetson.yaml works
+too, and renaming the node renames what the manager manages.
 """
 import os
 
@@ -14,20 +17,21 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch_ros.actions import Node
 
-from seg_perception.ros.launch_arguments import check_params_file, misspelt_arguments, require_package
+from seg_perception.ros.launch_arguments import check_params_file, flag, misspelt_arguments, require_package
 
 
 def _nodes(context, *args, **kwargs):
     params_file = check_params_file(context.launch_configurations["params_file"])
-    typos = misspelt_arguments(context.launch_configurations, ["params_file", "managed"], "nav2.launch.py")
-    managed = context.launch_configurations["managed"].strip().lower() in ("1", "true", "yes", "on")
+    typos = misspelt_arguments(context.launch_configurations, ["params_file", "managed", "name"], "nav2.launch.py")
+    managed = flag("managed", context.launch_configurations["managed"])
+    name = context.launch_configurations["name"].strip() or "segmentation_node"
     if managed:
         require_package("nav2_lifecycle_manager", "managed:=true (the default)",
                         "pass managed:=false to start the plain node")
     nodes = [Node(
         package="seg_perception",
         executable="segmentation_lifecycle_node" if managed else "segmentation_node",
-        name="segmentation_node",
+        name=name,
         output="screen",
         emulate_tty=True,
         parameters=[params_file],
@@ -36,9 +40,11 @@ def _nodes(context, *args, **kwargs):
         nodes.append(Node(
             package="nav2_lifecycle_manager",
             executable="lifecycle_manager",
-            name="lifecycle_manager_segmentation",
+            name="lifecycle_manager_segmentation" if name == "segmentation_node" else f"lifecycle_manager_{name}",
             output="screen",
-            parameters=[params_file],
+            # bond_timeout 0: rclpy has no bond client, so the manager must not wait for a heartbeat
+            # (it then does not notice the node dying either: docs/navigation.md "Managed node")
+            parameters=[{"autostart": True, "node_names": [name], "bond_timeout": 0.0}],
         ))
     return [LogInfo(msg=f"WARNING: {t}") for t in typos] + nodes
 
@@ -47,8 +53,10 @@ def generate_launch_description():
     default_params = os.path.join(get_package_share_directory("seg_perception"), "config", "nav2.yaml")
     return LaunchDescription([
         DeclareLaunchArgument("params_file", default_value=default_params,
-                              description="YAML parameters for segmentation_node and its lifecycle manager"),
+                              description="YAML parameters for segmentation_node"),
         DeclareLaunchArgument("managed", default_value="true",
                               description="true: lifecycle node + nav2_lifecycle_manager; false: plain node"),
+        DeclareLaunchArgument("name", default_value="segmentation_node",
+                              description="the node's name (one node per camera: a name each)"),
         OpaqueFunction(function=_nodes),
     ])

@@ -11,12 +11,15 @@ beside the command that runs it, like release (docs/architecture.md).
 """
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .card import ARCHITECTURE_METRICS, ModelCard, load_card
+from .card import ARCHITECTURE_METRICS, ModelCard, check_model_name, load_card
 from .deploy.export import exported_card, write_onnx
 from .paths import resolve_model
 from .runtime.backends import TorchBackend
@@ -39,8 +42,6 @@ def adapt(model: str, frames: str | Path, out: str | Path, name: Optional[str] =
     """Write ``out/NAME.pt``, ``NAME.onnx`` and ``NAME.yaml``; returns the card's path."""
     # torch only here: the command line imports this module for its defaults
     from .train.batchnorm_adaptation import reestimate_batchnorm
-    from .train.checkpoint import atomic_save
-    from .train.loop import command_line
     if num_frames < 1:
         raise ValueError(f"--num-frames must be at least 1, got {num_frames}")
     if batch < 1:
@@ -49,7 +50,7 @@ def adapt(model: str, frames: str | Path, out: str | Path, name: Optional[str] =
         raise ValueError(f"--blend must be above 0 and at most 1 (the new frames' share of the statistics), "
                          f"got {blend}")
     card = load_card(resolve_model(model))
-    name = name or f"{card.name}_adapted"
+    name = check_model_name(f"{card.name}_adapted" if name is None else name)
     out = Path(out)
     card_path = out / f"{name}.yaml"
     if card_path.resolve() == card.path.resolve():
@@ -88,10 +89,32 @@ def adapt(model: str, frames: str | Path, out: str | Path, name: Optional[str] =
         + ", ".join(f"{s.name} {s.shift:.2f}" for s in biggest) + ")")
 
     out.mkdir(parents=True, exist_ok=True)
+    # Made in a folder beside, moved into place at the end with the card last (as release does): an
+    # adaptation stopped half-way leaves no lone NAME.pt that blocks its rerun.
+    for left in out.glob(f".{name}.adapt-*"):  # of a run killed before it could clean up
+        shutil.rmtree(left, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{name}.adapt-", dir=out))
+    try:
+        new = _write_model(card, backend, stage, name, frames, got, image_topics, blend, batch, mean_shift)
+        for f in new.files.values():
+            os.replace(stage / f, out / f)
+        new.save(card_path)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    log(f"[adapt] wrote {card_path} (weights {name}.pt, ONNX {name}.onnx); run it with "
+        f"model:={card_path}, or measure it: seg-perception evaluate --model {card_path} ...")
+    return card_path
+
+
+def _write_model(card: ModelCard, backend, stage: Path, name: str, frames, got, image_topics, blend: float,
+                 batch: int, mean_shift: float) -> ModelCard:
+    """The adapted model's weights and ONNX in ``stage``; returns its card (not written)."""
+    from .train.checkpoint import atomic_save
+    from .train.loop import command_line
     new = ModelCard(**{k: v for k, v in card.__dict__.items() if k != "path"})
-    new.name, new.path = name, card_path
+    new.name, new.path = name, stage / f"{name}.yaml"
     new.files = {"weights": f"{name}.pt"}
-    atomic_save({k: v.cpu() for k, v in backend.model.net.state_dict().items()}, out / f"{name}.pt")
+    atomic_save({k: v.cpu() for k, v in backend.model.net.state_dict().items()}, stage / f"{name}.pt")
     adaptation = {
         "from_model": card.name, "from_card": str(card.path), "frames": len(got.frames),
         "source": str(Path(frames).expanduser().resolve()),
@@ -108,9 +131,5 @@ def adapt(model: str, frames: str | Path, out: str | Path, name: Optional[str] =
     for key in ("export", "quantization", "quantization_cpu"):
         new.training.pop(key, None)
     new.metrics = {k: card.metrics[k] for k in ARCHITECTURE_METRICS if k in card.metrics}
-    onnx_path = write_onnx(new, out / f"{name}.onnx", dynamic=True)
-    new = exported_card(new, onnx_path, dynamic=True)
-    new.save(card_path)
-    log(f"[adapt] wrote {card_path} (weights {name}.pt, ONNX {onnx_path.name}); run it with "
-        f"model:={card_path}, or measure it: seg-perception evaluate --model {card_path} ...")
-    return card_path
+    onnx_path = write_onnx(new, stage / f"{name}.onnx", dynamic=True)
+    return exported_card(new, onnx_path, dynamic=True)

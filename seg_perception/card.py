@@ -39,6 +39,15 @@ class CardError(ValueError):
     """A model card that is missing or malformed; the message names the file."""
 
 
+def check_model_name(name: str, flag: str = "--name") -> str:
+    """A model name becomes file names (NAME.pt, NAME.yaml, ...) in one folder: refuse one that is empty,
+    reaches into another folder or makes hidden files, before anything is written."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"{flag} '{name}' is not a model name: give a plain file name without '/' or '\\' "
+                         "that does not start with '.', e.g. essnet_d_mycam")
+    return name
+
+
 def check_precision(precision: str) -> str:
     """``precision`` if it is one of PRECISIONS, else a ValueError that lists them."""
     if precision not in PRECISIONS:
@@ -186,8 +195,14 @@ def card_from_dict(d: Dict[str, Any], path: Optional[Path] = None) -> ModelCard:
     for c in card.drivable_classes:
         if not 0 <= c < card.num_classes:
             raise CardError(f"{where}: drivable class {c} is not one of the {card.num_classes} classes")
-    if card.input_width % 8 or card.input_height % 8:
-        raise CardError(f"{where}: input {card.input_width}x{card.input_height} must be a multiple of 8")
+    if card.input_width % 8 or card.input_height % 8 or card.input_width <= 0 or card.input_height <= 0:
+        raise CardError(f"{where}: input {card.input_width}x{card.input_height} must be a positive multiple of 8")
+    for name, c in zip(card.class_names, card.class_colors):  # the palette takes 3 bytes a class
+        if len(c) != 3 or not all(0 <= v <= 255 for v in c):
+            raise CardError(f"{where}: class '{name}' has colour {list(c)}; a colour is 3 values R, G, B of 0..255")
+    if len(card.mean) != 3 or len(card.std) != 3 or not all(v > 0 for v in card.std):  # frames are divided by std
+        raise CardError(f"{where}: normalization needs 3 mean values and 3 std values above 0, got mean "
+                        f"{list(card.mean)} and std {list(card.std)}")
     return card
 
 
@@ -220,9 +235,12 @@ def load_card(path: str | Path) -> ModelCard:
         raise CardError(f"model card {cp} not found: every weights file needs its card beside it "
                         "(written by 'seg-perception train' and 'export')")
     try:
-        data = yaml.safe_load(cp.read_text())
+        data = yaml.safe_load(cp.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise CardError(f"model card {cp} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise CardError(f"model card {cp} is not UTF-8 text (a binary file, or saved in another encoding): "
+                        "save it as UTF-8, or pass the model's .yaml card") from None
     if not isinstance(data, dict):
         raise CardError(f"model card {cp} is not a mapping")
     return card_from_dict(data, cp.resolve())

@@ -139,7 +139,7 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--memory-format", default="auto", choices=["auto", "channels_last", "contiguous"],
                    help="CPU tensor layout; auto: the faster for this network here, timed with --precision" + d)
     p.add_argument("--no-channels-last", action="store_true", help="same as --memory-format contiguous")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)" + d)
+    p.add_argument("--threads", type=threads, default=0, help="torch CPU threads (0: torch's default)" + d)
     p.add_argument("--cache-gb", type=float, default=-1.0,
                    help="GB of decoded frames one training process (with its loader workers) keeps in memory, the "
                         "rest decoded every epoch (default -1: auto, 40 %% of this machine's memory shared by its "
@@ -197,13 +197,86 @@ def _train(p: argparse.ArgumentParser):
 
 def count_or_all(text: str) -> int:
     """A number of frames where 0 means all of them: a negative one is a typo, not 'all'."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    n = _whole(text)
     if n < 0:
         raise argparse.ArgumentTypeError(f"must be 0 (all) or more, got {n}")
     return n
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+
+
+def count(text: str) -> int:
+    """A number of things to do (frames, runs, steps, images): at least 1."""
+    n = _whole(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def threads(text: str) -> int:
+    """A number of threads: 0 is the runtime's default, a negative one a typo."""
+    n = _whole(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (the runtime's default) or more, got {n}")
+    return n
+
+
+def count_or_none(text: str) -> int:
+    """A number of extra things to do (warm-up runs) where 0 means none."""
+    n = _whole(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (none) or more, got {n}")
+    return n
+
+
+def _number(text: str) -> float:
+    import math
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
+    return v
+
+
+def per_second(text: str) -> float:
+    """A rate where 0 means the command's default (the recorded timing, ...)."""
+    v = _number(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (the default) or more, got {text}")
+    return v
+
+
+def positive(text: str) -> float:
+    """A rate, duration or factor that must be above 0."""
+    v = _number(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return v
+
+
+def output_file(text: str) -> str:
+    """A file a command writes at the end: checked before the work (minutes of it) that it must not
+    be a folder and that its folder exists or can be made and takes a new file."""
+    import tempfile
+    from pathlib import Path
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder: name a file in it")
+    folder = next(p for p in path.absolute().parents if p.exists())  # the nearest that exists
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {folder} takes no new file "
+                                          f"({e.strerror or e})") from None
+    return text
 
 
 def _size(text: str) -> tuple:
@@ -227,14 +300,14 @@ def _net_size(text: str) -> tuple:
 def _bench_train(p: argparse.ArgumentParser):
     d = " (default: %(default)s)"
     p.add_argument("--model", default="essnet_d", help="network name" + d)
-    p.add_argument("--crop", type=_size, default=(480, 360), metavar="WxH", help="training crop (default: 480x360)")
-    p.add_argument("--batch-size", type=int, default=8, help="frames per step" + d)
+    p.add_argument("--crop", type=_net_size, default=(480, 360), metavar="WxH", help="training crop (default: 480x360)")
+    p.add_argument("--batch-size", type=count, default=8, help="frames per step" + d)
     p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"],
                    help="precisions to time" + d)
     p.add_argument("--memory-format", nargs="+", default=["channels_last", "contiguous"],
                    choices=["channels_last", "contiguous"], help="memory formats to time" + d)
-    p.add_argument("--steps", type=int, default=5, help="timed steps per combination, after 2 warm-up steps" + d)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)" + d)
+    p.add_argument("--steps", type=count, default=5, help="timed steps per combination, after 2 warm-up steps" + d)
+    p.add_argument("--threads", type=threads, default=0, help="torch CPU threads (0: torch's default)" + d)
 
     def run(a):
         import numpy as np
@@ -285,7 +358,7 @@ def _evaluate(p: argparse.ArgumentParser):
                    help="inference backend" + d)
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="inference precision" + d)
     add_dataset_args(p, split="val")
-    p.add_argument("--threads", type=int, default=0, help="inference threads (0: the runtime's default)" + d)
+    p.add_argument("--threads", type=threads, default=0, help="inference threads (0: the runtime's default)" + d)
     p.add_argument("--limit", type=count_or_all, default=0, help="evaluate the first N frames only (0: all)" + d)
     p.add_argument("--width", type=int, default=0, help="network input width (0: the card's; the shipped "
                    "ONNX files take any multiple of 8)" + d)
@@ -293,7 +366,7 @@ def _evaluate(p: argparse.ArgumentParser):
     p.add_argument("--sizes", type=_net_size, nargs="+", default=None, metavar="WxH",
                    help="score at each of these input sizes and end with a table of mIoU and inference time "
                    "per size, to choose input_width/input_height (default: one size, --width/--height)")
-    p.add_argument("--json", default=None, help="also write the results to this JSON file (default: none; "
+    p.add_argument("--json", type=output_file, default=None, help="also write the results to this JSON file (default: none; "
                    "with --sizes, a list with one result per size)")
 
     def run(a):
@@ -330,8 +403,8 @@ def _release(p: argparse.ArgumentParser):
     add_dataset_args(p)
     p.add_argument("--val-split", default="val", help="the dataset's split the figures are measured on, one the "
                    "model did not train on (default: %(default)s)")
-    p.add_argument("--calib-images", type=int, default=100, help="INT8 calibration images" + " (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for the timings" + " (default: %(default)s)")
+    p.add_argument("--calib-images", type=count, default=100, help="INT8 calibration images" + " (default: %(default)s)")
+    p.add_argument("--threads", type=threads, default=2, help="ONNX Runtime threads for the timings" + " (default: %(default)s)")
     p.add_argument("--no-int8", action="store_true", help="skip the INT8 model")
     p.add_argument("--note", default="", help="a note recorded in the card's training section")
     p.add_argument("--recipe-run", default=None,
@@ -369,7 +442,7 @@ def _adapt(p: argparse.ArgumentParser):
     p.add_argument("--out", required=True, help="folder for the new model's weights, card and ONNX")
     p.add_argument("--name", default=None, help="the new model's name (default: <model>_adapted)")
     p.add_argument("--batch", type=int, default=8, help="frames per forward pass" + d)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: its default)" + d)
+    p.add_argument("--threads", type=threads, default=0, help="torch threads (0: its default)" + d)
     p.add_argument("--replace", action="store_true", help="write over an existing model of --name in --out")
 
     def run(a):
@@ -390,13 +463,17 @@ def _models(p: argparse.ArgumentParser):
             print("\n".join(list_models()))
             return
         from pathlib import Path
-        from .card import load_card
+        from .card import CardError, load_card
         from .paths import available_models, resolve_model
         print("| model | network | trained on | val mIoU (fp32, its dataset's) | int8 mIoU (the CPU int8 model) "
               "| params | GMACs | CPU p50 fp32 / int8 (ms, where timed) | epochs |")
         print("|---|---|---|---:|---:|---:|---:|---:|---|")
         for name in available_models():
-            c = load_card(resolve_model(name))
+            try:
+                c = load_card(resolve_model(name))
+            except CardError as e:  # one broken card hides not the others
+                print(f"seg-perception models: skipped {name}: {e}", file=sys.stderr)
+                continue
             m, t = c.metrics, c.training
             lat = m.get("cpu_latency", {})
             fp32 = lat.get("onnxruntime_fp32_ms", {}).get("p50", "-")

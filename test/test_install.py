@@ -185,6 +185,12 @@ def test_node_commands_without_ros_say_so_in_one_line():
         assert res.returncode == 2 and res.stdout == "", res.stderr
         assert res.stderr.count("\n") == 1 and "no module 'rclpy'" in res.stderr, res.stderr
         assert "pip install 'seg_perception[ros]'" in res.stderr
+    # an rclpy without a module the node needs (Humble has no rclpy.event_handler): too old, not absent
+    code = ("import sys; sys.modules['rclpy.event_handler'] = None\n"
+            "from seg_perception.ros.entry_points import segmentation_node; sys.exit(segmentation_node())")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "too old (no module 'rclpy.event_handler'): the node needs ROS 2 Jazzy or later" in res.stderr
     setup_py = (REPO / "setup.py").read_text()  # the console scripts are these functions
     for program in ("segmentation_node", "segmentation_lifecycle_node"):
         assert f'"{program} = seg_perception.ros.entry_points:{program}"' in setup_py

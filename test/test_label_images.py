@@ -451,8 +451,8 @@ def test_binary_0_255_masks_warn_that_the_class_is_never_learnt(tmp_path):
 
 
 def test_a_class_missing_from_val_is_said(tmp_path):
-    """A class with no val pixel scores IoU 0 wherever the model predicts it: val mIoU (which picks
-    checkpoints and goes in the card) is lower than the other classes' mean, and training says why."""
+    """A class with no val pixel is left out of val mIoU (which picks checkpoints and goes in the
+    card) whether or not the model predicts it; training says so, and the card names it."""
     from seg_perception.train.loop import TrainConfig, train
     mask = np.zeros((24, 32), np.uint8)
     mask[8:16], mask[16:] = 1, 2
@@ -467,6 +467,9 @@ def test_a_class_missing_from_val_is_said(tmp_path):
     train(TrainConfig(model="essnet_d", dataset="folder", data=str(tmp_path), out=str(tmp_path / "run"),
                       epochs=1, batch_size=2, width=32, height=24, threads=1, eval_every=1), log=lines.append)
     assert any("1 class(es) have no pixel in the 'val' labels: road" in ln for ln in lines), lines
+    from seg_perception.card import load_card
+    m = load_card(tmp_path / "run" / "essnet_d_folder.yaml").metrics
+    assert m["val_per_class_iou"]["road"] is None and m["val_classes_absent"] == ["road"]
 
 
 def test_datumaro_ignored_entry_in_index_masks(tmp_path):

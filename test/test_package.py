@@ -90,6 +90,15 @@ def test_launch_argument_checks(tmp_path):
                                            r"or pass managed:=false"):
         require_package("no_such_pkg", "managed:=true", "pass managed:=false")
     assert 'require_package("nav2_lifecycle_manager"' in (REPO / "launch" / "nav2.launch.py").read_text()
+    from seg_perception.ros.launch_arguments import flag, whole_number
+    assert flag("managed", "True") is True and flag("managed", " off") is False
+    with pytest.raises(RuntimeError, match="launch argument managed:=flase must be true or false"):
+        flag("managed", "flase")  # was read as false: the plain node started without a word
+    assert whole_number("input_width", "640") == 640
+    with pytest.raises(RuntimeError, match=r"launch argument input_width:=640.0 must be a whole number"):
+        whole_number("input_width", "640.0")
+    assert 'flag("managed", context.launch_configurations["managed"])' in (REPO / "launch" / "nav2.launch.py").read_text()
+    assert '"use_compressed": flag' in (REPO / "launch" / "jetson.launch.py").read_text()
     for launch in ("jetson", "nav2"):  # both launch files run the checks
         src = (REPO / "launch" / f"{launch}.launch.py").read_text()
         assert "check_params_file(context.launch_configurations[\"params_file\"])" in src
@@ -108,32 +117,31 @@ def test_nav2_config_sets_every_parameter_and_launches_both_variants():
     from seg_perception.ros.ground_outputs import GROUND_PARAMETERS
     from seg_perception.ros.node import PARAMETERS
     cfg = yaml.safe_load((REPO / "config" / "nav2.yaml").read_text())
-    params = cfg["/**/segmentation_node"]["ros__parameters"]
+    params = cfg["/**"]["ros__parameters"]
     ground = {f"ground.{k}": v for k, v in params.pop("ground").items()}
     assert set(params) == set(PARAMETERS) and set(ground) == set(GROUND_PARAMETERS)
     assert ground["ground.enable"] is True
-    assert cfg["/**/lifecycle_manager_segmentation"]["ros__parameters"]["bond_timeout"] == 0.0
     src = (REPO / "launch" / "nav2.launch.py").read_text()
+    # the manager's parameters are the launch file's own (a params file copied from jetson.yaml has none)
+    assert 'parameters=[{"autostart": True, "node_names": [name], "bond_timeout": 0.0}]' in src
     assert '"segmentation_lifecycle_node" if managed else "segmentation_node"' in src and '"nav2.yaml"' in src
 
 
-@pytest.mark.parametrize("namespace", ["", "robot1"])
-def test_nav2_config_reaches_nodes_under_a_namespace(namespace):
+@pytest.mark.parametrize("namespace,name", [("", "segmentation_node"), ("robot1", "segmentation_node"),
+                                            ("", "seg_front")])
+def test_nav2_config_reaches_nodes_under_a_namespace(namespace, name):
     """Sections keyed by bare node names reached /segmentation_node only: under a robot's namespace
-    (PushRosNamespace, as Nav2 multi-robot launches do) the node ran on its defaults, ground
-    projection off, and the lifecycle manager had no node to manage. rcl's own parser decides."""
+    (PushRosNamespace, as Nav2 multi-robot launches do), or renamed (one node per camera), the node
+    ran on its defaults, ground projection off. rcl's own parser decides."""
     import rclpy
     from rclpy.node import Node
     ctx = rclpy.Context()
     rclpy.init(args=["--ros-args", "--params-file", str(REPO / "config" / "nav2.yaml")], context=ctx)
     nodes = []
     try:
-        for name in ("segmentation_node", "lifecycle_manager_segmentation"):
-            nodes.append(Node(name, namespace=namespace, context=ctx,
-                              automatically_declare_parameters_from_overrides=True))
-        seg, manager = nodes
+        nodes.append(Node(name, namespace=namespace, context=ctx, automatically_declare_parameters_from_overrides=True))
+        seg = nodes[0]
         assert seg.get_parameter("ground.enable").value is True and seg.get_parameter("model").value == "rdsnet_camvid"
-        assert list(manager.get_parameter("node_names").value) == ["segmentation_node"]
     finally:
         for n in nodes:
             n.destroy_node()

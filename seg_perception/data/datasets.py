@@ -20,7 +20,7 @@ import numpy as np
 
 from .classes import (CAMVID, CITYSCAPES, CITYSCAPES_ID_TO_TRAINID, ClassTable, default_palette, generic_table,
                       voc_colormap)
-from .label_images import ColourLabelError, LabelColors, LabelError, is_palette_png, read_label
+from .label_images import ColourLabelError, LabelColors, LabelError, imread, is_palette_png, read_label
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
     """An image file as RGB uint8, turned upright by its EXIF orientation. A 16-bit PNG keeps its
     high byte, as the node reads 16-bit camera frames, so training sees what deployment sees."""
     global _warned_low_bits
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    img = imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     if img is None:
         raise DatasetError(f"cannot read image {path}: missing or not an image file")
     if img.dtype == np.uint16:
@@ -624,7 +624,7 @@ def _index_mask(path: Path) -> bool:
     """A mask of bare ids: one channel (a palette PNG's colours still say which class is which)."""
     if is_palette_png(path):
         return False
-    lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    lab = imread(path, cv2.IMREAD_UNCHANGED)
     return lab is not None and lab.ndim == 2
 
 

@@ -28,6 +28,16 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PALETTE = 3  # PNG colour type of an indexed image (IHDR byte 25)
 
 
+def imread(path: str | Path, flags: int) -> Optional[np.ndarray]:
+    """cv2.imread of any file name (None where it cannot be read): OpenCV takes the name as UTF-8 and
+    crashed the process (SIGSEGV) on one that is not, as a camera or an old file system can write."""
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError:  # missing, a folder, unreadable
+        return None
+    return cv2.imdecode(data, flags) if data.size else None
+
+
 def is_palette_png(path: str | Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(26)
@@ -149,7 +159,7 @@ def read_label(path: str | Path, colors: Optional[LabelColors] = None) -> np.nda
         if f.read(3) == b"\xff\xd8\xff":
             raise LabelError(f"label {path} is JPEG data under another name: JPEG changes class ids and colours "
                              "at every edge; export the labels as PNG")
-    lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    lab = imread(path, cv2.IMREAD_UNCHANGED)
     if lab is None:
         raise LabelError(f"cannot read label {path}: not an image file")
     if lab.ndim == 2:

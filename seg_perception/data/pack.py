@@ -32,12 +32,14 @@ def pack_dataset(kind: str, root: str | Path, splits: Sequence[str], out: str | 
         old = [p for sub in ("images", "labels") if (out / split / sub).is_dir() for p in (out / split / sub).iterdir()]
         if old:
             raise DatasetError(f"{out / split} already holds {len(old)} files: pack into a new or empty folder")
-    counts, table, said = {}, None, set()
-    for split in splits:
+    opened = {}
+    for split in splits:  # every split opens before the first frame is written
         try:
-            ds = open_dataset(kind, root, split, **dataset_kw)
+            opened[split] = open_dataset(kind, root, split, **dataset_kw)
         except MissingSplit as e:
             raise e.naming("--splits") from None
+    counts, table, said = {}, None, set()
+    for split, ds in opened.items():
         table = ds.table
         for note in ds.notes:  # frames left out on reading, e.g. listed without a label
             if note not in said:  # a note about the whole dataset comes with every split

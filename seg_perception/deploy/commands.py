@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import add_dataset_args, command, count_or_all, dataset_root, open_from_args
+from ..cli import (add_dataset_args, command, count_or_all, count_or_none, dataset_root, open_from_args,
+                   output_file, threads)
 
 
 def _choice(value: str, valid, what: str) -> str:
@@ -24,6 +25,16 @@ def _positive(value: int, what: str) -> int:
     if value < 1:
         raise ValueError(f"{what} must be at least 1, got {value}")
     return value
+
+
+def _check_not_listed(card, out: Path, role: str) -> None:
+    """Refuse writing ``out`` over a file the card lists in another role (its weights, its fp32 ONNX, ...):
+    the card would name one file twice and the model would lose that file."""
+    for other in card.files:
+        f = card.file(other)
+        if other != role and f is not None and f.resolve() == out.resolve():
+            raise ValueError(f"--out {out} is the {other} file of model {card.name}: writing it as {role} would "
+                             "destroy it; choose another --out")
 
 
 def _card_for(model: str, weights: str | None):
@@ -59,9 +70,11 @@ def _export(p: argparse.ArgumentParser):
     p.add_argument("--opset", type=int, default=17, help="ONNX opset" + " (default: %(default)s)")
     p.add_argument("--out", default=None, help="ONNX file (default: beside the weights, <card name>.onnx, "
                    "or <card name>_logits.onnx)")
+    p.add_argument("--replace", action="store_true", help="write over an ONNX file or card of another model, or over "
+                   "this model's own when the export differs from it (another size, fixed over dynamic, other weights)")
 
     def run(a):
-        from .export import export_onnx
+        from .export import export_onnx, exported_card
         card = _card_for(a.model, a.weights)
         weights = Path(a.weights) if a.weights else card.file("weights")
         if weights is None or not weights.is_file():
@@ -69,11 +82,52 @@ def _export(p: argparse.ArgumentParser):
         out = Path(a.out) if a.out else weights.parent / f"{card.name}{'_logits' if a.logits else ''}.onnx"
         if out.suffix != ".onnx":
             raise ValueError(f"--out {out} must end in .onnx")
+        if not 17 <= a.opset <= _newest_opset():  # torch prints pages of its graph before refusing an opset
+            raise ValueError(f"--opset {a.opset} is not one this torch exports: use 17 to {_newest_opset()}")
+        role = "onnx_logits" if a.logits else "onnx"
+        _check_not_listed(card, out, role)
+        new = exported_card(card, out, weights=weights, width=a.width or None, height=a.height or None,
+                            dynamic=a.dynamic, logits=a.logits, opset=a.opset)
+        if not a.replace:
+            _check_export_replaces(new, out, role)
         path = export_onnx(card, out, weights=weights, width=a.width or None, height=a.height or None,
                            dynamic=a.dynamic, logits=a.logits, opset=a.opset)
         _print_io(path)
         print(f"[export] wrote {path} and its card {path.with_suffix('.yaml')}")
     return run
+
+
+def _newest_opset() -> int:
+    """The newest opset torch's TorchScript exporter (the one export uses) writes."""
+    try:
+        from torch.onnx import _constants
+    except ImportError:  # a torch without the table: let the export say
+        return 10 ** 6
+    return getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", _constants.ONNX_MAX_OPSET)
+
+
+def _check_export_replaces(new, out: Path, role: str) -> None:
+    """Without --replace an export writes only new files, or the same model's again as they were: not over
+    another model's ONNX or card, nor a fixed size over a dynamic ONNX or a card losing its figures."""
+    from ..card import load_card
+    if not new.path.is_file():
+        if out.exists():
+            raise FileExistsError(f"{out} exists and has no card beside it: choose another --out, or pass --replace")
+        return
+    old = load_card(new.path)
+    why = None
+    if old.name != new.name:
+        why = f"is the card of another model ({old.name})"
+    elif old.files.get(role) not in (None, out.name):
+        why = f"lists another {role} file ({old.files[role]})"
+    elif old.training.get("export", {}).get("dynamic") and not new.training["export"]["dynamic"]:
+        why = "is of an ONNX that takes any size; this export takes one (add --dynamic)"
+    elif (old.input_width, old.input_height) != (new.input_width, new.input_height):
+        why = f"is for {old.input_width}x{old.input_height}, this export {new.input_width}x{new.input_height}"
+    elif old.metrics != new.metrics:
+        why = "holds figures measured for other weights or another size, which this export drops"
+    if why:
+        raise FileExistsError(f"{new.path} {why}: choose another --out, or pass --replace to write over it")
 
 
 def _print_io(path: Path) -> None:
@@ -115,7 +169,7 @@ def _quantize(p: argparse.ArgumentParser):
     p.add_argument("--eval-data", default=None, help="dataset folder for --eval (default: --data)")
     p.add_argument("--eval-split", default="val", help="split for --eval" + d)
     p.add_argument("--max-eval-images", type=count_or_all, default=0, help="frames for --eval (0: the whole split)" + d)
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)" + d)
+    p.add_argument("--threads", type=threads, default=0, help="ONNX Runtime threads (0: its default)" + d)
 
     def run(a):
         from ..card import load_card
@@ -133,6 +187,15 @@ def _quantize(p: argparse.ArgumentParser):
         card = load_card(src)
         suffix = "_int8_cpu" if a.target == "cpu" else "_int8"
         out = Path(a.out) if a.out else src.with_name(f"{src.stem}{suffix}.onnx")
+        if out.suffix != ".onnx":
+            raise ValueError(f"--out {out} must end in .onnx")
+        if out.resolve() == src.resolve():
+            raise ValueError(f"--out {out} is the model being quantized: choose another --out")
+        _check_not_listed(card, out, onnx_role("int8", a.target))
+        twin = out.with_suffix(".yaml")  # record_in_card writes a copy of the card there
+        if twin.is_file() and load_card(twin).name != card.name:
+            raise ValueError(f"--out {out}: {twin} is the card of another model ({load_card(twin).name}); "
+                             "choose another --out")
         if a.calib_data:
             data = a.calib_data
             files = list_calibration_images(data, a.num_images, a.seed)
@@ -146,14 +209,7 @@ def _quantize(p: argparse.ArgumentParser):
                                "calibrate on the data it was trained on (--dataset folder --data DIR for your "
                                "own), or on frames of its camera with --calib-data DIR")
             files = list_calibration_images(calib, a.num_images, a.seed)
-        print(f"[quantize] calibrating on {len(files)} images from {data}")
-        frames = calibration_frames(files, card, src)
-        res = quantize_onnx(src, out, frames, method=a.method, calibration=a.calibration, target=a.target,
-                            conv_outputs=a.conv_outputs)
-        print(f"[quantize] wrote {res.path} ({res.method}, {res.calibration}, {res.qdq_nodes} Q/DQ nodes, "
-              f"{res.seconds:.0f} s)")
-        metrics = None
-        if a.eval:
+        if a.eval:  # opened before the INT8 file is written: a wrong split refuses with nothing changed
             if a.eval_data:
                 a.data = a.eval_data
             try:
@@ -163,6 +219,14 @@ def _quantize(p: argparse.ArgumentParser):
             card.check_classes(list(scored.table.names), f"{a.dataset} {a.eval_split}",
                                "score it on the data it was trained on (--eval-data DIR with --dataset folder "
                                "for your own), or leave out --eval")
+        print(f"[quantize] calibrating on {len(files)} images from {data}")
+        frames = calibration_frames(files, card, src)
+        res = quantize_onnx(src, out, frames, method=a.method, calibration=a.calibration, target=a.target,
+                            conv_outputs=a.conv_outputs)
+        print(f"[quantize] wrote {res.path} ({res.method}, {res.calibration}, {res.qdq_nodes} Q/DQ nodes, "
+              f"{res.seconds:.0f} s)")
+        metrics = None
+        if a.eval:
             metrics = evaluate_int8(card, src, res.path, scored,
                                     a.eval_split, a.max_eval_images, a.threads,
                                     log=lambda s: print(s, flush=True))
@@ -239,7 +303,7 @@ def _doctor(p: argparse.ArgumentParser):
     p.add_argument("--runs", type=int, default=50, help="timed runs per engine" + " (default: %(default)s)")
     p.add_argument("--cache-dir", default=None, help="engine cache folder")
     p.add_argument("--workspace", type=int, default=1024, help="builder workspace limit, MiB" + " (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)")
+    p.add_argument("--threads", type=threads, default=0, help="ONNX Runtime threads (0: its default)")
     p.add_argument("--batch", type=int, default=2,
                    help="also build an engine for this many frames per call (several cameras) and check it "
                    "against one call per frame; 1: skip" + " (default: %(default)s)")
@@ -266,12 +330,12 @@ def _bench(p: argparse.ArgumentParser):
                    "onnxruntime, plus tensorrt when installed)")
     p.add_argument("--resolution", default="480x360", help="WIDTHxHEIGHT" + " (default: %(default)s)")
     p.add_argument("--runs", type=int, default=20, help="timed runs per model and precision" + " (default: %(default)s)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed runs first" + " (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: as the node, "
+    p.add_argument("--warmup", type=count_or_none, default=3, help="untimed runs first" + " (default: %(default)s)")
+    p.add_argument("--threads", type=threads, default=None, help="ONNX Runtime threads (default: as the node, "
                    "$SEG_PERCEPTION_THREADS or the runtime's default)")
     p.add_argument("--quant-method", default="auto", help="how the int8 models are made: auto | modelopt | ort" + " (default: %(default)s)")
-    p.add_argument("--json", default=None, help="also write the table as JSON to this file")
-    p.add_argument("--markdown", default=None, help="also write the markdown table to this file")
+    p.add_argument("--json", type=output_file, default=None, help="also write the table as JSON to this file")
+    p.add_argument("--markdown", type=output_file, default=None, help="also write the markdown table to this file")
     add_dataset_args(p)  # whose train frames calibrate the INT8 models (default: CamVid, else synthetic)
 
     def run(a):
@@ -292,6 +356,7 @@ def _bench(p: argparse.ArgumentParser):
         if a.json:
             print(f"[bench] JSON: {save_json(result, a.json)}")
         if a.markdown:
+            Path(a.markdown).parent.mkdir(parents=True, exist_ok=True)
             Path(a.markdown).write_text(md + "\n")
             print(f"[bench] markdown: {a.markdown}")
     return run

@@ -145,6 +145,7 @@ def to_markdown(r: Dict) -> str:
 
 def save(r: Dict, path: Optional[str]) -> None:
     if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # (--json was checked to be writable so)
         Path(path).write_text(json.dumps(r, indent=1))
 
 

@@ -15,7 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..cli import add_dataset_args, command, count_or_all, dataset_options, dataset_root
+from ..cli import (add_dataset_args, command, count, count_or_all, dataset_options, dataset_root, output_file,
+                   per_second, positive, threads)
 from ..paths import DEFAULT_MODEL
 from .config import EXIT_NO_MATCH, EXIT_OK, EXIT_PARTIAL, EvalConfig, EvalError
 
@@ -59,7 +60,7 @@ def _add_eval_args(p: argparse.ArgumentParser, live_default: bool = False) -> No
     g.add_argument("--backend", default="onnxruntime", help="auto | tensorrt | onnxruntime | torch" + " (default: %(default)s)")
     g.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8" + " (default: %(default)s)")
     g.add_argument("--onnx", default=None, help="ONNX file (default: the card's)")
-    g.add_argument("--threads", type=int, default=0, help="inference threads (0: the runtime's default)")
+    g.add_argument("--threads", type=threads, default=0, help="inference threads (0: the runtime's default)")
     g = p.add_argument_group("inputs")
     g.add_argument("--image-topic", default=None, help="camera topic (default /camera/image_raw, "
                                                        "/camera/image_raw/compressed, or the only image topic)")
@@ -67,7 +68,7 @@ def _add_eval_args(p: argparse.ArgumentParser, live_default: bool = False) -> No
                                                     "/camera/labels_gt when the bag has it)")
     g.add_argument("--gt-dir", default=None, help="ground-truth PNGs named <stamp_ns>.png (or one per frame)")
     g.add_argument("--no-gt", action="store_true", help="no accuracy metrics, timing only")
-    g.add_argument("--max-frames", type=int, default=0, help="only the first N frames (0: all)")
+    g.add_argument("--max-frames", type=count_or_all, default=0, help="only the first N frames (0: all)")
     g = p.add_argument_group("outputs")
     g.add_argument("--out", default=None, help="report folder (default reports/eval_<bag>_<mode>)")
     g.add_argument("--out-bag", default=None, help="also write inputs + outputs to this new bag (RViz, Foxglove)")
@@ -75,8 +76,8 @@ def _add_eval_args(p: argparse.ArgumentParser, live_default: bool = False) -> No
     g.add_argument("--samples", type=int, default=4, help="side-by-side frames in the report" + " (default: %(default)s)")
     g = p.add_argument_group("live mode")
     g.add_argument("--attach", action="store_true", help="use a running segmentation node instead of starting one")
-    g.add_argument("--rate", type=float, default=0.0, help="publish at this many frames/s (default: as recorded)")
-    g.add_argument("--speed", type=float, default=1.0, help="play the recorded timing this many times faster" + " (default: %(default)s)")
+    g.add_argument("--rate", type=per_second, default=0.0, help="publish at this many frames/s (default: as recorded)")
+    g.add_argument("--speed", type=positive, default=1.0, help="play the recorded timing this many times faster" + " (default: %(default)s)")
     g.add_argument("--node-qos", default="auto", choices=["auto", "sensor_data", "reliable"],
                    help="the started node's subscription QoS (auto: reliable for raw frames)" + " (default: %(default)s)")
     g.add_argument("--publish-topic", default=None, help="publish the frames here (default: the bag's topic)")
@@ -194,13 +195,14 @@ def _demo(p: argparse.ArgumentParser):
     p.add_argument("--mode", default=None, choices=["live", "offline"],
                    help="live: the node over DDS; offline: in-process (default: live where rclpy is "
                    "installed, else offline)")
-    p.add_argument("--threads", type=int, default=0, help="inference threads (0: the runtime's default)")
-    p.add_argument("--rate", type=float, default=0.0, help="frames/s (default: the bag's recorded timing)")
+    p.add_argument("--threads", type=threads, default=0, help="inference threads (0: the runtime's default)")
+    p.add_argument("--rate", type=per_second, default=0.0, help="frames/s (default: the bag's recorded timing)")
     p.add_argument("--no-gt", action="store_true", help="no accuracy metrics, timing only (a model of other "
                    "classes than the bag's ground truth)")
 
     def run(a):
         from ..card import CardError
+        from ..data.bag_io import BagError, BagReader
         from ..deploy.export import ensure_onnx
         from ..paths import sample_bag
         from .demo import clear_previous_bag, live_available, resolve_demo_model, summary
@@ -214,8 +216,10 @@ def _demo(p: argparse.ArgumentParser):
         try:
             try:
                 bag = Path(a.bag) if a.bag else sample_bag()
+                with BagReader(bag):  # a bag that does not open refuses before the last demo's outputs go
+                    pass
                 card = ensure_onnx(resolve_demo_model(a.model), log=lambda s: print(f"[demo] {s}"))
-            except (FileNotFoundError, CardError) as e:
+            except (FileNotFoundError, CardError, BagError) as e:
                 raise EvalError(str(e)) from None
             out.mkdir(parents=True, exist_ok=True)
             out_bag = out / "outputs_bag"
@@ -236,14 +240,14 @@ def _demo(p: argparse.ArgumentParser):
 def _bench_node(p: argparse.ArgumentParser):
     p.add_argument("--model", default="", help=f"model name or card .yaml (default {DEFAULT_MODEL})")
     p.add_argument("--backend", default="onnxruntime", help="onnxruntime | torch | tensorrt" + " (default: %(default)s)")
-    p.add_argument("--frames", type=int, default=30, help="CamVid val frames to time (default 30)")
+    p.add_argument("--frames", type=count, default=30, help="CamVid val frames to time (default 30)")
     p.add_argument("--data", default=None, help="CamVid root (default: ../shared/datasets/camvid)")
-    p.add_argument("--threads", type=int, default=0, help="inference threads, in this process and the node")
-    p.add_argument("--rate", type=float, default=0.0, help="live frames per second (default: 1 / (3 x backend time))")
+    p.add_argument("--threads", type=threads, default=0, help="inference threads, in this process and the node")
+    p.add_argument("--rate", type=per_second, default=0.0, help="live frames per second (default: 1 / (3 x backend time))")
     p.add_argument("--ground", action="store_true",
                    help="also run the node with ground projection off and on at 480x360 and 1280x720 "
                    "(config/nav2.yaml's pose) and print what the grid, cloud and ground images add per frame")
-    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.add_argument("--json", type=output_file, default=None, help="also write the figures to this JSON file")
 
     def run(a):
         from ..paths import resolve_model
@@ -273,21 +277,20 @@ def _bench_camera(p: argparse.ArgumentParser):
     p.add_argument("--model", default="", help=f"model name or card .yaml (default {DEFAULT_MODEL})")
     p.add_argument("--backend", default="onnxruntime", help="the node's backend (default: %(default)s)")
     p.add_argument("--sizes", nargs="+", default=["640x480"], help="WIDTHxHEIGHT of the camera, one run each (default: %(default)s)")
-    p.add_argument("--rates", nargs="+", type=float, default=[15.0], help="camera frames per second, one run each (default: %(default)s)")
+    p.add_argument("--rates", nargs="+", type=positive, default=[15.0], help="camera frames per second, one run each (default: %(default)s)")
     p.add_argument("--qos", nargs="+", default=["reliable"], help="camera publisher: reliable | best_effort (default: %(default)s)")
-    p.add_argument("--seconds", type=float, default=6.0, help="seconds per run; a soak: 600 (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="the node's inference threads (default: %(default)s)")
+    p.add_argument("--seconds", type=positive, default=6.0, help="seconds per run; a soak: 600 (default: %(default)s)")
+    p.add_argument("--threads", type=threads, default=1, help="the node's inference threads (default: %(default)s)")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                    help="more node parameters, e.g. -p input_width:=320")
-    p.add_argument("--cameras", nargs="+", type=int, default=[], metavar="N",
+    p.add_argument("--cameras", nargs="+", type=count, default=[], metavar="N",
                    help="N synthetic cameras (/cam0/image_raw, ...) in ONE node (image_topics; max_batch frames an inference); "
                         "several values: one run each (default: one camera on /camera/image_raw, the table above)")
     p.add_argument("--node-per-camera", action="store_true",
                    help="with --cameras: one node per camera instead (the comparison) (default: %(default)s)")
-    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.add_argument("--json", type=output_file, default=None, help="also write the figures to this JSON file")
 
     def run(a):
-        import json
         from .camera_bench import QOS, bench_camera, bench_cameras, cameras_markdown, to_markdown
         for q in a.qos:
             if q not in QOS:
@@ -298,6 +301,8 @@ def _bench_camera(p: argparse.ArgumentParser):
                 w, h = (int(v) for v in s.lower().split("x"))
             except ValueError:
                 raise ValueError(f"--sizes {s}: expected WIDTHxHEIGHT, e.g. 640x480") from None
+            if w <= 0 or h <= 0:
+                raise ValueError(f"--sizes {s}: a camera frame needs a width and height above 0, e.g. 640x480")
             sizes.append((w, h))
         params = {}
         for kv in a.param:
@@ -327,7 +332,7 @@ def _bench_camera(p: argparse.ArgumentParser):
                   f"{sizes[0][0]}x{sizes[0][1]}" + (" and more sizes" if len(sizes) > 1 else ""))
             print(cameras_markdown(rows))
             if a.json:
-                Path(a.json).write_text(json.dumps(rows, indent=1))
+                _write_json(rows, a.json)
             return
         for w, h in sizes:
             for rate in a.rates:
@@ -340,5 +345,11 @@ def _bench_camera(p: argparse.ArgumentParser):
         print(f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} CPUs")
         print(to_markdown(rows))
         if a.json:
-            Path(a.json).write_text(json.dumps(rows, indent=1))
+            _write_json(rows, a.json)
     return run
+
+
+def _write_json(rows, path: str) -> None:
+    import json
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # (--json was checked to be writable so)
+    Path(path).write_text(json.dumps(rows, indent=1))

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from ..data import bag_io
+from ..data.label_images import imread
 from ..metrics import ConfusionMatrix, binary_scores, binary_summary, percentiles
 from ..runtime.image_conversion import ImageError, image_to_array, message_to_array
 
@@ -82,7 +83,7 @@ class GroundTruthFolder:
             self.by_order[index] if 0 <= index < len(self.by_order) else None)
         if path is None:
             return None
-        lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        lab = imread(path, cv2.IMREAD_UNCHANGED)
         if lab is None or lab.ndim != 2 or lab.dtype != np.uint8:
             raise ImageError(f"ground truth {path} is not a single-channel 8-bit PNG of class ids")
         return lab

@@ -4,6 +4,7 @@ instead of ending in a traceback."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 
 ROS_MODULES = ("rclpy", "rcl_interfaces", "sensor_msgs", "std_msgs", "diagnostic_msgs", "builtin_interfaces")
@@ -16,8 +17,12 @@ def _run(module: str, program: str) -> int:
         missing = (e.name or "").split(".")[0]
         if missing not in ROS_MODULES:
             raise
-        print(f"{program}: ROS 2 is not available here (no module '{missing}'): source ROS 2 Jazzy "
-              "(source /opt/ros/jazzy/setup.bash) or pip install 'seg_perception[ros]'", file=sys.stderr)
+        # a submodule missing from an installed rclpy (rclpy.event_handler before Iron): an older ROS 2
+        older = "." in (e.name or "") and importlib.util.find_spec(missing) is not None
+        print(f"{program}: " + (f"this ROS 2 is too old (no module '{e.name}'): the node needs ROS 2 Jazzy or later"
+                                if older else f"ROS 2 is not available here (no module '{missing}')")
+              + ": source ROS 2 Jazzy (source /opt/ros/jazzy/setup.bash) or pip install 'seg_perception[ros]'",
+              file=sys.stderr)
         return 2
     return node_module.main()
 

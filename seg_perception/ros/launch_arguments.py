@@ -41,3 +41,23 @@ def misspelt_arguments(configurations: Mapping[str, str], known: Iterable[str], 
             out.append(f"launch argument '{name}' is not one of {launch_file}'s: did you mean '{near[0]}'? "
                        "(it is ignored)")
     return out
+
+
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def flag(name: str, value: str) -> bool:
+    """A true/false launch argument: anything else (managed:=flase) is a RuntimeError naming it,
+    not a silent false."""
+    v = value.strip().lower()
+    if v not in TRUE + FALSE:
+        raise RuntimeError(f"launch argument {name}:={value} must be true or false")
+    return v in TRUE
+
+
+def whole_number(name: str, value: str) -> int:
+    """An integer launch argument (input_width:=640.0 is refused with its name, not int()'s message)."""
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise RuntimeError(f"launch argument {name}:={value} must be a whole number") from None

@@ -240,7 +240,12 @@ def check_onnx_for_precision(onnx_path: str | Path, precision: str) -> None:
     except ImportError:
         raise EngineCacheError("building a TensorRT engine checks the ONNX file with the onnx package, which is "
                                "not installed: pip install onnx") from None
-    m = onnx.load(str(onnx_path), load_external_data=False)
+    from google.protobuf.message import DecodeError  # (installed with onnx)
+    try:
+        m = onnx.load(str(onnx_path), load_external_data=False)
+    except DecodeError:
+        raise ValueError(f"{onnx_path} is not a readable ONNX file (cut short or another format): export it "
+                         "again with 'seg-perception export'") from None
     qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node)
     if precision == "int8" and not qdq:
         raise ValueError(f"{onnx_path} has no Q/DQ nodes: int8 engines are built from the INT8 ONNX made by "

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,7 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..card import SETTING_BEFORE_RECORDED, card_for_table, load_card
+from ..card import SETTING_BEFORE_RECORDED, card_for_table, check_model_name, load_card
 from ..data.datasets import MissingSplit, SegmentationDataset, open_dataset
 from ..data.transforms import LABEL_RESIZE, EvalResize, TrainAugment
 from ..metrics import ConfusionMatrix
@@ -620,6 +621,21 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.validates and cfg.val_split in cfg.train_split.split("+"):
         raise ValueError(f"the validation split '{cfg.val_split}' is also trained on: "
                          "pass --val-split none (and --keep last)")
+    if cfg.name:  # (empty: MODEL_DATASET)
+        check_model_name(cfg.name)
+    if cfg.threads < 0:
+        raise ValueError(f"--threads must be 0 (torch's default) or more, got {cfg.threads}")
+    if not 0 <= cfg.ema_decay < 1:  # the average of decay 1 never moves from the initial weights
+        raise ValueError(f"--ema-decay must be within [0, 1) (0: off), got {cfg.ema_decay}")
+    if not cfg.distill_temperature > 0 or cfg.distill_weight < 0:  # softmax(x / 0): NaN losses
+        raise ValueError(f"--distill-temperature must be above 0 and --distill-weight 0 or more, got "
+                         f"{cfg.distill_temperature} and {cfg.distill_weight}")
+    if not 0 < cfg.ohem_thresh <= 1 or not 0 <= cfg.ohem_min_kept <= 1:
+        raise ValueError(f"--ohem-thresh is a probability within (0, 1] and --ohem-min-kept a fraction of the "
+                         f"pixels within [0, 1], got {cfg.ohem_thresh} and {cfg.ohem_min_kept}")
+    if cfg.lovasz_weight < 0 or cfg.clip_grad < 0:
+        raise ValueError(f"--lovasz-weight and --clip-grad must be 0 or more, got {cfg.lovasz_weight} and "
+                         f"{cfg.clip_grad}")
 
 
 def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
@@ -705,8 +721,8 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
         unscored = [table.names[k] for k in range(table.num_classes) if val_counts[k] == 0]
         if unscored:  # mIoU's usual rule, but the figure that picks checkpoints and goes in the card
             log(f"[train] note: {len(unscored)} class(es) have no pixel in the '{cfg.val_split}' labels: "
-                f"{', '.join(unscored)}; val IoU scores such a class 0 wherever the model predicts it (left out "
-                "where it does not), so val mIoU is lower than the other classes' mean")
+                f"{', '.join(unscored)}; val mIoU is the mean of the other classes (the card says which were "
+                "absent), so it says nothing about these")
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, table.num_classes)
@@ -992,9 +1008,16 @@ def save_checkpoint(run: Run, epoch: int) -> None:
 def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
     """Train ``cfg.model``; returns the path of the weights file it ships."""
     check_config(cfg)  # a wrong flag is said first, before anything of the folder
+    out = Path(cfg.out)
+    made = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)  # the top folder we create
     lock = _claim_run_folder(cfg, resume)
     try:
         return _train(cfg, resume, log)
+    except BaseException:
+        # refused (its data, say) or stopped before writing anything: take back the folder it made
+        if made is not None and out.is_dir() and {f.name for f in out.iterdir()} <= {RUN_LOCK}:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
     finally:
         if lock is not None:
             lock.close()
@@ -1166,6 +1189,8 @@ def save_model(run: Run, cm: Optional[ConfusionMatrix], epoch: int, train_loss: 
         metrics.update({f"{cfg.val_split}_miou": summary["miou"],
                         f"{cfg.val_split}_pixel_accuracy": summary["pixel_accuracy"],
                         f"{cfg.val_split}_per_class_iou": summary["per_class_iou"]})
+        if summary.get("classes_absent"):  # no pixel in val: their IoU is null, not a 0 to read
+            metrics[f"{cfg.val_split}_classes_absent"] = summary["classes_absent"]
     card = card_for_table(run.name, cfg.model, table, cfg.width, cfg.height,
                           files={"weights": f"{run.name}.pt"},
                           training=training_record(cfg, epoch, train_loss, run.changed_on_resume),
