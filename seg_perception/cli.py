@@ -488,6 +488,8 @@ def _models(p: argparse.ArgumentParser):
                 epochs += f" from {Path(str(t['init'])).stem}"
             split = f"{c.dataset or t.get('dataset', '?')} {t.get('train_split', 'train')}"  # own data: its name
             val = m.get("val_miou", "-")
+            if m.get("val_picked_checkpoint"):  # the split chose the epoch: not held out
+                val = f"{val} (epoch picked on val)"
             int8_miou = m.get(q, {}).get("int8_miou", "-")
             if isinstance(m.get(q, {}).get("miou_drop"), (int, float)):  # the change beside the figure
                 int8_miou = f"{int8_miou} ({-m[q]['miou_drop']:+.2f} vs fp32)"

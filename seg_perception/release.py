@@ -145,7 +145,8 @@ def _recipe_card(recipe_run: Path, name: str, card, val_split: str):
 def _val_text(metrics: Dict) -> str:
     if "val_miou" not in metrics:
         return "pending (the recipe run on train alone is not done)"
-    return f"{metrics['val_miou']:.2f}" + (" (the recipe run on train alone)" if "val_miou_not_held_out" in metrics else "")
+    return (f"{metrics['val_miou']:.2f}" + (" (the recipe run on train alone)" if "val_miou_not_held_out" in metrics
+                                            else "") + (" (epoch picked on val)" if "val_picked_checkpoint" in metrics else ""))
 
 
 class _ValData:
@@ -206,6 +207,12 @@ def _make(card, stage: Path, name: str, src_weights: Path, epochs_done, hours, n
         card.training.pop(key, None)
     if not on_val:
         metrics = _val_metrics(card, val, threads, "")
+        if card.training.get("best_epoch") is not None and card.training.get("val_split") == val_split:
+            # --keep best: this split chose the epoch, so the figure is the best of several looks at it
+            metrics["val_picked_checkpoint"] = (f"the run kept its best epoch on {val_split} (epoch "
+                                                f"{card.training['best_epoch']}): the figure is optimistic; train "
+                                                "with --keep last for one that is held out")
+            log(f"[release] note: {metrics['val_picked_checkpoint']}")
     elif rcard is None:
         # Shipped before its recipe run is done: no held-out figure, and the card says why.
         own = val.evaluate(card, threads)

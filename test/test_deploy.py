@@ -292,6 +292,9 @@ def test_quantize_command_runs_int8_in_onnxruntime(small_model, tmp_path, camvid
     assert card.onnx_for("int8", "cpu") == (tmp_path / "c_int8_cpu.onnx").resolve()
     assert card.onnx_for("int8", "tensorrt") == (tmp_path / "c_int8.onnx").resolve()
     assert "QOperator" in card.training["quantization_cpu"]["format"]
+    # the copies beside each INT8 file are the card itself, the first one too (it lacked the cpu file)
+    for twin in ("c_int8.yaml", "c_int8_cpu.yaml"):
+        assert (tmp_path / twin).read_text() == (tmp_path / "c.yaml").read_text(), twin
     ops = {n.op_type for n in onnx.load(str(tmp_path / "c_int8_cpu.onnx")).graph.node}
     assert "QLinearConv" in ops, ops
     with caplog.at_level(logging.INFO, logger="seg_perception"):

@@ -404,3 +404,19 @@ def test_a_name_another_models_folder_has_is_refused(tmp_path, camvid_sample, ca
     err = capsys.readouterr().err
     assert f"{DEFAULT_MODEL} is already a model in" in err and "--replace" in err and len(err.strip().splitlines()) == 1
     assert not mine.exists()
+
+
+def test_a_run_that_kept_its_best_epoch_on_val_is_released_with_a_note(tmp_path, camvid_sample, capsys):
+    """--keep best chose the epoch on val: the val figure the release measures is the best of several
+    looks at that split, and the card and `models --shipped` say so."""
+    run = tmp_path / "run"
+    run.mkdir()
+    card = load_card(make_random_model(run, "essnet_d", 96, 72, onnx=False))
+    card.training = {**card.training, "best_epoch": 2, "val_split": "val", "train_split": "train"}
+    card.save(card.path)
+    to = tmp_path / "models"
+    assert main(["release", "--run", str(run), "--name", "picked", "--to", str(to), "--data", str(camvid_sample),
+                 "--no-int8", "--threads", "1"]) == 0
+    note = load_card(to / "picked.yaml").metrics["val_picked_checkpoint"]
+    assert "kept its best epoch on val (epoch 2)" in note and "--keep last" in note
+    assert "(epoch picked on val)" in capsys.readouterr().out

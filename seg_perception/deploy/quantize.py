@@ -391,12 +391,16 @@ def note_int8(card: ModelCard, int8_path: Path, res: QuantizeResult, metrics: Op
 
 def record_in_card(card_path: str | Path, int8_path: Path, res: QuantizeResult, metrics: Optional[Dict] = None) -> Path:
     """`quantize`: note the INT8 file in the card beside the fp32 ONNX and write the same card
-    beside the INT8 file too, so either file finds it."""
+    beside each INT8 file it lists too, so either file finds it (the copy of an earlier INT8 file
+    is written again: it would lack this one)."""
     card = note_int8(load_card(card_path), int8_path, res, metrics)
     card.save(card.path)
-    if int8_path.parent.resolve() == card.path.parent.resolve() and int8_path.stem != card.path.stem:
-        twin = ModelCard(**{k: v for k, v in card.__dict__.items() if k != "path"})
-        twin.save(int8_path.with_suffix(".yaml"))
+    for role in ("onnx_int8", "onnx_int8_cpu"):
+        listed = card.file(role)
+        if listed is not None and listed.is_file() and listed.parent.resolve() == card.path.parent.resolve() \
+                and listed.stem != card.path.stem:
+            twin = ModelCard(**{k: v for k, v in card.__dict__.items() if k != "path"})
+            twin.save(listed.with_suffix(".yaml"))
     return card.path
 
 

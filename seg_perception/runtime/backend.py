@@ -93,6 +93,7 @@ def onnx_file(card: ModelCard, precision: str, override: Optional[str | Path] = 
         what, hint = "int8 ONNX file", "run 'seg-perception quantize' to make one"
     else:
         what, hint = "fp32 ONNX file", (f"run 'seg-perception export --model {card.path or card.name}' to make one, "
-                                        "point the onnx parameter (--onnx) at one, or run the .pt weights with "
-                                        "backend torch (--backend torch)")
+                                        "point the onnx parameter at one (--onnx; the node: -p onnx:=FILE), or "
+                                        "run the .pt weights with backend torch (--backend torch; the node: "
+                                        "-p backend:=torch)")
     return need_file(Path(override) if override else card.onnx_for(precision, target), what, hint)

@@ -1156,7 +1156,8 @@ def _train(cfg: TrainConfig, resume: bool, log) -> Path:
                 tb.add_scalar("miou/val", val_miou, epoch + 1)
         eta = (stats.seconds + t_val) * (run.total_epochs - epoch - 1)
         msg = (f"[train] epoch {epoch + 1}/{run.total_epochs} {run.stage} loss {stats.loss:.4f} "
-               f"lr {stats.lr:.2e} {stats.seconds:.0f}s/epoch ({stats.images / max(stats.seconds, 1e-9):.1f} img/s)")
+               f"lr {stats.lr:.2e} {stats.seconds:.{0 if stats.seconds >= 10 else 1}f}s/epoch "
+               f"({stats.images / max(stats.seconds, 1e-9):.1f} img/s)")
         if stats.skipped:
             lost = stats.skipped - stats.overflows
             msg += (f" ({stats.skipped} steps skipped: non-finite loss {lost}, gradient {stats.overflows}"
