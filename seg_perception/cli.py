@@ -210,28 +210,20 @@ def _whole(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
 
 
-def count(text: str) -> int:
-    """A number of things to do (frames, runs, steps, images): at least 1."""
-    n = _whole(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
+def _at_least(low: int, zero: str = ""):
+    """An argparse type: a whole number of at least ``low`` (``zero``: what 0 means, where allowed)."""
+    def parse(text: str) -> int:
+        n = _whole(text)
+        if n < low:
+            raise argparse.ArgumentTypeError(f"must be 0 ({zero}) or more, got {n}" if low == 0
+                                             else f"must be at least {low}, got {n}")
+        return n
+    return parse
 
 
-def threads(text: str) -> int:
-    """A number of threads: 0 is the runtime's default, a negative one a typo."""
-    n = _whole(text)
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (the runtime's default) or more, got {n}")
-    return n
-
-
-def count_or_none(text: str) -> int:
-    """A number of extra things to do (warm-up runs) where 0 means none."""
-    n = _whole(text)
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (none) or more, got {n}")
-    return n
+count = _at_least(1)  # a number of things to do (frames, runs, steps, images)
+threads = _at_least(0, "the runtime's default")  # a negative number of threads is a typo
+count_or_none = _at_least(0, "none")  # extra things to do (warm-up runs)
 
 
 def _number(text: str) -> float:
