@@ -4,7 +4,7 @@
     ros2 launch seg_perception nav2.launch.py managed:=false          # the plain node
     ros2 launch seg_perception nav2.launch.py params_file:=/path/my_robot.yaml
     ros2 launch seg_perception nav2.launch.py name:=seg_front     # one node per camera
-    ros2 launch seg_perception nav2.launch.py namespace:=robot1 use_sim_time:=true
+    ros2 launch seg_perception nav2.launch.py use_sim_time:=true   # under a simulator's /clock
 
 managed:=true starts segmentation_lifecycle_node and a nav2_lifecycle_manager
 (lifecycle_manager_<name>, bond_timeout 0) that configures and activates it. The manager's
@@ -23,12 +23,14 @@ from seg_perception.ros.launch_arguments import check_params_file, flag, misspel
 
 def _nodes(context, *args, **kwargs):
     params_file = check_params_file(context.launch_configurations["params_file"])
-    typos = misspelt_arguments(context.launch_configurations, ["params_file", "managed", "name", "namespace",
-                                                               "use_sim_time"], "nav2.launch.py")
+    typos = misspelt_arguments(context.launch_configurations, ["params_file", "managed", "name", "use_sim_time"],
+                               "nav2.launch.py")
     managed = flag("managed", context.launch_configurations["managed"])
     name = context.launch_configurations["name"].strip() or "segmentation_node"
-    namespace = context.launch_configurations["namespace"].strip()
-    sim_time = {"use_sim_time": flag("use_sim_time", context.launch_configurations["use_sim_time"])}
+    # given: it wins over params_file's; not given: params_file's (or the default) stands. A robot's
+    # namespace comes from the including launch file's PushROSNamespace, as Nav2's bringup does.
+    given = context.launch_configurations.get("use_sim_time", "").strip()
+    sim_time = {"use_sim_time": flag("use_sim_time", given)} if given else {}
     if managed:
         require_package("nav2_lifecycle_manager", "managed:=true (the default)",
                         "pass managed:=false to start the plain node")
@@ -36,7 +38,6 @@ def _nodes(context, *args, **kwargs):
         package="seg_perception",
         executable="segmentation_lifecycle_node" if managed else "segmentation_node",
         name=name,
-        namespace=namespace,
         output="screen",
         emulate_tty=True,
         parameters=[params_file, sim_time],
@@ -46,7 +47,6 @@ def _nodes(context, *args, **kwargs):
             package="nav2_lifecycle_manager",
             executable="lifecycle_manager",
             name="lifecycle_manager_segmentation" if name == "segmentation_node" else f"lifecycle_manager_{name}",
-            namespace=namespace,
             output="screen",
             # bond_timeout 0: rclpy has no bond client, so the manager must not wait for a heartbeat
             # (it then does not notice the node dying either: docs/navigation.md "Managed node")
@@ -64,8 +64,8 @@ def generate_launch_description():
                               description="true: lifecycle node + nav2_lifecycle_manager; false: plain node"),
         DeclareLaunchArgument("name", default_value="segmentation_node",
                               description="the node's name (one node per camera: a name each)"),
-        DeclareLaunchArgument("namespace", default_value="", description="the nodes' namespace (a robot's)"),
-        DeclareLaunchArgument("use_sim_time", default_value="false",
-                              description="true: the /clock of a simulator or a bag played with --clock"),
+        DeclareLaunchArgument("use_sim_time", default_value="",
+                              description="true: the /clock of a simulator or a bag played with --clock "
+                                          "(empty: as params_file says)"),
         OpaqueFunction(function=_nodes),
     ])

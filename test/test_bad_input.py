@@ -318,3 +318,19 @@ def test_build_engine_on_a_truncated_onnx_is_one_line(model, tmp_path, capsys):
     rc, _, err = _run(["build-engine", "--onnx", onnx_path, "--precision", "fp32",
                        "--cache-dir", tmp_path / "engines"], capsys)
     _one_line(rc, err, "is not a readable ONNX file")
+
+
+def test_a_refused_training_leaves_a_run_started_beside_it(tmp_path, monkeypatch):
+    """Two runs started together under a new parent folder: the one refused takes back only its own
+    folder, not the parent the other run is writing into."""
+    pytest.importorskip("torch")
+    from seg_perception.train import loop
+
+    def refused(cfg, resume, log):
+        (tmp_path / "runs" / "other").mkdir()  # the other run, started meanwhile
+        (tmp_path / "runs" / "other" / "log.csv").write_text("epoch\n")
+        raise ValueError("no frames")
+    monkeypatch.setattr(loop, "_train", refused)
+    with pytest.raises(ValueError, match="no frames"):
+        loop.train(loop.TrainConfig(model="rdsnet", data=str(tmp_path), out=str(tmp_path / "runs" / "r1"), threads=1))
+    assert not (tmp_path / "runs" / "r1").exists() and (tmp_path / "runs" / "other" / "log.csv").is_file()

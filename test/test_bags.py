@@ -655,12 +655,12 @@ def test_frames_with_repeated_stamps_are_counted_and_evaluated_where_nothing_is_
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert m["frames"]["duplicate_stamps"] == 3 and m["frames"]["out"] == 4
     seg = m["segmentation"]
-    # every ground-truth message is accounted for: one scored, one left without its frame, two repeats
+    # every ground-truth message is accounted for: one scored with the first frame, three repeats of its stamp
     assert (seg["frames_scored"], seg["repeated_stamp"], seg["gt_without_frame"], seg["gt_repeated_stamp"]) == \
-        (1, 3, 1, 2), seg
+        (1, 3, 0, 3), seg
     report = (tmp_path / "r" / "report.md").read_text()
     assert "| corrupt | repeated stamps |" in report and "| 4 | 4 | 0 | 0 | 0 | 3 |" in report, report
-    assert "repeated stamp 3" in report and "gt repeated stamp 2" in report
+    assert "repeated stamp 3" in report and "gt repeated stamp 3" in report
     rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "n", "--no-gt",
                            "--threads", 1)
     assert rc == 0 and "4 frames in, 4 out" in out and "evaluated all the same" in out, out
@@ -682,6 +682,20 @@ def test_repeated_ground_truth_stamp_is_counted(tmp_path, random_model):
     c = result.counts
     assert (c.scored, c.gt_without_frame, c.gt_repeated_stamp) == (1, 1, 1), c
     assert any("1 ground-truth message repeats the header stamp of an earlier one" in n for n in result.notes)
+
+
+def test_a_ground_truth_repeating_a_stamp_already_scored_is_counted_as_a_repeat():
+    """A frame met its ground truth, then a second ground truth of that stamp arrives: a repeat
+    (it was left waiting and reported as a ground truth without a frame)."""
+    from seg_perception.evaluation.scoring import Counts, Scorer
+    scorer = Scorer(3, [0], Counts())
+    labels = np.zeros((4, 4), np.uint8)
+    scorer.add_prediction(T0, labels, 0)
+    scorer.add_gt(T0, labels)
+    scorer.add_gt(T0, labels)
+    scorer.finish()
+    c = scorer.counts
+    assert (c.scored, c.gt_repeated_stamp, c.gt_without_frame) == (1, 1, 0), c
 
 
 def test_rejected_frames_are_counted_per_reason(tmp_path, capsys, random_model):

@@ -194,6 +194,9 @@ def test_node_commands_without_ros_say_so_in_one_line():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
     assert "too old (no module 'rclpy.event_handler'): the node needs ROS 2 Jazzy or later" in res.stderr
+    code = code.replace("rclpy.event_handler", "rclpy._rclpy_pybind11")  # Jazzy's rclpy from another Python
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "rclpy cannot load its compiled part (no module 'rclpy._rclpy_pybind11')" in res.stderr, res.stderr
     setup_py = (REPO / "setup.py").read_text()  # the console scripts are these functions
     for program in ("segmentation_node", "segmentation_lifecycle_node"):
         assert f'"{program} = seg_perception.ros.entry_points:{program}"' in setup_py

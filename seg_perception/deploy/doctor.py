@@ -152,8 +152,9 @@ def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequ
     w, h = card.input_width, card.input_height
     onnx = {p: card.onnx_for(p) for p in ("fp32", "int8")}  # the float and the Q/DQ graph
     if onnx["fp32"] is None or not onnx["fp32"].is_file():
+        dynamic = " --dynamic" if (card.training.get("export") or {}).get("dynamic") else ""
         raise FileNotFoundError(f"model {card.name} has no ONNX file: run 'seg-perception export --model "
-                                f"{model}' first")
+                                f"{model}{dynamic}' first")
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     out(f"{'model':>12}: {card.name} ({card.architecture}, {w}x{h}), card {card.path}")
     out(f"{'engines':>12}: {cache}")

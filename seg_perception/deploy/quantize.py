@@ -50,7 +50,7 @@ TARGETS = ("tensorrt", "cpu")  # card.INT8_TARGETS
 # only the inputs of weighted layers ("float"). Measured with ONNX Runtime on CamVid val (docs/deployment.md):
 # "float" agrees with fp32 on 0.2-0.3 % more pixels; which TensorRT runs faster is for the device to say.
 CONV_OUTPUTS = ("int8", "float")
-FORMATS = {"tensorrt": "QDQ int8 symmetric, per-channel weights (per-tensor for ConvTranspose)",
+FORMATS = {"tensorrt": "QDQ int8 symmetric, per-channel weights",
            "cpu": "QOperator, uint8 activations (asymmetric), int8 per-channel weights, all op types"}
 CALIBRATIONS = ("minmax", "entropy")
 # Ops whose inputs get Q/DQ in the ort method: the weighted layers (TensorRT's guidance:
@@ -380,6 +380,9 @@ def note_int8(card: ModelCard, int8_path: Path, res: QuantizeResult, metrics: Op
     key = "quantization" if res.target == "tensorrt" else "quantization_cpu"
     card.training[key] = {"method": res.method, "calibration": res.calibration,
                           "calibration_images": res.num_images, "format": FORMATS[res.target]
+                          # the ort method's override (ModelOpt places its own)
+                          + (" (per-tensor for ConvTranspose)" if res.target == "tensorrt" and res.method == "ort"
+                             else "")
                           + (", convolution outputs float" if res.conv_outputs == "float" else "")}
     card.metrics = dict(card.metrics)
     if metrics:

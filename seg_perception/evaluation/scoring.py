@@ -221,6 +221,7 @@ class Scorer:
         self.labels_by_stamp: Dict[int, np.ndarray] = {}
         self._gt: Dict[int, np.ndarray] = {}
         self._pred: Dict[int, Tuple[np.ndarray, int]] = {}
+        self._paired: set = set()  # stamps whose ground truth met its frame (by stamp)
         self.warned: Dict[str, str] = {}
         self.rejections: Dict[str, int] = {}
         self.first_repeat: Optional[int] = None  # the first header stamp a frame repeated
@@ -241,8 +242,9 @@ class Scorer:
     def add_gt(self, stamp: int, gt: np.ndarray) -> None:
         if stamp in self._pred:
             labels, index = self._pred.pop(stamp)
+            self._paired.add(stamp)
             self._score(stamp, labels, gt, index)
-        elif stamp in self._gt:  # the first one of this stamp waits for its frame; this one has none left
+        elif stamp in self._gt or stamp in self._paired:  # the first of this stamp waits for, or met, its frame
             self.counts.gt_repeated_stamp += 1
         else:
             self._gt[stamp] = gt
@@ -272,6 +274,7 @@ class Scorer:
                 return
             self._score(stamp, labels, gt, index)
         elif stamp in self._gt:
+            self._paired.add(stamp)
             self._score(stamp, labels, self._gt.pop(stamp), index)
         else:
             self._pred[stamp] = (labels, index)

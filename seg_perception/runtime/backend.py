@@ -92,7 +92,10 @@ def onnx_file(card: ModelCard, precision: str, override: Optional[str | Path] = 
     if precision == "int8":
         what, hint = "int8 ONNX file", "run 'seg-perception quantize' to make one"
     else:
-        what, hint = "fp32 ONNX file", (f"run 'seg-perception export --model {card.path or card.name}' to make one, "
+        # --dynamic where the card's ONNX took any size: export refuses to make a fixed one over it
+        dynamic = " --dynamic" if (card.training.get("export") or {}).get("dynamic") else ""
+        what, hint = "fp32 ONNX file", (f"run 'seg-perception export --model {card.path or card.name}{dynamic}' "
+                                        "to make one, "
                                         "point the onnx parameter at one (--onnx; the node: -p onnx:=FILE), or "
                                         "run the .pt weights with backend torch (--backend torch; the node: "
                                         "-p backend:=torch)")

@@ -27,7 +27,6 @@ import json
 import math
 import os
 import shlex
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -1016,7 +1015,15 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
     except BaseException:
         # refused (its data, say) or stopped before writing anything: take back the folder it made
         if made is not None and out.is_dir() and {f.name for f in out.iterdir()} <= {RUN_LOCK}:
-            shutil.rmtree(made, ignore_errors=True)
+            (out / RUN_LOCK).unlink(missing_ok=True)
+            # its own folder, then each parent it made while empty (another run may have started in one)
+            for folder in [out, *out.parents]:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+                if folder == made:
+                    break
         raise
     finally:
         if lock is not None:
