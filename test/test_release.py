@@ -328,7 +328,9 @@ def test_own_data_model_released_into_own_models_folder(tmp_path, camvid_sample,
     capsys.readouterr()
     assert main(["models", "--shipped"]) == 0
     row = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("| robot_v1 |"))
-    assert f"| {m['val_miou']} |" in row  # as the listing prints it
+    # as the listing prints it; the run kept its best epoch on val (train's default): said beside it
+    assert f"| {m['val_miou']} (epoch picked on val) |" in row
+    assert "kept its best epoch on val" in m["val_picked_checkpoint"]
 
 
 def test_a_release_that_fails_leaves_the_shipped_model_as_it_was(tmp_path, camvid_sample, capsys):
