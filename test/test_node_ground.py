@@ -388,6 +388,33 @@ def test_a_remapped_camera_takes_camera_info_beside_its_new_name(ros, random_mod
     assert rc == 0, proc.output()
 
 
+@pytest.mark.parametrize("namespace", ["", "/robot1"])
+def test_nav2_config_reads_the_camera_of_its_namespace(ros, tmp_path, namespace):
+    """config/nav2.yaml names the camera relatively: under a robot's namespace the node reads that
+    robot's image and camera_info (an absolute name read the global camera), without one /camera/*."""
+    from ros_harness import REPO, TEST_NODE_PARAMS
+    from seg_perception.runtime.node_process import NodeProcess
+    node = "nav2_config_node"
+    args = ["-r", f"__node:={node}"] + (["-r", f"__ns:={namespace}"] if namespace else [])
+    proc = NodeProcess({**TEST_NODE_PARAMS, "threads": 1, "ground.use_tf": False}, tmp_path / "node.log",
+                       params_file=REPO / "config" / "nav2.yaml", ros_args=args)
+    h = Harness("test_nav2_config_client")
+
+    def mine(topic):
+        return [i for i in h.node.get_subscriptions_info_by_topic(topic) if i.node_name == node]
+    try:
+        image = f"{namespace}/camera/image_raw"
+        deadline = time.monotonic() + 60
+        while not mine(image) and time.monotonic() < deadline:
+            assert proc.running(), proc.output()
+            time.sleep(0.2)
+        assert len(mine(image)) == 1 and len(mine(f"{namespace}/camera/camera_info")) == 1, proc.output()
+    finally:
+        h.close()
+        rc = proc.stop()
+    assert rc == 0, proc.output()
+
+
 def test_cameras_share_one_tf_listener(monkeypatch):
     """One tf2 buffer and listener for the node, not one per camera (each listener subscribes to /tf
     and handles every TF message in the executor thread); removed with the last camera's outputs.
