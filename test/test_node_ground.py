@@ -388,27 +388,41 @@ def test_a_remapped_camera_takes_camera_info_beside_its_new_name(ros, random_mod
     assert rc == 0, proc.output()
 
 
+@pytest.mark.parametrize("config", ["nav2.yaml", "jetson.yaml", "node default"])
 @pytest.mark.parametrize("namespace", ["", "/robot1"])
-def test_nav2_config_reads_the_camera_of_its_namespace(ros, tmp_path, namespace):
-    """config/nav2.yaml names the camera relatively: under a robot's namespace the node reads that
-    robot's image and camera_info (an absolute name read the global camera), without one /camera/*."""
+def test_config_reads_the_camera_of_its_namespace(ros, tmp_path, namespace, config):
+    """The camera is named relatively (both config files and the node's own default): under a robot's
+    namespace the node reads that robot's image and camera_info (an absolute name read the global
+    camera), and its log and /diagnostics name the topic it reads, namespace applied."""
     from ros_harness import REPO, TEST_NODE_PARAMS
     from seg_perception.runtime.node_process import NodeProcess
-    node = "nav2_config_node"
+    node = "ns_config_node"
+    params_file = REPO / "config" / ("jetson.yaml" if config == "node default" else config)
+    if config == "node default":  # jetson.yaml less its image_topic line
+        text = params_file.read_text()
+        params_file = tmp_path / "no_topic.yaml"
+        params_file.write_text("\n".join(ln for ln in text.splitlines() if "image_topic:" not in ln))
     args = ["-r", f"__node:={node}"] + (["-r", f"__ns:={namespace}"] if namespace else [])
-    proc = NodeProcess({**TEST_NODE_PARAMS, "threads": 1, "ground.use_tf": False}, tmp_path / "node.log",
-                       params_file=REPO / "config" / "nav2.yaml", ros_args=args)
-    h = Harness("test_nav2_config_client")
+    proc = NodeProcess({**TEST_NODE_PARAMS, "threads": 1, "ground.enable": True, "ground.use_tf": False},
+                       tmp_path / "node.log", params_file=params_file, ros_args=args)
+    h = Harness("test_ns_config_client")
+    status, full = [], f"{namespace}/{node}".lstrip("/")  # the status names the node with its namespace
+    h.node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: status.extend(
+        s for s in m.status if s.name.startswith(full + ":")), 10)
 
     def mine(topic):
         return [i for i in h.node.get_subscriptions_info_by_topic(topic) if i.node_name == node]
     try:
         image = f"{namespace}/camera/image_raw"
         deadline = time.monotonic() + 60
-        while not mine(image) and time.monotonic() < deadline:
+        while not (mine(image) and status) and time.monotonic() < deadline:
             assert proc.running(), proc.output()
             time.sleep(0.2)
         assert len(mine(image)) == 1 and len(mine(f"{namespace}/camera/camera_info")) == 1, proc.output()
+        seg = next(s for s in status if s.name == f"{full}: segmentation")
+        assert {kv.key: kv.value for kv in seg.values}["topic"] == image
+        assert seg.message == f"waiting for frames on {image}"
+        assert f"segmenting {image} with" in proc.output()
     finally:
         h.close()
         rc = proc.stop()

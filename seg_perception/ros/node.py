@@ -55,7 +55,8 @@ PARAMETERS = {
     "precision": ("fp32", "fp32 | fp16 | int8"),
     "input_width": (0, "model input width; 0: the card's resolution"),
     "input_height": (0, "model input height; 0: the card's resolution"),
-    "image_topic": ("/camera/image_raw", "camera topic (sensor_msgs/Image)"),
+    # relative, like the outputs: under a robot's namespace the node reads that robot's camera
+    "image_topic": ("camera/image_raw", "camera topic (sensor_msgs/Image)"),
     "use_compressed": (False, "subscribe to <image_topic>/compressed (sensor_msgs/CompressedImage)"),
     "overlay_alpha": (0.5, "weight of the class colours in /segmentation/overlay"),
     "overlay_legend": (True, "draw the class legend (colour + name) into /segmentation/overlay"),
@@ -261,6 +262,7 @@ class CameraStream:
     def __init__(self, image_topic: str, use_compressed: bool, prefix: str = ""):
         self.image_topic = image_topic
         self.topic = image_topic.rstrip("/") + "/compressed" if use_compressed else image_topic
+        self.shown = self.topic  # the name DDS sees (namespace and remapping applied): logs, diagnostics
         self.prefix = prefix
         self.stats = Stats()
         self.slot = None  # (msg, receive time)
@@ -502,7 +504,9 @@ class SegmentationNode(Node):
     def _make_cameras(self, image_topic: str, image_topics: List[str]) -> List[CameraStream]:
         if not image_topics:
             cam = CameraStream(image_topic, self.use_compressed)
-            self._resolve("image_topic", cam.topic)  # a bad name stops start-up, not the first subscribe
+            # a bad name stops start-up, not the first subscribe; the subscription keeps the name as
+            # given (rclpy resolves it), logs and diagnostics say where the frames are read
+            cam.shown = self._resolve("image_topic", cam.topic)
             return [cam]
         # absolute names as DDS sees them (node namespace and remapping applied)
         resolved = [self._resolve("image_topics", t) for t in image_topics]
@@ -559,7 +563,7 @@ class SegmentationNode(Node):
                 pose += " (ground.use_tf is true but tf2_ros is not installed)"
             ground = (f"; ground projection into {self.ground.base_frame} from "
                       f"{', '.join(c.ground.info_topic for c in self.cameras)}, camera pose from {pose}")
-        what = ", ".join(c.topic for c in self.cameras)
+        what = ", ".join(c.shown for c in self.cameras)
         if self.multi:
             count = (f"{len(self.cameras)} cameras, " + (f"up to {self.max_batch} frames an inference"
                                                       if self.max_batch > 1 else "one frame an inference, in turn")
@@ -686,7 +690,7 @@ class SegmentationNode(Node):
         policy = qos_policy_name_from_kind(status.last_policy_kind)
         mine = "reliable" if self.in_qos.reliability == QoSReliabilityPolicy.RELIABLE else "sensor_data"
         other = "sensor_data" if mine == "reliable" else "reliable"
-        cam.incompatible_qos = (f"a publisher on {cam.topic} offers QoS incompatible with this node's "
+        cam.incompatible_qos = (f"a publisher on {cam.shown} offers QoS incompatible with this node's "
                                 f"(policy {policy}; qos: {mine}): set qos: {other}, or change the camera's QoS")
         self.get_logger().warning(cam.incompatible_qos)
 
@@ -734,7 +738,7 @@ class SegmentationNode(Node):
         back = (cam.last_stamp[0] - stamp[0]) + (cam.last_stamp[1] - stamp[1]) / 1e9
         cam.last_stamp = (-1, -1)
         self.get_logger().warning(
-            (f"{cam.topic}: " if self.multi else "") + f"camera stamps went back by {back:.3f} s (bag loop, sim "
+            (f"{cam.shown}: " if self.multi else "") + f"camera stamps went back by {back:.3f} s (bag loop, sim "
             "time reset or driver restart?): serving frames in the new time", throttle_duration_sec=5.0)
 
     def _work(self, worker: int) -> None:
@@ -885,7 +889,7 @@ class SegmentationNode(Node):
             cam.stats.rejected_in_a_row += 1
             cam.stats.last_rejection = reason[:200]
         # One line per kind of problem (and camera), then at most one every 5 s with a count.
-        where = f" on {cam.topic}" if self.multi else ""
+        where = f" on {cam.shown}" if self.multi else ""
         kind = where + rejection_kind(reason)
         now = time.monotonic()
         if kind not in self._last_error and len(self._last_error) >= 64:  # bounded, whatever arrives
@@ -941,7 +945,7 @@ class SegmentationNode(Node):
 
         status = DiagnosticStatus()
         # one camera: the name it always had; several: one status per camera, named by its topic
-        status.name = f"{node}: segmentation" + (f" {cam.topic}" if self.multi else "")
+        status.name = f"{node}: segmentation" + (f" {cam.shown}" if self.multi else "")
         status.hardware_id = self.pipeline.backend.describe()
         status.level = DiagnosticStatus.OK if s.processed or not s.received else DiagnosticStatus.WARN
         status.message = "ok" if status.level == DiagnosticStatus.OK else "frames received but none processed"
@@ -949,10 +953,10 @@ class SegmentationNode(Node):
             status.level = DiagnosticStatus.WARN
             status.message = cam.incompatible_qos
         elif not s.received:
-            status.message = f"waiting for frames on {cam.topic}"
+            status.message = f"waiting for frames on {cam.shown}"
         elif silent > max(2.0, 3 * period):
             status.level = DiagnosticStatus.WARN
-            status.message = f"no frames on {cam.topic} for {silent:.0f} s: has the camera stopped?"
+            status.message = f"no frames on {cam.shown} for {silent:.0f} s: has the camera stopped?"
         elif s.rejected_in_a_row >= REJECTED_RUN_WARN:
             # a camera that changed its encoding or size after frames were served: not "ok" any more
             # (a run, not one report's window: a slow model or a sparse camera would flap)
@@ -970,14 +974,14 @@ class SegmentationNode(Node):
         if change is not None and change != cam.told_rate_change:
             cam.told_rate_change = change
             self.get_logger().warning(
-                (f"{cam.topic}: " if self.multi else "") + f"camera period {change[0]:.1f} -> {change[1]:.1f} ms: "
+                (f"{cam.shown}: " if self.multi else "") + f"camera period {change[0]:.1f} -> {change[1]:.1f} ms: "
                 "the camera slowed down (auto exposure in the dark?), or a regular share of its frames is lost on "
                 "the way (header stamps cannot tell which: compare with the camera's set rate)")
         if overload:  # beside a warning, not instead of it
             status.message = overload if status.message == "ok" else f"{status.message}; {overload}"
         if overload and not cam.told_overload:
             cam.told_overload = True
-            self.get_logger().warning((f"{cam.topic}: " if self.multi else "") + overload)
+            self.get_logger().warning((f"{cam.shown}: " if self.multi else "") + overload)
         values = {"fps": f"{fps:.2f}", "inference_ms": f"{med(infer):.2f}", "end_to_end_ms": f"{med(e2e):.2f}",
                   "queue_wait_ms": f"{med(wait):.2f}",
                   "frames_received": s.received, "frames_processed": s.processed, "frames_dropped": s.dropped,
@@ -988,7 +992,7 @@ class SegmentationNode(Node):
                   "seconds_since_frame": f"{silent:.1f}",
                   "camera_period_ms": f"{period * 1e3:.1f}" if period else "",
                   **{k: f"{med(v):.2f}" for k, v in stages.items() if k != "inference_ms"}, "model": self.card.name,
-                  "backend": self.pipeline.backend.name, "precision": self.pipeline.backend.precision, "topic": cam.topic,
+                  "backend": self.pipeline.backend.name, "precision": self.pipeline.backend.precision, "topic": cam.shown,
                   # what the drivable mask is made of, overrides included (evaluation reports it)
                   "drivable_classes": ",".join(str(c) for c in self.pipeline.drivable_classes),
                   "cameras": len(self.cameras), **batching}
