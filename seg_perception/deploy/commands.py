@@ -331,8 +331,8 @@ def _bench(p: argparse.ArgumentParser):
     p.add_argument("--resolution", default="480x360", help="WIDTHxHEIGHT" + " (default: %(default)s)")
     p.add_argument("--runs", type=int, default=20, help="timed runs per model and precision" + " (default: %(default)s)")
     p.add_argument("--warmup", type=count_or_none, default=3, help="untimed runs first" + " (default: %(default)s)")
-    p.add_argument("--threads", type=threads, default=None, help="ONNX Runtime threads (default: as the node, "
-                   "$SEG_PERCEPTION_THREADS or the runtime's default)")
+    p.add_argument("--threads", type=threads, default=None, help="ONNX Runtime threads (default: "
+                   "$SEG_PERCEPTION_THREADS, else the runtime's default, as the node's threads: 0)")
     p.add_argument("--quant-method", default="auto", help="how the int8 models are made: auto | modelopt | ort" + " (default: %(default)s)")
     p.add_argument("--json", type=output_file, default=None, help="also write the table as JSON to this file")
     p.add_argument("--markdown", type=output_file, default=None, help="also write the markdown table to this file")

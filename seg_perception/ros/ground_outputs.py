@@ -34,7 +34,7 @@ try:  # tf2 has no PyPI wheel: on a ROS install the pose can come from the robot
 except ImportError:
     tf2_ros = None
 
-# name -> (default, description); README "Ground projection" documents the same
+# name -> (default, description); docs/navigation.md "Camera pose" documents the same
 GROUND_PARAMETERS = {
     "ground.enable": (False, "publish the drivable grid and the ground cloud (needs CameraInfo)"),
     "ground.base_frame": ("base_footprint", "frame of the grid and the cloud; its z = 0 plane is the ground"),

@@ -3,7 +3,7 @@
 
 An engine only runs on the TensorRT version and GPU that built it, from the ONNX
 file, precision, input shape and outputs it was built for. Each cached engine
-``<cache>/<onnx stem>.<precision>[.labels].engine`` has a JSON sidecar
+``<cache>/<onnx stem>.<precision>.<W>x<H>.b<N>[.labels].engine`` (``engine_path``) has a JSON sidecar
 ``<engine>.json`` recording exactly those facts (``SIDECAR_FIELDS``).
 Loading compares the sidecar with the present facts (``decide``, pure Python):
 all equal -> reuse, nothing is written, so the cache may be read-only; any
