@@ -191,3 +191,36 @@ def test_a_failed_configure_leaves_no_publishers_behind(ros, random_model, tmp_p
         h.close()
         rc = proc.stop()
     assert rc == 0, proc.output()
+
+
+def test_frames_sent_while_inactive_are_not_counted_lost_upstream(ros, random_model, tmp_path, val_frames):
+    """A lifecycle manager pausing the node for under a second: the camera's frames of that spell
+    never reached an inactive node, yet the stamp gap across it was counted as frames lost upstream
+    (WARN 'large frames are being lost between processes' for 10 s, the count raised for good)."""
+    proc = start_node({"model": str(random_model), "threads": 1, "qos": "reliable"},
+                      tmp_path / "node.log", program="segmentation_lifecycle_node")
+    h = Harness("test_lifecycle_gaps_client")
+    img = val_frames[0][0][:96, :128].copy()
+    period_ns = 33_333_333  # a 30 Hz camera
+    t0 = 1_800_000_000 * 10**9
+
+    def send(k):  # the camera's k-th frame, stamped as a 30 Hz camera stamps it
+        t = t0 + k * period_ns
+        h.pub_raw.publish(raw_image(img, "rgb8", (t // 10**9, t % 10**9, "camera")))
+        time.sleep(0.1)
+    try:
+        lc = LifecycleClient(h)
+        assert lc.transition(Transition.TRANSITION_CONFIGURE) and lc.transition(Transition.TRANSITION_ACTIVATE)
+        wait_subscribed(h, True)
+        for k in range(8):
+            send(k)
+        assert lc.transition(Transition.TRANSITION_DEACTIVATE) and lc.transition(Transition.TRANSITION_ACTIVATE)
+        wait_subscribed(h, True)
+        for k in range(26, 34):  # frames 8-25 (0.6 s) went out while the node was inactive
+            send(k)
+        d = h.settled_diag()
+        assert int(d["frames_received"]) >= 12 and d["frames_missing_upstream"] == "0", d
+    finally:
+        h.close()
+        rc = proc.stop()
+    assert rc == 0, proc.output()

@@ -441,6 +441,63 @@ def test_confidence_from_a_model_without_it_stops_startup(random_model, tmp_path
                            tmp_path / "node.log", "publish_confidence needs the model's confidence output")
 
 
+def test_ctrl_c_while_starting_stops_quietly(random_model, tmp_path):
+    """Ctrl-C (or ros2 launch's SIGINT) while the model loads: rclpy shuts its context down, and where
+    the KeyboardInterrupt is lost inside a native call (a real node signalled 0.8-2 s into start-up
+    never saw one), start-up failed on the dead context (publisher creation) and the node ended with
+    a traceback and status 1. Now it stops with status 0 and says nothing more."""
+    import subprocess
+    import sys
+    script = tmp_path / "interrupted.py"
+    script.write_text(f"""
+import os, signal, sys, time
+from seg_perception.ros import node as n
+
+class Interrupted(n.SegmentationNode):
+    def _configure(self):
+        try:  # Ctrl-C as the model starts loading, its KeyboardInterrupt swallowed as a native call may
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        super()._configure()
+
+sys.exit(n.run(Interrupted, args=["--ros-args", "-p", "model:={random_model}", "-p", "backend:=onnxruntime",
+                                  "-p", "precision:=fp32", "-p", "threads:=1"]))
+""")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "Traceback" not in r.stderr + r.stdout, r.stdout + r.stderr
+
+
+def test_ctrl_c_with_frames_in_flight_drops_them_without_errors(ros, random_model, tmp_path, val_frames):
+    """SIGINT while frames run: rclpy has shut the context down before destroy_node waits for the
+    frames in flight, so their publish failed and each was logged as an ERROR 'frame rejected:
+    processing failed: RCLError ... context is invalid'. They are dropped quietly now."""
+    import threading
+    proc = start_node({"model": str(random_model), "threads": 1, "qos": "reliable"}, tmp_path / "node.log")
+    h = Harness("test_ctrl_c_in_flight_client")
+    stop = threading.Event()
+    img = val_frames[0][0]
+
+    def camera():  # faster than the node: a frame is nearly always in flight
+        while not stop.is_set():
+            h.pub_raw.publish(raw_image(img, "rgb8", new_key("sigint")))
+            time.sleep(1 / 30)
+    t = threading.Thread(target=camera)
+    try:
+        h.wait_connected()
+        t.start()
+        h.wait_for(lambda: len(h.received["labels"]) >= 3, 60, "labels")
+        rc = proc.stop()
+    finally:
+        stop.set()
+        t.join()
+        h.close()
+        proc.stop()
+    out = proc.output()
+    assert rc == 0 and "[ERROR]" not in out and "context is invalid" not in out, out
+
+
 def test_stamp_gaps_count_frames_that_never_arrived():
     g = StampGaps()
     period = 66_666_667  # 15 Hz

@@ -200,6 +200,21 @@ def test_package_log_records_reach_one_node_logger_once():
         rclpy.shutdown(context=ctx)
 
 
+def test_the_log_forwarder_takes_every_severity_in_any_order():
+    """rclpy refuses a second severity from one call site ("Logger severity cannot be changed between
+    calls"): the forwarder logged all from one line, so a backend's WARNING then INFO stopped the
+    node's start-up (ConfigError) and a 16-bit frame's warning after an INFO rejected the frame."""
+    import logging
+
+    import rclpy
+    from seg_perception.ros.node import _RosLogHandler
+    handler = _RosLogHandler()
+    handler.ros_loggers.append(rclpy.logging.get_logger("forwarder_test"))
+    for level in (logging.WARNING, logging.INFO, logging.ERROR, logging.INFO, logging.WARNING):
+        handler.emit(logging.makeLogRecord({"levelno": level, "levelname": logging.getLevelName(level),
+                                            "msg": f"a {logging.getLevelName(level)} record"}))
+
+
 def test_a_colcon_install_finds_the_node_beside_its_command(tmp_path, monkeypatch):
     """colcon puts the console scripts in install/seg_perception/lib/seg_perception, not on PATH, and
     the interpreter is /usr/bin/python3: eval-bag --mode live, demo and bench-node could not start

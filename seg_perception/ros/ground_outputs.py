@@ -354,9 +354,10 @@ class GroundOutputs:
             level, message = self.status
             med = {k: (sorted(v)[len(v) // 2] if v else 0.0) for k, v in self.times.items()}
             published = self.published
+            lut = self._lut  # once: a worker sets it to None when the calibration or pose changes
         st = DiagnosticStatus(name=f"{node_name}: ground projection", level=level, message=message)
         values = {"camera_info_topic": self.info_topic, "base_frame": self.base_frame, "pose_source": self.pose_source,
-                  "frames_published": published, "cells_in_view": self._lut.cells_in_view if self._lut else 0,
+                  "frames_published": published, "cells_in_view": lut.cells_in_view if lut is not None else 0,
                   **{k: f"{v:.3f}" for k, v in med.items()}}
         st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         return st

@@ -103,10 +103,18 @@ class _RosLogHandler(logging.Handler):
         loggers = list(self.ros_loggers)  # a node may detach meanwhile
         if not loggers:
             return
-        log = loggers[-1]
-        fn = log.error if record.levelno >= logging.ERROR else (
-            log.warning if record.levelno >= logging.WARNING else log.info)
-        fn(record.getMessage())
+        log, msg = loggers[-1], record.getMessage()
+        # one call site per severity: rclpy raises when one site logs at two, and an exception here
+        # would reach whatever library code logged (a start-up, a frame's conversion)
+        try:
+            if record.levelno >= logging.ERROR:
+                log.error(msg)
+            elif record.levelno >= logging.WARNING:
+                log.warning(msg)
+            else:
+                log.info(msg)
+        except Exception:  # e.g. the context already shut down: the message still reaches the terminal
+            print(f"[{record.levelname}] {msg}", file=sys.stderr)
 
     def attach(self, ros_logger) -> None:
         pkg_log = logging.getLogger("seg_perception")
@@ -547,6 +555,7 @@ class SegmentationNode(Node):
                 cam.ground = cam._ground  # the worker publishes ground outputs while this is set
             cam.last_received = time.perf_counter() if cam.last_received is not None else None  # a restart
             cam.last_stamp = (-1, -1)  # a restarted camera or bag may begin at an earlier time
+            cam.gaps.last = None  # frames sent while inactive were not lost upstream
             events = SubscriptionEventCallbacks(
                 incompatible_qos=lambda status, cam=cam: self._on_incompatible_qos(cam, status))
             cam.sub = self.create_subscription(msg_type, cam.topic, lambda msg, cam=cam: self._on_frame(cam, msg),
@@ -836,8 +845,10 @@ class SegmentationNode(Node):
                     break
                 self._slot_lock.wait(left)
         with cam.publishing:
-            if not self._outputs_open or activation not in (None, self._activation):
-                # deactivated while this frame ran, past deactivate's wait (or activated again since)
+            if (not self._outputs_open or activation not in (None, self._activation)
+                    or not self.context.ok()):
+                # deactivated while this frame ran, past deactivate's wait (or activated again since),
+                # or Ctrl-C: the publishers' context is gone, the frame is dropped, not an error
                 with self._slot_lock:
                     cam.stats.dropped += 1
                 return
@@ -940,8 +951,11 @@ class SegmentationNode(Node):
             newly_dropped, cam.dropped_at_diag = s.dropped - cam.dropped_at_diag, s.dropped
         fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
 
-        def med(v):
-            return v[len(v) // 2] if v else 0.0
+        def med(v):  # None: nothing measured yet (or every frame rejected), published as ""
+            return v[len(v) // 2] if v else None
+
+        def ms(v):
+            return "" if v is None else f"{v:.2f}"
 
         status = DiagnosticStatus()
         # one camera: the name it always had; several: one status per camera, named by its topic
@@ -968,7 +982,7 @@ class SegmentationNode(Node):
             status.message = (f"{missing_now} camera frames never arrived in the last {StampGaps.RECENT_S:.0f} s "
                               f"({missing} since start; gaps in header stamps): large frames are being lost "
                               "between processes; see README 'DDS notes'")
-        overload = overload_note(1.0 / period if period else 0.0, fps, med(stages["processing_ms"]), newly_dropped,
+        overload = overload_note(1.0 / period if period else 0.0, fps, med(stages["processing_ms"]) or 0.0, newly_dropped,
                                  self.pipeline.size, len(self.cameras))
         change = cam.gaps.rate_change
         if change is not None and change != cam.told_rate_change:
@@ -982,8 +996,8 @@ class SegmentationNode(Node):
         if overload and not cam.told_overload:
             cam.told_overload = True
             self.get_logger().warning((f"{cam.shown}: " if self.multi else "") + overload)
-        values = {"fps": f"{fps:.2f}", "inference_ms": f"{med(infer):.2f}", "end_to_end_ms": f"{med(e2e):.2f}",
-                  "queue_wait_ms": f"{med(wait):.2f}",
+        values = {"fps": f"{fps:.2f}", "inference_ms": ms(med(infer)), "end_to_end_ms": ms(med(e2e)),
+                  "queue_wait_ms": ms(med(wait)),
                   "frames_received": s.received, "frames_processed": s.processed, "frames_dropped": s.dropped,
                   "frames_late": s.late, "stamps_went_back": s.time_jumps, "workers": len(self.workers),
                   "frames_rejected": s.rejected, "last_rejection": s.last_rejection, "frames_with_overlay": s.overlays,
@@ -991,7 +1005,7 @@ class SegmentationNode(Node):
                   "camera_pauses": pauses, "camera_rate_changes": cam.gaps.rate_changes,
                   "seconds_since_frame": f"{silent:.1f}",
                   "camera_period_ms": f"{period * 1e3:.1f}" if period else "",
-                  **{k: f"{med(v):.2f}" for k, v in stages.items() if k != "inference_ms"}, "model": self.card.name,
+                  **{k: ms(med(v)) for k, v in stages.items() if k != "inference_ms"}, "model": self.card.name,
                   "backend": self.pipeline.backend.name, "precision": self.pipeline.backend.precision, "topic": cam.shown,
                   # what the drivable mask is made of, overrides included (evaluation reports it)
                   "drivable_classes": ",".join(str(c) for c in self.pipeline.drivable_classes),
@@ -1031,12 +1045,17 @@ def run(node_class: type, args=None) -> int:
     try:
         node = node_class()
         rclpy.spin(node)
-    except (ConfigError, ParameterException) as e:
-        # e.g. a parameter of the wrong type: rclpy's exception text names it
-        rclpy.logging.get_logger("segmentation_node").fatal(f"cannot start: {e}")
-        rc = 2
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
+    except Exception as e:
+        if not rclpy.ok():
+            pass  # Ctrl-C or SIGTERM while starting (a model loading): rclpy shut down, start-up failed on it
+        elif isinstance(e, (ConfigError, ParameterException)):
+            # e.g. a parameter of the wrong type: rclpy's exception text names it
+            rclpy.logging.get_logger("segmentation_node").fatal(f"cannot start: {e}")
+            rc = 2
+        else:
+            raise
     finally:
         if node is not None:
             node.destroy_node()
