@@ -289,3 +289,61 @@ def test_frames_lost_before_the_node_name_the_fast_dds_profile(monkeypatch):
     assert Path(xml).name == "fastdds_large_frames.xml" and Path(xml).is_file(), xml
     monkeypatch.setenv("FASTRTPS_DEFAULT_PROFILES_FILE", xml)  # set already: the profile is no remedy to name
     assert _lost_in_dds_note(7, 15).endswith("counted as dropped): a lower --rate or --speed loses fewer")
+
+
+def test_live_labels_at_the_network_size_are_scored(tmp_path, random_model, camvid_sample):
+    """A node with output_size network answers 480x360 labels for 960x720 JPEG frames and ground
+    truth: every frame was a gt_size_mismatch and the run exited 3. Now the labels are resized to
+    the ground truth (the frame's size, read from the JPEG header) and counted."""
+    import cv2
+    from seg_perception.data.datasets import camvid
+    ds = camvid(camvid_sample, "val")
+    bag = tmp_path / "big"
+    with bag_io.BagWriter(bag, "mcap") as w:
+        w.set_custom_data(bag_io.GT_CLASSES_KEY, json.dumps(list(ds.table.names)))
+        for k in range(2):
+            rgb, lab = ds.load(k)
+            rgb = cv2.resize(rgb, (960, 720), interpolation=cv2.INTER_LINEAR)
+            lab = cv2.resize(lab, (960, 720), interpolation=cv2.INTER_NEAREST_EXACT)
+            t = 1_700_000_000 * 10**9 + k * 250_000_000
+            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            w.write(bag_io.DEFAULT_COMPRESSED_TOPIC, bag_io.compressed_msg(buf.tobytes(), "jpeg", t, "cam"), t)
+            w.write(bag_io.DEFAULT_GT_TOPIC, bag_io.image_msg(lab, "mono8", t, "cam"), t)
+    cfg = EvalConfig(bag=bag, model=str(random_model), threads=1, progress=False, keep_labels=True,
+                     node_params={"output_size": "network"})
+    live, files, code = evaluate(cfg, "live", tmp_path / "live")
+    assert code == 0, live.notes
+    assert {labels.shape for labels in live.labels_by_stamp.values()} == {(360, 480)}
+    c = live.counts
+    assert c.scored == 2 and c.labels_resized == 2 and c.gt_size_mismatch == 0, live.notes
+    m = json.loads(files["metrics"].read_text())
+    assert m["segmentation"]["labels_resized"] == 2 and m["segmentation"]["pixels"] > 0
+    assert any("labels 480x360, ground truth 960x720" in n for n in live.notes), live.notes
+
+
+def test_live_single_answer_and_an_undecodable_one(tmp_path, random_model, camvid_sample, monkeypatch):
+    """Two frames answered, the first with labels that do not decode: it is counted (undecodable),
+    not in latency, so in = out + dropped + rejected + undecodable; one decoded answer gives no FPS
+    (was 0.0)."""
+    import seg_perception.evaluation.live as live_mod
+    real = live_mod.decode_labels
+    calls = []
+
+    def decode_first_fails(msg):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("label image has encoding 'rgb8'; expected mono8 class ids")
+        return real(msg)
+    monkeypatch.setattr(live_mod, "decode_labels", decode_first_fails)
+    bag = tmp_path / "jpeg"
+    make_bag(bag, root=camvid_sample, fmt="mcap", encoding="jpeg", rate=4, indices=[0, 1])
+    cfg = EvalConfig(bag=bag, model=str(random_model), threads=1, progress=False)
+    live, files, code = evaluate(cfg, "live", tmp_path / "live")
+    c = live.counts
+    assert code == 0 and c.frames_in == 2 and c.frames_out == 1 and c.undecodable == 1, live.notes
+    assert c.frames_in == c.frames_out + c.dropped + c.rejected + c.undecodable
+    assert len(live.latencies_ms) == 1 and live.fps is None
+    m = json.loads(files["metrics"].read_text())
+    assert m["fps"] is None and m["frames"]["undecodable"] == 1
+    assert "1 undecodable" in live.summary_line() and "FPS n/a" in live.summary_line()
+    assert "| n/a |" in files["report"].read_text()

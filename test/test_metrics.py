@@ -41,10 +41,10 @@ def test_a_class_absent_from_the_truth_is_not_averaged_even_when_predicted():
     assert "classes_absent" not in full.summary(["a", "b"]) and full.miou() == 0.0
 
 
-def test_out_of_range_prediction_counts_as_the_last_class_and_shapes_must_match():
+def test_out_of_range_prediction_is_no_class_and_shapes_must_match():
     cm = ConfusionMatrix(3)
     cm.update(np.array([7, 1]), np.array([2, 1]))
-    assert cm.mat[2, 2] == 1 and cm.mat[1, 1] == 1 and cm.mat.sum() == 2
+    assert cm.mat[2, 2] == 0 and cm.mat[1, 1] == 1 and cm.mat.sum() == 1 and cm.pred_unknown[2] == 1
     with pytest.raises(ValueError, match="differ in size"):
         cm.update(np.zeros((2, 3)), np.zeros((3, 2)))
 
@@ -77,3 +77,17 @@ def test_class_errors_say_where_a_class_goes():
     assert list(e["a"]["predicted_as"].items()) == [("b", 50.0), ("c", 25.0)]
     assert e["b"] == {"recall": 50.0, "precision": round(100 / 3, 2), "predicted_as": {"a": 50.0}}
     assert e["c"]["recall"] is None and e["c"]["precision"] == 0.0
+
+
+def test_predictions_past_the_table_are_wrong_not_the_last_class():
+    """np.clip made a predicted 255 class n-1: against truth n-1 it scored IoU 1.0. It is a miss
+    of the true class (its recall and IoU fall) and a hit of no class."""
+    cm = ConfusionMatrix(3)
+    cm.update(np.array([255, 255, 2, 0]), np.array([2, 2, 2, 0]))
+    np.testing.assert_allclose(cm.iou(), [1.0, np.nan, 1 / 3])
+    assert list(cm.pred_unknown) == [0, 0, 2] and cm.mat.sum() == 2
+    assert math.isclose(cm.pixel_accuracy(), 2 / 4) and cm.summary(["a", "b", "c"])["pixels"] == 4
+    assert cm.class_errors(["a", "b", "c"])["c"]["recall"] == round(100 / 3, 2)
+    other = ConfusionMatrix(3)
+    other.merge(cm)
+    assert list(other.pred_unknown) == [0, 0, 2]

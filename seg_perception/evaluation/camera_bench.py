@@ -138,7 +138,7 @@ def bench_camera(model: str, width: int, height: int, rate: float, seconds: floa
             cam.close()
         node.stop()
     lat = [(arrivals[s] - published[s]) * 1e3 for s in published if s in arrivals]
-    infer = float(diag.get("inference_ms", "nan"))
+    infer = float(diag.get("inference_ms") or "nan")  # "": no frame processed
     # N workers each take a frame at a time: N frames per processing time (times measured in this run,
     # so they include the workers' competition for the cores)
     capacity = int(diag.get("workers", 1) or 1) * 1000.0 / float(diag.get("processing_ms", infer) or infer)

@@ -119,16 +119,16 @@ def evaluate(cfg: EvalConfig, mode: str, out: Path, domain_id=None, title: str =
     else:
         from .offline import run_offline
         result = run_offline(cfg)
-    files = write_report(result, out, title=title)
     code = EXIT_OK
     c = result.counts
     if c.frames_out == 0:
         code = EXIT_NO_MATCH
-        result.notes.append("no frame produced a prediction")
+        result.notes.append("no frame produced a prediction")  # before the report, which lists the notes
     elif result.confusion is not None and c.scored == 0:
         code = EXIT_NO_MATCH
     elif result.partial:
         code = EXIT_PARTIAL
+    files = write_report(result, out, title=title)
     return result, files, code
 
 
@@ -145,14 +145,17 @@ def _no_match_reason(result) -> str:
     c = result.counts
     if c.frames_out == 0:
         return (f"none of the {c.frames_in} frames produced a prediction ({c.rejected} rejected, "
-                f"{c.corrupt} corrupt, {c.dropped} dropped)")
+                f"{c.corrupt} corrupt, {c.dropped} dropped"
+                + (f", {c.undecodable} answered with undecodable labels" if c.undecodable else "") + ")")
     why = []
     if c.no_ground_truth:
         why.append(f"{c.no_ground_truth} frames have no ground truth with their header stamp")
     if c.gt_size_mismatch:
         why.append(f"{c.gt_size_mismatch} ground-truth images differ in size from their frame")
     if c.gt_unreadable:
-        why.append(f"{c.gt_unreadable} ground-truth messages are not mono8 class ids")
+        why.append(f"{c.gt_unreadable} ground-truth files are not readable 8-bit label PNGs (see the note)"
+                   if (result.gt_source or "").startswith("folder ") else
+                   f"{c.gt_unreadable} ground-truth messages are not mono8 class ids")
     return f"no frame could be scored against {result.gt_source}: {'; '.join(why) or 'no ground truth'}"
 
 

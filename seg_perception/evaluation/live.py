@@ -35,7 +35,7 @@ from .config import EXIT_NO_MATCH, EXIT_NODE, EvalConfig, EvalError
 from .out_bag import DRIVABLE, LABELS, OVERLAY, OutputBag, copy_topics
 from .participant import Participant
 from .scoring import (Counts, EvalResult, Scorer, add_gt_message, admit_frame, decode_frame, decode_labels,
-                      rejection_note)
+                      frame_size, rejection_note)
 
 QOS_CHOICES = ("auto", "sensor_data", "reliable")
 # frames_late: finished after a newer frame of its camera went out (workers > 1), so not published
@@ -54,6 +54,7 @@ class Published:
     index: int        # frame index in the bag
     t_ns: int         # recorded time (for the output bag)
     skipped_s: float = 0.0  # recorded seconds cut from long gaps before this frame (MAX_GAP_S)
+    size: Optional[Tuple[int, int]] = None  # the frame's (height, width): labels may be the network's size
 
 
 def playback_pace(published: List[Published], rate: float, speed: float) -> Tuple[Optional[Dict], str]:
@@ -316,7 +317,7 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
     counts = Counts()
     drivable = node_drivable(client.last_diag()[1], card)
     scorer = Scorer(card.num_classes, drivable, counts, inp.gt_folder, inp.samples,
-                    keep_labels=cfg.keep_labels, with_gt=inp.gt is not None)
+                    keep_labels=cfg.keep_labels, with_gt=inp.gt is not None, ignore_index=card.ignore_index)
     base = _counters(client.last_diag()[1])
     published: Dict[int, Published] = {}
     sample_rgb: Dict[int, object] = {}
@@ -363,7 +364,8 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
                                 f"{node.failure()} (log: {node.log_path})", EXIT_NODE)
             t_pub = time.perf_counter()
             client.pub.publish(m.raw)
-            published[stamp] = Published(t_pub, index, m.t_ns, skipped)
+            published[stamp] = Published(t_pub, index, m.t_ns, skipped,
+                                         frame_size(m.msg) if scorer.with_gt else None)
             if index in scorer.sample_indices:
                 try:
                     sample_rgb[stamp] = to_rgb(*decode_frame(m))
@@ -394,7 +396,7 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
     # Match outputs to inputs by header stamp.
     ts = bag_io.typestore()
     latencies: List[float] = []
-    answered: Dict[int, float] = {}
+    answered: set = set()  # stamps answered, decodable or not
     unmatched = 0
     with client.lock:
         outputs = {t: list(v) for t, v in client.outputs.items()}
@@ -414,15 +416,16 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
             if topic != LABELS or stamp in answered:
                 continue
             p = published[stamp]
-            answered[stamp] = t_recv - p.t_pub
-            latencies.append((t_recv - p.t_pub) * 1e3)
-            t_first_out, t_last_out = min(t_first_out, t_recv), max(t_last_out, t_recv)
+            answered.add(stamp)
             try:
                 labels = decode_labels(msg)
-            except ValueError as e:
-                scorer.warn_once("bad_output", f"unreadable /segmentation/labels: {e}")
+            except ValueError as e:  # answered, but no prediction: its own count, not in latency or FPS
+                counts.undecodable += 1
+                scorer.warn_once("bad_output", f"unreadable /segmentation/labels (counted as undecodable): {e}")
                 continue
-            scorer.add_prediction(stamp, labels, p.index, sample_rgb.get(stamp))
+            latencies.append((t_recv - p.t_pub) * 1e3)
+            t_first_out, t_last_out = min(t_first_out, t_recv), max(t_last_out, t_recv)
+            scorer.add_prediction(stamp, labels, p.index, sample_rgb.get(stamp), frame_size=p.size)
     scorer.finish()
     if unmatched:
         scorer.warn_once("unmatched", f"{unmatched} /segmentation/labels messages matched no frame of this run "
@@ -455,9 +458,9 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
     pace, behind = playback_pace(sorted(published.values(), key=lambda p: p.t_pub), cfg.rate, cfg.speed)
     if behind:
         scorer.warned["playback_behind"] = behind
-    # answers per second between the first and the last: N answers span N - 1 intervals
-    span = t_last_out - t_first_out if len(answered) > 1 else 0.0
-    fps = (len(answered) - 1) / span if span > 0 else 0.0
+    # answers per second between the first and the last: N answers span N - 1 intervals (None: fewer than 2)
+    span = t_last_out - t_first_out if len(latencies) > 1 else 0.0
+    fps = (len(latencies) - 1) / span if span > 0 else None
 
     out_path = None
     if cfg.out_bag:

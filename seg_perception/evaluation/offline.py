@@ -41,7 +41,7 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
         check_ground_truth_classes(inp, reader, card)
         held_in = trained_on_ground_truth(inp, reader, card)
         scorer = Scorer(card.num_classes, pipe.drivable_classes, counts, inp.gt_folder, inp.samples,
-                        keep_labels=cfg.keep_labels, with_gt=inp.gt is not None)
+                        keep_labels=cfg.keep_labels, with_gt=inp.gt is not None, ignore_index=card.ignore_index)
         topics = list(inp.topics)
         if cfg.out_bag:
             try:
@@ -81,7 +81,7 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
                 dt = time.perf_counter() - t0
                 latencies.append(dt * 1e3)
                 rgb = to_rgb(frame, layout) if index in scorer.sample_indices else None
-                scorer.add_prediction(stamp, res.labels, index, rgb, repeated)
+                scorer.add_prediction(stamp, res.labels, index, rgb, repeated, frame_size=frame.shape[:2])
                 if out is not None:  # the overlay is drawn outside the timing: it is this bag's, not the node's
                     t_out = m.t_ns + int(dt * 1e9)
                     h = m.msg.header
@@ -98,7 +98,7 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
         scorer.finish()
         scorer.repeated_stamps_note(live=False)
     wall = time.perf_counter() - t_start
-    fps = len(latencies) / (sum(latencies) / 1e3) if latencies else 0.0
+    fps = len(latencies) / (sum(latencies) / 1e3) if latencies else None  # None: no frame to time
     return EvalResult(
         mode="offline", bag=str(Path(cfg.bag)), image_topic=inp.image.name, image_type=inp.image.msgtype,
         gt_source=inp.gt_source, model=_model_info(card, pipe.backend.describe()),

@@ -184,7 +184,7 @@ def _markdown(result: EvalResult, m: Dict, files: Dict[str, Path], out: Path, ti
     lines += ["", "## Frames and timing", "", "| frames in | out | dropped | rejected | corrupt | repeated stamps | FPS | "
               "latency p50 | p95 | max |", "|---|---|---|---|---|---|---|---|---|---|",
               f"| {c.frames_in} | {c.frames_out} | {c.dropped} | {c.rejected} | {c.corrupt} | {c.duplicate_stamps} | "
-              f"{result.fps:.1f} | "
+              f"{_fmt(result.fps)} | "
               f"{_fmt(lat['p50'], ' ms')} | {_fmt(lat['p95'], ' ms')} | {_fmt(lat['max'], ' ms')} |", ""]
     if result.mode == "live":
         lines.append("Latency: from publishing a frame to receiving its /segmentation/labels (matched by header "

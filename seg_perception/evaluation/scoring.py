@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 
 from ..data import bag_io
-from ..data.label_images import imread
+from ..data.label_images import LabelError, read_label
 from ..metrics import ConfusionMatrix, binary_scores, binary_summary, percentiles
-from ..runtime.image_conversion import ImageError, image_to_array, message_to_array
+from ..runtime.image_conversion import ImageError, encoded_size, image_to_array, message_to_array
 
 
 def decode_frame(m: bag_io.BagMessage) -> Tuple[np.ndarray, str]:
@@ -34,6 +34,15 @@ def decode_labels(msg) -> np.ndarray:
         raise ImageError(f"label image has encoding '{msg.encoding}'; expected mono8 class ids")
     arr, _ = image_to_array(msg)
     return np.ascontiguousarray(arr)
+
+
+def frame_size(msg) -> Optional[Tuple[int, int]]:
+    """(height, width) of an image message without decoding its pixels (a compressed one's from its
+    header); None where that cannot be told."""
+    if not hasattr(msg, "format"):  # sensor_msgs/Image
+        return int(msg.height), int(msg.width)
+    size = encoded_size(np.frombuffer(bytes(msg.data), np.uint8)) if len(msg.data) else None
+    return None if size is None else (size[1], size[0])
 
 
 # --------------------------------------------------------------------- ground truth folder
@@ -83,9 +92,14 @@ class GroundTruthFolder:
             self.by_order[index] if 0 <= index < len(self.by_order) else None)
         if path is None:
             return None
-        lab = imread(path, cv2.IMREAD_UNCHANGED)
-        if lab is None or lab.ndim != 2 or lab.dtype != np.uint8:
-            raise ImageError(f"ground truth {path} is not a single-channel 8-bit PNG of class ids")
+        try:  # read_label keeps a palette PNG's indices (OpenCV would expand them to colours)
+            lab = read_label(path)
+        except LabelError as e:
+            raise ImageError(str(e)) from None
+        if lab.ndim != 2 or lab.dtype != np.uint8:
+            channels = 1 if lab.ndim == 2 else lab.shape[2]
+            raise ImageError(f"ground truth {path} is {lab.dtype} in {channels} channel(s); expected 8-bit class ids "
+                             "in one: save it as a single-channel 8-bit or palette PNG of class ids")
         return lab
 
 
@@ -101,6 +115,10 @@ class Counts:
     scored: int = 0             # frames with a prediction and a ground truth of the same size
     no_ground_truth: int = 0    # predicted frames without a ground truth of the same stamp
     gt_size_mismatch: int = 0   # ground truth of another size than the frame: not scored
+    labels_resized: int = 0     # scored frames whose labels (output_size network) were resized to the ground truth
+    gt_unknown_id_pixels: int = 0    # ground-truth pixels of an id neither a class nor the ignore id: not scored
+    pred_unknown_id_pixels: int = 0  # scored pixels predicted as an id past the classes: wrong for every class
+    undecodable: int = 0        # live: frames answered with a label image that does not decode
     gt_unreadable: int = 0      # ground-truth messages/files that are not mono8 class ids
     gt_without_frame: int = 0   # ground-truth messages whose stamp no predicted frame has
     repeated_stamp: int = 0     # predicted frames not scored: ground truth is matched by stamp, and theirs repeats
@@ -129,8 +147,8 @@ class EvalResult:
     drivable_classes: List[int]
     counts: Counts
     latencies_ms: List[float]
-    fps: float
-    wall_s: float
+    fps: Optional[float]  # None: too few frames to measure
+    wall_s: float  # offline: the whole run (bag scan included); live: first to last publish
     confusion: Optional[ConfusionMatrix] = None
     drivable: Optional[Dict[str, int]] = None
     samples: List[Sample] = field(default_factory=list)
@@ -150,9 +168,11 @@ class EvalResult:
             "ground_truth": self.gt_source, "model": self.model,
             "frames": {"in": c.frames_in, "out": c.frames_out, "dropped": c.dropped, "rejected": c.rejected,
                        "corrupt": c.corrupt, "duplicate_stamps": c.duplicate_stamps},
-            "fps": round(self.fps, 2), "wall_s": round(self.wall_s, 2),
+            "fps": None if self.fps is None else round(self.fps, 2), "wall_s": round(self.wall_s, 2),
             "latency_ms": percentiles(self.latencies_ms, (50, 95)),
         }
+        if self.mode == "live":
+            out["frames"]["undecodable"] = c.undecodable
         if self.rejections:
             out["frames"]["rejected_reasons"] = self.rejections
         if self.node is not None:
@@ -164,7 +184,9 @@ class EvalResult:
             seg.update({"frames_scored": c.scored, "no_ground_truth": c.no_ground_truth,
                         "gt_size_mismatch": c.gt_size_mismatch, "gt_unreadable": c.gt_unreadable,
                         "gt_without_frame": c.gt_without_frame, "repeated_stamp": c.repeated_stamp,
-                        "gt_repeated_stamp": c.gt_repeated_stamp})
+                        "gt_repeated_stamp": c.gt_repeated_stamp, "labels_resized": c.labels_resized,
+                        "gt_unknown_id_pixels": c.gt_unknown_id_pixels,
+                        "pred_unknown_id_pixels": c.pred_unknown_id_pixels})
             if self.trained_on_gt:
                 seg["not_held_out"] = self.trained_on_gt
             out["segmentation"] = seg
@@ -184,16 +206,19 @@ class EvalResult:
         c = self.counts
         lat = percentiles(self.latencies_ms, (50, 95))
         parts = [f"{c.frames_in} frames in, {c.frames_out} out, {c.dropped} dropped, {c.rejected} rejected"]
+        if c.undecodable:
+            parts.append(f"{c.undecodable} undecodable")
         if c.corrupt:
             parts.append(f"{c.corrupt} corrupt")
         if c.duplicate_stamps:
             parts.append(f"{c.duplicate_stamps} with a repeated header stamp")
-        parts.append(f"{self.fps:.1f} FPS")
+        parts.append("FPS n/a" if self.fps is None else f"{self.fps:.1f} FPS")
         if lat["p50"] is not None:
             parts.append(f"latency p50 {lat['p50']:.0f} ms p95 {lat['p95']:.0f} ms max {lat['max']:.0f} ms")
         if self.confusion is not None and c.scored:
             miou = 100 * self.confusion.miou()
             parts.append(("mIoU n/a" if miou != miou else f"mIoU {miou:.1f}%") + f" on {c.scored} frames"
+                         + (f" ({c.labels_resized} with labels resized to the ground truth)" if c.labels_resized else "")
                          + (" (frames the model trained on: not held out)" if self.trained_on_gt else ""))
             d = binary_summary(self.drivable)
             if d["iou"] is not None:
@@ -207,8 +232,9 @@ class Scorer:
 
     def __init__(self, num_classes: int, drivable_classes: Sequence[int], counts: Counts,
                  gt_folder: Optional[GroundTruthFolder] = None, sample_indices: Sequence[int] = (),
-                 keep_labels: bool = False, with_gt: bool = True):
+                 keep_labels: bool = False, with_gt: bool = True, ignore_index: int = 255):
         self.n = int(num_classes)
+        self.ignore = int(ignore_index)
         self.drivable = np.asarray(list(drivable_classes), np.int64)
         self.counts = counts
         self.gt_folder = gt_folder
@@ -220,11 +246,14 @@ class Scorer:
         self.keep_labels = keep_labels
         self.labels_by_stamp: Dict[int, np.ndarray] = {}
         self._gt: Dict[int, np.ndarray] = {}
-        self._pred: Dict[int, Tuple[np.ndarray, int]] = {}
+        self._pred: Dict[int, Tuple[np.ndarray, int, Optional[Tuple[int, int]]]] = {}
         self._paired: set = set()  # stamps whose ground truth met its frame (by stamp)
         self.warned: Dict[str, str] = {}
         self.rejections: Dict[str, int] = {}
         self.first_repeat: Optional[int] = None  # the first header stamp a frame repeated
+        self.first_resize = ""  # the sizes of the first frame whose labels were resized, for the note
+        self.gt_unknown_ids: set = set()
+        self.pred_unknown_ids: set = set()
 
     @property
     def matches_stamps(self) -> bool:
@@ -241,17 +270,18 @@ class Scorer:
 
     def add_gt(self, stamp: int, gt: np.ndarray) -> None:
         if stamp in self._pred:
-            labels, index = self._pred.pop(stamp)
+            labels, index, size = self._pred.pop(stamp)
             self._paired.add(stamp)
-            self._score(stamp, labels, gt, index)
+            self._score(stamp, labels, gt, index, size)
         elif stamp in self._gt or stamp in self._paired:  # the first of this stamp waits for, or met, its frame
             self.counts.gt_repeated_stamp += 1
         else:
             self._gt[stamp] = gt
 
     def add_prediction(self, stamp: int, labels: np.ndarray, index: int, rgb: Optional[np.ndarray] = None,
-                       repeated: bool = False) -> None:
-        """repeated: an earlier frame had this header stamp; predicted, but not paired by stamp."""
+                       repeated: bool = False, frame_size: Optional[Tuple[int, int]] = None) -> None:
+        """repeated: an earlier frame had this header stamp; predicted, but not paired by stamp.
+        frame_size: the frame's (height, width) where known (labels may be the network's size)."""
         self.counts.frames_out += 1
         if self.keep_labels:
             self.labels_by_stamp[stamp] = labels
@@ -272,22 +302,49 @@ class Scorer:
             if gt is None:
                 self.counts.no_ground_truth += 1
                 return
-            self._score(stamp, labels, gt, index)
+            self._score(stamp, labels, gt, index, frame_size)
         elif stamp in self._gt:
             self._paired.add(stamp)
-            self._score(stamp, labels, self._gt.pop(stamp), index)
+            self._score(stamp, labels, self._gt.pop(stamp), index, frame_size)
         else:
-            self._pred[stamp] = (labels, index)
+            self._pred[stamp] = (labels, index, frame_size)
 
-    def _score(self, stamp: int, labels: np.ndarray, gt: np.ndarray, index: int) -> None:
-        if gt.shape != labels.shape:
+    def _fit(self, stamp: int, labels: np.ndarray, gt: np.ndarray,
+             frame: Optional[Tuple[int, int]]) -> Optional[np.ndarray]:
+        """Labels of another size than the ground truth (a node with output_size network), resized to
+        it where the ground truth is the frame's size; None (a counted skip) where it is not."""
+        (gh, gw), (lh, lw) = gt.shape, labels.shape
+        if frame is not None:
+            fits, other = tuple(frame) == (gh, gw), f"the frame is {frame[1]}x{frame[0]}"
+        else:  # frame size not known: the same aspect ratio (within a pixel) says the same view
+            fits, other = abs(lh * gw / lw - gh) <= 1, f"the labels are {lw}x{lh} (another aspect ratio)"
+        if not fits:
             self.counts.gt_size_mismatch += 1
-            self.warn_once("gt_size", f"ground truth at stamp {bag_io.format_stamp(stamp)} is "
-                                      f"{gt.shape[1]}x{gt.shape[0]} but the frame is {labels.shape[1]}x"
-                                      f"{labels.shape[0]}: such frames are not scored")
-            return
+            self.warn_once("gt_size", f"ground truth at stamp {bag_io.format_stamp(stamp)} is {gw}x{gh} but "
+                                      f"{other}: such frames are not scored")
+            return None
+        self.counts.labels_resized += 1
+        self.first_resize = self.first_resize or f"labels {lw}x{lh}, ground truth {gw}x{gh}"
+        # as Pipeline.postprocess resizes: pixel centres aligned
+        return cv2.resize(labels, (gw, gh), interpolation=cv2.INTER_NEAREST_EXACT)
+
+    def _score(self, stamp: int, labels: np.ndarray, gt: np.ndarray, index: int,
+               frame: Optional[Tuple[int, int]] = None) -> None:
+        if gt.shape != labels.shape:
+            labels = self._fit(stamp, labels, gt, frame)
+            if labels is None:
+                return
         self.cm.update(labels, gt)
         valid = gt < self.n  # the ignore id (and anything past the classes) is not scored
+        hist = np.bincount(gt.ravel(), minlength=self.n)
+        for i in np.flatnonzero(hist[self.n:]) + self.n:  # ids neither a class nor the ignore id
+            if i != self.ignore:
+                self.gt_unknown_ids.add(int(i))
+                self.counts.gt_unknown_id_pixels += int(hist[i])
+        odd = (labels >= self.n) & valid  # predicted ids past the classes: wrong (ConfusionMatrix)
+        if odd.any():
+            self.pred_unknown_ids.update(np.unique(labels[odd]).tolist())
+            self.counts.pred_unknown_id_pixels += int(odd.sum())
         s = binary_scores(np.isin(labels, self.drivable), np.isin(gt, self.drivable), valid)
         for k in self.bin:
             self.bin[k] += s[k]
@@ -314,6 +371,22 @@ class Scorer:
                                         f"{'these are' if k > 1 else 'it is'} counted (gt_repeated_stamp), not used")
         if self.rejections:
             self.warned["rejected"] = rejection_note(self.rejections, self.counts.rejected)
+        c = self.counts
+        if c.labels_resized:
+            self.warned["labels_resized"] = (
+                f"{c.labels_resized} frame{'s' if c.labels_resized > 1 else ''} had labels of another size than "
+                f"the ground truth ({self.first_resize}; a node with output_size network?): resized to it "
+                "(nearest, pixel centres aligned) and scored (labels_resized)")
+        if c.gt_unknown_id_pixels:
+            self.warned["gt_unknown_ids"] = (
+                f"{c.gt_unknown_id_pixels} ground-truth pixels have {_ids(self.gt_unknown_ids)}, neither a class "
+                f"of the model (0-{self.n - 1}) nor its ignore id {self.ignore}: not scored (gt_unknown_id_pixels); "
+                "is this ground truth labelled with another class table?")
+        if c.pred_unknown_id_pixels:
+            self.warned["pred_unknown_ids"] = (
+                f"{c.pred_unknown_id_pixels} scored pixels were predicted as {_ids(self.pred_unknown_ids)}, past "
+                f"the model's classes (0-{self.n - 1}): counted as wrong (pred_unknown_id_pixels); does the node "
+                "run a model of another class table?")
 
     def repeated_stamps_note(self, live: bool) -> None:
         """The note on frames whose header stamp repeats an earlier frame's (a driver that stamps 0,
@@ -332,6 +405,13 @@ class Scorer:
         else:
             why = "evaluated all the same (nothing is matched by stamp here; live mode cannot play them)"
         self.warned["duplicate"] = f"{what}: {why}"
+
+
+def _ids(ids, most: int = 8) -> str:
+    """'id 12' or 'ids 12, 15, 20' (the first few, then how many more)."""
+    ranked = sorted(ids)
+    more = f" and {len(ranked) - most} more" if len(ranked) > most else ""
+    return f"id{'s' if len(ranked) > 1 else ''} " + ", ".join(map(str, ranked[:most])) + more
 
 
 def rejection_note(reasons: Dict[str, Optional[int]], total: int, who: str = "", most: int = 5) -> str:

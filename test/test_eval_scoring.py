@@ -1,0 +1,167 @@
+"""Scoring in eval-bag: labels of another size than the ground truth, ids outside the class
+table (in the ground truth and in the predictions), palette PNGs in --gt-dir, runs with
+nothing to time, and the metrics.json fields the docs must describe.
+
+RANDOM-weights model (conftest.make_random_model) where a pipeline runs: plumbing, not accuracy."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from seg_perception.data import bag_io
+from seg_perception.evaluation.commands import evaluate
+from seg_perception.evaluation.config import EXIT_NO_MATCH, EvalConfig
+from seg_perception.evaluation.scoring import Counts, Scorer
+from seg_perception.metrics import ConfusionMatrix
+from test_bags import read_all, run_cli, small_bag, stamp, one_line_error
+
+T0 = 1_700_000_000 * 10**9
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _scorer(**kw):
+    counts = Counts()
+    return Scorer(11, [3], counts, ignore_index=11, **kw), counts
+
+
+def test_labels_of_the_network_size_are_resized_to_ground_truth_of_the_frame_size():
+    """A node with output_size network publishes labels at the network's size: scored against
+    ground truth of the frame's size after a nearest resize (pixel centres aligned), and counted."""
+    rng = np.random.default_rng(0)
+    gt = rng.integers(0, 11, (72, 96), np.uint8)
+    small = rng.integers(0, 11, (36, 48), np.uint8)
+    s, c = _scorer()
+    s.add_gt(1, gt)
+    s.add_prediction(1, small, 0, frame_size=(72, 96))  # ground truth first, then the labels
+    s.add_prediction(2, small, 1, frame_size=(72, 96))
+    s.add_gt(2, gt)                                      # and the other way round
+    s.finish()
+    assert c.scored == 2 and c.labels_resized == 2 and c.gt_size_mismatch == 0
+    ref = ConfusionMatrix(11)
+    up = cv2.resize(small, (96, 72), interpolation=cv2.INTER_NEAREST_EXACT)
+    ref.update(up, gt)
+    ref.update(up, gt)
+    np.testing.assert_array_equal(s.cm.mat, ref.mat)
+    assert "2 frames had labels of another size than the ground truth (labels 48x36, ground truth 96x72" \
+        in s.warned["labels_resized"]
+
+    # Ground truth of another size than the frame is still a counted skip, named with both sizes.
+    s, c = _scorer()
+    s.add_gt(1, gt)
+    s.add_prediction(1, small, 0, frame_size=(144, 192))
+    s.finish()
+    assert c.scored == 0 and c.gt_size_mismatch == 1 and c.labels_resized == 0
+    assert "is 96x72 but the frame is 192x144: such frames are not scored" in s.warned["gt_size"]
+
+    # Frame size not known: the same aspect ratio (within a pixel) is resized, another is skipped.
+    s, c = _scorer()
+    s.add_gt(1, gt)
+    s.add_prediction(1, small, 0)
+    s.add_gt(2, gt)
+    s.add_prediction(2, small[:27], 1)  # 48x27: 16:9 against 4:3
+    s.finish()
+    assert c.scored == 1 and c.labels_resized == 1 and c.gt_size_mismatch == 1
+    assert "is 96x72 but the labels are 48x27 (another aspect ratio)" in s.warned["gt_size"]
+
+
+def test_ground_truth_ids_that_are_neither_class_nor_ignore_are_counted_and_named():
+    gt = np.full((10, 10), 3, np.uint8)
+    gt[:, 5:] = 15  # another table's id
+    gt[0, :] = 11   # CamVid's ignore id: silently skipped, as always
+    s, c = _scorer()
+    s.add_gt(1, gt)
+    s.add_prediction(1, np.full((10, 10), 3, np.uint8), 0)
+    s.finish()
+    assert c.scored == 1 and c.gt_unknown_id_pixels == 45 and int(s.cm.mat.sum()) == 45
+    note = s.warned["gt_unknown_ids"]
+    assert "\n" not in note and note.startswith("45 ground-truth pixels have id 15, neither a class")
+    assert "ignore id 11" in note and "another class table?" in note
+
+
+def test_the_cards_ignore_index_reaches_the_scorer(tmp_path, capsys, random_model):
+    """Ground truth of ids 0-11 (11: CamVid's ignore id, from the card) and one pixel of id 13 a frame."""
+    bag = tmp_path / "b"
+    rng = np.random.default_rng(1)
+    with bag_io.BagWriter(bag, "mcap") as w:
+        for n in range(2):
+            t = T0 + n * 10**8
+            gt = rng.integers(0, 12, (48, 64), np.uint8)
+            gt[0, 0] = 13
+            w.write("/camera/image_raw", bag_io.image_msg(rng.integers(0, 255, (48, 64, 3), np.uint8), "rgb8", t, "c"), t)
+            w.write("/camera/labels_gt", bag_io.image_msg(gt, "mono8", t, "c"), t)
+    rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
+    assert rc == 0, err
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["segmentation"]["gt_unknown_id_pixels"] == 2
+    notes = [ln for ln in out.splitlines() if "ground-truth pixels have" in ln]
+    assert len(notes) == 1 and "2 ground-truth pixels have id 13" in notes[0] and "ignore id 11" in notes[0]
+
+
+def test_predicted_ids_past_the_table_are_wrong_and_counted():
+    truth = np.full((4, 4), 10, np.uint8)
+    pred = np.full((4, 4), 255, np.uint8)
+    s, c = _scorer()
+    s.add_gt(1, truth)
+    s.add_prediction(1, pred, 0)
+    s.finish()
+    assert s.cm.iou()[10] == 0.0 and c.pred_unknown_id_pixels == 16
+    assert "16 scored pixels were predicted as id 255, past the model's classes (0-10)" in s.warned["pred_unknown_ids"]
+    assert s.cm.summary([str(i) for i in range(11)])["pixels"] == 16
+
+
+def test_palette_png_ground_truth_folder_is_read_as_class_ids(tmp_path, random_model):
+    """Palette PNGs (VOC, CVAT) hold class ids as indices; OpenCV would expand them to colours."""
+    bag = small_bag(tmp_path / "b", 3)
+    gt_dir = tmp_path / "gt"
+    gt_dir.mkdir()
+    palette = sum(([k * 20, k * 10, 255 - k * 20] for k in range(12)), []) + [0] * (768 - 36)
+    for _, msg in read_all(bag)["/camera/labels_gt"]:
+        im = Image.fromarray(np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width), "P")
+        im.putpalette(palette)
+        im.save(gt_dir / f"{stamp(msg)}.png")
+    by_topic, _, _ = evaluate(EvalConfig(bag=bag, model=str(random_model), progress=False), "offline", tmp_path / "a")
+    by_dir, _, code = evaluate(EvalConfig(bag=bag, model=str(random_model), gt_dir=gt_dir, progress=False),
+                               "offline", tmp_path / "d")
+    assert code == 0 and by_dir.counts.scored == 3 and by_dir.counts.gt_unreadable == 0, by_dir.notes
+    np.testing.assert_array_equal(by_dir.confusion.mat, by_topic.confusion.mat)
+
+
+def test_unreadable_ground_truth_files_are_called_files(tmp_path, capsys, random_model):
+    bag = small_bag(tmp_path / "b", 2)
+    gt_dir = tmp_path / "gt"
+    gt_dir.mkdir()
+    for _, msg in read_all(bag)["/camera/labels_gt"]:  # 16-bit ids: not the 8-bit ids the metrics take
+        cv2.imwrite(str(gt_dir / f"{stamp(msg)}.png"), np.full((msg.height, msg.width), 300, np.uint16))
+    rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--gt-dir", gt_dir,
+                           "--out", tmp_path / "r")
+    line = one_line_error(err)
+    assert rc == EXIT_NO_MATCH and "2 ground-truth files are not readable 8-bit label PNGs" in line, line
+    assert "messages" not in line and "is uint16 in 1 channel(s); expected 8-bit class ids in one" in out
+
+
+def test_no_prediction_means_no_fps_and_the_report_says_why(tmp_path, capsys, random_model):
+    """Every frame rejected: FPS is n/a (null), not 0.0, and report.md carries the note."""
+    bag = tmp_path / "depth"
+    with bag_io.BagWriter(bag) as w:
+        for i in range(2):
+            t = T0 + i * 10**8
+            w.write("/camera/image_raw", bag_io.image_msg(np.zeros((8, 8), np.uint16), "16UC1", t, "c"), t)
+    rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--no-gt", "--out", tmp_path / "r")
+    assert rc == EXIT_NO_MATCH and "FPS n/a" in out, out
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["fps"] is None and m["frames"]["out"] == 0
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "- no frame produced a prediction" in report
+    assert re.search(r"\| 2 \| 0 \| 0 \| 2 \| 0 \| 0 \| n/a \|", report), report
+
+
+def test_metrics_json_fields_are_documented():
+    doc = (ROOT / "docs" / "evaluation.md").read_text()
+    for field in ("wall_s", "undecodable", "labels_resized", "gt_unknown_id_pixels", "pred_unknown_id_pixels"):
+        assert f"`{field}`" in doc, field
+    assert "first to last frame published" in doc and "the whole run from opening the bag" in doc
