@@ -267,3 +267,71 @@ def test_bad_compressed(data, fmt, reason):
     msg.data = array.array("B", data)
     with pytest.raises(ImageError, match=reason):
         compressed_to_array(msg)
+
+
+def test_bayer_through_ros2_jpeg_transport_is_grey_and_said_once(caplog):
+    """ROS 2's compressed transport (Humble on) encodes a Bayer camera's JPEG with target mono8, the
+    mosaic greyed by cv_bridge first: demosaicing that grey picture gave false colours labelled RGB.
+    It is a mono frame, said once; a mosaic sent as it is (png, or ROS 1's empty target) still
+    comes out in colour."""
+    import seg_perception.runtime.image_conversion as ic
+    grey = cv2.cvtColor(smooth_rgb(), cv2.COLOR_RGB2GRAY)
+    ok, buf = cv2.imencode(".jpg", grey)
+    msg = CompressedImage(format="bayer_rggb8; jpeg compressed mono8")
+    msg.data = array.array("B", buf.tobytes())
+    ic._warned_grey_bayer = False
+    with caplog.at_level("WARNING", logger="seg_perception"):
+        arr, layout = compressed_to_array(msg)
+        compressed_to_array(msg)
+    assert layout == "mono" and arr.shape == grey.shape
+    assert len([r for r in caplog.records if "sent the Bayer camera's image as grey" in r.getMessage()]) == 1
+    mosaic = np.random.default_rng(2).integers(0, 256, (8, 12), dtype=np.uint8)
+    ok, buf = cv2.imencode(".png", mosaic)
+    msg = CompressedImage(format="bayer_rggb8; jpeg compressed ")  # ROS 1: the mosaic as it is
+    msg.data = array.array("B", buf.tobytes())
+    assert compressed_to_array(msg)[1] == "rgb"
+
+
+def test_imports_with_an_opencv_older_than_4_6():
+    """Ubuntu 22.04's python3-opencv (4.5.4, what rosdep installs for a colcon build) lacks the
+    COLOR_BayerRGGB2RGB-style names: importing the conversion (so the node) failed there."""
+    import subprocess
+    import sys
+    code = ("import cv2\n"
+            "for p in ('RGGB', 'BGGR', 'GBRG', 'GRBG'):\n"
+            "    for to in ('RGB', 'BGR', 'GRAY', 'RGBA', 'BGRA'):\n"
+            "        if hasattr(cv2, f'COLOR_Bayer{p}2{to}'):\n"
+            "            delattr(cv2, f'COLOR_Bayer{p}2{to}')\n"
+            "import seg_perception.runtime.image_conversion\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_8uc4_is_bgra(rgb):
+    arr, layout = image_to_array(raw(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA), "8UC4"))
+    np.testing.assert_array_equal(to_rgb(arr, layout), rgb)
+
+
+def test_compressed_size_is_known_before_decoding_or_the_data_refused():
+    """A JPEG whose frame header comes after more than 1 MB of APP segments had no size read, and a
+    BMP (any format OpenCV decodes) under a 'png' format string was decoded before the cap."""
+    ok, buf = cv2.imencode(".jpg", np.zeros((40, 64, 3), np.uint8))
+    jpg = buf.tobytes()
+    app = b"".join(b"\xff\xe2" + (65533 + 2).to_bytes(2, "big") + bytes(65533) for _ in range(18))  # 1.18 MB
+    msg = CompressedImage(format="jpeg")
+    msg.data = array.array("B", jpg[:2] + app + jpg[2:])
+    with pytest.raises(ImageError, match="image size 64x40 exceeds the max_image_pixels cap of 1000"):
+        compressed_to_array(msg, max_pixels=1000)
+    ok, bmp = cv2.imencode(".bmp", np.zeros((4, 4, 3), np.uint8))
+    msg = CompressedImage(format="png")
+    msg.data = array.array("B", bmp.tobytes())
+    with pytest.raises(ImageError, match="neither JPEG nor PNG"):
+        compressed_to_array(msg)
+
+
+def test_fill_image_refuses_an_array_that_is_not_its_encoding():
+    from std_msgs.msg import Header
+    with pytest.raises(ValueError, match="mono8 image from a int64 array"):
+        fill_image(Image(), Header(), np.zeros((5, 7), np.int64), "mono8")
+    with pytest.raises(ValueError, match="rgb8 image from a uint8 array of shape"):
+        fill_image(Image(), Header(), np.zeros((5, 7), np.uint8), "rgb8")

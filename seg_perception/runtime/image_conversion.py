@@ -30,7 +30,8 @@ RAW_ENCODINGS = {
     "bgra8": (4, "bgra"),
     "mono8": (1, "mono"),
     "8UC1": (1, "mono"),
-    "8UC3": (3, "bgr"),  # OpenCV's convention for untyped 3-channel images
+    "8UC3": (3, "bgr"),  # OpenCV's convention for untyped 3- and 4-channel images (cv_bridge's too)
+    "8UC4": (4, "bgra"),
     # packed YUV 4:2:2, 2 bytes a pixel; converted to RGB at full size
     "yuv422": (2, "uyvy"),
     "uyvy": (2, "uyvy"),
@@ -50,9 +51,11 @@ WORD_ENCODINGS = {"mono16": "mono8", "rgb16": "rgb8", "bgr16": "bgr8", "rgba16":
 # Depth and other measurement images: not camera frames, refused as such.
 NOT_FRAMES = ("16UC1", "32FC1", "16SC1", "32SC1", "64FC1")
 _TO_RGB_AT_FULL_SIZE = {"uyvy": cv2.COLOR_YUV2RGB_UYVY, "yuy2": cv2.COLOR_YUV2RGB_YUY2,
-                        # OpenCV's aliases named, like ROS's, from the pattern's top-left pixel
-                        "bayer_rggb": cv2.COLOR_BayerRGGB2RGB, "bayer_bggr": cv2.COLOR_BayerBGGR2RGB,
-                        "bayer_gbrg": cv2.COLOR_BayerGBRG2RGB, "bayer_grbg": cv2.COLOR_BayerGRBG2RGB}
+                        # OpenCV's classic names (from the second row's pattern: BG = ROS's rggb), as
+                        # cv_bridge maps them; the RGGB-style aliases only exist from OpenCV 4.6, and
+                        # Ubuntu 22.04's python3-opencv is 4.5.4
+                        "bayer_rggb": cv2.COLOR_BayerBG2RGB, "bayer_bggr": cv2.COLOR_BayerRG2RGB,
+                        "bayer_gbrg": cv2.COLOR_BayerGR2RGB, "bayer_grbg": cv2.COLOR_BayerGB2RGB}
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
 # Colour layouts a frame can come in: the OpenCV conversion to RGB (None: already RGB),
@@ -127,6 +130,19 @@ def _warn_if_low_bits(enc: str, words: np.ndarray) -> None:
                     "with 10- or 12-bit pixels in the low bits should publish 8-bit (or left-aligned) frames")
 
 
+_warned_grey_bayer = False
+
+
+def _warn_grey_bayer(fmt: str) -> None:
+    """Once: ROS 2's compressed (JPEG) transport turns a Bayer mosaic to mono8 before encoding
+    ("bayer_rggb8; jpeg compressed mono8"), so the frame is segmented without colour."""
+    global _warned_grey_bayer
+    if not _warned_grey_bayer:
+        _warned_grey_bayer = True
+        log.warning(f"compressed frames '{fmt}': the JPEG transport sent the Bayer camera's image as grey, so it is "
+                    "segmented without colour (worse); publish it debayered (image_proc) or use the png transport")
+
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # JPEG start-of-frame markers (0xC0-0xCF but DHT, JPG and DAC): they hold the frame's size
 _JPEG_SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -139,7 +155,7 @@ def encoded_size(data: np.ndarray) -> Tuple[int, int] | None:
         return int.from_bytes(data[16:20].tobytes(), "big"), int.from_bytes(data[20:24].tobytes(), "big")
     if data[:2].tobytes() != b"\xff\xd8":
         return None
-    i, end = 2, min(data.size, 1 << 20)  # the frame header comes within the first MB (after APPn segments)
+    i, end = 2, data.size  # the frame header follows the APPn segments, skipped by their lengths
     while i + 4 <= end:  # marker segments: 0xFF, marker, 2-byte length (which counts itself)
         if data[i] != 0xFF:
             return None
@@ -175,6 +191,9 @@ def compressed_to_array(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.n
     size = encoded_size(data)
     if size is not None:
         _check_size(*size, max_pixels)
+    elif data[:8].tobytes() != _PNG_SIGNATURE and data[:2].tobytes() != b"\xff\xd8":
+        # another format OpenCV would decode (BMP, TIFF, WebP) before its size could be checked
+        raise ImageError(f"compressed image ({data.size} bytes, format '{msg.format}') is neither JPEG nor PNG")
     try:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as e:  # e.g. a header OpenCV refuses; its message is several lines
@@ -190,7 +209,10 @@ def compressed_to_array(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.n
     elif img.dtype != np.uint8:
         raise ImageError(f"compressed image decodes to {img.dtype}; supported: 8- or 16-bit frames")
     bayer = RAW_ENCODINGS.get(WORD_ENCODINGS.get(enc, enc), (0, ""))[1]
-    if bayer.startswith("bayer") and img.ndim == 2:
+    target = fmt.split("compressed", 1)[1].strip() if "compressed" in fmt else ""
+    if bayer.startswith("bayer") and target.startswith("mono"):
+        _warn_grey_bayer(msg.format)  # ROS 2's JPEG transport greyed the mosaic: no colour to recover
+    elif bayer.startswith("bayer") and img.ndim == 2:
         if min(img.shape) < 2:
             raise ImageError(f"{enc} image {img.shape[1]}x{img.shape[0]} is smaller than one 2x2 Bayer cell")
         return cv2.cvtColor(img, _TO_RGB_AT_FULL_SIZE[bayer]), "rgb"
@@ -223,6 +245,9 @@ def to_rgb(frame: np.ndarray, layout: str) -> np.ndarray:
 def fill_image(msg, header, img: np.ndarray, encoding: str):
     """Fill a sensor_msgs/Image with a contiguous uint8 array (H x W or H x W x C)."""
     img = np.ascontiguousarray(img)
+    channels = {"mono8": 1, "rgb8": 3, "bgr8": 3}.get(encoding)
+    if img.dtype != np.uint8 or (channels is not None and (1 if img.ndim == 2 else img.shape[2]) != channels):
+        raise ValueError(f"{encoding} image from a {img.dtype} array of shape {img.shape}")  # a bug, not input
     msg.header = header
     msg.height, msg.width = int(img.shape[0]), int(img.shape[1])
     msg.encoding = encoding
