@@ -155,10 +155,11 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--max-train-images", type=count_or_all, default=0, help=argparse.SUPPRESS)
     p.add_argument("--max-val-images", type=count_or_all, default=0, help=argparse.SUPPRESS)
     p.add_argument("--resume", action="store_true",
-                   help="continue from OUT/last.pt, exactly, with the same flags; a changed --epochs "
-                        "recomputes the learning-rate schedule, and the log and the card list any changed recipe "
-                        "setting (release then refuses the run); fewer --epochs than trained are refused. "
-                        "Without it a folder that holds a run is refused")
+                   help="continue from OUT/last.pt with the same flags (bit for bit on a CPU with the same "
+                        "--threads); a changed --epochs recomputes the learning-rate schedule, and the log and the "
+                        "card list any changed recipe setting (release then refuses the run); fewer --epochs than "
+                        "trained, another --name or another --init are refused. Without it a folder that holds a run "
+                        "is refused")
 
     def run(a):
         from .nets import list_models

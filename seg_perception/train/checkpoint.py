@@ -21,8 +21,30 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a crash mid-write leaves the previous file intact
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename: a power cut must not leave an empty last.pt
+        os.replace(tmp, path)  # a crash mid-write leaves the previous file intact
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or a stop mid-write leaves no stray temp file
+        raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """The rename itself on disk too (not possible on every OS or file system: skipped there)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: str | Path) -> Dict[str, Any]:
@@ -30,4 +52,8 @@ def load_checkpoint(path: str | Path) -> Dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found: nothing to resume")
     # Our own checkpoints hold plain python containers, tensors and numbers.
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # empty or cut off (a crash or a full disk mid-write, a partial copy)
+        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}): it is empty, cut off or not a "
+                         "checkpoint; restore a copy of it, or start again in another --out") from None

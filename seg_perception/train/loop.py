@@ -13,10 +13,12 @@ The file reads top to bottom like the loop it is: ``build`` makes a ``Run``
 does one pass, ``validate`` scores on the val split, ``save_checkpoint`` and
 ``save_model`` write files, and ``train`` strings them together.
 
-Resume is exact at epoch granularity: every epoch reseeds shuffling,
+Resume continues at epoch granularity: every epoch reseeds shuffling,
 augmentation and dropout from (seed, epoch), and ``last.pt`` (with the EMA and
 the optimiser) is written atomically after each epoch, so a killed run loses at
-most one epoch.
+most one epoch. On a CPU with the same --threads a resumed run ends bit for bit
+where a straight one does; on a GPU it follows the same schedule and state, but
+cuDNN's nondeterministic kernels make the weights differ slightly.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -528,6 +530,8 @@ class Run:
     best: float = -1.0
     # recipe settings changed on a resume, carried in last.pt and the card: "epochs 200 -> 400"
     changed_on_resume: List[str] = field(default_factory=list)
+    # resumed with --epochs lowered to the epochs trained: the last one, trained as a middle epoch, is final
+    cut_short: bool = False
 
     @property
     def main(self) -> bool:
@@ -540,6 +544,10 @@ class Run:
     @property
     def bf16(self) -> bool:
         return self.precision == "bf16"
+
+    @property
+    def memory_format(self) -> str:
+        return "channels_last" if self.mem_fmt == torch.channels_last else "contiguous"
 
     @property
     def stage_model(self) -> nn.Module:
@@ -624,6 +632,8 @@ def check_config(cfg: TrainConfig) -> None:
         check_model_name(cfg.name)
     if cfg.threads < 0:
         raise ValueError(f"--threads must be 0 (torch's default) or more, got {cfg.threads}")
+    if cfg.seed < 0:  # torch's generators take no negative seed: it would fail at the first batch
+        raise ValueError(f"--seed must be 0 or more, got {cfg.seed}")
     if not 0 <= cfg.ema_decay < 1:  # the average of decay 1 never moves from the initial weights
         raise ValueError(f"--ema-decay must be within [0, 1) (0: off), got {cfg.ema_decay}")
     if not cfg.distill_temperature > 0 or cfg.distill_weight < 0:  # softmax(x / 0): NaN losses
@@ -801,8 +811,21 @@ def restore(run: Run, log=print) -> None:
             _trim_csv(run.out / "log.csv", 0)  # rows of a start stopped before its first checkpoint
         return
     ck = load_checkpoint(ckpt_path)
-    if ck["config"]["model"] != run.cfg.model:
-        raise ValueError(f"{ckpt_path} is a checkpoint of {ck['config']['model']}, not {run.cfg.model}")
+    saved = ck["config"]
+    if saved["model"] != run.cfg.model:
+        raise ValueError(f"{ckpt_path} is a checkpoint of {saved['model']}, not {run.cfg.model}")
+    # Another name would leave the run's files behind and ship weights under a label they do not match.
+    saved_name = saved.get("name") or f"{saved['model']}_{run.train_ds.kind}"
+    if run.name != saved_name:
+        raise ValueError(f"{ckpt_path} is the run of --name {saved_name}, not {run.name}: resume with --name "
+                         f"{saved_name}, or start a new --out")
+    # --init is read once, at the start: the run keeps (and the card says) what it began from.
+    saved_init = saved.get("init", "")
+    if not run.cfg.init:
+        run.cfg = replace(run.cfg, init=saved_init)
+    elif _model_source(run.cfg.init) != _model_source(saved_init):
+        raise ValueError(f"--init {run.cfg.init}: the run in {run.out} began from {saved_init or 'a random init'} and "
+                         "--init applies only at a run's start: resume without --init, or start a new --out")
     if ck["stage"] == "full" and run.stage != "full":
         run.enter_full_stage()
     run.model.load_state_dict(ck["model"])
@@ -824,8 +847,10 @@ def restore(run: Run, log=print) -> None:
     run.start_epoch, run.best = ck["epoch"] + 1, ck["best_miou"]
     if run.start_epoch > run.total_epochs:
         raise ValueError(f"{ckpt_path} has trained {run.start_epoch} epochs, more than this command's "
-                         f"{run.total_epochs}: resume with --epochs {ck['config'].get('epochs', run.start_epoch)} "
+                         f"{run.total_epochs}: resume with --epochs {saved.get('epochs', run.start_epoch)} "
                          "(a shorter schedule cannot be resumed; start another --out)")
+    planned = saved.get("encoder_epochs", 0) + saved.get("epochs", run.start_epoch)
+    run.cut_short = run.start_epoch == run.total_epochs < planned
     lr_at_stop = run.opt.param_groups[0]["lr"]
     # The optimizer's and schedule's saved state carry the checkpoint's --lr and --weight-decay:
     # the flags of this command win (a changed value is said below), as --epochs does.
@@ -845,13 +870,21 @@ def restore(run: Run, log=print) -> None:
         _trim_csv(run.out / "log.csv", run.start_epoch)
         best = f"best val mIoU {run.best:.2f}" if run.best >= 0 else "not validated yet"
         log(f"[train] resumed from {ckpt_path} at epoch {run.start_epoch} ({best})")
-        changed = _changed_settings(ck["config"], run.cfg)
+        if run.start_epoch == run.total_epochs and not run.cut_short:
+            log(f"[train] the run has finished its {run.total_epochs} epochs: nothing to do (a higher --epochs "
+                "trains on)")
+            return
+        # precision and layout as trained (auto keeps the checkpoint's): another one changes the numbers
+        changed = _changed_settings(saved, run.cfg) + [
+            (k, ck[k], now) for k, now in (("precision", run.precision), ("memory_format", run.memory_format))
+            if ck.get(k) and ck[k] != now]
         run.changed_on_resume = list(ck.get("changed_on_resume") or []) + [f"{k} {a} -> {b}" for k, a, b in changed]
         if changed:
             # Resume is exact only with the same recipe: a changed one is allowed, and said.
             log("[train] settings changed since the checkpoint (the run is no longer one recipe): "
                 + ", ".join(f"{k} {a} -> {b}" for k, a, b in changed))
-        if {"epochs", "lr"} & {k for k, _, _ in changed} and isinstance(run.sched, torch.optim.lr_scheduler.LambdaLR):
+        if ({"epochs", "lr"} & {k for k, _, _ in changed} and isinstance(run.sched, torch.optim.lr_scheduler.LambdaLR)
+                and not run.cut_short):
             log(f"[train] the poly learning rate is recomputed for {run.cfg.epochs} epochs from --lr {run.cfg.lr:g}: "
                 f"{run.opt.param_groups[0]['lr']:.2e} now against {lr_at_stop:.2e} at the stop")
 
@@ -868,8 +901,32 @@ def _changed_settings(saved: dict, cfg: TrainConfig) -> List[tuple]:
     now, unknown = asdict(cfg), object()
     # an older checkpoint lacks the newer keys: what they meant then, where that is known
     was = {k: saved.get(k, SETTING_BEFORE_RECORDED.get(k, unknown)) for k in now}
+    now, was = _as_trained(now), _as_trained(was)
     return [(k, was[k], now[k]) for k in now
             if k not in _NOT_RECIPE_SETTINGS and was[k] is not unknown and was[k] != now[k]]
+
+
+def _as_trained(c: dict) -> dict:
+    """Settings as they act, so that spelling a default out is no change: crop 0 is the model size,
+    a --teacher the card it names (relative or absolute path)."""
+    c = dict(c)
+    for crop, size in (("crop_width", "width"), ("crop_height", "height")):
+        if c[crop] == 0:
+            c[crop] = c[size]
+    if isinstance(c["teacher"], str):
+        c["teacher"] = _model_source(c["teacher"])
+    return c
+
+
+def _model_source(source: str) -> str:
+    """A --init or --teacher value as the absolute file it names (itself where it names none)."""
+    if not source:
+        return ""
+    try:
+        path = Path(source).expanduser() if Path(source).suffix == ".pt" else resolve_model(source)
+        return str(path.resolve())
+    except (ValueError, OSError):  # gone since: the value as typed
+        return source
 
 
 @dataclass
@@ -996,7 +1053,7 @@ def save_checkpoint(run: Run, epoch: int) -> None:
                  "scheduler": run.sched.state_dict(), "epoch": epoch, "stage": run.stage,
                  "best_miou": run.best, "config": asdict(run.cfg), "precision": run.precision,
                  "changed_on_resume": run.changed_on_resume,
-                 "memory_format": "channels_last" if run.mem_fmt == torch.channels_last else "contiguous",
+                 "memory_format": run.memory_format,
                  "ema": run.ema.state_dict() if run.ema is not None else None,
                  "scaler": run.scaler.state_dict(),  # empty unless fp16
                  "autocast": _autocast_name(run.device),
@@ -1113,7 +1170,7 @@ def _lock(out: Path):
 def _train(cfg: TrainConfig, resume: bool, log) -> Path:
     run = build(cfg, resume, log)
     csv_path = run.out / "log.csv"
-    tb = _tensorboard(run.out) if run.main else None
+    tb = _tensorboard(run.out) if run.main and run.start_epoch < run.total_epochs else None  # no file for no epoch
     ddp_model = _wrap_ddp(run.stage_model, run.device, run.world)
     last_loss = float("nan")
     for epoch in range(run.start_epoch, run.total_epochs):
@@ -1176,11 +1233,47 @@ def _train(cfg: TrainConfig, resume: bool, log) -> Path:
                 msg += f" [without EMA {raw_miou:.2f}]"
         log(msg + f" ETA {eta / 3600:.1f}h")
     best_path = run.out / f"{run.name}.pt"
+    if run.start_epoch == run.total_epochs:  # resumed with no epoch left to train
+        if run.main and run.cut_short:
+            _finish_cut_short(run, csv_path, log)
+        return best_path  # a finished run: nothing changes, nothing is written
     if run.main and (run.val_ds is None or not best_path.is_file()):
         # No validation (final runs on train+val) or a run too short to evaluate: ship the end state.
         cm = validate(run) if run.val_ds is not None else None
         save_model(run, cm, run.total_epochs, last_loss)
     return best_path
+
+
+def _finish_cut_short(run: Run, csv_path: Path, log) -> None:
+    """--epochs lowered on resume to the epochs trained: the last of them ran as a middle epoch (maybe
+    not validated, not shipped) and is the final one now. Score and ship it as the loop does a last
+    epoch, and save the shorter plan (changed_on_resume) in last.pt."""
+    epoch = run.start_epoch - 1
+    row = _logged_row(csv_path, epoch + 1)
+    loss = float(row["train_loss"]) if row else float("nan")
+    cm, miou, msg = None, None, ""
+    if run.val_ds is not None:
+        cm = validate(run)
+        miou = 100 * cm.miou()
+        run.best = max(run.best, miou)
+        msg = f": val mIoU {miou:.2f} (best {run.best:.2f})"
+        if row and not row["val_miou"]:  # its log row, written unscored, gets the scores
+            raw = 100 * validate(run, run.model).miou() if run.ema is not None else None
+            _trim_csv(csv_path, epoch)
+            _append_csv(csv_path, epoch + 1, row["stage"], loss, float(row["lr"]), miou, 100 * cm.pixel_accuracy(),
+                        float(row["seconds"]), raw)
+    if miou is None or run.cfg.keep == "last" or miou >= run.best:
+        save_model(run, cm, epoch + 1, loss)
+    save_checkpoint(run, epoch)
+    log(f"[train] epoch {epoch + 1} is the last of --epochs {run.cfg.epochs} now{msg}; shipped as the loop's "
+        "last epoch is, and last.pt records the shorter plan")
+
+
+def _logged_row(path: Path, epoch: int) -> Optional[dict]:
+    """The log.csv row of ``epoch`` (None without one)."""
+    if not path.is_file():
+        return None
+    return next((r for r in csv.DictReader(path.read_text().splitlines()) if r["epoch"] == str(epoch)), None)
 
 
 def save_model(run: Run, cm: Optional[ConfusionMatrix], epoch: int, train_loss: float) -> None:
@@ -1201,14 +1294,16 @@ def save_model(run: Run, cm: Optional[ConfusionMatrix], epoch: int, train_loss: 
             metrics[f"{cfg.val_split}_classes_absent"] = summary["classes_absent"]
     card = card_for_table(run.name, cfg.model, table, cfg.width, cfg.height,
                           files={"weights": f"{run.name}.pt"},
-                          training=training_record(cfg, epoch, train_loss, run.changed_on_resume),
+                          training=training_record(cfg, epoch, train_loss, run.changed_on_resume,
+                                                   run.precision, run.memory_format),
                           metrics=metrics)
     card.save(run.out / f"{run.name}.yaml")
     if summary is not None:
         (run.out / "best_metrics.json").write_text(json.dumps({"epoch": epoch, **summary}, indent=1))
 
 
-def training_record(cfg: TrainConfig, epoch: int, train_loss: float, changed_on_resume: Sequence[str] = ()) -> dict:
+def training_record(cfg: TrainConfig, epoch: int, train_loss: float, changed_on_resume: Sequence[str] = (),
+                    precision: Optional[str] = None, memory_format: Optional[str] = None) -> dict:
     """The card's ``training`` section: enough to rerun the recipe."""
     loss = f"cross-entropy, weights 1/ln({cfg.class_weight_c} + p)"
     if cfg.loss == "ohem":
@@ -1233,7 +1328,8 @@ def training_record(cfg: TrainConfig, epoch: int, train_loss: float, changed_on_
             "train_loss": None if math.isnan(train_loss) else round(train_loss, 4),
             "gradual_grouping_epochs": cfg.gradual_grouping_epochs,
             "encoder_epochs": cfg.encoder_epochs, "clip_grad": cfg.clip_grad or None,
-            "max_train_images": cfg.max_train_images or None, "seed": cfg.seed,
+            "max_train_images": cfg.max_train_images or None, "max_val_images": cfg.max_val_images or None,
+            "seed": cfg.seed, "precision": precision, "memory_format": memory_format,
             **({"changed_on_resume": list(changed_on_resume)} if changed_on_resume else {})}
 
 
