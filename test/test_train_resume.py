@@ -5,7 +5,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import make_random_model
 from seg_perception.card import load_card
