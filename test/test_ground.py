@@ -363,3 +363,26 @@ def test_grid_covers_the_whole_range_asked_for():
     assert (GridSpec(0.1, (0.5, 8.0), (-4.0, 4.0)).width, GridSpec(0.1, (0.5, 8.0), (-4.0, 4.0)).height) == (75, 80)
     assert GridSpec(0.05, (0.5, 10.0), (-5.0, 5.0)).width == 190
     assert GridSpec(0.3, (0.0, 0.1), (0.0, 0.1)).width == 1
+
+
+def test_obstacle_fraction_lets_speckle_through_and_keeps_blocks():
+    """Any one non-drivable pixel made a near cell lethal (hundreds of pixels land in it), so label
+    speckle flooded the robot's path; with obstacle_fraction a cell needs that share of its pixels."""
+    from seg_perception.runtime.ground import GroundError
+    cam = Camera.from_camera_info(640, 480, [420.0, 0, 319.5, 0, 420.0, 239.5, 0, 0, 1], [0.0] * 5, "plumb_bob")
+    pose = CameraPose.from_body_xyz_rpy([0.0, 0.0, 1.2], [0.0, 0.26, 0.0])
+    spec = GridSpec(0.05, (0.5, 4.0), (-2.0, 2.0))
+    mask = np.full((480, 640), 255, np.uint8)
+    rng = np.random.default_rng(0)
+    speckle = mask.copy()
+    speckle.reshape(-1)[rng.choice(mask.size, mask.size // 200, replace=False)] = 0  # 0.5 % of the pixels
+    block = mask.copy()
+    block[400:440, 300:340] = 0  # a 40 x 40 pixel obstacle near the camera
+    any_px = GridLookup(cam, pose, spec, 10.0)
+    share = GridLookup(cam, pose, spec, 10.0, obstacle_fraction=0.2)
+    near = slice(0, 30)  # rows x 0.5-2 m
+    assert (any_px.grid(speckle)[:, near] == 100).sum() > 20 * (share.grid(speckle)[:, near] == 100).sum()
+    assert (share.grid(block) == 100).sum() >= 0.8 * (any_px.grid(block) == 100).sum() > 0
+    np.testing.assert_array_equal(share.grid(mask), any_px.grid(mask))  # nothing lethal, the same unknowns
+    with pytest.raises(GroundError, match="obstacle_fraction must be 0 to 1"):
+        GridLookup(cam, pose, spec, 10.0, obstacle_fraction=1.5)

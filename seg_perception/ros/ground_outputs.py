@@ -48,6 +48,9 @@ GROUND_PARAMETERS = {
     "ground.x_range": ([0.5, 10.0], "grid extent [min, max] along base_frame x (m)"),
     "ground.y_range": ([-5.0, 5.0], "grid extent [min, max] along base_frame y (m)"),
     "ground.max_range": (10.0, "ground points farther than this from the camera are unknown / NaN (m)"),
+    "ground.obstacle_fraction": (0.0, "a grid cell is lethal when at least this share of the pixels landing in it "
+                                      "is not drivable; 0: any one pixel (thin obstacles); e.g. 0.2 where speckle "
+                                      "in the labels blocks the near field"),
     "ground.stride": (4, "the cloud and ground/labels take every stride-th pixel in both directions"),
     "ground.camera_info_topic": ("", "CameraInfo topic; empty: camera_info beside image_topic"),
     "ground.rectified": (False, "the image is rectified (image_rect): project with CameraInfo's P and R, without "
@@ -187,6 +190,9 @@ class GroundOutputs:
         self.max_range = _number("ground.max_range", p["max_range"])
         if not self.max_range > 0:
             raise GroundError(f"ground.max_range must be > 0, got {self.max_range}")
+        self.obstacle_fraction = _number("ground.obstacle_fraction", p["obstacle_fraction"])
+        if not 0.0 <= self.obstacle_fraction <= 1.0:
+            raise GroundError(f"ground.obstacle_fraction must be 0 to 1, got {self.obstacle_fraction}")
         self.stride = _number("ground.stride", p["stride"])
         if self.stride != int(self.stride):
             raise GroundError(f"ground.stride must be a whole number of pixels, got {p['stride']!r}")
@@ -202,6 +208,11 @@ class GroundOutputs:
                               f"got {self.tf_timeout}")
         self.tf_buffer = None
         self.pose_source = "tf" if self.use_tf else "parameters"
+        if self.use_tf and any(node.get_parameter(f"ground.camera_{k}").value != GROUND_PARAMETERS[f"ground.camera_{k}"][0]
+                               for k in ("xyz", "rpy")):
+            # info, not a warning: config/nav2.yaml sets them as the fallback for a machine without tf2
+            node.get_logger().info("ground.camera_xyz/rpy are not used: the pose comes from tf2 (ground.use_tf "
+                                   "true); set ground.use_tf false to use them")
         self.info_topic = str(p["camera_info_topic"]) or camera_info_topic(image_topic)
         self.rectified = flag("ground.rectified", p["rectified"])
         if not self.rectified and "rect" in image_topic.rsplit("/", 1)[-1]:
@@ -334,7 +345,7 @@ class GroundOutputs:
             cam = camera_from_info(info, self.rectified).scaled(*size)
             if self.rectified:
                 pose = rectified_pose(info, pose)
-            lut = GridLookup(cam, pose, self.spec, self.max_range)
+            lut = GridLookup(cam, pose, self.spec, self.max_range, self.obstacle_fraction)
             cloud = GroundCloud(cam, pose, self.stride, self.max_range)
         except GroundError as e:
             self._off(DiagnosticStatus.ERROR, f"cannot project onto the ground: {e}")

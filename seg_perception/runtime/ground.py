@@ -250,13 +250,25 @@ BIN_WIDTH = 640
 
 def block_rays(camera: "Camera", k: int) -> np.ndarray:
     """(rows*cols, 3) float32 optical-frame rays through the centres of the k x k pixel blocks that
-    tile the image (row-major); kept for the last few, as a pose followed through TF rebuilds the
-    lookups of one camera every frame."""
-    key = (camera.width, camera.height, camera.K.tobytes(), np.asarray(camera.D).tobytes(), camera.model, k)
+    tile the image (row-major): the grid's pixels."""
+    gu, gv = np.meshgrid(np.arange(camera.width // k), np.arange(camera.height // k))
+    return _cached_rays(camera, ("blocks", k), lambda: np.column_stack([gu.ravel(), gv.ravel()]) * k + (k - 1) / 2)
+
+
+def stride_rays(camera: "Camera", stride: int) -> np.ndarray:
+    """(rows*cols, 3) float32 optical-frame rays through the pixels (stride*r, stride*c): the cloud's."""
+    gu, gv = np.meshgrid(np.arange(0, camera.width, stride), np.arange(0, camera.height, stride))
+    return _cached_rays(camera, ("stride", stride), lambda: np.column_stack([gu.ravel(), gv.ravel()]))
+
+
+def _cached_rays(camera: "Camera", which: tuple, pixels) -> np.ndarray:
+    """Rays through ``pixels()`` (N x 2, u v), NaN where the lens model cannot say; the last few
+    kept, as a pose followed through TF rebuilds the lookups of one camera every frame and
+    undistortion is most of that cost."""
+    key = (camera.width, camera.height, camera.K.tobytes(), np.asarray(camera.D).tobytes(), camera.model, which)
     rays = _RAYS_CACHE.get(key)
     if rays is None:
-        gu, gv = np.meshgrid(np.arange(camera.width // k), np.arange(camera.height // k))
-        uv = np.column_stack([gu.ravel(), gv.ravel()]).astype(np.float64) * k + (k - 1) / 2
+        uv = pixels().astype(np.float64)
         rays = camera.rays(uv)
         # Beyond the lens model's valid range (strong barrel distortion, the image's corners)
         # undistortion returns rays that project back elsewhere: such a pixel sees no ray we know.
@@ -265,7 +277,7 @@ def block_rays(camera: "Camera", k: int) -> np.ndarray:
             ok &= np.linalg.norm(back - uv, axis=1) < 0.5
         rays[~ok] = np.nan
         rays = rays.astype(np.float32)
-        if len(_RAYS_CACHE) >= 4:
+        if len(_RAYS_CACHE) >= 8:
             _RAYS_CACHE.pop(next(iter(_RAYS_CACHE)))
         _RAYS_CACHE[key] = rays
     return rays
@@ -288,9 +300,15 @@ class GridLookup:
     obstacle along the robot's path came out free. So a cell is lethal when its centre's
     pixel or any pixel landing in it is not drivable (pixels in k x k blocks for masks wider
     than BIN_WIDTH); far away, where no pixel centre lands in a cell, the centre's pixel
-    decides alone."""
+    decides alone. With ``obstacle_fraction`` f > 0 a cell that pixels land in is lethal only
+    when at least that share of them is not drivable (speckle in the labels near the camera,
+    where one cell holds hundreds of pixels, no longer blocks it; thin obstacles need f = 0)."""
 
-    def __init__(self, camera: Camera, pose: CameraPose, spec: GridSpec, max_range: float):
+    def __init__(self, camera: Camera, pose: CameraPose, spec: GridSpec, max_range: float,
+                 obstacle_fraction: float = 0.0):
+        if not 0.0 <= obstacle_fraction <= 1.0:
+            raise GroundError(f"ground.obstacle_fraction must be 0 to 1, got {obstacle_fraction}")
+        self.fraction = float(obstacle_fraction)
         self.spec = spec
         self.shape = (camera.height, camera.width)
         max_range = _check_range(max_range)
@@ -325,7 +343,8 @@ class GridLookup:
         inside = np.isfinite(gx) & np.isfinite(gy) & (gx >= 0) & (gx < spec.width) & (gy >= 0) & (gy < spec.height)
         self._px = px[inside]
         self._px_cell = np.floor(gy[inside]).astype(np.int64) * spec.width + np.floor(gx[inside]).astype(np.int64)
-        self._valid = self._centre_seen | (np.bincount(self._px_cell, minlength=idx.size) > 0)
+        self._landed = np.bincount(self._px_cell, minlength=idx.size)  # pixels (blocks) per cell
+        self._valid = self._centre_seen | (self._landed > 0)
 
     @property
     def cells_in_view(self) -> int:
@@ -343,7 +362,12 @@ class GridLookup:
             (bh, bw), k = self._blocks, self._k
             blocked = cv2.resize(blocked[:bh * k, :bw * k].view(np.uint8) * np.uint8(255), (bw, bh),
                                  interpolation=cv2.INTER_AREA) > 0
-        lethal[self._px_cell[blocked.reshape(-1)[self._px]]] = True
+        bad_cells = self._px_cell[blocked.reshape(-1)[self._px]]
+        if self.fraction > 0:  # cells pixels land in: by their share; the others by their centre
+            bad = np.bincount(bad_cells, minlength=lethal.size)
+            lethal = np.where(self._landed > 0, (bad > 0) & (bad >= self.fraction * self._landed), lethal)
+        else:
+            lethal[bad_cells] = True
         out = np.where(lethal, np.int8(LETHAL), np.int8(FREE))
         out[~self._valid] = UNKNOWN
         return out.reshape(self.index.shape)
@@ -364,13 +388,7 @@ class GroundCloud:
         _check_above_ground(pose)
         vs = np.arange(0, camera.height, self.stride)
         us = np.arange(0, camera.width, self.stride)
-        gu, gv = np.meshgrid(us, vs)
-        uv = np.column_stack([gu.ravel(), gv.ravel()]).astype(np.float64)
-        d_opt = camera.rays(uv)
-        back, ok = camera.project(d_opt)  # beyond the lens model's range a ray is not the pixel's (block_rays)
-        with np.errstate(invalid="ignore"):
-            d_opt[~(ok & (np.linalg.norm(back - uv, axis=1) < 0.5))] = np.nan
-        d = d_opt @ pose.R.T                           # ray directions in base
+        d = stride_rays(camera, self.stride).astype(np.float64) @ pose.R.T  # ray directions in base
         with np.errstate(divide="ignore", invalid="ignore"):
             lam = -pose.t[2] / d[:, 2]                 # ray parameter where z = 0
         pts = pose.t + lam[:, None] * d
