@@ -52,8 +52,8 @@ def models_dirs(existing: bool = True) -> List[Path]:
 
 def available_models() -> List[str]:
     names = set()
-    for d in models_dirs():
-        names.update(p.stem for p in d.glob("*.yaml"))
+    for d in models_dirs():  # not the copies of a card that `quantize` writes beside its INT8 files
+        names.update(p.stem for p in run_cards(d))
     return sorted(names)
 
 
@@ -89,11 +89,17 @@ def _named_card(name: str) -> Optional[Path]:
 INT8_TWINS = ("_int8", "_int8_cpu")  # `quantize` writes NAME_int8.yaml beside NAME.yaml: the same card
 
 
+# `export --logits` writes NAME_logits.yaml beside NAME.yaml: the card of an evaluation graph, not a model
+LOGITS_CARD = "_logits"
+
+
 def run_cards(folder: Path) -> list:
-    """The model cards of a folder, without the copies `quantize` writes beside its INT8 files."""
+    """The model cards of a folder, without the copies `quantize` writes beside its INT8 files
+    and the cards of --logits exports."""
     cards = sorted(c for c in folder.glob("*.yaml") if c.name != "metadata.yaml")
     names = {c.stem for c in cards}
-    return [c for c in cards if not any(c.stem.endswith(t) and c.stem[: -len(t)] in names for t in INT8_TWINS)]
+    return [c for c in cards if not any(c.stem.endswith(t) and c.stem[: -len(t)] in names
+                                        for t in (*INT8_TWINS, LOGITS_CARD))]
 
 
 def _card_in_folder(folder: Path) -> Path:

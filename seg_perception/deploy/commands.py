@@ -77,7 +77,9 @@ def _export(p: argparse.ArgumentParser):
         from .export import export_onnx, exported_card
         card = _card_for(a.model, a.weights)
         weights = Path(a.weights) if a.weights else card.file("weights")
-        if weights is None or not weights.is_file():
+        if weights is None:
+            raise FileNotFoundError(f"the card {card.path} lists no weights: pass --weights FILE.pt")
+        if not weights.is_file():
             raise FileNotFoundError(f"weights {weights} not found: pass --weights FILE.pt")
         out = Path(a.out) if a.out else weights.parent / f"{card.name}{'_logits' if a.logits else ''}.onnx"
         if out.suffix != ".onnx":
@@ -124,6 +126,11 @@ def _check_export_replaces(new, out: Path, role: str) -> None:
         why = "is of an ONNX that takes any size; this export takes one (add --dynamic)"
     elif (old.input_width, old.input_height) != (new.input_width, new.input_height):
         why = f"is for {old.input_width}x{old.input_height}, this export {new.input_width}x{new.input_height}"
+    elif (old.training.get("export") or {}).get("source_weights_sha256") not in \
+            (None, new.training["export"]["source_weights_sha256"]):
+        why = "is of an ONNX made from other weights"
+    elif set(old.files) - set(new.files):
+        why = f"lists {', '.join(sorted(set(old.files) - set(new.files)))}, made from the ONNX this export replaces"
     elif old.metrics != new.metrics:
         why = "holds figures measured for other weights or another size, which this export drops"
     if why:
@@ -175,8 +182,9 @@ def _quantize(p: argparse.ArgumentParser):
         from ..card import load_card
         from ..card import onnx_role
         from ..data.datasets import MissingSplit
-        from .quantize import (CALIBRATIONS, METHODS, TARGETS, calibration_frames, evaluate_int8,
-                               list_calibration_images, not_held_out_note, quantize_onnx, record_in_card)
+        from .quantize import (CALIBRATIONS, METHODS, TARGETS, calibration_frames, check_current_source,
+                               check_request, evaluate_int8, list_calibration_images, not_held_out_note,
+                               quantize_onnx, record_in_card)
         _choice(a.method, METHODS, "method")
         _choice(a.target, TARGETS, "target")
         _choice(a.calibration, CALIBRATIONS, "calibration")
@@ -196,6 +204,9 @@ def _quantize(p: argparse.ArgumentParser):
         if twin.is_file() and load_card(twin).name != card.name:
             raise ValueError(f"--out {out}: {twin} is the card of another model ({load_card(twin).name}); "
                              "choose another --out")
+        # refused before any calibration frame is read: the graph, the method and the card's own ONNX
+        check_request(src, a.method, a.calibration, a.target, a.conv_outputs)
+        check_current_source(card, src)
         if a.calib_data:
             data = a.calib_data
             files = list_calibration_images(data, a.num_images, a.seed)
@@ -264,6 +275,7 @@ def _build_engine(p: argparse.ArgumentParser):
         from ..runtime import engine_cache as eng
         check_precision(a.precision)
         _positive(a.workspace, "--workspace")
+        _positive(a.max_batch, "--max-batch")  # every argument before TensorRT is imported
         src = Path(a.onnx)
         if not src.is_file():
             raise FileNotFoundError(f"ONNX file {src} not found: run 'seg-perception export' first")
@@ -281,7 +293,6 @@ def _build_engine(p: argparse.ArgumentParser):
         if a.force:
             path = eng.engine_path(cache, src, a.precision, (a.max_batch, h, w, 3), outputs)
             eng.sidecar_path(path).unlink(missing_ok=True)
-        _positive(a.max_batch, "--max-batch")
         path, decision = eng.ensure_engine(src, a.precision, (a.max_batch, h, w, 3), cache_dir=cache, rebuild=True,
                                            workspace_mib=a.workspace, outputs=outputs,
                                            timing_cache=a.timing_cache or cache / "timing.cache")

@@ -178,7 +178,10 @@ def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequ
         t = time_backend(be, frames, max(5, runs // 5), 2)
         row.status = "ok"
         row.p50_ms, row.p95_ms, row.fps = t["p50"], t["p95"], t["fps"]
-        row.note = "reference (CPU)"
+        row.note = ("reference (CPU)" if p == "fp32" else
+                    f"reference (CPU) for TensorRT int8: {onnx[p].name}, the TensorRT file, timed on the CPU")
+    if "int8" in precisions:
+        rows.append(_cpu_int8_row(card, w, h, frames, threads, runs))
 
     trt_missing = tensorrt_missing()
     trt_ok = trt_missing is None
@@ -206,6 +209,34 @@ def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequ
         + (f" ({len(trt_rows) - len(built)} row(s) skipped, see the table)" if len(built) < len(trt_rows) else "")
         + ".")
     return 0
+
+
+def _cpu_int8_row(card, w: int, h: int, frames: List[np.ndarray], threads: int, runs: int) -> DoctorRow:
+    """What the node runs for precision int8 on the CPU: the card's CPU INT8 file (else the Q/DQ one),
+    labels only as the default config runs it."""
+    from ..runtime.backends import OnnxRuntimeBackend
+    from ..timing import time_backend
+    row = DoctorRow("onnxruntime labels only", "int8")
+    path = card.onnx_for("int8", "cpu")
+    if path is None or not path.is_file():
+        row.note = "no INT8 ONNX: run 'seg-perception quantize --target cpu'"
+        return row
+    try:
+        be = OnnxRuntimeBackend(card, w, h, "int8", onnx_path=path, threads=threads, use_cuda=False,
+                                confidence=False, time_int8_at_start=False)
+        try:
+            t = time_backend(be, frames, max(5, runs // 5), 2)
+        finally:
+            be.close()
+    except Exception as e:
+        row.status, row.note = "FAIL", str(e).splitlines()[0][:160]
+        return row
+    row.status = "ok"
+    row.p50_ms, row.p95_ms, row.fps = t["p50"], t["p95"], t["fps"]
+    row.note = f"what the CPU node runs: {path.name}" + (
+        "" if path == card.file("onnx_int8_cpu") else
+        " (no CPU INT8 file: slower than fp32 here; make one with 'seg-perception quantize --target cpu')")
+    return row
 
 
 def _open_engine(card, w: int, h: int, precision: str, cache: Path, workspace_mib: int, **options):
@@ -279,7 +310,7 @@ def _batch_row(card, w: int, h: int, frames: List[np.ndarray], batch: int, trt_o
         row.note = "no usable TensorRT (see RESULT)"
         return row
     try:
-        from ..timing import time_calls
+        from ..timing import latency_stats, time_calls
         be, row.build = _open_engine(card, w, h, p, cache, workspace_mib, max_batch=batch)
         stack = np.stack([frames[i % len(frames)] for i in range(batch)])
         if be.max_batch < batch:
@@ -294,9 +325,8 @@ def _batch_row(card, w: int, h: int, frames: List[np.ndarray], batch: int, trt_o
         row.agreement = _agreement(together, one_by_one)
         ms = time_calls(be.infer_batch, [stack], runs=max(5, runs // 5), warmup=warmup)
         be.close()
-        per_frame = np.asarray(ms) / batch
-        row.p50_ms, row.p95_ms = float(np.median(per_frame)), float(np.percentile(per_frame, 95))
-        row.fps = 1000.0 / row.p50_ms
+        t = latency_stats(np.asarray(ms) / batch)  # FPS 1/mean, as every other row
+        row.p50_ms, row.p95_ms, row.fps = t["p50"], t["p95"], t["fps"]
         row.status = "ok" if row.agreement >= 99.9 else "FAIL"
         row.note = f"{batch} frames per call vs one call each" + ("" if row.status == "ok" else
                                                                    f": labels agree only {row.agreement:.2f}%")

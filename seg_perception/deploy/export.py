@@ -29,8 +29,9 @@ INPUT_NAME = "image"
 def _size(card: ModelCard, width: Optional[int], height: Optional[int]) -> tuple[int, int]:
     width = int(width or card.input_width)
     height = int(height or card.input_height)
-    if width % 8 or height % 8:
-        raise ValueError(f"export resolution {width}x{height} must be a multiple of 8")
+    if width <= 0 or height <= 0 or width % 8 or height % 8:
+        raise ValueError(f"export resolution {width}x{height} must be positive multiples of 8: pass other "
+                         "--width/--height")
     return width, height
 
 
@@ -96,6 +97,27 @@ def cast_labels_through_float(path: str | Path) -> int:
     return added
 
 
+INT8_ROLES = ("onnx_int8", "onnx_int8_cpu")
+
+
+def forget_int8(card: ModelCard, role: str) -> None:
+    """Drop an INT8 file from ``card`` (in memory) with everything said about it: its role, how it was
+    made, its accuracy and its timings (all would describe a file the card no longer lists)."""
+    cpu = role == "onnx_int8_cpu"
+    card.files = {k: v for k, v in card.files.items() if k != role}
+    card.training = {k: v for k, v in card.training.items() if k != ("quantization_cpu" if cpu else "quantization")}
+    forget_int8_figures(card, role)
+
+
+def forget_int8_figures(card: ModelCard, role: str) -> None:
+    """Drop the accuracy and timings measured for the INT8 file of ``role`` (a new file replaces it)."""
+    cpu = role == "onnx_int8_cpu"
+    card.metrics = {k: v for k, v in card.metrics.items() if k != ("int8_cpu" if cpu else "int8")}
+    if isinstance(card.metrics.get("cpu_latency"), dict):
+        gone = "onnxruntime_int8_cpu_ms" if cpu else "onnxruntime_int8_ms"
+        card.metrics["cpu_latency"] = {k: v for k, v in card.metrics["cpu_latency"].items() if k != gone}
+
+
 def exported_card(card: ModelCard, out: str | Path, weights: Optional[str | Path] = None,
                   width: Optional[int] = None, height: Optional[int] = None, dynamic: bool = False,
                   logits: bool = False, opset: int = OPSET) -> ModelCard:
@@ -111,8 +133,9 @@ def exported_card(card: ModelCard, out: str | Path, weights: Optional[str | Path
         if p is not None and p.is_file() and p.parent.resolve() == out.parent.resolve():
             new.files[role] = p.name
     src_weights = Path(weights) if weights else card.file("weights")
-    if src_weights is not None and src_weights.parent.resolve() == out.parent.resolve():
-        new.files["weights"] = src_weights.name
+    if src_weights is not None:  # the weights actually exported, by name beside the card, else by path
+        new.files["weights"] = (src_weights.name if src_weights.parent.resolve() == out.parent.resolve()
+                                else str(src_weights.resolve()))
     new.files["onnx_logits" if logits else "onnx"] = out.name
     new.training = dict(card.training)
     src_sha = sha256(src_weights) if src_weights else None
@@ -123,6 +146,15 @@ def exported_card(card: ModelCard, out: str | Path, weights: Optional[str | Path
     # size keep only what the architecture alone decides.
     new.metrics = (dict(card.metrics) if same_weights and same_size
                    else {k: card.metrics[k] for k in ARCHITECTURE_METRICS if k in card.metrics})
+    # The INT8 files were quantized from the previous export: they stay only when it was of these
+    # weights, at this size and as dynamic, and they are still listed (a card moved to another folder
+    # leaves them behind).
+    made = card.training.get("export") or {}
+    current = (same_weights and same_size and made.get("source_weights_sha256") == src_sha
+               and bool(made.get("dynamic")) == dynamic)
+    for role in INT8_ROLES:
+        if role in card.files and not (current and role in new.files):
+            forget_int8(new, role)
     new.training["export"] = {"opset": opset, "dynamic": dynamic, "source_weights_sha256": src_sha}
     new.path = out.with_suffix(".yaml")
     return new

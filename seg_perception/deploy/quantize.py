@@ -41,7 +41,8 @@ import numpy as np
 
 from ..card import ModelCard, load_card, onnx_role
 from ..data.datasets import IMAGE_EXTS, SegmentationDataset, camvid, read_rgb
-from .export import cast_labels_through_float
+from ..files import sha256
+from .export import cast_labels_through_float, forget_int8_figures
 
 METHODS = ("auto", "modelopt", "ort")
 TARGETS = ("tensorrt", "cpu")  # card.INT8_TARGETS
@@ -72,14 +73,15 @@ def modelopt_available() -> bool:
     return True
 
 
-def pick_method(method: str) -> str:
+def pick_method(method: str, flag: str = "--method") -> str:
+    """The quantizer that runs for ``method``; ``flag`` is the option that chose it (named in errors)."""
     if method not in METHODS:
         raise QuantizeError(f"unknown quantization method '{method}'; valid choices: {', '.join(METHODS)}")
     if method == "auto":
         return "modelopt" if modelopt_available() else "ort"
     if method == "modelopt" and not modelopt_available():
         raise QuantizeError("method 'modelopt' needs nvidia-modelopt (pip install nvidia-modelopt plus "
-                            "onnx-graphsurgeon onnxslim onnxscript lief ml_dtypes); or use --method ort")
+                            f"onnx-graphsurgeon onnxslim onnxscript lief ml_dtypes); or use {flag} ort")
     return method
 
 
@@ -159,7 +161,10 @@ def _graph_io(path: Path):
 
 def _check_source(path: Path) -> str:
     import onnx
-    m, inputs, _ = _graph_io(path)
+    m, inputs, outputs = _graph_io(path)
+    if "labels" not in outputs:  # a --logits export is for evaluation: nothing runs its INT8 model
+        raise QuantizeError(f"{path} has no 'labels' output ({', '.join(outputs)}): quantize the ONNX that "
+                            "'seg-perception export' writes without --logits")
     if len(inputs) != 1:
         raise QuantizeError(f"{path} has {len(inputs)} inputs; expected one image input "
                             "(export it with 'seg-perception export')")
@@ -168,6 +173,51 @@ def _check_source(path: Path) -> str:
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node):
         raise QuantizeError(f"{path} is already quantized; pass the fp32 ONNX file")
     return inputs[0].name
+
+
+def check_current_source(card: ModelCard, src: Path) -> None:
+    """The ONNX to quantize must be the card's own, exported from the card's weights: an older export
+    left beside a retrained card would be quantized and recorded in the card as this model."""
+    made = card.training.get("export") or {}
+    again = (f"export it again: seg-perception export --model {card.path}"
+             f"{' --dynamic' if made.get('dynamic') else ''} --replace")
+    listed = card.file("onnx")  # (a card copied beside a renamed copy of its file lists the absent original)
+    if listed is None or (listed.is_file() and listed.resolve() != Path(src).resolve()):
+        raise QuantizeError(f"{src} is not the ONNX file its card {card.path.name} lists "
+                            f"({listed.name if listed else 'none'}): {again}")
+    weights = card.file("weights")
+    if made.get("source_weights_sha256") and weights is not None and weights.is_file() \
+            and sha256(weights) != made["source_weights_sha256"]:
+        raise QuantizeError(f"{src} was exported from other weights than its card's {weights.name}: {again}")
+
+
+def check_request(src: Path, method: str = "auto", calibration: str = "minmax", target: str = "tensorrt",
+                  conv_outputs: str = "int8") -> str:
+    """Every refusal of a quantization, before any calibration frame is read; returns the method
+    that will run."""
+    if not src.is_file():
+        raise FileNotFoundError(f"ONNX file {src} not found: run 'seg-perception export' first")
+    if calibration not in CALIBRATIONS:
+        raise QuantizeError(f"unknown calibration '{calibration}'; valid choices: {', '.join(CALIBRATIONS)}")
+    if target not in TARGETS:
+        raise QuantizeError(f"unknown target '{target}'; valid choices: {', '.join(TARGETS)}")
+    if conv_outputs not in CONV_OUTPUTS:
+        raise QuantizeError(f"unknown conv outputs '{conv_outputs}'; valid choices: {', '.join(CONV_OUTPUTS)}")
+    if conv_outputs != "int8" and (target == "cpu" or method == "modelopt"):
+        raise QuantizeError("--conv-outputs float places the Q/DQ of --method ort for TensorRT; ModelOpt places "
+                            "them by TensorRT's rules itself, and --target cpu quantizes every op")
+    if target == "cpu":
+        if method not in ("auto", "ort"):
+            raise QuantizeError(f"--target cpu is made with ONNX Runtime's quantizer; method '{method}' "
+                                "makes TensorRT models: use --method auto or ort")
+        method = "ort"
+    method = "ort" if conv_outputs != "int8" else pick_method(method)
+    if calibration != "minmax" and method != "modelopt":
+        # ORT's histogram calibrators keep every activation of every frame in memory
+        raise QuantizeError(f"calibration '{calibration}' is only available with --method modelopt (not with "
+                            "--method ort or --target cpu); use --calibration minmax")
+    _check_source(src)
+    return method
 
 
 def _quantize_ort(src: Path, out: Path, input_name: str, frames, calibration: str, conv_outputs: str = "int8"
@@ -277,25 +327,9 @@ def quantize_onnx(src: str | Path, out: str | Path, frames: Sequence[np.ndarray]
     """Write the INT8 model of ``src`` for ``target`` to ``out``, calibrated on ``frames``:
     the Q/DQ model for TensorRT, or the QOperator model for ONNX Runtime on the CPU."""
     src, out = Path(src), Path(out)
-    if not src.is_file():
-        raise FileNotFoundError(f"ONNX file {src} not found: run 'seg-perception export' first")
-    if calibration not in CALIBRATIONS:
-        raise QuantizeError(f"unknown calibration '{calibration}'; valid choices: {', '.join(CALIBRATIONS)}")
+    method = check_request(src, method, calibration, target, conv_outputs)
     if not frames:
         raise QuantizeError("no calibration frames")
-    if target not in TARGETS:
-        raise QuantizeError(f"unknown target '{target}'; valid choices: {', '.join(TARGETS)}")
-    if conv_outputs not in CONV_OUTPUTS:
-        raise QuantizeError(f"unknown conv outputs '{conv_outputs}'; valid choices: {', '.join(CONV_OUTPUTS)}")
-    if conv_outputs != "int8" and (target == "cpu" or method == "modelopt"):
-        raise QuantizeError("--conv-outputs float places the Q/DQ of --method ort for TensorRT; ModelOpt places "
-                            "them by TensorRT's rules itself, and --target cpu quantizes every op")
-    if target == "cpu":
-        if method not in ("auto", "ort"):
-            raise QuantizeError(f"--target cpu is made with ONNX Runtime's quantizer; method '{method}' "
-                                "makes TensorRT models: use --method auto or ort")
-        method = "ort"
-    method = "ort" if conv_outputs != "int8" else pick_method(method)
     input_name = _check_source(src)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -384,11 +418,10 @@ def note_int8(card: ModelCard, int8_path: Path, res: QuantizeResult, metrics: Op
                           + (" (per-tensor for ConvTranspose)" if res.target == "tensorrt" and res.method == "ort"
                              else "")
                           + (", convolution outputs float" if res.conv_outputs == "float" else "")}
-    card.metrics = dict(card.metrics)
+    # figures and timings of the file this one replaces would now describe the wrong model
+    forget_int8_figures(card, role)
     if metrics:
         card.metrics["int8" if res.target == "tensorrt" else "int8_cpu"] = metrics
-    else:  # figures of the file this one replaces would now describe the wrong model
-        card.metrics.pop("int8" if res.target == "tensorrt" else "int8_cpu", None)
     return card
 
 

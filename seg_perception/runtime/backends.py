@@ -79,6 +79,9 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(f"ONNX file {path} is fixed at {w}x{h} but {self.width}x{self.height} was "
                                "asked for: export at that size or with --dynamic (the shipped models are dynamic)")
         self.outputs = [o.name for o in self.session.get_outputs()]
+        if "labels" not in self.outputs:  # a --logits export (or its INT8 copy) has logits only
+            raise BackendError(f"ONNX file {path} has no 'labels' output ({', '.join(self.outputs)}): run the ONNX "
+                               "that 'seg-perception export' writes without --logits")
         self.has_confidence = "confidence" in self.outputs
         self.int8_speed_vs_fp32: Optional[float] = None
         if precision == "int8" and target == "cpu" and path == card.file("onnx_int8_cpu") and time_int8_at_start:
