@@ -474,8 +474,8 @@ def test_ctrl_c_with_frames_in_flight_drops_them_without_errors(ros, random_mode
     frames in flight, so their publish failed and each was logged as an ERROR 'frame rejected:
     processing failed: RCLError ... context is invalid'. They are dropped quietly now."""
     import threading
+    h = Harness("test_ctrl_c_in_flight_client")  # first: a failure here leaves no node running
     proc = start_node({"model": str(random_model), "threads": 1, "qos": "reliable"}, tmp_path / "node.log")
-    h = Harness("test_ctrl_c_in_flight_client")
     stop = threading.Event()
     img = val_frames[0][0]
 
