@@ -91,6 +91,11 @@ def test_evaluate_sizes_table_matches_single_runs(shipped_model, camvid_sample, 
         assert single["miou"] == r["miou"]
         assert f"{r['input_size'][0]}x{r['input_size'][1]} {r['miou']:6.2f}" in out
     assert rows[0]["miou"] != rows[1]["miou"]  # the size reached the network
+    # the shipped model trained on train+val: its val figure is said to be not held out
+    assert "these frames are not held out" in out and all(r.get("not_held_out") for r in rows)
+    held_out = load_card(shipped_model)
+    held_out.training = dict(held_out.training, train_split="train")  # as its recipe run trained
+    assert "not_held_out" not in evaluate(held_out, str(camvid_sample), "camvid", "val", limit=1, threads=1)
     assert main(common + ["--sizes", "320x240", "--width", "320"]) == 2
     assert "--sizes replaces --width/--height" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: before anything is scored

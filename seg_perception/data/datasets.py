@@ -171,7 +171,8 @@ def _require_dir(root: Path, what: str) -> None:
     if root.is_file():
         raise DatasetError(f"{root} is a file: pass the dataset's folder with --data (here: {root.parent})")
     if not root.is_dir():
-        raise DatasetError(f"{what} not found at {root}: pass the dataset folder with --data")
+        raise DatasetError(f"{what} not found at {root}: pass the dataset folder with --data"
+                           + (" (or set SEG_PERCEPTION_CAMVID)" if "CamVid" in what else ""))
 
 
 def _listed_pairs(root: Path, listing: Path) -> Tuple[List[Tuple[Path, Path]], List[str]]:
