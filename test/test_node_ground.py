@@ -292,42 +292,88 @@ def test_a_rectified_stereo_image_is_projected_through_its_rectification_rotatio
         rectified_pose(info, pose)
 
 
-def test_a_region_of_interest_of_the_whole_frame_is_no_region():
-    from seg_perception.ros.ground_outputs import check_full_frame
+def test_a_region_of_interest_and_binning_are_a_window_on_the_calibrated_sensor():
+    """K, D and P describe the full sensor; a driver's ROI and binning publish a window of it. A
+    point must land on the window's pixel that covers its full-resolution pixel: the window's
+    camera projects every point to (u_full - x0 + 0.5) / b - 0.5, distortion included, and its
+    rays are the full camera's rays of those pixels."""
+    from seg_perception.ros.ground_outputs import camera_from_info, sensor_window
     from seg_perception.runtime.ground import GroundError
-    info = camera_info()
-    check_full_frame(info)  # the zero default
-    info.roi.width, info.roi.height = W, H
-    check_full_frame(info)  # the whole frame, spelled out: the same (CameraInfo.msg)
-    for field, value in (("width", W // 2), ("x_offset", 8)):
-        smaller = camera_info()
-        smaller.roi.width, smaller.roi.height = W, H
-        setattr(smaller.roi, field, value)
-        with pytest.raises(GroundError, match="region of interest smaller than the frame"):
-            check_full_frame(smaller)
-    binned = camera_info()
-    binned.binning_x = 2
-    with pytest.raises(GroundError, match="binning"):
-        check_full_frame(binned)
+    full_info = camera_info()
+    full = camera_from_info(full_info, rectified=False)
+    rng = np.random.default_rng(0)
+    pts = np.column_stack([rng.uniform(-1.5, 1.5, 200), rng.uniform(-1.0, 1.0, 200), rng.uniform(2.0, 6.0, 200)])
+    uv_full, ok = full.project(pts)
+    for x0, y0, w, h, b in ((0, 0, 0, 0, 2), (80, 40, 320, 240, 1), (80, 40, 320, 240, 2), (16, 0, 400, 0, 4)):
+        info = camera_info()
+        info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = x0, y0, w, h
+        info.binning_x = info.binning_y = b
+        cam = camera_from_info(info, rectified=False)
+        assert (cam.width, cam.height) == ((w or W - x0) // b, (h or H - y0) // b)
+        uv, ok2 = cam.project(pts)
+        np.testing.assert_array_equal(ok2, ok)
+        expect = (uv_full - [x0, y0] + 0.5) / b - 0.5
+        np.testing.assert_allclose(uv, expect, atol=1e-9)
+        np.testing.assert_allclose(cam.rays(uv[ok]), full.rays(uv_full[ok]), atol=1e-7)
+    for x0, w in ((0, W), (0, 0)):  # the whole frame spelt out is the same as the zero default
+        info = camera_info()
+        info.roi.x_offset, info.roi.width, info.roi.height = x0, w, H if w else 0
+        assert camera_from_info(info, rectified=False) is not None
+        assert sensor_window(info, rectified=True) == (0, 0, W, H, 1, 1)
+    outside = camera_info()
+    outside.roi.x_offset, outside.roi.width = 200, W - 100
+    with pytest.raises(GroundError, match="region of interest 380x360 at \\(200, 0\\) does not fit its 480x360"):
+        sensor_window(outside, rectified=False)
+    cropped = camera_info()
+    cropped.roi.width, cropped.roi.height = W // 2, H // 2
+    with pytest.raises(GroundError, match="region of interest with ground.rectified is not supported"):
+        sensor_window(cropped, rectified=True)
+    binned = camera_info()  # a rectified binned image: P scales like K
+    binned.p = [430.0, 0.0, 239.5, 0.0, 0.0, 430.0, 179.5, 0.0, 0.0, 0.0, 1.0, 0.0]
+    binned.binning_x = binned.binning_y = 2
+    rect = camera_from_info(binned, rectified=True)
+    np.testing.assert_allclose(rect.K, [[215.0, 0.0, 119.5], [0.0, 215.0, 89.5], [0.0, 0.0, 1.0]])
+    assert (rect.width, rect.height) == (W // 2, H // 2)
 
 
-def test_a_binned_camera_is_refused_for_its_binning_not_its_size(ros):
-    """A binned camera's frames are smaller than its CameraInfo: the status names the binning
-    (unsupported), not a size mismatch that sends the user looking for the wrong fault."""
+def test_a_binned_camera_is_projected_and_a_wrong_window_is_named(ros):
+    """A binned camera's frames are smaller than its CameraInfo: they are projected (the grid of
+    a 2x2-binned frame matches the full frame's grid), and a frame of neither size names the
+    window it expected."""
+    import json
     import rclpy
     from types import SimpleNamespace
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from rclpy.parameter import Parameter
     from std_msgs.msg import Header
     from seg_perception.ros.ground_outputs import GroundOutputs, declare_ground_parameters
     node = rclpy.create_node("ground_binning_check")
+    grids = {}
     try:
         declare_ground_parameters(node)
-        outputs = GroundOutputs(node, "/camera/image_raw")
-        info = camera_info()
-        info.binning_x = info.binning_y = 2
-        outputs._info = info
-        res = SimpleNamespace(frame_size=(W // 2, H // 2), labels=np.zeros((H // 2, W // 2), np.uint8))
+        node.set_parameters([Parameter(k, value=json.loads(v) if isinstance(v, str) else v)
+                             for k, v in PARAMS.items() if k != "ground.enable"])
+        drivable = np.zeros((H, W), bool)
+        drivable[H // 2:, W // 4: 3 * W // 4] = True
+        for b in (1, 2):
+            outputs = GroundOutputs(node, "/camera/image_raw")
+            outputs.pub_grid = SimpleNamespace(publish=lambda m, b=b: grids.__setitem__(b, np.array(m.data)))
+            outputs.pub_points = outputs.pub_labels = outputs.pub_conf = SimpleNamespace(publish=lambda m: None)
+            info = camera_info()
+            info.binning_x = info.binning_y = b
+            outputs._info = info
+            mask = drivable[::b, ::b]
+            res = SimpleNamespace(frame_size=mask.shape[::-1], labels=mask.astype(np.uint8), drivable=mask,
+                                  confidence=None)
+            outputs.process(Header(frame_id="camera"), res)
+            assert outputs.status[0] == DiagnosticStatus.OK, outputs.status
+        assert (grids[1] == 0).sum() > 200 and (grids[1] == 100).sum() > 500
+        assert np.mean(grids[1] != grids[2]) < 0.02, np.mean(grids[1] != grids[2])
+        res = SimpleNamespace(frame_size=(W, H), labels=np.zeros((H, W), np.uint8))
         outputs.process(Header(frame_id="camera"), res)
-        assert "binning" in outputs.status[1] and "but CameraInfo" not in outputs.status[1], outputs.status
+        assert outputs.status[0] == DiagnosticStatus.WARN
+        assert "frame is 480x360 but CameraInfo on" in outputs.status[1], outputs.status
+        assert "480x360 (its region of interest and binning make 240x180)" in outputs.status[1], outputs.status
     finally:
         node.destroy_node()
 

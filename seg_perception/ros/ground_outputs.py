@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
@@ -65,16 +65,39 @@ NO_CELL_IN_VIEW = ("no grid cell in view: the camera sees no ground inside groun
 
 
 def camera_from_info(info: CameraInfo, rectified: bool) -> Camera:
-    """The camera that made the image: a rectified image is undistorted already and its
+    """The camera that made the published image: a rectified image is undistorted already and its
     intrinsics are P's left 3x3 (K and D describe the raw image; applying D again would bend
-    the grid, worst at the edges of a wide lens)."""
+    the grid, worst at the edges of a wide lens). K and P describe the full sensor: the image
+    of a region of interest or of binning is a window on it (sensor_window)."""
+    x0, y0, w, h, bx, by = sensor_window(info, rectified)
     if not rectified:
-        return Camera.from_camera_info(info.width, info.height, info.k, info.d, info.distortion_model)
+        cam = Camera.from_camera_info(info.width, info.height, info.k, info.d, info.distortion_model)
+        return cam.window(x0, y0, w, h, bx, by)
     P = np.asarray(info.p, np.float64).reshape(3, 4) if len(info.p) == 12 else np.zeros((3, 4))
     if P[0, 0] <= 0 or P[1, 1] <= 0:
         raise GroundError("ground.rectified is set but camera_info has no projection matrix P (it is zero): "
                           "calibrate the camera, or set ground.rectified false for a raw image")
-    return Camera.from_camera_info(info.width, info.height, P[:, :3].ravel(), [], "plumb_bob")
+    cam = Camera.from_camera_info(info.width, info.height, P[:, :3].ravel(), [], "plumb_bob")
+    return cam.window(x0, y0, w, h, bx, by)
+
+
+def sensor_window(info: CameraInfo, rectified: bool) -> Tuple[int, int, int, int, int, int]:
+    """(x0, y0, width, height, binning_x, binning_y) of the published image on the full-resolution
+    sensor that CameraInfo's width, height, K and P describe (CameraInfo.msg): the ROI in
+    full-resolution pixels (all zero: the whole frame), then binning (0 or 1: none). The image is
+    (width // binning_x) x (height // binning_y)."""
+    bx, by = max(1, int(info.binning_x)), max(1, int(info.binning_y))
+    roi = info.roi
+    x0, y0 = int(roi.x_offset), int(roi.y_offset)
+    w, h = int(roi.width) or info.width - x0, int(roi.height) or info.height - y0
+    if w <= 0 or h <= 0 or x0 + w > info.width or y0 + h > info.height:
+        raise GroundError(f"camera_info's region of interest {w}x{h} at ({x0}, {y0}) does not fit its "
+                          f"{info.width}x{info.height} frame: fix the driver's ROI or its calibration size")
+    if rectified and (x0, y0, w, h) != (0, 0, info.width, info.height):
+        # image_proc rectifies a ROI into another window (do_rectify), which P does not give here
+        raise GroundError("a region of interest with ground.rectified is not supported: project the raw "
+                          "image (ground.rectified false) or publish the whole frame")
+    return x0, y0, w, h, bx, by
 
 
 def rectified_pose(info: CameraInfo, pose: CameraPose) -> CameraPose:
@@ -90,17 +113,6 @@ def rectified_pose(info: CameraInfo, pose: CameraPose) -> CameraPose:
         raise GroundError("camera_info's rectification matrix R is not a rotation: recalibrate the camera")
     u, _, vt = np.linalg.svd(R)
     return CameraPose(pose.R @ (u @ vt).T, pose.t)
-
-
-def check_full_frame(info: CameraInfo) -> None:
-    """Binning or a region of interest would need K adjusted: refused. A ROI of the whole frame
-    (offsets 0, the full size) is the same as none (CameraInfo.msg), as its zero default is."""
-    roi = info.roi
-    whole = (roi.x_offset == 0 and roi.y_offset == 0 and roi.width in (0, info.width)
-             and roi.height in (0, info.height))
-    if info.binning_x > 1 or info.binning_y > 1 or not whole:
-        raise GroundError("CameraInfo with binning or a region of interest smaller than the frame is not "
-                          "supported: publish the full frame's calibration")
 
 
 def _acquire_tf(node):
@@ -270,15 +282,17 @@ class GroundOutputs:
         pose = self._pose(header)
         if pose is None:
             return
-        try:  # before the size check: a binned or cropped frame differs in size for that reason
-            check_full_frame(info)
+        try:  # a binned or cropped camera's frames are smaller than its CameraInfo's width x height
+            _, _, ww, wh, bx, by = sensor_window(info, self.rectified)
         except GroundError as e:
             self._off(DiagnosticStatus.ERROR, f"cannot project onto the ground: {e}")
             return
         w, h = res.frame_size if res.frame_size[0] else res.labels.shape[::-1]
-        if (w, h) != (info.width, info.height):
+        if (w, h) != (ww // bx, wh // by):
+            window = "" if (ww, wh, bx, by) == (info.width, info.height, 1, 1) else \
+                f" (its region of interest and binning make {ww // bx}x{wh // by})"
             self._off(DiagnosticStatus.WARN, f"frame is {w}x{h} but CameraInfo on {self.info_topic} is "
-                                             f"{info.width}x{info.height}: ground outputs off")
+                                             f"{info.width}x{info.height}{window}: ground outputs off")
             return
         # Outputs at the network's size (output_size network): the lookups use the camera scaled to it.
         if not self._update_lookups(info, pose, res.labels.shape[::-1]):
@@ -334,14 +348,14 @@ class GroundOutputs:
     def _update_lookups(self, info: CameraInfo, pose: CameraPose, size) -> bool:
         key = (info.width, info.height, tuple(info.k), tuple(info.d), tuple(info.p), tuple(info.r),
                info.distortion_model,
-               info.binning_x, info.binning_y, info.roi.width, info.roi.height,
+               info.binning_x, info.binning_y, info.roi.x_offset, info.roi.y_offset, info.roi.width,
+               info.roi.height,
                np.round(pose.R, 6).tobytes(), np.round(pose.t, 6).tobytes(), tuple(size))
         if key == self._key:
             return self._lut is not None
         self._key = key
         self._lut = self._cloud = self._cloud_msg = None
         try:
-            check_full_frame(info)
             cam = camera_from_info(info, self.rectified).scaled(*size)
             if self.rectified:
                 pose = rectified_pose(info, pose)

@@ -91,6 +91,20 @@ class Camera:
         K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
         return Camera(int(width), int(height), K, self.D, self.model)
 
+    def window(self, x0: int, y0: int, width: int, height: int, bx: int, by: int) -> "Camera":
+        """The camera of the image a driver publishes from a region of interest of this (full)
+        frame, binned bx by by: width x height full-resolution pixels from (x0, y0), each output pixel
+        the mean of a bx x by block, so its centre lies at x0 + (i + 0.5) bx - 0.5 full-resolution
+        pixels (image_geometry drops the half pixel: a quarter of a binned pixel apart at 2x2).
+        Distortion acts on normalised coordinates and stays."""
+        if (x0, y0, width, height, bx, by) == (0, 0, self.width, self.height, 1, 1):
+            return self
+        K = self.K.copy()
+        K[0, 0], K[0, 1], K[1, 1] = K[0, 0] / bx, K[0, 1] / bx, K[1, 1] / by
+        K[0, 2] = (K[0, 2] - x0 + 0.5) / bx - 0.5
+        K[1, 2] = (K[1, 2] - y0 + 0.5) / by - 0.5
+        return Camera(width // bx, height // by, K, self.D, self.model)
+
     # ------------------------------------------------------------ projection
     def project(self, p_opt: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """(N, 3) optical-frame points (z > 0) -> (N, 2) pixel coordinates and a mask of
