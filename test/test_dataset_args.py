@@ -158,3 +158,60 @@ def test_quantize_refuses_data_of_other_classes_and_drops_stale_figures(folder_d
     assert rc == 0, capsys.readouterr()
     after = yaml.safe_load(src.with_suffix(".yaml").read_text())
     assert after["files"]["onnx_int8"] == "m_int8.onnx" and "int8" not in after["metrics"]
+
+
+def _frame(path, value, ext=".jpg"):
+    import cv2
+    import numpy as np
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path) + ext, np.full((8, 12, 3), value, np.uint8))
+
+
+def _mask(path, class_id):
+    import cv2
+    import numpy as np
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path) + ".png", np.full((8, 12), class_id, np.uint8))
+
+
+def test_folder_dataset_reads_frames_in_subfolders_paired_by_path(tmp_path):
+    """One folder per drive (images/seq1/, labels/seq1/) is a common layout: those frames are read,
+    each paired with the label at the same path below labels/ (the same file name in two folders
+    are two frames), in sorted order; a label without its image is named by that path; a flat
+    dataset reads the same frames in the same order as it always did."""
+    from seg_perception.data.datasets import DatasetError, image_folder
+    (tmp_path / "dataset.yaml").write_text("classes: [a, b, c, d, e, f]\n")
+    img, lab = tmp_path / "train" / "images", tmp_path / "train" / "labels"
+    layout = {"f0": 0, "f1": 1, "seq1/f0": 2, "seq1/f2": 3, "seq2/deep/f0": 4, "seq2/f5": 5}
+    for i, (name, cid) in enumerate(layout.items()):
+        _frame(img / name, 40 * i)
+        _mask(lab / name, cid)
+    _mask(lab / "seq1" / "gone", 1)  # its image is missing
+    (img / ".ipynb_checkpoints").mkdir()  # hidden: no data
+    _frame(img / ".ipynb_checkpoints" / "f0", 0)
+    (lab / "._f0.png").write_bytes(b"\0")
+    ds = image_folder(tmp_path, "train")
+    got = [p.relative_to(img).with_suffix("").as_posix() for p, _ in ds.pairs]
+    assert got == ["f0", "f1", "seq1/f0", "seq1/f2", "seq2/deep/f0", "seq2/f5"], got
+    assert [int(ds.load(i)[1][0, 0]) for i in range(len(ds))] == list(layout.values())
+    assert [l.relative_to(lab).as_posix() for _, l in ds.pairs] == [f"{n}.png" for n in layout]
+    alone = [n for n in ds.notes if "have no image" in n]
+    assert len(alone) == 1 and "1 label(s)" in alone[0] and "(e.g. seq1/gone.png)" in alone[0], ds.notes
+    _frame(img / "seq3" / "f9", 0)  # its label is at the top, not in labels/seq3/
+    _mask(lab / "f9", 0)
+    with pytest.raises(DatasetError, match=r"has no label: .*labels/seq3/f9.png does not exist \(.*labels/f9.png is "
+                                           r"not its label: .*the same subfolder of labels/\)"):
+        image_folder(tmp_path, "train")
+
+    flat = tmp_path / "flat"  # names with dots, case, twins in two formats, stray files: as before
+    flat.mkdir()
+    (flat / "dataset.yaml").write_text("classes: [a, b]\n")
+    for name, ext in (("b.2", ".jpg"), ("B", ".png"), ("a", ".jpg"), ("a", ".png"), ("c_1", ".bmp")):
+        _frame(flat / "train" / "images" / name, 9, ext)
+        _mask(flat / "train" / "labels" / name, 1)
+    (flat / "train" / "images" / "notes.txt").write_text("x")
+    (flat / "train" / "images" / "._a.jpg").write_bytes(b"\0")
+    ds = image_folder(flat, "train")
+    assert [(p.name, l.name) for p, l in ds.pairs] == [("B.png", "B.png"), ("a.jpg", "a.png"), ("a.png", "a.png"),
+                                                       ("b.2.jpg", "b.2.png"), ("c_1.bmp", "c_1.png")]
+    assert not [n for n in ds.notes if "have no image" in n]

@@ -721,3 +721,38 @@ def test_palette_in_another_class_order_and_grey_colour_masks_read_by_colour(tmp
     labels = _folder(tmp_path / "crack", yaml_text, names=("a",))
     cv2.imwrite(str(labels / "a.png"), np.where(ids > 0, 255, 0).astype(np.uint8))
     np.testing.assert_array_equal(image_folder(tmp_path / "crack", "train").load(0)[1], (ids > 0).astype(np.uint8))
+
+
+def test_1_2_and_4_bit_grey_and_palette_masks_keep_their_ids(tmp_path):
+    """A binary mask saved as PIL mode "1" holds 0/1, and 2- and 4-bit greyscale PNGs 0..3 and
+    0..15, but decoders scale them to 0..255 (class 1 became the ignore id 255, with no error):
+    they read as the values the file holds. Palette PNGs of 1, 2 or 4 bits keep their indices, and
+    a 1-bit mask whose black and white are dataset.yaml's colours reads by them."""
+    labels = _folder(tmp_path / "binary", "classes: [background, obstacle]\n", names=("a",))
+    obstacle = np.zeros((24, 32), bool)
+    obstacle[12:, 8:] = True
+    Image.fromarray(obstacle).save(labels / "a.png")  # mode "1": a 1-bit greyscale PNG
+    assert Image.open(labels / "a.png").mode == "1"
+    assert cv2.imread(str(labels / "a.png"), cv2.IMREAD_UNCHANGED).max() == 255  # what OpenCV alone gives
+    np.testing.assert_array_equal(image_folder(tmp_path / "binary", "train").load(0)[1], obstacle.astype(np.uint8))
+    names = "classes: [" + ", ".join(f"c{i}" for i in range(16)) + "]\n"
+    for bits in (2, 4):
+        ids = (np.arange(24 * 32).reshape(24, 32) % (1 << bits)).astype(np.uint8)
+        labels = _folder(tmp_path / f"grey{bits}", names, names=("a",))
+        Image.fromarray(ids, mode="L").save(labels / "a.png", bits=bits)
+        with open(labels / "a.png", "rb") as f:
+            assert f.read(26)[24:26] == bytes([bits, 0])  # bit depth, greyscale
+        np.testing.assert_array_equal(image_folder(tmp_path / f"grey{bits}", "train").load(0)[1], ids)
+        labels = _folder(tmp_path / f"palette{bits}", names, names=("a",))
+        im = Image.fromarray(ids, mode="P")
+        im.putpalette(sum(([17 * i, 0, 255 - 17 * i] for i in range(16)), []))
+        im.save(labels / "a.png", bits=bits)
+        with open(labels / "a.png", "rb") as f:
+            assert f.read(26)[24:26] == bytes([bits, 3])  # bit depth, palette
+        np.testing.assert_array_equal(image_folder(tmp_path / f"palette{bits}", "train").load(0)[1], ids)
+    yaml_text = "classes:\n  - {name: road, color: [255, 255, 255]}\n  - {name: car, color: [0, 0, 142]}\n" \
+                "ignore_color: [0, 0, 0]\n"  # black unlabelled, white road: read by the colours shown
+    labels = _folder(tmp_path / "coloured", yaml_text, names=("a",))
+    Image.fromarray(obstacle).save(labels / "a.png")
+    np.testing.assert_array_equal(image_folder(tmp_path / "coloured", "train").load(0)[1],
+                                  np.where(obstacle, 0, 255).astype(np.uint8))

@@ -559,8 +559,9 @@ def write_description(root: str | Path, table: ClassTable, labels: Optional[str]
 LABEL_EXTS = (".png", ".bmp", ".tif", ".tiff")  # lossless: a label's values must survive saving
 
 
-def _label_file(img: Path, candidates: List[Path], folder: Path) -> Path:
-    """The label of ``img`` among the files of the label folder named like it."""
+def _label_file(img: Path, candidates: List[Path], folder: Path, top: Optional[Path] = None) -> Path:
+    """The label of ``img`` among the files of the label folder named like it. ``folder``: where its
+    label belongs; ``top``: the label folder that holds it (a frame in a subfolder: labels/seq1/)."""
     for ext in LABEL_EXTS:
         for p in candidates:
             if p.suffix.lower() == ext and p.is_file():
@@ -568,8 +569,13 @@ def _label_file(img: Path, candidates: List[Path], folder: Path) -> Path:
     if candidates:
         raise DatasetError(f"label {candidates[0]} of image {img} is not a lossless image: save labels as PNG "
                            "(JPEG changes class ids and colours at every edge)")
-    example = next((p.name for p in folder.iterdir() if p.suffix.lower() in LABEL_EXTS), None)
+    top = top or folder
+    here = folder if folder.is_dir() else top
+    example = next((p.name for p in here.iterdir() if p.suffix.lower() in LABEL_EXTS), None)
     hint = f" (the label folder holds e.g. {example}: a label has its image's name)" if example else ""
+    if folder != top and (top / (img.stem + ".png")).is_file():
+        hint = (f" ({top / (img.stem + '.png')} is not its label: a frame in a subfolder of images/ has its label "
+                f"in the same subfolder of {top.name}/)")
     raise DatasetError(f"image {img} has no label: {folder / (img.stem + '.png')} does not exist{hint}")
 
 
@@ -629,6 +635,19 @@ def _index_mask(path: Path) -> bool:
     return lab is not None and lab.ndim == 2
 
 
+def _files_by_name(folder: Path) -> Dict[str, List[Path]]:
+    """The files below ``folder``, subfolders too (one folder per drive or sequence), by their path
+    below it without the suffix ('seq1/000123'; a flat folder's: the stem), each name's files in
+    sorted order, the names too. Hidden files and folders (._NAME, .DS_Store, .ipynb_checkpoints/) are
+    no data."""
+    found: Dict[str, List[Path]] = {}
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
+        if p.is_file() and not any(_hidden(Path(part)) for part in rel.parts):
+            found.setdefault(rel.with_suffix("").as_posix(), []).append(p)
+    return found
+
+
 def _voc_pairs(base: Path, split: str) -> Tuple[List[Tuple[Path, Path]], List[str]]:
     """Pascal VOC's layout, which CVAT's Segmentation Mask export uses: ImageSets/Segmentation/<split>.txt
     lists names, JPEGImages/ holds the frames, SegmentationClass/ the class masks. A listed frame with
@@ -640,13 +659,7 @@ def _voc_pairs(base: Path, split: str) -> Tuple[List[Tuple[Path, Path]], List[st
                            f"{', '.join(here) or 'none'})")
     _require_dir(base / "JPEGImages", "frame folder JPEGImages/ (export the images with the masks)")
     _require_dir(base / "SegmentationClass", "class mask folder SegmentationClass/")
-    def by_name(folder: Path) -> dict:  # names as the lists write them: paths below the folder, no suffix
-        found: dict = {}
-        for p in sorted(folder.rglob("*")):
-            if p.is_file() and not _hidden(p):
-                found.setdefault(p.relative_to(folder).with_suffix("").as_posix(), []).append(p)
-        return found
-    images, labels = by_name(base / "JPEGImages"), by_name(base / "SegmentationClass")
+    images, labels = _files_by_name(base / "JPEGImages"), _files_by_name(base / "SegmentationClass")
     pairs, unlabelled = [], []
     for n, line in enumerate(listing.read_text(encoding="utf-8-sig").splitlines(), 1):
         name = line.strip()
@@ -671,7 +684,8 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
                  class_names: Optional[List[str]] = None, drivable: Sequence[int] = (),
                  from_card: bool = False, ignore_given: bool = False, **kw) -> SegmentationDataset:
     """Your own data: <root>/<split>/images/NAME.(png|jpg) with <root>/<split>/labels/NAME.png
-    (or .bmp/.tif: lossless; class ids, a palette PNG or colours as dataset.yaml gives them);
+    (or .bmp/.tif: lossless; class ids, a palette PNG or colours as dataset.yaml gives them), in
+    subfolders too (images/seq1/NAME.jpg with labels/seq1/NAME.png, paired by the path below each);
     or Pascal VOC's layout (CVAT's Segmentation Mask export), read by ``_voc_pairs``; or CamVid's
     (CVAT's CamVid export: <split>.txt and label_colors.txt), read by ``_listed_pairs``.
 
@@ -724,22 +738,25 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
             raise DatasetError(f"no label folder {root / 'labels'}"
                                + (f" ({split}/ holds {', '.join(there)})" if there else "")
                                + f": the labels go in {split}/labels/, each named like its image")
-        labels: dict = {}
-        for p in sorted((root / "labels").iterdir()):
-            if not _hidden(p):
-                labels.setdefault(p.stem, []).append(p)
+        # Paired by the path below images/ and labels/: images/seq1/0001.jpg has labels/seq1/0001.png.
+        labels = _files_by_name(root / "labels")
         pairs, stems = [], {}
-        for img in sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_EXTS and not _hidden(p)):
-            pairs.append((img, _label_file(img, labels.get(img.stem, []), root / "labels")))
-            stems.setdefault(img.stem, []).append(img.name)
+        for name, files in _files_by_name(root / "images").items():
+            for img in (p for p in files if p.suffix.lower() in IMAGE_EXTS):
+                pairs.append((img, _label_file(img, labels.get(name, []), (root / "labels" / name).parent,
+                                               root / "labels")))
+                stems.setdefault(name, []).append(img.name)
+        pairs.sort()  # by the image's path, as a flat folder's always were
         twins = [names for names in stems.values() if len(names) > 1]
         if twins:  # both are frames (pack-dataset keeps both); an original beside its preview is said
             notes.append(f"{len(twins)} name(s) in {root / 'images'} have images in several formats (e.g. "
                          f"{' and '.join(twins[0])}): each is a frame of its own, with the one label")
-        alone = sorted(set(labels) - {img.stem for img, _ in pairs})
+        alone = sorted(set(labels) - set(stems))
         if alone:  # their images are missing, or in a format not read: said, not dropped in silence
             notes.append(f"{len(alone)} label(s) in {root / 'labels'} have no image in {root / 'images'} (e.g. "
-                         f"{labels[alone[0]][0].name}); images are read as {', '.join(IMAGE_EXTS)}")
+                         f"{labels[alone[0]][0].relative_to(root / 'labels').as_posix()}); images are read as "
+                         f"{', '.join(IMAGE_EXTS)}" + (", each in the subfolder of images/ its label has in labels/"
+                                                       if any("/" in n for n in alone) else ""))
     notes += _turned_frames_note(pairs)
     if described is not None:
         table, colors = described

@@ -4,7 +4,9 @@ Three forms are read: a single-channel PNG of class ids (8 or 16 bit, CamVid's a
 form); a palette PNG, whose pixel values are palette indices = class ids (Pascal VOC, LabelMe,
 CVAT's masks: the file looks coloured but holds ids); and an RGB-coded mask, whose colours
 dataset.yaml gives each class (``LabelColors``). OpenCV expands palette PNGs to BGR, so they are
-told apart by the PNG header and decoded with Pillow, which keeps the indices.
+told apart by the PNG header and decoded with Pillow, which keeps the indices. A greyscale PNG of
+1, 2 or 4 bits (PIL's mode "1" binary masks) is scaled up to 0..255 by every decoder; its header
+tells it apart, and its values are scaled back.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ class ColourLabelError(LabelError):
 RGB = Tuple[int, int, int]
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PALETTE = 3  # PNG colour type of an indexed image (IHDR byte 25)
+_GREY = 0  # PNG colour type of a greyscale image without alpha
 
 
 def imread(path: str | Path, flags: int) -> Optional[np.ndarray]:
@@ -38,10 +41,24 @@ def imread(path: str | Path, flags: int) -> Optional[np.ndarray]:
     return cv2.imdecode(data, flags) if data.size else None
 
 
-def is_palette_png(path: str | Path) -> bool:
+def _png_header(path: str | Path) -> Optional[Tuple[int, int]]:
+    """(bit depth, colour type) from a PNG's IHDR chunk (IHDR bytes 24 and 25); None for another file."""
     with open(path, "rb") as f:
         head = f.read(26)
-    return len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and head[25] == _PALETTE
+    if len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+        return head[24], head[25]
+    return None
+
+
+def is_palette_png(path: str | Path) -> bool:
+    header = _png_header(path)
+    return header is not None and header[1] == _PALETTE
+
+
+def low_bit_grey_png(path: str | Path) -> int:
+    """The bit depth of a greyscale PNG of 1, 2 or 4 bits per pixel (PIL saves mode "1" masks so), else 0."""
+    header = _png_header(path)
+    return header[0] if header is not None and header[1] == _GREY and header[0] < 8 else 0
 
 
 def _code(rgb: np.ndarray) -> np.ndarray:
@@ -143,6 +160,28 @@ def _grey_ids(lab: np.ndarray, colors: Optional[LabelColors], path) -> np.ndarra
     return _indexed_ids(lab, grey, colors, path, ambiguous_by_majority=False)
 
 
+def _low_bit_ids(lab: np.ndarray, bits: int, colors: Optional[LabelColors], path) -> np.ndarray:
+    """The values a 1-, 2- or 4-bit greyscale PNG holds (0..2**bits-1). Decoders scale them up to
+    0..255 by bit replication (libpng in OpenCV, and Pillow for 2 and 4 bits: x * 255 / (2**bits-1)),
+    which made a binary mask's class 1 the ignore id 255; that scaling is undone exactly. Then as an
+    8-bit mask: ids, unless dataset.yaml's colours say its grey levels (as the file shows them,
+    0 and 255 for a binary mask) are colours."""
+    top = (1 << bits) - 1
+    step = 255 // top  # 255, 85, 17: exact for 1, 2 and 4 bits
+    if not (lab % step).any():
+        ids = (lab // step).astype(np.uint8)
+    elif int(lab.max()) <= top:  # a decoder that kept the raw values
+        ids = lab.astype(np.uint8)
+    else:
+        raise LabelError(f"label {path} is a {bits}-bit greyscale PNG read with values up to {int(lab.max())}: "
+                         "save the labels as 8-bit single-channel PNGs of class ids")
+    if colors is None or not colors.complete or not ids.any():
+        return ids
+    grey = np.zeros((256, 3), np.uint8)
+    grey[:top + 1] = (np.arange(top + 1) * step)[:, None]
+    return _indexed_ids(ids, grey, colors, path, ambiguous_by_majority=False)
+
+
 def read_label(path: str | Path, colors: Optional[LabelColors] = None) -> np.ndarray:
     """Class ids (HxW, uint8 or uint16) of a label file in any of the three forms above."""
     path = Path(path)
@@ -163,7 +202,8 @@ def read_label(path: str | Path, colors: Optional[LabelColors] = None) -> np.nda
     if lab is None:
         raise LabelError(f"cannot read label {path}: not an image file")
     if lab.ndim == 2:
-        return _grey_ids(lab, colors, path)
+        bits = low_bit_grey_png(path)
+        return _low_bit_ids(lab, bits, colors, path) if bits else _grey_ids(lab, colors, path)
     if lab.shape[2] not in (3, 4) or lab.dtype != np.uint8:
         raise LabelError(f"label {path} has {lab.shape[2]} channels of {lab.dtype}; expected a single-channel "
                          "image of class ids, a palette PNG, or an 8-bit RGB mask coloured as dataset.yaml says")
