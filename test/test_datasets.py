@@ -120,6 +120,26 @@ def test_augment_keeps_label_values_and_size(val_frames):
         assert set(np.unique(b)) <= set(np.unique(lab)) | {11}
 
 
+def test_translation_moves_the_label_with_the_image():
+    """Every other alignment test turns translation off. Here a frame whose grey level is 20 x its
+    label (an id per pixel, so a shift of one pixel shows) is augmented with shifts of up to 8
+    pixels: at every pixel not ignored the image still reads the label, and the label's border
+    (where the shift moved the frame away) is the ignore id, as the image's is black."""
+    rng = np.random.default_rng(4)
+    lab = rng.integers(0, 11, (360, 480)).astype(np.uint8)
+    img = np.dstack([lab * 20] * 3).astype(np.uint8)
+    aug = TrainAugment((240, 176), ignore_index=11, scale=(1.0, 1.0), base=(480, 360), translate_px=8, jitter=0)
+    shifted = 0
+    for i in range(10):
+        got_img, got_lab = aug(img, lab, np.random.default_rng((6, i)))
+        kept = got_lab != 11
+        assert kept.mean() > 0.85
+        np.testing.assert_array_equal(got_img[..., 0][kept], got_lab[kept].astype(np.uint8) * 20)
+        assert (got_img[~kept] == 0).all()
+        shifted += not kept.all()
+    assert shifted >= 8  # a shift of (0, 0) is 1 draw in 289
+
+
 def _frame_with_one_small_thing():
     """Road everywhere but a 4x4 patch of class 7 near a corner, and an ignored strip."""
     lab = np.zeros((360, 480), np.uint8)

@@ -31,23 +31,27 @@ def _scorer(**kw):
 
 def test_labels_of_the_network_size_are_resized_to_ground_truth_of_the_frame_size():
     """A node with output_size network publishes labels at the network's size: scored against
-    ground truth of the frame's size after a nearest resize (pixel centres aligned), and counted."""
+    ground truth of the frame's size after a nearest resize (pixel centres aligned), and counted.
+    48x36 to 80x60 (x 5/3, not a whole factor, where OpenCV's plain INTER_NEAREST takes other
+    pixels): ground-truth pixel x reads label pixel floor((x + 0.5) x 48 / 80), computed here."""
     rng = np.random.default_rng(0)
-    gt = rng.integers(0, 11, (72, 96), np.uint8)
+    gt = rng.integers(0, 11, (60, 80), np.uint8)
     small = rng.integers(0, 11, (36, 48), np.uint8)
     s, c = _scorer()
     s.add_gt(1, gt)
-    s.add_prediction(1, small, 0, frame_size=(72, 96))  # ground truth first, then the labels
-    s.add_prediction(2, small, 1, frame_size=(72, 96))
+    s.add_prediction(1, small, 0, frame_size=(60, 80))  # ground truth first, then the labels
+    s.add_prediction(2, small, 1, frame_size=(60, 80))
     s.add_gt(2, gt)                                      # and the other way round
     s.finish()
     assert c.scored == 2 and c.labels_resized == 2 and c.gt_size_mismatch == 0
     ref = ConfusionMatrix(11)
-    up = cv2.resize(small, (96, 72), interpolation=cv2.INTER_NEAREST_EXACT)
+    rows, cols = ((np.arange(n) + 0.5) * m / n for n, m in ((60, 36), (80, 48)))
+    up = small[np.floor(rows).astype(int)[:, None], np.floor(cols).astype(int)[None, :]]
+    assert not np.array_equal(up, cv2.resize(small, (80, 60), interpolation=cv2.INTER_NEAREST))
     ref.update(up, gt)
     ref.update(up, gt)
     np.testing.assert_array_equal(s.cm.mat, ref.mat)
-    assert "2 frames had labels of another size than the ground truth (labels 48x36, ground truth 96x72" \
+    assert "2 frames had labels of another size than the ground truth (labels 48x36, ground truth 80x60" \
         in s.warned["labels_resized"]
 
     # Ground truth of another size than the frame is still a counted skip, named with both sizes.
@@ -56,7 +60,7 @@ def test_labels_of_the_network_size_are_resized_to_ground_truth_of_the_frame_siz
     s.add_prediction(1, small, 0, frame_size=(144, 192))
     s.finish()
     assert c.scored == 0 and c.gt_size_mismatch == 1 and c.labels_resized == 0
-    assert "is 96x72 but the frame is 192x144: such frames are not scored" in s.warned["gt_size"]
+    assert "is 80x60 but the frame is 192x144: such frames are not scored" in s.warned["gt_size"]
 
     # Frame size not known: the same aspect ratio (within a pixel) is resized, another is skipped.
     s, c = _scorer()
@@ -66,7 +70,7 @@ def test_labels_of_the_network_size_are_resized_to_ground_truth_of_the_frame_siz
     s.add_prediction(2, small[:27], 1)  # 48x27: 16:9 against 4:3
     s.finish()
     assert c.scored == 1 and c.labels_resized == 1 and c.gt_size_mismatch == 1
-    assert "is 96x72 but the labels are 48x27 (another aspect ratio)" in s.warned["gt_size"]
+    assert "is 80x60 but the labels are 48x27 (another aspect ratio)" in s.warned["gt_size"]
 
 
 def test_ground_truth_ids_that_are_neither_class_nor_ignore_are_counted_and_named():

@@ -384,5 +384,28 @@ def test_obstacle_fraction_lets_speckle_through_and_keeps_blocks():
     assert (any_px.grid(speckle)[:, near] == 100).sum() > 20 * (share.grid(speckle)[:, near] == 100).sum()
     assert (share.grid(block) == 100).sum() >= 0.8 * (any_px.grid(block) == 100).sum() > 0
     np.testing.assert_array_equal(share.grid(mask), any_px.grid(mask))  # nothing lethal, the same unknowns
+    # The threshold itself: cells whose landed pixels are 15 %, 18 %, 22 %, 25 % non-drivable. The
+    # pixels landing in each cell come from rays cast here (look_at pose, pinhole through each pixel
+    # centre); the marked ones are those nearest the cell's middle. Exactly the 22 % and 25 % cells
+    # are lethal at obstacle_fraction 0.2.
+    cam_xyz = np.array([0.0, 0.0, 1.2])
+    R_cw = look_at(cam_xyz, 0.26, 0.0)[2]
+    u, v = np.meshgrid(np.arange(640.0), np.arange(480.0))
+    d = np.stack([(u - 319.5) / 420, (v - 239.5) / 420, np.ones_like(u)], -1) @ R_cw
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lam = -cam_xyz[2] / d[..., 2]
+        gx = (lam * d[..., 0] - spec.x_range[0]) / spec.resolution
+        gy = (lam * d[..., 1] - spec.y_range[0]) / spec.resolution
+        landed = (d[..., 2] < 0) & (lam * np.linalg.norm(d, axis=-1) <= 10.0)
+    cells = {(30, 15): 0.25, (34, 15): 0.15, (40, 16): 0.22, (44, 16): 0.18, (50, 17): 0.25, (54, 17): 0.15}
+    shares = mask.copy()
+    for (r, c), part in cells.items():
+        vs, us = np.nonzero(landed & (np.floor(gy) == r) & (np.floor(gx) == c))
+        assert len(vs) > 100  # near cells: over 100 pixels each
+        middle = np.argsort(np.hypot(gx[vs, us] - c - 0.5, gy[vs, us] - r - 0.5))[:round(part * len(vs))]
+        shares[vs[middle], us[middle]] = 0
+    assert sorted(map(tuple, np.argwhere(share.grid(shares) == 100).tolist())) == \
+        sorted(cell for cell, part in cells.items() if part > 0.2)
+    assert (any_px.grid(shares) == 100).sum() == len(cells)  # any one pixel: all six
     with pytest.raises(GroundError, match="obstacle_fraction must be 0 to 1"):
         GridLookup(cam, pose, spec, 10.0, obstacle_fraction=1.5)

@@ -62,8 +62,11 @@ def test_merged_matrices_score_as_one_pass():
 
 
 def test_binary_summary():
-    s = binary_summary(binary_scores(np.array([1, 1, 0, 0]), np.array([1, 0, 1, 0])))
-    assert s == {"iou": 33.33, "precision": 50.0, "recall": 50.0}
+    """Counts unequal on each side (tp 1, fp 2, fn 1), so precision tp / (tp + fp) and recall
+    tp / (tp + fn) differ and cannot be swapped unnoticed."""
+    counts = binary_scores(np.array([1, 1, 1, 0, 0, 0]), np.array([1, 0, 0, 1, 0, 0]))
+    assert counts == {"tp": 1, "fp": 2, "fn": 1, "tn": 2}
+    assert binary_summary(counts) == {"iou": 25.0, "precision": 33.33, "recall": 50.0}
 
 
 def test_class_errors_say_where_a_class_goes():

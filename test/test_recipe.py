@@ -25,20 +25,21 @@ def _onehot_logits(pred: torch.Tensor, c: int, scale: float = 60.0) -> torch.Ten
 
 def test_lovasz_equals_one_minus_iou_for_hard_predictions():
     """For 0/1 probabilities the Lovasz extension is exactly the Jaccard loss: mean over the
-    classes present in the labels of 1 - IoU, computed here from counts."""
+    classes present in the labels of 1 - IoU, computed here from counts. The logits have 5
+    classes, the labels only 0-3: class 4 (absent, though predicted at some pixels) must not
+    count, neither as a loss of 1 nor as a fifth term of the mean."""
     g = torch.Generator().manual_seed(0)
-    c = 4
-    target = torch.randint(0, c, (2, 9, 11), generator=g)
+    c, present = 5, 4
+    target = torch.randint(0, present, (2, 9, 11), generator=g)
     target[0, :2] = IGNORE
     pred = torch.where(torch.rand(target.shape, generator=g) < 0.7, target.clamp(max=c - 1),
                        torch.randint(0, c, target.shape, generator=g))
     got = lovasz_softmax(_onehot_logits(pred, c), target, IGNORE)
     valid = target != IGNORE
+    assert (pred[valid] == 4).any() and set(target[valid].unique().tolist()) == {0, 1, 2, 3}
     losses = []
-    for k in range(c):
+    for k in range(present):  # the classes in the labels
         t, p = (target == k) & valid, (pred == k) & valid
-        if t.sum() == 0:
-            continue
         losses.append(1 - float((t & p).sum()) / float((t | p).sum()))
     assert got.item() == pytest.approx(np.mean(losses), abs=1e-5)
 
@@ -67,13 +68,31 @@ def test_ohem_averages_the_hard_pixels_only():
 
 
 def test_ohem_keeps_at_least_min_kept_pixels():
-    """When almost everything is easy, the top-k hardest pixels are still trained on."""
-    target = torch.randint(0, 3, (1, 10, 10))
-    logits = _onehot_logits(target, 3, scale=10.0)
-    logits[0, :, 0, 0] = torch.tensor([0.0, 0.0, 0.0])  # one uncertain pixel
-    per_pixel = F.cross_entropy(logits, target, reduction="none").flatten()
-    got = ohem_cross_entropy(logits, target, None, IGNORE, thresh=0.7, min_kept=0.2)
-    assert got.item() == pytest.approx(per_pixel.topk(20).values.mean().item(), rel=1e-5)
+    """When almost everything is easy, the top-k hardest pixels are still trained on: k is a
+    fraction of the VALID pixels (40 of 100 are ignored here: 12, not 20), and "hardest" is
+    -log p(true class), not the class-weighted loss (which would rank the heavy class first);
+    the kept pixels' weighted losses are averaged. Reference in numpy, from log-softmax."""
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 3, (1, 10, 10), generator=g)
+    target[0, :4] = IGNORE
+    margin = 3.0 + 4.0 * torch.rand(1, 1, 10, 10, generator=g)  # every pixel its own loss: no ties
+    logits = margin * F.one_hot(target.clamp(max=2), 3).permute(0, 3, 1, 2).float()
+    logits += 0.3 * torch.randn(1, 3, 10, 10, generator=g)
+    logits[0, :, 6, :3] = 0.2 * torch.randn(3, 3, generator=g)  # three uncertain pixels
+    w = torch.tensor([0.3, 1.0, 4.0])
+    got = ohem_cross_entropy(logits, target, w, IGNORE, thresh=0.7, min_kept=0.2)
+    t = target[0].numpy()
+    valid = t != IGNORE
+    lg = logits[0].double().numpy()
+    log_p = lg - np.log(np.exp(lg).sum(0, keepdims=True))
+    plain = -np.take_along_axis(log_p, np.where(valid, t, 0)[None], 0)[0][valid]
+    weighted = w.double().numpy()[t[valid]] * plain
+    assert valid.sum() == 60 and (np.exp(-plain) < 0.7).sum() == 3  # fewer hard pixels than 20 % of 60
+    hardest = np.argsort(-plain)
+    want = weighted[hardest[:12]].mean()
+    # the mistakes this pins: 20 % of all 100 pixels, or the 12 highest weighted losses
+    assert abs(want - weighted[hardest[:20]].mean()) > 0.05 and abs(want - np.sort(weighted)[-12:].mean()) > 0.02
+    assert got.item() == pytest.approx(want, rel=1e-5)
 
 
 def test_build_loss_names():
@@ -189,6 +208,38 @@ def test_jitter_scales_brightness_within_its_range(amount):
         assert hi - lo >= 100 * amount
     else:
         assert lo == hi == 100
+
+
+@pytest.mark.parametrize("amount", [0.1, 0.3])
+def test_jitter_scales_contrast_and_saturation_within_their_range(amount):
+    """A frame of a different colour on each row (the same under a horizontal flip; values kept off
+    0 and 255, so nothing clips). The factors are read back from each output by least squares:
+    brightness b = mean level ratio, contrast c = slope of the pixel's grey level (channel mean)
+    about the frame's mean over b, saturation s = slope of the pixel's chroma (colour minus its
+    grey) over b x c. Each lies within 1 +- jitter, contrast and saturation fill most of it, and
+    b m + b c (grey - m) + b c s chroma rebuilds every output pixel (within the uint8 truncation)."""
+    rows = np.random.default_rng(2).integers(90, 161, (48, 1, 3))
+    img = np.broadcast_to(rows, (48, 64, 3)).astype(np.uint8).copy()
+    lab = np.zeros((48, 64), np.uint8)
+    aug = TrainAugment((64, 48), IGNORE, scale=(1.0, 1.0), translate_px=0, jitter=amount, seed=1)
+    grey_in = img.mean(axis=2)
+    m = grey_in.mean()
+    chroma_in = img - grey_in[..., None]
+    factors = []
+    for _ in range(100):
+        out, _ = aug(img, lab)
+        assert 0 < out.min() and out.max() < 255
+        x = out + 0.5  # uint8 truncates: the value it came from is within half a level of this
+        grey = x.mean(axis=2)
+        b = grey.mean() / m
+        bc = ((grey - grey.mean()) * (grey_in - m)).sum() / ((grey_in - m) ** 2).sum()
+        bcs = ((x - grey[..., None]) * chroma_in).sum() / (chroma_in ** 2).sum()
+        rebuilt = b * m + bc * (grey_in - m)[..., None] + bcs * chroma_in
+        assert np.abs(x - rebuilt).max() < 1.5
+        factors.append((b, bc / b, bcs / bc))
+    lo, hi = np.min(factors, axis=0), np.max(factors, axis=0)
+    assert (lo >= 1 - amount - 0.01).all() and (hi <= 1 + amount + 0.01).all(), (lo, hi)
+    assert (hi - lo >= amount).all(), (lo, hi)  # 100 uniform draws of each factor fill most of 2 x jitter
 
 
 def test_config_refusals():
@@ -403,11 +454,54 @@ TINY = dict(model="essnet_d", batch_size=2, width=96, height=72, crop_width=64, 
             memory_format="channels_last", workers=0)  # 0: the in-process loader on a GPU machine too
 
 
-def test_resume_is_exact_with_ema_and_ohem(tmp_path, camvid_root):
+def test_resume_is_exact_with_ema_and_ohem(tmp_path, camvid_root, monkeypatch):
+    """A run stopped after epoch 1 and resumed ends bit for bit where a straight one does. On the
+    straight run, spies check that the recipe's settings reach the loop (the augment's scale and
+    class crop, ClassMix's probability, the loss) and record the weights after each step: the
+    EMA must be the formula applied to those post-step weights, and the card's val mIoU the
+    shipped (EMA) weights' own, evaluated here without the training code."""
+    import cv2
+    import seg_perception.train.loop as loop
+    from seg_perception.data.datasets import camvid
+    from seg_perception.metrics import ConfusionMatrix
+    from seg_perception.nets import build_model
     # keep last: the shipped weights are then the final EMA whichever epoch scored best on val
     cfg = dict(TINY, epochs=2, ema_decay=0.9, loss="ohem", scale_min=0.5, scale_max=2.0, classmix=0.5,
                class_crop=0.5, keep="last")
+    seen = {"augment": set(), "classmix": [], "loss": []}
+    start, stepped = [], []  # the EMA's initial weights; the model's after each optimizer step
+    real_call, real_ema_init, real_step = TrainAugment.__call__, ModelEMA.__init__, loop.optimizer_step
+
+    def augment(self, *a, **k):
+        seen["augment"].add((tuple(self.scale), self.class_crop))
+        return real_call(self, *a, **k)
+
+    def mix(imgs, labs, prob, *a, **k):
+        seen["classmix"].append(prob)
+        return class_mix(imgs, labs, prob, *a, **k)
+
+    def loss(name, *a, **k):
+        seen["loss"].append(name)
+        return build_loss(name, *a, **k)
+
+    def ema_init(self, model, decay):
+        real_ema_init(self, model, decay)
+        start.append((model, {k: v.clone() for k, v in self.module.state_dict().items()}))
+
+    def step(*a, **k):
+        outcome = real_step(*a, **k)
+        assert outcome == "stepped"
+        stepped.append({k: v.detach().clone() for k, v in start[0][0].state_dict().items()})
+        return outcome
+    monkeypatch.setattr(TrainAugment, "__call__", augment)
+    monkeypatch.setattr(loop, "class_mix", mix)
+    monkeypatch.setattr(loop, "build_loss", loss)
+    monkeypatch.setattr(ModelEMA, "__init__", ema_init)
+    monkeypatch.setattr(loop, "optimizer_step", step)
     train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "a"), **cfg), log=lambda *_: None)
+    monkeypatch.undo()
+    assert seen == {"augment": {((0.5, 2.0), 0.5)}, "classmix": [0.5] * 4, "loss": ["ohem"]}
+    assert len(start) == 1 and len(stepped) == 4  # 2 epochs of 2 batches
     train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "b"), **dict(cfg, epochs=1)), log=lambda *_: None)
     train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "b"), **cfg), resume=True, log=lambda *_: None)
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
@@ -417,6 +511,14 @@ def test_resume_is_exact_with_ema_and_ohem(tmp_path, camvid_root):
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
     for k in a["ema"]["module"]:
         torch.testing.assert_close(a["ema"]["module"][k], b["ema"]["module"][k], rtol=0, atol=0, msg=k)
+    # The EMA of the weights AFTER each step, decay min(0.9, (1 + n) / (10 + n)) at update n;
+    # weights and BN statistics averaged, the batch counters copied.
+    ema = dict(start[0][1])
+    for n, w in enumerate(stepped, 1):
+        d = min(0.9, (1 + n) / (10 + n))
+        ema = {k: w[k] if k.endswith("num_batches_tracked") else d * v + (1 - d) * w[k] for k, v in ema.items()}
+    for k, v in ema.items():
+        torch.testing.assert_close(a["ema"]["module"][k], v, msg=k)
     # The shipped weights are the EMA's, and the log has both figures.
     shipped = torch.load(tmp_path / "a" / "essnet_d_camvid.pt", weights_only=True)
     assert shipped.keys() == a["ema"]["module"].keys()
@@ -431,8 +533,28 @@ def test_resume_is_exact_with_ema_and_ohem(tmp_path, camvid_root):
         assert [int(r[0]) for r in rows] == [1, 2]
         for r in rows:
             assert float(r[3]) == pytest.approx(base * (1 - (int(r[0]) - 1) / 2) ** 0.9, rel=1e-5)
-    training = load_card(tmp_path / "a" / "essnet_d_camvid.yaml").training
-    assert (training["classmix"], training["class_crop"]) == (0.5, 0.5)
+    card = load_card(tmp_path / "a" / "essnet_d_camvid.yaml")
+    assert (card.training["classmix"], card.training["class_crop"]) == (0.5, 0.5)
+    # The card's val mIoU is the shipped weights': the 2 val frames shrunk to 96x72 (INTER_AREA, as
+    # the pipeline does), predicted, the labels resized back with pixel centres aligned.
+    mean, std = torch.tensor(card.mean).view(3, 1, 1), torch.tensor(card.std).view(3, 1, 1)
+    val = camvid(camvid_root, "val")
+
+    def val_miou(state):
+        net = build_model("essnet_d", 11)
+        net.load_state_dict(state)
+        net.eval()
+        cm = ConfusionMatrix(11)
+        for i in range(2):
+            img, lab = val.load(i)
+            x = torch.from_numpy(cv2.resize(img, (96, 72), interpolation=cv2.INTER_AREA)).permute(2, 0, 1).float()
+            with torch.no_grad():
+                pred = net(((x / 255 - mean) / std)[None])[0].argmax(0).to(torch.uint8).numpy()
+            cm.update(cv2.resize(pred, lab.shape[::-1], interpolation=cv2.INTER_NEAREST_EXACT), lab)
+        return 100 * cm.miou()
+    ema_miou = val_miou(shipped)
+    assert abs(ema_miou - val_miou(a["model"])) > 0.012  # the raw weights score otherwise: told apart below
+    assert card.metrics["val_miou"] == pytest.approx(ema_miou, abs=0.006)
 
 
 def _mix_batch(b=4, h=12, w=16, seed=0):
@@ -478,8 +600,17 @@ def test_class_mix_probability_and_determinism():
     a = class_mix(imgs, labs, 0.5, IGNORE, torch.Generator().manual_seed(7))
     b = class_mix(imgs, labs, 0.5, IGNORE, torch.Generator().manual_seed(7))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    mixed = sum(int((a[0][i, ..., 0] != i).any()) for i in range(64))
-    assert 20 <= mixed <= 44  # about half of 64 (a fixed seed: the same count every run)
+    assert not torch.equal(a[0], imgs)
+    # Each sample is mixed with probability prob: of n = 2000, within 4.5 binomial standard
+    # deviations of n * prob (a fixed seed: the same count every run). Channel 0 is the sample's
+    # parity, so a sample that received pixels of the previous one differs from its input.
+    n = 2000
+    labs = torch.from_numpy(np.random.default_rng(1).integers(0, 5, (n, 2, 2)).repeat(4, 1).repeat(4, 2))
+    imgs = (torch.arange(n) % 2).to(torch.uint8).view(n, 1, 1, 1).expand(n, 8, 8, 3).clone()
+    for prob in (0.2, 0.5):
+        out, _ = class_mix(imgs, labs, prob, IGNORE, torch.Generator().manual_seed(0))
+        mixed = int((out != imgs).flatten(1).any(1).sum())
+        assert abs(mixed - n * prob) <= 4.5 * (n * prob * (1 - prob)) ** 0.5, (prob, mixed)
 
 
 def test_final_run_on_train_and_val_with_a_teacher(tmp_path, camvid_full, monkeypatch):
@@ -494,6 +625,22 @@ def test_final_run_on_train_and_val_with_a_teacher(tmp_path, camvid_full, monkey
         kl_terms.append(distillation_kl(*a, **k))
         return kl_terms[-1]
     monkeypatch.setattr(loop, "distillation_kl", counted_kl)
+    ce_terms, step_losses = [], []  # the criterion's term and the loss each step takes
+    real_build, real_step = loop.build_loss, loop.optimizer_step
+
+    def counted_loss(*a, **k):
+        criterion = real_build(*a, **k)
+
+        def counted(x, y):
+            ce_terms.append(criterion(x, y))
+            return ce_terms[-1]
+        return counted
+
+    def counted_step(opt, scaler, loss, *a, **k):
+        step_losses.append(float(loss.detach()))
+        return real_step(opt, scaler, loss, *a, **k)
+    monkeypatch.setattr(loop, "build_loss", counted_loss)
+    monkeypatch.setattr(loop, "optimizer_step", counted_step)
     lines = []
     cfg = TrainConfig(data=str(camvid_root), out=str(tmp_path / "s"), epochs=1, train_split="train+val",
                       val_split="none", keep="last", teacher=str(teacher.with_suffix(".yaml")),
@@ -509,6 +656,11 @@ def test_final_run_on_train_and_val_with_a_teacher(tmp_path, camvid_full, monkey
     assert card.training["train_loss"] == pytest.approx(float(rows[-1].split(",")[2]), abs=1e-4)
     assert card.training["distillation"].startswith("KL")
     assert len(kl_terms) == 4 and all(float(t.detach()) > 0 for t in kl_terms)  # 468 frames at batch 117
+    # the teacher's term is in the loss trained on: cross-entropy + distill_weight (0.5) x KL, each step
+    assert len(ce_terms) == len(step_losses) == 4
+    for ce, kl, got in zip(ce_terms, kl_terms, step_losses):
+        assert got == pytest.approx(float(ce.detach()) + 0.5 * float(kl.detach()), rel=1e-5)
+    assert card.training["train_loss"] == pytest.approx(np.mean(step_losses), abs=1e-4)
     assert not (tmp_path / "s" / "best_metrics.json").exists()
     # the last weights are the ones shipped
     last = torch.load(tmp_path / "s" / "last.pt", weights_only=True)["model"]
