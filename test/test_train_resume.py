@@ -156,3 +156,190 @@ def test_checkpoint_writes_are_synced_and_damaged_ones_are_named(tmp_path, monke
     with pytest.raises(ValueError, match=f"checkpoint {path} cannot be read \\(EOFError\\): it is empty, cut off "
                                          "or not a checkpoint; restore a copy of it, or start again in another --out"):
         load_checkpoint(path)
+
+
+# ------------------------------------------------------------------ classes on resume, --init by name
+GROUND, SKY, TREE = (0, 160, 0), (0, 0, 255), (140, 70, 20)
+CLASSES = [{"name": "ground", "color": list(GROUND)}, {"name": "sky", "color": list(SKY)},
+           {"name": "tree", "color": list(TREE)}]
+FOLDER_TINY = dict(TINY, dataset="folder", val_split="none", keep="last", epochs=1, max_val_images=0)
+
+
+def _write_classes(data: Path, classes, **extra) -> None:
+    import yaml
+    (data / "dataset.yaml").write_text(yaml.safe_dump({"classes": classes, **extra}, sort_keys=False))
+
+
+def _folder_dataset(data: Path) -> Path:
+    """4 frames of 96x72 with RGB masks: sky on top, ground below, a tree in between."""
+    import cv2
+    import numpy as np
+    (data / "train" / "images").mkdir(parents=True)
+    (data / "train" / "labels").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        mask = np.zeros((72, 96, 3), np.uint8)
+        horizon = 30 + 4 * i
+        mask[:horizon], mask[horizon:] = SKY, GROUND
+        mask[horizon - 12:horizon + 6, 20 + 10 * i:40 + 10 * i] = TREE
+        img = (mask.astype(np.int16) // 2 + rng.integers(0, 60, mask.shape)).clip(0, 255).astype(np.uint8)
+        cv2.imwrite(str(data / "train" / "images" / f"f{i}.png"), img[..., ::-1])
+        cv2.imwrite(str(data / "train" / "labels" / f"f{i}.png"), mask[..., ::-1])
+    _write_classes(data, CLASSES)
+    return data
+
+
+def _strip_classes(out: Path) -> None:
+    """last.pt as the code before the class record wrote it."""
+    import torch
+    ck = load_checkpoint(out / "last.pt")
+    ck.pop("classes", None)
+    torch.save(ck, out / "last.pt")
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    """A folder dataset of three classes (ground, sky, tree) and a 1-epoch run on it."""
+    root = tmp_path_factory.mktemp("classes")
+    data = _folder_dataset(root / "data")
+    out = root / "run"
+    train(TrainConfig(data=str(data), out=str(out), **FOLDER_TINY), log=lambda *_: None)
+    return data, out
+
+
+def _copy(folder_run, tmp_path):
+    import shutil
+    data, out = (shutil.copytree(p, tmp_path / p.name) for p in folder_run)
+    return Path(data), Path(out)
+
+
+def _refusal(data: Path, out: Path) -> str:
+    with pytest.raises(ValueError) as e:
+        train(TrainConfig(data=str(data), out=str(out), **dict(FOLDER_TINY, epochs=2)), resume=True,
+              log=lambda *_: None)
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_changed_classes_on_resume_are_refused_in_one_line(folder_run, tmp_path):
+    """Two classes swapped in dataset.yaml (RGB masks: the labels swap), one renamed, one added, another
+    colour or ignore id: the resume went on silently on ids that mean other classes (or, with a class added,
+    stopped on torch's many-line size mismatch). Now one line names the change before anything is loaded,
+    last.pt records the classes, and --init OUT/last.pt in a new --out matches the classifier by name."""
+    data, out = _copy(folder_run, tmp_path)
+    before = _files(out)
+    card = out / "essnet_d_folder.yaml"
+    _write_classes(data, [CLASSES[1], CLASSES[0], CLASSES[2]])
+    assert _refusal(data, out) == (
+        f"classes changed since the checkpoint (sky <-> ground at 0/1): {out / 'last.pt'} learnt the classes as "
+        f"they were; resume with those, or start a new --out (with --init {card} to fine-tune these weights, "
+        "classes matched by name)")
+    assert load_checkpoint(out / "last.pt")["classes"] == {
+        "names": ["ground", "sky", "tree"], "colors": [list(GROUND), list(SKY), list(TREE)], "ignore_index": 255}
+    _write_classes(data, CLASSES[:2] + [{"name": "bush", "color": list(TREE)}])
+    assert "(class 2 tree -> bush)" in _refusal(data, out)
+    _write_classes(data, CLASSES + [{"name": "rock", "color": [9, 9, 9]}])
+    assert "(3 -> 4 classes, new: rock)" in _refusal(data, out)
+    _write_classes(data, CLASSES[:2] + [{"name": "tree", "color": [[1, 1, 1], [140, 70, 20]]}])  # shown 1, 1, 1
+    assert "(colour of tree (140, 70, 20) -> (1, 1, 1))" in _refusal(data, out)
+    _write_classes(data, CLASSES, ignore_index=254)
+    assert "(ignore id 255 -> 254)" in _refusal(data, out)
+    assert _files(out) == before
+    # fine-tuning the run on the swapped classes: --init last.pt follows the names it records
+    _write_classes(data, [CLASSES[1], CLASSES[0], CLASSES[2]])
+    lines = []
+    train(TrainConfig(data=str(data), out=str(tmp_path / "tuned"), init=str(out / "last.pt"), **FOLDER_TINY),
+          log=lines.append)
+    assert any("classifier matched by class name (classes from the checkpoint): 3 of 3 classes" in line
+               for line in lines), lines
+    _write_classes(data, CLASSES)  # as trained: the resume goes on
+    train(TrainConfig(data=str(data), out=str(out), **dict(FOLDER_TINY, epochs=2)), resume=True, log=lambda *_: None)
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+
+
+def test_a_checkpoint_without_the_class_record_resumes_as_before(folder_run, tmp_path):
+    """A last.pt written before the classes were recorded (the long runs in progress) resumes to the same
+    weights as one with the record, and gains the record; with other classes it is refused by the run's
+    card beside it, and without a card by the classifier's class count (not torch's size mismatch)."""
+    import shutil
+    import torch
+    data, out = _copy(folder_run, tmp_path)
+    old = Path(shutil.copytree(out, tmp_path / "old"))
+    _strip_classes(old)
+    assert "classes" not in load_checkpoint(old / "last.pt")
+    for run in (out, old):
+        train(TrainConfig(data=str(data), out=str(run), **dict(FOLDER_TINY, epochs=2)), resume=True,
+              log=lambda *_: None)
+    a, b = load_checkpoint(out / "last.pt"), load_checkpoint(old / "last.pt")
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
+    assert b["classes"] == a["classes"] and b["changed_on_resume"] == a["changed_on_resume"] == ["epochs 1 -> 2"]
+    old = Path(shutil.copytree(folder_run[1], tmp_path / "old2"))
+    _strip_classes(old)
+    _write_classes(data, [CLASSES[1], CLASSES[0], CLASSES[2]])
+    assert "(sky <-> ground at 0/1)" in _refusal(data, old)
+    (old / "essnet_d_folder.yaml").unlink()  # no card: the class count alone
+    _write_classes(data, CLASSES + [{"name": "rock", "color": [9, 9, 9]}])
+    msg = _refusal(data, old)
+    assert msg.startswith("classes changed since the checkpoint (3 -> 4 classes): ") and "--init" not in msg, msg
+
+
+def test_init_pt_with_its_card_beside_matches_classes_by_name(tmp_path):
+    """--init X.pt copied the classifier by position even with X.yaml beside it, while --init X.yaml
+    matched the classes by name. Now the card beside it (same name, or one listing X.pt as its weights)
+    names them; without one the classifier is copied by position where the counts agree, and said."""
+    import torch
+    from seg_perception.data.classes import CAMVID
+    from seg_perception.nets import build_model
+    from seg_perception.train.loop import init_from
+    card = make_random_model(tmp_path, width=64, height=48, onnx=False)
+    pt = card.with_suffix(".pt")
+    src = torch.load(pt, weights_only=True)
+    names = ["Car", "road", "Animal", "Sky"]  # 8, 3, new, 0 of CamVid's
+
+    def init(classes, seed=5):
+        torch.manual_seed(seed)
+        student, notes = build_model("essnet_d", len(classes)), []
+        fresh = student.state_dict()["classifier.bias"].clone()
+        init_from(student, str(pt), "essnet_d", classes, notes)
+        return student.state_dict()["classifier.bias"], fresh, notes
+
+    got, fresh, notes = init(names)
+    torch.testing.assert_close(got, torch.stack([src["classifier.bias"][8], src["classifier.bias"][3], fresh[2],
+                                                 src["classifier.bias"][0]]), rtol=0, atol=0)
+    assert notes == ["classifier matched by class name (classes from random_essnet_d.yaml): 3 of 4 classes from "
+                     "it, new: Animal"]
+    card.rename(tmp_path / "other.yaml")  # a card of another name that lists the .pt as its weights
+    got, _, notes = init(list(CAMVID.names)[::-1])
+    torch.testing.assert_close(got, src["classifier.bias"].flip(0), rtol=0, atol=0)
+    assert notes[0].startswith("classifier matched by class name (classes from other.yaml): 11 of 11")
+    (tmp_path / "other.yaml").unlink()  # no card: by position, said where the counts agree
+    got, _, notes = init(list(CAMVID.names)[::-1])
+    torch.testing.assert_close(got, src["classifier.bias"], rtol=0, atol=0)
+    assert notes == ["classifier copied by position (no card beside random_essnet_d.pt names its classes: its "
+                     "card there as random_essnet_d.yaml, or --init that card, matches them by name)"]
+    assert init(names)[2] == []  # 4 classes against 11: the classifier stays fresh, as the log's list says
+
+
+def test_a_raised_epochs_on_resume_is_not_the_recipe_and_the_docs_say_release_refuses_it():
+    """The docs set a raised --epochs on resume apart from the recipe changes that release refuses; it is
+    one: the epochs before the stop ran on the shorter poly schedule, so the learning rates of the run are
+    those of neither length, and release (which refuses any changed_on_resume) is right to refuse it."""
+    import torch
+    from seg_perception.train.loop import make_schedule
+
+    def rates(cfg, epochs, steps):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+        sched, out = make_schedule(cfg, opt, epochs), []
+        for _ in range(steps):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+    cfg = TrainConfig(model="essnet_d", data="d", out="o", epochs=4)
+    assert rates(cfg, 2, 2) != rates(cfg, 4, 2)  # the first 2 epochs of a run of 2 against those of one of 4
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    resume = " ".join(doc[doc.index("## Long runs"):doc.index("### On a GPU machine")].split())
+    assert "`--epochs` may be raised on resume;" not in resume
+    assert ("so the weights are those of neither length: the change is listed and recorded as below "
+            "(`epochs 100 -> 200`), and `release` refuses the run") in resume

@@ -432,16 +432,45 @@ def _class_dims(architecture: str, num_classes: int) -> Dict[str, int]:
             for k, v in a.items() if v.shape != b[k].shape}
 
 
+def card_beside(weights: Path):
+    """The model card of a weights file: NAME.yaml beside NAME.pt, else a card in its folder that lists
+    it as its weights (None without one)."""
+    same = weights.with_suffix(".yaml")
+    try:
+        others = sorted(p for p in weights.parent.glob("*.yaml") if p != same)
+    except OSError:
+        others = []
+    for p in [same] + others:
+        if not p.is_file():
+            continue
+        try:
+            card = load_card(p)
+            listed = card.file("weights")
+            if p == same or (listed is not None and listed.resolve() == weights.resolve()):
+                return card
+        except (ValueError, OSError):  # not a card (dataset.yaml, ...), or a broken one
+            continue
+    return None
+
+
+def checkpoint_classes(table) -> dict:
+    """The class table a checkpoint records (names, colours, ignore id): what its ids mean."""
+    return {"names": [str(n) for n in table.names], "colors": [[int(v) for v in c] for c in table.colors],
+            "ignore_index": int(table.ignore_index)}
+
+
 def init_from(model: nn.Module, source: str, architecture: str,
-              class_names: Optional[Sequence[str]] = None) -> tuple[int, List[str]]:
+              class_names: Optional[Sequence[str]] = None, notes: Optional[List[str]] = None) -> tuple[int, List[str]]:
     """Copy trained weights into a fresh ``model`` to fine-tune it: a model's name or card
     (its weights file), or a .pt. Tensors whose shape differs -- the classifier of a model
-    trained on other classes -- keep their fresh init. With a card and ``class_names`` (the
-    run's classes) the classifier follows the names: a class the card knows starts from its
-    trained weights wherever it sits in the new order, a new one from a fresh init.
-    Returns (copied, names kept fresh)."""
+    trained on other classes -- keep their fresh init. With ``class_names`` (the run's classes) and
+    the source's class names -- its card, the card beside a .pt, or those a training checkpoint
+    records -- the classifier follows the names: a class the source knows starts from its trained
+    weights wherever it sits in the new order, a new one from a fresh init. Without names it is
+    copied by position (where the counts agree). ``notes`` receives what the log says of the
+    classifier. Returns (copied, names kept fresh)."""
     path = Path(source)
-    source_names = None
+    source_names, named_by = None, ""
     if path.suffix != ".pt":
         card = load_card(resolve_model(source))  # a shipped model's name or a card's path
         if card.architecture != architecture:
@@ -459,6 +488,13 @@ def init_from(model: nn.Module, source: str, architecture: str,
     except Exception as e:
         raise ValueError(f"--init {path} cannot be read ({type(e).__name__}): is it a seg_perception .pt file?") \
             from None
+    if source_names is None:  # a .pt: its card beside it, or the classes a training checkpoint records
+        beside = card_beside(path)
+        recorded = state.get("classes") if isinstance(state, dict) else None
+        if beside is not None:
+            source_names, named_by = list(beside.class_names), f" (classes from {beside.path.name})"
+        elif isinstance(recorded, dict) and recorded.get("names"):
+            source_names, named_by = list(recorded["names"]), " (classes from the checkpoint)"
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a training checkpoint (last.pt)
     own = model.state_dict()
@@ -469,9 +505,10 @@ def init_from(model: nn.Module, source: str, architecture: str,
     if fit_kernels < len(kernels) / 2:  # more than a new classifier differs: another network's file
         raise ValueError(f"--init {path}: only {fit_kernels} of the {len(kernels)} kernels of {architecture} "
                          "fit; is it a weights file of this network?")
+    class_dims = _class_dims(architecture, len(class_names)) if class_names else {}
     order = class_order(source_names, class_names) if source_names and class_names else None
     if order is not None:  # classes by name, not by position
-        for key, dim in _class_dims(architecture, len(class_names)).items():
+        for key, dim in class_dims.items():
             if key not in state or key not in own:
                 continue
             fits.pop(key, None)
@@ -482,22 +519,17 @@ def init_from(model: nn.Module, source: str, architecture: str,
                 if i >= 0:
                     new.select(dim, j).copy_(src.select(dim, i))
             fits[key] = new
+        if notes is not None and any(k in fits for k in class_dims):
+            new = [n for n, i in zip(class_names, order) if i < 0]
+            notes.append(f"classifier matched by class name{named_by}: {len(class_names) - len(new)} of "
+                         f"{len(class_names)} classes from it" + (f", new: {', '.join(new)}" if new else ""))
+    elif notes is not None and source_names is None and class_dims and all(k in fits for k in class_dims):
+        notes.append(f"classifier copied by position (no card beside {path.name} names its classes: its card "
+                     f"there as {path.with_suffix('.yaml').name}, or --init that card, matches them by name)")
     model.load_state_dict(fits, strict=False)
     # A trained file may hold subnormal weights, which make every CPU step several times slower.
     flush_tiny_weights(model)
     return len(fits), sorted(k for k in own if k not in fits)
-
-
-def _init_classes_note(source: str, names: Sequence[str]) -> str:
-    """What the log says of the classifier when --init names other classes (or an other order)."""
-    if Path(source).suffix == ".pt":
-        return ""
-    order = class_order(load_card(resolve_model(source)).class_names, names)
-    if order is None:
-        return ""
-    new = [n for n, i in zip(names, order) if i < 0]
-    return (f"; classifier matched by class name: {len(names) - len(new)} of {len(names)} classes from it"
-            + (f", new: {', '.join(new)}" if new else ""))
 
 
 # ------------------------------------------------------------------ the run
@@ -736,11 +768,12 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, table.num_classes)
     if cfg.init and not (resume and (out / "last.pt").is_file()):
-        copied, fresh = init_from(model, cfg.init, cfg.model, table.names)
+        notes: List[str] = []
+        copied, fresh = init_from(model, cfg.init, cfg.model, table.names, notes)
         if rank == 0:
             log(f"[train] initialised {copied} tensors from {cfg.init}"
                 + (f"; {len(fresh)} keep a fresh init ({', '.join(fresh[:3])}{', ...' if len(fresh) > 3 else ''})"
-                   if fresh else "") + _init_classes_note(cfg.init, table.names))
+                   if fresh else "") + "".join(f"; {n}" for n in notes))
     if cfg.gradual_grouping_epochs:
         n = grouping.make_gradual(model)
         if rank == 0:
@@ -826,6 +859,7 @@ def restore(run: Run, log=print) -> None:
     elif _model_source(run.cfg.init) != _model_source(saved_init):
         raise ValueError(f"--init {run.cfg.init}: the run in {run.out} began from {saved_init or 'a random init'} and "
                          "--init applies only at a run's start: resume without --init, or start a new --out")
+    _check_classes(run, ck, ckpt_path)
     if ck["stage"] == "full" and run.stage != "full":
         run.enter_full_stage()
     run.model.load_state_dict(ck["model"])
@@ -887,6 +921,80 @@ def restore(run: Run, log=print) -> None:
                 and not run.cut_short):
             log(f"[train] the poly learning rate is recomputed for {run.cfg.epochs} epochs from --lr {run.cfg.lr:g}: "
                 f"{run.opt.param_groups[0]['lr']:.2e} now against {lr_at_stop:.2e} at the stop")
+
+
+def _trained_classes(run: Run, ck: dict) -> dict:
+    """The classes the checkpoint trained: recorded in it ({"names", "colors", "ignore_index"}); a
+    checkpoint written before they were recorded: its run's card beside it, where that card's class
+    count is the classifier's, else only that count ({"count": N})."""
+    if isinstance(ck.get("classes"), dict) and ck["classes"].get("names"):
+        return ck["classes"]
+    count = None
+    for key, dim in _class_dims(run.cfg.model, run.train_ds.table.num_classes).items():
+        if key in ck["model"] and ck["model"][key].dim() > dim:
+            count = int(ck["model"][key].shape[dim])
+            break
+    card_path = run.out / f"{run.name}.yaml"
+    if card_path.is_file():
+        try:
+            card = load_card(card_path)
+        except ValueError:  # unreadable: the count alone
+            card = None
+        if card is not None and card.architecture == run.cfg.model and card.num_classes == count:
+            return {"names": list(card.class_names), "colors": [list(c) for c in card.class_colors],
+                    "ignore_index": card.ignore_index}
+    return {"count": count}
+
+
+def _classes_change(was: dict, table) -> str:
+    """How ``table`` (the data now) differs from the classes a checkpoint trained (empty if in nothing
+    that changes what an id means). Names count as class_order reads them (case aside, and not where
+    either side has only generic class_<i> names); colours where the names count."""
+    now = [str(n) for n in table.names]
+    if "names" not in was:
+        n = was.get("count")
+        return "" if n is None or n == len(now) else f"{n} -> {len(now)} classes"
+    old = [str(n) for n in was["names"]]
+    low = lambda names: [n.strip().lower() for n in names]  # noqa: E731
+    parts = []
+    named = not (_generic(old) or _generic(now))
+    if len(old) != len(now):
+        added = [n for n in now if n.strip().lower() not in low(old)] if named else []
+        gone = [n for n in old if n.strip().lower() not in low(now)] if named else []
+        parts.append(f"{len(old)} -> {len(now)} classes" + (f", new: {', '.join(added)}" if added else "")
+                     + (f", gone: {', '.join(gone)}" if gone else ""))
+    elif named and low(old) != low(now):
+        moved = [i for i in range(len(now)) if low(old)[i] != low(now)[i]]
+        if sorted(low(old)) == sorted(low(now)) and len(moved) == 2:
+            parts.append(f"{now[moved[0]]} <-> {now[moved[1]]} at {moved[0]}/{moved[1]}")
+        elif sorted(low(old)) == sorted(low(now)):
+            parts.append("order " + ", ".join(f"{now[i]} {low(old).index(low(now)[i])} -> {i}" for i in moved[:4])
+                         + (", ..." if len(moved) > 4 else ""))
+        else:
+            parts.append(", ".join(f"class {i} {old[i]} -> {now[i]}" for i in moved[:4])
+                         + (", ..." if len(moved) > 4 else ""))
+    elif named and "colors" in was:
+        colours = [(i, tuple(a), tuple(b)) for i, (a, b) in enumerate(zip(was["colors"], table.colors))
+                   if tuple(a) != tuple(b)]
+        parts += [f"colour of {now[i]} {a} -> {b}" for i, a, b in colours[:4]] + (["..."] if len(colours) > 4 else [])
+    if "ignore_index" in was and int(was["ignore_index"]) != table.ignore_index:
+        parts.append(f"ignore id {was['ignore_index']} -> {table.ignore_index}")
+    return "; ".join(parts)
+
+
+def _check_classes(run: Run, ck: dict, ckpt_path: Path) -> None:
+    """A resume on data whose classes changed (two swapped in dataset.yaml, one renamed or added, another
+    ignore id) would train the weights on ids that mean other classes, and ship them under the new
+    names: refused in one line, before the weights are loaded."""
+    change = _classes_change(_trained_classes(run, ck), run.train_ds.table)
+    if not change:
+        return
+    card = run.out / f"{run.name}.yaml"
+    source = card if card.is_file() else ckpt_path if isinstance(ck.get("classes"), dict) else None
+    by_name = "" if _generic(run.train_ds.table.names) else ", classes matched by name"
+    raise ValueError(f"classes changed since the checkpoint ({change}): {ckpt_path} learnt the classes as they "
+                     "were; resume with those, or start a new --out"
+                     + (f" (with --init {source} to fine-tune these weights{by_name})" if source else ""))
 
 
 # Settings that may differ on resume without changing what is trained: where things are,
@@ -1053,6 +1161,7 @@ def save_checkpoint(run: Run, epoch: int) -> None:
                  "scheduler": run.sched.state_dict(), "epoch": epoch, "stage": run.stage,
                  "best_miou": run.best, "config": asdict(run.cfg), "precision": run.precision,
                  "changed_on_resume": run.changed_on_resume,
+                 "classes": checkpoint_classes(run.train_ds.table),  # what the ids mean (restore compares)
                  "memory_format": run.memory_format,
                  "ema": run.ema.state_dict() if run.ema is not None else None,
                  "scaler": run.scaler.state_dict(),  # empty unless fp16
