@@ -375,7 +375,7 @@ def _evaluate(p: argparse.ArgumentParser):
         results = []
         for w, h in a.sizes or [(a.width, a.height)]:
             results.append(evaluate(card.path, ds, a.dataset, a.split, a.backend, a.precision, a.weights,
-                                    a.onnx, a.threads, a.limit, w, h))
+                                    a.onnx, a.threads, a.limit, w, h, root=dataset_root(a)))
             print(format_summary(results[-1]), flush=True)
         if a.sizes:
             print(format_sizes(results))
@@ -479,6 +479,8 @@ def _models(p: argparse.ArgumentParser):
             epochs = f"{t.get('epochs_completed_in_run', '?')} of {t.get('epochs_planned', '?')}"
             if t.get("init"):
                 epochs += f" from {Path(str(t['init'])).stem}"
+            if t.get("best_epoch") is not None:  # --keep best: the weights are of the epoch val chose, not the last
+                epochs += f"; weights of epoch {t['best_epoch']} (best on {t.get('val_split') or 'val'})"
             split = f"{c.dataset or t.get('dataset', '?')} {t.get('train_split', 'train')}"  # own data: its name
             val = m.get("val_miou", "-")
             if m.get("val_picked_checkpoint"):  # the split chose the epoch: not held out

@@ -269,7 +269,9 @@ def test_a_report_on_frames_the_model_trained_on_says_so(tmp_path, capsys, rando
     shutil.copytree(random_model.parent, folder)
     card = load_card(folder / random_model.name)
     data = f"--data {camvid_sample}"
-    for split, command, held_in in (("train", data, False), ("train+val", "--data /elsewhere/camvid", False),
+    # CamVid's own splits are the same frames in any copy of CamVid: trained on its val elsewhere is
+    # trained on these (a folder dataset's split counts only in the folder it trained on: below)
+    for split, command, held_in in (("train", data, False), ("train+val", "--data /elsewhere/camvid", True),
                                     ("train+val", data, True)):
         card.training = dict(card.training, dataset="camvid", train_split=split, command=f"seg-perception train {command}",
                              recipe_run={"train_split": "train"})
@@ -293,6 +295,104 @@ def test_a_report_on_frames_the_model_trained_on_says_so(tmp_path, capsys, rando
     card.save(card.path)
     rc, said, err = run_cli(capsys, "eval-bag", bag, "--model", card.path, "--mode", "offline", "--out", tmp_path / "o")
     assert rc == 0 and "not held out" not in said, err
+
+
+def _mybot_dataset(root: Path, name: str = "") -> Path:
+    """A folder dataset of CamVid's classes (the fixture model's) with dataset.yaml: 2 train and 2 val
+    frames at 96x72, id PNGs."""
+    from seg_perception.data.classes import CAMVID
+    rng = np.random.default_rng(3)
+    for split in ("train", "val"):
+        for sub in ("images", "labels"):
+            (root / split / sub).mkdir(parents=True)
+        for i in range(2):
+            cv2.imwrite(str(root / split / "images" / f"f{i}.png"), rng.integers(0, 255, (72, 96, 3), np.uint8))
+            cv2.imwrite(str(root / split / "labels" / f"f{i}.png"), rng.integers(0, 11, (72, 96), np.uint8))
+    classes = [{"name": n, "color": list(c)} for n, c in zip(CAMVID.names, CAMVID.colors)]
+    (root / "dataset.yaml").write_text(yaml.safe_dump({**({"name": name} if name else {}), "classes": classes,
+                                                       "ignore_index": 255}))
+    return root
+
+
+def test_evaluate_says_not_held_out_by_the_runs_training_record(tmp_path, capsys):
+    """`evaluate` decides "trained on these frames" as eval-bag does for a bag: the card's training
+    record (dataset kind, the folder it trained on, its splits) against --dataset/--data/--split; not
+    the card's dataset name, which is dataset.yaml's name: (a run on 'mybot' lost the note, a run
+    on an unnamed folder flagged the train split of any other folder)."""
+    from conftest import make_random_model
+    from seg_perception.card import load_card
+    from seg_perception.evaluation.common import trained_splits
+
+    def run_on(data: Path, name: str) -> Path:
+        card = load_card(make_random_model(tmp_path / f"run_{name or 'unnamed'}", "essnet_d", 96, 72, onnx=False))
+        card.dataset = name or "folder"  # the card's dataset: dataset.yaml's name (folder without one)
+        card.training = {"dataset": "folder", "data": str(data.resolve()), "train_split": "train",
+                         "command": f"seg-perception train --dataset folder --data {data}"}
+        card.save(card.path)
+        return card.path
+
+    def note(card_path, data, split) -> str:
+        rc, out, err = run_cli(capsys, "evaluate", "--model", card_path, "--dataset", "folder", "--data", data,
+                               "--split", split, "--backend", "torch", "--threads", "1")
+        assert rc == 0, err
+        return "\n".join(ln for ln in out.splitlines() if "note:" in ln)
+
+    mybot = _mybot_dataset(tmp_path / "mybot", name="mybot")
+    named = run_on(mybot, "mybot")
+    said = note(named, mybot, "train")
+    assert "random_essnet_d trained on train: these frames are not held out" in said, said
+    # the shipped models' wording (a train-alone figure on the card) is not said of a user's run
+    assert "recipe" not in said and "card's val mIoU" not in said
+    assert note(named, mybot, "val") == ""
+    plain = _mybot_dataset(tmp_path / "plain")
+    unnamed = run_on(plain, "")
+    assert note(unnamed, mybot, "train") == ""  # another folder's train split: other frames
+    assert "not held out" in note(unnamed, tmp_path / "mybot" / ".." / "plain", "train")  # the same folder
+    # CamVid's own splits are one public dataset's, wherever a copy lies; a list of a copy's own is not
+    camvid = load_card(named)
+    camvid.training = {"dataset": "camvid", "train_split": "train+val", "data": "/elsewhere/camvid"}
+    assert trained_splits(camvid, "camvid", str(tmp_path / "copy"), "val") == "train+val"
+    assert trained_splits(camvid, "folder", str(tmp_path / "copy"), "val") == ""
+    camvid.training["train_split"] = "seen_train+seen_val"
+    assert trained_splits(camvid, "camvid", str(tmp_path / "copy"), "seen_val") == ""
+    assert trained_splits(camvid, "camvid", "/elsewhere/camvid", "seen_val") == "seen_train+seen_val"
+
+
+def test_colour_coded_ground_truth_folder_is_read_with_the_cards_colours(tmp_path, random_model):
+    """eval-bag --gt-dir with RGB colour-coded label PNGs (a folder dataset's labels) reads them with
+    the model card's class colours (eval-bag reads no dataset.yaml): scored as the same ids saved
+    as id PNGs or palette PNGs, which stay read as ids."""
+    from PIL import Image
+    from seg_perception.card import load_card
+    bag = small_bag(tmp_path / "b", 3)
+    palette = load_card(random_model).palette
+    folders = {k: tmp_path / k for k in ("ids", "palette", "rgb")}
+    for f in folders.values():
+        f.mkdir()
+    for _, msg in read_all(bag)["/camera/labels_gt"]:
+        ids = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width).copy()
+        ids[ids == 11] = 0  # the ignore id has no colour on the card
+        cv2.imwrite(str(folders["ids"] / f"{stamp(msg)}.png"), ids)
+        im = Image.fromarray(ids, mode="P")
+        im.putpalette(palette.ravel().tolist())
+        im.save(folders["palette"] / f"{stamp(msg)}.png")
+        cv2.imwrite(str(folders["rgb"] / f"{stamp(msg)}.png"), cv2.cvtColor(palette[ids], cv2.COLOR_RGB2BGR))
+    results = {k: evaluate(EvalConfig(bag=bag, model=str(random_model), gt_dir=f, progress=False), "offline",
+                           tmp_path / f"r_{k}")[0] for k, f in folders.items()}
+    for k, r in results.items():
+        assert r.counts.scored == 3 and r.counts.gt_unreadable == 0, (k, r.counts, r.notes)
+    np.testing.assert_array_equal(results["rgb"].confusion.mat, results["ids"].confusion.mat)
+    np.testing.assert_array_equal(results["palette"].confusion.mat, results["ids"].confusion.mat)
+    assert results["ids"].confusion.mat.sum() == 3 * 48 * 64
+    # a colour no class of the card has: that frame is an unreadable ground truth, and the note says why
+    first = sorted(folders["rgb"].iterdir())[0]
+    rgb = cv2.imread(str(first))
+    rgb[0, 0] = (1, 2, 3)
+    cv2.imwrite(str(first), rgb)
+    r = evaluate(EvalConfig(bag=bag, model=str(random_model), gt_dir=folders["rgb"], progress=False), "offline",
+                 tmp_path / "r_bad")[0]
+    assert r.counts.scored == 2 and r.counts.gt_unreadable == 1
+    assert any("model card's class colours" in n for n in r.notes), r.notes
 
 
 def test_shipped_sample_bag_states_its_classes():

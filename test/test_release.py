@@ -422,3 +422,22 @@ def test_a_run_that_kept_its_best_epoch_on_val_is_released_with_a_note(tmp_path,
     note = load_card(to / "picked.yaml").metrics["val_picked_checkpoint"]
     assert "kept its best epoch on val (epoch 2)" in note and "--keep last" in note
     assert "(epoch picked on val)" in capsys.readouterr().out
+
+
+def test_models_listing_names_the_epoch_of_weights_kept_as_the_best(tmp_path, capsys, monkeypatch):
+    """A --keep best run ships the weights of its best epoch on val, not its last: `models --shipped`
+    said "2 of 2" alone, as if they were epoch 2's; it names the shipped weights' epoch (the card's
+    best_epoch). A --keep last card (training.epoch) reads as before."""
+    mine = tmp_path / "my_models"
+    for name, kept in (("kept_best", {"best_epoch": 1, "val_split": "val"}), ("kept_last", {"epoch": 2})):
+        card = load_card(make_random_model(mine, "essnet_d", 96, 72, onnx=False, seed=1))
+        card.name = name
+        card.training = {**card.training, "train_split": "train", "epochs_planned": 2, "epochs_completed_in_run": 2,
+                         **kept}
+        card.save(mine / f"{name}.yaml")  # (beside random_essnet_d.pt, which it names)
+    monkeypatch.setenv("SEG_PERCEPTION_MODELS", str(mine))
+    capsys.readouterr()
+    assert main(["models", "--shipped"]) == 0
+    rows = {r.split("|")[1].strip(): r for r in capsys.readouterr().out.splitlines() if r.startswith("| kept_")}
+    assert rows["kept_best"].endswith("| 2 of 2; weights of epoch 1 (best on val) |"), rows["kept_best"]
+    assert rows["kept_last"].endswith("| 2 of 2 |"), rows["kept_last"]

@@ -11,10 +11,11 @@ from typing import List, Optional
 
 from ..card import CardError, ModelCard, load_card
 from ..data import bag_io
+from ..data.classes import CAMVID
 from ..data.datasets import default_camvid_root
 from ..paths import DEFAULT_MODEL, resolve_model
 from .config import EvalConfig, EvalError
-from .scoring import GroundTruthFolder, sample_indices
+from .scoring import GroundTruthFolder, card_label_colors, sample_indices
 
 
 @dataclass
@@ -109,7 +110,10 @@ def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader) -> Inputs:
 
 def check_ground_truth_classes(inp: Inputs, reader: bag_io.BagReader, card: ModelCard) -> None:
     """A bag whose metadata names its ground truth's classes (make-bag writes them) must be
-    scored by a model of those classes: ids of another table give a meaningless mIoU."""
+    scored by a model of those classes: ids of another table give a meaningless mIoU. The model
+    known, a --gt-dir folder reads colour-coded label PNGs by the card's class colours."""
+    if inp.gt_folder is not None:
+        inp.gt_folder.colors = card_label_colors(card)
     stated = reader.custom_data.get(bag_io.GT_CLASSES_KEY)
     if inp.gt is None or not stated:
         return
@@ -141,32 +145,58 @@ def _data_of(training: dict) -> Optional[str]:
     return str(default_camvid_root()) if args and training.get("dataset") == "camvid" else None
 
 
+CAMVID_SPLITS = ("train", "val", "test")  # CamVid's own lists: the same frames in any copy of it
+
+
+def trained_splits(card: ModelCard, dataset: str, data, split: str) -> str:
+    """The splits ``card``'s run trained on (its ``train_split``, e.g. 'train+val') when they hold
+    split ``split`` of the ``dataset`` kind (--dataset: camvid, folder, ...) read from the folder
+    ``data``; "" otherwise, and whenever either side does not say. The folder must be the one the
+    run trained on (training.data, else its command's --data), resolved: a folder dataset's
+    'train' elsewhere is other frames. CamVid's own splits are the exception: the same public
+    frames wherever a copy of CamVid lies. One rule for `evaluate` and for a bag's ground truth."""
+    tr = card.training if isinstance(card.training, dict) else {}
+    trained = str(tr.get("train_split") or "")
+    if not trained or not dataset or dataset != tr.get("dataset") or str(split) not in trained.split("+"):
+        return ""
+    if dataset == "camvid" and split in CAMVID_SPLITS and tuple(card.class_names) == CAMVID.names:
+        return trained
+    trained_data = _data_of(tr)
+    if not data or not trained_data:
+        return ""
+    if Path(str(data)).expanduser().resolve() != Path(trained_data).expanduser().resolve():
+        return ""
+    return trained
+
+
+def held_out_reference(card: ModelCard) -> str:
+    """' (its card's val mIoU, from the same recipe trained on train: 65.90)': the held-out figure a
+    card records beside weights that trained on val (a shipped model); "" for a card without one
+    (a user's run: its metrics are of its own weights)."""
+    held = card.metrics.get("val_miou")
+    if "val_miou_not_held_out" not in card.metrics or not isinstance(held, (int, float)):
+        return ""  # the card's val figure, where it is the recipe run's (trained without the split)
+    recipe = card.training.get("recipe_run") if isinstance(card.training.get("recipe_run"), dict) else {}
+    return (f" (its card's val mIoU, from the same recipe trained on {recipe.get('train_split') or 'another split'}: "
+            f"{held:.2f})")
+
+
 def trained_on_ground_truth(inp: Inputs, reader: bag_io.BagReader, card: ModelCard) -> str:
     """A sentence when the bag's ground truth comes from a split the model trained on: the same
-    dataset folder and a split of its training (make-bag records them); its mIoU is then not a
-    held-out figure. "" otherwise, and whenever either side does not say."""
+    dataset and split of its training (make-bag records them; ``trained_splits``); its mIoU is then
+    not a held-out figure. "" otherwise, and whenever either side does not say."""
     try:
         src = json.loads(reader.custom_data.get(bag_io.GT_SOURCE_KEY) or "{}")
     except ValueError:
         return ""
-    tr = card.training if isinstance(card.training, dict) else {}
-    if inp.gt is None or not isinstance(src, dict) or not tr.get("train_split"):
+    if inp.gt is None or not isinstance(src, dict):
         return ""
-    trained_data = _data_of(tr)
-    if (not src.get("dataset") or src.get("dataset") != tr.get("dataset") or not src.get("data") or not trained_data
-            or src.get("split") not in str(tr["train_split"]).split("+")):
+    trained = trained_splits(card, src.get("dataset"), src.get("data"), src.get("split"))
+    if not trained:
         return ""
-    if Path(str(src["data"])).expanduser().resolve() != Path(trained_data).expanduser().resolve():
-        return ""
-    held = card.metrics.get("val_miou")
-    if "val_miou_not_held_out" not in card.metrics or not isinstance(held, (int, float)):
-        held = None  # the card's val figure, where it is the recipe run's (trained without the split)
     dataset = "CamVid" if src["dataset"] == "camvid" else f"the {src['dataset']} dataset {src['data']}"
-    recipe = (card.training.get("recipe_run") or {}) if isinstance(card.training.get("recipe_run"), dict) else {}
     return (f"the ground truth is {dataset} {src['split']}, which {card.name} trained on "
-            f"({tr['train_split']}): these accuracy figures are not held out"
-            + (f" (its card's val mIoU, from the same recipe trained on {recipe.get('train_split') or 'another split'}: "
-               f"{held:.2f})" if held is not None else ""))
+            f"({trained}): these accuracy figures are not held out" + held_out_reference(card))
 
 
 def partial_reason(inp: Inputs, read_error: str, corrupt: int) -> str:

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from ..data import bag_io
-from ..data.label_images import LabelError, read_label
+from ..data.label_images import ColourLabelError, LabelColors, LabelError, read_label
 from ..metrics import ConfusionMatrix, binary_scores, binary_summary, percentiles
 from ..runtime.image_conversion import ImageError, encoded_size, image_to_array, message_to_array
 
@@ -86,6 +86,9 @@ class GroundTruthFolder:
             self.by_stamp = {}
             self.by_order = files
         self.mode = "stamp" if self.by_stamp else "order"
+        # the model card's class colours, for colour-coded (RGB) label PNGs: set once the card is known
+        # (common.check_ground_truth_classes); eval-bag reads no dataset.yaml
+        self.colors: Optional[LabelColors] = None
 
     def lookup(self, stamp: int, index: int) -> Optional[np.ndarray]:
         path = self.by_stamp.get(stamp) if self.mode == "stamp" else (
@@ -94,6 +97,17 @@ class GroundTruthFolder:
             return None
         try:  # read_label keeps a palette PNG's indices (OpenCV would expand them to colours)
             lab = read_label(path)
+        except ColourLabelError as e:
+            if self.colors is None:
+                raise ImageError(str(e)) from None
+            # Only a colour image is read by the card's colours: they may be display colours alone (a
+            # dataset of ids with labels: ids, or no colours given), so id and palette PNGs stay ids.
+            try:
+                lab = read_label(path, self.colors)
+            except LabelError as e:
+                raise ImageError(f"{e} (colour-coded ground truth is read with the model card's class colours, "
+                                 "one per class; a colour no class has, an unlabelled colour too, cannot be "
+                                 "scored: save such pixels as a class's colour, or the labels as class ids)") from None
         except LabelError as e:
             raise ImageError(str(e)) from None
         if lab.ndim != 2 or lab.dtype != np.uint8:
@@ -101,6 +115,22 @@ class GroundTruthFolder:
             raise ImageError(f"ground truth {path} is {lab.dtype} in {channels} channel(s); expected 8-bit class ids "
                              "in one: save it as a single-channel 8-bit or palette PNG of class ids")
         return lab
+
+
+def card_label_colors(card) -> LabelColors:
+    """A model card's class colours as label colours (colour -> class id): colour-coded ground truth
+    read as the model's dataset.yaml gave its classes' colours (the card records the first of each).
+    A colour two classes share names neither: those classes count as uncoloured (the error says)."""
+    owners: Dict[Tuple[int, int, int], int] = {}
+    shared = set()
+    for i, c in enumerate(card.class_colors):
+        rgb = tuple(int(v) for v in c)
+        if rgb in owners:
+            shared.update((owners[rgb], i))
+        owners.setdefault(rgb, i)
+    uncoloured = [card.class_names[i] for i in sorted(shared)]
+    return LabelColors({rgb: i for rgb, i in owners.items() if i not in shared}, uncoloured,
+                       source=f"model card {card.path or card.name}")
 
 
 # --------------------------------------------------------------------- counters and results

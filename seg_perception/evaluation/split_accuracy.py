@@ -16,15 +16,17 @@ from ..card import ModelCard
 from ..data.datasets import SegmentationDataset, open_dataset
 from ..metrics import ConfusionMatrix, percentiles
 from ..runtime.pipeline import Pipeline
+from .common import held_out_reference, trained_splits
 
 
 def evaluate(card_path: str | Path | ModelCard, data: "str | SegmentationDataset", dataset: str = "camvid",
              split: str = "val",
              backend: str = "onnxruntime", precision: str = "fp32", weights: Optional[str] = None,
              onnx: Optional[str] = None, threads: int = 0, limit: int = 0, width: int = 0, height: int = 0,
-             **dataset_kw) -> dict:
+             root: "str | Path | None" = None, **dataset_kw) -> dict:
     """``width``/``height``: the network's input size (0: the card's); labels are scored at the
-    label image's size either way."""
+    label image's size either way. ``root``: the dataset folder (--data) of a ``data`` opened
+    already, to tell whether the card's run trained on these frames (not said without it)."""
     pipe = Pipeline.from_card(card_path, backend=backend, precision=precision, weights=weights, onnx=onnx,
                               threads=threads, width=width or None, height=height or None)
     # ``data``: a dataset root, or a dataset the command line opened already (cli.open_from_args)
@@ -52,9 +54,12 @@ def evaluate(card_path: str | Path | ModelCard, data: "str | SegmentationDataset
                 "split": split, "input_size": list(pipe.size), "frames": n,
                 "seconds": round(time.perf_counter() - t0, 1),
                 "inference_ms": percentiles(infer_ms)})
-    trained_on = str(pipe.card.training.get("train_split") or "")
-    if split in trained_on.replace("+", " ").split() and (not pipe.card.dataset or pipe.card.dataset == dataset):
-        out["not_held_out"] = f"{pipe.card.name} trained on {trained_on}: these frames are not held out"
+    # trained on these frames: by the card's training record (dataset kind, folder, splits), as
+    # eval-bag decides for a bag's ground truth; not by the card's dataset name (dataset.yaml's name:)
+    trained_on = trained_splits(pipe.card, dataset, data if isinstance(data, (str, Path)) else root, split)
+    if trained_on:
+        out["not_held_out"] = (f"{pipe.card.name} trained on {trained_on}: these frames are not held out"
+                               + held_out_reference(pipe.card))
     return out
 
 
@@ -62,7 +67,7 @@ def _held_in_note(results: list) -> list:
     """The line that says a figure is of frames the model trained on (the shipped default trained on
     CamVid train+val, so its val figure reads 13 points above what a held-out split gives)."""
     note = next((r["not_held_out"] for r in results if r.get("not_held_out")), None)
-    return [f"  note: {note} (the card's metrics give the figure of the recipe trained without them)"] if note else []
+    return [f"  note: {note}"] if note else []
 
 
 def _cell(value, width: int) -> str:
