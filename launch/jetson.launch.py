@@ -32,7 +32,9 @@ def _node(context, *args, **kwargs):
         if value != "":
             overrides[name] = cast(name, value)
     params_file = check_params_file(context.launch_configurations["params_file"])
-    typos = misspelt_arguments(context.launch_configurations, [*OVERRIDES, "params_file"], "jetson.launch.py")
+    from seg_perception.ros.node import parameter_names  # the node's own table: backend:=... is no argument here
+    typos = misspelt_arguments(context.launch_configurations, [*OVERRIDES, "params_file"], "jetson.launch.py",
+                               node_parameters=parameter_names())
     share = get_package_share_directory("seg_perception")
     # Large camera frames between processes (Fast DDS): the shipped transport profile unless the
     # user set one. The camera driver's process needs the same variable (README "DDS notes").

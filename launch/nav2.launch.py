@@ -3,13 +3,17 @@
     ros2 launch seg_perception nav2.launch.py
     ros2 launch seg_perception nav2.launch.py managed:=false          # the plain node
     ros2 launch seg_perception nav2.launch.py params_file:=/path/my_robot.yaml
-    ros2 launch seg_perception nav2.launch.py name:=seg_front     # one node per camera
+    ros2 launch seg_perception nav2.launch.py namespace:=front name:=seg_front  # one node per camera
     ros2 launch seg_perception nav2.launch.py use_sim_time:=true   # under a simulator's /clock
 
 managed:=true starts segmentation_lifecycle_node and a nav2_lifecycle_manager
 (lifecycle_manager_<name>, bond_timeout 0) that configures and activates it. The manager's
 parameters are set here, not in params_file: a params file copied from config/jetson.yaml works
 too, and renaming the node renames what the manager manages.
+
+namespace:=front puts the node (and its manager) in /front: its outputs become /front/segmentation/...
+and its relative camera topic (camera/image_raw, the default) /front/camera/image_raw. One node per
+camera needs one namespace each, else all of them publish on the same /segmentation/* topics.
 """
 import os
 
@@ -18,17 +22,22 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch_ros.actions import Node
 
-from seg_perception.ros.launch_arguments import check_params_file, flag, misspelt_arguments, require_package
+from seg_perception.ros.launch_arguments import (check_params_file, flag, misspelt_arguments, namespace,
+                                                  require_package)
 
 
 def _nodes(context, *args, **kwargs):
     params_file = check_params_file(context.launch_configurations["params_file"])
-    typos = misspelt_arguments(context.launch_configurations, ["params_file", "managed", "name", "use_sim_time"],
-                               "nav2.launch.py")
+    from seg_perception.ros.node import parameter_names  # the node's own table: backend:=... is no argument here
+    typos = misspelt_arguments(context.launch_configurations,
+                               ["params_file", "managed", "name", "namespace", "use_sim_time"], "nav2.launch.py",
+                               node_parameters=parameter_names())
     managed = flag("managed", context.launch_configurations["managed"])
     name = context.launch_configurations["name"].strip() or "segmentation_node"
-    # given: it wins over params_file's; not given: params_file's (or the default) stands. A robot's
-    # namespace comes from the including launch file's PushROSNamespace, as Nav2's bringup does.
+    # the node's and its manager's (relative: under an including file's PushROSNamespace, as Nav2's
+    # bringup puts a robot's; the manager's node_names are resolved in its own namespace)
+    ns = namespace(context.launch_configurations.get("namespace", ""))
+    # given: it wins over params_file's; not given: params_file's (or the default) stands.
     given = context.launch_configurations.get("use_sim_time", "").strip()
     sim_time = {"use_sim_time": flag("use_sim_time", given)} if given else {}
     if managed:
@@ -38,6 +47,7 @@ def _nodes(context, *args, **kwargs):
         package="seg_perception",
         executable="segmentation_lifecycle_node" if managed else "segmentation_node",
         name=name,
+        namespace=ns,
         output="screen",
         emulate_tty=True,
         parameters=[params_file, sim_time],
@@ -47,6 +57,7 @@ def _nodes(context, *args, **kwargs):
             package="nav2_lifecycle_manager",
             executable="lifecycle_manager",
             name="lifecycle_manager_segmentation" if name == "segmentation_node" else f"lifecycle_manager_{name}",
+            namespace=ns,
             output="screen",
             # bond_timeout 0: rclpy has no bond client, so the manager must not wait for a heartbeat
             # (it then does not notice the node dying either: docs/navigation.md "Managed node")
@@ -63,7 +74,11 @@ def generate_launch_description():
         DeclareLaunchArgument("managed", default_value="true",
                               description="true: lifecycle node + nav2_lifecycle_manager; false: plain node"),
         DeclareLaunchArgument("name", default_value="segmentation_node",
-                              description="the node's name (one node per camera: a name each)"),
+                              description="the node's name"),
+        DeclareLaunchArgument("namespace", default_value="",
+                              description="the node's (and its manager's) namespace: outputs under "
+                                          "/<namespace>/segmentation/..., the camera topic camera/image_raw "
+                                          "under it too (one node per camera: a namespace each)"),
         DeclareLaunchArgument("use_sim_time", default_value="",
                               description="true: the /clock of a simulator or a bag played with --clock "
                                           "(empty: as params_file says)"),

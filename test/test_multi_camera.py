@@ -202,6 +202,30 @@ def test_bad_camera_lists_stop_startup_with_one_line(random_model, tmp_path, par
     assert_startup_refused({"model": str(random_model), **params}, tmp_path / "node.log", message)
 
 
+def test_one_camera_in_image_topics_projects_from_the_parameter_pose(ros, random_model, tmp_path, val_frames):
+    """image_topics with ONE camera and ground.enable was refused as "several image_topics needs each
+    camera's pose from tf2 ... run one node per camera": one camera's pose is ground.camera_xyz/rpy, as
+    with image_topic (its outputs under the camera's namespace, its camera_info beside it)."""
+    h = Harness("test_mc_single", image_topic="/mc_single/image_raw", out_ns="/mc_single")  # first: no node left
+    proc = start_node({"model": str(random_model), "threads": 1, "qos": "reliable",
+                       "image_topics": ["/mc_single/image_raw"], "ground.enable": True, "ground.use_tf": False},
+                      tmp_path / "node.log")
+    try:
+        try:
+            h.wait_connected()
+        except AssertionError:
+            raise AssertionError("node did not start:\n" + proc.output())
+        key = (1_850_000_000, 0, "single_optical")
+        h.pub_raw.publish(raw_image(val_frames[0][0], "rgb8", key))
+        h.wait_for(lambda: key in h.received["labels"], 30, "labels under /mc_single")
+        assert "ground projection into base_footprint from /mc_single/camera_info, camera pose from the " \
+               "ground.camera_xyz/rpy parameters" in proc.output(), proc.output()
+    finally:
+        h.close()
+        rc = proc.stop()
+    assert rc == 0, proc.output()
+
+
 def test_a_camera_listed_twice_is_named_as_such():
     from seg_perception.ros.node import ConfigError, camera_namespaces
     with pytest.raises(ConfigError, match="image_topics names '/a/image_raw' twice"):

@@ -381,6 +381,32 @@ def test_compressed_jpeg_and_png(jpeg_node, pipe, val_frames):
     assert key in h.received["labels"]
 
 
+def test_a_remapped_camera_is_read_compressed_under_its_new_name(ros, random_model, tmp_path, val_frames):
+    """use_compressed with -r camera/image_raw:=/front/image_raw: as image_transport does, the base topic is
+    remapped and /compressed appended (/front/image_raw/compressed); appending first left the rule
+    unmatched and the node on /camera/image_raw/compressed (while its camera_info followed the remap)."""
+    from ros_harness import TEST_NODE_PARAMS
+    from seg_perception.runtime.node_process import NodeProcess
+    h = Harness("test_remap_jpeg_client", image_topic="/remap_jpeg/image_raw")  # first: a failure leaves no node
+    proc = NodeProcess({**TEST_NODE_PARAMS, "model": str(random_model), "threads": 1, "use_compressed": True,
+                        "image_topic": "camera/image_raw"}, tmp_path / "node.log",
+                       params_file=REPO / "config" / "jetson.yaml",
+                       ros_args=["-r", "camera/image_raw:=/remap_jpeg/image_raw"])
+    try:
+        try:
+            h.wait_connected(compressed=True)
+        except AssertionError:
+            raise AssertionError("the node does not read /remap_jpeg/image_raw/compressed:\n" + proc.output())
+        key = send_and_wait(h, jpeg_image(val_frames[0][0], new_key("remap_jpeg")), compressed=True)
+        assert as_array(h.received["labels"][key]).shape == val_frames[0][0].shape[:2]
+        assert h.last_diag()["topic"] == "/remap_jpeg/image_raw/compressed"
+        assert "segmenting /remap_jpeg/image_raw/compressed with" in proc.output()
+    finally:
+        h.close()
+        rc = proc.stop()
+    assert rc == 0, proc.output()
+
+
 def test_rejections_are_throttled_by_kind_not_by_their_numbers():
     from seg_perception.ros.node import rejection_kind
     a, b = (f"compressed image ({n} bytes, format 'jpeg') cannot be decoded" for n in (1002, 98765))

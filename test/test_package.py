@@ -229,3 +229,88 @@ def test_a_colcon_install_finds_the_node_beside_its_command(tmp_path, monkeypatc
     monkeypatch.setattr(sys, "argv", [str(lib / "seg-perception"), "demo"])
     monkeypatch.setenv("PATH", str(tmp_path / "nothing_here"))
     assert node_executable() == str(lib / "segmentation_node")
+
+
+def _launch_file(name: str, monkeypatch):
+    """launch/<name>.launch.py on stand-ins for launch and launch_ros (no wheels here) that record
+    what it builds; the package share is the checkout."""
+    import importlib.util
+    import types
+
+    class Action:
+        def __init__(self, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+
+    launch = types.ModuleType("launch")
+    launch.LaunchDescription = lambda entities: list(entities)
+    actions = types.ModuleType("launch.actions")
+    for cls in ("DeclareLaunchArgument", "LogInfo", "OpaqueFunction"):
+        setattr(actions, cls, type(cls, (Action,), {}))
+    launch.actions = actions
+    launch_ros = types.ModuleType("launch_ros")
+    launch_ros.actions = types.ModuleType("launch_ros.actions")
+    launch_ros.actions.Node = type("Node", (Action,), {})
+    for mod_name, mod in (("launch", launch), ("launch.actions", actions), ("launch_ros", launch_ros),
+                          ("launch_ros.actions", launch_ros.actions)):
+        monkeypatch.setitem(sys.modules, mod_name, mod)
+    import ament_index_python.packages as index
+    monkeypatch.setattr(index, "get_package_share_directory", lambda package: str(REPO))  # nav2_lifecycle_manager too
+    spec = importlib.util.spec_from_file_location(f"{name}_launch", REPO / "launch" / f"{name}.launch.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def run(**arguments):
+        """What the launch file starts for `ros2 launch ... NAME:=VALUE ...`: (nodes, warnings)."""
+        import types as t
+        desc = mod.generate_launch_description()
+        declared = {a.args[0]: a.kwargs["default_value"] for a in desc if type(a).__name__ == "DeclareLaunchArgument"}
+        opaque = next(a for a in desc if type(a).__name__ == "OpaqueFunction")
+        out = opaque.kwargs["function"](t.SimpleNamespace(launch_configurations={**declared, **arguments}))
+        return ([a for a in out if type(a).__name__ == "Node"],
+                [a.kwargs["msg"] for a in out if type(a).__name__ == "LogInfo"])
+    return run
+
+
+def test_nav2_launch_namespace_separates_one_node_per_camera(monkeypatch):
+    """name:=seg_front and name:=seg_rear alone both published /segmentation/* (one latched grid overwrote
+    the other): namespace:= puts the node and its lifecycle manager (which then finds it) in their own."""
+    run = _launch_file("nav2", monkeypatch)
+    nodes, warnings = run(namespace="front", name="seg_front")
+    assert warnings == []
+    assert [(n.kwargs["name"], n.kwargs["namespace"]) for n in nodes] == [
+        ("seg_front", "front"), ("lifecycle_manager_seg_front", "front")]
+    assert nodes[1].kwargs["parameters"][0]["node_names"] == ["seg_front"]  # relative: in the manager's namespace
+    nodes, _ = run(namespace="/rear/", managed="false")
+    assert [(n.kwargs["executable"], n.kwargs["namespace"]) for n in nodes] == [("segmentation_node", "/rear")]
+    nodes, _ = run()
+    assert [n.kwargs["namespace"] for n in nodes] == [None, None]  # none given: an including file's, if any
+    with pytest.raises(RuntimeError, match="launch argument namespace:=front camera is not a ROS namespace"):
+        run(namespace="front camera")
+    assert "namespace:=front name:=seg_front" in (REPO / "docs" / "navigation.md").read_text()
+
+
+@pytest.mark.parametrize("launch", ["jetson", "nav2"])
+def test_node_parameters_given_as_launch_arguments_are_named_as_such(monkeypatch, launch):
+    """backend:=onnxruntime workers:=2 set nothing without a word, and image_topics:=[...] got "did you
+    mean 'image_topic'?": a node parameter that is no launch argument is named as one, without the hint."""
+    run = _launch_file(launch, monkeypatch)
+    _, warnings = run(backend="onnxruntime", workers="2", image_topics="['/a/image_raw']", **{"ground.enable": "true"})
+    names = ["backend", "ground.enable", "image_topics", "workers"]
+    assert len(warnings) == len(names), warnings
+    for name, w in zip(names, warnings):
+        assert w.startswith(f"WARNING: launch argument '{name}' is a node parameter, not an argument of "
+                            f"{launch}.launch.py: set it in params_file"), w
+        assert "did you mean" not in w
+    typo, meant = ("modle", "model") if launch == "jetson" else ("namespce", "namespace")
+    _, warnings = run(**{typo: "x"})  # a typo still gets its hint
+    assert len(warnings) == 1 and f"did you mean '{meant}'?" in warnings[0], warnings
+    if launch == "jetson":  # those that are jetson.launch.py's arguments are no warning
+        assert run(model="x", image_topic="/front/image_raw")[1] == []
+
+
+def test_readme_says_how_drivable_classes_returns_to_the_cards():
+    """Once set, drivable_classes cannot be unset (rclpy: a static parameter is not undeclared) and
+    [] means no drivable class: the README says the way back to the card's classes."""
+    readme = (REPO / "README.md").read_text()
+    row = next(ln for ln in readme.splitlines() if ln.startswith("| `drivable_classes` |"))
+    assert "`[]`: none" in row and "to return to the card's classes, restart the node" in row, row

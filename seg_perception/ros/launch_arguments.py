@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from typing import Iterable, List, Mapping
 
 
@@ -30,17 +31,38 @@ def require_package(name: str, why: str, instead: str) -> None:
                            f"{apt}); or {instead}") from None
 
 
-def misspelt_arguments(configurations: Mapping[str, str], known: Iterable[str], launch_file: str) -> List[str]:
-    """One warning per launch configuration that looks like a misspelt argument of ``launch_file``.
-    Warnings, not errors: a launch file that includes this one shares its own arguments with it."""
+def misspelt_arguments(configurations: Mapping[str, str], known: Iterable[str], launch_file: str,
+                       node_parameters: Iterable[str] = ()) -> List[str]:
+    """One warning per launch configuration that looks like a misspelt argument of ``launch_file``,
+    or that is one of the node's parameters (``node_parameters``) but no argument of the launch file
+    (`backend:=onnxruntime` set nothing). Warnings, not errors: a launch file that includes this one
+    shares its own arguments with it."""
     known = list(known)
+    node_parameters = set(node_parameters)
     out = []
     for name in sorted(configurations):
+        if name not in known and name in node_parameters:
+            out.append(f"launch argument '{name}' is a node parameter, not an argument of {launch_file}: set it "
+                       f"in params_file (a copy of the shipped YAML), or run the node with `--ros-args -p "
+                       f"{name}:=...` (it is ignored)")
+            continue
         near = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
         if name not in known and near:
             out.append(f"launch argument '{name}' is not one of {launch_file}'s: did you mean '{near[0]}'? "
                        "(it is ignored)")
     return out
+
+
+def namespace(value: str):
+    """The namespace launch argument: None when empty; relative (under an including file's
+    PushROSNamespace) or absolute; a name ROS refuses is a RuntimeError naming the argument."""
+    v = value.strip().rstrip("/") if value.strip() != "/" else ""
+    if not v:
+        return None
+    if not re.fullmatch(r"/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*", v):
+        raise RuntimeError(f"launch argument namespace:={value} is not a ROS namespace (letters, digits and _ "
+                           "between slashes, no token starting with a digit), e.g. namespace:=front")
+    return v
 
 
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")

@@ -41,7 +41,7 @@ from ..runtime.backends import BACKENDS, BackendError
 from ..runtime.ground import GroundError
 from ..runtime.image_conversion import DEFAULT_MAX_PIXELS, ImageError, fill_image, message_to_array
 from ..runtime.pipeline import Pipeline
-from .ground_outputs import GroundOutputs, declare_ground_parameters, flag, tf2_ros
+from .ground_outputs import GROUND_PARAMETERS, GroundOutputs, declare_ground_parameters, flag, tf2_ros
 from .nav_messages import label_info, label_info_type
 
 QOS_CHOICES = ("sensor_data", "reliable")
@@ -82,6 +82,12 @@ PARAMETERS = {
 IMAGE_TOPICS_DESCRIPTION = ("several cameras in one node, e.g. ['/front/image_raw', '/rear/image_raw']: one "
                             "model for all (max_batch frames an inference), each camera's outputs under its namespace "
                             "(/front/segmentation/...); unset: image_topic")
+
+
+def parameter_names() -> List[str]:
+    """Every parameter the node declares: PARAMETERS, the two arrays declared beside it and
+    ground.* (the launch files tell a node parameter given as a launch argument from a typo)."""
+    return [*PARAMETERS, "drivable_classes", "image_topics", *GROUND_PARAMETERS]
 
 
 def rejection_kind(reason: str) -> str:
@@ -419,7 +425,7 @@ class SegmentationNode(Node):
             ground_on = flag("ground.enable", self.get_parameter("ground.enable").value)
         except GroundError as e:
             raise ConfigError(str(e)) from None
-        if ground_on and self.multi:
+        if ground_on and len(self.cameras) > 1:  # one camera in image_topics: its pose as for image_topic
             self._check_ground_for_several_cameras()
         if ground_on:  # its parameters checked before a model loads (or an engine builds) for nothing
             for cam in self.cameras:
@@ -512,8 +518,14 @@ class SegmentationNode(Node):
     def _make_cameras(self, image_topic: str, image_topics: List[str]) -> List[CameraStream]:
         if not image_topics:
             cam = CameraStream(image_topic, self.use_compressed)
-            # a bad name stops start-up, not the first subscribe; the subscription keeps the name as
-            # given (rclpy resolves it), logs and diagnostics say where the frames are read
+            # a bad name stops start-up, not the first subscribe. Raw: the subscription keeps the name
+            # as given (rclpy resolves it). Compressed: as image_transport does, the base topic is
+            # resolved first (namespace and remapping: -r camera/image_raw:=/front/image_raw) and
+            # /compressed appended; appended first, the remapping rule would not match the name.
+            resolved = self._resolve("image_topic", image_topic)
+            if self.use_compressed:
+                cam.topic = resolved.rstrip("/") + "/compressed"
+            # logs and diagnostics say where the frames are read
             cam.shown = self._resolve("image_topic", cam.topic)
             return [cam]
         # absolute names as DDS sees them (node namespace and remapping applied)
