@@ -640,3 +640,194 @@ def test_bag_file_compressed_whole_without_metadata_is_read(tmp_path, capsys, ra
         assert [m.t_ns for m in r.messages(["/camera/image_raw"])] == [T0 + n * 10**8 for n in range(6)]
         assert "split_1.mcap.zstd not read: the same file beside it uncompressed is" in r.notes[0]
     assert whole_1.stat().st_size == size
+
+
+# ------------------------------------------------------------------ what a reader leaves out, said
+def _stale_metadata(bag, keep):
+    """metadata.yaml as an interrupted split recording leaves it: the first `keep` files listed and
+    counted (rosbag2 rewrites it at each split), the later ones beside it unlisted."""
+    import yaml
+    meta = bag / "metadata.yaml"
+    info = yaml.safe_load(meta.read_text())
+    i = info["rosbag2_bagfile_information"]
+    i["relative_file_paths"], i["files"] = i["relative_file_paths"][:keep], i["files"][:keep]
+    for t in i["topics_with_message_count"]:
+        t["message_count"] = keep
+    meta.write_text(yaml.safe_dump(info))
+
+
+def test_unlisted_file_is_partial_and_reader_notes_reach_the_report(tmp_path, capsys, random_model):
+    """A file a (stale) metadata.yaml leaves out is not read: that was one stdout note and exit 0,
+    with nothing in report.md or metrics.json. Now it is partial (exit 5), and the reader's notes are
+    the result's notes: in the output once, in report.md and in metrics.json."""
+    bag = split_bag(tmp_path / "split", "mcap", per=1)
+    _stale_metadata(bag, 2)
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--no-gt", "--out", tmp_path / "r",
+                       "--threads", 1)
+    assert rc == 5 and "offline: 2 frames in" in out, (out, err)
+    assert "partial result (exit 5)" in err and "split_2.mcap in its folder is not listed in its metadata.yaml" in err
+    assert "frames on /camera/image_raw in split_2.mcap are not read (how many: unknown" in err, err
+    note = "split_2.mcap in its folder is not listed in its metadata.yaml, so not read (a stale metadata.yaml?"
+    assert out.count(note) == 1, out
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert "split_2.mcap" in m["partial"] and any(note in n for n in m["notes"]), m
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "**Partial result:**" in report and note in report
+    # a file beside its own listed copy compressed whole (compression interrupted) is that file again
+    (bag / "split_2.mcap").unlink()
+    (bag / "split_1.mcap.zstd").write_bytes(b"")
+    with bag_io.BagReader(bag) as r:
+        assert r.unlisted == [] and not r.notes
+
+
+def _wal_bag(tmp_path, one_commit_per_message: bool, keep: float):
+    """An sqlite3 bag as a recorder in WAL mode leaves it when killed: the schema and topics in the
+    .db3, the messages still in its -wal (one commit per message, or all in one transaction), the
+    log then cut to `keep` of its size (a copy that broke off)."""
+    import shutil
+    src = tmp_path / "src"
+    rng = np.random.default_rng(0)
+    with bag_io.BagWriter(src, "sqlite3") as w:  # small frames: a few pages each
+        for n in range(4):
+            t = T0 + n * 10**8
+            w.write("/camera/image_raw", bag_io.image_msg(rng.integers(0, 255, (48, 64, 3), np.uint8), "rgb8", t, "c"), t)
+            w.write("/camera/labels_gt", bag_io.image_msg(rng.integers(0, 11, (48, 64), np.uint8), "mono8", t, "c"), t)
+    bag = tmp_path / "bag"
+    bag.mkdir()
+    db = bag / _db3(src).name
+    shutil.copy(src / "metadata.yaml", bag / "metadata.yaml")
+    shutil.copy(_db3(src), tmp_path / "live.db3")
+    con = sqlite3.connect(tmp_path / "live.db3", isolation_level=None)
+    rows = con.execute("SELECT id, topic_id, timestamp, data FROM messages ORDER BY id").fetchall()
+    con.execute("DELETE FROM messages")
+    con.execute("VACUUM")
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA wal_autocheckpoint=0")
+    con.execute("BEGIN")
+    for k, r in enumerate(rows):
+        con.execute("INSERT INTO messages VALUES (?, ?, ?, ?)", r)
+        if one_commit_per_message:
+            con.execute("COMMIT")
+            con.execute("BEGIN")
+    con.execute("COMMIT")
+    for suffix in ("", "-wal", "-shm"):  # copied while the recorder still had them open
+        shutil.copyfile(tmp_path / ("live.db3" + suffix), db.parent / (db.name + suffix))
+    con.close()
+    wal = bag / (db.name + "-wal")
+    data = wal.read_bytes()
+    (tmp_path / "whole-wal").write_bytes(data)
+    wal.write_bytes(data[:int(len(data) * keep)])
+    return bag, wal
+
+
+def test_cut_write_ahead_log_is_partial_and_named(tmp_path, capsys, random_model):
+    """A -wal cut short: sqlite keeps what its last complete commit holds. That was 'read from a copy
+    with the log merged in', fewer frames and exit 0; now the cut log is named and the result partial."""
+    bag, wal = _wal_bag(tmp_path, one_commit_per_message=True, keep=0.6)
+    with bag_io.BagReader(bag) as r:
+        n = len(list(r.messages(["/camera/image_raw"], decode=False)))
+    assert 0 < n < 4
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
+    assert rc == 5 and f"offline: {n} frames in" in out, (out, err)
+    assert f"its write-ahead log {wal.name} is cut short ({wal.stat().st_size:,} bytes" in err
+    assert f"{4 - n} of the 4 recorded frames on /camera/image_raw {'is' if n == 3 else 'are'} lost" in err, err
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert any("messages in a write-ahead log" in x and "merged in" in x for x in m["notes"]), m  # rows it added
+    # without metadata.yaml (as the recorder was killed) nothing counts what the log lost: that was exit 0
+    (bag / "metadata.yaml").unlink()
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r2", "--threads", 1)
+    assert rc == 5 and f"offline: {n} frames in" in out and f"{wal.name} is cut short" in err, (out, err)
+    assert "recorded after that commit are lost (how many: unknown, a cut log does not say)" in err, err
+
+
+def test_cut_write_ahead_log_that_adds_nothing_is_named_not_metadata(tmp_path, capsys, random_model):
+    """All messages in one transaction, its log cut: the log adds nothing. Not "merged", and the error
+    names the cut log, not metadata.yaml (it was "storage file has no such topic ... correct metadata.yaml")."""
+    bag, wal = _wal_bag(tmp_path, one_commit_per_message=False, keep=0.6)
+    with bag_io.BagReader(bag) as r:
+        assert not any("merged" in x for x in r.notes), r.notes
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
+    line = err.strip()
+    assert rc == 2 and f"its write-ahead log {wal.name} is cut short" in line and "metadata.yaml" not in line, line
+    # the same log whole is no damage
+    assert bag_io._wal_cut(wal) and not bag_io._wal_cut(tmp_path / "whole-wal")
+
+
+def test_cut_file_compressed_whole_listed_in_metadata_is_read_up_to_the_cut(tmp_path, capsys, random_model):
+    """'--compression-mode file': metadata.yaml lists rec_0.mcap.zstd. Cut short, it was refused (exit 2,
+    "try 'ros2 bag reindex'", which cannot repair a zstd stream); handed in alone it read up to the cut.
+    Now the folder reads the same way, with metadata.yaml's counts."""
+    import yaml
+    try:
+        from compression import zstd  # Python >= 3.14
+    except ImportError:
+        from backports import zstd
+    bag = chunky_bag(tmp_path / "bag")
+    f = _mcap(bag)
+    packed = zstd.compress(f.read_bytes())
+    (bag / (f.name + ".zstd")).write_bytes(packed[:int(0.7 * len(packed))])
+    f.unlink()
+    meta = yaml.safe_load((bag / "metadata.yaml").read_text())
+    i = meta["rosbag2_bagfile_information"]
+    i["compression_mode"], i["compression_format"] = "file", "zstd"
+    i["relative_file_paths"] = [f.name + ".zstd"]
+    i["files"][0]["path"] = f.name + ".zstd"
+    (bag / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
+    assert rc == 5 and "reindex" not in err, (out, err)
+    n = int(out.split("offline: ")[1].split(" frames in")[0])
+    assert 2 <= n < FRAMES and f"{FRAMES - n} of the {FRAMES} recorded frames on /camera/image_raw are lost" in err
+    assert f"{f.name}.zstd cut short" in out
+
+
+def test_lost_middle_file_of_a_split_bag_loses_the_frames_in_it(tmp_path):
+    """Without counts, a missing middle file's frames were lost "after it", though the later files were read."""
+    from seg_perception.evaluation.common import partial_reason, select_inputs
+    from seg_perception.evaluation.config import EvalConfig
+    bag = split_bag(tmp_path / "split", "mcap", per=1)
+    (bag / "metadata.yaml").unlink()
+    (bag / "split_1.mcap").unlink()
+    with bag_io.BagReader(bag) as r:
+        inp = select_inputs(EvalConfig(bag=bag, no_gt=True), r)
+    said = partial_reason(inp, "", 0)
+    assert "file split_1.mcap (2 of 3): missing; 2 frames can be read, frames on /camera/image_raw in it are lost" \
+           in said and "after it" not in said, said
+    bag = split_bag(tmp_path / "last", "mcap", per=1)  # the last file cut: its frames, and any after it
+    (bag / "metadata.yaml").unlink()
+    last = bag / "last_2.mcap"
+    data = last.read_bytes()
+    last.write_bytes(data[:_chunks(data)[0]])
+    with bag_io.BagReader(bag) as r:
+        inp = select_inputs(EvalConfig(bag=bag, no_gt=True), r)
+    said = partial_reason(inp, "", 0)
+    assert "2 frames can be read, frames on /camera/image_raw after it are lost" in said, said
+
+
+def test_empty_bag_says_it_holds_nothing(tmp_path):
+    """No messages and no topics (the recording never started): not "no image topic to choose from;
+    pass --image-topic. The bag has: no topics"."""
+    for fmt in ("mcap", "sqlite3"):
+        with bag_io.BagWriter(tmp_path / fmt, fmt):
+            pass
+        with bag_io.BagReader(tmp_path / fmt) as r:
+            for asked in (None, "/camera/image_raw"):
+                with pytest.raises(bag_io.BagError) as e:
+                    r.image_topic(asked)
+                assert "holds no messages and no topics" in str(e.value) and "--image-topic" not in str(e.value)
+
+
+def test_live_does_not_count_frames_it_will_not_send(tmp_path, capsys, random_model):
+    """Frames whose message does not deserialise are not sent: 'playing 4 frames' for 3 sent."""
+    ts = bag_io.typestore()
+    rng = np.random.default_rng(0)
+    bag = tmp_path / "bag"
+    with bag_io.BagWriter(bag) as w:
+        for n in range(4):
+            t = T0 + n * 2 * 10**8
+            raw = bytes(ts.serialize_cdr(bag_io.image_msg(rng.integers(0, 255, (48, 64, 3), np.uint8), "rgb8", t, "c"),
+                                         bag_io.IMAGE))
+            w.write_raw("/camera/image_raw", bag_io.IMAGE, raw[:60] if n == 2 else raw, t)  # its stamp reads
+    rc, out, err = run(capsys, "eval-bag", bag, "--mode", "live", "--model", random_model, "--no-gt",
+                       "--out", tmp_path / "r", "--threads", 1, "--rate", 5)
+    assert "playing 3 frames (1 more does not deserialise (corrupt): not sent)" in out, out
+    assert rc == 5 and "offline" not in out and "live: 4 frames in, 3 out" in out, (out, err)

@@ -159,15 +159,23 @@ class BagReader:
                 raise BagError(f"{path} is not a rosbag2 folder: no metadata.yaml and no .mcap/.db3 files "
                                "(expected a bag made by 'ros2 bag record' or 'seg-perception make-bag')")
             target = files[0] if len(files) == 1 else path
-        merged, failed = _merge_wal(path, target)
+        merged, failed, cut_logs = _merge_wal(path, target)
         if merged is not None:  # read a copy with the log merged in; messages keep naming the bag itself
             if self._tmp is not None:
                 self._tmp.cleanup()  # the decompressed copy, copied again with its log merged
-            self._tmp, path, target, names = merged
-            self.notes.append(f"bag {self.path}: {', '.join(names)} had rows in a write-ahead log (-wal, left by an "
-                              "interrupted recording); read from a copy with the log merged in")
+            self._tmp, path, target, added = merged
+            # a merge is claimed only where the log added messages (a cut log may add none)
+            gained = {name: k for name, k in added.items() if k is None or k > 0}
+            if gained:
+                self.notes.append(f"bag {self.path}: " + ", ".join(
+                    f"{name} had {'rows' if k is None else f'{k} message' + ('' if k == 1 else 's')} in a "
+                    "write-ahead log" for name, k in gained.items())
+                    + " (-wal, left by an interrupted recording); read from a copy with the log merged in")
         elif failed:
             self.notes.append(f"bag {self.path}: {failed}")
+        # a -wal cut short (a copy that broke off): sqlite drops every frame after its last whole commit
+        self.log_damage = (f"bag {self.path} is damaged: its write-ahead log " + "; ".join(cut_logs)
+                           + ": the messages after its last complete commit are lost") if cut_logs else ""
         self.read_path = path
         self.target = target
         self.salvage = None   # Mcap/Sqlite/SplitSalvage: what of a damaged bag can be read
@@ -185,8 +193,10 @@ class BagReader:
                 f", which holds {', '.join(held)}: if those are the bag's files renamed, rename them back or move "
                 "metadata.yaml aside (the files are then read in the order of the numbers in their names)" if held else
                 " (copy the whole bag folder, storage files and metadata.yaml together)"))
-        # storage files beside a metadata.yaml that does not list them (a stale one) are not read
-        self.unlisted = [n for n in held if n not in listed] if listed else []
+        # storage files beside a metadata.yaml that does not list them (a stale one) are not read; a file
+        # beside its own listed twin, compressed whole or not (compression interrupted), is that file again
+        self.unlisted = [n for n in held if n not in listed and n + ".zstd" not in listed
+                         and not (n.endswith(".zstd") and n[:-len(".zstd")] in listed)] if listed else []
         if self.unlisted:
             self.notes.append(f"bag {self.path}: {', '.join(self.unlisted)} in its folder "
                               f"{'is' if len(self.unlisted) == 1 else 'are'} not listed in its metadata.yaml, so not "
@@ -202,17 +212,33 @@ class BagReader:
             foreign = _not_storage(target)
             if foreign:
                 raise BagError(f"cannot open bag {self.path}: {foreign}") from None
+            file_mode = str(info.get("compression_mode") or "").lower() == "file"
+            packed = [path / n for n in listed if n.endswith(ZSTD_STORAGE) and (path / n).is_file()] \
+                if file_mode and path.is_dir() and self._tmp is None else []
+            if packed:
+                # compressed whole, as metadata.yaml says, and rosbags cannot decompress it (a file cut short):
+                # read a decompressed copy up to the damage, as for such a file handed in without metadata.yaml
+                files = packed + [path / n for n in listed if not n.endswith(ZSTD_STORAGE) and (path / n).is_file()]
+                self._tmp, path, cut, _ = _decompress_copy(self.path, sorted(files))
+                copies = sorted(list(path.glob("*.mcap")) + list(path.glob("*.db3")))
+                target = copies[0] if len(copies) == 1 else path
+                self.read_path, self.target = path, target
+                self.notes.append(f"bag {self.path}: {', '.join(f.name for f in packed)} compressed whole (zstd), "
+                                  + ("read from a decompressed copy" if cut else
+                                     f"does not open as it is ({_one_line(e)}): read from a decompressed copy")
+                                  + (f" ({', '.join(cut)} cut short: what it holds up to the cut)" if cut else ""))
             self.salvage = _salvage(path, target)
-            if self.salvage is not None and str(info.get("compression_mode") or "").lower() == "file":
+            if self.salvage is not None and file_mode and not packed:
                 self.notes.append(f"bag {self.path}: its metadata.yaml says its files are compressed whole "
                                   "(compression_mode: file), but they are plain: read as they are")
+            log = f"; {self.log_damage}" if self.log_damage else ""
             if self.salvage is None:
-                raise BagError(f"cannot open bag {self.path}: {_one_line(e)}; the file is truncated or damaged "
-                               "(for an interrupted recording try 'ros2 bag reindex')") from None
+                raise BagError(f"cannot open bag {self.path}: {_one_line(e)}" + (log or "; the file is truncated or "
+                               "damaged (for an interrupted recording try 'ros2 bag reindex')")) from None
             if not self.salvage.message_count:
                 d = self.salvage.damage
                 raise BagError(f"cannot open bag {self.path}: nothing in it can be read"
-                               + (f" ({d.where()})" if d else f" ({_one_line(e)})")) from None
+                               + (f" ({d.where()}{log})" if d else f" ({_one_line(e)}{log})")) from None
             d = self.salvage.damage  # None: the data ends whole and only the index after it is missing
             self.damage = f"bag {self.path} is damaged: {d.where()}" if d else ""
         if self.reader is not None:
@@ -285,6 +311,9 @@ class BagReader:
         """The camera topic: the requested one, else the default raw/compressed topic, else the
         only image topic in the bag. A missing topic is an error that lists what the bag holds."""
         topics = self.topics()
+        if not topics:  # rosbags opens an empty bag (no topics, no messages) without a word
+            raise BagError(f"bag {self.path} holds no messages and no topics: its recording never started, or what it "
+                           "recorded was lost; there is nothing to evaluate")
         if requested:
             t = topics.get(requested)
             if t is None:
@@ -591,37 +620,86 @@ def _decompress_copy(bag: Path, files: list):
     return tmp, root, cut, twins
 
 
+WAL_MAGIC = (0x377F0682, 0x377F0683)
+
+
+def _wal_cut(wal: Path) -> str:
+    """Why sqlite's write-ahead log `wal` is cut short ("" when it is not): the log is a 32-byte
+    header, then frames of (page size + 24) bytes each; a size that is not a whole number of frames
+    is a log that broke off (a copy cut short), and sqlite drops every frame after the last commit
+    that is whole. A log sqlite would not read at all (no WAL magic, a bad page size) is not judged."""
+    try:
+        size = wal.stat().st_size
+        with open(wal, "rb") as fh:
+            head = fh.read(32)
+    except OSError:
+        return ""
+    if 0 < size < 32:
+        return f"{wal.name} is cut short ({size} bytes, less than its 32-byte header)"
+    magic, _, page = struct.unpack(">III", head[:12])
+    if magic not in WAL_MAGIC or page < 512 or page > 65536 or page & (page - 1):
+        return ""
+    frame = page + 24
+    if (size - 32) % frame:
+        return (f"{wal.name} is cut short ({size:,} bytes: {(size - 32) // frame:,} whole frames of {frame:,} bytes "
+                "and part of another)")
+    return ""
+
+
+def _message_rows(db: Path, immutable: bool) -> Optional[int]:
+    """Rows of rosbag2's messages table as sqlite reads them (immutable: the file alone, ignoring a
+    -wal beside it); 0 without the table, None when sqlite cannot read the file."""
+    from urllib.parse import quote
+    try:
+        con = sqlite3.connect(f"file:{quote(str(db))}?{'immutable=1' if immutable else 'mode=ro'}", uri=True)
+        try:
+            return int(con.execute("SELECT count(*) FROM messages").fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.OperationalError as e:
+        return 0 if "no such table" in str(e) else None
+    except sqlite3.Error:
+        return None
+
+
 def _merge_wal(path: Path, target: Path):
     """rosbags reads .db3 files as immutable, so rows still in a <file>.db3-wal (sqlite's write-ahead
-    log, which an interrupted recording in WAL mode leaves) are never seen. Where such a log holds
-    anything: (tempdir, path, target, names) of a copy of the bag with each log merged into its
-    file by sqlite itself, and "" -- or None and why the merge failed ("" without a log)."""
+    log, which an interrupted recording in WAL mode leaves) are never seen. Returns (merged, failed, cut):
+    merged, where such a log holds anything, is (tempdir, path, target, {file: messages the log added,
+    None when unknown}) of a copy of the bag with each log merged into its file by sqlite itself, else
+    None; failed, why the merge failed ("" without a log or when it worked); cut, a sentence per log
+    that is cut short (``_wal_cut``), whose messages after its last whole commit are lost either way."""
     import shutil
     import tempfile
     files = [target] if target.is_file() else sorted(path.glob("*.db3")) if path.is_dir() else []
     walled = [f for f in files if f.suffix == ".db3" and (f.parent / (f.name + "-wal")).is_file()
               and (f.parent / (f.name + "-wal")).stat().st_size > 0]
     if not walled:
-        return None, ""
+        return None, "", []
+    cut = [c for c in (_wal_cut(f.parent / (f.name + "-wal")) for f in walled) if c]
     tmp = tempfile.TemporaryDirectory(prefix="seg_bag_wal_")
     root = Path(tmp.name)
+    added: Dict[str, Optional[int]] = {}
     try:
         sources = [p for p in path.iterdir() if p.is_file()] if path.is_dir() else \
             [p for p in (path, path.parent / (path.name + "-wal"), path.parent / (path.name + "-shm")) if p.is_file()]
         for p in sources:  # copyfile: the copy is writable (a read-only bag's mode would stop the merge)
             shutil.copyfile(p, root / p.name)
         for f in walled:
+            before = _message_rows(root / f.name, immutable=True)  # as rosbags would read it: the log ignored
             con = sqlite3.connect(str(root / f.name))
             try:
                 con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 con.close()
+            after = _message_rows(root / f.name, immutable=False)
+            added[f.name] = after - before if before is not None and after is not None else None
     except (OSError, sqlite3.Error) as e:
         tmp.cleanup()  # the bag is read as it is; the rows of its log are not, and the note says so
         return None, f"{', '.join(f.name for f in walled)} had rows in a write-ahead log (-wal) that could not be " \
-            f"merged into a copy ({_one_line(e)}): they are not read"
+            f"merged into a copy ({_one_line(e)}): they are not read", cut
     copy = root if path.is_dir() else root / path.name
-    return (tmp, copy, (root / target.name if target != path else copy), [f.name for f in walled]), ""
+    return (tmp, copy, (root / target.name if target != path else copy), added), "", cut
 
 
 _KINDS = ((b"\x89MCAP0\r\n", "mcap"), (b"SQLite format 3\x00", "sqlite3"), (ZSTD_MAGIC, "zstd"),

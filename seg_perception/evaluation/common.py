@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -31,6 +32,10 @@ class Inputs:
     damage: str = ""                # where and why the bag stops being readable ("" when whole)
     repeated: int = 0               # of the frames taken, those whose header stamp an earlier one had
     unlisted: List[str] = field(default_factory=list)  # storage files beside a metadata.yaml that omits them
+    corrupt: int = 0                # of the frames taken, those whose message does not deserialise (counted
+    #                                 by select_inputs only when asked: live mode, which does not send them)
+    lost_where: str = "after it"    # where frames of unknown count are lost: "in it" for a middle file of a split bag
+    unknown_why: str = "the bag's index is gone"  # why that count is unknown
 
     def loss(self) -> str:
         """One sentence on what a damaged bag cost; "" for a whole one."""
@@ -40,13 +45,16 @@ class Inputs:
             k = self.recorded - self.readable
             lost = (f"{k} of the {self.recorded} recorded frames on {self.image.name} {'is' if k == 1 else 'are'} not "
                     f"read, probably in {', '.join(self.unlisted)}, which metadata.yaml does not list (see the note)")
+        elif self.unlisted:  # a stale metadata.yaml that counts only the files it lists
+            lost = (f"frames on {self.image.name} in {', '.join(self.unlisted)} are not read (how many: unknown, "
+                    "metadata.yaml counts only the files it lists; move it aside and every file is read)")
         elif self.recorded is not None and self.recorded > self.readable:
             k = self.recorded - self.readable
             lost = f"{k} of the {self.recorded} recorded frames on {self.image.name} {'is' if k == 1 else 'are'} lost"
         elif self.recorded is not None:
             lost = f"none of the {self.recorded} recorded frames on {self.image.name} is lost (other messages are)"
         else:
-            lost = f"frames on {self.image.name} after it are lost (how many: unknown, the bag's index is gone)"
+            lost = f"frames on {self.image.name} {self.lost_where} are lost (how many: unknown, {self.unknown_why})"
         return f"{self.damage}; {self.readable} frame{'' if self.readable == 1 else 's'} can be read, {lost}"
 
     @property
@@ -55,17 +63,39 @@ class Inputs:
 
 
 def open_bag(path) -> bag_io.BagReader:
-    """Open a bag for reading; a bag that cannot be read becomes an EvalError (exit 2)."""
+    """Open a bag for reading; a bag that cannot be read becomes an EvalError (exit 2). The reader's
+    notes (a log merged, a decompressed copy, files not read) go into the result's notes, and so into
+    the output, report.md and metrics.json; where the evaluation stops with an error, ``notes_on_error``
+    prints them."""
     try:
-        reader = bag_io.BagReader(path)
+        return bag_io.BagReader(path)
     except bag_io.BagError as e:
         raise EvalError(str(e)) from None
-    for note in reader.notes:
-        print(f"[eval-bag] note: {note}", flush=True)
-    return reader
 
 
-def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader) -> Inputs:
+@contextmanager
+def notes_on_error(reader: bag_io.BagReader):
+    """An evaluation that ends in an EvalError has no result to carry the reader's notes: say them here."""
+    try:
+        yield
+    except EvalError:
+        for note in reader.notes:
+            print(f"[eval-bag] note: {note}", flush=True)
+        raise
+
+
+def _lost_where(reader: bag_io.BagReader) -> str:
+    """'in it' where the damage of unknown cost is in files of a split bag before its last one (a
+    missing or cut middle file: the files after it were read), else 'after it'."""
+    parts = getattr(getattr(reader.salvage, "damage", None), "parts", None)
+    if parts and all(k < n for _, k, n, _ in parts):
+        return "in it" if len(parts) == 1 else "in them"
+    return "after it"
+
+
+def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader, count_corrupt: bool = False) -> Inputs:
+    """The topics, frames and ground truth of an evaluation. count_corrupt: deserialise every frame to
+    count those that do not (live mode announces the frames it really sends)."""
     try:
         image = reader.image_topic(cfg.image_topic)
         gt = None if (cfg.no_gt or cfg.gt_dir) else reader.gt_topic(cfg.gt_topic)
@@ -73,25 +103,40 @@ def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader) -> Inputs:
         raise EvalError(str(e)) from None
     # Count what can really be read (not what the index promises): a damaged bag plays less.
     stamps = []  # header stamps, read from the raw bytes: live mode announces what it will play
+    bad = []     # with count_corrupt, whether each frame's message does not deserialise
     try:
         for m in reader.messages([image.name], decode=False):
             stamps.append(bag_io.raw_stamp_ns(m.raw))
+            if count_corrupt:
+                bad.append(bool(reader.decode(m).error))
     except bag_io.BagError:
         pass  # reader.damage says where
     count = len(stamps)
     recorded = reader.expected.get(image.name)
-    damage = reader.damage
+    log = getattr(reader, "log_damage", "")  # a write-ahead log cut short: its last messages are lost
+    damage = "; ".join(d for d in (reader.damage, log) if d)
     if not damage and recorded is not None and count < recorded:  # the index promises more than the file holds
         damage = f"bag {reader.path} holds {count} of the {recorded} messages its index lists on {image.name}"
+    where, unknown_why = _lost_where(reader), "the bag's index is gone"
+    if log and not reader.damage and (recorded is None or recorded <= count):
+        # no metadata.yaml: the count is the merged file's own, which knows nothing of what the log lost
+        recorded, where, unknown_why = None, "recorded after that commit", "a cut log does not say"
+    unlisted = list(reader.unlisted)
+    if not damage and unlisted:  # storage files beside a stale metadata.yaml: their frames are not read
+        damage = (f"bag {reader.path}: {', '.join(unlisted)} in its folder {'is' if len(unlisted) == 1 else 'are'} "
+                  "not listed in its metadata.yaml, so not read")
     if count == 0:  # a bag damaged before its first frame is input that cannot be used (2)
         # an index that lists messages the file does not hold there: metadata.yaml and the file disagree
-        why = reader.damage or (reader.disagreement(image.name) if recorded else "") or damage
+        # (unless its log was cut: then that is why)
+        why = reader.damage or log or (reader.disagreement(image.name) if recorded else "") or damage
         raise EvalError(f"topic {image.name} in bag {reader.path} has no messages"
                         + (f" that can be read ({why})" if why else ""), 2 if why else 3)
     total = min(count, cfg.max_frames) if cfg.max_frames > 0 else count
     seen: set = set()
     repeated = 0
-    for st in stamps[:total]:
+    for k, st in enumerate(stamps[:total]):
+        if bad and bad[k]:
+            continue  # not sent (nor counted as a repeat): it does not deserialise
         repeated += st is not None and st in seen
         seen.add(st)
     folder = None
@@ -105,7 +150,8 @@ def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader) -> Inputs:
     elif gt is not None:
         source = f"topic {gt.name}"
     return Inputs(image, gt, folder, total, sample_indices(total, cfg.samples), source, readable=count,
-                  recorded=recorded, damage=damage, repeated=repeated, unlisted=list(reader.unlisted))
+                  recorded=recorded, damage=damage, repeated=repeated, unlisted=unlisted, corrupt=sum(bad[:total]),
+                  lost_where=where, unknown_why=unknown_why)
 
 
 def check_ground_truth_classes(inp: Inputs, reader: bag_io.BagReader, card: ModelCard) -> None:

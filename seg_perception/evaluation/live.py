@@ -29,8 +29,8 @@ from ..paths import default_params_file
 from ..runtime.backends import BACKENDS
 from ..runtime.image_conversion import to_rgb
 from ..runtime.node_process import NodeProcess, ros_env, private_domain
-from .common import (Progress, check_ground_truth_classes, load_model_card, open_bag, partial_reason, select_inputs,
-                     trained_on_ground_truth)
+from .common import (Progress, check_ground_truth_classes, load_model_card, notes_on_error, open_bag, partial_reason,
+                     select_inputs, trained_on_ground_truth)
 from .config import EXIT_NO_MATCH, EXIT_NODE, EvalConfig, EvalError
 from .out_bag import DRIVABLE, LABELS, OVERLAY, OutputBag, copy_topics
 from .participant import Participant
@@ -189,8 +189,8 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
     if cfg.rate < 0 or cfg.speed <= 0:
         raise EvalError("--rate must be >= 0 (0: the recorded timing) and --speed > 0")
     reader = open_bag(cfg.bag)
-    with reader:
-        inp = select_inputs(cfg, reader)
+    with reader, notes_on_error(reader):
+        inp = select_inputs(cfg, reader, count_corrupt=True)
         compressed = inp.image.msgtype == bag_io.COMPRESSED
         pub_topic, base_topic = _topics_for(inp.image.name, inp.image.msgtype, cfg.publish_topic)
         node = None
@@ -249,7 +249,8 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
 
 def _playing(inp) -> str:
     """'20 frames', or for a damaged bag '12 frames (of 20 recorded: the bag is damaged ...)'; frames
-    whose header stamp repeats an earlier one's are not played, and said so."""
+    whose header stamp repeats an earlier one's, and frames whose message does not deserialise (the
+    node could not read them either), are not played, and said so."""
     said = []
     if inp.damage:
         said.append((f"of {inp.recorded} recorded" if inp.recorded is not None else "all that can be read")
@@ -257,7 +258,9 @@ def _playing(inp) -> str:
     if inp.repeated:
         said.append(f"{inp.repeated} more repeat an earlier frame's header stamp: not played, as outputs are "
                     "matched by stamp")
-    return f"{inp.total - inp.repeated} frames" + (f" ({'; '.join(said)})" if said else "")
+    if inp.corrupt:
+        said.append(f"{inp.corrupt} more {'does' if inp.corrupt == 1 else 'do'} not deserialise (corrupt): not sent")
+    return f"{inp.total - inp.repeated - inp.corrupt} frames" + (f" ({'; '.join(said)})" if said else "")
 
 
 def _attach_hint(topic: str, theirs: str) -> str:
@@ -484,7 +487,7 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
         latencies_ms=latencies, fps=fps, wall_s=t_last_pub - (t_first_pub or t_last_pub),
         confusion=scorer.cm if scorer.with_gt else None, drivable=scorer.bin if scorer.with_gt else None,
         samples=[scorer.samples[i] for i in sorted(scorer.samples)], node=node_delta,
-        notes=list(scorer.warned.values()), labels_by_stamp=scorer.labels_by_stamp,
+        notes=list(reader.notes) + list(scorer.warned.values()), labels_by_stamp=scorer.labels_by_stamp,
         out_bag=str(out_path) if out_path else None, partial=partial_reason(inp, read_error, counts.corrupt),
         playback=pace, trained_on_gt=trained_on_ground_truth(inp, reader, card),
         rejections=dict.fromkeys(reasons))  # the node names its reasons but does not count frames per reason

@@ -11,8 +11,8 @@ from ..data import bag_io
 from ..runtime.backends import BackendError
 from ..runtime.image_conversion import to_rgb
 from ..runtime.pipeline import Pipeline
-from .common import (Progress, check_ground_truth_classes, load_model_card, open_bag, partial_reason, select_inputs,
-                     trained_on_ground_truth)
+from .common import (Progress, check_ground_truth_classes, load_model_card, notes_on_error, open_bag, partial_reason,
+                     select_inputs, trained_on_ground_truth)
 from .config import EvalConfig, EvalError
 from .out_bag import DRIVABLE, LABELS, OVERLAY, OutputBag, copy_topics
 from .scoring import Counts, EvalResult, Scorer, add_gt_message, admit_frame, decode_frame
@@ -36,7 +36,7 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
     t_start = time.perf_counter()
     out = None
     reader = open_bag(cfg.bag)
-    with reader:
+    with reader, notes_on_error(reader):
         inp = select_inputs(cfg, reader)
         check_ground_truth_classes(inp, reader, card)
         held_in = trained_on_ground_truth(inp, reader, card)
@@ -105,7 +105,8 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
         class_names=list(card.class_names), palette=card.palette, drivable_classes=list(pipe.drivable_classes),
         counts=counts, latencies_ms=latencies, fps=fps, wall_s=wall,
         confusion=scorer.cm if scorer.with_gt else None, drivable=scorer.bin if scorer.with_gt else None,
-        samples=[scorer.samples[i] for i in sorted(scorer.samples)], notes=list(scorer.warned.values()),
+        samples=[scorer.samples[i] for i in sorted(scorer.samples)],
+        notes=list(reader.notes) + list(scorer.warned.values()),  # what the reader did or left out, first
         labels_by_stamp=scorer.labels_by_stamp, out_bag=str(out.path) if out is not None else None,
         partial=partial_reason(inp, read_error, counts.corrupt), trained_on_gt=held_in, rejections=scorer.rejections)
 
