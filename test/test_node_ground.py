@@ -304,26 +304,28 @@ def test_a_region_of_interest_and_binning_are_a_window_on_the_calibrated_sensor(
     rng = np.random.default_rng(0)
     pts = np.column_stack([rng.uniform(-1.5, 1.5, 200), rng.uniform(-1.0, 1.0, 200), rng.uniform(2.0, 6.0, 200)])
     uv_full, ok = full.project(pts)
-    for x0, y0, w, h, b in ((0, 0, 0, 0, 2), (80, 40, 320, 240, 1), (80, 40, 320, 240, 2), (16, 0, 400, 0, 4)):
+    for x0, y0, w, h, b in ((0, 0, 0, 0, 2), (80, 40, 320, 240, 1), (80, 40, 320, 240, 2), (16, 0, 400, 360, 4)):
         info = camera_info()
         info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = x0, y0, w, h
         info.binning_x = info.binning_y = b
         cam = camera_from_info(info, rectified=False)
-        assert (cam.width, cam.height) == ((w or W - x0) // b, (h or H - y0) // b)
+        assert (cam.width, cam.height) == ((w or W) // b, (h or H) // b)
         uv, ok2 = cam.project(pts)
         np.testing.assert_array_equal(ok2, ok)
         expect = (uv_full - [x0, y0] + 0.5) / b - 0.5
         np.testing.assert_allclose(uv, expect, atol=1e-9)
         np.testing.assert_allclose(cam.rays(uv[ok]), full.rays(uv_full[ok]), atol=1e-7)
-    for x0, w in ((0, W), (0, 0)):  # the whole frame spelt out is the same as the zero default
+    for w in (W, 0):  # the whole frame spelt out is the same as the all-zero default
         info = camera_info()
-        info.roi.x_offset, info.roi.width, info.roi.height = x0, w, H if w else 0
+        info.roi.width, info.roi.height = w, H if w else 0
         assert camera_from_info(info, rectified=False) is not None
         assert sensor_window(info, rectified=True) == (0, 0, W, H, 1, 1)
-    outside = camera_info()
-    outside.roi.x_offset, outside.roi.width = 200, W - 100
-    with pytest.raises(GroundError, match="region of interest 380x360 at \\(200, 0\\) does not fit its 480x360"):
-        sensor_window(outside, rectified=False)
+    for x0, w, h, size in ((200, W - 100, H, "380x360 at \\(200, 0\\)"), (100, 0, 0, "0x0 at \\(100, 0\\)"),
+                           (0, W, 0, "480x0 at \\(0, 0\\)")):  # zero sizes are the whole frame only with zero offsets
+        outside = camera_info()
+        outside.roi.x_offset, outside.roi.width, outside.roi.height = x0, w, h
+        with pytest.raises(GroundError, match=f"region of interest {size} does not fit its 480x360"):
+            sensor_window(outside, rectified=False)
     cropped = camera_info()
     cropped.roi.width, cropped.roi.height = W // 2, H // 2
     with pytest.raises(GroundError, match="region of interest with ground.rectified is not supported"):

@@ -88,8 +88,9 @@ def sensor_window(info: CameraInfo, rectified: bool) -> Tuple[int, int, int, int
     (width // binning_x) x (height // binning_y)."""
     bx, by = max(1, int(info.binning_x)), max(1, int(info.binning_y))
     roi = info.roi
-    x0, y0 = int(roi.x_offset), int(roi.y_offset)
-    w, h = int(roi.width) or info.width - x0, int(roi.height) or info.height - y0
+    x0, y0, w, h = int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)
+    if (x0, y0, w, h) == (0, 0, 0, 0):  # all zero, and only then, is the whole frame (CameraInfo.msg)
+        w, h = info.width, info.height
     if w <= 0 or h <= 0 or x0 + w > info.width or y0 + h > info.height:
         raise GroundError(f"camera_info's region of interest {w}x{h} at ({x0}, {y0}) does not fit its "
                           f"{info.width}x{info.height} frame: fix the driver's ROI or its calibration size")
