@@ -3,7 +3,7 @@
     ros2 launch seg_perception nav2.launch.py
     ros2 launch seg_perception nav2.launch.py managed:=false          # the plain node
     ros2 launch seg_perception nav2.launch.py params_file:=/path/my_robot.yaml
-    ros2 launch seg_perception nav2.launch.py namespace:=front name:=seg_front  # one node per camera
+    ros2 launch seg_perception nav2.launch.py node_namespace:=front name:=seg_front  # one node per camera
     ros2 launch seg_perception nav2.launch.py use_sim_time:=true   # under a simulator's /clock
 
 managed:=true starts segmentation_lifecycle_node and a nav2_lifecycle_manager
@@ -11,9 +11,12 @@ managed:=true starts segmentation_lifecycle_node and a nav2_lifecycle_manager
 parameters are set here, not in params_file: a params file copied from config/jetson.yaml works
 too, and renaming the node renames what the manager manages.
 
-namespace:=front puts the node (and its manager) in /front: its outputs become /front/segmentation/...
+node_namespace:=front puts the node (and its manager) in /front: its outputs become /front/segmentation/...
 and its relative camera topic (camera/image_raw, the default) /front/camera/image_raw. One node per
 camera needs one namespace each, else all of them publish on the same /segmentation/* topics.
+Not named `namespace`: launch configurations are shared with an including file, and Nav2's bringup
+declares its own `namespace` and already pushes it (PushROSNamespace), so a node reading it too
+ended in /robot1/robot1.
 """
 import os
 
@@ -30,13 +33,14 @@ def _nodes(context, *args, **kwargs):
     params_file = check_params_file(context.launch_configurations["params_file"])
     from seg_perception.ros.node import parameter_names  # the node's own table: backend:=... is no argument here
     typos = misspelt_arguments(context.launch_configurations,
-                               ["params_file", "managed", "name", "namespace", "use_sim_time"], "nav2.launch.py",
+                               ["params_file", "managed", "name", "node_namespace", "use_sim_time"], "nav2.launch.py",
                                node_parameters=parameter_names())
     managed = flag("managed", context.launch_configurations["managed"])
     name = context.launch_configurations["name"].strip() or "segmentation_node"
     # the node's and its manager's (relative: under an including file's PushROSNamespace, as Nav2's
-    # bringup puts a robot's; the manager's node_names are resolved in its own namespace)
-    ns = namespace(context.launch_configurations.get("namespace", ""))
+    # bringup puts a robot's; the manager's node_names are resolved in its own namespace). Not the
+    # configuration `namespace`: an including file's (Nav2 bringup's, already pushed) would be applied twice.
+    ns = namespace(context.launch_configurations.get("node_namespace", ""), "node_namespace")
     # given: it wins over params_file's; not given: params_file's (or the default) stands.
     given = context.launch_configurations.get("use_sim_time", "").strip()
     sim_time = {"use_sim_time": flag("use_sim_time", given)} if given else {}
@@ -75,10 +79,11 @@ def generate_launch_description():
                               description="true: lifecycle node + nav2_lifecycle_manager; false: plain node"),
         DeclareLaunchArgument("name", default_value="segmentation_node",
                               description="the node's name"),
-        DeclareLaunchArgument("namespace", default_value="",
+        DeclareLaunchArgument("node_namespace", default_value="",
                               description="the node's (and its manager's) namespace: outputs under "
-                                          "/<namespace>/segmentation/..., the camera topic camera/image_raw "
-                                          "under it too (one node per camera: a namespace each)"),
+                                          "/<node_namespace>/segmentation/..., the camera topic camera/image_raw "
+                                          "under it too (one node per camera: a namespace each); relative: "
+                                          "under an including file's PushROSNamespace"),
         DeclareLaunchArgument("use_sim_time", default_value="",
                               description="true: the /clock of a simulator or a bag played with --clock "
                                           "(empty: as params_file says)"),

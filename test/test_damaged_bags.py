@@ -753,10 +753,46 @@ def test_cut_write_ahead_log_that_adds_nothing_is_named_not_metadata(tmp_path, c
     assert bag_io._wal_cut(wal) and not bag_io._wal_cut(tmp_path / "whole-wal")
 
 
+def test_short_write_ahead_log_beside_a_whole_recording_loses_nothing(tmp_path, capsys, random_model):
+    """A -wal shorter than its 32-byte header beside an intact .db3 whose metadata.yaml counts every frame
+    read (4 of 4): that was "frames recorded after that commit are lost (how many: unknown)", exit 5. The
+    log is named in a note, nothing is lost, exit 0; without metadata.yaml nothing counts what a cut log
+    lost, so that stays partial. A log of just its header is not judged cut (sqlite leaves one when its
+    writer stops between the header and the first frame: see _wal_cut)."""
+    import shutil
+    rng = np.random.default_rng(0)
+    bag = tmp_path / "bag"
+    with bag_io.BagWriter(bag, "sqlite3") as w:
+        for n in range(4):
+            t = T0 + n * 10**8
+            w.write("/camera/image_raw", bag_io.image_msg(rng.integers(0, 255, (48, 64, 3), np.uint8), "rgb8", t, "c"), t)
+    wal = bag / (_db3(bag).name + "-wal")
+    wal.write_bytes(b"\x00" * 20)
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--no-gt", "--out", tmp_path / "r",
+                       "--threads", 1)
+    assert rc == 0 and "offline: 4 frames in" in out and "lost" not in err, (out, err)
+    note = (f"its write-ahead log {wal.name} is cut short (20 bytes, less than its 32-byte header), but every one "
+            "of the 4 frames its metadata.yaml records on /camera/image_raw was read: none is lost")
+    assert note in out, out
+    assert any(note in x for x in json.loads((tmp_path / "r" / "metrics.json").read_text())["notes"])
+    shutil.copy(bag / "metadata.yaml", tmp_path / "metadata.yaml")
+    (bag / "metadata.yaml").unlink()
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--no-gt", "--out", tmp_path / "r2",
+                       "--threads", 1)
+    assert rc == 5 and "recorded after that commit are lost (how many: unknown, a cut log does not say)" in err, err
+    shutil.copy(tmp_path / "metadata.yaml", bag / "metadata.yaml")
+    wal.write_bytes(struct.pack(">IIII", 0x377F0682, 3007000, 4096, 0) + bytes(16))  # its header alone
+    assert bag_io._wal_cut(wal) == ""
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--no-gt", "--out", tmp_path / "r3",
+                       "--threads", 1)
+    assert rc == 0 and "offline: 4 frames in" in out and "write-ahead log" not in out + err, (out, err)
+
+
 def test_cut_file_compressed_whole_listed_in_metadata_is_read_up_to_the_cut(tmp_path, capsys, random_model):
     """'--compression-mode file': metadata.yaml lists rec_0.mcap.zstd. Cut short, it was refused (exit 2,
     "try 'ros2 bag reindex'", which cannot repair a zstd stream); handed in alone it read up to the cut.
-    Now the folder reads the same way, with metadata.yaml's counts."""
+    Now the folder reads the same way, with metadata.yaml's counts. With the complete plain file still
+    beside it (compression interrupted) that file is read, whole: 6 frames, exit 0 (was 2 frames, exit 5)."""
     import yaml
     try:
         from compression import zstd  # Python >= 3.14
@@ -764,7 +800,8 @@ def test_cut_file_compressed_whole_listed_in_metadata_is_read_up_to_the_cut(tmp_
         from backports import zstd
     bag = chunky_bag(tmp_path / "bag")
     f = _mcap(bag)
-    packed = zstd.compress(f.read_bytes())
+    whole = f.read_bytes()
+    packed = zstd.compress(whole)
     (bag / (f.name + ".zstd")).write_bytes(packed[:int(0.7 * len(packed))])
     f.unlink()
     meta = yaml.safe_load((bag / "metadata.yaml").read_text())
@@ -778,6 +815,11 @@ def test_cut_file_compressed_whole_listed_in_metadata_is_read_up_to_the_cut(tmp_
     n = int(out.split("offline: ")[1].split(" frames in")[0])
     assert 2 <= n < FRAMES and f"{FRAMES - n} of the {FRAMES} recorded frames on /camera/image_raw are lost" in err
     assert f"{f.name}.zstd cut short" in out
+    f.write_bytes(whole)  # the plain original beside its cut .zstd: compression was interrupted
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r2", "--threads", 1)
+    assert rc == 0 and f"offline: {FRAMES} frames in" in out, (out, err)
+    assert f"{f.name}.zstd not read: the same file beside it uncompressed is" in out and "cut short" not in out
+    assert "not listed in its metadata.yaml" not in out, out
 
 
 def test_lost_middle_file_of_a_split_bag_loses_the_frames_in_it(tmp_path):

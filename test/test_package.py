@@ -273,20 +273,30 @@ def _launch_file(name: str, monkeypatch):
 
 def test_nav2_launch_namespace_separates_one_node_per_camera(monkeypatch):
     """name:=seg_front and name:=seg_rear alone both published /segmentation/* (one latched grid overwrote
-    the other): namespace:= puts the node and its lifecycle manager (which then finds it) in their own."""
+    the other): node_namespace:= puts the node and its lifecycle manager (which then finds it) in their own.
+    Not `namespace`: Nav2's bringup declares that and pushes it itself, so the node read it too and ended
+    in /robot1/robot1."""
     run = _launch_file("nav2", monkeypatch)
-    nodes, warnings = run(namespace="front", name="seg_front")
+    nodes, warnings = run(node_namespace="front", name="seg_front")
     assert warnings == []
     assert [(n.kwargs["name"], n.kwargs["namespace"]) for n in nodes] == [
         ("seg_front", "front"), ("lifecycle_manager_seg_front", "front")]
     assert nodes[1].kwargs["parameters"][0]["node_names"] == ["seg_front"]  # relative: in the manager's namespace
-    nodes, _ = run(namespace="/rear/", managed="false")
+    nodes, _ = run(node_namespace="/rear/", managed="false")
     assert [(n.kwargs["executable"], n.kwargs["namespace"]) for n in nodes] == [("segmentation_node", "/rear")]
     nodes, _ = run()
     assert [n.kwargs["namespace"] for n in nodes] == [None, None]  # none given: an including file's, if any
-    with pytest.raises(RuntimeError, match="launch argument namespace:=front camera is not a ROS namespace"):
-        run(namespace="front camera")
-    assert "namespace:=front name:=seg_front" in (REPO / "docs" / "navigation.md").read_text()
+    with pytest.raises(RuntimeError, match="launch argument node_namespace:=front camera is not a ROS namespace"):
+        run(node_namespace="front camera")
+    # an including file's own `namespace` (Nav2 bringup: declared and already pushed) is not applied again
+    nodes, warnings = run(namespace="robot1")
+    assert [n.kwargs["namespace"] for n in nodes] == [None, None]
+    assert len(warnings) == 1 and "launch configuration 'namespace' (given on the command line or by an " \
+        "including launch file) is not an argument of nav2.launch.py" in warnings[0], warnings
+    nodes, _ = run(namespace="robot1", node_namespace="front", managed="false")
+    assert [n.kwargs["namespace"] for n in nodes] == ["front"]  # under the bringup's push: /robot1/front
+    docs = (REPO / "docs" / "navigation.md").read_text()
+    assert "node_namespace:=front name:=seg_front" in docs and " namespace:=" not in docs
 
 
 @pytest.mark.parametrize("launch", ["jetson", "nav2"])
@@ -298,10 +308,12 @@ def test_node_parameters_given_as_launch_arguments_are_named_as_such(monkeypatch
     names = ["backend", "ground.enable", "image_topics", "workers"]
     assert len(warnings) == len(names), warnings
     for name, w in zip(names, warnings):
-        assert w.startswith(f"WARNING: launch argument '{name}' is a node parameter, not an argument of "
-                            f"{launch}.launch.py: set it in params_file"), w
+        assert w.startswith(f"WARNING: launch configuration '{name}' (given on the command line or by an including "
+                            f"launch file) is a node parameter's name, not an argument of {launch}.launch.py: "
+                            "node parameters are set in params_file"), w
+        assert "it is ignored" not in w  # an including file's (a bringup's model:=) is its own, not ignored there
         assert "did you mean" not in w
-    typo, meant = ("modle", "model") if launch == "jetson" else ("namespce", "namespace")
+    typo, meant = ("modle", "model") if launch == "jetson" else ("node_namespce", "node_namespace")
     _, warnings = run(**{typo: "x"})  # a typo still gets its hint
     assert len(warnings) == 1 and f"did you mean '{meant}'?" in warnings[0], warnings
     if launch == "jetson":  # those that are jetson.launch.py's arguments are no warning

@@ -255,6 +255,36 @@ def test_changed_classes_on_resume_are_refused_in_one_line(folder_run, tmp_path)
     _write_classes(data, CLASSES)  # as trained: the resume goes on
     train(TrainConfig(data=str(data), out=str(out), **dict(FOLDER_TINY, epochs=2)), resume=True, log=lambda *_: None)
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    # the same classes as single-channel masks of class ids: the colours only draw the classes, so a colour
+    # changed (with labels: ids, or unset and no mask's levels a class colour) is a note, not a refusal
+    import shutil
+    import cv2
+    import numpy as np
+    ids_data, ids_out = Path(shutil.copytree(data, tmp_path / "ids_data")), Path(shutil.copytree(out, tmp_path / "ids"))
+    for lab in (ids_data / "train" / "labels").iterdir():
+        rgb = cv2.imread(str(lab))[..., ::-1]
+        ids = np.full(rgb.shape[:2], 255, np.uint8)
+        for i, c in enumerate((GROUND, SKY, TREE)):
+            ids[(rgb == c).all(-1)] = i
+        assert (ids != 255).all()
+        cv2.imwrite(str(lab), ids)
+    rounds = ((3, TREE, (200, 200, 0), {"labels": "ids"}), (4, (200, 200, 0), (0, 200, 200), {}))
+    for epochs, was, tree, extra in rounds:
+        _write_classes(ids_data, CLASSES[:2] + [{"name": "tree", "color": list(tree)}], **extra)
+        if not extra:
+            _strip_classes(ids_out)  # a checkpoint without the record: compared through its card, the same rule
+        lines = []
+        train(TrainConfig(data=str(ids_data), out=str(ids_out), **dict(FOLDER_TINY, epochs=epochs)), resume=True,
+              log=lines.append)
+        assert load_checkpoint(ids_out / "last.pt")["epoch"] == epochs - 1
+        assert any(f"note: display colours changed since the checkpoint (colour of tree {was} -> {tree})" in line
+                   for line in lines), lines
+    # colours that are the masks' grey levels in another order do read them (ground 0 -> sky): refused
+    _write_classes(ids_data, [dict(CLASSES[0], color=[1, 1, 1]), dict(CLASSES[1], color=[0, 0, 0]),
+                              dict(CLASSES[2], color=[2, 2, 2])])
+    with pytest.raises(ValueError, match=r"classes changed since the checkpoint \(colour of ground"):
+        train(TrainConfig(data=str(ids_data), out=str(ids_out), **dict(FOLDER_TINY, epochs=5)), resume=True,
+              log=lambda *_: None)
 
 
 def test_a_checkpoint_without_the_class_record_resumes_as_before(folder_run, tmp_path):

@@ -174,6 +174,7 @@ class BagReader:
         elif failed:
             self.notes.append(f"bag {self.path}: {failed}")
         # a -wal cut short (a copy that broke off): sqlite drops every frame after its last whole commit
+        self.cut_logs = list(cut_logs)  # a sentence per cut log
         self.log_damage = (f"bag {self.path} is damaged: its write-ahead log " + "; ".join(cut_logs)
                            + ": the messages after its last complete commit are lost") if cut_logs else ""
         self.read_path = path
@@ -182,6 +183,9 @@ class BagReader:
         self.damage = ""      # where and why reading stopped early ("" while the bag reads whole)
         info = _bag_information(path)
         self.expected = _recorded_counts(info)  # per topic, from metadata.yaml where it says
+        # metadata.yaml's own counts ({} without one), kept where `expected` becomes the reader's: written when
+        # the recording ended, so they count what a -wal cut since lost; the file's own count cannot
+        self.metadata_counts = dict(self.expected)
         self.custom_data: Dict[str, str] = dict(info.get("custom_data") or {})  # {} in older bags
         listed = [Path(str(p)).name for p in info.get("relative_file_paths") or []]
         held = sorted(f.name for f in path.iterdir()
@@ -218,15 +222,24 @@ class BagReader:
             if packed:
                 # compressed whole, as metadata.yaml says, and rosbags cannot decompress it (a file cut short):
                 # read a decompressed copy up to the damage, as for such a file handed in without metadata.yaml
-                files = packed + [path / n for n in listed if not n.endswith(ZSTD_STORAGE) and (path / n).is_file()]
-                self._tmp, path, cut, _ = _decompress_copy(self.path, sorted(files))
+                # with each one's plain twin where it is beside it (compression interrupted: the complete
+                # original is still there), which _decompress_copy reads instead of the cut .zstd
+                plain = [f.with_name(f.name[:-len(".zstd")]) for f in packed]
+                files = packed + [f for f in plain if f.is_file()] + [
+                    path / n for n in listed if not n.endswith(ZSTD_STORAGE) and (path / n).is_file()]
+                self._tmp, path, cut, twins = _decompress_copy(self.path, sorted(set(files)))
                 copies = sorted(list(path.glob("*.mcap")) + list(path.glob("*.db3")))
                 target = copies[0] if len(copies) == 1 else path
                 self.read_path, self.target = path, target
-                self.notes.append(f"bag {self.path}: {', '.join(f.name for f in packed)} compressed whole (zstd), "
-                                  + ("read from a decompressed copy" if cut else
-                                     f"does not open as it is ({_one_line(e)}): read from a decompressed copy")
-                                  + (f" ({', '.join(cut)} cut short: what it holds up to the cut)" if cut else ""))
+                unpacked = [f.name for f in packed if f.name not in twins]
+                self.notes.append(f"bag {self.path}: " + "; ".join(
+                    ([f"{', '.join(unpacked)} compressed whole (zstd), "
+                      + ("read from a decompressed copy" if cut else
+                         f"does not open as it is ({_one_line(e)}): read from a decompressed copy")
+                      + (f" ({', '.join(cut)} cut short: what it holds up to the cut)" if cut else "")]
+                     if unpacked else [])
+                    + ([f"{', '.join(twins)} not read: the same file beside it uncompressed is (compression "
+                        "interrupted, or 'zstd -d' kept both)"] if twins else [])))
             self.salvage = _salvage(path, target)
             if self.salvage is not None and file_mode and not packed:
                 self.notes.append(f"bag {self.path}: its metadata.yaml says its files are compressed whole "
@@ -627,7 +640,14 @@ def _wal_cut(wal: Path) -> str:
     """Why sqlite's write-ahead log `wal` is cut short ("" when it is not): the log is a 32-byte
     header, then frames of (page size + 24) bytes each; a size that is not a whole number of frames
     is a log that broke off (a copy cut short), and sqlite drops every frame after the last commit
-    that is whole. A log sqlite would not read at all (no WAL magic, a bad page size) is not judged."""
+    that is whole. A log sqlite would not read at all (no WAL magic, a bad page size) is not judged.
+
+    A log of exactly its 32-byte header is not judged cut either: sqlite writes the header only in the
+    call that writes the log's first frames, right before them (sqlite3WalFrames), and never truncates a
+    log to 32 bytes (wal_checkpoint(TRUNCATE) and journal_size_limit leave 0 bytes or whole frames), but a
+    writer that stops between the two writes (killed, disk full) leaves just the header, and with it no
+    committed row lost. A copy cut right after the header looks the same; metadata.yaml's counts, where
+    there is one, tell the two apart (the frames it lists and the file lacks)."""
     try:
         size = wal.stat().st_size
         with open(wal, "rb") as fh:

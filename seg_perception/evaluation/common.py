@@ -118,7 +118,15 @@ def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader, count_corrupt: bool
     if not damage and recorded is not None and count < recorded:  # the index promises more than the file holds
         damage = f"bag {reader.path} holds {count} of the {recorded} messages its index lists on {image.name}"
     where, unknown_why = _lost_where(reader), "the bag's index is gone"
-    if log and not reader.damage and (recorded is None or recorded <= count):
+    listed = getattr(reader, "metadata_counts", {}).get(image.name)
+    if log and not reader.damage and listed is not None and listed == count:
+        # metadata.yaml, written when the recording ended, counts every frame read: the cut log lost none
+        recorded, damage = listed, ""
+        note = (f"bag {reader.path}: its write-ahead log {'; '.join(getattr(reader, 'cut_logs', []))}, but every one "
+                f"of the {listed} frames its metadata.yaml records on {image.name} was read: none is lost")
+        if note not in reader.notes:
+            reader.notes.append(note)
+    elif log and not reader.damage and (recorded is None or recorded <= count):
         # no metadata.yaml: the count is the merged file's own, which knows nothing of what the log lost
         recorded, where, unknown_why = None, "recorded after that commit", "a cut log does not say"
     unlisted = list(reader.unlisted)

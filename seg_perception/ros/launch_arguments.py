@@ -36,15 +36,23 @@ def misspelt_arguments(configurations: Mapping[str, str], known: Iterable[str], 
     """One warning per launch configuration that looks like a misspelt argument of ``launch_file``,
     or that is one of the node's parameters (``node_parameters``) but no argument of the launch file
     (`backend:=onnxruntime` set nothing). Warnings, not errors: a launch file that includes this one
-    shares its own arguments with it."""
+    shares its own arguments with it (a bringup's `model:=` or `namespace:=` reach this file's
+    configurations too), so the wording holds for both."""
     known = list(known)
     node_parameters = set(node_parameters)
     out = []
     for name in sorted(configurations):
         if name not in known and name in node_parameters:
-            out.append(f"launch argument '{name}' is a node parameter, not an argument of {launch_file}: set it "
-                       f"in params_file (a copy of the shipped YAML), or run the node with `--ros-args -p "
-                       f"{name}:=...` (it is ignored)")
+            out.append(f"launch configuration '{name}' (given on the command line or by an including launch file) "
+                       f"is a node parameter's name, not an argument of {launch_file}: node parameters are set in "
+                       f"params_file (a copy of the shipped YAML), or run the node with `--ros-args -p {name}:=...`; "
+                       f"this launch file passes it to no node")
+            continue
+        if name == "namespace" and "node_namespace" in known:
+            # an including file's own (Nav2 bringup's): it applies through that file's PushROSNamespace
+            out.append(f"launch configuration 'namespace' (given on the command line or by an including launch "
+                       f"file) is not an argument of {launch_file}: it sets the node's namespace only through an "
+                       f"including file's PushROSNamespace; node_namespace:=... gives the node one of its own")
             continue
         near = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
         if name not in known and near:
@@ -53,15 +61,15 @@ def misspelt_arguments(configurations: Mapping[str, str], known: Iterable[str], 
     return out
 
 
-def namespace(value: str):
-    """The namespace launch argument: None when empty; relative (under an including file's
+def namespace(value: str, argument: str = "node_namespace"):
+    """A namespace launch argument (``argument``): None when empty; relative (under an including file's
     PushROSNamespace) or absolute; a name ROS refuses is a RuntimeError naming the argument."""
     v = value.strip().rstrip("/") if value.strip() != "/" else ""
     if not v:
         return None
     if not re.fullmatch(r"/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*", v):
-        raise RuntimeError(f"launch argument namespace:={value} is not a ROS namespace (letters, digits and _ "
-                           "between slashes, no token starting with a digit), e.g. namespace:=front")
+        raise RuntimeError(f"launch argument {argument}:={value} is not a ROS namespace (letters, digits and _ "
+                           f"between slashes, no token starting with a digit), e.g. {argument}:=front")
     return v
 
 

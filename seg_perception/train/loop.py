@@ -859,7 +859,7 @@ def restore(run: Run, log=print) -> None:
     elif _model_source(run.cfg.init) != _model_source(saved_init):
         raise ValueError(f"--init {run.cfg.init}: the run in {run.out} began from {saved_init or 'a random init'} and "
                          "--init applies only at a run's start: resume without --init, or start a new --out")
-    _check_classes(run, ck, ckpt_path)
+    _check_classes(run, ck, ckpt_path, log)
     if ck["stage"] == "full" and run.stage != "full":
         run.enter_full_stage()
     run.model.load_state_dict(ck["model"])
@@ -946,10 +946,51 @@ def _trained_classes(run: Run, ck: dict) -> dict:
     return {"count": count}
 
 
-def _classes_change(was: dict, table) -> str:
+def _colour_changes(was: dict, table) -> List[str]:
+    """The classes whose (display) colour differs from the checkpoint's record, where the names count."""
+    now = [str(n) for n in table.names]
+    if "names" not in was or "colors" not in was or len(was["names"]) != len(now) or _generic(was["names"]) \
+            or _generic(now) or [n.strip().lower() for n in was["names"]] != [n.strip().lower() for n in now]:
+        return []
+    colours = [(i, tuple(a), tuple(b)) for i, (a, b) in enumerate(zip(was["colors"], table.colors))
+               if tuple(a) != tuple(b)]
+    return [f"colour of {now[i]} {a} -> {b}" for i, a, b in colours[:4]] + (["..."] if len(colours) > 4 else [])
+
+
+def _labels_read_by_colour(datasets, recorded_colours) -> bool:
+    """Whether the labels are colour-coded, so that a class's colour says which pixels are that class:
+    some label is a colour image, or reads otherwise by the data's label colours now (dataset.yaml's,
+    none with `labels: ids`) or by the colours the checkpoint recorded than as the ids it holds (a grey
+    or palette mask whose levels are class colours). Single-channel and palette masks of class ids
+    are ids under both: their colours are for display only. Reads every label: called only when the
+    colours changed."""
+    from ..data.label_images import ColourLabelError, LabelColors, LabelError, read_label
+    owners: dict = {}
+    for i, c in enumerate(recorded_colours):
+        owners.setdefault(tuple(int(v) for v in c), i)
+    recorded = LabelColors(owners)
+    for ds in datasets:
+        if ds is None:
+            continue
+        colour_sets = [c for c in (getattr(ds, "label_colors", None), recorded) if c is not None and c.complete]
+        for _, lab_path in ds.pairs:
+            try:
+                ids = read_label(lab_path)
+                if any(not np.array_equal(read_label(lab_path, c), ids) for c in colour_sets):
+                    return True
+            except ColourLabelError:  # a colour image: read by its colours
+                return True
+            except LabelError:  # unreadable (training says which): the colours are compared, as they were
+                return True
+    return False
+
+
+def _classes_change(was: dict, table, labels_by_colour: Optional[Callable[[], bool]] = None) -> str:
     """How ``table`` (the data now) differs from the classes a checkpoint trained (empty if in nothing
     that changes what an id means). Names count as class_order reads them (case aside, and not where
-    either side has only generic class_<i> names); colours where the names count."""
+    either side has only generic class_<i> names); colours where the names count and the labels are
+    read by their colours (``labels_by_colour()``, asked only when a colour changed; None: always):
+    with labels of class ids a colour only draws the class."""
     now = [str(n) for n in table.names]
     if "names" not in was:
         n = was.get("count")
@@ -974,20 +1015,28 @@ def _classes_change(was: dict, table) -> str:
             parts.append(", ".join(f"class {i} {old[i]} -> {now[i]}" for i in moved[:4])
                          + (", ..." if len(moved) > 4 else ""))
     elif named and "colors" in was:
-        colours = [(i, tuple(a), tuple(b)) for i, (a, b) in enumerate(zip(was["colors"], table.colors))
-                   if tuple(a) != tuple(b)]
-        parts += [f"colour of {now[i]} {a} -> {b}" for i, a, b in colours[:4]] + (["..."] if len(colours) > 4 else [])
+        colours = _colour_changes(was, table)
+        if colours and (labels_by_colour is None or labels_by_colour()):
+            parts += colours
     if "ignore_index" in was and int(was["ignore_index"]) != table.ignore_index:
         parts.append(f"ignore id {was['ignore_index']} -> {table.ignore_index}")
     return "; ".join(parts)
 
 
-def _check_classes(run: Run, ck: dict, ckpt_path: Path) -> None:
+def _check_classes(run: Run, ck: dict, ckpt_path: Path, log=print) -> None:
     """A resume on data whose classes changed (two swapped in dataset.yaml, one renamed or added, another
-    ignore id) would train the weights on ids that mean other classes, and ship them under the new
-    names: refused in one line, before the weights are loaded."""
-    change = _classes_change(_trained_classes(run, ck), run.train_ds.table)
+    ignore id, a colour of colour-coded labels) would train the weights on ids that mean other classes,
+    and ship them under the new names: refused in one line, before the weights are loaded. Display
+    colours changed on labels of class ids: a note, and the run goes on."""
+    was = _trained_classes(run, ck)
+    change = _classes_change(was, run.train_ds.table,
+                             lambda: _labels_read_by_colour((run.train_ds, run.val_ds), was["colors"]))
     if not change:
+        colours = _colour_changes(was, run.train_ds.table)
+        if colours and run.main:
+            log(f"[train] note: display colours changed since the checkpoint ({'; '.join(colours)}): the labels "
+                "hold class ids (not read by their colours), so the ids mean what they did and the run goes on; "
+                "the card takes the new colours")
         return
     card = run.out / f"{run.name}.yaml"
     source = card if card.is_file() else ckpt_path if isinstance(ck.get("classes"), dict) else None
