@@ -1,6 +1,8 @@
 """Label images as labelling tools save them: palette PNGs (ids as palette indices), RGB masks
 coloured as dataset.yaml says, ids saved as grey RGB, 16-bit ids; each read to the exact ids,
 and each wrong form refused with one line naming the file and the way out."""
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -723,6 +725,28 @@ def test_palette_in_another_class_order_and_grey_colour_masks_read_by_colour(tmp
     np.testing.assert_array_equal(image_folder(tmp_path / "crack", "train").load(0)[1], (ids > 0).astype(np.uint8))
 
 
+def _low_bit_png(path, values: np.ndarray, bits: int, palette=None) -> None:
+    """A greyscale (or, with ``palette``, indexed) PNG of 1, 2 or 4 bits per pixel, written here: the
+    oldest Pillow the package supports saves greyscale at 8 bits whatever ``bits`` says."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    h, w = values.shape
+    per_byte = 8 // bits
+    padded = np.zeros((h, -(-w // per_byte) * per_byte), np.uint8)
+    padded[:, :w] = values
+    groups = padded.reshape(h, -1, per_byte).astype(np.uint16)
+    packed = sum(groups[..., k] << (8 - bits * (k + 1)) for k in range(per_byte)).astype(np.uint8)
+    raw = b"".join(b"\x00" + row.tobytes() for row in packed)  # filter type 0 on every row
+    colour_type = 0 if palette is None else 3
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, bits, colour_type, 0, 0, 0))
+    if palette is not None:
+        png += chunk(b"PLTE", bytes(palette))
+    Path(path).write_bytes(png + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
 def test_1_2_and_4_bit_grey_and_palette_masks_keep_their_ids(tmp_path):
     """A binary mask saved as PIL mode "1" holds 0/1, and 2- and 4-bit greyscale PNGs 0..3 and
     0..15, but decoders scale them to 0..255 (class 1 became the ignore id 255, with no error):
@@ -739,14 +763,15 @@ def test_1_2_and_4_bit_grey_and_palette_masks_keep_their_ids(tmp_path):
     for bits in (2, 4):
         ids = (np.arange(24 * 32).reshape(24, 32) % (1 << bits)).astype(np.uint8)
         labels = _folder(tmp_path / f"grey{bits}", names, names=("a",))
-        Image.fromarray(ids, mode="L").save(labels / "a.png", bits=bits)
+        _low_bit_png(labels / "a.png", ids, bits)
+        assert np.array_equal(np.asarray(Image.open(labels / "a.png")) // (255 // ((1 << bits) - 1)), ids) or \
+            np.array_equal(np.asarray(Image.open(labels / "a.png")), ids)  # the file is what it says
         with open(labels / "a.png", "rb") as f:
             assert f.read(26)[24:26] == bytes([bits, 0])  # bit depth, greyscale
         np.testing.assert_array_equal(image_folder(tmp_path / f"grey{bits}", "train").load(0)[1], ids)
         labels = _folder(tmp_path / f"palette{bits}", names, names=("a",))
-        im = Image.fromarray(ids, mode="P")
-        im.putpalette(sum(([17 * i, 0, 255 - 17 * i] for i in range(16)), []))
-        im.save(labels / "a.png", bits=bits)
+        _low_bit_png(labels / "a.png", ids, bits, sum(([17 * i, 0, 255 - 17 * i] for i in range(1 << bits)), []))
+        assert np.array_equal(np.asarray(Image.open(labels / "a.png")), ids)
         with open(labels / "a.png", "rb") as f:
             assert f.read(26)[24:26] == bytes([bits, 3])  # bit depth, palette
         np.testing.assert_array_equal(image_folder(tmp_path / f"palette{bits}", "train").load(0)[1], ids)
