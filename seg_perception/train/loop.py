@@ -1225,8 +1225,11 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
     out = Path(cfg.out)
     made = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)  # the top folder we create
     lock = _claim_run_folder(cfg, resume)
+    finished = False
     try:
-        return _train(cfg, resume, log)
+        path = _train(cfg, resume, log)
+        finished = True
+        return path
     except BaseException:
         # refused (its data, say) or stopped before writing anything: take back the folder it made
         if made is not None and out.is_dir() and {f.name for f in out.iterdir()} <= {RUN_LOCK}:
@@ -1243,16 +1246,21 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
     finally:
         if lock is not None:
             lock.close()
-        _end_distributed()
+        _end_distributed(finished)
 
 
-def _end_distributed() -> None:
+def _end_distributed(finished: bool) -> None:
     """Under torchrun: the process group shut down before the interpreter exits (left to exit, gloo's
-    threads aborted a rank now and then: "terminate called without an active exception")."""
+    threads aborted a rank now and then: "terminate called without an active exception"). A finished
+    rank first waits for the others (rank 0 still saves the last checkpoint while rank 1 is done:
+    one rank tearing its connections down while its peer still holds them aborted a rank once more
+    in CI); a rank that failed does not wait for peers that may never come."""
     if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
         return
     import torch.distributed as dist
     if dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 
