@@ -19,8 +19,9 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .card import ARCHITECTURE_METRICS, ModelCard, check_model_name, load_card
+from .card import ARCHITECTURE_METRICS, WEIGHTS_HASH, ModelCard, check_model_name, load_card
 from .deploy.export import exported_card, write_onnx
+from .files import sha256
 from .paths import resolve_model
 from .runtime.backends import TorchBackend
 from .runtime.frame_sources import read_frames
@@ -130,6 +131,7 @@ def _write_model(card: ModelCard, backend, stage: Path, name: str, frames, got, 
     new.training = {**card.training, "adaptation": adaptation}
     for key in ("export", "quantization", "quantization_cpu"):
         new.training.pop(key, None)
+    new.training[WEIGHTS_HASH] = sha256(stage / f"{name}.pt")  # its own weights, not the source model's
     new.metrics = {k: card.metrics[k] for k in ARCHITECTURE_METRICS if k in card.metrics}
     onnx_path = write_onnx(new, stage / f"{name}.onnx", dynamic=True)
     return exported_card(new, onnx_path, dynamic=True)

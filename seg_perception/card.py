@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import yaml
 
-from .files import atomic_write
+from .files import atomic_write, sha256
 
 CARD_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -33,6 +33,21 @@ ARCHITECTURE_METRICS = ("params", "gmacs", "gmacs_at")
 # What a training setting was before it was recorded (a card's "training" block, a checkpoint's
 # config): the only behaviour there was then. A run or card without the key compares as this.
 SETTING_BEFORE_RECORDED = {"label_resize": "nearest"}
+
+
+# The card's training block records the hash of the weights file it was written with: the two files
+# cannot be replaced as one unit, and a run stopped between them leaves new weights beside an old card.
+WEIGHTS_HASH = "weights_sha256"
+
+
+def weights_mismatch(card: "ModelCard") -> Optional[str]:
+    """Why the card's weights file is not the one the card was written for; None when it is, or when
+    the card records no hash (cards written before it, hand-made ones)."""
+    recorded, weights = card.training.get(WEIGHTS_HASH), card.file("weights")
+    if not recorded or weights is None or not weights.is_file() or sha256(weights) == recorded:
+        return None
+    return (f"{weights.name} is not the weights file its card {card.path.name if card.path else card.name} was "
+            "written for (a run stopped between writing the two, or the file was replaced)")
 
 
 class CardError(ValueError):

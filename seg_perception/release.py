@@ -27,7 +27,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from .card import SETTING_BEFORE_RECORDED, check_model_name, load_card
+from .card import SETTING_BEFORE_RECORDED, check_model_name, load_card, weights_mismatch
 from .data.classes import CAMVID
 from .data.datasets import DatasetError, MissingSplit, SegmentationDataset, default_camvid_root, open_dataset
 from .paths import models_dirs, run_cards
@@ -122,6 +122,11 @@ def _recipe_card(recipe_run: Path, name: str, card, val_split: str):
                          f"it must leave {val_split} out, or its {val_split} figure is not held out either")
     if rcard.file("weights") is None or not rcard.file("weights").is_file():
         raise FileNotFoundError(f"--recipe-run card {rcard.path} lists no existing weights file")
+    stale = weights_mismatch(rcard)
+    if stale:
+        raise ValueError(f"--recipe-run {recipe_run}: {stale}: run its training command again with --resume, "
+                         "then release")
+
     def of(c, k):
         return c.training.get(k, SETTING_BEFORE_RECORDED.get(k))
     differ = [f"{k} {of(rcard, k)!r} (run: {of(card, k)!r})" for k in RECIPE_KEYS if of(rcard, k) != of(card, k)]
@@ -327,6 +332,10 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
     src_weights = card.file("weights")
     if src_weights is None or not src_weights.is_file():
         raise FileNotFoundError(f"the run's card {card.path} lists no existing weights file")
+    stale = weights_mismatch(card)
+    if stale:  # the card's epoch, recipe and figures would be shipped with other weights
+        raise ValueError(f"{stale}: run the run's training command again with --resume (its folder's "
+                         "last.pt writes both again), then release")
     rcard = None
     on_val = _trained_on(card, val_split)
     if recipe_run is not None and recipe_pending:

@@ -19,6 +19,7 @@ import torch.nn as nn
 from seg_perception.card import load_card
 from seg_perception.cli import main
 from seg_perception.data import bag_io
+from seg_perception.files import sha256
 from seg_perception.runtime.frame_sources import read_frames
 from seg_perception.train.batchnorm_adaptation import reestimate_batchnorm
 
@@ -264,6 +265,7 @@ def test_adapted_model_is_complete_and_runs_in_onnxruntime(tmp_path, capsys, shi
     a = card.training["adaptation"]
     assert a["from_model"] == source.name and a["frames"] == 6 and a["blend"] == 1.0 and a["image_topics"] is None
     assert "val_miou" not in card.metrics and card.metrics["params"] == source.metrics["params"]
+    assert card.training["weights_sha256"] == sha256(card.file("weights"))  # its own weights, not the source's
     new_sd, old_sd = torch.load(card.file("weights")), torch.load(source.file("weights"))
     assert any(not torch.equal(new_sd[k], old_sd[k]) for k in new_sd if k.endswith("running_mean"))
     assert all(torch.equal(new_sd[k], old_sd[k]) for k in new_sd if "running" not in k and "tracked" not in k)

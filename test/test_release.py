@@ -280,6 +280,34 @@ def test_release_on_data_it_cannot_measure_writes_nothing(tmp_path, camvid_sampl
     assert not to.exists()
 
 
+def test_weights_replaced_after_their_card_are_not_released_nor_exported_with_its_figures(
+        tmp_path, camvid_sample, capsys):
+    """A run stopped between writing its weights and its card (or weights replaced by hand) paired
+    new weights with the previous epoch's card: release shipped the card's epoch and recipe with
+    them, export kept the card's accuracy figures. The card's weights hash tells them apart."""
+    from seg_perception.card import WEIGHTS_HASH, weights_mismatch
+    from seg_perception.deploy.export import exported_card
+    from seg_perception.files import sha256
+    run = tmp_path / "run"
+    card = load_card(make_random_model(run, "essnet_d", 96, 72, onnx=False))
+    card.training[WEIGHTS_HASH] = sha256(card.file("weights"))
+    card.metrics["val_miou"] = 50.0
+    card.save(card.path)
+    assert weights_mismatch(load_card(card.path)) is None
+    assert exported_card(load_card(card.path), run / "x.onnx").metrics["val_miou"] == 50.0
+    make_random_model(tmp_path / "other", "essnet_d", 96, 72, onnx=False, seed=1)
+    (tmp_path / "other" / card.file("weights").name).replace(card.file("weights"))  # newer weights, same card
+    stale = load_card(card.path)
+    assert "is not the weights file its card" in weights_mismatch(stale)
+    exported = exported_card(stale, run / "x.onnx")
+    assert "val_miou" not in exported.metrics and WEIGHTS_HASH not in exported.training
+    to = tmp_path / "models"
+    assert main(["release", "--run", str(run), "--name", NAME, "--to", str(to), "--data", str(camvid_sample),
+                 "--threads", "1", "--no-int8"]) == 2
+    err = capsys.readouterr().err
+    assert "is not the weights file its card" in err and "--resume" in err and not to.exists()
+
+
 def _robot_dataset(camvid_sample, root):
     """The CamVid sample relabelled into three classes of a robot's own, as id PNGs with dataset.yaml."""
     from seg_perception.data.datasets import camvid

@@ -5,9 +5,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import make_random_model
-from seg_perception.card import load_card
+from seg_perception.card import load_card, weights_mismatch
+from seg_perception.files import sha256
 from seg_perception.train.checkpoint import atomic_save, load_checkpoint
 from seg_perception.train.loop import TrainConfig, _changed_settings, train
 
@@ -65,6 +67,40 @@ def test_finished_run_without_validation_resumed_again_writes_nothing(tmp_path, 
     train(cfg, resume=True, log=lambda *_: None)
     assert _files(tmp_path) == before
     assert load_card(best.with_suffix(".yaml")).training["train_loss"] == loss
+
+
+def test_a_run_stopped_while_shipping_writes_weights_and_card_again_on_resume(tmp_path, camvid_root):
+    """A final run (no val) ships after its last checkpoint: stopped in between, --resume found
+    nothing left to train and never wrote the weights (release then found "only last.pt"); stopped
+    between the weights and the card, the new weights sat beside the previous card. The card records
+    the hash of its weights, and a resume writes both again from last.pt."""
+    cfg = TrainConfig(data=str(camvid_root), out=str(tmp_path), **dict(TINY, val_split="none", keep="last"))
+    best = train(cfg, log=lambda *_: None)
+    card_path = best.with_suffix(".yaml")
+    shipped = torch.load(best, weights_only=True)
+    assert load_card(card_path).training["weights_sha256"] == sha256(best)
+    assert weights_mismatch(load_card(card_path)) is None
+
+    best.unlink()
+    card_path.unlink()  # stopped after the last checkpoint, before anything shipped
+    lines = []
+    train(cfg, resume=True, log=lines.append)
+    assert any("is missing: the last epoch's weights and card written again from last.pt" in ln for ln in lines), lines
+    again = torch.load(best, weights_only=True)
+    assert all(torch.equal(shipped[k], again[k]) for k in shipped)
+    card = load_card(card_path)
+    assert card.training["epoch"] == 2 and card.training["train_loss"] is not None and weights_mismatch(card) is None
+
+    atomic_save({k: v + 1 if v.is_floating_point() else v for k, v in shipped.items()}, best)  # other weights
+    assert "is not the weights file its card" in weights_mismatch(load_card(card_path))
+    lines = []
+    train(cfg, resume=True, log=lines.append)
+    assert any("is not the weights file its card" in ln for ln in lines), lines
+    again = torch.load(best, weights_only=True)
+    assert all(torch.equal(shipped[k], again[k]) for k in shipped) and weights_mismatch(load_card(card_path)) is None
+    before = _files(tmp_path)
+    train(cfg, resume=True, log=lambda *_: None)  # consistent now: nothing is written
+    assert _files(tmp_path) == before
 
 
 def test_init_is_kept_on_resume_and_another_is_refused(tmp_path, camvid_root):

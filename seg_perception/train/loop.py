@@ -41,9 +41,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..card import SETTING_BEFORE_RECORDED, card_for_table, check_model_name, load_card
+from ..card import SETTING_BEFORE_RECORDED, WEIGHTS_HASH, card_for_table, check_model_name, load_card, weights_mismatch
 from ..data.datasets import MissingSplit, SegmentationDataset, open_dataset
 from ..data.transforms import LABEL_RESIZE, EvalResize, TrainAugment
+from ..files import sha256
 from ..metrics import ConfusionMatrix
 from ..nets import build_model
 from ..nets.deployable import flush_tiny_weights
@@ -1402,6 +1403,8 @@ def _train(cfg: TrainConfig, resume: bool, log) -> Path:
     if run.start_epoch == run.total_epochs:  # resumed with no epoch left to train
         if run.main and run.cut_short:
             _finish_cut_short(run, csv_path, log)
+        elif run.main:
+            _finish_stopped_while_shipping(run, csv_path, log)
         return best_path  # a finished run: nothing changes, nothing is written
     if run.main and (run.val_ds is None or not best_path.is_file()):
         # No validation (final runs on train+val) or a run too short to evaluate: ship the end state.
@@ -1435,6 +1438,28 @@ def _finish_cut_short(run: Run, csv_path: Path, log) -> None:
         "last epoch is, and last.pt records the shorter plan")
 
 
+def _finish_stopped_while_shipping(run: Run, csv_path: Path, log) -> None:
+    """A finished run stopped after its last checkpoint but before its weights and card were both
+    written (a final run without val ships after the loop): where last.pt holds what ships (--keep
+    last, no val, or no weights yet, as the loop's end does), both are written again; a --keep best
+    run's best weights are not in last.pt."""
+    weights, card_path = run.out / f"{run.name}.pt", run.out / f"{run.name}.yaml"
+    if not weights.is_file() or not card_path.is_file():
+        why = f"{(weights if not weights.is_file() else card_path).name} is missing"
+    else:
+        why = weights_mismatch(load_card(card_path))
+    if why is None:
+        return
+    if run.cfg.keep != "last" and run.val_ds is not None and weights.is_file():
+        log(f"[train] warning: {why}; the best epoch's weights are not in last.pt: evaluate {weights.name} "
+            "with `seg-perception evaluate` before shipping it, or train the run again")
+        return
+    row = _logged_row(csv_path, run.total_epochs)
+    cm = validate(run) if run.val_ds is not None else None
+    save_model(run, cm, run.total_epochs, float(row["train_loss"]) if row else float("nan"))
+    log(f"[train] {why}: the last epoch's weights and card written again from last.pt")
+
+
 def _logged_row(path: Path, epoch: int) -> Optional[dict]:
     """The log.csv row of ``epoch`` (None without one)."""
     if not path.is_file():
@@ -1448,7 +1473,8 @@ def save_model(run: Run, cm: Optional[ConfusionMatrix], epoch: int, train_loss: 
     src = run.shipped_model
     state_model = grouping.finalized_copy(src) if cfg.gradual_grouping_epochs else src
     state = {k: v.detach().cpu().contiguous() for k, v in state_model.state_dict().items()}
-    atomic_save(state, run.out / f"{run.name}.pt")
+    weights = run.out / f"{run.name}.pt"
+    atomic_save(state, weights)
     metrics = {"params": int(sum(p.numel() for p in state_model.parameters()))}
     summary = None
     if cm is not None:
@@ -1463,6 +1489,7 @@ def save_model(run: Run, cm: Optional[ConfusionMatrix], epoch: int, train_loss: 
                           training=training_record(cfg, epoch, train_loss, run.changed_on_resume,
                                                    run.precision, run.memory_format),
                           metrics=metrics)
+    card.training[WEIGHTS_HASH] = sha256(weights)  # a stop before the card is written shows as a mismatch
     card.save(run.out / f"{run.name}.yaml")
     if summary is not None:
         (run.out / "best_metrics.json").write_text(json.dumps({"epoch": epoch, **summary}, indent=1))
