@@ -244,7 +244,8 @@ def _bench_node(p: argparse.ArgumentParser):
     p.add_argument("--model", default="", help=f"model name or card .yaml (default {DEFAULT_MODEL})")
     p.add_argument("--backend", default="onnxruntime", help="onnxruntime | torch | tensorrt" + " (default: %(default)s)")
     p.add_argument("--frames", type=count, default=30, help="CamVid val frames to time (default 30)")
-    p.add_argument("--data", default=None, help="CamVid root (default: ../shared/datasets/camvid)")
+    p.add_argument("--data", default=None, help="CamVid root (default: $SEG_PERCEPTION_CAMVID, else ../shared/datasets/camvid; "
+                   "without CamVid: the sample bag's frames)")
     p.add_argument("--threads", type=threads, default=0, help="inference threads, in this process and the node")
     p.add_argument("--rate", type=per_second, default=0.0, help="live frames per second (default: 1 / (3 x backend time))")
     p.add_argument("--ground", action="store_true",

@@ -1405,7 +1405,7 @@ def _train(cfg: TrainConfig, resume: bool, log) -> Path:
             _finish_cut_short(run, csv_path, log)
         elif run.main:
             _finish_stopped_while_shipping(run, csv_path, log)
-        return best_path  # a finished run: nothing changes, nothing is written
+        return best_path  # a finished run: nothing is trained (the shipped pair is repaired above if needed)
     if run.main and (run.val_ds is None or not best_path.is_file()):
         # No validation (final runs on train+val) or a run too short to evaluate: ship the end state.
         cm = validate(run) if run.val_ds is not None else None
