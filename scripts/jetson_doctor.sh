@@ -10,8 +10,9 @@
 # when every engine built and agreed; 1 otherwise.
 set -euo pipefail
 
-# A ROS 2 install space puts the package on PYTHONPATH; source it if it is there.
-for setup in install/setup.bash /opt/ros/"${ROS_DISTRO:-jazzy}"/setup.bash; do
+# A ROS 2 install space puts the package on PYTHONPATH; source it if it is there (the first found:
+# this workspace's, else the sourced distro's, else Jazzy's or Humble's).
+for setup in install/setup.bash /opt/ros/"${ROS_DISTRO:-jazzy}"/setup.bash /opt/ros/humble/setup.bash; do
   if [ -f "$setup" ] && [ -z "${AMENT_PREFIX_PATH:-}" ]; then
     # shellcheck disable=SC1090
     set +u; . "$setup"; set -u

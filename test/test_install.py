@@ -186,15 +186,26 @@ def test_node_commands_without_ros_say_so_in_one_line():
         assert res.returncode == 2 and res.stdout == "", res.stderr
         assert res.stderr.count("\n") == 1 and "no module 'rclpy'" in res.stderr, res.stderr
         assert "pip install 'seg_perception[ros]'" in res.stderr
-    # an rclpy without a module the node needs (Humble has no rclpy.event_handler): too old, not absent
     if importlib.util.find_spec("rclpy") is None:  # a core install: rclpy itself is what is missing
         return
-    code = ("import sys; sys.modules['rclpy.event_handler'] = None\n"
+    # Humble's rclpy has the event callbacks in rclpy.qos_event, not rclpy.event_handler: the node loads.
+    # (Jazzy's rclpy imports rclpy.event_handler itself, and its rclpy.qos_event re-exports from it:
+    # both are loaded first, then rclpy.event_handler is taken away from what imports it next.)
+    preload = ("import sys, warnings; warnings.simplefilter('ignore')  # Jazzy: qos_event is deprecated\n"
+               "import rclpy.executors, rclpy.lifecycle, rclpy.qos_event\n")
+    for module in ("node", "lifecycle"):
+        code = (preload + "sys.modules['rclpy.event_handler'] = None\n"
+                f"import seg_perception.ros.{module}; print('loaded')")
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0 and res.stdout.strip() == "loaded", res.stderr
+    # an rclpy with neither (older than Humble): too old, not absent
+    code = (preload + "sys.modules['rclpy.event_handler'] = sys.modules['rclpy.qos_event'] = None\n"
             "from seg_perception.ros.entry_points import segmentation_node; sys.exit(segmentation_node())")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
-    assert "too old (no module 'rclpy.event_handler'): the node needs ROS 2 Jazzy or later" in res.stderr
-    code = code.replace("rclpy.event_handler", "rclpy._rclpy_pybind11")  # Jazzy's rclpy from another Python
+    assert "too old (no module 'rclpy.qos_event'): the node needs ROS 2 Humble or later" in res.stderr
+    code = ("import sys; sys.modules['rclpy._rclpy_pybind11'] = None\n"  # Jazzy's rclpy from another Python
+            "from seg_perception.ros.entry_points import segmentation_node; sys.exit(segmentation_node())")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "rclpy cannot load its compiled part (no module 'rclpy._rclpy_pybind11')" in res.stderr, res.stderr
     setup_py = (REPO / "setup.py").read_text()  # the console scripts are these functions

@@ -10,7 +10,6 @@ run), the node's stage timings from /diagnostics, and its resident memory over t
 """
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..metrics import percentiles
-from ..runtime.node_process import NodeProcess, ros_env, private_domain
+from ..runtime.node_process import NodeProcess, discover_as, private_domain, ros_env
 from .participant import Participant, wait_until_up
 
 QOS = ("reliable", "best_effort")
@@ -65,7 +64,7 @@ class _Camera(Participant):
         return self.diags.get(self.topics[0], {})
 
     def ready(self) -> bool:
-        return (all(p.get_subscription_count() for p in self.pubs) and all(s.get_publisher_count() for s in self.subs)
+        return (all(p.get_subscription_count() for p in self.pubs) and all(self.publisher_count(s) for s in self.subs)
                 and all(t in self.diags for t in self.topics))
 
     def _on_labels(self, i: int, msg) -> None:
@@ -88,8 +87,7 @@ def bench_camera(model: str, width: int, height: int, rate: float, seconds: floa
         raise ValueError(f"unknown camera qos '{qos}'; valid choices: {', '.join(QOS)}")
     domain = private_domain()
     env = ros_env(domain)
-    for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS"):
-        os.environ.setdefault(k, env[k])
+    discover_as(env)
     topic = "/camera/image_raw"
     params = {"model": model, "backend": backend, "precision": "fp32", "threads": threads, "image_topic": topic,
               **(node_params or {})}
@@ -185,8 +183,7 @@ def bench_cameras(model: str, cameras: int, width: int, height: int, rate: float
         raise ValueError(f"--cameras must be >= 1, got {cameras}")
     domain = private_domain()
     env = ros_env(domain)
-    for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS"):
-        os.environ.setdefault(k, env[k])
+    discover_as(env)
     topics = [f"/cam{i}/image_raw" for i in range(cameras)]
     base = {"model": model, "backend": backend, "precision": "fp32", "threads": threads, **(node_params or {})}
     log_dir = Path(tempfile.mkdtemp(prefix="seg_bench_cameras_"))

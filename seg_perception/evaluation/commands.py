@@ -215,7 +215,7 @@ def _demo(p: argparse.ArgumentParser):
             mode = "live" if live_available() else "offline"
             if mode == "offline":
                 print("[demo] rclpy is not installed here: running offline (no ROS). For the live node, "
-                      "source ROS 2 Jazzy or pip install 'seg_perception[ros]'")
+                      "source ROS 2 (Humble or later) or pip install 'seg_perception[ros]'")
         try:
             try:
                 bag = Path(a.bag) if a.bag else sample_bag()

@@ -14,7 +14,6 @@ Figures are printed, never asserted.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from ..runtime.node_process import NodeProcess, ros_env, private_domain
+from ..runtime.node_process import NodeProcess, discover_as, private_domain, ros_env
 from .bench_node import bench_frames
 from .participant import Participant, wait_until_up
 
@@ -79,8 +78,7 @@ def _run(model: str, frames_bgr: List[np.ndarray], ground: bool, threads: int, b
          startup_timeout: float = 60.0) -> Dict:
     domain = private_domain()
     env = ros_env(domain)
-    for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS"):
-        os.environ.setdefault(k, env[k])
+    discover_as(env)
     params = {"model": model, "backend": backend, "precision": "fp32", "threads": threads, "qos": "reliable",
               "image_topic": "/camera/image_raw", "diagnostics_period": 0.5, **(GROUND_PARAMS if ground else {})}
     log_path = Path(tempfile.mkdtemp(prefix="seg_bench_ground_")) / "node.log"
@@ -90,7 +88,7 @@ def _run(model: str, frames_bgr: List[np.ndarray], ground: bool, threads: int, b
     answered = 0
     try:
         cam = _Camera(domain)
-        wait_until_up(lambda: bool(cam.pub.get_subscription_count() and cam.sub.get_publisher_count() and cam.diag),
+        wait_until_up(lambda: bool(cam.pub.get_subscription_count() and cam.publisher_count(cam.sub) and cam.diag),
                       [node], startup_timeout, log_path)
         for i, frame in enumerate(frames_bgr):
             stamp = 1_000_000_000 + i * 100_000_000

@@ -28,7 +28,7 @@ from ..data import bag_io
 from ..paths import default_params_file
 from ..runtime.backends import BACKENDS
 from ..runtime.image_conversion import to_rgb
-from ..runtime.node_process import NodeProcess, ros_env, private_domain
+from ..runtime.node_process import NodeProcess, discover_as, private_domain, ros_env
 from .common import (Progress, check_ground_truth_classes, load_model_card, notes_on_error, open_bag, partial_reason,
                      select_inputs, trained_on_ground_truth)
 from .config import EXIT_NO_MATCH, EXIT_NODE, EvalConfig, EvalError
@@ -145,7 +145,7 @@ class Client(Participant):
 
     def connected(self) -> bool:
         return (self.pub.get_subscription_count() > 0 and self.last_diag() is not None
-                and all(s.get_publisher_count() > 0 for s in self.subs.values()))
+                and all(self.publisher_count(s) > 0 for s in self.subs.values()))
 
 
 def _counters(values: Dict[str, str]) -> Dict[str, int]:
@@ -205,8 +205,7 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
             # A private domain: nothing else on the network sees the frames or answers them.
             domain = domain_id if domain_id is not None else private_domain()
             env = ros_env(domain)
-            for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS"):
-                os.environ.setdefault(k, env[k])  # this process must discover like the node does
+            discover_as(env)
             log_path = cfg.node_log or Path(tempfile.mkdtemp(prefix="seg_eval_")) / "node.log"
             try:
                 node = NodeProcess(node_parameters(cfg, card.path, base_topic, compressed), log_path, env)

@@ -24,6 +24,14 @@ class Participant:
         self.lock = threading.Lock()  # guards what the callbacks record
         self._stop = threading.Event()
 
+    def publisher_count(self, sub) -> int:
+        """Publishers matched to ``sub`` (Humble's Subscription has no get_publisher_count: the
+        graph's count of its topic there)."""
+        try:
+            return sub.get_publisher_count()
+        except AttributeError:
+            return self.node.count_publishers(sub.topic_name)
+
     def start(self) -> None:
         from rclpy.executors import SingleThreadedExecutor
         self.executor = SingleThreadedExecutor(context=self.context)

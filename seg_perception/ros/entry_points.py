@@ -18,16 +18,17 @@ def _run(module: str, program: str) -> int:
         if missing not in ROS_MODULES:
             raise
         # a submodule missing from an installed rclpy: a compiled one (rclpy._rclpy_pybind11) is a ROS 2
-        # built for another Python; a Python one (rclpy.event_handler, before Iron) an older ROS 2
+        # built for another Python; a Python one (rclpy.qos_event as well as rclpy.event_handler) one
+        # older than Humble
         name = e.name or ""
         found = "." in name and importlib.util.find_spec(missing) is not None
         compiled = "._" in name or "pybind" in name
         print(f"{program}: " + (
             f"rclpy cannot load its compiled part (no module '{name}'): this Python ({sys.version.split()[0]}) is "
             "not the one that ROS 2 was built for" if found and compiled else
-            f"this ROS 2 is too old (no module '{name}'): the node needs ROS 2 Jazzy or later" if found else
+            f"this ROS 2 is too old (no module '{name}'): the node needs ROS 2 Humble or later" if found else
             f"ROS 2 is not available here (no module '{missing}')")
-              + ": source ROS 2 Jazzy (source /opt/ros/jazzy/setup.bash) or pip install 'seg_perception[ros]'",
+              + ": source ROS 2 (e.g. source /opt/ros/jazzy/setup.bash) or pip install 'seg_perception[ros]'",
               file=sys.stderr)
         return 2
     return node_module.main()

@@ -6,9 +6,12 @@ subscription callback only puts the newest message in a one-slot mailbox,
 so a slow model never builds a backlog (replaced frames count as dropped).
 
 Several cameras (parameter image_topics): one mailbox per camera; the worker
-takes the newest frame of every camera that has one and runs them through the
-model in one batch, and each camera's outputs go under its own namespace
-(/front/image_raw -> /front/segmentation/labels, ...).
+takes the newest frame of every camera that has one (on a GPU up to max_batch of
+them in one model call, on a CPU one, the cameras in turn), and each camera's
+outputs go under its own namespace (/front/image_raw -> /front/segmentation/labels, ...).
+
+Runs on ROS 2 Humble and later: where Humble's rclpy differs, the Humble spelling
+or a fallback is used (test/test_humble.py).
 """
 from __future__ import annotations
 
@@ -28,7 +31,10 @@ import rclpy.executors
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
-from rclpy.event_handler import SubscriptionEventCallbacks
+try:
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble: the same class, before rclpy 4.0 moved it
+    from rclpy.qos_event import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy,
                        qos_policy_name_from_kind, qos_profile_sensor_data)
@@ -390,7 +396,7 @@ class SegmentationNode(Node):
         run the default model without a word. A near-miss of a parameter's name stops start-up;
         any other unknown name is only reported, since a params file's `/**:` section may hold
         parameters of other nodes too."""
-        known = self.list_parameters([], 0).names
+        known = list(self.get_parameters_by_prefix(""))  # every declared name (Humble has no list_parameters)
         given = getattr(self, "_parameter_overrides", {})  # rclpy's: -p, params files, launch
         for name in sorted(n for n in given if not self.has_parameter(n) and not n.startswith("qos_overrides.")):
             near = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
@@ -476,7 +482,8 @@ class SegmentationNode(Node):
         # cameras: one beside each camera's labels.
         self.label_types = label_info_type()
         if self.label_types is None:
-            self.get_logger().info("vision_msgs is not installed: segmentation/label_info is not published")
+            self.get_logger().info("vision_msgs (4.1 or later: LabelInfo) is not installed: segmentation/label_info "
+                                   "is not published")
         for cam in self.cameras:
             pre = cam.prefix
             cam.pub_labels = self.create_publisher(Image, pre + "segmentation/labels", out_qos)

@@ -101,13 +101,30 @@ def private_domain() -> int:
     return random.SystemRandom().choice([d for d in PRIVATE_DOMAINS if str(d) != own])
 
 
+def local_discovery() -> Dict[str, str]:
+    """The variables that keep discovery on this machine: ROS_AUTOMATIC_DISCOVERY_RANGE and
+    ROS_STATIC_PEERS since Iron; Humble's rcl reads only ROS_LOCALHOST_ONLY (which Jazzy warns is
+    deprecated, so it is set only where ROS_DISTRO says humble)."""
+    if os.environ.get("ROS_DISTRO") == "humble":
+        return {"ROS_LOCALHOST_ONLY": "1"}
+    return {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_STATIC_PEERS": "127.0.0.1"}
+
+
 def ros_env(domain_id: int, set_discovery: bool = True) -> Dict[str, str]:
     """The environment for a private run: our domain, and discovery limited to this machine
     unless the user chose otherwise (two processes here only find each other that way)."""
     env = dict(os.environ)
     env["ROS_DOMAIN_ID"] = str(domain_id)
     if set_discovery:
-        env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-        env.setdefault("ROS_STATIC_PEERS", "127.0.0.1")
+        for k, v in local_discovery().items():
+            env.setdefault(k, v)
     env.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")
     return env
+
+
+def discover_as(env: Dict[str, str]) -> None:
+    """This process's own participant discovers as the node started with ``env`` does (the
+    variables are read when a participant is created, so before this process's first one)."""
+    for k in local_discovery():
+        if k in env:
+            os.environ.setdefault(k, env[k])
