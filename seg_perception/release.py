@@ -104,6 +104,14 @@ def run_card(run: Path, name: str):
                             "folder holding one card, or --name of one of them")
 
 
+def _stale_fix(card) -> str:
+    """What brings weights and card back together: last.pt holds a --keep last run's last epoch, not a
+    --keep best run's best one."""
+    if card.training.get("best_epoch") is not None:
+        return "put back the weights file the card was written with (its best epoch is not in last.pt), or train the run again"
+    return "run its training command again with --resume (its folder's last.pt writes both again)"
+
+
 def _check_one_recipe(card, what: str) -> None:
     """A run resumed with another recipe (say --epochs 200 -> 400) trained under none of them."""
     changed = card.training.get("changed_on_resume")
@@ -124,8 +132,7 @@ def _recipe_card(recipe_run: Path, name: str, card, val_split: str):
         raise FileNotFoundError(f"--recipe-run card {rcard.path} lists no existing weights file")
     stale = weights_mismatch(rcard)
     if stale:
-        raise ValueError(f"--recipe-run {recipe_run}: {stale}: run its training command again with --resume, "
-                         "then release")
+        raise ValueError(f"--recipe-run {recipe_run}: {stale}: {_stale_fix(rcard)}, then release")
 
     def of(c, k):
         return c.training.get(k, SETTING_BEFORE_RECORDED.get(k))
@@ -334,8 +341,7 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
         raise FileNotFoundError(f"the run's card {card.path} lists no existing weights file")
     stale = weights_mismatch(card)
     if stale:  # the card's epoch, recipe and figures would be shipped with other weights
-        raise ValueError(f"{stale}: run the run's training command again with --resume (its folder's "
-                         "last.pt writes both again), then release")
+        raise ValueError(f"{stale}: {_stale_fix(card)}, then release")
     rcard = None
     on_val = _trained_on(card, val_split)
     if recipe_run is not None and recipe_pending:

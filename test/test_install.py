@@ -198,12 +198,13 @@ def test_node_commands_without_ros_say_so_in_one_line():
                 f"import seg_perception.ros.{module}; print('loaded')")
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert res.returncode == 0 and res.stdout.strip() == "loaded", res.stderr
-    # an rclpy with neither (older than Humble): too old, not absent
-    code = (preload + "sys.modules['rclpy.event_handler'] = sys.modules['rclpy.qos_event'] = None\n"
+    # an rclpy older than Humble (Foxy's rclpy.exceptions has no ParameterUninitializedException): too old
+    code = (preload + "import rclpy.exceptions; del rclpy.exceptions.ParameterUninitializedException\n"
             "from seg_perception.ros.entry_points import segmentation_node; sys.exit(segmentation_node())")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
-    assert "too old (no module 'rclpy.qos_event'): the node needs ROS 2 Humble or later" in res.stderr
+    assert ("too old (cannot import name 'ParameterUninitializedException' from 'rclpy.exceptions'): the node "
+            "needs ROS 2 Humble or later") in res.stderr, res.stderr
     code = ("import sys; sys.modules['rclpy._rclpy_pybind11'] = None\n"  # Jazzy's rclpy from another Python
             "from seg_perception.ros.entry_points import segmentation_node; sys.exit(segmentation_node())")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

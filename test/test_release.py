@@ -299,13 +299,19 @@ def test_weights_replaced_after_their_card_are_not_released_nor_exported_with_it
     (tmp_path / "other" / card.file("weights").name).replace(card.file("weights"))  # newer weights, same card
     stale = load_card(card.path)
     assert "is not the weights file its card" in weights_mismatch(stale)
-    exported = exported_card(stale, run / "x.onnx")
-    assert "val_miou" not in exported.metrics and WEIGHTS_HASH not in exported.training
+    exported = exported_card(stale, run / "x.onnx")  # beside the weights, as export writes: still stale
+    assert "val_miou" not in exported.metrics and "is not the weights file its card" in weights_mismatch(exported)
     to = tmp_path / "models"
-    assert main(["release", "--run", str(run), "--name", NAME, "--to", str(to), "--data", str(camvid_sample),
-                 "--threads", "1", "--no-int8"]) == 2
+    args = ["release", "--run", str(run), "--name", NAME, "--to", str(to), "--data", str(camvid_sample),
+            "--threads", "1", "--no-int8"]
+    assert main(args) == 2
     err = capsys.readouterr().err
     assert "is not the weights file its card" in err and "--resume" in err and not to.exists()
+    stale.training["best_epoch"] = 7  # --keep best: last.pt does not hold the best epoch's weights
+    stale.save(stale.path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "put back the weights file the card was written with" in err and "--resume" not in err
 
 
 def _robot_dataset(camvid_sample, root):

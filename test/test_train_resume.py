@@ -74,7 +74,8 @@ def test_a_run_stopped_while_shipping_writes_weights_and_card_again_on_resume(tm
     nothing left to train and never wrote the weights (release then found "only last.pt"); stopped
     between the weights and the card, the new weights sat beside the previous card. The card records
     the hash of its weights, and a resume writes both again from last.pt."""
-    cfg = TrainConfig(data=str(camvid_root), out=str(tmp_path), **dict(TINY, val_split="none", keep="last"))
+    cfg = TrainConfig(data=str(camvid_root), out=str(tmp_path), command="seg-perception train ...",
+                      **dict(TINY, val_split="none", keep="last"))
     best = train(cfg, log=lambda *_: None)
     card_path = best.with_suffix(".yaml")
     shipped = torch.load(best, weights_only=True)
@@ -91,16 +92,39 @@ def test_a_run_stopped_while_shipping_writes_weights_and_card_again_on_resume(tm
     card = load_card(card_path)
     assert card.training["epoch"] == 2 and card.training["train_loss"] is not None and weights_mismatch(card) is None
 
-    atomic_save({k: v + 1 if v.is_floating_point() else v for k, v in shipped.items()}, best)  # other weights
+    other = {k: v + 1 if v.is_floating_point() else v for k, v in shipped.items()}
+    atomic_save(other, best)  # other weights beside the card (a stop between the two, or put there by hand)
+    assert "is not the weights file its card" in weights_mismatch(load_card(card_path))
+    lines = []  # a command whose recipe differs from the run's would write its own recipe into the card
+    train(TrainConfig(**{**asdict(cfg), "lr": 0.5}), resume=True, log=lines.append)
+    assert any("not written again, as this command's settings differ from the run's (lr" in ln for ln in lines)
     assert "is not the weights file its card" in weights_mismatch(load_card(card_path))
     lines = []
-    train(cfg, resume=True, log=lines.append)
-    assert any("is not the weights file its card" in ln for ln in lines), lines
+    train(TrainConfig(**{**asdict(cfg), "command": "seg-perception train ... --resume"}), resume=True,
+          log=lines.append)
+    assert any("is not the weights file its card" in ln and ".pt.replaced" in ln for ln in lines), lines
     again = torch.load(best, weights_only=True)
     assert all(torch.equal(shipped[k], again[k]) for k in shipped) and weights_mismatch(load_card(card_path)) is None
+    kept = torch.load(best.with_name(best.name + ".replaced"), weights_only=True)  # not overwritten: kept
+    assert all(torch.equal(other[k], kept[k]) for k in other)
+    card = load_card(card_path)
+    assert card.training["command"] == "seg-perception train ..."  # the run's, not the resuming command's
     before = _files(tmp_path)
     train(cfg, resume=True, log=lambda *_: None)  # consistent now: nothing is written
     assert _files(tmp_path) == before
+
+
+def test_a_card_written_again_keeps_the_recipe_changes_of_the_run(tmp_path, camvid_root):
+    """The card written again for a finished run recorded an empty changed_on_resume: a run raised from
+    1 to 2 epochs on resume (refused by release) passed for one recipe."""
+    cfg = dict(TINY, epochs=1, val_split="none", keep="last")
+    train(TrainConfig(data=str(camvid_root), out=str(tmp_path), **cfg), log=lambda *_: None)
+    longer = TrainConfig(data=str(camvid_root), out=str(tmp_path), **dict(cfg, epochs=2))
+    best = train(longer, resume=True, log=lambda *_: None)
+    assert load_card(best.with_suffix(".yaml")).training["changed_on_resume"] == ["epochs 1 -> 2"]
+    best.with_suffix(".yaml").unlink()
+    train(longer, resume=True, log=lambda *_: None)
+    assert load_card(best.with_suffix(".yaml")).training["changed_on_resume"] == ["epochs 1 -> 2"]
 
 
 def test_init_is_kept_on_resume_and_another_is_refused(tmp_path, camvid_root):

@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..card import ARCHITECTURE_METRICS, WEIGHTS_HASH, ModelCard, load_card, weights_mismatch
+from ..card import ARCHITECTURE_METRICS, ModelCard, load_card, weights_mismatch
 from ..files import sha256
 from ..paths import cache_dir
 from ..runtime.backend import DYNAMIC_DIMS
@@ -140,11 +140,10 @@ def exported_card(card: ModelCard, out: str | Path, weights: Optional[str | Path
     new.training = dict(card.training)
     src_sha = sha256(src_weights) if src_weights else None
     own = card.file("weights")
-    # (a card written before its weights were replaced describes other weights too)
+    # (a card written before its weights were replaced describes other weights too; its recorded
+    # hash stays, so that the copy still shows the mismatch)
     same_weights = (src_sha is None or (own is not None and own.is_file() and sha256(own) == src_sha)) \
         and not weights_mismatch(card)
-    if not same_weights:
-        new.training.pop(WEIGHTS_HASH, None)  # the card no longer vouches for the weights it lists
     same_size = (width, height) == (card.input_width, card.input_height)
     # Accuracy and speed were measured for the card's weights at its size: other weights or another
     # size keep only what the architecture alone decides.

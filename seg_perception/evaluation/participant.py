@@ -26,7 +26,8 @@ class Participant:
 
     def publisher_count(self, sub) -> int:
         """Publishers matched to ``sub`` (Humble's Subscription has no get_publisher_count: the
-        graph's count of its topic there)."""
+        graph's count of its topic there, which counts a publisher before it is matched, or one whose
+        QoS never matches; the callers' settle time after discovery covers the first)."""
         try:
             return sub.get_publisher_count()
         except AttributeError:

@@ -13,20 +13,20 @@ ROS_MODULES = ("rclpy", "rcl_interfaces", "sensor_msgs", "std_msgs", "diagnostic
 def _run(module: str, program: str) -> int:
     try:
         node_module = importlib.import_module(module)
-    except ModuleNotFoundError as e:
+    except ImportError as e:  # a module missing, or a name missing from one (ModuleNotFoundError is one too)
         missing = (e.name or "").split(".")[0]
         if missing not in ROS_MODULES:
             raise
-        # a submodule missing from an installed rclpy: a compiled one (rclpy._rclpy_pybind11) is a ROS 2
-        # built for another Python; a Python one (rclpy.qos_event as well as rclpy.event_handler) one
-        # older than Humble
+        # missing from an installed rclpy: a compiled module (rclpy._rclpy_pybind11) is a ROS 2 built for
+        # another Python; anything else one older than Humble (Foxy's rclpy.exceptions lacks a name)
         name = e.name or ""
         found = "." in name and importlib.util.find_spec(missing) is not None
         compiled = "._" in name or "pybind" in name
+        what = f"no module '{name}'" if isinstance(e, ModuleNotFoundError) else str(e).split(" (")[0]
         print(f"{program}: " + (
             f"rclpy cannot load its compiled part (no module '{name}'): this Python ({sys.version.split()[0]}) is "
             "not the one that ROS 2 was built for" if found and compiled else
-            f"this ROS 2 is too old (no module '{name}'): the node needs ROS 2 Humble or later" if found else
+            f"this ROS 2 is too old ({what}): the node needs ROS 2 Humble or later" if found else
             f"ROS 2 is not available here (no module '{missing}')")
               + ": source ROS 2 (e.g. source /opt/ros/jazzy/setup.bash) or pip install 'seg_perception[ros]'",
               file=sys.stderr)

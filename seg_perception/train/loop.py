@@ -565,6 +565,8 @@ class Run:
     changed_on_resume: List[str] = field(default_factory=list)
     # resumed with --epochs lowered to the epochs trained: the last one, trained as a middle epoch, is final
     cut_short: bool = False
+    # resumed with no epoch left: the checkpoint's config, to write a missing card as the run trained
+    finished_config: Optional[dict] = None
 
     @property
     def main(self) -> bool:
@@ -908,6 +910,8 @@ def restore(run: Run, log=print) -> None:
         if run.start_epoch == run.total_epochs and not run.cut_short:
             log(f"[train] the run has finished its {run.total_epochs} epochs: nothing to do (a higher --epochs "
                 "trains on)")
+            run.finished_config = saved
+            run.changed_on_resume = list(ck.get("changed_on_resume") or [])
             return
         # precision and layout as trained (auto keeps the checkpoint's): another one changes the numbers
         changed = _changed_settings(saved, run.cfg) + [
@@ -1451,13 +1455,24 @@ def _finish_stopped_while_shipping(run: Run, csv_path: Path, log) -> None:
     if why is None:
         return
     if run.cfg.keep != "last" and run.val_ds is not None and weights.is_file():
-        log(f"[train] warning: {why}; the best epoch's weights are not in last.pt: evaluate {weights.name} "
-            "with `seg-perception evaluate` before shipping it, or train the run again")
+        log(f"[train] warning: {why}; the best epoch's weights are not in last.pt, so they cannot be written "
+            "again: put back the weights file the card was written with, or train the run again")
         return
+    saved = run.finished_config or {}
+    differ = [f"{k} {a} -> {b}" for k, a, b in _changed_settings(saved, run.cfg)]
+    if differ:  # the card records the recipe from this command: it must be the run's
+        log(f"[train] warning: {why}; not written again, as this command's settings differ from the run's "
+            f"({', '.join(differ)}): resume with the run's own command ({saved.get('command', 'in last.pt')})")
+        return
+    kept, moved = weights.with_name(weights.name + ".replaced"), weights.is_file()
+    if moved:  # weights the card does not vouch for, maybe put there by hand: kept, not overwritten
+        os.replace(weights, kept)
+    run.cfg = replace(run.cfg, command=saved.get("command") or run.cfg.command)
     row = _logged_row(csv_path, run.total_epochs)
     cm = validate(run) if run.val_ds is not None else None
     save_model(run, cm, run.total_epochs, float(row["train_loss"]) if row else float("nan"))
-    log(f"[train] {why}: the last epoch's weights and card written again from last.pt")
+    log(f"[train] {why}: the last epoch's weights and card written again from last.pt"
+        + (f" (the weights found there kept as {kept.name})" if moved else ""))
 
 
 def _logged_row(path: Path, epoch: int) -> Optional[dict]:
