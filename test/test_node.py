@@ -18,7 +18,7 @@ from conftest import REPO
 from ros_harness import Harness, assert_startup_refused, jpeg_image, raw_image, stamp_key, start_node
 from seg_perception.data.classes import CAMVID
 from seg_perception.runtime.legend import draw_legend
-from seg_perception.ros.node import STAGES, StampGaps, overload_note
+from seg_perception.ros.node import STAGES, StampGaps, camera_health, overload_note, served_fps
 from seg_perception.runtime.pipeline import Pipeline
 
 
@@ -636,3 +636,47 @@ def test_a_camera_of_incompatible_qos_is_named_in_diagnostics(ros, random_model,
     finally:
         h.close()
         proc.stop()
+
+
+def test_camera_health_levels_as_an_integrator_reads_them():
+    """Found by running the node against a monitor: a wrong topic stayed OK ("waiting") for good, a
+    stuck model stayed OK while frames arrived, a model failing on every frame was WARN like bad input
+    and was hidden once the camera stopped."""
+    from diagnostic_msgs.msg import DiagnosticStatus as D
+    base = dict(shown="/cam/image_raw", received=100, processed=90, rejected_in_a_row=0, last_rejection="",
+                incompatible_qos="", serving_s=60.0, silent_s=0.05, period_s=0.05, idle_s=0.1,
+                processing_s=0.05, missing_now=0, missing=0)
+
+    def health(**kw):
+        return camera_health(**{**base, **kw})
+    assert health() == (D.OK, "ok")
+    # no frame yet: waiting at first, a warning once the wait is long
+    assert health(received=0, processed=0, serving_s=3.0) == (D.OK, "waiting for frames on /cam/image_raw")
+    level, msg = health(received=0, processed=0, serving_s=12.0, silent_s=None)
+    assert level == D.WARN and "no frames on /cam/image_raw in 12 s" in msg
+    # frames arrive, nothing finishes: stuck (ERROR), unless the model is that slow
+    level, msg = health(idle_s=15.0)
+    assert level == D.ERROR and "no frame finished for 15 s while frames arrive" in msg
+    assert health(idle_s=15.0, processing_s=2.0)[0] == D.OK  # 10 processing times not passed yet
+    assert health(idle_s=15.0, silent_s=15.0)[0] == D.WARN  # the camera stopped: not the model
+    # failing in the node: ERROR, also once the camera has stopped; bad input: WARN
+    failed = dict(rejected_in_a_row=5, last_rejection="processing failed: RuntimeError: CUDA error")
+    for silent in (0.05, 30.0):
+        level, msg = health(silent_s=silent, **failed)
+        assert level == D.ERROR and "failed in the node: processing failed: RuntimeError" in msg, msg
+    level, msg = health(rejected_in_a_row=5, last_rejection="unsupported encoding 'foo16'")
+    assert level == D.WARN and "all rejected" in msg
+    assert health(rejected_in_a_row=5, last_rejection="unsupported encoding", silent_s=30.0)[1].startswith(
+        "no frames on /cam/image_raw for 30 s")
+    assert health(processed=0, idle_s=1.0) == (D.WARN, "frames received but none processed")
+    assert health(missing_now=4, missing=9)[0] == D.WARN
+
+
+def test_served_fps_falls_to_zero_when_frames_stop():
+    """The rate was (n - 1) / (last - first) over the frames of the last 5 s: 25 FPS stayed 25 with
+    the camera stopped for 4 s."""
+    done = [100.0 + i / 25 for i in range(125)]  # 5 s at 25 FPS, up to t = 104.96
+    assert abs(served_fps(done, 104.97, serving_s=60.0) - 25.0) < 0.3
+    assert 9.0 < served_fps(done, 108.0, serving_s=60.0) < 11.0  # 2 s of the last 5 had frames
+    assert served_fps(done, 110.5, serving_s=60.0) == 0.0
+    assert abs(served_fps(done[-25:], 104.97, serving_s=1.0) - 25.0) < 1.5  # 1 s after the start

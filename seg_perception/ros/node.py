@@ -259,6 +259,52 @@ class ConfigError(ValueError):
 
 
 REJECTED_RUN_WARN = 3  # frames rejected in a row that make a camera's status WARN
+# No frame at all this long after the node began serving: WARN (a wrong topic or remap is not "ok").
+NO_FRAMES_WARN_S = 10.0
+# Frames arriving but none finished (served or rejected) for max(this, 10 processing times): ERROR.
+STUCK_MIN_S = 10.0
+
+
+def served_fps(done_times, now: float, serving_s: float, window_s: float = 5.0) -> float:
+    """Frames finished in the last ``window_s`` over the time up to ``now`` (not between the first and
+    the last of them: a camera that stopped must fall to 0, not keep its last rate)."""
+    recent = sum(1 for t in done_times if now - t <= window_s)
+    return recent / max(1.0, min(window_s, serving_s))
+
+
+def camera_health(*, shown: str, received: int, processed: int, rejected_in_a_row: int, last_rejection: str,
+                  incompatible_qos: str, serving_s: float, silent_s: Optional[float], period_s: float,
+                  idle_s: float, processing_s: float, missing_now: int, missing: int) -> Tuple[int, str]:
+    """(DiagnosticStatus level, message) of one camera. ``serving_s``: seconds since the node began
+    serving; ``silent_s``: since the newest frame (None before the first); ``idle_s``: since the
+    last frame finished (served or rejected), or since the first frame when none has."""
+    ok, warn, error = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+    if not received:
+        if incompatible_qos:
+            return warn, incompatible_qos
+        if serving_s >= NO_FRAMES_WARN_S:
+            return warn, f"no frames on {shown} in {serving_s:.0f} s: is the topic (or its remap) right?"
+        return ok, f"waiting for frames on {shown}"
+    stopped = silent_s is not None and silent_s > max(2.0, 3 * period_s)
+    # a failure inside the node first: a stopped camera must not hide it
+    if rejected_in_a_row >= REJECTED_RUN_WARN and last_rejection.startswith("processing failed"):
+        return error, f"the last {rejected_in_a_row} frames failed in the node: {last_rejection}"
+    if not stopped and idle_s > max(STUCK_MIN_S, 10 * processing_s):
+        return error, (f"no frame finished for {idle_s:.0f} s while frames arrive: the model is stuck or far "
+                       "too slow")
+    if stopped:
+        return warn, f"no frames on {shown} for {silent_s:.0f} s: has the camera stopped?"
+    if rejected_in_a_row >= REJECTED_RUN_WARN:
+        # a camera that changed its encoding or size after frames were served: not "ok" any more
+        # (a run, not one report's window: a slow model or a sparse camera would flap)
+        return warn, f"the last {rejected_in_a_row} frames were all rejected (none processed since): {last_rejection}"
+    if not processed:
+        return warn, "frames received but none processed"
+    if missing_now:
+        return warn, (f"{missing_now} camera frames never arrived in the last {StampGaps.RECENT_S:.0f} s ({missing} "
+                      "since start; gaps in header stamps): lost on the way (large frames between processes: "
+                      "README 'DDS notes') or dropped by the camera")
+    return ok, "ok"
 
 
 @dataclass
@@ -288,6 +334,9 @@ class CameraStream:
         self.slot = None  # (msg, receive time)
         self.gaps = StampGaps()
         self.last_received: Optional[float] = None  # perf_counter of the newest frame (a stopped camera)
+        self.first_received: Optional[float] = None  # of the first frame since serving began
+        self.last_finished: Optional[float] = None  # of the newest frame served or rejected (a stuck model)
+        self.serving_since: Optional[float] = None  # when the node began serving this camera (activation)
         self.incompatible_qos = ""  # what to do about a camera publisher whose QoS cannot match
         self.infer_ms: deque = deque(maxlen=100)
         # per-stage times of the last 100 frames (the table in docs/performance.md)
@@ -573,6 +622,7 @@ class SegmentationNode(Node):
                 cam._ground.start(self.out_qos)
                 cam.ground = cam._ground  # the worker publishes ground outputs while this is set
             cam.last_received = time.perf_counter() if cam.last_received is not None else None  # a restart
+            cam.serving_since, cam.first_received, cam.last_finished = time.perf_counter(), None, None
             cam.last_stamp = (-1, -1)  # a restarted camera or bag may begin at an earlier time
             cam.gaps.last = None  # frames sent while inactive were not lost upstream
             events = SubscriptionEventCallbacks(
@@ -728,6 +778,8 @@ class SegmentationNode(Node):
         with self._slot_lock:
             cam.stats.received += 1
             cam.last_received = now
+            if cam.first_received is None:
+                cam.first_received = now
             cam.gaps.add(msg.header.stamp.sec, msg.header.stamp.nanosec)
             if cam.slot is not None:
                 cam.stats.dropped += 1  # the waiting frame is replaced by a newer one
@@ -912,12 +964,14 @@ class SegmentationNode(Node):
             cam.e2e_ms.append((done - t_recv) * 1e3)
             cam.wait_ms.append((t_start - t_recv) * 1e3)
             cam.done_times.append(done)
+            cam.last_finished = done
 
     def _reject(self, cam: CameraStream, reason: str) -> None:
         with self._slot_lock:
             cam.stats.rejected += 1
             cam.stats.rejected_in_a_row += 1
             cam.stats.last_rejection = reason[:200]
+            cam.last_finished = time.perf_counter()
         # One line per kind of problem (and camera), then at most one every 5 s with a count.
         where = f" on {cam.shown}" if self.multi else ""
         kind = where + rejection_kind(reason)
@@ -959,16 +1013,19 @@ class SegmentationNode(Node):
         with self._slot_lock:
             s = Stats(**cam.stats.__dict__)
             now = time.perf_counter()
-            recent = [t for t in cam.done_times if now - t <= 5.0]
+            done_times = list(cam.done_times)
             infer = sorted(cam.infer_ms)
             e2e = sorted(cam.e2e_ms)
             wait = sorted(cam.wait_ms)
             stages = {k: sorted(v) for k, v in cam.stages.items()}
             missing, period = cam.gaps.missing, cam.gaps.period
             missing_now, pauses = cam.gaps.recent(), cam.gaps.pauses
-            silent = now - cam.last_received if cam.last_received is not None else 0.0
+            silent = now - cam.last_received if cam.last_received is not None else None
+            serving = now - cam.serving_since if cam.serving_since is not None else 0.0
+            busy_from = cam.last_finished if cam.last_finished is not None else cam.first_received
+            idle = now - busy_from if busy_from is not None else 0.0
             newly_dropped, cam.dropped_at_diag = s.dropped - cam.dropped_at_diag, s.dropped
-        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+        fps = served_fps(done_times, now, serving)
 
         def med(v):  # None: nothing measured yet (or every frame rejected), published as ""
             return v[len(v) // 2] if v else None
@@ -980,27 +1037,11 @@ class SegmentationNode(Node):
         # one camera: the name it always had; several: one status per camera, named by its topic
         status.name = f"{node}: segmentation" + (f" {cam.shown}" if self.multi else "")
         status.hardware_id = self.pipeline.backend.describe()
-        status.level = DiagnosticStatus.OK if s.processed or not s.received else DiagnosticStatus.WARN
-        status.message = "ok" if status.level == DiagnosticStatus.OK else "frames received but none processed"
-        if not s.received and cam.incompatible_qos:
-            status.level = DiagnosticStatus.WARN
-            status.message = cam.incompatible_qos
-        elif not s.received:
-            status.message = f"waiting for frames on {cam.shown}"
-        elif silent > max(2.0, 3 * period):
-            status.level = DiagnosticStatus.WARN
-            status.message = f"no frames on {cam.shown} for {silent:.0f} s: has the camera stopped?"
-        elif s.rejected_in_a_row >= REJECTED_RUN_WARN:
-            # a camera that changed its encoding or size after frames were served: not "ok" any more
-            # (a run, not one report's window: a slow model or a sparse camera would flap)
-            status.level = DiagnosticStatus.WARN
-            status.message = (f"the last {s.rejected_in_a_row} frames were all rejected (none processed "
-                              f"since): {s.last_rejection}")
-        elif missing_now:
-            status.level = DiagnosticStatus.WARN
-            status.message = (f"{missing_now} camera frames never arrived in the last {StampGaps.RECENT_S:.0f} s "
-                              f"({missing} since start; gaps in header stamps): large frames are being lost "
-                              "between processes; see README 'DDS notes'")
+        status.level, status.message = camera_health(
+            shown=cam.shown, received=s.received, processed=s.processed, rejected_in_a_row=s.rejected_in_a_row,
+            last_rejection=s.last_rejection, incompatible_qos=cam.incompatible_qos, serving_s=serving,
+            silent_s=silent, period_s=period, idle_s=idle, processing_s=(med(stages["processing_ms"]) or 0.0) / 1e3,
+            missing_now=missing_now, missing=missing)
         overload = overload_note(1.0 / period if period else 0.0, fps, med(stages["processing_ms"]) or 0.0, newly_dropped,
                                  self.pipeline.size, len(self.cameras))
         change = cam.gaps.rate_change
@@ -1022,7 +1063,7 @@ class SegmentationNode(Node):
                   "frames_rejected": s.rejected, "last_rejection": s.last_rejection, "frames_with_overlay": s.overlays,
                   "frames_missing_upstream": missing, "frames_missing_recent": missing_now,
                   "camera_pauses": pauses, "camera_rate_changes": cam.gaps.rate_changes,
-                  "seconds_since_frame": f"{silent:.1f}",
+                  "seconds_since_frame": "" if silent is None else f"{silent:.1f}",
                   "camera_period_ms": f"{period * 1e3:.1f}" if period else "",
                   **{k: ms(med(v)) for k, v in stages.items() if k != "inference_ms"}, "model": self.card.name,
                   "backend": self.pipeline.backend.name, "precision": self.pipeline.backend.precision, "topic": cam.shown,
