@@ -265,11 +265,12 @@ NO_FRAMES_WARN_S = 10.0
 STUCK_MIN_S = 10.0
 
 
-def served_fps(done_times, now: float, serving_s: float, window_s: float = 5.0) -> float:
+def served_fps(done_times, now: float, since_first_s: float, window_s: float = 5.0) -> float:
     """Frames finished in the last ``window_s`` over the time up to ``now`` (not between the first and
-    the last of them: a camera that stopped must fall to 0, not keep its last rate)."""
+    the last of them: a camera that stopped must fall to 0, not keep its last rate), or since the first
+    frame arrived where that is shorter (a camera that just began is not averaged with the wait before)."""
     recent = sum(1 for t in done_times if now - t <= window_s)
-    return recent / max(1.0, min(window_s, serving_s))
+    return recent / max(1.0, min(window_s, since_first_s))
 
 
 def camera_health(*, shown: str, received: int, processed: int, rejected_in_a_row: int, last_rejection: str,
@@ -1025,7 +1026,7 @@ class SegmentationNode(Node):
             busy_from = cam.last_finished if cam.last_finished is not None else cam.first_received
             idle = now - busy_from if busy_from is not None else 0.0
             newly_dropped, cam.dropped_at_diag = s.dropped - cam.dropped_at_diag, s.dropped
-        fps = served_fps(done_times, now, serving)
+        fps = served_fps(done_times, now, now - cam.first_received if cam.first_received is not None else 0.0)
 
         def med(v):  # None: nothing measured yet (or every frame rejected), published as ""
             return v[len(v) // 2] if v else None
