@@ -196,7 +196,7 @@ def test_a_failed_configure_leaves_no_publishers_behind(ros, random_model, tmp_p
 def test_frames_sent_while_inactive_are_not_counted_lost_upstream(ros, random_model, tmp_path, val_frames):
     """A lifecycle manager pausing the node for under a second: the camera's frames of that spell
     never reached an inactive node, yet the stamp gap across it was counted as frames lost upstream
-    (WARN 'large frames are being lost between processes' for 10 s, the count raised for good)."""
+    (WARN 'camera frames never arrived' for 10 s, the count raised for good)."""
     proc = start_node({"model": str(random_model), "threads": 1, "qos": "reliable"},
                       tmp_path / "node.log", program="segmentation_lifecycle_node")
     h = Harness("test_lifecycle_gaps_client")
