@@ -150,21 +150,34 @@ def test_make_bag_then_offline_metrics_match_independent(tmp_path, fmt, encoding
         assert f"mIoU **{seg['miou']:.2f}%**" in md
 
 
-def test_metadata_is_what_ros2_jazzy_reads(tmp_path, camvid_sample):
-    """`ros2 bag info` is not installable here: check the fields rosbag2 (Jazzy) decodes instead."""
+@pytest.mark.parametrize("fmt", ["mcap", "sqlite3"])
+def test_metadata_is_what_ros2_humble_and_jazzy_read(tmp_path, camvid_sample, fmt):
+    """`ros2 bag` is not installable here: check the fields rosbag2 decodes instead. Humble (0.15,
+    JetPack 6) reads `offered_qos_profiles` as a string (`as<std::string>`, a YAML sequence there is a
+    bad conversion) and knows versions up to 8's fields; Jazzy reads version 8 as well, and its mcap
+    plugin decodes the channels' QoS by the version in the file's serialized metadata."""
     bag = tmp_path / "bag"
-    make_bag(bag, root=camvid_sample, encoding="jpeg", indices=[1], compress=True)
+    make_bag(bag, root=camvid_sample, encoding="jpeg", indices=[1], compress=True, fmt=fmt)
     info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
-    assert info["version"] == 9 and info["storage_identifier"] == "mcap"
-    assert info["relative_file_paths"] == [p.name for p in bag.glob("*.mcap")]
+    assert info["version"] == 8 and info["storage_identifier"] == fmt
+    suffix = ".mcap" if fmt == "mcap" else ".db3"
+    assert info["relative_file_paths"] == [p.name for p in bag.glob("*" + suffix)]
     assert info["message_count"] == 3 and info["duration"]["nanoseconds"] == 0
     for t in info["topics_with_message_count"]:
         meta = t["topic_metadata"]
         assert meta["serialization_format"] == "cdr" and meta["type_description_hash"].startswith("RIHS01_")
-        assert isinstance(meta["offered_qos_profiles"], list)  # version 9: a YAML sequence
-    for key in ("compression_format", "compression_mode", "files", "custom_data", "ros_distro"):
+        assert isinstance(meta["offered_qos_profiles"], str)
+    for key in ("compression_format", "compression_mode", "custom_data", "ros_distro"):
         assert key in info
-    with Reader(bag) as r:  # zstd chunks read back
+    assert [sorted(f) for f in info["files"]] == [["duration", "message_count", "path", "starting_time"]]
+    data = next(bag.glob("*" + suffix))
+    if fmt == "mcap":
+        assert b"version: 8" in data.read_bytes()  # the 'rosbag2' metadata record (not compressed)
+    else:
+        import sqlite3
+        with sqlite3.connect(data) as db:
+            assert {q for (q,) in db.execute("SELECT offered_qos_profiles FROM topics")} == {""}
+    with Reader(bag) as r:  # zstd chunks / messages read back
         assert r.message_count == 3
 
 

@@ -2,8 +2,8 @@
 
 Reads what `ros2 bag record` writes (a bag folder with metadata.yaml, or a bare
 .mcap / .db3 file; sqlite3 or mcap; zstd file, message or chunk compression)
-and writes rosbag2 version 9 (ROS 2 Jazzy) bags that `ros2 bag info` and
-`ros2 bag play` read. Messages are (de)serialised with the Jazzy typestore;
+and writes rosbag2 version 8 bags, which `ros2 bag info` and `ros2 bag play` read
+on ROS 2 Humble and Jazzy alike. Messages are (de)serialised with the Jazzy typestore;
 decoded messages have the same fields as rclpy's, so runtime/image_conversion
 works on them unchanged. A file the indexed reader refuses or breaks off in is read by
 its salvage reader (mcap_salvage, sqlite_salvage): what can be read, and where it broke.
@@ -487,7 +487,10 @@ def camera_info_msg(width: int, height: int, t_ns: int, frame_id: str, focal: Op
 
 
 class BagWriter:
-    """A new rosbag2 (version 9, as ROS 2 Jazzy writes) in mcap or sqlite3 storage.
+    """A new rosbag2 (metadata version 8) in mcap or sqlite3 storage.
+
+    Version 8, not Jazzy's 9: Humble's rosbag2 reads `offered_qos_profiles` as one YAML string
+    with numeric policies (9 writes a sequence with names), and Jazzy reads 8 as well.
 
     compress: mcap -> zstd-compressed chunks (what `ros2 bag record --storage-preset-profile
     zstd_fast` makes); sqlite3 -> zstd per message. Both are read by `ros2 bag info/play`."""
@@ -502,7 +505,7 @@ class BagWriter:
         if not path.parent.is_dir():
             path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.fmt = path, fmt
-        self.writer = Writer(path, version=9,
+        self.writer = Writer(path, version=8,
                              storage_plugin=StoragePlugin.MCAP if fmt == "mcap" else StoragePlugin.SQLITE3)
         if compress:
             self.writer.set_compression(CompressionMode.STORAGE if fmt == "mcap" else CompressionMode.MESSAGE,
