@@ -51,6 +51,12 @@ def wait_subscribed(h: Harness, want: bool, timeout: float = 15.0) -> None:
     assert (h.pub_raw.get_subscription_count() > 0) == want, f"camera subscription should be {want}"
 
 
+def inactive_said(h: Harness) -> bool:
+    """The newest diagnostics say the node is inactive (caller holds h.lock)."""
+    return bool(h.diagnostics) and h.diagnostics[-1]["_message"] == \
+        "inactive (lifecycle): model loaded, not subscribed to /camera/image_raw"
+
+
 def test_transitions_through_the_lifecycle_services(ros, random_model, tmp_path, val_frames):
     proc = start_node({"model": str(random_model), "threads": 1, "qos": "reliable"},
                        tmp_path / "node.log", program="segmentation_lifecycle_node")
@@ -69,15 +75,20 @@ def test_transitions_through_the_lifecycle_services(ros, random_model, tmp_path,
         h.wait_for(lambda: h.node.count_publishers("/segmentation/labels") > 0, 15, "the labels publisher")
         wait_subscribed(h, False, 1.0)
         assert not frame_served(h, img, 2.0)  # inactive: nothing served
+        # inactive says so on /diagnostics (OK): silence there is a node that died
+        h.wait_for(lambda: inactive_said(h), 10, "diagnostics of the inactive node")
 
         assert lc.transition(Transition.TRANSITION_ACTIVATE)
         assert lc.state() == State.PRIMARY_STATE_ACTIVE
         wait_subscribed(h, True)
         assert frame_served(h, img, 30)
+        h.wait_for(lambda: not inactive_said(h), 10, "diagnostics of the active node")
 
         assert lc.transition(Transition.TRANSITION_DEACTIVATE)
         assert lc.state() == State.PRIMARY_STATE_INACTIVE
         wait_subscribed(h, False)
+        h.wait_for(lambda: inactive_said(h) and h.diagnostics[-1]["frames_processed"] == "1", 10,
+                   "diagnostics of the deactivated node")
         assert not frame_served(h, img, 1.0)
 
         assert lc.transition(Transition.TRANSITION_ACTIVATE)  # again, without reloading the model

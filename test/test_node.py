@@ -500,8 +500,11 @@ def test_ctrl_c_with_frames_in_flight_drops_them_without_errors(ros, random_mode
     frames in flight, so their publish failed and each was logged as an ERROR 'frame rejected:
     processing failed: RCLError ... context is invalid'. They are dropped quietly now."""
     import threading
-    h = Harness("test_ctrl_c_in_flight_client")  # first: a failure here leaves no node running
-    proc = start_node({"model": str(random_model), "threads": 1, "qos": "reliable"}, tmp_path / "node.log")
+    # its own camera topic: on /camera/image_raw the module's node answered (its subscription,
+    # diagnostics and labels), so SIGINT could reach this node while it was still importing
+    h = Harness("test_ctrl_c_in_flight_client", image_topic="/sigint_camera/image_raw")  # first: no node left
+    proc = start_node({"model": str(random_model), "threads": 1, "qos": "reliable",
+                       "image_topic": "/sigint_camera/image_raw"}, tmp_path / "node.log")
     stop = threading.Event()
     img = val_frames[0][0]
 
@@ -522,6 +525,28 @@ def test_ctrl_c_with_frames_in_flight_drops_them_without_errors(ros, random_mode
         proc.stop()
     out = proc.output()
     assert rc == 0 and "[ERROR]" not in out and "context is invalid" not in out, out
+
+
+def test_a_frame_failing_after_shutdown_is_dropped_not_rejected(ros):
+    """The race the test above hits now and then: SIGINT between the worker's check of the context
+    and its next rclpy call (an output's subscription count), which raised 'publisher's context is
+    invalid' into an ERROR 'frame rejected'. With the context shut down, a failing frame is dropped."""
+    import threading
+    from types import SimpleNamespace
+    import rclpy
+    from seg_perception.ros.node import CameraStream, SegmentationNode
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    logged = []
+    node = SimpleNamespace(context=ctx, _slot_lock=threading.Condition(), multi=False, _last_error={},
+                           _suppressed={}, get_logger=lambda: SimpleNamespace(error=logged.append))
+    cam = CameraStream("/x/image_raw", False)
+    why = "processing failed: RCLError: failed to get subscription count: publisher's context is invalid"
+    SegmentationNode._reject(node, cam, why)  # serving: a real rejection
+    assert (cam.stats.rejected, cam.stats.dropped, len(logged)) == (1, 0, 1)
+    ctx.shutdown()
+    SegmentationNode._reject(node, cam, why)
+    assert (cam.stats.rejected, cam.stats.dropped, len(logged)) == (1, 1, 1), logged
 
 
 def test_stamp_gaps_count_frames_that_never_arrived():

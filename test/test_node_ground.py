@@ -410,6 +410,50 @@ def test_a_camera_that_sees_no_ground_is_a_warning_not_ok(ros):
         node.destroy_node()
 
 
+def test_ground_status_is_not_ok_once_its_outputs_stop(ros):
+    """The ground status was the last frame's: a camera that stopped left it "ok" for good. Three
+    of the usual intervals (at least 2 s) without outputs make it WARN; a restart (start) forgets
+    the old times."""
+    import rclpy
+    from types import SimpleNamespace
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import Header
+    from seg_perception.ros.ground_outputs import GroundOutputs, declare_ground_parameters, stale_after
+    assert stale_after([]) == stale_after([0.0]) == 2.0
+    assert stale_after([0.0, 1.0, 2.0, 12.0]) == 3.0  # the median interval, not the longest
+    node = rclpy.create_node("ground_stale_check")
+    try:
+        declare_ground_parameters(node)
+        node.set_parameters([Parameter("ground.camera_xyz", value=CAM_XYZ),
+                             Parameter("ground.camera_rpy", value=[0.0, PITCH, 0.0])])
+        res = SimpleNamespace(frame_size=(W, H), labels=np.zeros((H, W), np.uint8),
+                              drivable=np.full((H, W), 255, np.uint8), confidence=None)
+        outputs = GroundOutputs(node, "/camera/image_raw")
+        outputs.start(QoSProfile(depth=1))
+        try:
+            outputs._info = camera_info()
+            for _ in range(3):
+                outputs.process(Header(frame_id="camera_optical"), res)
+            st = outputs.diagnostics("n")
+            values = {kv.key: kv.value for kv in st.values}
+            assert st.level == DiagnosticStatus.OK and float(values["seconds_since_output"]) < 1.0, st
+            with outputs._lock:  # the same outputs 5 s ago: the camera stopped since
+                outputs.published_at = type(outputs.published_at)((t - 5.0 for t in outputs.published_at),
+                                                                  maxlen=outputs.published_at.maxlen)
+            st = outputs.diagnostics("n")
+            assert st.level == DiagnosticStatus.WARN and st.message.startswith("no ground outputs for 5 s"), st
+            outputs.stop()
+            outputs.start(QoSProfile(depth=1))  # deactivated and activated again: not stale from before
+            st = outputs.diagnostics("n")
+            assert st.level == DiagnosticStatus.OK and {kv.key: kv.value for kv in st.values}[
+                "seconds_since_output"] == "", st
+        finally:
+            outputs.stop()
+    finally:
+        node.destroy_node()
+
+
 def test_a_remapped_camera_takes_camera_info_beside_its_new_name(ros, random_model, tmp_path):
     """-r /camera/image_raw:=/front/image_raw: the CameraInfo is /front/camera_info (image_transport's
     pairing), not the unremapped /camera/camera_info (another camera's, or none)."""

@@ -188,6 +188,13 @@ def frame_name(name, value) -> str:
     return frame
 
 
+def stale_after(published_at) -> float:
+    """Seconds without a publication that mean the outputs stopped: 3 of the usual intervals
+    (their median), at least 2 s, as the camera status judges a stopped camera."""
+    gaps = sorted(b - a for a, b in zip(published_at, list(published_at)[1:]))
+    return max(2.0, 3 * gaps[len(gaps) // 2]) if gaps else 2.0
+
+
 class GroundOutputs:
     """Built at configure time (parameters checked: GroundError names the bad one);
     start() subscribes and publishes, stop() undoes it."""
@@ -241,10 +248,13 @@ class GroundOutputs:
         self._warned = {}
         self.status = (DiagnosticStatus.WARN, f"no CameraInfo on {self.info_topic} yet: ground outputs off")
         self.published = 0
+        self.published_at: deque = deque(maxlen=20)  # perf_counter of the latest publications
         self.times = {k: deque(maxlen=100) for k in ("grid_ms", "cloud_ms", "ground_images_ms")}
 
     def start(self, out_qos) -> None:
         node = self.node
+        with self._lock:
+            self.published_at.clear()  # a pause while inactive is not a stopped camera
         if self.use_tf:
             self.tf_buffer = _acquire_tf(node)
         # Best effort takes CameraInfo from reliable and best-effort drivers alike.
@@ -311,6 +321,7 @@ class GroundOutputs:
         t3 = time.perf_counter()
         with self._lock:
             self.published += 1
+            self.published_at.append(t3)
             self.times["grid_ms"].append((t1 - t0) * 1e3)
             self.times["cloud_ms"].append((t2 - t1) * 1e3)
             self.times["ground_images_ms"].append((t3 - t2) * 1e3)
@@ -380,10 +391,17 @@ class GroundOutputs:
             level, message = self.status
             med = {k: (sorted(v)[len(v) // 2] if v else 0.0) for k, v in self.times.items()}
             published = self.published
+            times = list(self.published_at)
             lut = self._lut  # once: a worker sets it to None when the calibration or pose changes
+        since = time.perf_counter() - times[-1] if times else None
+        # the status is the last frame's: with no frame since (the camera stopped), not "ok" for good
+        if level == DiagnosticStatus.OK and since is not None and since > stale_after(times):
+            level, message = DiagnosticStatus.WARN, (f"no ground outputs for {since:.0f} s: no frames served "
+                                                     "(see the segmentation status)")
         st = DiagnosticStatus(name=f"{node_name}: ground projection", level=level, message=message)
         values = {"camera_info_topic": self.info_topic, "base_frame": self.base_frame, "pose_source": self.pose_source,
                   "frames_published": published, "cells_in_view": lut.cells_in_view if lut is not None else 0,
+                  "seconds_since_output": "" if since is None else f"{since:.1f}",
                   **{k: f"{v:.3f}" for k, v in med.items()}}
         st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         return st

@@ -571,6 +571,9 @@ class SegmentationNode(Node):
                         for i in range(len(self.pipelines))]
         for w in self.workers:
             w.start()
+        # from configure on, not only while active: a managed node that is inactive says so, and a
+        # silent one (stale in an aggregator) is one that died, which its manager does not notice
+        self.diag_timer = self.create_timer(self.diagnostics_period, self._publish_diagnostics)
 
     def _make_cameras(self, image_topic: str, image_topics: List[str]) -> List[CameraStream]:
         if not image_topics:
@@ -634,7 +637,6 @@ class SegmentationNode(Node):
                 cam.pub_label_info.publish(label_info(self.label_types, header, self.card.class_names))
         self.sub = [cam.sub for cam in self.cameras]
         self.ground = self.cameras[0].ground
-        self.diag_timer = self.create_timer(self.diagnostics_period, self._publish_diagnostics)
         ground = ""
         if self.ground:
             pose = "tf2" if self.ground.use_tf else "the ground.camera_xyz/rpy parameters"
@@ -683,9 +685,6 @@ class SegmentationNode(Node):
                 cam._ground.stop()
         self.sub = None
         self.ground = None
-        if getattr(self, "diag_timer", None) is not None:
-            self.destroy_timer(self.diag_timer)
-            self.diag_timer = None
 
     def _cleanup(self) -> None:
         """Unload the model and remove the publishers."""
@@ -707,7 +706,11 @@ class SegmentationNode(Node):
         self.remove_publishers()
 
     def remove_publishers(self) -> None:
-        """The publishers configure made (all, or those it got to before it failed)."""
+        """The publishers configure made (all, or those it got to before it failed), and the
+        diagnostics timer."""
+        if getattr(self, "diag_timer", None) is not None:
+            self.destroy_timer(self.diag_timer)
+            self.diag_timer = None
         for cam in self.cameras:
             for pub in cam.publishers():
                 self.destroy_publisher(pub)
@@ -968,6 +971,12 @@ class SegmentationNode(Node):
             cam.last_finished = done
 
     def _reject(self, cam: CameraStream, reason: str) -> None:
+        if not self.context.ok():
+            # Ctrl-C or shutdown under a frame: rclpy calls on it (an output's subscription count,
+            # a publish) fail with 'context is invalid'. The frame is dropped, not an error.
+            with self._slot_lock:
+                cam.stats.dropped += 1
+            return
         with self._slot_lock:
             cam.stats.rejected += 1
             cam.stats.rejected_in_a_row += 1
@@ -1004,7 +1013,11 @@ class SegmentationNode(Node):
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
         for cam in self.cameras:
-            arr.status.append(self._camera_status(cam, node, batching))
+            status = self._camera_status(cam, node, batching)
+            if self.sub is None:  # a managed node, configured and inactive (deliberately, not a fault)
+                status.level = DiagnosticStatus.OK
+                status.message = f"inactive (lifecycle): model loaded, not subscribed to {cam.shown}"
+            arr.status.append(status)
             ground = cam.ground
             if ground is not None:
                 arr.status.append(ground.diagnostics(f"{node} {cam.image_topic}" if self.multi else node))
