@@ -433,6 +433,8 @@ def test_ground_status_is_not_ok_once_its_outputs_stop(ros):
         outputs.start(QoSProfile(depth=1))
         try:
             outputs._info = camera_info()
+            st = outputs.diagnostics("n")  # nothing timed yet: empty, not a measured 0.000
+            assert {kv.key: kv.value for kv in st.values}["grid_ms"] == "", st
             for _ in range(3):
                 outputs.process(Header(frame_id="camera_optical"), res)
             st = outputs.diagnostics("n")

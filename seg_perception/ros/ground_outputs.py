@@ -389,7 +389,7 @@ class GroundOutputs:
     def diagnostics(self, node_name: str) -> DiagnosticStatus:
         with self._lock:
             level, message = self.status
-            med = {k: (sorted(v)[len(v) // 2] if v else 0.0) for k, v in self.times.items()}
+            med = {k: (sorted(v)[len(v) // 2] if v else None) for k, v in self.times.items()}
             published = self.published
             times = list(self.published_at)
             lut = self._lut  # once: a worker sets it to None when the calibration or pose changes
@@ -402,6 +402,7 @@ class GroundOutputs:
         values = {"camera_info_topic": self.info_topic, "base_frame": self.base_frame, "pose_source": self.pose_source,
                   "frames_published": published, "cells_in_view": lut.cells_in_view if lut is not None else 0,
                   "seconds_since_output": "" if since is None else f"{since:.1f}",
-                  **{k: f"{v:.3f}" for k, v in med.items()}}
+                  # nothing timed yet: empty, as in the camera status (0.000 would be a measurement)
+                  **{k: "" if v is None else f"{v:.3f}" for k, v in med.items()}}
         st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         return st
