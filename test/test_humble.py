@@ -70,3 +70,36 @@ def test_a_mistyped_parameter_is_named_without_list_parameters(monkeypatch):
             ManagedSegmentationNode("seg_humble", context=ctx)
     finally:
         rclpy.shutdown(context=ctx)
+
+
+def test_a_middleware_without_the_incompatible_qos_event_still_subscribes(monkeypatch, random_model):
+    """Humble's rclpy registers a user's incompatible_qos callback without catching
+    UnsupportedEventTypeError (Jazzy's catches it), so on a middleware without that event the
+    camera subscription, and so activation, failed. Emulated on Jazzy's rclpy: the event raises."""
+    pytest.importorskip("rclpy")
+    import rclpy
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from seg_perception.ros import node as node_module
+    from seg_perception.ros.lifecycle import ManagedSegmentationNode
+
+    class HumbleCallbacks(node_module.SubscriptionEventCallbacks):
+        def create_event_handlers(self, *args, **kwargs):
+            if self.incompatible_qos:
+                raise node_module.UnsupportedEventTypeError("event type not supported by this middleware")
+            return super().create_event_handlers(*args, **kwargs)
+    monkeypatch.setattr(node_module, "SubscriptionEventCallbacks", HumbleCallbacks)
+    ctx = rclpy.Context()
+    rclpy.init(args=["--ros-args", "-p", f"model:={random_model}", "-p", "threads:=1",
+                     "-p", "image_topic:=/humble_events/image_raw"], context=ctx)
+    node = None
+    try:
+        node = ManagedSegmentationNode("seg_humble_events", context=ctx)
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert node.cameras[0].sub is not None
+        assert node.count_subscribers("/humble_events/image_raw") == 1
+    finally:
+        if node is not None:
+            node._release()
+            node.destroy_node()
+        rclpy.shutdown(context=ctx)

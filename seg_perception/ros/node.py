@@ -32,9 +32,9 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
 try:
-    from rclpy.event_handler import SubscriptionEventCallbacks
-except ImportError:  # Humble: the same class, before rclpy 4.0 moved it
-    from rclpy.qos_event import SubscriptionEventCallbacks
+    from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
+except ImportError:  # Humble: the same classes, before rclpy 4.0 moved them
+    from rclpy.qos_event import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.node import Node
 from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy,
                        qos_policy_name_from_kind, qos_profile_sensor_data)
@@ -631,8 +631,15 @@ class SegmentationNode(Node):
             cam.gaps.last = None  # frames sent while inactive were not lost upstream
             events = SubscriptionEventCallbacks(
                 incompatible_qos=lambda status, cam=cam: self._on_incompatible_qos(cam, status))
-            cam.sub = self.create_subscription(msg_type, cam.topic, lambda msg, cam=cam: self._on_frame(cam, msg),
-                                               self.in_qos, event_callbacks=events)
+            try:
+                cam.sub = self.create_subscription(msg_type, cam.topic, lambda msg, cam=cam: self._on_frame(cam, msg),
+                                                   self.in_qos, event_callbacks=events)
+            except UnsupportedEventTypeError:
+                # Humble's rclpy raises for a middleware without the event (Jazzy's skips it itself)
+                self.get_logger().info(f"the middleware cannot report QoS mismatches on {cam.shown}: a camera "
+                                       "whose QoS does not match shows only as 'no frames' in /diagnostics")
+                cam.sub = self.create_subscription(msg_type, cam.topic, lambda msg, cam=cam: self._on_frame(cam, msg),
+                                                   self.in_qos)
             if cam.pub_label_info is not None:
                 cam.pub_label_info.publish(label_info(self.label_types, header, self.card.class_names))
         self.sub = [cam.sub for cam in self.cameras]
