@@ -413,7 +413,7 @@ def test_a_camera_that_sees_no_ground_is_a_warning_not_ok(ros):
 def test_ground_status_is_not_ok_once_its_outputs_stop(ros):
     """The ground status was the last frame's: a camera that stopped left it "ok" for good. Three
     of the usual intervals (at least 2 s) without outputs make it WARN; a restart (start) forgets
-    the old times."""
+    the old times, and counts from itself."""
     import rclpy
     from types import SimpleNamespace
     from diagnostic_msgs.msg import DiagnosticStatus
@@ -446,10 +446,15 @@ def test_ground_status_is_not_ok_once_its_outputs_stop(ros):
             st = outputs.diagnostics("n")
             assert st.level == DiagnosticStatus.WARN and st.message.startswith("no ground outputs for 5 s"), st
             outputs.stop()
-            outputs.start(QoSProfile(depth=1))  # deactivated and activated again: not stale from before
+            outputs.start(QoSProfile(depth=1))  # deactivated and activated again: not stale from before ...
             st = outputs.diagnostics("n")
             assert st.level == DiagnosticStatus.OK and {kv.key: kv.value for kv in st.values}[
                 "seconds_since_output"] == "", st
+            outputs.started_at -= 5.0  # ... a camera may take a while to begin (as the camera status waits)
+            assert outputs.diagnostics("n").level == DiagnosticStatus.OK
+            outputs.started_at -= 6.0  # ... but no output in the 11 s since is not OK (it stayed OK for good)
+            st = outputs.diagnostics("n")
+            assert st.level == DiagnosticStatus.WARN and st.message.startswith("no ground outputs for 11 s"), st
         finally:
             outputs.stop()
     finally:
@@ -549,3 +554,58 @@ def test_cameras_share_one_tf_listener(monkeypatch):
     assert not made[0].unregistered
     go._release_tf(node)
     assert made[0].unregistered and go._acquire_tf(node) is not a and len(made) == 2
+
+
+def test_a_managed_node_keeps_its_ground_status_while_inactive(ros, random_model, tmp_path, val_frames):
+    """A deactivated managed node published its camera status but not the ground one, so an
+    aggregator showed the ground status stale on every deactivate. Now it stays, OK "inactive",
+    from configure on; and deactivating under a streaming camera logs no overload warning (frames
+    cut off by deactivate counted as drops while the fps fell)."""
+    from lifecycle_msgs.msg import Transition
+    from ros_harness import REPO, TEST_NODE_PARAMS
+    from seg_perception.runtime.node_process import NodeProcess
+    from test_lifecycle import LifecycleClient
+    proc = NodeProcess({**TEST_NODE_PARAMS, "model": str(random_model), "threads": 1, "qos": "reliable",
+                        "image_topic": "/lcg/image_raw", **PARAMS}, tmp_path / "node.log",
+                       params_file=REPO / "config" / "jetson.yaml", program="segmentation_lifecycle_node",
+                       ros_args=["-r", "__node:=lc_ground_node"])
+    h = Harness("test_lc_ground_client", image_topic="/lcg/image_raw")
+    statuses = []
+    h.node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: statuses.extend(
+        (st.level, st.message) for st in m.status if st.name == "lc_ground_node: ground projection"), 10)
+    info_pub = h.node.create_publisher(CameraInfo, "/lcg/camera_info", QoSProfile(depth=1))
+    inactive = (b"\x00", "inactive (lifecycle): no frames projected")
+    stop = threading.Event()
+    img = val_frames[0][0]
+
+    def camera():  # 4 Hz, stamped as a camera stamps (slow enough for a busy 2-core machine)
+        k = 0
+        while not stop.is_set():
+            t = 1_800_000_000 * 10**9 + k * 250_000_000
+            info = camera_info()
+            info.header.stamp.sec, info.header.stamp.nanosec = divmod(t, 10**9)
+            info_pub.publish(info)
+            h.pub_raw.publish(raw_image(img, "rgb8", (t // 10**9, t % 10**9, "camera_optical")))
+            k += 1
+            time.sleep(0.25)
+    t = threading.Thread(target=camera)
+    try:
+        lc = LifecycleClient(h, "/lc_ground_node")
+        assert lc.transition(Transition.TRANSITION_CONFIGURE), proc.output()
+        h.wait_for(lambda: statuses and statuses[-1] == inactive, 15, "the ground status, configured")
+        assert lc.transition(Transition.TRANSITION_ACTIVATE)
+        t.start()
+        h.wait_for(lambda: statuses and statuses[-1] == (b"\x00", "ok (parameters pose)"), 60, "ground outputs")
+        time.sleep(2.0)
+        assert lc.transition(Transition.TRANSITION_DEACTIVATE)
+        h.wait_for(lambda: statuses and statuses[-1] == inactive, 15, "the ground status, deactivated")
+        time.sleep(2.5)  # inactive reports while the 5 s fps falls
+        assert statuses[-1] == inactive
+    finally:
+        stop.set()
+        if t.is_alive():
+            t.join()
+        h.close()
+        rc = proc.stop()
+    assert rc == 0, proc.output()
+    assert "faster than the node" not in proc.output(), proc.output()

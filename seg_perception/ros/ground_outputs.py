@@ -249,12 +249,14 @@ class GroundOutputs:
         self.status = (DiagnosticStatus.WARN, f"no CameraInfo on {self.info_topic} yet: ground outputs off")
         self.published = 0
         self.published_at: deque = deque(maxlen=20)  # perf_counter of the latest publications
+        self.started_at: Optional[float] = None  # of the latest start (activation)
         self.times = {k: deque(maxlen=100) for k in ("grid_ms", "cloud_ms", "ground_images_ms")}
 
     def start(self, out_qos) -> None:
         node = self.node
         with self._lock:
-            self.published_at.clear()  # a pause while inactive is not a stopped camera
+            self.published_at.clear()  # a pause while inactive is not a stopped camera ...
+            self.started_at = time.perf_counter()  # ... but none since this start is
         if self.use_tf:
             self.tf_buffer = _acquire_tf(node)
         # Best effort takes CameraInfo from reliable and best-effort drivers alike.
@@ -392,11 +394,16 @@ class GroundOutputs:
             med = {k: (sorted(v)[len(v) // 2] if v else None) for k, v in self.times.items()}
             published = self.published
             times = list(self.published_at)
+            started = self.started_at
             lut = self._lut  # once: a worker sets it to None when the calibration or pose changes
-        since = time.perf_counter() - times[-1] if times else None
-        # the status is the last frame's: with no frame since (the camera stopped), not "ok" for good
-        if level == DiagnosticStatus.OK and since is not None and since > stale_after(times):
-            level, message = DiagnosticStatus.WARN, (f"no ground outputs for {since:.0f} s: no frames served "
+        now = time.perf_counter()
+        since = now - times[-1] if times else None
+        # the status is the last frame's: with no frame since (the camera stopped, or none came after a
+        # restart), not "ok" for good
+        quiet = since if since is not None else (now - started if started is not None else None)
+        # none yet since the start: 10 s, as long as the camera status waits for a first frame
+        if level == DiagnosticStatus.OK and quiet is not None and quiet > (stale_after(times) if times else 10.0):
+            level, message = DiagnosticStatus.WARN, (f"no ground outputs for {quiet:.0f} s: no frames served "
                                                      "(see the segmentation status)")
         st = DiagnosticStatus(name=f"{node_name}: ground projection", level=level, message=message)
         values = {"camera_info_topic": self.info_topic, "base_frame": self.base_frame, "pose_source": self.pose_source,

@@ -1025,9 +1025,12 @@ class SegmentationNode(Node):
                 status.level = DiagnosticStatus.OK
                 status.message = f"inactive (lifecycle): model loaded, not subscribed to {cam.shown}"
             arr.status.append(status)
-            ground = cam.ground
+            ground = cam.ground if self.sub is not None else cam._ground
             if ground is not None:
-                arr.status.append(ground.diagnostics(f"{node} {cam.image_topic}" if self.multi else node))
+                st = ground.diagnostics(f"{node} {cam.image_topic}" if self.multi else node)
+                if self.sub is None:  # kept while inactive: a status that vanishes reads as stale
+                    st.level, st.message = DiagnosticStatus.OK, "inactive (lifecycle): no frames projected"
+                arr.status.append(st)
         self.pub_diag.publish(arr)
 
     def _camera_status(self, cam: CameraStream, node: str, batching: Dict[str, str]) -> DiagnosticStatus:
@@ -1063,10 +1066,13 @@ class SegmentationNode(Node):
             last_rejection=s.last_rejection, incompatible_qos=cam.incompatible_qos, serving_s=serving,
             silent_s=silent, period_s=period, idle_s=idle, processing_s=(med(stages["processing_ms"]) or 0.0) / 1e3,
             missing_now=missing_now, missing=missing)
-        overload = overload_note(1.0 / period if period else 0.0, fps, med(stages["processing_ms"]) or 0.0, newly_dropped,
-                                 self.pipeline.size, len(self.cameras))
+        # inactive (a managed node): frames cut off by deactivate count as dropped while the fps falls,
+        # which would read as an overload; no judgement of the camera then, and no warning spent on it
+        active = self.sub is not None
+        overload = active and overload_note(1.0 / period if period else 0.0, fps, med(stages["processing_ms"]) or 0.0,
+                                            newly_dropped, self.pipeline.size, len(self.cameras))
         change = cam.gaps.rate_change
-        if change is not None and change != cam.told_rate_change:
+        if active and change is not None and change != cam.told_rate_change:
             cam.told_rate_change = change
             self.get_logger().warning(
                 (f"{cam.shown}: " if self.multi else "") + f"camera period {change[0]:.1f} -> {change[1]:.1f} ms: "
