@@ -6,12 +6,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt setup.py interfaces/vision_msgs/msg/*.msg
+$(STAMP): requirements.txt requirements-dev.txt setup.py interfaces/*/msg/*.msg
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
-	scripts/build_vision_msgs.sh $(VENV) || echo "WARNING: vision_msgs not built: /segmentation/label_info is off and its test fails"
+	scripts/build_interfaces.sh $(VENV) || echo "WARNING: vision_msgs / bond not built: /segmentation/label_info and the managed node's bond are off, and their tests fail"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -7,7 +7,8 @@
     ros2 launch seg_perception nav2.launch.py use_sim_time:=true   # under a simulator's /clock
 
 managed:=true starts segmentation_lifecycle_node and a nav2_lifecycle_manager
-(lifecycle_manager_<name>, bond_timeout 0) that configures and activates it. The manager's
+(lifecycle_manager_<name>) that configures and activates it, bonded to it (Nav2's 4 s bond_timeout:
+the manager notices the node dying; 0, no bond, where the ROS bond messages are missing). The manager's
 parameters are set here, not in params_file: a params file copied from config/jetson.yaml works
 too, and renaming the node renames what the manager manages.
 
@@ -56,18 +57,21 @@ def _nodes(context, *args, **kwargs):
         emulate_tty=True,
         parameters=[params_file, sim_time],
     )]
+    notes = []
     if managed:
+        from seg_perception.ros import bond  # the node keeps a bond where it can import the messages
+        bond_timeout = 4.0 if bond.Status is not None else 0.0
+        if bond.Status is None:
+            notes.append(bond.MISSING.replace("a nav2_lifecycle_manager of this node needs", "so its manager runs with"))
         nodes.append(Node(
             package="nav2_lifecycle_manager",
             executable="lifecycle_manager",
             name="lifecycle_manager_segmentation" if name == "segmentation_node" else f"lifecycle_manager_{name}",
             namespace=ns,
             output="screen",
-            # bond_timeout 0: rclpy has no bond client, so the manager must not wait for a heartbeat
-            # (it then does not notice the node dying either: docs/navigation.md "Managed node")
-            parameters=[{"autostart": True, "node_names": [name], "bond_timeout": 0.0}, sim_time],
+            parameters=[{"autostart": True, "node_names": [name], "bond_timeout": bond_timeout}, sim_time],
         ))
-    return [LogInfo(msg=f"WARNING: {t}") for t in typos] + nodes
+    return [LogInfo(msg=f"WARNING: {t}") for t in typos + notes] + nodes
 
 
 def generate_launch_description():

@@ -235,3 +235,82 @@ def test_frames_sent_while_inactive_are_not_counted_lost_upstream(ros, random_mo
         h.close()
         rc = proc.stop()
     assert rc == 0, proc.output()
+
+
+class ManagerBond:
+    """The lifecycle manager's side of a bond, by bondcpp's rules (bond.cpp bondStatusCB and its
+    heartbeat timer): a Status with the bond's id from another instance formed it; `active` false,
+    or no heartbeat for the timeout, broke it."""
+
+    def __init__(self, h: Harness, bond_id: str, timeout_s: float = 4.0):
+        from bond.msg import Status
+        from rclpy.qos import QoSProfile
+        self.id, self.timeout_s = bond_id, timeout_s
+        self.got = []  # (perf_counter, instance_id, active)
+        h.node.create_subscription(Status, "/bond", self._on_status, QoSProfile(depth=100))
+
+    def _on_status(self, msg) -> None:
+        if msg.id == self.id:
+            self.got.append((time.perf_counter(), msg.instance_id, msg.active))
+
+    def formed_since(self, t0: float) -> bool:
+        return any(t >= t0 and active for t, _, active in self.got)
+
+    def broken(self, instance: str) -> bool:
+        beats = [(t, active) for t, i, active in self.got if i == instance]
+        return bool(beats) and (not beats[-1][1] or time.perf_counter() - beats[-1][0] > self.timeout_s)
+
+
+def test_the_managed_node_keeps_a_bond_while_active(ros, random_model, tmp_path):
+    """Nav2's lifecycle manager (bond_timeout 4 s by default) waits after activate for the node's
+    heartbeat and watches it: none came (the node needed bond_timeout: 0.0, and a dead node went
+    unnoticed). Now: heartbeats at bond_heartbeat_period from activate, goodbye on deactivate, a new
+    instance per activation, and a bond that breaks when the node dies."""
+    import signal
+    proc = start_node({"model": str(random_model), "threads": 1, "image_topic": "/bond_camera/image_raw"},
+                      tmp_path / "node.log", program="segmentation_lifecycle_node")
+    h = Harness("test_lifecycle_bond_client", image_topic="/bond_camera/image_raw")
+    try:
+        manager = ManagerBond(h, "segmentation_node")
+        lc = LifecycleClient(h)
+        assert lc.transition(Transition.TRANSITION_CONFIGURE)
+        time.sleep(0.5)
+        assert not manager.got, "a bond before activate"
+        for _ in range(2):
+            t0 = time.perf_counter()
+            assert lc.transition(Transition.TRANSITION_ACTIVATE)
+            # bondcpp's manager waits up to half its bond_timeout for the bond to form
+            h.wait_for(lambda: manager.formed_since(t0), 2.0, "the first heartbeat")
+            instance = [i for t, i, a in manager.got if t >= t0][0]
+            time.sleep(1.0)
+            beats = [t for t, i, a in manager.got if i == instance and a]
+            assert len(beats) >= 6 and max(b - a for a, b in zip(beats, beats[1:])) < 0.5, beats  # ~10 Hz
+            assert lc.transition(Transition.TRANSITION_DEACTIVATE)
+            h.wait_for(lambda: manager.broken(instance), 2.0, "the goodbye")
+            n = len(manager.got)
+            time.sleep(0.5)
+            assert len(manager.got) == n, "heartbeats while inactive"
+        assert len({i for _, i, _ in manager.got}) == 2  # a new instance per activation
+        t0 = time.perf_counter()
+        assert lc.transition(Transition.TRANSITION_ACTIVATE)
+        h.wait_for(lambda: manager.formed_since(t0), 2.0, "the first heartbeat")
+        instance = manager.got[-1][1]
+        proc.proc.send_signal(signal.SIGKILL)  # dies without a word: the heartbeats stop
+        manager.timeout_s = 1.0  # (a short bond_timeout, not to wait 4 s here)
+        h.wait_for(lambda: manager.broken(instance), 3.0, "the bond to break")
+    finally:
+        h.close()
+        proc.stop()
+
+
+def test_without_the_bond_messages_the_node_says_so_and_keeps_none(monkeypatch):
+    """On a system without the ROS bond package there is no bond: one warning at activation says
+    what the manager then needs; a period of 0 turns the bond off without a word."""
+    from types import SimpleNamespace
+    from seg_perception.ros import bond
+    said = []
+    node = SimpleNamespace(get_logger=lambda: SimpleNamespace(warning=said.append))
+    assert bond.start_bond(node, 0.0) is None and not said
+    monkeypatch.setattr(bond, "Status", None)
+    assert bond.start_bond(node, 0.1) is None
+    assert said == [bond.MISSING] and "bond_timeout: 0.0" in said[0]

@@ -437,6 +437,7 @@ def test_rejections_are_throttled_by_kind_not_by_their_numbers():
     ({"ground.enable": True, "ground.base_frame": "''"}, "ground.base_frame must be a tf2 frame name"),
     ({"threads": -1}, "threads must be 0 (the runtime's default) or a number of threads, not -1"),
     ({"max_image_pixels": 0}, "max_image_pixels must be 1 or more, not 0"),
+    ({"bond_heartbeat_period": -1.0}, "bond_heartbeat_period must be 0 (no bond) or 0.01 to 10 seconds, not -1.0"),
     ({"image_topic": "/cam/image raw"}, "image_topic: '/cam/image raw' is not a valid topic name"),
     ({"ground.enable": True, "ground.camera_info_topic": "/cam/info/"},
      "ground.camera_info_topic: '/cam/info/' is not a valid topic name"),

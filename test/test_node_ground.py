@@ -114,7 +114,7 @@ def test_label_info_names_the_card_classes(nav_node):
     try:
         import vision_msgs.msg  # noqa: F401
     except ImportError:
-        pytest.fail("vision_msgs is not importable: run scripts/build_vision_msgs.sh .venv (make setup does)")
+        pytest.fail("vision_msgs is not importable: run scripts/build_interfaces.sh .venv (make setup does)")
     rec.subscribe_label_info()  # after the node published it: transient local must deliver it
     h.wait_for(lambda: rec.label_info, 15, "label_info")
     m = rec.label_info[0]

@@ -123,7 +123,7 @@ def test_nav2_config_sets_every_parameter_and_launches_both_variants():
     assert ground["ground.enable"] is True
     src = (REPO / "launch" / "nav2.launch.py").read_text()
     # the manager's parameters are the launch file's own (a params file copied from jetson.yaml has none)
-    assert 'parameters=[{"autostart": True, "node_names": [name], "bond_timeout": 0.0}, sim_time]' in src
+    assert 'parameters=[{"autostart": True, "node_names": [name], "bond_timeout": bond_timeout}, sim_time]' in src
     assert '"segmentation_lifecycle_node" if managed else "segmentation_node"' in src and '"nav2.yaml"' in src
 
 

@@ -7,8 +7,9 @@
     shutdown    whatever of the above is still up
 
 Same parameters and topics as segmentation_node (the default, which starts serving at once).
-Works under nav2_lifecycle_manager with `bond_timeout: 0.0` (no bond: bond has no PyPI
-wheel and rclpy has no bond client), see docs/navigation.md.
+Works under nav2_lifecycle_manager: while active it keeps a bond with the manager (heartbeats on
+`bond` every bond_heartbeat_period, as Nav2's own nodes do; ros/bond.py), so the manager notices
+the node dying. See docs/navigation.md.
 """
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ import sys
 from rclpy.exceptions import ParameterException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
+from .bond import start_bond
 from .node import ConfigError, SegmentationNode, run
 
 
 class ManagedSegmentationNode(SegmentationNode, LifecycleNode):
     managed = True
+    _bond = None
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
@@ -41,9 +44,11 @@ class ManagedSegmentationNode(SegmentationNode, LifecycleNode):
             self.get_logger().error(f"cannot activate: {type(e).__name__}: {e}")
             self._deactivate()  # what it subscribed and started before it failed; back to inactive
             return TransitionCallbackReturn.FAILURE
+        self._bond = start_bond(self, self.bond_period)  # serving: the manager may count on it now
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._end_bond()
         self._deactivate()
         self.get_logger().info("deactivated: not subscribed, model still loaded")
         return TransitionCallbackReturn.SUCCESS
@@ -61,7 +66,13 @@ class ManagedSegmentationNode(SegmentationNode, LifecycleNode):
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
+    def _end_bond(self) -> None:
+        if self._bond is not None:
+            self._bond.close()
+            self._bond = None
+
     def _release(self) -> None:
+        self._end_bond()
         if self.sub is not None:
             self._deactivate()
         if self.pipeline is not None:

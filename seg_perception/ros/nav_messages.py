@@ -1,7 +1,7 @@
 """Navigation messages from numpy: OccupancyGrid, organized PointCloud2, LabelInfo.
 
 vision_msgs has no PyPI wheel: `label_info_type()` returns None when it is not importable
-(scripts/build_vision_msgs.sh builds a field-compatible one into a venv).
+(scripts/build_interfaces.sh builds a field-compatible one into a venv).
 """
 from __future__ import annotations
 

@@ -82,6 +82,8 @@ PARAMETERS = {
                              "else ~/.cache/seg_perception/engines; docs/deployment.md)"),
     "rebuild_engine": (True, "TensorRT: rebuild a stale cached engine (false: refuse to start)"),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
+    "bond_heartbeat_period": (0.1, "segmentation_lifecycle_node: seconds between heartbeats on `bond` while active, "
+                                   "for Nav2's lifecycle manager (Nav2's default); 0: no bond"),
 }
 
 # Declared beside PARAMETERS (a string array with no default cannot live in that table); README too.
@@ -474,6 +476,10 @@ class SegmentationNode(Node):
         if not 0.01 <= float(p["diagnostics_period"]) <= 3600:
             raise ConfigError(f"diagnostics_period must be 0.01 to 3600 seconds, not {p['diagnostics_period']} "
                               "(1.0: one /diagnostics message a second)")
+        self.bond_period = float(p["bond_heartbeat_period"])
+        if self.bond_period != 0 and not 0.01 <= self.bond_period <= 10:
+            raise ConfigError(f"bond_heartbeat_period must be 0 (no bond) or 0.01 to 10 seconds, not "
+                              f"{p['bond_heartbeat_period']} (0.1: Nav2's default)")
         self.use_compressed = bool(p["use_compressed"])
         self.cameras = self._make_cameras(str(p["image_topic"]), image_topics)
         self.multi = bool(image_topics)
