@@ -8,7 +8,8 @@
 
 managed:=true starts segmentation_lifecycle_node and a nav2_lifecycle_manager
 (lifecycle_manager_<name>) that configures and activates it, bonded to it (Nav2's 4 s bond_timeout:
-the manager notices the node dying; 0, no bond, where the ROS bond messages are missing). The manager's
+the manager notices the node dying; 0, no bond, where the ROS bond messages are missing or the params
+file sets bond_heartbeat_period: 0.0). The manager's
 parameters are set here, not in params_file: a params file copied from config/jetson.yaml works
 too, and renaming the node renames what the manager manages.
 
@@ -26,8 +27,8 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch_ros.actions import Node
 
-from seg_perception.ros.launch_arguments import (check_params_file, flag, misspelt_arguments, namespace,
-                                                  require_package)
+from seg_perception.ros.launch_arguments import (check_params_file, flag, manager_bond_timeout, misspelt_arguments,
+                                                  namespace, require_package)
 
 
 def _nodes(context, *args, **kwargs):
@@ -60,9 +61,8 @@ def _nodes(context, *args, **kwargs):
     notes = []
     if managed:
         from seg_perception.ros import bond  # the node keeps a bond where it can import the messages
-        bond_timeout = 4.0 if bond.Status is not None else 0.0
-        if bond.Status is None:
-            notes.append(bond.MISSING.replace("a nav2_lifecycle_manager of this node needs", "so its manager runs with"))
+        bond_timeout, note = manager_bond_timeout(params_file, bond.Status is not None)
+        notes += [note] if note else []
         nodes.append(Node(
             package="nav2_lifecycle_manager",
             executable="lifecycle_manager",

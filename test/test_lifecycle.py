@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 
+from conftest import REPO
 from ros_harness import Harness, raw_image, start_node
 from test_node import new_key
 
@@ -252,6 +255,7 @@ class ManagerBond:
     def _on_status(self, msg) -> None:
         if msg.id == self.id:
             self.got.append((time.perf_counter(), msg.instance_id, msg.active))
+            self.fields = (msg.heartbeat_period, msg.heartbeat_timeout)
 
     def formed_since(self, t0: float) -> bool:
         return any(t >= t0 and active for t, _, active in self.got)
@@ -271,28 +275,33 @@ def test_the_managed_node_keeps_a_bond_while_active(ros, random_model, tmp_path)
                       tmp_path / "node.log", program="segmentation_lifecycle_node")
     h = Harness("test_lifecycle_bond_client", image_topic="/bond_camera/image_raw")
     try:
-        manager = ManagerBond(h, "segmentation_node")
+        watcher = ManagerBond(h, "segmentation_node")  # there all along: nothing before activate
         lc = LifecycleClient(h)
         assert lc.transition(Transition.TRANSITION_CONFIGURE)
         time.sleep(0.5)
-        assert not manager.got, "a bond before activate"
+        assert not watcher.got, "a bond before activate"
         for _ in range(2):
-            t0 = time.perf_counter()
             assert lc.transition(Transition.TRANSITION_ACTIVATE)
-            # bondcpp's manager waits up to half its bond_timeout for the bond to form
+            # as the manager does: its bond (a new subscription) after activate returned, then it waits
+            # up to half its bond_timeout for the bond to form
+            t0 = time.perf_counter()
+            manager = ManagerBond(h, "segmentation_node")
             h.wait_for(lambda: manager.formed_since(t0), 2.0, "the first heartbeat")
-            instance = [i for t, i, a in manager.got if t >= t0][0]
-            time.sleep(1.0)
+            assert manager.fields == (pytest.approx(0.1), pytest.approx(4.0))
+            instance = manager.got[0][1]
+            time.sleep(3.0)  # past the 2 s within which the bond formed: heartbeats go on
             beats = [t for t, i, a in manager.got if i == instance and a]
-            assert len(beats) >= 6 and max(b - a for a, b in zip(beats, beats[1:])) < 0.5, beats  # ~10 Hz
+            assert beats[-1] > t0 + 2.8 and max(b - a for a, b in zip(beats, beats[1:])) < 0.5, beats  # ~10 Hz
+            assert not manager.broken(instance)
             assert lc.transition(Transition.TRANSITION_DEACTIVATE)
             h.wait_for(lambda: manager.broken(instance), 2.0, "the goodbye")
-            n = len(manager.got)
+            n = len(watcher.got)
             time.sleep(0.5)
-            assert len(manager.got) == n, "heartbeats while inactive"
-        assert len({i for _, i, _ in manager.got}) == 2  # a new instance per activation
-        t0 = time.perf_counter()
+            assert len(watcher.got) == n, "heartbeats while inactive"
+        assert len({i for _, i, _ in watcher.got}) == 2  # a new instance per activation
         assert lc.transition(Transition.TRANSITION_ACTIVATE)
+        t0 = time.perf_counter()
+        manager = ManagerBond(h, "segmentation_node")
         h.wait_for(lambda: manager.formed_since(t0), 2.0, "the first heartbeat")
         instance = manager.got[-1][1]
         proc.proc.send_signal(signal.SIGKILL)  # dies without a word: the heartbeats stop
@@ -303,9 +312,11 @@ def test_the_managed_node_keeps_a_bond_while_active(ros, random_model, tmp_path)
         proc.stop()
 
 
-def test_without_the_bond_messages_the_node_says_so_and_keeps_none(monkeypatch):
-    """On a system without the ROS bond package there is no bond: one warning at activation says
-    what the manager then needs; a period of 0 turns the bond off without a word."""
+def test_without_the_bond_messages_the_node_says_so_and_keeps_none(monkeypatch, tmp_path):
+    """On a system without the ROS bond package there is no bond: a warning at each activation says
+    what the manager then needs; a period of 0 turns the bond off without a word. nav2.launch.py's
+    manager expects no bond then (a manager waiting for a heartbeat that never comes aborts the
+    bringup): bond_timeout 0, with a note where the messages are missing."""
     from types import SimpleNamespace
     from seg_perception.ros import bond
     said = []
@@ -314,3 +325,12 @@ def test_without_the_bond_messages_the_node_says_so_and_keeps_none(monkeypatch):
     monkeypatch.setattr(bond, "Status", None)
     assert bond.start_bond(node, 0.1) is None
     assert said == [bond.MISSING] and "bond_timeout: 0.0" in said[0]
+    from seg_perception.ros.launch_arguments import manager_bond_timeout
+    on, off = tmp_path / "on.yaml", tmp_path / "off.yaml"
+    on.write_text("/**:\n  ros__parameters:\n    model: rdsnet_camvid\n")
+    off.write_text("/**:\n  ros__parameters:\n    bond_heartbeat_period: 0.0\n")
+    assert manager_bond_timeout(str(on), True) == (4.0, "")
+    assert manager_bond_timeout(str(off), True) == (0.0, "")
+    timeout, note = manager_bond_timeout(str(on), False)
+    assert timeout == 0.0 and "bond messages are not installed" in note
+    assert manager_bond_timeout(str(REPO / "config" / "nav2.yaml"), True) == (4.0, "")

@@ -4,8 +4,10 @@ Nav2's manager (bond_timeout > 0, its default 4 s) waits after activating a node
 heartbeat: bond/msg/Status on the relative topic `bond`, `id` the node's name, a fresh
 `instance_id` per bond, `active` true. It takes the bond as formed on the first such message and
 as broken when none comes for bond_timeout, and then takes every node it manages down (a robot
-that lost its perception stops). Nav2's own nodes hold the bond from activate to deactivate, at
-`bond_heartbeat_period` (0.1 s); this does the same. The bond package (Nav2 depends on it) has no
+that lost its perception stops). Nav2's own nodes hold the bond from activate to deactivate, a
+heartbeat every 0.1 s (Jazzy's parameter `bond_heartbeat_period`; fixed in Humble); this does the
+same. Unlike theirs, a node stopped by Ctrl-C or SIGTERM sends no goodbye (rclpy has shut its
+context down before the node could publish): the manager notices after its bond_timeout. The bond package (Nav2 depends on it) has no
 PyPI wheel: without it there is no bond, and the manager needs `bond_timeout: 0.0`.
 """
 from __future__ import annotations
@@ -36,7 +38,7 @@ class BondHeartbeat:
         self.period_s = period_s
         self.instance_id = str(uuid.uuid4())
         self.pub = node.create_publisher(Status, TOPIC, QoSProfile(depth=5))  # bondcpp's: reliable, volatile
-        self._beat(True)  # at once: the manager starts waiting as soon as activate returns
+        self._beat(True)  # for a listener already there; the manager subscribes after activate, the timer's reach it
         self.timer = node.create_timer(period_s, lambda: self._beat(True))
 
     def _beat(self, active: bool) -> None:

@@ -91,3 +91,27 @@ def whole_number(name: str, value: str) -> int:
         return int(value.strip())
     except ValueError:
         raise RuntimeError(f"launch argument {name}:={value} must be a whole number") from None
+
+
+def manager_bond_timeout(params_file: str, bond_messages: bool) -> tuple:
+    """(bond_timeout for the node's nav2_lifecycle_manager, a note or ""). Nav2's 4 s where the node
+    keeps a bond; 0 (no bond expected) where it cannot (no bond messages) or is told not to
+    (bond_heartbeat_period 0 in the params file, in any node's section): a manager waiting for a
+    heartbeat that never comes aborts the bringup."""
+    import yaml
+    with open(os.path.expanduser(params_file)) as f:
+        doc = yaml.safe_load(f) or {}
+
+    def periods(node):
+        if isinstance(node, dict):
+            params = node.get("ros__parameters")
+            if isinstance(params, dict) and "bond_heartbeat_period" in params:
+                yield params["bond_heartbeat_period"]
+            for value in node.values():
+                yield from periods(value)
+    if not bond_messages:
+        return 0.0, ("the ROS bond messages are not installed (ros-<distro>-bond, which Nav2 brings): the node "
+                     "keeps no bond, so its manager runs with bond_timeout 0 and does not notice it dying")
+    if any(p == 0 for p in periods(doc)):
+        return 0.0, ""  # asked for: no note
+    return 4.0, ""

@@ -477,8 +477,10 @@ class SegmentationNode(Node):
             raise ConfigError(f"diagnostics_period must be 0.01 to 3600 seconds, not {p['diagnostics_period']} "
                               "(1.0: one /diagnostics message a second)")
         self.bond_period = float(p["bond_heartbeat_period"])
-        if self.bond_period != 0 and not 0.01 <= self.bond_period <= 10:
-            raise ConfigError(f"bond_heartbeat_period must be 0 (no bond) or 0.01 to 10 seconds, not "
+        # at most 1 s: the manager's first heartbeat must come within half its bond_timeout (2 s by
+        # Nav2's default), and the one sent at activation goes out before the manager subscribes
+        if self.bond_period != 0 and not 0.01 <= self.bond_period <= 1.0:
+            raise ConfigError(f"bond_heartbeat_period must be 0 (no bond) or 0.01 to 1 seconds, not "
                               f"{p['bond_heartbeat_period']} (0.1: Nav2's default)")
         self.use_compressed = bool(p["use_compressed"])
         self.cameras = self._make_cameras(str(p["image_topic"]), image_topics)
