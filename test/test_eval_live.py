@@ -151,7 +151,10 @@ def test_bench_node_prints_every_stage(random_model, capsys, camvid_sample):
     r = bench_node(random_model, frames=3, threads=1, data=camvid_sample, log=lambda *_: None)
     assert r["frames_answered"] == 3
     for k in ("backend_infer_ms", "pipeline_pre_ms", "pipeline_post_ms", "node_publish_to_labels_ms"):
-        assert r[k]["p50"] > 0 and r[k]["p95"] >= r[k]["p50"]
+        assert r[k]["p95"] >= r[k]["p50"] >= 0
+    # the pipeline's own stages may round to 0.00 ms (a frame at the model's size needs no resize:
+    # about 10 us, 0.00 on an idle machine, which failed CI once); the inference and the round trip not
+    assert r["backend_infer_ms"]["p50"] > 0 and r["pipeline_pre_ms"]["max"] < r["backend_infer_ms"]["p50"]
     # publish -> labels includes the inference: it cannot be shorter than the backend's best run
     assert r["node_publish_to_labels_ms"]["p50"] > 0.5 * r["backend_infer_ms"]["p50"]
     # the overhead is timed inside the node, per frame: conversion, resize, fill and publish take
