@@ -1019,3 +1019,34 @@ def test_doctor_compares_the_engine_confidence_too(monkeypatch, tmp_path, shift,
                                tmp_path, 256, 1, 0)
     assert row.agreement == 100.0 and row.status == status, row
     assert ("confidence differs" in row.note) == (status == "FAIL")
+
+
+def test_doctor_fails_on_a_failing_cpu_row_too(quantized, monkeypatch, camvid_sample, tmp_path):
+    """With every TensorRT row ok, a CPU row that ran and failed (the CPU INT8 file the node runs
+    without TensorRT) still printed "RESULT: OK" and exited 0."""
+    from seg_perception.deploy import doctor
+    from seg_perception.runtime import backends
+    src, _ = quantized
+
+    def ok(row, *a, **k):
+        row.status = "ok"
+        return row
+
+    def broken_int8(*a, **k):
+        return doctor.DoctorRow("onnxruntime labels only", "int8", status="FAIL", note="INVALID_GRAPH: broken")
+    monkeypatch.setattr(backends, "tensorrt_missing", lambda: None)  # as on a Jetson
+    monkeypatch.setattr(doctor, "_check_engine", ok)
+    monkeypatch.setattr(doctor, "_labels_only_row", lambda *a, **k: doctor.DoctorRow("tensorrt labels only", "fp16",
+                                                                                     status="ok"))
+    monkeypatch.setattr(doctor, "_batch_row", lambda *a, **k: doctor.DoctorRow("tensorrt x2", "fp16", status="ok"))
+    printed = []
+    for cpu_row, rc_expected in ((broken_int8, 1), (lambda *a, **k: doctor.DoctorRow("onnxruntime labels only",
+                                                                                      "int8", status="ok"), 0)):
+        monkeypatch.setattr(doctor, "_cpu_int8_row", cpu_row)
+        printed.clear()
+        rc = doctor.run_doctor(str(src), frames_source=str(camvid_sample / "val"), num_frames=2, runs=5,
+                               cache_dir=str(tmp_path), out=printed.append)
+        result = [ln for ln in printed if ln.startswith("RESULT")]
+        assert rc == rc_expected, printed
+        assert result[0].startswith("RESULT: FAIL: onnxruntime labels only int8: INVALID_GRAPH" if rc else
+                                    "RESULT: OK"), result

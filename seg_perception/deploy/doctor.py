@@ -196,10 +196,14 @@ def run_doctor(model: str, frames_source: Optional[str] = None, precisions: Sequ
     out(format_table(rows))
     trt_rows = [r for r in rows if r.backend.startswith("tensorrt")]
     failed = [r for r in trt_rows if r.status != "ok" and not r.note.startswith(BATCH_FIXED)]
+    # a CPU row that ran and failed (the CPU INT8 file the node runs without TensorRT) fails the check too
+    failed += [r for r in rows if not r.backend.startswith("tensorrt") and r.status == "FAIL"]
     out("")
     if not trt_ok:
+        cpu = [r for r in failed if not r.backend.startswith("tensorrt")]
         out(f"RESULT: no engine was built: {trt_missing.rstrip('.')}. The onnxruntime rows above are what "
-            "runs without it.")
+            "runs without it" + (": FAIL: " + "; ".join(f"{r.backend} {r.precision}: {r.note}" for r in cpu)
+                                  if cpu else "") + ".")
         return 1
     if failed:
         out("RESULT: FAIL: " + "; ".join(f"{r.backend} {r.precision}: {r.note or r.status}" for r in failed))
