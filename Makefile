@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt setup.py interfaces/*/msg/*.msg
+$(STAMP): requirements.txt requirements-dev.txt setup.py interfaces/*/msg/*.msg interfaces/*.cmake
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
