@@ -7,8 +7,9 @@ as broken when none comes for bond_timeout, and then takes every node it manages
 that lost its perception stops). Nav2's own nodes hold the bond from activate to deactivate, a
 heartbeat every 0.1 s (Jazzy's parameter `bond_heartbeat_period`; fixed in Humble); this does the
 same. Unlike theirs, a node stopped by Ctrl-C or SIGTERM sends no goodbye (rclpy has shut its
-context down before the node could publish): the manager notices after its bond_timeout. The bond package (Nav2 depends on it) has no
-PyPI wheel: without it there is no bond, and the manager needs `bond_timeout: 0.0`.
+context down before the node could publish): the manager notices after its bond_timeout. The bond
+package (Nav2 depends on it) has no PyPI wheel: without it there is no bond, and the manager needs
+`bond_timeout: 0.0`.
 """
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ class BondHeartbeat:
         self.period_s = period_s
         self.instance_id = str(uuid.uuid4())
         self.pub = node.create_publisher(Status, TOPIC, QoSProfile(depth=5))  # bondcpp's: reliable, volatile
-        self._beat(True)  # for a listener already there; the manager subscribes after activate, the timer's reach it
+        # for a listener already there: the manager subscribes after activate, the timer's beats reach it
+        self._beat(True)
         self.timer = node.create_timer(period_s, lambda: self._beat(True))
 
     def _beat(self, active: bool) -> None:
