@@ -7,7 +7,7 @@ import array
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import cv2
 import numpy as np
@@ -119,7 +119,7 @@ class Harness:
 
     def settled_diag(self, timeout: float = 15.0) -> Dict[str, str]:
         """The first diagnostics published after this call and after every output so far arrived,
-        once the node's counters add up (received = processed + dropped + rejected + late). After
+        once the node's counters add up (received = processed + dropped + rejected + late + skipped). After
         the call: a frame that gave no output (rejected) may have come after the last output."""
         t0 = max(max(self.arrival.values(), default=0.0), time.perf_counter())
 
@@ -128,7 +128,7 @@ class Harness:
                 return False
             d = self.diagnostics[-1]
             done = (int(d["frames_processed"]) + int(d["frames_dropped"]) + int(d["frames_rejected"])
-                    + int(d.get("frames_late", 0)))
+                    + int(d.get("frames_late", 0)) + int(d.get("frames_skipped", 0)))
             return d["_t"] > t0 + 0.05 and int(d["frames_received"]) == done
         self.wait_for(ok, timeout, "settled diagnostics")
         return self.last_diag()
@@ -150,17 +150,19 @@ class Harness:
 TEST_NODE_PARAMS = {"backend": "onnxruntime", "precision": "fp32"}
 
 
-def start_node(params: Dict[str, object], log_path: Path, program: str = "segmentation_node") -> NodeProcess:
-    """The node (or its lifecycle variant) from its console script with config/jetson.yaml,
-    as the package starts it."""
-    return NodeProcess({**TEST_NODE_PARAMS, **params}, log_path, params_file=REPO / "config" / "jetson.yaml",
-                       program=program)
+def start_node(params: Dict[str, object], log_path: Path, program: str = "segmentation_node",
+               params_file: Optional[Path] = None) -> NodeProcess:
+    """The node (or its lifecycle variant) from its console script with config/jetson.yaml (or
+    ``params_file``), as the package starts it."""
+    return NodeProcess({**TEST_NODE_PARAMS, **params}, log_path,
+                       params_file=params_file or REPO / "config" / "jetson.yaml", program=program)
 
 
-def assert_startup_refused(params: Dict[str, object], log_path: Path, message: str) -> None:
+def assert_startup_refused(params: Dict[str, object], log_path: Path, message: str,
+                           params_file: Optional[Path] = None) -> None:
     """The node stops at start-up with exit status 2 and one 'cannot start' line holding ``message``.
     A node that wrongly starts is stopped here, so it cannot answer later tests' frames."""
-    proc = start_node(params, log_path)
+    proc = start_node(params, log_path, params_file=params_file)
     try:
         rc = proc.proc.wait(timeout=60)
     finally:

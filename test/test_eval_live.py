@@ -218,15 +218,18 @@ def test_sigterm_stops_the_node_it_started(tmp_path, random_model):
     assert not alive, f"node process(es) {alive} still running"
 
 
-def test_node_counters_include_late_frames():
+def test_node_counters_include_late_and_skipped_frames():
     """A frame a second worker finished after a newer one went out is 'late', neither processed nor
     dropped: without it the drain's 'nothing left' check never held with workers:=2, and every such
-    run waited out --drain-timeout."""
-    from seg_perception.evaluation.live import _counters
+    run waited out --drain-timeout. The same for frames a node's max_rate skipped."""
+    from seg_perception.evaluation.live import _counters, counters_add_up
     values = {"frames_received": "9", "frames_processed": "6", "frames_dropped": "1", "frames_rejected": "0"}
-    assert _counters(values)["frames_late"] == 0  # a node from before the counter
-    c = _counters({**values, "frames_late": "2"})
-    assert c["frames_received"] == c["frames_processed"] + c["frames_dropped"] + c["frames_rejected"] + c["frames_late"]
+    c = _counters(values)
+    assert c["frames_late"] == c["frames_skipped"] == 0  # a node from before the counters
+    assert not counters_add_up(c)
+    assert counters_add_up(_counters({**values, "frames_late": "2"}))
+    assert counters_add_up(_counters({**values, "frames_skipped": "2"}))
+    assert counters_add_up(_counters({**values, "frames_late": "1", "frames_skipped": "1"}))
     assert set(_counters({"other": "1"}).values()) == {0}
 
 

@@ -19,6 +19,7 @@ from ros_harness import Harness, assert_startup_refused, jpeg_image, raw_image, 
 from seg_perception.data.classes import CAMVID
 from seg_perception.runtime.legend import draw_legend
 from seg_perception.ros.node import STAGES, StampGaps, camera_health, overload_note, served_fps
+from seg_perception.ros.rate_cap import RateCap
 from seg_perception.runtime.pipeline import Pipeline
 
 
@@ -438,6 +439,7 @@ def test_rejections_are_throttled_by_kind_not_by_their_numbers():
     ({"threads": -1}, "threads must be 0 (the runtime's default) or a number of threads, not -1"),
     ({"max_image_pixels": 0}, "max_image_pixels must be 1 or more, not 0"),
     ({"bond_heartbeat_period": -1.0}, "bond_heartbeat_period must be 0 (no bond) or 0.01 to 1 seconds, not -1.0"),
+    ({"max_rate": -5}, "max_rate must be 0 (every frame) or 0.01 to 1000 frames a second, not -5.0"),
     ({"bond_heartbeat_period": 2.5}, "bond_heartbeat_period must be 0 (no bond) or 0.01 to 1 seconds, not 2.5"),
     ({"image_topic": "/cam/image raw"}, "image_topic: '/cam/image raw' is not a valid topic name"),
     ({"ground.enable": True, "ground.camera_info_topic": "/cam/info/"},
@@ -447,6 +449,15 @@ def test_rejections_are_throttled_by_kind_not_by_their_numbers():
 ])
 def test_bad_parameters_stop_startup_with_one_line(random_model, tmp_path, params, message):
     assert_startup_refused({"model": str(random_model), **params}, tmp_path / "node.log", message)
+
+
+def test_a_number_parameter_given_as_text_stops_startup(random_model, tmp_path):
+    """The number parameters take integers too (dynamic typing), so rclpy no longer checks their
+    type: the node does. (A params file, since rcl keeps a params file's number over a text `-p`.)"""
+    params = tmp_path / "params.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    max_rate: fast\n")
+    assert_startup_refused({"model": str(random_model)}, tmp_path / "node.log",
+                           "max_rate must be a number, not 'fast' (default 0.0)", params_file=params)
 
 
 def test_a_model_that_cannot_run_stops_startup_with_one_line(random_model, tmp_path):
@@ -620,6 +631,76 @@ def test_overload_note_only_when_the_camera_outruns_the_node():
     assert overload_note(30.0, 14.2, 68.4, 0, (480, 360)) == ""   # nothing replaced since the last report
     assert overload_note(0.0, 14.2, 68.4, 3, (480, 360)) == ""    # camera period not known yet
     assert overload_note(30.0, 0.0, 0.0, 3, (480, 360)) == ""     # nothing served lately
+    # max_rate below the camera's: the node is asked for that rate, not the camera's
+    assert overload_note(30.0, 9.5, 68.4, 3, (480, 360), max_rate=10.0) == ""
+    note = overload_note(30.0, 6.0, 160.0, 3, (480, 360), max_rate=10.0)
+    assert note.startswith("max_rate 10 (camera at 30.0 Hz) is faster than the node (6.0 FPS") and \
+        note.endswith("(or lower max_rate)")
+    assert overload_note(30.0, 14.2, 68.4, 3, (480, 360), max_rate=50.0).startswith("camera at 30.0 Hz")
+
+
+def test_max_rate_admits_a_steady_share_of_a_faster_camera():
+    """A 30 Hz camera with 3 ms of arrival jitter, capped at 10 Hz: every third frame (not every
+    fourth when the third comes early); at 12 Hz, 12 a second on average; after a pause, one
+    frame at once and no burst to catch up; 0: every frame."""
+    rng = np.random.default_rng(0)
+    arrivals = [i / 30 + rng.uniform(-0.003, 0.003) for i in range(300)]  # 10 s
+
+    def admitted(hz, times):
+        cap = RateCap(hz)
+        return [t for t in times if cap.admit(t)]
+    ten = admitted(10.0, arrivals)
+    assert len(ten) in (100, 101)  # (frames at 0 and at 9.97 s: both ends of the 10 s)
+    # every third frame, no 4-frame gaps (the second turn may come a frame early: the phase settles)
+    assert max(np.diff(ten)) < 0.11 and min(np.diff(ten[1:])) > 0.09
+    assert abs(len(admitted(12.0, arrivals)) - 120) <= 1
+    assert admitted(0.0, arrivals) == arrivals
+    assert len(admitted(45.0, arrivals)) == 300  # a cap above the camera's rate takes every frame
+    # a pause of 5 s, then the camera again: the first frame at once, then every third
+    resumed = arrivals[:30] + [15 + t for t in arrivals[:30]]
+    got = admitted(10.0, resumed)
+    after = [t for t in got if t >= 15]
+    assert after[0] == resumed[30] and len(after) in (10, 11) and min(np.diff(after)) > 0.06
+    cap = RateCap(10.0)
+    assert cap.admit(1.0) and not cap.admit(1.04)
+    cap.restart()  # a new activation
+    assert cap.admit(1.06)
+
+
+def test_max_rate_serves_a_faster_camera_at_the_capped_rate(ros, random_model, tmp_path, val_frames):
+    """max_rate: 3 (an integer, as a user writes it) against a 12 Hz camera for 4 s: about 12 frames
+    segmented, the others counted as skipped (not dropped: the node is faster than 3 Hz), and no
+    overload warning."""
+    h = Harness("test_rate_client", image_topic="/rate_camera/image_raw")  # first: a failure leaves no node
+    proc = start_node({"model": str(random_model), "threads": 1, "qos": "reliable", "max_rate": 3,
+                       "diagnostics_period": 0.5, "image_topic": "/rate_camera/image_raw"}, tmp_path / "node.log")
+    try:
+        try:
+            h.wait_connected()
+        except AssertionError:
+            raise AssertionError("node did not start:\n" + proc.output())
+        d0 = h.settled_diag()
+        sec = new_key("rate")[0]
+        frames = [cv2.resize(rgb, (240, 180), interpolation=cv2.INTER_AREA) for rgb, _ in val_frames]
+        keys = [(sec + i // 12, 83_333_333 * (i % 12), f"rate_{i}") for i in range(48)]
+        t0 = time.perf_counter()
+        for i, k in enumerate(keys):
+            time.sleep(max(0.0, t0 + i / 12 - time.perf_counter()))
+            h.pub_raw.publish(raw_image(frames[i % 6], "rgb8", k))
+        d = h.settled_diag()
+        served = sum(k in h.received["labels"] for k in keys)
+        received = int(d["frames_received"]) - int(d0["frames_received"])
+        skipped = int(d["frames_skipped"]) - int(d0["frames_skipped"])
+        dropped = int(d["frames_dropped"]) - int(d0["frames_dropped"])
+        assert keys[0] in h.received["labels"]  # the first frame at once
+        assert 10 <= served <= 14, (served, d)  # 3 Hz over 4 s (+ the first), with the test's own timing jitter
+        assert received == served + skipped + dropped and skipped >= 30 and dropped <= 3, d
+        assert d["max_rate"] == "3" and "faster than the node" not in d["_message"]
+        assert "at most 3 frames a second" in proc.output()
+    finally:
+        h.close()
+        rc = proc.stop()
+    assert rc == 0, proc.output()
 
 
 def test_the_shipped_model_serves_another_resolution(ros, tmp_path, val_frames):
@@ -685,6 +766,7 @@ def test_camera_health_levels_as_an_integrator_reads_them():
     level, msg = health(idle_s=15.0)
     assert level == D.ERROR and "no frame finished for 15 s while frames arrive" in msg
     assert health(idle_s=15.0, processing_s=2.0)[0] == D.OK  # 10 processing times not passed yet
+    assert health(idle_s=15.0, cap_period_s=10.0)[0] == D.OK  # max_rate 0.1: one frame taken every 10 s
     assert health(idle_s=15.0, silent_s=15.0)[0] == D.WARN  # the camera stopped: not the model
     # failing in the node: ERROR, also once the camera has stopped; bad input: WARN
     failed = dict(rejected_in_a_row=5, last_rejection="processing failed: RuntimeError: CUDA error")

@@ -10,6 +10,7 @@ run), the node's stage timings from /diagnostics, and its resident memory over t
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +23,15 @@ from ..runtime.node_process import NodeProcess, discover_as, private_domain, ros
 from .participant import Participant, wait_until_up
 
 QOS = ("reliable", "best_effort")
+
+
+def cpu_seconds(pid: int) -> Optional[float]:
+    """User + system CPU time of a process so far (Linux /proc): what the node spends, all threads."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
 
 
 def rss_mb(pid: int) -> Optional[float]:
@@ -106,6 +116,7 @@ def bench_camera(model: str, width: int, height: int, rate: float, seconds: floa
         published: Dict[int, float] = {}
         rss: List[tuple] = [(0.0, rss_mb(node.proc.pid))]
         period = 1.0 / rate
+        cpu0 = cpu_seconds(node.proc.pid)
         t0 = time.perf_counter()
         next_rss = 10.0
         i = 0
@@ -126,6 +137,7 @@ def bench_camera(model: str, width: int, height: int, rate: float, seconds: floa
                 rss.append((round(el, 1), rss_mb(node.proc.pid)))
                 next_rss += 10.0 if seconds <= 120 else 60.0
         time.sleep(max(1.0, 2 * float(cam.diag.get("end_to_end_ms", 0) or 0) / 1e3))
+        cpu1, wall = cpu_seconds(node.proc.pid), time.perf_counter() - t0
         rss.append((round(time.perf_counter() - t0, 1), rss_mb(node.proc.pid)))
         time.sleep(1.2)  # one more /diagnostics
         with cam.lock:
@@ -140,12 +152,15 @@ def bench_camera(model: str, width: int, height: int, rate: float, seconds: floa
     # N workers each take a frame at a time: N frames per processing time (times measured in this run,
     # so they include the workers' competition for the cores)
     capacity = int(diag.get("workers", 1) or 1) * 1000.0 / float(diag.get("processing_ms", infer) or infer)
-    expected = min(rate, capacity) * seconds
+    max_rate = float(diag.get("max_rate") or 0)  # the node's cap, where set: it serves no more than that
+    expected = min(rate, capacity, max_rate or rate) * seconds
     p = percentiles(lat) if lat else {}
     out = {"size": f"{width}x{height}", "rate_hz": rate, "camera_qos": qos, "seconds": seconds,
            "node": {k: params[k] for k in ("model", "backend", "threads")} | dict(node_params or {}),
            "published": len(published), "answered": len(lat),
            "node_capacity_fps": round(capacity, 2),
+           # the node's CPU time over the run (publishing and the drain after it) per second: 100 = one core
+           "node_cpu_percent": round(100 * (cpu1 - cpu0) / wall, 1) if cpu0 is not None and cpu1 is not None else None,
            "answered_of_serviceable": round(len(lat) / max(expected, 1e-9), 3),
            "publish_to_labels_ms": p, "node_inference_ms_p50": infer,
            "latency_over_inference": round(p["p50"] / infer, 2) if lat and infer == infer and infer > 0 else None,
@@ -160,13 +175,14 @@ def cv2_resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def to_markdown(rows: List[Dict]) -> str:
     lines = ["| size | rate Hz | camera QoS | answered / published | of serviceable | node capacity FPS | "
-             "publish -> labels p50 / p95 ms | node inference p50 ms | p50 / inference | RSS MB start -> end |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+             "publish -> labels p50 / p95 ms | node inference p50 ms | p50 / inference | node CPU % | "
+             "RSS MB start -> end |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         p = r["publish_to_labels_ms"] or {"p50": "-", "p95": "-"}
         lines.append(f"| {r['size']} | {r['rate_hz']:g} | {r['camera_qos']} | {r['answered']}/{r['published']} | "
                      f"{100 * r['answered_of_serviceable']:.0f}% | {r['node_capacity_fps']} | {p['p50']} / {p['p95']} | "
-                     f"{r['node_inference_ms_p50']} | {r['latency_over_inference']} | "
+                     f"{r['node_inference_ms_p50']} | {r['latency_over_inference']} | {r['node_cpu_percent']} | "
                      f"{r['rss_mb'][0][1]} -> {r['rss_mb'][-1][1]} |")
     return "\n".join(lines)
 

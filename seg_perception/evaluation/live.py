@@ -39,7 +39,10 @@ from .scoring import (Counts, EvalResult, Scorer, add_gt_message, admit_frame, d
 
 QOS_CHOICES = ("auto", "sensor_data", "reliable")
 # frames_late: finished after a newer frame of its camera went out (workers > 1), so not published
-COUNTERS = ("frames_received", "frames_processed", "frames_dropped", "frames_rejected", "frames_late")
+COUNTERS = ("frames_received", "frames_processed", "frames_dropped", "frames_rejected", "frames_late",
+            "frames_skipped")
+# counters a node of an earlier version did not publish: 0 there
+NEWER_COUNTERS = ("frames_late", "frames_skipped")
 
 
 # Attached: how long a node heard on another topic may stay the only one before we give up.
@@ -149,10 +152,15 @@ class Client(Participant):
 
 
 def _counters(values: Dict[str, str]) -> Dict[str, int]:
-    try:  # (a node from before frames_late: 0)
-        return {k: int(values[k]) if k in values or k != "frames_late" else 0 for k in COUNTERS}
+    try:
+        return {k: int(values[k]) if k in values or k not in NEWER_COUNTERS else 0 for k in COUNTERS}
     except (KeyError, ValueError):
         return {k: 0 for k in COUNTERS}
+
+
+def counters_add_up(c: Dict[str, int]) -> bool:
+    """Every frame the node received is accounted for: nothing is left in it."""
+    return c["frames_received"] == sum(c[k] for k in COUNTERS if k != "frames_received")
 
 
 def node_parameters(cfg: EvalConfig, card_path: Path, base_topic: str, compressed: bool) -> Dict[str, object]:
@@ -450,6 +458,10 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
         node_delta["lost_after_node"] = max(0, node_delta["processed"] - len(answered))
         if node_delta["lost_before_node"]:
             scorer.warned["lost_before_node"] = _lost_in_dds_note(node_delta["lost_before_node"], len(published))
+        if node_delta["skipped"] > 0:
+            scorer.warned["skipped"] = (
+                f"{node_delta['skipped']} frames skipped by the node's max_rate ({diag.get('max_rate', '?')} frames "
+                "a second), counted as dropped: leave max_rate at 0 to score every frame")
     scorer.repeated_stamps_note(live=True)
     if gaps:
         k, longest = len(gaps), max(gaps, key=lambda g: abs(g[1]))
@@ -527,7 +539,7 @@ def _lost_in_dds_note(lost: int, played: int) -> str:
 def _drain(client: Client, cfg: EvalConfig, n_published: int, t_last_pub: float
            ) -> Tuple[Optional[Dict[str, str]], bool]:
     """Wait until every frame is answered, or the node's counters show it has nothing left
-    (received = processed + dropped + rejected + late, reported after our last frame and after
+    (received = processed + dropped + rejected + late + skipped, reported after our last frame and after
     the last output arrived), or --drain-timeout. Returns the last diagnostics, and False when
     the timeout ended the wait."""
     end = time.monotonic() + cfg.drain_timeout
@@ -539,9 +551,7 @@ def _drain(client: Client, cfg: EvalConfig, n_published: int, t_last_pub: float
         d = client.last_diag()
         if d is not None:
             t, values = d
-            c = _counters(values)
-            settled = c["frames_received"] == (c["frames_processed"] + c["frames_dropped"] + c["frames_rejected"]
-                                               + c["frames_late"])
+            settled = counters_add_up(_counters(values))
             with client.lock:
                 t_out = client.outputs[LABELS][-1][0] if client.outputs[LABELS] else 0.0
             if settled and t > t_last_pub + 1.0 and t > t_out + 0.2:

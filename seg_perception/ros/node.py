@@ -49,6 +49,7 @@ from ..runtime.image_conversion import DEFAULT_MAX_PIXELS, ImageError, fill_imag
 from ..runtime.pipeline import Pipeline
 from .ground_outputs import GROUND_PARAMETERS, GroundOutputs, declare_ground_parameters, flag, tf2_ros
 from .nav_messages import label_info, label_info_type
+from .rate_cap import RateCap
 
 QOS_CHOICES = ("sensor_data", "reliable")
 
@@ -81,6 +82,9 @@ PARAMETERS = {
     "engine_cache_dir": ("", "TensorRT engine cache folder; empty: the default cache ($SEG_PERCEPTION_ENGINE_CACHE, "
                              "else ~/.cache/seg_perception/engines; docs/deployment.md)"),
     "rebuild_engine": (True, "TensorRT: rebuild a stale cached engine (false: refuse to start)"),
+    "max_rate": (0.0, "at most this many frames a second segmented per camera, the others skipped as they "
+                      "arrive (a 30 Hz camera, labels needed at 10 Hz: a third of the compute); 0: every frame "
+                      "the node can take"),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
     "bond_heartbeat_period": (0.1, "segmentation_lifecycle_node: seconds between heartbeats on `bond` while active, "
                                    "for Nav2's lifecycle manager (Nav2's default); 0: no bond"),
@@ -236,17 +240,20 @@ class StampGaps:
 
 
 def overload_note(camera_hz: float, served_fps: float, processing_ms: float, newly_dropped: int,
-                  size: tuple, cameras: int = 1) -> str:
-    """What to tell a user whose camera is faster than the node ("" when it is not). The node
-    works as designed then (newest frame wins), but frames are skipped and each one waits for
-    the frame in progress, so say why and which knobs serve more."""
-    if camera_hz <= 0 or served_fps <= 0 or newly_dropped <= 0 or served_fps >= 0.9 * camera_hz:
+                  size: tuple, cameras: int = 1, max_rate: float = 0.0) -> str:
+    """What to tell a user whose camera (or max_rate, where lower) is faster than the node ("" when
+    it is not). The node works as designed then (newest frame wins), but frames are skipped and each
+    one waits for the frame in progress, so say why and which knobs serve more."""
+    capped = 0 < max_rate < camera_hz
+    wanted = max_rate if capped else camera_hz
+    if wanted <= 0 or served_fps <= 0 or newly_dropped <= 0 or served_fps >= 0.9 * wanted:
         return ""
     w, h = size
     shared = f", the node's time shared by {cameras} cameras" if cameras > 1 else ""
-    return (f"camera at {camera_hz:.1f} Hz is faster than the node ({served_fps:.1f} FPS, {processing_ms:.0f} ms "
+    asked = f"max_rate {max_rate:g} (camera at {camera_hz:.1f} Hz)" if capped else f"camera at {camera_hz:.1f} Hz"
+    return (f"{asked} is faster than the node ({served_fps:.1f} FPS, {processing_ms:.0f} ms "
             f"per frame at {w}x{h}{shared}): newer frames replace waiting ones; to serve more, lower "
-            "input_width/input_height, add workers, or use TensorRT")
+            "input_width/input_height, add workers, or use TensorRT" + (" (or lower max_rate)" if capped else ""))
 
 
 ORDER_WAIT_S = 2.0  # longest a worker holds a finished frame back for an older one of its camera
@@ -277,10 +284,12 @@ def served_fps(done_times, now: float, since_first_s: float, window_s: float = 5
 
 def camera_health(*, shown: str, received: int, processed: int, rejected_in_a_row: int, last_rejection: str,
                   incompatible_qos: str, serving_s: float, silent_s: Optional[float], period_s: float,
-                  idle_s: float, processing_s: float, missing_now: int, missing: int) -> Tuple[int, str]:
+                  idle_s: float, processing_s: float, missing_now: int, missing: int,
+                  cap_period_s: float = 0.0) -> Tuple[int, str]:
     """(DiagnosticStatus level, message) of one camera. ``serving_s``: seconds since the node began
     serving; ``silent_s``: since the newest frame (None before the first); ``idle_s``: since the
-    last frame finished (served or rejected), or since the first frame when none has."""
+    last frame finished (served or rejected), or since the first frame when none has;
+    ``cap_period_s``: 1 / max_rate (frames between its turns are skipped, not stuck)."""
     ok, warn, error = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
     if not received:
         if incompatible_qos:
@@ -292,7 +301,7 @@ def camera_health(*, shown: str, received: int, processed: int, rejected_in_a_ro
     # a failure inside the node first: a stopped camera must not hide it
     if rejected_in_a_row >= REJECTED_RUN_WARN and last_rejection.startswith("processing failed"):
         return error, f"the last {rejected_in_a_row} frames failed in the node: {last_rejection}"
-    if not stopped and idle_s > max(STUCK_MIN_S, 10 * processing_s):
+    if not stopped and idle_s > max(STUCK_MIN_S, 10 * processing_s, 3 * cap_period_s):
         return error, (f"no frame finished for {idle_s:.0f} s while frames arrive: the model is stuck or far "
                        "too slow")
     if stopped:
@@ -318,6 +327,7 @@ class Stats:
     late: int = 0  # finished after a newer frame of the camera was published: not published
     time_jumps: int = 0  # frames stamped before one already published: the camera's clock went back
     rejected: int = 0
+    skipped: int = 0  # not segmented: max_rate had no turn for them
     last_rejection: str = ""  # why the latest rejected frame was (diagnostics; eval-bag names it)
     rejected_in_a_row: int = 0  # rejected since the last frame processed (WARN from REJECTED_RUN_WARN)
     overlays: int = 0
@@ -336,6 +346,7 @@ class CameraStream:
         self.stats = Stats()
         self.slot = None  # (msg, receive time)
         self.gaps = StampGaps()
+        self.cap = RateCap(0.0)  # max_rate (set at configure)
         self.last_received: Optional[float] = None  # perf_counter of the newest frame (a stopped camera)
         self.first_received: Optional[float] = None  # of the first frame since serving began
         self.last_finished: Optional[float] = None  # of the newest frame served or rejected (a stuck model)
@@ -421,7 +432,9 @@ class SegmentationNode(Node):
     def _declare_parameters(self) -> None:
         _LOG_FORWARDER.attach(self.get_logger())
         for name, (default, desc) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=desc))
+            # a number given as 10 is as good as 10.0 (rclpy refuses an integer for a double otherwise)
+            self.declare_parameter(name, default, ParameterDescriptor(description=desc,
+                                                                      dynamic_typing=isinstance(default, float)))
         self.declare_parameter("drivable_classes", rclpy.Parameter.Type.INTEGER_ARRAY, ParameterDescriptor(
             type=ParameterType.PARAMETER_INTEGER_ARRAY,
             description="class ids of the drivable mask; unset: the model card's"))
@@ -461,6 +474,11 @@ class SegmentationNode(Node):
         """Load the model (building a TensorRT engine if needed), create the publishers and the
         worker. Raises ConfigError on a bad parameter."""
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        for name, (default, _) in PARAMETERS.items():
+            if isinstance(default, float):  # declared with dynamic typing
+                if isinstance(p[name], bool) or not isinstance(p[name], (int, float)):
+                    raise ConfigError(f"{name} must be a number, not {p[name]!r} (default {default})")
+                p[name] = float(p[name])
         try:
             drivable = self.get_parameter("drivable_classes").value
         except ParameterUninitializedException:
@@ -482,8 +500,13 @@ class SegmentationNode(Node):
         if self.bond_period != 0 and not 0.01 <= self.bond_period <= 1.0:
             raise ConfigError(f"bond_heartbeat_period must be 0 (no bond) or 0.01 to 1 seconds, not "
                               f"{p['bond_heartbeat_period']} (0.1: Nav2's default)")
+        self.max_rate = p["max_rate"]
+        if self.max_rate != 0 and not 0.01 <= self.max_rate <= 1000:
+            raise ConfigError(f"max_rate must be 0 (every frame) or 0.01 to 1000 frames a second, not {p['max_rate']}")
         self.use_compressed = bool(p["use_compressed"])
         self.cameras = self._make_cameras(str(p["image_topic"]), image_topics)
+        for cam in self.cameras:
+            cam.cap = RateCap(self.max_rate)
         self.multi = bool(image_topics)
         try:
             ground_on = flag("ground.enable", self.get_parameter("ground.enable").value)
@@ -637,6 +660,7 @@ class SegmentationNode(Node):
             cam.serving_since, cam.first_received, cam.last_finished = time.perf_counter(), None, None
             cam.last_stamp = (-1, -1)  # a restarted camera or bag may begin at an earlier time
             cam.gaps.last = None  # frames sent while inactive were not lost upstream
+            cam.cap.restart()
             events = SubscriptionEventCallbacks(
                 incompatible_qos=lambda status, cam=cam: self._on_incompatible_qos(cam, status))
             try:
@@ -666,6 +690,8 @@ class SegmentationNode(Node):
                      if len(self.cameras) > 1 else "1 camera")
             what += (f" ({count}; outputs under "
                      f"{', '.join(c.prefix + 'segmentation/' for c in self.cameras)})")
+        if self.max_rate:
+            what += f", at most {self.max_rate:g} frames a second" + (" each" if len(self.cameras) > 1 else "")
         self.get_logger().info(
             f"segmenting {what} with {self.card.name} ({self.pipeline.backend.describe()}); "
             f"drivable classes {[self.card.class_names[c] for c in self.pipeline.drivable_classes]}{ground}")
@@ -800,6 +826,9 @@ class SegmentationNode(Node):
             if cam.first_received is None:
                 cam.first_received = now
             cam.gaps.add(msg.header.stamp.sec, msg.header.stamp.nanosec)
+            if not cam.cap.admit(now):
+                cam.stats.skipped += 1  # max_rate: not this one's turn (not a drop: nothing was waiting for it)
+                return
             if cam.slot is not None:
                 cam.stats.dropped += 1  # the waiting frame is replaced by a newer one
             cam.slot = (msg, now)
@@ -1073,12 +1102,12 @@ class SegmentationNode(Node):
             shown=cam.shown, received=s.received, processed=s.processed, rejected_in_a_row=s.rejected_in_a_row,
             last_rejection=s.last_rejection, incompatible_qos=cam.incompatible_qos, serving_s=serving,
             silent_s=silent, period_s=period, idle_s=idle, processing_s=(med(stages["processing_ms"]) or 0.0) / 1e3,
-            missing_now=missing_now, missing=missing)
+            missing_now=missing_now, missing=missing, cap_period_s=cam.cap.period)
         # inactive (a managed node): frames cut off by deactivate count as dropped while the fps falls,
         # which would read as an overload; no judgement of the camera then, and no warning spent on it
         active = self.sub is not None
         overload = active and overload_note(1.0 / period if period else 0.0, fps, med(stages["processing_ms"]) or 0.0,
-                                            newly_dropped, self.pipeline.size, len(self.cameras))
+                                            newly_dropped, self.pipeline.size, len(self.cameras), self.max_rate)
         change = cam.gaps.rate_change
         if active and change is not None and change != cam.told_rate_change:
             cam.told_rate_change = change
@@ -1096,6 +1125,7 @@ class SegmentationNode(Node):
                   "frames_received": s.received, "frames_processed": s.processed, "frames_dropped": s.dropped,
                   "frames_late": s.late, "stamps_went_back": s.time_jumps, "workers": len(self.workers),
                   "frames_rejected": s.rejected, "last_rejection": s.last_rejection, "frames_with_overlay": s.overlays,
+                  "frames_skipped": s.skipped, "max_rate": f"{self.max_rate:g}",
                   "frames_missing_upstream": missing, "frames_missing_recent": missing_now,
                   "camera_pauses": pauses, "camera_rate_changes": cam.gaps.rate_changes,
                   "seconds_since_frame": "" if silent is None else f"{silent:.1f}",
