@@ -93,9 +93,17 @@ def test_transitions_through_the_lifecycle_services(ros, random_model, tmp_path,
         h.wait_for(lambda: inactive_said(h) and h.diagnostics[-1]["frames_processed"] == "1", 10,
                    "diagnostics of the deactivated node")
         assert not frame_served(h, img, 1.0)
+        # a transition the state does not have, by id (a client's mistake): refused, and the node
+        # lives on (rclpy's service raised, which ended the node)
+        assert not lc.transition(Transition.TRANSITION_DEACTIVATE)
+        assert lc.state() == State.PRIMARY_STATE_INACTIVE
+        assert "transition 4 requested, but state 'inactive' has none by that id (available: 2 cleanup, " \
+            "3 activate, 6 shutdown): refused" in proc.output(), proc.output()
 
         assert lc.transition(Transition.TRANSITION_ACTIVATE)  # again, without reloading the model
         wait_subscribed(h, True)
+        assert frame_served(h, img, 30)
+        assert not lc.transition(Transition.TRANSITION_ACTIVATE) and lc.state() == State.PRIMARY_STATE_ACTIVE
         assert frame_served(h, img, 30)
         assert proc.output().count("configured: ") == 1
 

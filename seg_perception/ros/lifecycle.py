@@ -26,6 +26,30 @@ class ManagedSegmentationNode(SegmentationNode, LifecycleNode):
     managed = True
     _bond = None
 
+    def _construct(self) -> None:
+        service = getattr(self, "_service_change_state", None)
+        if service is not None:
+            service.callback = self._refusing_unavailable(service.callback)
+        super()._construct()
+
+    def _refusing_unavailable(self, change_state):
+        """rclpy's change_state service (Humble, Jazzy) raises on a transition id the current state
+        does not have (deactivate while inactive), and the exception ends the node's spin: the
+        node died on a client's mistake. rclcpp answers success: false; so does this."""
+        def guarded(req, resp):
+            if not req.transition.label:  # (by label, rclpy itself answers false)
+                available = {t[0]: t[1] for t in self._state_machine.available_transitions}
+                if req.transition.id not in available:
+                    state = self._state_machine.current_state[1]
+                    self.get_logger().warning(
+                        f"transition {req.transition.id} requested, but state '{state}' has none by that id "
+                        f"(available: {', '.join(f'{i} {label}' for i, label in sorted(available.items()))}): "
+                        "refused")
+                    resp.success = False
+                    return resp
+            return change_state(req, resp)
+        return guarded
+
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self._configure()
