@@ -167,9 +167,13 @@ def test_a_model_that_fails_its_warmup_fails_configure_and_a_fixed_one_serves(ro
         assert lc._call(setp, SetParameters.Request(parameters=[Parameter(name="onnx", value=value)])).results[0].successful
         assert lc.transition(Transition.TRANSITION_CONFIGURE)
         res = lc._call(setp, SetParameters.Request(parameters=[Parameter(name="onnx", value=value)])).results[0]
-        assert not res.successful and "onnx: read at start-up only; deactivate and clean up" in res.reason
+        # the way to apply it from where the node is (inactive: no deactivate, which it would refuse)
+        assert not res.successful and res.reason == "onnx: read at configure; clean up the node (it is " \
+            "inactive), set it, then configure", res.reason
         assert lc.transition(Transition.TRANSITION_ACTIVATE)
         wait_subscribed(h, True)
+        res = lc._call(setp, SetParameters.Request(parameters=[Parameter(name="onnx", value=value)])).results[0]
+        assert not res.successful and res.reason.startswith("onnx: read at configure; deactivate and clean up")
         assert frame_served(h, val_frames[0][0], 30)
         assert lc.transition(Transition.TRANSITION_DEACTIVATE)
         assert lc.transition(Transition.TRANSITION_CLEANUP)

@@ -451,6 +451,40 @@ def test_bad_parameters_stop_startup_with_one_line(random_model, tmp_path, param
     assert_startup_refused({"model": str(random_model), **params}, tmp_path / "node.log", message)
 
 
+def test_drivable_classes_given_empty_means_none(ros, random_model, tmp_path):
+    """`drivable_classes: []` (README: none) reaches rclpy untyped and left the parameter unset: the
+    node ran the card's Road without a word."""
+    h = Harness("test_no_drivable_client", image_topic="/no_drivable/image_raw")  # first: a failure leaves no node
+    proc = start_node({"model": str(random_model), "threads": 1, "drivable_classes": "[]",
+                       "image_topic": "/no_drivable/image_raw"}, tmp_path / "node.log")
+    try:
+        h.wait_for(lambda: h.diagnostics and h.diagnostics[-1].get("topic") == "/no_drivable/image_raw", 60,
+                   "the node's diagnostics")
+        assert h.last_diag()["drivable_classes"] == "", h.last_diag()
+        assert "drivable classes []" in proc.output() and "no drivable classes" in proc.output()
+    finally:
+        h.close()
+        rc = proc.stop()
+    assert rc == 0, proc.output()
+
+
+def test_startup_refusal_names_the_node_as_started(random_model, tmp_path):
+    """Several nodes from one launch file: the 'cannot start' line is logged as the node (its name
+    and namespace), not as segmentation_node."""
+    from ros_harness import TEST_NODE_PARAMS
+    from seg_perception.runtime.node_process import NodeProcess
+    proc = NodeProcess({**TEST_NODE_PARAMS, "model": str(random_model), "workers": 0}, tmp_path / "node.log",
+                       params_file=REPO / "config" / "jetson.yaml",
+                       ros_args=["-r", "__node:=seg_front", "-r", "__ns:=/robot1"])
+    try:
+        rc = proc.proc.wait(timeout=60)
+    finally:
+        proc.stop()
+    fatal = [ln for ln in proc.output().splitlines() if "cannot start" in ln]
+    assert rc == 2 and len(fatal) == 1 and "[robot1.seg_front]: cannot start: workers must be 1-8" in fatal[0], \
+        proc.output()
+
+
 def test_a_number_parameter_given_as_text_stops_startup(random_model, tmp_path):
     """The number parameters take integers too (dynamic typing), so rclpy no longer checks their
     type: the node does. (A params file, since rcl keeps a params file's number over a text `-p`.)"""

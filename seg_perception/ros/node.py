@@ -404,7 +404,8 @@ class SegmentationNode(Node):
         super().__init__(node_name, **kwargs)
         try:
             self._construct()
-        except BaseException:  # no destroy_node will come: the log forwarder must not keep this node,
+        except BaseException as e:  # no destroy_node will come: the log forwarder must not keep this node,
+            e.logger_name = self.get_logger().name  # run() says "cannot start" as this node (its name, namespace)
             _LOG_FORWARDER.detach(self.get_logger())
             try:  # nor its workers their models (a start-up that failed after loading them, in-process)
                 if getattr(self, "sub", None) is not None:
@@ -452,9 +453,13 @@ class SegmentationNode(Node):
         mine = [p.name for p in params if p.name != "use_sim_time" and not p.name.startswith("qos_overrides.")]
         if not mine or self.pipeline is None:  # (managed node, unconfigured: read at the next configure)
             return SetParametersResult(successful=True)
-        how = ("deactivate and clean up the node, set it, then configure and activate" if self.managed else
-               "restart the node with the new value (segmentation_lifecycle_node applies it at configure)")
-        return SetParametersResult(successful=False, reason=f"{', '.join(mine)}: read at start-up only; {how}")
+        if not self.managed:
+            return SetParametersResult(successful=False, reason=(
+                f"{', '.join(mine)}: read at start-up only; restart the node with the new value "
+                "(segmentation_lifecycle_node applies it at configure)"))
+        how = ("deactivate and clean up the node, set it, then configure and activate" if self.sub is not None else
+               "clean up the node (it is inactive), set it, then configure")
+        return SetParametersResult(successful=False, reason=f"{', '.join(mine)}: read at configure; {how}")
 
     def _check_unknown_parameters(self) -> None:
         """rclpy drops values given for parameters a node never declares, so `-p modle:=...` would
@@ -482,7 +487,9 @@ class SegmentationNode(Node):
         try:
             drivable = self.get_parameter("drivable_classes").value
         except ParameterUninitializedException:
-            drivable = None  # the model card's drivable classes
+            # `[]` (params file or -p) reaches rclpy without a type, so the parameter stays unset as if
+            # not given; given, it means no drivable classes. Not given: the model card's.
+            drivable = [] if "drivable_classes" in getattr(self, "_parameter_overrides", {}) else None
         try:
             image_topics = [str(t) for t in self.get_parameter("image_topics").value]
         except ParameterUninitializedException:
@@ -1177,7 +1184,7 @@ def run(node_class: type, args=None) -> int:
             pass  # Ctrl-C or SIGTERM while starting (a model loading): rclpy shut down, start-up failed on it
         elif isinstance(e, (ConfigError, ParameterException)):
             # e.g. a parameter of the wrong type: rclpy's exception text names it
-            rclpy.logging.get_logger("segmentation_node").fatal(f"cannot start: {e}")
+            rclpy.logging.get_logger(getattr(e, "logger_name", "segmentation_node")).fatal(f"cannot start: {e}")
             rc = 2
         else:
             raise
