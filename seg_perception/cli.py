@@ -545,6 +545,10 @@ class Terminated(KeyboardInterrupt):
     the node running, orphaned)."""
 
 
+# pip names of the core dependencies whose module is named otherwise
+PIP_NAMES = {"cv2": "opencv-python-headless", "yaml": "PyYAML", "PIL": "Pillow"}
+
+
 def _terminated(signum, frame):
     raise Terminated()
 
@@ -568,9 +572,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         # An optional dependency this command needs (torch from the 'train' extra, rclpy from 'ros').
         if __import__("os").environ.get("SEG_PERCEPTION_DEBUG") or not e.name or e.name.startswith("seg_perception"):
             raise
-        extra = {"torch": "train", "rclpy": "ros"}.get(e.name.split(".")[0])
-        how = (f"pip install 'seg_perception[{extra}]'" if extra else
-               f"pip install {e.name.split('.')[0]} (see requirements.txt)")
+        from .ros.entry_points import ROS_MODULES
+        top = e.name.split(".")[0]
+        if top == "torch":  # the README's line: without the index pip takes the CUDA build, several GB
+            how = ("pip install 'seg_perception[train]' --extra-index-url https://download.pytorch.org/whl/cpu "
+                   "(a CPU build; on a Jetson, NVIDIA's torch for its JetPack)")
+        elif top in ROS_MODULES:
+            how = "pip install 'seg_perception[ros]', or on a ROS 2 system: source /opt/ros/<distro>/setup.bash"
+        else:  # a core dependency (by its pip name where that differs from the module's)
+            how = f"pip install {PIP_NAMES.get(top, top)}"
         print(f"seg-perception {args.cmd}: error: this needs the Python module '{e.name}', which is not "
               f"installed here: {how}", file=sys.stderr)
         return 2

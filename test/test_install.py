@@ -213,3 +213,21 @@ def test_node_commands_without_ros_say_so_in_one_line():
     for program in ("segmentation_node", "segmentation_lifecycle_node"):
         assert f'"{program} = seg_perception.ros.entry_points:{program}"' in setup_py
         assert callable(getattr(entry_points, program))
+
+
+def test_a_command_missing_an_extra_names_the_extra_in_one_line(tmp_path):
+    """eval-bag --mode live in a plain `pip install .` said `pip install diagnostic_msgs (see
+    requirements.txt)`, after saying it had started the node (and emptying the report's node.log):
+    ROS message modules are the `ros` extra's, and the check comes before a node is started."""
+    cases = {"diagnostic_msgs": (["eval-bag", "SAMPLE", "--mode", "live"], "pip install 'seg_perception[ros]'"),
+             "torch": (["models"], "pip install 'seg_perception[train]' --extra-index-url "
+                                   "https://download.pytorch.org/whl/cpu")}
+    for module, (args, advice) in cases.items():
+        code = (f"import sys; sys.modules[{module!r}] = None  # as where it is not installed\n"
+                "from seg_perception.cli import main; from seg_perception.paths import sample_bag\n"
+                f"sys.exit(main([str(sample_bag()) if a == 'SAMPLE' else a for a in {args!r}]))")
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path)  # (a report folder, if one is made, not in the checkout)
+        out = res.stdout + res.stderr
+        assert res.returncode == 2 and res.stderr.count("\n") == 1 and advice in res.stderr, out
+        assert "started segmentation_node" not in out and "Traceback" not in out, out

@@ -196,6 +196,11 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
         raise EvalError(f"unknown node qos '{cfg.node_qos}'; valid choices: {', '.join(QOS_CHOICES)}")
     if cfg.rate < 0 or cfg.speed <= 0:
         raise EvalError("--rate must be >= 0 (0: the recorded timing) and --speed > 0")
+    # what the player and recorder need, before a node is started (and its log emptied) for nothing
+    # (missing: ModuleNotFoundError, which the CLI turns into the extra to install)
+    import diagnostic_msgs.msg  # noqa: F401
+    import rclpy  # noqa: F401
+    import sensor_msgs.msg  # noqa: F401
     reader = open_bag(cfg.bag)
     with reader, notes_on_error(reader):
         inp = select_inputs(cfg, reader, count_corrupt=True)

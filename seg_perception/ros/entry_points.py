@@ -7,7 +7,9 @@ import importlib
 import importlib.util
 import sys
 
-ROS_MODULES = ("rclpy", "rcl_interfaces", "sensor_msgs", "std_msgs", "diagnostic_msgs", "builtin_interfaces")
+# the modules of the `ros` extra (a ROS 2 install's on a ROS system); the CLI names the extra for them too
+ROS_MODULES = ("rclpy", "rcl_interfaces", "sensor_msgs", "std_msgs", "diagnostic_msgs", "builtin_interfaces",
+               "nav_msgs", "geometry_msgs", "lifecycle_msgs")
 
 
 def _run(module: str, program: str) -> int:
