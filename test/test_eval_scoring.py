@@ -169,3 +169,38 @@ def test_metrics_json_fields_are_documented():
     for field in ("wall_s", "undecodable", "labels_resized", "gt_unknown_id_pixels", "pred_unknown_id_pixels"):
         assert f"`{field}`" in doc, field
     assert "first to last frame published" in doc and "the whole run from opening the bag" in doc
+
+
+def test_colour_ground_truth_in_a_folder_dataset_is_read_by_its_dataset_yaml(tmp_path, random_model):
+    """A user's own colour masks (<root>/val/labels beside <root>/dataset.yaml): the ignore colour
+    and a class's second colour are the dataset's, not in the card (one colour per class), which
+    made every frame unscorable. Read by dataset.yaml, they score as the ids do."""
+    from seg_perception.card import load_card
+    card = load_card(random_model)
+    bag = small_bag(tmp_path / "b", 3)
+    root = tmp_path / "mine"
+    gt_dir = root / "val" / "labels"
+    gt_dir.mkdir(parents=True)
+    colours = [list(map(int, c)) for c in card.class_colors]
+    second = [1, 2, 3]  # Road's other colour (an annotation tool's second shade)
+    classes = "\n".join(f"  - {{name: {n}, color: {[c, second] if i == 3 else c}}}"
+                        for i, (n, c) in enumerate(zip(card.class_names, colours)))
+    (root / "dataset.yaml").write_text(f"classes:\n{classes}\nignore_index: {card.ignore_index}\n"
+                                       "ignore_color: [0, 0, 0]\n")
+    lut = np.zeros((256, 3), np.uint8)  # ids past the classes (the ignore id): black, the ignore colour
+    lut[: len(colours)] = colours
+    for k, (_, msg) in enumerate(read_all(bag)["/camera/labels_gt"]):
+        ids = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width).copy()
+        if k == 0:
+            lost = int((ids[:4] < len(colours)).sum())  # labelled pixels made unlabelled here
+            ids[:4] = card.ignore_index  # some unlabelled pixels in any case
+        rgb = lut[ids]
+        rgb[(ids == 3) & (np.arange(msg.width)[None, :] % 2 == 0)] = second
+        cv2.imwrite(str(gt_dir / f"{stamp(msg)}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    by_topic, _, _ = evaluate(EvalConfig(bag=bag, model=str(random_model), progress=False), "offline", tmp_path / "a")
+    by_dir, _, code = evaluate(EvalConfig(bag=bag, model=str(random_model), gt_dir=gt_dir, progress=False),
+                               "offline", tmp_path / "d")
+    assert code == 0 and by_dir.counts.scored == 3 and by_dir.counts.gt_unreadable == 0, by_dir.notes
+    # the same pixels as the ids on the topic, less those made unlabelled (black) in the first frame
+    mine, ids = by_dir.confusion.mat, by_topic.confusion.mat
+    assert (mine <= ids).all() and mine.sum() == ids.sum() - lost and lost > 0

@@ -13,7 +13,8 @@ from typing import List, Optional
 from ..card import CardError, ModelCard, load_card
 from ..data import bag_io
 from ..data.classes import CAMVID
-from ..data.datasets import default_camvid_root
+from ..data.datasets import DatasetError, default_camvid_root, describe
+from ..data.label_images import LabelColors
 from ..paths import DEFAULT_MODEL, resolve_model
 from .config import EvalConfig, EvalError
 from .scoring import GroundTruthFolder, card_label_colors, sample_indices
@@ -162,12 +163,27 @@ def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader, count_corrupt: bool
                   lost_where=where, unknown_why=unknown_why)
 
 
+def dataset_label_colors(folder: Path, card: ModelCard) -> Optional[LabelColors]:
+    """The label colours of the dataset.yaml a --gt-dir folder belongs to (the folder, or a folder
+    dataset's <root>/<split>/labels), where it lists the model's classes: every colour of a class and
+    the ignore colours, which the card (one colour per class) lacks. None: no such file."""
+    for root in (folder, folder.parent, folder.parent.parent):
+        try:
+            found = describe(root)
+        except DatasetError:
+            return None  # unreadable: the card's colours (train would have said what is wrong)
+        if found is not None:
+            table, colors = found
+            return colors if tuple(table.names) == tuple(card.class_names) and colors.complete else None
+    return None
+
+
 def check_ground_truth_classes(inp: Inputs, reader: bag_io.BagReader, card: ModelCard) -> None:
     """A bag whose metadata names its ground truth's classes (make-bag writes them) must be
     scored by a model of those classes: ids of another table give a meaningless mIoU. The model
-    known, a --gt-dir folder reads colour-coded label PNGs by the card's class colours."""
+    known, a --gt-dir folder reads colour-coded label PNGs by its dataset's colours, else the card's."""
     if inp.gt_folder is not None:
-        inp.gt_folder.colors = card_label_colors(card)
+        inp.gt_folder.colors = dataset_label_colors(inp.gt_folder.folder, card) or card_label_colors(card)
     stated = reader.custom_data.get(bag_io.GT_CLASSES_KEY)
     if inp.gt is None or not stated:
         return
