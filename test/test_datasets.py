@@ -45,6 +45,32 @@ def test_missing_folder_split_names_the_splits_there(tmp_path):
         image_folder(tmp_path / "nope", "val", num_classes=5)
 
 
+def test_flat_folder_is_told_to_move_into_a_split(tmp_path):
+    """images/ + labels/ straight in --data: the hint says to move them into train/ (it said --data
+    names a folder inside the dataset, because its own images/ matched in the folder above), and a
+    dataset beside a flat one gets no stray hint either."""
+    for d in (tmp_path / "flat", tmp_path / "good" / "train"):
+        for sub in ("images", "labels"):
+            (d / sub).mkdir(parents=True)
+        cv2.imwrite(str(d / "images/x.png"), np.zeros((8, 8, 3), np.uint8))
+        cv2.imwrite(str(d / "labels/x.png"), np.zeros((8, 8), np.uint8))
+    flat = tmp_path / "flat"
+    with pytest.raises(DatasetError, match=r"splits here: none; .*flat holds images/ and labels/ directly: move "
+                                           r"them into .*flat/train/ \(validation frames into .*flat/val/\)\)$"):
+        image_folder(flat, "train", num_classes=2)
+    with pytest.raises(DatasetError, match=r"flat holds images/ and labels/ directly.*: this is a folder dataset, "
+                                           r"add --dataset folder$"):
+        camvid(flat, "train")
+    with pytest.raises(DatasetError, match=r"good/train.txt not found \(splits here: none\): this is a folder "
+                                           r"dataset, add --dataset folder$"):
+        camvid(tmp_path / "good", "train")
+    with pytest.raises(DatasetError, match=r"--data names a folder inside the dataset: --data .*good\)$"):
+        image_folder(tmp_path / "good" / "train", "train", num_classes=2)
+    (flat / "train").mkdir()
+    for sub in ("images", "labels"):
+        shutil.move(str(flat / sub), str(flat / "train" / sub))
+    assert len(image_folder(flat, "train", num_classes=2)) == 1
+
 def test_image_without_label(tmp_path, camvid_sample):
     (tmp_path / "val").mkdir()
     shutil.copy(camvid(camvid_sample, "val").pairs[0][0], tmp_path / "val" / "a.png")

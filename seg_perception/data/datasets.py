@@ -221,18 +221,27 @@ def _split_lists(root: Path) -> str:
 
 
 DATASET_MARKS = ("label_colors.txt", "dataset.yaml", "dataset.yml", "labelmap.txt", "ImageSets")
+SPLIT_NAMES = ("train", "val", "test", "trainval", "default")  # the usual names of a split folder
 
 
 def _elsewhere(root: Path) -> str:
     """Where the dataset is when --data names a folder above or inside it (a common slip with
-    exports unpacked into a folder of their own)."""
+    exports unpacked into a folder of their own), or how to lay out a flat images/ + labels/ folder."""
     def holds(d: Path) -> bool:
         return any((d / m).exists() for m in DATASET_MARKS) or any(d.glob("*/images"))
     below = [d for d in sorted(root.iterdir()) if d.is_dir() and holds(d)] if root.is_dir() else []
     if below:
         return f"; the dataset is one level down: --data {below[0]}"
-    if holds(root.parent) or (root.parent / f"{root.name}.txt").is_file():
-        return f"; --data names a folder inside the dataset: --data {root.parent}"
+    up = root.parent
+    # A folder beside ours with images/ (its own images/ too) says nothing of ours: only the
+    # dataset's marks, a list named after it or a split's name make it a folder inside the dataset.
+    if (any((up / m).exists() for m in DATASET_MARKS) or (up / f"{root.name}.txt").is_file()
+            or (root.name in SPLIT_NAMES and any(up.glob("*/images")))):
+        return f"; --data names a folder inside the dataset: --data {up}"
+    if (root / "images").is_dir():
+        held = "images/ and labels/" if (root / "labels").is_dir() else "images/"
+        return (f"; {root} holds {held} directly: move them into {root / 'train'}/ (validation frames "
+                f"into {root / 'val'}/)")
     return ""
 
 
@@ -245,7 +254,8 @@ def camvid(root: str | Path, split: str, **kw) -> SegmentationDataset:
     listing = root / f"{split}.txt"
     if not listing.is_file():
         folder = (any((root / f).is_file() for f in (DESCRIPTION_FILE, "dataset.yml", LABELMAP_FILE))
-                  or (root / VOC_LISTS).is_dir() or any((p / "images").is_dir() for p in root.iterdir()))
+                  or (root / VOC_LISTS).is_dir() or (root / "images").is_dir()
+                  or any((p / "images").is_dir() for p in root.iterdir()))
         raise MissingSplit(f"CamVid split list {listing} not found (splits here: {_split_lists(root)})"
                            + (": this is a folder dataset, add --dataset folder" if folder else ""))
     folder_kw = {k: kw.pop(k) for k in FOLDER_KEYS if k in kw}  # the flags of a folder dataset's classes
