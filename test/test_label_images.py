@@ -245,10 +245,16 @@ def test_labelmap_without_colours_reads_voc_palette_colours(tmp_path):
     np.testing.assert_array_equal(ds.load(1)[1], ids)
 
 
-def test_label_of_a_turned_frame_says_why(tmp_path):
+def test_label_of_a_turned_frame_or_another_size_says_why(tmp_path):
     labels = _folder(tmp_path, "classes: [road, wall, person]\n", names=("a",))
     cv2.imwrite(str(labels / "a.png"), _ids(13).T.copy())
     with pytest.raises(DatasetError, match=r"labels/a.png is 24x32 but image .*a.jpg is 32x24 \(turned: .*EXIF"):
+        image_folder(tmp_path, "train").load(0)
+    # another size: the message says how to fix it (nearest-neighbour, never linear), not only what is wrong
+    cv2.imwrite(str(labels / "a.png"), _ids(13)[::2, ::2].copy())
+    with pytest.raises(DatasetError, match=r"labels/a.png is 16x12 but image .*a.jpg is 32x24: resize the label to "
+                                           r"32x24 with nearest-neighbour \(cv2.INTER_NEAREST, PIL Image.NEAREST; "
+                                           r"never linear"):
         image_folder(tmp_path, "train").load(0)
 
 

@@ -108,11 +108,14 @@ class SegmentationDataset:
             lab = self.label_map[lab] if lab.dtype == np.uint8 else np.where(
                 lab < 256, self.label_map[np.minimum(lab, 255)], lab)
         if img.shape[:2] != lab.shape:
-            turned = (" (turned: frames are read upright by their EXIF orientation, as a camera app shows them; "
-                      "label them upright too, or save them without the orientation tag)"
-                      if img.shape[:2] == lab.shape[::-1] else "")
+            # Linear resizing blends class ids (or colours) at every edge into values of no class.
+            fix = (" (turned: frames are read upright by their EXIF orientation, as a camera app shows them; "
+                   "label them upright too, or save them without the orientation tag)"
+                   if img.shape[:2] == lab.shape[::-1] else
+                   f": resize the label to {img.shape[1]}x{img.shape[0]} with nearest-neighbour (cv2.INTER_NEAREST, "
+                   "PIL Image.NEAREST; never linear, which blends class ids), or label the frame at its size")
             raise DatasetError(f"label {lab_path} is {lab.shape[1]}x{lab.shape[0]} but image "
-                               f"{img_path} is {img.shape[1]}x{img.shape[0]}{turned}")
+                               f"{img_path} is {img.shape[1]}x{img.shape[0]}{fix}")
         bad = (lab >= self.table.num_classes) & (lab != self.table.ignore_index)
         if bad.any():
             value, values = int(lab[bad][0]), np.unique(lab[bad])
