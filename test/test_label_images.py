@@ -1,6 +1,7 @@
 """Label images as labelling tools save them: palette PNGs (ids as palette indices), RGB masks
 coloured as dataset.yaml says, ids saved as grey RGB, 16-bit ids; each read to the exact ids,
 and each wrong form refused with one line naming the file and the way out."""
+import shutil
 from pathlib import Path
 
 import cv2
@@ -129,8 +130,17 @@ def test_jpeg_or_misnamed_labels_are_refused_up_front(tmp_path):
         image_folder(tmp_path, "train")
     (labels / "a.jpg").unlink()
     cv2.imwrite(str(labels / "a_mask.png"), _ids(9))
-    with pytest.raises(DatasetError, match=r"has no label: .*labels/a.png does not exist \(the label folder holds "
-                                           r"e.g. a_mask.png"):
+    with pytest.raises(DatasetError, match=r"has no label: .*labels/a.png does not exist \(the nearest name in the "
+                                           r"label folder is a_mask.png: a label has its image's name\)$"):
+        image_folder(tmp_path, "train")
+    # among other labels the hint names the closest (it named whichever the folder listed first)
+    shutil.rmtree(tmp_path / "train")
+    labels = _folder(tmp_path, "classes: [road, wall, person]\n", names=("0001TP_006690",))
+    for n in ("0016E5_00901", "0016E5_08159", "Seq05VD_f00000", "0006R0_f01890", "0001TP_008550", "0016E5_05130",
+              "Seq05VD_f05100", "0006R0_f03930", "0001TP_006690_L", "0016E5_07965", "Seq05VD_f02370"):
+        cv2.imwrite(str(labels / f"{n}.png"), _ids(9))
+    with pytest.raises(DatasetError, match=r"labels/0001TP_006690.png does not exist \(the nearest name in the label "
+                                           r"folder is 0001TP_006690_L.png:"):
         image_folder(tmp_path, "train")
 
 
@@ -682,7 +692,6 @@ def test_data_one_level_off_or_an_archive(tmp_path):
         open_dataset("camvid", tmp_path / "task.zip", "train")
     with pytest.raises(DatasetError, match=r"train.txt is a file: pass the dataset's folder with --data \(here: .*export\)"):
         open_dataset("folder", root / "train.txt", "train")
-    import shutil
     shutil.rmtree(root / "train")  # exported without its images
     with pytest.raises(DatasetError, match=r"does not exist \(an export without its images\?"):
         open_dataset("camvid", root, "train")

@@ -584,8 +584,10 @@ def _label_file(img: Path, candidates: List[Path], folder: Path, top: Optional[P
                            "(JPEG changes class ids and colours at every edge)")
     top = top or folder
     here = folder if folder.is_dir() else top
-    example = next((p.name for p in here.iterdir() if p.suffix.lower() in LABEL_EXTS), None)
-    hint = f" (the label folder holds e.g. {example}: a label has its image's name)" if example else ""
+    # The closest name, not any: a misnamed label (NAME_L.png, NAME_mask.png) shows what differs.
+    there = {p.stem: p.name for p in sorted(here.iterdir()) if p.suffix.lower() in LABEL_EXTS}
+    near = difflib.get_close_matches(img.stem, there, n=1, cutoff=0)
+    hint = f" (the nearest name in the label folder is {there[near[0]]}: a label has its image's name)" if near else ""
     if folder != top and (top / (img.stem + ".png")).is_file():
         hint = (f" ({top / (img.stem + '.png')} is not its label: a frame in a subfolder of images/ has its label "
                 f"in the same subfolder of {top.name}/)")
