@@ -352,6 +352,24 @@ def test_description_ids_order_and_yaml_values(tmp_path):
             image_folder(tmp_path, "train")
 
 
+def test_classes_as_a_mapping_of_name_to_colour(tmp_path):
+    """classes: {road: [r, g, b], ...} reads as the list of {name, color} in the order written (it was
+    refused with 'must list at least two classes' although it gave three); a mapping of anything
+    but colours (YOLO's 0: name) is refused with the list form."""
+    labels = _folder(tmp_path, "classes: {road: [128, 64, 128], wall: [[70, 70, 70], [102, 102, 156]], "
+                               "person: [220, 20, 60]}\nignore_color: [0, 0, 0]\ndrivable: [road]\n", names=("a",))
+    cv2.imwrite(str(labels / "a.png"), cv2.cvtColor(_rgb_mask(_ids(15)), cv2.COLOR_RGB2BGR))
+    ds = image_folder(tmp_path, "train")
+    assert ds.table.names == ("road", "wall", "person") and ds.table.drivable == (0,)
+    assert ds.table.colors == ((128, 64, 128), (70, 70, 70), (220, 20, 60))
+    np.testing.assert_array_equal(ds.load(0)[1], _ids(15))
+    (tmp_path / "dataset.yaml").write_text("classes:\n  road:\n  wall:\n  person:\n")  # names alone
+    assert image_folder(tmp_path, "train").table.names == ("road", "wall", "person")
+    (tmp_path / "dataset.yaml").write_text("classes: {0: road, 1: wall}\n")
+    with pytest.raises(DatasetError, match=r"'classes' as a mapping gives each class its colour \(road: \[128, 64, "
+                                           r"128\]\), got 0: 'road'; or list them in id order: classes: \[road, wall\]$"):
+        image_folder(tmp_path, "train")
+
 def test_dataset_yml_bom_and_labelmap_colours_for_a_names_only_description(tmp_path):
     """dataset.yml is read too; a BOM is no part of a name; a names-only description beside
     CVAT's labelmap.txt takes the labelmap's colours by name (and adds drivable)."""

@@ -422,7 +422,21 @@ def _load_description(path: Path) -> dict:
             near = difflib.get_close_matches(str(key), DESCRIPTION_KEYS, n=1, cutoff=0.5)
             raise DatasetError(f"{path}: unknown key '{key}'{f' (did you mean {near[0]!r}?)' if near else ''}; "
                                f"the keys are {', '.join(DESCRIPTION_KEYS)}")
+    if isinstance(doc.get("classes"), dict):  # name: colour, as people write it: the list it means
+        doc["classes"] = _class_mapping(doc["classes"], path)
     return doc
+
+
+def _class_mapping(classes: dict, path: Path) -> list:
+    """dataset.yaml's classes as a mapping ``name: [r, g, b]`` (a list of colours, or nothing), in id
+    order as written: the list of {name, color} entries it stands for (_class_entry checks them)."""
+    listed = []
+    for name, colour in classes.items():
+        if colour is not None and not isinstance(colour, list):  # e.g. 0: road, YOLO's id: name
+            raise DatasetError(f"{path}: 'classes' as a mapping gives each class its colour (road: [128, 64, 128]), "
+                               f"got {name!r}: {colour!r}; or list them in id order: classes: [road, wall]")
+        listed.append({"name": name} if colour is None else {"name": name, "color": colour})
+    return listed
 
 
 def _drivable(doc: dict, names: Sequence[str], path: Path) -> Tuple[int, ...]:
@@ -499,7 +513,7 @@ def describe(root: str | Path, fallback_colors: Optional[Dict[str, Tuple[int, in
     """``<root>/dataset.yaml``: its class table and the label colours it gives, or None without one.
 
     classes: a list of names, or of {name, color: [r, g, b] or a list of them, id}, in id order
-    unless every class gives its id; ignore_index (default 255); ignore_color: the colour(s) of
+    unless every class gives its id, or a mapping name: color in id order; ignore_index (default 255); ignore_color: the colour(s) of
     unlabelled pixels in RGB-coded labels; drivable: class ids or names a ground vehicle may drive
     on (default none). ``fallback_colors``: colours by class name for classes the file gives none
     (labelmap.txt's, when both are there), and ``fallback_ignore`` its unlabelled colours.
@@ -510,7 +524,8 @@ def describe(root: str | Path, fallback_colors: Optional[Dict[str, Tuple[int, in
     doc = _load_description(path)
     classes = doc.get("classes")
     if not isinstance(classes, list) or len(classes) < 2:
-        raise DatasetError(f"{path}: 'classes' must list at least two classes (names, or {{name, color}})")
+        raise DatasetError(f"{path}: 'classes' must list at least two classes (names, or {{name, color}}; or map "
+                           "name: [r, g, b])")
     entries = [_class_entry(c, i, path) for i, c in enumerate(classes)]
     ids = [e[2] for e in entries]
     if any(cid is not None for cid in ids):
