@@ -71,6 +71,21 @@ def test_flat_folder_is_told_to_move_into_a_split(tmp_path):
         shutil.move(str(flat / sub), str(flat / "train" / sub))
     assert len(image_folder(flat, "train", num_classes=2)) == 1
 
+def test_non_image_files_in_the_folders_are_no_labels_without_an_image(tmp_path):
+    """Windows' Thumbs.db, desktop.ini, macOS's .DS_Store, a notes.txt beside the frames are left alone:
+    not counted as labels that have no image (Thumbs.db was '1 label(s) ... have no image')."""
+    for sub in ("images", "labels"):
+        (tmp_path / "train" / sub).mkdir(parents=True)
+        for stray in ("Thumbs.db", "desktop.ini", ".DS_Store", "notes.txt"):
+            (tmp_path / "train" / sub / stray).write_bytes(b"\0")
+    cv2.imwrite(str(tmp_path / "train/images/x.png"), np.zeros((8, 8, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "train/labels/x.png"), np.zeros((8, 8), np.uint8))
+    ds = image_folder(tmp_path, "train", num_classes=2)
+    assert len(ds) == 1 and not ds.notes, ds.notes
+    cv2.imwrite(str(tmp_path / "train/labels/gone.png"), np.zeros((8, 8), np.uint8))  # a label alone is still said
+    notes = image_folder(tmp_path, "train", num_classes=2).notes
+    assert len(notes) == 1 and "1 label(s) in" in notes[0] and "(e.g. gone.png)" in notes[0], notes
+
 def test_image_without_label(tmp_path, camvid_sample):
     (tmp_path / "val").mkdir()
     shutil.copy(camvid(camvid_sample, "val").pairs[0][0], tmp_path / "val" / "a.png")

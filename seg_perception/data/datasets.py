@@ -781,10 +781,12 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
         if twins:  # both are frames (pack-dataset keeps both); an original beside its preview is said
             notes.append(f"{len(twins)} name(s) in {root / 'images'} have images in several formats (e.g. "
                          f"{' and '.join(twins[0])}): each is a frame of its own, with the one label")
-        alone = sorted(set(labels) - set(stems))
+        # Image files only: Thumbs.db, desktop.ini or a notes.txt in labels/ are no labels left alone.
+        masks = {n: [p for p in files if p.suffix.lower() in IMAGE_EXTS] for n, files in labels.items()}
+        alone = sorted(n for n in set(labels) - set(stems) if masks[n])
         if alone:  # their images are missing, or in a format not read: said, not dropped in silence
             notes.append(f"{len(alone)} label(s) in {root / 'labels'} have no image in {root / 'images'} (e.g. "
-                         f"{labels[alone[0]][0].relative_to(root / 'labels').as_posix()}); images are read as "
+                         f"{masks[alone[0]][0].relative_to(root / 'labels').as_posix()}); images are read as "
                          f"{', '.join(IMAGE_EXTS)}" + (", each in the subfolder of images/ its label has in labels/"
                                                        if any("/" in n for n in alone) else ""))
     notes += _turned_frames_note(pairs)
