@@ -513,9 +513,9 @@ def describe(root: str | Path, fallback_colors: Optional[Dict[str, Tuple[int, in
     """``<root>/dataset.yaml``: its class table and the label colours it gives, or None without one.
 
     classes: a list of names, or of {name, color: [r, g, b] or a list of them, id}, in id order
-    unless every class gives its id, or a mapping name: color in id order; ignore_index (default 255); ignore_color: the colour(s) of
-    unlabelled pixels in RGB-coded labels; drivable: class ids or names a ground vehicle may drive
-    on (default none). ``fallback_colors``: colours by class name for classes the file gives none
+    unless every class gives its id, or a mapping name: color in id order; ignore_index (default
+    255); ignore_color: the colour(s) of unlabelled pixels in RGB-coded labels; drivable: class ids
+    or names a ground vehicle may drive on (default none). ``fallback_colors``: colours by class name for classes the file gives none
     (labelmap.txt's, when both are there), and ``fallback_ignore`` its unlabelled colours.
     """
     path = description_file(root)

@@ -182,7 +182,8 @@ def to_markdown(rows: List[Dict]) -> str:
         p = r["publish_to_labels_ms"] or {"p50": "-", "p95": "-"}
         lines.append(f"| {r['size']} | {r['rate_hz']:g} | {r['camera_qos']} | {r['answered']}/{r['published']} | "
                      f"{100 * r['answered_of_serviceable']:.0f}% | {r['node_capacity_fps']} | {p['p50']} / {p['p95']} | "
-                     f"{r['node_inference_ms_p50']} | {r['latency_over_inference']} | {r['node_cpu_percent']} | "
+                     f"{r['node_inference_ms_p50']} | {r['latency_over_inference']} | "
+                     f"{r['node_cpu_percent']} | "
                      f"{r['rss_mb'][0][1]} -> {r['rss_mb'][-1][1]} |")
     return "\n".join(lines)
 
