@@ -769,12 +769,17 @@ def test_a_camera_of_incompatible_qos_is_named_in_diagnostics(ros, random_model,
                        "image_topic": "/qos_camera/image_raw"}, tmp_path / "node.log")
     h = Harness("test_qos_client", image_topic="/qos_camera/image_raw")
     try:
-        h.node.create_publisher(Image, "/qos_camera/image_raw",
-                                QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+        pub = h.node.create_publisher(Image, "/qos_camera/image_raw",
+                                      QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
         h.wait_for(lambda: h.diagnostics and "incompatible" in h.diagnostics[-1]["_message"], 60,
                    "an incompatible-QoS status")
         msg = h.diagnostics[-1]["_message"]
         assert "policy RELIABILITY; qos: reliable): set qos: sensor_data" in msg, msg
+        # that publisher gone (and the harness's own, which matches, sent nothing): the status says
+        # what is true now, not the mismatch for good
+        h.node.destroy_publisher(pub)
+        h.node.destroy_publisher(h.pub_raw)
+        h.wait_for(lambda: "incompatible" not in h.diagnostics[-1]["_message"], 30, "the mismatch cleared")
     finally:
         h.close()
         proc.stop()

@@ -1101,6 +1101,8 @@ class SegmentationNode(Node):
         def ms(v):
             return "" if v is None else f"{v:.2f}"
 
+        if cam.incompatible_qos and not self.count_publishers(cam.shown):
+            cam.incompatible_qos = ""  # the publisher left: no longer what keeps frames away
         status = DiagnosticStatus()
         # one camera: the name it always had; several: one status per camera, named by its topic
         status.name = f"{node}: segmentation" + (f" {cam.shown}" if self.multi else "")
