@@ -188,6 +188,13 @@ def test_node_commands_without_ros_say_so_in_one_line():
         assert "pip install 'seg_perception[ros]'" in res.stderr
     if importlib.util.find_spec("rclpy") is None:  # a core install: rclpy itself is what is missing
         return
+    # a ROS 2 without one message package the node needs: that package named, not "ROS 2 missing"
+    code = ("import sys; sys.modules['nav_msgs'] = None\n"
+            "from seg_perception.ros.entry_points import segmentation_node; sys.exit(segmentation_node())")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "the ROS package nav_msgs is not installed here (rclpy is): sudo apt install " \
+        "ros-$ROS_DISTRO-nav-msgs" in res.stderr, res.stderr
     # Humble's rclpy has the event callbacks in rclpy.qos_event, not rclpy.event_handler: the node loads.
     # (Jazzy's rclpy imports rclpy.event_handler itself, and its rclpy.qos_event re-exports from it:
     # both are loaded first, then rclpy.event_handler is taken away from what imports it next.)

@@ -206,6 +206,12 @@ def test_a_failed_configure_leaves_no_publishers_behind(ros, random_model, tmp_p
         value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE_ARRAY, double_array_value=[0.25, 0.0, 0.9])
         res = lc._call(setp, SetParameters.Request(parameters=[Parameter(name="ground.camera_xyz", value=value)]))
         assert res.results[0].successful, res
+        # deleting a (dynamically typed) parameter while unconfigured: refused, else undeclared for
+        # good and every configure after it failing
+        for name in ("max_rate", "ground.max_range"):
+            gone = Parameter(name=name, value=ParameterValue(type=ParameterType.PARAMETER_NOT_SET))
+            res = lc._call(setp, SetParameters.Request(parameters=[gone])).results[0]
+            assert not res.successful and res.reason.startswith(f"{name}: cannot be deleted"), res
         assert lc.transition(Transition.TRANSITION_CONFIGURE)
         time.sleep(1.0)  # discovery of the new publishers
         for topic in ("/segmentation/labels", "/segmentation/label_info", "/diagnostics"):

@@ -25,6 +25,12 @@ def _run(module: str, program: str) -> int:
         found = "." in name and importlib.util.find_spec(missing) is not None
         compiled = "._" in name or "pybind" in name
         what = f"no module '{name}'" if isinstance(e, ModuleNotFoundError) else str(e).split(" (")[0]
+        if not found and missing != "rclpy" and importlib.util.find_spec("rclpy") is not None:
+            # a ROS 2 that is there but lacks one message package: not "ROS 2 is not available"
+            print(f"{program}: the ROS package {missing} is not installed here (rclpy is): sudo apt install "
+                  f"ros-$ROS_DISTRO-{missing.replace('_', '-')} (without a ROS install: pip install "
+                  "'seg_perception[ros]')", file=sys.stderr)
+            return 2
         print(f"{program}: " + (
             f"rclpy cannot load its compiled part (no module '{name}'): this Python ({sys.version.split()[0]}) is "
             "not the one that ROS 2 was built for" if found and compiled else

@@ -352,6 +352,7 @@ class CameraStream:
         self.last_finished: Optional[float] = None  # of the newest frame served or rejected (a stuck model)
         self.serving_since: Optional[float] = None  # when the node began serving this camera (activation)
         self.incompatible_qos = ""  # what to do about a camera publisher whose QoS cannot match
+        self.incompatible_at = 0.0  # perf_counter of that report
         self.infer_ms: deque = deque(maxlen=100)
         # per-stage times of the last 100 frames (the table in docs/performance.md)
         self.stages: Dict[str, deque] = {k: deque(maxlen=100) for k in STAGES}
@@ -451,6 +452,13 @@ class SegmentationNode(Node):
         """The node reads its parameters when it configures: a change while it runs would be
         accepted and do nothing, so it is refused with the way to apply it."""
         mine = [p.name for p in params if p.name != "use_sim_time" and not p.name.startswith("qos_overrides.")]
+        # `ros2 param delete`: rclpy would undeclare a dynamically typed one (the number parameters),
+        # and every later configure would fail on it until a restart
+        deleted = [p.name for p in params if p.name in mine and p.type_ == rclpy.Parameter.Type.NOT_SET]
+        if deleted:
+            return SetParametersResult(successful=False, reason=(
+                f"{', '.join(deleted)}: cannot be deleted; set a value instead (the defaults are in "
+                "config/jetson.yaml)"))
         if not mine or self.pipeline is None:  # (managed node, unconfigured: read at the next configure)
             return SetParametersResult(successful=True)
         if not self.managed:
@@ -820,9 +828,21 @@ class SegmentationNode(Node):
         policy = qos_policy_name_from_kind(status.last_policy_kind)
         mine = "reliable" if self.in_qos.reliability == QoSReliabilityPolicy.RELIABLE else "sensor_data"
         other = "sensor_data" if mine == "reliable" else "reliable"
+        cam.incompatible_at = time.perf_counter()
         cam.incompatible_qos = (f"a publisher on {cam.shown} offers QoS incompatible with this node's "
                                 f"(policy {policy}; qos: {mine}): set qos: {other}, or change the camera's QoS")
         self.get_logger().warning(cam.incompatible_qos)
+
+    def _mismatch_gone(self, cam: "CameraStream") -> bool:
+        """No publisher on the camera's topic offers what did not match any more. A reliable
+        subscription mismatches only a best-effort publisher (the node's is volatile, with no
+        deadline); a compatible publisher left on the topic does not keep the report."""
+        if time.perf_counter() - cam.incompatible_at < 2.0:
+            return False  # the graph may show the publisher a moment after the event reported it
+        infos = self.get_publishers_info_by_topic(cam.shown)
+        if self.in_qos.reliability == QoSReliabilityPolicy.RELIABLE:
+            return not any(i.qos_profile.reliability == QoSReliabilityPolicy.BEST_EFFORT for i in infos)
+        return not infos
 
     # ---------------------------------------------------------------- frames
     def _on_frame(self, cam: CameraStream, msg) -> None:
@@ -1101,7 +1121,7 @@ class SegmentationNode(Node):
         def ms(v):
             return "" if v is None else f"{v:.2f}"
 
-        if cam.incompatible_qos and not self.count_publishers(cam.shown):
+        if cam.incompatible_qos and self._mismatch_gone(cam):
             cam.incompatible_qos = ""  # the publisher left: no longer what keeps frames away
         status = DiagnosticStatus()
         # one camera: the name it always had; several: one status per camera, named by its topic
