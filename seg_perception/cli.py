@@ -29,9 +29,10 @@ DATASET_KINDS = ("camvid", "cityscapes", "folder")
 
 
 def add_dataset_args(p: argparse.ArgumentParser, split: Optional[str] = None,
-                     kinds: tuple = DATASET_KINDS) -> None:
+                     kinds: tuple = DATASET_KINDS, card: bool = True) -> None:
     """The one definition of a command's dataset arguments (train, evaluate, quantize, release, pack-dataset,
-    make-bag, bench-node use it); ``split`` adds --split with that default."""
+    make-bag, bench use it); ``split`` adds --split with that default; ``card``: the command reads a model
+    card whose classes stand in for a missing dataset.yaml (train, make-bag, pack-dataset read none)."""
     d = " (default: %(default)s)"
     g = p.add_argument_group("dataset")
     g.add_argument("--dataset", default="camvid", choices=kinds,
@@ -42,10 +43,11 @@ def add_dataset_args(p: argparse.ArgumentParser, split: Optional[str] = None,
     if split is not None:
         g.add_argument("--split", default=split, help="dataset split" + d)
     if "folder" in kinds:
+        n_from, ignore_from = (", or the model card's", "the model card's, else ") if card else ("", "")
         g.add_argument("--num-classes", type=int, default=0, help="folder dataset without dataset.yaml: "
-                       "number of classes (default: from dataset.yaml, or the model card's where there is one)")
+                       f"number of classes (default: from dataset.yaml{n_from})")
         g.add_argument("--ignore-index", type=int, default=None, help="folder dataset without dataset.yaml: "
-                       "label value of unlabelled pixels (default: the model card's where there is one, else 255)")
+                       f"label value of unlabelled pixels (default: {ignore_from}255)")
 
 
 def dataset_root(args) -> str:
@@ -84,7 +86,7 @@ def open_from_args(args, split: Optional[str] = None, card=None, **kw):
 def _train(p: argparse.ArgumentParser):
     d = " (default: %(default)s)"
     p.add_argument("--model", required=True, help="network name (see 'seg-perception models')")
-    add_dataset_args(p)
+    add_dataset_args(p, card=False)
     p.add_argument("--out", required=True, help="run folder: last.pt, log.csv, <name>.pt + .yaml")
     p.add_argument("--name", default="", help="name of the weights/card files (default MODEL_DATASET)")
     p.add_argument("--epochs", type=int, default=150, help="epochs of the full network" + d)
@@ -121,7 +123,7 @@ def _train(p: argparse.ArgumentParser):
     p.add_argument("--ema-decay", type=float, default=0.0,
                    help="keep an exponential moving average of the weights and ship it (e.g. 0.999; 0: off)" + d)
     p.add_argument("--init", default="",
-                   help="fine-tune: start from this model (name, card or .pt (tensors of another shape, such as "
+                   help="fine-tune: start from this model: name, card or .pt (tensors of another shape, such as "
                    "the classifier for other classes, start fresh) (default: random init)")
     p.add_argument("--teacher", default="", help="a trained model to distil from: name or card, of the run's classes in "
                    "any order (default: none)")
@@ -326,7 +328,7 @@ def _bench_train(p: argparse.ArgumentParser):
 @command("pack-dataset", "copy a dataset as JPEG frames + PNG labels + dataset.yaml (a compact folder dataset)")
 def _pack_dataset(p: argparse.ArgumentParser):
     d = " (default: %(default)s)"
-    add_dataset_args(p)
+    add_dataset_args(p, card=False)
     p.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to copy" + d)
     p.add_argument("--out", required=True, help="destination folder (train with --dataset folder --data OUT)")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality of the frames" + d)

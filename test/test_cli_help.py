@@ -18,7 +18,18 @@ def _undocumented():
             elif (a.option_strings and not a.required and a.default not in (None, False, [], "")
                   and "default" not in a.help):
                 bad.append(f"{name} {flag}: default {a.default!r} not shown")
+            if a.help and not _balanced(a.help):
+                bad.append(f"{name} {flag}: unbalanced parentheses")
     return bad
+
+
+def _balanced(text: str) -> bool:
+    depth = 0
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        if depth < 0:
+            return False
+    return depth == 0
 
 
 def test_every_option_has_help_and_default():
@@ -48,3 +59,15 @@ def test_a_negative_frame_count_is_refused(capsys):
         with pytest.raises(SystemExit) as e:
             main(args)
         assert e.value.code == 2 and "must be 0 (all) or more, got -1" in capsys.readouterr().err
+
+
+def test_dataset_class_defaults_name_a_model_card_only_where_the_command_reads_one():
+    """train, make-bag, pack-dataset and bench read no model card: their --num-classes/--ignore-index
+    help said "the model card's where there is one" all the same."""
+    parser, _ = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name in ("train", "make-bag", "pack-dataset", "bench", "evaluate", "release", "quantize"):
+        helps = {a.dest: a.help for a in subs[name]._actions if a.dest in ("num_classes", "ignore_index")}
+        assert len(helps) == 2, name
+        reads_card = name in ("evaluate", "release", "quantize")
+        assert all(("model card" in h) == reads_card for h in helps.values()), (name, helps)

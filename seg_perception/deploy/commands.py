@@ -347,7 +347,7 @@ def _bench(p: argparse.ArgumentParser):
     p.add_argument("--quant-method", default="auto", help="how the int8 models are made: auto | modelopt | ort" + " (default: %(default)s)")
     p.add_argument("--json", type=output_file, default=None, help="also write the table as JSON to this file")
     p.add_argument("--markdown", type=output_file, default=None, help="also write the markdown table to this file")
-    add_dataset_args(p)  # whose train frames calibrate the INT8 models (default: CamVid, else synthetic)
+    add_dataset_args(p, card=False)  # whose train frames calibrate the INT8 models (default: CamVid, else synthetic)
 
     def run(a):
         from ..runtime.backends import default_threads

@@ -30,7 +30,7 @@ def _err(cmd: str, e: Exception) -> None:
 def _make_bag(p: argparse.ArgumentParser):
     from ..data.bag_io import FORMATS
     from .make_bag import ENCODINGS
-    add_dataset_args(p, split="val")
+    add_dataset_args(p, split="val", card=False)
     p.add_argument("--out", required=True, help="new bag folder (must not exist)")
     p.add_argument("--format", default="mcap", choices=FORMATS, help="storage (default mcap, as Jazzy records)")
     p.add_argument("--encoding", default="jpeg", choices=ENCODINGS,
