@@ -712,6 +712,21 @@ def test_metadata_listing_other_files_than_the_folder_holds(tmp_path, capsys, ra
     assert rc == 0 and "offline: 6 frames in" in out, (out, err)
 
 
+def test_default_report_folder_of_a_bare_storage_file_is_named_by_its_stem(tmp_path, capsys, random_model,
+                                                                            monkeypatch):
+    """eval-bag on an .mcap file alone wrote reports/eval_rec.mcap_offline by default: the report
+    folder is named by the bag, not its file's extension; a folder named by its metadata.yaml by the folder."""
+    bag = small_bag(tmp_path / "b", 2)
+    alone = next(bag.glob("*.mcap")).rename(tmp_path / "rec.mcap")
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run_cli(capsys, "eval-bag", alone, "--model", random_model, "--threads", 1)
+    assert rc == 0 and (tmp_path / "reports" / "eval_rec_offline" / "report.md").is_file(), (out, err)
+    assert f"report: {Path('reports') / 'eval_rec_offline' / 'report.md'}" in out, out
+    from seg_perception.evaluation.demo import default_out
+    bag = small_bag(tmp_path / "my_bag", 1)
+    assert default_out(bag / "metadata.yaml", "live") == default_out(bag, "live") == Path("reports/eval_my_bag_live")
+
+
 def test_default_topics_of_another_type_are_named(tmp_path, capsys, random_model):
     String = bag_io.typestore().types["std_msgs/msg/String"]
     with bag_io.BagWriter(tmp_path / "s") as w:

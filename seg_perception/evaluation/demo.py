@@ -65,4 +65,9 @@ def _pct(v) -> str:
 
 
 def default_out(bag: Path, mode: str, root: Optional[Path] = None) -> Path:
-    return (root or Path("reports")) / f"eval_{bag.name or bag.stem}_{mode}"
+    """reports/eval_<bag>_<mode>: a bag folder's name, a bare storage file's stem (not eval_x.mcap_offline),
+    a metadata.yaml's folder (which it names)."""
+    name = bag.name
+    if bag.is_file():
+        name = bag.resolve().parent.name if bag.name == "metadata.yaml" else bag.stem
+    return (root or Path("reports")) / f"eval_{name or bag.resolve().name}_{mode}"
