@@ -555,6 +555,14 @@ def _terminated(signum, frame):
     raise Terminated()
 
 
+def _stopped_how_on(args) -> str:
+    """What a stopped command leaves to do: a training run continues from its last.pt (and --resume
+    without one starts afresh, so the advice holds at any moment)."""
+    if args.cmd != "train":
+        return ""
+    return ": the same command with --resume continues the run from its last finished epoch"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     import signal
     import threading
@@ -568,7 +576,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         rc = runners[args.cmd](args)
         return int(rc or 0)
     except KeyboardInterrupt as e:
-        print("terminated" if isinstance(e, Terminated) else "interrupted", file=sys.stderr)
+        print(("terminated" if isinstance(e, Terminated) else "interrupted") + _stopped_how_on(args), file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
     except ModuleNotFoundError as e:
         # An optional dependency this command needs (torch from the 'train' extra, rclpy from 'ros').

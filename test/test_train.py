@@ -180,3 +180,33 @@ def test_non_finite_batchnorm_statistics_stop_the_run_before_they_are_saved(tmp_
     bn.running_var[0] = float("nan")
     with pytest.raises(RuntimeError, match="non-finite in epoch 1 .*running_var"):
         _check_finite(run, 0)
+
+
+def test_ctrl_c_during_train_says_how_to_continue(tmp_path, camvid_root, capsys):
+    """Ctrl-C printed "interrupted" alone: the run continues from its last.pt with --resume, and says so."""
+    import os
+    import signal
+    import threading
+    from seg_perception.cli import main
+    out = tmp_path / "run"
+    returned = threading.Event()
+
+    def ctrl_c_after_the_first_checkpoint():
+        while not returned.is_set() and not (out / "last.pt").is_file():
+            returned.wait(0.02)
+        if not returned.is_set():
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C in a terminal
+
+    stopper = threading.Thread(target=ctrl_c_after_the_first_checkpoint)
+    stopper.start()
+    try:  # epochs enough that the run is still training when the signal arrives
+        rc = main(["train", "--model", "essnet_d", "--data", str(camvid_root), "--out", str(out), "--epochs", "1000",
+                   "--batch-size", "2", "--width", "96", "--height", "72", "--eval-every", "1000", "--threads", "1",
+                   "--precision", "fp32", "--memory-format", "channels_last", "--workers", "0",
+                   "--max-train-images", "4", "--max-val-images", "2"])
+    finally:
+        returned.set()
+        stopper.join()
+    err = capsys.readouterr().err
+    assert rc == 130 and (out / "last.pt").is_file(), err
+    assert "interrupted: the same command with --resume continues the run" in err.strip().splitlines()[-1], err
