@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import os
 import sys
 from typing import Callable, Dict, List, Optional
 
@@ -394,7 +393,7 @@ def _release(p: argparse.ArgumentParser):
     p.add_argument("--replace", action="store_true", help="ship over a model of that name in --to (default: "
                    "refuse, so that a run is never released over a shipped model by accident)")
     p.add_argument("--to", default=None, help="destination folder (default: $SEG_PERCEPTION_MODELS where set, "
-                   "the folder your own models resolve from; else models/)")
+                   "the folder your own models resolve from; else the checkout's models/)")
     add_dataset_args(p)
     p.add_argument("--val-split", default="val", help="the dataset's split the figures are measured on, one the "
                    "model did not train on (default: %(default)s)")
@@ -411,9 +410,14 @@ def _release(p: argparse.ArgumentParser):
 
     def run(a):
         from pathlib import Path
+        from .paths import release_dir
         from .release import release, run_card
         card = run_card(Path(a.run), a.name)  # a folder without dataset.yaml: its classes are the card's
-        to = str(Path(a.to or os.environ.get("SEG_PERCEPTION_MODELS") or "models").expanduser())
+        # not ./models: a folder names resolve from, whatever the current folder
+        to = Path(a.to).expanduser() if a.to else release_dir()
+        if to is None:
+            raise ValueError("no models folder of your own to release into (this is an install, not a checkout): "
+                             "set SEG_PERCEPTION_MODELS=DIR, where names then resolve from, or pass --to DIR")
         release(a.run, a.name, to, dataset_root(a), a.calib_images, a.threads, not a.no_int8, a.note, a.recipe_run,
                 a.recipe_pending, a.replace, dataset=a.dataset, val_split=a.val_split,
                 dataset_kw=dataset_options(a, card))

@@ -50,6 +50,15 @@ def models_dirs(existing: bool = True) -> List[Path]:
     return [p for p in out if p.is_dir() or not existing]
 
 
+def release_dir() -> Optional[Path]:
+    """Where `release` ships without --to: a folder names resolve from, $SEG_PERCEPTION_MODELS, else
+    a checkout's models/ (None in an install: its share folder is the package's, not the user's)."""
+    env = os.environ.get("SEG_PERCEPTION_MODELS")
+    if env:
+        return Path(env).expanduser()
+    return _CHECKOUT / "models" if (_CHECKOUT / "models").is_dir() else None
+
+
 def available_models() -> List[str]:
     names = set()
     for d in models_dirs():  # not the copies of a card that `quantize` writes beside its INT8 files

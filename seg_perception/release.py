@@ -375,6 +375,9 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     metrics, latency = card.metrics, card.metrics["cpu_latency"]
-    log(f"[release] {card.path}: val mIoU {_val_text(metrics)}, {metrics['params']} params, "
+    log(f"[release] {card.path.absolute()}: val mIoU {_val_text(metrics)}, {metrics['params']} params, "
         f"{metrics['gmacs']} GMACs, ONNX Runtime fp32 p50 {latency['onnxruntime_fp32_ms']['p50']} ms")
+    if to.resolve() not in [d.resolve() for d in models_dirs()]:  # found by its path only: say how
+        log(f"[release] note: {to.absolute()} is not a folder models resolve from by name: pass --model "
+            f"{card.path.absolute()}, or set SEG_PERCEPTION_MODELS to it")
     return card.path

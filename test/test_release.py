@@ -442,6 +442,40 @@ def test_a_name_another_models_folder_has_is_refused(tmp_path, camvid_sample, ca
     assert not mine.exists()
 
 
+def test_release_without_to_ships_where_names_resolve_from(tmp_path, camvid_sample, capsys, monkeypatch):
+    """Without --to (and no SEG_PERCEPTION_MODELS) release wrote ./models of the current folder, where
+    no command finds a model by name: it ships into the checkout's models/ and says where; an
+    install (no checkout's models/) is told to name a folder."""
+    from seg_perception import paths
+    run = _run_on(tmp_path / "run", "train", seed=1)
+    checkout = tmp_path / "checkout"  # (a stand-in for this checkout, whose models/ the test must not touch)
+    (checkout / "models").mkdir(parents=True)
+    monkeypatch.setattr(paths, "_CHECKOUT", checkout)
+    monkeypatch.delenv("SEG_PERCEPTION_MODELS", raising=False)
+    anywhere = tmp_path / "anywhere"
+    anywhere.mkdir()
+    monkeypatch.chdir(anywhere)
+    args = ["release", "--run", str(run), "--name", "scratchrel", "--data", str(camvid_sample), "--threads", "1",
+            "--no-int8"]
+    capsys.readouterr()
+    assert main(args) == 0
+    shipped = checkout / "models" / "scratchrel.yaml"
+    assert shipped.is_file() and not (anywhere / "models").exists()
+    assert paths.resolve_model("scratchrel") == shipped  # eval-bag --model scratchrel finds it
+    out = capsys.readouterr().out
+    assert f"[release] {shipped}: val mIoU" in out and "is not a folder models resolve from" not in out, out
+    assert main(args[:4] + ["elsewhere", "--to", "mine"] + args[5:]) == 0  # a folder of its own: how to use it
+    assert f"{anywhere / 'mine'} is not a folder models resolve from by name" in capsys.readouterr().out
+    (checkout / "models" / "scratchrel.yaml").unlink()
+    (checkout / "models" / "scratchrel.pt").unlink()
+    (checkout / "models" / "scratchrel.onnx").unlink()
+    (checkout / "models").rmdir()  # an install: no folder of the user's to ship into
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "SEG_PERCEPTION_MODELS=DIR" in err and "--to DIR" in err and len(err.strip().splitlines()) == 1, err
+    assert not (anywhere / "models").exists()
+
+
 def test_a_run_that_kept_its_best_epoch_on_val_is_released_with_a_note(tmp_path, camvid_sample, capsys):
     """--keep best chose the epoch on val: the val figure the release measures is the best of several
     looks at that split, and the card and `models --shipped` say so."""
