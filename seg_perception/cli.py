@@ -407,6 +407,8 @@ def _release(p: argparse.ArgumentParser):
     p.add_argument("--recipe-pending", default="", metavar="WHY",
                    help="for a run trained on train+val whose train-alone run is not finished: ship without a val "
                    "figure and record WHY; release again with --recipe-run when it is done")
+    p.add_argument("--unfinished", action="store_true", help="ship a run stopped before its planned epochs (default: "
+                   "refuse it, and say how to continue it)")
 
     def run(a):
         from pathlib import Path
@@ -420,7 +422,7 @@ def _release(p: argparse.ArgumentParser):
                              "set SEG_PERCEPTION_MODELS=DIR, where names then resolve from, or pass --to DIR")
         release(a.run, a.name, to, dataset_root(a), a.calib_images, a.threads, not a.no_int8, a.note, a.recipe_run,
                 a.recipe_pending, a.replace, dataset=a.dataset, val_split=a.val_split,
-                dataset_kw=dataset_options(a, card))
+                dataset_kw=dataset_options(a, card), unfinished=a.unfinished)
     return run
 
 
@@ -487,6 +489,9 @@ def _models(p: argparse.ArgumentParser):
                 epochs += f" from {Path(str(t['init'])).stem}"
             if t.get("best_epoch") is not None:  # --keep best: the weights are of the epoch val chose, not the last
                 epochs += f"; weights of epoch {t['best_epoch']} (best on {t.get('val_split') or 'val'})"
+            elif t.get("epoch") not in (None, t.get("epochs_completed_in_run")):
+                # --keep last stopped after the validation that wrote its card: the weights are of that epoch
+                epochs += f"; weights of epoch {t['epoch']}"
             split = f"{c.dataset or t.get('dataset', '?')} {t.get('train_split', 'train')}"  # own data: its name
             val = m.get("val_miou", "-")
             if m.get("val_picked_checkpoint"):  # the split chose the epoch: not held out

@@ -145,13 +145,32 @@ def _recipe_card(recipe_run: Path, name: str, card, val_split: str):
         raise ValueError(f"--recipe-run {recipe_run} shipped its best epoch on {val_split} (--keep best, epoch "
                          f"{rcard.training['best_epoch']}): a figure picked on {val_split} is not held out; train the "
                          "recipe run with --keep last, as the shipped weights are its last epoch")
-    planned, done = rcard.training.get("epochs_planned"), _epochs_done(recipe_run, rcard)
-    at = rcard.training.get("epoch")  # the weights' epoch in a --keep last run (best_epoch otherwise)
-    if planned and ((done is not None and done < planned) or (at is not None and at < planned)):
-        raise ValueError(f"--recipe-run {recipe_run} has trained {done if done is not None else at} of its "
-                         f"{planned} epochs (its weights are from epoch {at if at is not None else '?'}): the recipe's "
-                         "figure is that of the finished run; release when it is done (or --recipe-pending WHY now)")
+    stopped = _unfinished(recipe_run, rcard)
+    if stopped:
+        raise ValueError(f"--recipe-run {recipe_run} {stopped}: the recipe's figure is that of the finished run; "
+                         "release when it is done (or --recipe-pending WHY now)")
     return rcard
+
+
+def _unfinished(run: Path, card) -> Optional[str]:
+    """How far a run stopped before its planned epochs got (None: it trained them all)."""
+    planned, done = card.training.get("epochs_planned"), _epochs_done(run, card)
+    at = card.training.get("epoch")  # the weights' epoch in a --keep last run (best_epoch otherwise)
+    if planned and ((done is not None and done < planned) or (at is not None and at < planned)):
+        of = at if at is not None else card.training.get("best_epoch", "?")
+        return (f"has trained {done if done is not None else at} of its {planned} epochs (its weights are from "
+                f"epoch {of})")
+    return None
+
+
+def _continue_how(run: Path, card) -> str:
+    """The command that continues a stopped run: its COMMAND.txt where it has one, else its own command."""
+    if (run / "COMMAND.txt").is_file():
+        return f"the command in {run / 'COMMAND.txt'}"
+    command = card.training.get("command")
+    if not command:
+        return "its train command with --resume"
+    return f"'{command}{'' if '--resume' in command.split() else ' --resume'}'"
 
 
 def _val_text(metrics: Dict) -> str:
@@ -299,9 +318,11 @@ def _make(card, stage: Path, name: str, src_weights: Path, epochs_done, hours, n
 def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = None, calib_images: int = 100,
             threads: int = 2, int8: bool = True, note: str = "", recipe_run: Optional[str | Path] = None,
             recipe_pending: str = "", replace: bool = False, log: Callable[[str], None] = print,
-            dataset: str = "camvid", val_split: str = "val", dataset_kw: Optional[Dict] = None) -> Path:
+            dataset: str = "camvid", val_split: str = "val", dataset_kw: Optional[Dict] = None,
+            unfinished: bool = False) -> Path:
     """``dataset``/``data``/``dataset_kw``: the dataset to measure on, as open_dataset() takes it
-    (default: the CamVid beside the checkout); ``val_split``: its split held out of training."""
+    (default: the CamVid beside the checkout); ``val_split``: its split held out of training;
+    ``unfinished``: ship a run stopped before its planned epochs (refused otherwise)."""
     run, to = Path(run), Path(to)
     check_model_name(name)
     if run.resolve() == to.resolve():
@@ -315,6 +336,14 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
                          "card copies `quantize` writes); choose another")
     card = run_card(run, name)
     _check_one_recipe(card, f"the run {run}")
+    # a run stopped half-way (Ctrl-C, a session's end) shipped as if it were the recipe's result
+    stopped = _unfinished(run, card)
+    if stopped and not unfinished:
+        raise ValueError(f"the run {run} {stopped}: continue it with {_continue_how(run, card)}, then release "
+                         "(or pass --unfinished to ship it as it is)")
+    if stopped:
+        log(f"[release] note: the run {stopped}: shipped unfinished (--unfinished), as its card and models "
+            "--shipped say")
     card.name = name
     try:  # every check before anything is written to --to
         val = _ValData(dataset, data, val_split, dataset_kw or {})

@@ -113,6 +113,7 @@ def test_an_unfinished_recipe_run_is_refused_and_no_training_figure_ships(tmp_pa
     card.metrics = {**card.metrics, "test_miou": 99.0, "test_per_class_iou": [99.0] * 11}
     card.training = dict(card.training, epochs_planned=200, epoch=200)
     card.save(card.path)
+    (final / "log.csv").write_text("epoch,stage,train_loss\n" + "".join(f"{e},full,1.0\n" for e in range(1, 201)))
     recipe = _run_on(tmp_path / "recipe", "train", seed=2)
     rcard = load_card(recipe / f"{NAME}.yaml")
     rcard.training = dict(rcard.training, epochs_planned=200, epoch=40)
@@ -474,6 +475,39 @@ def test_release_without_to_ships_where_names_resolve_from(tmp_path, camvid_samp
     err = capsys.readouterr().err
     assert "SEG_PERCEPTION_MODELS=DIR" in err and "--to DIR" in err and len(err.strip().splitlines()) == 1, err
     assert not (anywhere / "models").exists()
+
+
+def test_a_run_stopped_before_its_planned_epochs_is_refused_and_says_how_to_continue(
+        tmp_path, camvid_sample, capsys, monkeypatch):
+    """A --keep last --epochs 10 run stopped in epoch 6 (its card from the validation of epoch 3) was
+    released without a word, and models --shipped read "5 of 10" as if the weights were epoch 5's:
+    refused with the command that continues it; --unfinished ships it, and the listing names the
+    weights' epoch."""
+    run = _run_on(tmp_path / "run", "train", seed=1)
+    card = load_card(run / f"{NAME}.yaml")
+    command = f"seg-perception train --model essnet_d --epochs 10 --keep last --out {run}"
+    card.training = dict(card.training, epochs_planned=10, epoch=3, command=command)
+    card.save(card.path)
+    (run / "log.csv").write_text("epoch,stage,train_loss\n" + "".join(f"{e},full,1.0\n" for e in range(1, 6)))
+    to = tmp_path / "models"
+    args = ["release", "--run", str(run), "--name", NAME, "--to", str(to), "--data", str(camvid_sample),
+            "--threads", "1", "--no-int8"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "has trained 5 of its 10 epochs (its weights are from epoch 3)" in err, err
+    assert f"continue it with '{command} --resume'" in err and "--unfinished" in err, err
+    assert len(err.strip().splitlines()) == 1 and not to.exists()
+    (run / "COMMAND.txt").write_text(command + " --resume\n")  # a carried run: the command that continues it
+    assert main(args) == 2 and f"continue it with the command in {run / 'COMMAND.txt'}" in capsys.readouterr().err
+    assert main(args + ["--unfinished"]) == 0
+    assert "has trained 5 of its 10 epochs" in capsys.readouterr().out
+    shipped = load_card(to / f"{NAME}.yaml").training
+    assert (shipped["epochs_completed_in_run"], shipped["epoch"]) == (5, 3)
+    monkeypatch.setenv("SEG_PERCEPTION_MODELS", str(to))
+    assert main(["models", "--shipped"]) == 0
+    row = next(r for r in capsys.readouterr().out.splitlines() if r.startswith(f"| {NAME} |"))
+    assert row.endswith("| 5 of 10; weights of epoch 3 |"), row
 
 
 def test_a_run_that_kept_its_best_epoch_on_val_is_released_with_a_note(tmp_path, camvid_sample, capsys):
