@@ -504,6 +504,8 @@ def _models(p: argparse.ArgumentParser):
                     else f"{val} (recipe on train alone)"
                 drop = m.get(q, {}).get("miou_drop")  # none measured (--no-int8): no figure, not 0
                 int8_miou = "-" if drop is None else f"{-drop:+.2f} vs fp32 (val not held out)"
+            if m.get("val_classes_absent"):  # the mean is over fewer classes than the model has: say which
+                val = f"{val} ({', '.join(map(str, m['val_classes_absent']))} absent from val: not in the mean)"
             params = f"{m['params']:,}" if isinstance(m.get("params"), int) else "-"  # (a hand-written card)
             print(f"| {c.name} | {c.architecture} | {split} | {val} | {int8_miou} "
                   f"| {params} | {m.get('gmacs', '-')} @ {m.get('gmacs_at', '')} | {fp32} / {int8}{where} "

@@ -267,6 +267,10 @@ def _make(card, stage: Path, name: str, src_weights: Path, epochs_done, hours, n
                                        "hours_of_epochs": _hours_of_epochs(Path(recipe_run), rcard),
                                        "command": rcard.training.get("command")}
     log(f"[release] fp32 val mIoU {_val_text(metrics)}")
+    absent = metrics.get("val_classes_absent")
+    if absent:  # a high mIoU over the few classes val holds reads as a good model of all of them
+        log(f"[release] note: {val.label} has no pixel of {', '.join(absent)}: the val mIoU is over the other "
+            f"{card.num_classes - len(absent)} of {card.num_classes} classes and says nothing of those")
 
     net = load_net(card)
     metrics["params"] = count_params(net)

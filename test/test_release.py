@@ -510,6 +510,30 @@ def test_a_run_stopped_before_its_planned_epochs_is_refused_and_says_how_to_cont
     assert row.endswith("| 5 of 10; weights of epoch 3 |"), row
 
 
+def test_classes_absent_from_val_are_said_by_release_and_the_listing(tmp_path, camvid_sample, capsys, monkeypatch):
+    """A val split without a class scores the mean over the others (a 99.94 over one class read as a
+    great model): the card recorded the absent classes, but neither release nor models --shipped said so."""
+    import shutil
+    data = tmp_path / "camvid_no_road"
+    shutil.copytree(camvid_sample, data)
+    for f in (data / "valannot").glob("*.png"):  # every Road pixel of val unlabelled
+        ids = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+        assert cv2.imwrite(str(f), np.where(ids == 3, 11, ids).astype(np.uint8))
+    run = _run_on(tmp_path / "run", "train", seed=1)
+    to = tmp_path / "models"
+    capsys.readouterr()
+    assert main(["release", "--run", str(run), "--name", NAME, "--to", str(to), "--data", str(data), "--threads", "1",
+                 "--no-int8"]) == 0
+    out = capsys.readouterr().out
+    assert load_card(to / f"{NAME}.yaml").metrics["val_classes_absent"] == ["Road"]
+    assert ("[release] note: CamVid val has no pixel of Road: the val mIoU is over the other 10 of 11 classes"
+            in out), out
+    monkeypatch.setenv("SEG_PERCEPTION_MODELS", str(to))
+    assert main(["models", "--shipped"]) == 0
+    row = next(r for r in capsys.readouterr().out.splitlines() if r.startswith(f"| {NAME} |"))
+    assert " (Road absent from val: not in the mean) |" in row, row
+
+
 def test_a_run_that_kept_its_best_epoch_on_val_is_released_with_a_note(tmp_path, camvid_sample, capsys):
     """--keep best chose the epoch on val: the val figure the release measures is the best of several
     looks at that split, and the card and `models --shipped` say so."""
