@@ -71,6 +71,18 @@ def test_flat_folder_is_told_to_move_into_a_split(tmp_path):
         shutil.move(str(flat / sub), str(flat / "train" / sub))
     assert len(image_folder(flat, "train", num_classes=2)) == 1
 
+
+def test_a_split_folder_of_another_name_is_told_to_name_it_as_a_split(tmp_path):
+    """ADE20K's training/ + validation/: --data training is one split of the dataset above it (it was
+    told to move its images/ into training/train/)."""
+    for split in ("training", "validation"):
+        for sub in ("images", "labels"):
+            (tmp_path / "ds" / split / sub).mkdir(parents=True)
+    with pytest.raises(DatasetError, match=r"training/ looks like one split of the dataset in .*ds \(beside "
+                                           r"validation/\): --data .*ds --train-split training, and --val-split"):
+        image_folder(tmp_path / "ds" / "training", "train", num_classes=2)
+
+
 def test_non_image_files_in_the_folders_are_no_labels_without_an_image(tmp_path):
     """Windows' Thumbs.db, desktop.ini, macOS's .DS_Store, a notes.txt beside the frames are left alone:
     not counted as labels that have no image (Thumbs.db was '1 label(s) ... have no image')."""

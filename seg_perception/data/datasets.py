@@ -242,6 +242,11 @@ def _elsewhere(root: Path) -> str:
             or (root.name in SPLIT_NAMES and any(up.glob("*/images")))):
         return f"; --data names a folder inside the dataset: --data {up}"
     if (root / "images").is_dir():
+        # beside folders that hold images/ too: ours is a split of another name (ADE20K's training/)
+        beside = sorted(d.name for d in up.iterdir() if d != root and (d / "images").is_dir())
+        if beside:
+            return (f"; {root.name}/ looks like one split of the dataset in {up} (beside {', '.join(beside)}/): "
+                    f"--data {up} --train-split {root.name}, and --val-split with the other's name")
         held = "images/ and labels/" if (root / "labels").is_dir() else "images/"
         return (f"; {root} holds {held} directly: move them into {root / 'train'}/ (validation frames "
                 f"into {root / 'val'}/)")

@@ -183,7 +183,7 @@ def to_markdown(rows: List[Dict]) -> str:
         lines.append(f"| {r['size']} | {r['rate_hz']:g} | {r['camera_qos']} | {r['answered']}/{r['published']} | "
                      f"{100 * r['answered_of_serviceable']:.0f}% | {r['node_capacity_fps']} | {p['p50']} / {p['p95']} | "
                      f"{r['node_inference_ms_p50']} | {r['latency_over_inference']} | "
-                     f"{r['node_cpu_percent']} | "
+                     f"{'-' if r['node_cpu_percent'] is None else r['node_cpu_percent']} | "
                      f"{r['rss_mb'][0][1]} -> {r['rss_mb'][-1][1]} |")
     return "\n".join(lines)
 

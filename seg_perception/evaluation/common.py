@@ -170,11 +170,12 @@ def dataset_label_colors(folder: Path, card: ModelCard) -> Optional[LabelColors]
     for root in (folder, folder.parent, folder.parent.parent):
         try:
             found = describe(root)
-        except DatasetError:
+        except (DatasetError, OSError, ValueError):  # (ValueError: a file that is not UTF-8 text too)
             return None  # unreadable: the card's colours (train would have said what is wrong)
         if found is not None:
             table, colors = found
-            return colors if tuple(table.names) == tuple(card.class_names) and colors.complete else None
+            same = tuple(table.names) == tuple(card.class_names) and table.ignore_index == card.ignore_index
+            return colors if same and colors.complete else None
     return None
 
 

@@ -44,7 +44,7 @@ class ManagedSegmentationNode(SegmentationNode, LifecycleNode):
                     self.get_logger().warning(
                         f"transition {req.transition.id} requested, but state '{state}' has none by that id "
                         f"(available: {', '.join(f'{i} {label}' for i, label in sorted(available.items()))}): "
-                        "refused")
+                        "refused", throttle_duration_sec=5.0)  # a client retrying in a loop
                     resp.success = False
                     return resp
             return change_state(req, resp)
