@@ -440,6 +440,9 @@ def test_rejections_are_throttled_by_kind_not_by_their_numbers():
     ({"max_image_pixels": 0}, "max_image_pixels must be 1 or more, not 0"),
     ({"bond_heartbeat_period": -1.0}, "bond_heartbeat_period must be 0 (no bond) or 0.01 to 1 seconds, not -1.0"),
     ({"max_rate": -5}, "max_rate must be 0 (every frame) or 0.01 to 1000 frames a second, not -5.0"),
+    # rcl keeps the params file's value over a -p of another type, without a word
+    ({"input_width": 640.0}, "-p input_width:=640.0 did not reach the node: it got 0 (rcl keeps a params file's"),
+    ({"use_compressed": 1}, "-p use_compressed:=1 did not reach the node: it got False"),
     ({"bond_heartbeat_period": 2.5}, "bond_heartbeat_period must be 0 (no bond) or 0.01 to 1 seconds, not 2.5"),
     ({"image_topic": "/cam/image raw"}, "image_topic: '/cam/image raw' is not a valid topic name"),
     ({"ground.enable": True, "ground.camera_info_topic": "/cam/info/"},
@@ -671,6 +674,18 @@ def test_overload_note_only_when_the_camera_outruns_the_node():
     assert note.startswith("max_rate 10 (camera at 30.0 Hz) is faster than the node (6.0 FPS") and \
         note.endswith("(or lower max_rate)")
     assert overload_note(30.0, 14.2, 68.4, 3, (480, 360), max_rate=50.0).startswith("camera at 30.0 Hz")
+
+
+def test_command_line_values_the_node_did_not_get_are_found():
+    from seg_perception.ros.param_overrides import command_line_values, not_taken
+    argv = ["segmentation_node", "-p", "x:=1", "--ros-args", "--params-file", "f.yaml", "-p", "input_width:=640.0",
+            "--param", "workers:=two", "-p", "max_rate:=10", "-p", "drivable_classes:=[]", "-p", "model:=m",
+            "-p", "threads:=1e3", "-r", "a:=b", "-p", "workers:=3", "--", "-p", "model:=outside"]
+    given = command_line_values(argv)
+    assert given == {"input_width": "640.0", "workers": "3", "max_rate": "10", "drivable_classes": "[]",
+                     "model": "m", "threads": "1e3"}
+    taken = {"input_width": 0, "workers": 1, "max_rate": 10, "drivable_classes": None, "model": "m", "threads": 1000}
+    assert not_taken(given, taken, taken) == [("input_width", "640.0", 0), ("workers", "3", 1)]
 
 
 def test_max_rate_admits_a_steady_share_of_a_faster_camera():

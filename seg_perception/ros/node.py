@@ -49,6 +49,7 @@ from ..runtime.image_conversion import DEFAULT_MAX_PIXELS, ImageError, fill_imag
 from ..runtime.pipeline import Pipeline
 from .ground_outputs import GROUND_PARAMETERS, GroundOutputs, declare_ground_parameters, flag, tf2_ros
 from .nav_messages import label_info, label_info_type
+from .param_overrides import command_line_values, not_taken
 from .rate_cap import RateCap
 
 QOS_CHOICES = ("sensor_data", "reliable")
@@ -482,6 +483,11 @@ class SegmentationNode(Node):
                 raise ConfigError(f"unknown parameter '{name}': did you mean '{near[0]}'? (the parameters are "
                                   "listed in config/jetson.yaml and the README)")
             self.get_logger().warning(f"parameter '{name}' is not one of segmentation_node's: ignored")
+        taken = {n: p.value for n, p in given.items()}
+        for name, text, kept in not_taken(command_line_values(_ARGV), taken, known):
+            raise ConfigError(f"-p {name}:={text} did not reach the node: it got {kept!r} (rcl keeps a params file's "
+                              f"value over a command-line value of another type): give {name} a value of the type "
+                              "config/jetson.yaml shows (640, not 640.0; true, not 1)")
 
     def _configure(self) -> None:
         """Load the model (building a TensorRT engine if needed), create the publishers and the
@@ -1190,8 +1196,13 @@ def large_frame_transport() -> None:
         os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(xml)
 
 
+_ARGV = sys.argv  # the ROS arguments the node was started with (run() sets them)
+
+
 def run(node_class: type, args=None) -> int:
     """Runs one node of node_class (this one or the managed one) until shutdown; 2 when it cannot start."""
+    global _ARGV
+    _ARGV = sys.argv if args is None else list(args)
     large_frame_transport()
     rclpy.init(args=args)
     node: Optional[SegmentationNode] = None
