@@ -15,6 +15,7 @@ node's default best-effort sensor_data profile, as on a robot.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import tempfile
@@ -198,9 +199,8 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
         raise EvalError("--rate must be >= 0 (0: the recorded timing) and --speed > 0")
     # what the player and recorder need, before a node is started (and its log emptied) for nothing
     # (missing: ModuleNotFoundError, which the CLI turns into the extra to install)
-    import diagnostic_msgs.msg  # noqa: F401
-    import rclpy  # noqa: F401
-    import sensor_msgs.msg  # noqa: F401
+    for module in ("rclpy", "sensor_msgs.msg", "diagnostic_msgs.msg"):
+        importlib.import_module(module)
     reader = open_bag(cfg.bag)
     with reader, notes_on_error(reader):
         inp = select_inputs(cfg, reader, count_corrupt=True)
