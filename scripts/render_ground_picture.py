@@ -3,6 +3,7 @@ colours from the model card) next to the drivable grid the node publishes for it
 
     .venv/bin/python scripts/render_ground_picture.py
 """
+import argparse
 from pathlib import Path
 
 import cv2
@@ -27,6 +28,10 @@ def scene(x, y):
 
 
 def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "images" / "ground_grid.png"),
+                    help="where to write the picture (default: %(default)s)")
+    args = ap.parse_args()
     card = load_card(resolve_model(DEFAULT_MODEL))
     cam = Camera.from_camera_info(W, H, [500, 0, 319.5, 0, 500, 239.5, 0, 0, 1], [-0.2, 0.05, 0, 0, 0], "plumb_bob")
     pose = CameraPose.from_body_xyz_rpy([0.25, 0.0, 0.9], [0.0, 0.2, 0.0])
@@ -45,7 +50,7 @@ def main():
     out = np.hstack([left, np.full((H, 8, 3), 255, np.uint8), right])
     cv2.putText(out, "labels (camera)", (10, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2)
     cv2.putText(out, "drivable_grid (base_footprint)", (W + 18, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 255), 2)
-    path = Path(__file__).resolve().parents[1] / "docs" / "images" / "ground_grid.png"
+    path = Path(args.out)
     cv2.imwrite(str(path), cv2.resize(out, (out.shape[1] // 2, out.shape[0] // 2), interpolation=cv2.INTER_AREA))
     print(path)
 

@@ -443,6 +443,8 @@ def test_rejections_are_throttled_by_kind_not_by_their_numbers():
     # rcl keeps the params file's value over a -p of another type, without a word
     ({"input_width": 640.0}, "-p input_width:=640.0 did not reach the node: it got 0 (rcl keeps a params file's"),
     ({"use_compressed": 1}, "-p use_compressed:=1 did not reach the node: it got False"),
+    ({"ground.camera_xzy": "[0.0, 0.0, 1.0]"}, "did you mean 'ground.camera_xyz'? (the parameters are listed in "
+                                               "config/nav2.yaml and docs/navigation.md)"),
     ({"bond_heartbeat_period": 2.5}, "bond_heartbeat_period must be 0 (no bond) or 0.01 to 1 seconds, not 2.5"),
     ({"image_topic": "/cam/image raw"}, "image_topic: '/cam/image raw' is not a valid topic name"),
     ({"ground.enable": True, "ground.camera_info_topic": "/cam/info/"},

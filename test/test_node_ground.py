@@ -461,6 +461,60 @@ def test_ground_status_is_not_ok_once_its_outputs_stop(ros):
         node.destroy_node()
 
 
+def test_a_late_subscriber_gets_an_unknown_grid_once_the_outputs_stop(ros):
+    """The grid is latched and in the robot's frame: after the camera stopped (or its calibration
+    went bad) a late subscriber got the last frame's free cells, as if they were now. And a second
+    reason for the outputs being off was never logged (the log throttle took the first 24
+    characters, which every 'cannot project onto the ground: ...' shares)."""
+    import rclpy
+    from types import SimpleNamespace
+    from nav_msgs.msg import OccupancyGrid
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import Header
+    from seg_perception.ros.ground_outputs import GRID_QOS, GroundOutputs, declare_ground_parameters
+    from diagnostic_msgs.msg import DiagnosticStatus
+    node = rclpy.create_node("ground_late_grid_check")
+
+    def late_grid() -> np.ndarray:
+        got = []
+        sub = node.create_subscription(OccupancyGrid, "/segmentation/drivable_grid", got.append, GRID_QOS)
+        end = time.monotonic() + 10
+        while not got and time.monotonic() < end:
+            rclpy.spin_once(node, timeout_sec=0.05)
+        node.destroy_subscription(sub)
+        assert got, "no latched grid"
+        return np.asarray(got[-1].data, np.int8)
+    try:
+        declare_ground_parameters(node)
+        node.set_parameters([Parameter("ground.camera_xyz", value=CAM_XYZ),
+                             Parameter("ground.camera_rpy", value=[0.0, PITCH, 0.0])])
+        res = SimpleNamespace(frame_size=(W, H), labels=np.zeros((H, W), np.uint8),
+                              drivable=np.full((H, W), 255, np.uint8), confidence=None)
+        outputs = GroundOutputs(node, "/camera/image_raw")
+        outputs.start(QoSProfile(depth=1))
+        try:
+            outputs._info = camera_info()
+            outputs.process(Header(frame_id="camera_optical"), res)
+            assert (late_grid() == 0).any()  # free cells of the frame
+            with outputs._lock:  # that frame 5 s ago: the camera stopped since
+                outputs.published_at = type(outputs.published_at)((t - 5.0 for t in outputs.published_at),
+                                                                  maxlen=outputs.published_at.maxlen)
+            assert outputs.diagnostics("n").level == DiagnosticStatus.WARN
+            assert (late_grid() == -1).all()
+            outputs.process(Header(frame_id="camera_optical"), res)  # frames again
+            assert (late_grid() == 0).any()
+            outputs._info = CameraInfo(width=W, height=H, k=[0.0] * 9)  # the calibration gone bad
+            outputs.process(Header(frame_id="camera_optical"), res)
+            assert outputs.status[0] == DiagnosticStatus.ERROR and (late_grid() == -1).all()
+            outputs._off(DiagnosticStatus.ERROR, "cannot project onto the ground: unsupported distortion model "
+                                                 "'fisheye' (plumb_bob, rational_polynomial, equidistant)")
+            assert len(outputs._warned) == 2, outputs._warned  # each reason logged (once per 30 s)
+        finally:
+            outputs.stop()
+    finally:
+        node.destroy_node()
+
+
 def test_a_remapped_camera_takes_camera_info_beside_its_new_name(ros, random_model, tmp_path):
     """-r /camera/image_raw:=/front/image_raw: the CameraInfo is /front/camera_info (image_transport's
     pairing), not the unremapped /camera/camera_info (another camera's, or none)."""

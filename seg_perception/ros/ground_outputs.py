@@ -11,6 +11,7 @@ all with the camera frame's stamp. Without CameraInfo nothing of this is publish
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import deque
@@ -24,6 +25,7 @@ from rclpy.duration import Duration
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
 
 from ..runtime.ground import Camera, CameraPose, GridLookup, GridSpec, GroundCloud, GroundError
 from ..runtime.image_conversion import fill_image
@@ -246,6 +248,7 @@ class GroundOutputs:
         self._cloud_msg: Optional[PointCloud2] = None
         self._lock = threading.Lock()
         self._warned = {}
+        self._grid_live = False  # the latched grid is a frame's (not cleared to unknown since)
         self.status = (DiagnosticStatus.WARN, f"no CameraInfo on {self.info_topic} yet: ground outputs off")
         self.published = 0
         self.published_at: deque = deque(maxlen=20)  # perf_counter of the latest publications
@@ -257,6 +260,7 @@ class GroundOutputs:
         with self._lock:
             self.published_at.clear()  # a pause while inactive is not a stopped camera ...
             self.started_at = time.perf_counter()  # ... but none since this start is
+            self._grid_live = False  # a new publisher: it holds no grid yet
         if self.use_tf:
             self.tf_buffer = _acquire_tf(node)
         # Best effort takes CameraInfo from reliable and best-effort drivers alike.
@@ -323,6 +327,7 @@ class GroundOutputs:
         t3 = time.perf_counter()
         with self._lock:
             self.published += 1
+            self._grid_live = True
             self.published_at.append(t3)
             self.times["grid_ms"].append((t1 - t0) * 1e3)
             self.times["cloud_ms"].append((t2 - t1) * 1e3)
@@ -333,8 +338,9 @@ class GroundOutputs:
     def _off(self, level, reason: str) -> None:
         """Ground outputs are off for this frame: diagnostics say why, the log once per 30 s per reason
         (rclpy's own throttle is per call site, which would hide a second reason)."""
+        self._clear_grid()
         now = time.monotonic()
-        kind = reason[:24]
+        kind = re.sub(r"[0-9.]+", "#", reason)  # one reason, whatever its numbers (sizes, times)
         with self._lock:
             self.status = (level, reason)
             if now - self._warned.get(kind, -1e9) < 30.0:
@@ -342,6 +348,16 @@ class GroundOutputs:
             self._warned[kind] = now
         # several cameras: say whose (prefix is the camera's namespace + "/")
         self.node.get_logger().warning((f"{self.prefix.rstrip('/')}: " if self.prefix else "") + reason)
+
+    def _clear_grid(self) -> None:
+        """The grid is latched (transient local) and in the robot's frame, which moves: once the
+        outputs stop (the camera stopped, the calibration went bad), a late subscriber would get the
+        last frame's free cells as if they were now. Replaced by an all-unknown grid, once."""
+        with self._lock:
+            pub, self._grid_live = (self.pub_grid if self._grid_live else None), False
+        if pub is not None:
+            header = Header(stamp=self.node.get_clock().now().to_msg(), frame_id=self.base_frame)
+            pub.publish(occupancy_grid(header, self.spec, np.full((self.spec.height, self.spec.width), -1, np.int8)))
 
     def _pose(self, header) -> Optional[CameraPose]:
         if self.tf_buffer is None:
@@ -405,6 +421,7 @@ class GroundOutputs:
         if level == DiagnosticStatus.OK and quiet is not None and quiet > (stale_after(times) if times else 10.0):
             level, message = DiagnosticStatus.WARN, (f"no ground outputs for {quiet:.0f} s: no frames served "
                                                      "(see the segmentation status)")
+            self._clear_grid()  # what a late subscriber gets: unknown, not the last frame's cells
         st = DiagnosticStatus(name=f"{node_name}: ground projection", level=level, message=message)
         values = {"camera_info_topic": self.info_topic, "base_frame": self.base_frame, "pose_source": self.pose_source,
                   "frames_published": published, "cells_in_view": lut.cells_in_view if lut is not None else 0,

@@ -103,6 +103,12 @@ def parameter_names() -> List[str]:
     return [*PARAMETERS, "drivable_classes", "image_topics", *GROUND_PARAMETERS]
 
 
+def listed_in(parameter: str) -> str:
+    """Where a parameter and its default are written down (the ground ones are not in jetson.yaml)."""
+    return ("config/nav2.yaml and docs/navigation.md" if parameter.startswith("ground.") else
+            "config/jetson.yaml and the README")
+
+
 def rejection_kind(reason: str) -> str:
     """What the log throttles by: the reason up to its first colon, its numbers (sizes, byte counts,
     which vary from frame to frame) made alike; quoted names (an encoding, a format) tell kinds apart."""
@@ -459,7 +465,7 @@ class SegmentationNode(Node):
         if deleted:
             return SetParametersResult(successful=False, reason=(
                 f"{', '.join(deleted)}: cannot be deleted; set a value instead (the defaults are in "
-                "config/jetson.yaml)"))
+                f"{listed_in(deleted[0])})"))
         if not mine or self.pipeline is None:  # (managed node, unconfigured: read at the next configure)
             return SetParametersResult(successful=True)
         if not self.managed:
@@ -481,13 +487,13 @@ class SegmentationNode(Node):
             near = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
             if near:
                 raise ConfigError(f"unknown parameter '{name}': did you mean '{near[0]}'? (the parameters are "
-                                  "listed in config/jetson.yaml and the README)")
+                                  f"listed in {listed_in(near[0])})")
             self.get_logger().warning(f"parameter '{name}' is not one of segmentation_node's: ignored")
         taken = {n: p.value for n, p in given.items()}
         for name, text, kept in not_taken(command_line_values(_ARGV), taken, known):
             raise ConfigError(f"-p {name}:={text} did not reach the node: it got {kept!r} (rcl keeps a params file's "
-                              f"value over a command-line value of another type): give {name} a value of the type "
-                              "config/jetson.yaml shows (640, not 640.0; true, not 1)")
+                              f"value over a command-line value of another type): give {name} a value of its "
+                              f"default's type ({listed_in(name)}: 640, not 640.0; true, not 1)")
 
     def _configure(self) -> None:
         """Load the model (building a TensorRT engine if needed), create the publishers and the
