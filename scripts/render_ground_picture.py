@@ -1,7 +1,7 @@
 """Render docs/images/ground_grid.png: a synthetic calibrated camera's label image (CamVid
 colours from the model card) next to the drivable grid the node publishes for it.
 
-    .venv/bin/python scripts/render_ground_picture.py
+    .venv/bin/python scripts/render_ground_picture.py [--out PATH]
 """
 import argparse
 from pathlib import Path
@@ -28,7 +28,7 @@ def scene(x, y):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "images" / "ground_grid.png"),
                     help="where to write the picture (default: %(default)s)")
     args = ap.parse_args()
@@ -51,7 +51,8 @@ def main():
     cv2.putText(out, "labels (camera)", (10, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2)
     cv2.putText(out, "drivable_grid (base_footprint)", (W + 18, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 255), 2)
     path = Path(args.out)
-    cv2.imwrite(str(path), cv2.resize(out, (out.shape[1] // 2, out.shape[0] // 2), interpolation=cv2.INTER_AREA))
+    if not cv2.imwrite(str(path), cv2.resize(out, (out.shape[1] // 2, out.shape[0] // 2), interpolation=cv2.INTER_AREA)):
+        raise SystemExit(f"cannot write {path} (does its folder exist?)")
     print(path)
 
 

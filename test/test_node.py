@@ -441,8 +441,9 @@ def test_rejections_are_throttled_by_kind_not_by_their_numbers():
     ({"bond_heartbeat_period": -1.0}, "bond_heartbeat_period must be 0 (no bond) or 0.01 to 1 seconds, not -1.0"),
     ({"max_rate": -5}, "max_rate must be 0 (every frame) or 0.01 to 1000 frames a second, not -5.0"),
     # rcl keeps the params file's value over a -p of another type, without a word
-    ({"input_width": 640.0}, "-p input_width:=640.0 did not reach the node: it got 0 (rcl keeps a params file's"),
-    ({"use_compressed": 1}, "-p use_compressed:=1 did not reach the node: it got False"),
+    ({"input_width": 640.0}, "-p input_width:=640.0 did not reach the node: it got 0, the params file's value "
+                             "(rclpy takes a params file's integer before a command-line double)"),
+    ({"use_compressed": 1}, "-p use_compressed:=1 did not reach the node: it got False, the params file's"),
     ({"ground.camera_xzy": "[0.0, 0.0, 1.0]"}, "did you mean 'ground.camera_xyz'? (the parameters are listed in "
                                                "config/nav2.yaml and docs/navigation.md)"),
     ({"bond_heartbeat_period": 2.5}, "bond_heartbeat_period must be 0 (no bond) or 0.01 to 1 seconds, not 2.5"),
@@ -679,15 +680,27 @@ def test_overload_note_only_when_the_camera_outruns_the_node():
 
 
 def test_command_line_values_the_node_did_not_get_are_found():
+    """rclpy takes the first value set in its type order (bool, integer, double, string, arrays): a
+    -p of a later type than the params file's is dropped for the file's. Only that is flagged: not
+    NaN, not a later params file's value of the same type, not rcl's y/n booleans."""
     from seg_perception.ros.param_overrides import command_line_values, not_taken
     argv = ["segmentation_node", "-p", "x:=1", "--ros-args", "--params-file", "f.yaml", "-p", "input_width:=640.0",
-            "--param", "workers:=two", "-p", "max_rate:=10", "-p", "drivable_classes:=[]", "-p", "model:=m",
-            "-p", "threads:=1e3", "-r", "a:=b", "-p", "workers:=3", "--", "-p", "model:=outside"]
-    given = command_line_values(argv)
-    assert given == {"input_width": "640.0", "workers": "3", "max_rate": "10", "drivable_classes": "[]",
-                     "model": "m", "threads": "1e3"}
-    taken = {"input_width": 0, "workers": 1, "max_rate": 10, "drivable_classes": None, "model": "m", "threads": 1000}
-    assert not_taken(given, taken, taken) == [("input_width", "640.0", 0), ("workers", "3", 1)]
+            "--param", "workers:=two", "-p", "max_rate:=10", "-p", "drivable_classes:=[]", "-p", "model:='5'",
+            "-p", "segmentation_node:threads:=1.5", "-p", "other_node:qos:=1", "-r", "a:=b", "-p",
+            "ground.camera_xyz:=[0.0, .nan, 1.0]", "-p", "use_compressed:=y", "-p", "input_height:=480",
+            "-p", "diagnostics_period:=1e+300", "-p", "image_topic:=1_000",
+            "--", "-p", "model:=outside"]
+    given = command_line_values(argv, "segmentation_node")
+    assert given == {"input_width": "640.0", "workers": "two", "max_rate": "10", "drivable_classes": "[]",
+                     "model": "'5'", "threads": "1.5", "ground.camera_xyz": "[0.0, .nan, 1.0]",
+                     "use_compressed": "y", "input_height": "480", "diagnostics_period": "1e+300",
+                     "image_topic": "1_000"}
+    taken = {"input_width": 0, "workers": 1, "max_rate": 10, "drivable_classes": None, "model": "5", "threads": 0,
+             "ground.camera_xyz": [0.0, float("nan"), 1.0], "use_compressed": True,
+             "input_height": 0,  # (a params file after the -p: its own choice, same type)
+             "diagnostics_period": 1e300, "image_topic": "1_000"}  # (a double for rcl, text for PyYAML; text)
+    assert not_taken(given, taken, taken) == [("input_width", "640.0", 0), ("workers", "two", 1),
+                                              ("threads", "1.5", 0)]
 
 
 def test_max_rate_admits_a_steady_share_of_a_faster_camera():

@@ -463,11 +463,14 @@ def test_ground_status_is_not_ok_once_its_outputs_stop(ros):
 
 def test_a_late_subscriber_gets_an_unknown_grid_once_the_outputs_stop(ros):
     """The grid is latched and in the robot's frame: after the camera stopped (or its calibration
-    went bad) a late subscriber got the last frame's free cells, as if they were now. And a second
+    went bad) a late subscriber got the last frame's free cells, as if they were now; so did every
+    subscriber after a deactivate. Once the outputs have stopped (not for one frame's miss, a TF
+    lookup late), the grid is all unknown, stamped no earlier than the last one. And a second
     reason for the outputs being off was never logged (the log throttle took the first 24
     characters, which every 'cannot project onto the ground: ...' shares)."""
     import rclpy
     from types import SimpleNamespace
+    from builtin_interfaces.msg import Time as Stamp
     from nav_msgs.msg import OccupancyGrid
     from rclpy.parameter import Parameter
     from std_msgs.msg import Header
@@ -475,7 +478,7 @@ def test_a_late_subscriber_gets_an_unknown_grid_once_the_outputs_stop(ros):
     from diagnostic_msgs.msg import DiagnosticStatus
     node = rclpy.create_node("ground_late_grid_check")
 
-    def late_grid() -> np.ndarray:
+    def late_grid() -> OccupancyGrid:
         got = []
         sub = node.create_subscription(OccupancyGrid, "/segmentation/drivable_grid", got.append, GRID_QOS)
         end = time.monotonic() + 10
@@ -483,7 +486,16 @@ def test_a_late_subscriber_gets_an_unknown_grid_once_the_outputs_stop(ros):
             rclpy.spin_once(node, timeout_sec=0.05)
         node.destroy_subscription(sub)
         assert got, "no latched grid"
-        return np.asarray(got[-1].data, np.int8)
+        return got[-1]
+
+    def cells(grid: OccupancyGrid) -> np.ndarray:
+        return np.asarray(grid.data, np.int8)
+
+    def camera_stopped_a_while_ago(outputs) -> None:
+        with outputs._lock:  # the last output 60 s ago (and none before it to learn an interval from)
+            outputs.published_at = type(outputs.published_at)([time.perf_counter() - 60.0],
+                                                              maxlen=outputs.published_at.maxlen)
+    future = Stamp(sec=2_100_000_000)  # a camera (or bag) stamping ahead of this node's clock (2036)
     try:
         declare_ground_parameters(node)
         node.set_parameters([Parameter("ground.camera_xyz", value=CAM_XYZ),
@@ -494,21 +506,37 @@ def test_a_late_subscriber_gets_an_unknown_grid_once_the_outputs_stop(ros):
         outputs.start(QoSProfile(depth=1))
         try:
             outputs._info = camera_info()
-            outputs.process(Header(frame_id="camera_optical"), res)
-            assert (late_grid() == 0).any()  # free cells of the frame
-            with outputs._lock:  # that frame 5 s ago: the camera stopped since
-                outputs.published_at = type(outputs.published_at)((t - 5.0 for t in outputs.published_at),
-                                                                  maxlen=outputs.published_at.maxlen)
+            outputs.process(Header(frame_id="camera_optical", stamp=future), res)
+            assert (cells(late_grid()) == 0).any()  # free cells of the frame
+            camera_stopped_a_while_ago(outputs)
             assert outputs.diagnostics("n").level == DiagnosticStatus.WARN
-            assert (late_grid() == -1).all()
+            grid = late_grid()
+            assert (cells(grid) == -1).all() and grid.header.stamp == future  # not before the last grid
             outputs.process(Header(frame_id="camera_optical"), res)  # frames again
-            assert (late_grid() == 0).any()
+            assert (cells(late_grid()) == 0).any()
             outputs._info = CameraInfo(width=W, height=H, k=[0.0] * 9)  # the calibration gone bad
             outputs.process(Header(frame_id="camera_optical"), res)
-            assert outputs.status[0] == DiagnosticStatus.ERROR and (late_grid() == -1).all()
+            assert outputs.status[0] == DiagnosticStatus.ERROR
+            assert (cells(late_grid()) == 0).any()  # one frame off: the grid stays (a TF miss would flicker it)
+            camera_stopped_a_while_ago(outputs)  # off since: unknown, whatever the status says
+            assert outputs.diagnostics("n").level == DiagnosticStatus.ERROR and (cells(late_grid()) == -1).all()
             outputs._off(DiagnosticStatus.ERROR, "cannot project onto the ground: unsupported distortion model "
                                                  "'fisheye' (plumb_bob, rational_polynomial, equidistant)")
             assert len(outputs._warned) == 2, outputs._warned  # each reason logged (once per 30 s)
+            # a deactivate: a subscriber that keeps the grid (a costmap) gets unknown before the publisher goes
+            outputs._info = camera_info()
+            outputs.process(Header(frame_id="camera_optical"), res)
+            got = []
+            node.create_subscription(OccupancyGrid, "/segmentation/drivable_grid", got.append, GRID_QOS)
+            end = time.monotonic() + 10
+            while not got and time.monotonic() < end:
+                rclpy.spin_once(node, timeout_sec=0.05)
+            assert got and (cells(got[-1]) == 0).any()
+            outputs.stop()
+            end = time.monotonic() + 10
+            while (cells(got[-1]) != -1).any() and time.monotonic() < end:
+                rclpy.spin_once(node, timeout_sec=0.05)
+            assert (cells(got[-1]) == -1).all()
         finally:
             outputs.stop()
     finally:

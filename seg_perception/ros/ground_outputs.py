@@ -249,6 +249,9 @@ class GroundOutputs:
         self._lock = threading.Lock()
         self._warned = {}
         self._grid_live = False  # the latched grid is a frame's (not cleared to unknown since)
+        self._grid_stamp = None  # the latest grid's stamp: a cleared grid is never stamped before it
+        self._grids = 0  # grids published (under _grid_lock): a clear decided before the newest is void
+        self._grid_lock = threading.Lock()  # a grid's publish and _grid_live together (worker, diagnostics)
         self.status = (DiagnosticStatus.WARN, f"no CameraInfo on {self.info_topic} yet: ground outputs off")
         self.published = 0
         self.published_at: deque = deque(maxlen=20)  # perf_counter of the latest publications
@@ -274,6 +277,8 @@ class GroundOutputs:
 
     def stop(self) -> None:
         """Undo start(), or as much of it as ran."""
+        if getattr(self, "pub_grid", None) is not None:
+            self._clear_grid()  # subscribers (a costmap) keep the last grid: unknown, not old free cells
         for name in ("pub_grid", "pub_points", "pub_labels", "pub_conf"):
             if getattr(self, name, None) is not None:
                 self.node.destroy_publisher(getattr(self, name))
@@ -316,7 +321,11 @@ class GroundOutputs:
             return
         t0 = time.perf_counter()
         grid_header = type(header)(stamp=header.stamp, frame_id=self.base_frame)
-        self.pub_grid.publish(occupancy_grid(grid_header, self.spec, self._lut.grid(res.drivable)))
+        grid = occupancy_grid(grid_header, self.spec, self._lut.grid(res.drivable))
+        with self._grid_lock:  # not between a stale check's clear and its flag (diagnostics)
+            self.pub_grid.publish(grid)
+            self._grid_live, self._grid_stamp = True, grid_header.stamp
+            self._grids += 1
         t1 = time.perf_counter()
         self._cloud_msg.header = grid_header
         self.pub_points.publish(self._cloud_msg)
@@ -327,7 +336,6 @@ class GroundOutputs:
         t3 = time.perf_counter()
         with self._lock:
             self.published += 1
-            self._grid_live = True
             self.published_at.append(t3)
             self.times["grid_ms"].append((t1 - t0) * 1e3)
             self.times["cloud_ms"].append((t2 - t1) * 1e3)
@@ -338,7 +346,6 @@ class GroundOutputs:
     def _off(self, level, reason: str) -> None:
         """Ground outputs are off for this frame: diagnostics say why, the log once per 30 s per reason
         (rclpy's own throttle is per call site, which would hide a second reason)."""
-        self._clear_grid()
         now = time.monotonic()
         kind = re.sub(r"[0-9.]+", "#", reason)  # one reason, whatever its numbers (sizes, times)
         with self._lock:
@@ -349,15 +356,22 @@ class GroundOutputs:
         # several cameras: say whose (prefix is the camera's namespace + "/")
         self.node.get_logger().warning((f"{self.prefix.rstrip('/')}: " if self.prefix else "") + reason)
 
-    def _clear_grid(self) -> None:
+    def _clear_grid(self, grids: Optional[int] = None) -> None:
         """The grid is latched (transient local) and in the robot's frame, which moves: once the
-        outputs stop (the camera stopped, the calibration went bad), a late subscriber would get the
-        last frame's free cells as if they were now. Replaced by an all-unknown grid, once."""
-        with self._lock:
-            pub, self._grid_live = (self.pub_grid if self._grid_live else None), False
-        if pub is not None:
-            header = Header(stamp=self.node.get_clock().now().to_msg(), frame_id=self.base_frame)
-            pub.publish(occupancy_grid(header, self.spec, np.full((self.spec.height, self.spec.width), -1, np.int8)))
+        outputs have stopped (the camera stopped, the calibration went bad; not one frame's miss) or
+        the node deactivates, a subscriber would keep the last frame's free cells as if they were
+        now. Replaced by an all-unknown grid, once. ``grids``: the count of grids when the caller
+        found them stale; a grid published since stays."""
+        with self._grid_lock:
+            if not self._grid_live or self.pub_grid is None or (grids is not None and grids != self._grids):
+                return
+            self._grid_live = False
+            now = self.node.get_clock().now().to_msg()
+            last = self._grid_stamp
+            stamp = last if last is not None and (last.sec, last.nanosec) > (now.sec, now.nanosec) else now
+            header = Header(stamp=stamp, frame_id=self.base_frame)
+            self.pub_grid.publish(occupancy_grid(header, self.spec,
+                                                 np.full((self.spec.height, self.spec.width), -1, np.int8)))
 
     def _pose(self, header) -> Optional[CameraPose]:
         if self.tf_buffer is None:
@@ -412,16 +426,19 @@ class GroundOutputs:
             times = list(self.published_at)
             started = self.started_at
             lut = self._lut  # once: a worker sets it to None when the calibration or pose changes
+            grids = self._grids
         now = time.perf_counter()
         since = now - times[-1] if times else None
         # the status is the last frame's: with no frame since (the camera stopped, or none came after a
         # restart), not "ok" for good
         quiet = since if since is not None else (now - started if started is not None else None)
         # none yet since the start: 10 s, as long as the camera status waits for a first frame
-        if level == DiagnosticStatus.OK and quiet is not None and quiet > (stale_after(times) if times else 10.0):
+        stale = quiet is not None and quiet > (stale_after(times) if times else 10.0)
+        if stale:  # (stopped, or off for a lasting reason: one frame's miss leaves the grid as it is)
+            self._clear_grid(grids)
+        if stale and level == DiagnosticStatus.OK:
             level, message = DiagnosticStatus.WARN, (f"no ground outputs for {quiet:.0f} s: no frames served "
                                                      "(see the segmentation status)")
-            self._clear_grid()  # what a late subscriber gets: unknown, not the last frame's cells
         st = DiagnosticStatus(name=f"{node_name}: ground projection", level=level, message=message)
         values = {"camera_info_topic": self.info_topic, "base_frame": self.base_frame, "pose_source": self.pose_source,
                   "frames_published": published, "cells_in_view": lut.cells_in_view if lut is not None else 0,

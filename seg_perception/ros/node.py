@@ -49,7 +49,7 @@ from ..runtime.image_conversion import DEFAULT_MAX_PIXELS, ImageError, fill_imag
 from ..runtime.pipeline import Pipeline
 from .ground_outputs import GROUND_PARAMETERS, GroundOutputs, declare_ground_parameters, flag, tf2_ros
 from .nav_messages import label_info, label_info_type
-from .param_overrides import command_line_values, not_taken
+from .param_overrides import command_line_values, kind, not_taken, text_kind
 from .rate_cap import RateCap
 
 QOS_CHOICES = ("sensor_data", "reliable")
@@ -490,10 +490,10 @@ class SegmentationNode(Node):
                                   f"listed in {listed_in(near[0])})")
             self.get_logger().warning(f"parameter '{name}' is not one of segmentation_node's: ignored")
         taken = {n: p.value for n, p in given.items()}
-        for name, text, kept in not_taken(command_line_values(_ARGV), taken, known):
-            raise ConfigError(f"-p {name}:={text} did not reach the node: it got {kept!r} (rcl keeps a params file's "
-                              f"value over a command-line value of another type): give {name} a value of its "
-                              f"default's type ({listed_in(name)}: 640, not 640.0; true, not 1)")
+        for name, text, kept in not_taken(command_line_values(_ARGV, self.get_name()), taken, known):
+            raise ConfigError(f"-p {name}:={text} did not reach the node: it got {kept!r}, the params file's value "
+                              f"(rclpy takes a params file's {kind(kept)} before a command-line {text_kind(text)}): "
+                              f"give {name} a value of its default's type ({listed_in(name)})")
 
     def _configure(self) -> None:
         """Load the model (building a TensorRT engine if needed), create the publishers and the
