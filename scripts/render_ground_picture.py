@@ -51,7 +51,8 @@ def main():
     cv2.putText(out, "labels (camera)", (10, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2)
     cv2.putText(out, "drivable_grid (base_footprint)", (W + 18, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 255), 2)
     path = Path(args.out)
-    if not cv2.imwrite(str(path), cv2.resize(out, (out.shape[1] // 2, out.shape[0] // 2), interpolation=cv2.INTER_AREA)):
+    half = cv2.resize(out, (out.shape[1] // 2, out.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    if not cv2.imwrite(str(path), half):
         raise SystemExit(f"cannot write {path} (does its folder exist?)")
     print(path)
 
