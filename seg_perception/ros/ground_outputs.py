@@ -277,8 +277,11 @@ class GroundOutputs:
 
     def stop(self) -> None:
         """Undo start(), or as much of it as ran."""
-        if getattr(self, "pub_grid", None) is not None:
-            self._clear_grid()  # subscribers (a costmap) keep the last grid: unknown, not old free cells
+        if getattr(self, "pub_grid", None) is not None and self.node.context.ok():  # (not after Ctrl-C's shutdown)
+            try:
+                self._clear_grid()  # subscribers (a costmap) keep the last grid: unknown, not old free cells
+            except Exception as e:  # a publish that fails must not keep the rest from being undone
+                self.node.get_logger().warning(f"could not clear drivable_grid: {type(e).__name__}: {e}")
         for name in ("pub_grid", "pub_points", "pub_labels", "pub_conf"):
             if getattr(self, name, None) is not None:
                 self.node.destroy_publisher(getattr(self, name))
