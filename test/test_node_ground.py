@@ -410,29 +410,37 @@ def test_a_camera_that_sees_no_ground_is_a_warning_not_ok(ros):
         node.destroy_node()
 
 
+def started_outputs(node):
+    """A node's ground outputs, started, with the test camera's pose and CameraInfo; and a frame's
+    result that is drivable everywhere."""
+    from types import SimpleNamespace
+    from rclpy.parameter import Parameter
+    from seg_perception.ros.ground_outputs import GroundOutputs, declare_ground_parameters
+    declare_ground_parameters(node)
+    node.set_parameters([Parameter("ground.camera_xyz", value=CAM_XYZ),
+                         Parameter("ground.camera_rpy", value=[0.0, PITCH, 0.0])])
+    res = SimpleNamespace(frame_size=(W, H), labels=np.zeros((H, W), np.uint8),
+                          drivable=np.full((H, W), 255, np.uint8), confidence=None)
+    outputs = GroundOutputs(node, "/camera/image_raw")
+    outputs.start(QoSProfile(depth=1))
+    outputs._info = camera_info()
+    return outputs, res
+
+
 def test_ground_status_is_not_ok_once_its_outputs_stop(ros):
     """The ground status was the last frame's: a camera that stopped left it "ok" for good. Three
     of the usual intervals (at least 2 s) without outputs make it WARN; a restart (start) forgets
     the old times, and counts from itself."""
     import rclpy
-    from types import SimpleNamespace
     from diagnostic_msgs.msg import DiagnosticStatus
-    from rclpy.parameter import Parameter
     from std_msgs.msg import Header
-    from seg_perception.ros.ground_outputs import GroundOutputs, declare_ground_parameters, stale_after
+    from seg_perception.ros.ground_outputs import stale_after
     assert stale_after([]) == stale_after([0.0]) == 2.0
     assert stale_after([0.0, 1.0, 2.0, 12.0]) == 3.0  # the median interval, not the longest
     node = rclpy.create_node("ground_stale_check")
     try:
-        declare_ground_parameters(node)
-        node.set_parameters([Parameter("ground.camera_xyz", value=CAM_XYZ),
-                             Parameter("ground.camera_rpy", value=[0.0, PITCH, 0.0])])
-        res = SimpleNamespace(frame_size=(W, H), labels=np.zeros((H, W), np.uint8),
-                              drivable=np.full((H, W), 255, np.uint8), confidence=None)
-        outputs = GroundOutputs(node, "/camera/image_raw")
-        outputs.start(QoSProfile(depth=1))
+        outputs, res = started_outputs(node)
         try:
-            outputs._info = camera_info()
             st = outputs.diagnostics("n")  # nothing timed yet: empty, not a measured 0.000
             assert {kv.key: kv.value for kv in st.values}["grid_ms"] == "", st
             for _ in range(3):
@@ -469,12 +477,10 @@ def test_a_late_subscriber_gets_an_unknown_grid_once_the_outputs_stop(ros):
     reason for the outputs being off was never logged (the log throttle took the first 24
     characters, which every 'cannot project onto the ground: ...' shares)."""
     import rclpy
-    from types import SimpleNamespace
     from builtin_interfaces.msg import Time as Stamp
     from nav_msgs.msg import OccupancyGrid
-    from rclpy.parameter import Parameter
     from std_msgs.msg import Header
-    from seg_perception.ros.ground_outputs import GRID_QOS, GroundOutputs, declare_ground_parameters
+    from seg_perception.ros.ground_outputs import GRID_QOS
     from diagnostic_msgs.msg import DiagnosticStatus
     node = rclpy.create_node("ground_late_grid_check")
 
@@ -497,15 +503,8 @@ def test_a_late_subscriber_gets_an_unknown_grid_once_the_outputs_stop(ros):
                                                               maxlen=outputs.published_at.maxlen)
     future = Stamp(sec=2_100_000_000)  # a camera (or bag) stamping ahead of this node's clock (2036)
     try:
-        declare_ground_parameters(node)
-        node.set_parameters([Parameter("ground.camera_xyz", value=CAM_XYZ),
-                             Parameter("ground.camera_rpy", value=[0.0, PITCH, 0.0])])
-        res = SimpleNamespace(frame_size=(W, H), labels=np.zeros((H, W), np.uint8),
-                              drivable=np.full((H, W), 255, np.uint8), confidence=None)
-        outputs = GroundOutputs(node, "/camera/image_raw")
-        outputs.start(QoSProfile(depth=1))
+        outputs, res = started_outputs(node)
         try:
-            outputs._info = camera_info()
             outputs.process(Header(frame_id="camera_optical", stamp=future), res)
             assert (cells(late_grid()) == 0).any()  # free cells of the frame
             camera_stopped_a_while_ago(outputs)
