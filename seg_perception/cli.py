@@ -69,7 +69,7 @@ def dataset_options(args, card=None) -> dict:
     if not getattr(args, "num_classes", 0) and card is not None:
         return {"num_classes": card.num_classes, "ignore_index": typed if given else card.ignore_index,
                 "class_names": list(card.class_names), "drivable": list(card.drivable_classes), "from_card": True,
-                "ignore_given": given}
+                "ignore_given": given, "class_colors": [list(c) for c in card.class_colors]}
     return {"num_classes": getattr(args, "num_classes", 0), "ignore_index": typed if given else 255,
             "ignore_given": given}
 

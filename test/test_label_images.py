@@ -814,3 +814,31 @@ def test_1_2_and_4_bit_grey_and_palette_masks_keep_their_ids(tmp_path):
     Image.fromarray(obstacle).save(labels / "a.png")
     np.testing.assert_array_equal(image_folder(tmp_path / "coloured", "train").load(0)[1],
                                   np.where(obstacle, 0, 255).astype(np.uint8))
+
+
+def test_colour_masks_without_a_description_read_by_the_model_cards_colours(tmp_path):
+    """evaluate --model CARD --dataset folder on colour masks and no dataset.yaml: the card's class
+    colours read them (as eval-bag --gt-dir does), where it said 'give every class its colour in
+    dataset.yaml'. Id masks stay ids (the card's colours may be display colours alone); a colour
+    the card has not is an error that says to describe the dataset."""
+    ids = _ids(0)
+    ids[ids == 255] = 0  # no unlabelled pixels: the card gives no colour for them
+    for sub in ("images", "labels"):
+        (tmp_path / "val" / sub).mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "val/images/a.png"), np.zeros(ids.shape + (3,), np.uint8))
+    cv2.imwrite(str(tmp_path / "val/labels/a.png"), cv2.cvtColor(_rgb_mask(ids), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(tmp_path / "val/images/b.png"), np.zeros(ids.shape + (3,), np.uint8))
+    cv2.imwrite(str(tmp_path / "val/labels/b.png"), ids)  # ids, not colours
+    card_kw = {"num_classes": 3, "class_names": ["road", "wall", "person"], "from_card": True,
+               "class_colors": [COLOURS[i] for i in range(3)]}
+    ds = open_dataset("folder", tmp_path, "val", **card_kw)
+    np.testing.assert_array_equal(ds.load(0)[1], ids)
+    np.testing.assert_array_equal(ds.load(1)[1], ids)
+    with pytest.raises(DatasetError, match=r"give every class its colour in dataset.yaml"):
+        open_dataset("folder", tmp_path, "val", **{k: v for k, v in card_kw.items() if k != "class_colors"}).load(0)
+    rgb = _rgb_mask(ids)
+    rgb[:2] = (1, 2, 3)  # a colour no class of the card has
+    cv2.imwrite(str(tmp_path / "val/labels/a.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    with pytest.raises(DatasetError, match=r"read with the model card's class colours.*give the dataset's in "
+                                           r"dataset.yaml"):
+        open_dataset("folder", tmp_path, "val", **card_kw).load(0)

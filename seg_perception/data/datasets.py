@@ -72,7 +72,8 @@ class SegmentationDataset:
     def __init__(self, pairs: Sequence[Tuple[Path, Path]], table: ClassTable,
                  transform: Optional[Callable] = None, label_map: Optional[np.ndarray] = None,
                  cache: bool = False, label_colors: Optional[LabelColors] = None, kind: str = "folder",
-                 where: str = "", notes: Sequence[str] = (), classes_from: str = ""):
+                 where: str = "", notes: Sequence[str] = (), classes_from: str = "",
+                 card_colors: Optional[LabelColors] = None):
         if not pairs:
             raise DatasetError(f"no image/label pairs in {where or 'the dataset'}")
         self.pairs = [(Path(i), Path(l)) for i, l in pairs]
@@ -80,6 +81,9 @@ class SegmentationDataset:
         self.transform = transform
         self.label_map = label_map  # lookup table for raw label values -> class ids
         self.label_colors = label_colors  # colour -> class id, for RGB-coded label images
+        # a model card's class colours, where no file gives the dataset's: for colour images only (an id
+        # or palette PNG stays ids; the card's colours may be display colours alone)
+        self.card_colors = card_colors
         self.kind = kind  # the --dataset kind, for advice on labels it cannot read
         self.notes = list(notes)  # what was left out on reading, for the commands to say
         self.classes_from = str(classes_from)  # the file that lists the classes, for advice on wrong ids
@@ -95,7 +99,17 @@ class SegmentationDataset:
             return self._cache[idx]
         img_path, lab_path = self.pairs[idx]
         try:
-            img, lab = read_rgb(img_path), read_label(lab_path, self.label_colors)
+            img = read_rgb(img_path)
+            try:
+                lab = read_label(lab_path, self.label_colors)
+            except ColourLabelError:
+                if self.card_colors is None:
+                    raise
+                try:
+                    lab = read_label(lab_path, self.card_colors)
+                except LabelError as e:
+                    raise DatasetError(f"{e} (read with the model card's class colours, one per class and no "
+                                       "unlabelled colour: give the dataset's in dataset.yaml)") from None
         except ColourLabelError as e:
             if self.kind == "folder":
                 raise DatasetError(str(e)) from None
@@ -215,7 +229,8 @@ def _left_out(unlabelled: List[str], listing: Path) -> List[str]:
             "an export lists the frames nobody annotated without one)"] if unlabelled else []
 
 
-FOLDER_KEYS = ("num_classes", "ignore_index", "class_names", "drivable", "from_card", "ignore_given")  # image_folder's
+FOLDER_KEYS = ("num_classes", "ignore_index", "class_names", "drivable", "from_card", "ignore_given",
+               "class_colors")  # image_folder's
 
 
 def _split_lists(root: Path) -> str:
@@ -520,8 +535,9 @@ def describe(root: str | Path, fallback_colors: Optional[Dict[str, Tuple[int, in
     classes: a list of names, or of {name, color: [r, g, b] or a list of them, id}, in id order
     unless every class gives its id, or a mapping name: color in id order; ignore_index (default
     255); ignore_color: the colour(s) of unlabelled pixels in RGB-coded labels; drivable: class ids
-    or names a ground vehicle may drive on (default none). ``fallback_colors``: colours by class name for classes the file gives none
-    (labelmap.txt's, when both are there), and ``fallback_ignore`` its unlabelled colours.
+    or names a ground vehicle may drive on (default none). ``fallback_colors``: colours by class
+    name for classes the file gives none (labelmap.txt's, when both are there), and
+    ``fallback_ignore`` its unlabelled colours.
     """
     path = description_file(root)
     if not path.is_file():
@@ -717,7 +733,8 @@ def _voc_pairs(base: Path, split: str) -> Tuple[List[Tuple[Path, Path]], List[st
 
 def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_index: int = 255,
                  class_names: Optional[List[str]] = None, drivable: Sequence[int] = (),
-                 from_card: bool = False, ignore_given: bool = False, **kw) -> SegmentationDataset:
+                 from_card: bool = False, ignore_given: bool = False,
+                 class_colors: Optional[Sequence[Sequence[int]]] = None, **kw) -> SegmentationDataset:
     """Your own data: <root>/<split>/images/NAME.(png|jpg) with <root>/<split>/labels/NAME.png
     (or .bmp/.tif: lossless; class ids, a palette PNG or colours as dataset.yaml gives them), in
     subfolders too (images/seq1/NAME.jpg with labels/seq1/NAME.png, paired by the path below each);
@@ -728,7 +745,8 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
     else from ``num_classes``. ``from_card``: the class arguments are a model card's (the ignore id
     too, unless ``ignore_given``: the user's --ignore-index), a stand-in
     for a missing description, not the user's flags; a description that differs is for the caller
-    to compare with its model."""
+    to compare with its model. ``class_colors``: the card's, to read colour-image labels by where
+    no description gives colours."""
     base = Path(root)
     _require_dir(base, "dataset folder")
     labelmap = read_labelmap(base)
@@ -826,7 +844,23 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
                            f"are 0..{num_classes - 1}, and labels are 8-bit inside the model); 16-bit labels "
                            "must mark unlabelled pixels with such a value")
     table = generic_table(num_classes, ignore_index, class_names, drivable)
-    return SegmentationDataset(pairs, table, where=where, notes=notes, **kw)
+    return SegmentationDataset(pairs, table, where=where, notes=notes, card_colors=_card_colors(class_colors, table),
+                               **kw)
+
+
+def _card_colors(colors: Optional[Sequence[Sequence[int]]], table: ClassTable) -> Optional[LabelColors]:
+    """A card's class colours as label colours (a colour two classes share names neither)."""
+    if not colors or len(colors) != table.num_classes:
+        return None
+    owners: Dict[Tuple[int, int, int], int] = {}
+    shared = set()
+    for i, c in enumerate(colors):
+        rgb = tuple(int(v) for v in c)
+        if rgb in owners:
+            shared.update((owners[rgb], i))
+        owners.setdefault(rgb, i)
+    return LabelColors({rgb: i for rgb, i in owners.items() if i not in shared},
+                       [table.names[i] for i in sorted(shared)], source="the model card's class colours")
 
 
 EXIF_TURNS = {2: "mirrored left-right", 3: "turned 180°", 4: "mirrored top-bottom", 5: "mirrored across its diagonal",
