@@ -412,7 +412,8 @@ def test_a_camera_that_sees_no_ground_is_a_warning_not_ok(ros):
 
 def started_outputs(node):
     """A node's ground outputs, started, with the test camera's pose and CameraInfo; and a frame's
-    result that is drivable everywhere."""
+    result that is drivable everywhere. Its topics are under the node's name: another test's node
+    (or one still stopping) latches a grid on /segmentation/drivable_grid too."""
     from types import SimpleNamespace
     from rclpy.parameter import Parameter
     from seg_perception.ros.ground_outputs import GroundOutputs, declare_ground_parameters
@@ -421,7 +422,7 @@ def started_outputs(node):
                          Parameter("ground.camera_rpy", value=[0.0, PITCH, 0.0])])
     res = SimpleNamespace(frame_size=(W, H), labels=np.zeros((H, W), np.uint8),
                           drivable=np.full((H, W), 255, np.uint8), confidence=None)
-    outputs = GroundOutputs(node, "/camera/image_raw")
+    outputs = GroundOutputs(node, "/camera/image_raw", prefix=node.get_name() + "/")
     outputs.start(QoSProfile(depth=1))
     outputs._info = camera_info()
     return outputs, res
@@ -483,10 +484,11 @@ def test_a_late_subscriber_gets_an_unknown_grid_once_the_outputs_stop(ros):
     from seg_perception.ros.ground_outputs import GRID_QOS
     from diagnostic_msgs.msg import DiagnosticStatus
     node = rclpy.create_node("ground_late_grid_check")
+    GRID_TOPIC = "/ground_late_grid_check/segmentation/drivable_grid"  # started_outputs: under the node's name
 
     def late_grid() -> OccupancyGrid:
         got = []
-        sub = node.create_subscription(OccupancyGrid, "/segmentation/drivable_grid", got.append, GRID_QOS)
+        sub = node.create_subscription(OccupancyGrid, GRID_TOPIC, got.append, GRID_QOS)
         end = time.monotonic() + 10
         while not got and time.monotonic() < end:
             rclpy.spin_once(node, timeout_sec=0.05)
@@ -526,7 +528,7 @@ def test_a_late_subscriber_gets_an_unknown_grid_once_the_outputs_stop(ros):
             outputs._info = camera_info()
             outputs.process(Header(frame_id="camera_optical"), res)
             got = []
-            node.create_subscription(OccupancyGrid, "/segmentation/drivable_grid", got.append, GRID_QOS)
+            node.create_subscription(OccupancyGrid, GRID_TOPIC, got.append, GRID_QOS)
             end = time.monotonic() + 10
             while not got and time.monotonic() < end:
                 rclpy.spin_once(node, timeout_sec=0.05)
