@@ -2,6 +2,7 @@
 
     ros2 launch seg_perception jetson.launch.py
     ros2 launch seg_perception jetson.launch.py precision:=int8 image_topic:=/front/image_raw
+    ros2 launch seg_perception jetson.launch.py max_rate:=10   # labels at 10 Hz from a faster camera
 
 Arguments left empty keep the value from params_file.
 """
@@ -12,7 +13,7 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch_ros.actions import Node
 
-from seg_perception.ros.launch_arguments import check_params_file, flag, misspelt_arguments, whole_number
+from seg_perception.ros.launch_arguments import check_params_file, flag, misspelt_arguments, number, whole_number
 
 # launch argument -> parameter type (name, value -> value); every one defaults to '' (= keep the YAML value)
 OVERRIDES = {
@@ -22,6 +23,7 @@ OVERRIDES = {
     "input_height": whole_number,
     "image_topic": lambda n, v: v,
     "use_compressed": flag,
+    "max_rate": number,
 }
 
 

@@ -65,7 +65,7 @@ def test_launch_file_arguments():
     overrides = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign)
                      and getattr(n.targets[0], "id", "") == "OVERRIDES")
     names = {k.value for k in overrides.value.keys}
-    assert names == {"model", "precision", "input_width", "input_height", "image_topic", "use_compressed"}
+    assert names == {"model", "precision", "input_width", "input_height", "image_topic", "use_compressed", "max_rate"}
     src = (REPO / "launch" / "jetson.launch.py").read_text()
     assert '"params_file"' in src and '"jetson.yaml"' in src and 'executable="segmentation_node"' in src
 
@@ -90,7 +90,10 @@ def test_launch_argument_checks(tmp_path):
                                            r"or pass managed:=false"):
         require_package("no_such_pkg", "managed:=true", "pass managed:=false")
     assert 'require_package("nav2_lifecycle_manager"' in (REPO / "launch" / "nav2.launch.py").read_text()
-    from seg_perception.ros.launch_arguments import flag, whole_number
+    from seg_perception.ros.launch_arguments import flag, number, whole_number
+    assert number("max_rate", " 10") == 10.0 and isinstance(number("max_rate", "10"), float)  # rclpy: a double
+    with pytest.raises(RuntimeError, match=r"launch argument max_rate:=fast must be a number"):
+        number("max_rate", "fast")
     assert flag("managed", "True") is True and flag("managed", " off") is False
     with pytest.raises(RuntimeError, match="launch argument managed:=flase must be true or false"):
         flag("managed", "flase")  # was read as false: the plain node started without a word
@@ -317,7 +320,9 @@ def test_node_parameters_given_as_launch_arguments_are_named_as_such(monkeypatch
     _, warnings = run(**{typo: "x"})  # a typo still gets its hint
     assert len(warnings) == 1 and f"did you mean '{meant}'?" in warnings[0], warnings
     if launch == "jetson":  # those that are jetson.launch.py's arguments are no warning
-        assert run(model="x", image_topic="/front/image_raw")[1] == []
+        assert run(model="x", image_topic="/front/image_raw", max_rate="10")[1] == []
+        nodes, _ = run(max_rate="7.5")  # a launch argument of its own: reaches the node as a double
+        assert nodes[0].kwargs["parameters"][1] == {"max_rate": 7.5}
 
 
 def test_readme_says_how_drivable_classes_returns_to_the_cards():

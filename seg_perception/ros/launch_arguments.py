@@ -93,6 +93,14 @@ def whole_number(name: str, value: str) -> int:
         raise RuntimeError(f"launch argument {name}:={value} must be a whole number") from None
 
 
+def number(name: str, value: str) -> float:
+    """A number launch argument (max_rate:=10 or 7.5); the node checks its range and names it."""
+    try:
+        return float(value.strip())
+    except ValueError:
+        raise RuntimeError(f"launch argument {name}:={value} must be a number") from None
+
+
 def manager_bond_timeout(params_file: str, bond_messages: bool) -> tuple:
     """(bond_timeout for the node's nav2_lifecycle_manager, a note or ""). Nav2's 4 s where the node
     keeps a bond; 0 (no bond expected) where it cannot (no bond messages) or is told not to
