@@ -9,6 +9,7 @@ where it is installed (a Jetson).
 from __future__ import annotations
 
 import copy
+import ctypes
 import json
 import logging
 import os
@@ -662,6 +663,165 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     assert eng.default_cache_dir() == tmp_path / "c" / "engines"
     monkeypatch.setenv("SEG_PERCEPTION_ENGINE_CACHE", str(tmp_path / "e"))
     assert eng.default_cache_dir() == tmp_path / "e"
+
+
+# ------------------------------------------------------------------ TensorRT and CUDA that do not start
+class StandInCudart:
+    """Stands in for cuda-python's runtime (absent here): a driver, devices and buffers that
+    record the bytes each copy moves."""
+
+    class cudaError_t:
+        cudaSuccess, cudaErrorInsufficientDriver, cudaErrorNoDevice = 0, 35, 100
+
+    class cudaMemcpyKind:
+        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
+
+    TEXT = {35: b"CUDA driver version is insufficient for CUDA runtime version",
+            100: b"no CUDA-capable device is detected"}
+
+    def __init__(self, device_error=0, devices=1, driver=12020):
+        self.device_error, self.devices, self.driver = device_error, devices, driver
+        self.copies, self._host = [], []
+
+    def cudaGetDeviceCount(self):
+        return (self.device_error, self.devices if not self.device_error else 0)
+
+    def cudaGetErrorString(self, err):
+        return (0, self.TEXT[err])
+
+    def cudaDriverGetVersion(self):
+        return (0, self.driver)
+
+    def cudaMallocHost(self, nbytes):
+        buf = (ctypes.c_uint8 * nbytes)()
+        self._host.append(buf)
+        return (0, ctypes.addressof(buf))
+
+    def cudaMalloc(self, nbytes):
+        return (0, 4096)
+
+    def cudaMemcpyAsync(self, dst, src, count, kind, stream):
+        self.copies.append((kind, count))
+        return (0,)
+
+    def cudaFree(self, ptr):
+        return (0,)
+
+    cudaFreeHost = cudaFree
+
+
+def test_tensorrt_that_cannot_reach_the_gpu_is_named_and_auto_takes_onnxruntime(quantized, monkeypatch, caplog):
+    """TensorRT imports on a machine whose GPU CUDA cannot use (a container without --runtime
+    nvidia, no rights to the devices, cuda-python 13 on JetPack 6's CUDA 12 driver): `auto` took
+    TensorRT, and trt.Runtime raised pybind11's "factory function returned nullptr" TypeError,
+    which the node did not catch. Now `auto` takes ONNX Runtime, and the reason says what to do."""
+    from seg_perception.runtime import cuda
+    from seg_perception.runtime.backends import tensorrt_missing
+    src, _ = quantized
+    monkeypatch.setitem(sys.modules, "tensorrt", SimpleNamespace(__version__="10.3.0"))
+    for cudart, reason in [
+            (StandInCudart(device_error=35, driver=12020), "no usable CUDA GPU (CUDA error: CUDA driver version is "
+             "insufficient for CUDA runtime version: this driver runs CUDA 12.2; pip install 'cuda-python==12.*')"),
+            (StandInCudart(device_error=100), "no usable CUDA GPU (CUDA error: no CUDA-capable device is detected)"),
+            (StandInCudart(devices=0), "no CUDA GPU found (cudaGetDeviceCount: 0)")]:
+        monkeypatch.setattr(cuda, "import_cudart", lambda c=cudart: c)
+        assert tensorrt_missing() == reason
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            be = create_backend("auto", load_card(src), precision="fp32")
+        assert isinstance(be, OnnxRuntimeBackend)
+        assert [r.getMessage() for r in caplog.records] == [f"backend 'auto' falls back to onnxruntime: {reason}"]
+    monkeypatch.setattr(cuda, "import_cudart", lambda: StandInCudart())
+    assert tensorrt_missing() is None  # a GPU that CUDA reaches: TensorRT's
+
+    def nullptr(logger):
+        raise TypeError("pybind11::init(): factory function returned nullptr")
+    with pytest.raises(eng.EngineCacheError, match=r"^TensorRT cannot use the GPU \(trt.Runtime failed: CUDA did not "
+                                                  r"start\): in a container, run it with --runtime nvidia"):
+        eng.trt_object(nullptr, None, "trt.Runtime")
+    with pytest.raises(eng.EngineCacheError, match=r"trt.Builder failed"):
+        eng.trt_object(lambda logger: None, None, "trt.Builder")
+
+    def mistake(logger):
+        raise TypeError("__init__(): incompatible constructor arguments")
+    with pytest.raises(TypeError, match="incompatible"):  # a TypeError of another kind is no GPU problem
+        eng.trt_object(mistake, None, "trt.Runtime")
+
+
+class StandInEngine:
+    def __init__(self, context=None):
+        self.context = context
+
+    def create_execution_context(self):
+        return self.context
+
+
+def _standin_tensorrt(monkeypatch, engine, decision: str):
+    """The backend's start on a stand-in TensorRT whose runtime loads ``engine`` from a cache that
+    decided ``decision`` (build / reuse)."""
+    from seg_perception.runtime import tensorrt_backend
+    logger_cls = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=None: None})
+    runtime = SimpleNamespace(deserialize_cuda_engine=lambda blob: engine)
+    trt = SimpleNamespace(__version__="10.3.0", Logger=logger_cls, Runtime=lambda logger: runtime)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(tensorrt_backend, "import_cudart", lambda: StandInCudart())
+
+    def ensure(onnx_path, precision, shape, cache_dir=None, **kw):
+        path = Path(cache_dir) / "m.fp16.engine"
+        path.write_bytes(b"engine")
+        return path, eng.CacheDecision(decision, "")
+    monkeypatch.setattr(eng, "ensure_engine", ensure)
+    return tensorrt_backend.TensorRTBackend
+
+
+def test_tensorrt_that_cannot_load_or_run_an_engine_says_why(quantized, monkeypatch, tmp_path):
+    """An engine just built that does not load was answered "delete it to rebuild it" (the build
+    would fail the same way); an execution context TensorRT could not allocate (GPU memory: an
+    Orin Nano with two workers) came back None and failed later as an AttributeError."""
+    src, _ = quantized
+    backend = _standin_tensorrt(monkeypatch, None, "build")
+    with pytest.raises(BackendError, match=r"TensorRT built .*m.fp16.engine but cannot load it: its messages above "
+                                           r"say why \(most often too little free GPU memory\)"):
+        backend(load_card(src), W, H, "fp16", cache_dir=tmp_path)
+    backend = _standin_tensorrt(monkeypatch, None, "reuse")
+    with pytest.raises(BackendError, match=r"TensorRT cannot load engine .*m.fp16.engine: delete it"):
+        backend(load_card(src), W, H, "fp16", cache_dir=tmp_path)
+    backend = _standin_tensorrt(monkeypatch, StandInEngine(context=None), "build")
+    with pytest.raises(BackendError, match=r"TensorRT cannot create an execution context for m.fp16.engine: too "
+                                           r"little free GPU memory"):
+        backend(load_card(src), W, H, "fp16", cache_dir=tmp_path)
+
+
+def test_one_camera_frame_copies_one_frame_of_a_batch_buffer():
+    """Buffers are sized for max_batch frames (several cameras); a single frame's call copied the
+    whole buffer both ways, N times the bytes."""
+    from seg_perception.runtime.cuda import IOBuffer
+    cudart = StandInCudart()
+    buf = IOBuffer(cudart, (4, 8, 8, 3), np.uint8)
+    buf.host[:] = 7
+    buf.to_device(None, frames=1)
+    buf.to_host(None, frames=3)
+    buf.to_device(None)
+    assert cudart.copies == [(1, 192), (2, 576), (1, 768)]
+    assert (buf.host == 7).all()  # the host view is the pinned buffer's
+
+
+def test_int8_on_a_gpu_without_int8_kernels_is_refused_and_one_tensorrt_logger(monkeypatch, caplog):
+    """An int8 build on a GPU without fast int8 (some Pascal GeForce) failed with TensorRT's
+    internal error; the builder says so first (8.5-10.x). And the Builder gets the Runtime's
+    logger: TensorRT warns when the two differ."""
+    logger_cls = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=None: None})
+    builder = SimpleNamespace(platform_has_fast_int8=False, platform_has_fast_fp16=False)
+    trt = SimpleNamespace(__version__="10.3.0", Logger=logger_cls, Builder=lambda logger: builder)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    with pytest.raises(eng.EngineCacheError, match=r"^this GPU has no fast INT8 kernels .*: use precision fp16 or "
+                                                  r"fp32"):
+        eng.build_serialized_engine("m.onnx", "int8", SHAPE)
+    with caplog.at_level(logging.WARNING):
+        eng._check_platform(builder, "fp16")
+    assert "no fast FP16 kernels" in caplog.text
+    eng._check_platform(SimpleNamespace(), "int8")  # TensorRT 11: no such attribute, no refusal
+    assert eng.trt_logger(trt) is eng.trt_logger(trt)
 
 
 # ------------------------------------------------------------------ without TensorRT

@@ -222,7 +222,8 @@ class TorchBackend(Backend):
 
 
 def tensorrt_missing() -> Optional[str]:
-    """Why the tensorrt backend cannot run here (no TensorRT, one too old, no cuda-python), or None."""
+    """Why the tensorrt backend cannot run here (no TensorRT, one too old, no cuda-python, no usable
+    CUDA GPU), or None."""
     from .engine_cache import EngineCacheError, import_tensorrt
     try:
         import_tensorrt()
@@ -231,11 +232,10 @@ def tensorrt_missing() -> Optional[str]:
     except Exception as e:  # a broken install: the import itself fails
         return f"TensorRT does not import: {e}"
     try:
-        from .cuda import import_cudart
-        import_cudart()
+        from .cuda import cuda_unusable
+        return cuda_unusable()
     except Exception as e:
         return str(e)
-    return None
 
 
 def tensorrt_available() -> bool:

@@ -10,7 +10,7 @@ JetPack-specific wheel. It is imported only when a function here is called.
 from __future__ import annotations
 
 import ctypes
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -35,10 +35,35 @@ def check(cudart, result):
     err, rest = result[0], result[1:]
     if err != cudart.cudaError_t.cudaSuccess:
         name = cudart.cudaGetErrorString(err)[1]
-        raise BackendError(f"CUDA error: {name.decode() if isinstance(name, bytes) else name}")
+        raise BackendError(f"CUDA error: {name.decode() if isinstance(name, bytes) else name}"
+                           + driver_advice(cudart, err))
     if not rest:
         return None
     return rest[0] if len(rest) == 1 else rest
+
+
+def driver_advice(cudart, err) -> str:
+    """A cuda-python newer than the driver (a plain `pip install cuda-python` is 13.x; JetPack 6's
+    driver runs CUDA 12) fails with 'driver version is insufficient': name the wheel that fits."""
+    if err != getattr(cudart.cudaError_t, "cudaErrorInsufficientDriver", None):
+        return ""
+    try:
+        driver = int(cudart.cudaDriverGetVersion()[1])  # e.g. 12020 = CUDA 12.2
+    except Exception:
+        return ": pip install 'cuda-python==<the CUDA major version of your driver>.*'"
+    return (f": this driver runs CUDA {driver // 1000}.{driver % 1000 // 10}; "
+            f"pip install 'cuda-python=={driver // 1000}.*'")
+
+
+def cuda_unusable() -> Optional[str]:
+    """Why no CUDA GPU can be used here (no device, no rights, a driver older than cuda-python), or
+    None: TensorRT imports without one, and `auto` must then take ONNX Runtime."""
+    cudart = import_cudart()
+    try:
+        count = check(cudart, cudart.cudaGetDeviceCount())
+    except BackendError as e:
+        return f"no usable CUDA GPU ({e})"
+    return None if count else "no CUDA GPU found (cudaGetDeviceCount: 0)"
 
 
 def gpu_properties(device: int = 0) -> Dict[str, Any]:
@@ -64,14 +89,19 @@ class IOBuffer:
         self.host = np.ctypeslib.as_array(raw, (self.nbytes,)).view(self.dtype).reshape(self.shape)
         self.device = check(cudart, cudart.cudaMalloc(self.nbytes))
 
-    def to_device(self, stream) -> None:
+    def _bytes(self, frames: Optional[int]) -> int:
+        """The first ``frames`` along the batch axis (all without): one camera's frame in a buffer
+        sized for several is copied alone."""
+        return self.nbytes if frames is None else int(frames) * (self.nbytes // self.shape[0])
+
+    def to_device(self, stream, frames: Optional[int] = None) -> None:
         c = self.cudart
-        check(c, c.cudaMemcpyAsync(self.device, self.host_ptr, self.nbytes,
+        check(c, c.cudaMemcpyAsync(self.device, self.host_ptr, self._bytes(frames),
                                     c.cudaMemcpyKind.cudaMemcpyHostToDevice, stream))
 
-    def to_host(self, stream) -> None:
+    def to_host(self, stream, frames: Optional[int] = None) -> None:
         c = self.cudart
-        check(c, c.cudaMemcpyAsync(self.host_ptr, self.device, self.nbytes,
+        check(c, c.cudaMemcpyAsync(self.host_ptr, self.device, self._bytes(frames),
                                     c.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream))
 
     def free(self) -> None:

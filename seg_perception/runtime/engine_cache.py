@@ -10,14 +10,15 @@ all equal -> reuse, nothing is written, so the cache may be read-only; any
 difference -> rebuild, or with ``rebuild=False`` refuse with the field that
 differs. A missing engine is built.
 
-Building uses the TensorRT Python API only (10.x and later): Builder,
+Building uses the TensorRT Python API only (8.5 and later; 8.6 and 10.x on JetPack 6): Builder,
 create_network, OnnxParser, create_builder_config, set_memory_pool_limit,
 a reusable timing cache, BuilderFlag.FP16 for fp16. INT8 is explicit
 quantization from the Q/DQ ONNX made by `seg-perception quantize`: on 10.x the
 INT8 (+FP16, for layers left in float) flags enable it; TensorRT 11 removed
 those flags because every network is strongly typed and Q/DQ alone decides.
 TensorRT 11 has no fp16 flag either; fp16 there needs an fp16 ONNX, which this
-package does not make (JetPack 6.1/6.2 ship TensorRT 10.3, JetPack 6.0 8.6, JetPack 5.1 8.5).
+package does not make (JetPack 6.1/6.2 ship TensorRT 10.3, JetPack 6.0 8.6; JetPack 5.1's 8.5 runs
+the API, but the package needs JetPack 6's Python 3.10).
 """
 from __future__ import annotations
 
@@ -257,7 +258,7 @@ def check_onnx_for_precision(onnx_path: str | Path, precision: str) -> None:
 
 # ------------------------------------------------------------------ TensorRT (thin)
 # The named-tensor API the backend runs on (set_input_shape, set_tensor_address, execute_async_v3)
-# came with TensorRT 8.5: JetPack 5.1 and later.
+# came with TensorRT 8.5 (JetPack 5.1; the package itself needs JetPack 6's Python 3.10).
 MIN_TENSORRT = (8, 5)
 
 
@@ -275,9 +276,40 @@ def import_tensorrt():
         found = MIN_TENSORRT  # no version, or a development build's odd one: let it try
     if found < MIN_TENSORRT:
         raise EngineCacheError(f"TensorRT {version} is too old: the tensorrt backend needs "
-                               f"{'.'.join(map(str, MIN_TENSORRT))} or newer (JetPack 5.1+); upgrade JetPack, "
-                               "or use backend:=onnxruntime") from None
+                               f"{'.'.join(map(str, MIN_TENSORRT))} or newer (on a Jetson: JetPack 6, whose "
+                               "Python 3.10 this package needs too); upgrade, or use backend:=onnxruntime") from None
     return trt
+
+
+_LOGGER: list = []  # [(tensorrt module, its Logger)]: one logger for the process
+
+
+def trt_logger(trt):
+    """The process's one TensorRT logger: a Builder given another logger than the Runtime's
+    makes TensorRT warn on every build (node start-up, each worker)."""
+    if not _LOGGER or _LOGGER[0][0] is not trt:
+        _LOGGER[:] = [(trt, trt.Logger(trt.Logger.WARNING))]
+    return _LOGGER[0][1]
+
+
+GPU_UNUSABLE = ("TensorRT cannot use the GPU ({what} failed: CUDA did not start): in a container, run it "
+                "with --runtime nvidia (or --gpus all); the user needs the GPU's devices (group 'video' on "
+                "a Jetson); check that the driver works (nvidia-smi, or tegrastats on a Jetson); or use "
+                "backend onnxruntime")
+
+
+def trt_object(factory, logger, what: str):
+    """trt.Runtime / trt.Builder: when CUDA cannot start, the bindings raise pybind11's
+    "factory function returned nullptr" TypeError (or return None), which says nothing of why."""
+    try:
+        obj = factory(logger)
+    except TypeError as e:
+        if "nullptr" not in str(e):
+            raise
+        obj = None
+    if obj is None:
+        raise EngineCacheError(GPU_UNUSABLE.format(what=what))
+    return obj
 
 
 def build_environment() -> Dict[str, str]:
@@ -316,6 +348,18 @@ def _attach_timing_cache(config, path: Path):
     return cache
 
 
+def _check_platform(builder, precision: str) -> None:
+    """A GPU without fast int8 kernels (before Pascal's DP4A, some GeForce Pascal) fails an int8
+    build with TensorRT's internal error; without fast fp16 an fp16 engine runs mostly in fp32.
+    The builder says which (TensorRT 8.5-10.x; 11 dropped both attributes with the flags)."""
+    if precision == "int8" and getattr(builder, "platform_has_fast_int8", True) is False:
+        raise EngineCacheError("this GPU has no fast INT8 kernels (TensorRT: platform_has_fast_int8 is false): "
+                               "use precision fp16 or fp32")
+    if precision == "fp16" and getattr(builder, "platform_has_fast_fp16", True) is False:
+        log.warning("this GPU has no fast FP16 kernels (TensorRT: platform_has_fast_fp16 is false): the fp16 "
+                    "engine runs mostly in fp32, no faster; precision fp32 says what it is")
+
+
 def build_serialized_engine(onnx_path: str | Path, precision: str, input_shape: Sequence[int],
                             workspace_mib: int = DEFAULT_WORKSPACE_MIB,
                             timing_cache: Optional[str | Path] = None,
@@ -323,8 +367,9 @@ def build_serialized_engine(onnx_path: str | Path, precision: str, input_shape: 
     """Parse the ONNX file and build a serialized engine with the TensorRT Python API, computing
     the graph ``outputs`` only."""
     trt = import_tensorrt()
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
+    logger = trt_logger(trt)
+    builder = trt_object(trt.Builder, logger, "trt.Builder")
+    _check_platform(builder, precision)
     network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):

@@ -64,12 +64,15 @@ class TensorRTBackend(Backend):
         outputs = eng.ALL_OUTPUTS if confidence else ("labels",)
         self._buffers: Dict[str, IOBuffer] = {}
         self.stream = None
-        logger = trt.Logger(trt.Logger.WARNING)
+        logger = eng.trt_logger(trt)
         # An engine with plugin layers (TensorRT 8.6's parser makes InstanceNormalization one) loads only
         # once the plugins are registered; the parser registers them while building, not in a new process.
         if hasattr(trt, "init_libnvinfer_plugins"):
             trt.init_libnvinfer_plugins(logger, "")
-        runtime = trt.Runtime(logger)
+        try:
+            runtime = eng.trt_object(trt.Runtime, logger, "trt.Runtime")
+        except eng.EngineCacheError as e:
+            raise BackendError(str(e)) from None
         self.engine = None
         for attempt in range(2):
             try:
@@ -84,10 +87,17 @@ class TensorRTBackend(Backend):
             # A cached engine whose file is damaged (a write cut by a power loss) though its sidecar
             # matches: built once more rather than failing every start.
             eng.sidecar_path(self.engine_path).unlink(missing_ok=True)
+        if self.engine is None and self.cache_decision.action == "build":
+            raise BackendError(f"TensorRT built {self.engine_path} but cannot load it: its messages above say why "
+                               "(most often too little free GPU memory)")
         if self.engine is None:
             raise BackendError(f"TensorRT cannot load engine {self.engine_path}: delete it (and its .json) "
                                "to rebuild it")
         self.context = self.engine.create_execution_context()
+        if self.context is None:  # the bindings give None where TensorRT could not allocate one
+            raise BackendError(f"TensorRT cannot create an execution context for {self.engine_path.name}: too "
+                               "little free GPU memory (on a Jetson, the memory it shares with the CPU); run fewer "
+                               "workers or cameras, a smaller input, or close other GPU programs")
         self.stream = check(cudart, cudart.cudaStreamCreate())
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -121,17 +131,22 @@ class TensorRTBackend(Backend):
             raise BackendError(f"engine {self.engine_path} does not take input {name} of shape {shape}: delete it "
                                "(and its .json) to rebuild it for this size")
 
+    def _execute(self, frames: int) -> None:
+        if not self.context.execute_async_v3(int(self.stream)):
+            shape = (frames,) + self._buffers[self.inputs[0]].shape[1:]
+            raise BackendError(f"TensorRT could not run {self.engine_path.name} on input {shape}: its messages "
+                               "above say why")
+
     def infer(self, image: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         inp = self._buffers[self.inputs[0]]
         if image.shape != inp.shape[1:] or image.dtype != np.uint8:
             raise ValueError(f"tensorrt backend expects a uint8 frame of shape {inp.shape[1:]}, got "
                              f"{image.dtype} {image.shape}")
         np.copyto(inp.host[0], image)
-        inp.to_device(self.stream)
-        if not self.context.execute_async_v3(int(self.stream)):
-            raise BackendError("TensorRT execute_async_v3 failed")
+        inp.to_device(self.stream, frames=1)  # the buffers hold max_batch frames; this call runs one
+        self._execute(1)
         for name in self.outputs:
-            self._buffers[name].to_host(self.stream)
+            self._buffers[name].to_host(self.stream, frames=1)
         check(self.cudart, self.cudart.cudaStreamSynchronize(self.stream))
         labels = self._buffers["labels"].host[0].astype(np.uint8)  # a copy: host buffers are reused
         conf = self._buffers["confidence"].host[0].astype(np.float32) if self.has_confidence else None
@@ -149,11 +164,10 @@ class TensorRTBackend(Backend):
         self._set_shape(name, (n,) + inp.shape[1:])
         try:
             np.copyto(inp.host[:n], images)
-            inp.to_device(self.stream)  # the whole buffer: frames past n are ignored by the engine
-            if not self.context.execute_async_v3(int(self.stream)):
-                raise BackendError("TensorRT execute_async_v3 failed")
+            inp.to_device(self.stream, frames=n)
+            self._execute(n)
             for out in self.outputs:
-                self._buffers[out].to_host(self.stream)
+                self._buffers[out].to_host(self.stream, frames=n)
             check(self.cudart, self.cudart.cudaStreamSynchronize(self.stream))
         finally:
             self._set_shape(name, (1,) + inp.shape[1:])
