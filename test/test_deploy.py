@@ -35,7 +35,7 @@ from seg_perception.nets import list_models
 from seg_perception.nets.deployable import DeployWrapper, load_net
 from seg_perception.runtime import engine_cache as eng
 from seg_perception.runtime.backends import (BackendError, OnnxRuntimeBackend, create_backend,
-                                             tensorrt_available)
+                                             tensorrt_installed)
 
 W, H = 128, 96  # small, a multiple of 32 for every network of the zoo
 
@@ -679,8 +679,8 @@ class StandInCudart:
     TEXT = {35: b"CUDA driver version is insufficient for CUDA runtime version",
             100: b"no CUDA-capable device is detected"}
 
-    def __init__(self, device_error=0, devices=1, driver=12020):
-        self.device_error, self.devices, self.driver = device_error, devices, driver
+    def __init__(self, device_error=0, devices=1, driver=12020, runtime=13000):
+        self.device_error, self.devices, self.driver, self.runtime = device_error, devices, driver, runtime
         self.copies, self._host = [], []
 
     def cudaGetDeviceCount(self):
@@ -691,6 +691,17 @@ class StandInCudart:
 
     def cudaDriverGetVersion(self):
         return (0, self.driver)
+
+    def cudaRuntimeGetVersion(self):
+        return (0, self.runtime)
+
+    def cudaStreamCreate(self):
+        return (0, 1)
+
+    def cudaStreamSynchronize(self, stream):
+        return (0,)
+
+    cudaStreamDestroy = cudaStreamSynchronize
 
     def cudaMallocHost(self, nbytes):
         buf = (ctypes.c_uint8 * nbytes)()
@@ -722,6 +733,12 @@ def test_tensorrt_that_cannot_reach_the_gpu_is_named_and_auto_takes_onnxruntime(
     for cudart, reason in [
             (StandInCudart(device_error=35, driver=12020), "no usable CUDA GPU (CUDA error: CUDA driver version is "
              "insufficient for CUDA runtime version: this driver runs CUDA 12.2; pip install 'cuda-python==12.*')"),
+            (StandInCudart(device_error=35, driver=12020, runtime=12060), "no usable CUDA GPU (CUDA error: CUDA "
+             "driver version is insufficient for CUDA runtime version: this driver runs CUDA 12.2, cuda-python needs "
+             "CUDA 12.6: update the NVIDIA driver)"),
+            (StandInCudart(device_error=35, driver=0), "no usable CUDA GPU (CUDA error: CUDA driver version is "
+             "insufficient for CUDA runtime version: no NVIDIA driver is visible to this process (in a container: "
+             "--runtime nvidia or --gpus all))"),
             (StandInCudart(device_error=100), "no usable CUDA GPU (CUDA error: no CUDA-capable device is detected)"),
             (StandInCudart(devices=0), "no CUDA GPU found (cudaGetDeviceCount: 0)")]:
         monkeypatch.setattr(cuda, "import_cudart", lambda c=cudart: c)
@@ -736,10 +753,11 @@ def test_tensorrt_that_cannot_reach_the_gpu_is_named_and_auto_takes_onnxruntime(
 
     def nullptr(logger):
         raise TypeError("pybind11::init(): factory function returned nullptr")
-    with pytest.raises(eng.EngineCacheError, match=r"^TensorRT cannot use the GPU \(trt.Runtime failed: CUDA did not "
-                                                  r"start\): in a container, run it with --runtime nvidia"):
+    with pytest.raises(eng.EngineCacheError, match=r"^TensorRT could not create its trt.Runtime: its messages above "
+                                                  r"say why; most often CUDA did not start \(in a container, run it "
+                                                  r"with --runtime nvidia"):
         eng.trt_object(nullptr, None, "trt.Runtime")
-    with pytest.raises(eng.EngineCacheError, match=r"trt.Builder failed"):
+    with pytest.raises(eng.EngineCacheError, match=r"could not create its trt.Builder"):
         eng.trt_object(lambda logger: None, None, "trt.Builder")
 
     def mistake(logger):
@@ -749,29 +767,74 @@ def test_tensorrt_that_cannot_reach_the_gpu_is_named_and_auto_takes_onnxruntime(
 
 
 class StandInEngine:
-    def __init__(self, context=None):
-        self.context = context
+    """An export-made engine's interface (uint8 'image' in, 'labels' and float 'confidence' out,
+    the batch dynamic up to ``max_batch``); ``context=False``: TensorRT could not make one."""
+
+    NAMES = ("image", "labels", "confidence")
+
+    def __init__(self, context=True, max_batch=2):
+        self.num_io_tensors, self.max_batch, self.make_context = 3, max_batch, context
 
     def create_execution_context(self):
-        return self.context
+        return StandInContext() if self.make_context else None
+
+    def get_tensor_name(self, i):
+        return self.NAMES[i]
+
+    def get_tensor_mode(self, name):
+        return "input" if name == "image" else "output"
+
+    def get_tensor_shape(self, name):
+        return (-1, H, W, 3) if name == "image" else (-1, H, W)
+
+    def get_tensor_dtype(self, name):
+        return "float" if name == "confidence" else "uint8"
+
+    def get_tensor_profile_shape(self, name, profile):
+        return [(1, H, W, 3), (self.max_batch, H, W, 3), (self.max_batch, H, W, 3)]
+
+
+class StandInContext:
+    def __init__(self):
+        self.batch = 1
+
+    def set_input_shape(self, name, shape):
+        self.batch = shape[0]
+        return True
+
+    def get_tensor_shape(self, name):
+        return (self.batch, H, W, 3) if name == "image" else (self.batch, H, W)
+
+    def set_tensor_address(self, name, address):
+        return True
+
+    def execute_async_v3(self, stream):
+        return True
 
 
 def _standin_tensorrt(monkeypatch, engine, decision: str):
     """The backend's start on a stand-in TensorRT whose runtime loads ``engine`` from a cache that
-    decided ``decision`` (build / reuse)."""
+    decided ``decision`` (build / reuse): (the backend class, its cudart, the Runtime's logger)."""
     from seg_perception.runtime import tensorrt_backend
     logger_cls = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=None: None})
-    runtime = SimpleNamespace(deserialize_cuda_engine=lambda blob: engine)
-    trt = SimpleNamespace(__version__="10.3.0", Logger=logger_cls, Runtime=lambda logger: runtime)
+    loggers = []
+
+    def runtime(logger):
+        loggers.append(logger)
+        return SimpleNamespace(deserialize_cuda_engine=lambda blob: engine)
+    trt = SimpleNamespace(__version__="10.3.0", Logger=logger_cls, Runtime=runtime,
+                          TensorIOMode=SimpleNamespace(INPUT="input"),
+                          DataType=SimpleNamespace(UINT8="uint8", FLOAT="float"))
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr(tensorrt_backend, "import_cudart", lambda: StandInCudart())
+    cudart = StandInCudart()
+    monkeypatch.setattr(tensorrt_backend, "import_cudart", lambda: cudart)
 
     def ensure(onnx_path, precision, shape, cache_dir=None, **kw):
         path = Path(cache_dir) / "m.fp16.engine"
         path.write_bytes(b"engine")
         return path, eng.CacheDecision(decision, "")
     monkeypatch.setattr(eng, "ensure_engine", ensure)
-    return tensorrt_backend.TensorRTBackend
+    return tensorrt_backend.TensorRTBackend, cudart, loggers
 
 
 def test_tensorrt_that_cannot_load_or_run_an_engine_says_why(quantized, monkeypatch, tmp_path):
@@ -779,37 +842,46 @@ def test_tensorrt_that_cannot_load_or_run_an_engine_says_why(quantized, monkeypa
     would fail the same way); an execution context TensorRT could not allocate (GPU memory: an
     Orin Nano with two workers) came back None and failed later as an AttributeError."""
     src, _ = quantized
-    backend = _standin_tensorrt(monkeypatch, None, "build")
+    backend, _, _ = _standin_tensorrt(monkeypatch, None, "build")
     with pytest.raises(BackendError, match=r"TensorRT built .*m.fp16.engine but cannot load it: its messages above "
                                            r"say why \(most often too little free GPU memory\)"):
         backend(load_card(src), W, H, "fp16", cache_dir=tmp_path)
-    backend = _standin_tensorrt(monkeypatch, None, "reuse")
+    backend, _, _ = _standin_tensorrt(monkeypatch, None, "reuse")
     with pytest.raises(BackendError, match=r"TensorRT cannot load engine .*m.fp16.engine: delete it"):
         backend(load_card(src), W, H, "fp16", cache_dir=tmp_path)
-    backend = _standin_tensorrt(monkeypatch, StandInEngine(context=None), "build")
+    backend, _, _ = _standin_tensorrt(monkeypatch, StandInEngine(context=False), "build")
     with pytest.raises(BackendError, match=r"TensorRT cannot create an execution context for m.fp16.engine: too "
                                            r"little free GPU memory"):
         backend(load_card(src), W, H, "fp16", cache_dir=tmp_path)
 
 
-def test_one_camera_frame_copies_one_frame_of_a_batch_buffer():
+def test_one_camera_frame_copies_one_frame_of_a_batch_buffer(quantized, monkeypatch, tmp_path):
     """Buffers are sized for max_batch frames (several cameras); a single frame's call copied the
-    whole buffer both ways, N times the bytes."""
+    whole buffer both ways, N times the bytes. And the backend's Runtime has the process's one
+    TensorRT logger, the one the engine build gives its Builder."""
     from seg_perception.runtime.cuda import IOBuffer
-    cudart = StandInCudart()
+    src, _ = quantized
+    backend, cudart, loggers = _standin_tensorrt(monkeypatch, StandInEngine(max_batch=2), "reuse")
+    be = backend(load_card(src), W, H, "fp16", cache_dir=tmp_path, max_batch=2, warmup_runs=0)
+    assert be.max_batch == 2 and be._buffers["image"].shape == (2, H, W, 3)
+    assert loggers == [eng.trt_logger(sys.modules["tensorrt"])]
+    frame = np.zeros((H, W, 3), np.uint8)
+    del cudart.copies[:]
+    labels, conf = be.infer(frame)
+    assert labels.shape == (H, W) and conf.shape == (H, W)
+    assert cudart.copies == [(1, H * W * 3), (2, H * W), (2, H * W * 4)]  # one frame of two, each way
+    del cudart.copies[:]
+    labels, conf = be.infer_batch(np.stack([frame, frame]))
+    assert labels.shape == (2, H, W)
+    assert cudart.copies == [(1, 2 * H * W * 3), (2, 2 * H * W), (2, 2 * H * W * 4)]
     buf = IOBuffer(cudart, (4, 8, 8, 3), np.uint8)
-    buf.host[:] = 7
-    buf.to_device(None, frames=1)
-    buf.to_host(None, frames=3)
-    buf.to_device(None)
-    assert cudart.copies == [(1, 192), (2, 576), (1, 768)]
-    assert (buf.host == 7).all()  # the host view is the pinned buffer's
+    with pytest.raises(ValueError, match="5 frames do not fit a buffer of 4"):
+        buf.to_device(None, frames=5)  # never past the allocations
 
 
-def test_int8_on_a_gpu_without_int8_kernels_is_refused_and_one_tensorrt_logger(monkeypatch, caplog):
+def test_int8_on_a_gpu_without_int8_kernels_is_refused(monkeypatch, caplog):
     """An int8 build on a GPU without fast int8 (some Pascal GeForce) failed with TensorRT's
-    internal error; the builder says so first (8.5-10.x). And the Builder gets the Runtime's
-    logger: TensorRT warns when the two differ."""
+    internal error; the builder says so first (8.5-10.x)."""
     logger_cls = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=None: None})
     builder = SimpleNamespace(platform_has_fast_int8=False, platform_has_fast_fp16=False)
     trt = SimpleNamespace(__version__="10.3.0", Logger=logger_cls, Builder=lambda logger: builder)
@@ -821,7 +893,6 @@ def test_int8_on_a_gpu_without_int8_kernels_is_refused_and_one_tensorrt_logger(m
         eng._check_platform(builder, "fp16")
     assert "no fast FP16 kernels" in caplog.text
     eng._check_platform(SimpleNamespace(), "int8")  # TensorRT 11: no such attribute, no refusal
-    assert eng.trt_logger(trt) is eng.trt_logger(trt)
 
 
 # ------------------------------------------------------------------ without TensorRT
@@ -921,7 +992,7 @@ def test_jetson_doctor_script_runs_the_doctor():
                          env=dict(os.environ, PYTHON=sys.executable))
     assert res.returncode == 0, res.stderr
     assert "usage: seg-perception doctor" in res.stdout and "--frames" in res.stdout
-    if not tensorrt_available():
+    if not tensorrt_installed():
         assert "cannot import tensorrt" in res.stderr and "python3-libnvinfer" in res.stderr
 
 
@@ -963,7 +1034,7 @@ def test_bench_two_networks(tmp_path, capsys):
 
 # ------------------------------------------------------------------ TensorRT on a GPU
 def _trt_gpu_reason():
-    if not tensorrt_available():
+    if not tensorrt_installed():
         return "TensorRT is not installed"
     try:
         from seg_perception.runtime.cuda import gpu_properties

@@ -221,9 +221,9 @@ class TorchBackend(Backend):
         return self.device.type == "cuda"
 
 
-def tensorrt_missing() -> Optional[str]:
-    """Why the tensorrt backend cannot run here (no TensorRT, one too old, no cuda-python, no usable
-    CUDA GPU), or None."""
+def tensorrt_missing(gpu: bool = True) -> Optional[str]:
+    """Why the tensorrt backend cannot run here (no TensorRT, one too old, no cuda-python, and with
+    ``gpu`` no CUDA GPU it can reach), or None."""
     from .engine_cache import EngineCacheError, import_tensorrt
     try:
         import_tensorrt()
@@ -232,15 +232,18 @@ def tensorrt_missing() -> Optional[str]:
     except Exception as e:  # a broken install: the import itself fails
         return f"TensorRT does not import: {e}"
     try:
-        from .cuda import cuda_unusable
+        from .cuda import cuda_unusable, import_cudart
+        if not gpu:
+            import_cudart()
+            return None
         return cuda_unusable()
     except Exception as e:
         return str(e)
 
 
-def tensorrt_available() -> bool:
-    """TensorRT (new enough) and the CUDA runtime bindings its backend needs are both importable."""
-    return tensorrt_missing() is None
+def tensorrt_installed() -> bool:
+    """TensorRT (new enough) and cuda-python import, whether or not a GPU is reachable."""
+    return tensorrt_missing(gpu=False) is None
 
 
 def create_backend(kind: str, card: ModelCard, precision: str = "fp32", width: Optional[int] = None,

@@ -48,11 +48,17 @@ def driver_advice(cudart, err) -> str:
     if err != getattr(cudart.cudaError_t, "cudaErrorInsufficientDriver", None):
         return ""
     try:
-        driver = int(cudart.cudaDriverGetVersion()[1])  # e.g. 12020 = CUDA 12.2
+        driver = int(cudart.cudaDriverGetVersion()[1])  # e.g. 12020 = CUDA 12.2; 0: no driver loaded
+        runtime = int(cudart.cudaRuntimeGetVersion()[1])
     except Exception:
         return ": pip install 'cuda-python==<the CUDA major version of your driver>.*'"
-    return (f": this driver runs CUDA {driver // 1000}.{driver % 1000 // 10}; "
-            f"pip install 'cuda-python=={driver // 1000}.*'")
+    if driver <= 0:
+        return (": no NVIDIA driver is visible to this process (in a container: --runtime nvidia or --gpus "
+                "all)")
+    runs = f"this driver runs CUDA {driver // 1000}.{driver % 1000 // 10}"
+    if driver // 1000 < runtime // 1000:
+        return f": {runs}; pip install 'cuda-python=={driver // 1000}.*'"
+    return f": {runs}, cuda-python needs CUDA {runtime // 1000}.{runtime % 1000 // 10}: update the NVIDIA driver"
 
 
 def cuda_unusable() -> Optional[str]:
@@ -92,7 +98,11 @@ class IOBuffer:
     def _bytes(self, frames: Optional[int]) -> int:
         """The first ``frames`` along the batch axis (all without): one camera's frame in a buffer
         sized for several is copied alone."""
-        return self.nbytes if frames is None else int(frames) * (self.nbytes // self.shape[0])
+        if frames is None or not self.shape:
+            return self.nbytes
+        if not 0 < int(frames) <= self.shape[0]:  # past the allocations
+            raise ValueError(f"{frames} frames do not fit a buffer of {self.shape[0]}")
+        return int(frames) * (self.nbytes // self.shape[0])
 
     def to_device(self, stream, frames: Optional[int] = None) -> None:
         c = self.cudart

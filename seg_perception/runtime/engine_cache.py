@@ -292,9 +292,10 @@ def trt_logger(trt):
     return _LOGGER[0][1]
 
 
-GPU_UNUSABLE = ("TensorRT cannot use the GPU ({what} failed: CUDA did not start): in a container, run it "
-                "with --runtime nvidia (or --gpus all); the user needs the GPU's devices (group 'video' on "
-                "a Jetson); check that the driver works (nvidia-smi, or tegrastats on a Jetson); or use "
+GPU_UNUSABLE = ("TensorRT could not create its {what}: its messages above say why; most often CUDA did not "
+                "start (in a container, run it with --runtime nvidia or --gpus all; the user needs the GPU's "
+                "devices, group 'video' on a Jetson; nvidia-smi or tegrastats shows whether the driver works) "
+                "or TensorRT's libraries do not match (reinstall them from one JetPack or CUDA release); or use "
                 "backend onnxruntime")
 
 
