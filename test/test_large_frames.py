@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+
+import pytest
 
 from conftest import REPO
 
@@ -21,8 +24,16 @@ def test_large_best_effort_frames_are_answered(random_model, tmp_path):
     cmd = [sys.executable, "-m", "seg_perception.cli", "bench-camera", "--model", str(random_model),
            "--sizes", "640x480", "1280x720", "--rates", "2", "--qos", "best_effort", "--seconds", "3",
            "--json", str(out)]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert p.returncode == 0, p.stdout + p.stderr
+    # its own process group: on a timeout the node it started goes too (a stray would load the next tests)
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        stdout, stderr = p.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        stdout, stderr = p.communicate()
+        pytest.fail("bench-camera did not finish in 240 s:\n" + stdout + stderr)
+    assert p.returncode == 0, stdout + stderr
     rows = json.loads(out.read_text())
     assert [r["size"] for r in rows] == ["640x480", "1280x720"]
     for r in rows:

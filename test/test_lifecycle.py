@@ -309,7 +309,8 @@ def test_the_managed_node_keeps_a_bond_while_active(ros, random_model, tmp_path)
             instance = manager.got[0][1]
             time.sleep(3.0)  # past the 2 s within which the bond formed: heartbeats go on
             beats = [t for t, i, a in manager.got if i == instance and a]
-            assert beats[-1] > t0 + 2.8 and max(b - a for a, b in zip(beats, beats[1:])) < 0.5, beats  # ~10 Hz
+            # ~10 Hz; a gap under a second is far inside Nav2's 4 s bond_timeout (a loaded CPU stalls a beat)
+            assert beats[-1] > t0 + 2.8 and max(b - a for a, b in zip(beats, beats[1:])) < 1.0, beats
             assert not manager.broken(instance)
             assert lc.transition(Transition.TRANSITION_DEACTIVATE)
             h.wait_for(lambda: manager.broken(instance), 2.0, "the goodbye")

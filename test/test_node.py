@@ -573,7 +573,8 @@ def test_ctrl_c_with_frames_in_flight_drops_them_without_errors(ros, random_mode
         rc = proc.stop()
     finally:
         stop.set()
-        t.join()
+        if t.is_alive():  # not started when the node never connected: join() would raise, leaving it running
+            t.join()
         h.close()
         proc.stop()
     out = proc.output()

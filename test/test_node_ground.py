@@ -198,6 +198,10 @@ def test_grid_and_cloud_arrive_with_the_image_stamp(nav_node, val_frames, random
     diff = np.abs(as_array(gc).astype(int) - conf.confidence[::4, ::4].astype(int))
     assert (diff <= 1).mean() > 0.999 and conf.confidence.std() > 1, diff.max()
 
+    # a frame now: the reference work above can take longer than the ~2 s after which the node
+    # calls its outputs stopped (WARN, and the latched grid cleared)
+    rec.pub_info.publish(camera_info())
+    send(h, val_frames[3][0], "grid_again")
     h.wait_for(lambda: rec.ground_diag and rec.ground_diag[-1][0] == b"\x00", 10, "ground diagnostics ok")
     assert int(rec.ground_diag[-1][2]["frames_published"]) >= 1
 
@@ -214,9 +218,11 @@ def test_a_frame_of_another_size_skips_ground_outputs_but_is_segmented(nav_node,
     proc, h, rec = nav_node
     rec.pub_info.publish(camera_info())
     key = send(h, cv2.resize(val_frames[0][0], (640, 480)), "size")
+    # the node logs it after publishing the labels
+    h.wait_for(lambda: "frame is 640x480 but CameraInfo on /camera/camera_info is 480x360" in proc.output(), 10,
+               "the size warning")
     time.sleep(0.5)
     assert key[:2] not in rec.got["grid"]
-    assert "frame is 640x480 but CameraInfo on /camera/camera_info is 480x360" in proc.output()
 
 
 def test_bench_node_ground_reports_the_cost_of_each_output(camvid_sample):
@@ -397,7 +403,7 @@ def test_a_camera_that_sees_no_ground_is_a_warning_not_ok(ros):
         for pitch, level in ((-PITCH, DiagnosticStatus.WARN), (PITCH, DiagnosticStatus.OK)):
             node.set_parameters([Parameter("ground.camera_xyz", value=CAM_XYZ),
                                  Parameter("ground.camera_rpy", value=[0.0, pitch, 0.0])])
-            outputs = GroundOutputs(node, "/camera/image_raw")
+            outputs = GroundOutputs(node, "/camera/image_raw", prefix=node.get_name() + "/")  # (as started_outputs)
             outputs.start(QoSProfile(depth=1))
             try:
                 outputs._info = camera_info()
@@ -691,4 +697,6 @@ def test_a_managed_node_keeps_its_ground_status_while_inactive(ros, random_model
         h.close()
         rc = proc.stop()
     assert rc == 0, proc.output()
-    assert "faster than the node" not in proc.output(), proc.output()
+    # none once inactive (a machine too loaded for 4 Hz may say so, rightly, while active)
+    out = proc.output()
+    assert "faster than the node" not in out[out.index("deactivated: not subscribed"):], out
