@@ -766,9 +766,10 @@ def test_max_rate_serves_a_faster_camera_at_the_capped_rate(ros, random_model, t
         skipped = int(d["frames_skipped"]) - int(d0["frames_skipped"])
         dropped = int(d["frames_dropped"]) - int(d0["frames_dropped"])
         assert keys[0] in h.received["labels"]  # the first frame at once
-        assert 10 <= served <= 14, (served, d)  # 3 Hz over 4 s (+ the first), with the test's own timing jitter
-        # (dropped: the node slower than 3 Hz now and then on a loaded machine)
-        assert received == served + skipped + dropped and skipped >= 25 and dropped <= 5, d
+        # 3 Hz over 4 s (+ the first), with the test's own timing jitter; fewer where a loaded machine
+        # makes the node slower than 3 Hz now and then (those frames dropped, not skipped)
+        assert 8 <= served <= 14, (served, d)
+        assert received == served + skipped + dropped and skipped >= 20 and dropped <= 10, d
         assert d["max_rate"] == "3" and "faster than the node" not in d["_message"]
         assert "at most 3 frames a second" in proc.output()
     finally:
