@@ -304,8 +304,9 @@ def test_no_backlog_newest_frame_wins(raw_node, val_frames):
     assert told, [d["_message"] for d in h.diagnostics[-3:]]
     # The rate comes from the median gap of the stamps that arrived: 200 Hz when DDS delivered
     # every frame; frames it replaced (depth 1) make the gaps multiples of 5 ms.
-    hz = float(re.search(r"camera at ([0-9.]+) Hz is faster than the node \(", told[0]).group(1))
-    assert hz == 200.0 if received == len(keys) else 40.0 <= hz <= 200.0, told[0]
+    hz = re.search(r"camera at ([0-9.]+) Hz is faster than the node \(", told[0]).group(1)
+    # (a loaded machine loses more of them: a gap of any multiple of 5 ms)
+    assert hz == "200.0" if received == len(keys) else any(hz == f"{200 / k:.1f}" for k in range(1, 200)), told[0]
     assert "per frame at 480x360): newer frames replace waiting ones" in told[0]
     assert proc.output().count("is faster than the node") == 1  # logged once, not per frame
 
