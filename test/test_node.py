@@ -18,7 +18,8 @@ from conftest import REPO
 from ros_harness import Harness, assert_startup_refused, jpeg_image, raw_image, stamp_key, start_node
 from seg_perception.data.classes import CAMVID
 from seg_perception.runtime.legend import draw_legend
-from seg_perception.ros.node import STAGES, StampGaps, camera_health, overload_note, served_fps
+from seg_perception.ros.camera_health import StampGaps, camera_health, overload_note, served_fps
+from seg_perception.ros.node import STAGES
 from seg_perception.ros.rate_cap import RateCap
 from seg_perception.runtime.pipeline import Pipeline
 
@@ -410,7 +411,7 @@ def test_a_remapped_camera_is_read_compressed_under_its_new_name(ros, random_mod
 
 
 def test_rejections_are_throttled_by_kind_not_by_their_numbers():
-    from seg_perception.ros.node import rejection_kind
+    from seg_perception.ros.camera_health import rejection_kind
     a, b = (f"compressed image ({n} bytes, format 'jpeg') cannot be decoded" for n in (1002, 98765))
     assert rejection_kind(a) == rejection_kind(b)  # one kind: one line, then a count, every 5 s
     assert rejection_kind("image size 640x480 exceeds the cap") == rejection_kind("image size 6000x6000 exceeds the cap")
