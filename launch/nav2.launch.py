@@ -5,6 +5,7 @@
     ros2 launch seg_perception nav2.launch.py params_file:=/path/my_robot.yaml
     ros2 launch seg_perception nav2.launch.py node_namespace:=front name:=seg_front  # one node per camera
     ros2 launch seg_perception nav2.launch.py use_sim_time:=true   # under a simulator's /clock
+    ros2 launch seg_perception nav2.launch.py max_rate:=10         # labels (and grids) at most 10 a second
 
 managed:=true starts segmentation_lifecycle_node and a nav2_lifecycle_manager
 (lifecycle_manager_<name>) that configures and activates it, bonded to it (Nav2's 4 s bond_timeout:
@@ -28,14 +29,15 @@ from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch_ros.actions import Node
 
 from seg_perception.ros.launch_arguments import (check_params_file, flag, manager_bond_timeout, misspelt_arguments,
-                                                  namespace, require_package)
+                                                  namespace, number, require_package)
 
 
 def _nodes(context, *args, **kwargs):
     params_file = check_params_file(context.launch_configurations["params_file"])
     from seg_perception.ros.node import parameter_names  # the node's own table: backend:=... is no argument here
     typos = misspelt_arguments(context.launch_configurations,
-                               ["params_file", "managed", "name", "node_namespace", "use_sim_time"], "nav2.launch.py",
+                               ["params_file", "managed", "name", "node_namespace", "use_sim_time", "max_rate"],
+                               "nav2.launch.py",
                                node_parameters=parameter_names())
     managed = flag("managed", context.launch_configurations["managed"])
     name = context.launch_configurations["name"].strip() or "segmentation_node"
@@ -46,6 +48,8 @@ def _nodes(context, *args, **kwargs):
     # given: it wins over params_file's; not given: params_file's (or the default) stands.
     given = context.launch_configurations.get("use_sim_time", "").strip()
     sim_time = {"use_sim_time": flag("use_sim_time", given)} if given else {}
+    rate = context.launch_configurations.get("max_rate", "").strip()  # the same: given, it wins
+    node_overrides = {**sim_time, **({"max_rate": number("max_rate", rate)} if rate else {})}
     if managed:
         require_package("nav2_lifecycle_manager", "managed:=true (the default)",
                         "pass managed:=false to start the plain node")
@@ -56,7 +60,7 @@ def _nodes(context, *args, **kwargs):
         namespace=ns,
         output="screen",
         emulate_tty=True,
-        parameters=[params_file, sim_time],
+        parameters=[params_file, node_overrides],
     )]
     notes = []
     if managed:
@@ -91,5 +95,8 @@ def generate_launch_description():
         DeclareLaunchArgument("use_sim_time", default_value="",
                               description="true: the /clock of a simulator or a bag played with --clock "
                                           "(empty: as params_file says)"),
+        DeclareLaunchArgument("max_rate", default_value="",
+                              description="at most this many frames a second segmented (and projected); "
+                                          "empty: as params_file says"),
         OpaqueFunction(function=_nodes),
     ])

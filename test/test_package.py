@@ -321,8 +321,10 @@ def test_node_parameters_given_as_launch_arguments_are_named_as_such(monkeypatch
     assert len(warnings) == 1 and f"did you mean '{meant}'?" in warnings[0], warnings
     if launch == "jetson":  # those that are jetson.launch.py's arguments are no warning
         assert run(model="x", image_topic="/front/image_raw", max_rate="10")[1] == []
-        nodes, _ = run(max_rate="7.5")  # a launch argument of its own: reaches the node as a double
-        assert nodes[0].kwargs["parameters"][1] == {"max_rate": 7.5}
+    # max_rate is an argument of both: reaches the node as a double, over the params file's
+    nodes, warnings = run(max_rate="7.5")
+    assert warnings == [] and nodes[0].kwargs["parameters"][1] == {"max_rate": 7.5}
+    assert run()[0][0].kwargs["parameters"][1] == {}  # not given: the params file's
 
 
 def test_readme_says_how_drivable_classes_returns_to_the_cards():
