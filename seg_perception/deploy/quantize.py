@@ -23,7 +23,7 @@ weights in 7 bits (``reduce_range``), every op type ORT can quantize, min/max ca
 Why 7 bits: on a CPU without VNNI (AVX2; AVX-512 without VNNI) ONNX Runtime's uint8 x int8
 kernels add pairs of products in 16 bits, which full-range weights overflow (clamped): the
 full-range essnet_d_camvid file lost 18.3 mIoU on CamVid val on an AVX2 AMD EPYC, and 0.25 on
-a Xeon with VNNI; with 7-bit weights the sums fit, and it lost 0.35 on the EPYC.
+a CPU with VNNI; with 7-bit weights the sums fit, and it lost 0.35 on the EPYC.
 
 Calibration frames go through the runtime's own resize/colour path
 (``Pipeline.preprocess``), as uint8 at the model size, exactly what the graph
