@@ -34,7 +34,7 @@ def _node(context, *args, **kwargs):
         if value != "":
             overrides[name] = cast(name, value)
     params_file = check_params_file(context.launch_configurations["params_file"])
-    from seg_perception.ros.node import parameter_names  # the node's own table: backend:=... is no argument here
+    from seg_perception.ros.node_parameters import parameter_names  # the node's own table: backend:=... is no argument here
     typos = misspelt_arguments(context.launch_configurations, [*OVERRIDES, "params_file"], "jetson.launch.py",
                                node_parameters=parameter_names())
     share = get_package_share_directory("seg_perception")

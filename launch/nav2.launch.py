@@ -34,7 +34,7 @@ from seg_perception.ros.launch_arguments import (check_params_file, flag, manage
 
 def _nodes(context, *args, **kwargs):
     params_file = check_params_file(context.launch_configurations["params_file"])
-    from seg_perception.ros.node import parameter_names  # the node's own table: backend:=... is no argument here
+    from seg_perception.ros.node_parameters import parameter_names  # the node's own table: backend:=... is no argument here
     typos = misspelt_arguments(context.launch_configurations,
                                ["params_file", "managed", "name", "node_namespace", "use_sim_time", "max_rate"],
                                "nav2.launch.py",

@@ -110,7 +110,7 @@ def test_launch_argument_checks(tmp_path):
 
 def test_config_sets_every_node_parameter():
     import yaml
-    from seg_perception.ros.node import PARAMETERS
+    from seg_perception.ros.node_parameters import PARAMETERS
     params = yaml.safe_load((REPO / "config" / "jetson.yaml").read_text())["/**"]["ros__parameters"]
     assert set(params) == set(PARAMETERS)
 
@@ -118,7 +118,7 @@ def test_config_sets_every_node_parameter():
 def test_nav2_config_sets_every_parameter_and_launches_both_variants():
     import yaml
     from seg_perception.ros.ground_outputs import GROUND_PARAMETERS
-    from seg_perception.ros.node import PARAMETERS
+    from seg_perception.ros.node_parameters import PARAMETERS
     cfg = yaml.safe_load((REPO / "config" / "nav2.yaml").read_text())
     params = cfg["/**"]["ros__parameters"]
     ground = {f"ground.{k}": v for k, v in params.pop("ground").items()}
@@ -155,7 +155,7 @@ def test_readme_documents_every_node_parameter():
     """The node's PARAMETERS table (plus the two array parameters declared beside it) and the
     README's parameter table name the same parameters."""
     import re
-    from seg_perception.ros.node import PARAMETERS
+    from seg_perception.ros.node_parameters import PARAMETERS
     readme = (REPO / "README.md").read_text()
     table = readme[readme.index("| parameter | default | meaning |"):]
     table = table[:table.index("\n\n")]

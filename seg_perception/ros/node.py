@@ -15,7 +15,6 @@ or a fallback is used (test/test_humble.py).
 """
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import sys
@@ -28,8 +27,7 @@ from typing import Dict, List, Optional
 import rclpy
 import rclpy.executors
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
-from rclpy.exceptions import ParameterException, ParameterUninitializedException
+from rclpy.exceptions import ParameterException
 try:
     from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 except ImportError:  # Humble: the same classes, before rclpy 4.0 moved them
@@ -41,73 +39,17 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from ..card import CardError, check_precision
-from ..paths import DEFAULT_MODEL, default_params_file, resolve_model
+from ..paths import default_params_file, resolve_model
 from ..runtime.backends import BACKENDS, BackendError
 from ..runtime.ground import GroundError
-from ..runtime.image_conversion import DEFAULT_MAX_PIXELS, ImageError, fill_image, message_to_array
+from ..runtime.image_conversion import ImageError, fill_image, message_to_array
 from ..runtime.pipeline import Pipeline
 from .camera_health import StampGaps, camera_health, overload_note, rejection_kind, served_fps
-from .ground_outputs import GROUND_PARAMETERS, GroundOutputs, declare_ground_parameters, flag, tf2_ros
+from . import node_parameters
+from .ground_outputs import GroundOutputs, flag, tf2_ros
 from .nav_messages import label_info, label_info_type
-from .param_overrides import command_line_values, kind, not_taken, text_kind
+from .node_parameters import ConfigError
 from .rate_cap import RateCap
-
-QOS_CHOICES = ("sensor_data", "reliable")
-
-# name -> (default, description); the single list of parameters (README documents the same)
-PARAMETERS = {
-    "model": (DEFAULT_MODEL, "model name in the models folder, or a path to a model card .yaml"),
-    "weights": ("", "PyTorch weights (.pt) for backend torch; empty: the card's file"),
-    "onnx": ("", "ONNX file for onnxruntime/tensorrt; empty: the card's file for the precision"),
-    "backend": ("auto", "auto | tensorrt | onnxruntime | torch"),
-    "precision": ("fp32", "fp32 | fp16 | int8"),
-    "input_width": (0, "model input width; 0: the card's resolution"),
-    "input_height": (0, "model input height; 0: the card's resolution"),
-    # relative, like the outputs: under a robot's namespace the node reads that robot's camera
-    "image_topic": ("camera/image_raw", "camera topic (sensor_msgs/Image)"),
-    "use_compressed": (False, "subscribe to <image_topic>/compressed (sensor_msgs/CompressedImage)"),
-    "overlay_alpha": (0.5, "weight of the class colours in /segmentation/overlay"),
-    "overlay_legend": (True, "draw the class legend (colour + name) into /segmentation/overlay"),
-    "output_size": ("camera", "camera: outputs at the frame's size | network: at the network's (no label "
-                              "resize, smaller messages; ground outputs follow)"),
-    "qos": ("sensor_data", "subscription QoS: sensor_data (best effort, depth 1) | reliable"),
-    "publish_confidence": (False, "publish /segmentation/confidence (mono8, max probability x 255)"),
-    "max_image_pixels": (DEFAULT_MAX_PIXELS, "frames larger than this are rejected"),
-    "threads": (0, "CPU inference threads per worker; 0: the runtime's default (all cores), split between workers"),
-    "workers": (1, "inference workers, each with its own copy of the model: 2 overlaps frames and serves more "
-                   "of a camera faster than one inference (outputs stay in stamp order per camera); 1: the "
-                   "lowest latency"),
-    "max_batch": (0, "several cameras: frames of different cameras run in one inference, at most this many; "
-                     "0: auto (every camera's on a GPU, where a batch costs less than its frames; 1 on a CPU, "
-                     "where it costs as much and only adds latency)"),
-    "engine_cache_dir": ("", "TensorRT engine cache folder; empty: the default cache ($SEG_PERCEPTION_ENGINE_CACHE, "
-                             "else ~/.cache/seg_perception/engines; docs/deployment.md)"),
-    "rebuild_engine": (True, "TensorRT: rebuild a stale cached engine (false: refuse to start)"),
-    "max_rate": (0.0, "at most this many frames a second segmented per camera, the others skipped as they "
-                      "arrive (a 30 Hz camera, labels needed at 10 Hz: a third of the compute); 0: every frame "
-                      "the node can take"),
-    "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
-    "bond_heartbeat_period": (0.1, "segmentation_lifecycle_node: seconds between heartbeats on `bond` while active, "
-                                   "for Nav2's lifecycle manager (Nav2's default); 0: no bond"),
-}
-
-# Declared beside PARAMETERS (a string array with no default cannot live in that table); README too.
-IMAGE_TOPICS_DESCRIPTION = ("several cameras in one node, e.g. ['/front/image_raw', '/rear/image_raw']: one "
-                            "model for all (max_batch frames an inference), each camera's outputs under its namespace "
-                            "(/front/segmentation/...); unset: image_topic")
-
-
-def parameter_names() -> List[str]:
-    """Every parameter the node declares: PARAMETERS, the two arrays declared beside it and
-    ground.* (the launch files tell a node parameter given as a launch argument from a typo)."""
-    return [*PARAMETERS, "drivable_classes", "image_topics", *GROUND_PARAMETERS]
-
-
-def listed_in(parameter: str) -> str:
-    """Where a parameter and its default are written down (the ground ones are not in jetson.yaml)."""
-    return ("config/nav2.yaml and docs/navigation.md" if parameter.startswith("ground.") else
-            "config/jetson.yaml and the README")
-
 
 class _RosLogHandler(logging.Handler):
     """Forwards the package's Python log records (e.g. backend fallbacks) to a node's logger: the
@@ -167,10 +109,6 @@ ORDER_WAIT_S = 2.0  # longest a worker holds a finished frame back for an older 
 
 def stamp_of(header) -> tuple:
     return (header.stamp.sec, header.stamp.nanosec)
-
-
-class ConfigError(ValueError):
-    """A parameter that stops start-up; the message lists the valid choices."""
 
 
 @dataclass
@@ -287,96 +225,17 @@ class SegmentationNode(Node):
     # ---------------------------------------------------------------- set-up
     def _declare_parameters(self) -> None:
         _LOG_FORWARDER.attach(self.get_logger())
-        for name, (default, desc) in PARAMETERS.items():
-            # a number given as 10 is as good as 10.0 (rclpy refuses an integer for a double otherwise)
-            self.declare_parameter(name, default, ParameterDescriptor(description=desc,
-                                                                      dynamic_typing=isinstance(default, float)))
-        self.declare_parameter("drivable_classes", rclpy.Parameter.Type.INTEGER_ARRAY, ParameterDescriptor(
-            type=ParameterType.PARAMETER_INTEGER_ARRAY,
-            description="class ids of the drivable mask; unset: the model card's"))
-        # Unset (not []): rclpy types an empty list default as a byte array, and a params file cannot
-        # hold an empty list either.
-        self.declare_parameter("image_topics", rclpy.Parameter.Type.STRING_ARRAY, ParameterDescriptor(
-            type=ParameterType.PARAMETER_STRING_ARRAY, description=IMAGE_TOPICS_DESCRIPTION))
-        declare_ground_parameters(self)
-        self._check_unknown_parameters()
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-
-    def _on_set_parameters(self, params) -> SetParametersResult:
-        """The node reads its parameters when it configures: a change while it runs would be
-        accepted and do nothing, so it is refused with the way to apply it."""
-        mine = [p.name for p in params if p.name != "use_sim_time" and not p.name.startswith("qos_overrides.")]
-        # `ros2 param delete`: rclpy would undeclare a dynamically typed one (the number parameters),
-        # and every later configure would fail on it until a restart
-        deleted = [p.name for p in params if p.name in mine and p.type_ == rclpy.Parameter.Type.NOT_SET]
-        if deleted:
-            return SetParametersResult(successful=False, reason=(
-                f"{', '.join(deleted)}: cannot be deleted; set a value instead (the defaults are in "
-                f"{listed_in(deleted[0])})"))
-        if not mine or self.pipeline is None:  # (managed node, unconfigured: read at the next configure)
-            return SetParametersResult(successful=True)
-        if not self.managed:
-            return SetParametersResult(successful=False, reason=(
-                f"{', '.join(mine)}: read at start-up only; restart the node with the new value "
-                "(segmentation_lifecycle_node applies it at configure)"))
-        how = ("deactivate and clean up the node, set it, then configure and activate" if self.sub is not None else
-               "clean up the node (it is inactive), set it, then configure")
-        return SetParametersResult(successful=False, reason=f"{', '.join(mine)}: read at configure; {how}")
-
-    def _check_unknown_parameters(self) -> None:
-        """rclpy drops values given for parameters a node never declares, so `-p modle:=...` would
-        run the default model without a word. A near-miss of a parameter's name stops start-up;
-        any other unknown name is only reported, since a params file's `/**:` section may hold
-        parameters of other nodes too."""
-        known = list(self.get_parameters_by_prefix(""))  # every declared name (Humble has no list_parameters)
-        given = getattr(self, "_parameter_overrides", {})  # rclpy's: -p, params files, launch
-        for name in sorted(n for n in given if not self.has_parameter(n) and not n.startswith("qos_overrides.")):
-            near = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
-            if near:
-                raise ConfigError(f"unknown parameter '{name}': did you mean '{near[0]}'? (the parameters are "
-                                  f"listed in {listed_in(near[0])})")
-            self.get_logger().warning(f"parameter '{name}' is not one of segmentation_node's: ignored")
-        taken = {n: p.value for n, p in given.items()}
-        for name, text, kept in not_taken(command_line_values(_ARGV, self.get_name()), taken, known):
-            raise ConfigError(f"-p {name}:={text} did not reach the node: it got {kept!r}, the params file's value "
-                              f"(rclpy takes a params file's {kind(kept)} before a command-line {text_kind(text)}): "
-                              f"give {name} a value of its default's type ({listed_in(name)})")
+        node_parameters.declare(self)
+        node_parameters.check_names(self, _ARGV)
+        self.add_on_set_parameters_callback(lambda params: node_parameters.change_result(
+            params, configured=self.pipeline is not None, managed=self.managed, active=self.sub is not None))
 
     def _configure(self) -> None:
         """Load the model (building a TensorRT engine if needed), create the publishers and the
         worker. Raises ConfigError on a bad parameter."""
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
-        for name, (default, _) in PARAMETERS.items():
-            if isinstance(default, float):  # declared with dynamic typing
-                if isinstance(p[name], bool) or not isinstance(p[name], (int, float)):
-                    raise ConfigError(f"{name} must be a number, not {p[name]!r} (default {default})")
-                p[name] = float(p[name])
-        try:
-            drivable = self.get_parameter("drivable_classes").value
-        except ParameterUninitializedException:
-            # `[]` (params file or -p) reaches rclpy without a type, so the parameter stays unset as if
-            # not given; given, it means no drivable classes. Not given: the model card's.
-            drivable = [] if "drivable_classes" in getattr(self, "_parameter_overrides", {}) else None
-        try:
-            image_topics = [str(t) for t in self.get_parameter("image_topics").value]
-        except ParameterUninitializedException:
-            image_topics = []  # one camera: image_topic
-        qos = p["qos"]
-        if qos not in QOS_CHOICES:
-            raise ConfigError(f"unknown qos '{qos}'; valid choices: {', '.join(QOS_CHOICES)}")
-        # 0 would publish on every executor turn; 1e300 overflowed the timer at activation
-        if not 0.01 <= float(p["diagnostics_period"]) <= 3600:
-            raise ConfigError(f"diagnostics_period must be 0.01 to 3600 seconds, not {p['diagnostics_period']} "
-                              "(1.0: one /diagnostics message a second)")
-        self.bond_period = float(p["bond_heartbeat_period"])
-        # at most 1 s: the manager's first heartbeat must come within half its bond_timeout (2 s by
-        # Nav2's default), and the one sent at activation goes out before the manager subscribes
-        if self.bond_period != 0 and not 0.01 <= self.bond_period <= 1.0:
-            raise ConfigError(f"bond_heartbeat_period must be 0 (no bond) or 0.01 to 1 seconds, not "
-                              f"{p['bond_heartbeat_period']} (0.1: Nav2's default)")
-        self.max_rate = p["max_rate"]
-        if self.max_rate != 0 and not 0.01 <= self.max_rate <= 1000:
-            raise ConfigError(f"max_rate must be 0 (every frame) or 0.01 to 1000 frames a second, not {p['max_rate']}")
+        settings = node_parameters.read(self)
+        p, drivable, image_topics, qos = settings.values, settings.drivable, settings.image_topics, settings.qos
+        self.bond_period, self.max_rate = settings.bond_period, settings.max_rate
         self.use_compressed = bool(p["use_compressed"])
         self.cameras = self._make_cameras(str(p["image_topic"]), image_topics)
         for cam in self.cameras:
@@ -399,24 +258,9 @@ class SegmentationNode(Node):
                     raise ConfigError(str(e)) from None
                 self._resolve("ground.camera_info_topic", cam._ground.info_topic)
 
-        workers = int(p["workers"])
-        if not 1 <= workers <= 8:
-            raise ConfigError(f"workers must be 1-8, not {workers} (2 keeps up with a camera faster than one "
-                              "inference; each worker holds a copy of the model)")
-        if int(p["threads"]) < 0:
-            raise ConfigError(f"threads must be 0 (the runtime's default) or a number of threads, not {p['threads']}")
-        if int(p["max_batch"]) < 0:
-            raise ConfigError(f"max_batch must be 0 (auto: the cameras on a GPU, 1 on a CPU) or a number of frames, "
-                              f"not {p['max_batch']}")
-        if int(p["max_image_pixels"]) < 1:
-            raise ConfigError(f"max_image_pixels must be 1 or more, not {p['max_image_pixels']} (default "
-                              f"{DEFAULT_MAX_PIXELS}: frames up to 4096x4096)")
-        if workers > 1 and not int(p["threads"]):
-            # the runtime's default is every core per session; N sessions share the cores instead
-            p["threads"] = max(1, len(os.sched_getaffinity(0)) // workers)
         # Confidence costs the backend a max, exp and sum over the logits: only made when used.
         confidence = bool(p["publish_confidence"]) or ground_on
-        for _ in range(workers):
+        for _ in range(settings.workers):
             self.pipelines.append(self._make_pipeline(p, drivable, confidence))
             self.pipeline = self.pipelines[0]
         self.card = self.pipeline.card
@@ -460,7 +304,7 @@ class SegmentationNode(Node):
                                  history=QoSHistoryPolicy.KEEP_LAST)
         # one camera: the names it always had (tests, bench and evaluation read them)
         self.image_topic, self.topic = self.cameras[0].image_topic, self.cameras[0].topic
-        self.diagnostics_period = float(p["diagnostics_period"])
+        self.diagnostics_period = settings.diagnostics_period
 
         self._slot_lock = threading.Condition()
         self._stop = threading.Event()
