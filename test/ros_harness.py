@@ -87,7 +87,9 @@ class Harness:
         for st in msg.status:
             values = {kv.key: kv.value for kv in st.values}
             # Only the node serving this harness's camera (other test nodes may be up).
-            if st.name.startswith("segmentation_node") and values.get("topic", "").startswith(self.image_topic):
+            # (a node in a namespace: "ns/segmentation_node: segmentation")
+            if st.name.split(": ")[0].endswith("segmentation_node") and \
+                    values.get("topic", "").startswith(self.image_topic):
                 with self.lock:
                     self.diagnostics.append(values | {"_message": st.message, "_t": time.perf_counter()})
 
@@ -151,11 +153,12 @@ TEST_NODE_PARAMS = {"backend": "onnxruntime", "precision": "fp32"}
 
 
 def start_node(params: Dict[str, object], log_path: Path, program: str = "segmentation_node",
-               params_file: Optional[Path] = None) -> NodeProcess:
+               params_file: Optional[Path] = None, namespace: str = "") -> NodeProcess:
     """The node (or its lifecycle variant) from its console script with config/jetson.yaml (or
-    ``params_file``), as the package starts it."""
+    ``params_file``), as the package starts it; in ``namespace`` (e.g. "/lc1") if given."""
     return NodeProcess({**TEST_NODE_PARAMS, **params}, log_path,
-                       params_file=params_file or REPO / "config" / "jetson.yaml", program=program)
+                       params_file=params_file or REPO / "config" / "jetson.yaml", program=program,
+                       ros_args=["-r", f"__ns:={namespace}"] if namespace else ())
 
 
 def assert_startup_refused(params: Dict[str, object], log_path: Path, message: str,

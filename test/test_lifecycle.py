@@ -14,9 +14,23 @@ from ros_harness import Harness, raw_image, start_node
 from test_node import new_key
 
 
+def lifecycle_node(params, tmp_path, ns: str, client: str):
+    """The lifecycle node in its own namespace /ns (its camera /ns/camera/image_raw, its outputs
+    /ns/segmentation/...), so that no other test's node, a stray one included, can answer for it;
+    and a harness for it."""
+    h = Harness(client, image_topic=f"/{ns}/camera/image_raw", out_ns=f"/{ns}")
+    try:
+        proc = start_node(params, tmp_path / "node.log", program="segmentation_lifecycle_node", namespace=f"/{ns}")
+    except BaseException:
+        h.close()
+        raise
+    return proc, h
+
+
 class LifecycleClient:
-    def __init__(self, h: Harness, node: str = "/segmentation_node"):
+    def __init__(self, h: Harness, node: str = ""):
         self.h = h
+        node = node or f"{h.out_ns}/segmentation_node"  # the node of lifecycle_node(), by default
         self.get = h.node.create_client(GetState, f"{node}/get_state")
         self.change = h.node.create_client(ChangeState, f"{node}/change_state")
         assert self.get.wait_for_service(timeout_sec=60), "no get_state service"
@@ -57,13 +71,12 @@ def wait_subscribed(h: Harness, want: bool, timeout: float = 15.0) -> None:
 def inactive_said(h: Harness) -> bool:
     """The newest diagnostics say the node is inactive (caller holds h.lock)."""
     return bool(h.diagnostics) and h.diagnostics[-1]["_message"] == \
-        "inactive (lifecycle): model loaded, not subscribed to /camera/image_raw"
+        f"inactive (lifecycle): model loaded, not subscribed to {h.image_topic}"
 
 
 def test_transitions_through_the_lifecycle_services(ros, random_model, tmp_path, val_frames):
-    proc = start_node({"model": str(random_model), "threads": 1, "qos": "reliable"},
-                       tmp_path / "node.log", program="segmentation_lifecycle_node")
-    h = Harness("test_lifecycle_client")
+    proc, h = lifecycle_node({"model": str(random_model), "threads": 1, "qos": "reliable"}, tmp_path,
+                             "lc_transitions", "test_lifecycle_client")
     try:
         lc = LifecycleClient(h)
         img = val_frames[0][0]
@@ -75,7 +88,7 @@ def test_transitions_through_the_lifecycle_services(ros, random_model, tmp_path,
         assert proc.output().count("configured: ") == 1  # the model is loaded now
         # Configure makes the outputs; only once they are discovered does "no camera subscription
         # yet" say something (before, discovery alone would make the count 0).
-        h.wait_for(lambda: h.node.count_publishers("/segmentation/labels") > 0, 15, "the labels publisher")
+        h.wait_for(lambda: h.node.count_publishers(f"{h.out_ns}/segmentation/labels") > 0, 15, "the labels publisher")
         wait_subscribed(h, False, 1.0)
         assert not frame_served(h, img, 2.0)  # inactive: nothing served
         # inactive says so on /diagnostics (OK): silence there is a node that died
@@ -111,7 +124,7 @@ def test_transitions_through_the_lifecycle_services(ros, random_model, tmp_path,
         assert lc.transition(Transition.TRANSITION_CLEANUP)
         assert lc.state() == State.PRIMARY_STATE_UNCONFIGURED
         assert "cleaned up: model unloaded" in proc.output()
-        h.wait_for(lambda: h.node.count_publishers("/segmentation/labels") == 0, 15, "the outputs removed")
+        h.wait_for(lambda: h.node.count_publishers(f"{h.out_ns}/segmentation/labels") == 0, 15, "the outputs removed")
         assert lc.transition(Transition.TRANSITION_CONFIGURE) and lc.transition(Transition.TRANSITION_ACTIVATE)
         wait_subscribed(h, True)
         assert frame_served(h, img, 30)  # a second configure loads and serves again
@@ -127,8 +140,7 @@ def test_transitions_through_the_lifecycle_services(ros, random_model, tmp_path,
 
 
 def test_a_bad_parameter_fails_configure_and_the_node_stays_up(ros, random_model, tmp_path):
-    proc = start_node({"model": "no_such_model"}, tmp_path / "node.log", program="segmentation_lifecycle_node")
-    h = Harness("test_lifecycle_bad")
+    proc, h = lifecycle_node({"model": "no_such_model"}, tmp_path, "lc_bad", "test_lifecycle_bad")
     try:
         lc = LifecycleClient(h)
         assert not lc.transition(Transition.TRANSITION_CONFIGURE)
@@ -151,17 +163,16 @@ def test_a_model_that_fails_its_warmup_fails_configure_and_a_fixed_one_serves(ro
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParameters
     bad = onnx_that_fails_to_run(tmp_path / "fails.onnx")
-    proc = start_node({"model": str(random_model), "threads": 1, "onnx": str(bad)}, tmp_path / "node.log",
-                      program="segmentation_lifecycle_node")
-    h = Harness("test_lifecycle_warmup")
+    proc, h = lifecycle_node({"model": str(random_model), "threads": 1, "onnx": str(bad)}, tmp_path,
+                             "lc_warmup", "test_lifecycle_warmup")
     try:
         lc = LifecycleClient(h)
         assert not lc.transition(Transition.TRANSITION_CONFIGURE)
         assert lc.state() == State.PRIMARY_STATE_UNCONFIGURED
         lines = [ln for ln in proc.output().splitlines() if "cannot configure" in ln]
         assert len(lines) == 1 and "fails on a test frame" in lines[0], proc.output()
-        assert h.node.count_publishers("/segmentation/labels") == 0
-        setp = h.node.create_client(SetParameters, "/segmentation_node/set_parameters")
+        assert h.node.count_publishers(f"{h.out_ns}/segmentation/labels") == 0
+        setp = h.node.create_client(SetParameters, f"{h.out_ns}/segmentation_node/set_parameters")
         assert setp.wait_for_service(timeout_sec=30)
         value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="")
         assert lc._call(setp, SetParameters.Request(parameters=[Parameter(name="onnx", value=value)])).results[0].successful
@@ -190,18 +201,16 @@ def test_a_failed_configure_leaves_no_publishers_behind(ros, random_model, tmp_p
     parameter call, the second configure succeeds: one publisher per output, as on a first try."""
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParameters
-    proc = start_node({"model": str(random_model), "threads": 1, "ground.enable": True,
-                       "ground.camera_xyz": "[0.25, 0.9]"}, tmp_path / "node.log",
-                      program="segmentation_lifecycle_node")
-    h = Harness("test_lifecycle_leak")
+    proc, h = lifecycle_node({"model": str(random_model), "threads": 1, "ground.enable": True,
+                              "ground.camera_xyz": "[0.25, 0.9]"}, tmp_path, "lc_leak", "test_lifecycle_leak")
     try:
         lc = LifecycleClient(h)
         assert not lc.transition(Transition.TRANSITION_CONFIGURE)
         lines = [ln for ln in proc.output().splitlines() if "cannot configure" in ln]
         assert len(lines) == 1 and "ground.camera_xyz" in lines[0], proc.output()
         assert "segmenting" not in proc.output() and "loaded" not in proc.output()
-        assert h.node.count_publishers("/segmentation/labels") == 0
-        setp = h.node.create_client(SetParameters, "/segmentation_node/set_parameters")
+        assert h.node.count_publishers(f"{h.out_ns}/segmentation/labels") == 0
+        setp = h.node.create_client(SetParameters, f"{h.out_ns}/segmentation_node/set_parameters")
         assert setp.wait_for_service(timeout_sec=30)
         value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE_ARRAY, double_array_value=[0.25, 0.0, 0.9])
         res = lc._call(setp, SetParameters.Request(parameters=[Parameter(name="ground.camera_xyz", value=value)]))
@@ -214,10 +223,11 @@ def test_a_failed_configure_leaves_no_publishers_behind(ros, random_model, tmp_p
             assert not res.successful and res.reason.startswith(f"{name}: cannot be deleted"), res
         assert lc.transition(Transition.TRANSITION_CONFIGURE)
         def mine(topic):
-            return [i for i in h.node.get_publishers_info_by_topic(topic) if i.node_name == "segmentation_node"]
-        h.wait_for(lambda: len(mine("/segmentation/labels")) == 1, 10, "the labels publisher, discovered")
+            return [i for i in h.node.get_publishers_info_by_topic(topic)
+                    if (i.node_namespace, i.node_name) == (h.out_ns, "segmentation_node")]
+        h.wait_for(lambda: len(mine(f"{h.out_ns}/segmentation/labels")) == 1, 10, "the labels publisher, discovered")
         time.sleep(0.5)  # a second one would be discovered by now too
-        for topic in ("/segmentation/labels", "/segmentation/label_info", "/diagnostics"):
+        for topic in (f"{h.out_ns}/segmentation/labels", f"{h.out_ns}/segmentation/label_info", "/diagnostics"):
             assert len(mine(topic)) <= 1, (topic, len(mine(topic)))
     finally:
         h.close()
@@ -229,9 +239,8 @@ def test_frames_sent_while_inactive_are_not_counted_lost_upstream(ros, random_mo
     """A lifecycle manager pausing the node for under a second: the camera's frames of that spell
     never reached an inactive node, yet the stamp gap across it was counted as frames lost upstream
     (WARN 'camera frames never arrived' for 10 s, the count raised for good)."""
-    proc = start_node({"model": str(random_model), "threads": 1, "qos": "reliable"},
-                      tmp_path / "node.log", program="segmentation_lifecycle_node")
-    h = Harness("test_lifecycle_gaps_client")
+    proc, h = lifecycle_node({"model": str(random_model), "threads": 1, "qos": "reliable"}, tmp_path,
+                             "lc_gaps", "test_lifecycle_gaps_client")
     img = val_frames[0][0][:96, :128].copy()
     period_ns = 33_333_333  # a 30 Hz camera
     t0 = 1_800_000_000 * 10**9
