@@ -247,7 +247,7 @@ def test_bad_messages_are_rejected_and_good_frames_still_served(raw_node, pipe, 
     # is logged, the rest (as many as the rejection count says arrived) are counted, and the first
     # one after 5 s gives that count.
     reason = "unsupported encoding 'nv21'"
-    t0, before = time.monotonic(), int(h.settled_diag()["frames_rejected"])
+    before = int(h.settled_diag()["frames_rejected"])
     t_diag = time.perf_counter()
     for _ in range(4):
         h.pub_raw.publish(raw_image(rgb, "nv21", new_key("throttle")))
@@ -256,7 +256,9 @@ def test_bad_messages_are_rejected_and_good_frames_still_served(raw_node, pipe, 
     time.sleep(1.5)  # a diagnostics period more, for any of the four still on its way
     arrived = int(h.settled_diag()["frames_rejected"]) - before
     t_seen = time.monotonic()
-    assert arrived >= 2 and t_seen - t0 < 4.5, (arrived, t_seen - t0)  # else nothing was throttled
+    assert arrived >= 2, arrived  # else nothing was throttled
+    # One line for all that arrived: a frame that reached the node 5 s or more after the first would
+    # have logged a second (no time bound here: on a loaded machine settling took over 3 s)
     assert proc.output().count(reason) == 1
     time.sleep(5.2 - (time.monotonic() - t_seen))  # the first line was logged before t_seen
     before = rejected(h)
