@@ -433,3 +433,40 @@ def test_a_raised_epochs_on_resume_is_not_the_recipe_and_the_docs_say_release_re
     assert "`--epochs` may be raised on resume;" not in resume
     assert ("so the weights are those of neither length: the change is listed and recorded as below "
             "(`epochs 100 -> 200`), and `release` refuses the run") in resume
+
+
+def test_other_training_frames_on_resume_are_said_and_recorded(folder_run, tmp_path):
+    """--data pointing at other frames on resume (a frame removed, another copy of the dataset) went on
+    without a word: the shuffle indexed other files, the class weights changed, and release shipped the
+    run as one recipe. Now last.pt records the frames (count and hash of folder/file names, in order): a
+    copy of the same data elsewhere resumes as it is; other frames are said and recorded as a change
+    (release refuses such a run). A last.pt from before the record resumes as before and gains it. A
+    temp file left by a write a SIGKILL cut off is removed once the run holds its folder."""
+    import shutil
+    data, out = _copy(folder_run, tmp_path)
+    frames = load_checkpoint(out / "last.pt")["train_frames"]
+    assert frames["count"] == 4 and len(frames["sha256"]) == 64
+    moved = Path(shutil.copytree(data, tmp_path / "elsewhere" / "data"))
+    (out / "last.pt.tmp999").write_bytes(b"cut off")
+    lines = []
+    train(TrainConfig(data=str(moved), out=str(out), **dict(FOLDER_TINY, epochs=2)), resume=True, log=lines.append)
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["changed_on_resume"] == ["epochs 1 -> 2"] and ck["train_frames"] == frames, lines
+    assert not list(out.glob("last.pt.tmp*"))
+    for sub in ("images", "labels"):
+        (moved / "train" / sub / "f3.png").unlink()
+    lines = []
+    train(TrainConfig(data=str(moved), out=str(out), **dict(FOLDER_TINY, epochs=3)), resume=True, log=lines.append)
+    ck = load_checkpoint(out / "last.pt")
+    change = f"training data 4 frames ({frames['sha256'][:8]}) -> 3 frames ({ck['train_frames']['sha256'][:8]})"
+    assert ck["changed_on_resume"] == ["epochs 1 -> 2", "epochs 2 -> 3", change], ck["changed_on_resume"]
+    assert any(line.startswith("[train] settings changed since the checkpoint") and change in line
+               for line in lines), lines
+    # a checkpoint written before the record: nothing to compare, and the record is written from then on
+    old = Path(shutil.copytree(folder_run[1], tmp_path / "old"))
+    ck = load_checkpoint(old / "last.pt")
+    del ck["train_frames"]
+    torch.save(ck, old / "last.pt")
+    train(TrainConfig(data=str(moved), out=str(old), **dict(FOLDER_TINY, epochs=2)), resume=True, log=lambda *_: None)
+    ck = load_checkpoint(old / "last.pt")
+    assert ck["changed_on_resume"] == ["epochs 1 -> 2"] and ck["train_frames"]["count"] == 3

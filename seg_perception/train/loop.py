@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import difflib
 import errno
+import hashlib
 import json
 import math
 import os
@@ -917,6 +918,11 @@ def restore(run: Run, log=print) -> None:
         changed = _changed_settings(saved, run.cfg) + [
             (k, ck[k], now) for k, now in (("precision", run.precision), ("memory_format", run.memory_format))
             if ck.get(k) and ck[k] != now]
+        # other frames under --data (another copy of the dataset, frames added or removed): the shuffle
+        # then indexes other files and the class weights change. (Not known for a checkpoint before 2026-12-07.)
+        frames = train_frames(run.train_ds)
+        if ck.get("train_frames") and ck["train_frames"] != frames:
+            changed.append(("training data", _frames_shown(ck["train_frames"]), _frames_shown(frames)))
         run.changed_on_resume = list(ck.get("changed_on_resume") or []) + [f"{k} {a} -> {b}" for k, a, b in changed]
         if changed:
             # Resume is exact only with the same recipe: a changed one is allowed, and said.
@@ -1210,12 +1216,27 @@ def _autocast_name(device: torch.device) -> Optional[str]:
     return "bf16" if cuda_amp_dtype(device) == torch.bfloat16 else "fp16"
 
 
+def train_frames(ds: SegmentationDataset) -> dict:
+    """What a run trains on, to compare on resume: the frame count and a hash of the image and label
+    files in the order the shuffle indexes them, each named by its folder and file (a copy of the
+    dataset elsewhere is the same data)."""
+    h = hashlib.sha256()
+    for img, lab in ds.pairs:
+        h.update(f"{img.parent.name}/{img.name}|{lab.parent.name}/{lab.name}\n".encode())
+    return {"count": len(ds), "sha256": h.hexdigest()}
+
+
+def _frames_shown(frames: dict) -> str:
+    return f"{frames['count']} frames ({frames['sha256'][:8]})"
+
+
 def save_checkpoint(run: Run, epoch: int) -> None:
     atomic_save({"model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
                  "scheduler": run.sched.state_dict(), "epoch": epoch, "stage": run.stage,
                  "best_miou": run.best, "config": asdict(run.cfg), "precision": run.precision,
                  "changed_on_resume": run.changed_on_resume,
                  "classes": checkpoint_classes(run.train_ds.table),  # what the ids mean (restore compares)
+                 "train_frames": train_frames(run.train_ds),  # what it trains on (restore compares)
                  "memory_format": run.memory_format,
                  "ema": run.ema.state_dict() if run.ema is not None else None,
                  "scaler": run.scaler.state_dict(),  # empty unless fp16
@@ -1295,6 +1316,9 @@ def _claim_run_folder(cfg: TrainConfig, resume: bool):
     out.mkdir(parents=True, exist_ok=True)
     f = _lock(out)
     try:
+        if f is not None:  # the lock held: no writer is left of a temp file a SIGKILL cut off
+            for stale in out.glob("last.pt.tmp*"):
+                stale.unlink(missing_ok=True)
         if not resume and (out / "last.pt").is_file():
             raise ValueError(f"{out} holds a run (last.pt): --resume continues it; to start afresh give another "
                              "--out (or remove the folder)")
@@ -1551,6 +1575,8 @@ def _append_csv(path: Path, epoch, stage, loss, lr, miou, acc, secs, raw_miou=No
             w.writerow(["epoch", "stage", "train_loss", "lr", "val_miou", "val_pixel_acc", "seconds",
                         "val_miou_raw"])
         w.writerow([epoch, stage, f"{loss:.5f}", f"{lr:.6g}", fmt(miou), fmt(acc), f"{secs:.1f}", fmt(raw_miou)])
+        f.flush()
+        os.fsync(f.fileno())  # on disk before the epoch's last.pt: a power cut must not lose the row for good
 
 
 def _trim_csv(path: Path, last_epoch: int) -> None:
