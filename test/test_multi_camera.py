@@ -119,7 +119,7 @@ def test_one_frame_an_inference_serves_every_camera_in_turn():
     from seg_perception.ros.node import SegmentationNode
 
     def cam(name):
-        return SimpleNamespace(name=name, slot=None, last_stamp=(-1, -1), in_flight={})
+        return SimpleNamespace(name=name, slot=None, era=0, last_key=(0, (-1, -1)), in_flight={})
 
     cams = [cam("a"), cam("b"), cam("c")]
     node = SimpleNamespace(cameras=cams, max_batch=1, _next_first=0)
@@ -160,7 +160,7 @@ def test_frames_with_one_stamp_are_each_in_flight_until_finished():
     from std_msgs.msg import Header
     from seg_perception.ros.node import SegmentationNode
 
-    cam = SimpleNamespace(name="a", slot=None, last_stamp=(-1, -1), in_flight={})
+    cam = SimpleNamespace(name="a", slot=None, era=0, last_key=(0, (-1, -1)), in_flight={})
     node = SimpleNamespace(cameras=[cam], max_batch=1, _next_first=0, _slot_lock=threading.Condition())
     taken = []
     for _ in range(2):
@@ -168,7 +168,7 @@ def test_frames_with_one_stamp_are_each_in_flight_until_finished():
         taken.append(SegmentationNode._take_batch(node)[0][1])
     assert len(cam.in_flight) == 2
     SegmentationNode._finished(node, cam, taken[0])
-    assert list(cam.in_flight.values()) == [(0, 0)]
+    assert list(cam.in_flight.values()) == [(0, (0, 0))]  # (clock era, stamp)
     SegmentationNode._finished(node, cam, taken[0])  # the worker's final sweep: already finished
     assert len(cam.in_flight) == 1
     SegmentationNode._finished(node, cam, taken[1])

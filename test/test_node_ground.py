@@ -700,3 +700,26 @@ def test_a_managed_node_keeps_its_ground_status_while_inactive(ros, random_model
     # none once inactive (a machine too loaded for 4 Hz may say so, rightly, while active)
     out = proc.output()
     assert "faster than the node" not in out[out.index("deactivated: not subscribed"):], out
+
+
+def test_a_failing_ground_projection_is_said_and_does_not_reject_the_frame(ros):
+    """An unexpected error inside the ground projection (after the frame's labels went out) reached
+    the worker, which counted the served frame as rejected and put the camera's status to ERROR
+    while its labels flowed. Now the ground outputs are off for that frame, said as ERROR in the
+    ground status; the caller sees no exception."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from std_msgs.msg import Header
+    node = rclpy.create_node("ground_failure_check")
+    try:
+        outputs, res = started_outputs(node)
+        try:
+            def boom(*args):
+                raise RuntimeError("lookup failed")
+            outputs._update_lookups = boom
+            outputs.process(Header(frame_id="camera_optical"), res)
+            assert outputs.status == (DiagnosticStatus.ERROR, "ground projection failed: RuntimeError: lookup failed")
+        finally:
+            outputs.stop()
+    finally:
+        node.destroy_node()

@@ -47,3 +47,48 @@ def test_two_workers_overlap_frames_and_publish_in_stamp_order(ros, random_model
     finally:
         h.close()
         assert proc.stop() == 0, proc.output()
+
+
+def test_a_clock_that_goes_back_under_two_workers_is_one_jump_for_consumers():
+    """A bag played in a loop with workers: 2: the old time's last frame (99 s) still in one worker
+    while the other takes the loop's first (0 s). The new frame did not wait for the old one (a
+    later stamp is no older frame), went out first, and the old one followed: stamps 0, 99, 1 for
+    consumers, two jumps back for one loop. Frames are ordered by (clock era, stamp) now: the old
+    time's last frame goes out first, then the new time's, one jump, nothing counted late."""
+    import threading
+    from types import SimpleNamespace
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+    from seg_perception.ros.node import CameraStream, SegmentationNode
+
+    cam = CameraStream("/camera/image_raw", False)
+    published = []
+    node = SimpleNamespace(cameras=[cam], max_batch=1, _next_first=0, _slot_lock=threading.Condition(),
+                           _stop=threading.Event(), _outputs_open=True, _activation=1, multi=False,
+                           context=SimpleNamespace(ok=lambda: True),
+                           get_logger=lambda: SimpleNamespace(warning=lambda *a, **k: None),
+                           _publish_in_order=lambda c, header, *rest: published.append(header.stamp.sec))
+    node._time_went_back = lambda c, stamp: SegmentationNode._time_went_back(node, c, stamp)
+    node._finished = lambda c, msg: SegmentationNode._finished(node, c, msg)
+
+    def take(sec):  # a worker takes the camera's newest frame
+        cam.slot = (SimpleNamespace(header=Header(stamp=Time(sec=sec))), 0.0)
+        return SegmentationNode._take_batch(node)[0][1]
+
+    def publish(msg):  # that worker's frame is done: published (in order), then finished
+        SegmentationNode._publish(node, cam, msg, None, 0.0, 0.0, 0.0, 1)
+        SegmentationNode._finished(node, cam, msg)
+
+    publish(take(98))
+    old = take(99)  # worker 1: the old time's last frame, still running
+    new = take(0)   # worker 2: the loop's first frame: the clock went back
+    assert cam.stats.time_jumps == 1
+    t = threading.Thread(target=publish, args=(new,))  # worker 2 done first
+    t.start()
+    time.sleep(0.3)
+    assert published == [98], published  # it waits for the old time's frame
+    publish(old)
+    t.join(5)
+    assert published == [98, 99, 0], published
+    publish(take(1))
+    assert published == [98, 99, 0, 1] and cam.stats.time_jumps == 1 and cam.stats.late == 0

@@ -298,7 +298,15 @@ class GroundOutputs:
 
     # ------------------------------------------------------------ per frame
     def process(self, header, res) -> None:
-        """Publish the ground outputs of one segmented frame (called by the worker thread)."""
+        """Publish the ground outputs of one segmented frame (called by the worker thread, once the
+        frame's labels are out). A failure is this frame's ground outputs off, said in diagnostics (ERROR)
+        and the log: the frame itself was served, not rejected."""
+        try:
+            self._project(header, res)
+        except Exception as e:
+            self._off(DiagnosticStatus.ERROR, f"ground projection failed: {type(e).__name__}: {str(e)[:200]}")
+
+    def _project(self, header, res) -> None:
         info = self._info
         if info is None:
             self._off(DiagnosticStatus.WARN, f"no CameraInfo on {self.info_topic}: drivable_grid and ground/* "

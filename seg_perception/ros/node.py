@@ -154,7 +154,10 @@ class CameraStream:
         self.dropped_at_diag = 0  # frames_dropped at the last diagnostics: drops since then
         self.told_overload = False  # the log says it once; diagnostics every time
         self.told_rate_change = None  # the camera period change the log said last
-        self.last_stamp = (-1, -1)  # (sec, nanosec) of the newest frame published
+        # Frames go out in (era, stamp) order: era counts the times the camera's clock went back (a bag
+        # loop), so a frame of the old time still in a worker goes out before the new time's, or not at all
+        self.era = 0
+        self.last_key = (0, (-1, -1))  # (era, (sec, nanosec)) of the newest frame published
         # frames taken by a worker and not yet published or rejected: id(message) -> stamp. Keyed by
         # the message, not the stamp: a camera that stamps every frame alike has each frame counted
         # (the batch holds the message until it is finished, so its id is not reused meanwhile)
@@ -376,7 +379,7 @@ class SegmentationNode(Node):
                 cam.ground = cam._ground  # the worker publishes ground outputs while this is set
             cam.last_received = time.perf_counter() if cam.last_received is not None else None  # a restart
             cam.serving_since, cam.first_received, cam.last_finished = time.perf_counter(), None, None
-            cam.last_stamp = (-1, -1)  # a restarted camera or bag may begin at an earlier time
+            cam.last_key = (cam.era, (-1, -1))  # a restarted camera or bag may begin at an earlier time
             cam.gaps.last = None  # frames sent while inactive were not lost upstream
             cam.cap.restart()
             events = SubscriptionEventCallbacks(
@@ -452,8 +455,9 @@ class SegmentationNode(Node):
             with self._slot_lock:
                 self._slot_lock.notify_all()
             busy = set()
+            deadline = time.monotonic() + 5.0  # 5 s for all (one after another, 8 busy workers took 40)
             for i, w in enumerate(self.workers):
-                w.join(timeout=5)
+                w.join(timeout=max(0.0, deadline - time.monotonic()))
                 if w.is_alive():
                     busy.add(i)
             if busy:  # closing a backend under a running inference would free its buffers mid-call
@@ -580,9 +584,9 @@ class SegmentationNode(Node):
             if cam.slot is not None:
                 batch.append((cam,) + cam.slot)
                 stamp = stamp_of(cam.slot[0].header)
-                if stamp < cam.last_stamp:
+                if cam.last_key[0] == cam.era and stamp < cam.last_key[1]:
                     self._time_went_back(cam, stamp)
-                cam.in_flight[id(cam.slot[0])] = stamp
+                cam.in_flight[id(cam.slot[0])] = (cam.era, stamp)
                 cam.slot = None
         self._next_first = (self._next_first + 1) % n
         return batch
@@ -591,10 +595,12 @@ class SegmentationNode(Node):
         """A frame stamped before one already published, and not because a worker overtook it (it
         was older on arrival): the camera's clock went back (a bag played in a loop, sim time reset,
         a driver restart). Publish from the new time on; holding to the old order would drop every
-        frame until the clock caught up. Lock held."""
+        frame until the clock caught up. Frames of the old time still in a worker go out before the
+        new time's (one jump for consumers), or, once one of the new time has, not at all. Lock held."""
         cam.stats.time_jumps += 1
-        back = (cam.last_stamp[0] - stamp[0]) + (cam.last_stamp[1] - stamp[1]) / 1e9
-        cam.last_stamp = (-1, -1)
+        last = cam.last_key[1]
+        back = (last[0] - stamp[0]) + (last[1] - stamp[1]) / 1e9
+        cam.era += 1
         self.get_logger().warning(
             (f"{cam.shown}: " if self.multi else "") + f"camera stamps went back by {back:.3f} s (bag loop, sim "
             "time reset or driver restart?): serving frames in the new time", throttle_duration_sec=5.0)
@@ -679,16 +685,19 @@ class SegmentationNode(Node):
                 self._publish(cam, msg, res, t_start, t_recv, convert_ms, activation)
             except Exception as e:  # one camera's outputs failing must not stop the others'
                 self._reject(cam, f"processing failed: {type(e).__name__}: {e}")
+            finally:  # published, dropped, late or rejected: a newer frame of it need not wait for the batch
+                self._finished(cam, msg)
 
     def _publish(self, cam: CameraStream, msg, res, t_start: float, t_recv: float, convert_ms: float,
                  activation: Optional[int] = None) -> None:
         # Several workers: each camera's outputs go out in stamp order. A frame finished before an
         # older one of its camera (in another worker) waits for it, up to ORDER_WAIT_S.
         header = msg.header
-        stamp = stamp_of(header)
         deadline = time.monotonic() + ORDER_WAIT_S
         with self._slot_lock:
-            while any(s < stamp for s in cam.in_flight.values()) and not self._stop.is_set():
+            # (era, stamp), as taken; a frame deactivate gave up waiting for is dropped below anyway
+            key = cam.in_flight.get(id(msg), (cam.era, stamp_of(header)))
+            while any(k < key for k in cam.in_flight.values()) and not self._stop.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -701,13 +710,12 @@ class SegmentationNode(Node):
                 with self._slot_lock:
                     cam.stats.dropped += 1
                 return
-            if stamp < cam.last_stamp:  # the older frame waited past ORDER_WAIT_S and a newer one went out
+            if key < cam.last_key:  # the older frame waited past ORDER_WAIT_S and a newer one went out
                 with self._slot_lock:
                     cam.stats.late += 1
                 return
-            cam.last_stamp = stamp
+            cam.last_key = key
             self._publish_in_order(cam, header, res, t_start, t_recv, convert_ms)
-        self._finished(cam, msg)
 
     def _publish_in_order(self, cam: CameraStream, header, res, t_start: float, t_recv: float,
                           convert_ms: float) -> None:
