@@ -186,6 +186,10 @@ def test_settings_are_compared_as_they_act(tmp_path, monkeypatch):
     assert _changed_settings(saved, TrainConfig(**base, crop_width=96, crop_height=72, teacher=str(teacher))) == []
     assert _changed_settings(saved, TrainConfig(**base, crop_width=64, crop_height=72, teacher=str(teacher))) == [
         ("crop_width", 96, 64)]
+    # how often val is scored is no recipe, except under the plateau schedule, whose patience counts evaluations
+    assert _changed_settings(asdict(TrainConfig(**base)), TrainConfig(**base, eval_every=2)) == []
+    assert _changed_settings(asdict(TrainConfig(**base, schedule="plateau")),
+                             TrainConfig(**base, schedule="plateau", eval_every=2)) == [("eval_every", 5, 2)]
 
 
 def test_negative_seed_is_refused_before_anything(tmp_path, camvid_root):

@@ -1070,8 +1070,9 @@ def _changed_settings(saved: dict, cfg: TrainConfig) -> List[tuple]:
     # an older checkpoint lacks the newer keys: what they meant then, where that is known
     was = {k: saved.get(k, SETTING_BEFORE_RECORDED.get(k, unknown)) for k in now}
     now, was = _as_trained(now), _as_trained(was)
-    return [(k, was[k], now[k]) for k in now
-            if k not in _NOT_RECIPE_SETTINGS and was[k] is not unknown and was[k] != now[k]]
+    # the plateau schedule's patience counts evaluations: there, how often val is scored sets the rate
+    recipe = lambda k: k not in _NOT_RECIPE_SETTINGS or (k == "eval_every" and cfg.schedule == "plateau")  # noqa: E731
+    return [(k, was[k], now[k]) for k in now if recipe(k) and was[k] is not unknown and was[k] != now[k]]
 
 
 def _as_trained(c: dict) -> dict:
