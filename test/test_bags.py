@@ -299,6 +299,23 @@ def test_a_report_on_frames_the_model_trained_on_says_so(tmp_path, capsys, rando
         assert ("(frames the model trained on: not held out)" in said) == held_in, said
         assert ("not_held_out" in metrics) == held_in
     assert "from the same recipe trained on train: 61.50" in metrics["not_held_out"]
+    # trained on train alone, but val chose its weights: the epoch kept as val's best (--keep best, the
+    # default with a val split), or the learning rate cut by val's score (--schedule plateau). The note
+    # missed both: the figure read as held out. Kept the last epoch on a poly schedule, val is held out.
+    card.metrics = {k: v for k, v in card.metrics.items() if k != "val_miou_not_held_out"}
+    for extra, how in (({"best_epoch": 7}, "kept the epoch that scored best on val"),
+                       ({"epoch": 9, "schedule": "plateau"}, "cut its learning rate by its val score (plateau schedule)"),
+                       ({"epoch": 9}, "")):
+        card.training = {"dataset": "camvid", "train_split": "train", "val_split": "val", "schedule": "poly",
+                         "command": f"seg-perception train {data}", **extra}
+        card.save(card.path)
+        out = tmp_path / f"picked_{len(extra)}_{bool(how)}"
+        rc, said, err = run_cli(capsys, "eval-bag", bag, "--model", card.path, "--mode", "offline", "--out", out)
+        assert rc == 0, err
+        report = (out / "report.md").read_text()
+        assert ("(frames the model's training was scored on: not held out)" in said) == bool(how), said
+        assert (f"**Not held out:** the ground truth is CamVid val, and {card.name} {how}: these accuracy figures "
+                "are not held out" in report) == bool(how), report
     # a bag that does not say where its frames come from, and a card that does not say what it trained on
     meta = bag / "metadata.yaml"
     info = yaml.safe_load(meta.read_text())
@@ -357,6 +374,11 @@ def test_evaluate_says_not_held_out_by_the_runs_training_record(tmp_path, capsys
     # the shipped models' wording (a train-alone figure on the card) is not said of a user's run
     assert "recipe" not in said and "card's val mIoU" not in said
     assert note(named, mybot, "val") == ""
+    picked = load_card(named)  # val picked the kept epoch (--keep best): its score is not held out either
+    picked.training = dict(picked.training, val_split="val", best_epoch=3)
+    picked.save(picked.path)
+    assert "random_essnet_d kept the epoch that scored best on val: these frames are not held out" in \
+        note(named, mybot, "val")
     plain = _mybot_dataset(tmp_path / "plain")
     unnamed = run_on(plain, "")
     assert note(unnamed, mybot, "train") == ""  # another folder's train split: other frames

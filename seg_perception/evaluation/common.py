@@ -8,7 +8,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from ..card import CardError, ModelCard, load_card
 from ..data import bag_io
@@ -228,16 +228,48 @@ def trained_splits(card: ModelCard, dataset: str, data, split: str) -> str:
     frames wherever a copy of CamVid lies. One rule for `evaluate` and for a bag's ground truth."""
     tr = card.training if isinstance(card.training, dict) else {}
     trained = str(tr.get("train_split") or "")
-    if not trained or not dataset or dataset != tr.get("dataset") or str(split) not in trained.split("+"):
-        return ""
-    if dataset == "camvid" and split in CAMVID_SPLITS and tuple(card.class_names) == CAMVID.names:
-        return trained
-    trained_data = _data_of(tr)
-    if not data or not trained_data:
-        return ""
-    if Path(str(data)).expanduser().resolve() != Path(trained_data).expanduser().resolve():
+    if not trained or str(split) not in trained.split("+") or not _same_frames(card, tr, dataset, data, split):
         return ""
     return trained
+
+
+def chosen_on(card: ModelCard, dataset: str, data, split: str) -> str:
+    """How ``card``'s run chose by the frames of ``split`` without training on them (its val split; the
+    same frames by trained_splits' rule): it kept the epoch that scored best on them (--keep best), or
+    cut its learning rate by their score (--schedule plateau). Either makes their score optimistic:
+    "" when neither. E.g. "kept the epoch that scored best on val"."""
+    tr = card.training if isinstance(card.training, dict) else {}
+    if not tr.get("val_split") or str(split) != str(tr["val_split"]) or not _same_frames(card, tr, dataset, data,
+                                                                                         split):
+        return ""
+    how = ([f"kept the epoch that scored best on {split}"] if tr.get("best_epoch") is not None else []) + \
+        ([f"cut its learning rate by its {split} score (plateau schedule)"] if tr.get("schedule") == "plateau" else [])
+    return " and ".join(how)
+
+
+def _same_frames(card: ModelCard, tr: dict, dataset: str, data, split: str) -> bool:
+    """Split ``split`` of ``dataset`` read from ``data`` is that split of the data the run read."""
+    if not dataset or dataset != tr.get("dataset"):
+        return False
+    if dataset == "camvid" and split in CAMVID_SPLITS and tuple(card.class_names) == CAMVID.names:
+        return True
+    trained_data = _data_of(tr)
+    if not data or not trained_data:
+        return False
+    return Path(str(data)).expanduser().resolve() == Path(trained_data).expanduser().resolve()
+
+
+def held_in(card: ModelCard, dataset: str, data, split: str) -> Tuple[str, str]:
+    """Why a score on split ``split`` is not held out, (short, clause): ("frames the model trained on",
+    "rdsnet_camvid trained on train+val"), or ("frames the model's epoch was picked on", "m kept the
+    epoch that scored best on val"); ("", "") when it is held out, or when either side does not say."""
+    trained = trained_splits(card, dataset, data, split)
+    if trained:
+        return "frames the model trained on", f"{card.name} trained on {trained}"
+    how = chosen_on(card, dataset, data, split)
+    if how:
+        return "frames the model's training was scored on", f"{card.name} {how}"
+    return "", ""
 
 
 def held_out_reference(card: ModelCard) -> str:
@@ -252,22 +284,25 @@ def held_out_reference(card: ModelCard) -> str:
             f"{held:.2f})")
 
 
-def trained_on_ground_truth(inp: Inputs, reader: bag_io.BagReader, card: ModelCard) -> str:
-    """A sentence when the bag's ground truth comes from a split the model trained on: the same
-    dataset and split of its training (make-bag records them; ``trained_splits``); its mIoU is then
-    not a held-out figure. "" otherwise, and whenever either side does not say."""
+def trained_on_ground_truth(inp: Inputs, reader: bag_io.BagReader, card: ModelCard) -> Tuple[str, str]:
+    """(short, sentence) when the bag's ground truth comes from a split the model trained on, or whose
+    score chose its weights (the same dataset and split; make-bag records them; ``held_in``): its mIoU is
+    then not a held-out figure. ("", "") otherwise, and whenever either side does not say."""
     try:
         src = json.loads(reader.custom_data.get(bag_io.GT_SOURCE_KEY) or "{}")
     except ValueError:
-        return ""
+        return "", ""
     if inp.gt is None or not isinstance(src, dict):
-        return ""
-    trained = trained_splits(card, src.get("dataset"), src.get("data"), src.get("split"))
-    if not trained:
-        return ""
+        return "", ""
+    short, _ = held_in(card, src.get("dataset"), src.get("data"), src.get("split"))
+    if not short:
+        return "", ""
     dataset = "CamVid" if src["dataset"] == "camvid" else f"the {src['dataset']} dataset {src['data']}"
-    return (f"the ground truth is {dataset} {src['split']}, which {card.name} trained on "
-            f"({trained}): these accuracy figures are not held out" + held_out_reference(card))
+    trained = trained_splits(card, src["dataset"], src["data"], src["split"])
+    clause = (f"which {card.name} trained on ({trained})" if trained else
+              f"and {card.name} {chosen_on(card, src['dataset'], src['data'], src['split'])}")
+    return short, (f"the ground truth is {dataset} {src['split']}, {clause}: these accuracy figures are not held out"
+                   + (held_out_reference(card) if trained else ""))
 
 
 def partial_reason(inp: Inputs, read_error: str, corrupt: int) -> str:

@@ -493,6 +493,7 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
         raise EvalError(f"the node answered none of the {len(published)} frames played: no "
                         f"/segmentation/labels with a matching header stamp{where}", EXIT_NO_MATCH)
     backend = diag.get("backend", "?") + " " + diag.get("precision", "") if diag else "?"
+    held_in, held_in_why = trained_on_ground_truth(inp, reader, card)
     return EvalResult(
         mode="live", bag=str(cfg.bag), image_topic=inp.image.name, image_type=inp.image.msgtype,
         gt_source=inp.gt_source,
@@ -505,7 +506,7 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
         samples=[scorer.samples[i] for i in sorted(scorer.samples)], node=node_delta,
         notes=list(reader.notes) + list(scorer.warned.values()), labels_by_stamp=scorer.labels_by_stamp,
         out_bag=str(out_path) if out_path else None, partial=partial_reason(inp, read_error, counts.corrupt),
-        playback=pace, trained_on_gt=trained_on_ground_truth(inp, reader, card),
+        playback=pace, held_in=held_in, trained_on_gt=held_in_why,
         rejections=dict.fromkeys(reasons))  # the node names its reasons but does not count frames per reason
 
 

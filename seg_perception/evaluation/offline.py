@@ -39,7 +39,7 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
     with reader, notes_on_error(reader):
         inp = select_inputs(cfg, reader)
         check_ground_truth_classes(inp, reader, card)
-        held_in = trained_on_ground_truth(inp, reader, card)
+        held_in, held_in_why = trained_on_ground_truth(inp, reader, card)
         scorer = Scorer(card.num_classes, pipe.drivable_classes, counts, inp.gt_folder, inp.samples,
                         keep_labels=cfg.keep_labels, with_gt=inp.gt is not None, ignore_index=card.ignore_index)
         topics = list(inp.topics)
@@ -108,7 +108,8 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
         samples=[scorer.samples[i] for i in sorted(scorer.samples)],
         notes=list(reader.notes) + list(scorer.warned.values()),  # what the reader did or left out, first
         labels_by_stamp=scorer.labels_by_stamp, out_bag=str(out.path) if out is not None else None,
-        partial=partial_reason(inp, read_error, counts.corrupt), trained_on_gt=held_in, rejections=scorer.rejections)
+        partial=partial_reason(inp, read_error, counts.corrupt), trained_on_gt=held_in_why, held_in=held_in,
+        rejections=scorer.rejections)
 
 
 def _model_info(card, backend: str) -> dict:

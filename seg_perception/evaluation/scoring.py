@@ -188,7 +188,8 @@ class EvalResult:
     out_bag: Optional[str] = None
     partial: str = ""  # why the report covers fewer frames than were recorded (a damaged bag)
     playback: Optional[Dict[str, object]] = None  # live: the pace asked and the pace played (live.playback_pace)
-    trained_on_gt: str = ""  # why the accuracy is not held out: the model trained on these frames' split
+    trained_on_gt: str = ""  # why the accuracy is not held out: the model trained on these frames' split (or chose by it)
+    held_in: str = ""  # the same, short: "frames the model trained on" (the summary line)
     rejections: Dict[str, Optional[int]] = field(default_factory=dict)  # reason -> frames (None: not counted)
 
     def metrics(self) -> Dict[str, object]:
@@ -249,7 +250,8 @@ class EvalResult:
             miou = 100 * self.confusion.miou()
             parts.append(("mIoU n/a" if miou != miou else f"mIoU {miou:.1f}%") + f" on {c.scored} frames"
                          + (f" ({c.labels_resized} with labels resized to the ground truth)" if c.labels_resized else "")
-                         + (" (frames the model trained on: not held out)" if self.trained_on_gt else ""))
+                         + (f" ({self.held_in or 'frames the model trained on'}: not held out)"
+                            if self.trained_on_gt else ""))
             d = binary_summary(self.drivable)
             if d["iou"] is not None:
                 parts.append(f"drivable IoU {d['iou']:.1f}%")

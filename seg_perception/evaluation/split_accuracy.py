@@ -16,7 +16,7 @@ from ..card import ModelCard
 from ..data.datasets import SegmentationDataset, open_dataset
 from ..metrics import ConfusionMatrix, percentiles
 from ..runtime.pipeline import Pipeline
-from .common import held_out_reference, trained_splits
+from .common import held_in, held_out_reference, trained_splits
 
 
 def evaluate(card_path: str | Path | ModelCard, data: "str | SegmentationDataset", dataset: str = "camvid",
@@ -56,10 +56,12 @@ def evaluate(card_path: str | Path | ModelCard, data: "str | SegmentationDataset
                 "inference_ms": percentiles(infer_ms)})
     # trained on these frames: by the card's training record (dataset kind, folder, splits), as
     # eval-bag decides for a bag's ground truth; not by the card's dataset name (dataset.yaml's name:)
-    trained_on = trained_splits(pipe.card, dataset, data if isinstance(data, (str, Path)) else root, split)
-    if trained_on:
-        out["not_held_out"] = (f"{pipe.card.name} trained on {trained_on}: these frames are not held out"
-                               + held_out_reference(pipe.card))
+    folder = data if isinstance(data, (str, Path)) else root
+    _, why = held_in(pipe.card, dataset, folder, split)
+    if why:
+        out["not_held_out"] = (f"{why}: these frames are not held out"
+                               + (held_out_reference(pipe.card) if trained_splits(pipe.card, dataset, folder, split)
+                                  else ""))
     return out
 
 
