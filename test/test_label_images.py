@@ -842,3 +842,60 @@ def test_colour_masks_without_a_description_read_by_the_model_cards_colours(tmp_
     with pytest.raises(DatasetError, match=r"read with the model card's class colours.*give the dataset's in "
                                            r"dataset.yaml"):
         open_dataset("folder", tmp_path, "val", **card_kw).load(0)
+
+
+def test_a_palette_in_another_order_with_an_unlisted_colour_is_an_error_not_a_swap(tmp_path):
+    """A tool's palette numbering the classes in its own order (index 1 coloured as dataset.yaml's
+    person, 2 as obstacle) plus a void colour dataset.yaml does not list (VOC's border): most pixels
+    decided, so a frame mostly road read its indices as ids, obstacle and person swapped, without a
+    word (and a frame mostly obstacle stopped on the unknown colour). Now such a palette is one
+    error that names the two readings and the fix; either fix reads the frame."""
+    from seg_perception.data.label_images import read_label
+    yaml_text = ("classes:\n  - {name: road, color: [128, 64, 128]}\n  - {name: obstacle, color: [200, 0, 0]}\n"
+                 "  - {name: person, color: [0, 0, 200]}\n")
+    labels = _folder(tmp_path / "pal", yaml_text, names=("a",))
+    index = np.zeros((24, 32), np.uint8)  # 75 % road
+    index[18:, :8], index[18:, 8:16], index[:2] = 1, 2, 255  # the tool's 1 = person, 2 = obstacle; void
+    im = Image.fromarray(index, mode="P")
+    palette = [128, 64, 128, 0, 0, 200, 200, 0, 0] + [0, 0, 0] * 252 + [224, 224, 192]
+    im.putpalette(palette)
+    im.save(labels / "a.png")
+    ds = image_folder(tmp_path / "pal", "train")
+    with pytest.raises(DatasetError, match=r"its palette gives index 1 the colour of class id 2 in .*dataset.yaml and "
+                                           r"index 255 a colour no class has \[224, 224, 192\]: if the indices are "
+                                           r"the class ids, set labels: ids in .*; if the colours name the classes"):
+        ds.load(0)
+    (tmp_path / "pal" / "dataset.yaml").write_text(yaml_text + "ignore_color: [224, 224, 192]\n")
+    want = np.choose(index.clip(max=3), [0, 2, 1, 0]).astype(np.uint8)
+    want[:2] = 255
+    np.testing.assert_array_equal(read_label(labels / "a.png", image_folder(tmp_path / "pal", "train").label_colors),
+                                  want)
+    (tmp_path / "pal" / "dataset.yaml").write_text(yaml_text + "labels: ids\n")
+    np.testing.assert_array_equal(image_folder(tmp_path / "pal", "train").load(0)[1], index)
+
+
+@needs_torch
+def test_id_masks_with_a_white_class_read_two_ways_stop_training(tmp_path, capsys):
+    """Masks of class ids (0 background, 1 lane, 255 unlabelled) with dataset.yaml's display colours
+    black and white: a frame without lane holds only 0 and 255, which read as the colours black and
+    white, so its unlabelled pixels became lane; frames with lane read as ids. Training went on
+    without a word. Now a dataset read both ways stops with what to set (labels: ids), and so does
+    evaluate."""
+    yaml_text = "classes:\n  - {name: background, color: [0, 0, 0]}\n  - {name: lane, color: [255, 255, 255]}\n"
+    names = ("a", "b", "c", "d")
+    labels = _folder(tmp_path / "ids", yaml_text, names=names)
+    for k, n in enumerate(names):
+        lab = np.zeros((24, 32), np.uint8)
+        lab[:4] = 255  # unlabelled
+        if k < 2:
+            lab[12:, 10:20] = 1  # lane in a and b only
+        cv2.imwrite(str(labels / f"{n}.png"), lab)
+    run = ["train", "--model", "essnet_d", "--dataset", "folder", "--data", str(tmp_path / "ids"), "--val-split",
+           "none", "--keep", "last", "--epochs", "1", "--width", "32", "--height", "24", "--batch-size", "2",
+           "--threads", "1", "--precision", "fp32", "--out", str(tmp_path / "run")]
+    assert main(run) != 0
+    err = capsys.readouterr().err
+    assert "single-channel labels read two ways: 2 by their grey levels as" in err and "2 as class ids" in err, err
+    assert "set labels: ids in" in err and "Traceback" not in err, err
+    (tmp_path / "ids" / "dataset.yaml").write_text(yaml_text + "labels: ids\n")
+    assert main(run) == 0, capsys.readouterr().err

@@ -94,6 +94,13 @@ class SegmentationDataset:
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def check_label_reading(self) -> None:
+        """Once every label was read: single-channel masks read both by their grey levels as class
+        colours and as class ids (decided frame by frame) are an error, not labels half wrong."""
+        why = self.label_colors.mixed_reading() if self.label_colors is not None else ""
+        if why:
+            raise DatasetError(why)
+
     def load(self, idx: int) -> Tuple[np.ndarray, np.ndarray]:
         if self._cache is not None and idx in self._cache:
             return self._cache[idx]
@@ -590,7 +597,7 @@ def describe(root: str | Path, fallback_colors: Optional[Dict[str, Tuple[int, in
                            f"left out, got {labels!r}")
     if labels == "ids":  # colours are for display only: no label is decoded by them
         return table, LabelColors({}, (), source=str(path))
-    return table, LabelColors(owners, uncoloured, source=str(path))
+    return table, LabelColors(owners, uncoloured, source=str(path), classes=len(names))
 
 
 def write_description(root: str | Path, table: ClassTable, labels: Optional[str] = None) -> Path:

@@ -71,15 +71,37 @@ class LabelColors:
 
     ``colors``: (r, g, b) -> class id (several colours may name one class, and the ignore id);
     ``uncoloured``: names of classes dataset.yaml gives no colour, which makes colour-coded labels
-    unreadable (their pixels could not be found)."""
+    unreadable (their pixels could not be found). ``classes``: the class count, where known (ids from
+    it on are the ignore id's colours)."""
 
-    def __init__(self, colors: Dict[RGB, int], uncoloured: Sequence[str] = (), source: str = "dataset.yaml"):
+    def __init__(self, colors: Dict[RGB, int], uncoloured: Sequence[str] = (), source: str = "dataset.yaml",
+                 classes: int = 256):
         self.uncoloured = tuple(uncoloured)
         self.source = source
+        self.classes = classes
         codes = _code(np.array(list(colors), np.int32).reshape(-1, 3))
         order = np.argsort(codes)
         self._codes = codes[order]
         self._ids = np.array(list(colors.values()), np.uint8)[order]
+        # single-channel masks read by their grey levels as colours, and as ids: "colours"/"ids" ->
+        # [frames, first path]. Decided frame by frame, so a dataset must not hold both (mixed_reading)
+        self.grey_read: Dict[str, list] = {}
+
+    def mixed_reading(self) -> str:
+        """An error line when single-channel masks of one dataset were read both ways; "" otherwise.
+        The usual cause: masks of ids with 255 unlabelled, and a class whose colour is white: a frame
+        without that class's id holds only 0 and 255, which read as black and white colours."""
+        if len(self.grey_read) < 2:
+            return ""
+        (nc, pc), (ni, pi) = self.grey_read["colours"], self.grey_read["ids"]
+        return (f"single-channel labels read two ways: {nc} by their grey levels as {self.source}'s class colours "
+                f"(e.g. {pc}), {ni} as class ids (e.g. {pi}, whose values are not all class colours): if the masks "
+                f"hold class ids, set labels: ids in {self.source}; if they are grey colour masks, give every grey "
+                "level they use to a class's colours or to ignore_color")
+
+    def _note_grey(self, how: str, path) -> None:
+        seen = self.grey_read.setdefault(how, [0, str(path)])
+        seen[0] += 1
 
     def colours_of(self, class_id: int) -> List[RGB]:
         """The label colours that name ``class_id``."""
@@ -128,26 +150,36 @@ def _palette_ids(index: np.ndarray, palette: List[int], colors: Optional[LabelCo
     colour-coded mask stored as indices (an optimiser or editor re-saved an RGB mask, or a tool
     numbers the classes in another order than dataset.yaml): every index it uses has a class's
     colour, and some index another class's. Then the colours count, as for the RGB mask it was.
-    A palette that mixes the two (some colours unknown): most pixels decide."""
+    A palette that mixes the two (an index coloured as another class, and a colour no class has)
+    is an error that asks which: read either way, some class would be another."""
     if colors is None or not colors.complete or not palette:
         return index
     pal = np.array(palette[:768] + [0] * (768 - len(palette[:768])), np.uint8).reshape(256, 3)
-    return _indexed_ids(index, pal, colors, path, ambiguous_by_majority=True)
-
-
-def _indexed_ids(index: np.ndarray, pal: np.ndarray, colors: LabelColors, path,
-                 ambiguous_by_majority: bool) -> np.ndarray:
-    counts = np.bincount(index.ravel(), minlength=256)
-    used = counts > 0
+    used = np.bincount(index.ravel(), minlength=256) > 0
     owner = colors.lookup(pal)
-    other = used & (owner >= 0) & (owner != np.arange(256))  # an index coloured as another class
-    if not other.any():
-        return index
-    if not (used & (owner < 0)).any():
-        return colors.ids(pal[index], path)
-    if ambiguous_by_majority and counts[other].sum() > index.size / 2:
-        return colors.ids(pal[index], path)
-    return index
+    other = used & (owner >= 0) & (owner != np.arange(256))  # an index coloured as another class (or unlabelled)
+    unknown = np.flatnonzero(used & (owner < 0))
+    # (an index in the ignore colour alone says little: black is index 0's colour in many palettes)
+    as_class = np.flatnonzero(other & (owner < colors.classes))
+    if len(as_class) and len(unknown):
+        i, u = int(as_class[0]), int(unknown[0])
+        rgb = [int(v) for v in pal[u]]  # as dataset.yaml writes a colour
+        raise LabelError(f"label {path}: its palette gives index {i} the colour of class id {int(owner[i])} in "
+                         f"{colors.source} and index {u} a colour no class has {rgb}: if the indices are the class "
+                         f"ids, set labels: ids in {colors.source}; if the colours name the classes (a tool that "
+                         f"numbers them in its own order), add {rgb} to ignore_color or to a class's colours")
+    return colors.ids(pal[index], path) if other.any() and not len(unknown) else index
+
+
+def _indexed_ids(index: np.ndarray, pal: np.ndarray, colors: LabelColors, path) -> np.ndarray:
+    """A single-channel mask's values as ids, unless every value used is a class's grey colour and
+    some value another class's: then by those colours (noted: a dataset must not mix the two)."""
+    used = np.bincount(index.ravel(), minlength=256) > 0
+    owner = colors.lookup(pal)
+    other = used & (owner >= 0) & (owner != np.arange(256))  # a value coloured as another class
+    as_colours = bool(other.any()) and not (used & (owner < 0)).any()
+    colors._note_grey("colours" if as_colours else "ids", path)
+    return colors.ids(pal[index], path) if as_colours else index
 
 
 def _grey_ids(lab: np.ndarray, colors: Optional[LabelColors], path) -> np.ndarray:
@@ -157,7 +189,7 @@ def _grey_ids(lab: np.ndarray, colors: Optional[LabelColors], path) -> np.ndarra
     if colors is None or not colors.complete or lab.dtype != np.uint8 or not lab.any():
         return lab  # (all 0 says nothing either way: id 0, as always)
     grey = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
-    return _indexed_ids(lab, grey, colors, path, ambiguous_by_majority=False)
+    return _indexed_ids(lab, grey, colors, path)
 
 
 def _low_bit_ids(lab: np.ndarray, bits: int, colors: Optional[LabelColors], path) -> np.ndarray:
@@ -179,7 +211,7 @@ def _low_bit_ids(lab: np.ndarray, bits: int, colors: Optional[LabelColors], path
         return ids
     grey = np.zeros((256, 3), np.uint8)
     grey[:top + 1] = (np.arange(top + 1) * step)[:, None]
-    return _indexed_ids(ids, grey, colors, path, ambiguous_by_majority=False)
+    return _indexed_ids(ids, grey, colors, path)
 
 
 def read_label(path: str | Path, colors: Optional[LabelColors] = None) -> np.ndarray:

@@ -48,6 +48,7 @@ def evaluate(card_path: str | Path | ModelCard, data: "str | SegmentationDataset
             print(f"\r[evaluate] {i + 1}/{n}", end="", file=sys.stderr)
     if sys.stderr.isatty():
         print(file=sys.stderr)
+    ds.check_label_reading()  # not scored against labels read two ways
     out = cm.summary(pipe.card.class_names)
     out["per_class_errors"] = cm.class_errors(pipe.card.class_names)
     out.update({"model": pipe.card.name, "backend": pipe.backend.describe(), "dataset": dataset,

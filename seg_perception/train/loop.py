@@ -745,6 +745,9 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
                            label_resize=cfg.label_resize)
     train_ds.transform = augment
     counts = pixel_counts(train_ds)  # reads every frame: decoded once here, each loader worker gets a copy
+    for ds in (train_ds, val_ds):  # every label read by now (val's just above, where validated)
+        if ds is not None and (ds is train_ds or val_counts is not None):
+            ds.check_label_reading()
     if rank == 0:
         for ds, what in ((train_ds, "training"), (val_ds, "validation")):
             if ds is not None and ds.cached < len(ds):
