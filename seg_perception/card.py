@@ -109,6 +109,13 @@ class ModelCard:
         return len(self.class_names)
 
     @property
+    def first_trained_split(self) -> str:
+        """The split the weights first trained on ("train" of "train+val"; "train" where the card does not
+        say): where INT8 calibration frames come from."""
+        training = self.training if isinstance(self.training, dict) else {}
+        return str(training.get("train_split") or "train").split("+")[0]
+
+    @property
     def palette(self) -> np.ndarray:
         """(256, 3) uint8 RGB lookup table; ids past the table are black."""
         lut = np.zeros((256, 3), np.uint8)

@@ -198,7 +198,7 @@ class _ValData:
     def calibration_set(self, card) -> Tuple[SegmentationDataset, str]:
         """INT8 calibration frames come from the split the weights first trained on (CamVid: train),
         else from the val split (a run whose training split is gone)."""
-        first = str(card.training.get("train_split") or "train").split("+")[0]
+        first = card.first_trained_split
         try:
             return open_dataset(self.kind, self.root, first, **self.kw), first
         except DatasetError:

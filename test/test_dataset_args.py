@@ -136,6 +136,15 @@ def test_quantize_on_folder_dataset(folder_dataset, random_model, tmp_path, caps
     rc = main(["quantize", "--onnx", str(src), "--dataset", "folder", "--data", str(folder_dataset),
                "--calib-split", "val", "--num-images", "2", "--method", "ort", "--threads", "1"])
     assert rc == 0 and f"calibrating on 2 images from folder {folder_dataset} val" in capsys.readouterr().out
+    # without --calib-split: the split the card says the weights first trained on, as release calibrates
+    # (a CVAT export's 'default' was refused: "no split 'train'"; here val stands for it)
+    import yaml
+    card = yaml.safe_load(src.with_suffix(".yaml").read_text())
+    card["training"] = dict(card.get("training") or {}, train_split="val")
+    src.with_suffix(".yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    rc = main(["quantize", "--onnx", str(src), "--dataset", "folder", "--data", str(folder_dataset),
+               "--num-images", "2", "--method", "ort", "--threads", "1"])
+    assert rc == 0 and f"calibrating on 2 images from folder {folder_dataset} val" in capsys.readouterr().out
 
 
 def test_quantize_refuses_data_of_other_classes_and_drops_stale_figures(folder_dataset, random_model, tmp_path,

@@ -158,7 +158,9 @@ def _quantize(p: argparse.ArgumentParser):
     add_dataset_args(p)
     p.add_argument("--calib-data", default=None, help="calibrate on this folder of images (searched "
                    "recursively) or CamVid root instead (default: --calib-split of --dataset/--data)")
-    p.add_argument("--calib-split", default="train", help="split of --dataset/--data to calibrate on" + d)
+    p.add_argument("--calib-split", default=None, help="split of --dataset/--data to calibrate on (default: the "
+                   "split the model first trained on, as its card says: train of train+val, a CVAT export's default; "
+                   "train where it does not say)")
     p.add_argument("--num-images", type=int, default=100, help="calibration images" + d)
     p.add_argument("--out", default=None, help="INT8 ONNX (default: <onnx stem>_int8.onnx beside it, "
                    "<onnx stem>_int8_cpu.onnx with --target cpu)")
@@ -211,6 +213,7 @@ def _quantize(p: argparse.ArgumentParser):
             data = a.calib_data
             files = list_calibration_images(data, a.num_images, a.seed)
         else:
+            a.calib_split = a.calib_split or card.first_trained_split  # as release calibrates
             data = f"{a.dataset} {dataset_root(a)} {a.calib_split}"
             try:
                 calib = open_from_args(a, a.calib_split, card=card)
