@@ -136,13 +136,17 @@ def test_demo_exports_onnx_and_reports(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert list((tmp_path / "cache" / "onnx").glob("random_essnet_d-*/random_essnet_d.onnx"))
-    assert "mIoU" in out and "FPS, latency p50" in out and "report:" in out
+    assert "mIoU" in out and "latency p50" in out and "report:" in out
+    # live, frames answered per second are capped by the playback (5 Hz): not given as the node's speed
+    assert ("FPS answered (at most the playback's rate)" in out) == ("live replay" in out), out
     m = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert m["mode"] == "live" and m["frames"]["in"] == 20
     assert m["frames"]["out"] + m["frames"]["dropped"] + m["frames"]["rejected"] == 20
     assert m["frames"]["rejected"] == 0 and m["frames"]["out"] > 0
     assert (tmp_path / "demo" / "outputs_bag" / "metadata.yaml").is_file()
-    assert len(list((tmp_path / "demo" / "samples").glob("*.png"))) == 4
+    # four sample frames are picked before playback; one the node dropped (a loaded machine) has no picture
+    pictures = len(list((tmp_path / "demo" / "samples").glob("*.png")))
+    assert pictures == 4 or (m["frames"]["dropped"] > 0 and pictures <= 4), (pictures, m["frames"])
 
 
 def test_bench_node_prints_every_stage(random_model, capsys, camvid_sample):

@@ -54,7 +54,8 @@ def summary(result, report: Path) -> str:
     p95 = "n/a" if lat["p95"] is None else f"{lat['p95']:.0f} ms"
     what = "publish -> /segmentation/labels" if result.mode == "live" else "decode + pipeline"
     fps = "n/a" if result.fps is None else f"{result.fps:.1f}"
-    lines.append(f"  {fps} FPS, latency p50 {p50}, p95 {p95} ({what})")
+    answered = " answered (at most the playback's rate)" if result.mode == "live" else ""
+    lines.append(f"  {fps} FPS{answered}, latency p50 {p50}, p95 {p95} ({what})")
     lines.append(f"  frames: {c.frames_in} in, {c.frames_out} out, {c.dropped} dropped, {c.rejected} rejected")
     lines.append(f"  report: {report}")
     return "\n".join(lines)

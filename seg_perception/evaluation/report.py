@@ -188,7 +188,8 @@ def _markdown(result: EvalResult, m: Dict, files: Dict[str, Path], out: Path, ti
               f"{_fmt(lat['p50'], ' ms')} | {_fmt(lat['p95'], ' ms')} | {_fmt(lat['max'], ' ms')} |", ""]
     if result.mode == "live":
         lines.append("Latency: from publishing a frame to receiving its /segmentation/labels (matched by header "
-                     "stamp). FPS: frames answered per second of playback.")
+                     "stamp). FPS: frames answered per second, from the first answer to the last: a node that keeps up "
+                     "answers at the playback's rate, so this is not the node's capacity (its processing_ms below is).")
         pb = result.playback
         if pb:
             lines.append(f"Playback: asked {pb['asked']}; {pb['recorded_s']:.2f} s of recording played in "

@@ -243,7 +243,9 @@ class EvalResult:
             parts.append(f"{c.corrupt} corrupt")
         if c.duplicate_stamps:
             parts.append(f"{c.duplicate_stamps} with a repeated header stamp")
-        parts.append("FPS n/a" if self.fps is None else f"{self.fps:.1f} FPS")
+        # live: answers per second, which a node that keeps up holds to the playback's rate (not its capacity)
+        parts.append("FPS n/a" if self.fps is None else f"{self.fps:.1f} FPS"
+                     + (" answered (at most the playback's rate)" if self.mode == "live" else ""))
         if lat["p50"] is not None:
             parts.append(f"latency p50 {lat['p50']:.0f} ms p95 {lat['p95']:.0f} ms max {lat['max']:.0f} ms")
         if self.confusion is not None and c.scored:
