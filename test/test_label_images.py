@@ -114,9 +114,10 @@ def test_ids_saved_as_grey_rgb_and_16_bit(tmp_path):
     with pytest.raises(DatasetError, match="labels/b.png has value 256: class ids and the ignore id must be 0..255"):
         image_folder(tmp_path, "train").load(1)
     (tmp_path / "dataset.yaml").unlink()
-    for ignore in (256, 65535, 2):  # 256 crashed training; 2 is a class id
-        with pytest.raises(DatasetError, match=f"--ignore-index {ignore} must be a label value in 3..255"):
+    for ignore in (256, 65535, 2, 0):  # 256 crashed training; 2 is a class id
+        with pytest.raises(DatasetError, match=f"--ignore-index {ignore} must be a label value in 3..255") as e:
             image_folder(tmp_path, "train", num_classes=3, ignore_index=ignore)
+        assert ("first_id: 1" in str(e.value)) == (ignore == 0)  # masks numbering the classes from 1
     (tmp_path / "dataset.yaml").write_text("classes: [road, wall, person]\n")
     with pytest.raises(DatasetError, match="--ignore-index 7 but .*dataset.yaml says the ignore id is 255"):
         image_folder(tmp_path, "train", ignore_index=7)
@@ -129,6 +130,11 @@ def test_jpeg_or_misnamed_labels_are_refused_up_front(tmp_path):
                                            "labels as PNG"):
         image_folder(tmp_path, "train")
     (labels / "a.jpg").unlink()
+    (labels / "a.json").write_text('{"shapes": []}')  # LabelMe's polygons: not a mask
+    with pytest.raises(DatasetError, match="label .*labels/a.json of image .*a.jpg is an annotation file, not a mask: "
+                                           "export the annotations as PNG masks"):
+        image_folder(tmp_path, "train")
+    (labels / "a.json").unlink()
     cv2.imwrite(str(labels / "a_mask.png"), _ids(9))
     with pytest.raises(DatasetError, match=r"has no label: .*labels/a.png does not exist \(the nearest name in the "
                                            r"label folder is a_mask.png: a label has its image's name\)$"):

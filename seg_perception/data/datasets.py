@@ -623,6 +623,10 @@ def _label_file(img: Path, candidates: List[Path], folder: Path, top: Optional[P
             if p.suffix.lower() == ext and p.is_file():
                 return p
     if candidates:
+        if candidates[0].suffix.lower() in (".json", ".xml", ".txt"):  # LabelMe's polygons, a VOC box file
+            raise DatasetError(f"label {candidates[0]} of image {img} is an annotation file, not a mask: export the "
+                               "annotations as PNG masks (class ids, or colours dataset.yaml gives each class): "
+                               "LabelMe's JSON-to-mask conversion, CVAT's 'Segmentation mask' export")
         raise DatasetError(f"label {candidates[0]} of image {img} is not a lossless image: save labels as PNG "
                            "(JPEG changes class ids and colours at every edge)")
     top = top or folder
@@ -849,7 +853,9 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
     if not num_classes <= ignore_index <= 255:
         raise DatasetError(f"--ignore-index {ignore_index} must be a label value in {num_classes}..255 (class ids "
                            f"are 0..{num_classes - 1}, and labels are 8-bit inside the model); 16-bit labels "
-                           "must mark unlabelled pixels with such a value")
+                           "must mark unlabelled pixels with such a value"
+                           + ("; masks with classes from 1 and 0 for unlabelled pixels: write a dataset.yaml with "
+                              "first_id: 1" if ignore_index == 0 else ""))
     table = generic_table(num_classes, ignore_index, class_names, drivable)
     return SegmentationDataset(pairs, table, where=where, notes=notes, card_colors=_card_colors(class_colors, table),
                                **kw)
