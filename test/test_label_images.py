@@ -905,3 +905,26 @@ def test_id_masks_with_a_white_class_read_two_ways_stop_training(tmp_path, capsy
     assert "set labels: ids in" in err and "Traceback" not in err, err
     (tmp_path / "ids" / "dataset.yaml").write_text(yaml_text + "labels: ids\n")
     assert main(run) == 0, capsys.readouterr().err
+
+
+def test_grey_colour_masks_with_a_colour_missing_from_the_list_name_that_colour(tmp_path):
+    """dataset.yaml's class colours all grey (CamVid's Sky is 128, 128, 128) and the masks using one grey
+    it does not list: the mask was read as ids saved as grey RGB, and the error advised --ignore-index 70
+    (a listed colour's level), never naming the unlisted colour. Now the colour error names it; class ids
+    saved as grey RGB, where one level happens to be a listed colour, still read as ids."""
+    yaml_text = ("classes:\n  - {name: sky, color: [128, 128, 128]}\n  - {name: wall, color: [70, 70, 70]}\n"
+                 "  - {name: road, color: [200, 200, 200]}\n")
+    labels = _folder(tmp_path / "grey", yaml_text, names=("a",))
+    grey = np.full((24, 32), 128, np.uint8)
+    grey[8:, :] = 200
+    grey[16:, :8] = 70
+    grey[16:, 8:12] = 90  # not listed
+    cv2.imwrite(str(labels / "a.png"), np.repeat(grey[..., None], 3, axis=2))
+    with pytest.raises(DatasetError, match=r"has 1 colour\(s\) that no class has in .*\(\(90, 90, 90\) on 32 px"):
+        image_folder(tmp_path / "grey", "train").load(0)
+    yaml_text = "classes:\n  - {name: bg, color: [0, 0, 0]}\n  - {name: a, color: [9, 9, 200]}\n  - {name: b, color: [1, 200, 1]}\n"
+    labels = _folder(tmp_path / "ids", yaml_text, names=("a",))
+    ids = np.zeros((24, 32), np.uint8)
+    ids[12:, :10], ids[12:, 10:20] = 1, 2
+    cv2.imwrite(str(labels / "a.png"), np.repeat(ids[..., None], 3, axis=2))
+    np.testing.assert_array_equal(image_folder(tmp_path / "ids", "train").load(0)[1], ids)
