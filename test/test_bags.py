@@ -525,6 +525,11 @@ def test_ground_truth_folder_by_stamp_equals_topic(tmp_path, random_model):
 
 def test_output_bag_holds_inputs_and_predictions(tmp_path, random_model):
     bag = small_bag(tmp_path / "b", 3, fmt="sqlite3")
+    meta = bag / "metadata.yaml"  # as make-bag records where its ground truth comes from
+    info = yaml.safe_load(meta.read_text())
+    info["rosbag2_bagfile_information"]["custom_data"] = {
+        bag_io.GT_SOURCE_KEY: json.dumps({"dataset": "camvid", "split": "val", "data": "/elsewhere/camvid"})}
+    meta.write_text(yaml.safe_dump(info))
     cfg = EvalConfig(bag=bag, model=str(random_model), keep_labels=True, out_bag=tmp_path / "out",
                      out_bag_format="sqlite3", progress=False)
     result, _, code = evaluate(cfg, "offline", tmp_path / "r")
@@ -539,6 +544,10 @@ def test_output_bag_holds_inputs_and_predictions(tmp_path, random_model):
     assert len(topics["/segmentation/overlay"]) == 3 and topics["/segmentation/overlay"][0][1].encoding == "rgb8"
     times = [t for msgs in topics.values() for t, _ in msgs]
     assert len(times) == 15
+    # what the ground truth's ids mean and where its frames come from travel with it (they were lost: eval-bag
+    # on the outputs bag then checked no classes and said nothing of frames the model trained on)
+    given = bag_io.BagReader(bag).custom_data
+    assert given and bag_io.BagReader(tmp_path / "out").custom_data == given
 
 
 def test_make_bag_refuses_to_overwrite(tmp_path, capsys, camvid_sample):

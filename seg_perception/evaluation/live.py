@@ -582,6 +582,7 @@ def _write_out_bag(cfg: EvalConfig, reader: bag_io.BagReader, inp, published: Di
         out = OutputBag(cfg.out_bag, cfg.out_bag_format)
     except bag_io.BagError as e:
         raise EvalError(str(e)) from None
+    out.keep_custom_data(reader)
     try:
         for topic, items in outputs.items():
             for stamp, (t_recv, raw) in items.items():

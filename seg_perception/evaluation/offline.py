@@ -48,6 +48,7 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
                 out = OutputBag(cfg.out_bag, cfg.out_bag_format)
             except bag_io.BagError as e:
                 raise EvalError(str(e)) from None
+            out.keep_custom_data(reader)
             topics = sorted(set(topics) | set(copy_topics(reader, inp.image.name, inp.gt and inp.gt.name)))
         bar = Progress(inp.total, "offline", cfg.progress)
         seen = set()

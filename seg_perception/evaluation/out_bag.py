@@ -23,6 +23,12 @@ class OutputBag:
         self._heap: List[Tuple[int, int, str, str, bytes]] = []
         self._seq = itertools.count()
 
+    def keep_custom_data(self, reader: bag_io.BagReader) -> None:
+        """The input bag's custom_data: what its ground truth's ids mean and where its frames come from, so
+        that eval-bag on this bag checks the classes and says "not held out" as on the input."""
+        for key, value in reader.custom_data.items():
+            self.writer.set_custom_data(key, value)
+
     def add(self, t_ns: int, topic: str, msgtype: str, raw: bytes) -> None:
         heapq.heappush(self._heap, (int(t_ns), next(self._seq), topic, msgtype, raw))
 
