@@ -116,6 +116,14 @@ def test_predicted_ids_past_the_table_are_wrong_and_counted():
     assert s.cm.iou()[10] == 0.0 and c.pred_unknown_id_pixels == 16
     assert "16 scored pixels were predicted as id 255, past the model's classes (0-10)" in s.warned["pred_unknown_ids"]
     assert s.cm.summary([str(i) for i in range(11)])["pixels"] == 16
+    # the report's confusion picture counts them as misses of the row too (its rows were normalised
+    # without them: class 10 showed full recall of its other pixels where the report said less)
+    from seg_perception.evaluation.report import recall_rows
+    half = np.full((4, 4), 10, np.uint8)
+    half[:2] = 255  # 8 pixels right, 8 past the table
+    s.add_gt(2, truth)
+    s.add_prediction(2, half, 1)
+    assert recall_rows(s.cm)[10, 10] == 8 / 32 and recall_rows(s.cm)[10].sum() == 8 / 32
 
 
 def test_palette_png_ground_truth_folder_is_read_as_class_ids(tmp_path, random_model):

@@ -82,10 +82,17 @@ def _latency_hist(plt, result: EvalResult, path: Path) -> Path:
     return path
 
 
+def recall_rows(confusion) -> np.ndarray:
+    """The confusion matrix with each truth row divided by that class's pixels, as the report's IoU
+    and recall count them: predictions of ids past the class table are misses too (they have no
+    column to be drawn in), so such a row sums to less than 1."""
+    mat = confusion.mat.astype(np.float64)
+    rows = confusion.truth_pixels().astype(np.float64)[:, None]
+    return np.divide(mat, rows, out=np.zeros_like(mat), where=rows > 0)
+
+
 def _confusion(plt, result: EvalResult, path: Path) -> Path:
-    mat = result.confusion.mat.astype(np.float64)
-    rows = mat.sum(1, keepdims=True)
-    norm = np.divide(mat, rows, out=np.zeros_like(mat), where=rows > 0)  # recall per truth class
+    norm = recall_rows(result.confusion)
     names = result.class_names
     n = len(names)
     fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n), dpi=100)
