@@ -212,3 +212,22 @@ def test_colour_ground_truth_in_a_folder_dataset_is_read_by_its_dataset_yaml(tmp
     # the same pixels as the ids on the topic, less those made unlabelled (black) in the first frame
     mine, ids = by_dir.confusion.mat, by_topic.confusion.mat
     assert (mine <= ids).all() and mine.sum() == ids.sum() - lost and lost > 0
+
+
+def test_a_rejected_frame_leaves_its_stamp_to_a_good_one(tmp_path, random_model):
+    """Offline, a frame the pipeline rejected (an encoding it cannot read) claimed its header stamp:
+    a good frame of the same stamp after it was counted as a repeated stamp and not scored, and its
+    ground truth showed as ground truth without a frame."""
+    t = 1_700_000_000 * 10**9
+    img = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
+    bag = tmp_path / "bag"
+    with bag_io.BagWriter(bag, "mcap") as w:
+        bad = bag_io.image_msg(img, "rgb8", t, "cam")
+        bad.encoding = "nv21"  # not readable: rejected
+        w.write("/camera/image_raw", bad, t)
+        w.write("/camera/image_raw", bag_io.image_msg(img, "rgb8", t, "cam"), t + 1)
+        w.write("/camera/labels_gt", bag_io.image_msg(np.zeros((48, 64), np.uint8), "mono8", t, "cam"), t + 2)
+    res, _, code = evaluate(EvalConfig(bag=bag, model=str(random_model), progress=False), "offline", tmp_path / "r")
+    c = res.counts
+    assert c.rejected == 1 and c.frames_out == 1 and c.scored == 1, c
+    assert c.duplicate_stamps == 0 and c.gt_without_frame == 0, c

@@ -71,7 +71,6 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
                 stamp, repeated = admit_frame(scorer, m, counts, seen)
                 if stamp is None:
                     continue
-                seen.add(stamp)
                 t0 = time.perf_counter()
                 try:
                     frame, layout = decode_frame(m)
@@ -79,6 +78,7 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
                 except ValueError as e:  # ImageError and frames the pipeline refuses
                     scorer.reject(str(e))
                     continue
+                seen.add(stamp)  # a rejected frame claims no stamp: a good one of the same stamp is scored
                 dt = time.perf_counter() - t0
                 latencies.append(dt * 1e3)
                 rgb = to_rgb(frame, layout) if index in scorer.sample_indices else None
