@@ -160,6 +160,8 @@ def _unfinished(run: Path, card) -> Optional[str]:
         of = at if at is not None else card.training.get("best_epoch", "?")
         return (f"has trained {done if done is not None else at} of its {planned} epochs (its weights are from "
                 f"epoch {of})")
+    if at is not None and done is not None and at < done:  # --epochs raised, stopped before the pair was written
+        return f"has trained {done} epochs, but its weights and card are from epoch {at}"
     return None
 
 

@@ -508,6 +508,14 @@ def test_a_run_stopped_before_its_planned_epochs_is_refused_and_says_how_to_cont
     assert main(["models", "--shipped"]) == 0
     row = next(r for r in capsys.readouterr().out.splitlines() if r.startswith(f"| {NAME} |"))
     assert row.endswith("| 5 of 10; weights of epoch 3 |"), row
+    # finished at 5, then resumed with --epochs 7 and stopped before its weights and card were written
+    # again: the card (planned 5, epoch 5) looked finished, and the epoch-5 weights shipped as the run's
+    card.training = dict(card.training, epochs_planned=5, epoch=5)
+    card.save(card.path)
+    (run / "log.csv").write_text("epoch,stage,train_loss\n" + "".join(f"{e},full,1.0\n" for e in range(1, 8)))
+    assert main(args + ["--replace"]) == 2
+    err = capsys.readouterr().err
+    assert "has trained 7 epochs, but its weights and card are from epoch 5" in err, err
 
 
 def test_classes_absent_from_val_are_said_by_release_and_the_listing(tmp_path, camvid_sample, capsys, monkeypatch):
