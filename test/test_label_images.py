@@ -905,6 +905,18 @@ def test_id_masks_with_a_white_class_read_two_ways_stop_training(tmp_path, capsy
     assert "set labels: ids in" in err and "Traceback" not in err, err
     (tmp_path / "ids" / "dataset.yaml").write_text(yaml_text + "labels: ids\n")
     assert main(run) == 0, capsys.readouterr().err
+    # grey colour masks whose frames read alike either way are no mix: black background, grey road, white
+    # unlabelled (ignore_color); a frame of 0 and 255 alone, or all unlabelled, says nothing of the reading
+    yaml_text = ("classes:\n  - {name: bg, color: [0, 0, 0]}\n  - {name: road, color: [128, 128, 128]}\n"
+                 "ignore_color: [255, 255, 255]\n")
+    labels = _folder(tmp_path / "grey", yaml_text, names=("a", "b", "c"))
+    for n, levels in zip(("a", "b", "c"), ((0, 128), (0, 255), (255, 255))):
+        lab = np.full((24, 32), levels[0], np.uint8)
+        lab[12:] = levels[1]
+        cv2.imwrite(str(labels / f"{n}.png"), lab)
+    ds = image_folder(tmp_path / "grey", "train")
+    assert [sorted(np.unique(ds.load(i)[1])) for i in range(3)] == [[0, 1], [0, 255], [255]]
+    ds.check_label_reading()
 
 
 def test_grey_colour_masks_with_a_colour_missing_from_the_list_name_that_colour(tmp_path):
@@ -922,9 +934,12 @@ def test_grey_colour_masks_with_a_colour_missing_from_the_list_name_that_colour(
     cv2.imwrite(str(labels / "a.png"), np.repeat(grey[..., None], 3, axis=2))
     with pytest.raises(DatasetError, match=r"has 1 colour\(s\) that no class has in .*\(\(90, 90, 90\) on 32 px"):
         image_folder(tmp_path / "grey", "train").load(0)
-    yaml_text = "classes:\n  - {name: bg, color: [0, 0, 0]}\n  - {name: a, color: [9, 9, 200]}\n  - {name: b, color: [1, 200, 1]}\n"
+    # class ids saved as grey RGB, mostly background: black is class 0's colour and white the ignore_color,
+    # the same either way: read as ids
+    yaml_text = ("classes:\n  - {name: bg, color: [0, 0, 0]}\n  - {name: a, color: [9, 9, 200]}\n"
+                 "  - {name: b, color: [1, 200, 1]}\nignore_color: [255, 255, 255]\n")
     labels = _folder(tmp_path / "ids", yaml_text, names=("a",))
     ids = np.zeros((24, 32), np.uint8)
-    ids[12:, :10], ids[12:, 10:20] = 1, 2
+    ids[12:, :4], ids[12:, 4:8], ids[:2] = 1, 2, 255
     cv2.imwrite(str(labels / "a.png"), np.repeat(ids[..., None], 3, axis=2))
     np.testing.assert_array_equal(image_folder(tmp_path / "ids", "train").load(0)[1], ids)

@@ -702,23 +702,27 @@ def test_a_managed_node_keeps_its_ground_status_while_inactive(ros, random_model
     assert "faster than the node" not in out[out.index("deactivated: not subscribed"):], out
 
 
-def test_a_failing_ground_projection_is_said_and_does_not_reject_the_frame(ros):
+def test_a_failing_ground_projection_is_said_and_does_not_reject_the_frame(ros, monkeypatch):
     """An unexpected error inside the ground projection (after the frame's labels went out) reached
     the worker, which counted the served frame as rejected and put the camera's status to ERROR
     while its labels flowed. Now the ground outputs are off for that frame, said as ERROR in the
-    ground status; the caller sees no exception."""
+    ground status; the caller sees no exception, and the next frame builds the lookups again."""
     import rclpy
     from diagnostic_msgs.msg import DiagnosticStatus
     from std_msgs.msg import Header
+    from seg_perception.ros import ground_outputs
     node = rclpy.create_node("ground_failure_check")
     try:
         outputs, res = started_outputs(node)
         try:
-            def boom(*args):
+            def boom(*args, **kwargs):
                 raise RuntimeError("lookup failed")
-            outputs._update_lookups = boom
-            outputs.process(Header(frame_id="camera_optical"), res)
+            with monkeypatch.context() as m:
+                m.setattr(ground_outputs, "GridLookup", boom)
+                outputs.process(Header(frame_id="camera_optical"), res)
             assert outputs.status == (DiagnosticStatus.ERROR, "ground projection failed: RuntimeError: lookup failed")
+            outputs.process(Header(frame_id="camera_optical"), res)  # the same camera and pose, lookups working
+            assert outputs.status[0] == DiagnosticStatus.OK, outputs.status
         finally:
             outputs.stop()
     finally:

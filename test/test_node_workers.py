@@ -49,7 +49,7 @@ def test_two_workers_overlap_frames_and_publish_in_stamp_order(ros, random_model
         assert proc.stop() == 0, proc.output()
 
 
-def test_a_clock_that_goes_back_under_two_workers_is_one_jump_for_consumers():
+def test_a_clock_that_goes_back_under_two_workers_is_one_jump_for_consumers(monkeypatch):
     """A bag played in a loop with workers: 2: the old time's last frame (99 s) still in one worker
     while the other takes the loop's first (0 s). The new frame did not wait for the old one (a
     later stamp is no older frame), went out first, and the old one followed: stamps 0, 99, 1 for
@@ -59,8 +59,10 @@ def test_a_clock_that_goes_back_under_two_workers_is_one_jump_for_consumers():
     from types import SimpleNamespace
     from builtin_interfaces.msg import Time
     from std_msgs.msg import Header
+    from seg_perception.ros import node as node_module
     from seg_perception.ros.node import CameraStream, SegmentationNode
 
+    monkeypatch.setattr(node_module, "ORDER_WAIT_S", 30.0)  # a stalled test thread must not time the wait out
     cam = CameraStream("/camera/image_raw", False)
     published = []
     node = SimpleNamespace(cameras=[cam], max_batch=1, _next_first=0, _slot_lock=threading.Condition(),

@@ -189,7 +189,8 @@ def test_settings_are_compared_as_they_act(tmp_path, monkeypatch):
     # how often val is scored is no recipe, except under the plateau schedule, whose patience counts evaluations
     assert _changed_settings(asdict(TrainConfig(**base)), TrainConfig(**base, eval_every=2)) == []
     assert _changed_settings(asdict(TrainConfig(**base, schedule="plateau")),
-                             TrainConfig(**base, schedule="plateau", eval_every=2)) == [("eval_every", 5, 2)]
+                             TrainConfig(**base, schedule="plateau", eval_every=2, max_val_images=9)) == [
+        ("eval_every", 5, 2), ("max_val_images", 0, 9)]
 
 
 def test_negative_seed_is_refused_before_anything(tmp_path, camvid_root):

@@ -356,7 +356,7 @@ def read_label_colors(root: str | Path) -> Optional[Tuple[ClassTable, LabelColor
     if len(class_names) < 2:
         raise DatasetError(f"{path}: lists {len(class_names)} class(es); a dataset needs at least two")
     table = ClassTable(Path(root).resolve().name or "folder", tuple(class_names), tuple(class_colours), 255, ())
-    return table, LabelColors(owners, uncoloured, source=str(path)), lut
+    return table, LabelColors(owners, uncoloured, source=str(path), classes=len(class_names)), lut
 
 
 def cityscapes(root: str | Path, split: str, **kw) -> SegmentationDataset:
@@ -686,7 +686,7 @@ def read_labelmap(root: str | Path) -> Optional[Tuple[ClassTable, LabelColors, O
         raise DatasetError(f"{path}: '{IGNORED_LABEL}' must be the last entry (the classes after it would "
                            "have other ids in index masks)")
     table = ClassTable(Path(root).resolve().name or "folder", tuple(names), tuple(colours), 255, ())
-    return table, LabelColors(owners, source=str(path)), ignored_at
+    return table, LabelColors(owners, source=str(path), classes=len(names)), ignored_at
 
 
 def _index_mask(path: Path) -> bool:

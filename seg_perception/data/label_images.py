@@ -178,7 +178,8 @@ def _indexed_ids(index: np.ndarray, pal: np.ndarray, colors: LabelColors, path) 
     owner = colors.lookup(pal)
     other = used & (owner >= 0) & (owner != np.arange(256))  # a value coloured as another class
     as_colours = bool(other.any()) and not (used & (owner < 0)).any()
-    colors._note_grey("colours" if as_colours else "ids", path)
+    if other.any():  # the two readings differ for this frame (else it says nothing of which is meant)
+        colors._note_grey("colours" if as_colours else "ids", path)
     return colors.ids(pal[index], path) if as_colours else index
 
 
@@ -247,8 +248,11 @@ def read_label(path: str | Path, colors: Optional[LabelColors] = None) -> np.nda
         except LabelError:
             found = colors.lookup(rgb)
             # grey class colours (CamVid's Sky is 128, 128, 128) with one missing from the list: most pixels
-            # and several colours are listed ones, so the colour is what is wrong, not ids saved as grey RGB
-            if not grey or ((found >= 0).mean() > 0.5 and len(np.unique(found[found >= 0])) > 1):
+            # are listed colours, and several of them name a class other than their grey level would as an
+            # id, so the colour is what is wrong, not ids saved as grey RGB (whose 0 may be a black class, 255
+            # a white ignore_color: the same either way)
+            renamed = found[(found >= 0) & (found != rgb[..., 0])]
+            if not grey or ((found >= 0).mean() > 0.5 and len(np.unique(renamed)) > 1):
                 raise
     if grey:  # class ids saved as a grey RGB image
         return rgb[..., 0].copy()

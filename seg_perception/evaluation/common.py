@@ -261,8 +261,8 @@ def _same_frames(card: ModelCard, tr: dict, dataset: str, data, split: str) -> b
 
 def held_in(card: ModelCard, dataset: str, data, split: str) -> Tuple[str, str]:
     """Why a score on split ``split`` is not held out, (short, clause): ("frames the model trained on",
-    "rdsnet_camvid trained on train+val"), or ("frames the model's epoch was picked on", "m kept the
-    epoch that scored best on val"); ("", "") when it is held out, or when either side does not say."""
+    "rdsnet_camvid trained on train+val"), or ("frames the model's training was scored on", "m kept
+    the epoch that scored best on val"); ("", "") when it is held out, or when either side does not say."""
     trained = trained_splits(card, dataset, data, split)
     if trained:
         return "frames the model trained on", f"{card.name} trained on {trained}"
@@ -298,9 +298,9 @@ def trained_on_ground_truth(inp: Inputs, reader: bag_io.BagReader, card: ModelCa
     if not short:
         return "", ""
     dataset = "CamVid" if src["dataset"] == "camvid" else f"the {src['dataset']} dataset {src['data']}"
-    trained = trained_splits(card, src["dataset"], src["data"], src["split"])
+    trained = trained_splits(card, src["dataset"], src.get("data"), src["split"])
     clause = (f"which {card.name} trained on ({trained})" if trained else
-              f"and {card.name} {chosen_on(card, src['dataset'], src['data'], src['split'])}")
+              f"and {card.name} {chosen_on(card, src['dataset'], src.get('data'), src['split'])}")
     return short, (f"the ground truth is {dataset} {src['split']}, {clause}: these accuracy figures are not held out"
                    + (held_out_reference(card) if trained else ""))
 

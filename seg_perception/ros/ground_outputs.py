@@ -300,10 +300,11 @@ class GroundOutputs:
     def process(self, header, res) -> None:
         """Publish the ground outputs of one segmented frame (called by the worker thread, once the
         frame's labels are out). A failure is this frame's ground outputs off, said in diagnostics (ERROR)
-        and the log: the frame itself was served, not rejected."""
+        and a warning in the log: the frame itself was served, not rejected."""
         try:
             self._project(header, res)
         except Exception as e:
+            self._key = None  # the lookups are built again for the next frame, not left off for good
             self._off(DiagnosticStatus.ERROR, f"ground projection failed: {type(e).__name__}: {str(e)[:200]}")
 
     def _project(self, header, res) -> None:

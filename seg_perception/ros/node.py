@@ -158,7 +158,7 @@ class CameraStream:
         # loop), so a frame of the old time still in a worker goes out before the new time's, or not at all
         self.era = 0
         self.last_key = (0, (-1, -1))  # (era, (sec, nanosec)) of the newest frame published
-        # frames taken by a worker and not yet published or rejected: id(message) -> stamp. Keyed by
+        # frames taken by a worker and not yet published or rejected: id(message) -> (era, stamp). Keyed by
         # the message, not the stamp: a camera that stamps every frame alike has each frame counted
         # (the batch holds the message until it is finished, so its id is not reused meanwhile)
         self.in_flight: Dict[int, tuple] = {}

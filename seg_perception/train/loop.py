@@ -1073,8 +1073,10 @@ def _changed_settings(saved: dict, cfg: TrainConfig) -> List[tuple]:
     # an older checkpoint lacks the newer keys: what they meant then, where that is known
     was = {k: saved.get(k, SETTING_BEFORE_RECORDED.get(k, unknown)) for k in now}
     now, was = _as_trained(now), _as_trained(was)
-    # the plateau schedule's patience counts evaluations: there, how often val is scored sets the rate
-    recipe = lambda k: k not in _NOT_RECIPE_SETTINGS or (k == "eval_every" and cfg.schedule == "plateau")  # noqa: E731
+    # the plateau schedule cuts the rate by val's score, counted in evaluations: there, what val is and how
+    # often it is scored are recipe
+    plateau = {"eval_every", "val_split", "max_val_images"} if cfg.schedule == "plateau" else set()
+    recipe = lambda k: k not in _NOT_RECIPE_SETTINGS or k in plateau  # noqa: E731
     return [(k, was[k], now[k]) for k in now if recipe(k) and was[k] is not unknown and was[k] != now[k]]
 
 
