@@ -169,11 +169,18 @@ def test_precision_or_layout_changed_on_resume_is_noted_and_recorded(tmp_path, c
     best = train(TrainConfig(data=str(camvid_root), out=str(tmp_path), **dict(cfg, epochs=2, memory_format="contiguous")),
                  resume=True, log=lines.append)
     assert any(line.endswith("epochs 1 -> 2, memory_format channels_last -> contiguous") for line in lines), lines
+    assert not any("--threads" in line for line in lines), lines
     assert load_checkpoint(tmp_path / "last.pt")["changed_on_resume"] == [
         "epochs 1 -> 2", "memory_format channels_last -> contiguous"]
     training = load_card(best.with_suffix(".yaml")).training
     assert training["precision"] == "fp32" and training["memory_format"] == "contiguous"
     assert training["max_val_images"] == 2 and training["max_train_images"] == 4
+    lines = []  # another --threads: the same recipe, said (not recorded), since the sums run in another order
+    train(TrainConfig(data=str(camvid_root), out=str(tmp_path), **dict(cfg, epochs=3, memory_format="contiguous",
+                                                                       threads=2)), resume=True, log=lines.append)
+    assert any("note: --threads 1 -> 2 since the checkpoint" in line for line in lines), lines
+    assert load_checkpoint(tmp_path / "last.pt")["changed_on_resume"] == [
+        "epochs 1 -> 2", "memory_format channels_last -> contiguous", "epochs 2 -> 3"]
 
 
 def test_settings_are_compared_as_they_act(tmp_path, monkeypatch):

@@ -931,6 +931,11 @@ def restore(run: Run, log=print) -> None:
             # Resume is exact only with the same recipe: a changed one is allowed, and said.
             log("[train] settings changed since the checkpoint (the run is no longer one recipe): "
                 + ", ".join(f"{k} {a} -> {b}" for k, a, b in changed))
+        if saved.get("threads") is not None and saved["threads"] != run.cfg.threads and run.device.type == "cpu":
+            # the same recipe, but CPU kernels sum in another order: not bit for bit a run never stopped
+            log(f"[train] note: --threads {saved['threads']} -> {run.cfg.threads} since the checkpoint: the same "
+                "recipe, but the float sums run in another order, so the weights are not bit for bit those of a run "
+                "that kept its threads")
         if ({"epochs", "lr"} & {k for k, _, _ in changed} and isinstance(run.sched, torch.optim.lr_scheduler.LambdaLR)
                 and not run.cut_short):
             log(f"[train] the poly learning rate is recomputed for {run.cfg.epochs} epochs from --lr {run.cfg.lr:g}: "
