@@ -296,6 +296,7 @@ def test_a_report_on_frames_the_model_trained_on_says_so(tmp_path, capsys, rando
         report = (out / "report.md").read_text()
         metrics = json.loads((out / "metrics.json").read_text())["segmentation"]
         assert ("**Not held out:** the ground truth is CamVid val" in report) == held_in, report
+        assert "every frame timed (the model ran two blank frames first, untimed" in report  # warm-up said
         assert ("(frames the model trained on: not held out)" in said) == held_in, said
         assert ("not_held_out" in metrics) == held_in
     assert "from the same recipe trained on train: 61.50" in metrics["not_held_out"]

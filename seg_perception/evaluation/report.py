@@ -195,7 +195,7 @@ def _markdown(result: EvalResult, m: Dict, files: Dict[str, Path], out: Path, ti
               f"{_fmt(lat['p50'], ' ms')} | {_fmt(lat['p95'], ' ms')} | {_fmt(lat['max'], ' ms')} |", ""]
     if result.mode == "live":
         lines.append("Latency: from publishing a frame to receiving its /segmentation/labels (matched by header "
-                     "stamp). FPS: frames answered per second, from the first answer to the last: a node that keeps up "
+                     "stamp), every frame timed, the first included (the node warmed its model up at start-up). FPS: frames answered per second, from the first answer to the last: a node that keeps up "
                      "answers at the playback's rate, so this is not the node's capacity (its processing_ms below is).")
         pb = result.playback
         if pb:
@@ -208,7 +208,8 @@ def _markdown(result: EvalResult, m: Dict, files: Dict[str, Path], out: Path, ti
             lines.append("Node counters over the run: " + ", ".join(f"{k} {v}" for k, v in items if not k.endswith("_ms"))
                          + "." + (f" The node's medians over its last 100 frames: {medians}." if medians else ""))
     else:
-        lines.append("Latency: decode + pipeline per frame in this process. FPS: 1 / mean latency.")
+        lines.append("Latency: decode + pipeline per frame in this process, every frame timed (the model ran two "
+                     "blank frames first, untimed; the first frame's decode is in). FPS: 1 / mean latency.")
     if "latency" in files:
         lines += ["", f"![latency]({files['latency'].relative_to(out)})"]
     if result.confusion is not None:
