@@ -272,12 +272,12 @@ class ManagerBond:
     heartbeat timer): a Status with the bond's id from another instance formed it; `active` false,
     or no heartbeat for the timeout, broke it."""
 
-    def __init__(self, h: Harness, bond_id: str, timeout_s: float = 4.0):
+    def __init__(self, h: Harness, bond_id: str, timeout_s: float = 4.0, topic: str = "/bond"):
         from bond.msg import Status
         from rclpy.qos import QoSProfile
         self.id, self.timeout_s = bond_id, timeout_s
         self.got = []  # (perf_counter, instance_id, active)
-        h.node.create_subscription(Status, "/bond", self._on_status, QoSProfile(depth=100))
+        h.node.create_subscription(Status, topic, self._on_status, QoSProfile(depth=100))
 
     def _on_status(self, msg) -> None:
         if msg.id == self.id:
@@ -298,11 +298,10 @@ def test_the_managed_node_keeps_a_bond_while_active(ros, random_model, tmp_path)
     unnoticed). Now: heartbeats at bond_heartbeat_period from activate, goodbye on deactivate, a new
     instance per activation, and a bond that breaks when the node dies."""
     import signal
-    proc = start_node({"model": str(random_model), "threads": 1, "image_topic": "/bond_camera/image_raw"},
-                      tmp_path / "node.log", program="segmentation_lifecycle_node")
-    h = Harness("test_lifecycle_bond_client", image_topic="/bond_camera/image_raw")
+    proc, h = lifecycle_node({"model": str(random_model), "threads": 1}, tmp_path, "lc_bond",
+                             "test_lifecycle_bond_client")
     try:
-        watcher = ManagerBond(h, "segmentation_node")  # there all along: nothing before activate
+        watcher = ManagerBond(h, "segmentation_node", topic="/lc_bond/bond")  # there all along: nothing before activate
         lc = LifecycleClient(h)
         assert lc.transition(Transition.TRANSITION_CONFIGURE)
         time.sleep(0.5)
@@ -312,7 +311,7 @@ def test_the_managed_node_keeps_a_bond_while_active(ros, random_model, tmp_path)
             # as the manager does: its bond (a new subscription) after activate returned, then it waits
             # up to half its bond_timeout for the bond to form
             t0 = time.perf_counter()
-            manager = ManagerBond(h, "segmentation_node")
+            manager = ManagerBond(h, "segmentation_node", topic="/lc_bond/bond")
             h.wait_for(lambda: manager.formed_since(t0), 2.0, "the first heartbeat")
             assert manager.fields == (pytest.approx(0.1), pytest.approx(4.0))
             instance = manager.got[0][1]
@@ -329,7 +328,7 @@ def test_the_managed_node_keeps_a_bond_while_active(ros, random_model, tmp_path)
         assert len({i for _, i, _ in watcher.got}) == 2  # a new instance per activation
         assert lc.transition(Transition.TRANSITION_ACTIVATE)
         t0 = time.perf_counter()
-        manager = ManagerBond(h, "segmentation_node")
+        manager = ManagerBond(h, "segmentation_node", topic="/lc_bond/bond")
         h.wait_for(lambda: manager.formed_since(t0), 2.0, "the first heartbeat")
         instance = manager.got[-1][1]
         proc.proc.send_signal(signal.SIGKILL)  # dies without a word: the heartbeats stop
@@ -338,6 +337,31 @@ def test_the_managed_node_keeps_a_bond_while_active(ros, random_model, tmp_path)
     finally:
         h.close()
         proc.stop()
+
+
+def test_bond_and_diagnostics_keep_wall_time_under_sim_time(ros, random_model, tmp_path):
+    """Under use_sim_time with no /clock yet (a simulator starting paused, a bag not yet played), the
+    heartbeats ran on the node's clock: one beat, then none, and Nav2's manager aborted the bringup
+    ("unable to be reached by bond"); /diagnostics stayed silent too. bondcpp's heartbeat timer runs
+    on wall time; so do both of the node's."""
+    proc, h = lifecycle_node({"model": str(random_model), "threads": 1, "use_sim_time": True}, tmp_path,
+                             "lc_simtime", "test_lifecycle_simtime_client")
+    try:
+        lc = LifecycleClient(h)
+        assert lc.transition(Transition.TRANSITION_CONFIGURE)
+        h.wait_for(lambda: len(h.diagnostics) >= 2, 5.0, "diagnostics without a /clock")
+        assert lc.transition(Transition.TRANSITION_ACTIVATE)
+        t0 = time.perf_counter()
+        manager = ManagerBond(h, "segmentation_node", topic="/lc_simtime/bond")
+        h.wait_for(lambda: manager.formed_since(t0), 2.0, "the first heartbeat")
+        time.sleep(1.5)
+        beats = [t for t, _, a in manager.got if a]
+        assert len(beats) >= 5 and beats[-1] > t0 + 1.0, beats  # ~10 Hz
+        assert lc.transition(Transition.TRANSITION_DEACTIVATE)
+    finally:
+        h.close()
+        rc = proc.stop()
+    assert rc == 0, proc.output()
 
 
 def test_without_the_bond_messages_the_node_says_so_and_keeps_none(monkeypatch, tmp_path):

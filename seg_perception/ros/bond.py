@@ -16,6 +16,7 @@ from __future__ import annotations
 import uuid
 from typing import Optional
 
+from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.qos import QoSProfile
 
@@ -41,7 +42,9 @@ class BondHeartbeat:
         self.pub = node.create_publisher(Status, TOPIC, QoSProfile(depth=5))  # bondcpp's: reliable, volatile
         # for a listener already there: the manager subscribes after activate, the timer's beats reach it
         self._beat(True)
-        self.timer = node.create_timer(period_s, lambda: self._beat(True))
+        # wall time, as bondcpp's heartbeat timer: on the node's clock under use_sim_time the beats
+        # stopped while /clock was paused or not yet running, and the manager took the node as dead
+        self.timer = node.create_timer(period_s, lambda: self._beat(True), clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def _beat(self, active: bool) -> None:
         msg = Status(id=self.node.get_name(), instance_id=self.instance_id, active=active,

@@ -26,6 +26,7 @@ from typing import Dict, List, Optional
 
 import rclpy
 import rclpy.executors
+from rclpy.clock import Clock, ClockType
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.exceptions import ParameterException
 try:
@@ -324,8 +325,11 @@ class SegmentationNode(Node):
         for w in self.workers:
             w.start()
         # from configure on, not only while active: a managed node that is inactive says so, and a
-        # silent one (stale in an aggregator) is one that died, which its manager does not notice
-        self.diag_timer = self.create_timer(self.diagnostics_period, self._publish_diagnostics)
+        # silent one (stale in an aggregator) is one that died, which its manager does not notice.
+        # Wall time, as its figures are: under use_sim_time a /clock not yet running (or paused) is
+        # when "no frame in 10 s" matters most
+        self.diag_timer = self.create_timer(self.diagnostics_period, self._publish_diagnostics,
+                                            clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def _make_cameras(self, image_topic: str, image_topics: List[str]) -> List[CameraStream]:
         if not image_topics:
