@@ -386,3 +386,42 @@ def test_without_the_bond_messages_the_node_says_so_and_keeps_none(monkeypatch, 
     timeout, note = manager_bond_timeout(str(on), False)
     assert timeout == 0.0 and "bond messages are not installed" in note
     assert manager_bond_timeout(str(REPO / "config" / "nav2.yaml"), True) == (4.0, "")
+
+
+def test_a_failing_transition_is_logged_and_leaves_nothing_serving(monkeypatch, random_model):
+    """rclpy turns an exception in on_deactivate into an error without a word and runs on_error,
+    which repeated the failing step: the node ended finalized, still subscribed to the camera with
+    its model loaded, and a manager could only say "failed to change state". Now the reason is
+    logged and on_error takes down every part it can, each on its own."""
+    import rclpy
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from seg_perception.ros.lifecycle import ManagedSegmentationNode
+
+    ctx = rclpy.Context()
+    rclpy.init(args=["--ros-args", "-p", f"model:={random_model}", "-p", "threads:=1",
+                     "-p", "image_topic:=/lc_failing/image_raw", "-p", "bond_heartbeat_period:=0.0"], context=ctx)
+    node = None
+    try:
+        node = ManagedSegmentationNode("seg_failing", context=ctx)
+        said = []
+        logger = node.get_logger()
+        monkeypatch.setattr(node, "get_logger", lambda: type("L", (), {
+            "error": lambda self, m, **k: said.append(m), "info": lambda self, m, **k: logger.info(m),
+            "warning": lambda self, m, **k: logger.warning(m)})())
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert node.count_subscribers("/lc_failing/image_raw") == 1
+
+        def broken():
+            raise RuntimeError("a ground publisher would not go")
+        monkeypatch.setattr(node, "_deactivate", broken)
+        node.trigger_deactivate()
+        assert said[0] == "cannot deactivate: RuntimeError: a ground publisher would not go", said
+        assert node.count_subscribers("/lc_failing/image_raw") == 0  # nothing served any more
+        assert node.pipeline is None and node.diag_timer is None  # model unloaded, outputs removed
+        assert node._state_machine.current_state[1] == "finalized"  # (a part could not be released)
+        monkeypatch.undo()
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.shutdown(context=ctx)
