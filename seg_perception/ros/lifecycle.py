@@ -73,12 +73,14 @@ class ManagedSegmentationNode(SegmentationNode, LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._end_bond()
-        self._deactivate()
+        if not self._step("deactivate", self._deactivate):
+            return TransitionCallbackReturn.ERROR  # on_error takes down what is left
         self.get_logger().info("deactivated: not subscribed, model still loaded")
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._cleanup()
+        if not self._step("clean up", self._cleanup):
+            return TransitionCallbackReturn.ERROR
         self.get_logger().info("cleaned up: model unloaded")
         return TransitionCallbackReturn.SUCCESS
 
@@ -87,20 +89,39 @@ class ManagedSegmentationNode(SegmentationNode, LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
+        # released: back to unconfigured, where configure can start again; else finalized
+        return TransitionCallbackReturn.SUCCESS if self._release() else TransitionCallbackReturn.FAILURE
+
+    def _step(self, what: str, step) -> bool:
+        """rclpy turns an exception in a transition into an error without a word (and a manager
+        only says the transition failed): the reason goes to the log."""
+        try:
+            step()
+            return True
+        except Exception as e:
+            self.get_logger().error(f"cannot {what}: {type(e).__name__}: {e}")
+            return False
 
     def _end_bond(self) -> None:
         if self._bond is not None:
-            self._bond.close()
-            self._bond = None
+            bond, self._bond = self._bond, None
+            bond.close()
 
-    def _release(self) -> None:
-        self._end_bond()
+    def _release(self) -> bool:
+        """Take down whatever is up, each part even where another failed: a node left in error or
+        finalized must not go on serving. False if a part could not be released."""
+        ok = self._step("end the bond", self._end_bond)
         if self.sub is not None:
-            self._deactivate()
+            ok = self._step("stop serving", self._deactivate) and ok
+            for cam in self.cameras:  # deactivate failed part way: no frame comes in any more
+                if cam.sub is not None:
+                    ok = self._step("unsubscribe", lambda: self.destroy_subscription(cam.sub)) and ok
+                    cam.sub = None
+            self.sub = None
         if self.pipeline is not None:
-            self._cleanup()
+            if not self._step("clean up", self._cleanup):
+                ok = self._step("remove the outputs", self.remove_publishers) and False
+        return ok
 
 
 def main(args=None) -> int:
