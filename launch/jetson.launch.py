@@ -13,7 +13,10 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch_ros.actions import Node
 
-from seg_perception.ros.launch_arguments import check_params_file, flag, misspelt_arguments, number, whole_number
+from seg_perception.ros.launch_arguments import (check_params_file, flag, misspelt_arguments, number,
+                                                  params_for_node, tf_remappings, whole_number)
+
+DEFAULT_PARAMS = ("config", "jetson.yaml")
 
 # launch argument -> parameter type (name, value -> value); every one defaults to '' (= keep the YAML value)
 OVERRIDES = {
@@ -38,24 +41,27 @@ def _node(context, *args, **kwargs):
     typos = misspelt_arguments(context.launch_configurations, [*OVERRIDES, "params_file"], "jetson.launch.py",
                                node_parameters=parameter_names())
     share = get_package_share_directory("seg_perception")
+    params_file, foreign = params_for_node(params_file, "segmentation_node", os.path.join(share, *DEFAULT_PARAMS),
+                                           "jetson.launch.py")
     # Large camera frames between processes (Fast DDS): the shipped transport profile unless the
     # user set one. The camera driver's process needs the same variable (README "DDS notes").
     env = {}
     if not (os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")):
         env["FASTRTPS_DEFAULT_PROFILES_FILE"] = os.path.join(share, "config", "fastdds_large_frames.xml")
-    return [LogInfo(msg=f"WARNING: {t}") for t in typos] + [Node(
+    return [LogInfo(msg=f"WARNING: {t}") for t in typos + ([foreign] if foreign else [])] + [Node(
         package="seg_perception",
         executable="segmentation_node",
         name="segmentation_node",
         output="screen",
         emulate_tty=True,
         parameters=[params_file, overrides],
+        remappings=tf_remappings(context.launch_configurations),  # a robot's namespaced TF (ground.use_tf)
         additional_env=env,
     )]
 
 
 def generate_launch_description():
-    default_params = os.path.join(get_package_share_directory("seg_perception"), "config", "jetson.yaml")
+    default_params = os.path.join(get_package_share_directory("seg_perception"), *DEFAULT_PARAMS)
     args = [DeclareLaunchArgument(name, default_value="", description=f"override the '{name}' parameter")
             for name in OVERRIDES]
     args.append(DeclareLaunchArgument("params_file", default_value=default_params,

@@ -29,7 +29,10 @@ from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch_ros.actions import Node
 
 from seg_perception.ros.launch_arguments import (check_params_file, flag, manager_bond_timeout, misspelt_arguments,
-                                                  namespace, number, require_package)
+                                                  namespace, number, params_for_node, require_package,
+                                                  tf_remappings)
+
+DEFAULT_PARAMS = ("config", "nav2.yaml")
 
 
 def _nodes(context, *args, **kwargs):
@@ -41,6 +44,9 @@ def _nodes(context, *args, **kwargs):
                                node_parameters=parameter_names())
     managed = flag("managed", context.launch_configurations["managed"])
     name = context.launch_configurations["name"].strip() or "segmentation_node"
+    params_file, foreign = params_for_node(
+        params_file, name, os.path.join(get_package_share_directory("seg_perception"), *DEFAULT_PARAMS),
+        "nav2.launch.py")
     # the node's and its manager's (relative: under an including file's PushROSNamespace, as Nav2's
     # bringup puts a robot's; the manager's node_names are resolved in its own namespace). Not the
     # configuration `namespace`: an including file's (Nav2 bringup's, already pushed) would be applied twice.
@@ -61,8 +67,9 @@ def _nodes(context, *args, **kwargs):
         output="screen",
         emulate_tty=True,
         parameters=[params_file, node_overrides],
+        remappings=tf_remappings(context.launch_configurations),  # a robot's namespaced TF, as Nav2's nodes
     )]
-    notes = []
+    notes = [foreign] if foreign else []
     if managed:
         from seg_perception.ros import bond  # the node keeps a bond where it can import the messages
         bond_timeout, note = manager_bond_timeout(params_file, bond.Status is not None)
@@ -79,7 +86,7 @@ def _nodes(context, *args, **kwargs):
 
 
 def generate_launch_description():
-    default_params = os.path.join(get_package_share_directory("seg_perception"), "config", "nav2.yaml")
+    default_params = os.path.join(get_package_share_directory("seg_perception"), *DEFAULT_PARAMS)
     return LaunchDescription([
         DeclareLaunchArgument("params_file", default_value=default_params,
                               description="YAML parameters for segmentation_node"),

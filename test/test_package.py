@@ -333,3 +333,32 @@ def test_readme_says_how_drivable_classes_returns_to_the_cards():
     readme = (REPO / "README.md").read_text()
     row = next(ln for ln in readme.splitlines() if ln.startswith("| `drivable_classes` |"))
     assert "`[]`: none" in row and "to return to the card's classes, restart the node" in row, row
+
+
+@pytest.mark.parametrize("launch", ["jetson", "nav2"])
+def test_an_including_bringups_params_file_and_namespace(monkeypatch, tmp_path, launch):
+    """Included by a Nav2 bringup (which declares params_file and pushes a robot's namespace, and whose
+    arguments reach this file): the bringup's params file, with a section per Nav2 node and none for
+    this one, started the node on its built-in defaults without a word (ground projection off); the
+    node read the global /tf where the bringup remaps every node's TF into the robot's namespace; and
+    PushROSNamespace's own configuration was warned about as a misspelt node_namespace."""
+    run = _launch_file(launch, monkeypatch)
+    default = str(REPO / "config" / ("nav2.yaml" if launch == "nav2" else "jetson.yaml"))
+    bringup = tmp_path / "nav2_params.yaml"
+    bringup.write_text("amcl:\n  ros__parameters: {alpha1: 0.2}\nbt_navigator:\n  ros__parameters: {}\n")
+    nodes, warnings = run(params_file=str(bringup), ros_namespace="/robot1", use_namespace="true")
+    assert nodes[0].kwargs["parameters"][0] == default
+    assert len(warnings) == 1 and f"params_file {bringup} has no parameters for segmentation_node (its sections: " \
+        "amcl, bt_navigator)" in warnings[0] and "add a section `segmentation_node:`" in warnings[0], warnings
+    assert nodes[0].kwargs["remappings"] == [("/tf", "/robot1/tf"), ("/tf_static", "/robot1/tf_static")]
+    # a section for the node (RewrittenYaml puts a bringup's under the namespace), or a wildcard: taken
+    for text in ("robot1:\n  segmentation_node:\n    ros__parameters: {max_rate: 5.0}\n",
+                 "/**:\n  ros__parameters: {max_rate: 5.0}\n", "/robot1/segmentation_node:\n  ros__parameters: {}\n"):
+        bringup.write_text("amcl:\n  ros__parameters: {}\n" + text)
+        nodes, warnings = run(params_file=str(bringup))
+        assert nodes[0].kwargs["parameters"][0] == str(bringup) and warnings == [], (text, warnings)
+        assert nodes[0].kwargs["remappings"] == []  # no namespace pushed: /tf itself
+    if launch == "nav2":  # renamed: its section is by its name
+        bringup.write_text("seg_front:\n  ros__parameters: {}\n")
+        nodes, warnings = run(params_file=str(bringup), name="seg_front")
+        assert nodes[0].kwargs["parameters"][0] == str(bringup) and warnings == []

@@ -19,6 +19,57 @@ def check_params_file(path: str) -> str:
     return os.path.expanduser(path)
 
 
+def params_for_node(path: str, node: str, default: str, launch_file: str) -> tuple:
+    """(the parameter file to give ``node``, a warning or ""). Launch arguments are not scoped: an
+    including launch file's own params_file (Nav2's bringup declares one, with a section per Nav2
+    node) reaches this file too, and the node started on its built-in defaults without a word. A
+    file with no section that can apply to ``node`` (a wildcard, or a key ending in its name) gives
+    way to the launch file's ``default``, with a warning."""
+    import yaml
+    try:
+        with open(path) as f:
+            doc = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return path, ""  # the node itself reports a file it cannot read, with rcl's reason
+
+    def sections(tree, keys=()):
+        if isinstance(tree, dict):
+            for k, v in tree.items():
+                if k == "ros__parameters":
+                    yield "/".join(keys)
+                else:
+                    yield from sections(v, keys + (str(k).strip("/"),))
+    found = list(sections(doc))
+    if any("*" in k or k.split("/")[-1] == node for k in found):
+        return path, ""
+    shown = ", ".join(k or "/" for k in found[:6]) + (", ..." if len(found) > 6 else "")
+    return default, (f"params_file {path} has no parameters for {node} (its sections: {shown or 'none'}): "
+                     f"{node} takes {launch_file}'s own {os.path.basename(default)}. An including launch file's "
+                     f"params_file (as Nav2's bringup passes) reaches this file too: to set {node}'s parameters "
+                     f"there, add a section `{node}:` (with ros__parameters) to it")
+
+
+def tf_remappings(configurations: Mapping[str, str]) -> list:
+    """Under an including file's PushROSNamespace (a robot's, as Nav2's bringup pushes it), the robot's
+    TF is that namespace's `tf` and `tf_static`: Nav2's bringup remaps every node's /tf there. tf2's
+    listener subscribes to the absolute /tf, so the node needs the same remapping, to the pushed
+    namespace itself (not the node's own, which node_namespace may extend)."""
+    pushed = (configurations.get("ros_namespace") or "").strip().rstrip("/")
+    if not pushed:
+        return []
+    pushed = pushed if pushed.startswith("/") else "/" + pushed
+    return [("/tf", f"{pushed}/tf"), ("/tf_static", f"{pushed}/tf_static")]
+
+
+# Launch configurations that are not arguments of anyone's misspelling here: launch_ros's own
+# (PushROSNamespace, SetRemap, SetParameter) and the common arguments of Nav2's bringup files, which
+# an including bringup shares with this file (`use_namespace` looked like a misspelt node_namespace)
+FOREIGN_CONFIGURATIONS = {"ros_namespace", "ros_remaps", "global_params", "use_namespace", "autostart",
+                          "use_composition", "use_respawn", "log_level", "container_name", "slam", "map",
+                          "use_localization", "use_intra_process_comms", "use_simulator", "use_robot_state_pub",
+                          "use_rviz", "rviz_config_file", "headless", "world", "robot_name", "robot_sdf"}
+
+
 def require_package(name: str, why: str, instead: str) -> None:
     """A ROS package a launch file starts a node of must be installed: else one line, before any
     node starts (launch would fail on it after starting the others, and leave them running)."""
@@ -55,7 +106,7 @@ def misspelt_arguments(configurations: Mapping[str, str], known: Iterable[str], 
                        f"including file's PushROSNamespace; node_namespace:=... gives the node one of its own")
             continue
         near = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
-        if name not in known and near:
+        if name not in known and near and name not in FOREIGN_CONFIGURATIONS:
             out.append(f"launch argument '{name}' is not one of {launch_file}'s: did you mean '{near[0]}'? "
                        "(it is ignored)")
     return out
