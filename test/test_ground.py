@@ -409,3 +409,24 @@ def test_obstacle_fraction_lets_speckle_through_and_keeps_blocks():
     assert (any_px.grid(shares) == 100).sum() == len(cells)  # any one pixel: all six
     with pytest.raises(GroundError, match="obstacle_fraction must be 0 to 1"):
         GridLookup(cam, pose, spec, 10.0, obstacle_fraction=1.5)
+
+
+@pytest.mark.parametrize("lens", [[0.05, -0.01, 0.002, -0.0005], [0.3, -0.1, 0.02, 0.0]])
+def test_fisheye_rays_far_off_axis(lens):
+    """cv2.fisheye.undistortPoints clamps the distorted angle at 90 degrees, which a lens with k1 > 0
+    reaches long before the true angle does: a pixel seeing 88 degrees got a ray at 84, the round
+    trip then refused it, and a wide lens's outer band had no ray at all (thin obstacles beside the
+    robot read free). Each pixel's ray is the one that projects onto it (OpenCV's own projection),
+    up to the lens model's monotonic range."""
+    cam = Camera.from_camera_info(W, H, [200.0, 0, 319.5, 0, 200.0, 239.5, 0, 0, 1], lens, "equidistant")
+    limit = cam._monotonic_limit()
+    angles = np.radians(np.linspace(1.0, min(88.0, np.degrees(limit) - 0.5), 60))
+    az = np.linspace(0, 2 * np.pi, len(angles), endpoint=False)
+    pts = np.column_stack([np.sin(angles) * np.cos(az), np.sin(angles) * np.sin(az), np.cos(angles)])
+    uv, _ = cv2.fisheye.projectPoints(pts.reshape(-1, 1, 3), np.zeros(3), np.zeros(3),
+                                      np.asarray(cam.K), np.asarray(lens, float))
+    rays = cam.rays(uv.reshape(-1, 2))
+    assert np.isfinite(rays).all()
+    got = np.arctan(np.hypot(rays[:, 0], rays[:, 1]) / rays[:, 2])
+    np.testing.assert_allclose(np.degrees(got), np.degrees(angles), atol=1e-6)
+    np.testing.assert_allclose(np.arctan2(rays[:, 1], rays[:, 0]) % (2 * np.pi), az, atol=1e-6)

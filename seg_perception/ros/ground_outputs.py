@@ -146,9 +146,12 @@ def declare_ground_parameters(node) -> None:
 
 
 def camera_info_topic(image_topic: str) -> str:
-    """image_transport's sibling: /camera/image_raw -> /camera/camera_info."""
+    """image_transport's sibling: /camera/image_raw -> /camera/camera_info; absolute stays absolute
+    (/image_raw -> /camera_info, not the node namespace's camera_info)."""
     base = image_topic.rstrip("/").rsplit("/", 1)[0] if "/" in image_topic.strip("/") else ""
-    return f"{base}/camera_info" if base else "camera_info"
+    if base:
+        return f"{base}/camera_info"
+    return "/camera_info" if image_topic.startswith("/") else "camera_info"
 
 
 def _number(name, value) -> float:
@@ -243,6 +246,7 @@ class GroundOutputs:
                                       "ground.rectified: true for a rectified image")
         self._info: Optional[CameraInfo] = None
         self._key = None
+        self._said_for = None  # the calibration the last "ground projection for ..." line was for
         self._lut: Optional[GridLookup] = None
         self._cloud: Optional[GroundCloud] = None
         self._cloud_msg: Optional[PointCloud2] = None
@@ -402,11 +406,10 @@ class GroundOutputs:
         return CameraPose.from_optical_transform([t.x, t.y, t.z], [q.x, q.y, q.z, q.w])
 
     def _update_lookups(self, info: CameraInfo, pose: CameraPose, size) -> bool:
-        key = (info.width, info.height, tuple(info.k), tuple(info.d), tuple(info.p), tuple(info.r),
-               info.distortion_model,
-               info.binning_x, info.binning_y, info.roi.x_offset, info.roi.y_offset, info.roi.width,
-               info.roi.height,
-               np.round(pose.R, 6).tobytes(), np.round(pose.t, 6).tobytes(), tuple(size))
+        calibration = (info.width, info.height, tuple(info.k), tuple(info.d), tuple(info.p), tuple(info.r),
+                       info.distortion_model, info.binning_x, info.binning_y, info.roi.x_offset,
+                       info.roi.y_offset, info.roi.width, info.roi.height, tuple(size))
+        key = (calibration, np.round(pose.R, 6).tobytes(), np.round(pose.t, 6).tobytes())
         if key == self._key:
             return self._lut is not None
         self._key = key
@@ -423,10 +426,14 @@ class GroundOutputs:
         self._lut, self._cloud, self._cloud_msg = lut, cloud, cloud_template(cloud.points)
         what = (f"ground projection for {cam.width}x{cam.height} ({cam.model}), {self.pose_source} pose: "
                 f"{lut.cells_in_view} of {lut.index.size} grid cells in view")
-        if lut.cells_in_view:  # two calls: rclpy refuses two severities from one call site
+        # A pose followed through TF (a pan-tilt head, a levelled base) rebuilds the lookups every
+        # frame: the line comes when the calibration changes, not with every pose
+        if lut.cells_in_view and calibration != self._said_for:  # two calls: rclpy refuses two
+            self._said_for = calibration                             # severities from one call site
             self.node.get_logger().info(what)
-        else:
-            self.node.get_logger().warning(f"{what}: {NO_CELL_IN_VIEW}")
+        elif not lut.cells_in_view:
+            self._said_for = None
+            self.node.get_logger().warning(f"{what}: {NO_CELL_IN_VIEW}", throttle_duration_sec=10.0)
         return True
 
     # ------------------------------------------------------------ reporting

@@ -21,6 +21,7 @@ same thing for the grid and the cloud.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Sequence, Tuple
 
@@ -93,16 +94,16 @@ class Camera:
 
     def window(self, x0: int, y0: int, width: int, height: int, bx: int, by: int) -> "Camera":
         """The camera of the image a driver publishes from a region of interest of this (full)
-        frame, binned bx by by: width x height full-resolution pixels from (x0, y0), each output pixel
-        the mean of a bx x by block, so its centre lies at x0 + (i + 0.5) bx - 0.5 full-resolution
-        pixels (image_geometry drops the half pixel: a quarter of a binned pixel apart at 2x2).
+        frame, binned bx by by: width x height full-resolution pixels from (x0, y0). Pixel (i, j) of
+        it is full-resolution pixel (x0 + i bx, y0 + j by), as image_geometry (PinholeCameraModel's
+        toFullResolution and binned K / P) and image_proc's rectification of a binned image take it.
         Distortion acts on normalised coordinates and stays."""
         if (x0, y0, width, height, bx, by) == (0, 0, self.width, self.height, 1, 1):
             return self
         K = self.K.copy()
         K[0, 0], K[0, 1], K[1, 1] = K[0, 0] / bx, K[0, 1] / bx, K[1, 1] / by
-        K[0, 2] = (K[0, 2] - x0 + 0.5) / bx - 0.5
-        K[1, 2] = (K[1, 2] - y0 + 0.5) / by - 0.5
+        K[0, 2] = (K[0, 2] - x0) / bx
+        K[1, 2] = (K[1, 2] - y0) / by
         return Camera(width // bx, height // by, K, self.D, self.model)
 
     # ------------------------------------------------------------ projection
@@ -155,7 +156,7 @@ class Camera:
         """(N, 2) pixel coordinates -> (N, 3) optical-frame ray directions (z = 1)."""
         pts = uv.reshape(-1, 1, 2).astype(np.float64)
         if self.model == "equidistant":
-            n = cv2.fisheye.undistortPoints(pts, self.K, self.D)
+            return self._fisheye_rays(uv.reshape(-1, 2).astype(np.float64))
         elif self.model == "none":
             n = cv2.undistortPoints(pts, self.K, np.zeros(4))
         else:
@@ -164,6 +165,32 @@ class Camera:
                                       (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-10))
         n = n.reshape(-1, 2)
         return np.column_stack([n, np.ones(len(n))])
+
+
+    def _fisheye_rays(self, uv: np.ndarray) -> np.ndarray:
+        """Equidistant rays by inverting theta_d = theta (1 + k1 theta^2 + ... + k4 theta^8) on its
+        monotonic range (bisection): cv2.fisheye.undistortPoints clamps theta_d at pi/2, which a lens
+        with k1 > 0 reaches well before 90 degrees, so the outer pixels of a wide lens got wrong rays
+        (and then none). NaN past the monotonic range."""
+        k1, k2, k3, k4 = self.D
+        yd = (uv[:, 1] - self.K[1, 2]) / self.K[1, 1]
+        xd = (uv[:, 0] - self.K[0, 2]) / self.K[0, 0]
+        thd = np.hypot(xd, yd)
+
+        def f(t):
+            t2 = t * t
+            return t * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4))))
+        top = min(self._monotonic_limit(), np.pi / 2 - 1e-6)  # (z = 1 rays end short of 90 degrees)
+        lo, hi = np.zeros_like(thd), np.full_like(thd, top)
+        for _ in range(48):  # f rises on [0, top]: halve the bracket of each pixel's theta
+            mid = 0.5 * (lo + hi)
+            below = f(mid) < thd
+            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+        th = 0.5 * (lo + hi)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = np.where(thd > 1e-12, np.tan(th) / thd, 1.0)
+        scale[thd > f(top)] = np.nan
+        return np.column_stack([xd * scale, yd * scale, np.ones(len(uv))])
 
 
 def undistort_points_iter(pts: np.ndarray, K: np.ndarray, D: np.ndarray, criteria: tuple) -> np.ndarray:
@@ -256,6 +283,7 @@ def _check_range(max_range: float) -> float:
 
 
 _RAYS_CACHE: dict = {}
+_RAYS_LOCK = threading.Lock()  # workers serving different cameras evict at once
 # The grid bins the mask's pixels in blocks of k x k for masks wider than this (a block counts as
 # not drivable when any of its pixels is not): a 720p mask costs what a 640x360 one does, and the
 # labels behind it come from a network that ran at about that size anyway.
@@ -280,7 +308,8 @@ def _cached_rays(camera: "Camera", which: tuple, pixels) -> np.ndarray:
     kept, as a pose followed through TF rebuilds the lookups of one camera every frame and
     undistortion is most of that cost."""
     key = (camera.width, camera.height, camera.K.tobytes(), np.asarray(camera.D).tobytes(), camera.model, which)
-    rays = _RAYS_CACHE.get(key)
+    with _RAYS_LOCK:
+        rays = _RAYS_CACHE.get(key)
     if rays is None:
         uv = pixels().astype(np.float64)
         rays = camera.rays(uv)
@@ -291,9 +320,10 @@ def _cached_rays(camera: "Camera", which: tuple, pixels) -> np.ndarray:
             ok &= np.linalg.norm(back - uv, axis=1) < 0.5
         rays[~ok] = np.nan
         rays = rays.astype(np.float32)
-        if len(_RAYS_CACHE) >= 8:
-            _RAYS_CACHE.pop(next(iter(_RAYS_CACHE)))
-        _RAYS_CACHE[key] = rays
+        with _RAYS_LOCK:
+            if len(_RAYS_CACHE) >= 8:
+                _RAYS_CACHE.pop(next(iter(_RAYS_CACHE)))
+            _RAYS_CACHE[key] = rays
     return rays
 
 
