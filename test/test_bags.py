@@ -444,15 +444,20 @@ def test_shipped_sample_bag_states_its_classes():
 def test_missing_and_truncated_bags(tmp_path, capsys, random_model):
     rc, out, err = run_cli(capsys, "eval-bag", tmp_path / "nope", "--model", random_model, "--out", tmp_path / "r")
     assert rc == 2 and "not found" in one_line_error(err)
-    # Cut in half: nothing of the one (mcap) chunk reads. A cut after whole chunks is evaluated up
-    # to the cut, and so is every intact message of an sqlite3 file (test_damaged_bags.py).
+    # Cut in half: the one (mcap) chunk is read up to the cut (it was lost whole), as is every intact
+    # message of an sqlite3 file (test_damaged_bags.py). Cut before its channels, nothing reads.
     bag = small_bag(tmp_path / "cut_mcap", 4, "mcap")
     f = next(bag.glob("*.mcap"))
-    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2])
+    rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r")
+    line = one_line_error(err)
+    assert rc == 5 and "read up to the cut; 2 frames can be read, 2 of the 4 recorded frames" in line, line
+    f.write_bytes(data[:200])
     rc, out, err = run_cli(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r")
     line = one_line_error(err)
     assert rc == 2 and "cannot open bag" in line and "nothing in it can be read" in line, line
-    assert "cannot be read past byte" in line  # where it breaks off
+    assert "cut short after 0 messages" in line and "it ends inside the chunk at byte" in line  # where it breaks off
     bag = small_bag(tmp_path / "cut_sqlite3", 4, "sqlite3")
     f = next(bag.glob("*.db3"))
     f.write_bytes(f.read_bytes()[:4096])  # the first page only: no messages

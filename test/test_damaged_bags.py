@@ -61,12 +61,14 @@ def test_cut_recording_is_evaluated_up_to_the_cut(tmp_path, capsys, random_model
     chunks = _chunks(data)
     assert len(chunks) == 3
     f.write_bytes(data[: chunks[2] + 1000])  # power lost while the third chunk was written
-    assert McapSalvage.scan(f).damage.offset == chunks[2]
+    d = McapSalvage.scan(f).damage  # the chunk is read up to the cut: no whole record of it there
+    assert d.offset == chunks[2] + 1000 and d.reason == f"it ends inside the chunk at byte {chunks[2]:,}, read up to " \
+                                                         "the cut"
     rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
     assert rc == 5, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "partial result (exit 5)" in lines[0]
-    assert f"cannot be read past byte {chunks[2]:,}" in lines[0] and "4 frames can be read" in lines[0]
+    assert "is cut short after 12 messages" in lines[0] and "4 frames can be read" in lines[0]
     assert "2 of the 6 recorded frames on /camera/image_raw are lost" in lines[0]
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert m["frames"]["in"] == 4 and m["segmentation"]["frames_scored"] == 4 and "2 of the 6" in m["partial"]
@@ -415,9 +417,9 @@ def test_split_bag_with_its_last_file_cut_reads_the_other_files(tmp_path, capsys
         assert [m.t_ns for m in r.messages(["/camera/image_raw"])] == [T0 + n * 10**8 for n in range(6)]
     last = sorted(bag.glob("split_2.*"))[0]
     keep = last.stat().st_size // 2
-    if fmt == "mcap":  # frames 4 and 5 share one chunk, and the cut is inside it: both lost
-        (chunk,) = _chunks(last.read_bytes())
-        frames = 4
+    if fmt == "mcap":  # frames 4 and 5 share one chunk, and the cut is inside it, in frame 4's padding:
+        (chunk,) = _chunks(last.read_bytes())  # the chunk is read up to the cut, frame 4's image with it
+        frames = 5
     else:  # each message whose pages are all before the cut survives (sqlite's own account of them)
         rows, pages = _rows(last), _pages_of_rows(last)
         frames = 4 + sum(1 for i, (leaf, over) in pages.items()
@@ -813,7 +815,9 @@ def test_cut_file_compressed_whole_listed_in_metadata_is_read_up_to_the_cut(tmp_
     rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
     assert rc == 5 and "reindex" not in err, (out, err)
     n = int(out.split("offline: ")[1].split(" frames in")[0])
-    assert 2 <= n < FRAMES and f"{FRAMES - n} of the {FRAMES} recorded frames on /camera/image_raw are lost" in err
+    k = FRAMES - n
+    assert 2 <= n < FRAMES and f"{k} of the {FRAMES} recorded frames on /camera/image_raw {'is' if k == 1 else 'are'} " \
+                               "lost" in err
     assert f"{f.name}.zstd cut short" in out
     f.write_bytes(whole)  # the plain original beside its cut .zstd: compression was interrupted
     rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r2", "--threads", 1)
@@ -873,3 +877,175 @@ def test_live_does_not_count_frames_it_will_not_send(tmp_path, capsys, random_mo
                        "--out", tmp_path / "r", "--threads", 1, "--rate", 5)
     assert "playing 3 frames (1 more does not deserialise (corrupt): not sent)" in out, out
     assert rc == 5 and "offline" not in out and "live: 4 frames in, 3 out" in out, (out, err)
+
+
+def test_damaged_split_bag_reads_only_the_files_its_metadata_lists(tmp_path, capsys, random_model):
+    """A stale file beside a metadata.yaml that lists the others, and a listed file cut: the salvage
+    read every .mcap in the folder, so the unlisted file's frames were scored while the note said
+    it was "not read". Only the listed files are read, and the loss is that of the cut one."""
+    bag = split_bag(tmp_path / "split", "mcap", per=1)
+    _stale_metadata(bag, 2)
+    cut = bag / "split_1.mcap"
+    data = cut.read_bytes()
+    cut.write_bytes(data[:_chunks(data)[0]])  # its frame never written
+    with bag_io.BagReader(bag) as r:
+        stamps = []
+        with pytest.raises(bag_io.BagError, match=r"file split_1.mcap \(2 of 2\)"):
+            for m in r.messages(["/camera/image_raw"]):
+                stamps.append(m.t_ns)
+    assert stamps == [T0]  # not split_2.mcap's frame
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--no-gt", "--out", tmp_path / "r",
+                       "--threads", 1)
+    assert rc == 5 and "offline: 1 frames in" in out, (out, err)
+    assert "1 of the 2 recorded frames on /camera/image_raw is lost; split_2.mcap, which metadata.yaml does not " \
+           "list, not read (see the note)" in err, err
+    assert "not listed in its metadata.yaml, so not read" in out, out
+
+
+def _data_end(data: bytes) -> int:
+    pos = 8
+    while data[pos] != 0x0F:
+        pos += 9 + struct.unpack_from("<Q", data, pos + 1)[0]
+    return pos
+
+
+def test_message_on_a_channel_defined_in_a_lost_chunk_is_skipped_alone(tmp_path):
+    """A topic that starts mid-recording has its Channel record in the chunk where it starts; that
+    chunk damaged and the summary gone (the file cut after its data), its later messages are on an
+    unknown channel. That dropped the rest of each later chunk, other topics' frames with it; now
+    only those messages are lost, and counted."""
+    rng = np.random.default_rng(0)
+    bag = tmp_path / "bag"
+    with bag_io.BagWriter(bag) as w:
+        for n in range(FRAMES):
+            t = T0 + n * 10**8
+            w.write("/camera/image_raw", bag_io.image_msg(rng.integers(0, 255, (48, 64, 3), np.uint8), "rgb8", t, "c"), t)
+            w.write("/padding", bag_io.image_msg(rng.integers(0, 255, (750, 800), np.uint8), "mono8", t, "c"), t)
+            if n >= 2:  # first written in the second chunk (frames 2 and 3), which defines its channel
+                w.write("/late", bag_io.image_msg(rng.integers(0, 255, (8, 8), np.uint8), "mono8", t, "c"), t)
+    f = _mcap(bag)
+    data = bytearray(f.read_bytes())
+    c = _chunks(bytes(data))[1]
+    data[c + 9 + 24:c + 9 + 28] = b"\x12\x34\x56\x78"  # the second chunk's checksum
+    f.write_bytes(bytes(data[:_data_end(bytes(data))]))  # and no summary to repeat the channels
+    s = McapSalvage.scan(f)
+    read = [t for ch, t, _ in s.records() if ch.topic == "/camera/image_raw"]
+    assert read == [T0 + k * 10**8 for k in (0, 1, 4, 5)]
+    # /late at frames 3 to 5 (the chunk closes after frame 3's padding): on channel 3, which is unknown
+    assert s.damage.skipped == [(c, "chunk checksum mismatch")] and s.damage.orphans == {3: 3}, s.damage
+    assert "has 3 messages on channel 3 whose definition was lost, skipped" in s.damage.where()
+
+
+def test_chunk_the_file_ends_in_is_read_up_to_the_cut(tmp_path, capsys, random_model):
+    """Power lost while a chunk was written: its whole records before the cut are read (frame 4's
+    image and ground truth, cut in its padding), for plain and zstd chunks alike; frame 5 is lost."""
+    bag = chunky_bag(tmp_path / "bag")
+    f = _mcap(bag)
+    data = f.read_bytes()
+    c = _chunks(data)[2]
+    (n,) = struct.unpack_from("<I", data, c + 9 + 28)
+    pos = c + 9 + 28 + 4 + n + 8
+    for _ in range(2):  # frame 4's image and ground truth: its padding comes next
+        pos += 9 + struct.unpack_from("<Q", data, pos + 1)[0]
+    f.write_bytes(data[:pos + 300_000])  # in the middle of frame 4's padding
+    s = McapSalvage.scan(f)
+    assert [t for ch, t, _ in s.records() if ch.topic == "/camera/labels_gt"] == [T0 + k * 10**8 for k in range(5)]
+    assert s.damage.offset == pos + 300_000 and not s.damage.skipped
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
+    assert rc == 5 and "offline: 5 frames in" in out, (out, err)
+    assert f"is cut short after 14 messages, last one recorded at {(T0 + 4 * 10**8) / 1e9:.3f} s: it ends inside " \
+           f"the chunk at byte {c:,}, read up to the cut; 5 frames can be read, 1 of the 6 recorded frames" in err, err
+    bag = chunky_bag(tmp_path / "zstd", compress=True)
+    f = _mcap(bag)
+    data = f.read_bytes()
+    c = _chunks(data)[2]
+    f.write_bytes(data[:c + (len(data) - c) // 3])  # a third into the last chunk: in frame 4's padding
+    s = McapSalvage.scan(f)
+    assert [t for ch, t, _ in s.records() if ch.topic == "/camera/image_raw"] == [T0 + k * 10**8 for k in range(5)]
+    assert "read up to the cut" in s.damage.reason and not s.damage.skipped
+
+
+def test_unreadable_record_is_read_past_to_the_next_chunk_the_summary_lists(tmp_path, capsys, random_model):
+    """A zeroed 4 KiB block at a chunk's start (its length lost with it) stopped the reading there:
+    every intact chunk after it was lost. The summary's chunk index says where the next one starts."""
+    bag = chunky_bag(tmp_path / "bag")
+    f = _mcap(bag)
+    data = bytearray(f.read_bytes())
+    c = _chunks(bytes(data))[1]
+    data[c:c + 4096] = bytes(4096)
+    f.write_bytes(bytes(data))
+    s = McapSalvage.scan(f)
+    assert [t for ch, t, _ in s.records() if ch.topic == "/camera/image_raw"] == [T0 + k * 10**8 for k in (0, 1, 4, 5)]
+    assert s.damage.offset is None and s.damage.skipped == [(c, "invalid record opcode 0")], s.damage
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
+    assert rc == 5 and "offline: 4 frames in" in out and "2 of the 6 recorded frames" in err, (out, err)
+
+
+def test_damage_that_loses_no_message_metadata_counts_is_a_note(tmp_path, capsys, random_model):
+    """A copy cut right after its data (the summary and footer lost): every message metadata.yaml
+    counts is read. That was "none of the 6 recorded frames is lost (other messages are)", exit 5;
+    it is a note, exit 0. One padding message fewer in the file is a loss again."""
+    import yaml
+    bag = chunky_bag(tmp_path / "bag")
+    f = _mcap(bag)
+    data = f.read_bytes()
+    f.write_bytes(data[:_data_end(data)])
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
+    assert rc == 0 and "offline: 6 frames in" in out and not err.strip(), (out, err)
+    assert "but every message its metadata.yaml records was read (6 on /camera/image_raw, 6 on /camera/labels_gt, " \
+           "6 on /padding): none is lost" in out, out
+    meta = yaml.safe_load((bag / "metadata.yaml").read_text())
+    for t in meta["rosbag2_bagfile_information"]["topics_with_message_count"]:
+        if t["topic_metadata"]["name"] == "/padding":
+            t["message_count"] = 7
+    (bag / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r2", "--threads", 1)
+    assert rc == 5 and "none of the 6 recorded frames on /camera/image_raw is lost (other messages are)" in err, err
+
+
+def test_max_frames_before_the_damage_is_no_partial_result(tmp_path, capsys, random_model):
+    """--max-frames N of a bag damaged after its N-th frame loses none of the frames taken: a note,
+    exit 0 (was exit 5, "2 of the 6 recorded frames are lost"). Fewer than N frames readable, or the
+    damage before the N-th frame (a damaged chunk in the middle), is partial still."""
+    bag = chunky_bag(tmp_path / "bag")
+    f = _mcap(bag)
+    data = f.read_bytes()
+    f.write_bytes(data[:_chunks(data)[2]])  # frames 4 and 5 never written
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1,
+                       "--max-frames", 4)
+    assert rc == 0 and "offline: 4 frames in" in out and not err.strip(), (out, err)
+    assert "but the 4 frames taken (--max-frames 4) all come before the damage: none of them is lost" in out, out
+    assert not json.loads((tmp_path / "r" / "metrics.json").read_text()).get("partial")
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r2", "--threads", 1,
+                       "--max-frames", 5)
+    assert rc == 5 and "2 of the 6 recorded frames on /camera/image_raw are lost" in err, (out, err)
+    bag = chunky_bag(tmp_path / "mid")
+    f = _mcap(bag)
+    data = bytearray(f.read_bytes())
+    c = _chunks(bytes(data))[1]
+    data[c + 9 + 24:c + 9 + 28] = b"\x12\x34\x56\x78"  # frames 2 and 3 lost: the third frame taken is frame 4
+    f.write_bytes(bytes(data))
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r3", "--threads", 1,
+                       "--max-frames", 3)
+    assert rc == 5 and "offline: 3 frames in" in out and "2 of the 6 recorded frames" in err, (out, err)
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r4", "--threads", 1,
+                       "--max-frames", 2)
+    assert rc == 0 and "offline: 2 frames in" in out, (out, err)
+
+
+def test_one_file_of_a_split_bag_is_not_counted_against_the_whole_recording(tmp_path, capsys, random_model):
+    """A cut file of a split bag handed in alone: its losses were counted against metadata.yaml's counts
+    of the whole recording ("4 of the 6 recorded frames are lost" for a file of 2 frames). Those counts
+    say nothing of one file: how many is unknown, and the line says to pass the folder."""
+    bag = split_bag(tmp_path / "split", "mcap")
+    f = bag / "split_1.mcap"
+    data = f.read_bytes()
+    f.write_bytes(data[:len(data) * 6 // 10])  # in frame 3's padding
+    rc, out, err = run(capsys, "eval-bag", f, "--model", random_model, "--no-gt", "--out", tmp_path / "r",
+                       "--threads", 1)
+    assert rc == 5 and "recorded frames" not in err, (out, err)
+    assert "(how many: unknown, split_1.mcap is one of the 3 files of a split recording, and its metadata.yaml " \
+           f"counts only the whole recording; pass the bag folder {bag} to count them)" in err, err
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--no-gt", "--out", tmp_path / "r2",
+                       "--threads", 1)
+    assert rc == 5 and "of the 6 recorded frames on /camera/image_raw" in err, err  # the folder: counted

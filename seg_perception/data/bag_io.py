@@ -186,6 +186,15 @@ class BagReader:
         # metadata.yaml's own counts ({} without one), kept where `expected` becomes the reader's: written when
         # the recording ended, so they count what a -wal cut since lost; the file's own count cannot
         self.metadata_counts = dict(self.expected)
+        # one file of a split recording handed in alone: metadata.yaml's counts are the whole recording's (its
+        # per-file entries count no topic), so they say nothing of what this file lost
+        split = [Path(str(p)).name for p in info.get("relative_file_paths") or []] if self.path.is_file() else []
+        self.split_part = ""
+        if len(split) > 1:
+            self.split_part = (f"{self.path.name} is one of the {len(split)} files of a split recording, and its "
+                               f"metadata.yaml counts only the whole recording; pass the bag folder {self.path.parent} "
+                               "to count them")
+            self.expected, self.metadata_counts = {}, {}
         self.custom_data: Dict[str, str] = dict(info.get("custom_data") or {})  # {} in older bags
         listed = [Path(str(p)).name for p in info.get("relative_file_paths") or []]
         held = sorted(f.name for f in path.iterdir()
@@ -766,7 +775,14 @@ def _salvage(path: Path, target: Path):
     from .sqlite_salvage import SqliteSalvage
     info = _bag_information(path)
     mode = str(info.get("compression_mode") or "").lower()
-    files = [target] if target.is_file() else list(target.glob("*.mcap")) + list(target.glob("*.db3"))
+    listed = [Path(str(p)).name for p in info.get("relative_file_paths") or []] if target.is_dir() else []
+    if listed:  # only the files metadata.yaml lists are the recording (a stale file beside them is not)
+        # a listed file compressed whole is read as its plain twin where that is there (see _decompress_copy)
+        listed = [n[:-len(".zstd")] if n.endswith(ZSTD_STORAGE) and (target / n[:-len(".zstd")]).is_file() else n
+                  for n in listed]
+        files = [target / n for n in listed if (target / n).is_file()]
+    else:
+        files = [target] if target.is_file() else list(target.glob("*.mcap")) + list(target.glob("*.db3"))
     if not files or len({f.suffix for f in files}) != 1 or files[0].suffix not in (".mcap", ".db3"):
         return None
     if mode == "file" and any(_file_kind(f) not in ("mcap", "sqlite3") for f in files):
@@ -774,10 +790,9 @@ def _salvage(path: Path, target: Path):
 
     def scan(f: Path):
         return McapSalvage.scan(f) if f.suffix == ".mcap" else SqliteSalvage.scan(f)
-    if len(files) == 1:
+    if len(files) == 1 and len(listed) <= 1:
         s = scan(files[0])
     else:
-        listed = [str(p) for p in info.get("relative_file_paths") or []]
         s = SplitSalvage([(name, scan(f) if f else None) for name, f in split_files(files, listed)])
     return s
 

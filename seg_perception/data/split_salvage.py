@@ -47,6 +47,23 @@ class SplitSalvage:
         damaged = [(name, k + 1, n, "missing" if s is None else s.damage.where())
                    for k, (name, s) in enumerate(files) if s is None or s.damage]
         self.damage: Optional[SplitDamage] = SplitDamage(damaged) if damaged else None
+        # {topic: messages read before the first damage}: those of the whole files before the first damaged
+        # or missing one, and what that one read before its damage (None: no damage, or it does not say)
+        self.intact_counts: Optional[Dict[str, int]] = None
+        if self.damage is not None:
+            counts: Dict[str, int] = {}
+            for _, s in files:
+                if s is None:
+                    break
+                if s.damage and getattr(s, "intact_counts", None) is None:
+                    counts = None  # a salvage reader that does not say where in its file the damage lies
+                    break
+                part = s.intact_counts.items() if s.damage else [(c.topic, c.msgcount) for c in s.channels.values()]
+                for topic, k in part:
+                    counts[topic] = counts.get(topic, 0) + k
+                if s.damage:
+                    break
+            self.intact_counts = counts
 
     def records(self) -> Iterator[Tuple[SalvagedChannel, int, bytes]]:
         for _, s in self.parts:
@@ -55,13 +72,13 @@ class SplitSalvage:
 
 def split_files(files: Sequence[Path], listed: Sequence[str] = ()) -> List[Tuple[str, Optional[Path]]]:
     """(name, path or None when missing) of a split bag's files in the order they were
-    recorded: as metadata.yaml lists them, else by the number rosbag2 puts before the
+    recorded: as metadata.yaml lists them (and only those), else by the number rosbag2 puts before the
     extension (bag_0, bag_1, ..., bag_10), a gap in the numbers being a missing file (and,
     as rosbag2 counts from 0, so is any number below the first one there)."""
     by_name = {f.name: f for f in files}
     if listed:
         names = [Path(p).name for p in listed]
-        return [(m, by_name.get(m)) for m in names] + [(f.name, f) for f in sorted(files) if f.name not in names]
+        return [(m, by_name.get(m)) for m in names]  # a file it does not list is no part of the recording
     numbered = {}
     for f in files:
         m = re.fullmatch(r"(.*)_(\d+)", f.stem)

@@ -37,16 +37,21 @@ class Inputs:
     #                                 by select_inputs only when asked: live mode, which does not send them)
     lost_where: str = "after it"    # where frames of unknown count are lost: "in it" for a middle file of a split bag
     unknown_why: str = "the bag's index is gone"  # why that count is unknown
+    read_damage: bool = False       # damage in the files read (not only files metadata.yaml leaves out)
+    harmless: bool = False          # the reader's damage costs none of the frames taken (a note says it), so
+    #                                 its break-off while reading is no partial result either
 
     def loss(self) -> str:
         """One sentence on what a damaged bag cost; "" for a whole one."""
         if not self.damage:
             return ""
-        if self.recorded is not None and self.recorded > self.readable and self.unlisted:
+        # the files metadata.yaml does not list are the only damage: frames its counts miss are probably there
+        only_unlisted = self.unlisted and not self.read_damage
+        if self.recorded is not None and self.recorded > self.readable and only_unlisted:
             k = self.recorded - self.readable
             lost = (f"{k} of the {self.recorded} recorded frames on {self.image.name} {'is' if k == 1 else 'are'} not "
                     f"read, probably in {', '.join(self.unlisted)}, which metadata.yaml does not list (see the note)")
-        elif self.unlisted:  # a stale metadata.yaml that counts only the files it lists
+        elif only_unlisted:  # a stale metadata.yaml that counts only the files it lists
             lost = (f"frames on {self.image.name} in {', '.join(self.unlisted)} are not read (how many: unknown, "
                     "metadata.yaml counts only the files it lists; move it aside and every file is read)")
         elif self.recorded is not None and self.recorded > self.readable:
@@ -56,6 +61,8 @@ class Inputs:
             lost = f"none of the {self.recorded} recorded frames on {self.image.name} is lost (other messages are)"
         else:
             lost = f"frames on {self.image.name} {self.lost_where} are lost (how many: unknown, {self.unknown_why})"
+        if self.unlisted and not only_unlisted:  # damage in the listed files, and files it does not list
+            lost += f"; {', '.join(self.unlisted)}, which metadata.yaml does not list, not read (see the note)"
         return f"{self.damage}; {self.readable} frame{'' if self.readable == 1 else 's'} can be read, {lost}"
 
     @property
@@ -94,6 +101,26 @@ def _lost_where(reader: bag_io.BagReader) -> str:
     return "after it"
 
 
+def _all_read(reader: bag_io.BagReader) -> bool:
+    """The salvage reader read as many messages on every topic as metadata.yaml counts (so the
+    damage it found cost nothing); False without metadata.yaml's counts."""
+    counts = getattr(reader, "metadata_counts", {})
+    if reader.salvage is None or not counts:
+        return False
+    read = {t: i.count for t, i in reader.topics().items()}
+    return all(read.get(t, 0) == k for t, k in counts.items())
+
+
+def _intact_frames(reader: bag_io.BagReader, topic: str, count: int) -> int:
+    """Of the `count` messages read on `topic`, those read before the first damage (each as recorded,
+    none lost between them); 0 when the salvage reader cannot say where its damage lies."""
+    s = reader.salvage
+    if s is None or s.damage is None:  # the indexed reader broke off, or a log cut: all read came before it
+        return count
+    counts = getattr(s, "intact_counts", None)
+    return 0 if counts is None else counts.get(topic, 0)
+
+
 def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader, count_corrupt: bool = False) -> Inputs:
     """The topics, frames and ground truth of an evaluation. count_corrupt: deserialise every frame to
     count those that do not (live mode announces the frames it really sends)."""
@@ -118,7 +145,8 @@ def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader, count_corrupt: bool
     damage = "; ".join(d for d in (reader.damage, log) if d)
     if not damage and recorded is not None and count < recorded:  # the index promises more than the file holds
         damage = f"bag {reader.path} holds {count} of the {recorded} messages its index lists on {image.name}"
-    where, unknown_why = _lost_where(reader), "the bag's index is gone"
+    where, unknown_why = _lost_where(reader), getattr(reader, "split_part", "") or "the bag's index is gone"
+    harmless = False
     listed = getattr(reader, "metadata_counts", {}).get(image.name)
     if log and not reader.damage and listed is not None and listed == count:
         # metadata.yaml, written when the recording ended, counts every frame read: the cut log lost none
@@ -130,7 +158,22 @@ def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader, count_corrupt: bool
     elif log and not reader.damage and (recorded is None or recorded <= count):
         # no metadata.yaml: the count is the merged file's own, which knows nothing of what the log lost
         recorded, where, unknown_why = None, "recorded after that commit", "a cut log does not say"
-    unlisted = list(reader.unlisted)
+    if reader.damage and not log and _all_read(reader):
+        # every message metadata.yaml counts was read: only the index (or what follows the data) is damaged
+        note = (f"{reader.damage}; but every message its metadata.yaml records was read "
+                f"({', '.join(f'{k} on {t}' for t, k in reader.metadata_counts.items())}): none is lost")
+        if note not in reader.notes:
+            reader.notes.append(note)
+        damage, harmless = "", True
+    n = cfg.max_frames
+    if (reader.damage or log) and damage and 0 < n <= _intact_frames(reader, image.name, count) and not reader.unlisted:
+        # --max-frames N takes only frames read before the damage: it costs none of them
+        note = f"{damage}; but the {n} frames taken (--max-frames {n}) all come before the damage: none of them is lost"
+        if note not in reader.notes:
+            reader.notes.append(note)
+        damage, harmless = "", True
+    # damage met reading the files (not an index that promises more: those frames may be in unlisted files)
+    unlisted, read_damage = list(reader.unlisted), bool(damage and (reader.damage or log))
     if not damage and unlisted:  # storage files beside a stale metadata.yaml: their frames are not read
         damage = (f"bag {reader.path}: {', '.join(unlisted)} in its folder {'is' if len(unlisted) == 1 else 'are'} "
                   "not listed in its metadata.yaml, so not read")
@@ -159,8 +202,8 @@ def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader, count_corrupt: bool
     elif gt is not None:
         source = f"topic {gt.name}"
     return Inputs(image, gt, folder, total, sample_indices(total, cfg.samples), source, readable=count,
-                  recorded=recorded, damage=damage, repeated=repeated, unlisted=unlisted, corrupt=sum(bad[:total]),
-                  lost_where=where, unknown_why=unknown_why)
+                  recorded=recorded, damage=damage, repeated=repeated, unlisted=unlisted, read_damage=read_damage,
+                  corrupt=sum(bad[:total]), lost_where=where, unknown_why=unknown_why, harmless=harmless)
 
 
 def dataset_label_colors(folder: Path, card: ModelCard) -> Optional[LabelColors]:
@@ -308,7 +351,7 @@ def trained_on_ground_truth(inp: Inputs, reader: bag_io.BagReader, card: ModelCa
 def partial_reason(inp: Inputs, read_error: str, corrupt: int) -> str:
     """Why the report covers fewer frames than the bag recorded ("" when it covers them all):
     the damage the frame count found, a break-off met while reading, undecodable messages."""
-    parts = [inp.loss() or read_error]
+    parts = [inp.loss() or ("" if inp.harmless else read_error)]
     if corrupt:
         parts.append(f"{corrupt} frame message{'s' if corrupt > 1 else ''} on {inp.image.name} "
                      "cannot be deserialised (corrupt)")
