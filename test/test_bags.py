@@ -874,3 +874,30 @@ def test_rejected_frames_are_counted_per_reason(tmp_path, capsys, random_model):
     assert sorted(reasons.values()) == [1, 1, 3] and sum(reasons.values()) == 5, reasons
     note = next(line for line in out.splitlines() if "frames rejected" in line)
     assert "5 frames rejected: 3 x " in note and "nv12" in note and "16UC1" in note and "32FC1" in note, note
+
+
+def test_options_a_mode_would_ignore_are_refused(tmp_path, capsys, camvid_sample):
+    """Offline eval-bag took --rate 5 or --param name:=value and ignored them (an offline run is
+    in-process, as fast as it can); --no-gt beside --gt-dir scored nothing; live mode's numbers
+    were unchecked (--domain-id -1 failed inside the started node; --startup-timeout -5 blamed the
+    node); make-bag --encoding rgb8 --jpeg-quality 20 wrote no JPEG. Each is one line, exit 2,
+    before any work."""
+    bag = tmp_path / "bag"
+    for args, message in (
+            (["--rate", "5"], "--rate applies to --mode live (the node over DDS)"),
+            (["--param", "max_rate:=5", "--speed", "2"], "--speed, --param apply to --mode live"),
+            (["--no-gt", "--gt-dir", str(tmp_path)], "--no-gt and --gt-dir exclude each other")):
+        rc, _, err = run_cli(capsys, "eval-bag", bag, "--out", tmp_path / "r", *args)
+        assert rc == 2 and message in one_line_error(err), err
+    for args, message in ((["--domain-id", "-1"], "must be 0 to 232 (ROS_DOMAIN_ID's range), got -1"),
+                          (["--domain-id", "233"], "got 233"),
+                          (["--startup-timeout", "-5"], "must be above 0, got -5"),
+                          (["--drain-timeout", "0"], "must be above 0, got 0"),
+                          (["--samples", "-3"], "must be 0 (none) or more, got -3")):
+        with pytest.raises(SystemExit) as e:
+            main(["eval-bag", str(bag), "--mode", "live", *args])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    rc, _, err = run_cli(capsys, "make-bag", "--data", camvid_sample, "--out", bag, "--encoding", "rgb8",
+                         "--jpeg-quality", "20")
+    assert rc == 2 and "--jpeg-quality applies to --encoding jpeg, not rgb8" in one_line_error(err), err
+    assert not bag.exists()

@@ -15,8 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..cli import (add_dataset_args, command, count, count_or_all, dataset_options, dataset_root, output_file,
-                   per_second, positive, threads)
+from ..cli import (add_dataset_args, command, count, count_or_all, count_or_none, dataset_options, dataset_root,
+                   output_file, per_second, positive, threads)
 from ..paths import DEFAULT_MODEL
 from .config import EXIT_NO_MATCH, EXIT_OK, EXIT_PARTIAL, EvalConfig, EvalError
 
@@ -44,6 +44,10 @@ def _make_bag(p: argparse.ArgumentParser):
 
     def run(a):
         from .make_bag import make_bag
+        if a.encoding != "jpeg" and a.jpeg_quality != 90:
+            _err("make-bag", f"--jpeg-quality applies to --encoding jpeg, not {a.encoding}: leave it out, or use "
+                             "--encoding jpeg")
+            return 2
         r = make_bag(a.out, dataset=a.dataset, split=a.split, root=dataset_root(a), fmt=a.format,
                      encoding=a.encoding, rate=a.rate, frames=a.frames, jpeg_quality=a.jpeg_quality,
                      compress=a.compress, frame_id=a.frame_id, **dataset_options(a))
@@ -73,7 +77,8 @@ def _add_eval_args(p: argparse.ArgumentParser, live_default: bool = False) -> No
     g.add_argument("--out", default=None, help="report folder (default reports/eval_<bag>_<mode>)")
     g.add_argument("--out-bag", default=None, help="also write inputs + outputs to this new bag (RViz, Foxglove)")
     g.add_argument("--out-bag-format", default="mcap", choices=["mcap", "sqlite3"], help="--out-bag storage" + " (default: %(default)s)")
-    g.add_argument("--samples", type=int, default=4, help="side-by-side frames in the report" + " (default: %(default)s)")
+    g.add_argument("--samples", type=count_or_none, default=4,
+                   help="side-by-side frames in the report" + " (default: %(default)s)")
     g = p.add_argument_group("live mode")
     g.add_argument("--attach", action="store_true", help="use a running segmentation node instead of starting one")
     g.add_argument("--rate", type=per_second, default=0.0, help="publish at this many frames/s (default: as recorded)")
@@ -81,13 +86,44 @@ def _add_eval_args(p: argparse.ArgumentParser, live_default: bool = False) -> No
     g.add_argument("--node-qos", default="auto", choices=["auto", "sensor_data", "reliable"],
                    help="the started node's subscription QoS (auto: reliable for raw frames)" + " (default: %(default)s)")
     g.add_argument("--publish-topic", default=None, help="publish the frames here (default: the bag's topic)")
-    g.add_argument("--domain-id", type=int, default=None,
+    g.add_argument("--domain-id", type=domain_id, default=None,
                    help="ROS domain (default: a private one for a started node; the environment's with --attach)")
-    g.add_argument("--startup-timeout", type=float, default=90.0, help="seconds for the node to come up" + " (default: %(default)s)")
-    g.add_argument("--drain-timeout", type=float, default=15.0,
+    g.add_argument("--startup-timeout", type=positive, default=90.0, help="seconds for the node to come up" + " (default: %(default)s)")
+    g.add_argument("--drain-timeout", type=positive, default=15.0,
                    help="seconds to wait for answers after the last frame" + " (default: %(default)s)")
     g.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
                    help="extra parameter for the started node (repeatable)")
+
+
+def domain_id(text: str) -> int:
+    """A ROS domain id: 0-232 (Fast DDS and Cyclone DDS refuse others, after the node has started)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if not 0 <= n <= 232:
+        raise argparse.ArgumentTypeError(f"must be 0 to 232 (ROS_DOMAIN_ID's range), got {n}")
+    return n
+
+
+# live-mode options as parsed when not given: offline, a value other than these is a mistake
+LIVE_DEFAULTS = {"rate": 0.0, "speed": 1.0, "node_qos": "auto", "publish_topic": None, "domain_id": None,
+                 "startup_timeout": 90.0, "drain_timeout": 15.0, "param": []}
+
+
+def _usage_error(a, mode: str) -> str:
+    """Options that exclude each other, or that the mode would ignore without a word ("": none)."""
+    if a.attach and mode != "live":
+        return "--attach needs --mode live"
+    if mode == "offline":
+        given = [f"--{k.replace('_', '-')}" for k, v in LIVE_DEFAULTS.items() if getattr(a, k) != v]
+        if given:
+            return (f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to --mode live (the node over DDS); "
+                    "offline frames run in-process as fast as they can: add --mode live, or leave "
+                    f"{'it' if len(given) == 1 else 'them'} out")
+    if a.no_gt and (a.gt_dir or a.gt_topic):
+        return f"--no-gt and {'--gt-dir' if a.gt_dir else '--gt-topic'} exclude each other: drop one"
+    return ""
 
 
 def _config(a, bag: Path) -> EvalConfig:
@@ -169,8 +205,9 @@ def _eval_bag(p: argparse.ArgumentParser):
 
     def run(a):
         mode = a.mode or ("live" if a.attach else "offline")
-        if a.attach and mode != "live":
-            _err("eval-bag", "--attach needs --mode live")
+        wrong = _usage_error(a, mode)
+        if wrong:
+            _err("eval-bag", wrong)
             return 2
         bag = Path(a.bag).expanduser()
         from .demo import default_out
