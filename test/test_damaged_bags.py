@@ -1049,3 +1049,25 @@ def test_one_file_of_a_split_bag_is_not_counted_against_the_whole_recording(tmp_
     rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--no-gt", "--out", tmp_path / "r2",
                        "--threads", 1)
     assert rc == 5 and "of the 6 recorded frames on /camera/image_raw" in err, err  # the folder: counted
+
+
+def test_a_corrupt_ground_truth_message_is_said_and_the_result_is_partial(tmp_path, capsys, random_model):
+    """A ground-truth message that does not deserialise gave exit 0 and the note '1 frame has no
+    ground truth of the same header stamp': it had one, corrupt. A corrupt frame message makes the
+    result partial; so does a corrupt ground-truth message now, and the note says which it was."""
+    ts = bag_io.typestore()
+    rng = np.random.default_rng(0)
+    bag = tmp_path / "bag"
+    with bag_io.BagWriter(bag, "sqlite3") as w:
+        for n in range(4):
+            t = T0 + n * 2 * 10**8
+            w.write("/camera/image_raw", bag_io.image_msg(rng.integers(0, 255, (48, 64, 3), np.uint8), "rgb8", t, "c"), t)
+            raw = bytes(ts.serialize_cdr(bag_io.image_msg(rng.integers(0, 11, (48, 64), np.uint8), "mono8", t, "c"),
+                                         bag_io.IMAGE))
+            w.write_raw("/camera/labels_gt", bag_io.IMAGE, raw[:200] if n == 1 else raw, t)  # its stamp reads
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
+    assert rc == 5, (out, err)
+    assert "1 ground-truth message on /camera/labels_gt cannot be deserialised (corrupt): accuracy covers fewer " \
+           "frames" in err, err
+    assert "1 frame has no ground truth of the same header stamp (1 of them: its ground-truth message is " \
+           "corrupt): not scored" in out, out

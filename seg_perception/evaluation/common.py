@@ -348,13 +348,17 @@ def trained_on_ground_truth(inp: Inputs, reader: bag_io.BagReader, card: ModelCa
                    + (held_out_reference(card) if trained else ""))
 
 
-def partial_reason(inp: Inputs, read_error: str, corrupt: int) -> str:
+def partial_reason(inp: Inputs, read_error: str, corrupt: int, gt_corrupt: int = 0) -> str:
     """Why the report covers fewer frames than the bag recorded ("" when it covers them all):
-    the damage the frame count found, a break-off met while reading, undecodable messages."""
+    the damage the frame count found, a break-off met while reading, undecodable messages (frames,
+    or ground truth: accuracy then covers fewer frames)."""
     parts = [inp.loss() or ("" if inp.harmless else read_error)]
     if corrupt:
         parts.append(f"{corrupt} frame message{'s' if corrupt > 1 else ''} on {inp.image.name} "
                      "cannot be deserialised (corrupt)")
+    if gt_corrupt and inp.gt is not None:
+        parts.append(f"{gt_corrupt} ground-truth message{'s' if gt_corrupt > 1 else ''} on {inp.gt.name} "
+                     "cannot be deserialised (corrupt): accuracy covers fewer frames")
     return "; ".join(p for p in parts if p)
 
 

@@ -282,6 +282,7 @@ class Scorer:
         self._gt: Dict[int, np.ndarray] = {}
         self._pred: Dict[int, Tuple[np.ndarray, int, Optional[Tuple[int, int]]]] = {}
         self._paired: set = set()  # stamps whose ground truth met its frame (by stamp)
+        self.gt_corrupt: set = set()  # header stamps of ground-truth messages that do not deserialise
         self.warned: Dict[str, str] = {}
         self.rejections: Dict[str, int] = {}
         self.first_repeat: Optional[int] = None  # the first header stamp a frame repeated
@@ -392,10 +393,12 @@ class Scorer:
             self.counts.no_ground_truth += len(self._pred)
             self.counts.gt_without_frame += len(self._gt)
             k = self.counts.no_ground_truth
+            corrupt = sum(1 for stamp in self._pred if stamp in self.gt_corrupt)  # it was there, unreadable
             if k and self.counts.scored:  # none scored at all is the command's error instead
                 self.warn_once("no_gt", f"{k} frame{'s have' if k > 1 else ' has'} no ground truth "
                                         f"{'in ' + str(self.gt_folder.folder) if self.gt_folder else 'of the same header stamp'}"
-                                        ": not scored")
+                                        + (f" ({corrupt} of them: {'its' if corrupt == 1 else 'their'} ground-truth "
+                                           "message is corrupt)" if corrupt else "") + ": not scored")
         self._pred.clear()
         self._gt.clear()
         if self.counts.gt_repeated_stamp:
@@ -461,6 +464,8 @@ def add_gt_message(scorer: Scorer, m: bag_io.BagMessage, counts: Counts) -> None
     if m.error:
         counts.gt_unreadable += 1
         scorer.warn_once("gt_unreadable", m.error)
+        stamp = bag_io.raw_stamp_ns(m.raw)  # its frame is then not scored for a corrupt message, not a missing one
+        scorer.gt_corrupt.add(stamp if stamp is not None else ("unstamped", len(scorer.gt_corrupt)))
         return
     try:
         gt = decode_labels(m.msg)
