@@ -1071,3 +1071,20 @@ def test_a_corrupt_ground_truth_message_is_said_and_the_result_is_partial(tmp_pa
            "frames" in err, err
     assert "1 frame has no ground truth of the same header stamp (1 of them: its ground-truth message is " \
            "corrupt): not scored" in out, out
+
+
+def test_a_log_beside_an_empty_database_file_is_named(tmp_path, capsys):
+    """A recording in WAL mode cut before its first checkpoint leaves a 0-byte .db3 beside a -wal that
+    holds every message. sqlite discards a log beside a file without a page, so the merge added
+    nothing, and the error named only the empty file: the log of several MB went unmentioned."""
+    import shutil
+    src = sqlite_bag(tmp_path / "src")
+    bag = tmp_path / "bag"
+    shutil.copytree(src, bag)
+    db = _db3(bag)
+    (bag / (db.name + "-wal")).write_bytes(b"\0" * 4096)  # (its content does not matter: it is not applied)
+    db.write_bytes(b"")
+    rc, out, err = run(capsys, "eval-bag", bag, "--no-gt", "--out", tmp_path / "r")
+    assert rc == 2, (out, err)
+    assert f"{db.name} is empty or cut within sqlite's 100-byte header beside a write-ahead log of 4,096 bytes: " \
+           "sqlite cannot apply a log to a database file without its first page" in err, err

@@ -171,8 +171,9 @@ class BagReader:
                     f"{name} had {'rows' if k is None else f'{k} message' + ('' if k == 1 else 's')} in a "
                     "write-ahead log" for name, k in gained.items())
                     + " (-wal, left by an interrupted recording); read from a copy with the log merged in")
-        elif failed:
+        if failed:
             self.notes.append(f"bag {self.path}: {failed}")
+        self.wal_unread = failed  # said again where the bag then holds nothing that can be read
         # a -wal cut short (a copy that broke off): sqlite drops every frame after its last whole commit
         self.cut_logs = list(cut_logs)  # a sentence per cut log
         self.log_damage = (f"bag {self.path} is damaged: its write-ahead log " + "; ".join(cut_logs)
@@ -260,7 +261,8 @@ class BagReader:
             if not self.salvage.message_count:
                 d = self.salvage.damage
                 raise BagError(f"cannot open bag {self.path}: nothing in it can be read"
-                               + (f" ({d.where()}{log})" if d else f" ({_one_line(e)}{log})")) from None
+                               + (f" ({d.where()}{log})" if d else f" ({_one_line(e)}{log})")
+                               + (f"; {self.wal_unread}" if self.wal_unread else "")) from None
             d = self.salvage.damage  # None: the data ends whole and only the index after it is missing
             self.damage = f"bag {self.path} is damaged: {d.where()}" if d else ""
         if self.reader is not None:
@@ -706,8 +708,17 @@ def _merge_wal(path: Path, target: Path):
     files = [target] if target.is_file() else sorted(path.glob("*.db3")) if path.is_dir() else []
     walled = [f for f in files if f.suffix == ".db3" and (f.parent / (f.name + "-wal")).is_file()
               and (f.parent / (f.name + "-wal")).stat().st_size > 0]
+    # sqlite deletes the log of a database file without a page (a recording in WAL mode cut before
+    # its first checkpoint leaves a 0-byte .db3): merged, it would add nothing, without a word
+    headless = [f for f in walled if f.stat().st_size < 100]
+    unread = (f"{', '.join(f.name for f in headless)} {'is' if len(headless) == 1 else 'are'} empty or cut within "
+              f"sqlite's 100-byte header beside a write-ahead log of "
+              f"{', '.join(format((f.parent / (f.name + '-wal')).stat().st_size, ',') for f in headless)} bytes: "
+              "sqlite cannot apply a log to a database file without its first page (a recording cut before "
+              "its first checkpoint), so the messages in the log are not read") if headless else ""
+    walled = [f for f in walled if f not in headless]
     if not walled:
-        return None, "", []
+        return None, unread, []
     cut = [c for c in (_wal_cut(f.parent / (f.name + "-wal")) for f in walled) if c]
     tmp = tempfile.TemporaryDirectory(prefix="seg_bag_wal_")
     root = Path(tmp.name)
@@ -731,7 +742,7 @@ def _merge_wal(path: Path, target: Path):
         return None, f"{', '.join(f.name for f in walled)} had rows in a write-ahead log (-wal) that could not be " \
             f"merged into a copy ({_one_line(e)}): they are not read", cut
     copy = root if path.is_dir() else root / path.name
-    return (tmp, copy, (root / target.name if target != path else copy), added), "", cut
+    return (tmp, copy, (root / target.name if target != path else copy), added), unread, cut
 
 
 _KINDS = ((b"\x89MCAP0\r\n", "mcap"), (b"SQLite format 3\x00", "sqlite3"), (ZSTD_MAGIC, "zstd"),
