@@ -94,3 +94,47 @@ def test_a_clock_that_goes_back_under_two_workers_is_one_jump_for_consumers(monk
     assert published == [98, 99, 0], published
     publish(take(1))
     assert published == [98, 99, 0, 1] and cam.stats.time_jumps == 1 and cam.stats.late == 0
+
+
+def test_a_frame_is_counted_once_when_counting_it_raises(monkeypatch):
+    """A frame _process had rejected (its count taken) was rejected again by the worker's catch-all
+    when something after the count raised (the log line): 2 rejected for 1 received, and the
+    counters no longer added up (received = processed + dropped + rejected + late + skipped).
+    The real worker loop, with a stand-in node whose logger fails once."""
+    import threading
+    from types import SimpleNamespace
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+    from seg_perception.ros.node import CameraStream, SegmentationNode
+
+    cam = CameraStream("/camera/image_raw", False)
+    calls = []
+
+    def error(message, **kwargs):
+        calls.append(message)
+        if len(calls) == 1:
+            raise RuntimeError("the log is down")
+    node = SimpleNamespace(cameras=[cam], max_batch=1, _next_first=0, _slot_lock=threading.Condition(),
+                           _stop=threading.Event(), _activation=1, multi=False, max_pixels=1 << 24,
+                           pipelines=[None], _last_error={}, _suppressed={},
+                           context=SimpleNamespace(ok=lambda: True),
+                           get_logger=lambda: SimpleNamespace(error=error, warning=lambda *a, **k: None))
+    for name in ("_take_batch", "_process", "_reject", "_finished", "_time_went_back"):
+        setattr(node, name, getattr(SegmentationNode, name).__get__(node))
+    bad = SimpleNamespace(header=Header(stamp=Time(sec=1)), encoding="no_such_encoding", height=2, width=2,
+                          step=6, data=bytes(12), is_bigendian=0)
+    cam.slot = (bad, 0.0)
+    worker = threading.Thread(target=SegmentationNode._work, args=(node, 0))
+    worker.start()
+    try:
+        end = time.monotonic() + 10
+        while (cam.slot is not None or cam.in_flight) and time.monotonic() < end:
+            time.sleep(0.02)
+        time.sleep(0.5)  # the worker's catch-all, after the frame was finished
+    finally:
+        node._stop.set()
+        with node._slot_lock:
+            node._slot_lock.notify_all()
+        worker.join(5)
+    assert cam.stats.rejected == 1, (cam.stats.rejected, calls)
+    assert not cam.in_flight

@@ -627,7 +627,11 @@ class SegmentationNode(Node):
             except Exception as e:  # a bug must not kill the node (_process rejects frames it cannot serve)
                 if stop.is_set():
                     return  # its configuration is gone (cleanup): nothing of the next one is touched
-                for cam, _, _ in batch:  # (raised before any of the batch was published) each camera's frame is lost
+                # the frames _process did not finish (publish, drop or reject) are lost, each counted once:
+                # one it finished had its count, and counting it again broke received = processed + ...
+                with self._slot_lock:
+                    lost = [cam for cam, msg, _ in batch if id(msg) in cam.in_flight]
+                for cam in lost:
                     self._reject(cam, f"processing failed: {type(e).__name__}: {e}")
             finally:
                 for cam, msg, _ in batch:
@@ -654,8 +658,8 @@ class SegmentationNode(Node):
                 frame, color = message_to_array(msg, self.max_pixels)
             except Exception as e:  # this camera's frame only: the others still run
                 why = str(e) if isinstance(e, ImageError) else f"frame conversion failed: {type(e).__name__}: {e}"
-                self._reject(cam, why)
                 self._finished(cam, msg)  # now: a newer frame of it need not wait for this batch
+                self._reject(cam, why)    # (finished first: counted once, even if the log raises)
                 continue
             ready.append((cam, msg, t_recv, frame, color, (time.perf_counter() - t0) * 1e3))
         if not ready:
@@ -672,6 +676,7 @@ class SegmentationNode(Node):
             if stop is not None and stop.is_set():
                 return
             for r in ready:
+                self._finished(r[0], r[1])
                 self._reject(r[0], f"processing failed: {type(e).__name__}: {e}")
             return
         finally:
