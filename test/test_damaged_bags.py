@@ -1014,7 +1014,8 @@ def test_max_frames_before_the_damage_is_no_partial_result(tmp_path, capsys, ran
     rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1,
                        "--max-frames", 4)
     assert rc == 0 and "offline: 4 frames in" in out and not err.strip(), (out, err)
-    assert "but the 4 frames taken (--max-frames 4) all come before the damage: none of them is lost" in out, out
+    assert "but the 4 frames taken (--max-frames 4) all come before the damage, with their ground truth: none of " \
+        "them is lost" in out, out
     assert not json.loads((tmp_path / "r" / "metrics.json").read_text()).get("partial")
     rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r2", "--threads", 1,
                        "--max-frames", 5)
@@ -1067,8 +1068,8 @@ def test_a_corrupt_ground_truth_message_is_said_and_the_result_is_partial(tmp_pa
             w.write_raw("/camera/labels_gt", bag_io.IMAGE, raw[:200] if n == 1 else raw, t)  # its stamp reads
     rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
     assert rc == 5, (out, err)
-    assert "1 ground-truth message on /camera/labels_gt cannot be deserialised (corrupt): accuracy covers fewer " \
-           "frames" in err, err
+    assert "the ground truth of 1 frame on /camera/labels_gt cannot be deserialised (corrupt): accuracy covers " \
+           "fewer frames" in err, err
     assert "1 frame has no ground truth of the same header stamp (1 of them: its ground-truth message is " \
            "corrupt): not scored" in out, out
 
@@ -1088,3 +1089,47 @@ def test_a_log_beside_an_empty_database_file_is_named(tmp_path, capsys):
     assert rc == 2, (out, err)
     assert f"{db.name} is empty or cut within sqlite's 100-byte header beside a write-ahead log of 4,096 bytes: " \
            "sqlite cannot apply a log to a database file without its first page" in err, err
+
+
+def test_max_frames_counts_the_ground_truth_of_the_frames_taken_too(tmp_path, capsys, random_model):
+    """Large frames close a chunk each, so frame k's ground truth opens the next chunk, beside frame
+    k+1: a damaged chunk 2 loses frame 1's ground truth and frame 2. --max-frames 2 took frames 0
+    and 1, 'all before the damage', and said exit 0 while frame 1 went unscored."""
+    rng = np.random.default_rng(0)
+    bag = tmp_path / "bag"
+    with bag_io.BagWriter(bag) as w:
+        for n in range(4):
+            t = T0 + n * 10**8
+            w.write("/camera/image_raw", bag_io.image_msg(rng.integers(0, 255, (360, 1200, 3), np.uint8), "rgb8", t, "c"), t)
+            w.write("/camera/labels_gt", bag_io.image_msg(rng.integers(0, 11, (360, 1200), np.uint8), "mono8", t, "c"), t)
+    f = _mcap(bag)
+    data = bytearray(f.read_bytes())
+    c = _chunks(bytes(data))[2]
+    data[c + 9 + 24:c + 9 + 28] = b"\x12\x34\x56\x78"  # its checksum: frame 1's ground truth and frame 2 lost
+    f.write_bytes(bytes(data))
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1,
+                       "--max-frames", 2)
+    assert rc == 5 and "none of them is lost" not in out, (out, err)
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r1", "--threads", 1,
+                       "--max-frames", 1)
+    assert rc == 0 and "but the frame taken (--max-frames 1) comes before the damage, with their ground truth" in out, \
+        (out, err)
+
+
+def test_counts_rebuilt_from_a_damaged_file_do_not_make_its_damage_harmless(tmp_path, capsys, random_model):
+    """'ros2 bag reindex' writes metadata.yaml's counts from what a damaged file still holds: a
+    skipped chunk's messages were lost all the same, so counts that match are no evidence there."""
+    import yaml
+    bag = chunky_bag(tmp_path / "bag")
+    f = _mcap(bag)
+    data = bytearray(f.read_bytes())
+    c = _chunks(bytes(data))[1]
+    data[c + 9 + 24:c + 9 + 28] = b"\x12\x34\x56\x78"  # frames 2 and 3 lost
+    f.write_bytes(bytes(data))
+    meta = yaml.safe_load((bag / "metadata.yaml").read_text())
+    info = meta["rosbag2_bagfile_information"]
+    for t in info["topics_with_message_count"]:
+        t["message_count"] = FRAMES - 2  # as a reindex of the damaged file counts them
+    (bag / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
+    assert rc == 5 and "none is lost" not in out, (out, err)

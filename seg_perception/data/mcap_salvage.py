@@ -42,6 +42,7 @@ class Damage:
     last_t_ns: Optional[int] = None  # log time of the last message read
     skipped: List[Tuple[int, str]] = field(default_factory=list)  # (offset, why) of chunks read past
     orphans: Dict[int, int] = field(default_factory=dict)  # {channel id: messages skipped}: its definition lost
+    cut_chunk: bool = False  # the file ends inside a chunk: its records up to the cut were read
 
     def where(self) -> str:
         if self.size == 0:
@@ -145,7 +146,8 @@ class McapSalvage:
                     # stops without one was cut short, here at a record boundary, and later records are lost.
                     why = (f"it ends inside the chunk at byte {cut_at:,}, read up to the cut" if cut_at is not None
                            else "it ends without the end-of-data record of a whole file")
-                    self.damage = Damage(len(data), len(data), why, count, last_t, skipped, orphans)
+                    self.damage = Damage(len(data), len(data), why, count, last_t, skipped, orphans,
+                                         cut_chunk=cut_at is not None)
                     break
                 buf, pos, end = data, outer, len(data)
                 outer = None

@@ -103,10 +103,18 @@ def _lost_where(reader: bag_io.BagReader) -> str:
 
 def _all_read(reader: bag_io.BagReader) -> bool:
     """The salvage reader read as many messages on every topic as metadata.yaml counts (so the
-    damage it found cost nothing); False without metadata.yaml's counts."""
+    damage it found cost nothing); False without metadata.yaml's counts, and where the damage lies
+    inside the data (a chunk skipped or cut, a message without its channel): messages were lost
+    there, so counts that match were rebuilt from the damaged file ('ros2 bag reindex')."""
     counts = getattr(reader, "metadata_counts", {})
     if reader.salvage is None or not counts:
         return False
+    parts = [s for _, s in reader.salvage.parts] if hasattr(reader.salvage, "parts") else [reader.salvage]
+    for s in parts:
+        d = getattr(s, "damage", None)
+        if d is not None and (getattr(d, "skipped", None) or getattr(d, "orphans", None)
+                              or getattr(d, "cut_chunk", False)):
+            return False
     read = {t: i.count for t, i in reader.topics().items()}
     return all(read.get(t, 0) == k for t, k in counts.items())
 
@@ -166,9 +174,14 @@ def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader, count_corrupt: bool
             reader.notes.append(note)
         damage, harmless = "", True
     n = cfg.max_frames
-    if (reader.damage or log) and damage and 0 < n <= _intact_frames(reader, image.name, count) and not reader.unlisted:
+    # the frames taken and their ground truth (a frame's often sits in the next chunk) read before the damage
+    intact = min([_intact_frames(reader, image.name, count)]
+                 + ([_intact_frames(reader, gt.name, reader.topics()[gt.name].count or 0)] if gt is not None else []))
+    if (reader.damage or log) and damage and 0 < n <= intact and not reader.unlisted:
         # --max-frames N takes only frames read before the damage: it costs none of them
-        note = f"{damage}; but the {n} frames taken (--max-frames {n}) all come before the damage: none of them is lost"
+        note = (f"{damage}; but " + (f"the {n} frames taken (--max-frames {n}) all come" if n > 1 else
+                                     "the frame taken (--max-frames 1) comes")
+                + " before the damage, with their ground truth: none of them is lost")
         if note not in reader.notes:
             reader.notes.append(note)
         damage, harmless = "", True
@@ -357,7 +370,7 @@ def partial_reason(inp: Inputs, read_error: str, corrupt: int, gt_corrupt: int =
         parts.append(f"{corrupt} frame message{'s' if corrupt > 1 else ''} on {inp.image.name} "
                      "cannot be deserialised (corrupt)")
     if gt_corrupt and inp.gt is not None:
-        parts.append(f"{gt_corrupt} ground-truth message{'s' if gt_corrupt > 1 else ''} on {inp.gt.name} "
+        parts.append(f"the ground truth of {gt_corrupt} frame{'s' if gt_corrupt > 1 else ''} on {inp.gt.name} "
                      "cannot be deserialised (corrupt): accuracy covers fewer frames")
     return "; ".join(p for p in parts if p)
 

@@ -505,7 +505,8 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
         confusion=scorer.cm if scorer.with_gt else None, drivable=scorer.bin if scorer.with_gt else None,
         samples=[scorer.samples[i] for i in sorted(scorer.samples)], node=node_delta,
         notes=list(reader.notes) + list(scorer.warned.values()), labels_by_stamp=scorer.labels_by_stamp,
-        out_bag=str(out_path) if out_path else None, partial=partial_reason(inp, read_error, counts.corrupt, len(scorer.gt_corrupt)),
+        out_bag=str(out_path) if out_path else None,
+        partial=partial_reason(inp, read_error, counts.corrupt, scorer.gt_corrupt_frames),
         playback=pace, held_in=held_in, trained_on_gt=held_in_why,
         rejections=dict.fromkeys(reasons))  # the node names its reasons but does not count frames per reason
 

@@ -109,7 +109,8 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
         samples=[scorer.samples[i] for i in sorted(scorer.samples)],
         notes=list(reader.notes) + list(scorer.warned.values()),  # what the reader did or left out, first
         labels_by_stamp=scorer.labels_by_stamp, out_bag=str(out.path) if out is not None else None,
-        partial=partial_reason(inp, read_error, counts.corrupt, len(scorer.gt_corrupt)), trained_on_gt=held_in_why, held_in=held_in,
+        partial=partial_reason(inp, read_error, counts.corrupt, scorer.gt_corrupt_frames),
+        trained_on_gt=held_in_why, held_in=held_in,
         rejections=scorer.rejections)
 
 

@@ -283,6 +283,7 @@ class Scorer:
         self._pred: Dict[int, Tuple[np.ndarray, int, Optional[Tuple[int, int]]]] = {}
         self._paired: set = set()  # stamps whose ground truth met its frame (by stamp)
         self.gt_corrupt: set = set()  # header stamps of ground-truth messages that do not deserialise
+        self.gt_corrupt_frames = 0    # frames left unscored for it (finish() counts them)
         self.warned: Dict[str, str] = {}
         self.rejections: Dict[str, int] = {}
         self.first_repeat: Optional[int] = None  # the first header stamp a frame repeated
@@ -394,6 +395,7 @@ class Scorer:
             self.counts.gt_without_frame += len(self._gt)
             k = self.counts.no_ground_truth
             corrupt = sum(1 for stamp in self._pred if stamp in self.gt_corrupt)  # it was there, unreadable
+            self.gt_corrupt_frames = corrupt
             if k and self.counts.scored:  # none scored at all is the command's error instead
                 self.warn_once("no_gt", f"{k} frame{'s have' if k > 1 else ' has'} no ground truth "
                                         f"{'in ' + str(self.gt_folder.folder) if self.gt_folder else 'of the same header stamp'}"
