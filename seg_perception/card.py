@@ -9,6 +9,7 @@ Training writes it; export, the node and evaluation read it through
 from __future__ import annotations
 
 import copy
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -186,8 +187,40 @@ class ModelCard:
         return path
 
 
+# The keys of a card (as to_dict writes them), per block: an unknown key close to one of these is a typo
+# whose value would be dropped for the default unseen (ignore_idx: the ignore id 255); one far from all
+# is kept for a card written by a newer version.
+CARD_KEYS = {"": ("card_version", "name", "architecture", "dataset", "classes", "ignore_index", "drivable_classes",
+                  "input", "normalization", "files", "training", "metrics"),
+             "input": ("width", "height"),
+             "normalization": ("mean", "std", "applies_to")}
+
+
+def _check_spelling(d: Dict[str, Any], where: str) -> None:
+    for block, known in CARD_KEYS.items():
+        keys = d.get(block) if block else d
+        for key in keys if isinstance(keys, dict) else ():
+            near = [] if key in known else difflib.get_close_matches(str(key), known, n=1, cutoff=0.8)
+            if near:
+                raise CardError(f"{where}: unknown key '{f'{block}.' if block else ''}{key}': did you mean "
+                                f"'{near[0]}'? (see models/README.md for the card format)")
+
+
+def _check_tables(metrics: Dict[str, Any], where: str) -> None:
+    """The figures read as tables (models --shipped, export, release) must be tables: a hand-written
+    'int8_cpu: n/a' broke the command that read it with an AttributeError."""
+    tables = [(f"metrics.{k}", v) for k, v in metrics.items() if k in ("int8", "int8_cpu", "cpu_latency")]
+    latency = metrics.get("cpu_latency")
+    if isinstance(latency, dict):  # its timings: {p50: ..., ...} per backend
+        tables += [(f"metrics.cpu_latency.{k}", v) for k, v in latency.items() if str(k).endswith("_ms")]
+    for key, v in tables:
+        if not isinstance(v, dict):
+            raise CardError(f"{where}: {key} is {v!r}, not a mapping of figures: fix it or delete the key")
+
+
 def card_from_dict(d: Dict[str, Any], path: Optional[Path] = None) -> ModelCard:
     where = str(path) if path else "model card"
+    _check_spelling(d, where)
     try:
         classes = sorted(d["classes"], key=lambda c: int(c["id"]))
         if [int(c["id"]) for c in classes] != list(range(len(classes))):
@@ -214,6 +247,7 @@ def card_from_dict(d: Dict[str, Any], path: Optional[Path] = None) -> ModelCard:
     except (KeyError, TypeError, ValueError) as e:
         raise CardError(f"{where} is malformed ({type(e).__name__}: {e}); see models/README.md "
                         "for the card format") from None
+    _check_tables(card.metrics, where)
     for c in card.drivable_classes:
         if not 0 <= c < card.num_classes:
             raise CardError(f"{where}: drivable class {c} is not one of the {card.num_classes} classes")

@@ -86,7 +86,8 @@ def _train(p: argparse.ArgumentParser):
     d = " (default: %(default)s)"
     p.add_argument("--model", required=True, help="network name (see 'seg-perception models')")
     add_dataset_args(p, card=False)
-    p.add_argument("--out", required=True, help="run folder: last.pt, log.csv, <name>.pt + .yaml")
+    p.add_argument("--out", type=output_folder, required=True,
+                   help="run folder: last.pt, log.csv, <name>.pt + .yaml")
     p.add_argument("--name", default="", help="name of the weights/card files (default MODEL_DATASET)")
     p.add_argument("--epochs", type=int, default=150, help="epochs of the full network" + d)
     p.add_argument("--encoder-epochs", type=int, default=0, help="encoder-only stage first (labels x1/8)" + d)
@@ -258,19 +259,34 @@ def positive(text: str) -> float:
 def output_file(text: str) -> str:
     """A file a command writes at the end: checked before the work (minutes of it) that it must not
     be a folder and that its folder exists or can be made and takes a new file."""
-    import tempfile
     from pathlib import Path
     path = Path(text).expanduser()
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder: name a file in it")
-    folder = next(p for p in path.absolute().parents if p.exists())  # the nearest that exists
+    _takes_new_files(text, path.absolute().parent)
+    return text
+
+
+def output_folder(text: str) -> str:
+    """A folder a command writes into, made where missing: checked before the work that it is not a
+    file and that it (or the nearest folder above it that exists) takes a new file."""
+    from pathlib import Path
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file: name a folder (made where missing)")
+    _takes_new_files(text, path.absolute())
+    return text
+
+
+def _takes_new_files(text: str, folder) -> None:
+    import tempfile
+    folder = next(p for p in [folder, *folder.parents] if p.exists())  # the nearest that exists
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
         raise argparse.ArgumentTypeError(f"cannot write {text}: {folder} takes no new file "
                                           f"({e.strerror or e})") from None
-    return text
 
 
 def _size(text: str) -> tuple:
@@ -392,8 +408,9 @@ def _release(p: argparse.ArgumentParser):
     p.add_argument("--name", required=True, help="model name, e.g. essnet_d_camvid")
     p.add_argument("--replace", action="store_true", help="ship over a model of that name in --to (default: "
                    "refuse, so that a run is never released over a shipped model by accident)")
-    p.add_argument("--to", default=None, help="destination folder (default: $SEG_PERCEPTION_MODELS where set, "
-                   "the folder your own models resolve from; else the checkout's models/)")
+    p.add_argument("--to", type=output_folder, default=None, help="destination folder (default: "
+                   "$SEG_PERCEPTION_MODELS where set, the folder your own models resolve from; else the checkout's "
+                   "models/)")
     add_dataset_args(p)
     p.add_argument("--val-split", default="val", help="the dataset's split the figures are measured on, one the "
                    "model did not train on (default: %(default)s)")

@@ -381,9 +381,10 @@ def release(run: str | Path, name: str, to: str | Path, data: Optional[str] = No
     on_val = _trained_on(card, val_split)
     if recipe_run is not None and recipe_pending:
         raise ValueError("--recipe-run and --recipe-pending exclude each other: the recipe's figure is there or it is not")
-    if recipe_pending and not on_val:
+    if (recipe_run is not None or recipe_pending) and not on_val:  # neither would be used: say so
+        flag = "--recipe-run" if recipe_run is not None else "--recipe-pending"
         raise ValueError(f"{run} trained on {card.training.get('train_split')}: its own {val_split} figure is "
-                         f"held out, --recipe-pending is only for weights trained on {val_split}")
+                         f"held out, {flag} is only for weights trained on {val_split}")
     if recipe_run is not None:
         rcard = _recipe_card(Path(recipe_run), name, card, val_split)
     elif on_val and not recipe_pending:

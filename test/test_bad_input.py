@@ -95,6 +95,38 @@ def test_quantize_out_never_writes_over_a_file_of_the_model(model, tmp_path, cap
     assert _snapshot(folder) == before
 
 
+def test_quantize_writes_over_an_int8_file_or_its_figures_only_with_replace(model, tmp_path, capsys):
+    """A second quantize wrote over the INT8 file and rewrote the card, its measured figures erased."""
+    folder = model.parent
+    calib = _images(tmp_path / "calib", 2)
+    argv = ["quantize", "--onnx", folder / "random_essnet_d.onnx", "--calib-data", calib, "--num-images", 2,
+            "--method", "ort"]
+    rc, _, err = _run(argv, capsys)
+    assert rc == 0, err
+    card = load_card(model)
+    card.metrics["int8"] = {"miou_drop": 0.1}  # measured by an earlier --eval
+    card.save(model)
+    before = _snapshot(folder)
+    rc, _, err = _run(argv, capsys)
+    _one_line(rc, err, f"{folder / 'random_essnet_d_int8.onnx'} exists: choose another --out, or pass --replace")
+    rc, _, err = _run(argv + ["--out", folder / "other.onnx"], capsys)  # the card's role and figures
+    _one_line(rc, err, f"the card {model} lists onnx_int8 random_essnet_d_int8.onnx already", "--replace")
+    assert _snapshot(folder) == before
+    rc, _, err = _run(argv + ["--replace"], capsys)
+    assert rc == 0, err
+    assert load_card(model).file("onnx_int8").name == "random_essnet_d_int8.onnx"
+    assert "int8" not in load_card(model).metrics
+
+
+def test_quantize_of_a_corrupt_onnx_says_so_in_one_line(model, tmp_path, capsys):
+    """A cut-short .onnx ended in protobuf's DecodeError traceback; build-engine said one line."""
+    onnx_path = model.with_suffix(".onnx")
+    onnx_path.write_bytes(b"\x08garbage")
+    rc, _, err = _run(["quantize", "--onnx", onnx_path, "--calib-data", _images(tmp_path / "calib", 2),
+                       "--num-images", 2, "--method", "ort"], capsys)
+    _one_line(rc, err, f"{onnx_path} is not a readable ONNX file", "export it again")
+
+
 # ------------------------------------------------------------------ 2: export over existing models
 def test_export_refuses_to_replace_another_model_or_a_different_export(tmp_path, capsys):
     card_path = make_random_model(tmp_path / "m", "essnet_d", W, H, onnx=False)
@@ -250,6 +282,24 @@ def test_output_files_are_checked_before_the_work(tmp_path, capsys):
     parser, _ = cli.build_parser()  # a folder that can be made is fine, and nothing is made yet
     assert parser.parse_args(["evaluate", "--json", str(tmp_path / "new" / "r.json")]).json
     assert not (tmp_path / "new").exists()
+
+
+def test_model_outputs_and_folders_are_checked_before_the_work(tmp_path, capsys):
+    """export/quantize --out, train --out and release --to in the way of a file (or not writable) were
+    found after the export, the calibration, the epochs or the measuring, as a raw errno."""
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    for cmd, flag in ((["export", "--model", "rdsnet_camvid"], "--out"), (["quantize", "--onnx", "x.onnx"], "--out")):
+        for bad in (tmp_path, a_file / "m.onnx", "/proc/nosuch/m.onnx"):
+            _refused_by_argparse([*cmd, flag, bad], capsys, flag)
+    for cmd, flag in ((["train", "--model", "rdsnet"], "--out"), (["release", "--run", "r", "--name", "n"], "--to")):
+        for bad in (a_file, a_file / "sub", "/proc/nosuch"):
+            _refused_by_argparse([*cmd, flag, bad], capsys, flag)
+    parser, _ = cli.build_parser()  # a folder that can be made is fine, and nothing is made yet
+    assert parser.parse_args(["train", "--model", "rdsnet", "--out", str(tmp_path / "new" / "run")]).out
+    assert parser.parse_args(["release", "--run", "r", "--name", "n", "--to", str(tmp_path / "new")]).to
+    assert not (tmp_path / "new").exists()
+    _refused_by_argparse(["train", "--model", "rdsnet", "--out", a_file], capsys, f"--out: {a_file} is a file")
 
 
 def test_bench_camera_refuses_an_empty_frame_size_before_a_node_starts(capsys, monkeypatch):

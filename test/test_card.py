@@ -99,3 +99,60 @@ def test_empty_keys_of_a_hand_edited_card_take_their_defaults(tmp_path, capsys):
         assert "| - |" in row
     finally:
         del os.environ["SEG_PERCEPTION_MODELS"]
+
+
+def test_a_figure_that_is_not_a_table_is_a_card_error_and_models_lists_the_others(tmp_path, capsys, monkeypatch):
+    """A hand-written card with 'int8_cpu: n/a' crashed `models --shipped` with an AttributeError."""
+    from seg_perception.cli import main
+    good = card_for_table("good", "essnet_d", CAMVID, 96, 72, files={"weights": "good.pt"})
+    good.save(tmp_path / "good.yaml")
+    for key, value, named in (("int8_cpu", "n/a", "metrics.int8_cpu is 'n/a'"),
+                              ("cpu_latency", {"onnxruntime_fp32_ms": 12.0},
+                               "metrics.cpu_latency.onnxruntime_fp32_ms")):
+        hand = card_for_table("hand", "essnet_d", CAMVID, 96, 72, files={"weights": "hand.pt"},
+                              metrics={"val_miou": 65.0, key: value})
+        hand.save(tmp_path / "hand.yaml")
+        with pytest.raises(CardError, match=f"{named}.*not a mapping"):
+            load_card(tmp_path / "hand.yaml")
+    monkeypatch.setenv("SEG_PERCEPTION_MODELS", str(tmp_path))
+    capsys.readouterr()
+    assert main(["models", "--shipped"]) == 0
+    cap = capsys.readouterr()
+    assert "| good |" in cap.out and "| hand |" not in cap.out
+    assert "seg-perception models: skipped hand:" in cap.err and len(cap.err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("edit,named", [
+    (lambda d: d.__setitem__("ignore_idx", d.pop("ignore_index")), "unknown key 'ignore_idx': did you mean "
+                                                                    "'ignore_index'?"),
+    (lambda d: d.__setitem__("drivable_class", d.pop("drivable_classes")), "did you mean 'drivable_classes'"),
+    (lambda d: d["normalization"].__setitem__("stds", d["normalization"].pop("std")),
+     "unknown key 'normalization.stds': did you mean 'std'?"),
+    (lambda d: d["input"].__setitem__("widht", 96), "unknown key 'input.widht': did you mean 'width'?"),
+])
+def test_a_misspelt_key_is_named_with_the_one_meant(tmp_path, edit, named):
+    """A misspelt optional key (ignore_idx) was dropped and its default (255) used unseen."""
+    import yaml
+    card_for_table("m", "essnet_d", CAMVID, 96, 72).save(tmp_path / "m.yaml")
+    d = yaml.safe_load((tmp_path / "m.yaml").read_text())
+    edit(d)
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(d))
+    with pytest.raises(CardError, match=named.replace("(", "\\(").replace("?", "\\?")):
+        load_card(tmp_path / "m.yaml")
+
+
+def test_keys_far_from_every_known_one_are_kept_for_newer_versions(tmp_path):
+    import yaml
+    card_for_table("m", "essnet_d", CAMVID, 96, 72).save(tmp_path / "m.yaml")
+    d = yaml.safe_load((tmp_path / "m.yaml").read_text())
+    d["license"] = "MIT"
+    d["input"]["channels"] = 3
+    d["normalization"]["color_space"] = "RGB"
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(d))
+    assert load_card(tmp_path / "m.yaml").ignore_index == 11
+
+
+def test_every_shipped_card_loads():
+    from pathlib import Path
+    cards = sorted((Path(__file__).resolve().parents[1] / "models").glob("*.yaml"))
+    assert cards and all(load_card(c).name == c.stem for c in cards)

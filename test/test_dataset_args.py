@@ -134,7 +134,7 @@ def test_quantize_on_folder_dataset(folder_dataset, random_model, tmp_path, caps
     assert "val (1 images, ONNX Runtime CPU)" in out
     # a dataset whose one split is not called train (CVAT's 'default'): --calib-split
     rc = main(["quantize", "--onnx", str(src), "--dataset", "folder", "--data", str(folder_dataset),
-               "--calib-split", "val", "--num-images", "2", "--method", "ort", "--threads", "1"])
+               "--calib-split", "val", "--num-images", "2", "--method", "ort", "--threads", "1", "--replace"])
     assert rc == 0 and f"calibrating on 2 images from folder {folder_dataset} val" in capsys.readouterr().out
     # without --calib-split: the split the card says the weights first trained on, as release calibrates
     # (a CVAT export's 'default' was refused: "no split 'train'"; here val stands for it)
@@ -143,7 +143,7 @@ def test_quantize_on_folder_dataset(folder_dataset, random_model, tmp_path, caps
     card["training"] = dict(card.get("training") or {}, train_split="val")
     src.with_suffix(".yaml").write_text(yaml.safe_dump(card, sort_keys=False))
     rc = main(["quantize", "--onnx", str(src), "--dataset", "folder", "--data", str(folder_dataset),
-               "--num-images", "2", "--method", "ort", "--threads", "1"])
+               "--num-images", "2", "--method", "ort", "--threads", "1", "--replace"])
     assert rc == 0 and f"calibrating on 2 images from folder {folder_dataset} val" in capsys.readouterr().out
 
 
@@ -226,3 +226,22 @@ def test_folder_dataset_reads_frames_in_subfolders_paired_by_path(tmp_path):
     assert [(p.name, l.name) for p, l in ds.pairs] == [("B.png", "B.png"), ("a.jpg", "a.png"), ("a.png", "a.png"),
                                                        ("b.2.jpg", "b.2.png"), ("c_1.bmp", "c_1.png")]
     assert not [n for n in ds.notes if "have no image" in n]
+
+
+def test_class_flags_other_than_camvids_are_refused_for_the_segnet_layout(camvid_sample, random_model, tmp_path,
+                                                                          capsys):
+    """--ignore-index / --num-classes with --dataset camvid (no label_colors.txt) were dropped unseen."""
+    from seg_perception.data.datasets import DatasetError, open_dataset
+    for flags, named in ((["--ignore-index", "5"], "--ignore-index 5"), (["--ignore-index", "0"], "--ignore-index 0"),
+                         (["--num-classes", "5"], "--num-classes 5")):
+        rc = main(["evaluate", "--model", str(random_model), "--data", str(camvid_sample), "--split", "val",
+                   "--limit", "1", *flags])
+        err = capsys.readouterr().err
+        assert rc == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"{named} does not apply to --dataset camvid" in err and "--dataset folder" in err, err
+    with pytest.raises(DatasetError, match="--num-classes 5 does not apply"):  # as train opens its splits
+        open_dataset("camvid", camvid_sample, "train", num_classes=5, ignore_index=255)
+    # CamVid's own figures, a default, or a card's classes are no contradiction
+    assert len(open_dataset("camvid", camvid_sample, "val", num_classes=11, ignore_index=11, ignore_given=True))
+    assert len(open_dataset("camvid", camvid_sample, "val", num_classes=0, ignore_index=255))
+    assert len(open_dataset("camvid", camvid_sample, "val", num_classes=5, ignore_index=3, from_card=True))

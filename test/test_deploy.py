@@ -103,7 +103,7 @@ def test_export_keeps_measured_figures_only_for_the_same_weights_and_size(tmp_pa
     card_path = make_random_model(tmp_path / "m", "essnet_d", W, H, onnx=False)
     card = load_card(card_path)
     card.metrics = {**card.metrics, "params": 123, "val_miou": 55.5, "int8_cpu": {"int8_miou": 55.0},
-                    "cpu_latency": {"onnxruntime_fp32_ms": 9.0}}
+                    "cpu_latency": {"onnxruntime_fp32_ms": {"p50": 9.0}}}  # as release writes it
     card.save(card_path)
     measured = {"val_miou", "int8_cpu", "cpu_latency"}
     same = tmp_path / "same.pt"
@@ -940,6 +940,8 @@ def test_auto_backend_falls_back_with_exactly_one_warning(quantized, caplog, val
     (["export", "--model", "no_such_model"], "unknown model 'no_such_model'"),
     (["doctor", "--runs", "0"], "--runs must be at least 1"),
     (["doctor", "--batch", "0"], "--batch must be at least 1"),
+    (["doctor", "--workspace", "-5"], "--workspace must be at least 1"),  # as build-engine says
+    (["build-engine", "--onnx", "ONNX", "--workspace", "-5"], "--workspace must be at least 1"),
     (["doctor", "--model", "ONNX", "--precisions", "fp8"], "unknown precision 'fp8'"),
 ])
 def test_cli_errors_are_one_line(argv, message, capsys, quantized):

@@ -104,6 +104,20 @@ def test_a_run_trained_on_val_takes_its_val_figure_from_the_recipe_run(tmp_path,
     assert card.training["recipe_run"]["train_split"] == "train"
 
 
+def test_a_recipe_run_for_a_run_that_did_not_train_on_val_is_refused(tmp_path, camvid_sample, capsys):
+    """--recipe-run with weights that never saw val was ignored without a word (--recipe-pending was refused)."""
+    run = _run_on(tmp_path / "run", "train", seed=1)
+    recipe = _run_on(tmp_path / "recipe", "train", seed=2)
+    capsys.readouterr()
+    rc = main(["release", "--run", str(run), "--name", NAME, "--to", str(tmp_path / "models"), "--data",
+               str(camvid_sample), "--threads", "1", "--no-int8", "--recipe-run", str(recipe)])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{run} trained on train: its own val figure is held out, --recipe-run is only for weights trained " \
+           "on val" in err, err
+    assert not (tmp_path / "models").exists()
+
+
 def test_an_unfinished_recipe_run_is_refused_and_no_training_figure_ships(tmp_path, camvid_sample, capsys):
     """A recipe run still training (its card written at an early validation) has no figure of
     the recipe yet; and figures the run measured while training (on whatever split it validated

@@ -170,6 +170,29 @@ def test_a_run_folder_is_not_restarted_or_shared(straight, tmp_path, camvid_root
     assert (carried / "log.csv").read_text() == log_before
 
 
+def test_a_model_in_out_without_a_run_is_not_trained_over(straight, tmp_path, camvid_root):
+    """--out holding a model (shipped, adapted: NAME.pt and NAME.yaml) but no run (no last.pt, no
+    log.csv) had its weights and card overwritten silently."""
+    import shutil
+    out, best = straight
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for f in (best, best.with_suffix(".yaml")):
+        shutil.copy(f, folder)
+    before = _files_of(folder)
+    with pytest.raises(FileExistsError, match=f"{folder / best.name} exists \\(a model, not a run in this "
+                       "folder\\): choose another --out or --name"):
+        train(TrainConfig(data=str(camvid_root), out=str(folder), **TINY), log=lambda *_: None)
+    (folder / best.name).unlink()  # the card alone is a model too
+    with pytest.raises(FileExistsError, match="a model, not a run"):
+        train(TrainConfig(data=str(camvid_root), out=str(folder), **TINY), log=lambda *_: None)
+    assert _files_of(folder) == {k: v for k, v in before.items() if k != best.name}
+
+
+def _files_of(folder) -> dict:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.name != ".train.lock"}
+
+
 def test_non_finite_batchnorm_statistics_stop_the_run_before_they_are_saved(tmp_path, camvid_root):
     """A forward pass whose loss is skipped as non-finite has already moved the BatchNorm
     statistics: NaN there broke every later evaluation while last.pt kept saving it."""

@@ -291,6 +291,15 @@ def camvid(root: str | Path, split: str, **kw) -> SegmentationDataset:
     folder_kw = {k: kw.pop(k) for k in FOLDER_KEYS if k in kw}  # the flags of a folder dataset's classes
     if (root / LABEL_COLORS_FILE).is_file():
         return image_folder(root, split, **folder_kw, **kw)  # classes from that file, as for --dataset folder
+    # the SegNet layout's classes are CamVid's: a typed other table would be dropped unseen
+    typed = {"--num-classes": (None if folder_kw.get("from_card") else folder_kw.get("num_classes") or None,
+                               CAMVID.num_classes),
+             "--ignore-index": (folder_kw.get("ignore_index") if folder_kw.get("ignore_given") else None,
+                                CAMVID.ignore_index)}
+    for flag, (value, own) in typed.items():
+        if value is not None and value != own:
+            raise DatasetError(f"{flag} {value} does not apply to --dataset camvid (CamVid's {CAMVID.num_classes} "
+                               f"classes, ignore id {CAMVID.ignore_index}): it is for --dataset folder; leave it out")
     pairs, notes = _listed_pairs(root, listing)
     return SegmentationDataset(pairs, CAMVID, kind="camvid", where=str(listing), notes=notes, **kw)
 

@@ -68,8 +68,8 @@ def _export(p: argparse.ArgumentParser):
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
     p.add_argument("--logits", action="store_true", help="output raw logits (for evaluation) instead of labels")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset" + " (default: %(default)s)")
-    p.add_argument("--out", default=None, help="ONNX file (default: beside the weights, <card name>.onnx, "
-                   "or <card name>_logits.onnx)")
+    p.add_argument("--out", type=output_file, default=None, help="ONNX file (default: beside the weights, "
+                   "<card name>.onnx, or <card name>_logits.onnx)")
     p.add_argument("--replace", action="store_true", help="write over an ONNX file or card of another model, or over "
                    "this model's own when the export differs from it (another size, fixed over dynamic, other weights)")
 
@@ -162,8 +162,8 @@ def _quantize(p: argparse.ArgumentParser):
                    "split the model first trained on, as its card says: train of train+val, a CVAT export's default; "
                    "train where it does not say)")
     p.add_argument("--num-images", type=int, default=100, help="calibration images" + d)
-    p.add_argument("--out", default=None, help="INT8 ONNX (default: <onnx stem>_int8.onnx beside it, "
-                   "<onnx stem>_int8_cpu.onnx with --target cpu)")
+    p.add_argument("--out", type=output_file, default=None, help="INT8 ONNX (default: <onnx stem>_int8.onnx "
+                   "beside it, <onnx stem>_int8_cpu.onnx with --target cpu)")
     p.add_argument("--target", default="tensorrt", help="tensorrt: Q/DQ model for TensorRT (and ONNX Runtime "
                    "on a GPU) | cpu: QOperator uint8 model that ONNX Runtime's CPU kernels run fast" + d)
     p.add_argument("--method", default="auto", help="auto (modelopt if installed, else ort) | modelopt | ort" + d)
@@ -179,6 +179,8 @@ def _quantize(p: argparse.ArgumentParser):
     p.add_argument("--eval-split", default="val", help="split for --eval" + d)
     p.add_argument("--max-eval-images", type=count_or_all, default=0, help="frames for --eval (0: the whole split)" + d)
     p.add_argument("--threads", type=threads, default=0, help="ONNX Runtime threads (0: its default)" + d)
+    p.add_argument("--replace", action="store_true", help="write over an existing INT8 file, or replace the INT8 "
+                   "file of this --target that the card lists (and the figures measured of it)")
 
     def run(a):
         from ..card import load_card
@@ -201,7 +203,8 @@ def _quantize(p: argparse.ArgumentParser):
             raise ValueError(f"--out {out} must end in .onnx")
         if out.resolve() == src.resolve():
             raise ValueError(f"--out {out} is the model being quantized: choose another --out")
-        _check_not_listed(card, out, onnx_role("int8", a.target))
+        role = onnx_role("int8", a.target)
+        _check_not_listed(card, out, role)
         twin = out.with_suffix(".yaml")  # record_in_card writes a copy of the card there
         if twin.is_file() and load_card(twin).name != card.name:
             raise ValueError(f"--out {out}: {twin} is the card of another model ({load_card(twin).name}); "
@@ -233,6 +236,12 @@ def _quantize(p: argparse.ArgumentParser):
             card.check_classes(list(scored.table.names), f"{a.dataset} {a.eval_split}",
                                "score it on the data it was trained on (--eval-data DIR with --dataset folder "
                                "for your own), or leave out --eval")
+        if not a.replace:  # an INT8 file, or the figures measured for the card's one, are not written over
+            if out.exists():
+                raise FileExistsError(f"{out} exists: choose another --out, or pass --replace to write over it")
+            if card.files.get(role):
+                raise FileExistsError(f"the card {card.path} lists {role} {card.files[role]} already (with what was "
+                                      f"measured of it): pass --replace to list {out.name} instead")
         print(f"[quantize] calibrating on {len(files)} images from {data}")
         frames = calibration_frames(files, card, src)
         res = quantize_onnx(src, out, frames, method=a.method, calibration=a.calibration, target=a.target,
@@ -249,7 +258,7 @@ def _quantize(p: argparse.ArgumentParser):
                   f"{metrics['fp32_miou']:.2f}, int8 mIoU {metrics['int8_miou']:.2f} (drop "
                   f"{metrics['miou_drop']:.2f}), label agreement {metrics['label_agreement']:.2f}%")
         card_path = record_in_card(card.path, res.path, res, metrics)
-        print(f"[quantize] card {card_path} lists it as {onnx_role('int8', a.target)}")
+        print(f"[quantize] card {card_path} lists it as {role}")
     return run
 
 
@@ -327,6 +336,7 @@ def _doctor(p: argparse.ArgumentParser):
         from .doctor import run_doctor
         _positive(a.num_frames, "--num-frames")
         _positive(a.runs, "--runs")
+        _positive(a.workspace, "--workspace")  # as build-engine: refused before a model loads
         if a.batch < 1:
             raise ValueError(f"--batch must be at least 1, got {a.batch}")
         return run_doctor(a.model or DEFAULT_MODEL, a.frames, a.precisions, a.num_frames, a.runs,

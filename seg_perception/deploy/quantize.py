@@ -157,8 +157,8 @@ class QuantizeResult:
 
 
 def _graph_io(path: Path):
-    import onnx
-    m = onnx.load(str(path), load_external_data=False)
+    from ..runtime.engine_cache import load_onnx_graph
+    m = load_onnx_graph(path)
     inits = {i.name for i in m.graph.initializer}
     inputs = [i for i in m.graph.input if i.name not in inits]
     return m, inputs, [o.name for o in m.graph.output]

@@ -279,7 +279,7 @@ def _demo(p: argparse.ArgumentParser):
 @command("bench-node", "time backend, pipeline and the live node (publish -> labels) on this machine")
 def _bench_node(p: argparse.ArgumentParser):
     p.add_argument("--model", default="", help=f"model name or card .yaml (default {DEFAULT_MODEL})")
-    p.add_argument("--backend", default="onnxruntime", help="onnxruntime | torch | tensorrt" + " (default: %(default)s)")
+    p.add_argument("--backend", default="onnxruntime", help="auto | tensorrt | onnxruntime | torch" + " (default: %(default)s)")
     p.add_argument("--frames", type=count, default=30, help="CamVid val frames to time (default 30)")
     p.add_argument("--data", default=None, help="CamVid root (default: $SEG_PERCEPTION_CAMVID, else ../shared/datasets/camvid; "
                    "without CamVid: the sample bag's frames)")

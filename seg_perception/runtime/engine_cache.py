@@ -234,19 +234,24 @@ def _build_lock(engine: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def check_onnx_for_precision(onnx_path: str | Path, precision: str) -> None:
-    """A Q/DQ graph builds INT8 whatever flag is set, a float graph never does: refuse a mix-up."""
-    try:
-        import onnx
-    except ImportError:
-        raise EngineCacheError("building a TensorRT engine checks the ONNX file with the onnx package, which is "
-                               "not installed: pip install onnx") from None
+def load_onnx_graph(onnx_path: str | Path):
+    """The ONNX model (without external data), or one line saying the file is not one."""
+    import onnx
     from google.protobuf.message import DecodeError  # (installed with onnx)
     try:
-        m = onnx.load(str(onnx_path), load_external_data=False)
+        return onnx.load(str(onnx_path), load_external_data=False)
     except DecodeError:
         raise ValueError(f"{onnx_path} is not a readable ONNX file (cut short or another format): export it "
                          "again with 'seg-perception export'") from None
+
+
+def check_onnx_for_precision(onnx_path: str | Path, precision: str) -> None:
+    """A Q/DQ graph builds INT8 whatever flag is set, a float graph never does: refuse a mix-up."""
+    try:
+        m = load_onnx_graph(onnx_path)
+    except ImportError:
+        raise EngineCacheError("building a TensorRT engine checks the ONNX file with the onnx package, which is "
+                               "not installed: pip install onnx") from None
     qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node)
     if precision == "int8" and not qdq:
         raise ValueError(f"{onnx_path} has no Q/DQ nodes: int8 engines are built from the INT8 ONNX made by "
