@@ -391,15 +391,16 @@ def test_without_the_bond_messages_the_node_says_so_and_keeps_none(monkeypatch, 
 def test_a_failing_transition_is_logged_and_leaves_nothing_serving(monkeypatch, random_model):
     """rclpy turns an exception in on_deactivate into an error without a word and runs on_error,
     which repeated the failing step: the node ended finalized, still subscribed to the camera with
-    its model loaded, and a manager could only say "failed to change state". Now the reason is
-    logged and on_error takes down every part it can, each on its own."""
+    its model loaded and its ground outputs up, and a manager could only say "failed to change
+    state". Now the reason is logged and on_error takes down every part it can, each on its own."""
     import rclpy
     from rclpy.lifecycle import TransitionCallbackReturn
     from seg_perception.ros.lifecycle import ManagedSegmentationNode
 
     ctx = rclpy.Context()
     rclpy.init(args=["--ros-args", "-p", f"model:={random_model}", "-p", "threads:=1",
-                     "-p", "image_topic:=/lc_failing/image_raw", "-p", "bond_heartbeat_period:=0.0"], context=ctx)
+                     "-p", "image_topic:=/lc_failing/image_raw", "-p", "bond_heartbeat_period:=0.0",
+                     "-p", "ground.enable:=true"], context=ctx)
     node = None
     try:
         node = ManagedSegmentationNode("seg_failing", context=ctx)
@@ -411,6 +412,7 @@ def test_a_failing_transition_is_logged_and_leaves_nothing_serving(monkeypatch, 
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         assert node.count_subscribers("/lc_failing/image_raw") == 1
+        assert node.count_publishers("/segmentation/drivable_grid") == 1
 
         def broken():
             raise RuntimeError("a ground publisher would not go")
@@ -419,6 +421,9 @@ def test_a_failing_transition_is_logged_and_leaves_nothing_serving(monkeypatch, 
         assert said[0] == "cannot deactivate: RuntimeError: a ground publisher would not go", said
         assert node.count_subscribers("/lc_failing/image_raw") == 0  # nothing served any more
         assert node.pipeline is None and node.diag_timer is None  # model unloaded, outputs removed
+        # the ground outputs too: a latched grid left up reached a costmap that joined later
+        assert node.count_publishers("/segmentation/drivable_grid") == 0
+        assert node.count_subscribers("/lc_failing/camera_info") == 0
         assert node._state_machine.current_state[1] == "finalized"  # (a part could not be released)
         monkeypatch.undo()
     finally:

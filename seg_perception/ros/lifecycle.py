@@ -109,19 +109,23 @@ class ManagedSegmentationNode(SegmentationNode, LifecycleNode):
 
     def _release(self) -> bool:
         """Take down whatever is up, each part even where another failed: a node left in error or
-        finalized must not go on serving. False if a part could not be released."""
+        finalized must not go on serving, nor leave its last drivable grid latched for a costmap
+        that joins later. False if a part could not be released."""
         ok = self._step("end the bond", self._end_bond)
-        if self.sub is not None:
+        if self.sub is not None or any(cam.sub is not None for cam in self.cameras):
             ok = self._step("stop serving", self._deactivate) and ok
-            for cam in self.cameras:  # deactivate failed part way: no frame comes in any more
-                if cam.sub is not None:
-                    ok = self._step("unsubscribe", lambda: self.destroy_subscription(cam.sub)) and ok
-                    cam.sub = None
-            self.sub = None
+        for cam in self.cameras:  # what deactivate did not get to, where it failed part way
+            if cam.sub is not None:
+                ok = self._step("unsubscribe", lambda: self.destroy_subscription(cam.sub)) and ok
+                cam.sub = None
+            cam.ground = None
+            if cam._ground is not None:  # (a no-op where deactivate stopped it)
+                ok = self._step("stop the ground outputs", cam._ground.stop) and ok
+        self.sub = None
         if self.pipeline is not None:
-            if not self._step("clean up", self._cleanup):
-                ok = self._step("remove the outputs", self.remove_publishers) and False
-        return ok
+            ok = self._step("clean up", self._cleanup) and ok
+        # (a no-op after a cleanup that got through; else the publishers and the diagnostics timer)
+        return self._step("remove the outputs", self.remove_publishers) and ok
 
 
 def main(args=None) -> int:
