@@ -14,7 +14,7 @@ from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch_ros.actions import Node
 
 from seg_perception.ros.launch_arguments import (check_params_file, flag, misspelt_arguments, number,
-                                                  params_for_node, tf_remappings, whole_number)
+                                                  params_for_node, tf_remappings, whole_number, NAMESPACED_TF)
 
 DEFAULT_PARAMS = ("config", "jetson.yaml")
 
@@ -38,7 +38,8 @@ def _node(context, *args, **kwargs):
             overrides[name] = cast(name, value)
     params_file = check_params_file(context.launch_configurations["params_file"])
     from seg_perception.ros.node_parameters import parameter_names  # the node's own table: backend:=... is no argument here
-    typos = misspelt_arguments(context.launch_configurations, [*OVERRIDES, "params_file"], "jetson.launch.py",
+    typos = misspelt_arguments(context.launch_configurations, [*OVERRIDES, "params_file", "namespaced_tf"],
+                               "jetson.launch.py",
                                node_parameters=parameter_names())
     share = get_package_share_directory("seg_perception")
     params_file, foreign = params_for_node(params_file, "segmentation_node", os.path.join(share, *DEFAULT_PARAMS),
@@ -66,4 +67,5 @@ def generate_launch_description():
             for name in OVERRIDES]
     args.append(DeclareLaunchArgument("params_file", default_value=default_params,
                                       description="YAML parameter file for segmentation_node"))
+    args.append(DeclareLaunchArgument("namespaced_tf", default_value="true", description=NAMESPACED_TF))
     return LaunchDescription(args + [OpaqueFunction(function=_node)])

@@ -30,7 +30,7 @@ from launch_ros.actions import Node
 
 from seg_perception.ros.launch_arguments import (check_params_file, flag, manager_bond_timeout, misspelt_arguments,
                                                   namespace, number, params_for_node, require_package,
-                                                  tf_remappings)
+                                                  tf_remappings, NAMESPACED_TF)
 
 DEFAULT_PARAMS = ("config", "nav2.yaml")
 
@@ -39,7 +39,8 @@ def _nodes(context, *args, **kwargs):
     params_file = check_params_file(context.launch_configurations["params_file"])
     from seg_perception.ros.node_parameters import parameter_names  # the node's own table: backend:=... is no argument here
     typos = misspelt_arguments(context.launch_configurations,
-                               ["params_file", "managed", "name", "node_namespace", "use_sim_time", "max_rate"],
+                               ["params_file", "managed", "name", "node_namespace", "use_sim_time", "max_rate",
+                                "namespaced_tf"],
                                "nav2.launch.py",
                                node_parameters=parameter_names())
     managed = flag("managed", context.launch_configurations["managed"])
@@ -105,5 +106,6 @@ def generate_launch_description():
         DeclareLaunchArgument("max_rate", default_value="",
                               description="at most this many frames a second segmented (and projected); "
                                           "empty: as params_file says"),
+        DeclareLaunchArgument("namespaced_tf", default_value="true", description=NAMESPACED_TF),
         OpaqueFunction(function=_nodes),
     ])

@@ -362,3 +362,12 @@ def test_an_including_bringups_params_file_and_namespace(monkeypatch, tmp_path, 
         bringup.write_text("seg_front:\n  ros__parameters: {}\n")
         nodes, warnings = run(params_file=str(bringup), name="seg_front")
         assert nodes[0].kwargs["parameters"][0] == str(bringup) and warnings == []
+    # a section of another node under a wildcard namespace does not reach this one
+    bringup.write_text("/**/amcl:\n  ros__parameters: {}\n")
+    nodes, warnings = run(params_file=str(bringup))
+    assert nodes[0].kwargs["parameters"][0] == default and len(warnings) == 1, warnings
+    # a namespace pushed only to group nodes, TF global: namespaced_tf:=false keeps /tf
+    nodes, warnings = run(ros_namespace="/robot1", namespaced_tf="false")
+    assert nodes[0].kwargs["remappings"] == [] and warnings == []
+    with pytest.raises(RuntimeError, match="launch argument namespaced_tf:=maybe must be true or false"):
+        run(ros_namespace="/robot1", namespaced_tf="maybe")

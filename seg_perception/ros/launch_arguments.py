@@ -6,6 +6,7 @@ warned about, so a typo would start the node on its defaults without a word."""
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import os
 import re
 from typing import Iterable, List, Mapping
@@ -40,7 +41,8 @@ def params_for_node(path: str, node: str, default: str, launch_file: str) -> tup
                 else:
                     yield from sections(v, keys + (str(k).strip("/"),))
     found = list(sections(doc))
-    if any("*" in k or k.split("/")[-1] == node for k in found):
+    # rcl matches a section's last name to the node's (`*` and `**` as wildcards: `/**/amcl` is amcl's)
+    if any(fnmatch.fnmatchcase(node, k.split("/")[-1] or "**") for k in found):
         return path, ""
     shown = ", ".join(k or "/" for k in found[:6]) + (", ..." if len(found) > 6 else "")
     return default, (f"params_file {path} has no parameters for {node} (its sections: {shown or 'none'}): "
@@ -49,13 +51,18 @@ def params_for_node(path: str, node: str, default: str, launch_file: str) -> tup
                      f"there, add a section `{node}:` (with ros__parameters) to it")
 
 
+NAMESPACED_TF = ("true: under an including file's PushROSNamespace (a robot's, as Nav2's bringup pushes it) read "
+                 "that namespace's tf and tf_static, as Nav2's nodes do; false: the global /tf")
+
+
 def tf_remappings(configurations: Mapping[str, str]) -> list:
     """Under an including file's PushROSNamespace (a robot's, as Nav2's bringup pushes it), the robot's
     TF is that namespace's `tf` and `tf_static`: Nav2's bringup remaps every node's /tf there. tf2's
     listener subscribes to the absolute /tf, so the node needs the same remapping, to the pushed
-    namespace itself (not the node's own, which node_namespace may extend)."""
+    namespace itself (not the node's own, which node_namespace may extend). The launch argument
+    namespaced_tf:=false keeps the global /tf (a namespace pushed only to group nodes)."""
     pushed = (configurations.get("ros_namespace") or "").strip().rstrip("/")
-    if not pushed:
+    if not pushed or not flag("namespaced_tf", configurations.get("namespaced_tf", "true")):
         return []
     pushed = pushed if pushed.startswith("/") else "/" + pushed
     return [("/tf", f"{pushed}/tf"), ("/tf_static", f"{pushed}/tf_static")]
