@@ -48,6 +48,17 @@ def _mcap(bag):
     return next(bag.glob("*.mcap"))
 
 
+def set_counts(bag, counts) -> None:
+    """Write metadata.yaml's message count of each topic in ``counts`` ({topic: n}; "*": every topic)."""
+    import yaml
+    meta = yaml.safe_load((bag / "metadata.yaml").read_text())
+    for t in meta["rosbag2_bagfile_information"]["topics_with_message_count"]:
+        name = t["topic_metadata"]["name"]
+        if name in counts or "*" in counts:
+            t["message_count"] = counts.get(name, counts.get("*"))
+    (bag / "metadata.yaml").write_text(yaml.safe_dump(meta))
+
+
 def run(capsys, *args):
     rc = main([str(a) for a in args])
     cap = capsys.readouterr()
@@ -548,13 +559,8 @@ def test_damaged_first_chunk_keeps_the_later_ones(tmp_path, capsys, random_model
 
 
 def test_index_that_promises_more_frames_than_the_file_holds_is_partial(tmp_path, capsys, random_model):
-    import yaml
     bag = sqlite_bag(tmp_path / "bag")
-    meta = yaml.safe_load((bag / "metadata.yaml").read_text())
-    for t in meta["rosbag2_bagfile_information"]["topics_with_message_count"]:
-        if t["topic_metadata"]["name"] == "/camera/image_raw":
-            t["message_count"] = 20
-    (bag / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    set_counts(bag, {"/camera/image_raw": 20})
     rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
     assert rc == 5 and f"offline: {FRAMES} frames in" in out, (out, err)
     assert f"holds {FRAMES} of the 20 messages its index lists on /camera/image_raw" in err
@@ -985,7 +991,6 @@ def test_damage_that_loses_no_message_metadata_counts_is_a_note(tmp_path, capsys
     """A copy cut right after its data (the summary and footer lost): every message metadata.yaml
     counts is read. That was "none of the 6 recorded frames is lost (other messages are)", exit 5;
     it is a note, exit 0. One padding message fewer in the file is a loss again."""
-    import yaml
     bag = chunky_bag(tmp_path / "bag")
     f = _mcap(bag)
     data = f.read_bytes()
@@ -994,11 +999,7 @@ def test_damage_that_loses_no_message_metadata_counts_is_a_note(tmp_path, capsys
     assert rc == 0 and "offline: 6 frames in" in out and not err.strip(), (out, err)
     assert "but every message its metadata.yaml records was read (6 on /camera/image_raw, 6 on /camera/labels_gt, " \
            "6 on /padding): none is lost" in out, out
-    meta = yaml.safe_load((bag / "metadata.yaml").read_text())
-    for t in meta["rosbag2_bagfile_information"]["topics_with_message_count"]:
-        if t["topic_metadata"]["name"] == "/padding":
-            t["message_count"] = 7
-    (bag / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    set_counts(bag, {"/padding": 7})
     rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r2", "--threads", 1)
     assert rc == 5 and "none of the 6 recorded frames on /camera/image_raw is lost (other messages are)" in err, err
 
@@ -1119,17 +1120,12 @@ def test_max_frames_counts_the_ground_truth_of_the_frames_taken_too(tmp_path, ca
 def test_counts_rebuilt_from_a_damaged_file_do_not_make_its_damage_harmless(tmp_path, capsys, random_model):
     """'ros2 bag reindex' writes metadata.yaml's counts from what a damaged file still holds: a
     skipped chunk's messages were lost all the same, so counts that match are no evidence there."""
-    import yaml
     bag = chunky_bag(tmp_path / "bag")
     f = _mcap(bag)
     data = bytearray(f.read_bytes())
     c = _chunks(bytes(data))[1]
     data[c + 9 + 24:c + 9 + 28] = b"\x12\x34\x56\x78"  # frames 2 and 3 lost
     f.write_bytes(bytes(data))
-    meta = yaml.safe_load((bag / "metadata.yaml").read_text())
-    info = meta["rosbag2_bagfile_information"]
-    for t in info["topics_with_message_count"]:
-        t["message_count"] = FRAMES - 2  # as a reindex of the damaged file counts them
-    (bag / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    set_counts(bag, {"*": FRAMES - 2})  # as a reindex of the damaged file counts them
     rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
     assert rc == 5 and "none is lost" not in out, (out, err)
