@@ -264,7 +264,7 @@ def output_file(text: str) -> str:
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder: name a file in it")
     _takes_new_files(text, path.absolute().parent)
-    return text
+    return str(path)  # expanded: ~ in --out=~/x reaches the command unexpanded, and was checked expanded
 
 
 def output_folder(text: str) -> str:
@@ -275,7 +275,7 @@ def output_folder(text: str) -> str:
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a file: name a folder (made where missing)")
     _takes_new_files(text, path.absolute())
-    return text
+    return str(path)
 
 
 def _takes_new_files(text: str, folder) -> None:

@@ -384,3 +384,12 @@ def test_a_refused_training_leaves_a_run_started_beside_it(tmp_path, monkeypatch
     with pytest.raises(ValueError, match="no frames"):
         loop.train(loop.TrainConfig(model="rdsnet", data=str(tmp_path), out=str(tmp_path / "runs" / "r1"), threads=1))
     assert not (tmp_path / "runs" / "r1").exists() and (tmp_path / "runs" / "other" / "log.csv").is_file()
+
+
+def test_output_paths_are_given_on_as_they_were_checked(tmp_path, monkeypatch):
+    """--out=~/runs/x reaches the command with ~ unexpanded (bash expands no ~ after '='): the check
+    looked at $HOME/runs/x, and train then made ./~/runs/x."""
+    from seg_perception.cli import output_file, output_folder
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert output_folder("~/runs/x") == str(tmp_path / "runs" / "x")
+    assert output_file("~/m.onnx") == str(tmp_path / "m.onnx")

@@ -1073,6 +1073,16 @@ def test_a_corrupt_ground_truth_message_is_said_and_the_result_is_partial(tmp_pa
            "fewer frames" in err, err
     assert "1 frame has no ground truth of the same header stamp (1 of them: its ground-truth message is " \
            "corrupt): not scored" in out, out
+    with bag_io.BagWriter(tmp_path / "short", "sqlite3") as w:  # cut before its stamp: any unscored frame's
+        for n in range(4):
+            t = T0 + n * 2 * 10**8
+            w.write("/camera/image_raw", bag_io.image_msg(rng.integers(0, 255, (48, 64, 3), np.uint8), "rgb8", t, "c"), t)
+            raw = bytes(ts.serialize_cdr(bag_io.image_msg(rng.integers(0, 11, (48, 64), np.uint8), "mono8", t, "c"),
+                                         bag_io.IMAGE))
+            w.write_raw("/camera/labels_gt", bag_io.IMAGE, raw[:8] if n == 1 else raw, t)
+    rc, out, err = run(capsys, "eval-bag", tmp_path / "short", "--model", random_model, "--out", tmp_path / "r2",
+                       "--threads", 1)
+    assert rc == 5 and "the ground truth of 1 frame on /camera/labels_gt cannot be deserialised" in err, (out, err)
 
 
 def test_a_log_beside_an_empty_database_file_is_named(tmp_path, capsys):
@@ -1129,3 +1139,26 @@ def test_counts_rebuilt_from_a_damaged_file_do_not_make_its_damage_harmless(tmp_
     set_counts(bag, {"*": FRAMES - 2})  # as a reindex of the damaged file counts them
     rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1)
     assert rc == 5 and "none is lost" not in out, (out, err)
+
+
+def test_max_frames_with_ground_truth_on_some_frames_only(tmp_path, capsys, random_model):
+    """Ground truth every 4th frame (a counted skip for the others): --max-frames 3 of a bag damaged
+    at frame 6 takes frames 0-2, all read before the damage, with their ground truth; counting
+    ground truth against frames made it partial."""
+    rng = np.random.default_rng(0)
+    bag = tmp_path / "bag"
+    with bag_io.BagWriter(bag) as w:
+        for n in range(8):
+            t = T0 + n * 10**8
+            w.write("/camera/image_raw", bag_io.image_msg(rng.integers(0, 255, (48, 64, 3), np.uint8), "rgb8", t, "c"), t)
+            if n % 4 == 0:
+                w.write("/camera/labels_gt", bag_io.image_msg(rng.integers(0, 11, (48, 64), np.uint8), "mono8", t, "c"), t)
+            w.write("/padding", bag_io.image_msg(rng.integers(0, 255, (750, 800), np.uint8), "mono8", t, "c"), t)
+    f = _mcap(bag)
+    data = bytearray(f.read_bytes())
+    c = _chunks(bytes(data))[3]
+    data[c + 9 + 24:c + 9 + 28] = b"\x12\x34\x56\x78"  # frames 6 and 7 lost
+    f.write_bytes(bytes(data))
+    rc, out, err = run(capsys, "eval-bag", bag, "--model", random_model, "--out", tmp_path / "r", "--threads", 1,
+                       "--max-frames", 3)
+    assert rc == 0 and "all come before the damage, with their ground truth" in out, (out, err)

@@ -366,6 +366,8 @@ def test_an_including_bringups_params_file_and_namespace(monkeypatch, tmp_path, 
     bringup.write_text("/**/amcl:\n  ros__parameters: {}\n")
     nodes, warnings = run(params_file=str(bringup))
     assert nodes[0].kwargs["parameters"][0] == default and len(warnings) == 1, warnings
+    if launch == "jetson":  # a bringup's own `namespace` is no misspelt namespaced_tf
+        assert run(namespace="robot1")[1] == []
     # a namespace pushed only to group nodes, TF global: namespaced_tf:=false keeps /tf
     nodes, warnings = run(ros_namespace="/robot1", namespaced_tf="false")
     assert nodes[0].kwargs["remappings"] == [] and warnings == []

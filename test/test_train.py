@@ -172,7 +172,8 @@ def test_a_run_folder_is_not_restarted_or_shared(straight, tmp_path, camvid_root
 
 def test_a_model_in_out_without_a_run_is_not_trained_over(straight, tmp_path, camvid_root):
     """--out holding a model (shipped, adapted: NAME.pt and NAME.yaml) but no run (no last.pt, no
-    log.csv) had its weights and card overwritten silently."""
+    log.csv) had its weights and card overwritten silently; with --resume too ("no last.pt yet,
+    starting fresh")."""
     import shutil
     out, best = straight
     folder = tmp_path / "models"
@@ -180,11 +181,13 @@ def test_a_model_in_out_without_a_run_is_not_trained_over(straight, tmp_path, ca
     for f in (best, best.with_suffix(".yaml")):
         shutil.copy(f, folder)
     before = _files_of(folder)
-    with pytest.raises(FileExistsError, match=f"{folder / best.name} exists \\(a model, not a run in this "
-                       "folder\\): choose another --out or --name"):
+    with pytest.raises(FileExistsError, match=f"{folder / best.name} exists \\(a model, and no run in this "
+                       "folder to continue\\): choose another --out or --name"):
         train(TrainConfig(data=str(camvid_root), out=str(folder), **TINY), log=lambda *_: None)
+    with pytest.raises(FileExistsError, match="a model, and no run"):  # --resume would start fresh over it
+        train(TrainConfig(data=str(camvid_root), out=str(folder), **TINY), resume=True, log=lambda *_: None)
     (folder / best.name).unlink()  # the card alone is a model too
-    with pytest.raises(FileExistsError, match="a model, not a run"):
+    with pytest.raises(FileExistsError, match="a model, and no run"):
         train(TrainConfig(data=str(camvid_root), out=str(folder), **TINY), log=lambda *_: None)
     assert _files_of(folder) == {k: v for k, v in before.items() if k != best.name}
 

@@ -174,10 +174,14 @@ def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader, count_corrupt: bool
             reader.notes.append(note)
         damage, harmless = "", True
     n = cfg.max_frames
-    # the frames taken and their ground truth (a frame's often sits in the next chunk) read before the damage
-    intact = min([_intact_frames(reader, image.name, count)]
-                 + ([_intact_frames(reader, gt.name, reader.topics()[gt.name].count or 0)] if gt is not None else []))
-    if (reader.damage or log) and damage and 0 < n <= intact and not reader.unlisted:
+    # The frames taken were read before the damage, and their ground truth from the bag too, which is
+    # recorded after its frame and often sits in the next chunk: either the frame after them was read
+    # (by time; a recording may hold ground truth for every k-th frame only), or one ground truth per
+    # frame taken (counted as the salvage reader read them before the damage, not as the index lists them)
+    frames = _intact_frames(reader, image.name, count)
+    gts = (getattr(reader.salvage, "intact_counts", None) or {}).get(gt.name, 0) if gt is not None else n
+    before = 0 < n <= frames and (gt is None or n < frames or n <= gts)
+    if (reader.damage or log) and damage and before and not reader.unlisted:
         # --max-frames N takes only frames read before the damage: it costs none of them
         note = (f"{damage}; but " + (f"the {n} frames taken (--max-frames {n}) all come" if n > 1 else
                                      "the frame taken (--max-frames 1) comes")

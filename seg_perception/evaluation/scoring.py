@@ -395,7 +395,9 @@ class Scorer:
             self.counts.gt_without_frame += len(self._gt)
             k = self.counts.no_ground_truth
             corrupt = sum(1 for stamp in self._pred if stamp in self.gt_corrupt)  # it was there, unreadable
-            self.gt_corrupt_frames = corrupt
+            # one whose stamp does not read (cut before it, or still compressed) may be any unscored frame's
+            unclaimed = sum(1 for s in self.gt_corrupt if s not in self._pred and s not in self._paired)
+            self.gt_corrupt_frames = corrupt + min(unclaimed, len(self._pred) - corrupt)
             if k and self.counts.scored:  # none scored at all is the command's error instead
                 self.warn_once("no_gt", f"{k} frame{'s have' if k > 1 else ' has'} no ground truth "
                                         f"{'in ' + str(self.gt_folder.folder) if self.gt_folder else 'of the same header stamp'}"

@@ -71,7 +71,7 @@ def tf_remappings(configurations: Mapping[str, str]) -> list:
 # Launch configurations that are not arguments of anyone's misspelling here: launch_ros's own
 # (PushROSNamespace, SetRemap, SetParameter) and the common arguments of Nav2's bringup files, which
 # an including bringup shares with this file (`use_namespace` looked like a misspelt node_namespace)
-FOREIGN_CONFIGURATIONS = {"ros_namespace", "ros_remaps", "global_params", "use_namespace", "autostart",
+FOREIGN_CONFIGURATIONS = {"namespace", "ros_namespace", "ros_remaps", "global_params", "use_namespace", "autostart",
                           "use_composition", "use_respawn", "log_level", "container_name", "slam", "map",
                           "use_localization", "use_intra_process_comms", "use_simulator", "use_robot_state_pub",
                           "use_rviz", "rviz_config_file", "headless", "world", "robot_name", "robot_sdf"}

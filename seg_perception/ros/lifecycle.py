@@ -118,7 +118,8 @@ class ManagedSegmentationNode(SegmentationNode, LifecycleNode):
             if cam.sub is not None:
                 ok = self._step("unsubscribe", lambda: self.destroy_subscription(cam.sub)) and ok
                 cam.sub = None
-            cam.ground = None
+            with cam.publishing:  # a frame being published now goes out before its publishers go
+                cam.ground = None
             if cam._ground is not None:  # (a no-op where deactivate stopped it)
                 ok = self._step("stop the ground outputs", cam._ground.stop) and ok
         self.sub = None

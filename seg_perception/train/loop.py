@@ -706,12 +706,13 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
         raise e.naming("--train-split") from None
     # the kind read, not the flag: --dataset camvid on a CVAT CamVid export of other classes is a folder's
     name = cfg.name or f"{cfg.model}_{train_ds.kind}"
-    if not resume and not any((out / f).is_file() for f in ("last.pt", "log.csv")):
-        # no run here (its own weights would be trained over): a shipped or adapted model is not
+    if not any((out / f).is_file() for f in ("last.pt", "log.csv")):
+        # no run here to continue (--resume would start fresh over it): a shipped or adapted model is not one
         there = [p for p in (out / f"{name}.pt", out / f"{name}.yaml") if p.exists()]
         if there:
-            raise FileExistsError(f"{there[0]} exists (a model, not a run in this folder): choose another --out "
-                                  "or --name")
+            raise FileExistsError(f"{there[0]} exists (a model, and no run in this folder to continue): choose "
+                                  f"another --out or --name (left by a run of yours stopped in its first epoch: "
+                                  f"delete {name}.pt and {name}.yaml, then start again)")
     try:
         val_ds = open_splits(cfg, cfg.val_split) if cfg.validates else None
     except MissingSplit as e:
