@@ -168,6 +168,11 @@ def _train(p: argparse.ArgumentParser):
         from .train.loop import TrainConfig, command_line, train
         if a.model not in list_models():
             raise ValueError(f"unknown model '{a.model}'; valid choices: {', '.join(list_models())}")
+        for short, flag, value, meant in (("--no-bf16", "--precision", a.precision, "fp32"),
+                                          ("--no-channels-last", "--memory-format", a.memory_format, "contiguous")):
+            if getattr(a, short[2:].replace("-", "_")) and value not in ("auto", meant):
+                raise ValueError(f"{short} and {flag} {value} exclude each other ({short} is {flag} {meant}): "
+                                 "give one")
         data = dataset_root(a)
         if a.ignore_index is not None and a.dataset in ("folder", "camvid"):  # a typed id that dataset.yaml
             from .data.datasets import MissingSplit  # contradicts is an error (the config keeps an int)

@@ -317,6 +317,8 @@ def test_bench_camera_refuses_an_empty_frame_size_before_a_node_starts(capsys, m
     (["--distill-temperature", "0"], "--distill-temperature"),
     (["--ohem-thresh", "-1", "--ohem-min-kept", "5", "--loss", "ohem"], "--ohem-thresh"),
     (["--ema-decay", "1.5"], "--ema-decay"),
+    (["--precision", "bf16", "--no-bf16"], "--no-bf16 and --precision bf16 exclude each other"),  # (it ran fp32)
+    (["--memory-format", "channels_last", "--no-channels-last"], "exclude each other"),
     ([], "empty"),  # a dataset folder with no frames: refused when it is read
 ])
 def test_a_refused_training_leaves_no_run_folder(flags, words, tmp_path, capsys):
@@ -393,3 +395,14 @@ def test_output_paths_are_given_on_as_they_were_checked(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     assert output_folder("~/runs/x") == str(tmp_path / "runs" / "x")
     assert output_file("~/m.onnx") == str(tmp_path / "m.onnx")
+
+
+def test_a_ground_truth_file_for_a_folder_is_named_as_such(tmp_path):
+    """eval-bag --gt-dir FILE said 'ground-truth folder FILE not found' of a file that is there."""
+    from seg_perception.evaluation.scoring import GroundTruthFolder
+    f = tmp_path / "labels.png"
+    f.write_bytes(b"")
+    with pytest.raises(ValueError, match="is a file: --gt-dir takes the folder of the label PNGs"):
+        GroundTruthFolder(f, 3)
+    with pytest.raises(ValueError, match="not found"):
+        GroundTruthFolder(tmp_path / "none", 3)

@@ -63,7 +63,8 @@ class GroundTruthFolder:
     def __init__(self, folder: str | Path, frame_count: int):
         folder = Path(folder).expanduser()
         if not folder.is_dir():
-            raise ValueError(f"ground-truth folder {folder} not found")
+            raise ValueError(f"ground-truth folder {folder} " + ("is a file: --gt-dir takes the folder of the "
+                             "label PNGs" if folder.exists() else "not found"))
         files = sorted(folder.glob("*.png"), key=_name_order)
         if not files:
             raise ValueError(f"ground-truth folder {folder} has no .png label images")
