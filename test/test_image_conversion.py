@@ -279,7 +279,7 @@ def test_bayer_through_ros2_jpeg_transport_is_grey_and_said_once(caplog):
     ok, buf = cv2.imencode(".jpg", grey)
     msg = CompressedImage(format="bayer_rggb8; jpeg compressed mono8")
     msg.data = array.array("B", buf.tobytes())
-    ic._warned_grey_bayer = False
+    ic._warned_grey.clear()
     with caplog.at_level("WARNING", logger="seg_perception"):
         arr, layout = compressed_to_array(msg)
         compressed_to_array(msg)
@@ -335,3 +335,39 @@ def test_fill_image_refuses_an_array_that_is_not_its_encoding():
         fill_image(Image(), Header(), np.zeros((5, 7), np.int64), "mono8")
     with pytest.raises(ValueError, match="rgb8 image from a uint8 array of shape"):
         fill_image(Image(), Header(), np.zeros((5, 7), np.uint8), "rgb8")
+
+
+def test_a_jpeg_header_with_stray_bytes_is_still_read_before_decoding():
+    """libjpeg skips stray bytes before a marker (a warning); the header reader gave up on them and the
+    frame was decoded blind, its size checked only after: a 632-byte frame claiming 6000x6000 cost
+    211 MiB. Now its size is read past them, and a JPEG whose size cannot be read is refused
+    without decoding."""
+    ok, buf = cv2.imencode(".jpg", np.zeros((40, 64, 3), np.uint8))
+    raw = bytearray(buf.tobytes())
+    sof = next(i for i in range(2, len(raw) - 1) if raw[i] == 0xFF and raw[i + 1] == 0xC0)
+    raw[sof + 5:sof + 9] = (6000).to_bytes(2, "big") * 2  # height, width
+    stray = bytes(raw[:sof]) + b"\x00" + bytes(raw[sof:])
+    assert encoded_size(np.frombuffer(stray, np.uint8)) == (6000, 6000)
+    msg = CompressedImage(format="jpeg")
+    msg.data = array.array("B", stray)
+    with pytest.raises(ImageError, match="image size 6000x6000 exceeds the max_image_pixels cap"):
+        compressed_to_array(msg, max_pixels=1000)
+    msg.data = array.array("B", bytes(raw[:sof]))  # cut before its frame header
+    with pytest.raises(ImageError, match="cannot be decoded: its header gives no frame size before its data"):
+        compressed_to_array(msg)
+
+
+@pytest.mark.parametrize("enc", ["yuv422", "yuv422_yuy2"])
+def test_a_colour_camera_greyed_by_humbles_jpeg_transport_is_said_once(enc, caplog):
+    """Humble's compressed transport takes yuv422 for no colour and sends 'yuv422; jpeg compressed
+    mono8': the frames were segmented grey without a word (only Bayer's were said)."""
+    import seg_perception.runtime.image_conversion as ic
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(smooth_rgb(), cv2.COLOR_RGB2GRAY))
+    msg = CompressedImage(format=f"{enc}; jpeg compressed mono8")
+    msg.data = array.array("B", buf.tobytes())
+    ic._warned_grey.clear()
+    with caplog.at_level("WARNING", logger="seg_perception"):
+        assert compressed_to_array(msg)[1] == "mono"
+        compressed_to_array(msg)
+    said = [r.getMessage() for r in caplog.records if "as grey" in r.getMessage()]
+    assert len(said) == 1 and "the colour camera's image" in said[0] and "rgb8 or bgr8" in said[0], said

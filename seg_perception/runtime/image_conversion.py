@@ -130,17 +130,19 @@ def _warn_if_low_bits(enc: str, words: np.ndarray) -> None:
                     "with 10- or 12-bit pixels in the low bits should publish 8-bit (or left-aligned) frames")
 
 
-_warned_grey_bayer = False
+_warned_grey: set = set()  # the camera encodings said to arrive grey
 
 
-def _warn_grey_bayer(fmt: str) -> None:
-    """Once: ROS 2's compressed (JPEG) transport turns a Bayer mosaic to mono8 before encoding
-    ("bayer_rggb8; jpeg compressed mono8"), so the frame is segmented without colour."""
-    global _warned_grey_bayer
-    if not _warned_grey_bayer:
-        _warned_grey_bayer = True
-        log.warning(f"compressed frames '{fmt}': the JPEG transport sent the Bayer camera's image as grey, so it is "
-                    "segmented without colour (worse); publish it debayered (image_proc) or use the png transport")
+def _warn_grey(fmt: str, enc: str, bayer: bool) -> None:
+    """Once per camera encoding: ROS 2's compressed (JPEG) transport turns an image it does not take
+    for colour to mono8 before encoding ("bayer_rggb8; jpeg compressed mono8"; Humble's does so
+    for yuv422 too), so the frame is segmented without colour."""
+    if enc not in _warned_grey:
+        _warned_grey.add(enc)
+        kind, fix = (("the Bayer camera's image", "publish it debayered (image_proc) or use the png transport")
+                     if bayer else ("the colour camera's image", "have the camera driver publish rgb8 or bgr8"))
+        log.warning(f"compressed frames '{fmt}': the JPEG transport sent {kind} as grey, so it is segmented "
+                    f"without colour (worse); {fix}")
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -157,11 +159,17 @@ def encoded_size(data: np.ndarray) -> Tuple[int, int] | None:
         return None
     i, end = 2, data.size  # the frame header follows the APPn segments, skipped by their lengths
     while i + 4 <= end:  # marker segments: 0xFF, marker, 2-byte length (which counts itself)
-        if data[i] != 0xFF:
-            return None
+        if data[i] != 0xFF:  # stray bytes before a marker: libjpeg skips them (with a warning), so does this
+            ff = np.flatnonzero(data[i:] == 0xFF)
+            if ff.size == 0:
+                return None
+            i += int(ff[0])
+            continue
         marker = int(data[i + 1])
         if marker == 0xFF:  # fill byte
             i += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD9:  # markers without a length (TEM, RSTn, SOI, EOI)
+            i += 2
         elif marker in _JPEG_SOF:
             if i + 9 > data.size:
                 return None
@@ -194,6 +202,9 @@ def compressed_to_array(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.n
     elif data[:8].tobytes() != _PNG_SIGNATURE and data[:2].tobytes() != b"\xff\xd8":
         # another format OpenCV would decode (BMP, TIFF, WebP) before its size could be checked
         raise ImageError(f"compressed image ({data.size} bytes, format '{msg.format}') is neither JPEG nor PNG")
+    else:  # decoding it blind could allocate gigabytes (a header this cannot read, OpenCV's decoder may)
+        raise ImageError(f"compressed image ({data.size} bytes, format '{msg.format}') cannot be decoded: its "
+                         "header gives no frame size before its data (cut short or damaged)")
     try:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as e:  # e.g. a header OpenCV refuses; its message is several lines
@@ -210,8 +221,10 @@ def compressed_to_array(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.n
         raise ImageError(f"compressed image decodes to {img.dtype}; supported: 8- or 16-bit frames")
     bayer = RAW_ENCODINGS.get(WORD_ENCODINGS.get(enc, enc), (0, ""))[1]
     target = fmt.split("compressed", 1)[1].strip() if "compressed" in fmt else ""
-    if bayer.startswith("bayer") and target.startswith("mono"):
-        _warn_grey_bayer(msg.format)  # ROS 2's JPEG transport greyed the mosaic: no colour to recover
+    channels = RAW_ENCODINGS.get(WORD_ENCODINGS.get(enc, enc), (1, ""))[0]
+    if target.startswith("mono") and (bayer.startswith("bayer") or channels > 1):
+        # ROS 2's JPEG transport greyed a colour camera's frame (a mosaic; Humble's, YUV too): no colour to recover
+        _warn_grey(msg.format, enc, bayer.startswith("bayer"))
     elif bayer.startswith("bayer") and img.ndim == 2:
         if min(img.shape) < 2:
             raise ImageError(f"{enc} image {img.shape[1]}x{img.shape[0]} is smaller than one 2x2 Bayer cell")
