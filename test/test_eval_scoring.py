@@ -214,6 +214,43 @@ def test_colour_ground_truth_in_a_folder_dataset_is_read_by_its_dataset_yaml(tmp
     assert (mine <= ids).all() and mine.sum() == ids.sum() - lost and lost > 0
 
 
+def test_single_channel_ground_truth_is_read_as_its_dataset_yaml_says(tmp_path, random_model):
+    """Masks of a user's own dataset in --gt-dir were read as raw ids whatever its dataset.yaml said,
+    unlike train and evaluate: grey levels that are class colours (a 0/255 road mask) turned every
+    class but the black one into unknown ids, and first_id: 1 masks (0 unlabelled) scored each pixel
+    as the next class (a perfect model about 10 %). Read as the dataset reads them, they score as
+    the ids on the bag's topic."""
+    from seg_perception.card import load_card
+    card = load_card(random_model)
+    bag = small_bag(tmp_path / "b", 3)
+    gt = [np.frombuffer(m.data, np.uint8).reshape(m.height, m.width) for _, m in read_all(bag)["/camera/labels_gt"]]
+    stamps = [stamp(m) for _, m in read_all(bag)["/camera/labels_gt"]]
+    ref, _, _ = evaluate(EvalConfig(bag=bag, model=str(random_model), progress=False), "offline", tmp_path / "a")
+    n, ignore = len(card.class_names), card.ignore_index
+    greys = {"grey": [20 * (i + 1) for i in range(n)], "first_id": None}
+    for case, levels in greys.items():
+        root = tmp_path / case
+        gt_dir = root / "val" / "labels"
+        gt_dir.mkdir(parents=True)
+        if levels:  # each class's colour a grey level, unlabelled black
+            classes = "\n".join(f"  - {{name: {c}, color: {[g] * 3}}}" for c, g in zip(card.class_names, levels))
+            extra = "ignore_color: [0, 0, 0]\n"
+            lut = np.zeros(256, np.uint8)
+            lut[:n] = levels
+        else:  # classes 1..n, 0 unlabelled
+            classes = "\n".join(f"  - {c}" for c in card.class_names)
+            extra = "first_id: 1\n"
+            lut = np.zeros(256, np.uint8)
+            lut[:n] = np.arange(1, n + 1)
+        (root / "dataset.yaml").write_text(f"classes:\n{classes}\nignore_index: {ignore}\n{extra}")
+        for ids, t in zip(gt, stamps):
+            cv2.imwrite(str(gt_dir / f"{t}.png"), lut[ids])
+        res, _, code = evaluate(EvalConfig(bag=bag, model=str(random_model), gt_dir=gt_dir, progress=False),
+                                "offline", tmp_path / f"r_{case}")
+        assert code == 0 and res.counts.scored == 3, (case, res.notes)
+        np.testing.assert_array_equal(res.confusion.mat, ref.confusion.mat, err_msg=case)
+
+
 def test_a_rejected_frame_leaves_its_stamp_to_a_good_one(tmp_path, random_model):
     """Offline, a frame the pipeline rejected (an encoding it cannot read) claimed its header stamp:
     a good frame of the same stamp after it was counted as a repeated stamp and not scored, and its

@@ -537,6 +537,18 @@ def _first_id_map(doc: dict, path: Path, table: ClassTable, colors: LabelColors,
     return shifted.astype(np.uint8)
 
 
+def label_reading(root: str | Path) -> Optional[Tuple[ClassTable, LabelColors, Optional[np.ndarray]]]:
+    """How a folder dataset with ``<root>/dataset.yaml`` reads its labels: the class table, the label
+    colours and the lookup table from a mask's values to class ids (first_id: 1; None: values are
+    ids). None without the file. For label files read outside training (eval-bag's --gt-dir)."""
+    found = describe(root)
+    if found is None:
+        return None
+    table, colors = found
+    path = description_file(root)
+    return table, colors, _first_id_map(_load_description(path), path, table, colors, None)
+
+
 def description_file(root: str | Path) -> Path:
     """dataset.yaml of a folder dataset (or dataset.yml, the other usual spelling)."""
     path = Path(root) / DESCRIPTION_FILE

@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+import numpy as np
+
 from ..card import CardError, ModelCard, load_card
 from ..data import bag_io
 from ..data.classes import CAMVID
-from ..data.datasets import DatasetError, default_camvid_root, describe
+from ..data.datasets import DatasetError, default_camvid_root, label_reading
 from ..data.label_images import LabelColors
 from ..paths import DEFAULT_MODEL, resolve_model
 from .config import EvalConfig, EvalError
@@ -223,19 +225,22 @@ def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader, count_corrupt: bool
                   corrupt=sum(bad[:total]), lost_where=where, unknown_why=unknown_why, harmless=harmless)
 
 
-def dataset_label_colors(folder: Path, card: ModelCard) -> Optional[LabelColors]:
-    """The label colours of the dataset.yaml a --gt-dir folder belongs to (the folder, or a folder
-    dataset's <root>/<split>/labels), where it lists the model's classes: every colour of a class and
-    the ignore colours, which the card (one colour per class) lacks. None: no such file."""
+def dataset_label_reading(folder: Path, card: ModelCard) -> Optional[Tuple[LabelColors, Optional[np.ndarray]]]:
+    """How training read the labels of the dataset a --gt-dir folder belongs to (the folder, or a
+    folder dataset's <root>/<split>/labels), where its dataset.yaml lists the model's classes: its
+    label colours where it gives every class one (every colour of a class and the ignore colours,
+    which the card's one colour per class lacks; grey levels that are class colours, as 0/255 masks)
+    and its first_id lookup table. None: no such file, or one that does not read (then as the
+    card's: ids as they are, colour images by the card's colours)."""
     for root in (folder, folder.parent, folder.parent.parent):
         try:
-            found = describe(root)
+            found = label_reading(root)
         except (DatasetError, OSError, ValueError):  # (ValueError: a file that is not UTF-8 text too)
             return None  # unreadable: the card's colours (train would have said what is wrong)
         if found is not None:
-            table, colors = found
+            table, colors, lut = found
             same = tuple(table.names) == tuple(card.class_names) and table.ignore_index == card.ignore_index
-            return colors if same and colors.complete else None
+            return (colors if colors.complete else None, lut) if same else None
     return None
 
 
@@ -244,7 +249,8 @@ def check_ground_truth_classes(inp: Inputs, reader: bag_io.BagReader, card: Mode
     scored by a model of those classes: ids of another table give a meaningless mIoU. The model
     known, a --gt-dir folder reads colour-coded label PNGs by its dataset's colours, else the card's."""
     if inp.gt_folder is not None:
-        inp.gt_folder.colors = dataset_label_colors(inp.gt_folder.folder, card) or card_label_colors(card)
+        inp.gt_folder.colors = card_label_colors(card)
+        inp.gt_folder.dataset_reading = dataset_label_reading(inp.gt_folder.folder, card)
     stated = reader.custom_data.get(bag_io.GT_CLASSES_KEY)
     if inp.gt is None or not stated:
         return

@@ -87,24 +87,27 @@ class GroundTruthFolder:
             self.by_stamp = {}
             self.by_order = files
         self.mode = "stamp" if self.by_stamp else "order"
-        # the model card's class colours, for colour-coded (RGB) label PNGs: set once the card is known
-        # (common.check_ground_truth_classes); eval-bag reads no dataset.yaml
+        # the model card's class colours, for colour-coded (RGB) label PNGs, and how the folder's own
+        # dataset.yaml reads labels (its colours where complete, its first_id table): set once the
+        # card is known (common.check_ground_truth_classes)
         self.colors: Optional[LabelColors] = None
+        self.dataset_reading: Optional[Tuple[Optional[LabelColors], Optional[np.ndarray]]] = None
 
     def lookup(self, stamp: int, index: int) -> Optional[np.ndarray]:
         path = self.by_stamp.get(stamp) if self.mode == "stamp" else (
             self.by_order[index] if 0 <= index < len(self.by_order) else None)
         if path is None:
             return None
+        own_colors, lut = self.dataset_reading or (None, None)
         try:  # read_label keeps a palette PNG's indices (OpenCV would expand them to colours)
-            lab = read_label(path)
+            lab = read_label(path, own_colors)  # as training read the dataset's labels, where it has a dataset.yaml
         except ColourLabelError as e:
             if self.colors is None:
                 raise ImageError(str(e)) from None
             # Only a colour image is read by the card's colours: they may be display colours alone (a
             # dataset of ids with labels: ids, or no colours given), so id and palette PNGs stay ids.
             try:
-                lab = read_label(path, self.colors)
+                lab, lut = read_label(path, self.colors), None  # ids by colour: no first_id shift
             except LabelError as e:
                 raise ImageError(f"{e} (colour-coded ground truth is read with the model card's class colours, "
                                  "one per class; a colour no class has, an unlabelled colour too, cannot be "
@@ -115,7 +118,7 @@ class GroundTruthFolder:
             channels = 1 if lab.ndim == 2 else lab.shape[2]
             raise ImageError(f"ground truth {path} is {lab.dtype} in {channels} channel(s); expected 8-bit class ids "
                              "in one: save it as a single-channel 8-bit or palette PNG of class ids")
-        return lab
+        return lut[lab] if lut is not None else lab
 
 
 def card_label_colors(card) -> LabelColors:
