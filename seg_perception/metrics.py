@@ -120,3 +120,15 @@ def percentiles(values: List[float], qs=(50, 95)) -> Dict[str, float | None]:
     out["max"] = round(float(arr.max()), 2)
     out["mean"] = round(float(arr.mean()), 2)
     return out
+
+
+def no_nan(v):
+    """null for a figure that has no value (a mIoU of frames whose ground truth is all ignore):
+    NaN is not JSON, and strict readers (jq, browsers) refuse the whole file."""
+    if isinstance(v, (float, np.floating)) and v != v:
+        return None
+    if isinstance(v, dict):
+        return {k: no_nan(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [no_nan(x) for x in v]
+    return v

@@ -268,3 +268,85 @@ def test_a_rejected_frame_leaves_its_stamp_to_a_good_one(tmp_path, random_model)
     c = res.counts
     assert c.rejected == 1 and c.frames_out == 1 and c.scored == 1, c
     assert c.duplicate_stamps == 0 and c.gt_without_frame == 0, c
+
+
+def test_stamps_in_seconds_with_a_fraction_pair_in_time_order(tmp_path):
+    """Label PNGs named by a time in seconds (f"{stamp:.6g}.png" and the like: fractions of several
+    widths) were ordered by the fraction's digits as a whole number, .2 .5 .25 .75, so in order mode
+    ground truth went to the wrong frames. Frame numbers still compare as numbers."""
+    from seg_perception.evaluation.scoring import GroundTruthFolder
+    names = ["1700000000.75", "1700000000.2", "1700000000.5", "1700000000.25"]
+    for n in names:
+        cv2.imwrite(str(tmp_path / f"{n}.png"), np.zeros((2, 2), np.uint8))
+    folder = GroundTruthFolder(tmp_path, 4)
+    assert folder.mode == "order"
+    assert [p.stem for p in folder.by_order] == ["1700000000.2", "1700000000.25", "1700000000.5", "1700000000.75"]
+    other = tmp_path / "frames"
+    other.mkdir()
+    for n in ("frame_10", "frame_2", "seq1.10", "seq1.9"):
+        cv2.imwrite(str(other / f"{n}.png"), np.zeros((2, 2), np.uint8))
+    assert [p.stem for p in GroundTruthFolder(other, 4).by_order] == ["frame_2", "frame_10", "seq1.9", "seq1.10"]
+
+
+def test_offline_timing_runs_the_graph_the_node_runs(tmp_path, random_model):
+    """eval-bag offline and evaluate timed the model with its confidence output (max, exp and sum
+    over the logits, about a tenth of a small net on a CPU), which the node skips unless it
+    publishes confidence: their latency and FPS read worse than the node's."""
+    from seg_perception.evaluation import split_accuracy
+    from seg_perception.evaluation.offline import make_pipeline
+    from seg_perception.card import load_card
+    pipe = make_pipeline(EvalConfig(bag=tmp_path, model=str(random_model), backend="onnxruntime"),
+                         load_card(random_model))
+    assert [o.name for o in pipe.backend.session.get_outputs()] == ["labels"]
+    seen = {}
+    real = split_accuracy.Pipeline.from_card
+
+    def spy(*a, **kw):
+        seen.update(kw)
+        return real(*a, **kw)
+    split_accuracy.Pipeline.from_card = spy
+    try:
+        frames = tmp_path / "d"
+        for split in ("val",):
+            for sub in ("images", "labels"):
+                (frames / split / sub).mkdir(parents=True)
+            cv2.imwrite(str(frames / split / "images" / "a.png"), np.zeros((36, 48, 3), np.uint8))
+            cv2.imwrite(str(frames / split / "labels" / "a.png"), np.zeros((36, 48), np.uint8))
+        card = load_card(random_model)
+        (frames / "dataset.yaml").write_text("classes: [" + ", ".join(card.class_names) + "]\n"
+                                             f"ignore_index: {card.ignore_index}\n")
+        res = split_accuracy.evaluate(random_model, str(frames), dataset="folder", split="val")
+    finally:
+        split_accuracy.Pipeline.from_card = real
+    assert seen.get("confidence") is False and res["frames"] == 1
+
+
+def test_the_live_report_prints_the_node_capacity_it_points_to(tmp_path):
+    """report.md's live text says the node's capacity is 'its processing_ms below', but the stage
+    medians (processing_ms among them) were dropped, and 'stages None' was printed as a counter."""
+    from seg_perception.evaluation.report import write_report
+    from seg_perception.evaluation.scoring import EvalResult
+    base = dict(mode="live", bag="b", image_topic="/camera/image_raw", image_type="sensor_msgs/msg/Image",
+                gt_source=None, model={"name": "m", "backend": "onnxruntime"}, class_names=["a", "b"],
+                palette=np.zeros((2, 3), np.uint8), drivable_classes=[], counts=Counts(frames_in=2, frames_out=2),
+                latencies_ms=[10.0, 12.0], fps=5.0, wall_s=1.0)
+    node = {"received": 2, "inference_ms": 8.0, "stages": {"inference_ms": 8.0, "processing_ms": 11.5}}
+    write_report(EvalResult(**base, node=node), tmp_path / "a")
+    text = (tmp_path / "a" / "report.md").read_text()
+    assert "processing_ms 11.5" in text and text.count("inference_ms") == 1, text
+    write_report(EvalResult(**base, node={"received": 2, "stages": None}), tmp_path / "b")
+    text = (tmp_path / "b" / "report.md").read_text()
+    assert "stages" not in text and "received 2" in text, text
+
+
+def test_evaluate_json_has_null_not_nan(tmp_path):
+    """evaluate --json of frames whose labels are all ignore wrote NaN for the mIoU, which is no
+    JSON (jq and browsers refuse the whole file); eval-bag's metrics.json said null already."""
+    from seg_perception.evaluation.split_accuracy import write_json
+
+    def refuse(name):
+        raise ValueError(f"{name} in the file")
+    write_json({"miou": float("nan"), "per_class_iou": {"a": np.float32("nan"), "b": np.float32(1.5)}},
+               tmp_path / "r.json")
+    got = json.loads((tmp_path / "r.json").read_text(), parse_constant=refuse)
+    assert got == {"miou": None, "per_class_iou": {"a": None, "b": 1.5}}

@@ -94,3 +94,9 @@ def test_predictions_past_the_table_are_wrong_not_the_last_class():
     other = ConfusionMatrix(3)
     other.merge(cm)
     assert list(other.pred_unknown) == [0, 0, 2]
+
+
+def test_fps_is_one_over_the_mean_not_over_the_rounded_mean():
+    from seg_perception.timing import latency_stats
+    s = latency_stats([1.235, 1.237])  # mean 1.236: 809.1 FPS; the rounded mean 1.24 would give 806.5
+    assert s["mean"] == 1.24 and s["fps"] == 809.1, s

@@ -336,6 +336,7 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
     base = _counters(client.last_diag()[1])
     published: Dict[int, Published] = {}
     sample_rgb: Dict[int, object] = {}
+    sample_msgs: Dict[int, object] = {}  # the report's sample frames, as played
     bar = Progress(inp.total, "live", cfg.progress)
     t_first_pub = None
     t0_bag = prev_t = None
@@ -382,16 +383,18 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
             published[stamp] = Published(t_pub, index, m.t_ns, skipped,
                                          frame_size(m.msg) if scorer.with_gt else None)
             if index in scorer.sample_indices:
-                try:
-                    sample_rgb[stamp] = to_rgb(*decode_frame(m))
-                except ValueError:
-                    pass  # the node will reject it too; no side-by-side for it
+                sample_msgs[stamp] = m  # decoded after playback: not CPU taken from the node mid-run
     except bag_io.BagError as e:
         read_error = str(e)
     finally:
         bar.close()
     t_last_pub = time.perf_counter()
     diag, drained = _drain(client, cfg, len(published), t_last_pub)
+    for stamp, m in sample_msgs.items():
+        try:
+            sample_rgb[stamp] = to_rgb(*decode_frame(m))
+        except ValueError:
+            pass  # the node rejected it too; no side-by-side for it
     node_delta = {k.replace("frames_", ""): v - base[k] for k, v in _counters(diag).items()} if diag else None
     if node_delta is not None:
         # The node's own medians over its last 100 frames: receive -> publish, and inference alone.

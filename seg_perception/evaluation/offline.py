@@ -20,8 +20,9 @@ from .scoring import Counts, EvalResult, Scorer, add_gt_message, admit_frame, de
 
 def make_pipeline(cfg: EvalConfig, card) -> Pipeline:
     try:
+        # labels alone, as the node runs the model unless it publishes confidence: its latency, not more
         pipe = Pipeline.from_card(card.path, backend=cfg.backend, precision=cfg.precision, onnx=cfg.onnx,
-                                  threads=cfg.threads)
+                                  threads=cfg.threads, confidence=False)
     except (ValueError, FileNotFoundError, CardError, BackendError) as e:
         raise EvalError(str(e)) from None
     pipe.backend.warmup()

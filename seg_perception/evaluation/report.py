@@ -8,7 +8,7 @@ from typing import Dict, List
 import cv2
 import numpy as np
 
-from ..metrics import percentiles
+from ..metrics import no_nan, percentiles
 from ..runtime.legend import draw_legend
 from .scoring import EvalResult
 
@@ -27,18 +27,6 @@ def _plt():
     return plt
 
 
-def _no_nan(v):
-    """null for a figure that has no value (a mIoU of frames whose ground truth is all ignore):
-    NaN is not JSON, and strict readers (jq, browsers) refuse the whole file."""
-    if isinstance(v, float) and v != v:
-        return None
-    if isinstance(v, dict):
-        return {k: _no_nan(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_no_nan(x) for x in v]
-    return v
-
-
 def write_report(result: EvalResult, out_dir: str | Path, title: str = "Bag evaluation") -> Dict[str, Path]:
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
@@ -51,7 +39,7 @@ def write_report(result: EvalResult, out_dir: str | Path, title: str = "Bag eval
     metrics = result.metrics()
     files: Dict[str, Path] = {}
     files["metrics"] = out / METRICS
-    files["metrics"].write_text(json.dumps(_no_nan(metrics), indent=2) + "\n")
+    files["metrics"].write_text(json.dumps(no_nan(metrics), indent=2) + "\n")
     plt = _plt()
     if result.latencies_ms:
         files["latency"] = _latency_hist(plt, result, out / LATENCY)
@@ -203,8 +191,10 @@ def _markdown(result: EvalResult, m: Dict, files: Dict[str, Path], out: Path, ti
                          f"{pb['played_s']:.2f} s (real-time factor "
                          + (f"{pb['realtime_factor']:.2f}" if pb["realtime_factor"] else "n/a") + ").")
         if result.node:
-            items = [(k, v) for k, v in result.node.items() if not isinstance(v, dict)]
-            medians = ", ".join(f"{k} {v}" for k, v in items if k.endswith("_ms"))
+            items = [(k, v) for k, v in result.node.items() if k != "stages" and not isinstance(v, dict)]
+            # the stages' medians too: processing_ms is the node's capacity the text above points to
+            stages = [(k, v) for k, v in (result.node.get("stages") or {}).items() if k not in dict(items)]
+            medians = ", ".join(f"{k} {v}" for k, v in items + stages if k.endswith("_ms"))
             lines.append("Node counters over the run: " + ", ".join(f"{k} {v}" for k, v in items if not k.endswith("_ms"))
                          + "." + (f" The node's medians over its last 100 frames: {medians}." if medians else ""))
     else:
@@ -223,7 +213,9 @@ def _markdown(result: EvalResult, m: Dict, files: Dict[str, Path], out: Path, ti
                          if seg.get("classes_absent") else ""),
                       f"- drivable area ({', '.join(drv['classes'])}): IoU {_fmt(drv.get('iou'), '%')}, "
                       f"precision {_fmt(drv.get('precision'), '%')}, recall {_fmt(drv.get('recall'), '%')}"
-                      if drv["classes"] else "- drivable area: none (the model card names no drivable class)"]
+                      if drv["classes"] else "- drivable area: none (" + (
+                          "the node's drivable_classes parameter names none" if result.mode == "live"
+                          else "the model card names no drivable class") + ")"]
             if result.trained_on_gt:
                 lines.append(f"- **Not held out:** {result.trained_on_gt}")
             lines += ["",

@@ -7,6 +7,7 @@ All numbers come from seg_perception.metrics (the same code training uses).
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -47,8 +48,9 @@ def frame_size(msg) -> Optional[Tuple[int, int]]:
 
 # --------------------------------------------------------------------- ground truth folder
 def _name_order(path: Path) -> list:
-    """frame_2.png before frame_10.png: the numbers in a name compare as numbers."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.stem)]
+    """frame_2.png before frame_10.png: the numbers in a name compare as numbers, and a time in
+    seconds with a fraction (1700000000.25.png) as a decimal: .2, .25, .5, not .2, .5, .25."""
+    return [Decimal(t) if t[:1].isdigit() else t for t in re.split(r"(\d{9,}\.\d+|\d+)", path.stem)]
 
 
 class GroundTruthFolder:

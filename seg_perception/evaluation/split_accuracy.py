@@ -14,7 +14,7 @@ import numpy as np
 
 from ..card import ModelCard
 from ..data.datasets import SegmentationDataset, open_dataset
-from ..metrics import ConfusionMatrix, percentiles
+from ..metrics import ConfusionMatrix, no_nan, percentiles
 from ..runtime.pipeline import Pipeline
 from .common import held_in, held_out_reference, trained_splits
 
@@ -28,7 +28,8 @@ def evaluate(card_path: str | Path | ModelCard, data: "str | SegmentationDataset
     label image's size either way. ``root``: the dataset folder (--data) of a ``data`` opened
     already, to tell whether the card's run trained on these frames (not said without it)."""
     pipe = Pipeline.from_card(card_path, backend=backend, precision=precision, weights=weights, onnx=onnx,
-                              threads=threads, width=width or None, height=height or None)
+                              threads=threads, width=width or None, height=height or None,
+                              confidence=False)  # labels alone, as the node runs it: its inference time
     # ``data``: a dataset root, or a dataset the command line opened already (cli.open_from_args)
     ds = data if isinstance(data, SegmentationDataset) else open_dataset(dataset, data, split, **dataset_kw)
     pipe.card.check_classes(list(ds.table.names), f"{dataset} {split}",
@@ -106,4 +107,6 @@ def format_sizes(results: list) -> str:
 
 def write_json(res: dict, path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)  # (--json was checked to be writable so)
-    Path(path).write_text(json.dumps(res, indent=1, default=lambda o: float(o) if isinstance(o, np.floating) else str(o)))
+    # null, not NaN, for the mIoU of frames whose labels are all ignore: NaN is no JSON (jq refuses the file)
+    Path(path).write_text(json.dumps(no_nan(res), indent=1,
+                                     default=lambda o: float(o) if isinstance(o, np.floating) else str(o)))
