@@ -919,6 +919,37 @@ def test_id_masks_with_a_white_class_read_two_ways_stop_training(tmp_path, capsy
     ds.check_label_reading()
 
 
+@needs_torch
+def test_id_masks_read_two_ways_across_splits_stop_training_and_packing(tmp_path, capsys):
+    """The same masks (ids 0 and 1, 255 unlabelled; dataset.yaml's colours black and white) with
+    lane in every train frame and in no val frame: train read as ids, val's 0/255 frames as colours,
+    and each split alone was not mixed, so val's unlabelled strip was scored as lane (and pack-dataset
+    wrote it as lane under labels: ids). Both now stop with the two-ways error."""
+    from seg_perception.data.pack import pack_dataset
+    yaml_text = "classes:\n  - {name: background, color: [0, 0, 0]}\n  - {name: lane, color: [255, 255, 255]}\n"
+    root = tmp_path / "ids"
+    for split, lane in (("train", True), ("val", False)):
+        for sub in ("images", "labels"):
+            (root / split / sub).mkdir(parents=True)
+        for n in ("a", "b"):
+            cv2.imwrite(str(root / split / "images" / f"{n}.jpg"), np.full((24, 32, 3), 90, np.uint8))
+            lab = np.zeros((24, 32), np.uint8)
+            lab[:4] = 255  # unlabelled
+            if lane:
+                lab[12:, 10:20] = 1
+            cv2.imwrite(str(root / split / "labels" / f"{n}.png"), lab)
+    (root / "dataset.yaml").write_text(yaml_text)
+    run = ["train", "--model", "essnet_d", "--dataset", "folder", "--data", str(root), "--keep", "last",
+           "--epochs", "1", "--width", "32", "--height", "24", "--batch-size", "2", "--threads", "1",
+           "--precision", "fp32", "--out", str(tmp_path / "run")]
+    assert main(run) != 0
+    err = capsys.readouterr().err
+    assert "single-channel labels read two ways: 2 by their grey levels as" in err and "2 as class ids" in err, err
+    with pytest.raises(DatasetError, match="single-channel labels read two ways"):
+        pack_dataset("folder", root, ["train", "val"], tmp_path / "packed")
+    assert not (tmp_path / "packed" / "dataset.yaml").exists()
+
+
 def test_grey_colour_masks_with_a_colour_missing_from_the_list_name_that_colour(tmp_path):
     """dataset.yaml's class colours all grey (CamVid's Sky is 128, 128, 128) and the masks using one grey
     it does not list: the mask was read as ids saved as grey RGB, and the error advised --ignore-index 70

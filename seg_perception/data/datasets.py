@@ -184,6 +184,17 @@ class SegmentationDataset:
         return img, lab
 
 
+def share_label_reading(*datasets: Optional[SegmentationDataset]) -> None:
+    """Splits of one dataset (the same dataset.yaml) note their masks' readings in one place: a val
+    split whose frames lack the white class reads 0/255 masks as colours while train, which has its
+    id, reads them as ids; checked one split at a time, neither was mixed and val's unlabelled pixels
+    were scored as that class. Call before the first label is read."""
+    first: Dict[str, LabelColors] = {}
+    for ds in datasets:
+        if ds is not None and ds.label_colors is not None:
+            ds.label_colors = first.setdefault(ds.label_colors.source, ds.label_colors)
+
+
 def _hidden(path: Path) -> bool:
     """A file no one put there as data: macOS's ._NAME resource forks, .DS_Store, editors' dot files."""
     return path.name.startswith(".")

@@ -14,7 +14,7 @@ from typing import Callable, Dict, Sequence
 
 import cv2
 
-from .datasets import DatasetError, MissingSplit, open_dataset, write_description
+from .datasets import DatasetError, MissingSplit, open_dataset, share_label_reading, write_description
 
 
 def pack_dataset(kind: str, root: str | Path, splits: Sequence[str], out: str | Path, quality: int = 95,
@@ -38,6 +38,7 @@ def pack_dataset(kind: str, root: str | Path, splits: Sequence[str], out: str | 
             opened[split] = open_dataset(kind, root, split, **dataset_kw)
         except MissingSplit as e:
             raise e.naming("--splits") from None
+    share_label_reading(*opened.values())
     counts, table, said = {}, None, set()
     for split, ds in opened.items():
         table = ds.table
@@ -62,6 +63,7 @@ def pack_dataset(kind: str, root: str | Path, splits: Sequence[str], out: str | 
                 raise DatasetError(f"cannot write {img_dir / f'{stem}.jpg'}")
             if not cv2.imwrite(str(lab_dir / f"{stem}.png"), lab):
                 raise DatasetError(f"cannot write {lab_dir / f'{stem}.png'}")
+        ds.check_label_reading()  # not ids written from masks read two ways (labels: ids would hide it)
         counts[split] = len(ds)
     write_description(out, table, labels="ids")  # the labels written are ids, whatever the colours
     return counts

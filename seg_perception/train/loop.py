@@ -43,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..card import SETTING_BEFORE_RECORDED, WEIGHTS_HASH, card_for_table, check_model_name, load_card, weights_mismatch
-from ..data.datasets import MissingSplit, SegmentationDataset, open_dataset
+from ..data.datasets import MissingSplit, SegmentationDataset, open_dataset, share_label_reading
 from ..data.transforms import LABEL_RESIZE, EvalResize, TrainAugment
 from ..files import sha256
 from ..metrics import ConfusionMatrix
@@ -717,6 +717,7 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
         val_ds = open_splits(cfg, cfg.val_split) if cfg.validates else None
     except MissingSplit as e:
         raise e.naming("--val-split (or train without validation: --val-split none)") from None
+    share_label_reading(train_ds, val_ds)  # masks read two ways across the splits are caught too
     if cfg.max_train_images:
         train_ds.pairs = train_ds.pairs[: cfg.max_train_images]
     if val_ds is not None and cfg.max_val_images:
