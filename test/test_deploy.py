@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import hashlib
 import json
 import logging
 import os
@@ -430,6 +431,11 @@ def fp32_onnx(quantized, tmp_path):
     return dst
 
 
+def _name(onnx_path, rest):
+    """A cached engine's file name: the ONNX stem, its sha256's first 12 hex digits, then ``rest``."""
+    return f"{Path(onnx_path).stem}.{sha256(onnx_path)[:12]}.{rest}"
+
+
 def _ensure(onnx_path, cache, builder, rebuild=True, env=ENV, precision="fp32", shape=SHAPE,
             outputs=eng.ALL_OUTPUTS):
     return eng.ensure_engine(onnx_path, precision, shape, cache_dir=cache, rebuild=rebuild, env=dict(env),
@@ -439,7 +445,7 @@ def _ensure(onnx_path, cache, builder, rebuild=True, env=ENV, precision="fp32", 
 def test_engine_is_built_once_with_a_sidecar(fp32_onnx, tmp_path):
     cache, builder = tmp_path / "cache", StandInBuilder()
     path, decision = _ensure(fp32_onnx, cache, builder)
-    assert decision.action == "build" and path == cache / f"model.fp32.{W}x{H}.b1.engine"
+    assert decision.action == "build" and path == cache / _name(fp32_onnx, f"fp32.{W}x{H}.b1.engine")
     assert builder.calls == [("model.onnx", "fp32", SHAPE, 256, "tc.cache")]
     side = json.loads(eng.sidecar_path(path).read_text())
     assert {k: side[k] for k in eng.SIDECAR_FIELDS} == {
@@ -567,14 +573,14 @@ def test_changed_onnx_or_environment_rebuilds(fp32_onnx, tmp_path, quantized):
     assert _ensure(fp32_onnx, cache, builder, env=thor)[1].field == "gpu_name"
     # another size (or batch) is another engine, beside the first: neither rebuilds the other
     other, decision = _ensure(fp32_onnx, cache, builder, env=thor, shape=(2, 64, 64, 3))
-    assert decision.action == "build" and other.name == "model.fp32.64x64.b2.engine"
+    assert decision.action == "build" and other.name == _name(fp32_onnx, "fp32.64x64.b2.engine")
     assert _ensure(fp32_onnx, cache, builder, env=thor)[1].action == "reuse"
     assert _ensure(fp32_onnx, cache, builder, env=thor, shape=(2, 64, 64, 3))[1].action == "reuse"
     m = onnx.load(str(fp32_onnx))
-    m.doc_string = "re-exported"  # any change of the file's bytes
+    m.doc_string = "re-exported"  # any change of the file's bytes: another engine
     onnx.save(m, str(fp32_onnx))
-    assert _ensure(fp32_onnx, cache, builder, env=thor, shape=(2, 64, 64, 3))[1].field == "onnx_sha256"
-    assert len(builder.calls) == 4
+    path, decision = _ensure(fp32_onnx, cache, builder, env=thor, shape=(2, 64, 64, 3))
+    assert decision.action == "build" and path != other and len(builder.calls) == 4
 
 
 def test_labels_only_engine_is_its_own_cache_entry(fp32_onnx, tmp_path):
@@ -583,7 +589,8 @@ def test_labels_only_engine_is_its_own_cache_entry(fp32_onnx, tmp_path):
     cache, builder = tmp_path / "cache", StandInBuilder()
     full, _ = _ensure(fp32_onnx, cache, builder)
     path, decision = _ensure(fp32_onnx, cache, builder, outputs=("labels",))
-    assert decision.action == "build" and path == cache / f"model.fp32.{W}x{H}.b1.labels.engine" and path != full
+    assert decision.action == "build" and path == cache / _name(fp32_onnx, f"fp32.{W}x{H}.b1.labels.engine")
+    assert path != full
     assert builder.outputs == ("labels",)
     assert json.loads(eng.sidecar_path(path).read_text())["outputs"] == ["labels"]
     assert _ensure(fp32_onnx, cache, builder, outputs=("labels",))[1].action == "reuse"
@@ -601,7 +608,7 @@ def test_labels_only_node_that_may_not_build_runs_the_full_engine(fp32_onnx, tmp
     assert len(builder.calls) == 1
     # with rebuild on, the labels-only engine is built
     path, decision = _ensure(fp32_onnx, cache, builder, outputs=("labels",))
-    assert decision.action == "build" and path.name == f"model.fp32.{W}x{H}.b1.labels.engine"
+    assert decision.action == "build" and path.name == _name(fp32_onnx, f"fp32.{W}x{H}.b1.labels.engine")
 
 
 def test_sidecar_from_before_outputs_existed_stands_for_both(fp32_onnx, tmp_path):
@@ -632,7 +639,7 @@ def test_precision_must_match_the_onnx(fp32_onnx, quantized, tmp_path):
     with pytest.raises(ValueError, match="build it with --precision int8"):
         _ensure(res.path, tmp_path, StandInBuilder(), precision="fp16")
     path, _ = _ensure(res.path, tmp_path, StandInBuilder(), precision="int8")
-    assert path.name == f"q_int8.int8.{W}x{H}.b1.engine"
+    assert path.name == _name(res.path, f"int8.{W}x{H}.b1.engine")
 
 
 def test_decide_is_pure():
@@ -670,6 +677,79 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     assert eng.default_cache_dir() == tmp_path / "c" / "engines"
     monkeypatch.setenv("SEG_PERCEPTION_ENGINE_CACHE", str(tmp_path / "e"))
     assert eng.default_cache_dir() == tmp_path / "e"
+
+
+def test_two_onnx_files_of_one_name_keep_their_own_engines(fp32_onnx, tmp_path):
+    """A run's export named like the shipped model (runs/e/rdsnet_camvid.onnx) had the same engine
+    file: each alternation rebuilt it (minutes on a Jetson), and rebuild_engine false refused."""
+    other = tmp_path / "export" / fp32_onnx.name
+    other.parent.mkdir()
+    m = onnx.load(str(fp32_onnx))
+    m.doc_string = "another export"
+    onnx.save(m, str(other))
+    cache, builder = tmp_path / "cache", StandInBuilder()
+    first, _ = _ensure(fp32_onnx, cache, builder)
+    second, _ = _ensure(other, cache, builder)
+    assert first != second and second.name == _name(other, f"fp32.{W}x{H}.b1.engine")
+    for onnx_path, path in ((fp32_onnx, first), (other, second), (fp32_onnx, first)):
+        assert _ensure(onnx_path, cache, builder, rebuild=False) == (path, _ensure(onnx_path, cache, builder)[1])
+    assert len(builder.calls) == 2
+    # build-engine --force names the engine from the ONNX file alone
+    assert eng.engine_path(cache, other, "fp32", SHAPE) == second
+
+
+@pytest.mark.parametrize("damage", [b"", b"engine fp32 X"])  # a write cut by a power loss; another build's file
+def test_an_engine_file_other_than_its_sidecar_records_is_stale(fp32_onnx, tmp_path, damage):
+    cache, builder = tmp_path / "cache", StandInBuilder()
+    path, _ = _ensure(fp32_onnx, cache, builder)
+    path.write_bytes(damage)
+    with pytest.raises(eng.EngineCacheError, match="not the one its sidecar records .*rebuild_engine is false"):
+        _ensure(fp32_onnx, cache, builder, rebuild=False)
+    _, decision = _ensure(fp32_onnx, cache, builder)
+    assert decision.action == "build" and decision.field == "engine_sha256" and path.read_bytes() == b"engine fp32 2"
+    side = json.loads(eng.sidecar_path(path).read_text())
+    assert (side["engine_sha256"], side["engine_size"]) == (sha256(path), len(b"engine fp32 2"))
+    decision = _ensure(fp32_onnx, cache, builder, rebuild=False)[1]
+    assert (decision.action, decision.engine_sha256, decision.engine_size) == ("reuse", sha256(path), 13)
+
+
+def test_an_engine_cache_that_cannot_be_written_says_so_in_one_line(fp32_onnx, tmp_path, monkeypatch):
+    import errno
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(eng, "atomic_write", full)
+    with pytest.raises(eng.EngineCacheError, match=r"cannot write engine .* \(No space left on device\): .*"
+                                                   r"engine_cache_dir"):
+        _ensure(fp32_onnx, tmp_path / "cache", StandInBuilder())
+
+
+def test_builds_at_once_keep_each_others_timing_cache_entries(monkeypatch, tmp_path):
+    """Engine locks are per engine, the timing cache is shared: a build that read it before another
+    build saved must merge, not replace it with its own entries (under the file's own lock)."""
+    import fcntl
+    fake = FakeTensorRT((-1, -1, -1, 3))
+    monkeypatch.setattr(eng, "import_tensorrt", lambda: fake)
+    tc = tmp_path / "timing.cache"
+    tc.write_bytes(b"old")
+    real_write, held = eng.atomic_write, []
+
+    def write(path, data):
+        if Path(path) == tc:  # the lock is held while the cache is replaced
+            with open(str(tc) + ".lock", "a") as f:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    held.append(False)
+                    fcntl.flock(f, fcntl.LOCK_UN)
+                except BlockingIOError:
+                    held.append(True)
+        return real_write(path, data)
+    monkeypatch.setattr(eng, "atomic_write", write)
+    # the fp16 build runs whole while the fp32 build (which read the cache first) is building
+    fake.during_build = [lambda: eng.build_serialized_engine(tmp_path / "m.onnx", "fp16", SHAPE, timing_cache=tc)]
+    eng.build_serialized_engine(tmp_path / "m.onnx", "fp32", SHAPE, timing_cache=tc)
+    assert tc.read_bytes().split(b"\n") == [b"old", b"timings 1", b"timings 2"]
+    assert held == [True, True]
 
 
 # ------------------------------------------------------------------ TensorRT and CUDA that do not start
@@ -828,8 +908,8 @@ def _standin_tensorrt(monkeypatch, engine, decision: str):
 
     def runtime(logger):
         loggers.append(logger)
-        return SimpleNamespace(deserialize_cuda_engine=lambda blob: engine)
-    trt = SimpleNamespace(__version__="10.3.0", Logger=logger_cls, Runtime=runtime,
+        return SimpleNamespace(deserialize_cuda_engine=lambda blob: trt.loaded.append(blob) or engine)
+    trt = SimpleNamespace(__version__="10.3.0", Logger=logger_cls, Runtime=runtime, loaded=[],
                           TensorIOMode=SimpleNamespace(INPUT="input"),
                           DataType=SimpleNamespace(UINT8="uint8", FLOAT="float"))
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
@@ -839,7 +919,7 @@ def _standin_tensorrt(monkeypatch, engine, decision: str):
     def ensure(onnx_path, precision, shape, cache_dir=None, **kw):
         path = Path(cache_dir) / "m.fp16.engine"
         path.write_bytes(b"engine")
-        return path, eng.CacheDecision(decision, "")
+        return path, eng.CacheDecision(decision, "", engine_sha256=hashlib.sha256(b"engine").hexdigest(), engine_size=6)
     monkeypatch.setattr(eng, "ensure_engine", ensure)
     return tensorrt_backend.TensorRTBackend, cudart, loggers
 
@@ -854,12 +934,70 @@ def test_tensorrt_that_cannot_load_or_run_an_engine_says_why(quantized, monkeypa
                                            r"say why \(most often too little free GPU memory\)"):
         backend(load_card(src), W, H, "fp16", cache_dir=tmp_path)
     backend, _, _ = _standin_tensorrt(monkeypatch, None, "reuse")
-    with pytest.raises(BackendError, match=r"TensorRT cannot load engine .*m.fp16.engine: delete it"):
+    with pytest.raises(BackendError, match=r"TensorRT cannot load engine .*m.fp16.engine, though the file is intact"):
         backend(load_card(src), W, H, "fp16", cache_dir=tmp_path)
     backend, _, _ = _standin_tensorrt(monkeypatch, StandInEngine(context=False), "build")
     with pytest.raises(BackendError, match=r"TensorRT cannot create an execution context for m.fp16.engine: too "
                                            r"little free GPU memory"):
         backend(load_card(src), W, H, "fp16", cache_dir=tmp_path)
+
+
+def _standin_tensorrt_on_the_cache(monkeypatch, engine, builder, after=None):
+    """_standin_tensorrt's backend on the real engine cache (stand-in builder, ENV); ``after(path)``
+    runs after each ensure_engine, before the backend reads the engine."""
+    ensure = eng.ensure_engine
+    backend, _, _ = _standin_tensorrt(monkeypatch, engine, "reuse")
+
+    def on_cache(*a, **k):
+        path, decision = ensure(*a, **dict(k, env=dict(ENV), builder=builder))
+        if after:
+            after(path)
+        return path, decision
+    monkeypatch.setattr(eng, "ensure_engine", on_cache)
+    return backend
+
+
+@pytest.mark.parametrize("rebuild", [True, False])
+def test_an_intact_engine_tensorrt_cannot_load_is_kept(quantized, fp32_onnx, monkeypatch, tmp_path, rebuild):
+    """A valid engine that TensorRT did not load (short GPU memory) was taken for a damaged file: its
+    sidecar deleted (PermissionError in a read-only cache) and a rebuild tried, which needs more memory."""
+    cache, builder = tmp_path / "cache", StandInBuilder()
+    path, _ = _ensure(fp32_onnx, cache, builder)
+    backend = _standin_tensorrt_on_the_cache(monkeypatch, None, builder)
+    with pytest.raises(BackendError, match=r"cannot load engine .*, though the file is intact .*GPU memory") as e:
+        backend(load_card(quantized[0]), W, H, "fp32", onnx_path=fp32_onnx, cache_dir=cache, rebuild=rebuild)
+    assert "\n" not in str(e.value)
+    assert len(builder.calls) == 1 and eng.sidecar_path(path).is_file()
+    assert sys.modules["tensorrt"].loaded == [b"engine fp32 1"]
+
+
+def test_an_engine_replaced_after_the_cache_checked_it_is_not_loaded(quantized, fp32_onnx, monkeypatch, tmp_path):
+    """Between the cache's check and the backend's read another writer (a second node, build-engine
+    --force) may replace the file: those bytes were loaded unchecked."""
+    cache, builder = tmp_path / "cache", StandInBuilder()
+    path, _ = _ensure(fp32_onnx, cache, builder)
+    replaced = []
+
+    def another_writer(path):
+        if not replaced:
+            replaced.append(path.read_bytes())
+            path.write_bytes(b"another model's engine")
+    backend = _standin_tensorrt_on_the_cache(monkeypatch, StandInEngine(), builder, another_writer)
+    be = backend(load_card(quantized[0]), W, H, "fp32", onnx_path=fp32_onnx, cache_dir=cache, warmup_runs=0)
+    # decided again: the file no longer matched its sidecar, so it was rebuilt and that one loaded
+    assert be.cache_decision.field == "engine_sha256" and len(builder.calls) == 2
+    assert sys.modules["tensorrt"].loaded == [b"engine fp32 2"] == [path.read_bytes()]
+    be.close()
+
+
+def test_atomic_write_syncs_the_data_before_the_rename(tmp_path, monkeypatch):
+    """Without fsync a power cut just after a first build could leave an empty engine under its name."""
+    from seg_perception import files
+    events, fsync, rename = [], os.fsync, os.replace
+    monkeypatch.setattr(files.os, "fsync", lambda fd: (events.append(("fsync", os.fstat(fd).st_size)), fsync(fd))[1])
+    monkeypatch.setattr(files.os, "replace", lambda a, b: (events.append(("replace", Path(b).name)), rename(a, b))[1])
+    files.atomic_write(tmp_path / "e.engine", b"12345")
+    assert events == [("fsync", 5), ("replace", "e.engine")] and (tmp_path / "e.engine").read_bytes() == b"12345"
 
 
 def test_one_camera_frame_copies_one_frame_of_a_batch_buffer(quantized, monkeypatch, tmp_path):
@@ -1138,10 +1276,11 @@ def test_quantizer_per_tensor_warnings_are_dropped_and_others_kept(caplog):
 class FakeTensorRT:
     """TensorRT's Python API as far as build_serialized_engine uses it (absent here), written from
     its documentation: records what the build asked for. ``input_shape``: the parsed network's
-    input (-1 for a dynamic dim)."""
+    input (-1 for a dynamic dim). Its timing cache holds one line per build (``timings <n>``);
+    ``during_build``: calls made while the next build runs (another build at the same time)."""
 
     def __init__(self, input_shape, version="10.3.0"):
-        self.__version__, self.calls = version, []
+        self.__version__, self.calls, self.during_build = version, [], []
         fake, net_input = self, SimpleNamespace(name="image", shape=tuple(input_shape))
         outputs = [SimpleNamespace(name="labels"), SimpleNamespace(name="confidence")]
         self.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda s, level: None})
@@ -1175,6 +1314,27 @@ class FakeTensorRT:
             def add_optimization_profile(self, profile):
                 fake.calls.append(("profile", profile.shapes))
 
+            def create_timing_cache(self, blob):
+                return TimingCache(blob)
+
+            def set_timing_cache(self, cache, ignore_mismatch):
+                self.timing = cache
+                return True
+
+            def get_timing_cache(self):
+                return self.timing
+
+        class TimingCache:
+            def __init__(self, blob):
+                self.entries = set(blob.split(b"\n")) - {b""}
+
+            def combine(self, other, ignore_mismatch):
+                self.entries |= other.entries
+                return True
+
+            def serialize(self):
+                return b"\n".join(sorted(self.entries))
+
         class Profile:
             def __init__(self):
                 self.shapes = {}
@@ -1198,6 +1358,12 @@ class FakeTensorRT:
 
             def build_serialized_network(self, network, config):
                 fake.calls.append(("build",))
+                n = fake.calls.count(("build",))
+                hooks, fake.during_build = fake.during_build, []
+                for hook in hooks:
+                    hook()
+                if getattr(config, "timing", None) is not None:
+                    config.timing.entries.add(b"timings %d" % n)
                 return b"engine"
 
         class OnnxParser:

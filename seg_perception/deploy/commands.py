@@ -304,7 +304,11 @@ def _build_engine(p: argparse.ArgumentParser):
         outputs = eng.ALL_OUTPUTS if a.confidence else ("labels",)
         if a.force:
             path = eng.engine_path(cache, src, a.precision, (a.max_batch, h, w, 3), outputs)
-            eng.sidecar_path(path).unlink(missing_ok=True)
+            try:
+                eng.sidecar_path(path).unlink(missing_ok=True)
+            except OSError as e:
+                raise ValueError(f"cannot rebuild {path}: {e.strerror or e} (a read-only cache: --cache-dir "
+                                 "a writable folder)") from None
         path, decision = eng.ensure_engine(src, a.precision, (a.max_batch, h, w, 3), cache_dir=cache, rebuild=True,
                                            workspace_mib=a.workspace, outputs=outputs,
                                            timing_cache=a.timing_cache or cache / "timing.cache")

@@ -3,12 +3,13 @@
 
 An engine only runs on the TensorRT version and GPU that built it, from the ONNX
 file, precision, input shape and outputs it was built for. Each cached engine
-``<cache>/<onnx stem>.<precision>.<W>x<H>.b<N>[.labels].engine`` (``engine_path``) has a JSON sidecar
-``<engine>.json`` recording exactly those facts (``SIDECAR_FIELDS``).
+``<cache>/<onnx stem>.<sha>.<precision>.<W>x<H>.b<N>[.labels].engine`` (``engine_path``; ``<sha>``: the
+ONNX file's sha256, 12 hex) has a JSON sidecar ``<engine>.json`` recording exactly those facts
+(``SIDECAR_FIELDS``) and the engine file's own sha256 and size.
 Loading compares the sidecar with the present facts (``decide``, pure Python):
 all equal -> reuse, nothing is written, so the cache may be read-only; any
-difference -> rebuild, or with ``rebuild=False`` refuse with the field that
-differs. A missing engine is built.
+difference, or an engine file that is not the one the sidecar records -> rebuild, or with
+``rebuild=False`` refuse with the field that differs. A missing engine is built.
 
 Building uses the TensorRT Python API only (8.5 and later; 8.6 and 10.x on JetPack 6): Builder,
 create_network, OnnxParser, create_builder_config, set_memory_pool_limit,
@@ -22,6 +23,7 @@ the API, but the package needs JetPack 6's Python 3.10).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -44,6 +46,7 @@ ALL_OUTPUTS = ("labels", "confidence")
 # (TensorRT allows TF32 unless told not to).
 SIDECAR_DEFAULTS = {"outputs": list(ALL_OUTPUTS), "tf32": True}
 DEFAULT_WORKSPACE_MIB = 1024
+ONNX_SHA_CHARS = 12  # hex of the ONNX sha256 in an engine's file name: 48 bits, short, and no collision in practice
 
 
 class EngineCacheError(RuntimeError):
@@ -78,6 +81,10 @@ class CacheDecision:
     action: str                  # "reuse" | "build" | "refuse"
     reason: str
     field: Optional[str] = None  # the sidecar field that differs, "sidecar" when unreadable
+    # The engine file's sha256 and size as its sidecar records them (set by ensure_engine): the
+    # bytes the backend reads must be these, or another writer replaced the file meanwhile.
+    engine_sha256: Optional[str] = None
+    engine_size: Optional[int] = None
 
 
 def uses_tf32(precision: str) -> bool:
@@ -96,14 +103,16 @@ def default_cache_dir() -> Path:
 
 
 def engine_path(cache_dir: str | Path, onnx_path: str | Path, precision: str, input_shape: Sequence[int],
-                outputs: Sequence[str] = ALL_OUTPUTS) -> Path:
-    """``<stem>.<precision>.<W>x<H>.b<batch>.engine``; an engine without the confidence output is
+                outputs: Sequence[str] = ALL_OUTPUTS, onnx_sha256: Optional[str] = None) -> Path:
+    """``<stem>.<sha>.<precision>.<W>x<H>.b<batch>.engine``; an engine without the confidence output is
     ``...labels.engine``: each configuration that needs its own engine (a size, a number of cameras,
     confidence or not) keeps its own file, so two nodes (or doctor's batch row) never rebuild
-    each other's."""
+    each other's. ``<sha>`` (the ONNX file's sha256, hashed when not given) does the same for two
+    ONNX files of one name (a run's export and the shipped model, cached exports)."""
     n, h, w = (int(v) for v in tuple(input_shape)[:3])
     part = "" if "confidence" in outputs else ".labels"
-    return Path(cache_dir) / f"{Path(onnx_path).stem}.{precision}.{w}x{h}.b{n}{part}.engine"
+    sha = (onnx_sha256 or sha256(onnx_path))[:ONNX_SHA_CHARS]
+    return Path(cache_dir) / f"{Path(onnx_path).stem}.{sha}.{precision}.{w}x{h}.b{n}{part}.engine"
 
 
 def sidecar_path(engine: str | Path) -> Path:
@@ -140,6 +149,30 @@ def decide(engine_exists: bool, sidecar: Optional[Dict], key: EngineKey, rebuild
         return CacheDecision("reuse", "sidecar matches")
     field, why = stale
     return CacheDecision("build" if rebuild else "refuse", f"the cached engine is stale: {why}", field)
+
+
+def _check_cached(path: Path, key: EngineKey, rebuild: bool) -> CacheDecision:
+    """``decide`` on the cached engine, then whether the engine file is the one its sidecar records:
+    a write cut by a power loss, or a file another writer replaced, is stale like any other."""
+    sidecar = read_sidecar(path)
+    decision = decide(path.is_file(), sidecar, key, rebuild)
+    if decision.action != "reuse":
+        return decision
+    recorded = (sidecar.get("engine_sha256"), sidecar.get("engine_size"))
+    try:
+        found = (sha256(path), path.stat().st_size)
+    except OSError:  # removed meanwhile
+        found = None
+    if found != recorded:
+        return CacheDecision("build" if rebuild else "refuse", "the cached engine is stale: the engine file is "
+                             "not the one its sidecar records (cut short, or replaced by another build)",
+                             "engine_sha256")
+    return replace(decision, engine_sha256=recorded[0], engine_size=recorded[1])
+
+
+def engine_matches(blob: bytes, decision: CacheDecision) -> bool:
+    """Whether ``blob``, read from the engine's file, is the engine ``decision`` was made for."""
+    return len(blob) == decision.engine_size and hashlib.sha256(blob).hexdigest() == decision.engine_sha256
 
 
 def _require_writable(folder: Path, why: str) -> None:
@@ -183,50 +216,64 @@ def ensure_engine(onnx_path: str | Path, precision: str, input_shape: Sequence[i
                     gpu_multiprocessors=int(env.get("gpu_multiprocessors", 0)),
                     precision=precision, input_shape=tuple(int(v) for v in input_shape), outputs=outputs,
                     tf32=uses_tf32(precision))
-    path = engine_path(cache, onnx_path, precision, key.input_shape, outputs)
-    decision = decide(path.is_file(), read_sidecar(path), key, rebuild)
+    path = engine_path(cache, onnx_path, precision, key.input_shape, outputs, key.onnx_sha256)
+    decision = _check_cached(path, key, rebuild)
     if decision.action == "reuse":
         return path, decision
     if outputs != ALL_OUTPUTS and not rebuild:
         # Engines built before labels-only ones existed (or by 'build-engine --confidence') serve a
         # node that must not build at start-up: the extra output costs time, not correctness.
-        full = engine_path(cache, onnx_path, precision, key.input_shape)
-        if decide(full.is_file(), read_sidecar(full), replace(key, outputs=ALL_OUTPUTS), False).action == "reuse":
-            return full, CacheDecision("reuse", "no valid labels-only engine and rebuild_engine is false: "
-                                                "the engine that also computes confidence serves")
+        full = engine_path(cache, onnx_path, precision, key.input_shape, onnx_sha256=key.onnx_sha256)
+        found = _check_cached(full, replace(key, outputs=ALL_OUTPUTS), False)
+        if found.action == "reuse":
+            return full, replace(found, reason="no valid labels-only engine and rebuild_engine is false: "
+                                               "the engine that also computes confidence serves")
     if decision.action == "refuse":
         raise EngineCacheError(f"{path}: {decision.reason}; rebuild_engine is false, so it is not rebuilt: "
                                "run 'seg-perception build-engine' (with --confidence for a node that publishes "
                                "confidence or ground outputs) or set rebuild_engine true")
     check_onnx_for_precision(onnx_path, precision)
     _require_writable(cache, f"the engine must be built ({decision.reason})")
-    with _build_lock(path):
+    with _lock(path):
         # Two nodes started together (one launch file, two cameras) build one engine, not two at once
         # (minutes each, and both in GPU memory on a Jetson): the second finds the first's.
-        if decide(path.is_file(), read_sidecar(path), key, rebuild).action == "reuse":
-            return path, CacheDecision("reuse", "built by another process while this one waited")
+        found = _check_cached(path, key, rebuild)
+        if found.action == "reuse":
+            return path, replace(found, reason="built by another process while this one waited")
         log.warning("building TensorRT %s engine for %s (%s); this takes minutes once", precision, onnx_path.name,
                     decision.reason)
-        blob = (builder or build_serialized_engine)(onnx_path, precision, key.input_shape,
-                                                    workspace_mib=workspace_mib, timing_cache=timing_cache,
-                                                    outputs=outputs)
-        atomic_write(path, bytes(blob))
-        meta = dict(key.to_dict(), onnx_file=str(onnx_path.resolve()), built_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        blob = bytes((builder or build_serialized_engine)(onnx_path, precision, key.input_shape,
+                                                          workspace_mib=workspace_mib, timing_cache=timing_cache,
+                                                          outputs=outputs))
+        # The engine's checksum in the sidecar: a reader can tell the bytes it got are these (not a
+        # file cut short, or one another writer put there since).
+        meta = dict(key.to_dict(), engine_sha256=hashlib.sha256(blob).hexdigest(), engine_size=len(blob),
+                    onnx_file=str(onnx_path.resolve()), built_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
                     workspace_mib=int(workspace_mib))
-        atomic_write(sidecar_path(path), (json.dumps(meta, indent=1) + "\n").encode())
-    return path, decision
+        try:
+            atomic_write(path, blob)
+            atomic_write(sidecar_path(path), (json.dumps(meta, indent=1) + "\n").encode())
+        except OSError as e:
+            raise EngineCacheError(f"cannot write engine {path} ({e.strerror or e}): free space there or set "
+                                   "engine_cache_dir (--cache-dir) to a writable folder") from None
+    return path, replace(decision, engine_sha256=meta["engine_sha256"], engine_size=len(blob))
 
 
 @contextmanager
-def _build_lock(engine: Path) -> Iterator[None]:
-    """An exclusive lock on ``<engine>.lock`` while the engine is built and written (POSIX flock:
+def _lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``<path>.lock`` while ``path`` is built or rewritten (POSIX flock:
     between processes, and between threads that open it separately)."""
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock
         yield
         return
-    with open(engine.with_name(engine.name + ".lock"), "a") as f:
+    try:
+        f = open(path.with_name(path.name + ".lock"), "a")
+    except OSError as e:
+        raise EngineCacheError(f"cannot create lock file {path}.lock ({e.strerror or e}): its folder must be "
+                               "writable") from None
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -429,10 +476,28 @@ def build_serialized_engine(onnx_path: str | Path, precision: str, input_shape: 
         raise EngineCacheError(f"TensorRT failed to build a {precision} engine from {onnx_path}; its messages "
                                "above say why")
     if cache is not None:
-        try:
-            tc = Path(timing_cache)
-            tc.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(tc, bytes(config.get_timing_cache().serialize()))
-        except OSError as e:  # a read-only timing cache still sped this build up
-            log.warning("timing cache %s not saved: %s", timing_cache, e)
+        _save_timing_cache(config, Path(timing_cache))
     return bytes(blob)
+
+
+def _save_timing_cache(config, path: Path) -> None:
+    """Write the build's timing cache back to ``path``, merged with what other builds saved since
+    it was read: every engine's build shares the file (their locks are per engine), so it is read,
+    combined and replaced under its own lock, or two builds at once each keep only their own entries.
+    (Reading it at the start needs no lock: atomic_write replaces it whole.)"""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _lock(path):
+            cache = config.get_timing_cache()
+            saved = path.read_bytes() if path.is_file() else b""
+            if saved:
+                # another TensorRT version's or GPU's (warned of when read) is not merged: replaced
+                try:
+                    other = config.create_timing_cache(saved)
+                    if other is not None:
+                        cache.combine(other, False)  # False: this GPU's entries only
+                except Exception:  # the bindings raise on a blob they cannot parse
+                    pass
+            atomic_write(path, bytes(cache.serialize()))
+    except (OSError, EngineCacheError) as e:  # a read-only timing cache still sped this build up
+        log.warning("timing cache %s not saved: %s", path, e)

@@ -79,20 +79,30 @@ class TensorRTBackend(Backend):
                 self.engine_path, self.cache_decision = eng.ensure_engine(
                     self.onnx_path, precision, (int(max_batch),) + shape[1:], cache_dir=cache_dir, rebuild=rebuild,
                     workspace_mib=workspace_mib, timing_cache=timing_cache, outputs=outputs)
+                blob = self.engine_path.read_bytes()
             except (eng.EngineCacheError, ValueError, FileNotFoundError) as e:
                 raise BackendError(str(e)) from None
-            self.engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
-            if self.engine is not None or attempt or not rebuild or self.cache_decision.action != "reuse":
+            except OSError as e:
+                raise BackendError(f"cannot read engine {self.engine_path}: {e.strerror or e}") from None
+            # The cache checked the file against its sidecar; another writer (a node of another
+            # TensorRT sharing the cache, build-engine --force) may have replaced it since: decide again.
+            if eng.engine_matches(blob, self.cache_decision):
                 break
-            # A cached engine whose file is damaged (a write cut by a power loss) though its sidecar
-            # matches: built once more rather than failing every start.
-            eng.sidecar_path(self.engine_path).unlink(missing_ok=True)
+            if attempt:
+                raise BackendError(f"engine {self.engine_path} changed while it was read, twice: another process "
+                                   "is rebuilding it; start again when it is done")
+        self.engine = runtime.deserialize_cuda_engine(blob)
         if self.engine is None and self.cache_decision.action == "build":
             raise BackendError(f"TensorRT built {self.engine_path} but cannot load it: its messages above say why "
                                "(most often too little free GPU memory)")
         if self.engine is None:
-            raise BackendError(f"TensorRT cannot load engine {self.engine_path}: delete it (and its .json) "
-                               "to rebuild it")
+            # The bytes are the ones its sidecar records: rebuilding would need more GPU memory than
+            # loading, and throw away an engine that loads once memory is free.
+            raise BackendError(f"TensorRT cannot load engine {self.engine_path}, though the file is intact (it "
+                               "matches its sidecar): its messages above say why; most often too little free GPU "
+                               "memory (close other GPU programs, run fewer workers or cameras), else TensorRT "
+                               "libraries other than those that built it (reinstall them from one JetPack or CUDA "
+                               "release); 'seg-perception build-engine --force' rebuilds it")
         self.context = self.engine.create_execution_context()
         if self.context is None:  # the bindings give None where TensorRT could not allocate one
             raise BackendError(f"TensorRT cannot create an execution context for {self.engine_path.name}: too "
