@@ -148,6 +148,17 @@ def test_jpeg_or_misnamed_labels_are_refused_up_front(tmp_path):
     with pytest.raises(DatasetError, match=r"labels/0001TP_006690.png does not exist \(the nearest name in the label "
                                            r"folder is 0001TP_006690_L.png:"):
         image_folder(tmp_path, "train")
+    # a label another image has is not the hint (f001's nearest was f003.png, f003.jpg's own label)
+    shutil.rmtree(tmp_path / "train")
+    labels = _folder(tmp_path, "classes: [road, wall, person]\n", names=("f000", "f001", "f002", "f003"))
+    for n in ("f000", "f002", "f003", "f001_mask"):
+        cv2.imwrite(str(labels / f"{n}.png"), _ids(9))
+    with pytest.raises(DatasetError, match=r"labels/f001.png does not exist \(the nearest name in the label "
+                                           r"folder is f001_mask.png:"):
+        image_folder(tmp_path, "train")
+    (labels / "f001_mask.png").unlink()
+    with pytest.raises(DatasetError, match=r"labels/f001.png does not exist$"):
+        image_folder(tmp_path, "train")
 
 
 @pytest.mark.parametrize("text, match", [
@@ -974,3 +985,16 @@ def test_grey_colour_masks_with_a_colour_missing_from_the_list_name_that_colour(
     ids[12:, :4], ids[12:, 4:8], ids[:2] = 1, 2, 255
     cv2.imwrite(str(labels / "a.png"), np.repeat(ids[..., None], 3, axis=2))
     np.testing.assert_array_equal(image_folder(tmp_path / "ids", "train").load(0)[1], ids)
+
+
+def test_colour_masks_under_labels_ids_say_labels_ids(tmp_path):
+    """RGB masks with labels: ids in dataset.yaml were said to hold colours 'that no class has in
+    dataset.yaml', naming the very colours it lists, and '1e+02 %' of the pixels: the cause is
+    labels: ids, which the error now names."""
+    labels = _folder(tmp_path, YAML + "labels: ids\n", names=("a",))
+    cv2.imwrite(str(labels / "a.png"), cv2.cvtColor(_rgb_mask(_ids()), cv2.COLOR_RGB2BGR))
+    with pytest.raises(DatasetError, match=r"is a colour image, but .*dataset.yaml says labels: ids .*drop labels: ids"):
+        image_folder(tmp_path, "train").load(0)
+    (tmp_path / "dataset.yaml").write_text("classes: [{name: a, color: [1, 2, 3]}, {name: b, color: [4, 5, 6]}]\n")
+    with pytest.raises(DatasetError, match=r"; 100 % of its pixels\)"):
+        image_folder(tmp_path, "train").load(0)

@@ -628,7 +628,7 @@ def describe(root: str | Path, fallback_colors: Optional[Dict[str, Tuple[int, in
         raise DatasetError(f"{path}: labels must be 'ids' (single-channel and palette labels hold class ids) or "
                            f"left out, got {labels!r}")
     if labels == "ids":  # colours are for display only: no label is decoded by them
-        return table, LabelColors({}, (), source=str(path))
+        return table, LabelColors({}, (), source=str(path), ids_only=True)
     return table, LabelColors(owners, uncoloured, source=str(path), classes=len(names))
 
 
@@ -663,9 +663,12 @@ def _label_file(img: Path, candidates: List[Path], folder: Path, top: Optional[P
                            "(JPEG changes class ids and colours at every edge)")
     top = top or folder
     here = folder if folder.is_dir() else top
-    # The closest name, not any: a misnamed label (NAME_L.png, NAME_mask.png) shows what differs.
-    there = {p.stem: p.name for p in sorted(here.iterdir()) if p.suffix.lower() in LABEL_EXTS}
-    near = difflib.get_close_matches(img.stem, there, n=1, cutoff=0)
+    # The closest name, not any: a misnamed label (NAME_L.png, NAME_mask.png) shows what differs. Only
+    # labels no image claims (f003.png is f003.jpg's, not f001's), and a name that begins with the
+    # image's before a merely close one.
+    images = {p.stem for p in img.parent.iterdir()} if img.parent.is_dir() else set()
+    there = {p.stem: p.name for p in sorted(here.iterdir()) if p.suffix.lower() in LABEL_EXTS and p.stem not in images}
+    near = [s for s in there if s.startswith(img.stem)][:1] or difflib.get_close_matches(img.stem, there, n=1, cutoff=0)
     hint = f" (the nearest name in the label folder is {there[near[0]]}: a label has its image's name)" if near else ""
     if folder != top and (top / (img.stem + ".png")).is_file():
         hint = (f" ({top / (img.stem + '.png')} is not its label: a frame in a subfolder of images/ has its label "

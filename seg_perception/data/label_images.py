@@ -75,8 +75,9 @@ class LabelColors:
     it on are the ignore id's colours)."""
 
     def __init__(self, colors: Dict[RGB, int], uncoloured: Sequence[str] = (), source: str = "dataset.yaml",
-                 classes: int = 256):
+                 classes: int = 256, ids_only: bool = False):
         self.uncoloured = tuple(uncoloured)
+        self.ids_only = ids_only  # dataset.yaml's labels: ids: no label is read by its colours
         self.source = source
         self.classes = classes
         codes = _code(np.array(list(colors), np.int32).reshape(-1, 3))
@@ -123,6 +124,9 @@ class LabelColors:
     def ids(self, rgb: np.ndarray, path: str | Path) -> np.ndarray:
         """Class ids of an HxWx3 RGB label image; unknown colours are an error naming them."""
         listing = Path(self.source).name  # the file the colours come from, for the advice's syntax
+        if self.ids_only:
+            raise LabelError(f"label {path} is a colour image, but {self.source} says labels: ids (masks of class "
+                             "ids): to read colour-coded masks by the classes' colours, drop labels: ids")
         if self.uncoloured:
             how = {"label_colors.txt": "('r g b name' per line)"}.get(listing, "({name: ..., color: [r, g, b]})")
             raise LabelError(f"label {path} is a colour image, but {self.source} gives no color to "
@@ -136,11 +140,12 @@ class LabelColors:
             shown = ", ".join(f"({c >> 16}, {(c >> 8) & 255}, {c & 255}) on {n} px"
                               for c, n in zip(codes[top], counts[top]))
             share = 100.0 * (~known).sum() / known.size
+            share = f"{share:.2g}" if share < 99.5 else f"{share:.0f}"  # 0.91, 12, 100 (not 1e+02)
             fix = {"labelmap.txt": "a class missing there? add it (name:r,g,b::)",
                    "label_colors.txt": "a class missing there? add it (r g b name)"}.get(
                 listing, "add them to a class's color list or to ignore_color")
             raise LabelError(f"label {path} has {len(codes)} colour(s) that no class has in {self.source} "
-                             f"({shown}; {share:.2g} % of its pixels): {fix}; labels saved as JPEG or scaled "
+                             f"({shown}; {share} % of its pixels): {fix}; labels saved as JPEG or scaled "
                              "with smoothing have blended colours: save them as PNG at full size")
         return found.astype(np.uint8)
 
