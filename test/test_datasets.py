@@ -72,6 +72,28 @@ def test_flat_folder_is_told_to_move_into_a_split(tmp_path):
     assert len(image_folder(flat, "train", num_classes=2)) == 1
 
 
+def test_images_and_labels_folders_of_splits_read_as_they_are(tmp_path):
+    """images/<split>/ + labels/<split>/ (mmsegmentation's and YOLO's layout) was told to move
+    images/ and labels/ into train/, after which train read images/val/ too (subfolders pair by
+    path) and val frames were trained on. Each split now reads its own folders."""
+    ds = tmp_path / "mm"
+    for split, n in (("train", 3), ("val", 2)):
+        for sub in ("images", "labels"):
+            (ds / sub / split).mkdir(parents=True)
+        for k in range(n):
+            cv2.imwrite(str(ds / "images" / split / f"{split}{k}.jpg"), np.zeros((8, 8, 3), np.uint8))
+            cv2.imwrite(str(ds / "labels" / split / f"{split}{k}.png"), np.zeros((8, 8), np.uint8))
+    train, val = image_folder(ds, "train", num_classes=2), image_folder(ds, "val", num_classes=2)
+    assert [p[0].name for p in train.pairs] == ["train0.jpg", "train1.jpg", "train2.jpg"]
+    assert [p[1].name for p in val.pairs] == ["val0.png", "val1.png"]
+    with pytest.raises(DatasetError, match=r"no split 'test' in .*mm \(test/images not found; splits here: train, val\)"):
+        image_folder(ds, "test", num_classes=2)
+    shutil.rmtree(ds / "labels" / "val")
+    with pytest.raises(DatasetError, match=r"no label folder .*mm/labels/val \(labels/ holds train/\): the labels go "
+                                           r"in labels/val/"):
+        image_folder(ds, "val", num_classes=2)
+
+
 def test_a_split_folder_of_another_name_is_told_to_name_it_as_a_split(tmp_path):
     """ADE20K's training/ + validation/: --data training is one split of the dataset above it (it was
     told to move its images/ into training/train/)."""

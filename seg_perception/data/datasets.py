@@ -827,35 +827,42 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
     elif (base / VOC_LISTS).is_dir() and not (root / "images").is_dir():
         (pairs, notes), where = _voc_pairs(base, split), str(base / VOC_LISTS / f"{split}.txt")
     else:
-        where = f"{root / 'images'} ({', '.join(IMAGE_EXTS)})"
-        if not (root / "images").is_dir():
-            here = sorted(p.name for p in base.iterdir() if (p / "images").is_dir())
+        img_dir, lab_dir = root / "images", root / "labels"
+        if not img_dir.is_dir() and (base / "images" / split).is_dir():
+            # images/<split>/ and labels/<split>/ (mmsegmentation's and YOLO's layout): read as it is
+            img_dir, lab_dir = base / "images" / split, base / "labels" / split
+        where = f"{img_dir} ({', '.join(IMAGE_EXTS)})"
+        if not img_dir.is_dir():
+            here = sorted({p.name for p in base.iterdir() if (p / "images").is_dir()}
+                          | {p.name for p in (base / "images").glob("*") if (base / "labels" / p.name).is_dir()})
             raise MissingSplit(f"no split '{split}' in {base} ({split}/images not found; splits here: "
                                f"{', '.join(here) or 'none' + _elsewhere(base)})")
-        if not (root / "labels").is_dir():
-            there = sorted(p.name + "/" for p in root.iterdir() if p.is_dir() and p.name != "images")
-            raise DatasetError(f"no label folder {root / 'labels'}"
-                               + (f" ({split}/ holds {', '.join(there)})" if there else "")
-                               + f": the labels go in {split}/labels/, each named like its image")
+        if not lab_dir.is_dir():
+            there = sorted(p.name + "/" for p in lab_dir.parent.iterdir() if p.is_dir() and p != img_dir)
+            raise DatasetError(f"no label folder {lab_dir}"
+                               + (f" ({lab_dir.parent.relative_to(base).as_posix()}/ holds {', '.join(there)})"
+                                  if there else "")
+                               + f": the labels go in {lab_dir.relative_to(base).as_posix()}/, each named like "
+                               "its image")
         # Paired by the path below images/ and labels/: images/seq1/0001.jpg has labels/seq1/0001.png.
-        labels = _files_by_name(root / "labels")
+        labels = _files_by_name(lab_dir)
         pairs, stems = [], {}
-        for name, files in _files_by_name(root / "images").items():
+        for name, files in _files_by_name(img_dir).items():
             for img in (p for p in files if p.suffix.lower() in IMAGE_EXTS):
-                pairs.append((img, _label_file(img, labels.get(name, []), (root / "labels" / name).parent,
-                                               root / "labels")))
+                pairs.append((img, _label_file(img, labels.get(name, []), (lab_dir / name).parent,
+                                               lab_dir)))
                 stems.setdefault(name, []).append(img.name)
         pairs.sort()  # by the image's path, as a flat folder's always were
         twins = [names for names in stems.values() if len(names) > 1]
         if twins:  # both are frames (pack-dataset keeps both); an original beside its preview is said
-            notes.append(f"{len(twins)} name(s) in {root / 'images'} have images in several formats (e.g. "
+            notes.append(f"{len(twins)} name(s) in {img_dir} have images in several formats (e.g. "
                          f"{' and '.join(twins[0])}): each is a frame of its own, with the one label")
         # Image files only: Thumbs.db, desktop.ini or a notes.txt in labels/ are no labels left alone.
         masks = {n: [p for p in files if p.suffix.lower() in IMAGE_EXTS] for n, files in labels.items()}
         alone = sorted(n for n in set(labels) - set(stems) if masks[n])
         if alone:  # their images are missing, or in a format not read: said, not dropped in silence
-            notes.append(f"{len(alone)} label(s) in {root / 'labels'} have no image in {root / 'images'} (e.g. "
-                         f"{masks[alone[0]][0].relative_to(root / 'labels').as_posix()}); images are read as "
+            notes.append(f"{len(alone)} label(s) in {lab_dir} have no image in {img_dir} (e.g. "
+                         f"{masks[alone[0]][0].relative_to(lab_dir).as_posix()}); images are read as "
                          f"{', '.join(IMAGE_EXTS)}" + (", each in the subfolder of images/ its label has in labels/"
                                                        if any("/" in n for n in alone) else ""))
     notes += _turned_frames_note(pairs)
