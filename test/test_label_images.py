@@ -998,3 +998,11 @@ def test_colour_masks_under_labels_ids_say_labels_ids(tmp_path):
     (tmp_path / "dataset.yaml").write_text("classes: [{name: a, color: [1, 2, 3]}, {name: b, color: [4, 5, 6]}]\n")
     with pytest.raises(DatasetError, match=r"; 100 % of its pixels\)"):
         image_folder(tmp_path, "train").load(0)
+
+
+def test_float_labels_are_refused(tmp_path):
+    """A float TIFF label (1.6) was cut to class 1 without a word."""
+    labels = _folder(tmp_path, "classes: [road, wall, person]\n", names=("a",))
+    cv2.imwrite(str(labels / "a.tiff"), np.full((24, 32), 1.6, np.float32))
+    with pytest.raises(DatasetError, match=r"a.tiff holds float32 values: class ids are whole numbers"):
+        image_folder(tmp_path, "train").load(0)
