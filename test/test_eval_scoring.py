@@ -286,6 +286,13 @@ def test_stamps_in_seconds_with_a_fraction_pair_in_time_order(tmp_path):
     for n in ("frame_10", "frame_2", "seq1.10", "seq1.9"):
         cv2.imwrite(str(other / f"{n}.png"), np.zeros((2, 2), np.uint8))
     assert [p.stem for p in GroundTruthFolder(other, 4).by_order] == ["frame_2", "frame_10", "seq1.9", "seq1.10"]
+    # <sec>.<nanosec> names, some nanoseconds unpadded (50 ms written 50000000): numbers, as before
+    nanos = tmp_path / "nanos"
+    nanos.mkdir()
+    for n in ("1700000000.100000000", "1700000000.150000000", "1700000000.50000000", "1700000000.200000000"):
+        cv2.imwrite(str(nanos / f"{n}.png"), np.zeros((2, 2), np.uint8))
+    assert [p.stem.split(".")[1] for p in GroundTruthFolder(nanos, 4).by_order] == [
+        "50000000", "100000000", "150000000", "200000000"]
 
 
 def test_offline_timing_runs_the_graph_the_node_runs(tmp_path, random_model):
@@ -350,3 +357,50 @@ def test_evaluate_json_has_null_not_nan(tmp_path):
                tmp_path / "r.json")
     got = json.loads((tmp_path / "r.json").read_text(), parse_constant=refuse)
     assert got == {"miou": None, "per_class_iou": {"a": None, "b": 1.5}}
+
+
+def test_ground_truth_read_two_ways_stops_eval_bag(tmp_path, random_model):
+    """Masks of ids with a class whose dataset.yaml colour is white: a frame of 0 and 255 alone reads
+    as colours (255 the white class), one with another id as ids. train refuses such a dataset;
+    eval-bag scored it, half the frames wrong. Now it stops with the same words."""
+    import pytest
+    from seg_perception.card import load_card
+    from seg_perception.evaluation.config import EvalError
+    card = load_card(random_model)
+    bag = small_bag(tmp_path / "b", 3)
+    gt_dir = tmp_path / "mine" / "val" / "labels"
+    gt_dir.mkdir(parents=True)
+    colours = [[0, 0, 0], [255, 255, 255]] + [[10 * i, 0, 0] for i in range(2, len(card.class_names))]
+    classes = "\n".join(f"  - {{name: {n}, color: {c}}}" for n, c in zip(card.class_names, colours))
+    (tmp_path / "mine" / "dataset.yaml").write_text(f"classes:\n{classes}\nignore_index: {card.ignore_index}\n")
+    for k, (_, msg) in enumerate(read_all(bag)["/camera/labels_gt"]):
+        lab = np.zeros((msg.height, msg.width), np.uint8)
+        lab[:4] = 255
+        if k == 1:
+            lab[10:20] = 1  # an id that is no class's grey colour: this frame reads as ids
+        cv2.imwrite(str(gt_dir / f"{stamp(msg)}.png"), lab)
+    with pytest.raises(EvalError, match=r"ground truth in .*labels: single-channel labels read two ways: 2 by their "
+                                        r"grey levels as .*, 1 as class ids"):
+        evaluate(EvalConfig(bag=bag, model=str(random_model), gt_dir=gt_dir, progress=False), "offline", tmp_path / "r")
+
+
+def test_ground_truth_of_a_labelmap_dataset_reads_by_its_colours(tmp_path):
+    """A CVAT export's labelmap.txt gives the colours (background black, road white) and dataset.yaml
+    only names the drivable class: train reads a 0/255 mask as background and road, eval-bag read it
+    as ids (road the ignore id), because it looked at dataset.yaml alone."""
+    from types import SimpleNamespace
+    from seg_perception.evaluation.common import dataset_label_reading
+    from seg_perception.evaluation.scoring import GroundTruthFolder
+    root = tmp_path / "cvat"
+    for sub in ("images", "labels"):
+        (root / "val" / sub).mkdir(parents=True)
+    (root / "labelmap.txt").write_text("background:0,0,0::\nroad:255,255,255::\n")
+    (root / "dataset.yaml").write_text("drivable: [road]\n")
+    mask = np.zeros((8, 8), np.uint8)
+    mask[4:] = 255
+    cv2.imwrite(str(root / "val" / "images" / "a.jpg"), np.zeros((8, 8, 3), np.uint8))
+    cv2.imwrite(str(root / "val" / "labels" / "a.png"), mask)
+    card = SimpleNamespace(class_names=["background", "road"], ignore_index=255)
+    folder = GroundTruthFolder(root / "val" / "labels", 1)
+    folder.dataset_reading = dataset_label_reading(folder.folder, card)
+    np.testing.assert_array_equal(folder.lookup(0, 0), (mask > 0).astype(np.uint8))

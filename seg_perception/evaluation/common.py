@@ -15,7 +15,7 @@ import numpy as np
 from ..card import CardError, ModelCard, load_card
 from ..data import bag_io
 from ..data.classes import CAMVID
-from ..data.datasets import DatasetError, default_camvid_root, label_reading
+from ..data.datasets import DatasetError, default_camvid_root, image_folder, label_reading
 from ..data.label_images import LabelColors
 from ..paths import DEFAULT_MODEL, resolve_model
 from .config import EvalConfig, EvalError
@@ -225,13 +225,30 @@ def select_inputs(cfg: EvalConfig, reader: bag_io.BagReader, count_corrupt: bool
                   corrupt=sum(bad[:total]), lost_where=where, unknown_why=unknown_why, harmless=harmless)
 
 
-def dataset_label_reading(folder: Path, card: ModelCard) -> Optional[Tuple[LabelColors, Optional[np.ndarray]]]:
-    """How training read the labels of the dataset a --gt-dir folder belongs to (the folder, or a
-    folder dataset's <root>/<split>/labels), where its dataset.yaml lists the model's classes: its
-    label colours where it gives every class one (every colour of a class and the ignore colours,
-    which the card's one colour per class lacks; grey levels that are class colours, as 0/255 masks)
-    and its first_id lookup table. None: no such file, or one that does not read (then as the
-    card's: ids as they are, colour images by the card's colours)."""
+def dataset_label_reading(folder: Path, card: ModelCard) -> Optional[Tuple[Optional[LabelColors], Optional[np.ndarray]]]:
+    """How training read the labels of the dataset a --gt-dir folder belongs to, where its classes
+    are the model's: its label colours where they give every class one (every colour of a class and
+    the ignore colours, which the card's one colour per class lacks; grey levels that are class
+    colours, as 0/255 masks), and its lookup table from mask values to ids (first_id, an export's
+    'ignored' index). A folder dataset's split (<root>/<split>/labels, <root>/labels/<split>) is opened
+    as train opens it (dataset.yaml, labelmap.txt); else the dataset.yaml in the folder or up to two
+    folders up. None: no such file, or one that does not read (then as the card's: ids as they are,
+    colour images by the card's colours)."""
+    def same(table) -> bool:
+        return tuple(table.names) == tuple(card.class_names) and table.ignore_index == card.ignore_index
+
+    def colours(c: Optional[LabelColors]) -> Optional[LabelColors]:
+        return c if c is not None and c.complete else None
+    here = folder.resolve()
+    splits = ([(folder.parent.parent, folder.parent.name)] if folder.name == "labels" else []) + (
+        [(folder.parent.parent, folder.name)] if folder.parent.name == "labels" else [])
+    for root, split in splits:
+        try:
+            ds = image_folder(root, split)
+        except (DatasetError, OSError, ValueError):
+            continue  # not a folder dataset, or one train would refuse: as below
+        if any(here in (lab.resolve().parent, *lab.resolve().parents) for _, lab in ds.pairs[:1]):
+            return (colours(ds.label_colors), ds.label_map) if same(ds.table) else None
     for root in (folder, folder.parent, folder.parent.parent):
         try:
             found = label_reading(root)
@@ -239,8 +256,7 @@ def dataset_label_reading(folder: Path, card: ModelCard) -> Optional[Tuple[Label
             return None  # unreadable: the card's colours (train would have said what is wrong)
         if found is not None:
             table, colors, lut = found
-            same = tuple(table.names) == tuple(card.class_names) and table.ignore_index == card.ignore_index
-            return (colors if colors.complete else None, lut) if same else None
+            return (colours(colors), lut) if same(table) else None
     return None
 
 

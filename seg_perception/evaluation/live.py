@@ -445,6 +445,8 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
             t_first_out, t_last_out = min(t_first_out, t_recv), max(t_last_out, t_recv)
             scorer.add_prediction(stamp, labels, p.index, sample_rgb.get(stamp), frame_size=p.size)
     scorer.finish()
+    if inp.gt_folder is not None and inp.gt_folder.mixed_reading():  # not scored against labels read two ways
+        raise EvalError(inp.gt_folder.mixed_reading())
     if unmatched:
         scorer.warn_once("unmatched", f"{unmatched} /segmentation/labels messages matched no frame of this run "
                                       "(another publisher on the topic, or frames from before it)")

@@ -99,6 +99,8 @@ def run_offline(cfg: EvalConfig) -> EvalResult:
                 out.close()
         scorer.finish()
         scorer.repeated_stamps_note(live=False)
+    if inp.gt_folder is not None and inp.gt_folder.mixed_reading():  # not scored against labels read two ways
+        raise EvalError(inp.gt_folder.mixed_reading())
     wall = time.perf_counter() - t_start
     fps = len(latencies) / (sum(latencies) / 1e3) if latencies else None  # None: no frame to time
     return EvalResult(

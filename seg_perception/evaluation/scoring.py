@@ -47,10 +47,18 @@ def frame_size(msg) -> Optional[Tuple[int, int]]:
 
 
 # --------------------------------------------------------------------- ground truth folder
-def _name_order(path: Path) -> list:
-    """frame_2.png before frame_10.png: the numbers in a name compare as numbers, and a time in
-    seconds with a fraction (1700000000.25.png) as a decimal: .2, .25, .5, not .2, .5, .25."""
-    return [Decimal(t) if t[:1].isdigit() else t for t in re.split(r"(\d{9,}\.\d+|\d+)", path.stem)]
+def _name_order(path: Path, seconds: bool = False) -> list:
+    """frame_2.png before frame_10.png: the numbers in a name compare as numbers; with ``seconds``,
+    a time in seconds with a fraction (1700000000.25.png) as a decimal: .2, .25, .5, not .2, .5, .25."""
+    parts = re.split(r"(\d{9,}\.\d+|\d+)" if seconds else r"(\d+)", path.stem)
+    return [Decimal(t) if t[:1].isdigit() else t for t in parts]
+
+
+def _fractions_are_seconds(files: Sequence[Path]) -> bool:
+    """Whether names like 1700000000.25 are seconds with a fraction: not where any name has 9
+    digits after the point, as <sec>.<nanosec> names do (unpadded ones among them, 1700000000.50000000,
+    are 50 ms, and sort as the numbers they are)."""
+    return not any(re.search(r"\d{9,}\.\d{9}(?!\d)", f.stem) for f in files)
 
 
 class GroundTruthFolder:
@@ -67,7 +75,9 @@ class GroundTruthFolder:
         if not folder.is_dir():
             raise ValueError(f"ground-truth folder {folder} " + ("is a file: --gt-dir takes the folder of the "
                              "label PNGs" if folder.exists() else "not found"))
-        files = sorted(folder.glob("*.png"), key=_name_order)
+        files = list(folder.glob("*.png"))
+        seconds = _fractions_are_seconds(files)
+        files.sort(key=lambda f: _name_order(f, seconds))
         if not files:
             raise ValueError(f"ground-truth folder {folder} has no .png label images")
         self.folder = folder
@@ -121,6 +131,13 @@ class GroundTruthFolder:
             raise ImageError(f"ground truth {path} is {lab.dtype} in {channels} channel(s); expected 8-bit class ids "
                              "in one: save it as a single-channel 8-bit or palette PNG of class ids")
         return lut[lab] if lut is not None else lab
+
+    def mixed_reading(self) -> str:
+        """Once every label was read: single-channel masks read both as the dataset's grey colours and
+        as ids (decided frame by frame), which train refuses too; "" otherwise."""
+        colors = (self.dataset_reading or (None, None))[0]
+        why = colors.mixed_reading() if colors is not None else ""
+        return f"ground truth in {self.folder}: {why}" if why else ""
 
 
 def card_label_colors(card) -> LabelColors:
