@@ -92,6 +92,12 @@ def test_images_and_labels_folders_of_splits_read_as_they_are(tmp_path):
     with pytest.raises(DatasetError, match=r"no label folder .*mm/labels/val \(labels/ holds train/\): the labels go "
                                            r"in labels/val/"):
         image_folder(ds, "val", num_classes=2)
+    # subfolders of a flat images/ that are no splits (one per drive) are not offered as splits
+    flat = tmp_path / "alone" / "flat"
+    for sub in ("images", "labels"):
+        (flat / sub / "seq1").mkdir(parents=True)
+    with pytest.raises(DatasetError, match=r"splits here: none; .*flat holds images/ and labels/ directly: move"):
+        image_folder(flat, "train", num_classes=2)
 
 
 def test_a_split_folder_of_another_name_is_told_to_name_it_as_a_split(tmp_path):

@@ -404,6 +404,15 @@ def test_calibration_images_of_a_folder_dataset_are_its_training_frames(tmp_path
                                                                                for i in range(3)]
     files = list_calibration_images(tmp_path / "ds" / "val", 10)  # a plain folder: its frames, not its labels
     assert sorted(f.parent.name for f in files) == ["images"] * 3
+    # images/<split>/ + labels/<split>/ (mmsegmentation's layout): images/train alone (val was taken too)
+    for split in ("train", "val"):
+        for sub in ("images", "labels"):
+            (tmp_path / "mm" / sub / split).mkdir(parents=True)
+            for i in range(3):
+                cv2.imwrite(str(tmp_path / "mm" / sub / split / f"{split}{i}.png"), np.zeros((8, 8), np.uint8))
+    files = list_calibration_images(tmp_path / "mm", 10)
+    assert sorted(f.relative_to(tmp_path / "mm").as_posix() for f in files) == [f"images/train/train{i}.png"
+                                                                               for i in range(3)]
 
 
 # ------------------------------------------------------------------ engine cache (pure Python)

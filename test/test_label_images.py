@@ -1000,9 +1000,13 @@ def test_colour_masks_under_labels_ids_say_labels_ids(tmp_path):
         image_folder(tmp_path, "train").load(0)
 
 
-def test_float_labels_are_refused(tmp_path):
-    """A float TIFF label (1.6) was cut to class 1 without a word."""
+def test_float_labels_are_read_when_whole_and_refused_otherwise(tmp_path):
+    """A float TIFF label (1.6) was cut to class 1 without a word; whole values (GIS tools write ids
+    as floats) are ids."""
     labels = _folder(tmp_path, "classes: [road, wall, person]\n", names=("a",))
+    ids = _ids()
+    cv2.imwrite(str(labels / "a.tiff"), ids.astype(np.float32))
+    np.testing.assert_array_equal(image_folder(tmp_path, "train").load(0)[1], ids)
     cv2.imwrite(str(labels / "a.tiff"), np.full((24, 32), 1.6, np.float32))
-    with pytest.raises(DatasetError, match=r"a.tiff holds float32 values: class ids are whole numbers"):
+    with pytest.raises(DatasetError, match=r"a.tiff holds float32 values that are not all whole numbers"):
         image_folder(tmp_path, "train").load(0)

@@ -833,8 +833,11 @@ def image_folder(root: str | Path, split: str, num_classes: int = 0, ignore_inde
             img_dir, lab_dir = base / "images" / split, base / "labels" / split
         where = f"{img_dir} ({', '.join(IMAGE_EXTS)})"
         if not img_dir.is_dir():
+            # images/<name>/ beside labels/<name>/ are splits where one has a split's name (else
+            # subfolders of a flat images/, e.g. one per drive: _elsewhere says how to lay them out)
+            layout = {p.name for p in (base / "images").glob("*") if (base / "labels" / p.name).is_dir()}
             here = sorted({p.name for p in base.iterdir() if (p / "images").is_dir()}
-                          | {p.name for p in (base / "images").glob("*") if (base / "labels" / p.name).is_dir()})
+                          | (layout if layout & set(SPLIT_NAMES) else set()))
             raise MissingSplit(f"no split '{split}' in {base} ({split}/images not found; splits here: "
                                f"{', '.join(here) or 'none' + _elsewhere(base)})")
         if not lab_dir.is_dir():

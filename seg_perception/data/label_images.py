@@ -239,9 +239,12 @@ def read_label(path: str | Path, colors: Optional[LabelColors] = None) -> np.nda
     lab = imread(path, cv2.IMREAD_UNCHANGED)
     if lab is None:
         raise LabelError(f"cannot read label {path}: not an image file")
-    if lab.dtype.kind == "f":  # float TIFFs: 1.6 was cut to class 1 without a word
-        raise LabelError(f"label {path} holds {lab.dtype} values: class ids are whole numbers; save the labels as "
-                         "8-bit (or 16-bit) unsigned integer images")
+    if lab.dtype.kind == "f":  # float TIFFs (GIS tools): whole values are ids; 1.6 was cut to class 1
+        whole = np.isfinite(lab).all() and (lab == np.round(lab)).all() and lab.min() >= 0 and lab.max() <= 65535
+        if not whole:
+            raise LabelError(f"label {path} holds {lab.dtype} values that are not all whole numbers from 0 to 65535: "
+                             "class ids are whole numbers; save the labels as 8-bit (or 16-bit) integer images")
+        lab = lab.astype(np.uint8 if lab.max() <= 255 else np.uint16)
     if lab.ndim == 2:
         bits = low_bit_grey_png(path)
         return _low_bit_ids(lab, bits, colors, path) if bits else _grey_ids(lab, colors, path)

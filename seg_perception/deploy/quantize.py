@@ -106,8 +106,11 @@ def list_calibration_images(data, num_images: int, seed: int = 0) -> List[Path]:
         raise ValueError(f"--num-images must be at least 1, got {num_images}")
     if (root / "train.txt").is_file():
         files = [img for img, _ in camvid(root, "train").pairs]
-    elif (root / "train" / "images").is_dir():  # a folder dataset: its training frames, not val's or labels
-        files = sorted(p for p in (root / "train" / "images").rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+    elif (root / "train" / "images").is_dir() or (root / "images" / "train").is_dir():
+        # a folder dataset (<root>/train/images, or images/train as mmsegmentation lays it out): its
+        # training frames, not val's or labels
+        frames = root / "train" / "images" if (root / "train" / "images").is_dir() else root / "images" / "train"
+        files = sorted(p for p in frames.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
     else:  # any folder of frames; label folders (masks are PNGs too) left out
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS
                        and not {"labels", "SegmentationClass", "SegmentationObject"} & set(p.relative_to(root).parts[:-1]))
