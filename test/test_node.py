@@ -862,6 +862,9 @@ def test_camera_health_levels_as_an_integrator_reads_them():
         "no frames on /cam/image_raw for 30 s")
     assert health(processed=0, idle_s=1.0) == (D.WARN, "frames received but none processed")
     assert health(missing_now=4, missing=9)[0] == D.WARN
+    # a driver relaunched with a QoS that cannot match after serving: the mismatch, not "stopped"
+    qos = "camera publisher's QoS is incompatible: set qos: sensor_data"
+    assert health(incompatible_qos=qos, silent_s=30.0) == (D.WARN, qos)
 
 
 def test_served_fps_falls_to_zero_when_frames_stop():
@@ -873,3 +876,64 @@ def test_served_fps_falls_to_zero_when_frames_stop():
     assert served_fps(done, 110.5, since_first_s=60.0) == 0.0
     # 2 s after the first frame: its rate, not averaged over the 5 s window with the wait before it
     assert abs(served_fps(done[-50:], 104.97, since_first_s=2.0) - 25.0) < 1.0
+
+
+
+def test_a_60_hz_camera_reads_as_60_fps():
+    """The node kept the last 200 finish times for a 5 s window: every frame of a 60 Hz camera
+    served read as 40 FPS, and one drop brought an overload note."""
+    from seg_perception.ros.node import CameraStream
+    cam = CameraStream("/c/image_raw", False, "/c/")
+    for i in range(600):
+        cam.done_times.append(100.0 + i / 60)
+    assert abs(served_fps(list(cam.done_times), 109.99, since_first_s=60.0) - 60.0) < 0.5
+
+
+def test_outputs_without_subscribers_are_not_filled():
+    """Labels and the drivable mask were filled (two frame-size copies each) and published with no
+    subscriber: ~2 ms a 1080p frame per camera for a setup that reads only the grid. The one a
+    subscriber has goes out; processed counts the frame either way."""
+    import threading
+    from types import SimpleNamespace
+    from std_msgs.msg import Header
+    from seg_perception.ros.node import CameraStream, SegmentationNode
+    sent = []
+
+    class Pub:
+        def __init__(self, name, subscribers):
+            self.name, self.subscribers = name, subscribers
+
+        def get_subscription_count(self):
+            return self.subscribers
+
+        def publish(self, m):
+            sent.append(self.name)
+    cam = CameraStream("/c/image_raw", False, "/c/")
+    cam.pub_labels, cam.pub_drivable, cam.pub_overlay = Pub("labels", 0), Pub("drivable", 1), Pub("overlay", 0)
+    node = SimpleNamespace(_slot_lock=threading.Condition())
+    res = SimpleNamespace(labels=np.zeros((4, 6), np.uint8), drivable=np.zeros((4, 6), np.uint8), overlay=None,
+                          confidence=None, timings={"pre_ms": 1.0, "infer_ms": 2.0, "post_ms": 1.0})
+    SegmentationNode._publish_in_order(node, cam, Header(), res, 0.0, 0.0, 0.5)
+    assert sent == ["drivable"] and cam.stats.processed == 1
+
+
+def test_max_rate_serves_the_newest_frame_when_the_worker_is_behind():
+    """A frame max_rate skipped never replaced the admitted frame still waiting for a busy worker:
+    the node served a frame up to a cap period older than the camera's newest. Now the newer frame
+    takes the waiting one's turn (the older one counts as skipped); nothing more is served."""
+    import threading
+    from types import SimpleNamespace
+    from std_msgs.msg import Header
+    from seg_perception.ros.node import CameraStream, SegmentationNode
+    cam = CameraStream("/c/image_raw", False, "/c/")
+    cam.cap = RateCap(10.0)
+    node = SimpleNamespace(_slot_lock=threading.Condition())
+
+    def frame(t):
+        h = Header()
+        h.stamp.sec, h.stamp.nanosec = int(t), int(round(t % 1 * 1e9))
+        return SimpleNamespace(header=h)
+    frames = [frame(100 + i / 30) for i in range(3)]
+    for f in frames:  # 30 Hz, no worker free: the first is admitted, the next two come before its turn
+        SegmentationNode._on_frame(node, cam, f)
+    assert cam.slot[0] is frames[2] and cam.stats.skipped == 2 and cam.stats.dropped == 0

@@ -149,6 +149,8 @@ def camera_health(*, shown: str, received: int, processed: int, rejected_in_a_ro
     if not stopped and idle_s > max(STUCK_MIN_S, 10 * processing_s, 3 * cap_period_s):
         return error, (f"no frame finished for {idle_s:.0f} s while frames arrive: the model is stuck or far "
                        "too slow")
+    if stopped and incompatible_qos:  # a driver relaunched with a QoS that cannot match: the cause, not "stopped"
+        return warn, incompatible_qos
     if stopped:
         return warn, f"no frames on {shown} for {silent_s:.0f} s: has the camera stopped?"
     if rejected_in_a_row >= REJECTED_RUN_WARN:
