@@ -33,7 +33,7 @@ ARCHITECTURE_METRICS = ("params", "gmacs", "gmacs_at")
 
 # What a training setting was before it was recorded (a card's "training" block, a checkpoint's
 # config): the only behaviour there was then. A run or card without the key compares as this.
-SETTING_BEFORE_RECORDED = {"label_resize": "nearest"}
+SETTING_BEFORE_RECORDED = {"label_resize": "nearest", "processes": 1}
 
 
 # The card's training block records the hash of the weights file it was written with: the two files

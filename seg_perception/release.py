@@ -81,7 +81,7 @@ def _trained_on(card, split: str) -> bool:
 # What a recipe is, as the training card records it: everything but the data split and the
 # run's own progress. A recipe run that differs in one of these scores another recipe.
 RECIPE_KEYS = ("dataset", "epochs_planned", "resolution", "crop", "scale", "jitter", "classmix", "class_crop",
-               "label_resize", "batch_size", "optimizer", "schedule", "loss", "ema_decay", "init", "teacher",
+               "label_resize", "batch_size", "processes", "optimizer", "schedule", "loss", "ema_decay", "init", "teacher",
                "distillation", "gradual_grouping_epochs", "encoder_epochs", "clip_grad", "max_train_images")
 # A model's own files in a models folder; a prefix match took rdsnet_camvid's along when releasing
 # "rdsnet". The _int8*.yaml are the cards `quantize` writes beside an INT8 graph.

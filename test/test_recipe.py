@@ -292,6 +292,11 @@ def test_a_checkpoint_from_before_a_setting_resumes_as_what_it_meant():
     assert _changed_settings(old, TrainConfig(**base)) == []
     assert _changed_settings(old, TrainConfig(label_resize="centred", cache_gb=1.0, **base)) == [
         ("label_resize", "nearest", "centred")]
+    # torchrun's process count (the step's batch is --batch-size x processes): a checkpoint from
+    # before it was recorded is one process; resumed under two, the recipe changed
+    older = {k: v for k, v in asdict(TrainConfig(**base)).items() if k != "processes"}
+    assert _changed_settings(older, TrainConfig(**base)) == []
+    assert _changed_settings(older, TrainConfig(processes=2, **base)) == [("processes", 1, 2)]
 
 
 def test_auto_step_keeps_bf16_only_where_it_is_clearly_faster_and_takes_the_faster_layout():
@@ -343,6 +348,8 @@ def test_cuda_autocasts_in_bf16_only_where_the_gpu_has_it_natively(monkeypatch):
         assert made == {"device": "cuda", "enabled": dtype == torch.float16}
         why = resolve_step("auto", "auto", gpu).why
         assert ("fp16 with loss scaling" in why) == (dtype == torch.float16), why
+        # an explicit CPU precision is said to be unused there, not dropped in silence
+        assert "--precision fp32 is for a CPU (CUDA always trains under autocast)" in resolve_step("fp32", "auto", gpu).why
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # bench-train's timings stay the CPU's
     timed = time_train_steps(StepShape("essnet_d", (32, 24), 1), [("fp32", "contiguous")], steps=1, warmup=0)
     assert list(timed) == [("fp32", "contiguous")] and len(timed["fp32", "contiguous"]) == 1

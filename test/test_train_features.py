@@ -101,6 +101,27 @@ def test_encoder_first_stage(tmp_path, camvid_root):
     assert any("encoder stage done" in ln for ln in lines)
 
 
+def test_encoder_epochs_on_a_network_without_an_encoder_is_one_line(tmp_path, camvid_root):
+    """--encoder-epochs with cgnet (no .encoder) stopped with an AttributeError traceback."""
+    import pytest
+    with pytest.raises(ValueError, match="--encoder-epochs: cgnet has no encoder stage to train first"):
+        train(TrainConfig(model="cgnet", data=str(camvid_root), out=str(tmp_path), epochs=1, encoder_epochs=1,
+                          **TINY), log=lambda *_: None)
+
+
+def test_more_torchrun_processes_than_gpus_is_one_line(tmp_path, camvid_root, monkeypatch):
+    """torchrun --nproc_per_node 2 on the lent single GPU died with CUDA's 'invalid device ordinal'."""
+    import pytest
+    import torch
+    from seg_perception.train import loop
+    monkeypatch.setattr(loop, "_distributed", lambda: (1, 1, 2))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"process 1 of torchrun has no GPU of its own \(1 here\): "
+                                         r"--nproc_per_node at most the GPU count"):
+        loop.build(TrainConfig(model="rdsnet", data=str(camvid_root), out=str(tmp_path), epochs=1, **TINY))
+
+
 def test_cityscapes_layout_and_train_ids(tmp_path, val_frames):
     img, _ = val_frames[0]
     for split in ("train", "val"):

@@ -109,6 +109,9 @@ class TrainConfig:
     num_classes: int = 0  # folder datasets only
     ignore_index: int = 255  # folder datasets only
     command: str = field(default="", repr=False)
+    # torchrun processes, set by build: --batch-size is per process, so the batch a step takes is
+    # batch_size x processes (recorded: a resume under another count changes the recipe)
+    processes: int = 1
 
     @property
     def crop(self) -> tuple:
@@ -687,6 +690,7 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     """Data, model, optimiser, schedule, EMA, teacher; state from OUT/last.pt with ``resume``."""
     check_config(cfg)
     rank, local_rank, world = _distributed()
+    cfg.processes = world
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     # Weights that weight decay drives towards zero become subnormal floats, which x86 CPUs
@@ -694,6 +698,10 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     # this project's Xeon. Flushing them to zero changes nothing measurable.
     torch.set_flush_denormal(True)
     if torch.cuda.is_available():
+        if local_rank >= torch.cuda.device_count():  # torchrun --nproc_per_node above the GPUs: a raw CUDA error
+            raise ValueError(f"process {local_rank} of torchrun has no GPU of its own ({torch.cuda.device_count()} "
+                             "here): --nproc_per_node at most the GPU count (several runs on one GPU: "
+                             "scripts/train_side_by_side.py)")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     else:
@@ -795,6 +803,9 @@ def build(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
             log(f"[train] gradual grouping on {n} pointwise convs over {cfg.gradual_grouping_epochs} epochs")
     enc_stage = None
     if cfg.encoder_epochs:
+        if not isinstance(getattr(model, "encoder", None), nn.Module):
+            raise ValueError(f"--encoder-epochs: {cfg.model} has no encoder stage to train first (a network with "
+                             "an .encoder, as erfnet): drop the flag")
         enc_stage = EncoderStage(model.encoder, encoder_channels(model.encoder, cfg.height, cfg.width),
                                  table.num_classes)
     mem_fmt = step.torch_format
@@ -1152,8 +1163,9 @@ def train_one_epoch(run: Run, epoch: int, ddp_model: nn.Module) -> EpochStats:
     bar = _progress(nb, f"epoch {epoch + 1}/{run.total_epochs}", run.main)
     for imgs, labs in run.batches.epoch(cfg.seed * 100003 + epoch, order, nb):
         imgs, labs = class_mix(imgs, labs, cfg.classmix, run.train_ds.table.ignore_index, mix_gen)
-        x = to_input(imgs.to(run.device), run.mean, run.std).contiguous(memory_format=run.mem_fmt)
-        y = labs.to(run.device)
+        # (pinned batches: the copies overlap the GPU's work instead of waiting for it; a no-op on a CPU)
+        x = to_input(imgs.to(run.device, non_blocking=True), run.mean, run.std).contiguous(memory_format=run.mem_fmt)
+        y = labs.to(run.device, non_blocking=True)
         if run.stage == "encoder":
             y = encoder_labels(y)
         with autocast_ctx(run.device, run.bf16):
@@ -1181,7 +1193,7 @@ def train_one_epoch(run: Run, epoch: int, ddp_model: nn.Module) -> EpochStats:
     if bar is not None:
         bar.close()
     return EpochStats(loss=float(np.mean(losses)) if losses else float("nan"), lr=run.opt.param_groups[0]["lr"],
-                      seconds=time.time() - t0, skipped=skipped, images=nb * cfg.batch_size,
+                      seconds=time.time() - t0, skipped=skipped, images=nb * cfg.batch_size * cfg.processes,
                       overflows=overflows)
 
 
@@ -1318,7 +1330,8 @@ def _check_finite(run: Run, epoch: int) -> None:
             if v.is_floating_point() and not torch.isfinite(v).all():
                 raise RuntimeError(f"the weights became non-finite in epoch {epoch + 1} ({k}); {run.out / 'last.pt'} "
                                    "still holds the previous epoch: rerun with --resume (or a lower --lr, "
-                                   "--clip-grad, --precision fp32)")
+                                   + ("--clip-grad; CUDA always trains under autocast)" if run.device.type == "cuda"
+                                      else "--clip-grad, --precision fp32)"))
 
 
 RUN_LOCK = ".train.lock"
@@ -1571,7 +1584,7 @@ def training_record(cfg: TrainConfig, epoch: int, train_loss: float, changed_on_
             "resolution": f"{cfg.width}x{cfg.height}", "crop": "x".join(map(str, cfg.crop)),
             "scale": [cfg.scale_min, cfg.scale_max], "jitter": cfg.jitter,
             "classmix": cfg.classmix or None, "class_crop": cfg.class_crop or None,
-            "label_resize": cfg.label_resize, "batch_size": cfg.batch_size,
+            "label_resize": cfg.label_resize, "batch_size": cfg.batch_size, "processes": cfg.processes,
             "optimizer": f"Adam lr {cfg.lr} wd {cfg.weight_decay}", "schedule": cfg.schedule,
             "loss": loss, "ema_decay": cfg.ema_decay or None,
             "init": cfg.init or None, "teacher": cfg.teacher or None,

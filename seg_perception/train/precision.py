@@ -137,6 +137,8 @@ def resolve_step(precision: str, memory_format: str, device: torch.device, shape
     if device.type == "cuda":
         why = ("CUDA autocast bf16" if cuda_amp_dtype(device) == torch.bfloat16 else
                "CUDA autocast fp16 with loss scaling (no native bf16 on this GPU)")
+        if precision != "auto":  # said, not dropped in silence: the flag is the CPU's choice
+            why += f"; --precision {precision} is for a CPU (CUDA always trains under autocast)"
         return StepChoice("amp", "contiguous" if memory_format == "contiguous" else "channels_last", why)
     if precision == "bf16" and not cpu_has_bf16():
         raise ValueError("this CPU has no bf16 support in oneDNN: use --precision fp32")
