@@ -1,5 +1,6 @@
 """ament_python package; also installs with `pip install -e .` into a virtual environment."""
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
@@ -44,6 +45,9 @@ setup(
     maintainer="seg_perception maintainers",
     maintainer_email="maintainers@seg-perception.dev",
     description="Real-time semantic segmentation for ROS 2 on NVIDIA Jetson",
+    # the README on the package's index page and in `pip show`'s metadata (docs/ is not in the wheel)
+    long_description=(Path(__file__).resolve().parent / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
     entry_points={

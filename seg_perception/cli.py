@@ -553,6 +553,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, Dict[str, Callable]]:
     _load_command_modules()
     parser = argparse.ArgumentParser(prog="seg-perception", description="Real-time semantic segmentation "
                                      "for ROS 2: train, export, deploy and evaluate.")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"seg-perception {__version__}")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     runners = {}
     for name, (fn, help) in COMMANDS.items():

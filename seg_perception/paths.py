@@ -11,7 +11,10 @@ from typing import List, Optional
 PACKAGE = "seg_perception"
 DEFAULT_MODEL = "rdsnet_camvid"
 SAMPLE_BAG = "camvid_val_sample"
-_CHECKOUT = Path(__file__).resolve().parents[1]  # the source checkout (editable installs too)
+_HERE = Path(__file__).resolve().parents[1]
+# the source checkout (editable installs too); in a pip install the folder above the package is
+# site-packages, which is no checkout (an empty site-packages/models of another package is not ours)
+_CHECKOUT = _HERE if (_HERE / "package.xml").is_file() else _HERE / "no-checkout"
 
 
 def _ament_share() -> List[Path]:
@@ -48,6 +51,16 @@ def models_dirs(existing: bool = True) -> List[Path]:
         out.append(Path(env).expanduser())
     out += [d / "models" for d in _ament_share() + [_CHECKOUT] + _install_shares()]
     return [p for p in out if p.is_dir() or not existing]
+
+
+def is_package_models_dir(folder: Path) -> bool:
+    """A models folder the package ships (its share folder in an install, or a checkout's models/),
+    not one of the user's: commands write there only when told to."""
+    shipped = [d / "models" for d in _ament_share() + [_CHECKOUT] + _install_shares()]
+    try:
+        return any(Path(folder).resolve() == d.resolve() for d in shipped)
+    except OSError:
+        return False
 
 
 def release_dir() -> Optional[Path]:

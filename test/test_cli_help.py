@@ -71,3 +71,15 @@ def test_dataset_class_defaults_name_a_model_card_only_where_the_command_reads_o
         assert len(helps) == 2, name
         reads_card = name in ("evaluate", "release", "quantize")
         assert all(("model card" in h) == reads_card for h in helps.values()), (name, helps)
+
+
+def test_version_is_printed(capsys):
+    """A pip user had no way to see the installed version (no --version; doctor did not say it)."""
+    import pytest
+    from seg_perception import __version__
+    from seg_perception.cli import main
+    from seg_perception.deploy.doctor import environment
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"seg-perception {__version__}"
+    assert ("seg_perception", __version__) in environment()

@@ -1465,3 +1465,18 @@ def test_doctor_fails_on_a_failing_cpu_row_too(quantized, monkeypatch, camvid_sa
         assert rc == rc_expected, printed
         assert result[0].startswith("RESULT: FAIL: onnxruntime labels only int8: INVALID_GRAPH" if rc else
                                     "RESULT: OK"), result
+
+
+def test_export_of_a_shipped_model_does_not_write_over_its_onnx(tmp_path, capsys, monkeypatch):
+    """`export --model rdsnet_camvid --dynamic` (from an install: site-packages' share) wrote over the
+    shipped ONNX, whose INT8 files, speed figures and TensorRT engines were made from it. Without
+    --out it now writes into the working folder and says so; the shipped files are untouched."""
+    from seg_perception.paths import resolve_model
+    card = resolve_model("rdsnet_camvid")
+    shipped = {p: p.read_bytes() for p in (card, card.with_suffix(".onnx"))}
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = _run_cli(["export", "--model", "rdsnet_camvid", "--dynamic"], capsys)
+    assert rc == 0, err
+    assert f"rdsnet_camvid is a shipped model: writing {tmp_path / 'rdsnet_camvid.onnx'}" in out
+    assert (tmp_path / "rdsnet_camvid.onnx").is_file() and (tmp_path / "rdsnet_camvid.yaml").is_file()
+    assert all(p.read_bytes() == b for p, b in shipped.items())

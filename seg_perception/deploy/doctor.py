@@ -46,7 +46,9 @@ def _read(path: str) -> Optional[str]:
 
 def environment() -> List[Tuple[str, str]]:
     """(what, value) lines about this machine's inference stack; never raises."""
-    rows = [("python", sys.version.split()[0]), ("platform", f"{platform.system()} {platform.machine()}")]
+    from .. import __version__
+    rows = [("seg_perception", __version__), ("python", sys.version.split()[0]),
+            ("platform", f"{platform.system()} {platform.machine()}")]
     jetson = _read("/proc/device-tree/model")
     if jetson:
         rows.append(("device", jetson))
