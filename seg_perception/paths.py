@@ -53,10 +53,11 @@ def models_dirs(existing: bool = True) -> List[Path]:
     return [p for p in out if p.is_dir() or not existing]
 
 
-def is_package_models_dir(folder: Path) -> bool:
-    """A models folder the package ships (its share folder in an install, or a checkout's models/),
-    not one of the user's: commands write there only when told to."""
-    shipped = [d / "models" for d in _ament_share() + [_CHECKOUT] + _install_shares()]
+def is_installed_models_dir(folder: Path) -> bool:
+    """The models folder of an installed package (share/seg_perception/models of a pip or colcon
+    install), not one of the user's: commands write there only when told to. A checkout's models/
+    is not one (release ships there by default; git shows what changed)."""
+    shipped = [d / "models" for d in _ament_share() + _install_shares()]
     try:
         return any(Path(folder).resolve() == d.resolve() for d in shipped)
     except OSError:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -1467,16 +1468,27 @@ def test_doctor_fails_on_a_failing_cpu_row_too(quantized, monkeypatch, camvid_sa
                                     "RESULT: OK"), result
 
 
-def test_export_of_a_shipped_model_does_not_write_over_its_onnx(tmp_path, capsys, monkeypatch):
-    """`export --model rdsnet_camvid --dynamic` (from an install: site-packages' share) wrote over the
-    shipped ONNX, whose INT8 files, speed figures and TensorRT engines were made from it. Without
-    --out it now writes into the working folder and says so; the shipped files are untouched."""
-    from seg_perception.paths import resolve_model
-    card = resolve_model("rdsnet_camvid")
-    shipped = {p: p.read_bytes() for p in (card, card.with_suffix(".onnx"))}
-    monkeypatch.chdir(tmp_path)
-    rc, out, err = _run_cli(["export", "--model", "rdsnet_camvid", "--dynamic"], capsys)
-    assert rc == 0, err
-    assert f"rdsnet_camvid is a shipped model: writing {tmp_path / 'rdsnet_camvid.onnx'}" in out
-    assert (tmp_path / "rdsnet_camvid.onnx").is_file() and (tmp_path / "rdsnet_camvid.yaml").is_file()
-    assert all(p.read_bytes() == b for p, b in shipped.items())
+def test_export_of_an_installed_model_writes_into_the_working_folder(tmp_path, capsys, monkeypatch):
+    """`export --model rdsnet_camvid --dynamic` from a pip install wrote over the ONNX in
+    site-packages' share, whose INT8 files, speed figures and TensorRT engines were made from it
+    (and --logits added a new card there). Without --out it now writes into the working folder
+    and says so; the installed files are untouched. A checkout's models/ is not an install."""
+    from seg_perception import paths
+    share = tmp_path / "share" / "seg_perception"
+    (share / "models").mkdir(parents=True)
+    src = paths.resolve_model("rdsnet_camvid")
+    for suffix in (".yaml", ".pt", ".onnx"):
+        shutil.copy(src.with_suffix(suffix), share / "models" / f"rdsnet_camvid{suffix}")
+    monkeypatch.setattr(paths, "_install_shares", lambda: [share])
+    installed = {p: p.read_bytes() for p in (share / "models").iterdir()}
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for extra, made in (([], "rdsnet_camvid.onnx"), (["--logits"], "rdsnet_camvid_logits.onnx")):
+        rc, out, err = _run_cli(["export", "--model", share / "models" / "rdsnet_camvid.yaml", "--dynamic", *extra],
+                                capsys)
+        assert rc == 0, err
+        assert f"is in the installed package's models folder: writing {work / made}" in out
+        assert (work / made).is_file()
+    assert {p: p.read_bytes() for p in (share / "models").iterdir()} == installed
+    assert not paths.is_installed_models_dir(src.parent)  # the checkout's models/: release ships there

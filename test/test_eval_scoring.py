@@ -404,3 +404,9 @@ def test_ground_truth_of_a_labelmap_dataset_reads_by_its_colours(tmp_path):
     folder = GroundTruthFolder(root / "val" / "labels", 1)
     folder.dataset_reading = dataset_label_reading(folder.folder, card)
     np.testing.assert_array_equal(folder.lookup(0, 0), (mask > 0).astype(np.uint8))
+    # labels linked in from elsewhere (a dataset assembled by symlinks) are still this split's
+    elsewhere = tmp_path / "store" / "a.png"
+    elsewhere.parent.mkdir()
+    (root / "val" / "labels" / "a.png").rename(elsewhere)
+    (root / "val" / "labels" / "a.png").symlink_to(elsewhere)
+    assert dataset_label_reading(folder.folder, card) is not None

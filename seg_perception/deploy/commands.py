@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..cli import (add_dataset_args, command, count_or_all, count_or_none, dataset_root, open_from_args,
                    output_file, threads)
-from ..paths import is_package_models_dir
+from ..paths import is_installed_models_dir
 
 
 def _choice(value: str, valid, what: str) -> str:
@@ -83,11 +83,12 @@ def _export(p: argparse.ArgumentParser):
         if not weights.is_file():
             raise FileNotFoundError(f"weights {weights} not found: pass --weights FILE.pt")
         out = Path(a.out) if a.out else weights.parent / f"{card.name}{'_logits' if a.logits else ''}.onnx"
-        if not a.out and out.exists() and is_package_models_dir(weights.parent):
-            # not over a shipped model's ONNX (site-packages' share in an install): its card's INT8 files,
-            # speed figures and any TensorRT engine were made from that file
+        if not a.out and is_installed_models_dir(weights.parent):
+            # not into the installed package (site-packages' share): a shipped card's INT8 files, speed
+            # figures and any TensorRT engine were made from the ONNX file there
             out = Path.cwd() / out.name
-            print(f"[export] {card.name} is a shipped model: writing {out}, not over its shipped ONNX (--out to choose)")
+            print(f"[export] {card.name} is in the installed package's models folder: writing {out} (--out to "
+                  "choose)")
         if out.suffix != ".onnx":
             raise ValueError(f"--out {out} must end in .onnx")
         if not 17 <= a.opset <= _newest_opset():  # torch prints pages of its graph before refusing an opset

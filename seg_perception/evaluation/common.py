@@ -247,7 +247,8 @@ def dataset_label_reading(folder: Path, card: ModelCard) -> Optional[Tuple[Optio
             ds = image_folder(root, split)
         except (DatasetError, OSError, ValueError):
             continue  # not a folder dataset, or one train would refuse: as below
-        if any(here in (lab.resolve().parent, *lab.resolve().parents) for _, lab in ds.pairs[:1]):
+        # (the label's folder, not the file, resolved: labels linked in from elsewhere are still this split's)
+        if any(here in (lab.parent.resolve(), *lab.parent.resolve().parents) for _, lab in ds.pairs[:1]):
             return (colours(ds.label_colors), ds.label_map) if same(ds.table) else None
     for root in (folder, folder.parent, folder.parent.parent):
         try:
