@@ -516,6 +516,8 @@ def _models(p: argparse.ArgumentParser):
                 epochs += f"; weights of epoch {t['epoch']}"
             split = f"{c.dataset or t.get('dataset', '?')} {t.get('train_split', 'train')}"  # own data: its name
             val = m.get("val_miou", "-")
+            if isinstance(val, float):
+                val = f"{val:.2f}"  # 65.90, as the README's table reads (the card's YAML says 65.9)
             if m.get("val_picked_checkpoint"):  # the split chose the epoch: not held out
                 val = f"{val} (epoch picked on val)"
             int8_miou = m.get(q, {}).get("int8_miou", "-")

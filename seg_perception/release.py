@@ -64,14 +64,18 @@ def _epochs_done(run: Path, card=None) -> Optional[int]:
 
 def _hours_of_epochs(run: Path, card=None) -> Optional[float]:
     """Training time in the log's ``seconds`` column (epochs only: no validation, no epoch trained
-    twice after a stop); a released model's card says it."""
+    twice after a stop); a released model's card says it. An epoch logged at more than 10 times the
+    median counts as the median: the run was paused under it (`kill -STOP` while a check ran: 13-34
+    minutes for an epoch of 45 s), which is no training time."""
     rows = _log_rows(run)
     if not rows:
         return card.training.get("hours_of_epochs") if card is not None else None
     try:
-        return round(sum(float(r["seconds"]) for r in rows) / 3600, 2)
+        seconds = [float(r["seconds"]) for r in rows]
     except (KeyError, ValueError):
         return None
+    median = float(np.median(seconds))
+    return round(sum(s if s <= 10 * median else median for s in seconds) / 3600, 2)
 
 
 def _trained_on(card, split: str) -> bool:
@@ -79,8 +83,9 @@ def _trained_on(card, split: str) -> bool:
 
 
 # What a recipe is, as the training card records it: everything but the data split and the
-# run's own progress. A recipe run that differs in one of these scores another recipe.
-RECIPE_KEYS = ("dataset", "epochs_planned", "resolution", "crop", "scale", "jitter", "classmix", "class_crop",
+# run's own progress. A recipe run that differs in one of these scores another recipe (precision too:
+# fp32 against bf16 is a recipe change on resume, so it is one between the two runs).
+RECIPE_KEYS = ("dataset", "epochs_planned", "precision", "resolution", "crop", "scale", "jitter", "classmix", "class_crop",
                "label_resize", "batch_size", "processes", "optimizer", "schedule", "loss", "ema_decay", "init", "teacher",
                "distillation", "gradual_grouping_epochs", "encoder_epochs", "clip_grad", "max_train_images")
 # A model's own files in a models folder; a prefix match took rdsnet_camvid's along when releasing
@@ -136,7 +141,10 @@ def _recipe_card(recipe_run: Path, name: str, card, val_split: str):
 
     def of(c, k):
         return c.training.get(k, SETTING_BEFORE_RECORDED.get(k))
-    differ = [f"{k} {of(rcard, k)!r} (run: {of(card, k)!r})" for k in RECIPE_KEYS if of(rcard, k) != of(card, k)]
+
+    def same(k) -> bool:  # precision: compared where both cards record it (cards before it did not)
+        return of(rcard, k) == of(card, k) or (k == "precision" and None in (of(rcard, k), of(card, k)))
+    differ = [f"{k} {of(rcard, k)!r} (run: {of(card, k)!r})" for k in RECIPE_KEYS if not same(k)]
     if differ:
         raise ValueError(f"--recipe-run {recipe_run} is another recipe: {'; '.join(differ)}; its val figure "
                          "would not describe these weights: train it with the run's flags on the train split alone")

@@ -3,6 +3,8 @@ what lands in models/ is the weights, the ONNX graphs and one card that lists th
 carries every figure, measured the same way `evaluate` and `bench` measure."""
 from __future__ import annotations
 
+import shutil
+
 import cv2
 import numpy as np
 import pytest
@@ -378,7 +380,7 @@ def test_own_data_model_released_into_own_models_folder(tmp_path, camvid_sample,
     assert main(["models", "--shipped"]) == 0
     row = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("| robot_v1 |"))
     # as the listing prints it; the run kept its best epoch on val (train's default): said beside it
-    assert f"| {m['val_miou']} (epoch picked on val) |" in row
+    assert f"| {m['val_miou']:.2f} (epoch picked on val) |" in row
     assert "kept its best epoch on val" in m["val_picked_checkpoint"]
 
 
@@ -421,6 +423,17 @@ def test_a_recipe_run_with_other_clipping_or_a_recipe_changed_on_resume_is_refus
     rcard.save(rcard.path)
     capsys.readouterr()
     assert main(args) == 2 and "another recipe: clip_grad 1.0 (run: None)" in capsys.readouterr().err
+    # fp32 against bf16 is a recipe change on resume, so it is one between the two runs (release passed it)
+    fcard = load_card(final / f"{NAME}.yaml")
+    fcard.training = dict(fcard.training, precision="fp32")
+    fcard.save(fcard.path)
+    rcard.training = dict(kept, precision="bf16")
+    rcard.save(rcard.path)
+    assert main(args) == 2 and "another recipe: precision 'bf16' (run: 'fp32')" in capsys.readouterr().err
+    rcard.training = {k: v for k, v in kept.items() if k != "precision"}  # a card from before it was recorded
+    rcard.save(rcard.path)
+    assert main(args) == 0
+    shutil.rmtree(tmp_path / "models")
     rcard.training = dict(kept, changed_on_resume=["epochs 200 -> 400"])
     rcard.save(rcard.path)
     assert main(args) == 2
@@ -589,3 +602,14 @@ def test_models_listing_names_the_epoch_of_weights_kept_as_the_best(tmp_path, ca
     rows = {r.split("|")[1].strip(): r for r in capsys.readouterr().out.splitlines() if r.startswith("| kept_")}
     assert rows["kept_best"].endswith("| 2 of 2; weights of epoch 1 (best on val) |"), rows["kept_best"]
     assert rows["kept_last"].endswith("| 2 of 2 |"), rows["kept_last"]
+
+
+def test_hours_of_epochs_leave_out_the_time_a_run_was_paused(tmp_path):
+    """An epoch logged at 13-34 minutes against 45 s was a run paused under a check (kill -STOP), not
+    training: r800_train's card would have said 15.5 h, 4.1 h of it paused. Such an epoch counts as
+    the median."""
+    from seg_perception.release import _hours_of_epochs
+    rows = [45.0] * 19 + [2058.0]
+    (tmp_path / "log.csv").write_text("epoch,stage,train_loss,lr,val_miou,val_pixel_acc,seconds\n" + "".join(
+        f"{i + 1},full,0.3,0.0001,,,{s}\n" for i, s in enumerate(rows)))
+    assert _hours_of_epochs(tmp_path) == round(20 * 45 / 3600, 2)
