@@ -65,7 +65,7 @@ def test_models_shipped_names_the_default_with_its_figures_and_where_it_was_time
     if "pending" in card.training.get("recipe_run", {}):
         assert "| pending (recipe on train alone not done) |" in row
     else:
-        assert f"{card.metrics['val_miou']} (recipe on train alone)" in row
+        assert f"{card.metrics['val_miou']:.2f} (recipe on train alone)" in row
     lat = card.metrics["cpu_latency"]
     assert f"{lat['onnxruntime_fp32_ms']['p50']} / {lat['onnxruntime_int8_cpu_ms']['p50']} ({lat['cpu']}" in row
     # the int8 accuracy beside that speed is the same (CPU int8) model's, not the TensorRT Q/DQ one's
