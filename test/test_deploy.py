@@ -395,25 +395,20 @@ def test_a_quantization_that_quantizes_nothing_leaves_the_old_int8_model(tmp_pat
 def test_calibration_images_of_a_folder_dataset_are_its_training_frames(tmp_path):
     """--calib-data pointed at a folder dataset's root calibrates on train/images, not on val's
     frames (the split INT8 is scored on) or on the label PNGs; a plain folder skips label folders."""
-    for split in ("train", "val"):
-        for sub in ("images", "labels"):
-            (tmp_path / "ds" / split / sub).mkdir(parents=True)
-            for i in range(3):
-                cv2.imwrite(str(tmp_path / "ds" / split / sub / f"{split}{i}.png"), np.zeros((8, 8), np.uint8))
-    files = list_calibration_images(tmp_path / "ds", 10)
-    assert sorted(f.relative_to(tmp_path / "ds").as_posix() for f in files) == [f"train/images/train{i}.png"
-                                                                               for i in range(3)]
+    def dataset(root, folder):  # folder(split, sub): where a split's images or labels go
+        for split in ("train", "val"):
+            for sub in ("images", "labels"):
+                (root / folder(split, sub)).mkdir(parents=True)
+                for i in range(3):
+                    cv2.imwrite(str(root / folder(split, sub) / f"{split}{i}.png"), np.zeros((8, 8), np.uint8))
+        return sorted(f.relative_to(root).as_posix() for f in list_calibration_images(root, 10))
+    assert dataset(tmp_path / "ds", lambda split, sub: f"{split}/{sub}") == [f"train/images/train{i}.png"
+                                                                             for i in range(3)]
     files = list_calibration_images(tmp_path / "ds" / "val", 10)  # a plain folder: its frames, not its labels
     assert sorted(f.parent.name for f in files) == ["images"] * 3
     # images/<split>/ + labels/<split>/ (mmsegmentation's layout): images/train alone (val was taken too)
-    for split in ("train", "val"):
-        for sub in ("images", "labels"):
-            (tmp_path / "mm" / sub / split).mkdir(parents=True)
-            for i in range(3):
-                cv2.imwrite(str(tmp_path / "mm" / sub / split / f"{split}{i}.png"), np.zeros((8, 8), np.uint8))
-    files = list_calibration_images(tmp_path / "mm", 10)
-    assert sorted(f.relative_to(tmp_path / "mm").as_posix() for f in files) == [f"images/train/train{i}.png"
-                                                                               for i in range(3)]
+    assert dataset(tmp_path / "mm", lambda split, sub: f"{sub}/{split}") == [f"images/train/train{i}.png"
+                                                                             for i in range(3)]
 
 
 # ------------------------------------------------------------------ engine cache (pure Python)
