@@ -84,8 +84,9 @@ def _trained_on(card, split: str) -> bool:
 
 # What a recipe is, as the training card records it: everything but the data split and the
 # run's own progress. A recipe run that differs in one of these scores another recipe (precision too:
-# fp32 against bf16 is a recipe change on resume, so it is one between the two runs).
-RECIPE_KEYS = ("dataset", "epochs_planned", "precision", "resolution", "crop", "scale", "jitter", "classmix", "class_crop",
+# fp32 against bf16 is a recipe change on resume, so it is one between the two runs; on a GPU, precision
+# amp's autocast dtype).
+RECIPE_KEYS = ("dataset", "epochs_planned", "precision", "autocast", "resolution", "crop", "scale", "jitter", "classmix", "class_crop",
                "label_resize", "batch_size", "processes", "optimizer", "schedule", "loss", "ema_decay", "init", "teacher",
                "distillation", "gradual_grouping_epochs", "encoder_epochs", "clip_grad", "max_train_images")
 # A model's own files in a models folder; a prefix match took rdsnet_camvid's along when releasing
@@ -142,8 +143,8 @@ def _recipe_card(recipe_run: Path, name: str, card, val_split: str):
     def of(c, k):
         return c.training.get(k, SETTING_BEFORE_RECORDED.get(k))
 
-    def same(k) -> bool:  # precision: compared where both cards record it (cards before it did not)
-        return of(rcard, k) == of(card, k) or (k == "precision" and None in (of(rcard, k), of(card, k)))
+    def same(k) -> bool:  # precision, autocast: compared where both cards record it (cards before did not)
+        return of(rcard, k) == of(card, k) or (k in ("precision", "autocast") and None in (of(rcard, k), of(card, k)))
     differ = [f"{k} {of(rcard, k)!r} (run: {of(card, k)!r})" for k in RECIPE_KEYS if not same(k)]
     if differ:
         raise ValueError(f"--recipe-run {recipe_run} is another recipe: {'; '.join(differ)}; its val figure "

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from seg_perception.card import load_card
 from seg_perception.data.transforms import TrainAugment
 from seg_perception.train.ema import ModelEMA
-from seg_perception.train.loop import TrainConfig, check_config, optimizer_step, train
+from seg_perception.train.loop import TrainConfig, check_config, optimizer_step, train, training_record
 from seg_perception.train.precision import (StepShape, choose_step, cpu_has_bf16, cuda_amp_dtype, loss_scaler,
                                             resolve_step, time_train_steps)
 from seg_perception.train.losses import build_loss, distillation_kl, lovasz_softmax, ohem_cross_entropy
@@ -435,6 +435,13 @@ def test_the_loss_scale_is_in_the_checkpoint_and_comes_back_on_resume(tmp_path, 
     monkeypatch.undo()
     train(TrainConfig(data=str(camvid_root), out=str(tmp_path / "cpu"), **dict(cfg, epochs=1)), log=lambda *_: None)
     assert torch.load(tmp_path / "cpu" / "last.pt", weights_only=True)["scaler"] == {}
+
+
+def test_the_card_says_which_dtype_amp_ran_in_on_a_gpu(tmp_path):
+    cfg = TrainConfig(data=str(tmp_path), out=str(tmp_path), **TINY)
+    gpu = training_record(cfg, 1, 0.5, (), "amp", "channels_last", "fp16")
+    assert (gpu["precision"], gpu["autocast"]) == ("amp", "fp16")
+    assert "autocast" not in training_record(cfg, 1, 0.5, (), "fp32", "contiguous", None)  # a CPU: precision says it
 
 
 def test_a_resumed_run_keeps_the_precision_and_layout_it_began_with(tmp_path, camvid_root):

@@ -430,6 +430,12 @@ def test_a_recipe_run_with_other_clipping_or_a_recipe_changed_on_resume_is_refus
     rcard.training = dict(kept, precision="bf16")
     rcard.save(rcard.path)
     assert main(args) == 2 and "another recipe: precision 'bf16' (run: 'fp32')" in capsys.readouterr().err
+    # on a GPU precision is amp for both: its autocast dtype (bf16, or fp16 with loss scaling) is the recipe's
+    fcard.training = dict(fcard.training, precision="amp", autocast="bf16")
+    fcard.save(fcard.path)
+    rcard.training = dict(kept, precision="amp", autocast="fp16")
+    rcard.save(rcard.path)
+    assert main(args) == 2 and "another recipe: autocast 'fp16' (run: 'bf16')" in capsys.readouterr().err
     rcard.training = {k: v for k, v in kept.items() if k != "precision"}  # a card from before it was recorded
     rcard.save(rcard.path)
     assert main(args) == 0

@@ -1558,7 +1558,7 @@ def save_model(run: Run, cm: Optional[ConfusionMatrix], epoch: int, train_loss: 
     card = card_for_table(run.name, cfg.model, table, cfg.width, cfg.height,
                           files={"weights": f"{run.name}.pt"},
                           training=training_record(cfg, epoch, train_loss, run.changed_on_resume,
-                                                   run.precision, run.memory_format),
+                                                   run.precision, run.memory_format, _autocast_name(run.device)),
                           metrics=metrics)
     card.training[WEIGHTS_HASH] = sha256(weights)  # a stop before the card is written shows as a mismatch
     card.save(run.out / f"{run.name}.yaml")
@@ -1567,8 +1567,10 @@ def save_model(run: Run, cm: Optional[ConfusionMatrix], epoch: int, train_loss: 
 
 
 def training_record(cfg: TrainConfig, epoch: int, train_loss: float, changed_on_resume: Sequence[str] = (),
-                    precision: Optional[str] = None, memory_format: Optional[str] = None) -> dict:
-    """The card's ``training`` section: enough to rerun the recipe."""
+                    precision: Optional[str] = None, memory_format: Optional[str] = None,
+                    autocast: Optional[str] = None) -> dict:
+    """The card's ``training`` section: enough to rerun the recipe. ``autocast``: the CUDA dtype
+    behind precision ``amp`` (bf16 or fp16, which the GPU decides), None on a CPU."""
     loss = f"cross-entropy, weights 1/ln({cfg.class_weight_c} + p)"
     if cfg.loss == "ohem":
         loss = f"OHEM {loss} (p < {cfg.ohem_thresh}, at least {cfg.ohem_min_kept:.0%} of pixels)"
@@ -1594,6 +1596,7 @@ def training_record(cfg: TrainConfig, epoch: int, train_loss: float, changed_on_
             "encoder_epochs": cfg.encoder_epochs, "clip_grad": cfg.clip_grad or None,
             "max_train_images": cfg.max_train_images or None, "max_val_images": cfg.max_val_images or None,
             "seed": cfg.seed, "precision": precision, "memory_format": memory_format,
+            **({"autocast": autocast} if autocast else {}),
             **({"changed_on_resume": list(changed_on_resume)} if changed_on_resume else {})}
 
 
