@@ -6,10 +6,12 @@ in the same folder and renamed over the old one, which is atomic on POSIX.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
 from pathlib import Path
+from typing import Iterator
 
 
 def sha256(path: str | Path) -> str:
@@ -21,11 +23,31 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def temporary_beside(path: Path) -> Path:
+    """A name beside ``path`` no other writer uses: two processes exporting the same model into the
+    cache at once must not write into, or rename away, each other's temporary file."""
+    return path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+@contextlib.contextmanager
+def written_whole(path: str | Path) -> Iterator[Path]:
+    """For a writer that wants a file name (torch.onnx.export, ONNX Runtime's quantizer): yields a
+    temporary name beside ``path``, renamed over it when the block succeeds, removed when it fails."""
+    path = Path(path)
+    tmp = temporary_beside(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def atomic_write(path: str | Path, data: bytes | str) -> Path:
     """Write ``data`` to ``path`` whole or not at all; the folder must exist."""
     path = Path(path)
     payload = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = temporary_beside(path)
     # os.open with 0o666 lets the umask decide the mode, as for any other file the user writes
     # (mkstemp would make it 0600, unreadable to the node when another user runs it).
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

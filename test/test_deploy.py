@@ -995,6 +995,26 @@ def test_an_engine_replaced_after_the_cache_checked_it_is_not_loaded(quantized, 
     be.close()
 
 
+def test_two_exports_of_one_model_at_once_each_finish(tmp_path, monkeypatch):
+    """Two processes exporting the same model into the cache at once (two nodes started on a model
+    without its ONNX file): both wrote `<name>.onnx.tmp`, the second renamed it away, and the first
+    failed with FileNotFoundError on its own rename."""
+    import torch
+    card = load_card(make_random_model(tmp_path, "essnet_d", W, H, onnx=False))
+    out, real, others = tmp_path / "cache" / "m.onnx", torch.onnx.export, []
+    out.parent.mkdir()
+
+    def export_then_another_finishes(*args, dynamo=False, **kw):
+        real(*args, dynamo=dynamo, **kw)
+        if not others:  # the other process's whole export, between this one's write and its rename
+            others.append("started")
+            others.append(export_onnx(card, out))
+    monkeypatch.setattr(torch.onnx, "export", export_then_another_finishes)
+    assert export_onnx(card, out) == out and others == ["started", out]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.onnx", "m.yaml"]  # no temporary file left
+    ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+
+
 def test_atomic_write_syncs_the_data_before_the_rename(tmp_path, monkeypatch):
     """Without fsync a power cut just after a first build could leave an empty engine under its name."""
     from seg_perception import files

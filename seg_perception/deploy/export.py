@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..card import ARCHITECTURE_METRICS, ModelCard, load_card, weights_mismatch
-from ..files import sha256
+from ..files import sha256, written_whole
 from ..paths import cache_dir
 from ..runtime.backend import DYNAMIC_DIMS
 
@@ -56,8 +56,7 @@ def write_onnx(card: ModelCard, out: str | Path, weights: Optional[str | Path] =
         axes = {INPUT_NAME: {0: b, 1: hh, 2: ww}}
         for o in outputs:
             axes[o] = {0: b, 2: hh, 3: ww} if logits else {0: b, 1: hh, 2: ww}
-    tmp = out.with_name(out.name + ".tmp")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), written_whole(out) as tmp:
         # The TorchScript exporter is deprecated in favour of torch.export, which needs
         # onnxscript; its graphs are the ones TensorRT parsers have been tested on longest.
         warnings.simplefilter("ignore")
@@ -65,7 +64,6 @@ def write_onnx(card: ModelCard, out: str | Path, weights: Optional[str | Path] =
         legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
         torch.onnx.export(wrapper, (dummy,), str(tmp), opset_version=opset, input_names=[INPUT_NAME],
                           output_names=outputs, dynamic_axes=axes, do_constant_folding=True, **legacy)
-    tmp.replace(out)
     return out
 
 

@@ -45,7 +45,7 @@ import numpy as np
 
 from ..card import ModelCard, load_card, onnx_role
 from ..data.datasets import IMAGE_EXTS, SegmentationDataset, camvid, read_rgb
-from ..files import sha256
+from ..files import sha256, written_whole
 from .export import cast_labels_through_float, forget_int8_figures
 
 METHODS = ("auto", "modelopt", "ort")
@@ -340,22 +340,20 @@ def quantize_onnx(src: str | Path, out: str | Path, frames: Sequence[np.ndarray]
         raise QuantizeError("no calibration frames")
     input_name = _check_source(src)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     t0 = time.perf_counter()
-    if target == "cpu":
-        _quantize_ort_cpu(src, tmp, input_name, frames, calibration)
-    elif method == "modelopt":
-        _quantize_modelopt(src, tmp, input_name, frames, calibration)
-    else:
-        _quantize_ort(src, tmp, input_name, frames, calibration, conv_outputs)
-    _drop_unused_opsets(tmp)
-    cast_labels_through_float(tmp)
-    info = inspect_qdq(tmp)
-    if info["quantize_linear"] == 0:  # checked before it replaces a good INT8 model of the same name
-        tmp.unlink()
-        raise QuantizeError(f"quantizing {src.name} gave no QuantizeLinear nodes: nothing was quantized "
-                            f"({out} is left as it was)")
-    tmp.replace(out)
+    with written_whole(out) as tmp:
+        if target == "cpu":
+            _quantize_ort_cpu(src, tmp, input_name, frames, calibration)
+        elif method == "modelopt":
+            _quantize_modelopt(src, tmp, input_name, frames, calibration)
+        else:
+            _quantize_ort(src, tmp, input_name, frames, calibration, conv_outputs)
+        _drop_unused_opsets(tmp)
+        cast_labels_through_float(tmp)
+        info = inspect_qdq(tmp)
+        if info["quantize_linear"] == 0:  # checked before it replaces a good INT8 model of the same name
+            raise QuantizeError(f"quantizing {src.name} gave no QuantizeLinear nodes: nothing was quantized "
+                                f"({out} is left as it was)")
     return QuantizeResult(out, method, calibration, len(frames), time.perf_counter() - t0,
                           info["quantize_linear"] + info["dequantize_linear"], target, conv_outputs)
 
