@@ -12,9 +12,12 @@ failure, for CI). ``camvid_root`` is for tests written before this split.
 """
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -30,6 +33,12 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_STATIC_PEERS", "127.0.0.1")
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 os.environ.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")
+# ONNX exports and engines of the tests' models go to a cache of this session's own, not the user's
+# (~/.cache/seg_perception): a test run beside a user's commands shared one, and the tests' files
+# should not outlive them. Node processes the tests start inherit it.
+_TEST_CACHE = tempfile.mkdtemp(prefix="seg_perception_test_cache_")
+os.environ["SEG_PERCEPTION_CACHE"] = _TEST_CACHE
+atexit.register(shutil.rmtree, _TEST_CACHE, True)
 
 
 SAMPLE_BAG = REPO / "test" / "data" / "camvid_val_sample"
