@@ -37,6 +37,8 @@ def written_whole(path: str | Path) -> Iterator[Path]:
     tmp = temporary_beside(path)
     try:
         yield tmp
+        with open(tmp, "rb") as f:  # on disk before the rename, as atomic_write
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

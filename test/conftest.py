@@ -38,6 +38,7 @@ os.environ.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")
 # should not outlive them. Node processes the tests start inherit it.
 _TEST_CACHE = tempfile.mkdtemp(prefix="seg_perception_test_cache_")
 os.environ["SEG_PERCEPTION_CACHE"] = _TEST_CACHE
+os.environ.pop("SEG_PERCEPTION_ENGINE_CACHE", None)  # it would win over the one above for engines
 atexit.register(shutil.rmtree, _TEST_CACHE, True)
 
 

@@ -462,6 +462,23 @@ def test_a_resumed_run_keeps_the_precision_and_layout_it_began_with(tmp_path, ca
     assert any(ln.startswith("[train] precision") and "auto: s/step fp32 channels_last" in ln for ln in fresh), fresh
 
 
+def test_a_run_resumed_on_a_gpu_of_another_kind_records_the_autocast_change(tmp_path, camvid_root, monkeypatch):
+    """bf16 on one GPU, fp16 with loss scaling on another: release refuses the pair as two recipes, so
+    the run that changed between them says so in changed_on_resume (it printed only a note)."""
+    from seg_perception.train import loop
+    cfg = dict(TINY, epochs=1)
+    train(TrainConfig(data=str(camvid_root), out=str(tmp_path), **cfg), log=lambda *_: None)
+    ck = torch.load(tmp_path / "last.pt", weights_only=True)
+    torch.save(dict(ck, autocast="bf16"), tmp_path / "last.pt")  # as a bf16 GPU left it
+    monkeypatch.setattr(loop, "_autocast_name", lambda device: "fp16")  # this GPU: no native bf16
+    lines = []
+    train(TrainConfig(data=str(camvid_root), out=str(tmp_path), **dict(cfg, epochs=2)), resume=True, log=lines.append)
+    changed = [ln.split(": ", 1)[1] for ln in lines if "settings changed" in ln]
+    assert changed == ["epochs 1 -> 2, autocast bf16 -> fp16"], lines
+    card, = tmp_path.glob("*.yaml")
+    assert load_card(card).training["changed_on_resume"] == ["epochs 1 -> 2", "autocast bf16 -> fp16"]
+
+
 # Pinned: runs compared bit for bit must not each time their own precision and layout (auto).
 TINY = dict(model="essnet_d", batch_size=2, width=96, height=72, crop_width=64, crop_height=48,
             max_train_images=4, max_val_images=2, threads=1, eval_every=1, precision="fp32",

@@ -936,10 +936,12 @@ def restore(run: Run, log=print) -> None:
             run.finished_config = saved
             run.changed_on_resume = list(ck.get("changed_on_resume") or [])
             return
-        # precision and layout as trained (auto keeps the checkpoint's): another one changes the numbers
+        # precision and layout as trained (auto keeps the checkpoint's): another one changes the numbers; on
+        # a GPU of another kind, amp's dtype (bf16 -> fp16 with loss scaling), which release compares too
         changed = _changed_settings(saved, run.cfg) + [
-            (k, ck[k], now) for k, now in (("precision", run.precision), ("memory_format", run.memory_format))
-            if ck.get(k) and ck[k] != now]
+            (k, ck[k], now) for k, now in (("precision", run.precision), ("memory_format", run.memory_format),
+                                           ("autocast", _autocast_name(run.device)))
+            if ck.get(k) and now is not None and ck[k] != now]
         # other frames under --data (another copy of the dataset, frames added or removed): the shuffle
         # then indexes other files and the class weights change. (Not known for a checkpoint before 2026-12-07.)
         frames = train_frames(run.train_ds)
