@@ -482,3 +482,20 @@ def test_other_training_frames_on_resume_are_said_and_recorded(folder_run, tmp_p
     train(TrainConfig(data=str(moved), out=str(old), **dict(FOLDER_TINY, epochs=2)), resume=True, log=lambda *_: None)
     ck = load_checkpoint(old / "last.pt")
     assert ck["changed_on_resume"] == ["epochs 1 -> 2"] and ck["train_frames"]["count"] == 3
+
+
+def test_a_card_written_again_records_the_precision_the_run_trained_in(tmp_path, camvid_root):
+    """A finished run's card written again from last.pt on another machine recorded that machine's
+    precision and layout (a GPU run re-finished on a CPU said fp32), not the ones it trained in."""
+    cfg = TrainConfig(data=str(camvid_root), out=str(tmp_path), **dict(TINY, epochs=1, val_split="none",
+                                                                        keep="last"))
+    best = train(cfg, log=lambda *_: None)
+    ck = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert (ck["precision"], ck["memory_format"]) == ("fp32", "channels_last")
+    ck.update(precision="amp", memory_format="channels_last", autocast="bf16")  # as trained on a GPU
+    atomic_save(ck, tmp_path / "last.pt")
+    best.with_suffix(".yaml").unlink()
+    train(TrainConfig(**{**asdict(cfg), "memory_format": "contiguous"}), resume=True, log=lambda *_: None)
+    training = load_card(best.with_suffix(".yaml")).training
+    assert (training["precision"], training["memory_format"], training.get("autocast")) == (
+        "amp", "channels_last", "bf16")

@@ -571,6 +571,8 @@ class Run:
     cut_short: bool = False
     # resumed with no epoch left: the checkpoint's config, to write a missing card as the run trained
     finished_config: Optional[dict] = None
+    # and the precision, layout and CUDA autocast it trained in (not this device's, which may differ)
+    finished_as: Optional[tuple] = None
 
     @property
     def main(self) -> bool:
@@ -934,6 +936,7 @@ def restore(run: Run, log=print) -> None:
             log(f"[train] the run has finished its {run.total_epochs} epochs: nothing to do (a higher --epochs "
                 "trains on)")
             run.finished_config = saved
+            run.finished_as = (ck.get("precision"), ck.get("memory_format"), ck.get("autocast"))
             run.changed_on_resume = list(ck.get("changed_on_resume") or [])
             return
         # precision and layout as trained (auto keeps the checkpoint's): another one changes the numbers; on
@@ -1557,10 +1560,13 @@ def save_model(run: Run, cm: Optional[ConfusionMatrix], epoch: int, train_loss: 
                         f"{cfg.val_split}_per_class_iou": summary["per_class_iou"]})
         if summary.get("classes_absent"):  # no pixel in val: their IoU is null, not a 0 to read
             metrics[f"{cfg.val_split}_classes_absent"] = summary["classes_absent"]
+    trained_as = (run.precision, run.memory_format, _autocast_name(run.device))
+    if run.finished_as is not None and run.finished_as[0]:  # a finished run's card written again, maybe elsewhere
+        precision, fmt, autocast = run.finished_as  # (autocast None: trained on a CPU)
+        trained_as = (precision, fmt or run.memory_format, autocast)
     card = card_for_table(run.name, cfg.model, table, cfg.width, cfg.height,
                           files={"weights": f"{run.name}.pt"},
-                          training=training_record(cfg, epoch, train_loss, run.changed_on_resume,
-                                                   run.precision, run.memory_format, _autocast_name(run.device)),
+                          training=training_record(cfg, epoch, train_loss, run.changed_on_resume, *trained_as),
                           metrics=metrics)
     card.training[WEIGHTS_HASH] = sha256(weights)  # a stop before the card is written shows as a mismatch
     card.save(run.out / f"{run.name}.yaml")
