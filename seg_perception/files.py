@@ -7,9 +7,11 @@ in the same folder and renamed over the old one, which is atomic on POSIX.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -23,10 +25,49 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+# A temporary file this old whose writer is gone was left by a killed writer, not one still writing:
+# every writer here writes its file in one go and renames it at once (seconds, even for an engine).
+STALE_AFTER_S = 600
+
+
 def temporary_beside(path: Path) -> Path:
     """A name beside ``path`` no other writer uses: two processes exporting the same model into the
-    cache at once must not write into, or rename away, each other's temporary file."""
+    cache at once must not write into, or rename away, each other's temporary file. Those of earlier
+    writers of ``path`` that were killed before their rename are removed first."""
+    remove_stale_temporaries(path)
     return path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def remove_stale_temporaries(path: Path) -> list:
+    """Removes ``<name>.<pid>.<random>.tmp`` files beside ``path`` whose process has ended (on this
+    machine) and which have not changed for STALE_AFTER_S (a folder shared with another machine, whose
+    pids mean nothing here, keeps its writer's file that long). Returns what was removed."""
+    removed = []
+    try:
+        candidates = list(path.parent.glob(f"{glob.escape(path.name)}.*.*.tmp"))
+    except OSError:
+        return removed
+    now = time.time()
+    for tmp in candidates:
+        pid = tmp.name[len(path.name) + 1:].split(".")[0]
+        try:
+            if not pid.isdigit() or _alive(int(pid)) or now - tmp.stat().st_mtime < STALE_AFTER_S:
+                continue
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:  # gone meanwhile (another writer swept it), or not ours to remove
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -1023,6 +1024,32 @@ def test_atomic_write_syncs_the_data_before_the_rename(tmp_path, monkeypatch):
     monkeypatch.setattr(files.os, "replace", lambda a, b: (events.append(("replace", Path(b).name)), rename(a, b))[1])
     files.atomic_write(tmp_path / "e.engine", b"12345")
     assert events == [("fsync", 5), ("replace", "e.engine")] and (tmp_path / "e.engine").read_bytes() == b"12345"
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    """A writer killed between its write and its rename (SIGKILL mid-export) left its uniquely named
+    `<name>.<pid>.<random>.tmp` in the cache for good. The next write of that name removes it; a
+    live writer's file, a fresh one (maybe another machine's, on a shared folder) and those of other
+    names stay."""
+    import subprocess
+    from seg_perception import files
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid whose process has ended
+    old = time.time() - files.STALE_AFTER_S - 60
+    stale = tmp_path / f"m.onnx.{gone.pid}.0a1b2c3d.tmp"
+    fresh = tmp_path / f"m.onnx.{gone.pid}.11111111.tmp"
+    live = tmp_path / f"m.onnx.{os.getpid()}.22222222.tmp"
+    other = tmp_path / f"n.onnx.{gone.pid}.33333333.tmp"
+    for p in (stale, fresh, live, other):
+        p.write_bytes(b"half")
+    for p in (stale, live, other):
+        os.utime(p, (old, old))
+    files.atomic_write(tmp_path / "m.onnx", b"whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["m.onnx", fresh.name, live.name, other.name])
+    with files.written_whole(tmp_path / "n.onnx") as tmp:
+        tmp.write_bytes(b"whole")
+    assert not other.exists() and (tmp_path / "n.onnx").read_bytes() == b"whole"
 
 
 def test_one_camera_frame_copies_one_frame_of_a_batch_buffer(quantized, monkeypatch, tmp_path):
