@@ -13,8 +13,7 @@ SAMPLE_BAG = "test/data/camvid_val_sample"
 # bounds are the oldest set that scripts/check_oldest_deps.sh installs and runs on Python 3.10.
 # Pillow reads palette PNG labels (OpenCV expands them to colours); matplotlib needs it too.
 CORE = ["setuptools", "numpy>=1.24.4,<3", "PyYAML>=6.0.1", "opencv-python-headless>=4.8.1.78", "onnx>=1.16.0",
-        "onnxruntime>=1.17.0", "tqdm>=4.64.0", "matplotlib>=3.7.0", "Pillow>=10.0.0", "rosbags>=0.11.6",
-        "rosbags-image>=0.10.0"]
+        "onnxruntime>=1.17.0", "tqdm>=4.64.0", "matplotlib>=3.7.0", "Pillow>=10.0.0", "rosbags>=0.11.6"]
 # ROS 2 Jazzy client libraries as wheels, for a machine without a ROS install (the live node,
 # live evaluation, the demo's live mode); on a ROS 2 system they come from apt instead. These are
 # built for one Python, so they stay pinned.

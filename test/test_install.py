@@ -56,6 +56,35 @@ def test_requirements_txt_pins_a_set_inside_setup_ranges():
                if not n.startswith("ros-")), declared
 
 
+# a distribution's import name where it differs from its own
+IMPORT_NAMES = {"pyyaml": "yaml", "opencv-python-headless": "cv2", "pillow": "PIL", "ros-jazzy-rclpy": "rclpy",
+                "ros-jazzy-sensor-msgs": "sensor_msgs", "ros-jazzy-std-msgs": "std_msgs",
+                "ros-jazzy-diagnostic-msgs": "diagnostic_msgs", "ros-jazzy-nav-msgs": "nav_msgs"}
+
+
+def test_every_declared_dependency_is_imported_by_the_package():
+    """`rosbags-image` was a core requirement that nothing imported: every `pip install` fetched it
+    (and a Jetson's oldest-dependency set had to resolve it) for nothing."""
+    # needed but not imported by name; the ROS wheels declare no dependencies of their own
+    used_otherwise = {"setuptools": "an ament_python package's build requirement",
+                      "ros-jazzy-rmw-fastrtps-cpp": "the middleware rclpy loads",
+                      "ros-jazzy-geometry-msgs": "nav_msgs' messages hold its Pose",
+                      "ros-jazzy-lifecycle-msgs": "rclpy.lifecycle's messages"}
+    import ast
+    from packaging.requirements import Requirement
+    d = _distribution()
+    imported = set()
+    for path in (REPO / "seg_perception").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    declared = [Requirement(r).name.lower() for r in d["req"] + d["extras"]["ros"] + d["extras"]["train"]]
+    unused = [n for n in declared if n not in used_otherwise and IMPORT_NAMES.get(n, n) not in imported]
+    assert not unused, unused
+
+
 @pytest.mark.skipif(CORE_ONLY, reason="runs inside that check itself")
 def test_pip_install_on_python310_with_the_oldest_dependencies(tmp_path):
     # A JetPack 6 Jetson has Python 3.10, where none of requirements.txt's pins exist: a plain
