@@ -427,7 +427,7 @@ def test_rejections_are_throttled_by_kind_not_by_their_numbers():
     ({"backend": "tpu"}, "unknown backend 'tpu'; valid choices: auto, tensorrt, onnxruntime, torch"),
     ({"backend": "torch", "precision": "fp32", "weights": "/nonexistent/w.pt"},
      "weights file /nonexistent/w.pt not found"),
-    ({"qos": "fast"}, "unknown qos 'fast'; valid choices: sensor_data, reliable"),
+    ({"qos": "fast"}, "unknown qos 'fast'; valid choices: sensor_data, reliable, auto"),
     ({"workers": 0}, "workers must be 1-8, not 0"),
     ({"drivable_classes": "[3, 40]"}, "drivable class 40 is not one of the model's classes"),
     ({"modle": "no_such_model"}, "unknown parameter 'modle': did you mean 'model'?"),
@@ -827,6 +827,65 @@ def test_a_camera_of_incompatible_qos_is_named_in_diagnostics(ros, random_model,
     finally:
         h.close()
         proc.stop()
+
+
+def test_qos_auto_follows_the_camera_publishers(ros, random_model, tmp_path):
+    """A reliable camera's large frames mostly fail to reach the default best-effort subscription over
+    Fast DDS; qos: reliable never matches a best-effort camera. auto subscribes as the publishers
+    are: reliable while all are, best effort while one is not, and serves frames either way."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    proc = start_node({"model": str(random_model), "threads": 1, "qos": "auto", "diagnostics_period": 0.2,
+                       "image_topic": "/auto_camera/image_raw"}, tmp_path / "node.log")
+    h = Harness("test_qos_auto_client", image_topic="/auto_camera/image_raw")  # a reliable camera
+    rgb = np.full((48, 64, 3), 90, np.uint8)
+
+    def served():  # sent again until answered: a new subscription matches its publishers after a while
+        key = stamp_key(raw_image(rgb, "rgb8", new_key("auto")).header)
+        for _ in range(40):
+            h.pub_raw.publish(raw_image(rgb, "rgb8", key))
+            try:
+                return h.wait_for(lambda: key in h.received["labels"], 0.5, "labels")
+            except AssertionError:
+                continue
+        raise AssertionError(f"no labels for {key}:\n" + proc.output())
+
+    def subscribed(qos):
+        h.wait_for(lambda: h.diagnostics and h.diagnostics[-1].get("subscription_qos") == qos, 60,
+                   f"subscription_qos {qos}")
+    try:
+        try:
+            subscribed("reliable (auto)")
+        except AssertionError:
+            raise AssertionError("no reliable subscription:\n" + proc.output())
+        served()
+        infos = h.node.get_subscriptions_info_by_topic("/auto_camera/image_raw")
+        assert [i.qos_profile.reliability for i in infos] == [ReliabilityPolicy.RELIABLE]
+        best_effort = h.node.create_publisher(Image, "/auto_camera/image_raw",
+                                              QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+        subscribed("best_effort (auto)")
+        h.pub_raw, reliable = best_effort, h.pub_raw  # frames from the best-effort camera are served
+        served()
+        assert "incompatible" not in h.diagnostics[-1]["_message"], h.diagnostics[-1]["_message"]
+        h.node.destroy_publisher(best_effort)
+        h.pub_raw = reliable
+        subscribed("reliable (auto)")
+        served()
+        log = proc.output()
+        assert "qos auto: /auto_camera/image_raw has a best-effort publisher now: subscribing best effort" in log
+        assert "qos auto: /auto_camera/image_raw has only reliable publishers now: subscribing reliable" in log
+    finally:
+        h.close()
+        proc.stop()
+
+
+def test_qos_auto_keeps_its_subscription_while_no_publisher_is_there():
+    """A camera driver restarting leaves the topic without publishers for a moment: nothing to follow,
+    so the subscription is not made again twice for it."""
+    from seg_perception.ros.subscription_qos import auto_reliable
+    assert auto_reliable([], reliable=True) and not auto_reliable([], reliable=False)
+    assert auto_reliable([True, True], reliable=False)
+    assert not auto_reliable([True, False], reliable=True)
 
 
 def test_camera_health_levels_as_an_integrator_reads_them():

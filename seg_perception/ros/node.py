@@ -35,7 +35,7 @@ except ImportError:  # Humble: the same classes, before rclpy 4.0 moved them
     from rclpy.qos_event import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.node import Node
 from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy,
-                       qos_policy_name_from_kind, qos_profile_sensor_data)
+                       qos_policy_name_from_kind)
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -51,6 +51,7 @@ from .ground_outputs import GroundOutputs, flag, tf2_ros
 from .nav_messages import label_info, label_info_type
 from .node_parameters import ConfigError
 from .rate_cap import RateCap
+from .subscription_qos import auto_reliable, subscription_qos
 
 class _RosLogHandler(logging.Handler):
     """Forwards the package's Python log records (e.g. backend fallbacks) to a node's logger: the
@@ -145,6 +146,8 @@ class CameraStream:
         self.last_finished: Optional[float] = None  # of the newest frame served or rejected (a stuck model)
         self.serving_since: Optional[float] = None  # when the node began serving this camera (activation)
         self.incompatible_qos = ""  # what to do about a camera publisher whose QoS cannot match
+        self.in_qos = None  # the subscription's QoS (qos: auto may change it while active)
+        self.subscriptions_made = 0  # an event of a subscription replaced since is not about this one
         self.incompatible_at = 0.0  # perf_counter of that report
         self.infer_ms: deque = deque(maxlen=100)
         # per-stage times of the last 100 frames (the table in docs/performance.md)
@@ -302,10 +305,9 @@ class SegmentationNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.out_qos = out_qos
 
-        in_qos = qos_profile_sensor_data if qos == "sensor_data" else QoSProfile(
-            depth=1, reliability=QoSReliabilityPolicy.RELIABLE, history=QoSHistoryPolicy.KEEP_LAST)
-        self.in_qos = QoSProfile(depth=1, reliability=in_qos.reliability, durability=in_qos.durability,
-                                 history=QoSHistoryPolicy.KEEP_LAST)
+        # auto begins best effort, which every publisher matches, until the publishers say otherwise
+        self.qos_auto = qos == "auto"
+        self.in_qos = subscription_qos(reliable=qos == "reliable")
         # one camera: the names it always had (tests, bench and evaluation read them)
         self.image_topic, self.topic = self.cameras[0].image_topic, self.cameras[0].topic
         self.diagnostics_period = settings.diagnostics_period
@@ -386,17 +388,10 @@ class SegmentationNode(Node):
             cam.last_key = (cam.era, (-1, -1))  # a restarted camera or bag may begin at an earlier time
             cam.gaps.last = None  # frames sent while inactive were not lost upstream
             cam.cap.restart()
-            events = SubscriptionEventCallbacks(
-                incompatible_qos=lambda status, cam=cam: self._on_incompatible_qos(cam, status))
-            try:
-                cam.sub = self.create_subscription(msg_type, cam.topic, lambda msg, cam=cam: self._on_frame(cam, msg),
-                                                   self.in_qos, event_callbacks=events)
-            except UnsupportedEventTypeError:
-                # Humble's rclpy raises for a middleware without the event (Jazzy's skips it itself)
-                self.get_logger().info(f"the middleware cannot report QoS mismatches on {cam.shown}: a camera "
-                                       "whose QoS does not match shows only as 'no frames' in /diagnostics")
-                cam.sub = self.create_subscription(msg_type, cam.topic, lambda msg, cam=cam: self._on_frame(cam, msg),
-                                                   self.in_qos)
+            cam.in_qos = self.in_qos
+            if self.qos_auto:
+                cam.in_qos = subscription_qos(auto_reliable(self._publisher_reliability(cam), reliable=False))
+            self._subscribe(cam, msg_type)
             if cam.pub_label_info is not None:
                 cam.pub_label_info.publish(label_info(self.label_types, header, self.card.class_names))
         self.sub = [cam.sub for cam in self.cameras]
@@ -423,6 +418,46 @@ class SegmentationNode(Node):
         if not self.pipeline.drivable_classes:
             self.get_logger().warning("no drivable classes: segmentation/drivable_mask stays empty (set the "
                                       "drivable_classes parameter, or 'drivable' in dataset.yaml before training)")
+
+    def _subscribe(self, cam: CameraStream, msg_type) -> None:
+        cam.subscriptions_made += 1
+        events = SubscriptionEventCallbacks(incompatible_qos=lambda status, cam=cam, n=cam.subscriptions_made:
+                                            n == cam.subscriptions_made and self._on_incompatible_qos(cam, status))
+        try:
+            cam.sub = self.create_subscription(msg_type, cam.topic, lambda msg, cam=cam: self._on_frame(cam, msg),
+                                               cam.in_qos, event_callbacks=events)
+        except UnsupportedEventTypeError:
+            # Humble's rclpy raises for a middleware without the event (Jazzy's skips it itself)
+            self.get_logger().info(f"the middleware cannot report QoS mismatches on {cam.shown}: a camera "
+                                   "whose QoS does not match shows only as 'no frames' in /diagnostics")
+            cam.sub = self.create_subscription(msg_type, cam.topic, lambda msg, cam=cam: self._on_frame(cam, msg),
+                                               cam.in_qos)
+
+    def _publisher_reliability(self, cam: CameraStream) -> List[bool]:
+        """Whether each publisher on the camera's topic is reliable."""
+        return [i.qos_profile.reliability == QoSReliabilityPolicy.RELIABLE
+                for i in self.get_publishers_info_by_topic(cam.shown)]
+
+    def _follow_publishers_qos(self) -> None:
+        """qos: auto, while active: subscribe again when the publishers' reliability asks for the other
+        QoS. Reliable is what a reliable camera's large frames need to arrive (best effort lost most of
+        them over Fast DDS here); a best-effort camera matches only a best-effort subscription."""
+        msg_type = CompressedImage if self.use_compressed else Image
+        for cam in self.cameras:
+            if cam.sub is None:
+                continue
+            now = cam.in_qos.reliability == QoSReliabilityPolicy.RELIABLE
+            want = auto_reliable(self._publisher_reliability(cam), reliable=now)
+            if want == now:
+                continue
+            self.destroy_subscription(cam.sub)
+            cam.in_qos = subscription_qos(want)
+            self._subscribe(cam, msg_type)
+            cam.incompatible_qos = ""  # the new subscription matches the publishers it was chosen by
+            self.get_logger().info(
+                f"qos auto: {cam.shown} " + ("has only reliable publishers now: subscribing reliable" if want else
+                                             "has a best-effort publisher now: subscribing best effort"))
+        self.sub = [cam.sub for cam in self.cameras]
 
     def _deactivate(self) -> None:
         """Stop subscribing and publishing; the model stays loaded. Also undoes an activate that
@@ -537,7 +572,7 @@ class SegmentationNode(Node):
         """A camera whose QoS cannot match this subscription never delivers a frame: say which
         policy and what to set, in the log and in /diagnostics (rclpy alone only logs it)."""
         policy = qos_policy_name_from_kind(status.last_policy_kind)
-        mine = "reliable" if self.in_qos.reliability == QoSReliabilityPolicy.RELIABLE else "sensor_data"
+        mine = "reliable" if cam.in_qos.reliability == QoSReliabilityPolicy.RELIABLE else "sensor_data"
         other = "sensor_data" if mine == "reliable" else "reliable"
         cam.incompatible_at = time.perf_counter()
         cam.incompatible_qos = (f"a publisher on {cam.shown} offers QoS incompatible with this node's "
@@ -551,7 +586,7 @@ class SegmentationNode(Node):
         if time.perf_counter() - cam.incompatible_at < 2.0:
             return False  # the graph may show the publisher a moment after the event reported it
         infos = self.get_publishers_info_by_topic(cam.shown)
-        if self.in_qos.reliability == QoSReliabilityPolicy.RELIABLE:
+        if cam.in_qos.reliability == QoSReliabilityPolicy.RELIABLE:
             return not any(i.qos_profile.reliability == QoSReliabilityPolicy.BEST_EFFORT for i in infos)
         return not infos
 
@@ -798,6 +833,8 @@ class SegmentationNode(Node):
 
     # ---------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self) -> None:
+        if self.qos_auto and self.sub is not None:  # the publishers' QoS, checked as often as the health
+            self._follow_publishers_qos()
         node = self.get_fully_qualified_name().lstrip("/")
         with self._slot_lock:
             sizes = dict(self._batch_sizes)
@@ -888,6 +925,8 @@ class SegmentationNode(Node):
                   "camera_period_ms": f"{period * 1e3:.1f}" if period else "",
                   **{k: ms(med(v)) for k, v in stages.items() if k != "inference_ms"}, "model": self.card.name,
                   "backend": self.pipeline.backend.name, "precision": self.pipeline.backend.precision, "topic": cam.shown,
+                  "subscription_qos": ("" if cam.in_qos is None else "reliable" if cam.in_qos.reliability ==
+                                       QoSReliabilityPolicy.RELIABLE else "best_effort") + (" (auto)" if self.qos_auto else ""),
                   # what the drivable mask is made of, overrides included (evaluation reports it)
                   "drivable_classes": ",".join(str(c) for c in self.pipeline.drivable_classes),
                   "cameras": len(self.cameras), **batching}

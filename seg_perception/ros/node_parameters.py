@@ -24,7 +24,7 @@ class ConfigError(ValueError):
     """A parameter that stops start-up; the message lists the valid choices."""
 
 
-QOS_CHOICES = ("sensor_data", "reliable")
+QOS_CHOICES = ("sensor_data", "reliable", "auto")
 
 # name -> (default, description); the single list of parameters (README documents the same)
 PARAMETERS = {
@@ -42,7 +42,8 @@ PARAMETERS = {
     "overlay_legend": (True, "draw the class legend (colour + name) into /segmentation/overlay"),
     "output_size": ("camera", "camera: outputs at the frame's size | network: at the network's (no label "
                               "resize, smaller messages; ground outputs follow)"),
-    "qos": ("sensor_data", "subscription QoS: sensor_data (best effort, depth 1) | reliable"),
+    "qos": ("sensor_data", "subscription QoS: sensor_data (best effort, depth 1) | reliable | auto (reliable "
+                           "while every publisher on the topic is, else best effort; follows them as they change)"),
     "publish_confidence": (False, "publish /segmentation/confidence (mono8, max probability x 255)"),
     "max_image_pixels": (DEFAULT_MAX_PIXELS, "frames larger than this are rejected"),
     "threads": (0, "CPU inference threads per worker; 0: the runtime's default (all cores), split between workers"),
