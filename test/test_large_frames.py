@@ -1,6 +1,6 @@
 """Large camera frames between processes: a best-effort camera at 640x480 and 1280x720 (over the
 512 KB that Fast DDS's default shared-memory segment holds) reaches the node, which subscribes with
-the shipped default QoS (sensor_data, best effort), when both sides use the shipped transport
+the shipped default QoS (auto: best effort for a best-effort camera), when both sides use the shipped transport
 profile (config/fastdds_large_frames.xml). The camera runs at 2 Hz, far below what the node
 serves, so every frame should come back; this counts frames, it does not time them."""
 from __future__ import annotations

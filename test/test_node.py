@@ -4,7 +4,7 @@ this test process publishes CamVid val frames and records what comes back.
 
 The raw-image node subscribes with qos 'reliable': with Fast DDS's default transports a
 best-effort frame over ~0.5 MB is lost between processes (README, "Large frames"). The
-JPEG node keeps the default best-effort sensor_data QoS, so that path runs over DDS too."""
+JPEG node subscribes best effort (qos sensor_data), so that path runs over DDS too."""
 from __future__ import annotations
 
 import re
@@ -356,7 +356,7 @@ def test_a_camera_clock_that_goes_back_is_still_served(raw_node, pipe, val_frame
 @pytest.fixture(scope="module")
 def jpeg_node(ros, random_model, tmp_path_factory):
     log = tmp_path_factory.mktemp("node_jpeg") / "node.log"
-    proc = start_node({"model": str(random_model), "use_compressed": True, "threads": 1,
+    proc = start_node({"model": str(random_model), "use_compressed": True, "threads": 1, "qos": "sensor_data",
                         "image_topic": "/cam2/image_raw"}, log)
     h = Harness("test_jpeg_client", image_topic="/cam2/image_raw")
     yield from _serve(proc, h, log, compressed=True)
@@ -855,7 +855,7 @@ def test_qos_auto_follows_the_camera_publishers(ros, random_model, tmp_path):
                    f"subscription_qos {qos}")
     try:
         try:
-            subscribed("reliable (auto)")
+            subscribed("reliable (qos auto)")
         except AssertionError:
             raise AssertionError("no reliable subscription:\n" + proc.output())
         served()
@@ -863,17 +863,19 @@ def test_qos_auto_follows_the_camera_publishers(ros, random_model, tmp_path):
         assert [i.qos_profile.reliability for i in infos] == [ReliabilityPolicy.RELIABLE]
         best_effort = h.node.create_publisher(Image, "/auto_camera/image_raw",
                                               QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
-        subscribed("best_effort (auto)")
+        subscribed("best effort (qos auto)")
         h.pub_raw, reliable = best_effort, h.pub_raw  # frames from the best-effort camera are served
         served()
         assert "incompatible" not in h.diagnostics[-1]["_message"], h.diagnostics[-1]["_message"]
         h.node.destroy_publisher(best_effort)
         h.pub_raw = reliable
-        subscribed("reliable (auto)")
+        subscribed("reliable (qos auto)")
         served()
         log = proc.output()
+        assert "; subscribed reliable (qos auto)" in log  # at activation: no publisher yet, or the harness's
         assert "qos auto: /auto_camera/image_raw has a best-effort publisher now: subscribing best effort" in log
         assert "qos auto: /auto_camera/image_raw has only reliable publishers now: subscribing reliable" in log
+        assert "incompatible" not in log  # auto follows a best-effort camera: nothing for the user to set
     finally:
         h.close()
         proc.stop()

@@ -11,7 +11,8 @@ its own received/processed/dropped/rejected counters.
 QoS: raw frames are large; with Fast DDS's default transports a best-effort
 frame over ~0.5 MB is lost between processes, so for raw images the node is
 started with qos 'reliable' (--node-qos auto). Compressed frames keep the
-node's default best-effort sensor_data profile, as on a robot.
+best-effort sensor_data profile (the node's own default, auto, follows the
+player's reliable publisher).
 """
 from __future__ import annotations
 

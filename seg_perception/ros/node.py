@@ -305,9 +305,9 @@ class SegmentationNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.out_qos = out_qos
 
-        # auto begins best effort, which every publisher matches, until the publishers say otherwise
+        # auto with no publisher yet begins reliable, as most camera drivers publish
         self.qos_auto = qos == "auto"
-        self.in_qos = subscription_qos(reliable=qos == "reliable")
+        self.in_qos = subscription_qos(reliable=qos != "sensor_data")
         # one camera: the names it always had (tests, bench and evaluation read them)
         self.image_topic, self.topic = self.cameras[0].image_topic, self.cameras[0].topic
         self.diagnostics_period = settings.diagnostics_period
@@ -390,7 +390,7 @@ class SegmentationNode(Node):
             cam.cap.restart()
             cam.in_qos = self.in_qos
             if self.qos_auto:
-                cam.in_qos = subscription_qos(auto_reliable(self._publisher_reliability(cam), reliable=False))
+                cam.in_qos = subscription_qos(auto_reliable(self._publisher_reliability(cam), reliable=True))
             self._subscribe(cam, msg_type)
             if cam.pub_label_info is not None:
                 cam.pub_label_info.publish(label_info(self.label_types, header, self.card.class_names))
@@ -414,10 +414,18 @@ class SegmentationNode(Node):
             what += f", at most {self.max_rate:g} frames a second" + (" each" if len(self.cameras) > 1 else "")
         self.get_logger().info(
             f"segmenting {what} with {self.card.name} ({self.pipeline.backend.describe()}); "
-            f"drivable classes {[self.card.class_names[c] for c in self.pipeline.drivable_classes]}{ground}")
+            f"drivable classes {[self.card.class_names[c] for c in self.pipeline.drivable_classes]}{ground}; "
+            f"subscribed {self._qos_shown()}")
         if not self.pipeline.drivable_classes:
             self.get_logger().warning("no drivable classes: segmentation/drivable_mask stays empty (set the "
                                       "drivable_classes parameter, or 'drivable' in dataset.yaml before training)")
+
+    def _qos_shown(self, cam: Optional[CameraStream] = None) -> str:
+        """'reliable (qos auto)', 'best effort', ...: of one camera, or of all (each where they differ)."""
+        cams = [cam] if cam is not None else self.cameras
+        kinds = ["reliable" if c.in_qos.reliability == QoSReliabilityPolicy.RELIABLE else "best effort" for c in cams]
+        shown = kinds[0] if len(set(kinds)) == 1 else ", ".join(f"{c.shown} {k}" for c, k in zip(cams, kinds))
+        return shown + (" (qos auto)" if self.qos_auto else "")
 
     def _subscribe(self, cam: CameraStream, msg_type) -> None:
         cam.subscriptions_made += 1
@@ -572,6 +580,10 @@ class SegmentationNode(Node):
         """A camera whose QoS cannot match this subscription never delivers a frame: say which
         policy and what to set, in the log and in /diagnostics (rclpy alone only logs it)."""
         policy = qos_policy_name_from_kind(status.last_policy_kind)
+        if self.qos_auto:  # a best-effort camera came while subscribed reliable: the next check follows it
+            self.get_logger().debug(f"a publisher on {cam.shown} offers QoS incompatible with the subscription's "
+                                    f"(policy {policy}): qos auto subscribes again")
+            return
         mine = "reliable" if cam.in_qos.reliability == QoSReliabilityPolicy.RELIABLE else "sensor_data"
         other = "sensor_data" if mine == "reliable" else "reliable"
         cam.incompatible_at = time.perf_counter()
@@ -925,8 +937,7 @@ class SegmentationNode(Node):
                   "camera_period_ms": f"{period * 1e3:.1f}" if period else "",
                   **{k: ms(med(v)) for k, v in stages.items() if k != "inference_ms"}, "model": self.card.name,
                   "backend": self.pipeline.backend.name, "precision": self.pipeline.backend.precision, "topic": cam.shown,
-                  "subscription_qos": ("" if cam.in_qos is None else "reliable" if cam.in_qos.reliability ==
-                                       QoSReliabilityPolicy.RELIABLE else "best_effort") + (" (auto)" if self.qos_auto else ""),
+                  "subscription_qos": "" if cam.in_qos is None else self._qos_shown(cam),
                   # what the drivable mask is made of, overrides included (evaluation reports it)
                   "drivable_classes": ",".join(str(c) for c in self.pipeline.drivable_classes),
                   "cameras": len(self.cameras), **batching}

@@ -42,8 +42,8 @@ PARAMETERS = {
     "overlay_legend": (True, "draw the class legend (colour + name) into /segmentation/overlay"),
     "output_size": ("camera", "camera: outputs at the frame's size | network: at the network's (no label "
                               "resize, smaller messages; ground outputs follow)"),
-    "qos": ("sensor_data", "subscription QoS: sensor_data (best effort, depth 1) | reliable | auto (reliable "
-                           "while every publisher on the topic is, else best effort; follows them as they change)"),
+    "qos": ("auto", "subscription QoS: auto (reliable while every publisher on the topic is, best effort while "
+                    "one is not; follows them as they change) | sensor_data (best effort, depth 1) | reliable"),
     "publish_confidence": (False, "publish /segmentation/confidence (mono8, max probability x 255)"),
     "max_image_pixels": (DEFAULT_MAX_PIXELS, "frames larger than this are rejected"),
     "threads": (0, "CPU inference threads per worker; 0: the runtime's default (all cores), split between workers"),

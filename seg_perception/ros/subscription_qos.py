@@ -18,7 +18,8 @@ def auto_reliable(publishers_reliable: Sequence[bool], reliable: bool) -> bool:
     """qos: auto's choice. Reliable while every publisher is: over Fast DDS a reliable camera's frames
     of 0.5 MB and more mostly fail to reach a best-effort subscriber (README, "DDS notes"). Best
     effort as soon as one publisher is best effort: a reliable subscription never matches it. With
-    no publisher there is nothing to follow, and ``reliable`` (the subscription's now) stays."""
+    no publisher there is nothing to follow, and ``reliable`` (the subscription's now, reliable at
+    activation) stays."""
     if not publishers_reliable:
         return reliable
     return all(publishers_reliable)
