@@ -10,6 +10,7 @@ import contextlib
 import glob
 import hashlib
 import os
+import re
 import secrets
 import time
 from pathlib import Path
@@ -43,15 +44,16 @@ def remove_stale_temporaries(path: Path) -> list:
     machine) and which have not changed for STALE_AFTER_S (a folder shared with another machine, whose
     pids mean nothing here, keeps its writer's file that long). Returns what was removed."""
     removed = []
+    ours = re.compile(re.escape(path.name) + r"\.([0-9]{1,9})\.[0-9a-f]{8}\.tmp")  # temporary_beside's names only
     try:
-        candidates = list(path.parent.glob(f"{glob.escape(path.name)}.*.*.tmp"))
+        candidates = [(p, int(m.group(1))) for p in path.parent.glob(f"{glob.escape(path.name)}.*.tmp")
+                      if (m := ours.fullmatch(p.name))]
     except OSError:
         return removed
     now = time.time()
-    for tmp in candidates:
-        pid = tmp.name[len(path.name) + 1:].split(".")[0]
+    for tmp, pid in candidates:
         try:
-            if not pid.isdigit() or _alive(int(pid)) or now - tmp.stat().st_mtime < STALE_AFTER_S:
+            if _alive(pid) or now - tmp.stat().st_mtime < STALE_AFTER_S:
                 continue
             tmp.unlink()
             removed.append(tmp)

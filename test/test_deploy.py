@@ -1040,13 +1040,16 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
     fresh = tmp_path / f"m.onnx.{gone.pid}.11111111.tmp"
     live = tmp_path / f"m.onnx.{os.getpid()}.22222222.tmp"
     other = tmp_path / f"n.onnx.{gone.pid}.33333333.tmp"
-    for p in (stale, fresh, live, other):
+    # names of another kind (not temporary_beside's) stay, and do not stop the write
+    odd = [tmp_path / n for n in (f"m.onnx.{gone.pid}.notours.tmp", "m.onnx.\u00b2.0a1b2c3d.tmp",
+                                  f"m.onnx.1.{gone.pid}.0a1b2c3d.tmp", "m.onnx.99999999999999999999.0a1b2c3d.tmp")]
+    for p in (stale, fresh, live, other, *odd):
         p.write_bytes(b"half")
-    for p in (stale, live, other):
+    for p in (stale, live, other, *odd):
         os.utime(p, (old, old))
     files.atomic_write(tmp_path / "m.onnx", b"whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["m.onnx", fresh.name, live.name, other.name])
+        ["m.onnx", fresh.name, live.name, other.name] + [p.name for p in odd])
     with files.written_whole(tmp_path / "n.onnx") as tmp:
         tmp.write_bytes(b"whole")
     assert not other.exists() and (tmp_path / "n.onnx").read_bytes() == b"whole"

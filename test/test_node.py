@@ -838,17 +838,9 @@ def test_qos_auto_follows_the_camera_publishers(ros, random_model, tmp_path):
     proc = start_node({"model": str(random_model), "threads": 1, "qos": "auto", "diagnostics_period": 0.2,
                        "image_topic": "/auto_camera/image_raw"}, tmp_path / "node.log")
     h = Harness("test_qos_auto_client", image_topic="/auto_camera/image_raw")  # a reliable camera
-    rgb = np.full((48, 64, 3), 90, np.uint8)
 
-    def served():  # sent again until answered: a new subscription matches its publishers after a while
-        key = stamp_key(raw_image(rgb, "rgb8", new_key("auto")).header)
-        for _ in range(40):
-            h.pub_raw.publish(raw_image(rgb, "rgb8", key))
-            try:
-                return h.wait_for(lambda: key in h.received["labels"], 0.5, "labels")
-            except AssertionError:
-                continue
-        raise AssertionError(f"no labels for {key}:\n" + proc.output())
+    def served():
+        return _served_again_and_again(h, proc)
 
     def subscribed(qos):
         h.wait_for(lambda: h.diagnostics and h.diagnostics[-1].get("subscription_qos") == qos, 60,
@@ -879,6 +871,50 @@ def test_qos_auto_follows_the_camera_publishers(ros, random_model, tmp_path):
     finally:
         h.close()
         proc.stop()
+
+
+def _served_again_and_again(h: Harness, proc, tries: int = 40) -> None:
+    """One frame sent every 0.5 s until answered: a new subscription matches its publishers after a while."""
+    rgb = np.full((48, 64, 3), 90, np.uint8)
+    key = stamp_key(raw_image(rgb, "rgb8", new_key("auto")).header)
+    for _ in range(tries):
+        h.pub_raw.publish(raw_image(rgb, "rgb8", key))
+        try:
+            return h.wait_for(lambda: key in h.received["labels"], 0.5, "labels")
+        except AssertionError:
+            continue
+    raise AssertionError(f"no labels for {key}:\n" + proc.output())
+
+
+def test_qos_auto_follows_a_best_effort_camera_at_once(ros, random_model, tmp_path):
+    """A best-effort camera there at activation gets a best-effort subscription; one that comes while the
+    subscription is reliable is followed when the middleware reports the mismatch, not at the next
+    diagnostics, which may be an hour away (here 60 s)."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    best_effort = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+    h = Harness("test_qos_auto_be_client", image_topic="/auto_be_camera/image_raw")
+    h.node.destroy_publisher(h.pub_raw)
+    h.pub_raw = h.node.create_publisher(Image, "/auto_be_camera/image_raw", best_effort)
+    params = {"model": str(random_model), "threads": 1, "diagnostics_period": 60.0}  # qos: the default
+    proc = start_node({**params, "image_topic": "/auto_be_camera/image_raw"}, tmp_path / "node.log")
+    h2 = Harness("test_qos_auto_late_client", image_topic="/auto_late_camera/image_raw")  # reliable
+    proc2 = start_node({**params, "image_topic": "/auto_late_camera/image_raw"}, tmp_path / "node2.log")
+    try:
+        _served_again_and_again(h, proc, tries=120)
+        assert "; subscribed best effort (qos auto)" in proc.output()
+        _served_again_and_again(h2, proc2, tries=120)
+        assert "; subscribed reliable (qos auto)" in proc2.output()
+        h2.pub_raw = h2.node.create_publisher(Image, "/auto_late_camera/image_raw", best_effort)
+        t0 = time.monotonic()
+        _served_again_and_again(h2, proc2, tries=40)  # 20 s, a third of diagnostics_period
+        assert time.monotonic() - t0 < 20
+        assert "has a best-effort publisher now: subscribing best effort" in proc2.output()
+    finally:
+        h.close()
+        h2.close()
+        proc.stop()
+        proc2.stop()
 
 
 def test_qos_auto_keeps_its_subscription_while_no_publisher_is_there():

@@ -84,7 +84,7 @@ def _add_eval_args(p: argparse.ArgumentParser, live_default: bool = False) -> No
     g.add_argument("--rate", type=per_second, default=0.0, help="publish at this many frames/s (default: as recorded)")
     g.add_argument("--speed", type=positive, default=1.0, help="play the recorded timing this many times faster" + " (default: %(default)s)")
     g.add_argument("--node-qos", default="auto", choices=["auto", "sensor_data", "reliable"],
-                   help="the started node's subscription QoS (auto: reliable for raw frames)" + " (default: %(default)s)")
+                   help="the started node's subscription QoS (auto: the node's default, reliable for the player's reliable frames)" + " (default: %(default)s)")
     g.add_argument("--publish-topic", default=None, help="publish the frames here (default: the bag's topic)")
     g.add_argument("--domain-id", type=domain_id, default=None,
                    help="ROS domain (default: a private one for a started node; the environment's with --attach)")

@@ -9,10 +9,9 @@ and matches outputs to inputs by header stamp. Latency is publish -> receipt of
 its own received/processed/dropped/rejected counters.
 
 QoS: raw frames are large; with Fast DDS's default transports a best-effort
-frame over ~0.5 MB is lost between processes, so for raw images the node is
-started with qos 'reliable' (--node-qos auto). Compressed frames keep the
-best-effort sensor_data profile (the node's own default, auto, follows the
-player's reliable publisher).
+frame over ~0.5 MB is lost between processes. The node is started with its
+default qos 'auto' (--node-qos auto), which subscribes reliable to the player's
+reliable publisher, as to a camera driver's.
 """
 from __future__ import annotations
 
@@ -172,7 +171,7 @@ def node_parameters(cfg: EvalConfig, card_path: Path, base_topic: str, compresse
         check_precision(cfg.precision)
     except ValueError as e:
         raise EvalError(str(e)) from None
-    qos = cfg.node_qos if cfg.node_qos != "auto" else ("sensor_data" if compressed else "reliable")
+    qos = cfg.node_qos  # auto: the node's own, which follows the player's reliable publisher
     params: Dict[str, object] = {"model": str(card_path), "backend": cfg.backend, "precision": cfg.precision,
                                  "image_topic": base_topic, "use_compressed": compressed, "qos": qos,
                                  "threads": int(cfg.threads), "diagnostics_period": 0.5}

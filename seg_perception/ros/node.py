@@ -147,7 +147,7 @@ class CameraStream:
         self.serving_since: Optional[float] = None  # when the node began serving this camera (activation)
         self.incompatible_qos = ""  # what to do about a camera publisher whose QoS cannot match
         self.in_qos = None  # the subscription's QoS (qos: auto may change it while active)
-        self.subscriptions_made = 0  # an event of a subscription replaced since is not about this one
+        self.told_no_qos_events = False  # the middleware cannot report a QoS mismatch: said once
         self.incompatible_at = 0.0  # perf_counter of that report
         self.infer_ms: deque = deque(maxlen=100)
         # per-stage times of the last 100 frames (the table in docs/performance.md)
@@ -307,6 +307,7 @@ class SegmentationNode(Node):
 
         # auto with no publisher yet begins reliable, as most camera drivers publish
         self.qos_auto = qos == "auto"
+        self._follow_timer, self._follow_checks = None, 0  # qos auto's quick checks after a mismatch
         self.in_qos = subscription_qos(reliable=qos != "sensor_data")
         # one camera: the names it always had (tests, bench and evaluation read them)
         self.image_topic, self.topic = self.cameras[0].image_topic, self.cameras[0].topic
@@ -428,16 +429,19 @@ class SegmentationNode(Node):
         return shown + (" (qos auto)" if self.qos_auto else "")
 
     def _subscribe(self, cam: CameraStream, msg_type) -> None:
-        cam.subscriptions_made += 1
-        events = SubscriptionEventCallbacks(incompatible_qos=lambda status, cam=cam, n=cam.subscriptions_made:
-                                            n == cam.subscriptions_made and self._on_incompatible_qos(cam, status))
+        events = SubscriptionEventCallbacks(
+            incompatible_qos=lambda status, cam=cam: self._on_incompatible_qos(cam, status))
         try:
             cam.sub = self.create_subscription(msg_type, cam.topic, lambda msg, cam=cam: self._on_frame(cam, msg),
                                                cam.in_qos, event_callbacks=events)
         except UnsupportedEventTypeError:
             # Humble's rclpy raises for a middleware without the event (Jazzy's skips it itself)
-            self.get_logger().info(f"the middleware cannot report QoS mismatches on {cam.shown}: a camera "
-                                   "whose QoS does not match shows only as 'no frames' in /diagnostics")
+            if not cam.told_no_qos_events:
+                cam.told_no_qos_events = True
+                self.get_logger().info(
+                    f"the middleware cannot report QoS mismatches on {cam.shown}: " +
+                    ("qos auto follows a camera of the other QoS at the next diagnostics_period" if self.qos_auto
+                     else "a camera whose QoS does not match shows only as 'no frames' in /diagnostics"))
             cam.sub = self.create_subscription(msg_type, cam.topic, lambda msg, cam=cam: self._on_frame(cam, msg),
                                                cam.in_qos)
 
@@ -446,30 +450,55 @@ class SegmentationNode(Node):
         return [i.qos_profile.reliability == QoSReliabilityPolicy.RELIABLE
                 for i in self.get_publishers_info_by_topic(cam.shown)]
 
-    def _follow_publishers_qos(self) -> None:
+    def _follow_publishers_qos(self) -> bool:
         """qos: auto, while active: subscribe again when the publishers' reliability asks for the other
         QoS. Reliable is what a reliable camera's large frames need to arrive (best effort lost most of
-        them over Fast DDS here); a best-effort camera matches only a best-effort subscription."""
+        them over Fast DDS here); a best-effort camera matches only a best-effort subscription. True
+        when a subscription was made again. A failure is logged and tried again at the next check."""
         msg_type = CompressedImage if self.use_compressed else Image
+        changed = False
         for cam in self.cameras:
-            if cam.sub is None:
+            if self.sub is None:
+                break
+            try:
+                now = cam.in_qos.reliability == QoSReliabilityPolicy.RELIABLE
+                want = auto_reliable(self._publisher_reliability(cam), reliable=now)
+                if want == now and cam.sub is not None:
+                    continue
+                if cam.sub is not None:
+                    self.destroy_subscription(cam.sub)
+                    cam.sub = None
+                cam.in_qos = subscription_qos(want)
+                self._subscribe(cam, msg_type)
+            except Exception as e:  # the node keeps serving its other cameras, and tries again
+                self.get_logger().warning(f"qos auto: could not subscribe to {cam.shown} again ({type(e).__name__}: "
+                                          f"{e}); trying again at the next check")
                 continue
-            now = cam.in_qos.reliability == QoSReliabilityPolicy.RELIABLE
-            want = auto_reliable(self._publisher_reliability(cam), reliable=now)
-            if want == now:
-                continue
-            self.destroy_subscription(cam.sub)
-            cam.in_qos = subscription_qos(want)
-            self._subscribe(cam, msg_type)
-            cam.incompatible_qos = ""  # the new subscription matches the publishers it was chosen by
+            changed = True
             self.get_logger().info(
                 f"qos auto: {cam.shown} " + ("has only reliable publishers now: subscribing reliable" if want else
                                              "has a best-effort publisher now: subscribing best effort"))
-        self.sub = [cam.sub for cam in self.cameras]
+        if self.sub is not None:
+            self.sub = [cam.sub for cam in self.cameras]
+        return changed
+
+    def _follow_soon(self) -> None:
+        """A few checks at short intervals after a mismatch was reported: the graph may list the new
+        publisher a moment after the event, and diagnostics_period may be long (up to an hour)."""
+        self._follow_checks += 1
+        if self._follow_publishers_qos() or self._follow_checks >= 25 or self.sub is None:
+            self._stop_follow_soon()
+
+    def _stop_follow_soon(self) -> None:
+        if self._follow_timer is not None:
+            self.destroy_timer(self._follow_timer)
+            self._follow_timer = None
 
     def _deactivate(self) -> None:
         """Stop subscribing and publishing; the model stays loaded. Also undoes an activate that
         failed part way."""
+        if getattr(self, "_follow_timer", None) is not None:
+            self._stop_follow_soon()
         for cam in self.cameras:
             if cam.sub is not None:
                 self.destroy_subscription(cam.sub)
@@ -580,9 +609,11 @@ class SegmentationNode(Node):
         """A camera whose QoS cannot match this subscription never delivers a frame: say which
         policy and what to set, in the log and in /diagnostics (rclpy alone only logs it)."""
         policy = qos_policy_name_from_kind(status.last_policy_kind)
-        if self.qos_auto:  # a best-effort camera came while subscribed reliable: the next check follows it
-            self.get_logger().debug(f"a publisher on {cam.shown} offers QoS incompatible with the subscription's "
-                                    f"(policy {policy}): qos auto subscribes again")
+        if self.qos_auto:  # a best-effort camera came while subscribed reliable: follow it in a moment
+            if self._follow_timer is None and self.sub is not None:
+                self._follow_checks = 0
+                self._follow_timer = self.create_timer(0.2, self._follow_soon,
+                                                       clock=Clock(clock_type=ClockType.STEADY_TIME))
             return
         mine = "reliable" if cam.in_qos.reliability == QoSReliabilityPolicy.RELIABLE else "sensor_data"
         other = "sensor_data" if mine == "reliable" else "reliable"
@@ -937,7 +968,7 @@ class SegmentationNode(Node):
                   "camera_period_ms": f"{period * 1e3:.1f}" if period else "",
                   **{k: ms(med(v)) for k, v in stages.items() if k != "inference_ms"}, "model": self.card.name,
                   "backend": self.pipeline.backend.name, "precision": self.pipeline.backend.precision, "topic": cam.shown,
-                  "subscription_qos": "" if cam.in_qos is None else self._qos_shown(cam),
+                  "subscription_qos": "" if cam.in_qos is None or self.sub is None else self._qos_shown(cam),
                   # what the drivable mask is made of, overrides included (evaluation reports it)
                   "drivable_classes": ",".join(str(c) for c in self.pipeline.drivable_classes),
                   "cameras": len(self.cameras), **batching}
