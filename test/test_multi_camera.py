@@ -226,6 +226,34 @@ def test_one_camera_in_image_topics_projects_from_the_parameter_pose(ros, random
     assert rc == 0, proc.output()
 
 
+def test_qos_auto_chooses_for_each_camera(ros, random_model, tmp_path):
+    """qos auto with image_topics: a best-effort camera and a reliable one in one node each get the
+    subscription that matches them, and both are served."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from test_node import _served_again_and_again
+    a = Harness("test_mc_qos_a", image_topic="/mc_qos_a/image_raw", out_ns="/mc_qos_a")
+    b = Harness("test_mc_qos_b", image_topic="/mc_qos_b/image_raw", out_ns="/mc_qos_b")  # reliable
+    a.node.destroy_publisher(a.pub_raw)
+    a.pub_raw = a.node.create_publisher(Image, "/mc_qos_a/image_raw",
+                                        QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+    proc = start_node({"model": str(random_model), "threads": 1,
+                       "image_topics": ["/mc_qos_a/image_raw", "/mc_qos_b/image_raw"]}, tmp_path / "node.log")
+    try:
+        _served_again_and_again(a, proc, tries=120)
+        _served_again_and_again(b, proc, tries=120)
+        out = proc.output()
+        # chosen at activation, or (the publisher not yet discovered then) followed at once after it
+        assert ("; subscribed /mc_qos_a/image_raw best effort, /mc_qos_b/image_raw reliable (qos auto)" in out
+                or "qos auto: /mc_qos_a/image_raw has a best-effort publisher now" in out), out
+        assert "qos auto: /mc_qos_b/image_raw has a best-effort" not in out, out
+    finally:
+        a.close()
+        b.close()
+        rc = proc.stop()
+    assert rc == 0, proc.output()
+
+
 def test_a_camera_listed_twice_is_named_as_such():
     from seg_perception.ros.node import ConfigError, camera_namespaces
     with pytest.raises(ConfigError, match="image_topics names '/a/image_raw' twice"):
