@@ -28,10 +28,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 # Two processes on these machines only discover each other with these settings; each
-# test session gets its own domain so parallel runs don't cross-talk.
+# test session gets its own domain so parallel runs don't cross-talk: held for the session,
+# so that a second run at once takes another (by pid alone, 1 time in 100 they shared one).
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_STATIC_PEERS", "127.0.0.1")
-os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+if "ROS_DOMAIN_ID" not in os.environ:
+    from seg_perception.runtime.node_process import hold_domain
+    _first = os.getpid() % 100
+    _SESSION_DOMAIN = hold_domain([1 + (_first + i) % 100 for i in range(100)])  # kept open: held until exit
+    os.environ["ROS_DOMAIN_ID"] = str(_SESSION_DOMAIN[0] if _SESSION_DOMAIN else 1 + _first)
 os.environ.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")
 # ONNX exports and engines of the tests' models go to a cache of this session's own, not the user's
 # (~/.cache/seg_perception): a test run beside a user's commands shared one, and the tests' files

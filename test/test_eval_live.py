@@ -357,3 +357,35 @@ def test_live_single_answer_and_an_undecodable_one(tmp_path, random_model, camvi
     assert m["fps"] is None and m["frames"]["undecodable"] == 1
     assert "1 undecodable" in live.summary_line() and "FPS n/a" in live.summary_line()
     assert "| n/a |" in files["report"].read_text()
+
+
+def test_two_runs_at_once_never_share_a_ros_domain():
+    """Benches and live evaluations drew a private domain at random (1 in 100 for two at once to share
+    one and answer each other's frames), and test sessions took theirs from the pid. A domain is now
+    held (an flock) while in use: another process draws another, and it is free again when the
+    holder ends, however it ends."""
+    import os
+    import subprocess
+    import sys
+    from seg_perception.runtime import node_process
+    assert node_process.hold_domain([int(os.environ["ROS_DOMAIN_ID"])]) is None  # this session's own
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; from seg_perception.runtime.node_process "
+                              "import private_domain; print(private_domain(), flush=True); time.sleep(120)"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        theirs = int(child.stdout.readline())
+        assert theirs in node_process.PRIVATE_DOMAINS
+        assert node_process.hold_domain([theirs]) is None
+        mine = [node_process.private_domain() for _ in range(60)]
+        assert theirs not in mine and str(mine[-1]) != os.environ["ROS_DOMAIN_ID"]
+        assert node_process.hold_domain([mine[-1]]) is None  # held by this process until the next draw
+        first = node_process.hold_domain([mine[0]])  # given up at the next draw
+        assert first is not None or mine[0] == mine[-1]
+        if first is not None:
+            os.close(first[1])
+    finally:
+        child.kill()
+        child.wait()
+    again = node_process.hold_domain([theirs])  # a SIGKILLed holder leaves it free
+    assert again is not None
+    os.close(again[1])

@@ -619,7 +619,7 @@ class SegmentationNode(Node):
         other = "sensor_data" if mine == "reliable" else "reliable"
         cam.incompatible_at = time.perf_counter()
         cam.incompatible_qos = (f"a publisher on {cam.shown} offers QoS incompatible with this node's "
-                                f"(policy {policy}; qos: {mine}): set qos: {other}, or change the camera's QoS")
+                                f"(policy {policy}; qos: {mine}): set qos: {other} or auto, or change the camera's QoS")
         self.get_logger().warning(cam.incompatible_qos)
 
     def _mismatch_gone(self, cam: "CameraStream") -> bool:

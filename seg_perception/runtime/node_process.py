@@ -13,8 +13,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: domains are drawn at random, unheld
+    fcntl = None
 
 from ..paths import PACKAGE, default_params_file
 
@@ -95,10 +101,48 @@ class NodeProcess:
 PRIVATE_DOMAINS = range(102, 202)
 
 
+_PRIVATE_HELD: Optional[Tuple[int, int]] = None  # (domain, lock file descriptor) of this process's private run
+
+
 def private_domain() -> int:
-    """A domain for a private run, never this process's own ROS_DOMAIN_ID."""
+    """A domain for a private run, never this process's own ROS_DOMAIN_ID, and none that another
+    process's private run holds (two benches or evaluations at once drew the same one 1 time in
+    100, and each then answered the other's frames). A process runs one private run at a time:
+    the domain it held before is given up."""
+    global _PRIVATE_HELD
     own = os.environ.get("ROS_DOMAIN_ID", "")
-    return random.SystemRandom().choice([d for d in PRIVATE_DOMAINS if str(d) != own])
+    choices = [d for d in PRIVATE_DOMAINS if str(d) != own]
+    random.SystemRandom().shuffle(choices)
+    held, before = hold_domain(choices), _PRIVATE_HELD
+    if before is not None:
+        os.close(before[1])
+        _PRIVATE_HELD = None
+    if held is None:  # every one held (or no locks here): as before, at random
+        return choices[0]
+    _PRIVATE_HELD = held
+    return held[0]
+
+
+def hold_domain(candidates: Sequence[int]) -> Optional[Tuple[int, int]]:
+    """The first of ``candidates`` no other holder has, held until the returned descriptor is
+    closed or the process ends (an flock on a file in the temporary folder, which dies with its
+    process, SIGKILL included; opened read-only, so another user's file serves as well): (domain,
+    descriptor), or None when all are held."""
+    if fcntl is None:
+        return None
+    for d in candidates:
+        try:
+            fd = os.open(Path(tempfile.gettempdir()) / f"seg_perception_ros_domain_{d}.lock", os.O_RDONLY | os.O_CREAT,
+                         0o666)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        return d, fd
+    return None
 
 
 def local_discovery() -> Dict[str, str]:
