@@ -127,13 +127,19 @@ def hold_domain(candidates: Sequence[int]) -> Optional[Tuple[int, int]]:
     """The first of ``candidates`` no other holder has, held until the returned descriptor is
     closed or the process ends (an flock on a file in the temporary folder, which dies with its
     process, SIGKILL included; opened read-only, so another user's file serves as well): (domain,
-    descriptor), or None when all are held."""
+    descriptor), or None when all are held. The node a run starts does not hold it: a run killed
+    with SIGKILL can leave its node on a domain given free."""
     if fcntl is None:
         return None
     for d in candidates:
-        try:
-            fd = os.open(Path(tempfile.gettempdir()) / f"seg_perception_ros_domain_{d}.lock", os.O_RDONLY | os.O_CREAT,
-                         0o666)
+        path = Path(tempfile.gettempdir()) / f"seg_perception_ros_domain_{d}.lock"
+        try:  # an existing file opened without O_CREAT: allowed on another user's in /tmp (fs.protected_regular)
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+            except OSError:
+                continue
         except OSError:
             continue
         try:
