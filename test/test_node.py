@@ -918,6 +918,39 @@ def test_qos_auto_follows_a_best_effort_camera_at_once(ros, random_model, tmp_pa
         proc2.stop()
 
 
+def test_qos_auto_chooses_at_activation_from_the_publishers_there(monkeypatch, random_model):
+    """The choice at activation, without DDS discovery's timing (the live tests accept either a choice
+    at activation or a switch right after it): a best-effort publisher there, best effort; reliable
+    ones or none, reliable; sensor_data and reliable keep theirs whatever publishes."""
+    import rclpy
+    from types import SimpleNamespace
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from seg_perception.ros.lifecycle import ManagedSegmentationNode
+    cases = [("auto", [ReliabilityPolicy.BEST_EFFORT, ReliabilityPolicy.RELIABLE], ReliabilityPolicy.BEST_EFFORT),
+             ("auto", [ReliabilityPolicy.RELIABLE], ReliabilityPolicy.RELIABLE),
+             ("auto", [], ReliabilityPolicy.RELIABLE),
+             ("reliable", [ReliabilityPolicy.BEST_EFFORT], ReliabilityPolicy.RELIABLE),
+             ("sensor_data", [ReliabilityPolicy.RELIABLE], ReliabilityPolicy.BEST_EFFORT)]
+    for i, (qos, offered, chosen) in enumerate(cases):
+        monkeypatch.setattr(ManagedSegmentationNode, "get_publishers_info_by_topic", lambda self, topic, offered=offered:
+                            [SimpleNamespace(qos_profile=QoSProfile(depth=1, reliability=r)) for r in offered])
+        ctx = rclpy.Context()
+        rclpy.init(args=["--ros-args", "-p", f"model:={random_model}", "-p", "threads:=1", "-p", f"qos:={qos}",
+                         "-p", f"image_topic:=/qos_choice_{i}/image_raw"], context=ctx)
+        node = None
+        try:
+            node = ManagedSegmentationNode(f"seg_qos_choice_{i}", context=ctx)
+            assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+            assert node.cameras[0].in_qos.reliability == chosen, (qos, offered)
+        finally:
+            if node is not None:
+                node._release()
+                node.destroy_node()
+            rclpy.shutdown(context=ctx)
+
+
 def test_qos_auto_keeps_its_subscription_while_no_publisher_is_there():
     """A camera driver restarting leaves the topic without publishers for a moment: nothing to follow,
     so the subscription is not made again twice for it."""
