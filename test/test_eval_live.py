@@ -389,3 +389,23 @@ def test_two_runs_at_once_never_share_a_ros_domain():
     again = node_process.hold_domain([theirs])  # a SIGKILLed holder leaves it free
     assert again is not None
     os.close(again[1])
+
+
+def test_a_node_on_a_private_domain_keeps_it_held_while_it_runs(random_model, tmp_path):
+    """The run's lock alone freed the domain when the run ended, even where its node lived on (a bench
+    killed with SIGKILL leaves an orphan node): the node shares the hold until it ends."""
+    import os
+    from seg_perception.runtime import node_process
+    from seg_perception.runtime.node_process import NodeProcess, private_domain, ros_env
+    domain = private_domain()
+    node = NodeProcess({"model": str(random_model), "threads": 1, "backend": "onnxruntime", "precision": "fp32"},
+                       tmp_path / "node.log", env=ros_env(domain))
+    try:
+        other = private_domain()  # this process gives the first domain up: its node still holds it
+        assert other != domain and node.running(), node.output()
+        assert node_process.hold_domain([domain]) is None
+    finally:
+        node.stop()
+    freed = node_process.hold_domain([domain])
+    assert freed is not None
+    os.close(freed[1])

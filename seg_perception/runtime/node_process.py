@@ -61,8 +61,12 @@ class NodeProcess:
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env=dict(os.environ) if env is None else env, stdin=subprocess.DEVNULL)
+        env = dict(os.environ) if env is None else env
+        # a node on this process's private domain holds its lock too: a run killed with SIGKILL leaves its
+        # node's domain held until the node ends, not free for another run beside the orphan
+        held = [_PRIVATE_HELD[1]] if _PRIVATE_HELD and env.get("ROS_DOMAIN_ID") == str(_PRIVATE_HELD[0]) else []
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                     stdin=subprocess.DEVNULL, pass_fds=held)
 
     def running(self) -> bool:
         return self.proc.poll() is None
@@ -127,8 +131,8 @@ def hold_domain(candidates: Sequence[int]) -> Optional[Tuple[int, int]]:
     """The first of ``candidates`` no other holder has, held until the returned descriptor is
     closed or the process ends (an flock on a file in the temporary folder, which dies with its
     process, SIGKILL included; opened read-only, so another user's file serves as well): (domain,
-    descriptor), or None when all are held. The node a run starts does not hold it: a run killed
-    with SIGKILL can leave its node on a domain given free."""
+    descriptor), or None when all are held. A NodeProcess started on the private domain shares the
+    hold (the descriptor passed on), so the domain stays held while its node runs."""
     if fcntl is None:
         return None
     for d in candidates:
