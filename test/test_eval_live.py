@@ -391,6 +391,40 @@ def test_two_runs_at_once_never_share_a_ros_domain():
     os.close(again[1])
 
 
+def test_a_domain_id_another_run_holds_is_refused(tmp_path, capsys, random_model):
+    """--domain-id N was taken as given, unheld: an evaluation on the domain a bench (or another
+    evaluation) was using played its frames to that run's node, and answers mixed. Now it is held
+    like a drawn one, and refused in one line while another run holds it."""
+    import os
+    import subprocess
+    import sys
+    import conftest
+    from seg_perception.runtime import node_process
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; from seg_perception.runtime.node_process "
+                              "import private_domain; print(private_domain(), flush=True); time.sleep(120)"],
+                             stdout=subprocess.PIPE, text=True, cwd=conftest.REPO)
+    bag = tmp_path / "b"
+    with bag_io.BagWriter(bag) as w:
+        w.write("/camera/image_raw", bag_io.image_msg(np.zeros((8, 8, 3), np.uint8), "rgb8", 1, "c"), 1)
+    try:
+        theirs = int(child.stdout.readline())
+        rc = main(["eval-bag", str(bag), "--mode", "live", "--model", str(random_model), "--domain-id", str(theirs),
+                   "--out", str(tmp_path / "r")])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert f"ROS domain {theirs} is in use by another seg-perception run" in err and "--domain-id" in err
+        assert not (tmp_path / "r" / "node.log").exists()  # refused before a node was started
+    finally:
+        child.kill()
+        child.wait()
+    # free again: asked for, it is held by this process (another run would be refused) until the next draw
+    assert node_process.private_domain(theirs) == theirs
+    assert node_process.hold_domain([theirs]) is None and node_process.domain_held(theirs)
+    other = node_process.private_domain()
+    assert other != theirs and not node_process.domain_held(theirs)
+    assert str(other) != os.environ["ROS_DOMAIN_ID"]
+
+
 def test_a_node_on_a_private_domain_keeps_it_held_while_it_runs(random_model, tmp_path):
     """The run's lock alone freed the domain when the run ended, even where its node lived on (a bench
     killed with SIGKILL leaves an orphan node): the node shares the hold until it ends."""

@@ -29,7 +29,7 @@ from ..data import bag_io
 from ..paths import default_params_file
 from ..runtime.backends import BACKENDS
 from ..runtime.image_conversion import to_rgb
-from ..runtime.node_process import NodeProcess, discover_as, private_domain, ros_env
+from ..runtime.node_process import DomainInUse, NodeProcess, discover_as, private_domain, ros_env
 from .common import (Progress, check_ground_truth_classes, load_model_card, notes_on_error, open_bag, partial_reason,
                      select_inputs, trained_on_ground_truth)
 from .config import EXIT_NO_MATCH, EXIT_NODE, EvalConfig, EvalError
@@ -216,7 +216,10 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
             domain = domain_id if domain_id is not None else (int(env_domain) if env_domain.isdigit() else None)
         else:
             # A private domain: nothing else on the network sees the frames or answers them.
-            domain = domain_id if domain_id is not None else private_domain()
+            try:  # --domain-id is held too: another run on it now would answer these frames
+                domain = private_domain(domain_id)
+            except DomainInUse as e:
+                raise EvalError(str(e)) from None
             env = ros_env(domain)
             discover_as(env)
             log_path = cfg.node_log or Path(tempfile.mkdtemp(prefix="seg_eval_")) / "node.log"

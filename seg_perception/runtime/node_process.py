@@ -108,16 +108,32 @@ PRIVATE_DOMAINS = range(102, 202)
 _PRIVATE_HELD: Optional[Tuple[int, int]] = None  # (domain, lock file descriptor) of this process's private run
 
 
-def private_domain() -> int:
+class DomainInUse(RuntimeError):
+    """The domain asked for is held by another run on this machine; the message says what to do."""
+
+
+def private_domain(requested: Optional[int] = None) -> int:
     """A domain for a private run, never this process's own ROS_DOMAIN_ID, and none that another
     process's private run holds (two benches or evaluations at once drew the same one 1 time in
-    100, and each then answered the other's frames). A process runs one private run at a time:
-    the domain it held before is given up."""
+    100, and each then answered the other's frames). ``requested`` (a user's --domain-id): that
+    one, held the same way, or DomainInUse while another run holds it. A process runs one private
+    run at a time: the domain it held before is given up."""
     global _PRIVATE_HELD
-    own = os.environ.get("ROS_DOMAIN_ID", "")
-    choices = [d for d in PRIVATE_DOMAINS if str(d) != own]
-    random.SystemRandom().shuffle(choices)
-    held, before = hold_domain(choices), _PRIVATE_HELD
+    if requested is not None:
+        choices = [int(requested)]
+    else:
+        own = os.environ.get("ROS_DOMAIN_ID", "")
+        choices = [d for d in PRIVATE_DOMAINS if str(d) != own]
+        random.SystemRandom().shuffle(choices)
+    before = _PRIVATE_HELD
+    if before is not None and before[0] in choices:  # (this process's own hold: given up for the new one)
+        os.close(before[1])
+        _PRIVATE_HELD = before = None
+    held = hold_domain(choices)
+    if held is None and requested is not None and domain_held(requested):  # (the earlier hold stays)
+        raise DomainInUse(f"ROS domain {requested} is in use by another seg-perception run on this machine (a "
+                          "bench, a live evaluation or a test session; their frames would mix): leave out "
+                          "--domain-id for a free private one, or choose another")
     if before is not None:
         os.close(before[1])
         _PRIVATE_HELD = None
@@ -153,6 +169,26 @@ def hold_domain(candidates: Sequence[int]) -> Optional[Tuple[int, int]]:
             continue
         return d, fd
     return None
+
+
+def domain_held(domain: int) -> bool:
+    """Whether another process holds ``domain`` now (False where locks cannot be taken at all)."""
+    if fcntl is None:
+        return False
+    path = Path(tempfile.gettempdir()) / f"seg_perception_ros_domain_{domain}.lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # no such file: nobody holds it (or unreadable: cannot tell, as without locks)
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
 
 
 def local_discovery() -> Dict[str, str]:
