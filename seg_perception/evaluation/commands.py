@@ -7,7 +7,8 @@ ensure_onnx; the rest of evaluation/ never imports it.
 Exit codes of eval-bag and demo: 0 ok; 2 bad input or usage; 3 nothing to evaluate
 (no frame answered, no ground-truth stamp matched a frame); 4 live mode: the node
 did not start or no node answered; 5 partial: the bag is cut short or damaged, and the
-report covers the frames that could be read; 130 interrupted."""
+report covers the frames that could be read; 130 interrupted (Ctrl-C); 143 terminated
+(SIGTERM)."""
 from __future__ import annotations
 
 import argparse
