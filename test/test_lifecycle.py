@@ -181,6 +181,9 @@ def test_a_model_that_fails_its_warmup_fails_configure_and_a_fixed_one_serves(ro
         # the way to apply it from where the node is (inactive: no deactivate, which it would refuse)
         assert not res.successful and res.reason == "onnx: read at configure; clean up the node (it is " \
             "inactive), set it, then configure", res.reason
+        rate = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=5.0)  # a live one: taken now
+        assert lc._call(setp, SetParameters.Request(parameters=[Parameter(name="max_rate", value=rate)])).results[0].successful
+        h.wait_for(lambda: "taken while running: max_rate 5 (was 0" in proc.output(), 10, "the change taken")
         assert lc.transition(Transition.TRANSITION_ACTIVATE)
         wait_subscribed(h, True)
         res = lc._call(setp, SetParameters.Request(parameters=[Parameter(name="onnx", value=value)])).results[0]

@@ -327,10 +327,83 @@ def test_a_parameter_set_while_running_is_refused_with_the_way_to_apply_it(raw_n
         fut = setp.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=value)]))
         h.wait_for(fut.done, 30, "set_parameters")
         return fut.result().results[0]
-    res = set_one("overlay_alpha", ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=0.9))
-    assert not res.successful and res.reason.startswith("overlay_alpha: read at start-up only; restart the node")
+    res = set_one("output_size", ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="network"))
+    assert not res.successful and res.reason.startswith("output_size: read at start-up only; restart the node")
     assert set_one("use_sim_time", ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=False)).successful
     h.node.destroy_client(setp)
+
+
+def test_live_parameters_are_taken_by_the_next_frame(raw_node, val_frames):
+    """`ros2 param set` of max_rate, drivable_classes, overlay_alpha or overlay_legend was refused
+    (restart the node): a robot could not slow its segmentation when parked, nor tune its drivable
+    classes in the field. They are taken while running, checked first (a bad value or a call that
+    mixes them with a start-up parameter changes nothing), and the next frame uses them."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParametersAtomically
+    proc, h = raw_node
+    setp = h.node.create_client(SetParametersAtomically, "/segmentation_node/set_parameters_atomically")
+    assert setp.wait_for_service(timeout_sec=30)
+    kinds = {float: ("PARAMETER_DOUBLE", "double_value"), bool: ("PARAMETER_BOOL", "bool_value"),
+             int: ("PARAMETER_INTEGER", "integer_value"), list: ("PARAMETER_INTEGER_ARRAY", "integer_array_value")}
+
+    def set_params(**values):
+        params = []
+        for name, v in values.items():
+            kind, field = kinds[type(v)]
+            params.append(Parameter(name=name, value=ParameterValue(type=getattr(ParameterType, kind), **{field: v})))
+        fut = setp.call_async(SetParametersAtomically.Request(parameters=params))
+        h.wait_for(fut.done, 30, "set_parameters_atomically")
+        return fut.result().result
+
+    def mask_of_next_frame(tag):
+        key = send_and_wait(h, raw_image(val_frames[1][0], "rgb8", new_key(tag)))
+        return as_array(h.received["labels"][key]), as_array(h.received["drivable_mask"][key])
+
+    rgb = val_frames[1][0]
+    labels, mask = mask_of_next_frame("live_before")
+    np.testing.assert_array_equal(mask, np.where(labels == 3, 255, 0))  # the card's: Road
+    try:
+        assert set_params(drivable_classes=[0, 3]).successful
+        labels, mask = mask_of_next_frame("live_sky_road")
+        np.testing.assert_array_equal(mask, np.where(np.isin(labels, [0, 3]), 255, 0))
+        assert h.settled_diag()["drivable_classes"] == "0,3"
+        assert set_params(drivable_classes=[]).successful  # none: an empty mask
+        assert not mask_of_next_frame("live_none")[1].any()
+        res = set_params(drivable_classes=[11])
+        assert not res.successful and res.reason.startswith("drivable class 11 is not one of the model's classes")
+        for bad, why in ((-1.0, "max_rate must be 0 (every frame) or 0.01 to 1000"),
+                         ("fast", "max_rate must be a number")):
+            value = (ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=bad) if isinstance(bad, str)
+                     else ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=bad))
+            fut = setp.call_async(SetParametersAtomically.Request(parameters=[Parameter(name="max_rate", value=value)]))
+            h.wait_for(fut.done, 30, "set max_rate")
+            assert not fut.result().result.successful and why in fut.result().result.reason
+        res = set_params(overlay_alpha=1.5)
+        assert not res.successful and "overlay_alpha must be a number within [0, 1]" in res.reason
+
+        assert set_params(max_rate=2.0, overlay_alpha=0.25, overlay_legend=False).successful
+        d = h.settled_diag()
+        assert d["max_rate"] == "2" and d["drivable_classes"] == ""  # the refused [11] changed nothing
+        skipped = int(d["frames_skipped"])
+        for i in range(6):  # 20 Hz for 0.3 s, within one turn of the cap's 0.5 s: the first is admitted
+            h.pub_raw.publish(raw_image(rgb, "rgb8", new_key(f"live_burst_{i}")))
+            time.sleep(0.05)  # (back to back, the depth-1 writer would replace them before they went out)
+        h.wait_for(lambda: int(h.diagnostics[-1]["frames_skipped"]) >= skipped + 3, 30, "frames skipped by max_rate")
+        # one start-up parameter among them: refused whole, the live one unchanged
+        res = set_params(max_rate=0.0, threads=2)
+        assert not res.successful and res.reason.startswith("threads: read at start-up only") \
+            and "max_rate alone would be taken at once" in res.reason, res.reason
+        assert h.settled_diag()["max_rate"] == "2"
+    finally:
+        assert set_params(max_rate=0.0, drivable_classes=[3], overlay_alpha=0.5, overlay_legend=True).successful
+        h.node.destroy_client(setp)
+    d = h.settled_diag()
+    assert d["max_rate"] == "0" and d["drivable_classes"] == "3"
+    labels, mask = mask_of_next_frame("live_after")
+    np.testing.assert_array_equal(mask, np.where(labels == 3, 255, 0))
+    said = [ln for ln in proc.output().splitlines() if "taken while running" in ln]
+    assert any("drivable classes ['Sky', 'Road'] (were ['Road'])" in ln for ln in said), said
+    assert any("max_rate 2 (was 0" in ln and "overlay_alpha 0.25" in ln for ln in said), said
 
 
 def test_a_camera_clock_that_goes_back_is_still_served(raw_node, pipe, val_frames):

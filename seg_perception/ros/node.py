@@ -235,7 +235,38 @@ class SegmentationNode(Node):
         node_parameters.declare(self)
         node_parameters.check_names(self, _ARGV)
         self.add_on_set_parameters_callback(lambda params: node_parameters.change_result(
-            params, configured=self.pipeline is not None, managed=self.managed, active=self.sub is not None))
+            params, configured=self.pipeline is not None, managed=self.managed, active=self.sub is not None,
+            apply=self._apply_live))
+
+    def _apply_live(self, values: Dict[str, object]) -> None:
+        """Takes node_parameters.LIVE_PARAMETERS while configured: all checked before any is applied
+        (a refused call changes nothing), then each worker's pipeline and each camera's rate cap
+        from the next frame on. Raises ConfigError or ValueError with the reason."""
+        new = {name: node_parameters.live_value(name, v) for name, v in values.items()}
+        if "drivable_classes" in new:
+            new["drivable_classes"] = self.pipeline.check_drivable_classes(new["drivable_classes"])
+        alpha = new.get("overlay_alpha", self.pipeline.overlay_alpha)
+        legend = new.get("overlay_legend", self.pipeline.overlay_legend)
+        was = {"max_rate": f"{self.max_rate:g}", "drivable_classes": self.pipeline.drivable_classes}
+        for pipe in self.pipelines:
+            pipe.set_overlay(alpha, legend)
+            if "drivable_classes" in new:
+                pipe.set_drivable_classes(new["drivable_classes"])
+        if "max_rate" in new:
+            with self._slot_lock:  # (frames are admitted under it)
+                self.max_rate = new["max_rate"]
+                for cam in self.cameras:
+                    cam.cap = RateCap(self.max_rate)  # a new schedule: the next frame is admitted at once
+        said = []
+        for name, v in new.items():
+            if name == "drivable_classes":
+                v = [self.card.class_names[c] for c in v] or "none"
+                said.append(f"drivable classes {v} (were {[self.card.class_names[c] for c in was[name]]})")
+            elif name == "max_rate":
+                said.append(f"max_rate {v:g} (was {was[name]}; 0: every frame)")
+            else:
+                said.append(f"{name} {v}")
+        self.get_logger().info("taken while running: " + ", ".join(said))
 
     def _configure(self) -> None:
         """Load the model (building a TensorRT engine if needed), create the publishers and the

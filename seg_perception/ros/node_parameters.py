@@ -2,7 +2,7 @@
 checked (rclpy drops a value for a name the node never declares: a typo would run the default
 without a word) and the values read at configure checked, so that a bad one is a single line
 before any model loads; and which changes the node takes while it runs (none: it reads them
-at configure)."""
+at configure, except the few in LIVE_PARAMETERS, which the next frame uses)."""
 from __future__ import annotations
 
 import difflib
@@ -118,10 +118,41 @@ def check_names(node, argv: Sequence[str]) -> None:
                           f"give {name} a value of its default's type ({listed_in(name)})")
 
 
-def change_result(params, configured: bool, managed: bool, active: bool) -> SetParametersResult:
+# What a running node takes at once (`ros2 param set`, rqt_reconfigure), the next frame using it: a
+# robot that slows its segmentation when parked, drivable classes tuned in the field, the overlay's
+# look. Nothing in them reloads the model or changes a topic or a QoS.
+LIVE_PARAMETERS = ("max_rate", "drivable_classes", "overlay_alpha", "overlay_legend")
+
+
+def check_max_rate(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"max_rate must be a number, not {value!r} (default 0.0: every frame)")
+    if value != 0 and not 0.01 <= value <= 1000:
+        raise ConfigError(f"max_rate must be 0 (every frame) or 0.01 to 1000 frames a second, not {value}")
+    return float(value)
+
+
+def live_value(name: str, value):
+    """A LIVE_PARAMETERS value, checked as configure checks it (ConfigError); the class ids of
+    drivable_classes are checked against the model by the pipeline."""
+    if name == "max_rate":
+        return check_max_rate(value)
+    if name == "overlay_alpha":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ConfigError(f"overlay_alpha must be a number within [0, 1], not {value!r}")
+        return float(value)
+    if name == "overlay_legend":
+        return bool(value)
+    if name == "drivable_classes":
+        return [int(c) for c in value]
+    raise KeyError(name)
+
+
+def change_result(params, configured: bool, managed: bool, active: bool, apply=None) -> SetParametersResult:
     """Whether a running node takes a parameter change. It reads its parameters when it configures:
-    a change while configured would be accepted and do nothing, so it is refused with the way to
-    apply it."""
+    a change of one of the others while configured would be accepted and do nothing, so it is
+    refused with the way to apply it. LIVE_PARAMETERS go to ``apply`` (name -> value), which raises
+    ConfigError or ValueError to refuse them; a call that mixes both kinds is refused whole."""
     mine = [p.name for p in params if p.name != "use_sim_time" and not p.name.startswith("qos_overrides.")]
     # `ros2 param delete`: rclpy would undeclare a dynamically typed one (the number parameters),
     # and every later configure would fail on it until a restart
@@ -132,13 +163,22 @@ def change_result(params, configured: bool, managed: bool, active: bool) -> SetP
             f"{listed_in(deleted[0])})"))
     if not mine or not configured:  # (managed node, unconfigured: read at the next configure)
         return SetParametersResult(successful=True)
+    fixed = [n for n in mine if n not in LIVE_PARAMETERS]
+    if not fixed and apply is not None:
+        try:
+            apply({p.name: p.value for p in params if p.name in mine})
+        except (ConfigError, ValueError) as e:
+            return SetParametersResult(successful=False, reason=str(e))
+        return SetParametersResult(successful=True)
+    live = [n for n in mine if n in LIVE_PARAMETERS]
+    also = f" ({', '.join(live)} alone would be taken at once)" if live else ""
     if not managed:
         return SetParametersResult(successful=False, reason=(
-            f"{', '.join(mine)}: read at start-up only; restart the node with the new value "
-            "(segmentation_lifecycle_node applies it at configure)"))
+            f"{', '.join(fixed)}: read at start-up only; restart the node with the new value "
+            f"(segmentation_lifecycle_node applies it at configure){also}"))
     how = ("deactivate and clean up the node, set it, then configure and activate" if active else
            "clean up the node (it is inactive), set it, then configure")
-    return SetParametersResult(successful=False, reason=f"{', '.join(mine)}: read at configure; {how}")
+    return SetParametersResult(successful=False, reason=f"{', '.join(fixed)}: read at configure; {how}{also}")
 
 
 @dataclass
@@ -184,8 +224,7 @@ def read(node) -> Settings:
     if p["bond_heartbeat_period"] != 0 and not 0.01 <= p["bond_heartbeat_period"] <= 1.0:
         raise ConfigError(f"bond_heartbeat_period must be 0 (no bond) or 0.01 to 1 seconds, not "
                           f"{p['bond_heartbeat_period']} (0.1: Nav2's default)")
-    if p["max_rate"] != 0 and not 0.01 <= p["max_rate"] <= 1000:
-        raise ConfigError(f"max_rate must be 0 (every frame) or 0.01 to 1000 frames a second, not {p['max_rate']}")
+    check_max_rate(p["max_rate"])
     workers = int(p["workers"])
     if not 1 <= workers <= 8:
         raise ConfigError(f"workers must be 1-8, not {workers} (2 keeps up with a camera faster than one "
