@@ -311,6 +311,29 @@ def _net_size(text: str) -> tuple:
     return w, h
 
 
+@command("runs", "where training runs stand: epochs, pace, hours left, val so far, training now or stopped")
+def _runs(p: argparse.ArgumentParser):
+    p.add_argument("folders", nargs="*", default=["runs"], metavar="FOLDER",
+                   help="a run folder (--out of train), or a folder of runs (default: runs)")
+    p.add_argument("--json", action="store_true", help="one JSON object a run instead of the table")
+
+    def run(a):
+        import json
+        from pathlib import Path
+        from .train.run_status import find_runs, run_status, table
+        missing = [f for f in a.folders if not Path(f).exists()]
+        if missing:
+            raise FileNotFoundError(f"{missing[0]} does not exist: give a run folder (train's --out) or a folder "
+                                    "of them")
+        runs = find_runs(Path(f) for f in a.folders)
+        if not runs:
+            print(f"no training run in {', '.join(a.folders)} (a run folder holds last.pt or log.csv)", file=sys.stderr)
+            return 1
+        statuses = [run_status(r) for r in runs]
+        print("\n".join(json.dumps(s.to_dict()) for s in statuses) if a.json else table(statuses))
+    return run
+
+
 @command("bench-train", "seconds per training step on this machine, per precision (is bf16 faster here?)")
 def _bench_train(p: argparse.ArgumentParser):
     d = " (default: %(default)s)"

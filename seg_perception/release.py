@@ -18,7 +18,6 @@ sits on the cli floor beside the command that runs it (docs/architecture.md).
 """
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import tempfile
@@ -39,23 +38,14 @@ from .nets.complexity import count_macs, count_params
 from .nets.deployable import load_net
 from .runtime.backends import OnnxRuntimeBackend
 from .runtime.pipeline import Pipeline
+from .train.run_status import hours_of_epochs, log_rows
 from .timing import cpu_name, time_backend
 
 LATENCY_RUNS = 30
 
 
-def _log_rows(run: Path) -> list:
-    """The epochs done of a run's log.csv ([] without one)."""
-    log = run / "log.csv"
-    if not log.is_file():
-        return []
-    with log.open() as f:
-        # a row still being written by a running run lacks its last columns: not an epoch done
-        return [r for r in csv.DictReader(f) if None not in r.values() and str(r["epoch"]).isdigit()]
-
-
 def _epochs_done(run: Path, card=None) -> Optional[int]:
-    rows = _log_rows(run)
+    rows = log_rows(run)
     if not rows:  # a released model's folder: its card says
         return card.training.get("epochs_completed_in_run") if card is not None and not (run / "log.csv").is_file() \
             else None
@@ -63,19 +53,12 @@ def _epochs_done(run: Path, card=None) -> Optional[int]:
 
 
 def _hours_of_epochs(run: Path, card=None) -> Optional[float]:
-    """Training time in the log's ``seconds`` column (epochs only: no validation, no epoch trained
-    twice after a stop); a released model's card says it. An epoch logged at more than 10 times the
-    median counts as the median: the run was paused under it (`kill -STOP` while a check ran: 13-34
-    minutes for an epoch of 45 s), which is no training time."""
-    rows = _log_rows(run)
+    """Training time of the run's epochs (run_status.hours_of_epochs: pauses not counted); a released
+    model's card says it."""
+    rows = log_rows(run)
     if not rows:
         return card.training.get("hours_of_epochs") if card is not None else None
-    try:
-        seconds = [float(r["seconds"]) for r in rows]
-    except (KeyError, ValueError):
-        return None
-    median = float(np.median(seconds))
-    return round(sum(s if s <= 10 * median else median for s in seconds) / 3600, 2)
+    return hours_of_epochs(rows)
 
 
 def _trained_on(card, split: str) -> bool:

@@ -499,3 +499,49 @@ def test_a_card_written_again_records_the_precision_the_run_trained_in(tmp_path,
     training = load_card(best.with_suffix(".yaml")).training
     assert (training["precision"], training["memory_format"], training.get("autocast")) == (
         "amp", "channels_last", "bf16")
+
+
+def test_runs_says_where_each_run_stands(tmp_path, camvid_root, capsys):
+    """`seg-perception runs`: a run stopped at epoch 3 of 4 (and the command that continues it), the
+    same run while a process holds its lock (training, with its pid), then finished; a folder of no
+    runs and one that does not exist are one line each."""
+    import json
+    import subprocess
+    import sys
+    from seg_perception.cli import main
+    out = tmp_path / "runs" / "tiny"
+    cfg = dict(TINY, epochs=4, eval_every=2, keep="last", command=f"seg-perception train --out {out} --epochs 4")
+
+    def stop(msg):
+        if msg.startswith("[train] epoch 3/"):
+            raise Stop()
+    with pytest.raises(Stop):
+        train(TrainConfig(data=str(camvid_root), out=str(out), **cfg), log=stop)
+    assert main(["runs", str(tmp_path / "runs")]) == 0
+    text = capsys.readouterr().out
+    row = next(ln for ln in text.splitlines() if ln.startswith(str(out)))
+    assert "essnet_d" in row and "train -> val" in row and " 3/4 " in row and " stopped " in row, text
+    val2 = next(r for r in csv.DictReader(open(out / "log.csv")) if r["epoch"] == "2")["val_miou"]
+    assert f"{float(val2):.2f} @2" in row
+    assert f"{out}: continue with: seg-perception train --out {out} --epochs 4 --resume" in text
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+                               str(out / ".train.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["runs", str(out), "--json"]) == 0
+        s = json.loads(capsys.readouterr().out)
+        assert s["state"] == "training" and s["pid"] == holder.pid and s["epochs_done"] == 3, s
+        assert s["epochs_total"] == 4 and s["seconds_per_epoch"] > 0 and s["hours_left"] >= 0
+    finally:
+        holder.kill()
+        holder.wait()
+    train(TrainConfig(data=str(camvid_root), out=str(out), **cfg), resume=True, log=lambda m: None)
+    assert main(["runs", str(out), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["state"] == "finished" and s["epochs_done"] == 4 and s["last_val"][0] == 4 and s["pid"] is None, s
+    assert main(["runs", str(camvid_root)]) == 1
+    assert "no training run in" in capsys.readouterr().err
+    assert main(["runs", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "does not exist" in err, err

@@ -52,6 +52,7 @@ from ..nets.deployable import flush_tiny_weights
 from ..paths import resolve_model
 from . import grouping
 from .checkpoint import atomic_save, load_checkpoint, load_weights
+from .run_status import RUN_LOCK
 from .ema import ModelEMA
 from .losses import LOSSES, build_loss, distillation_kl
 from .mixing import class_mix
@@ -1339,7 +1340,6 @@ def _check_finite(run: Run, epoch: int) -> None:
                                       else "--clip-grad, --precision fp32)"))
 
 
-RUN_LOCK = ".train.lock"
 
 
 def _claim_run_folder(cfg: TrainConfig, resume: bool):
