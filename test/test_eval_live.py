@@ -382,6 +382,7 @@ def test_two_runs_at_once_never_share_a_ros_domain():
         assert node_process.hold_domain([theirs]) is None
         mine = [node_process.private_domain() for _ in range(60)]
         assert theirs not in mine and str(mine[-1]) != os.environ["ROS_DOMAIN_ID"]
+        assert all(a != b for a, b in zip(mine, mine[1:])), mine  # the one given up is not drawn again at once
         assert node_process.hold_domain([mine[-1]]) is None  # held by this process until the next draw
     finally:
         child.kill()
@@ -412,13 +413,14 @@ def test_a_domain_id_another_run_holds_is_refused(tmp_path, capsys, random_model
                    "--out", str(tmp_path / "r")])
         err = capsys.readouterr().err.strip()
         assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-        assert f"ROS domain {theirs} is in use by another seg-perception run" in err and "--domain-id" in err
+        assert f"ROS domain {theirs} is held by a seg-perception run on this machine" in err and "--domain-id" in err
         assert not (tmp_path / "r" / "node.log").exists()  # refused before a node was started
     finally:
         child.kill()
         child.wait()
     # free again: asked for, it is held by this process (another run would be refused) until the next draw
     assert node_process.private_domain(theirs) == theirs
+    assert node_process.private_domain(theirs) == theirs  # asked again: this process's own, kept
     assert node_process.hold_domain([theirs]) is None and node_process.domain_held(theirs)
     other = node_process.private_domain()
     assert other != theirs and not node_process.domain_held(theirs)

@@ -174,6 +174,9 @@ def test_a_model_that_fails_its_warmup_fails_configure_and_a_fixed_one_serves(ro
         assert h.node.count_publishers(f"{h.out_ns}/segmentation/labels") == 0
         setp = h.node.create_client(SetParameters, f"{h.out_ns}/segmentation_node/set_parameters")
         assert setp.wait_for_service(timeout_sec=30)
+        bad = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=-1.0)  # unconfigured: checked too
+        res = lc._call(setp, SetParameters.Request(parameters=[Parameter(name="max_rate", value=bad)])).results[0]
+        assert not res.successful and "max_rate must be 0 (every frame) or 0.01 to 1000" in res.reason, res.reason
         value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="")
         assert lc._call(setp, SetParameters.Request(parameters=[Parameter(name="onnx", value=value)])).results[0].successful
         assert lc.transition(Transition.TRANSITION_CONFIGURE)
@@ -185,6 +188,7 @@ def test_a_model_that_fails_its_warmup_fails_configure_and_a_fixed_one_serves(ro
         assert lc._call(setp, SetParameters.Request(parameters=[Parameter(name="max_rate", value=rate)])).results[0].successful
         h.wait_for(lambda: "taken while running: max_rate 5 (was 0" in proc.output(), 10, "the change taken")
         assert lc.transition(Transition.TRANSITION_ACTIVATE)
+        h.wait_for(lambda: "at most 5 frames a second" in proc.output(), 10, "the activation with it")
         wait_subscribed(h, True)
         res = lc._call(setp, SetParameters.Request(parameters=[Parameter(name="onnx", value=value)])).results[0]
         assert not res.successful and res.reason.startswith("onnx: read at configure; deactivate and clean up")

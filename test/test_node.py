@@ -367,7 +367,11 @@ def test_live_parameters_are_taken_by_the_next_frame(raw_node, val_frames):
         labels, mask = mask_of_next_frame("live_sky_road")
         np.testing.assert_array_equal(mask, np.where(np.isin(labels, [0, 3]), 255, 0))
         assert h.settled_diag()["drivable_classes"] == "0,3"
-        assert set_params(drivable_classes=[]).successful  # none: an empty mask
+        # none, as `ros2 param set ... drivable_classes "[]"` sends it: an empty array typed bool
+        none = Parameter(name="drivable_classes", value=ParameterValue(type=ParameterType.PARAMETER_BOOL_ARRAY))
+        fut = setp.call_async(SetParametersAtomically.Request(parameters=[none]))
+        h.wait_for(fut.done, 30, "set drivable_classes []")
+        assert fut.result().result.successful, fut.result().result.reason
         assert not mask_of_next_frame("live_none")[1].any()
         res = set_params(drivable_classes=[11])
         assert not res.successful and res.reason.startswith("drivable class 11 is not one of the model's classes")
@@ -394,9 +398,10 @@ def test_live_parameters_are_taken_by_the_next_frame(raw_node, val_frames):
         assert not res.successful and res.reason.startswith("threads: read at start-up only") \
             and "max_rate alone would be taken at once" in res.reason, res.reason
         assert h.settled_diag()["max_rate"] == "2"
-    finally:
-        assert set_params(max_rate=0.0, drivable_classes=[3], overlay_alpha=0.5, overlay_legend=True).successful
+    finally:  # (asserted after: a failure above is the one to see)
+        restored = set_params(max_rate=0.0, drivable_classes=[3], overlay_alpha=0.5, overlay_legend=True)
         h.node.destroy_client(setp)
+    assert restored.successful, restored.reason
     d = h.settled_diag()
     assert d["max_rate"] == "0" and d["drivable_classes"] == "3"
     labels, mask = mask_of_next_frame("live_after")
@@ -404,6 +409,36 @@ def test_live_parameters_are_taken_by_the_next_frame(raw_node, val_frames):
     said = [ln for ln in proc.output().splitlines() if "taken while running" in ln]
     assert any("drivable classes ['Sky', 'Road'] (were ['Road'])" in ln for ln in said), said
     assert any("max_rate 2 (was 0" in ln and "overlay_alpha 0.25" in ln for ln in said), said
+
+
+def test_live_parameters_reach_every_worker_and_camera(random_model, val_frames):
+    """The node's change reaches each worker's pipeline and each camera's rate cap (the live test
+    above runs one of each), all checked before any is applied, and the overlay's look is the new
+    one: alpha 0 without the legend is the frame itself."""
+    import threading
+    from types import SimpleNamespace
+    from seg_perception.ros.node import ConfigError, SegmentationNode
+    pipes = [Pipeline.from_card(random_model, backend="onnxruntime", threads=1) for _ in range(2)]
+    logged = []
+    log = SimpleNamespace(info=logged.append, warning=logged.append)
+    node = SimpleNamespace(pipeline=pipes[0], pipelines=pipes, card=pipes[0].card, max_rate=0.0,
+                           cameras=[SimpleNamespace(cap=RateCap(0.0)) for _ in range(2)],
+                           _slot_lock=threading.Condition(), get_logger=lambda: log)
+    apply = SegmentationNode._apply_live.__get__(node)
+    apply({"max_rate": 4, "drivable_classes": [0, 1], "overlay_alpha": 0.0, "overlay_legend": False})
+    assert node.max_rate == 4.0 and all(cam.cap.period == 0.25 for cam in node.cameras)
+    rgb = val_frames[0][0]
+    for pipe in pipes:
+        assert pipe.drivable_classes == [0, 1]
+        res = pipe(rgb, overlay=True)
+        np.testing.assert_array_equal(res.drivable, np.where(np.isin(res.labels, [0, 1]), 255, 0))
+        np.testing.assert_array_equal(res.overlay, rgb)
+    assert any("max_rate 4 each (was 0" in m and "drivable classes ['Sky', 'Building'] (were ['Road'])" in m
+               for m in logged), logged
+    for bad in ({"drivable_classes": [2], "overlay_alpha": 2.0}, {"max_rate": 1.0, "drivable_classes": [-1]}):
+        with pytest.raises((ConfigError, ValueError)):
+            apply(bad)
+    assert node.max_rate == 4.0 and all(p.drivable_classes == [0, 1] and p.overlay_alpha == 0.0 for p in pipes)
 
 
 def test_a_camera_clock_that_goes_back_is_still_served(raw_node, pipe, val_frames):

@@ -237,6 +237,8 @@ class SegmentationNode(Node):
         self.add_on_set_parameters_callback(lambda params: node_parameters.change_result(
             params, configured=self.pipeline is not None, managed=self.managed, active=self.sub is not None,
             apply=self._apply_live))
+        if hasattr(self, "add_pre_set_parameters_callback"):  # Iron and later (Humble: typed calls only)
+            self.add_pre_set_parameters_callback(node_parameters.typed_empty_arrays)
 
     def _apply_live(self, values: Dict[str, object]) -> None:
         """Takes node_parameters.LIVE_PARAMETERS while configured: all checked before any is applied
@@ -263,10 +265,13 @@ class SegmentationNode(Node):
                 v = [self.card.class_names[c] for c in v] or "none"
                 said.append(f"drivable classes {v} (were {[self.card.class_names[c] for c in was[name]]})")
             elif name == "max_rate":
-                said.append(f"max_rate {v:g} (was {was[name]}; 0: every frame)")
+                each = " each" if len(self.cameras) > 1 else ""
+                said.append(f"max_rate {v:g}{each} (was {was[name]}; 0: every frame)")
             else:
                 said.append(f"{name} {v}")
         self.get_logger().info("taken while running: " + ", ".join(said))
+        if new.get("drivable_classes") == []:
+            self.get_logger().warning("no drivable classes: segmentation/drivable_mask stays empty")
 
     def _configure(self) -> None:
         """Load the model (building a TensorRT engine if needed), create the publishers and the

@@ -148,6 +148,16 @@ def live_value(name: str, value):
     raise KeyError(name)
 
 
+def typed_empty_arrays(params) -> list:
+    """`ros2 param set NODE drivable_classes "[]"` sends an empty list typed as a bool array (an
+    empty YAML list has no element to type it by), which rclpy refuses for an integer array: an
+    empty array for it becomes an empty integer array (a pre-set callback, Iron and later)."""
+    arrays = (rclpy.Parameter.Type.BOOL_ARRAY, rclpy.Parameter.Type.BYTE_ARRAY, rclpy.Parameter.Type.DOUBLE_ARRAY,
+              rclpy.Parameter.Type.STRING_ARRAY)
+    return [rclpy.Parameter(p.name, rclpy.Parameter.Type.INTEGER_ARRAY, [])
+            if p.name == "drivable_classes" and p.type_ in arrays and len(p.value) == 0 else p for p in params]
+
+
 def change_result(params, configured: bool, managed: bool, active: bool, apply=None) -> SetParametersResult:
     """Whether a running node takes a parameter change. It reads its parameters when it configures:
     a change of one of the others while configured would be accepted and do nothing, so it is
@@ -162,6 +172,12 @@ def change_result(params, configured: bool, managed: bool, active: bool, apply=N
             f"{', '.join(deleted)}: cannot be deleted; set a value instead (the defaults are in "
             f"{listed_in(deleted[0])})"))
     if not mine or not configured:  # (managed node, unconfigured: read at the next configure)
+        try:  # the live ones are checked now as while running (class ids: at configure, with the model)
+            for p in params:
+                if p.name in LIVE_PARAMETERS:
+                    live_value(p.name, p.value)
+        except ConfigError as e:
+            return SetParametersResult(successful=False, reason=str(e))
         return SetParametersResult(successful=True)
     fixed = [n for n in mine if n not in LIVE_PARAMETERS]
     if not fixed and apply is not None:

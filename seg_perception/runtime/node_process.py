@@ -119,21 +119,24 @@ def private_domain(requested: Optional[int] = None) -> int:
     one, held the same way, or DomainInUse while another run holds it. A process runs one private
     run at a time: the domain it held before is given up."""
     global _PRIVATE_HELD
+    before = _PRIVATE_HELD
     if requested is not None:
-        choices = [int(requested)]
+        requested = int(requested)
+        if before is not None and before[0] == requested:
+            return requested  # this process holds it already (a node it started may share the hold)
+        choices = [requested]
+        held = hold_domain(choices)
+        if held is None and domain_held(requested):
+            held = hold_domain(choices)  # (its holder may have ended between the two looks)
+            if held is None and domain_held(requested):  # the earlier hold, if any, stays
+                raise DomainInUse(f"ROS domain {requested} is held by a seg-perception run on this machine (a "
+                                  "bench, a live evaluation or a test session; their frames would mix): leave "
+                                  "out --domain-id for a free private one, or choose another")
     else:
         own = os.environ.get("ROS_DOMAIN_ID", "")
         choices = [d for d in PRIVATE_DOMAINS if str(d) != own]
         random.SystemRandom().shuffle(choices)
-    before = _PRIVATE_HELD
-    if before is not None and before[0] in choices:  # (this process's own hold: given up for the new one)
-        os.close(before[1])
-        _PRIVATE_HELD = before = None
-    held = hold_domain(choices)
-    if held is None and requested is not None and domain_held(requested):  # (the earlier hold stays)
-        raise DomainInUse(f"ROS domain {requested} is in use by another seg-perception run on this machine (a "
-                          "bench, a live evaluation or a test session; their frames would mix): leave out "
-                          "--domain-id for a free private one, or choose another")
+        held = hold_domain(choices)  # the earlier one still held here: never drawn again at once
     if before is not None:
         os.close(before[1])
         _PRIVATE_HELD = None

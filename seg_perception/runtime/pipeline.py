@@ -76,9 +76,19 @@ class Pipeline:
         self.drivable_lut, self.drivable_classes = lut, classes
 
     def set_overlay(self, alpha: float, legend: bool) -> None:
+        """The overlay's look, as one value: a frame being drawn while a running node changes it
+        takes the old pair or the new one whole."""
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"overlay_alpha must be within [0, 1], got {alpha}")
-        self.overlay_alpha, self.overlay_legend = float(alpha), bool(legend)
+        self._overlay_style = (float(alpha), bool(legend))
+
+    @property
+    def overlay_alpha(self) -> float:
+        return self._overlay_style[0]
+
+    @property
+    def overlay_legend(self) -> bool:
+        return self._overlay_style[1]
 
     @classmethod
     def from_card(cls, card_path: str | Path | ModelCard, backend: str = "auto", precision: str = "fp32",
@@ -175,8 +185,9 @@ class Pipeline:
         if frame.shape[:2] != (h, w):
             frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
         rgb = to_rgb(frame, color)
-        blend = cv2.addWeighted(rgb, 1.0 - self.overlay_alpha, self.colorize(labels), self.overlay_alpha, 0.0)
-        if self.overlay_legend:  # which colour is which class, from the card
+        alpha, legend = self._overlay_style
+        blend = cv2.addWeighted(rgb, 1.0 - alpha, self.colorize(labels), alpha, 0.0)
+        if legend:  # which colour is which class, from the card
             blend = draw_legend(blend, self.card.class_names, self.card.class_colors)
         return blend
 
