@@ -327,8 +327,8 @@ def _runs(p: argparse.ArgumentParser):
                                     "of them")
         runs = find_runs(Path(f) for f in a.folders)
         if not runs:
-            print(f"no training run in {', '.join(a.folders)} (a run folder holds last.pt or log.csv)", file=sys.stderr)
-            return 1
+            raise ValueError(f"no training run in {', '.join(a.folders)}: a run folder holds last.pt or log.csv, "
+                             "and runs are looked for in the folders given and one level down")
         statuses = [run_status(r) for r in runs]
         print("\n".join(json.dumps(s.to_dict()) for s in statuses) if a.json else table(statuses))
     return run

@@ -523,7 +523,11 @@ def test_runs_says_where_each_run_stands(tmp_path, camvid_root, capsys):
     assert "essnet_d" in row and "train -> val" in row and " 3/4 " in row and " stopped " in row, text
     val2 = next(r for r in csv.DictReader(open(out / "log.csv")) if r["epoch"] == "2")["val_miou"]
     assert f"{float(val2):.2f} @2" in row
-    assert f"{out}: continue with: seg-perception train --out {out} --epochs 4 --resume" in text
+    assert f"{out}: continue with: seg-perception train --out {out.resolve()} --epochs 4 --resume" in text
+    with open(out / "log.csv", "a") as f:  # epoch 4's row, written just before a checkpoint that never came
+        f.write("4,full,0.5,0.001,,,1.0,\n")
+    assert main(["runs", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["epochs_done"] == 3  # --resume trains epoch 4 again
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
                                "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
                                str(out / ".train.lock")], stdout=subprocess.PIPE, text=True)
@@ -540,8 +544,29 @@ def test_runs_says_where_each_run_stands(tmp_path, camvid_root, capsys):
     assert main(["runs", str(out), "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["state"] == "finished" and s["epochs_done"] == 4 and s["last_val"][0] == 4 and s["pid"] is None, s
-    assert main(["runs", str(camvid_root)]) == 1
-    assert "no training run in" in capsys.readouterr().err
+    (out / "essnet_d_camvid.pt").unlink()  # stopped while shipping: the same command writes it again
+    assert main(["runs", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert " finished, not shipped " in text and f"{out}: continue with: seg-perception train" in text, text
+    assert main(["runs", str(camvid_root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no training run in" in err and "one level down" in err, err
     assert main(["runs", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "does not exist" in err, err
+
+
+def test_the_command_that_continues_a_run_is_the_one_it_ran_with(tmp_path, monkeypatch):
+    """A relative --out continued from another folder would start a new run there, and a torchrun run
+    continued as one process changes its recipe: the command `runs` gives resolves the one and keeps
+    the other."""
+    from seg_perception.train.run_status import continue_command
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "runs" / "mine"
+    cfg = {"command": "seg-perception train --model rdsnet --out runs/mine --epochs 8", "processes": 1}
+    assert continue_command(cfg, Path("runs/mine")) == \
+        f"seg-perception train --model rdsnet --out {run} --epochs 8 --resume"
+    cfg = {"command": "seg-perception train --out=runs/mine --resume --threads 2", "processes": 4}
+    assert continue_command(cfg, Path("runs/mine")) == \
+        f"torchrun --nproc_per_node 4 -m seg_perception.cli train --out={run} --resume --threads 2"
+    assert continue_command({"processes": 1}, run) == ""

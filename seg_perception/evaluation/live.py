@@ -475,7 +475,7 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
             scorer.warned["skipped"] = (
                 f"{node_delta['skipped']} frames skipped by the node's max_rate ({diag.get('max_rate', '?')} frames "
                 "a second), counted as dropped: leave max_rate at 0 to score every frame")
-    if diag and node_drivable(diag, card) != drivable:  # a `ros2 param set` during the run (a live parameter)
+    if diag and set(node_drivable(diag, card)) != set(drivable):  # a `ros2 param set` during the run (live)
         names = lambda ids: ", ".join(card.class_names[c] for c in ids) or "none"  # noqa: E731
         scorer.warned["drivable_changed"] = (
             f"the node's drivable_classes changed during the run ({names(drivable)} -> "

@@ -151,7 +151,8 @@ def live_value(name: str, value):
 def typed_empty_arrays(params) -> list:
     """`ros2 param set NODE drivable_classes "[]"` sends an empty list typed as a bool array (an
     empty YAML list has no element to type it by), which rclpy refuses for an integer array: an
-    empty array for it becomes an empty integer array (a pre-set callback, Iron and later)."""
+    empty array for it becomes an empty integer array (a pre-set callback, Iron and later; rclpy
+    joins the lists of every pre-set callback, so this must stay the node's only one)."""
     arrays = (rclpy.Parameter.Type.BOOL_ARRAY, rclpy.Parameter.Type.BYTE_ARRAY, rclpy.Parameter.Type.DOUBLE_ARRAY,
               rclpy.Parameter.Type.STRING_ARRAY)
     return [rclpy.Parameter(p.name, rclpy.Parameter.Type.INTEGER_ARRAY, [])

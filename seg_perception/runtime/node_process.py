@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -125,13 +126,17 @@ def private_domain(requested: Optional[int] = None) -> int:
         if before is not None and before[0] == requested:
             return requested  # this process holds it already (a node it started may share the hold)
         choices = [requested]
-        held = hold_domain(choices)
-        if held is None and domain_held(requested):
-            held = hold_domain(choices)  # (its holder may have ended between the two looks)
-            if held is None and domain_held(requested):  # the earlier hold, if any, stays
-                raise DomainInUse(f"ROS domain {requested} is held by a seg-perception run on this machine (a "
-                                  "bench, a live evaluation or a test session; their frames would mix): leave "
-                                  "out --domain-id for a free private one, or choose another")
+        held, busy = None, False
+        for _ in range(5):  # (a holder may end, or another process look, between a try and a look)
+            held = hold_domain(choices)
+            if held is not None:
+                break
+            busy = domain_held(requested)
+            time.sleep(0.05)
+        if held is None and busy:  # held by another run at the last look; the earlier hold, if any, stays
+            raise DomainInUse(f"ROS domain {requested} is held by a seg-perception run on this machine (a "
+                              "bench, a live evaluation or a test session; their frames would mix): leave "
+                              "out --domain-id for a free private one, or choose another")
     else:
         own = os.environ.get("ROS_DOMAIN_ID", "")
         choices = [d for d in PRIVATE_DOMAINS if str(d) != own]

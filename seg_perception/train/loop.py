@@ -1340,8 +1340,6 @@ def _check_finite(run: Run, epoch: int) -> None:
                                       else "--clip-grad, --precision fp32)"))
 
 
-
-
 def _claim_run_folder(cfg: TrainConfig, resume: bool):
     """The run folder for this run alone (rank 0 of torchrun holds it for all): a second process on
     the same --out interleaved its log rows and checkpoints with the first's, and a command without

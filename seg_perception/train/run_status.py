@@ -46,21 +46,43 @@ def hours_of_epochs(rows: list) -> Optional[float]:
 def training_pid(run: Path) -> Optional[int]:
     """The process holding the run's lock now (it is training the folder), from /proc/locks,
     which shows a lock without taking it (taking it, even for a moment, could refuse a run
-    starting then). None: nobody holds it, or this system cannot say (not Linux)."""
+    starting then). None: nobody here holds it, or this system cannot say (not Linux). Only
+    holders on this machine and in this PID namespace are listed: a run trained from another
+    host (NFS) or container looks stopped."""
+    lock = Path(run) / RUN_LOCK
     try:
-        st = os.stat(Path(run) / RUN_LOCK)
+        st = os.stat(lock)
         locks = Path("/proc/locks").read_text()
     except OSError:
         return None
-    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    exact = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     for line in locks.splitlines():
+        # "1: FLOCK  ADVISORY  WRITE 30144 fe:00:5587037 0 EOF" (flock; NFS shows it as POSIX; a
+        # waiter's line has "->" after the id)
         parts = line.split()
-        # "1: FLOCK  ADVISORY  WRITE 30144 fe:00:5587037 0 EOF" (a waiter's line has "->" after the id)
-        if "FLOCK" in parts and want in parts:
-            pid = parts[parts.index(want) - 1]
-            if pid.isdigit():
-                return int(pid)
+        ids = [i for i, w in enumerate(parts) if w.count(":") == 2 and w.rsplit(":", 1)[-1] == str(st.st_ino)]
+        if not ids or not parts[ids[0] - 1].isdigit():
+            continue
+        pid = int(parts[ids[0] - 1])
+        # the device may read differently (a btrfs subvolume): then the holder must have the file open
+        if parts[ids[0]] == exact or _has_open(pid, lock):
+            return pid
     return None
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    want = str(path.resolve())
+    for fd in fds:
+        try:
+            if os.readlink(fd) == want:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 @dataclass
@@ -71,10 +93,10 @@ class RunStatus:
     splits: str = ""             # "train -> val", "train+val (no validation)"
     epochs_done: int = 0
     epochs_total: Optional[int] = None
-    state: str = ""              # training | stopped | finished | not started | unreadable
+    state: str = ""              # training | stopped | finished[, not shipped] | not started | unreadable
     pid: Optional[int] = None
-    seconds_per_epoch: Optional[float] = None  # median of the last RECENT epochs
-    hours_left: Optional[float] = None
+    seconds_per_epoch: Optional[float] = None  # median of the last RECENT epochs of its current stage
+    hours_left: Optional[float] = None  # epochs only, at that pace (validation not counted)
     hours_so_far: Optional[float] = None
     last_val: Optional[Tuple[int, float]] = None  # (epoch, mIoU) of the latest validation
     best_val: Optional[Tuple[int, float]] = None
@@ -103,40 +125,64 @@ def find_runs(paths: Iterable[Path]) -> List[Path]:
     return found
 
 
-def _checkpoint_config(run: Path) -> Tuple[Optional[dict], str]:
+def _checkpoint(run: Path) -> Tuple[Optional[dict], str]:
+    """last.pt's config and epoch (not its tensors' data: mapped, not read), or why not."""
     ck = Path(run) / "last.pt"
     if not ck.is_file():
         return None, ""
     try:
         import torch
         data = torch.load(ck, map_location="cpu", weights_only=True, mmap=True)
-        return data.get("config") or {}, ""
+        return {"config": data.get("config") or {}, "epoch": data.get("epoch")}, ""
     except ImportError:
         return None, "torch is not installed (the 'train' extra): epochs planned unknown"
     except Exception as e:  # cut off or being replaced: the log still says what it can
         return None, f"last.pt cannot be read ({type(e).__name__})"
 
 
+def continue_command(cfg: dict, run: Path) -> str:
+    """The run's own command (as last.pt records it) with --resume and its --out as an absolute
+    path (a relative one from another folder would start a new run); under torchrun as it ran."""
+    command = cfg.get("command", "")
+    if not command:
+        return ""
+    words = shlex.split(command)
+    for i, w in enumerate(words):
+        if w == "--out" and i + 1 < len(words):
+            words[i + 1] = str(Path(run).resolve())
+        elif w.startswith("--out="):
+            words[i] = f"--out={Path(run).resolve()}"
+    if "--resume" not in words:
+        words.append("--resume")
+    n = int(cfg.get("processes", 1) or 1)
+    if n > 1 and words and words[0] == "seg-perception":  # (command_line records the CLI's own words)
+        words = ["torchrun", "--nproc_per_node", str(n), "-m", "seg_perception.cli"] + words[1:]
+    return " ".join(shlex.quote(w) for w in words)
+
+
 def run_status(run: Path) -> RunStatus:
     run = Path(run)
     s = RunStatus(path=run)
     rows = log_rows(run)
-    cfg, s.note = _checkpoint_config(run)
+    ck, s.note = _checkpoint(run)
+    cfg = ck["config"] if ck else None
     if cfg:
         s.model = cfg.get("model", "")
-        s.name = cfg.get("name") or ""
+        # no --name: MODEL_<dataset kind>, the kind as the data read (a card of that shape beside it)
+        s.name = cfg.get("name") or next((c.stem for c in sorted(run.glob(f"{s.model}_*.yaml"))), "")
         s.epochs_total = int(cfg.get("epochs", 0)) + int(cfg.get("encoder_epochs", 0) or 0)
         val = cfg.get("val_split") or "none"
         s.splits = f"{cfg.get('train_split', '')} -> {val}" if val != "none" else \
             f"{cfg.get('train_split', '')} (no validation)"
-        command = cfg.get("command", "")
-        if command:
-            words = shlex.split(command)
-            s.command = command if "--resume" in words else command + " --resume"
-    s.epochs_done = int(rows[-1]["epoch"]) if rows else 0
+        s.command = continue_command(cfg, run)
+    logged = int(rows[-1]["epoch"]) if rows else 0
+    # the log row goes out just before its checkpoint: a stop between the two trains that epoch again
+    saved = ck["epoch"] + 1 if ck and isinstance(ck.get("epoch"), int) else None
+    s.epochs_done = logged if saved is None else (saved if not rows else min(logged, saved))
     s.hours_so_far = hours_of_epochs(rows)
     if rows:
-        recent = [float(r["seconds"]) for r in rows[-RECENT:] if r.get("seconds")]
+        stage = rows[-1].get("stage")  # the pace of the stage it is in (an encoder stage runs a smaller net)
+        recent = [float(r["seconds"]) for r in rows if r.get("stage") == stage and r.get("seconds")][-RECENT:]
         if recent:
             median = float(np.median(recent))
             s.seconds_per_epoch = round(median, 1)
@@ -147,12 +193,15 @@ def run_status(run: Path) -> RunStatus:
         s.last_val = scored[-1]
         s.best_val = max(scored, key=lambda e: e[1])
     s.pid = training_pid(run)
+    shipped = not s.name or all((run / f"{s.name}{ext}").is_file() for ext in (".pt", ".yaml"))  # (unknown: no word)
     if s.pid is not None:
         s.state = "training"
     elif cfg is None and s.note.startswith("last.pt"):
         s.state = "unreadable"
     elif s.epochs_total is not None and s.epochs_done >= s.epochs_total:
-        s.state = "finished"
+        s.state = "finished" if shipped else "finished, not shipped"
+        if not shipped:
+            s.note = f"its {s.name}.pt and .yaml are not both there: the continue command writes them"
     elif not rows and cfg is None:
         s.state = "not started"
     else:
@@ -172,7 +221,7 @@ def table(statuses: List[RunStatus]) -> str:
         total = s.epochs_total if s.epochs_total is not None else "?"
         state = f"training (pid {s.pid})" if s.state == "training" else s.state
         lines.append((str(s.path), s.model or "?", s.splits or "?", f"{s.epochs_done}/{total}", state,
-                      f"{s.seconds_per_epoch:g}" if s.seconds_per_epoch is not None else "-",
+                      f"{s.seconds_per_epoch:.1f}" if s.seconds_per_epoch is not None else "-",
                       f"{s.hours_left:.1f}" if s.hours_left is not None else "-",
                       f"{s.hours_so_far:.1f}" if s.hours_so_far is not None else "-",
                       _fmt_val(s.last_val), _fmt_val(s.best_val)))
@@ -181,6 +230,6 @@ def table(statuses: List[RunStatus]) -> str:
     for s in statuses:
         if s.note:
             out.append(f"{s.path}: {s.note}")
-        if s.state == "stopped" and s.command:
+        if s.state in ("stopped", "finished, not shipped") and s.command:
             out.append(f"{s.path}: continue with: {s.command}")
     return "\n".join(out)
