@@ -331,6 +331,16 @@ def test_a_parameter_set_while_running_is_refused_with_the_way_to_apply_it(raw_n
     assert not res.successful and res.reason.startswith("output_size: read at start-up only; restart the node")
     assert set_one("use_sim_time", ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=False)).successful
     h.node.destroy_client(setp)
+    # which is which, in the descriptions (`ros2 param describe`, rqt_reconfigure's tooltips)
+    from rcl_interfaces.srv import DescribeParameters
+    desc = h.node.create_client(DescribeParameters, "/segmentation_node/describe_parameters")
+    assert desc.wait_for_service(timeout_sec=30)
+    fut = desc.call_async(DescribeParameters.Request(names=["output_size", "max_rate", "drivable_classes"]))
+    h.wait_for(fut.done, 30, "describe_parameters")
+    said = [d.description for d in fut.result().descriptors]
+    assert said[0].endswith("[read at start-up/configure]") and all(d.endswith("[live: a running node takes a "
+                                                                               "change]") for d in said[1:]), said
+    h.node.destroy_client(desc)
 
 
 def test_live_parameters_are_taken_by_the_next_frame(raw_node, val_frames):

@@ -70,6 +70,12 @@ IMAGE_TOPICS_DESCRIPTION = ("several cameras in one node, e.g. ['/front/image_ra
                             "(/front/segmentation/...); unset: image_topic")
 
 
+# What a running node takes at once (`ros2 param set`, rqt_reconfigure), the next frame using it: a
+# robot that slows its segmentation when parked, drivable classes tuned in the field, the overlay's
+# look. Nothing in them reloads the model or changes a topic or a QoS.
+LIVE_PARAMETERS = ("max_rate", "drivable_classes", "overlay_alpha", "overlay_legend")
+
+
 def parameter_names() -> List[str]:
     """Every parameter the node declares: PARAMETERS, the two arrays declared beside it and
     ground.* (the launch files tell a node parameter given as a launch argument from a typo)."""
@@ -82,19 +88,24 @@ def listed_in(parameter: str) -> str:
             "config/jetson.yaml and the README")
 
 
+def when_taken(name: str) -> str:
+    """The end of a parameter's description (`ros2 param describe`, rqt_reconfigure's tooltip)."""
+    return " [live: a running node takes a change]" if name in LIVE_PARAMETERS else " [read at start-up/configure]"
+
+
 def declare(node) -> None:
     """Declares every parameter on ``node``."""
     for name, (default, desc) in PARAMETERS.items():
         # a number given as 10 is as good as 10.0 (rclpy refuses an integer for a double otherwise)
-        node.declare_parameter(name, default, ParameterDescriptor(description=desc,
+        node.declare_parameter(name, default, ParameterDescriptor(description=desc + when_taken(name),
                                                                   dynamic_typing=isinstance(default, float)))
     node.declare_parameter("drivable_classes", rclpy.Parameter.Type.INTEGER_ARRAY, ParameterDescriptor(
         type=ParameterType.PARAMETER_INTEGER_ARRAY,
-        description="class ids of the drivable mask; unset: the model card's"))
+        description="class ids of the drivable mask; unset: the model card's" + when_taken("drivable_classes")))
     # Unset (not []): rclpy types an empty list default as a byte array, and a params file cannot
     # hold an empty list either.
     node.declare_parameter("image_topics", rclpy.Parameter.Type.STRING_ARRAY, ParameterDescriptor(
-        type=ParameterType.PARAMETER_STRING_ARRAY, description=IMAGE_TOPICS_DESCRIPTION))
+        type=ParameterType.PARAMETER_STRING_ARRAY, description=IMAGE_TOPICS_DESCRIPTION + when_taken("image_topics")))
     declare_ground_parameters(node)
 
 
@@ -117,11 +128,6 @@ def check_names(node, argv: Sequence[str]) -> None:
                           f"(rclpy takes a params file's {kind(kept)} before a command-line {text_kind(text)}): "
                           f"give {name} a value of its default's type ({listed_in(name)})")
 
-
-# What a running node takes at once (`ros2 param set`, rqt_reconfigure), the next frame using it: a
-# robot that slows its segmentation when parked, drivable classes tuned in the field, the overlay's
-# look. Nothing in them reloads the model or changes a topic or a QoS.
-LIVE_PARAMETERS = ("max_rate", "drivable_classes", "overlay_alpha", "overlay_legend")
 
 
 def check_max_rate(value) -> float:
