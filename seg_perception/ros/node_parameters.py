@@ -129,7 +129,6 @@ def check_names(node, argv: Sequence[str]) -> None:
                           f"give {name} a value of its default's type ({listed_in(name)})")
 
 
-
 def check_max_rate(value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"max_rate must be a number, not {value!r} (default 0.0: every frame)")
