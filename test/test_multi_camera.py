@@ -108,6 +108,9 @@ def test_each_camera_is_answered_under_its_namespace(two_cameras, pipe, val_fram
         assert set(hist) <= {"1", "2"} and int(hist.get("2", 0)) >= 1, d["batch_size_histogram"]
         assert float(d["batch_size_mean"]) > 1.0
         assert d["max_batch"] == "2"
+        # each camera's CameraInfo is the one beside its image topic, sent on under its namespace
+        assert d["camera_info"] == f"/mc_{name}/camera_info: no subscriber", d["camera_info"]
+        assert h.node.count_publishers(f"/mc_{name}/segmentation/camera_info") == 1
 
 
 def test_one_frame_an_inference_serves_every_camera_in_turn():

@@ -570,8 +570,11 @@ def test_rejections_are_throttled_by_kind_not_by_their_numbers():
                                                "config/nav2.yaml and docs/navigation.md)"),
     ({"bond_heartbeat_period": 2.5}, "bond_heartbeat_period must be 0 (no bond) or 0.01 to 1 seconds, not 2.5"),
     ({"image_topic": "/cam/image raw"}, "image_topic: '/cam/image raw' is not a valid topic name"),
-    ({"ground.enable": True, "ground.camera_info_topic": "/cam/info/"},
-     "ground.camera_info_topic: '/cam/info/' is not a valid topic name"),
+    ({"camera_info_topic": "/cam/info/"}, "camera_info_topic: '/cam/info/' is not a valid topic name"),
+    # the name it had before camera_info_topic served segmentation/camera_info too
+    ({"ground.camera_info_topic": "/cam/info"}, "did you mean 'camera_info_topic'?"),
+    ({"image_topics": "['/a/image_raw', '/b/image_raw']", "camera_info_topic": "/cam/info"},
+     "camera_info_topic names one topic but image_topics has several cameras"),
     ({"ground.enable": True, "ground.tf_timeout": 5.0}, "ground.tf_timeout must be 0 to 1 s"),
     ({"ground.enable": True, "ground.max_range": "far"}, "ground.max_range must be a number, got 'far'"),
 ])

@@ -17,6 +17,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from ros_harness import Harness, raw_image, stamp_key, start_node
 from seg_perception.runtime.pipeline import Pipeline
+from seg_perception.ros.camera_info_out import CameraInfoFeed
 from seg_perception.ros.ground_outputs import tf2_ros
 from test_ground import look_at
 from test_node import as_array, new_key
@@ -366,12 +367,12 @@ def test_a_binned_camera_is_projected_and_a_wrong_window_is_named(ros):
         drivable = np.zeros((H, W), bool)
         drivable[H // 2:, W // 4: 3 * W // 4] = True
         for b in (1, 2):
-            outputs = GroundOutputs(node, "/camera/image_raw")
+            outputs = GroundOutputs(node, "/camera/image_raw", CameraInfoFeed(node, "/camera/camera_info"))
             outputs.pub_grid = SimpleNamespace(publish=lambda m, b=b: grids.__setitem__(b, np.array(m.data)))
             outputs.pub_points = outputs.pub_labels = outputs.pub_conf = SimpleNamespace(publish=lambda m: None)
             info = camera_info()
             info.binning_x = info.binning_y = b
-            outputs._info = info
+            outputs.info.latest = info
             mask = drivable[::b, ::b]
             res = SimpleNamespace(frame_size=mask.shape[::-1], labels=mask.astype(np.uint8), drivable=mask,
                                   confidence=None)
@@ -405,10 +406,11 @@ def test_a_camera_that_sees_no_ground_is_a_warning_not_ok(ros):
         for pitch, level in ((-PITCH, DiagnosticStatus.WARN), (PITCH, DiagnosticStatus.OK)):
             node.set_parameters([Parameter("ground.camera_xyz", value=CAM_XYZ),
                                  Parameter("ground.camera_rpy", value=[0.0, pitch, 0.0])])
-            outputs = GroundOutputs(node, "/camera/image_raw", prefix=node.get_name() + "/")  # (as started_outputs)
+            outputs = GroundOutputs(node, "/camera/image_raw", CameraInfoFeed(node, "/camera/camera_info"),
+                                    prefix=node.get_name() + "/")  # (as started_outputs)
             outputs.start(QoSProfile(depth=1))
             try:
-                outputs._info = camera_info()
+                outputs.info.latest = camera_info()
                 outputs.process(Header(frame_id="camera_optical"), res)
                 assert outputs.status[0] == level, outputs.status
                 assert ("no grid cell in view" in outputs.status[1]) == (level == DiagnosticStatus.WARN)
@@ -430,9 +432,10 @@ def started_outputs(node):
                          Parameter("ground.camera_rpy", value=[0.0, PITCH, 0.0])])
     res = SimpleNamespace(frame_size=(W, H), labels=np.zeros((H, W), np.uint8),
                           drivable=np.full((H, W), 255, np.uint8), confidence=None)
-    outputs = GroundOutputs(node, "/camera/image_raw", prefix=node.get_name() + "/")
+    outputs = GroundOutputs(node, "/camera/image_raw", CameraInfoFeed(node, "/camera/camera_info"),
+                            prefix=node.get_name() + "/")
     outputs.start(QoSProfile(depth=1))
-    outputs._info = camera_info()
+    outputs.info.latest = camera_info()
     return outputs, res
 
 
@@ -523,7 +526,7 @@ def test_a_late_subscriber_gets_an_unknown_grid_once_the_outputs_stop(ros):
             assert (cells(grid) == -1).all() and grid.header.stamp == future  # not before the last grid
             outputs.process(Header(frame_id="camera_optical"), res)  # frames again
             assert (cells(late_grid()) == 0).any()
-            outputs._info = CameraInfo(width=W, height=H, k=[0.0] * 9)  # the calibration gone bad
+            outputs.info.latest = CameraInfo(width=W, height=H, k=[0.0] * 9)  # the calibration gone bad
             outputs.process(Header(frame_id="camera_optical"), res)
             assert outputs.status[0] == DiagnosticStatus.ERROR
             assert (cells(late_grid()) == 0).any()  # one frame off: the grid stays (a TF miss would flicker it)
@@ -533,7 +536,7 @@ def test_a_late_subscriber_gets_an_unknown_grid_once_the_outputs_stop(ros):
                                                  "'fisheye' (plumb_bob, rational_polynomial, equidistant)")
             assert len(outputs._warned) == 2, outputs._warned  # each reason logged (once per 30 s)
             # a deactivate: a subscriber that keeps the grid (a costmap) gets unknown before the publisher goes
-            outputs._info = camera_info()
+            outputs.info.latest = camera_info()
             outputs.process(Header(frame_id="camera_optical"), res)
             got = []
             node.create_subscription(OccupancyGrid, GRID_TOPIC, got.append, GRID_QOS)
@@ -735,7 +738,7 @@ def test_camera_info_beside_an_image_topic_keeps_it_absolute():
     """usb_cam's /image_raw with node_namespace:=front: the CameraInfo topic came out relative,
     /front/camera_info, and the ground outputs stayed off ("no CameraInfo"). image_transport's
     getCameraInfoTopic keeps the image topic's own namespace, the root one included."""
-    from seg_perception.ros.ground_outputs import camera_info_topic
+    from seg_perception.ros.camera_info_out import camera_info_topic
     assert camera_info_topic("/image_raw") == "/camera_info"
     assert camera_info_topic("image_raw") == "camera_info"
     assert camera_info_topic("/cam/image_raw") == "/cam/camera_info"
@@ -759,12 +762,12 @@ def test_a_moving_pose_rebuilds_the_lookups_without_a_line_per_frame(ros):
         declare_ground_parameters(node)
         node.set_parameters([Parameter(k, value=json.loads(v) if isinstance(v, str) else v)
                              for k, v in PARAMS.items() if k != "ground.enable"])
-        outputs = GroundOutputs(node, "/camera/image_raw")
+        outputs = GroundOutputs(node, "/camera/image_raw", CameraInfoFeed(node, "/camera/camera_info"))
         outputs.node = SimpleNamespace(get_logger=lambda: SimpleNamespace(
             info=said.append, warning=lambda m, **k: said.append(m)), get_clock=node.get_clock)
         outputs.pub_grid = SimpleNamespace(publish=lambda m: grids.append(np.array(m.data)))
         outputs.pub_points = outputs.pub_labels = outputs.pub_conf = SimpleNamespace(publish=lambda m: None)
-        outputs._info = camera_info()
+        outputs.info.latest = camera_info()
         drivable = np.zeros((H, W), bool)
         drivable[H // 2:, W // 4: 3 * W // 4] = True
         res = SimpleNamespace(frame_size=(W, H), labels=drivable.astype(np.uint8), drivable=drivable, confidence=None)
@@ -775,7 +778,7 @@ def test_a_moving_pose_rebuilds_the_lookups_without_a_line_per_frame(ros):
         assert len([m for m in said if m.startswith("ground projection for")]) == 1, said
         info = camera_info()
         info.k = [k * 1.1 if k not in (0.0, 1.0) else k for k in info.k]  # recalibrated
-        outputs._info = info
+        outputs.info.latest = info
         outputs.process(Header(frame_id="camera"), res)
         assert len([m for m in said if m.startswith("ground projection for")]) == 2, said
     finally:

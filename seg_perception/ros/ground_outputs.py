@@ -22,7 +22,7 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.duration import Duration
-from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
@@ -54,7 +54,6 @@ GROUND_PARAMETERS = {
                                       "is not drivable; 0: any one pixel (thin obstacles); e.g. 0.2 where speckle "
                                       "in the labels blocks the near field"),
     "ground.stride": (4, "the cloud and ground/labels take every stride-th pixel in both directions"),
-    "ground.camera_info_topic": ("", "CameraInfo topic; empty: camera_info beside image_topic"),
     "ground.rectified": (False, "the image is rectified (image_rect): project with CameraInfo's P and R, without "
                                 "distortion; false: the raw image, with K and D"),
 }
@@ -145,15 +144,6 @@ def declare_ground_parameters(node) -> None:
         node.declare_parameter(name, default, ParameterDescriptor(description=desc, dynamic_typing=True))
 
 
-def camera_info_topic(image_topic: str) -> str:
-    """image_transport's sibling: /camera/image_raw -> /camera/camera_info; absolute stays absolute
-    (/image_raw -> /camera_info, not the node namespace's camera_info)."""
-    base = image_topic.rstrip("/").rsplit("/", 1)[0] if "/" in image_topic.strip("/") else ""
-    if base:
-        return f"{base}/camera_info"
-    return "/camera_info" if image_topic.startswith("/") else "camera_info"
-
-
 def _number(name, value) -> float:
     """A numeric ground.* parameter (typed dynamically: a string gets here too): one line if not."""
     try:
@@ -204,9 +194,10 @@ class GroundOutputs:
     """Built at configure time (parameters checked: GroundError names the bad one);
     start() subscribes and publishes, stop() undoes it."""
 
-    def __init__(self, node, image_topic: str, prefix: str = ""):
+    def __init__(self, node, image_topic: str, info, prefix: str = ""):
         p = {name[len("ground."):]: node.get_parameter(name).value for name in GROUND_PARAMETERS}
         self.node = node
+        self.info = info  # the camera's CameraInfoFeed (camera_info_out.py): its newest CameraInfo
         self.prefix = prefix  # several cameras: the camera's namespace + "/", else relative names
         self.base_frame = frame_name("ground.base_frame", p["base_frame"])
         self.spec = GridSpec(_number("ground.resolution", p["resolution"]),
@@ -238,13 +229,12 @@ class GroundOutputs:
             # info, not a warning: config/nav2.yaml sets them as the fallback for a machine without tf2
             node.get_logger().info("ground.camera_xyz/rpy are not used: the pose comes from tf2 (ground.use_tf "
                                    "true); set ground.use_tf false to use them")
-        self.info_topic = str(p["camera_info_topic"]) or camera_info_topic(image_topic)
+        self.info_topic = info.topic
         self.rectified = flag("ground.rectified", p["rectified"])
         if not self.rectified and "rect" in image_topic.rsplit("/", 1)[-1]:
             node.get_logger().warning(f"{image_topic} looks rectified but ground.rectified is false: the ground "
                                       "projection applies the lens distortion (D) to it again; set "
                                       "ground.rectified: true for a rectified image")
-        self._info: Optional[CameraInfo] = None
         self._key = None
         self._said_for = None  # the calibration the last "ground projection for ..." line was for
         self._lut: Optional[GridLookup] = None
@@ -270,8 +260,6 @@ class GroundOutputs:
             self._grid_live = False  # a new publisher: it holds no grid yet
         if self.use_tf:
             self.tf_buffer = _acquire_tf(node)
-        # Best effort takes CameraInfo from reliable and best-effort drivers alike.
-        self.sub_info = node.create_subscription(CameraInfo, self.info_topic, self._on_info, qos_profile_sensor_data)
         # reliable + transient_local, depth 1: what map subscribers ask for (RViz's Map display, map
         # fusers), and volatile or best-effort subscribers take it too; the newest grid for a late joiner
         self.pub_grid = node.create_publisher(OccupancyGrid, self.prefix + "segmentation/drivable_grid", GRID_QOS)
@@ -290,15 +278,9 @@ class GroundOutputs:
             if getattr(self, name, None) is not None:
                 self.node.destroy_publisher(getattr(self, name))
                 setattr(self, name, None)
-        if getattr(self, "sub_info", None) is not None:
-            self.node.destroy_subscription(self.sub_info)
-            self.sub_info = None
         if self.tf_buffer is not None:
             _release_tf(self.node)
             self.tf_buffer = None
-
-    def _on_info(self, msg: CameraInfo) -> None:
-        self._info = msg  # one reference swap: the worker reads whichever is newest
 
     # ------------------------------------------------------------ per frame
     def process(self, header, res) -> None:
@@ -312,7 +294,7 @@ class GroundOutputs:
             self._off(DiagnosticStatus.ERROR, f"ground projection failed: {type(e).__name__}: {str(e)[:200]}")
 
     def _project(self, header, res) -> None:
-        info = self._info
+        info = self.info.latest
         if info is None:
             self._off(DiagnosticStatus.WARN, f"no CameraInfo on {self.info_topic}: drivable_grid and ground/* "
                                              "are not published (calibrate the camera and publish its camera_info)")

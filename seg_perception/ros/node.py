@@ -36,7 +36,7 @@ except ImportError:  # Humble: the same classes, before rclpy 4.0 moved them
 from rclpy.node import Node
 from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy,
                        qos_policy_name_from_kind)
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from ..card import CardError, check_precision
@@ -47,6 +47,7 @@ from ..runtime.image_conversion import ImageError, fill_image, message_to_array
 from ..runtime.pipeline import Pipeline
 from .camera_health import StampGaps, camera_health, overload_note, rejection_kind, served_fps
 from . import node_parameters
+from .camera_info_out import CameraInfoFeed, camera_info_topic
 from .ground_outputs import GroundOutputs, flag, tf2_ros
 from .nav_messages import label_info, label_info_type
 from .node_parameters import ConfigError
@@ -169,12 +170,14 @@ class CameraStream:
         self.publishing = threading.Lock()  # several workers: one publishes this camera at a time
         self.sub = None
         self.pub_labels = self.pub_drivable = self.pub_overlay = self.pub_conf = self.pub_label_info = None
+        self.pub_info = None  # segmentation/camera_info
+        self.info: Optional[CameraInfoFeed] = None  # the camera's CameraInfo (configured)
         self._ground: Optional[GroundOutputs] = None  # configured
         self.ground: Optional[GroundOutputs] = None   # set while active: the worker publishes to it
 
     def publishers(self):
         return [p for p in (self.pub_labels, self.pub_drivable, self.pub_overlay, self.pub_conf,
-                            self.pub_label_info) if p is not None]
+                            self.pub_label_info, self.pub_info) if p is not None]
 
 
 def camera_namespaces(resolved_topics: List[str]) -> List[str]:
@@ -288,18 +291,25 @@ class SegmentationNode(Node):
             ground_on = flag("ground.enable", self.get_parameter("ground.enable").value)
         except GroundError as e:
             raise ConfigError(str(e)) from None
+        info_topic = str(p["camera_info_topic"])
+        if info_topic and len(self.cameras) > 1:
+            raise ConfigError("camera_info_topic names one topic but image_topics has several cameras: leave it "
+                              "empty (each camera's camera_info beside its image topic is used)")
+        for cam in self.cameras:
+            # the resolved topic: a remapped camera's camera_info is beside its new name, as
+            # image_transport pairs them (several cameras' topics are resolved already)
+            image_topic = cam.image_topic if self.multi else self._resolve("image_topic", cam.image_topic)
+            cam.info = CameraInfoFeed(self, self._resolve("camera_info_topic",
+                                                          info_topic or camera_info_topic(image_topic)))
         if ground_on and len(self.cameras) > 1:  # one camera in image_topics: its pose as for image_topic
             self._check_ground_for_several_cameras()
         if ground_on:  # its parameters checked before a model loads (or an engine builds) for nothing
             for cam in self.cameras:
                 try:
-                    # the resolved topic: a remapped camera's camera_info is beside its new name, as
-                    # image_transport pairs them (several cameras' topics are resolved already)
                     image_topic = cam.image_topic if self.multi else self._resolve("image_topic", cam.image_topic)
-                    cam._ground = GroundOutputs(self, image_topic, prefix=cam.prefix)
+                    cam._ground = GroundOutputs(self, image_topic, cam.info, prefix=cam.prefix)
                 except GroundError as e:
                     raise ConfigError(str(e)) from None
-                self._resolve("ground.camera_info_topic", cam._ground.info_topic)
 
         # Confidence costs the backend a max, exp and sum over the logits: only made when used.
         confidence = bool(p["publish_confidence"]) or ground_on
@@ -333,6 +343,7 @@ class SegmentationNode(Node):
             cam.pub_overlay = self.create_publisher(Image, pre + "segmentation/overlay", out_qos)
             cam.pub_conf = (self.create_publisher(Image, pre + "segmentation/confidence", out_qos)
                             if self.publish_confidence else None)
+            cam.pub_info = self.create_publisher(CameraInfo, pre + "segmentation/camera_info", out_qos)
             if self.label_types is not None:
                 cam.pub_label_info = self.create_publisher(
                     self.label_types[0], pre + "segmentation/label_info",
@@ -396,10 +407,7 @@ class SegmentationNode(Node):
 
     def _check_ground_for_several_cameras(self) -> None:
         """GroundOutputs runs once per camera (its CameraInfo sibling, outputs in its namespace), but
-        the parameters hold ONE camera pose and ONE CameraInfo topic: several cameras need tf2."""
-        if str(self.get_parameter("ground.camera_info_topic").value):
-            raise ConfigError("ground.camera_info_topic names one topic but image_topics has several cameras: "
-                              "leave it empty (each camera's camera_info beside its image topic is used)")
+        the parameters hold ONE camera pose: several cameras need tf2."""
         try:
             use_tf = flag("ground.use_tf", self.get_parameter("ground.use_tf").value)
         except GroundError as e:
@@ -426,6 +434,7 @@ class SegmentationNode(Node):
             cam.gaps.last = None  # frames sent while inactive were not lost upstream
             cam.cap.restart()
             cam.in_qos = self.in_qos
+            cam.info.start()  # before the frames: the first one's outputs can have their CameraInfo
             if self.qos_auto:
                 cam.in_qos = subscription_qos(auto_reliable(self._publisher_reliability(cam), reliable=True))
             self._subscribe(cam, msg_type)
@@ -539,6 +548,8 @@ class SegmentationNode(Node):
             if cam.sub is not None:
                 self.destroy_subscription(cam.sub)
                 cam.sub = None
+            if cam.info is not None:
+                cam.info.stop()
         with self._slot_lock:
             for cam in self.cameras:
                 if cam.slot is not None:  # received, never taken: counted, so that the counters add up
@@ -590,6 +601,7 @@ class SegmentationNode(Node):
             for pub in cam.publishers():
                 self.destroy_publisher(pub)
             cam.pub_labels = cam.pub_drivable = cam.pub_overlay = cam.pub_conf = cam.pub_label_info = None
+            cam.pub_info = None
         if getattr(self, "pub_diag", None) is not None:
             self.destroy_publisher(self.pub_diag)
             self.pub_diag = None
@@ -857,6 +869,12 @@ class SegmentationNode(Node):
             out.append((cam.pub_overlay, fill_image(Image(), header, res.overlay, "rgb8")))
         if cam.pub_conf is not None and res.confidence is not None:
             out.append((cam.pub_conf, fill_image(Image(), header, res.confidence, "mono8")))
+        if cam.pub_info.get_subscription_count() > 0:
+            info = cam.info.message(header, res)
+            if info is not None:
+                out.append((cam.pub_info, info))
+        else:
+            cam.info.status = "no subscriber"
         t_fill = time.perf_counter()
         for pub, m in out:
             pub.publish(m)
@@ -1005,6 +1023,8 @@ class SegmentationNode(Node):
                   **{k: ms(med(v)) for k, v in stages.items() if k != "inference_ms"}, "model": self.card.name,
                   "backend": self.pipeline.backend.name, "precision": self.pipeline.backend.precision, "topic": cam.shown,
                   "subscription_qos": "" if cam.in_qos is None or self.sub is None else self._qos_shown(cam),
+                  # segmentation/camera_info for the latest frame: published, no subscriber, or why not
+                  "camera_info": f"{cam.info.topic}: {cam.info.status}",
                   # what the drivable mask is made of, overrides included (evaluation reports it)
                   "drivable_classes": ",".join(str(c) for c in self.pipeline.drivable_classes),
                   "cameras": len(self.cameras), **batching}

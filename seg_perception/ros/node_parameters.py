@@ -38,6 +38,8 @@ PARAMETERS = {
     # relative, like the outputs: under a robot's namespace the node reads that robot's camera
     "image_topic": ("camera/image_raw", "camera topic (sensor_msgs/Image)"),
     "use_compressed": (False, "subscribe to <image_topic>/compressed (sensor_msgs/CompressedImage)"),
+    "camera_info_topic": ("", "the camera's sensor_msgs/CameraInfo, sent on as segmentation/camera_info (scaled to the "
+                              "outputs) and used by the ground projection; empty: camera_info beside image_topic"),
     "overlay_alpha": (0.5, "weight of the class colours in /segmentation/overlay"),
     "overlay_legend": (True, "draw the class legend (colour + name) into /segmentation/overlay"),
     "output_size": ("camera", "camera: outputs at the frame's size | network: at the network's (no label "

@@ -45,6 +45,17 @@ class GroundError(ValueError):
     """A calibration or parameter the projection cannot use; the message says which."""
 
 
+def image_map(x0: float = 0, y0: float = 0, bx: int = 1, by: int = 1, sx: float = 1.0, sy: float = 1.0) -> np.ndarray:
+    """The 3x3 matrix A that takes a full-resolution pixel (u, v, 1) to the pixel of the image made
+    from it by a window at (x0, y0), binning bx by by (image_geometry's convention), then a resize
+    by sx, sy as cv2.resize does it (pixel centres to pixel centres: c' = (c + 0.5) s - 0.5;
+    image_proc's resize scales by c s, half a pixel apart). The new image's intrinsics are A K
+    and its projection matrix A P; distortion acts on normalised coordinates and stays."""
+    window = np.array([[1.0 / bx, 0.0, -x0 / bx], [0.0, 1.0 / by, -y0 / by], [0.0, 0.0, 1.0]])
+    resize = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+    return resize @ window
+
+
 @dataclass(frozen=True)
 class Camera:
     """Pinhole camera with lens distortion, as sensor_msgs/CameraInfo describes it."""
@@ -80,16 +91,10 @@ class Camera:
 
     def scaled(self, width: int, height: int) -> "Camera":
         """The same camera seen through an image resized to width x height as cv2.resize does it
-        (the pipeline's resize): focal lengths and centre scale, with pixel centres mapping to
-        pixel centres, c' = (c + 0.5) s - 0.5 (image_proc's resize scales CameraInfo by c s, half a
-        pixel apart); distortion acts on normalised coordinates and stays as it is."""
+        (the pipeline's resize; image_map)."""
         if (width, height) == (self.width, self.height):
             return self
-        sx, sy = width / self.width, height / self.height
-        K = self.K.copy()
-        K[0, 0], K[0, 1], K[1, 1] = K[0, 0] * sx, K[0, 1] * sx, K[1, 1] * sy
-        K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
-        K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+        K = image_map(sx=width / self.width, sy=height / self.height) @ self.K
         return Camera(int(width), int(height), K, self.D, self.model)
 
     def window(self, x0: int, y0: int, width: int, height: int, bx: int, by: int) -> "Camera":
@@ -100,11 +105,7 @@ class Camera:
         Distortion acts on normalised coordinates and stays."""
         if (x0, y0, width, height, bx, by) == (0, 0, self.width, self.height, 1, 1):
             return self
-        K = self.K.copy()
-        K[0, 0], K[0, 1], K[1, 1] = K[0, 0] / bx, K[0, 1] / bx, K[1, 1] / by
-        K[0, 2] = (K[0, 2] - x0) / bx
-        K[1, 2] = (K[1, 2] - y0) / by
-        return Camera(width // bx, height // by, K, self.D, self.model)
+        return Camera(width // bx, height // by, image_map(x0, y0, bx, by) @ self.K, self.D, self.model)
 
     # ------------------------------------------------------------ projection
     def project(self, p_opt: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
