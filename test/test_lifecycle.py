@@ -8,9 +8,11 @@ import pytest
 
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
+from sensor_msgs.msg import CameraInfo
 
 from conftest import REPO
 from ros_harness import Harness, raw_image, start_node
+from seg_perception.ros.camera_info_out import camera_info_topic
 from test_node import new_key
 
 
@@ -80,6 +82,11 @@ def test_transitions_through_the_lifecycle_services(ros, random_model, tmp_path,
     try:
         lc = LifecycleClient(h)
         img = val_frames[0][0]
+        # the camera's CameraInfo is followed while active, as the camera is
+        info_pub = h.node.create_publisher(CameraInfo, camera_info_topic(h.image_topic), 1)
+
+        def info_followed(want: bool) -> None:
+            h.wait_for(lambda: (info_pub.get_subscription_count() > 0) == want, 15, f"camera_info subscribed {want}")
         assert lc.state() == State.PRIMARY_STATE_UNCONFIGURED
         assert h.pub_raw.get_subscription_count() == 0 and "configured:" not in proc.output()
 
@@ -97,12 +104,14 @@ def test_transitions_through_the_lifecycle_services(ros, random_model, tmp_path,
         assert lc.transition(Transition.TRANSITION_ACTIVATE)
         assert lc.state() == State.PRIMARY_STATE_ACTIVE
         wait_subscribed(h, True)
+        info_followed(True)
         assert frame_served(h, img, 30)
         h.wait_for(lambda: not inactive_said(h), 10, "diagnostics of the active node")
 
         assert lc.transition(Transition.TRANSITION_DEACTIVATE)
         assert lc.state() == State.PRIMARY_STATE_INACTIVE
         wait_subscribed(h, False)
+        info_followed(False)
         h.wait_for(lambda: inactive_said(h) and h.diagnostics[-1]["frames_processed"] == "1", 10,
                    "diagnostics of the deactivated node")
         assert not frame_served(h, img, 1.0)
@@ -115,6 +124,7 @@ def test_transitions_through_the_lifecycle_services(ros, random_model, tmp_path,
 
         assert lc.transition(Transition.TRANSITION_ACTIVATE)  # again, without reloading the model
         wait_subscribed(h, True)
+        info_followed(True)
         assert frame_served(h, img, 30)
         assert not lc.transition(Transition.TRANSITION_ACTIVATE) and lc.state() == State.PRIMARY_STATE_ACTIVE
         assert frame_served(h, img, 30)
@@ -419,6 +429,7 @@ def test_a_failing_transition_is_logged_and_leaves_nothing_serving(monkeypatch, 
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         assert node.count_subscribers("/lc_failing/image_raw") == 1
+        assert node.count_subscribers("/lc_failing/camera_info") == 1
         assert node.count_publishers("/segmentation/drivable_grid") == 1
 
         def broken():

@@ -9,6 +9,8 @@ import time
 
 import cv2
 import pytest
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo
 
 from ros_harness import Harness, assert_startup_refused, raw_image, stamp_key, start_node
 from seg_perception.ros.ground_outputs import tf2_ros
@@ -51,8 +53,20 @@ def test_each_camera_is_answered_under_its_namespace(two_cameras, pipe, val_fram
     f_img = val_frames[0][0]
     r_img = cv2.resize(val_frames[3][0], (640, 480))  # another frame at another size
     sent = {"front": [], "rear": []}
+    # each camera's own CameraInfo (other sizes, other focal lengths) comes back under its namespace
+    infos = {"front": CameraInfo(width=480, height=360, k=[400.0, 0, 239.5, 0, 400.0, 179.5, 0, 0, 1]),
+             "rear": CameraInfo(width=640, height=480, k=[600.0, 0, 319.5, 0, 610.0, 239.5, 0, 0, 1])}
+    info_pubs, info_got = {}, {"front": {}, "rear": {}}
+    for name, h in (("front", front), ("rear", rear)):
+        info_pubs[name] = h.node.create_publisher(CameraInfo, f"/mc_{name}/camera_info", 1)
+        sub = h.node.create_subscription(CameraInfo, f"/mc_{name}/segmentation/camera_info",
+                                         lambda m, n=name: info_got[n].__setitem__(stamp_key(m.header), m),
+                                         QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+        h.wait_for(lambda sub=sub: sub.get_publisher_count() > 0, 15, f"{name}'s segmentation/camera_info")
 
     def publish_pair(i: int) -> None:
+        for name in infos:
+            info_pubs[name].publish(infos[name])
         fk = (1_800_000_000 + i, 1000 * i, "front_optical")
         rk = (1_800_000_000 + i, 1000 * i + 500, "rear_optical")
         front.pub_raw.publish(raw_image(f_img, "rgb8", fk))
@@ -109,8 +123,14 @@ def test_each_camera_is_answered_under_its_namespace(two_cameras, pipe, val_fram
         assert float(d["batch_size_mean"]) > 1.0
         assert d["max_batch"] == "2"
         # each camera's CameraInfo is the one beside its image topic, sent on under its namespace
-        assert d["camera_info"] == f"/mc_{name}/camera_info: no subscriber", d["camera_info"]
-        assert h.node.count_publishers(f"/mc_{name}/segmentation/camera_info") == 1
+        size = f"{infos[name].width}x{infos[name].height}"
+        assert d["camera_info"] == f"/mc_{name}/camera_info: published at {size}", d["camera_info"]
+        got = dict(info_got[name])
+        assert got and set(got) <= set(sent[name]), (name, sorted(got))
+        for key, info in got.items():
+            assert (info.width, info.height, list(info.k)) == (infos[name].width, infos[name].height,
+                                                               list(infos[name].k)), (name, info)
+            assert stamp_key(info.header) == key
 
 
 def test_one_frame_an_inference_serves_every_camera_in_turn():

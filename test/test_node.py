@@ -1148,6 +1148,8 @@ def test_outputs_without_subscribers_are_not_filled():
     import threading
     from types import SimpleNamespace
     from std_msgs.msg import Header
+    from sensor_msgs.msg import CameraInfo
+    from seg_perception.ros.camera_info_out import CameraInfoFeed
     from seg_perception.ros.node import CameraStream, SegmentationNode
     sent = []
 
@@ -1162,11 +1164,16 @@ def test_outputs_without_subscribers_are_not_filled():
             sent.append(self.name)
     cam = CameraStream("/c/image_raw", False, "/c/")
     cam.pub_labels, cam.pub_drivable, cam.pub_overlay = Pub("labels", 0), Pub("drivable", 1), Pub("overlay", 0)
+    cam.pub_info, cam.info = Pub("camera_info", 0), CameraInfoFeed(None, "/c/camera_info")
+    cam.info.latest = CameraInfo(width=6, height=4)
     node = SimpleNamespace(_slot_lock=threading.Condition())
     res = SimpleNamespace(labels=np.zeros((4, 6), np.uint8), drivable=np.zeros((4, 6), np.uint8), overlay=None,
-                          confidence=None, timings={"pre_ms": 1.0, "infer_ms": 2.0, "post_ms": 1.0})
+                          confidence=None, timings={"pre_ms": 1.0, "infer_ms": 2.0, "post_ms": 1.0}, frame_size=(6, 4))
     SegmentationNode._publish_in_order(node, cam, Header(), res, 0.0, 0.0, 0.5)
-    assert sent == ["drivable"] and cam.stats.processed == 1
+    assert sent == ["drivable"] and cam.stats.processed == 1 and cam.info.status == "no subscriber"
+    cam.pub_info.subscribers = 1  # the same for segmentation/camera_info
+    SegmentationNode._publish_in_order(node, cam, Header(), res, 0.0, 0.0, 0.5)
+    assert sent == ["drivable", "drivable", "camera_info"] and cam.info.status == "published at 6x4"
 
 
 def test_max_rate_serves_the_newest_frame_when_the_worker_is_behind():

@@ -330,9 +330,24 @@ def node_drivable(diag: Optional[Dict[str, str]], card) -> List[int]:
     return [c for c in ids if 0 <= c < card.num_classes]
 
 
+def drivable_values(client: Client, card, first: List[int], since: float) -> List[List[int]]:
+    """The node's drivable classes as they were set during a run: ``first``, then each change its
+    diagnostics (received after ``since``) show, in order. A change and a change back inside one
+    diagnostics period is not seen."""
+    with client.lock:
+        diags = [values for t, values in client.diagnostics if t >= since]
+    out = [first]
+    for values in diags:
+        ids = node_drivable(values, card)
+        if set(ids) != set(out[-1]):
+            out.append(ids)
+    return out
+
+
 def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
           node: Optional[NodeProcess]) -> EvalResult:
     counts = Counts()
+    t_start = time.perf_counter()  # diagnostics from here on tell of drivable_classes set during the run
     drivable = node_drivable(client.last_diag()[1], card)
     scorer = Scorer(card.num_classes, drivable, counts, inp.gt_folder, inp.samples,
                     keep_labels=cfg.keep_labels, with_gt=inp.gt is not None, ignore_index=card.ignore_index)
@@ -475,12 +490,13 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
             scorer.warned["skipped"] = (
                 f"{node_delta['skipped']} frames skipped by the node's max_rate ({diag.get('max_rate', '?')} frames "
                 "a second), counted as dropped: leave max_rate at 0 to score every frame")
-    if diag and set(node_drivable(diag, card)) != set(drivable):  # a `ros2 param set` during the run (live)
+    values = drivable_values(client, card, drivable, t_start)
+    if len(values) > 1:  # a `ros2 param set` during the run (live), seen in the node's diagnostics
         names = lambda ids: ", ".join(card.class_names[c] for c in ids) or "none"  # noqa: E731
         scorer.warned["drivable_changed"] = (
-            f"the node's drivable_classes changed during the run ({names(drivable)} -> "
-            f"{names(node_drivable(diag, card))}): the drivable scores count {names(drivable)}, so the masks "
-            "published after the change are scored against the classes they were not made of")
+            f"the node's drivable_classes changed during the run ({' -> '.join(names(v) for v in values)}): the "
+            f"drivable scores count {names(drivable)}, so the masks published while it differed are scored "
+            "against classes they were not made of")
     scorer.repeated_stamps_note(live=True)
     if gaps:
         k, longest = len(gaps), max(gaps, key=lambda g: abs(g[1]))

@@ -8,6 +8,7 @@ interest and binning folded into K and P (image_map): it describes the published
 """
 from __future__ import annotations
 
+import time
 from typing import Optional, Tuple
 
 import numpy as np
@@ -57,34 +58,41 @@ class CameraInfoFeed:
         self.node, self.topic = node, topic
         self.sub = None
         self.latest: Optional[CameraInfo] = None
-        self.status = "no subscriber"  # what the latest frame's segmentation/camera_info was (diagnostics)
+        self.status = "inactive"  # the latest frame's segmentation/camera_info (diagnostics)
+        self._warned_at = -1e9  # monotonic time of this camera's latest warning
 
     def start(self) -> None:
-        # best effort takes CameraInfo from reliable and best-effort drivers alike
-        self.sub = self.node.create_subscription(CameraInfo, self.topic, self._take, qos_profile_sensor_data)
+        if self.sub is None:
+            # best effort takes CameraInfo from reliable and best-effort drivers alike
+            self.sub = self.node.create_subscription(CameraInfo, self.topic, self._take, qos_profile_sensor_data)
+        self.status = "no frame yet"
 
     def stop(self) -> None:
         if self.sub is not None:
             self.node.destroy_subscription(self.sub)
             self.sub = None
+        self.status = "inactive"
 
     def _take(self, msg: CameraInfo) -> None:
         self.latest = msg  # one reference swap: the workers read whichever is newest
 
-    def message(self, header, res) -> Optional[CameraInfo]:
-        """segmentation/camera_info for one frame's outputs, or None (the reason in ``status``,
-        and a warning at most every 30 s)."""
-        info = self.latest
+    def message(self, header, res, info: Optional[CameraInfo]) -> Optional[CameraInfo]:
+        """segmentation/camera_info for one frame's outputs from ``info`` (``latest``, read once by
+        the caller for all of the frame's outputs), or None: the reason in ``status``, and a warning
+        at most every 30 s for this camera. Never raises: the frame's images go out regardless."""
         out_size = res.labels.shape[::-1]
         if info is None:
-            self.status = f"not published: no CameraInfo on {self.topic} yet"
+            self.status = "not published: no CameraInfo received yet"
             return None
         try:
-            msg = outputs_camera_info(info, header, res.frame_size, out_size)
-        except ValueError as e:
-            self.status = f"not published: {e}"
-            self.node.get_logger().warning(f"segmentation/camera_info (from {self.topic}) {self.status}",
-                                           throttle_duration_sec=30.0)
+            msg = outputs_camera_info(info, header, res.frame_size if res.frame_size[0] else out_size, out_size)
+        except Exception as e:  # a CameraInfo the node cannot use costs this output only
+            self.status = f"not published: {e}" if isinstance(e, ValueError) else \
+                f"not published: {type(e).__name__}: {e}"
+            now = time.monotonic()
+            if now - self._warned_at >= 30.0:
+                self._warned_at = now
+                self.node.get_logger().warning(f"segmentation/camera_info (from {self.topic}) {self.status}")
             return None
         self.status = f"published at {out_size[0]}x{out_size[1]}"
         return msg

@@ -283,18 +283,17 @@ class GroundOutputs:
             self.tf_buffer = None
 
     # ------------------------------------------------------------ per frame
-    def process(self, header, res) -> None:
+    def process(self, header, res, info: Optional[CameraInfo] = None) -> None:
         """Publish the ground outputs of one segmented frame (called by the worker thread, once the
-        frame's labels are out). A failure is this frame's ground outputs off, said in diagnostics (ERROR)
+        frame's labels are out), with ``info`` (None: the feed's newest). A failure is this frame's ground outputs off, said in diagnostics (ERROR)
         and a warning in the log: the frame itself was served, not rejected."""
         try:
-            self._project(header, res)
+            self._project(header, res, info if info is not None else self.info.latest)
         except Exception as e:
             self._key = None  # the lookups are built again for the next frame, not left off for good
             self._off(DiagnosticStatus.ERROR, f"ground projection failed: {type(e).__name__}: {str(e)[:200]}")
 
-    def _project(self, header, res) -> None:
-        info = self.info.latest
+    def _project(self, header, res, info: Optional[CameraInfo]) -> None:
         if info is None:
             self._off(DiagnosticStatus.WARN, f"no CameraInfo on {self.info_topic}: drivable_grid and ground/* "
                                              "are not published (calibrate the camera and publish its camera_info)")

@@ -123,7 +123,7 @@ class ManagedSegmentationNode(SegmentationNode, LifecycleNode):
             if cam._ground is not None:  # (a no-op where deactivate stopped it)
                 ok = self._step("stop the ground outputs", cam._ground.stop) and ok
             if cam.info is not None:  # the CameraInfo subscription (likewise)
-                ok = self._step("unsubscribe", cam.info.stop) and ok
+                ok = self._step("unsubscribe from camera_info", cam.info.stop) and ok
         self.sub = None
         if self.pipeline is not None:
             ok = self._step("clean up", self._cleanup) and ok

@@ -869,10 +869,11 @@ class SegmentationNode(Node):
             out.append((cam.pub_overlay, fill_image(Image(), header, res.overlay, "rgb8")))
         if cam.pub_conf is not None and res.confidence is not None:
             out.append((cam.pub_conf, fill_image(Image(), header, res.confidence, "mono8")))
+        info = cam.info.latest  # read once: segmentation/camera_info and the ground outputs use the same
         if cam.pub_info.get_subscription_count() > 0:
-            info = cam.info.message(header, res)
-            if info is not None:
-                out.append((cam.pub_info, info))
+            info_out = cam.info.message(header, res, info)
+            if info_out is not None:
+                out.append((cam.pub_info, info_out))
         else:
             cam.info.status = "no subscriber"
         t_fill = time.perf_counter()
@@ -880,7 +881,7 @@ class SegmentationNode(Node):
             pub.publish(m)
         t_pub = time.perf_counter()
         if ground is not None:
-            ground.process(header, res)
+            ground.process(header, res, info)
         done = time.perf_counter()
         # processing_ms runs from the batch's start: the other cameras' work in it delays this one
         stages = {"fill_ms": t_fill - t_pipe, "publish_ms": t_pub - t_fill, "processing_ms": t_pub - t_start}
