@@ -124,9 +124,9 @@ def test_label_info_names_the_card_classes(nav_node):
     assert len(m.class_map) == 11
 
 
-def expected_grid(mask: np.ndarray, res: float, x_range, y_range) -> np.ndarray:
+def expected_grid(mask: np.ndarray, res: float, x_range, y_range, pitch: float = PITCH) -> np.ndarray:
     import cv2
-    rvec, tvec, R_cw = look_at(np.array(CAM_XYZ), PITCH, 0.0)
+    rvec, tvec, R_cw = look_at(np.array(CAM_XYZ), pitch, 0.0)
     xs = x_range[0] + (np.arange(round((x_range[1] - x_range[0]) / res)) + 0.5) * res
     ys = y_range[0] + (np.arange(round((y_range[1] - y_range[0]) / res)) + 0.5) * res
     gx, gy = np.meshgrid(xs, ys)
@@ -224,6 +224,61 @@ def test_a_frame_of_another_size_skips_ground_outputs_but_is_segmented(nav_node,
                "the size warning")
     time.sleep(0.5)
     assert key[:2] not in rec.got["grid"]
+
+
+def test_the_camera_pose_set_while_running_moves_the_grid(nav_node, val_frames):
+    """ground.camera_xyz/rpy are live: a user tunes the pitch until the grid lies on the ground seen
+    in RViz, without a restart. The next frame's grid is the projection with the new pose; a bad
+    value is refused and changes nothing."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    proc, h, rec = nav_node
+    setp = h.node.create_client(SetParameters, "/segmentation_node/set_parameters")
+
+    def set_rpy(rpy):
+        value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE_ARRAY, double_array_value=rpy)
+        fut = setp.call_async(SetParameters.Request(parameters=[Parameter(name="ground.camera_rpy", value=value)]))
+        h.wait_for(fut.done, 15, "the set_parameters answer")
+        return fut.result().results[0]
+
+    def grid_of_a_frame(tag):
+        rec.pub_info.publish(camera_info())
+        key = send(h, val_frames[3][0], tag)
+        h.wait_for(lambda: key[:2] in rec.got["grid"], 15, f"the grid of {key}")
+        cells = np.array(rec.got["grid"][key[:2]].data, np.int8).reshape(80, 75)
+        return cells, as_array(h.received["drivable_mask"][key])
+
+    try:
+        h.wait_for(lambda: setp.wait_for_service(0.1), 15, "the node's set_parameters service")
+        assert set_rpy([0.0, 0.5, 0.0]).successful
+        h.wait_for(lambda: "taken while running: ground.camera_rpy [0.0, 0.5, 0.0] (was [0.0, 0.35, 0.0])"
+                   in proc.output(), 10, "the log line")
+        cells, mask = grid_of_a_frame("pitch_0.5")
+        exp = expected_grid(mask, 0.1, (0.5, 8.0), (-4.0, 4.0), pitch=0.5)
+        assert (exp >= 0).sum() > 1000 and (cells == exp).mean() > 0.999, f"{(cells != exp).sum()} cells differ"
+        # (the random model's mask is mostly not drivable: the two pitches differ in ~100 cells, not 6)
+        assert (cells != expected_grid(mask, 0.1, (0.5, 8.0), (-4.0, 4.0))).sum() > 50
+        bad = set_rpy([0.0, 0.2])
+        assert not bad.successful and "ground.camera_rpy must be a list of 3 finite numbers" in bad.reason, bad
+        cells, mask = grid_of_a_frame("pitch_still_0.5")  # unchanged by the refused value
+        assert (cells == expected_grid(mask, 0.1, (0.5, 8.0), (-4.0, 4.0), pitch=0.5)).mean() > 0.999
+    finally:
+        set_rpy([0.0, PITCH, 0.0])  # the module's node goes on with the pose it started with
+        h.node.destroy_client(setp)
+
+
+def test_a_live_camera_pose_is_refused_where_tf2_gives_the_pose():
+    """With the pose from tf2 a set ground.camera_rpy would be taken and never used: refused with
+    what to correct instead, and nothing applied."""
+    from types import SimpleNamespace
+    from seg_perception.ros.node import SegmentationNode
+    from seg_perception.ros.node_parameters import ConfigError
+    poses = []
+    ground = SimpleNamespace(use_tf=True, set_pose=poses.append)
+    node = SimpleNamespace(pipeline=None, cameras=[SimpleNamespace(_ground=ground)])
+    with pytest.raises(ConfigError, match=r"ground.camera_rpy: not used, the pose comes from tf2 .* static transform"):
+        SegmentationNode._apply_live(node, {"ground.camera_rpy": [0.0, 0.3, 0.0], "max_rate": 5.0})
+    assert poses == []
 
 
 def test_bench_node_ground_reports_the_cost_of_each_output(camvid_sample):

@@ -138,10 +138,17 @@ def _release_tf(node) -> None:
         node._seg_tf = None
 
 
-def declare_ground_parameters(node) -> None:
+def declare_ground_parameters(node, when_taken=lambda name: "") -> None:
+    """``when_taken``: name -> the end of its description (live or read at configure)."""
     for name, (default, desc) in GROUND_PARAMETERS.items():
         # dynamic typing: YAML [0, 0, 1] (integers) is as good as [0.0, 0.0, 1.0]
-        node.declare_parameter(name, default, ParameterDescriptor(description=desc, dynamic_typing=True))
+        node.declare_parameter(name, default, ParameterDescriptor(description=desc + when_taken(name),
+                                                                  dynamic_typing=True))
+
+
+def camera_pose(xyz, rpy) -> CameraPose:
+    """The pose of ground.camera_xyz and ground.camera_rpy, checked (GroundError names the bad one)."""
+    return CameraPose.from_body_xyz_rpy(_floats("ground.camera_xyz", xyz, 3), _floats("ground.camera_rpy", rpy, 3))
 
 
 def _number(name, value) -> float:
@@ -215,8 +222,8 @@ class GroundOutputs:
         self.stride = int(self.stride)
         if self.stride < 1:
             raise GroundError(f"ground.stride must be >= 1, got {self.stride}")
-        self.param_pose = CameraPose.from_body_xyz_rpy(_floats("ground.camera_xyz", p["camera_xyz"], 3),
-                                                       _floats("ground.camera_rpy", p["camera_rpy"], 3))
+        # replaced whole by a live ground.camera_xyz/rpy (set_pose): a frame gets the old or the new
+        self.param_pose = camera_pose(p["camera_xyz"], p["camera_rpy"])
         self.use_tf = flag("ground.use_tf", p["use_tf"]) and tf2_ros is not None
         self.tf_timeout = _number("ground.tf_timeout", p["tf_timeout"])
         if not 0.0 <= self.tf_timeout <= 1.0:
@@ -266,6 +273,10 @@ class GroundOutputs:
         self.pub_points = node.create_publisher(PointCloud2, self.prefix + "segmentation/ground/points", out_qos)
         self.pub_labels = node.create_publisher(Image, self.prefix + "segmentation/ground/labels", out_qos)
         self.pub_conf = node.create_publisher(Image, self.prefix + "segmentation/ground/confidence", out_qos)
+
+    def set_pose(self, pose: CameraPose) -> None:
+        """A live ground.camera_xyz/rpy: the next frame projects with it (its lookups are built again)."""
+        self.param_pose = pose
 
     def stop(self) -> None:
         """Undo start(), or as much of it as ran."""

@@ -48,7 +48,7 @@ from ..runtime.pipeline import Pipeline
 from .camera_health import StampGaps, camera_health, overload_note, rejection_kind, served_fps
 from . import node_parameters
 from .camera_info_out import CameraInfoFeed, camera_info_topic
-from .ground_outputs import GroundOutputs, flag, tf2_ros
+from .ground_outputs import GroundOutputs, camera_pose, flag, tf2_ros
 from .nav_messages import label_info, label_info_type
 from .node_parameters import ConfigError
 from .rate_cap import RateCap
@@ -250,6 +250,11 @@ class SegmentationNode(Node):
         new = {name: node_parameters.live_value(name, v) for name, v in values.items()}
         if "drivable_classes" in new:
             new["drivable_classes"] = self.pipeline.check_drivable_classes(new["drivable_classes"])
+        pose = [n for n in ("ground.camera_xyz", "ground.camera_rpy") if n in new]
+        grounds = [cam._ground for cam in self.cameras if cam._ground is not None] if pose else []
+        if pose and any(g.use_tf for g in grounds):
+            raise ConfigError(f"{', '.join(pose)}: not used, the pose comes from tf2 (ground.use_tf true): correct "
+                              "the camera's transform (its URDF joint or static transform) instead")
         alpha = new.get("overlay_alpha", self.pipeline.overlay_alpha)
         legend = new.get("overlay_legend", self.pipeline.overlay_legend)
         was = {"max_rate": f"{self.max_rate:g}", "drivable_classes": self.pipeline.drivable_classes}
@@ -257,6 +262,10 @@ class SegmentationNode(Node):
             pipe.set_overlay(alpha, legend)
             if "drivable_classes" in new:
                 pipe.set_drivable_classes(new["drivable_classes"])
+        if pose:
+            xyz, rpy = (new.get(n, self.get_parameter(n).value) for n in ("ground.camera_xyz", "ground.camera_rpy"))
+            for g in grounds:
+                g.set_pose(camera_pose(xyz, rpy))
         if "max_rate" in new:
             with self._slot_lock:  # (frames are admitted under it)
                 self.max_rate = new["max_rate"]
@@ -270,6 +279,10 @@ class SegmentationNode(Node):
             elif name == "max_rate":
                 each = " each" if len(self.cameras) > 1 else ""
                 said.append(f"max_rate {v:g}{each} (was {was[name]}; 0: every frame)")
+            elif name in pose:
+                was_v = [float(x) for x in self.get_parameter(name).value]
+                off = "" if grounds else "; ground.enable is false: no projection uses it"
+                said.append(f"{name} {v} (was {was_v}{off})")
             else:
                 said.append(f"{name} {v}")
         self.get_logger().info("taken while running: " + ", ".join(said))

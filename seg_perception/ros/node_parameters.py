@@ -16,7 +16,7 @@ from rclpy.exceptions import ParameterUninitializedException
 
 from ..paths import DEFAULT_MODEL
 from ..runtime.image_conversion import DEFAULT_MAX_PIXELS
-from .ground_outputs import GROUND_PARAMETERS, declare_ground_parameters
+from .ground_outputs import GROUND_PARAMETERS, GroundError, camera_pose, declare_ground_parameters
 from .param_overrides import command_line_values, kind, not_taken, text_kind
 
 
@@ -74,8 +74,10 @@ IMAGE_TOPICS_DESCRIPTION = ("several cameras in one node, e.g. ['/front/image_ra
 
 # What a running node takes at once (`ros2 param set`, rqt_reconfigure), the next frame using it: a
 # robot that slows its segmentation when parked, drivable classes tuned in the field, the overlay's
-# look. Nothing in them reloads the model or changes a topic or a QoS.
-LIVE_PARAMETERS = ("max_rate", "drivable_classes", "overlay_alpha", "overlay_legend")
+# look, the camera pose tuned until the grid lies on the ground seen in RViz. Nothing in them reloads
+# the model or changes a topic or a QoS.
+LIVE_PARAMETERS = ("max_rate", "drivable_classes", "overlay_alpha", "overlay_legend", "ground.camera_xyz",
+                   "ground.camera_rpy")
 
 
 def parameter_names() -> List[str]:
@@ -108,7 +110,7 @@ def declare(node) -> None:
     # hold an empty list either.
     node.declare_parameter("image_topics", rclpy.Parameter.Type.STRING_ARRAY, ParameterDescriptor(
         type=ParameterType.PARAMETER_STRING_ARRAY, description=IMAGE_TOPICS_DESCRIPTION + when_taken("image_topics")))
-    declare_ground_parameters(node)
+    declare_ground_parameters(node, when_taken)
 
 
 def check_names(node, argv: Sequence[str]) -> None:
@@ -152,6 +154,12 @@ def live_value(name: str, value):
         return bool(value)
     if name == "drivable_classes":
         return [int(c) for c in value]
+    if name in ("ground.camera_xyz", "ground.camera_rpy"):
+        try:
+            camera_pose(value, [0.0] * 3) if name == "ground.camera_xyz" else camera_pose([0.0] * 3, value)
+        except GroundError as e:
+            raise ConfigError(str(e)) from None
+        return [float(v) for v in value]
     raise KeyError(name)
 
 
