@@ -576,6 +576,8 @@ def test_rejections_are_throttled_by_kind_not_by_their_numbers():
     ({"image_topics": "['/a/image_raw', '/b/image_raw']", "camera_info_topic": "/cam/info"},
      "camera_info_topic names one topic but image_topics has several cameras"),
     ({"ground.enable": True, "ground.tf_timeout": 5.0}, "ground.tf_timeout must be 0 to 1 s"),
+    # a camera at or below the ground plane: refused at start-up, not ground outputs off at the first frame
+    ({"ground.enable": True, "ground.camera_xyz": "[0.3, 0.0, -0.2]"}, "ground.camera_xyz's z must be > 0"),
     ({"ground.enable": True, "ground.max_range": "far"}, "ground.max_range must be a number, got 'far'"),
 ])
 def test_bad_parameters_stop_startup_with_one_line(random_model, tmp_path, params, message):

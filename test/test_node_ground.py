@@ -259,8 +259,19 @@ def test_the_camera_pose_set_while_running_moves_the_grid(nav_node, val_frames):
         # (the random model's mask is mostly not drivable: the two pitches differ in ~100 cells, not 6)
         assert (cells != expected_grid(mask, 0.1, (0.5, 8.0), (-4.0, 4.0))).sum() > 50
         bad = set_rpy([0.0, 0.2])
-        assert not bad.successful and "ground.camera_rpy must be a list of 3 finite numbers" in bad.reason, bad
-        cells, mask = grid_of_a_frame("pitch_still_0.5")  # unchanged by the refused value
+        assert not bad.successful and "ground.camera_rpy must be a list of 3 finite numbers, got [0.0, 0.2]" \
+            in bad.reason, bad
+        # the height: a camera at the ground plane is refused before it turns the ground outputs off
+        value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE_ARRAY, double_array_value=[0.1, 0.0, 0.0])
+        fut = setp.call_async(SetParameters.Request(parameters=[Parameter(name="ground.camera_xyz", value=value)]))
+        h.wait_for(fut.done, 15, "the set_parameters answer")
+        assert "ground.camera_xyz's z must be > 0" in fut.result().results[0].reason
+        # `ros2 param set ... "[0, 0.5, 0]"` (integers and doubles mixed) arrives as a string: read as YAML
+        value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="[0, 0.5, 0]")
+        fut = setp.call_async(SetParameters.Request(parameters=[Parameter(name="ground.camera_rpy", value=value)]))
+        h.wait_for(fut.done, 15, "the set_parameters answer")
+        assert fut.result().results[0].successful, fut.result().results[0].reason
+        cells, mask = grid_of_a_frame("pitch_still_0.5")  # unchanged by the refused values (and the same again)
         assert (cells == expected_grid(mask, 0.1, (0.5, 8.0), (-4.0, 4.0), pitch=0.5)).mean() > 0.999
     finally:
         set_rpy([0.0, PITCH, 0.0])  # the module's node goes on with the pose it started with

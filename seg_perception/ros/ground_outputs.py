@@ -18,6 +18,7 @@ from collections import deque
 from typing import Optional, Tuple
 
 import numpy as np
+import yaml
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import ParameterDescriptor
@@ -63,6 +64,9 @@ GRID_QOS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
                       durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
 NO_CELL_IN_VIEW = ("no grid cell in view: the camera sees no ground inside ground.x_range/y_range within "
                    "ground.max_range (check the pose: positive pitch looks down, REP 103)")
+
+
+LATEST = object()  # GroundOutputs.process: the feed's newest CameraInfo
 
 
 def camera_from_info(info: CameraInfo, rectified: bool) -> Camera:
@@ -146,9 +150,19 @@ def declare_ground_parameters(node, when_taken=lambda name: "") -> None:
                                                                   dynamic_typing=True))
 
 
+def pose_values(name: str, value) -> list:
+    """ground.camera_xyz or ground.camera_rpy as three floats, checked (GroundError names it): a
+    camera at or below the ground plane would turn the ground outputs off at the first frame."""
+    v = _floats(name, value, 3)
+    if name == "ground.camera_xyz" and not v[2] > 0:
+        raise GroundError(f"ground.camera_xyz's z must be > 0 (the camera's height above base_frame's z = 0, the "
+                          f"ground), got {v[2]:g}")
+    return v
+
+
 def camera_pose(xyz, rpy) -> CameraPose:
-    """The pose of ground.camera_xyz and ground.camera_rpy, checked (GroundError names the bad one)."""
-    return CameraPose.from_body_xyz_rpy(_floats("ground.camera_xyz", xyz, 3), _floats("ground.camera_rpy", rpy, 3))
+    """The pose of ground.camera_xyz and ground.camera_rpy, checked."""
+    return CameraPose.from_body_xyz_rpy(pose_values("ground.camera_xyz", xyz), pose_values("ground.camera_rpy", rpy))
 
 
 def _number(name, value) -> float:
@@ -163,12 +177,20 @@ def _number(name, value) -> float:
 
 
 def _floats(name, value, n):
+    if isinstance(value, str):
+        # `ros2 param set NODE ground.camera_rpy "[0, 0.3, 0]"` sends a list of mixed integers and
+        # doubles as a string (ros2param types only a list of one type): read it as YAML
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            pass
     try:
-        v = [float(x) for x in value]
+        v = [] if isinstance(value, (str, bytes)) else [float(x) for x in value if not isinstance(x, bool)]
     except (TypeError, ValueError):
         v = []
     if len(v) != n or not all(np.isfinite(v)):  # a NaN pose projected nothing and said OK
-        raise GroundError(f"{name} must be a list of {n} finite numbers, got {value!r}")
+        shown = list(value) if not isinstance(value, (str, bytes)) and hasattr(value, "__iter__") else value
+        raise GroundError(f"{name} must be a list of {n} finite numbers, got {shown!r}")
     return v
 
 
@@ -294,12 +316,13 @@ class GroundOutputs:
             self.tf_buffer = None
 
     # ------------------------------------------------------------ per frame
-    def process(self, header, res, info: Optional[CameraInfo] = None) -> None:
+    def process(self, header, res, info=LATEST) -> None:
         """Publish the ground outputs of one segmented frame (called by the worker thread, once the
-        frame's labels are out), with ``info`` (None: the feed's newest). A failure is this frame's ground outputs off, said in diagnostics (ERROR)
+        frame's labels are out), with ``info`` (the camera's CameraInfo as the node read it for the
+        frame, None if none yet; LATEST: the feed's newest). A failure is this frame's ground outputs off, said in diagnostics (ERROR)
         and a warning in the log: the frame itself was served, not rejected."""
         try:
-            self._project(header, res, info if info is not None else self.info.latest)
+            self._project(header, res, self.info.latest if info is LATEST else info)
         except Exception as e:
             self._key = None  # the lookups are built again for the next frame, not left off for good
             self._off(DiagnosticStatus.ERROR, f"ground projection failed: {type(e).__name__}: {str(e)[:200]}")

@@ -48,7 +48,7 @@ from ..runtime.pipeline import Pipeline
 from .camera_health import StampGaps, camera_health, overload_note, rejection_kind, served_fps
 from . import node_parameters
 from .camera_info_out import CameraInfoFeed, camera_info_topic
-from .ground_outputs import GroundOutputs, camera_pose, flag, tf2_ros
+from .ground_outputs import GroundOutputs, camera_pose, flag, pose_values, tf2_ros
 from .nav_messages import label_info, label_info_type
 from .node_parameters import ConfigError
 from .rate_cap import RateCap
@@ -255,6 +255,12 @@ class SegmentationNode(Node):
         if pose and any(g.use_tf for g in grounds):
             raise ConfigError(f"{', '.join(pose)}: not used, the pose comes from tf2 (ground.use_tf true): correct "
                               "the camera's transform (its URDF joint or static transform) instead")
+        if grounds:  # the other half from the parameter as it is (rclpy stores the new value after this)
+            try:
+                new_pose = camera_pose(*(new.get(n, self.get_parameter(n).value)
+                                         for n in ("ground.camera_xyz", "ground.camera_rpy")))
+            except GroundError as e:
+                raise ConfigError(str(e)) from None
         alpha = new.get("overlay_alpha", self.pipeline.overlay_alpha)
         legend = new.get("overlay_legend", self.pipeline.overlay_legend)
         was = {"max_rate": f"{self.max_rate:g}", "drivable_classes": self.pipeline.drivable_classes}
@@ -262,10 +268,8 @@ class SegmentationNode(Node):
             pipe.set_overlay(alpha, legend)
             if "drivable_classes" in new:
                 pipe.set_drivable_classes(new["drivable_classes"])
-        if pose:
-            xyz, rpy = (new.get(n, self.get_parameter(n).value) for n in ("ground.camera_xyz", "ground.camera_rpy"))
-            for g in grounds:
-                g.set_pose(camera_pose(xyz, rpy))
+        for g in grounds:
+            g.set_pose(new_pose)
         if "max_rate" in new:
             with self._slot_lock:  # (frames are admitted under it)
                 self.max_rate = new["max_rate"]
@@ -280,7 +284,10 @@ class SegmentationNode(Node):
                 each = " each" if len(self.cameras) > 1 else ""
                 said.append(f"max_rate {v:g}{each} (was {was[name]}; 0: every frame)")
             elif name in pose:
-                was_v = [float(x) for x in self.get_parameter(name).value]
+                try:
+                    was_v = pose_values(name, self.get_parameter(name).value)
+                except GroundError:  # (ground off: never checked) shown as it was given
+                    was_v = self.get_parameter(name).value
                 off = "" if grounds else "; ground.enable is false: no projection uses it"
                 said.append(f"{name} {v} (was {was_v}{off})")
             else:

@@ -16,7 +16,7 @@ from rclpy.exceptions import ParameterUninitializedException
 
 from ..paths import DEFAULT_MODEL
 from ..runtime.image_conversion import DEFAULT_MAX_PIXELS
-from .ground_outputs import GROUND_PARAMETERS, GroundError, camera_pose, declare_ground_parameters
+from .ground_outputs import GROUND_PARAMETERS, GroundError, declare_ground_parameters, pose_values
 from .param_overrides import command_line_values, kind, not_taken, text_kind
 
 
@@ -156,10 +156,9 @@ def live_value(name: str, value):
         return [int(c) for c in value]
     if name in ("ground.camera_xyz", "ground.camera_rpy"):
         try:
-            camera_pose(value, [0.0] * 3) if name == "ground.camera_xyz" else camera_pose([0.0] * 3, value)
+            return pose_values(name, value)
         except GroundError as e:
             raise ConfigError(str(e)) from None
-        return [float(v) for v in value]
     raise KeyError(name)
 
 
@@ -192,7 +191,7 @@ def change_result(params, configured: bool, managed: bool, active: bool, apply=N
             for p in params:
                 if p.name in LIVE_PARAMETERS:
                     live_value(p.name, p.value)
-        except ConfigError as e:
+        except (ConfigError, ValueError) as e:
             return SetParametersResult(successful=False, reason=str(e))
         return SetParametersResult(successful=True)
     fixed = [n for n in mine if n not in LIVE_PARAMETERS]
