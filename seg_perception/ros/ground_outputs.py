@@ -319,8 +319,9 @@ class GroundOutputs:
     def process(self, header, res, info=LATEST) -> None:
         """Publish the ground outputs of one segmented frame (called by the worker thread, once the
         frame's labels are out), with ``info`` (the camera's CameraInfo as the node read it for the
-        frame, None if none yet; LATEST: the feed's newest). A failure is this frame's ground outputs off, said in diagnostics (ERROR)
-        and a warning in the log: the frame itself was served, not rejected."""
+        frame, None if none yet; LATEST: the feed's newest). A failure is this frame's ground outputs
+        off, said in diagnostics (ERROR) and a warning in the log: the frame itself was served, not
+        rejected."""
         try:
             self._project(header, res, self.info.latest if info is LATEST else info)
         except Exception as e:
