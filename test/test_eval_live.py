@@ -73,17 +73,30 @@ def test_live_started_node_raw_frames_match_offline(tmp_path, random_model, camv
     for _, msg in topics["/segmentation/drivable_mask"]:  # 255 on the card's drivable class (Road = 3)
         mask = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width)
         np.testing.assert_array_equal(mask, np.where(labels_at[stamp(msg)] == 3, 255, 0))
+    # The bag's CameraInfo was played to the node, as `ros2 bag play` would: its segmentation/camera_info
+    # (the frames' own calibration, at their size) came back for every frame and is in the outputs bag.
+    assert m["model"]["camera_info"] == ("/camera/camera_info played on /camera/camera_info (4 messages); "
+                                         "segmentation/camera_info came back for 4 of the 4 frames answered")
+    assert "- CameraInfo: /camera/camera_info played on" in files["report"].read_text()
+    played = {stamp(msg): msg for _, msg in topics["/camera/camera_info"]}
+    assert sorted(stamp(msg) for _, msg in topics["/segmentation/camera_info"]) == sorted(labels_at)
+    for t_log, msg in topics["/segmentation/camera_info"]:
+        assert (msg.width, msg.height) == (480, 360) and msg.header.frame_id == played[stamp(msg)].header.frame_id
+        np.testing.assert_array_equal(msg.k, played[stamp(msg)].k)
+        assert t_log > stamp(msg)
 
 
 def test_live_attached_to_running_node_jpeg(tmp_path, random_model, camvid_sample, monkeypatch):
     """A node someone else started (best-effort sensor_data QoS, compressed input): --attach,
-    in the environment's ROS domain, with the model named by the node's /diagnostics."""
+    in the environment's ROS domain, with the model named by the node's /diagnostics. The bag's
+    CameraInfo goes to the topic the node's diagnostics name (its own camera_info_topic)."""
     monkeypatch.setenv("SEG_PERCEPTION_MODELS", str(random_model.parent))
     bag = tmp_path / "jpeg"
     make_bag(bag, root=camvid_sample, fmt="mcap", encoding="jpeg", rate=2, indices=INDICES)
     ref = offline(bag, random_model, tmp_path)
     node = start_node({"model": str(random_model), "use_compressed": True, "threads": 1,
-                        "image_topic": "/attach_cam/image_raw"}, tmp_path / "node.log")
+                        "image_topic": "/attach_cam/image_raw", "camera_info_topic": "/attach_cam/calib"},
+                       tmp_path / "node.log")
     try:
         cfg = EvalConfig(bag=bag, model="", attach=True, keep_labels=True, progress=False,
                          publish_topic="/attach_cam/image_raw/compressed", startup_timeout=90)
@@ -93,6 +106,8 @@ def test_live_attached_to_running_node_jpeg(tmp_path, random_model, camvid_sampl
     assert code == 0
     assert live.model["node"] == "attached" and live.model["name"] == "random_essnet_d"  # from /diagnostics
     assert_same_as_offline(live, ref)
+    assert live.model["camera_info"] == ("/camera/camera_info played on /attach_cam/calib (4 messages); "
+                                         "segmentation/camera_info came back for 4 of the 4 frames answered")
 
 
 def test_an_attached_evaluation_notes_drivable_classes_changed_during_it(ros, tmp_path, random_model, camvid_sample):
@@ -357,7 +372,9 @@ def test_frames_lost_before_the_node_name_the_fast_dds_profile(monkeypatch):
 def test_live_labels_at_the_network_size_are_scored(tmp_path, random_model, camvid_sample):
     """A node with output_size network answers 480x360 labels for 960x720 JPEG frames and ground
     truth: every frame was a gt_size_mismatch and the run exited 3. Now the labels are resized to
-    the ground truth (the frame's size, read from the JPEG header) and counted."""
+    the ground truth (the frame's size, read from the JPEG header) and counted. The bag's 960x720
+    CameraInfo (beside the compressed topic's raw one) is played, and the outputs bag holds the
+    node's segmentation/camera_info for the 480x360 labels: K and P halved about pixel centres."""
     import cv2
     from seg_perception.data.datasets import camvid
     ds = camvid(camvid_sample, "val")
@@ -371,9 +388,13 @@ def test_live_labels_at_the_network_size_are_scored(tmp_path, random_model, camv
             t = 1_700_000_000 * 10**9 + k * 250_000_000
             ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
             w.write(bag_io.DEFAULT_COMPRESSED_TOPIC, bag_io.compressed_msg(buf.tobytes(), "jpeg", t, "cam"), t)
+            info = bag_io.camera_info_msg(960, 720, t, "cam")
+            info.k[:] = [800, 0, 500, 0, 810, 300, 0, 0, 1]  # off centre: the shift of pixel centres shows
+            info.p[:] = [800, 0, 500, -40, 0, 810, 300, 0, 0, 0, 1, 0]
+            w.write(bag_io.DEFAULT_INFO_TOPIC, info, t)
             w.write(bag_io.DEFAULT_GT_TOPIC, bag_io.image_msg(lab, "mono8", t, "cam"), t)
     cfg = EvalConfig(bag=bag, model=str(random_model), threads=1, progress=False, keep_labels=True,
-                     node_params={"output_size": "network"})
+                     node_params={"output_size": "network"}, out_bag=tmp_path / "outputs")
     live, files, code = evaluate(cfg, "live", tmp_path / "live")
     assert code == 0, live.notes
     assert {labels.shape for labels in live.labels_by_stamp.values()} == {(360, 480)}
@@ -382,6 +403,35 @@ def test_live_labels_at_the_network_size_are_scored(tmp_path, random_model, camv
     m = json.loads(files["metrics"].read_text())
     assert m["segmentation"]["labels_resized"] == 2 and m["segmentation"]["pixels"] > 0
     assert any("labels 480x360, ground truth 960x720" in n for n in live.notes), live.notes
+    assert live.model["camera_info"].endswith("came back for 2 of the 2 frames answered"), live.model
+    out = read_all(tmp_path / "outputs")["/segmentation/camera_info"]
+    assert sorted(stamp(msg) for _, msg in out) == sorted(live.labels_by_stamp)
+    half = lambda c: (c + 0.5) / 2 - 0.5  # noqa: E731  (a 960-pixel row's centres on a 480-pixel one)
+    for _, msg in out:
+        assert (msg.width, msg.height, msg.header.frame_id) == (480, 360, "cam")
+        np.testing.assert_allclose(msg.k, [400, 0, half(500), 0, 405, half(300), 0, 0, 1])
+        np.testing.assert_allclose(msg.p, [400, 0, half(500), -20, 0, 405, half(300), 0, 0, 0, 1, 0])
+
+
+def test_live_names_a_camera_info_of_another_resolution(tmp_path, random_model, camvid_sample):
+    """A bag whose CameraInfo is another resolution's (640x480 for 480x360 frames): the node sends
+    no segmentation/camera_info for its frames, and the report says so, with the node's reason."""
+    from seg_perception.data.datasets import camvid
+    ds = camvid(camvid_sample, "val")
+    bag = tmp_path / "wrong_info"
+    with bag_io.BagWriter(bag, "mcap") as w:
+        for k in range(2):
+            rgb, _ = ds.load(k)
+            t = 1_700_000_000 * 10**9 + k * 250_000_000
+            w.write(bag_io.DEFAULT_IMAGE_TOPIC, bag_io.image_msg(rgb, "rgb8", t, "cam"), t)
+            w.write(bag_io.DEFAULT_INFO_TOPIC, bag_io.camera_info_msg(640, 480, t, "cam"), t)
+    cfg = EvalConfig(bag=bag, model=str(random_model), threads=1, progress=False)
+    live, files, code = evaluate(cfg, "live", tmp_path / "live")
+    assert code == 0 and live.counts.frames_out == 2, live.notes
+    assert live.model["camera_info"].endswith("came back for 0 of the 2 frames answered"), live.model
+    warning = next(n for n in live.notes if "segmentation/camera_info came back" in n)
+    assert "frame is 480x360 but CameraInfo is 640x480" in warning, warning
+    assert warning in files["report"].read_text()
 
 
 def test_live_single_answer_and_an_undecodable_one(tmp_path, random_model, camvid_sample, monkeypatch):

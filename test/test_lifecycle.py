@@ -12,7 +12,7 @@ from sensor_msgs.msg import CameraInfo
 
 from conftest import REPO
 from ros_harness import Harness, raw_image, start_node
-from seg_perception.ros.camera_info_out import camera_info_topic
+from seg_perception.data.bag_io import camera_info_topic
 from test_node import new_key
 
 

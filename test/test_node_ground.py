@@ -804,7 +804,7 @@ def test_camera_info_beside_an_image_topic_keeps_it_absolute():
     """usb_cam's /image_raw with node_namespace:=front: the CameraInfo topic came out relative,
     /front/camera_info, and the ground outputs stayed off ("no CameraInfo"). image_transport's
     getCameraInfoTopic keeps the image topic's own namespace, the root one included."""
-    from seg_perception.ros.camera_info_out import camera_info_topic
+    from seg_perception.data.bag_io import camera_info_topic
     assert camera_info_topic("/image_raw") == "/camera_info"
     assert camera_info_topic("image_raw") == "camera_info"
     assert camera_info_topic("/cam/image_raw") == "/cam/camera_info"

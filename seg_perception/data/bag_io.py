@@ -482,6 +482,16 @@ def compressed_msg(data: bytes, fmt: str, t_ns: int, frame_id: str):
                            data=np.frombuffer(data, np.uint8).copy())
 
 
+def camera_info_topic(image_topic: str) -> str:
+    """image_transport's sibling of a raw image topic, where its CameraInfo is: /camera/image_raw ->
+    /camera/camera_info; absolute stays absolute (/image_raw -> /camera_info, not the node
+    namespace's camera_info). The node and the live evaluation's player both follow it."""
+    base = image_topic.rstrip("/").rsplit("/", 1)[0] if "/" in image_topic.strip("/") else ""
+    if base:
+        return f"{base}/camera_info"
+    return "/camera_info" if image_topic.startswith("/") else "camera_info"
+
+
 def camera_info_msg(width: int, height: int, t_ns: int, frame_id: str, focal: Optional[float] = None):
     """A nominal pinhole CameraInfo (no distortion): enough for RViz/Foxglove to place the image.
     The datasets shipped here carry no calibration, so the focal length is a stated guess."""

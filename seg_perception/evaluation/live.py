@@ -2,9 +2,11 @@
 
 Starts the node as its own process (or attaches to a running one), waits for
 discovery, publishes the bag's camera messages as recorded (the raw CDR bytes,
-like `ros2 bag play`) at the recorded pace, a fixed rate or a speed factor,
-records /segmentation/labels (and, for --out-bag, drivable_mask and overlay),
-and matches outputs to inputs by header stamp. Latency is publish -> receipt of
+like `ros2 bag play`) at the recorded pace, a fixed rate or a speed factor, with
+the bag's CameraInfo beside them on the topic the node reads it from, records
+/segmentation/labels (and segmentation/camera_info where CameraInfo is played;
+for --out-bag, drivable_mask and overlay too), and matches outputs to inputs by
+header stamp. Latency is publish -> receipt of
 /segmentation/labels, both clocks in this process. The node's /diagnostics give
 its own received/processed/dropped/rejected counters.
 
@@ -33,7 +35,7 @@ from ..runtime.node_process import DomainInUse, NodeProcess, discover_as, privat
 from .common import (Progress, check_ground_truth_classes, load_model_card, notes_on_error, open_bag, partial_reason,
                      select_inputs, trained_on_ground_truth)
 from .config import EXIT_NO_MATCH, EXIT_NODE, EvalConfig, EvalError
-from .out_bag import DRIVABLE, LABELS, OVERLAY, OutputBag, copy_topics
+from .out_bag import DRIVABLE, LABELS, OUTPUT_TYPES, OVERLAY, SEG_INFO, OutputBag, copy_topics
 from .participant import Participant
 from .scoring import (Counts, EvalResult, Scorer, add_gt_message, admit_frame, decode_frame, decode_labels,
                       frame_size, rejection_note)
@@ -50,6 +52,8 @@ NEWER_COUNTERS = ("frames_late", "frames_skipped")
 MISMATCH_GRACE_S = 5.0
 # Recorded timing: a longer wait between two frames (a clock jump, a paused recording) is cut to this.
 MAX_GAP_S = 5.0
+# How long the CameraInfo publisher may take to meet the node's subscription before frames are played.
+INFO_MATCH_S = 5.0
 
 
 @dataclass
@@ -97,24 +101,30 @@ def playback_pace(published: List[Published], rate: float, speed: float) -> Tupl
 class Client(Participant):
     """This process's ROS side: one publisher, recorders for the node's outputs and diagnostics."""
 
-    def __init__(self, domain_id: Optional[int], topic: str, compressed: bool, extra_outputs: bool):
+    def __init__(self, domain_id: Optional[int], topic: str, compressed: bool, extra_outputs: bool,
+                 camera_info: bool = False):
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CompressedImage, Image
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
         super().__init__(domain_id, "seg_eval_player")
         self.topic = topic
-        self.outputs: Dict[str, List[Tuple[float, bytes]]] = {LABELS: [], DRIVABLE: [], OVERLAY: []}
+        self.outputs: Dict[str, List[Tuple[float, bytes]]] = {LABELS: [], DRIVABLE: [], OVERLAY: [], SEG_INFO: []}
         self.diagnostics: List[Tuple[float, Dict[str, str]]] = []
         self.other_nodes: Dict[str, str] = {}
         self.other_seen_at: Optional[float] = None  # when a segmentation node on another topic showed up
         # Reliable like a camera driver; a best-effort subscriber still matches it.
         pub_qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
         self.pub = self.node.create_publisher(CompressedImage if compressed else Image, topic, pub_qos)
+        self.pub_qos = pub_qos
+        self.info_pub = None  # the bag's CameraInfo, on the node's topic for it (play_camera_info_on)
         out_qos = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
         wanted = (LABELS, DRIVABLE, OVERLAY) if extra_outputs else (LABELS,)
         # raw=True: the callback only timestamps the bytes; decoding waits until playback ends
         # so this process takes as little CPU from the node as possible.
         self.subs = {t: self.node.create_subscription(Image, t, self._recorder(t), out_qos, raw=True) for t in wanted}
+        # not in `subs`: a node older than segmentation/camera_info is still connected without it
+        self.info_sub = (self.node.create_subscription(CameraInfo, SEG_INFO, self._recorder(SEG_INFO), out_qos,
+                                                       raw=True) if camera_info else None)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 20)
         self.start()
 
@@ -138,6 +148,18 @@ class Client(Participant):
                     self.other_nodes[st.name] = values.get("topic", "?")
                     if self.other_seen_at is None:
                         self.other_seen_at = t
+
+    def play_camera_info_on(self, topic: str) -> bool:
+        """A publisher for the bag's CameraInfo on ``topic``; True once the node's subscription
+        has matched it (within INFO_MATCH_S), so the first frame already has its calibration."""
+        from sensor_msgs.msg import CameraInfo
+        self.info_pub = self.node.create_publisher(CameraInfo, topic, self.pub_qos)
+        end = time.monotonic() + INFO_MATCH_S
+        while time.monotonic() < end:
+            if self.info_pub.get_subscription_count() > 0:
+                return True
+            time.sleep(0.05)
+        return False
 
     def last_diag(self) -> Optional[Tuple[float, Dict[str, str]]]:
         with self.lock:
@@ -206,6 +228,7 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
         inp = select_inputs(cfg, reader, count_corrupt=True)
         compressed = inp.image.msgtype == bag_io.COMPRESSED
         pub_topic, base_topic = _topics_for(inp.image.name, inp.image.msgtype, cfg.publish_topic)
+        info = Info(bag_camera_info(reader, inp.image.name))
         node = None
         client = None
         card = None if cfg.attach and not cfg.model else load_model_card(cfg.model)
@@ -234,7 +257,8 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
             log(f"[live] attaching to a segmentation node in ROS domain {domain if domain is not None else 0}; "
                 f"playing {_playing(inp)} on {pub_topic}")
         try:
-            client = Client(domain, pub_topic, compressed, extra_outputs=cfg.out_bag is not None)
+            client = Client(domain, pub_topic, compressed, extra_outputs=cfg.out_bag is not None,
+                            camera_info=info.bag_topic is not None)
             _wait_connected(client, node, cfg, pub_topic)
             if card is None:  # attached without --model: the node names its model
                 name = client.last_diag()[1].get("model", "")
@@ -250,7 +274,13 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
                 if name and name != card.name:
                     raise EvalError(f"the attached node runs model '{name}', not '{card.name}' (--model): pass "
                                     f"--model {name} (or its card .yaml), or leave --model out", EXIT_NODE)
-            result = _play(cfg, reader, inp, client, card, node)
+            if info.bag_topic is not None:
+                info.played_on = node_camera_info_topic(client.last_diag()[1], base_topic)
+                info.matched = client.play_camera_info_on(info.played_on)
+                if log is not None:
+                    log(f"[live] playing the bag's {info.bag_topic} on {info.played_on}"
+                        + ("" if info.matched else " (no subscriber there yet)"))
+            result = _play(cfg, reader, inp, client, card, node, info)
         finally:
             if client is not None:
                 client.close()
@@ -260,6 +290,48 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
                     (log or print)(f"[live] warning: segmentation_node exited with code {rc} "
                                    f"(log: {node.log_path})")
     return result
+
+
+@dataclass
+class Info:
+    """The bag's CameraInfo in a live run: played beside the frames, as `ros2 bag play` would."""
+    bag_topic: Optional[str]          # the bag's CameraInfo beside its image topic; None: the bag has none
+    played_on: str = ""               # the node's CameraInfo topic, where it is played
+    matched: bool = False             # the node's subscription had matched before the first frame
+    played: int = 0
+    corrupt: int = 0
+
+    def describe(self, answered: int, with_info: int, node_status: str) -> Tuple[str, str]:
+        """(what the report says of CameraInfo, a warning or "")."""
+        if self.bag_topic is None:
+            return "none in the bag beside the image topic: not played", ""
+        said = f"{self.bag_topic} played on {self.played_on} ({self.played} messages"
+        said += f", {self.corrupt} corrupt not sent)" if self.corrupt else ")"
+        said += f"; segmentation/camera_info came back for {with_info} of the {answered} frames answered"
+        warn = ""
+        if answered and with_info < answered:
+            why = f" (the node's diagnostics: {node_status})" if node_status else ""
+            warn = (f"segmentation/camera_info came back for {with_info} of the {answered} frames answered{why}: "
+                    f"the bag's {self.bag_topic} is not usable for its frames, so the node's ground projection "
+                    "and CameraInfo consumers (RViz, depth fusion) would go without it")
+        return said, warn
+
+
+def bag_camera_info(reader: bag_io.BagReader, image_topic: str) -> Optional[str]:
+    """The bag's CameraInfo topic beside ``image_topic`` (image_transport's sibling of the raw topic,
+    also for compressed frames); None when the bag has none there."""
+    base = image_topic[: -len("/compressed")] if image_topic.endswith("/compressed") else image_topic
+    name = bag_io.camera_info_topic(base)
+    topic = reader.topics().get(name)
+    return name if topic is not None and topic.msgtype == bag_io.CAMERA_INFO else None
+
+
+def node_camera_info_topic(diag: Optional[Dict[str, str]], base_topic: str) -> str:
+    """Where the node reads its camera's CameraInfo: its diagnostics' ``camera_info`` value ("topic:
+    status", after its camera_info_topic parameter and remapping); for a node too old to say,
+    image_transport's sibling of the image topic it segments."""
+    topic = (diag or {}).get("camera_info", "").split(": ", 1)[0].strip()
+    return topic if topic.startswith("/") else bag_io.camera_info_topic(base_topic)
 
 
 def _playing(inp) -> str:
@@ -345,7 +417,7 @@ def drivable_values(client: Client, card, first: List[int], since: float) -> Lis
 
 
 def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
-          node: Optional[NodeProcess]) -> EvalResult:
+          node: Optional[NodeProcess], info: Info) -> EvalResult:
     counts = Counts()
     t_start = time.perf_counter()  # diagnostics from here on tell of drivable_classes set during the run
     drivable = node_drivable(client.last_diag()[1], card)
@@ -363,7 +435,14 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
     index = -1
     read_error = ""
     try:
-        for m in reader.messages(inp.topics):
+        for m in reader.messages(inp.topics + ([info.bag_topic] if info.bag_topic else [])):
+            if m.topic == info.bag_topic:  # sent as read: at its frame's time, just before or after it
+                if m.error:  # would not deserialise in the node either
+                    info.corrupt += 1
+                else:
+                    client.info_pub.publish(m.raw)
+                    info.played += 1
+                continue
             if m.topic == inp.image.name:
                 index += 1
                 if index >= inp.total:
@@ -441,7 +520,7 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
     for topic, items in outputs.items():
         for t_recv, raw in items:
             try:
-                msg = ts.deserialize_cdr(bytes(raw), bag_io.IMAGE)
+                msg = ts.deserialize_cdr(bytes(raw), OUTPUT_TYPES.get(topic, bag_io.IMAGE))
             except Exception:
                 continue
             stamp = bag_io.stamp_ns(msg.header)
@@ -490,6 +569,10 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
             scorer.warned["skipped"] = (
                 f"{node_delta['skipped']} frames skipped by the node's max_rate ({diag.get('max_rate', '?')} frames "
                 "a second), counted as dropped: leave max_rate at 0 to score every frame")
+    info_said, info_warn = info.describe(len(answered), sum(s in answered for s in decoded_outputs[SEG_INFO]),
+                                         (diag or {}).get("camera_info", "").split(": ", 1)[-1])
+    if info_warn:
+        scorer.warned["camera_info"] = info_warn
     values = drivable_values(client, card, drivable, t_start)
     if len(values) > 1:  # a `ros2 param set` during the run (live), seen in the node's diagnostics
         names = lambda ids: ", ".join(card.class_names[c] for c in ids) or "none"  # noqa: E731
@@ -529,7 +612,7 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
         gt_source=inp.gt_source,
         model={"name": card.name, "card": str(card.path), "architecture": card.architecture,
                "backend": backend.strip(), "node": "attached" if cfg.attach else "started",
-               "published_on": client.topic},
+               "published_on": client.topic, "camera_info": info_said},
         class_names=list(card.class_names), palette=card.palette, drivable_classes=drivable, counts=counts,
         latencies_ms=latencies, fps=fps, wall_s=t_last_pub - (t_first_pub or t_last_pub),
         confusion=scorer.cm if scorer.with_gt else None, drivable=scorer.bin if scorer.with_gt else None,
@@ -618,7 +701,7 @@ def _write_out_bag(cfg: EvalConfig, reader: bag_io.BagReader, inp, published: Di
         for topic, items in outputs.items():
             for stamp, (t_recv, raw) in items.items():
                 p = published[stamp]
-                out.add(p.t_ns + int((t_recv - p.t_pub) * 1e9), topic, bag_io.IMAGE, raw)
+                out.add(p.t_ns + int((t_recv - p.t_pub) * 1e9), topic, OUTPUT_TYPES.get(topic, bag_io.IMAGE), raw)
         t_end = max((p.t_ns for p in published.values()), default=0)
         for m in reader.messages(copy_topics(reader, inp.image.name, inp.gt and inp.gt.name), decode=False):
             if m.t_ns > t_end:

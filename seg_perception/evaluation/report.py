@@ -172,6 +172,8 @@ def _markdown(result: EvalResult, m: Dict, files: Dict[str, Path], out: Path, ti
                                                if result.mode == "live" else " (Pipeline in-process, no ROS)"),
               f"- model: {m['model'].get('name')} on {m['model'].get('backend')}",
               f"- ground truth: {result.gt_source or 'none (no accuracy metrics)'}"]
+    if m["model"].get("camera_info"):  # live: the bag's CameraInfo, played beside the frames
+        lines.append(f"- CameraInfo: {m['model']['camera_info']}")
     if result.out_bag:
         lines.append(f"- outputs bag: `{result.out_bag}`")
     if result.partial:

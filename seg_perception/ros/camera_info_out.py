@@ -19,15 +19,6 @@ from ..runtime.ground import image_map
 from .ground_outputs import sensor_window
 
 
-def camera_info_topic(image_topic: str) -> str:
-    """image_transport's sibling: /camera/image_raw -> /camera/camera_info; absolute stays absolute
-    (/image_raw -> /camera_info, not the node namespace's camera_info)."""
-    base = image_topic.rstrip("/").rsplit("/", 1)[0] if "/" in image_topic.strip("/") else ""
-    if base:
-        return f"{base}/camera_info"
-    return "/camera_info" if image_topic.startswith("/") else "camera_info"
-
-
 def outputs_camera_info(info: CameraInfo, header, frame_size: Tuple[int, int],
                         out_size: Tuple[int, int]) -> CameraInfo:
     """The CameraInfo of an output image of ``out_size`` (width, height) made from a frame of

@@ -40,6 +40,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from ..card import CardError, check_precision
+from ..data.bag_io import camera_info_topic
 from ..paths import default_params_file, resolve_model
 from ..runtime.backends import BACKENDS, BackendError
 from ..runtime.ground import GroundError
@@ -47,7 +48,7 @@ from ..runtime.image_conversion import ImageError, fill_image, message_to_array
 from ..runtime.pipeline import Pipeline
 from .camera_health import StampGaps, camera_health, overload_note, rejection_kind, served_fps
 from . import node_parameters
-from .camera_info_out import CameraInfoFeed, camera_info_topic
+from .camera_info_out import CameraInfoFeed
 from .ground_outputs import GroundOutputs, camera_pose, flag, pose_values, tf2_ros
 from .nav_messages import label_info, label_info_type
 from .node_parameters import ConfigError
