@@ -84,6 +84,11 @@ def test_live_started_node_raw_frames_match_offline(tmp_path, random_model, camv
         assert (msg.width, msg.height) == (480, 360) and msg.header.frame_id == played[stamp(msg)].header.frame_id
         np.testing.assert_array_equal(msg.k, played[stamp(msg)].k)
         assert t_log > stamp(msg)
+    # evaluated again, the outputs bag plays its camera's CameraInfo, not this run's segmentation/camera_info
+    from seg_perception.evaluation.out_bag import copy_topics
+    with bag_io.BagReader(tmp_path / "outputs") as reader:
+        assert copy_topics(reader, "/camera/image_raw", "/camera/labels_gt") == \
+            ["/camera/camera_info", "/camera/image_raw", "/camera/labels_gt"]
 
 
 def test_live_attached_to_running_node_jpeg(tmp_path, random_model, camvid_sample, monkeypatch):
@@ -352,6 +357,7 @@ def test_live_names_repeated_stamps_rejections_and_long_gaps(tmp_path, capsys, r
     assert any("16UC1" in r for r in m["frames"]["rejected_reasons"]), m["frames"]
     pb = m["playback"]
     assert pb["recorded_s"] == 30.3 and pb["gaps_cut_s"] == 25.0 and 5.0 <= pb["played_s"] < 8, pb
+    assert m["model"]["camera_info"] == "none in the bag beside the image topic: not played"
 
 
 def test_frames_lost_before_the_node_name_the_fast_dds_profile(monkeypatch):

@@ -149,14 +149,16 @@ class Client(Participant):
                     if self.other_seen_at is None:
                         self.other_seen_at = t
 
-    def play_camera_info_on(self, topic: str) -> bool:
-        """A publisher for the bag's CameraInfo on ``topic``; True once the node's subscription
-        has matched it (within INFO_MATCH_S), so the first frame already has its calibration."""
+    def play_camera_info_on(self, topic: str, node_has_output: bool) -> bool:
+        """A publisher for the bag's CameraInfo on ``topic``; True once the node's subscription has
+        matched it (within INFO_MATCH_S), and its segmentation/camera_info this process's recorder
+        (where the node has that output), so that no frame goes out before either."""
         from sensor_msgs.msg import CameraInfo
         self.info_pub = self.node.create_publisher(CameraInfo, topic, self.pub_qos)
         end = time.monotonic() + INFO_MATCH_S
         while time.monotonic() < end:
-            if self.info_pub.get_subscription_count() > 0:
+            if self.info_pub.get_subscription_count() > 0 and \
+                    (not node_has_output or self.publisher_count(self.info_sub) > 0):
                 return True
             time.sleep(0.05)
         return False
@@ -275,11 +277,13 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
                     raise EvalError(f"the attached node runs model '{name}', not '{card.name}' (--model): pass "
                                     f"--model {name} (or its card .yaml), or leave --model out", EXIT_NODE)
             if info.bag_topic is not None:
-                info.played_on = node_camera_info_topic(client.last_diag()[1], base_topic)
-                info.matched = client.play_camera_info_on(info.played_on)
+                diag = client.last_diag()[1]
+                info.node_has_output = "camera_info" in diag  # a node before segmentation/camera_info has not
+                info.played_on = node_camera_info_topic(diag, base_topic)
+                info.matched = client.play_camera_info_on(info.played_on, info.node_has_output)
                 if log is not None:
                     log(f"[live] playing the bag's {info.bag_topic} on {info.played_on}"
-                        + ("" if info.matched else " (no subscriber there yet)"))
+                        + ("" if info.matched else f" (not matched within {INFO_MATCH_S:g} s)"))
             result = _play(cfg, reader, inp, client, card, node, info)
         finally:
             if client is not None:
@@ -297,24 +301,32 @@ class Info:
     """The bag's CameraInfo in a live run: played beside the frames, as `ros2 bag play` would."""
     bag_topic: Optional[str]          # the bag's CameraInfo beside its image topic; None: the bag has none
     played_on: str = ""               # the node's CameraInfo topic, where it is played
-    matched: bool = False             # the node's subscription had matched before the first frame
-    played: int = 0
+    node_has_output: bool = True      # the node publishes segmentation/camera_info (its diagnostics say)
+    matched: bool = False             # both ways matched before the first frame (play_camera_info_on)
+    played: int = 0                   # messages sent as they come in the bag (the first is also sent ahead)
     corrupt: int = 0
 
     def describe(self, answered: int, with_info: int, node_status: str) -> Tuple[str, str]:
-        """(what the report says of CameraInfo, a warning or "")."""
+        """(what the report says of CameraInfo, a warning or ""); ``node_status``: the node's last
+        diagnostics on segmentation/camera_info (after "topic: ")."""
         if self.bag_topic is None:
             return "none in the bag beside the image topic: not played", ""
         said = f"{self.bag_topic} played on {self.played_on} ({self.played} messages"
         said += f", {self.corrupt} corrupt not sent)" if self.corrupt else ")"
+        if not self.node_has_output:
+            return said + "; the node publishes no segmentation/camera_info (a version before it)", ""
         said += f"; segmentation/camera_info came back for {with_info} of the {answered} frames answered"
-        warn = ""
-        if answered and with_info < answered:
-            why = f" (the node's diagnostics: {node_status})" if node_status else ""
-            warn = (f"segmentation/camera_info came back for {with_info} of the {answered} frames answered{why}: "
-                    f"the bag's {self.bag_topic} is not usable for its frames, so the node's ground projection "
-                    "and CameraInfo consumers (RViz, depth fusion) would go without it")
-        return said, warn
+        if not answered or with_info == answered:
+            return said, ""
+        lost = f"segmentation/camera_info came back for {with_info} of the {answered} frames answered"
+        if not self.matched:
+            return said, (f"{lost}: the node's subscription on {self.played_on} (or this player's on "
+                          f"segmentation/camera_info) did not match within {INFO_MATCH_S:g} s")
+        if node_status.startswith("not published: frame is"):  # the calibration of another resolution
+            return said, (f"{lost} ({node_status}): the bag's {self.bag_topic} does not fit its frames, so on the "
+                          "robot the node's ground projection and every CameraInfo consumer (RViz, depth fusion) "
+                          "would go without it")
+        return said, f"{lost} (the node's diagnostics at the end: {node_status or 'nothing on it'})"
 
 
 def bag_camera_info(reader: bag_io.BagReader, image_topic: str) -> Optional[str]:
@@ -435,8 +447,10 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
     index = -1
     read_error = ""
     try:
+        if info.bag_topic:  # the first ahead of the frames: a bag that has each frame before its
+            _send_first_camera_info(reader, info, client)  # CameraInfo must not cost the first frame its own
         for m in reader.messages(inp.topics + ([info.bag_topic] if info.bag_topic else [])):
-            if m.topic == info.bag_topic:  # sent as read: at its frame's time, just before or after it
+            if m.topic == info.bag_topic:  # sent as read: right after the frame recorded before it
                 if m.error:  # would not deserialise in the node either
                     info.corrupt += 1
                 else:
@@ -570,7 +584,7 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
                 f"{node_delta['skipped']} frames skipped by the node's max_rate ({diag.get('max_rate', '?')} frames "
                 "a second), counted as dropped: leave max_rate at 0 to score every frame")
     info_said, info_warn = info.describe(len(answered), sum(s in answered for s in decoded_outputs[SEG_INFO]),
-                                         (diag or {}).get("camera_info", "").split(": ", 1)[-1])
+                                         (diag or {}).get("camera_info", "").partition(": ")[2])
     if info_warn:
         scorer.warned["camera_info"] = info_warn
     values = drivable_values(client, card, drivable, t_start)
@@ -622,6 +636,17 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
         partial=partial_reason(inp, read_error, counts.corrupt, scorer.gt_corrupt_frames),
         playback=pace, held_in=held_in, trained_on_gt=held_in_why,
         rejections=dict.fromkeys(reasons))  # the node names its reasons but does not count frames per reason
+
+
+def _send_first_camera_info(reader: bag_io.BagReader, info: Info, client: Client) -> None:
+    """The bag's first readable CameraInfo, sent before the first frame (and again in its turn)."""
+    try:
+        for m in reader.messages([info.bag_topic]):
+            if not m.error:  # (one that does not deserialise would not in the node either)
+                client.info_pub.publish(m.raw)
+                return
+    except bag_io.BagError:
+        pass  # the playback that follows meets the damage and says so
 
 
 def _rejection_reasons(client: Client, node: Optional[NodeProcess]) -> List[str]:

@@ -60,5 +60,6 @@ def copy_topics(reader: bag_io.BagReader, image_topic: str, gt_topic: str | None
     keep = {image_topic}
     if gt_topic:
         keep.add(gt_topic)
-    keep.update(t.name for t in reader.topics().values() if t.msgtype == bag_io.CAMERA_INFO)
+    # not an earlier run's segmentation/camera_info (an outputs bag evaluated again): this run's is written
+    keep.update(t.name for t in reader.topics().values() if t.msgtype == bag_io.CAMERA_INFO and t.name != SEG_INFO)
     return sorted(keep)
