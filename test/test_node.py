@@ -344,9 +344,9 @@ def test_a_parameter_set_while_running_is_refused_with_the_way_to_apply_it(raw_n
 
 
 def test_live_parameters_are_taken_by_the_next_frame(raw_node, val_frames):
-    """`ros2 param set` of max_rate, drivable_classes, overlay_alpha or overlay_legend was refused
-    (restart the node): a robot could not slow its segmentation when parked, nor tune its drivable
-    classes in the field. They are taken while running, checked first (a bad value or a call that
+    """`ros2 param set` of max_rate, drivable_classes, overlay_alpha, overlay_legend or
+    diagnostics_period was refused (restart the node): a robot could not slow its segmentation when
+    parked, nor tune its drivable classes in the field. They are taken while running, checked first (a bad value or a call that
     mixes them with a start-up parameter changes nothing), and the next frame uses them."""
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParametersAtomically
@@ -394,6 +394,15 @@ def test_live_parameters_are_taken_by_the_next_frame(raw_node, val_frames):
             assert not fut.result().result.successful and why in fut.result().result.reason
         res = set_params(overlay_alpha=1.5)
         assert not res.successful and "overlay_alpha must be a number within [0, 1]" in res.reason
+        # diagnostics_period: 1 s -> 0.1 s, the timer started again at once
+        res = set_params(diagnostics_period=0.0)
+        assert not res.successful and "diagnostics_period must be 0.01 to 3600 seconds, not 0.0" in res.reason
+        assert set_params(diagnostics_period=0.1).successful
+        h.wait_for(lambda: len(h.diagnostics) > 0, 5, "diagnostics")
+        t0 = time.perf_counter()
+        time.sleep(1.5)
+        fast = [d for d in list(h.diagnostics) if d["_t"] > t0 + 0.2]  # (those sent before the change: by 0.2 s)
+        assert len(fast) >= 8, f"{len(fast)} /diagnostics messages in 1.3 s at diagnostics_period 0.1"
 
         assert set_params(max_rate=2.0, overlay_alpha=0.25, overlay_legend=False).successful
         d = h.settled_diag()
@@ -409,7 +418,8 @@ def test_live_parameters_are_taken_by_the_next_frame(raw_node, val_frames):
             and "max_rate alone would be taken at once" in res.reason, res.reason
         assert h.settled_diag()["max_rate"] == "2"
     finally:  # (asserted after: a failure above is the one to see)
-        restored = set_params(max_rate=0.0, drivable_classes=[3], overlay_alpha=0.5, overlay_legend=True)
+        restored = set_params(max_rate=0.0, drivable_classes=[3], overlay_alpha=0.5, overlay_legend=True,
+                              diagnostics_period=1.0)
         h.node.destroy_client(setp)
     assert restored.successful, restored.reason
     d = h.settled_diag()
@@ -419,6 +429,7 @@ def test_live_parameters_are_taken_by_the_next_frame(raw_node, val_frames):
     said = [ln for ln in proc.output().splitlines() if "taken while running" in ln]
     assert any("drivable classes ['Sky', 'Road'] (were ['Road'])" in ln for ln in said), said
     assert any("max_rate 2 (was 0" in ln and "overlay_alpha 0.25" in ln for ln in said), said
+    assert any("diagnostics_period 0.1 s (was 1)" in ln for ln in said), said
 
 
 def test_live_parameters_reach_every_worker_and_camera(random_model, val_frames):

@@ -271,6 +271,10 @@ class SegmentationNode(Node):
                 pipe.set_drivable_classes(new["drivable_classes"])
         for g in grounds:
             g.set_pose(new_pose)
+        if "diagnostics_period" in new:
+            was["diagnostics_period"] = f"{self.diagnostics_period:g}"
+            self.diagnostics_period = new["diagnostics_period"]
+            self._start_diagnostics()  # the next message one new period from now
         if "max_rate" in new:
             with self._slot_lock:  # (frames are admitted under it)
                 self.max_rate = new["max_rate"]
@@ -284,6 +288,8 @@ class SegmentationNode(Node):
             elif name == "max_rate":
                 each = " each" if len(self.cameras) > 1 else ""
                 said.append(f"max_rate {v:g}{each} (was {was[name]}; 0: every frame)")
+            elif name == "diagnostics_period":
+                said.append(f"diagnostics_period {v:g} s (was {was[name]})")
             elif name in pose:
                 try:
                     was_v = pose_values(name, self.get_parameter(name).value)
@@ -397,8 +403,14 @@ class SegmentationNode(Node):
             w.start()
         # from configure on, not only while active: a managed node that is inactive says so, and a
         # silent one (stale in an aggregator) is one that died, which its manager does not notice.
-        # Wall time, as its figures are: under use_sim_time a /clock not yet running (or paused) is
-        # when "no frame in 10 s" matters most
+        self._start_diagnostics()
+
+    def _start_diagnostics(self) -> None:
+        """The /diagnostics timer at diagnostics_period (again, for a new period). Wall time, as its
+        figures are: under use_sim_time a /clock not yet running (or paused) is when "no frame in
+        10 s" matters most."""
+        if getattr(self, "diag_timer", None) is not None:
+            self.destroy_timer(self.diag_timer)
         self.diag_timer = self.create_timer(self.diagnostics_period, self._publish_diagnostics,
                                             clock=Clock(clock_type=ClockType.STEADY_TIME))
 

@@ -75,9 +75,10 @@ IMAGE_TOPICS_DESCRIPTION = ("several cameras in one node, e.g. ['/front/image_ra
 # What a running node takes at once (`ros2 param set`, rqt_reconfigure), the next frame using it: a
 # robot that slows its segmentation when parked, drivable classes tuned in the field, the overlay's
 # look, the camera pose tuned until the grid lies on the ground seen in RViz. Nothing in them reloads
-# the model or changes a topic or a QoS.
+# the model or changes a topic or a QoS. diagnostics_period too: one second is slow to watch a
+# problem come and go, a fast one for good costs a message per camera 100 times a second.
 LIVE_PARAMETERS = ("max_rate", "drivable_classes", "overlay_alpha", "overlay_legend", "ground.camera_xyz",
-                   "ground.camera_rpy")
+                   "ground.camera_rpy", "diagnostics_period")
 
 
 def parameter_names() -> List[str]:
@@ -141,6 +142,16 @@ def check_max_rate(value) -> float:
     return float(value)
 
 
+def check_diagnostics_period(value) -> float:
+    # 0 would publish on every executor turn; 1e300 overflowed the timer at activation
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"diagnostics_period must be a number of seconds, not {value!r}")
+    if not 0.01 <= value <= 3600:
+        raise ConfigError(f"diagnostics_period must be 0.01 to 3600 seconds, not {value} "
+                          "(1.0: one /diagnostics message a second)")
+    return float(value)
+
+
 def live_value(name: str, value):
     """A LIVE_PARAMETERS value, checked as configure checks it (ConfigError); the class ids of
     drivable_classes are checked against the model by the pipeline."""
@@ -152,6 +163,8 @@ def live_value(name: str, value):
         return float(value)
     if name == "overlay_legend":
         return bool(value)
+    if name == "diagnostics_period":
+        return check_diagnostics_period(value)
     if name == "drivable_classes":
         return [int(c) for c in value]
     if name in ("ground.camera_xyz", "ground.camera_rpy"):
@@ -246,10 +259,7 @@ def read(node) -> Settings:
         image_topics = []
     if p["qos"] not in QOS_CHOICES:
         raise ConfigError(f"unknown qos '{p['qos']}'; valid choices: {', '.join(QOS_CHOICES)}")
-    # 0 would publish on every executor turn; 1e300 overflowed the timer at activation
-    if not 0.01 <= p["diagnostics_period"] <= 3600:
-        raise ConfigError(f"diagnostics_period must be 0.01 to 3600 seconds, not {p['diagnostics_period']} "
-                          "(1.0: one /diagnostics message a second)")
+    check_diagnostics_period(p["diagnostics_period"])
     # at most 1 s: the manager's first heartbeat must come within half its bond_timeout (2 s by
     # Nav2's default), and the one sent at activation goes out before the manager subscribes
     if p["bond_heartbeat_period"] != 0 and not 0.01 <= p["bond_heartbeat_period"] <= 1.0:
