@@ -419,6 +419,28 @@ def test_live_labels_at_the_network_size_are_scored(tmp_path, random_model, camv
         np.testing.assert_allclose(msg.p, [400, 0, half(500), -20, 0, 405, half(300), 0, 0, 0, 1, 0])
 
 
+def test_the_outputs_bag_holds_the_grid_of_a_ground_enabled_node(tmp_path, random_model, camvid_sample):
+    """A node with ground.enable projects during the run, as the bag's CameraInfo is played to it, and
+    its drivable grid (the Nav2 costmap's input) goes into the outputs bag beside the labels, each
+    frame's with that frame's stamp in the robot's frame, for RViz."""
+    bag = tmp_path / "ground"
+    make_bag(bag, root=camvid_sample, fmt="mcap", encoding="jpeg", rate=1, indices=INDICES[:2])
+    ground = {"ground.enable": True, "ground.use_tf": False, "ground.camera_xyz": "[0.0, 0.0, 1.0]",
+              "ground.camera_rpy": "[0.0, 0.35, 0.0]"}
+    cfg = EvalConfig(bag=bag, model=str(random_model), threads=1, progress=False, node_params=ground,
+                     out_bag=tmp_path / "outputs")
+    live, _, code = evaluate(cfg, "live", tmp_path / "live")
+    assert code == 0 and live.counts.frames_out >= 1, live.notes
+    topics = read_all(tmp_path / "outputs")
+    answered = sorted(stamp(msg) for _, msg in topics["/segmentation/labels"])
+    grids = topics["/segmentation/drivable_grid"]
+    assert sorted(stamp(msg) for _, msg in grids) == answered  # (the first frame builds the lookups: a busy
+    for t_log, msg in grids:                                   # machine may drop the second)
+        cells = np.asarray(msg.data)
+        assert msg.header.frame_id == "base_footprint" and t_log > stamp(msg)
+        assert np.isin(cells, [-1, 0, 100]).all() and (cells >= 0).sum() > 100, np.unique(cells)
+
+
 def test_live_names_a_camera_info_of_another_resolution(tmp_path, random_model, camvid_sample):
     """A bag whose CameraInfo is another resolution's (640x480 for 480x360 frames): the node sends
     no segmentation/camera_info for its frames, and the report says so, with the node's reason."""

@@ -5,8 +5,8 @@ discovery, publishes the bag's camera messages as recorded (the raw CDR bytes,
 like `ros2 bag play`) at the recorded pace, a fixed rate or a speed factor, with
 the bag's CameraInfo beside them on the topic the node reads it from, records
 /segmentation/labels (and segmentation/camera_info where CameraInfo is played;
-for --out-bag, drivable_mask and overlay too), and matches outputs to inputs by
-header stamp. Latency is publish -> receipt of
+for --out-bag, drivable_mask, overlay and a ground-enabled node's drivable_grid
+too), and matches outputs to inputs by header stamp. Latency is publish -> receipt of
 /segmentation/labels, both clocks in this process. The node's /diagnostics give
 its own received/processed/dropped/rejected counters.
 
@@ -35,7 +35,7 @@ from ..runtime.node_process import DomainInUse, NodeProcess, discover_as, privat
 from .common import (Progress, check_ground_truth_classes, load_model_card, notes_on_error, open_bag, partial_reason,
                      select_inputs, trained_on_ground_truth)
 from .config import EXIT_NO_MATCH, EXIT_NODE, EvalConfig, EvalError
-from .out_bag import DRIVABLE, LABELS, OUTPUT_TYPES, OVERLAY, SEG_INFO, OutputBag, copy_topics
+from .out_bag import DRIVABLE, GRID, LABELS, OUTPUT_TYPES, OVERLAY, SEG_INFO, OutputBag, copy_topics
 from .participant import Participant
 from .scoring import (Counts, EvalResult, Scorer, add_gt_message, admit_frame, decode_frame, decode_labels,
                       frame_size, rejection_note)
@@ -108,7 +108,8 @@ class Client(Participant):
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
         super().__init__(domain_id, "seg_eval_player")
         self.topic = topic
-        self.outputs: Dict[str, List[Tuple[float, bytes]]] = {LABELS: [], DRIVABLE: [], OVERLAY: [], SEG_INFO: []}
+        self.outputs: Dict[str, List[Tuple[float, bytes]]] = {t: [] for t in (LABELS, DRIVABLE, OVERLAY, SEG_INFO,
+                                                                              GRID)}
         self.diagnostics: List[Tuple[float, Dict[str, str]]] = []
         self.other_nodes: Dict[str, str] = {}
         self.other_seen_at: Optional[float] = None  # when a segmentation node on another topic showed up
@@ -125,6 +126,9 @@ class Client(Participant):
         # not in `subs`: a node older than segmentation/camera_info is still connected without it
         self.info_sub = (self.node.create_subscription(CameraInfo, SEG_INFO, self._recorder(SEG_INFO), out_qos,
                                                        raw=True) if camera_info else None)
+        if extra_outputs:  # the grid too, where the node projects (ground.enable); not for `connected` either
+            from nav_msgs.msg import OccupancyGrid
+            self.node.create_subscription(OccupancyGrid, GRID, self._recorder(GRID), out_qos, raw=True)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 20)
         self.start()
 

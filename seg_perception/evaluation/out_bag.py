@@ -1,6 +1,7 @@
 """`--out-bag`: the bag's camera, camera_info and ground-truth topics plus what the
 pipeline/node produced (/segmentation/labels, drivable_mask, overlay; live, with the bag's
-CameraInfo played, the node's /segmentation/camera_info too), for RViz or
+CameraInfo played, the node's /segmentation/camera_info, and from a node with ground.enable its
+/segmentation/drivable_grid), for RViz or
 Foxglove. Outputs are recorded at input time + measured latency, as `ros2 bag
 record` would have seen them; a small heap keeps the file in time order."""
 from __future__ import annotations
@@ -16,8 +17,9 @@ LABELS = "/segmentation/labels"
 DRIVABLE = "/segmentation/drivable_mask"
 OVERLAY = "/segmentation/overlay"
 SEG_INFO = "/segmentation/camera_info"
-# every output is an Image but this one
-OUTPUT_TYPES = {SEG_INFO: bag_io.CAMERA_INFO}
+GRID = "/segmentation/drivable_grid"
+# every output is an Image but these
+OUTPUT_TYPES = {SEG_INFO: bag_io.CAMERA_INFO, GRID: "nav_msgs/msg/OccupancyGrid"}
 
 
 class OutputBag:
