@@ -398,11 +398,15 @@ def test_live_parameters_are_taken_by_the_next_frame(raw_node, val_frames):
         res = set_params(diagnostics_period=0.0)
         assert not res.successful and "diagnostics_period must be 0.01 to 3600 seconds, not 0.0" in res.reason
         assert set_params(diagnostics_period=0.1).successful
-        h.wait_for(lambda: len(h.diagnostics) > 0, 5, "diagnostics")
         t0 = time.perf_counter()
         time.sleep(1.5)
         fast = [d for d in list(h.diagnostics) if d["_t"] > t0 + 0.2]  # (those sent before the change: by 0.2 s)
         assert len(fast) >= 8, f"{len(fast)} /diagnostics messages in 1.3 s at diagnostics_period 0.1"
+        assert set_params(diagnostics_period=1.0).successful  # and back: the 0.1 s timer is gone
+        t0 = time.perf_counter()
+        time.sleep(2.5)
+        slow = [d for d in list(h.diagnostics) if d["_t"] > t0 + 0.2]
+        assert 1 <= len(slow) <= 3, f"{len(slow)} /diagnostics messages in 2.3 s at diagnostics_period 1"
 
         assert set_params(max_rate=2.0, overlay_alpha=0.25, overlay_legend=False).successful
         d = h.settled_diag()

@@ -214,6 +214,42 @@ def test_grid_and_cloud_arrive_with_the_image_stamp(nav_node, val_frames, random
     assert latched[0].header.frame_id == "base_footprint"
 
 
+def test_a_stopped_camera_clears_the_grid_whatever_the_diagnostics_period(nav_node, val_frames):
+    """The check that replaces a stopped camera's latched grid with an unknown one ran on the
+    diagnostics timer: at diagnostics_period 60 (or 3600) a costmap kept the last free cells that
+    long after the camera stopped. It has a timer of its own now: about 2 s after the last output."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    proc, h, rec = nav_node
+    setp = h.node.create_client(SetParameters, "/segmentation_node/set_parameters")
+
+    def set_period(seconds):
+        value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=seconds)
+        fut = setp.call_async(SetParameters.Request(parameters=[Parameter(name="diagnostics_period", value=value)]))
+        h.wait_for(fut.done, 15, "the set_parameters answer")
+        assert fut.result().results[0].successful, fut.result().results[0].reason
+
+    def unknown_grids():
+        with rec.lock:
+            return [g for g in rec.got["grid"].values() if not (np.asarray(g.data) >= 0).any()]
+
+    assert setp.wait_for_service(timeout_sec=15)
+    set_period(3600.0)
+    try:
+        rec.pub_info.publish(camera_info())
+        for i in range(12):  # a steady camera: the usual interval well under a second, so 2 s quiet is "stopped"
+            key = send(h, val_frames[i % 4][0], f"stale_{i}")
+        h.wait_for(lambda: key[:2] in rec.got["grid"], 10, "the last frame's grid")
+        assert (np.asarray(rec.got["grid"][key[:2]].data) >= 0).any()
+        before = len(unknown_grids())
+        t_last = time.monotonic()
+        h.wait_for(lambda: len(unknown_grids()) > before, 10, "an all-unknown grid after the camera stopped")
+        assert time.monotonic() - t_last < 6.0
+    finally:
+        set_period(1.0)
+        h.node.destroy_client(setp)
+
+
 def test_a_frame_of_another_size_skips_ground_outputs_but_is_segmented(nav_node, val_frames):
     import cv2
     proc, h, rec = nav_node

@@ -104,6 +104,7 @@ class Client(Participant):
     def __init__(self, domain_id: Optional[int], topic: str, compressed: bool, extra_outputs: bool,
                  camera_info: bool = False):
         from diagnostic_msgs.msg import DiagnosticArray
+        from nav_msgs.msg import OccupancyGrid
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
         super().__init__(domain_id, "seg_eval_player")
@@ -127,7 +128,6 @@ class Client(Participant):
         self.info_sub = (self.node.create_subscription(CameraInfo, SEG_INFO, self._recorder(SEG_INFO), out_qos,
                                                        raw=True) if camera_info else None)
         if extra_outputs:  # the grid too, where the node projects (ground.enable); not for `connected` either
-            from nav_msgs.msg import OccupancyGrid
             self.node.create_subscription(OccupancyGrid, GRID, self._recorder(GRID), out_qos, raw=True)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 20)
         self.start()
@@ -227,7 +227,7 @@ def run_live(cfg: EvalConfig, domain_id: Optional[int] = None, log=None) -> Eval
         raise EvalError("--rate must be >= 0 (0: the recorded timing) and --speed > 0")
     # what the player and recorder need, before a node is started (and its log emptied) for nothing
     # (missing: ModuleNotFoundError, which the CLI turns into the extra to install)
-    for module in ("rclpy", "sensor_msgs.msg", "diagnostic_msgs.msg"):
+    for module in ("rclpy", "sensor_msgs.msg", "diagnostic_msgs.msg", "nav_msgs.msg"):
         importlib.import_module(module)
     reader = open_bag(cfg.bag)
     with reader, notes_on_error(reader):
@@ -323,13 +323,13 @@ class Info:
         if not answered or with_info == answered:
             return said, ""
         lost = f"segmentation/camera_info came back for {with_info} of the {answered} frames answered"
-        if not self.matched:
-            return said, (f"{lost}: the node's subscription on {self.played_on} (or this player's on "
-                          f"segmentation/camera_info) did not match within {INFO_MATCH_S:g} s")
         if node_status.startswith("not published: frame is"):  # the calibration of another resolution
             return said, (f"{lost} ({node_status}): the bag's {self.bag_topic} does not fit its frames, so on the "
                           "robot the node's ground projection and every CameraInfo consumer (RViz, depth fusion) "
                           "would go without it")
+        if not self.matched:
+            return said, (f"{lost}: the node's subscription on {self.played_on} (or this player's on "
+                          f"segmentation/camera_info) did not match within {INFO_MATCH_S:g} s")
         return said, f"{lost} (the node's diagnostics at the end: {node_status or 'nothing on it'})"
 
 
@@ -644,13 +644,16 @@ def _play(cfg: EvalConfig, reader: bag_io.BagReader, inp, client: Client, card,
 
 def _send_first_camera_info(reader: bag_io.BagReader, info: Info, client: Client) -> None:
     """The bag's first readable CameraInfo, sent before the first frame (and again in its turn)."""
+    salvage, damage = reader.salvage, reader.damage  # damage met here is the playback's to meet and say
     try:
         for m in reader.messages([info.bag_topic]):
             if not m.error:  # (one that does not deserialise would not in the node either)
                 client.info_pub.publish(m.raw)
                 return
     except bag_io.BagError:
-        pass  # the playback that follows meets the damage and says so
+        pass
+    finally:
+        reader.salvage, reader.damage = salvage, damage
 
 
 def _rejection_reasons(client: Client, node: Optional[NodeProcess]) -> List[str]:

@@ -453,22 +453,37 @@ class GroundOutputs:
         return True
 
     # ------------------------------------------------------------ reporting
+    def _quiet(self) -> Tuple[Optional[float], Optional[float], bool, int]:
+        """(seconds since the last output, seconds without outputs (counted from the start before the
+        first), whether that means they stopped, the count of grids published by then)."""
+        with self._lock:
+            times = list(self.published_at)
+            started = self.started_at
+            grids = self._grids
+        now = time.perf_counter()
+        since = now - times[-1] if times else None
+        quiet = since if since is not None else (now - started if started is not None else None)
+        # none yet since the start: 10 s, as long as the camera status waits for a first frame
+        stale = quiet is not None and quiet > (stale_after(times) if times else 10.0)
+        return since, quiet, stale, grids
+
+    def clear_if_stale(self) -> None:
+        """The latched grid replaced by an unknown one once the outputs have stopped (not for one
+        frame's miss). The node runs this on a timer of its own: on the diagnostics timer a costmap
+        kept a stopped camera's free cells for up to a diagnostics_period, which may be an hour."""
+        _, _, stale, grids = self._quiet()
+        if stale:
+            self._clear_grid(grids)
+
     def diagnostics(self, node_name: str) -> DiagnosticStatus:
         with self._lock:
             level, message = self.status
             med = {k: (sorted(v)[len(v) // 2] if v else None) for k, v in self.times.items()}
             published = self.published
-            times = list(self.published_at)
-            started = self.started_at
             lut = self._lut  # once: a worker sets it to None when the calibration or pose changes
-            grids = self._grids
-        now = time.perf_counter()
-        since = now - times[-1] if times else None
         # the status is the last frame's: with no frame since (the camera stopped, or none came after a
         # restart), not "ok" for good
-        quiet = since if since is not None else (now - started if started is not None else None)
-        # none yet since the start: 10 s, as long as the camera status waits for a first frame
-        stale = quiet is not None and quiet > (stale_after(times) if times else 10.0)
+        since, quiet, stale, grids = self._quiet()
         if stale:  # (stopped, or off for a lasting reason: one frame's miss leaves the grid as it is)
             self._clear_grid(grids)
         if stale and level == DiagnosticStatus.OK:

@@ -109,6 +109,7 @@ STAGES = ("convert_ms", "resize_ms", "inference_ms", "post_ms", "fill_ms", "publ
 
 
 ORDER_WAIT_S = 2.0  # longest a worker holds a finished frame back for an older one of its camera
+GRID_CHECK_S = 0.5  # how often a ground-enabled node checks whether its latched grid went stale (>= 2 s quiet)
 
 
 def stamp_of(header) -> tuple:
@@ -274,7 +275,8 @@ class SegmentationNode(Node):
         if "diagnostics_period" in new:
             was["diagnostics_period"] = f"{self.diagnostics_period:g}"
             self.diagnostics_period = new["diagnostics_period"]
-            self._start_diagnostics()  # the next message one new period from now
+            if getattr(self, "diag_timer", None) is not None:  # (none after a cleanup that failed half-way)
+                self._start_diagnostics()  # the next message one new period from now
         if "max_rate" in new:
             with self._slot_lock:  # (frames are admitted under it)
                 self.max_rate = new["max_rate"]
@@ -404,6 +406,15 @@ class SegmentationNode(Node):
         # from configure on, not only while active: a managed node that is inactive says so, and a
         # silent one (stale in an aggregator) is one that died, which its manager does not notice.
         self._start_diagnostics()
+        if any(cam._ground is not None for cam in self.cameras):  # not tied to diagnostics_period (up to an hour)
+            self.grid_timer = self.create_timer(GRID_CHECK_S, self._clear_stale_grids,
+                                                clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    def _clear_stale_grids(self) -> None:
+        for cam in self.cameras:
+            ground = cam.ground  # (None while inactive: deactivating cleared the grid)
+            if ground is not None:
+                ground.clear_if_stale()
 
     def _start_diagnostics(self) -> None:
         """The /diagnostics timer at diagnostics_period (again, for a new period). Wall time, as its
@@ -626,10 +637,11 @@ class SegmentationNode(Node):
 
     def remove_publishers(self) -> None:
         """The publishers configure made (all, or those it got to before it failed), and the
-        diagnostics timer."""
-        if getattr(self, "diag_timer", None) is not None:
-            self.destroy_timer(self.diag_timer)
-            self.diag_timer = None
+        diagnostics and grid timers."""
+        for name in ("diag_timer", "grid_timer"):
+            if getattr(self, name, None) is not None:
+                self.destroy_timer(getattr(self, name))
+                setattr(self, name, None)
         for cam in self.cameras:
             for pub in cam.publishers():
                 self.destroy_publisher(pub)
