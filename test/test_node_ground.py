@@ -87,6 +87,15 @@ def nav_node(ros, random_model, tmp_path_factory):
     assert proc.stop() == 0, proc.output()
 
 
+def set_parameter(h, setp, name, value):
+    """One parameter set through the node's set_parameters client ``setp``: its SetParametersResult."""
+    from rcl_interfaces.msg import Parameter
+    from rcl_interfaces.srv import SetParameters
+    fut = setp.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=value)]))
+    h.wait_for(fut.done, 15, "the set_parameters answer")
+    return fut.result().results[0]
+
+
 def send(h, img, tag):
     key = new_key(tag)
     h.pub_raw.publish(raw_image(img, "rgb8", key))
@@ -218,16 +227,15 @@ def test_a_stopped_camera_clears_the_grid_whatever_the_diagnostics_period(nav_no
     """The check that replaces a stopped camera's latched grid with an unknown one ran on the
     diagnostics timer: at diagnostics_period 60 (or 3600) a costmap kept the last free cells that
     long after the camera stopped. It has a timer of its own now: about 2 s after the last output."""
-    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.msg import ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParameters
     proc, h, rec = nav_node
     setp = h.node.create_client(SetParameters, "/segmentation_node/set_parameters")
 
     def set_period(seconds):
-        value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=seconds)
-        fut = setp.call_async(SetParameters.Request(parameters=[Parameter(name="diagnostics_period", value=value)]))
-        h.wait_for(fut.done, 15, "the set_parameters answer")
-        assert fut.result().results[0].successful, fut.result().results[0].reason
+        res = set_parameter(h, setp, "diagnostics_period",
+                            ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=seconds))
+        assert res.successful, res.reason
 
     def unknown_grids():
         with rec.lock:
@@ -266,16 +274,14 @@ def test_the_camera_pose_set_while_running_moves_the_grid(nav_node, val_frames):
     """ground.camera_xyz/rpy are live: a user tunes the pitch until the grid lies on the ground seen
     in RViz, without a restart. The next frame's grid is the projection with the new pose; a bad
     value is refused and changes nothing."""
-    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.msg import ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParameters
     proc, h, rec = nav_node
     setp = h.node.create_client(SetParameters, "/segmentation_node/set_parameters")
 
     def set_rpy(rpy):
-        value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE_ARRAY, double_array_value=rpy)
-        fut = setp.call_async(SetParameters.Request(parameters=[Parameter(name="ground.camera_rpy", value=value)]))
-        h.wait_for(fut.done, 15, "the set_parameters answer")
-        return fut.result().results[0]
+        return set_parameter(h, setp, "ground.camera_rpy",
+                             ParameterValue(type=ParameterType.PARAMETER_DOUBLE_ARRAY, double_array_value=rpy))
 
     def grid_of_a_frame(tag):
         rec.pub_info.publish(camera_info())
@@ -298,15 +304,13 @@ def test_the_camera_pose_set_while_running_moves_the_grid(nav_node, val_frames):
         assert not bad.successful and "ground.camera_rpy must be a list of 3 finite numbers, got [0.0, 0.2]" \
             in bad.reason, bad
         # the height: a camera at the ground plane is refused before it turns the ground outputs off
-        value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE_ARRAY, double_array_value=[0.1, 0.0, 0.0])
-        fut = setp.call_async(SetParameters.Request(parameters=[Parameter(name="ground.camera_xyz", value=value)]))
-        h.wait_for(fut.done, 15, "the set_parameters answer")
-        assert "ground.camera_xyz's z must be > 0" in fut.result().results[0].reason
+        res = set_parameter(h, setp, "ground.camera_xyz", ParameterValue(
+            type=ParameterType.PARAMETER_DOUBLE_ARRAY, double_array_value=[0.1, 0.0, 0.0]))
+        assert "ground.camera_xyz's z must be > 0" in res.reason
         # `ros2 param set ... "[0, 0.5, 0]"` (integers and doubles mixed) arrives as a string: read as YAML
-        value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="[0, 0.5, 0]")
-        fut = setp.call_async(SetParameters.Request(parameters=[Parameter(name="ground.camera_rpy", value=value)]))
-        h.wait_for(fut.done, 15, "the set_parameters answer")
-        assert fut.result().results[0].successful, fut.result().results[0].reason
+        res = set_parameter(h, setp, "ground.camera_rpy",
+                            ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="[0, 0.5, 0]"))
+        assert res.successful, res.reason
         cells, mask = grid_of_a_frame("pitch_still_0.5")  # unchanged by the refused values (and the same again)
         assert (cells == expected_grid(mask, 0.1, (0.5, 8.0), (-4.0, 4.0), pitch=0.5)).mean() > 0.999
     finally:
